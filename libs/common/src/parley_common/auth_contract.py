@@ -1,0 +1,99 @@
+"""Bus contract of the auth service: `auth.verify`, `auth.authorize` and revocation events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from parley_common.errors import ErrorEnvelope
+
+
+class MemberRole(StrEnum):
+    """Role hierarchy (highest → lowest): owner > admin > member > viewer."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    def at_least(self, other: MemberRole) -> bool:
+        return self.rank >= other.rank
+
+
+_RANK = {MemberRole.VIEWER: 1, MemberRole.MEMBER: 2, MemberRole.ADMIN: 3, MemberRole.OWNER: 4}
+
+
+class CredentialKind(StrEnum):
+    SESSION = "session"  # browser cookie session
+    API_KEY = "api_key"  # `sk_live_…` bearer key
+    CLIENT_TOKEN = "client_token"  # scoped end-user token minted by POST /chat/tokens or /voice/tokens
+
+
+class TokenEnv(StrEnum):
+    PRODUCTION = "production"
+    STAGING = "staging"
+    DEVELOPMENT = "development"
+
+
+class Principal(BaseModel):
+    """Who is calling, as established by `auth.verify`."""
+
+    kind: CredentialKind
+    credential_id: UUID
+    user_id: UUID | None = None
+    # API keys owned by an org, and client tokens, are bound to that org.
+    org_id: UUID | None = None
+    scopes: list[str] = Field(default_factory=list)
+    # Client tokens only: what the token may talk to.
+    agent_id: str | None = None
+    env: TokenEnv | None = None
+    token_type: Literal["chat", "voice"] | None = None
+    expires_at: datetime | None = None
+
+    def has_scope(self, scope: str) -> bool:
+        return "*" in self.scopes or scope in self.scopes
+
+
+class VerifyRequest(BaseModel):
+    credential: str = Field(min_length=1, max_length=4096)
+    # Optional hint; without it the kind is inferred from the credential's shape.
+    kind: CredentialKind | None = None
+
+
+class VerifyReply(BaseModel):
+    ok: bool
+    principal: Principal | None = None
+    error: ErrorEnvelope | None = None
+
+
+class AuthorizeRequest(BaseModel):
+    principal: Principal
+    # Exactly one of org_id / org_slug identifies the org.
+    org_id: UUID | None = None
+    org_slug: str | None = Field(default=None, max_length=64)
+    min_role: MemberRole = MemberRole.VIEWER
+
+
+class AuthorizeReply(BaseModel):
+    ok: bool
+    org_id: UUID | None = None
+    role: MemberRole | None = None
+    error: ErrorEnvelope | None = None
+
+
+class RevokedEvent(BaseModel):
+    """Published when credentials stop being valid (logout, key revoke, password reset, deletion)."""
+
+    kind: CredentialKind | None = None
+    credential_ids: list[UUID] = Field(default_factory=list)
+    # Set when every credential of a user is gone (logout-all, password reset, account deletion).
+    user_id: UUID | None = None
+    at: datetime

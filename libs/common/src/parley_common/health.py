@@ -1,0 +1,40 @@
+"""Liveness and readiness. A service is ready when every one of its named checks passes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from pydantic import BaseModel
+
+Check = Callable[[], Awaitable[None]]
+
+
+class ReadinessReport(BaseModel):
+    status: str  # "ready" | "not_ready"
+    checks: dict[str, str]  # name -> "ok" or the failure reason
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+
+class Readiness:
+    def __init__(self, timeout_s: float = 1.0) -> None:
+        self._checks: dict[str, Check] = {}
+        self._timeout = timeout_s
+
+    def add(self, name: str, check: Check) -> None:
+        self._checks[name] = check
+
+    async def report(self) -> ReadinessReport:
+        async def run(name: str, check: Check) -> tuple[str, str]:
+            try:
+                await asyncio.wait_for(check(), self._timeout)
+            except Exception as exc:
+                return name, f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+            return name, "ok"
+
+        results = dict(await asyncio.gather(*(run(n, c) for n, c in self._checks.items())))
+        ready = all(v == "ok" for v in results.values())
+        return ReadinessReport(status="ready" if ready else "not_ready", checks=results)

@@ -1,0 +1,199 @@
+"""FastAPI application factory shared by every service.
+
+It gives each service the same edges: the `Error` envelope for every failure (never a bare 500 or
+a framework-shaped error), a request body size limit, the client version gate (426), `/version`,
+`/healthz`, `/readyz`, request logs and tracing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
+from parley_common.health import Readiness, ReadinessReport
+from parley_common.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+
+# Every operation documents the envelope as its default response, so generated clients and
+# schemathesis know the shape of every error.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {"default": {"model": ErrorEnvelope, "description": "Error"}}
+
+
+class VersionInfo(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    api_version: str = Field(serialization_alias="apiVersion", alias="apiVersion")
+    min_client_version: str = Field(serialization_alias="minClientVersion", alias="minClientVersion")
+
+
+def error_response(err: ErrorCode | ParleyError, *, params: dict[str, Any] | None = None) -> JSONResponse:
+    if isinstance(err, ParleyError):
+        body, status, headers = err.envelope(), err.status, err.headers
+    else:
+        body, status, headers = envelope(err, params=params), err.status, {}
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
+
+
+class BodyLimitMiddleware:
+    """Reject bodies over `limit` bytes with 413 before the app buffers them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await error_response(Codes.BODY_TOO_LARGE, params={"limit": self.limit})(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise ParleyError(Codes.BODY_TOO_LARGE, params={"limit": self.limit})
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _client_version_gate(min_version: str) -> Callable[..., Any]:
+    minimum = Version(min_version)
+
+    async def gate(request: Request, call_next: Callable[..., Any]) -> Any:
+        raw = request.headers.get("x-client-version")
+        if raw is not None:
+            try:
+                client = Version(raw)
+            except InvalidVersion:
+                return error_response(
+                    ParleyError(
+                        Codes.VALIDATION_FAILED,
+                        "X-Client-Version is not a valid version string.",
+                        params={"header": "X-Client-Version"},
+                    )
+                )
+            if client.major < minimum.major:
+                return error_response(
+                    Codes.CLIENT_UPGRADE_REQUIRED,
+                    params={"client_version": raw, "min_version": min_version},
+                )
+        return await call_next(request)
+
+    return gate
+
+
+async def _access_log(request: Request, call_next: Callable[..., Any]) -> Any:
+    started = time.perf_counter()
+    response = await call_next(request)
+    log.info(
+        "http.request",
+        method=request.method,
+        path=request.url.path,
+        status=response.status_code,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response
+
+
+def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(Codes.MALFORMED_JSON)
+    details = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in errors[:20]
+    ]
+    first = details[0] if details else {"loc": [], "msg": "invalid"}
+    message = f"{'.'.join(first['loc'][1:]) or 'body'}: {first['msg']}"
+    return error_response(ParleyError(Codes.VALIDATION_FAILED, message, params={"errors": details}))
+
+
+def _http_exception_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: Codes.ROUTE_NOT_FOUND, 405: Codes.METHOD_NOT_ALLOWED, 413: Codes.BODY_TOO_LARGE}.get(
+        exc.status_code
+    )
+    if code is None:
+        code = Codes.VALIDATION_FAILED if exc.status_code < 500 else Codes.INTERNAL
+        return error_response(ParleyError(code, str(exc.detail), status=exc.status_code))
+    return error_response(code)
+
+
+def _parley_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ParleyError)
+    return error_response(exc)
+
+
+def _unexpected_handler(_: Request, exc: Exception) -> JSONResponse:
+    log.error("http.unhandled", exc_info=exc)
+    return error_response(Codes.INTERNAL)
+
+
+def create_app(
+    settings: CommonSettings,
+    *,
+    title: str,
+    description: str = "",
+    routers: Sequence[APIRouter] = (),
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    readiness: Readiness | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=settings.api_version,
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+        openapi_version="3.1.0",
+    )
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(ParleyError, _parley_error_handler)
+    app.add_exception_handler(Exception, _unexpected_handler)
+    app.middleware("http")(_client_version_gate(settings.min_client_version))
+    app.middleware("http")(_access_log)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+
+    checks = readiness or Readiness()
+    app.state.readiness = checks
+
+    @app.get("/version", tags=["meta"], response_model=VersionInfo, response_model_by_alias=True)
+    async def version() -> VersionInfo:
+        """API version and the minimum client version this server accepts."""
+        return VersionInfo(apiVersion=settings.api_version, minClientVersion=settings.min_client_version)
+
+    @app.get("/healthz", tags=["meta"], include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["meta"], include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        report: ReadinessReport = await checks.report()
+        return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
+
+    for router in routers:
+        app.include_router(router)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+    return app
+
+

@@ -1,0 +1,26 @@
+"""Process entry point shared by every HTTP-serving service: logging, tracing, uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from parley_common.logging import setup_logging
+from parley_common.settings import CommonSettings
+from parley_common.telemetry import setup_telemetry
+
+
+def serve(app: FastAPI, settings: CommonSettings) -> None:
+    """Run `app` until SIGINT/SIGTERM; uvicorn drains in-flight requests before exiting."""
+    setup_logging(settings.service_name, settings.log_level, settings.log_json)
+    setup_telemetry(settings)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        timeout_graceful_shutdown=10,
+    )

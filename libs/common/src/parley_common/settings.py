@@ -1,0 +1,51 @@
+"""Configuration through environment variables (pydantic-settings).
+
+Every setting has a safe default for `make run`. Infrastructure URLs use the conventional unprefixed
+names (`NATS_URL`, `REDIS_URL`, `DATABASE_URL`); everything else is `PARLEY_*`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service reads. Services subclass this to add their own."""
+
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "parley"
+    environment: str = "development"
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "PARLEY_NATS_URL")
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "PARLEY_REDIS_URL")
+    )
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/parley",
+        validation_alias=AliasChoices("DATABASE_URL", "PARLEY_DATABASE_URL"),
+    )
+    # Where `doc_url` in every error envelope points; anchors are the error codes (see docs/errors.md).
+    docs_url: str = "https://parley.dev/docs/errors"
+    # Public origin of the platform (the edge). Used for links in mails and for cookie security.
+    public_url: str = "http://127.0.0.1:8080"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+    # OpenTelemetry: traces are exported over OTLP/HTTP only when an endpoint is set.
+    otlp_endpoint: str | None = None
+    api_version: str = "0.1.0"
+    min_client_version: str = "0.1.0"
+    # Upper bound for any HTTP request body; larger bodies get 413 with the envelope.
+    max_body_bytes: int = 1_048_576
+    bus_request_timeout_s: float = 2.0
+
+
+@lru_cache
+def common_settings() -> CommonSettings:
+    return CommonSettings()

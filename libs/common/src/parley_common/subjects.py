@@ -1,0 +1,29 @@
+"""Every NATS subject, queue group and JetStream stream name, defined once.
+
+Request/reply subjects are served with a queue group so every replica of a service shares the
+load. Event subjects are fan-out (no queue group): every subscriber sees every event.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# auth: request/reply
+AUTH_VERIFY: Final = "auth.verify"
+AUTH_AUTHORIZE: Final = "auth.authorize"
+# auth: fan-out events. Any service caching verify results drops them when it sees one.
+AUTH_REVOKED: Final = "auth.events.revoked"
+
+# catalog: request/reply
+CATALOG_AGENT_RESOLVE: Final = "catalog.agent.resolve"
+
+# health: every service answers a ping on its own subject (used by readiness checks of peers)
+HEALTH_PING_PREFIX: Final = "health.ping"
+
+# Queue groups (one per service: replicas of a service share the work)
+QUEUE_AUTH: Final = "auth"
+QUEUE_CATALOG: Final = "catalog"
+
+
+def health_ping(service: str) -> str:
+    return f"{HEALTH_PING_PREFIX}.{service}"
