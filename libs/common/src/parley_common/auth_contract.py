@@ -97,3 +97,18 @@ class RevokedEvent(BaseModel):
     # Set when every credential of a user is gone (logout-all, password reset, account deletion).
     user_id: UUID | None = None
     at: datetime
+
+
+# API key scopes. `*` grants everything; the others name what a key may do, service by service.
+SCOPES: frozenset[str] = frozenset(
+    {
+        "*",
+        "account:read",  # read own profile, orgs, members, keys
+        "account:write",  # change profile, orgs, members
+        "keys:write",  # create and revoke API keys
+        "tokens:mint",  # mint scoped client tokens (POST /chat/tokens, /voice/tokens)
+        "agents:read",
+        "agents:write",
+        "conversations:read",
+    }
+)

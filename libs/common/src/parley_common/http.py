@@ -164,7 +164,6 @@ def create_app(
         version=settings.api_version,
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
-        openapi_version="3.1.0",
     )
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)

@@ -1,0 +1,43 @@
+# Parley: two commands for a fresh machine with Python 3.11+ and make.
+#   make run   installs everything with uv and starts the whole platform on the embedded stack
+#   make test  installs everything and runs every test
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Use uv from PATH if present, otherwise bootstrap it into .tools/ with the system Python.
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PYTHON ?= python3
+
+.PHONY: help install run test lint typecheck bench clean
+
+help:
+	@echo "make run   - install and start Parley on http://127.0.0.1:$${PARLEY_PORT:-8080}"
+	@echo "make test  - install and run the whole test suite"
+	@echo "make lint  - ruff and mypy"
+	@echo "make bench - run the benchmarks in bench/"
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+install: $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv)
+	$(UV) sync --all-packages --frozen
+
+run: install
+	$(UV) run --frozen parley run
+
+test: install
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen mypy
+	$(UV) run --frozen pytest
+
+lint: install
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+bench: install
+	$(UV) run --frozen python -m bench
+
+clean:
+	rm -rf .parley .tools .venv

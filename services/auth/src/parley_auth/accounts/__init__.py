@@ -1,0 +1,1 @@
+"""Users, cookie sessions and password recovery."""

@@ -1,0 +1,230 @@
+"""HTTP: /auth/signup, /auth/sessions, /auth/password/*, /users/me."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request, Response, status
+
+from parley_auth.accounts import schemas, service
+from parley_auth.accounts.models import User
+from parley_auth.deps import Ctx, CurrentPrincipal, Db, client_ip, load_user, require_scope
+from parley_auth.orgs.service import assert_not_last_owner_anywhere
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.errors import Codes, ParleyError
+
+router = APIRouter()
+TurnstileHeader = Annotated[
+    str | None,
+    Header(alias="X-Turnstile-Token", max_length=4096, description="Cloudflare Turnstile challenge token."),
+]
+
+
+def _user_out(user: User) -> schemas.User:
+    return schemas.User.model_validate(user, from_attributes=True)
+
+
+def _set_session_cookie(request: Request, response: Response, ctx: Ctx, token: str, max_age: int) -> None:
+    secure = request.url.scheme == "https" or ctx.settings.public_url.startswith("https://")
+    response.set_cookie(
+        ctx.settings.auth_cookie_name,
+        token,
+        max_age=max_age,
+        httponly=True,
+        secure=secure,
+        samesite="lax",
+        path="/",
+    )
+
+
+@router.post(
+    "/auth/signup",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.AuthSessionResponse,
+    tags=["auth"],
+    operation_id="signup",
+    summary="Register a new user account",
+)
+async def signup(
+    body: schemas.SignupRequest, request: Request, response: Response, ctx: Ctx, db: Db, turnstile: TurnstileHeader = None
+) -> schemas.AuthSessionResponse:
+    ip = client_ip(request)
+    await ctx.limiter.hit("signup", ctx.settings.auth_rate_signup_ip, ip)
+    await ctx.turnstile.verify(turnstile, ip)
+    user = await service.create_user(db, str(body.email), body.password, body.name)
+    token, session = await service.start_session(
+        db, ctx.settings, user, user_agent=request.headers.get("user-agent"), ip=ip
+    )
+    await db.commit()
+    _set_session_cookie(request, response, ctx, token, ctx.settings.auth_session_ttl_hours * 3600)
+    return schemas.AuthSessionResponse(expires_at=session.expires_at)
+
+
+@router.post(
+    "/auth/sessions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.AuthSessionResponse,
+    tags=["auth"],
+    operation_id="createSession",
+    summary="Log in and start a session",
+)
+async def login(
+    body: schemas.LoginRequest, request: Request, response: Response, ctx: Ctx, db: Db, turnstile: TurnstileHeader = None
+) -> schemas.AuthSessionResponse:
+    ip = client_ip(request)
+    await ctx.limiter.hit("login:ip", ctx.settings.auth_rate_login_ip, ip)
+    await ctx.limiter.hit("login:account", ctx.settings.auth_rate_login_account, str(body.email))
+    await ctx.turnstile.verify(turnstile, ip)
+    user = await service.authenticate(db, str(body.email), body.password)
+    token, session = await service.start_session(
+        db, ctx.settings, user, user_agent=request.headers.get("user-agent"), ip=ip
+    )
+    await db.commit()
+    _set_session_cookie(request, response, ctx, token, ctx.settings.auth_session_ttl_hours * 3600)
+    return schemas.AuthSessionResponse(expires_at=session.expires_at)
+
+
+@router.delete(
+    "/auth/sessions",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["auth"],
+    operation_id="revokeAllSessions",
+    summary="Log out of all sessions",
+)
+async def logout_all(response: Response, ctx: Ctx, db: Db, principal: CurrentPrincipal) -> Response:
+    _reject_client_token(principal)
+    assert principal.user_id is not None
+    revoked = await service.revoke_all_sessions(db, principal.user_id)
+    await db.commit()
+    await ctx.publish_revoked(kind=CredentialKind.SESSION, credential_ids=revoked, user_id=principal.user_id)
+    out = Response(status_code=status.HTTP_204_NO_CONTENT)
+    out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
+    return out
+
+
+@router.delete(
+    "/auth/sessions/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["auth"],
+    operation_id="revokeSession",
+    summary="Log out of the current session",
+)
+async def logout(ctx: Ctx, db: Db, principal: CurrentPrincipal) -> Response:
+    if principal.kind is not CredentialKind.SESSION:
+        raise ParleyError(Codes.UNAUTHENTICATED, "Logging out needs a session credential.")
+    await service.revoke_session(db, principal.credential_id)
+    await db.commit()
+    await ctx.publish_revoked(kind=CredentialKind.SESSION, credential_ids=[principal.credential_id])
+    out = Response(status_code=status.HTTP_204_NO_CONTENT)
+    out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
+    return out
+
+
+@router.post(
+    "/auth/password/recover",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["auth"],
+    operation_id="recoverPassword",
+    summary="Request a password reset email",
+    description="Always returns 204 regardless of whether the email exists, to prevent email enumeration.",
+)
+async def recover_password(
+    body: schemas.RecoverPasswordRequest, request: Request, ctx: Ctx, db: Db, turnstile: TurnstileHeader = None
+) -> Response:
+    ip = client_ip(request)
+    await ctx.limiter.hit("recover:ip", ctx.settings.auth_rate_recover_ip, ip)
+    await ctx.turnstile.verify(turnstile, ip)
+    try:
+        await ctx.limiter.hit("recover:account", ctx.settings.auth_rate_recover_account, str(body.email))
+    except ParleyError:
+        # Per-account throttling stays silent: a 429 here would reveal that the address is known.
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    await service.request_password_reset(db, ctx.settings, str(body.email))
+    await db.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/auth/password/reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["auth"],
+    operation_id="resetPassword",
+    summary="Reset password using a recovery token",
+    description="Consumes the token and updates the password. All existing sessions are revoked on success.",
+)
+async def reset_password(body: schemas.ResetPasswordRequest, ctx: Ctx, db: Db) -> Response:
+    user_id = await service.reset_password(db, ctx.settings, body.token, body.password)
+    await db.commit()
+    await ctx.publish_revoked(kind=CredentialKind.SESSION, user_id=user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/users/me",
+    response_model=schemas.User,
+    response_model_exclude_none=True,
+    tags=["users"],
+    operation_id="getMe",
+    summary="Get the authenticated user's profile",
+)
+async def get_me(db: Db, principal: Annotated[Principal, Depends(require_scope("account:read"))]) -> schemas.User:
+    return _user_out(await load_user(db, principal))
+
+
+@router.patch(
+    "/users/me",
+    response_model=schemas.User,
+    response_model_exclude_none=True,
+    tags=["users"],
+    operation_id="updateMe",
+    summary="Update the authenticated user's profile",
+)
+async def update_me(
+    body: schemas.UpdateUserRequest, db: Db, principal: Annotated[Principal, Depends(require_scope("account:write"))]
+) -> schemas.User:
+    user = await load_user(db, principal)
+    await service.update_profile(db, user, fields=body.model_dump(exclude_unset=True))
+    await db.commit()
+    return _user_out(user)
+
+
+@router.patch(
+    "/users/me/email",
+    response_model=schemas.User,
+    response_model_exclude_none=True,
+    tags=["users"],
+    operation_id="updateMyEmail",
+    summary="Update the authenticated user's email address",
+)
+async def update_my_email(
+    body: schemas.UpdateEmailRequest, db: Db, principal: Annotated[Principal, Depends(require_scope("account:write"))]
+) -> schemas.User:
+    user = await load_user(db, principal)
+    await service.change_email(db, user, str(body.email))
+    await db.commit()
+    return _user_out(user)
+
+
+@router.delete(
+    "/users/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["users"],
+    operation_id="deleteMe",
+    summary="Soft-delete the authenticated user's account",
+)
+async def delete_me(
+    ctx: Ctx, db: Db, principal: Annotated[Principal, Depends(require_scope("account:write"))]
+) -> Response:
+    user = await load_user(db, principal)
+    await assert_not_last_owner_anywhere(db, user.id)
+    keys = await service.soft_delete_user(db, user)
+    await db.commit()
+    await ctx.publish_revoked(user_id=user.id, credential_ids=keys)
+    out = Response(status_code=status.HTTP_204_NO_CONTENT)
+    out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
+    return out
+
+
+def _reject_client_token(principal: Principal) -> None:
+    if principal.kind is CredentialKind.CLIENT_TOKEN:
+        raise ParleyError(Codes.FORBIDDEN, "Client tokens cannot call account endpoints.")

@@ -1,0 +1,77 @@
+"""The auth service application: HTTP API, bus handlers, outbox worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from parley_auth import handlers
+from parley_auth.accounts.router import router as accounts_router
+from parley_auth.apikeys.router import router as apikeys_router
+from parley_auth.context import AuthContext
+from parley_auth.db import Database
+from parley_auth.mail.outbox import run_outbox
+from parley_auth.orgs.router import router as orgs_router
+from parley_auth.security.ratelimit import RateLimiter
+from parley_auth.security.turnstile import TurnstileVerifier, make_verifier
+from parley_auth.settings import AuthSettings, get_settings
+from parley_auth.tokens.router import router as tokens_router
+from parley_common.bus import make_broker
+from parley_common.health import Readiness
+from parley_common.http import create_app
+
+
+def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerifier | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    db = Database(settings.database_url)
+    broker = make_broker(settings)
+    ctx = AuthContext(
+        settings=settings,
+        db=db,
+        limiter=RateLimiter(settings.redis_url),
+        turnstile=turnstile or make_verifier(settings.auth_turnstile_secret, settings.auth_turnstile_verify_url),
+        broker=broker,
+    )
+    handlers.register(broker, ctx)
+
+    readiness = Readiness()
+
+    async def check_db() -> None:
+        async with db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def check_nats() -> None:
+        if not await broker.ping(timeout=1.0):
+            raise ConnectionError("nats unreachable")
+
+    readiness.add("postgres", check_db)
+    readiness.add("redis", ctx.limiter.check_ready)
+    readiness.add("nats", check_nats)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await broker.start()
+        outbox = asyncio.create_task(run_outbox(settings, db.sessions), name="mail-outbox")
+        try:
+            yield
+        finally:
+            outbox.cancel()
+            with suppress(asyncio.CancelledError):
+                await outbox
+            await broker.stop()
+            await db.dispose()
+
+    app = create_app(
+        settings,
+        title="Parley auth",
+        description="Accounts, sessions, API keys, organizations and scoped client tokens.",
+        routers=[accounts_router, apikeys_router, orgs_router, tokens_router],
+        lifespan=lifespan,
+        readiness=readiness,
+    )
+    app.state.ctx = ctx
+    return app

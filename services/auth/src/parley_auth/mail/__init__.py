@@ -1,0 +1,1 @@
+"""Transactional mail through an outbox: SMTP when configured, else a local mail sink."""

@@ -1,0 +1,1 @@
+"""Organizations and memberships with the owner > admin > member > viewer hierarchy."""

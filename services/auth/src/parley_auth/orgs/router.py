@@ -1,0 +1,162 @@
+"""HTTP: /orgs and /orgs/{orgSlug}/members."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Response, status
+
+from parley_auth.deps import Db, require_scope
+from parley_auth.orgs import schemas, service
+from parley_auth.orgs.models import Membership, Org
+from parley_common.auth_contract import MemberRole, Principal
+from parley_common.errors import Codes, ParleyError
+
+router = APIRouter(tags=["orgs"])
+Reader = Annotated[Principal, Depends(require_scope("account:read"))]
+Writer = Annotated[Principal, Depends(require_scope("account:write"))]
+OrgSlug = Annotated[str, Path(alias="orgSlug", max_length=64, description="URL-safe organization identifier.")]
+UserID = Annotated[UUID, Path(alias="userID")]
+
+
+def _org_out(org: Org) -> schemas.Org:
+    return schemas.Org.model_validate(org, from_attributes=True)
+
+
+def _member_out(member: Membership) -> schemas.OrgMember:
+    return schemas.OrgMember.model_validate(member, from_attributes=True)
+
+
+@router.get(
+    "/orgs",
+    response_model=list[schemas.Org],
+    response_model_exclude_none=True,
+    operation_id="listOrgs",
+    summary="List organizations the authenticated user belongs to",
+)
+async def list_orgs(db: Db, principal: Reader) -> list[schemas.Org]:
+    return [_org_out(o) for o in await service.list_orgs(db, principal)]
+
+
+@router.post(
+    "/orgs",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Org,
+    response_model_exclude_none=True,
+    operation_id="createOrg",
+    summary="Create a new organization",
+)
+async def create_org(body: schemas.CreateOrgRequest, db: Db, principal: Writer) -> schemas.Org:
+    if principal.org_id is not None or principal.user_id is None:
+        raise ParleyError(Codes.FORBIDDEN, "An organization's API key cannot create organizations.")
+    org = await service.create_org(db, principal.user_id, body.name, body.slug, body.description)
+    await db.commit()
+    return _org_out(org)
+
+
+@router.get(
+    "/orgs/{orgSlug}",
+    response_model=schemas.Org,
+    response_model_exclude_none=True,
+    operation_id="getOrg",
+    summary="Get an organization by slug",
+)
+async def get_org(org_slug: OrgSlug, db: Db, principal: Reader) -> schemas.Org:
+    org, _ = await service.resolve(db, principal, MemberRole.VIEWER, slug=org_slug)
+    return _org_out(org)
+
+
+@router.patch(
+    "/orgs/{orgSlug}",
+    response_model=schemas.Org,
+    response_model_exclude_none=True,
+    operation_id="updateOrg",
+    summary="Update an organization (requires admin)",
+)
+async def update_org(
+    org_slug: OrgSlug, body: schemas.UpdateOrgRequest, db: Db, principal: Writer
+) -> schemas.Org:
+    org, _ = await service.resolve(db, principal, MemberRole.ADMIN, slug=org_slug)
+    await service.update_org(db, org, body.model_dump(exclude_unset=True))
+    await db.commit()
+    return _org_out(org)
+
+
+@router.delete(
+    "/orgs/{orgSlug}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="deleteOrg",
+    summary="Soft-delete an organization (requires owner)",
+)
+async def delete_org(org_slug: OrgSlug, db: Db, principal: Writer) -> Response:
+    org, _ = await service.resolve(db, principal, MemberRole.OWNER, slug=org_slug)
+    await service.delete_org(db, org)
+    await db.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/orgs/{orgSlug}/members",
+    response_model=list[schemas.OrgMember],
+    operation_id="listOrgMembers",
+    summary="List members of an organization (requires viewer)",
+)
+async def list_members(
+    org_slug: OrgSlug, db: Db, principal: Reader
+) -> list[schemas.OrgMember]:
+    org, _ = await service.resolve(db, principal, MemberRole.VIEWER, slug=org_slug)
+    return [_member_out(m) for m in await service.list_members(db, org)]
+
+
+@router.post(
+    "/orgs/{orgSlug}/members",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.OrgMember,
+    operation_id="addOrgMember",
+    summary="Add a member to an organization (requires admin)",
+)
+async def add_member(
+    org_slug: OrgSlug, body: schemas.AddMemberRequest, db: Db, principal: Writer
+) -> schemas.OrgMember:
+    org, role = await service.resolve(db, principal, MemberRole.ADMIN, slug=org_slug)
+    member = await service.add_member(db, org, role, body.user_id, MemberRole(body.role))
+    await db.commit()
+    return _member_out(member)
+
+
+@router.patch(
+    "/orgs/{orgSlug}/members/{userID}",
+    response_model=schemas.OrgMember,
+    operation_id="updateOrgMember",
+    summary="Update a member's role (requires admin)",
+)
+async def update_member(
+    org_slug: OrgSlug,
+    user_id: UserID,
+    body: schemas.UpdateMemberRequest,
+    db: Db,
+    principal: Writer,
+) -> schemas.OrgMember:
+    org, role = await service.resolve(db, principal, MemberRole.ADMIN, slug=org_slug)
+    member = await service.update_member(db, org, principal, role, user_id, body.role)
+    await db.commit()
+    return _member_out(member)
+
+
+@router.delete(
+    "/orgs/{orgSlug}/members/{userID}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="removeOrgMember",
+    summary="Remove a member (admin required, unless removing self)",
+)
+async def remove_member(
+    org_slug: OrgSlug,
+    user_id: UserID,
+    db: Db,
+    principal: Writer,
+) -> Response:
+    org, role = await service.resolve(db, principal, MemberRole.VIEWER, slug=org_slug)
+    await service.remove_member(db, org, principal, role, user_id)
+    await db.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

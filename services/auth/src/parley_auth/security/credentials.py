@@ -1,0 +1,56 @@
+"""Passwords (argon2id) and opaque tokens (random, stored as an HMAC-SHA256 keyed hash).
+
+Session tokens and API keys are 256-bit random values, so a fast keyed hash is enough to store
+them safely (no dictionary to attack); passwords are low-entropy and get argon2id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+API_KEY_PREFIX = "sk_live_"
+SESSION_PREFIX = "ps_"
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# Hash of a random password: lets login spend the same time whether or not the account exists.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def new_session_token() -> str:
+    return SESSION_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_reset_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def api_key_display_prefix(key: str) -> str:
+    """What lists show to identify a key without revealing it: `sk_live_` and four characters."""
+    return key[: len(API_KEY_PREFIX) + 4]
+
+
+def token_hash(secret: str, token: str) -> str:
+    return hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()

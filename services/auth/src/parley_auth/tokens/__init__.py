@@ -1,0 +1,1 @@
+"""Scoped client tokens for end users (POST /chat/tokens, POST /voice/tokens)."""

@@ -1,0 +1,76 @@
+"""HTTP: POST /chat/tokens and POST /voice/tokens, minted with an API key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from parley_auth.deps import Ctx, Db, require_scope
+from parley_auth.tokens import schemas, service
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.errors import Codes, ParleyError
+
+router = APIRouter(tags=["tokens"])
+
+
+async def minting_key(principal: Annotated[Principal, Depends(require_scope("tokens:mint"))]) -> Principal:
+    if principal.kind is not CredentialKind.API_KEY:
+        raise ParleyError(Codes.FORBIDDEN, "Client tokens are minted server-side with an API key.")
+    return principal
+
+
+Minter = Annotated[Principal, Depends(minting_key)]
+
+
+@router.post(
+    "/chat/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.CreateChatTokenResponse,
+    operation_id="createChatToken",
+    summary="Create a scoped client token for the chat WebSocket",
+)
+async def create_chat_token(
+    body: schemas.CreateChatTokenRequest, ctx: Ctx, db: Db, principal: Minter
+) -> schemas.CreateChatTokenResponse:
+    await ctx.limiter.hit("tokens:account", ctx.settings.auth_rate_token_mint_account, str(principal.credential_id))
+    token, row = await service.mint(
+        db,
+        ctx.settings,
+        principal,
+        token_type="chat",
+        agent_id=body.workflow_id,
+        env=body.env,
+        ttl_seconds=body.ttl_seconds,
+        data=body.data,
+    )
+    await db.commit()
+    return schemas.CreateChatTokenResponse(token=token, expires_at=row.expires_at)
+
+
+@router.post(
+    "/voice/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.CreateVoiceTokenResponse,
+    operation_id="createVoiceToken",
+    summary="Create a scoped client token for a voice session",
+)
+async def create_voice_token(
+    body: schemas.CreateVoiceTokenRequest, ctx: Ctx, db: Db, principal: Minter
+) -> schemas.CreateVoiceTokenResponse:
+    await ctx.limiter.hit("tokens:account", ctx.settings.auth_rate_token_mint_account, str(principal.credential_id))
+    token, row = await service.mint(
+        db,
+        ctx.settings,
+        principal,
+        token_type="voice",
+        agent_id=body.workflow_id,
+        env=body.env,
+        ttl_seconds=body.ttl_seconds,
+        data=body.data,
+    )
+    await db.commit()
+    ws_base = ctx.settings.public_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return schemas.CreateVoiceTokenResponse(
+        url=f"{ws_base.rstrip('/')}/realtime", token=token, room_name=f"room-{row.id}", run_id=str(row.id)
+    )

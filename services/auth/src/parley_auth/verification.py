@@ -1,0 +1,144 @@
+"""Turn a credential (cookie session, API key or client token) into a `Principal`.
+
+Used in-process by the auth HTTP API and over the bus (`auth.verify`) by every other service.
+It always reads the database, so a revocation is visible to the very next verification.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import jwt
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_auth.accounts.models import User, UserSession
+from parley_auth.apikeys.models import ApiKey
+from parley_auth.security.credentials import API_KEY_PREFIX, token_hash
+from parley_auth.settings import AuthSettings
+from parley_auth.tokens.models import ClientToken
+from parley_common.auth_contract import CredentialKind, Principal, TokenEnv
+from parley_common.errors import Codes, ParleyError
+
+CLIENT_TOKEN_AUDIENCE = "parley-client"
+
+
+def infer_kind(credential: str) -> CredentialKind:
+    if credential.startswith(API_KEY_PREFIX):
+        return CredentialKind.API_KEY
+    if credential.count(".") == 2:
+        return CredentialKind.CLIENT_TOKEN
+    return CredentialKind.SESSION
+
+
+async def verify_credential(
+    db: AsyncSession, settings: AuthSettings, credential: str, kind: CredentialKind | None = None
+) -> Principal:
+    kind = kind or infer_kind(credential)
+    if kind is CredentialKind.API_KEY:
+        return await _verify_api_key(db, settings, credential)
+    if kind is CredentialKind.CLIENT_TOKEN:
+        return await _verify_client_token(db, settings, credential)
+    return await _verify_session(db, settings, credential)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _live_user(db: AsyncSession, user_id: UUID) -> User:
+    user = await db.get(User, user_id)
+    if user is None or user.deleted_at is not None:
+        raise ParleyError(Codes.CREDENTIAL_REVOKED)
+    return user
+
+
+async def _verify_session(db: AsyncSession, settings: AuthSettings, token: str) -> Principal:
+    row = await db.scalar(
+        select(UserSession).where(UserSession.token_hash == token_hash(settings.auth_token_secret, token))
+    )
+    if row is None:
+        raise ParleyError(Codes.UNAUTHENTICATED)
+    if row.revoked_at is not None:
+        raise ParleyError(Codes.CREDENTIAL_REVOKED)
+    if row.expires_at <= _now():
+        raise ParleyError(Codes.CREDENTIAL_EXPIRED)
+    await _live_user(db, row.user_id)
+    return Principal(
+        kind=CredentialKind.SESSION,
+        credential_id=row.id,
+        user_id=row.user_id,
+        scopes=["*"],
+        expires_at=row.expires_at,
+    )
+
+
+async def _verify_api_key(db: AsyncSession, settings: AuthSettings, key: str) -> Principal:
+    row = await db.scalar(select(ApiKey).where(ApiKey.key_hash == token_hash(settings.auth_token_secret, key)))
+    if row is None:
+        raise ParleyError(Codes.UNAUTHENTICATED)
+    _check_key_live(row)
+    await _live_user(db, row.created_by_user_id)
+    now = _now()
+    if row.last_used_at is None or now - row.last_used_at > timedelta(seconds=settings.auth_key_touch_interval_s):
+        await db.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        await db.commit()
+    return Principal(
+        kind=CredentialKind.API_KEY,
+        credential_id=row.id,
+        user_id=row.created_by_user_id,
+        org_id=row.owner_org_id,
+        scopes=list(row.scopes),
+        expires_at=row.expires_at,
+    )
+
+
+def _check_key_live(row: ApiKey) -> None:
+    if row.revoked_at is not None:
+        raise ParleyError(Codes.CREDENTIAL_REVOKED)
+    if row.expires_at is not None and row.expires_at <= _now():
+        raise ParleyError(Codes.CREDENTIAL_EXPIRED)
+
+
+async def _verify_client_token(db: AsyncSession, settings: AuthSettings, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            settings.auth_token_secret,
+            algorithms=["HS256"],
+            audience=CLIENT_TOKEN_AUDIENCE,
+            options={"require": ["exp", "jti", "aud"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise ParleyError(Codes.CREDENTIAL_EXPIRED) from exc
+    except jwt.PyJWTError as exc:
+        raise ParleyError(Codes.UNAUTHENTICATED) from exc
+    try:
+        token_id = UUID(str(claims["jti"]))
+    except ValueError as exc:
+        raise ParleyError(Codes.UNAUTHENTICATED) from exc
+    row = await db.get(ClientToken, token_id)
+    if row is None:
+        raise ParleyError(Codes.UNAUTHENTICATED)
+    if row.revoked_at is not None:
+        raise ParleyError(Codes.CREDENTIAL_REVOKED)
+    if row.expires_at <= _now():
+        raise ParleyError(Codes.CREDENTIAL_EXPIRED)
+    # A client token lives only as long as the API key that minted it.
+    key = await db.get(ApiKey, row.api_key_id)
+    if key is None:
+        raise ParleyError(Codes.CREDENTIAL_REVOKED)
+    _check_key_live(key)
+    await _live_user(db, row.user_id)
+    return Principal(
+        kind=CredentialKind.CLIENT_TOKEN,
+        credential_id=row.id,
+        user_id=row.user_id,
+        org_id=row.org_id,
+        scopes=[f"{row.token_type}:connect"],
+        agent_id=row.agent_id,
+        env=TokenEnv(row.env),
+        token_type="voice" if row.token_type == "voice" else "chat",
+        expires_at=row.expires_at,
+    )
