@@ -48,7 +48,11 @@ def error_response(err: ErrorCode | ParleyError, *, params: dict[str, Any] | Non
 
 
 class BodyLimitMiddleware:
-    """Reject bodies over `limit` bytes with 413 before the app buffers them."""
+    """Reject bodies over `limit` bytes with 413.
+
+    The body is read up front (at most `limit` bytes are ever held) and replayed to the app, so an
+    oversized chunked upload is refused before any handler sees it.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -57,22 +61,36 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = error_response(Codes.BODY_TOO_LARGE, params={"limit": self.limit})
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await error_response(Codes.BODY_TOO_LARGE, params={"limit": self.limit})(scope, receive, send)
+            await too_large(scope, receive, send)
             return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise ParleyError(Codes.BODY_TOO_LARGE, params={"limit": self.limit})
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def _client_version_gate(min_version: str) -> Callable[..., Any]:

@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from parley_common.bus import make_broker
+from parley_common.health import Readiness
+from parley_common.http import create_app
 from sqlalchemy import text
 
 from parley_auth import handlers
@@ -20,9 +23,6 @@ from parley_auth.security.ratelimit import RateLimiter
 from parley_auth.security.turnstile import TurnstileVerifier, make_verifier
 from parley_auth.settings import AuthSettings, get_settings
 from parley_auth.tokens.router import router as tokens_router
-from parley_common.bus import make_broker
-from parley_common.health import Readiness
-from parley_common.http import create_app
 
 
 def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerifier | None = None) -> FastAPI:
@@ -52,16 +52,19 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
     readiness.add("redis", ctx.limiter.check_ready)
     readiness.add("nats", check_nats)
 
+    def start_outbox() -> asyncio.Task[None]:
+        return asyncio.create_task(run_outbox(settings, db.sessions), name="mail-outbox")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await broker.start()
-        outbox = asyncio.create_task(run_outbox(settings, db.sessions), name="mail-outbox")
+        app.state.outbox = start_outbox()
         try:
             yield
         finally:
-            outbox.cancel()
+            app.state.outbox.cancel()
             with suppress(asyncio.CancelledError):
-                await outbox
+                await app.state.outbox
             await broker.stop()
             await db.dispose()
 
@@ -74,4 +77,5 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
         readiness=readiness,
     )
     app.state.ctx = ctx
+    app.state.start_outbox = start_outbox  # tests pause and restart the worker
     return app

@@ -8,13 +8,13 @@ from uuid import UUID
 
 import structlog
 from faststream.nats import NatsBroker
+from parley_common import subjects
+from parley_common.auth_contract import CredentialKind, RevokedEvent
 
 from parley_auth.db import Database
 from parley_auth.security.ratelimit import RateLimiter
 from parley_auth.security.turnstile import TurnstileVerifier
 from parley_auth.settings import AuthSettings
-from parley_common import subjects
-from parley_common.auth_contract import CredentialKind, RevokedEvent
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +41,6 @@ class AuthContext:
         """
         event = RevokedEvent(kind=kind, credential_ids=credential_ids or [], user_id=user_id, at=datetime.now(UTC))
         try:
-            await self.broker.publish(event.model_dump_json(exclude_none=True), subjects.AUTH_REVOKED)
+            await self.broker.publish(event, subjects.AUTH_REVOKED)
         except Exception as exc:
             log.warning("auth.revoked_publish_failed", error=str(exc))

@@ -6,13 +6,13 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
-
 from parley_common.auth_contract import TokenEnv
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 CHAT_DEFAULT_TTL = 3600
 VOICE_DEFAULT_TTL = 21600
-TTL = Annotated[int, Field(ge=60, le=86400, description="Token lifetime in seconds (60..86400).")]
+# Strict: "3600" (a string) is a client bug worth reporting, not something to guess at.
+TTL = Annotated[int, Field(strict=True, ge=60, le=86400, description="Token lifetime in seconds (60..86400).")]
 WorkflowId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 MAX_DATA_BYTES = 16_384
 

@@ -1,0 +1,85 @@
+"""What every non-auth service uses to verify credentials and check roles over the bus.
+
+Verify results are cached briefly (default 1 s) to keep hot paths cheap; a revocation event on
+`auth.events.revoked` clears the cache at once, so a revoked credential stops working everywhere
+within the event's delivery time, and in the worst case (a lost event) within the TTL.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import UUID
+
+from faststream.nats import NatsBroker
+
+from parley_common import subjects
+from parley_common.auth_contract import (
+    AuthorizeReply,
+    AuthorizeRequest,
+    CredentialKind,
+    MemberRole,
+    Principal,
+    VerifyReply,
+    VerifyRequest,
+)
+from parley_common.bus import request
+from parley_common.errors import REGISTRY, Codes, ParleyError
+
+
+class AuthClient:
+    def __init__(self, broker: NatsBroker, *, cache_ttl_s: float = 1.0, timeout_s: float = 2.0) -> None:
+        self.broker = broker
+        self.cache_ttl_s = cache_ttl_s
+        self.timeout_s = timeout_s
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        broker.subscriber(subjects.AUTH_REVOKED)(self._on_revoked)
+
+    async def _on_revoked(self, body: Any) -> None:
+        # Revocations are rare; dropping the whole cache is simpler than indexing it and never wrong.
+        # The body is not even parsed: a garbled revocation event still means "forget".
+        self._cache.clear()
+
+    async def verify(self, credential: str, kind: CredentialKind | None = None) -> Principal:
+        now = time.monotonic()
+        hit = self._cache.get(credential)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        reply = await request(
+            self.broker,
+            subjects.AUTH_VERIFY,
+            VerifyRequest(credential=credential, kind=kind),
+            VerifyReply,
+            timeout=self.timeout_s,
+        )
+        if not reply.ok or reply.principal is None:
+            raise _as_error(reply.error.code if reply.error else None, reply.error.message if reply.error else None)
+        if self.cache_ttl_s > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[credential] = (now + self.cache_ttl_s, reply.principal)
+        return reply.principal
+
+    async def authorize(
+        self,
+        principal: Principal,
+        min_role: MemberRole,
+        *,
+        org_id: UUID | None = None,
+        org_slug: str | None = None,
+    ) -> AuthorizeReply:
+        reply = await request(
+            self.broker,
+            subjects.AUTH_AUTHORIZE,
+            AuthorizeRequest(principal=principal, org_id=org_id, org_slug=org_slug, min_role=min_role),
+            AuthorizeReply,
+            timeout=self.timeout_s,
+        )
+        if not reply.ok:
+            raise _as_error(reply.error.code if reply.error else None, reply.error.message if reply.error else None)
+        return reply
+
+
+def _as_error(code: str | None, message: str | None) -> ParleyError:
+    entry = REGISTRY.get(code or "", Codes.UNAUTHENTICATED)
+    return ParleyError(entry, message)

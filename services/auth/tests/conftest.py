@@ -1,0 +1,89 @@
+"""Auth tests run the real app in-process against real PostgreSQL, Redis and NATS (`infra`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from parley_auth.app import build_app
+from parley_auth.context import AuthContext
+from parley_auth.migrate import upgrade
+from parley_auth.settings import AuthSettings
+from redis.asyncio import Redis
+
+from .support import Accounts, new_client
+
+# TEMPORARY fallback `infra` fixture until parley_devstack.pytest_plugin lands. Delete me.
+try:
+    import parley_devstack.pytest_plugin  # noqa: F401
+except ImportError:
+
+    @pytest.fixture(scope="session")
+    def infra() -> SimpleNamespace:
+        return SimpleNamespace(
+            nats_url=os.environ["NATS_URL"], redis_url=os.environ["REDIS_URL"], database_url=os.environ["DATABASE_URL"]
+        )
+
+
+@pytest.fixture(scope="session")
+async def auth_settings(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AuthSettings:
+    await asyncio.to_thread(upgrade, infra.database_url)
+    return AuthSettings(
+        database_url=infra.database_url,
+        nats_url=infra.nats_url,
+        redis_url=infra.redis_url,
+        auth_token_secret="test-secret-" + uuid.uuid4().hex,
+        auth_mail_dir=tmp_path_factory.mktemp("mail"),
+        auth_outbox_poll_s=0.05,
+        log_json=False,
+        # Generous limits; rate-limit tests lower them explicitly.
+        auth_rate_login_ip="10000/minute",
+        auth_rate_login_account="10000/minute",
+        auth_rate_signup_ip="10000/minute",
+        auth_rate_recover_ip="10000/minute",
+        auth_rate_recover_account="10000/minute",
+        auth_rate_key_create_ip="10000/minute",
+        auth_rate_key_create_account="10000/minute",
+    )
+
+
+@pytest.fixture(scope="session")
+async def auth_app(auth_settings: AuthSettings) -> AsyncIterator[FastAPI]:
+    app = build_app(auth_settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+def ctx(auth_app: FastAPI) -> AuthContext:
+    context: AuthContext = auth_app.state.ctx
+    return context
+
+
+@pytest.fixture(autouse=True)
+async def _reset_rate_limits(auth_settings: AuthSettings) -> AsyncIterator[None]:
+    yield
+    redis = Redis.from_url(auth_settings.redis_url)
+    keys = [k async for k in redis.scan_iter("parley:auth:rl*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+@pytest.fixture
+async def anon(auth_app: FastAPI) -> AsyncIterator[Any]:
+    async with new_client(auth_app) as client:
+        yield client
+
+
+@pytest.fixture
+async def accounts(auth_app: FastAPI) -> AsyncIterator[Accounts]:
+    factory = Accounts(auth_app)
+    yield factory
+    await factory.close()
