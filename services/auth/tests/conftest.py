@@ -27,7 +27,9 @@ except ImportError:
     @pytest.fixture(scope="session")
     def infra() -> SimpleNamespace:
         return SimpleNamespace(
-            nats_url=os.environ["NATS_URL"], redis_url=os.environ["REDIS_URL"], database_url=os.environ["DATABASE_URL"]
+            nats_url=os.environ["NATS_URL"],
+            redis_url=os.environ["REDIS_URL"],
+            database_url=os.environ["DATABASE_URL"],
         )
 
 

@@ -42,7 +42,9 @@ async def test_cookie_is_secure_over_tls(auth_app: FastAPI) -> None:
         assert "Secure" in resp.headers["set-cookie"]
 
 
-async def test_signup_duplicate_email_is_conflict_case_insensitive(accounts: Accounts, anon: httpx.AsyncClient) -> None:
+async def test_signup_duplicate_email_is_conflict_case_insensitive(
+    accounts: Accounts, anon: httpx.AsyncClient
+) -> None:
     user = await accounts.create()
     resp = await anon.post(
         "/auth/signup", json={"email": user.email.upper(), "password": "another password", "name": "Dup"}
@@ -113,13 +115,17 @@ async def test_update_profile_and_email(accounts: Accounts) -> None:
     assert resp.json()["name"] == "New Name"
     assert resp.json()["avatar_url"] == "https://cdn.example.com/a.png"
     assert_envelope(await user.client.patch("/users/me", json={"avatar_url": "not a url"}), 422)
-    assert_envelope(await user.client.patch("/users/me/email", json={"email": other.email}), 409, "auth.email_taken")
+    assert_envelope(
+        await user.client.patch("/users/me/email", json={"email": other.email}), 409, "auth.email_taken"
+    )
     new = unique_email("moved")
     resp = await user.client.patch("/users/me/email", json={"email": new})
     assert resp.status_code == 200 and resp.json()["email"] == new
 
 
-async def test_soft_delete_revokes_everything_and_frees_email(accounts: Accounts, anon: httpx.AsyncClient) -> None:
+async def test_soft_delete_revokes_everything_and_frees_email(
+    accounts: Accounts, anon: httpx.AsyncClient
+) -> None:
     user = await accounts.create()
     key = await user.api_key()
     assert (await user.client.delete("/users/me")).status_code == 204
@@ -130,7 +136,9 @@ async def test_soft_delete_revokes_everything_and_frees_email(accounts: Accounts
         assert_envelope(await keyed.get("/users/me"), 401)
     login = await anon.post("/auth/sessions", json={"email": user.email, "password": user.password})
     assert_envelope(login, 401, "auth.invalid_credentials")
-    again = await anon.post("/auth/signup", json={"email": user.email, "password": "fresh password", "name": "B"})
+    again = await anon.post(
+        "/auth/signup", json={"email": user.email, "password": "fresh password", "name": "B"}
+    )
     assert again.status_code == 201
 
 
@@ -174,7 +182,9 @@ async def test_password_recovery_and_single_use_reset(
         assert new.status_code == 201
 
 
-async def test_reset_with_bogus_or_expired_token(accounts: Accounts, anon: httpx.AsyncClient, ctx: AuthContext) -> None:
+async def test_reset_with_bogus_or_expired_token(
+    accounts: Accounts, anon: httpx.AsyncClient, ctx: AuthContext
+) -> None:
     assert_envelope(
         await anon.post("/auth/password/reset", json={"token": "bogus", "password": "long enough"}),
         400,
@@ -190,7 +200,9 @@ async def test_reset_with_bogus_or_expired_token(accounts: Accounts, anon: httpx
 
     async with ctx.db.engine.begin() as conn:
         await conn.execute(
-            text("UPDATE auth.password_reset_tokens SET expires_at = now() - interval '1 s' WHERE user_id = :u"),
+            text(
+                "UPDATE auth.password_reset_tokens SET expires_at = now() - interval '1 s' WHERE user_id = :u"
+            ),
             {"u": user.id},
         )
     # The token itself is only in the mail; expiry is checked before anything else is looked at.

@@ -32,14 +32,18 @@ async def test_create_list_revoke(accounts: Accounts, auth_app: FastAPI, ctx: Au
 
     # Stored only as a keyed hash: neither the raw key nor its plain sha256 is in the table.
     async with ctx.db.engine.connect() as conn:
-        stored = (await conn.execute(text("SELECT key_hash FROM auth.api_keys WHERE id = :i"), {"i": created["id"]})).scalar()
+        stored = (
+            await conn.execute(text("SELECT key_hash FROM auth.api_keys WHERE id = :i"), {"i": created["id"]})
+        ).scalar()
     assert stored not in (raw, hashlib.sha256(raw.encode()).hexdigest())
 
     async with new_client(auth_app, headers={"Authorization": f"Bearer {raw}"}) as keyed:
         assert (await keyed.get("/users/me")).json()["id"] == str(user.id)
         # Scope enforcement: read-only key cannot write.
         assert_envelope(await keyed.patch("/users/me", json={"name": "x"}), 403, "auth.insufficient_scope")
-        assert_envelope(await keyed.post("/auth/api-keys", json={"name": "y"}), 403, "auth.insufficient_scope")
+        assert_envelope(
+            await keyed.post("/auth/api-keys", json={"name": "y"}), 403, "auth.insufficient_scope"
+        )
         listed = (await user.client.get("/auth/api-keys")).json()
         assert listed[0]["last_used_at"] is not None
 
@@ -65,7 +69,9 @@ async def test_validation(accounts: Accounts) -> None:
     assert_envelope(await user.client.post("/auth/api-keys", json={"name": "k", "scopes": ["root"]}), 422)
     assert_envelope(await user.client.post("/auth/api-keys", json={"name": ""}), 422)
     naive = datetime.now() + timedelta(days=1)
-    assert_envelope(await user.client.post("/auth/api-keys", json={"name": "k", "expires_at": naive.isoformat()}), 422)
+    assert_envelope(
+        await user.client.post("/auth/api-keys", json={"name": "k", "expires_at": naive.isoformat()}), 422
+    )
 
 
 async def test_expired_key(accounts: Accounts, auth_app: FastAPI, ctx: AuthContext) -> None:
@@ -73,7 +79,9 @@ async def test_expired_key(accounts: Accounts, auth_app: FastAPI, ctx: AuthConte
     key = await user.api_key()
     async with ctx.db.engine.begin() as conn:
         await conn.execute(
-            text("UPDATE auth.api_keys SET expires_at = now() - interval '1 s' WHERE created_by_user_id = :u"),
+            text(
+                "UPDATE auth.api_keys SET expires_at = now() - interval '1 s' WHERE created_by_user_id = :u"
+            ),
             {"u": user.id},
         )
     async with new_client(auth_app, headers={"Authorization": f"Bearer {key}"}) as keyed:

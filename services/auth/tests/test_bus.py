@@ -90,7 +90,9 @@ async def _rejected_within(auth: AuthClient, credential: str, seconds: float) ->
     raise AssertionError(f"credential still accepted {seconds}s after revocation")
 
 
-async def test_revocation_visible_within_one_second(accounts: Accounts, peer: tuple[NatsBroker, AuthClient]) -> None:
+async def test_revocation_visible_within_one_second(
+    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
+) -> None:
     _, auth = peer
     user = await accounts.create()
     key = await user.api_key()

@@ -22,9 +22,24 @@ from .support import Accounts, assert_envelope, new_client, unique_email
         (b"", "application/json", 422, "request.validation_failed"),
         (b"[1, 2]", "application/json", 422, "request.validation_failed"),
         (json.dumps({"email": 5, "password": [], "name": None}).encode(), "application/json", 422, None),
-        (json.dumps({"email": "x@example.com", "password": "p" * 300, "name": "n"}).encode(), "application/json", 422, None),
-        (json.dumps({"email": "x@example.com", "password": "longenough", "name": "n" * 10_000}).encode(), "application/json", 422, None),
-        (json.dumps({"email": "not-an-email", "password": "longenough", "name": "n"}).encode(), "application/json", 422, None),
+        (
+            json.dumps({"email": "x@example.com", "password": "p" * 300, "name": "n"}).encode(),
+            "application/json",
+            422,
+            None,
+        ),
+        (
+            json.dumps({"email": "x@example.com", "password": "longenough", "name": "n" * 10_000}).encode(),
+            "application/json",
+            422,
+            None,
+        ),
+        (
+            json.dumps({"email": "not-an-email", "password": "longenough", "name": "n"}).encode(),
+            "application/json",
+            422,
+            None,
+        ),
         (b"email=a&password=b", "application/x-www-form-urlencoded", 422, None),
         (b"\xff\xfe\x00garbage", "application/json", 400, "request.malformed_json"),
     ],
@@ -40,7 +55,11 @@ async def test_malformed_signup_bodies(
 
 async def test_oversized_body_is_413(anon: httpx.AsyncClient) -> None:
     huge = json.dumps({"email": "a@example.com", "password": "x" * 2_000_000, "name": "n"})
-    assert_envelope(await anon.post("/auth/signup", content=huge, headers={"content-type": "application/json"}), 413, "request.body_too_large")
+    assert_envelope(
+        await anon.post("/auth/signup", content=huge, headers={"content-type": "application/json"}),
+        413,
+        "request.body_too_large",
+    )
 
 
 async def test_oversized_chunked_body_is_413(anon: httpx.AsyncClient) -> None:
@@ -80,10 +99,14 @@ async def test_turnstile_verifier(auth_app: FastAPI, ctx: AuthContext) -> None:
         form = dict(httpx.QueryParams(request.content.decode()))
         seen.append(form)
         ok = form.get("secret") == "s3cret" and form.get("response") == "good-token"
-        return httpx.Response(200, json={"success": ok, "error-codes": [] if ok else ["invalid-input-response"]})
+        return httpx.Response(
+            200, json={"success": ok, "error-codes": [] if ok else ["invalid-input-response"]}
+        )
 
     verifier = CloudflareTurnstile(
-        "s3cret", "https://turnstile.test/siteverify", client=httpx.AsyncClient(transport=httpx.MockTransport(siteverify))
+        "s3cret",
+        "https://turnstile.test/siteverify",
+        client=httpx.AsyncClient(transport=httpx.MockTransport(siteverify)),
     )
     ctx.turnstile = verifier
     try:
@@ -96,7 +119,9 @@ async def test_turnstile_verifier(auth_app: FastAPI, ctx: AuthContext) -> None:
             good = await client.post("/auth/signup", json=body, headers={"X-Turnstile-Token": "good-token"})
             assert good.status_code == 201
             login = await client.post(
-                "/auth/sessions", json={"email": body["email"], "password": body["password"]}, headers={"X-Turnstile-Token": "bad"}
+                "/auth/sessions",
+                json={"email": body["email"], "password": body["password"]},
+                headers={"X-Turnstile-Token": "bad"},
             )
             assert_envelope(login, 403, "auth.turnstile_failed")
             recover = await client.post("/auth/password/recover", json={"email": body["email"]})
@@ -110,7 +135,9 @@ async def test_turnstile_unreachable_fails_closed() -> None:
     def boom(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("down")
 
-    verifier = CloudflareTurnstile("s", "https://x.test", client=httpx.AsyncClient(transport=httpx.MockTransport(boom)))
+    verifier = CloudflareTurnstile(
+        "s", "https://x.test", client=httpx.AsyncClient(transport=httpx.MockTransport(boom))
+    )
     from parley_common.errors import ParleyError
 
     with pytest.raises(ParleyError):
@@ -118,7 +145,9 @@ async def test_turnstile_unreachable_fails_closed() -> None:
 
 
 def _client_from(app: FastAPI, ip: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(ip, 1234)), base_url="http://testserver")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(ip, 1234)), base_url="http://testserver"
+    )
 
 
 async def test_login_rate_limited_per_ip_and_per_account(
@@ -128,7 +157,9 @@ async def test_login_rate_limited_per_ip_and_per_account(
     monkeypatch.setattr(ctx.settings, "auth_rate_login_ip", "3/minute")
     async with _client_from(auth_app, "10.0.0.1") as client:
         for _ in range(3):
-            assert (await client.post("/auth/sessions", json={"email": user.email, "password": "nope nope"})).status_code == 401
+            assert (
+                await client.post("/auth/sessions", json={"email": user.email, "password": "nope nope"})
+            ).status_code == 401
         limited = await client.post("/auth/sessions", json={"email": user.email, "password": user.password})
         assert_envelope(limited, 429, "rate_limit.exceeded")
         assert 1 <= int(limited.headers["Retry-After"]) <= 60
@@ -139,7 +170,9 @@ async def test_login_rate_limited_per_ip_and_per_account(
         async with _client_from(auth_app, f"10.0.1.{i}") as client:
             await client.post("/auth/sessions", json={"email": target.email, "password": "wrong one"})
     async with _client_from(auth_app, "10.0.1.99") as client:
-        limited = await client.post("/auth/sessions", json={"email": target.email.upper(), "password": target.password})
+        limited = await client.post(
+            "/auth/sessions", json={"email": target.email.upper(), "password": target.password}
+        )
         assert_envelope(limited, 429, "rate_limit.exceeded")
         assert "Retry-After" in limited.headers
 
@@ -158,11 +191,15 @@ async def test_signup_recovery_and_key_creation_limits(
     monkeypatch.setattr(ctx.settings, "auth_rate_recover_ip", "2/minute")
     async with _client_from(auth_app, "10.0.2.2") as client:
         for _ in range(2):
-            assert (await client.post("/auth/password/recover", json={"email": unique_email()})).status_code == 204
+            assert (
+                await client.post("/auth/password/recover", json={"email": unique_email()})
+            ).status_code == 204
         assert_envelope(await client.post("/auth/password/recover", json={"email": unique_email()}), 429)
 
     user = await accounts.create()
     monkeypatch.setattr(ctx.settings, "auth_rate_key_create_account", "2/minute")
     for _ in range(2):
         await user.api_key()
-    assert_envelope(await user.client.post("/auth/api-keys", json={"name": "third"}), 429, "rate_limit.exceeded")
+    assert_envelope(
+        await user.client.post("/auth/api-keys", json={"name": "third"}), 429, "rate_limit.exceeded"
+    )

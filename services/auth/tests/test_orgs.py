@@ -84,7 +84,9 @@ async def test_outsider_sees_nothing(team: dict[str, Account | str]) -> None:
         assert_envelope(resp, 404, "resource.not_found")
 
 
-@pytest.mark.parametrize(("role", "status"), [("owner", 200), ("admin", 200), ("member", 403), ("viewer", 403)])
+@pytest.mark.parametrize(
+    ("role", "status"), [("owner", 200), ("admin", 200), ("member", 403), ("viewer", 403)]
+)
 async def test_update_org_requires_admin(team: dict[str, Account | str], role: str, status: int) -> None:
     resp = await who(team, role).client.patch(f"/orgs/{team['org']}", json={"name": "Renamed"})
     assert resp.status_code == status, resp.text
@@ -92,7 +94,9 @@ async def test_update_org_requires_admin(team: dict[str, Account | str], role: s
         assert_envelope(resp, 403, "auth.insufficient_role")
 
 
-@pytest.mark.parametrize(("role", "status"), [("admin", 403), ("member", 403), ("viewer", 403), ("owner", 204)])
+@pytest.mark.parametrize(
+    ("role", "status"), [("admin", 403), ("member", 403), ("viewer", 403), ("owner", 204)]
+)
 async def test_delete_org_requires_owner(team: dict[str, Account | str], role: str, status: int) -> None:
     org = team["org"]
     resp = await who(team, role).client.delete(f"/orgs/{org}")
@@ -104,7 +108,9 @@ async def test_delete_org_requires_owner(team: dict[str, Account | str], role: s
         assert again.status_code == 201
 
 
-@pytest.mark.parametrize(("actor", "status"), [("owner", 201), ("admin", 201), ("member", 403), ("viewer", 403)])
+@pytest.mark.parametrize(
+    ("actor", "status"), [("owner", 201), ("admin", 201), ("member", 403), ("viewer", 403)]
+)
 async def test_add_member_requires_admin(
     team: dict[str, Account | str], accounts: Accounts, actor: str, status: int
 ) -> None:
@@ -116,7 +122,9 @@ async def test_add_member_requires_admin(
 async def test_add_member_errors(team: dict[str, Account | str]) -> None:
     org, owner = str(team["org"]), who(team, "owner")
     assert_envelope(await add(owner, org, who(team, "member"), "viewer"), 409, "org.member_exists")
-    ghost = await owner.client.post(f"/orgs/{org}/members", json={"user_id": str(uuid.uuid4()), "role": "viewer"})
+    ghost = await owner.client.post(
+        f"/orgs/{org}/members", json={"user_id": str(uuid.uuid4()), "role": "viewer"}
+    )
     assert_envelope(ghost, 404, "resource.not_found")
     # Owners are made by promotion, never added directly (spec: role is admin|member|viewer).
     assert_envelope(await add(owner, org, who(team, "outsider"), "owner"), 422)

@@ -60,7 +60,9 @@ async def _add(ctx: AuthContext, to: str) -> OutboxMail:
     return row
 
 
-async def test_outbox_delivers_over_smtp_once(ctx: AuthContext, smtp: tuple[Collect, int], paused_outbox: None) -> None:
+async def test_outbox_delivers_over_smtp_once(
+    ctx: AuthContext, smtp: tuple[Collect, int], paused_outbox: None
+) -> None:
     handler, port = smtp
     settings = ctx.settings.model_copy(
         update={"auth_smtp_host": "127.0.0.1", "auth_smtp_port": port, "auth_smtp_starttls": False}

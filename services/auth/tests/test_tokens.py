@@ -22,7 +22,9 @@ async def test_mint_defaults_and_claims(
     user = await accounts.create()
     key = await user.api_key()
     async with new_client(auth_app, headers={"Authorization": f"Bearer {key}"}) as keyed:
-        resp = await keyed.post(path, json={"workflow_id": "wf_123", "env": "staging", "data": {"name": "Jo"}})
+        resp = await keyed.post(
+            path, json={"workflow_id": "wf_123", "env": "staging", "data": {"name": "Jo"}}
+        )
     assert resp.status_code == 201, resp.text
     body = resp.json()
     token = body["token"]
@@ -55,7 +57,9 @@ async def test_ttl_bounds_inclusive(accounts: Accounts, auth_app: FastAPI, ttl: 
     user = await accounts.create()
     key = await user.api_key()
     async with new_client(auth_app, headers={"Authorization": f"Bearer {key}"}) as keyed:
-        assert (await keyed.post("/chat/tokens", json={"workflow_id": "wf", "ttl_seconds": ttl})).status_code == 201
+        assert (
+            await keyed.post("/chat/tokens", json={"workflow_id": "wf", "ttl_seconds": ttl})
+        ).status_code == 201
 
 
 async def test_only_api_keys_with_scope_mint(accounts: Accounts, auth_app: FastAPI) -> None:
@@ -63,7 +67,9 @@ async def test_only_api_keys_with_scope_mint(accounts: Accounts, auth_app: FastA
     assert_envelope(await user.client.post("/chat/tokens", json={"workflow_id": "wf"}), 403, "auth.forbidden")
     narrow = await user.api_key(scopes=["account:read"])
     async with new_client(auth_app, headers={"Authorization": f"Bearer {narrow}"}) as keyed:
-        assert_envelope(await keyed.post("/chat/tokens", json={"workflow_id": "wf"}), 403, "auth.insufficient_scope")
+        assert_envelope(
+            await keyed.post("/chat/tokens", json={"workflow_id": "wf"}), 403, "auth.insufficient_scope"
+        )
     async with new_client(auth_app) as anon:
         assert_envelope(await anon.post("/chat/tokens", json={"workflow_id": "wf"}), 401)
     minting = await user.api_key(scopes=["tokens:mint"])
@@ -111,7 +117,8 @@ async def test_expiry_revocation_and_forgery(accounts: Accounts, auth_app: FastA
     jti = jwt.decode(first, options={"verify_signature": False})["jti"]
     async with ctx.db.engine.begin() as conn:
         await conn.execute(
-            text("UPDATE auth.client_tokens SET expires_at = now() - interval '1 s' WHERE id = :i"), {"i": jti}
+            text("UPDATE auth.client_tokens SET expires_at = now() - interval '1 s' WHERE id = :i"),
+            {"i": jti},
         )
     assert await verify(first) == "auth.credential_expired"
     claims = jwt.decode(second, options={"verify_signature": False})

@@ -53,7 +53,9 @@ class AuthClient:
             timeout=self.timeout_s,
         )
         if not reply.ok or reply.principal is None:
-            raise _as_error(reply.error.code if reply.error else None, reply.error.message if reply.error else None)
+            raise _as_error(
+                reply.error.code if reply.error else None, reply.error.message if reply.error else None
+            )
         if self.cache_ttl_s > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -76,7 +78,9 @@ class AuthClient:
             timeout=self.timeout_s,
         )
         if not reply.ok:
-            raise _as_error(reply.error.code if reply.error else None, reply.error.message if reply.error else None)
+            raise _as_error(
+                reply.error.code if reply.error else None, reply.error.message if reply.error else None
+            )
         return reply
 
 

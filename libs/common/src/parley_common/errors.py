@@ -73,9 +73,13 @@ class Codes:
     CREDENTIAL_EXPIRED = _register("auth.credential_expired", 401, "The credential has expired.")
     CREDENTIAL_REVOKED = _register("auth.credential_revoked", 401, "The credential has been revoked.")
     FORBIDDEN = _register("auth.forbidden", 403, "You do not have permission to do this.")
-    INSUFFICIENT_ROLE = _register("auth.insufficient_role", 403, "This requires the {required} role or higher.")
+    INSUFFICIENT_ROLE = _register(
+        "auth.insufficient_role", 403, "This requires the {required} role or higher."
+    )
     INSUFFICIENT_SCOPE = _register("auth.insufficient_scope", 403, "The API key lacks the {scope} scope.")
-    TURNSTILE_FAILED = _register("auth.turnstile_failed", 403, "The Turnstile challenge could not be verified.")
+    TURNSTILE_FAILED = _register(
+        "auth.turnstile_failed", 403, "The Turnstile challenge could not be verified."
+    )
     EMAIL_TAKEN = _register("auth.email_taken", 409, "An account with this email already exists.")
     RESET_TOKEN_INVALID = _register(
         "auth.reset_token_invalid", 400, "The password reset token is invalid, used or expired."
@@ -129,7 +133,9 @@ def doc_url(code: ErrorCode) -> str:
     return f"{common_settings().docs_url}#{code.anchor}"
 
 
-def envelope(code: ErrorCode, message: str | None = None, params: dict[str, Any] | None = None) -> ErrorEnvelope:
+def envelope(
+    code: ErrorCode, message: str | None = None, params: dict[str, Any] | None = None
+) -> ErrorEnvelope:
     return ErrorEnvelope(
         code=code.code, message=message or _render(code.message, params), doc_url=doc_url(code), params=params
     )

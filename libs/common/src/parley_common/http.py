@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,13 +30,16 @@ log = structlog.get_logger(__name__)
 
 # Every operation documents the envelope as its default response, so generated clients and
 # schemathesis know the shape of every error.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {"default": {"model": ErrorEnvelope, "description": "Error"}}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "default": {"model": ErrorEnvelope, "description": "Error"}
+}
 
 
 class VersionInfo(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-    api_version: str = Field(serialization_alias="apiVersion", alias="apiVersion")
-    min_client_version: str = Field(serialization_alias="minClientVersion", alias="minClientVersion")
+    """`GET /version`; field names are the ServiceAi contract's (camelCase)."""
+
+    apiVersion: str
+    minClientVersion: str
 
 
 def error_response(err: ErrorCode | ParleyError, *, params: dict[str, Any] | None = None) -> JSONResponse:
@@ -138,7 +141,11 @@ def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
     if any(e.get("type") == "json_invalid" for e in errors):
         return error_response(Codes.MALFORMED_JSON)
     details = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
         for e in errors[:20]
     ]
     first = details[0] if details else {"loc": [], "msg": "invalid"}
@@ -194,7 +201,7 @@ def create_app(
     checks = readiness or Readiness()
     app.state.readiness = checks
 
-    @app.get("/version", tags=["meta"], response_model=VersionInfo, response_model_by_alias=True)
+    @app.get("/version", tags=["meta"], response_model=VersionInfo, operation_id="getVersion")
     async def version() -> VersionInfo:
         """API version and the minimum client version this server accepts."""
         return VersionInfo(apiVersion=settings.api_version, minClientVersion=settings.min_client_version)
@@ -212,5 +219,3 @@ def create_app(
         app.include_router(router)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     return app
-
-

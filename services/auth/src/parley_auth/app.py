@@ -33,7 +33,8 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
         settings=settings,
         db=db,
         limiter=RateLimiter(settings.redis_url),
-        turnstile=turnstile or make_verifier(settings.auth_turnstile_secret, settings.auth_turnstile_verify_url),
+        turnstile=turnstile
+        or make_verifier(settings.auth_turnstile_secret, settings.auth_turnstile_verify_url),
         broker=broker,
     )
     handlers.register(broker, ctx)

@@ -39,7 +39,9 @@ class AuthContext:
         Best effort: verify always reads the database, so a lost event only delays the moment a
         cache forgets (bounded by the cache TTL), it never resurrects a credential.
         """
-        event = RevokedEvent(kind=kind, credential_ids=credential_ids or [], user_id=user_id, at=datetime.now(UTC))
+        event = RevokedEvent(
+            kind=kind, credential_ids=credential_ids or [], user_id=user_id, at=datetime.now(UTC)
+        )
         try:
             await self.broker.publish(event, subjects.AUTH_REVOKED)
         except Exception as exc:

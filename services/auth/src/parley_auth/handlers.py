@@ -28,5 +28,7 @@ def register(broker: NatsBroker, ctx: AuthContext) -> None:
             raise ParleyError(Codes.BUS_BAD_MESSAGE, params={"detail": "exactly one of org_id, org_slug"})
         async with ctx.db.sessions() as db:
             # Re-verify nothing here: the principal came from auth.verify; roles are read live.
-            org, role = await orgs.resolve(db, req.principal, req.min_role, slug=req.org_slug, org_id=req.org_id)
+            org, role = await orgs.resolve(
+                db, req.principal, req.min_role, slug=req.org_slug, org_id=req.org_id
+            )
         return AuthorizeReply(ok=True, org_id=org.id, role=role)

@@ -7,4 +7,14 @@ from parley_auth.mail.models import OutboxMail
 from parley_auth.orgs.models import Membership, Org
 from parley_auth.tokens.models import ClientToken
 
-__all__ = ["ApiKey", "Base", "ClientToken", "Membership", "Org", "OutboxMail", "PasswordResetToken", "User", "UserSession"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "ClientToken",
+    "Membership",
+    "Org",
+    "OutboxMail",
+    "PasswordResetToken",
+    "User",
+    "UserSession",
+]

@@ -75,13 +75,17 @@ async def _verify_session(db: AsyncSession, settings: AuthSettings, token: str) 
 
 
 async def _verify_api_key(db: AsyncSession, settings: AuthSettings, key: str) -> Principal:
-    row = await db.scalar(select(ApiKey).where(ApiKey.key_hash == token_hash(settings.auth_token_secret, key)))
+    row = await db.scalar(
+        select(ApiKey).where(ApiKey.key_hash == token_hash(settings.auth_token_secret, key))
+    )
     if row is None:
         raise ParleyError(Codes.UNAUTHENTICATED)
     _check_key_live(row)
     await _live_user(db, row.created_by_user_id)
     now = _now()
-    if row.last_used_at is None or now - row.last_used_at > timedelta(seconds=settings.auth_key_touch_interval_s):
+    if row.last_used_at is None or now - row.last_used_at > timedelta(
+        seconds=settings.auth_key_touch_interval_s
+    ):
         await db.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
         await db.commit()
     return Principal(

@@ -13,7 +13,12 @@ class User(TimestampMixin, Base):
     __tablename__ = "users"
     __table_args__ = (
         # Emails are unique among live accounts only: a deleted account frees its address.
-        Index("uq_users_email_live", text("lower(email)"), unique=True, postgresql_where=text("deleted_at IS NULL")),
+        Index(
+            "uq_users_email_live",
+            text("lower(email)"),
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
     )
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)

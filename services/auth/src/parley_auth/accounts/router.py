@@ -46,7 +46,12 @@ def _set_session_cookie(request: Request, response: Response, ctx: Ctx, token: s
     summary="Register a new user account",
 )
 async def signup(
-    body: schemas.SignupRequest, request: Request, response: Response, ctx: Ctx, db: Db, turnstile: TurnstileHeader = None
+    body: schemas.SignupRequest,
+    request: Request,
+    response: Response,
+    ctx: Ctx,
+    db: Db,
+    turnstile: TurnstileHeader = None,
 ) -> schemas.AuthSessionResponse:
     ip = client_ip(request)
     await ctx.limiter.hit("signup", ctx.settings.auth_rate_signup_ip, ip)
@@ -69,7 +74,12 @@ async def signup(
     summary="Log in and start a session",
 )
 async def login(
-    body: schemas.LoginRequest, request: Request, response: Response, ctx: Ctx, db: Db, turnstile: TurnstileHeader = None
+    body: schemas.LoginRequest,
+    request: Request,
+    response: Response,
+    ctx: Ctx,
+    db: Db,
+    turnstile: TurnstileHeader = None,
 ) -> schemas.AuthSessionResponse:
     ip = client_ip(request)
     await ctx.limiter.hit("login:ip", ctx.settings.auth_rate_login_ip, ip)
@@ -129,7 +139,11 @@ async def logout(ctx: Ctx, db: Db, principal: CurrentPrincipal) -> Response:
     description="Always returns 204 regardless of whether the email exists, to prevent email enumeration.",
 )
 async def recover_password(
-    body: schemas.RecoverPasswordRequest, request: Request, ctx: Ctx, db: Db, turnstile: TurnstileHeader = None
+    body: schemas.RecoverPasswordRequest,
+    request: Request,
+    ctx: Ctx,
+    db: Db,
+    turnstile: TurnstileHeader = None,
 ) -> Response:
     ip = client_ip(request)
     await ctx.limiter.hit("recover:ip", ctx.settings.auth_rate_recover_ip, ip)
@@ -167,7 +181,9 @@ async def reset_password(body: schemas.ResetPasswordRequest, ctx: Ctx, db: Db) -
     operation_id="getMe",
     summary="Get the authenticated user's profile",
 )
-async def get_me(db: Db, principal: Annotated[Principal, Depends(require_scope("account:read"))]) -> schemas.User:
+async def get_me(
+    db: Db, principal: Annotated[Principal, Depends(require_scope("account:read"))]
+) -> schemas.User:
     return _user_out(await load_user(db, principal))
 
 
@@ -180,7 +196,9 @@ async def get_me(db: Db, principal: Annotated[Principal, Depends(require_scope("
     summary="Update the authenticated user's profile",
 )
 async def update_me(
-    body: schemas.UpdateUserRequest, db: Db, principal: Annotated[Principal, Depends(require_scope("account:write"))]
+    body: schemas.UpdateUserRequest,
+    db: Db,
+    principal: Annotated[Principal, Depends(require_scope("account:write"))],
 ) -> schemas.User:
     user = await load_user(db, principal)
     await service.update_profile(db, user, fields=body.model_dump(exclude_unset=True))
@@ -197,7 +215,9 @@ async def update_me(
     summary="Update the authenticated user's email address",
 )
 async def update_my_email(
-    body: schemas.UpdateEmailRequest, db: Db, principal: Annotated[Principal, Depends(require_scope("account:write"))]
+    body: schemas.UpdateEmailRequest,
+    db: Db,
+    principal: Annotated[Principal, Depends(require_scope("account:write"))],
 ) -> schemas.User:
     user = await load_user(db, principal)
     await service.change_email(db, user, str(body.email))

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 from parley_common.auth_contract import CredentialKind, MemberRole, Principal
 from parley_common.errors import Codes, ParleyError
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 
 from parley_auth.apikeys import schemas
 from parley_auth.apikeys.models import ApiKey
@@ -20,7 +20,7 @@ from parley_auth.security import credentials
 router = APIRouter(tags=["auth"])
 
 
-def _owned_by(principal: Principal) -> object:
+def _owned_by(principal: Principal) -> ColumnElement[bool]:
     return or_(ApiKey.created_by_user_id == principal.user_id, ApiKey.owner_user_id == principal.user_id)
 
 

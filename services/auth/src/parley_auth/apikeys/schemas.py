@@ -44,7 +44,8 @@ class CreateAPIKeyRequest(BaseModel):
     scopes: Annotated[list[str], Field(max_length=len(SCOPES))] | None = None
     expires_at: AwareDatetime | None = None
     org_slug: Annotated[str, Field(max_length=64)] | None = Field(
-        default=None, description="Parley extension: create a key owned by this organization (requires admin)."
+        default=None,
+        description="Parley extension: create a key owned by this organization (requires admin).",
     )
 
     @field_validator("scopes")

@@ -54,7 +54,7 @@ async def deliver(settings: AuthSettings, row: OutboxMail) -> None:
         )
         return
     directory = Path(settings.auth_mail_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     stamp = row.created_at.strftime("%Y%m%dT%H%M%S")
     final = directory / f"{stamp}-{row.id}.eml"
     tmp = final.with_suffix(".tmp")
@@ -63,7 +63,9 @@ async def deliver(settings: AuthSettings, row: OutboxMail) -> None:
     await asyncio.to_thread(os.replace, tmp, final)
 
 
-async def drain_once(settings: AuthSettings, sessions: async_sessionmaker[AsyncSession], batch: int = 20) -> int:
+async def drain_once(
+    settings: AuthSettings, sessions: async_sessionmaker[AsyncSession], batch: int = 20
+) -> int:
     """Deliver due messages; rows are locked with SKIP LOCKED so replicas never send one twice."""
     sent = 0
     async with sessions() as db, db.begin():
@@ -85,7 +87,9 @@ async def drain_once(settings: AuthSettings, sessions: async_sessionmaker[AsyncS
                 row.attempts += 1
                 row.last_error = str(exc)[:2000]
                 row.next_attempt_at = now + timedelta(seconds=min(3600, 2**row.attempts))
-                log.warning("mail.delivery_failed", mail_id=str(row.id), attempts=row.attempts, error=str(exc))
+                log.warning(
+                    "mail.delivery_failed", mail_id=str(row.id), attempts=row.attempts, error=str(exc)
+                )
             else:
                 row.sent_at = now
                 row.attempts += 1

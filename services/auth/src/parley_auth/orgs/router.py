@@ -16,7 +16,9 @@ from parley_auth.orgs.models import Membership, Org
 router = APIRouter(tags=["orgs"])
 Reader = Annotated[Principal, Depends(require_scope("account:read"))]
 Writer = Annotated[Principal, Depends(require_scope("account:write"))]
-OrgSlug = Annotated[str, Path(alias="orgSlug", max_length=64, description="URL-safe organization identifier.")]
+OrgSlug = Annotated[
+    str, Path(alias="orgSlug", max_length=64, description="URL-safe organization identifier.")
+]
 UserID = Annotated[UUID, Path(alias="userID")]
 
 
@@ -102,9 +104,7 @@ async def delete_org(org_slug: OrgSlug, db: Db, principal: Writer) -> Response:
     operation_id="listOrgMembers",
     summary="List members of an organization (requires viewer)",
 )
-async def list_members(
-    org_slug: OrgSlug, db: Db, principal: Reader
-) -> list[schemas.OrgMember]:
+async def list_members(org_slug: OrgSlug, db: Db, principal: Reader) -> list[schemas.OrgMember]:
     org, _ = await service.resolve(db, principal, MemberRole.VIEWER, slug=org_slug)
     return [_member_out(m) for m in await service.list_members(db, org)]
 

@@ -36,7 +36,9 @@ async def _live_org(db: AsyncSession, *, slug: str | None = None, org_id: UUID |
     return await db.scalar(query)
 
 
-async def _membership(db: AsyncSession, org_id: UUID, user_id: UUID, *, lock: bool = False) -> Membership | None:
+async def _membership(
+    db: AsyncSession, org_id: UUID, user_id: UUID, *, lock: bool = False
+) -> Membership | None:
     query = select(Membership).where(Membership.org_id == org_id, Membership.user_id == user_id)
     return await db.scalar(query.with_for_update() if lock else query)
 
@@ -114,7 +116,9 @@ async def list_members(db: AsyncSession, org: Org) -> list[Membership]:
     return list((await db.scalars(query)).all())
 
 
-async def add_member(db: AsyncSession, org: Org, actor_role: MemberRole, user_id: UUID, role: MemberRole) -> Membership:
+async def add_member(
+    db: AsyncSession, org: Org, actor_role: MemberRole, user_id: UUID, role: MemberRole
+) -> Membership:
     if not actor_role.at_least(role):
         raise ParleyError(Codes.INSUFFICIENT_ROLE, params={"required": role.value})
     user = await db.get(User, user_id)
@@ -166,7 +170,9 @@ async def update_member(
     return member
 
 
-async def remove_member(db: AsyncSession, org: Org, actor: Principal, actor_role: MemberRole, user_id: UUID) -> None:
+async def remove_member(
+    db: AsyncSession, org: Org, actor: Principal, actor_role: MemberRole, user_id: UUID
+) -> None:
     member = await _target(db, org, user_id)
     current = MemberRole(member.role)
     if user_id != actor.user_id:
@@ -185,7 +191,9 @@ async def assert_not_last_owner_anywhere(db: AsyncSession, user_id: UUID) -> Non
     mine = (
         select(Membership.org_id)
         .join(Org, Org.id == Membership.org_id)
-        .where(Membership.user_id == user_id, Membership.role == MemberRole.OWNER.value, Org.deleted_at.is_(None))
+        .where(
+            Membership.user_id == user_id, Membership.role == MemberRole.OWNER.value, Org.deleted_at.is_(None)
+        )
     )
     counts = await db.execute(
         select(Membership.org_id, func.count())

@@ -33,7 +33,9 @@ Minter = Annotated[Principal, Depends(minting_key)]
 async def create_chat_token(
     body: schemas.CreateChatTokenRequest, ctx: Ctx, db: Db, principal: Minter
 ) -> schemas.CreateChatTokenResponse:
-    await ctx.limiter.hit("tokens:account", ctx.settings.auth_rate_token_mint_account, str(principal.credential_id))
+    await ctx.limiter.hit(
+        "tokens:account", ctx.settings.auth_rate_token_mint_account, str(principal.credential_id)
+    )
     token, row = await service.mint(
         db,
         ctx.settings,
@@ -58,7 +60,9 @@ async def create_chat_token(
 async def create_voice_token(
     body: schemas.CreateVoiceTokenRequest, ctx: Ctx, db: Db, principal: Minter
 ) -> schemas.CreateVoiceTokenResponse:
-    await ctx.limiter.hit("tokens:account", ctx.settings.auth_rate_token_mint_account, str(principal.credential_id))
+    await ctx.limiter.hit(
+        "tokens:account", ctx.settings.auth_rate_token_mint_account, str(principal.credential_id)
+    )
     token, row = await service.mint(
         db,
         ctx.settings,

@@ -12,7 +12,9 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 CHAT_DEFAULT_TTL = 3600
 VOICE_DEFAULT_TTL = 21600
 # Strict: "3600" (a string) is a client bug worth reporting, not something to guess at.
-TTL = Annotated[int, Field(strict=True, ge=60, le=86400, description="Token lifetime in seconds (60..86400).")]
+TTL = Annotated[
+    int, Field(strict=True, ge=60, le=86400, description="Token lifetime in seconds (60..86400).")
+]
 WorkflowId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 MAX_DATA_BYTES = 16_384
 
