@@ -15,7 +15,14 @@ AUTH_AUTHORIZE: Final = "auth.authorize"
 AUTH_REVOKED: Final = "auth.events.revoked"
 
 # catalog: request/reply
-CATALOG_AGENT_RESOLVE: Final = "catalog.agent.resolve"
+CATALOG_AGENT_ACCESS: Final = "catalog.agent.access"  # may this principal open a session?
+CATALOG_AGENT_RESOLVE: Final = "catalog.agent.resolve"  # runtime snapshot (with secrets)
+# catalog: fan-out events, `catalog.events.agent.<AgentEventKind>`
+CATALOG_AGENT_EVENTS: Final = "catalog.events.agent"
+
+# Conversation history: runtimes publish, the catalog persists (durable JetStream consumer).
+CONVERSATIONS_STREAM: Final = "CONVERSATIONS"
+CONVERSATION_EVENTS: Final = "conv.events"  # conv.events.<conversation_id>
 
 # health: every service answers a ping on its own subject (used by readiness checks of peers)
 HEALTH_PING_PREFIX: Final = "health.ping"
@@ -27,3 +34,11 @@ QUEUE_CATALOG: Final = "catalog"
 
 def health_ping(service: str) -> str:
     return f"{HEALTH_PING_PREFIX}.{service}"
+
+
+def agent_event(kind: str) -> str:
+    return f"{CATALOG_AGENT_EVENTS}.{kind}"
+
+
+def conversation_event(conversation_id: str) -> str:
+    return f"{CONVERSATION_EVENTS}.{conversation_id}"

@@ -1,0 +1,101 @@
+"""Bus contract of the catalog: agent access checks, runtime snapshots, agent change events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AnyHttpUrl, BaseModel, Field
+
+from parley_common.auth_contract import Principal
+from parley_common.blueprint import Blueprint
+from parley_common.errors import ErrorEnvelope
+
+
+class AgentStatus(StrEnum):
+    DRAFT = "draft"
+    LIVE = "live"
+    ARCHIVED = "archived"
+
+
+class AgentLLMEngine(StrEnum):
+    DEEPSEEK = "deepseek"
+    MISTRAL = "mistral"
+    GEMINI = "gemini"
+    OPENAI = "openai"
+
+
+class AgentConfig(BaseModel):
+    """Spec `AgentConfig`."""
+
+    avatar_url: Annotated[AnyHttpUrl, Field(max_length=2048)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=5000)] | None = None
+    language: Annotated[str, Field(max_length=35)] | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
+    global_system_prompt: Annotated[str, Field(max_length=50_000)] | None = None
+    max_session_duration_minutes: Annotated[float, Field(gt=0, le=24 * 60)] | None = None
+    max_silence_timeout_seconds: Annotated[float, Field(gt=0, le=24 * 3600)] | None = None
+    allow_interruptions: bool | None = None
+    llm_engine: AgentLLMEngine | None = None
+    llm_model: Annotated[str, Field(max_length=200)] | None = None
+
+
+class AgentAccessRequest(BaseModel):
+    """May this principal open a session with this agent? (gateway → catalog)."""
+
+    agent_id: Annotated[str, Field(max_length=200)]
+    principal: Principal
+
+
+class AgentAccessReply(BaseModel):
+    ok: bool
+    agent_id: str | None = None
+    status: AgentStatus | None = None
+    version: int | None = None
+    error: ErrorEnvelope | None = None
+
+
+class AgentResolveRequest(BaseModel):
+    """The runtime asks for what it executes. Only runtimes may use this subject (it carries
+    decrypted secrets); restrict it with NATS permissions in production."""
+
+    agent_id: Annotated[str, Field(max_length=200)]
+
+
+class AgentSnapshot(BaseModel):
+    agent_id: UUID
+    version: int
+    status: AgentStatus
+    owner_user_id: UUID | None = None
+    owner_org_id: UUID | None = None
+    config: AgentConfig
+    blueprint: Blueprint | None = None
+    # Octavus protocol agents: protocol.yaml parsed, settings.json, prompts by file name.
+    protocol: dict[str, Any] | None = None
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+
+class AgentResolveReply(BaseModel):
+    ok: bool
+    snapshot: AgentSnapshot | None = None
+    error: ErrorEnvelope | None = None
+
+
+class AgentEventKind(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    STATUS_CHANGED = "status_changed"
+    DELETED = "deleted"
+
+
+class AgentEvent(BaseModel):
+    """Published on `catalog.events.agent.<kind>` after every change, so runtimes drop caches."""
+
+    kind: AgentEventKind
+    agent_id: UUID
+    version: int
+    status: AgentStatus
+    at: datetime
