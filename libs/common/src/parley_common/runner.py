@@ -21,6 +21,6 @@ def serve(app: FastAPI, settings: CommonSettings) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
     )

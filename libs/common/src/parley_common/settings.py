@@ -35,6 +35,10 @@ class CommonSettings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Proxies whose X-Forwarded-For/-Proto are trusted (comma-separated IPs, or "*"). Client IPs
+    # feed per-IP rate limits, so behind an edge this must name the edge (compose/k8s: "*",
+    # since only the edge can reach the services there).
+    forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "INFO"
     log_json: bool = True
     # OpenTelemetry: traces are exported over OTLP/HTTP only when an endpoint is set.

@@ -1,0 +1,195 @@
+"""The compose edge, run for real: Caddy with deploy/caddy/Caddyfile, its upstreams swapped for fake
+servers on loopback ports, and a request per route to see which service answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UPSTREAMS = {
+    "auth": "auth",
+    "catalog": "catalog",
+    "session-gateway": "session_gateway",
+    "edge-meta": "edge_meta",
+}
+
+# path -> the service that must answer it. The tricky ones: catalog owns agents/templates under
+# /users/me and /orgs/{slug} while auth owns the rest of /users and /orgs.
+ROUTES = {
+    "/users/me/agents": "catalog",
+    "/users/me/agents?limit=5": "catalog",
+    "/users/me/templates": "catalog",
+    "/orgs/acme/agents": "catalog",
+    "/orgs/acme/agents/a1": "catalog",
+    "/orgs/acme/templates": "catalog",
+    "/orgs/acme/templates/t1/versions": "catalog",
+    "/agents/a1": "catalog",
+    "/agents/a1/lint": "catalog",
+    "/agents/a1/conversations": "catalog",
+    "/templates/t1": "catalog",
+    "/conversations/c1/messages": "catalog",
+    "/tools": "catalog",
+    "/tools/execute": "catalog",
+    "/api/agents/support-bot": "catalog",
+    "/realtime": "session_gateway",
+    "/realtime/ws": "session_gateway",
+    "/chat/ws": "session_gateway",
+    "/api/agent-sessions": "session_gateway",
+    "/api/agent-sessions/s1/trigger": "session_gateway",
+    "/auth/signup": "auth",
+    "/auth/sessions/me": "auth",
+    "/auth/api-keys/k1": "auth",
+    "/users/me": "auth",
+    "/users/me/email": "auth",
+    "/orgs": "auth",
+    "/orgs/acme": "auth",
+    "/orgs/acme/members/u1": "auth",
+    "/version": "auth",
+    "/chat/tokens": "auth",
+    "/voice/tokens": "auth",
+    "/readyz": "edge_meta",
+    "/openapi.json": "edge_meta",
+    "/docs": "edge_meta",
+    "/docs/oauth2-redirect": "edge_meta",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_route_table_covers_every_caddyfile_matcher() -> None:
+    """Each path pattern of the Caddyfile is exercised by at least one route above."""
+    caddyfile = (REPO / "deploy/caddy/Caddyfile").read_text()
+    patterns = [p for line in re.findall(r"^\s*@\w+ path (.+)$", caddyfile, flags=re.M) for p in line.split()]
+    assert patterns
+    for pattern in patterns:
+        regex = re.compile(re.escape(pattern).replace(r"\*", ".*"))
+        assert any(regex.fullmatch(path.split("?")[0]) for path in ROUTES), f"no route exercises {pattern}"
+
+
+@pytest.fixture
+def edge(caddy: str, fake_servers: Any, tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    fakes = {name: fake_servers(name) for name in UPSTREAMS.values()}
+    text = (REPO / "deploy/caddy/Caddyfile").read_text()
+    # The real file, three substitutions: no admin endpoint, a loopback listener, loopback upstreams.
+    text, n_global = re.subn(r"\A((?:#.*\n|\s*\n)*)\{\n", r"\1{\n\tadmin off\n", text)
+    port = free_port()
+    text, n_site = re.subn(r"^:8080 \{$", f"http://127.0.0.1:{port} {{", text, flags=re.M)
+    for host, name in UPSTREAMS.items():
+        text, n = re.subn(
+            rf"reverse_proxy {re.escape(host)}:8000\b", f"reverse_proxy 127.0.0.1:{fakes[name].port}", text
+        )
+        assert n == 1, f"expected one reverse_proxy to {host}:8000"
+    assert (n_global, n_site) == (1, 1), "the Caddyfile's global block or :8080 site moved"
+    config = tmp_path / "Caddyfile"
+    config.write_text(text)
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    log = (tmp_path / "caddy.log").open("w")
+    proc = subprocess.Popen(
+        [caddy, "run", "--config", str(config), "--adapter", "caddyfile"], env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, (tmp_path / "caddy.log").read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "caddy did not listen within 20 s"
+                time.sleep(0.05)
+        yield base, fakes
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, Any], dict[str, str]]:
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def test_every_route_reaches_its_service(edge: tuple[str, dict[str, Any]]) -> None:
+    base, _ = edge
+    wrong = {}
+    for path, service in ROUTES.items():
+        status, body, _ = fetch(base + path)
+        if status != 200 or body.get("upstream") != service:
+            wrong[path] = (status, body.get("upstream"), service)
+    assert wrong == {}, "path: (status, answered by, expected)"
+
+
+def test_requests_arrive_unchanged_with_forwarding_headers(edge: tuple[str, dict[str, Any]]) -> None:
+    base, fakes = edge
+    status, body, _ = fetch(base + "/api/agent-sessions/s1/trigger?x=1", method="POST")
+    assert (status, body["path"]) == (200, "/api/agent-sessions/s1/trigger")
+    method, raw_path, headers = fakes["session_gateway"].requests[-1]
+    assert (method, raw_path) == ("POST", "/api/agent-sessions/s1/trigger?x=1")
+    assert headers.get("X-Forwarded-Proto") == "http"
+    assert headers.get("X-Forwarded-For") == "127.0.0.1"
+    assert headers.get("Host", "").startswith("127.0.0.1:"), "the client's Host is passed through"
+
+
+def test_unknown_paths_go_to_edge_meta(edge: tuple[str, dict[str, Any]]) -> None:
+    """edge-meta answers what no service owns with the 404 error envelope (as under `make run`)."""
+    base, fakes = edge
+    for path in ("/nope", "/api/unknown", "/userz", "/"):
+        status, body, _ = fetch(base + path)
+        assert (status, body) == (200, {"upstream": "edge_meta", "path": path}), path
+    assert all(not fake.requests for name, fake in fakes.items() if name != "edge_meta")
+
+
+def _samples(pattern: str) -> list[str]:
+    """Concrete paths a `make run` route pattern matches: inner `*` is one segment, a trailing `*`
+    is a prefix."""
+    inner = pattern.rstrip("*").replace("*", "x1")
+    if not pattern.endswith("*"):
+        return [inner]
+    return [inner, inner.rstrip("/") + "/y2"] if not inner.endswith("/") else [inner + "y2"]
+
+
+def test_routes_match_make_run(edge: tuple[str, dict[str, Any]]) -> None:
+    """The compose edge routes every path of `make run`'s table (parley_devstack) to the same owner."""
+    servers = pytest.importorskip("parley_devstack.servers", reason="parley-devstack is not installed")
+    table = getattr(servers, "EDGE_ROUTES", None)
+    if table is None:
+        pytest.skip("parley_devstack.servers has no EDGE_ROUTES table")
+    base, _ = edge
+    wrong = {}
+    for owner, patterns in table:
+        for pattern in patterns:
+            for path in _samples(pattern):
+                _, body, _ = fetch(base + path)
+                if body.get("upstream") != owner:
+                    wrong[path] = (body.get("upstream"), owner)
+    assert wrong == {}, "path: (compose edge, make run)"
