@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,20 +16,6 @@ from parley_auth.settings import AuthSettings
 from redis.asyncio import Redis
 
 from .support import Accounts, new_client
-
-# TEMPORARY fallback `infra` fixture until parley_devstack.pytest_plugin lands. Delete me.
-try:
-    import parley_devstack.pytest_plugin  # noqa: F401
-except ImportError:
-
-    @pytest.fixture(scope="session")
-    def infra() -> SimpleNamespace:
-        return SimpleNamespace(
-            nats_url=os.environ["NATS_URL"],
-            redis_url=os.environ["REDIS_URL"],
-            database_url=os.environ["DATABASE_URL"],
-        )
-
 
 @pytest.fixture(scope="session")
 async def auth_settings(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AuthSettings:

@@ -203,3 +203,32 @@ async def test_signup_recovery_and_key_creation_limits(
     assert_envelope(
         await user.client.post("/auth/api-keys", json={"name": "third"}), 429, "rate_limit.exceeded"
     )
+
+
+async def test_nul_characters_are_rejected_everywhere(accounts: Accounts) -> None:
+    """PostgreSQL text cannot hold NUL; it must be a 422, never a database error."""
+    user = await accounts.create()
+    client = user.client
+    nul_name = '{"email": "nul@example.com", "password": "long enough", "name": "a\\u0000b"}'
+    resp = await client.post("/auth/signup", content=nul_name, headers={"content-type": "application/json"})
+    assert_envelope(resp, 422, "request.validation_failed")
+    for method, path, body in [
+        ("PATCH", "/users/me", '{"name": "x\\u0000"}'),
+        ("POST", "/auth/api-keys", '{"name": "k\\u0000"}'),
+        ("POST", "/orgs", '{"name": "n\\u0000", "slug": "nul-org"}'),
+    ]:
+        resp = await client.request(method, path, content=body, headers={"content-type": "application/json"})
+        assert_envelope(resp, 422, "request.validation_failed")
+    assert_envelope(await client.get("/orgs/a%00b"), 422, "request.validation_failed")
+    # An escaped backslash followed by "u0000" is ordinary text, not a NUL.
+    ok = await client.patch(
+        "/users/me", content='{"name": "x\\\\u0000"}', headers={"content-type": "application/json"}
+    )
+    assert ok.status_code == 200 and ok.json()["name"] == "x\\u0000"
+
+
+async def test_null_for_required_org_field_is_ignored(accounts: Accounts) -> None:
+    user = await accounts.create()
+    await user.client.post("/orgs", json={"name": "Keep", "slug": f"null-{user.id.hex[:8]}"})
+    resp = await user.client.patch(f"/orgs/null-{user.id.hex[:8]}", json={"name": None, "description": None})
+    assert resp.status_code == 200 and resp.json()["name"] == "Keep"

@@ -7,6 +7,7 @@ a framework-shaped error), a request body size limit, the client version gate (4
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -50,11 +51,17 @@ def error_response(err: ErrorCode | ParleyError, *, params: dict[str, Any] | Non
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
 
 
+# A JSON `\u0000` escape that is not itself escaped (an odd number of backslashes before `u0000`).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 class BodyLimitMiddleware:
-    """Reject bodies over `limit` bytes with 413.
+    """Reject bodies over `limit` bytes with 413, and NUL characters anywhere with 422.
 
     The body is read up front (at most `limit` bytes are ever held) and replayed to the app, so an
-    oversized chunked upload is refused before any handler sees it.
+    oversized chunked upload is refused before any handler sees it. NUL is refused here, once for
+    every service, because PostgreSQL text cannot hold it: letting it through would turn bad input
+    into a database error.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
@@ -63,6 +70,9 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+            await _nul_response()(scope, receive, send)
             return
         too_large = error_response(Codes.BODY_TOO_LARGE, params={"limit": self.limit})
         declared = dict(scope.get("headers", [])).get(b"content-length")
@@ -84,6 +94,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if _JSON_NUL.search(body):  # raw NUL bytes are not JSON at all: the parser answers 400
+            await _nul_response()(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -94,6 +107,12 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _nul_response() -> JSONResponse:
+    return error_response(
+        ParleyError(Codes.VALIDATION_FAILED, "NUL characters are not allowed.", params={"errors": []})
+    )
 
 
 def _client_version_gate(min_version: str) -> Callable[..., Any]:

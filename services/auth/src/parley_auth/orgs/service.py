@@ -96,9 +96,11 @@ async def list_orgs(db: AsyncSession, principal: Principal) -> list[Org]:
 
 
 async def update_org(db: AsyncSession, org: Org, fields: dict[str, object]) -> Org:
-    for name in ("name", "description"):
-        if name in fields:
-            setattr(org, name, fields[name])
+    # `name` is required on an org: an explicit null means "leave it", as for users.
+    if fields.get("name") is not None:
+        org.name = str(fields["name"])
+    if "description" in fields:
+        org.description = str(fields["description"]) if fields["description"] is not None else None
     if "avatar_url" in fields:
         org.avatar_url = str(fields["avatar_url"]) if fields["avatar_url"] is not None else None
     org.updated_at = now()

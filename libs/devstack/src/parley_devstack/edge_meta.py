@@ -1,0 +1,188 @@
+"""The edge's own endpoints: platform readiness, the merged OpenAPI document and the API docs.
+
+A small process behind the edge (Caddy locally and in docker-compose), configured by env only:
+- `PARLEY_EDGE_PEERS`: comma-separated `name=http://host:port` list of the services behind the edge;
+- `PARLEY_HTTP_HOST` / `PARLEY_HTTP_PORT`: where it listens.
+
+`GET /readyz` is 200 only when every peer's `/readyz` is; `GET /openapi.json` merges the peers'
+documents into one OpenAPI 3.1 document; `GET /docs` is Swagger UI over it. Anything else gets the
+404 error envelope, so the edge answers unknown paths in the same shape as every service.
+
+Run: `python -m parley_devstack.edge_meta`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from parley_common.errors import Codes
+from parley_common.http import error_response
+from parley_common.settings import CommonSettings
+from pydantic import field_validator
+from pydantic_settings import SettingsConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+READY = "ready"
+
+
+class EdgeMetaSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "edge_meta"
+    # `name=http://host:port,...`; the order is the merge order of the OpenAPI documents.
+    edge_peers: str = ""
+    # Per-peer budget for /readyz and /openapi.json; the edge's own answer stays fast.
+    edge_peer_timeout_s: float = 2.0
+
+    @field_validator("edge_peers")
+    @classmethod
+    def _valid_peers(cls, value: str) -> str:
+        parse_peers(value)
+        return value
+
+    @property
+    def peers(self) -> dict[str, str]:
+        return parse_peers(self.edge_peers)
+
+
+def parse_peers(spec: str) -> dict[str, str]:
+    peers: dict[str, str] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, url = item.partition("=")
+        name, url = name.strip(), url.strip().rstrip("/")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise ValueError(f"peer {item!r} is not of the form name=http://host:port")
+        peers[name] = url
+    return peers
+
+
+async def _peer_ready(client: httpx.AsyncClient, url: str) -> str:
+    """`ready`, or why not, in a few words."""
+    try:
+        response = await client.get(f"{url}/readyz")
+    except httpx.TimeoutException:
+        return "timeout"
+    except httpx.HTTPError as exc:
+        return f"unreachable ({type(exc).__name__})"
+    if response.status_code == 200:
+        return READY
+    try:
+        checks = response.json().get("checks", {})
+        failing = [f"{name}: {why}" for name, why in checks.items() if why != "ok"]
+    except (ValueError, AttributeError):
+        failing = []
+    return "; ".join(failing) if failing else f"HTTP {response.status_code}"
+
+
+async def _peer_openapi(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:
+    try:
+        response = await client.get(f"{url}/openapi.json")
+        response.raise_for_status()
+        doc = response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def merge_openapi(docs: list[dict[str, Any]], *, title: str, version: str) -> dict[str, Any]:
+    """One OpenAPI 3.1 document from several: paths and components merged, later ones win."""
+    merged: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "The whole public API of Parley, as served by the edge.",
+        },
+        "paths": {},
+        "components": {},
+    }
+    tags: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        merged["paths"].update(doc.get("paths") or {})
+        for section, entries in (doc.get("components") or {}).items():
+            if isinstance(entries, dict):
+                merged["components"].setdefault(section, {}).update(entries)
+        for tag in doc.get("tags") or []:
+            if isinstance(tag, dict) and "name" in tag:
+                tags[tag["name"]] = tag
+    if tags:
+        merged["tags"] = list(tags.values())
+    return merged
+
+
+def build_app(
+    settings: EdgeMetaSettings | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    settings = settings or EdgeMetaSettings()
+    peers = settings.peers
+    client = httpx.AsyncClient(transport=transport, timeout=settings.edge_peer_timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    # Our own /openapi.json and /docs replace FastAPI's: this app documents the platform, not itself.
+    app = FastAPI(title="Parley edge", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: Codes.ROUTE_NOT_FOUND, 405: Codes.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, Codes.INTERNAL
+        )
+        return error_response(code)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        states = await asyncio.gather(*(_peer_ready(client, url) for url in peers.values()))
+        services = dict(zip(peers, states, strict=True))
+        not_ready = [name for name, state in services.items() if state != READY]
+        if not_ready:
+            body = {"status": "not_ready", "not_ready": not_ready, "services": services}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": READY, "services": services})
+
+    @app.get("/openapi.json")
+    async def openapi() -> JSONResponse:
+        docs = await asyncio.gather(*(_peer_openapi(client, url) for url in peers.values()))
+        merged = merge_openapi(
+            [d for d in docs if d is not None], title="Parley API", version=settings.api_version
+        )
+        missing = [name for name, doc in zip(peers, docs, strict=True) if doc is None]
+        if missing:
+            # Say which services are absent instead of silently serving a partial API.
+            merged["info"]["x-parley-unavailable"] = missing
+        return JSONResponse(merged)
+
+    @app.get("/docs")
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Parley API")
+
+    return app
+
+
+def main() -> None:
+    from parley_common.runner import serve
+
+    settings = EdgeMetaSettings()
+    serve(build_app(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Infrastructure for tests: NATS, Redis and PostgreSQL URLs, from wherever they can come.
+
+For each of the three, in order:
+1. the URL in `NATS_URL` / `REDIS_URL` / `DATABASE_URL`, when set (CI services, a dev's own servers);
+2. a container, when `PARLEY_TEST_INFRA=docker`, or when it is `auto` (the default) and both
+   testcontainers is importable and a Docker engine answers;
+3. otherwise the embedded servers from the devstack wheels, on free loopback ports in a temporary
+   directory, without persistence (fast: all three are up in about a second).
+
+PostgreSQL always gets a fresh database with a unique name on whichever server is used, dropped at
+the end, so concurrent or repeated runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from parley_devstack.servers import (
+    NatsServer,
+    PostgresServer,
+    ValkeyServer,
+    create_database,
+    drop_database,
+    stop_all,
+    with_database,
+)
+
+
+@dataclass(frozen=True)
+class Infra:
+    nats_url: str
+    redis_url: str
+    database_url: str  # a database of its own, created for this run
+
+    def env(self) -> dict[str, str]:
+        """The variables a service reads them from, e.g. for a subprocess."""
+        return {"NATS_URL": self.nats_url, "REDIS_URL": self.redis_url, "DATABASE_URL": self.database_url}
+
+
+def _docker_available() -> bool:
+    try:
+        import docker  # testcontainers depends on it
+        import testcontainers.core.container  # noqa: F401
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=2)
+        client.ping()
+        client.close()
+    except Exception:
+        return False
+    return True
+
+
+def _use_docker() -> bool:
+    mode = os.environ.get("PARLEY_TEST_INFRA", "auto").lower()
+    if mode not in {"auto", "docker", "embedded"}:
+        raise ValueError(f"PARLEY_TEST_INFRA must be auto, docker or embedded, not {mode!r}")
+    if mode == "embedded":
+        return False
+    available = _docker_available()
+    if mode == "docker" and not available:
+        raise RuntimeError("PARLEY_TEST_INFRA=docker but testcontainers or a Docker engine is missing")
+    return available
+
+
+def _containers(stack: ExitStack, need: set[str]) -> dict[str, str]:
+    """Start the missing servers in containers (stopped by `stack`); returns {kind: url}."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    urls: dict[str, str] = {}
+    if "nats" in need:
+        nats: Any = stack.enter_context(
+            DockerContainer("nats:2.10-alpine").with_command("-js").with_exposed_ports(4222)
+        )
+        wait_for_logs(nats, "Server is ready", timeout=30)
+        urls["nats"] = f"nats://{nats.get_container_host_ip()}:{nats.get_exposed_port(4222)}"
+    if "redis" in need:
+        from testcontainers.redis import RedisContainer
+
+        redis: Any = stack.enter_context(RedisContainer("valkey/valkey:8-alpine"))
+        urls["redis"] = f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0"
+    if "postgres" in need:
+        from testcontainers.postgres import PostgresContainer
+
+        pg: Any = stack.enter_context(PostgresContainer("postgres:17-alpine", driver=None))
+        urls["postgres"] = pg.get_connection_url()
+    return urls
+
+
+def _embedded(stack: ExitStack, need: set[str]) -> dict[str, str]:
+    """Start the missing servers from the devstack wheels (stopped by `stack`); returns {kind: url}."""
+    root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="parley-test-")))
+    logs = root / "logs"
+    servers: list[NatsServer | ValkeyServer | PostgresServer] = []
+    # Registered first so it runs last: stops whatever was started even if a later start fails.
+    stack.callback(lambda: stop_all(servers, timeout=10))
+    if "nats" in need:
+        servers.append(NatsServer(root / "nats", log_path=logs / "nats.log"))
+    if "redis" in need:
+        servers.append(ValkeyServer(root / "valkey", persistent=False, log_path=logs / "valkey.log"))
+    if "postgres" in need:
+        pg = PostgresServer(root / "pg" / "data", durable=False, log_path=logs / "postgres.log")
+        pg.init()
+        servers.append(pg)
+    for server in servers:
+        server.start()
+    urls: dict[str, str] = {}
+    for server in servers:
+        server.wait_ready(30)
+        if isinstance(server, NatsServer):
+            urls["nats"] = server.url
+        elif isinstance(server, ValkeyServer):
+            urls["redis"] = server.url
+        else:
+            urls["postgres"] = server.url()
+    return urls
+
+
+@contextmanager
+def infra() -> Iterator[Infra]:
+    """NATS, Redis and a fresh PostgreSQL database for one test session (see the module doc)."""
+    with ExitStack() as stack:
+        given = {
+            "nats": os.environ.get("NATS_URL"),
+            "redis": os.environ.get("REDIS_URL"),
+            "postgres": os.environ.get("DATABASE_URL"),
+        }
+        need = {kind for kind, url in given.items() if not url}
+        started: dict[str, str] = {}
+        if need:
+            source = _containers if _use_docker() else _embedded
+            started = source(stack, need)
+        urls = {kind: given[kind] or started[kind] for kind in given}
+
+        server_url = urls["postgres"]
+        name = f"parley_test_{secrets.token_hex(6)}"
+        create_database(server_url, name, if_missing=False)
+        stack.callback(drop_database, server_url, name)
+        yield Infra(
+            nats_url=urls["nats"], redis_url=urls["redis"], database_url=with_database(server_url, name)
+        )

@@ -1,0 +1,193 @@
+"""The edge's readiness aggregation, merged OpenAPI document and docs, against fake peers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from parley_devstack.edge_meta import EdgeMetaSettings, build_app, merge_openapi, parse_peers
+
+Peer = Callable[[httpx.Request], httpx.Response]
+
+
+def ready(_: httpx.Request) -> httpx.Response:
+    if _.url.path == "/readyz":
+        return httpx.Response(200, json={"status": "ready", "checks": {"nats": "ok"}})
+    return httpx.Response(404)
+
+
+def not_ready(_: httpx.Request) -> httpx.Response:
+    checks = {"nats": "ok", "postgres": "ConnectionRefusedError: [Errno 111] Connect call failed"}
+    return httpx.Response(503, json={"status": "not_ready", "checks": checks})
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+def hangs(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("timed out", request=request)
+
+
+def garbage(_: httpx.Request) -> httpx.Response:
+    return httpx.Response(502, text="<html>bad gateway</html>")
+
+
+def openapi(paths: dict[str, Any], schemas: dict[str, Any]) -> Peer:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/openapi.json":
+            return httpx.Response(
+                200,
+                json={
+                    "openapi": "3.1.0",
+                    "info": {"title": "x", "version": "1"},
+                    "paths": paths,
+                    "components": {"schemas": schemas},
+                    "tags": [{"name": "meta"}],
+                },
+            )
+        return ready(request)
+
+    return handler
+
+
+def edge(peers: dict[str, Peer]) -> httpx.AsyncClient:
+    """The edge app with each peer `name` at http://name.test answered by its handler."""
+
+    def route(request: httpx.Request) -> httpx.Response:
+        return peers[request.url.host.removesuffix(".test")](request)
+
+    settings = EdgeMetaSettings(edge_peers=",".join(f"{name}=http://{name}.test" for name in peers))
+    app = build_app(settings, transport=httpx.MockTransport(route))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
+
+
+async def test_ready_when_every_peer_is() -> None:
+    async with edge({"auth": ready, "catalog": ready}) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "services": {"auth": "ready", "catalog": "ready"}}
+
+
+async def test_not_ready_names_each_missing_peer_and_why() -> None:
+    peers = {
+        "auth": ready,
+        "catalog": not_ready,
+        "session_gateway": refused,
+        "runtime-1": hangs,
+        "x": garbage,
+    }
+    async with edge(peers) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready"
+    assert body["not_ready"] == ["catalog", "session_gateway", "runtime-1", "x"]
+    services = body["services"]
+    assert services["auth"] == "ready"
+    assert services["catalog"].startswith("postgres: ConnectionRefusedError")
+    assert "nats" not in services["catalog"]  # only the failing checks
+    assert services["session_gateway"] == "unreachable (ConnectError)"
+    assert services["runtime-1"] == "timeout"
+    assert services["x"] == "HTTP 502"
+
+
+async def test_peers_are_polled_concurrently() -> None:
+    """A slow peer costs its own timeout once, not once per peer."""
+    import asyncio
+    import time
+
+    class Slow(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            await asyncio.sleep(0.3)
+            return httpx.Response(200, json={"status": "ready"})
+
+    settings = EdgeMetaSettings(edge_peers=",".join(f"p{i}=http://p{i}.test" for i in range(5)))
+    app = build_app(settings, transport=Slow())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge") as client:
+        started = time.monotonic()
+        response = await client.get("/readyz")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert elapsed < 1.2  # five sequential calls would take 1.5 s
+
+
+async def test_no_peers_is_ready() -> None:
+    async with edge({}) as client:
+        assert (await client.get("/readyz")).json() == {"status": "ready", "services": {}}
+
+
+async def test_openapi_merges_peers_and_skips_those_down() -> None:
+    auth = openapi(
+        {"/auth/sessions": {"post": {"summary": "login"}}, "/version": {"get": {"summary": "auth's"}}},
+        {"Error": {"title": "auth Error"}, "User": {"type": "object"}},
+    )
+    catalog = openapi(
+        {"/agents": {"get": {"summary": "list"}}, "/version": {"get": {"summary": "catalog's"}}},
+        {"Error": {"title": "catalog Error"}, "Agent": {"type": "object"}},
+    )
+    async with edge({"auth": auth, "catalog": catalog, "session_gateway": refused}) as client:
+        response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    doc = response.json()
+    assert doc["openapi"] == "3.1.0"
+    assert doc["info"]["title"] == "Parley API"
+    assert set(doc["paths"]) == {"/auth/sessions", "/version", "/agents"}
+    assert doc["paths"]["/version"]["get"]["summary"] == "catalog's"  # later peers win
+    assert set(doc["components"]["schemas"]) == {"Error", "User", "Agent"}
+    assert doc["components"]["schemas"]["Error"]["title"] == "catalog Error"
+    assert doc["tags"] == [{"name": "meta"}]
+    assert doc["info"]["x-parley-unavailable"] == ["session_gateway"]
+
+
+def test_merge_keeps_every_component_section() -> None:
+    merged = merge_openapi(
+        [
+            {"paths": {}, "components": {"securitySchemes": {"cookie": {"type": "apiKey"}}}},
+            {
+                "paths": {},
+                "components": {"schemas": {"A": {}}, "securitySchemes": {"bearer": {"type": "http"}}},
+            },
+        ],
+        title="t",
+        version="1",
+    )
+    assert merged["components"] == {
+        "securitySchemes": {"cookie": {"type": "apiKey"}, "bearer": {"type": "http"}},
+        "schemas": {"A": {}},
+    }
+
+
+async def test_docs_page_points_at_the_merged_document() -> None:
+    async with edge({}) as client:
+        response = await client.get("/docs")
+    assert response.status_code == 200
+    assert "text/html" in response.headers["content-type"]
+    assert "/openapi.json" in response.text
+
+
+async def test_unknown_paths_get_the_error_envelope() -> None:
+    async with edge({}) as client:
+        response = await client.get("/nope")
+        wrong_method = await client.post("/readyz")
+    assert response.status_code == 404
+    assert response.json()["code"] == "request.route_not_found"
+    assert {"code", "message", "doc_url"} <= set(response.json())
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["code"] == "request.method_not_allowed"
+
+
+def test_peers_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_EDGE_PEERS", "auth=http://127.0.0.1:1, catalog=http://127.0.0.1:2/ ")
+    monkeypatch.setenv("PARLEY_HTTP_PORT", "4567")
+    settings = EdgeMetaSettings()
+    assert settings.peers == {"auth": "http://127.0.0.1:1", "catalog": "http://127.0.0.1:2"}
+    assert settings.http_port == 4567
+
+
+@pytest.mark.parametrize("spec", ["auth", "auth=", "=http://x", "auth=ftp://x"])
+def test_malformed_peers_are_rejected(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_peers(spec)

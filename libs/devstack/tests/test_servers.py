@@ -1,0 +1,363 @@
+"""The embedded servers start, answer, keep their data across restarts and stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import asyncpg
+import nats
+import psutil
+import pytest
+import redis
+from parley_devstack.servers import (
+    EDGE_ROUTES,
+    RESERVED_PORTS,
+    CaddyServer,
+    ManagedProcess,
+    NatsServer,
+    PostgresServer,
+    ServerError,
+    ValkeyServer,
+    caddyfile,
+    create_database,
+    drop_database,
+    free_port,
+    stop_all,
+    tcp_open,
+    with_database,
+)
+from websockets.sync.client import connect as ws_connect
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as ws_serve
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_free_port_skips_reserved_and_repeats() -> None:
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert not RESERVED_PORTS & set(ports)
+
+
+async def test_nats_with_jetstream(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats", log_path=tmp_path / "nats.log")
+    server.start()
+    try:
+        server.wait_ready(20)
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(name="T", subjects=["t.>"])
+        ack = await js.publish("t.1", b"hello")
+        assert ack.stream == "T"
+        await nc.close()
+    finally:
+        server.stop()
+    assert server.returncode is not None
+    assert not tcp_open(server.port)
+    # JetStream wrote into the data dir we gave it.
+    assert any((tmp_path / "nats").rglob("*"))
+
+
+def test_valkey_keeps_data_across_restarts(tmp_path: Path) -> None:
+    port = free_port()
+    first = ValkeyServer(tmp_path / "valkey", port=port, persistent=True, log_path=tmp_path / "v1.log")
+    first.start()
+    try:
+        first.wait_ready(20)
+        redis.Redis.from_url(first.url).set("k", "v")
+    finally:
+        first.stop()
+    assert not tcp_open(port)
+
+    second = ValkeyServer(tmp_path / "valkey", port=port, persistent=True, log_path=tmp_path / "v2.log")
+    second.start()
+    try:
+        second.wait_ready(20)
+        assert redis.Redis.from_url(second.url).get("k") == b"v"
+    finally:
+        second.stop()
+
+
+def test_valkey_ephemeral_writes_nothing(tmp_path: Path) -> None:
+    server = ValkeyServer(tmp_path / "valkey", persistent=False)
+    server.start()
+    try:
+        server.wait_ready(20)
+        redis.Redis.from_url(server.url).set("k", "v")
+    finally:
+        server.stop()
+    assert list((tmp_path / "valkey").iterdir()) == []
+
+
+async def test_postgres_databases_and_restart(pg_tmp: Path) -> None:
+    port = free_port()
+    data = pg_tmp / "pg" / "data"
+    server = PostgresServer(data, port=port, durable=True, log_path=pg_tmp / "pg.log")
+    assert not server.initialized
+    server.init()
+    assert server.initialized
+    server.start()
+    try:
+        server.wait_ready(30)
+        assert create_database(server.url(), "parley") is True
+        assert create_database(server.url(), "parley") is False  # idempotent
+        conn = await asyncpg.connect(server.url("parley"))
+        await conn.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
+        await conn.close()
+    finally:
+        server.stop()
+    assert server.returncode == 0  # fast shutdown, not a kill
+    assert not tcp_open(port)
+
+    again = PostgresServer(data, port=port, durable=True, log_path=pg_tmp / "pg2.log")
+    again.start()
+    try:
+        again.wait_ready(30)
+        conn = await asyncpg.connect(again.url("parley"))
+        assert await conn.fetchval("SELECT v FROM t") == "kept"
+        await conn.close()
+        drop_database(again.url(), "parley")
+        conn = await asyncpg.connect(again.url())
+        assert await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = 'parley'") == 0
+        await conn.close()
+    finally:
+        again.stop()
+
+
+def test_with_database_keeps_the_rest_of_the_url() -> None:
+    url = "postgresql+asyncpg://u:p@h:5/old?sslmode=disable"
+    assert with_database(url, "new") == "postgresql+asyncpg://u:p@h:5/new?sslmode=disable"
+
+
+def test_create_database_rejects_unsafe_names() -> None:
+    with pytest.raises(ValueError):
+        create_database("postgresql://x@127.0.0.1:1/postgres", 'x"; DROP DATABASE y; --')
+
+
+# ------------------------------------------------------------------------------- processes
+
+
+class NeverReady(ManagedProcess):
+    def probe(self) -> bool:
+        return False
+
+
+def test_wait_ready_reports_an_early_exit_with_its_log(tmp_path: Path) -> None:
+    proc = NeverReady(
+        "broken",
+        [sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"],
+        log_path=tmp_path / "broken.log",
+    )
+    proc.start()
+    with pytest.raises(ServerError, match=r"(?s)broken exited with code 3.*bad config"):
+        proc.wait_ready(10)
+
+
+def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    code = (
+        "import signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
+    )
+    proc = ManagedProcess("stubborn", [sys.executable, "-c", code])
+    proc.start()
+    wait_until(ready.exists, what="child to install its handler")
+    started = time.monotonic()
+    proc.stop(timeout=0.5)
+    assert proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+
+
+def test_stop_all_hurry_skips_the_grace_period() -> None:
+    procs = [ManagedProcess(f"p{i}", [sys.executable, "-c", "import time; time.sleep(60)"]) for i in range(2)]
+    for p in procs:
+        p.stop_signal = signal.SIGCONT  # a signal they ignore, so only SIGKILL ends them
+        p.start()
+    started = time.monotonic()
+    stop_all(procs, timeout=30, hurry=lambda: True)
+    assert time.monotonic() - started < 5
+    assert all(p.returncode == -signal.SIGKILL for p in procs)
+
+
+def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """Even SIGKILL of the launcher leaves no server behind (Linux parent-death signal)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signal is Linux only")
+    pid_file = tmp_path / "child.pid"
+    launcher = (
+        "import sys, time, pathlib\n"
+        "from parley_devstack.servers import ManagedProcess\n"
+        "p = ManagedProcess('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "p.start()\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(p.pid))\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", launcher])
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", what="child pid")
+        child = psutil.Process(int(pid_file.read_text()))
+        parent.kill()
+        parent.wait(5)
+        child.wait(10)  # raises TimeoutExpired if it outlived its parent
+    finally:
+        parent.kill()
+
+
+def test_wait_ready_times_out_with_the_log(tmp_path: Path) -> None:
+    proc = NeverReady(
+        "slow",
+        [sys.executable, "-c", "print('still booting', flush=True); import time; time.sleep(60)"],
+        log_path=tmp_path / "slow.log",
+    )
+    proc.start()
+    try:
+        wait_until(lambda: "booting" in (tmp_path / "slow.log").read_text(), what="log line")
+        with pytest.raises(ServerError, match=r"(?s)slow not ready after 0s.*still booting"):
+            proc.wait_ready(0.2)
+    finally:
+        proc.stop(timeout=2)
+
+
+# ----------------------------------------------------------------------------------- Caddy
+
+
+class _Named(BaseHTTPRequestHandler):
+    name = "?"
+
+    def do_GET(self) -> None:
+        body = json.dumps({"upstream": self.name, "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstreams() -> Iterator[dict[str, str]]:
+    """One tiny HTTP server per route owner, answering with its own name."""
+    servers: list[ThreadingHTTPServer] = []
+    result: dict[str, str] = {}
+    for owner, _ in EDGE_ROUTES:
+        handler = type(f"H_{owner}", (_Named,), {"name": owner})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        result[owner] = f"127.0.0.1:{server.server_address[1]}"
+    yield result
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+ROUTING = [
+    ("/users/me/agents", "catalog"),
+    ("/users/me/agents/a1/publish", "catalog"),
+    ("/users/me/templates/t1", "catalog"),
+    ("/orgs/acme/agents", "catalog"),
+    ("/orgs/acme/agents/a1/versions/2", "catalog"),
+    ("/orgs/acme/templates/t1", "catalog"),
+    ("/agents/a1", "catalog"),
+    ("/templates", "catalog"),
+    ("/conversations/c1/messages", "catalog"),
+    ("/tools", "catalog"),
+    ("/api/agents/x/tools", "catalog"),
+    ("/realtime/sessions", "session_gateway"),
+    ("/chat/ws", "session_gateway"),
+    ("/api/agent-sessions/s1/trigger", "session_gateway"),
+    ("/auth/sessions", "auth"),
+    ("/users/me", "auth"),
+    ("/users/me/api-keys", "auth"),
+    ("/orgs", "auth"),
+    ("/orgs/acme/members/u1", "auth"),
+    ("/version", "auth"),
+    ("/chat/tokens", "auth"),
+    ("/voice/tokens", "auth"),
+    ("/readyz", "edge_meta"),
+    ("/openapi.json", "edge_meta"),
+    ("/docs", "edge_meta"),
+    ("/no/such/thing", "edge_meta"),  # the fallback answers with the 404 envelope
+]
+
+
+def test_caddy_routes_each_path_to_its_service(tmp_path: Path, upstreams: dict[str, str]) -> None:
+    import httpx
+
+    caddy = CaddyServer(
+        tmp_path / "caddy",
+        port=free_port(),
+        upstreams=upstreams,
+        fallback=upstreams["edge_meta"],
+        log_path=tmp_path / "caddy.log",
+    )
+    caddy.start()
+    try:
+        caddy.wait_ready(20)
+        with httpx.Client(base_url=caddy.url, timeout=5) as client:
+            got = {path: client.get(path).json() for path, _ in ROUTING}
+    finally:
+        caddy.stop()
+    assert {p: g["upstream"] for p, g in got.items()} == dict(ROUTING)
+    assert all(g["path"] == p for p, g in got.items())  # paths are passed through untouched
+    assert not tcp_open(caddy.port)
+
+
+def test_caddy_answers_for_a_dead_upstream_with_the_envelope(tmp_path: Path) -> None:
+    import httpx
+
+    caddy = CaddyServer(
+        tmp_path / "caddy", port=free_port(), upstreams={"catalog": f"127.0.0.1:{free_port()}"}
+    )
+    caddy.start()
+    try:
+        caddy.wait_ready(20)
+        response = httpx.get(f"{caddy.url}/agents", timeout=5)
+    finally:
+        caddy.stop()
+    assert response.status_code == 503
+    assert response.json()["code"] == "service.unavailable"
+
+
+def test_caddy_without_an_owner_has_no_route_for_it() -> None:
+    text = caddyfile(9999, {"catalog": "127.0.0.1:1"})
+    assert "@catalog" in text and "@auth" not in text and "admin off" in text and "auto_https off" in text
+
+
+def test_caddy_proxies_websockets(tmp_path: Path) -> None:
+    def echo(ws: ServerConnection) -> None:
+        for message in ws:
+            assert isinstance(message, str)
+            ws.send(f"echo:{message}")
+
+    with ws_serve(echo, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        caddy = CaddyServer(
+            tmp_path / "caddy", port=free_port(), upstreams={"session_gateway": f"127.0.0.1:{port}"}
+        )
+        caddy.start()
+        try:
+            caddy.wait_ready(20)
+            with ws_connect(f"ws://127.0.0.1:{caddy.port}/chat/ws", open_timeout=5) as ws:
+                ws.send("hi")
+                assert ws.recv(timeout=5) == "echo:hi"
+        finally:
+            caddy.stop()
+            server.shutdown()

@@ -1,0 +1,1 @@
+"""Parley catalog service: agents, templates, definitions, secrets, tools and conversation history."""

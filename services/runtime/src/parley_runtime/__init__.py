@@ -1,0 +1,1 @@
+"""Parley runtime worker: executes agent sessions (definitions, LLM streaming, tools, events)."""

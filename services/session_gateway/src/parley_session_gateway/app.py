@@ -1,0 +1,71 @@
+"""HTTP app and bus wiring of the session gateway."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from faststream.nats import NatsBroker
+from parley_common.bus import make_broker
+from parley_common.health import Check, Readiness
+from parley_common.http import create_app
+from parley_common.subjects import health_ping
+from redis.asyncio import Redis
+
+from parley_session_gateway.settings import GatewaySettings, get_settings
+
+
+def nats_check(broker: NatsBroker) -> Check:
+    async def check() -> None:
+        if not await broker.ping(timeout=0.5):
+            raise ConnectionError("not connected to NATS")
+        # A flush is a PING/PONG round trip: proves the server answers, not just that a socket is open.
+        await broker.connection.flush(timeout=1)
+
+    return check
+
+
+def redis_check(redis: Redis) -> Check:
+    async def check() -> None:
+        await redis.ping()
+
+    return check
+
+
+def build_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    name = settings.service_name
+    broker = make_broker(settings)
+    # Short connect timeout: a readiness probe must fail fast, not hang on a dead Redis.
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, health_check_interval=30)
+
+    # Queue group: any one replica answering proves the service is reachable over the bus.
+    @broker.subscriber(health_ping(name), queue=name)
+    async def health() -> dict[str, Any]:
+        return {"service": name, "ok": True}
+
+    readiness = Readiness()
+    readiness.add("nats", nats_check(broker))
+    readiness.add("redis", redis_check(redis))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await redis.aclose()
+
+    app = create_app(
+        settings,
+        title="Parley session gateway",
+        description="Realtime WebSocket, chat WebSocket and agent-session streaming endpoints.",
+        lifespan=lifespan,
+        readiness=readiness,
+    )
+    app.state.broker = broker
+    app.state.redis = redis
+    return app

@@ -1,0 +1,208 @@
+"""`parley run` end to end: the real command, real servers and every service as its own process.
+
+One scenario, because a cold start is the expensive part: start cold → ready through the edge →
+stop with SIGINT (exit 0) → start warm on the same state (data and secrets kept) → kill a service
+→ the edge's /readyz turns 503 naming it → SIGINT stops everything (exit 1, a child crashed) and no
+process it started is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import redis
+from parley_devstack.cli import module_runnable
+from parley_devstack.servers import free_port, port_is_free
+
+START_TIMEOUT_S = 150.0
+STOP_TIMEOUT_S = 60.0
+EXPECTED = {
+    "nats",
+    "valkey",
+    "postgres",
+    "catalog",
+    "session_gateway",
+    "runtime-1",
+    "runtime-2",
+    "edge_meta",
+    "caddy",
+}
+if module_runnable("parley_auth"):
+    EXPECTED.add("auth")
+
+
+def poll(predicate: Callable[[], Any], timeout: float, what: str, alive: Callable[[], None]) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+class Parley:
+    """`parley run` as a subprocess in `workdir`, its output in a file."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir, self.port = workdir, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.out = workdir / f"parley-{time.monotonic_ns()}.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        """Start and wait until the edge says ready; returns the seconds it took."""
+        env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
+        started = time.monotonic()
+        with self.out.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "parley_devstack", "run", "--port", str(self.port)],
+                cwd=self.workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        poll(lambda: self.readyz()[0] == 200, START_TIMEOUT_S, "/readyz 200", self.assert_running)
+        poll(lambda: "Parley is running at" in self.output(), 10, "the summary", self.assert_running)
+        return time.monotonic() - started
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def assert_running(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"parley run exited with {self.proc.returncode}:\n{self.output()}")
+
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        try:
+            response = httpx.get(f"{self.url}/readyz", timeout=5)
+            return response.status_code, response.json()
+        except (httpx.HTTPError, ValueError):
+            return 0, {}
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.workdir / ".parley" / "run.json").read_text())
+        return data
+
+    def interrupt(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"parley run did not stop on SIGINT:\n{self.output()}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Not tmp_path: as root, PostgreSQL runs as another user that must traverse every parent
+    # directory, and pytest resets its `pytest-of-<user>` base directory to 0700.
+    path = Path(tempfile.mkdtemp(prefix="parley-e2e-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def alive_pids(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_parley_run(workdir: Path) -> None:
+    port = free_port()
+    first = Parley(workdir, port)
+    try:
+        cold = first.start()
+        status, body = first.readyz()
+        assert status == 200 and body["status"] == "ready"
+        assert set(body["services"]) == EXPECTED - {"nats", "valkey", "postgres", "edge_meta", "caddy"}
+        state = first.state()
+        assert set(state["processes"]) == EXPECTED
+
+        with httpx.Client(base_url=first.url, timeout=10) as client:
+            if "auth" in EXPECTED:
+                version = client.get("/version")
+                assert version.status_code == 200, version.text
+                assert "apiVersion" in version.json()
+            doc = client.get("/openapi.json")
+            assert doc.status_code == 200 and doc.json()["openapi"] == "3.1.0"
+            assert "x-parley-unavailable" not in doc.json()["info"]
+            assert client.get("/docs").status_code == 200
+            unknown = client.get("/no-such-endpoint")
+            assert unknown.status_code == 404 and unknown.json()["code"] == "request.route_not_found"
+
+        # Something to find again after the restart.
+        valkey_port = state["processes"]["valkey"]["port"]
+        redis.Redis(port=valkey_port).set("parley:e2e", "kept")
+        secrets = (workdir / ".parley" / "secrets.json").read_text()
+
+        assert first.interrupt() == 0, first.output()
+        assert "parley: stopped" in first.output()
+        assert alive_pids({p["pid"] for p in state["processes"].values()}) == set()
+    finally:
+        first.kill()
+
+    second = Parley(workdir, port)
+    try:
+        warm = second.start()
+        print(f"\ncold start {cold:.1f}s, warm start {warm:.1f}s")
+        state = second.state()
+        assert (workdir / ".parley" / "secrets.json").read_text() == secrets
+        assert redis.Redis(port=state["processes"]["valkey"]["port"]).get("parley:e2e") == b"kept"
+
+        # Every process the command started, with all of their descendants (postgres backends…).
+        assert second.proc is not None
+        tree = {p.pid for p in psutil.Process(second.proc.pid).children(recursive=True)}
+        recorded = {p["pid"] for p in state["processes"].values()}
+        assert recorded <= tree
+
+        os.kill(state["processes"]["catalog"]["pid"], signal.SIGKILL)
+        status, body = poll(
+            lambda: (r := second.readyz())[0] == 503 and r,
+            30,
+            "/readyz 503 after killing catalog",
+            second.assert_running,
+        )
+        assert body["status"] == "not_ready"
+        assert body["not_ready"] == ["catalog"]
+        assert body["services"]["catalog"].startswith("unreachable")
+        poll(
+            lambda: "catalog exited unexpectedly" in second.output(),
+            10,
+            "the crash report",
+            second.assert_running,
+        )
+
+        assert second.interrupt() == 1, second.output()  # a child crashed: non-zero
+        assert alive_pids(tree) == set()
+        assert port_is_free(port)
+        assert not (workdir / ".parley" / "run.json").exists()
+    finally:
+        second.kill()
