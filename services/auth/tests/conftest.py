@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from .support import Accounts, new_client
 
+
 @pytest.fixture(scope="session")
 async def auth_settings(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AuthSettings:
     await asyncio.to_thread(upgrade, infra.database_url)
