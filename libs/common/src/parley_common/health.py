@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from faststream.nats import NatsBroker
 from pydantic import BaseModel
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 Check = Callable[[], Awaitable[None]]
 
@@ -38,3 +42,28 @@ class Readiness:
         results = dict(await asyncio.gather(*(run(n, c) for n, c in self._checks.items())))
         ready = all(v == "ok" for v in results.values())
         return ReadinessReport(status="ready" if ready else "not_ready", checks=results)
+
+
+def nats_check(broker: NatsBroker) -> Check:
+    async def check() -> None:
+        if not await broker.ping(timeout=0.5):
+            raise ConnectionError("not connected to NATS")
+        # A flush is a PING/PONG round trip: proves the server answers, not just that a socket is open.
+        await broker.connection.flush(timeout=1)
+
+    return check
+
+
+def redis_check(redis: Redis) -> Check:
+    async def check() -> None:
+        await redis.ping()
+
+    return check
+
+
+def sqlalchemy_check(engine: AsyncEngine) -> Check:
+    async def check() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    return check

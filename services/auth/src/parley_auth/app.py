@@ -8,9 +8,8 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from parley_common.bus import make_broker
-from parley_common.health import Readiness
+from parley_common.health import Readiness, nats_check, sqlalchemy_check
 from parley_common.http import create_app
-from sqlalchemy import text
 
 from parley_auth import handlers
 from parley_auth.accounts.router import router as accounts_router
@@ -41,17 +40,9 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
 
     readiness = Readiness()
 
-    async def check_db() -> None:
-        async with db.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
-    async def check_nats() -> None:
-        if not await broker.ping(timeout=1.0):
-            raise ConnectionError("nats unreachable")
-
-    readiness.add("postgres", check_db)
+    readiness.add("postgres", sqlalchemy_check(db.engine))
     readiness.add("redis", ctx.limiter.check_ready)
-    readiness.add("nats", check_nats)
+    readiness.add("nats", nats_check(broker))
 
     def start_outbox() -> asyncio.Task[None]:
         return asyncio.create_task(run_outbox(settings, db.sessions), name="mail-outbox")

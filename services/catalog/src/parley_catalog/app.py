@@ -7,24 +7,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from faststream.nats import NatsBroker
 from parley_common.bus import make_broker
-from parley_common.health import Check, Readiness
+from parley_common.health import Readiness, nats_check, sqlalchemy_check
 from parley_common.http import create_app
 from parley_common.subjects import health_ping
 
 from parley_catalog import db
 from parley_catalog.settings import CatalogSettings, get_settings
-
-
-def nats_check(broker: NatsBroker) -> Check:
-    async def check() -> None:
-        if not await broker.ping(timeout=0.5):
-            raise ConnectionError("not connected to NATS")
-        # A flush is a PING/PONG round trip: proves the server answers, not just that a socket is open.
-        await broker.connection.flush(timeout=1)
-
-    return check
 
 
 def build_app(settings: CatalogSettings | None = None) -> FastAPI:
@@ -38,12 +27,9 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"service": name, "ok": True}
 
-    async def postgres_check() -> None:
-        await db.ping(engine)
-
     readiness = Readiness()
     readiness.add("nats", nats_check(broker))
-    readiness.add("postgres", postgres_check)
+    readiness.add("postgres", sqlalchemy_check(engine))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

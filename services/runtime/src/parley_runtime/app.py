@@ -11,31 +11,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from faststream.nats import NatsBroker
 from parley_common.bus import make_broker
-from parley_common.health import Check, Readiness
+from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
 from parley_common.subjects import health_ping
 from redis.asyncio import Redis
 
 from parley_runtime.settings import RuntimeSettings, get_settings
-
-
-def nats_check(broker: NatsBroker) -> Check:
-    async def check() -> None:
-        if not await broker.ping(timeout=0.5):
-            raise ConnectionError("not connected to NATS")
-        # A flush is a PING/PONG round trip: proves the server answers, not just that a socket is open.
-        await broker.connection.flush(timeout=1)
-
-    return check
-
-
-def redis_check(redis: Redis) -> Check:
-    async def check() -> None:
-        await redis.ping()
-
-    return check
 
 
 def build_app(settings: RuntimeSettings | None = None) -> FastAPI:
