@@ -62,6 +62,7 @@ ROUTES = {
     "/readyz": "edge_meta",
     "/openapi.json": "edge_meta",
     "/docs": "edge_meta",
+    "/errors": "edge_meta",
     "/docs/oauth2-redirect": "edge_meta",
 }
 

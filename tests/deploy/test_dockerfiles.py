@@ -107,6 +107,10 @@ def test_builder_syncs_frozen_without_dev_in_two_layers(dockerfiles: dict[str, A
         assert env.get("UV_PYTHON_DOWNLOADS") == "never", "use the image's Python, never a downloaded one"
 
 
+# Plain data files an image serves, copied straight from the context into the final stage.
+DATA_FILES = {"libs/devstack/Dockerfile": [("docs/errors.md", "/app/docs/errors.md")]}
+
+
 def test_copies_match_the_workspace(dockerfiles: dict[str, Any], workspace: Any) -> None:
     all_pyprojects = {f"{m.path}/pyproject.toml" for m in workspace.members.values()}
     for df in dockerfiles.values():
@@ -129,6 +133,7 @@ def test_copies_match_the_workspace(dockerfiles: dict[str, Any], workspace: Any)
         expected = {("builder", ("/app/.venv",), "/app/.venv")} | {
             ("builder", (f"/app/{d}",), f"/app/{d}") for d in needed_dirs
         }
+        expected |= {(None, (src,), dest) for src, dest in DATA_FILES.get(df.path, ())}
         assert final == expected, df.path
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pathlib import Path
+
 import httpx
 import pytest
 from parley_devstack.edge_meta import EdgeMetaSettings, build_app, merge_openapi, parse_peers
@@ -191,3 +193,18 @@ def test_peers_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_malformed_peers_are_rejected(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_peers(spec)
+
+
+def test_errors_page_has_an_anchor_for_every_code(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    from parley_common.errors import REGISTRY
+
+    from parley_devstack.edge_meta import EdgeMetaSettings, build_app
+
+    doc = Path(__file__).resolve().parents[3] / "docs" / "errors.md"
+    app = build_app(EdgeMetaSettings(edge_peers="", edge_errors_doc=doc))
+    with TestClient(app) as client:
+        page = client.get("/errors")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for code in REGISTRY.values():
+        assert f'id="{code.anchor}"' in page.text, code.code

@@ -29,8 +29,9 @@ class CommonSettings(BaseSettings):
         default="postgresql://postgres@127.0.0.1:5432/parley",
         validation_alias=AliasChoices("DATABASE_URL", "PARLEY_DATABASE_URL"),
     )
-    # Where `doc_url` in every error envelope points; anchors are the error codes (see docs/errors.md).
-    docs_url: str = "https://parley.dev/docs/errors"
+    # Where `doc_url` in every error envelope points: the edge serves docs/errors.md at /errors,
+    # with one anchor per error code.
+    docs_url: str = "http://127.0.0.1:8080/errors"
     # Public origin of the platform (the edge). Used for links in mails and for cookie security.
     public_url: str = "http://127.0.0.1:8080"
     http_host: str = "127.0.0.1"

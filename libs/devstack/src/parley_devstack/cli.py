@@ -256,6 +256,7 @@ class DevStack:
             "DATABASE_URL": pg.url(DATABASE),
             "PARLEY_HTTP_HOST": LOOPBACK,
             "PARLEY_PUBLIC_URL": self.url,
+            "PARLEY_DOCS_URL": f"{self.url}/errors",
             "PARLEY_AUTH_MAIL_DIR": str(self.mail),
             "PARLEY_LOG_JSON": "true",
             "PYTHONUNBUFFERED": "1",

@@ -5,7 +5,8 @@ A small process behind the edge (Caddy locally and in docker-compose), configure
 - `PARLEY_HTTP_HOST` / `PARLEY_HTTP_PORT`: where it listens.
 
 `GET /readyz` is 200 only when every peer's `/readyz` is; `GET /openapi.json` merges the peers'
-documents into one OpenAPI 3.1 document; `GET /docs` is Swagger UI over it. Anything else gets the
+documents into one OpenAPI 3.1 document; `GET /docs` is Swagger UI over it; `GET /errors` is
+docs/errors.md as HTML, the page every error envelope's `doc_url` points to. Anything else gets the
 404 error envelope, so the edge answers unknown paths in the same shape as every service.
 
 Run: `python -m parley_devstack.edge_meta`.
@@ -16,9 +17,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import markdown
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -40,6 +43,8 @@ class EdgeMetaSettings(CommonSettings):
     edge_peers: str = ""
     # Per-peer budget for /readyz and /openapi.json; the edge's own answer stays fast.
     edge_peer_timeout_s: float = 2.0
+    # The error reference served at /errors (relative paths are resolved from the working dir).
+    edge_errors_doc: Path = Path("docs/errors.md")
 
     @field_validator("edge_peers")
     @classmethod
@@ -174,7 +179,23 @@ def build_app(
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Parley API")
 
+    errors_page = render_errors_page(settings.edge_errors_doc)
+
+    @app.get("/errors")
+    async def errors() -> HTMLResponse:
+        return HTMLResponse(errors_page)
+
     return app
+
+
+def render_errors_page(path: Path) -> str:
+    """docs/errors.md as one HTML page; its `<a id=…>` anchors are what `doc_url` fragments name."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        text = "# Error codes\n\nThe error reference (docs/errors.md) is not installed with this edge."
+    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>Parley errors</title></head><body>{body}</body></html>"
 
 
 def main() -> None:

@@ -585,7 +585,7 @@ EDGE_ROUTES: list[tuple[str, list[str]]] = [
     ),
     ("session_gateway", ["/realtime*", "/chat/ws*", "/api/agent-sessions*"]),
     ("auth", ["/auth/*", "/users/*", "/orgs*", "/version", "/chat/tokens", "/voice/tokens"]),
-    ("edge_meta", ["/readyz", "/openapi.json", "/docs*"]),
+    ("edge_meta", ["/readyz", "/openapi.json", "/docs*", "/errors"]),
 ]  # fmt: skip
 
 
