@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -198,7 +197,6 @@ def test_malformed_peers_are_rejected(spec: str) -> None:
 def test_errors_page_has_an_anchor_for_every_code(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
     from parley_common.errors import REGISTRY
-
     from parley_devstack.edge_meta import EdgeMetaSettings, build_app
 
     doc = Path(__file__).resolve().parents[3] / "docs" / "errors.md"

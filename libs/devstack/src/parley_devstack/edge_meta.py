@@ -195,7 +195,8 @@ def render_errors_page(path: Path) -> str:
     except OSError:
         text = "# Error codes\n\nThe error reference (docs/errors.md) is not installed with this edge."
     body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>Parley errors</title></head><body>{body}</body></html>"
+    head = "<meta charset='utf-8'><title>Parley errors</title>"
+    return f"<!doctype html><html><head>{head}</head><body>{body}</body></html>"
 
 
 def main() -> None:
