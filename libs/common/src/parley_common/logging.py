@@ -1,4 +1,9 @@
-"""Structured logging (structlog) with the current trace and span ids on every line."""
+"""Structured logging (structlog) with the current trace and span ids on every line.
+
+Our own `structlog` loggers and the standard library's (uvicorn, FastStream, SQLAlchemy) go
+through the same processors, so every line of a service's log is one JSON object (or one
+readable console line with `PARLEY_LOG_JSON=false`).
+"""
 
 from __future__ import annotations
 
@@ -19,20 +24,34 @@ def _add_trace_ids(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any
 
 
 def setup_logging(service: str, level: str = "INFO", json_output: bool = True) -> None:
-    processors: list[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_ids,
-        structlog.processors.format_exc_info,
     ]
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
     structlog.configure(
-        processors=[*processors, renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []  # propagate to the root handler instead
+        logging.getLogger(name).propagate = True
     structlog.contextvars.bind_contextvars(service=service)
-    # Route stdlib logging (uvicorn, sqlalchemy, faststream) through the same level.
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
