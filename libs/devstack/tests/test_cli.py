@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from parley_devstack import cli
 from parley_devstack.cli import SECRET_NAMES, load_secrets, main, module_runnable, service_specs
 from parley_devstack.servers import free_port

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from parley_devstack.edge_meta import EdgeMetaSettings, build_app, merge_openapi, parse_peers
 
 Peer = Callable[[httpx.Request], httpx.Response]
@@ -196,6 +197,7 @@ def test_malformed_peers_are_rejected(spec: str) -> None:
 
 def test_errors_page_has_an_anchor_for_every_code(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
+
     from parley_common.errors import REGISTRY
     from parley_devstack.edge_meta import EdgeMetaSettings, build_app
 

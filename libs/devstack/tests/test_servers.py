@@ -17,6 +17,10 @@ import nats
 import psutil
 import pytest
 import redis
+from websockets.sync.client import connect as ws_connect
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as ws_serve
+
 from parley_devstack.servers import (
     EDGE_ROUTES,
     RESERVED_PORTS,
@@ -34,9 +38,6 @@ from parley_devstack.servers import (
     tcp_open,
     with_database,
 )
-from websockets.sync.client import connect as ws_connect
-from websockets.sync.server import ServerConnection
-from websockets.sync.server import serve as ws_serve
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

@@ -7,6 +7,7 @@ import asyncpg
 import nats
 import pytest
 import redis.asyncio as aioredis
+
 from parley_devstack.servers import tcp_open, with_database
 from parley_devstack.testing import infra
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
+
 from parley_auth.app import build_app
 from parley_auth.context import AuthContext
 from parley_auth.migrate import upgrade
 from parley_auth.settings import AuthSettings
-from redis.asyncio import Redis
 
 from .support import Accounts, new_client
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+
 from parley_auth.context import AuthContext
 from parley_auth.settings import AuthSettings
 

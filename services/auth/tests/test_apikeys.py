@@ -6,8 +6,9 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
-from parley_auth.context import AuthContext
 from sqlalchemy import text
+
+from parley_auth.context import AuthContext
 
 from .support import Accounts, assert_envelope, new_client
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from faststream.nats import NatsBroker
+
 from parley_auth.settings import AuthSettings
 from parley_common import subjects
 from parley_common.auth_client import AuthClient

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 from fastapi import FastAPI
+
 from parley_auth.app import build_app
 from parley_auth.context import AuthContext
 from parley_auth.security.turnstile import CloudflareTurnstile, DisabledTurnstile

@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message as MessageHandler
 from fastapi import FastAPI
+
 from parley_auth.context import AuthContext
 from parley_auth.mail import outbox
 from parley_auth.mail.models import OutboxMail

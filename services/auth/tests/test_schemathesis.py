@@ -26,9 +26,6 @@ import pytest
 import schemathesis
 import structlog
 from hypothesis import strategies as st
-from parley_auth.app import build_app
-from parley_auth.migrate import upgrade
-from parley_auth.settings import AuthSettings
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import (
@@ -37,6 +34,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 from structlog.processors import JSONRenderer, add_log_level, format_exc_info
+
+from parley_auth.app import build_app
+from parley_auth.migrate import upgrade
+from parley_auth.settings import AuthSettings
 
 MAX_EXAMPLES = 25
 SEED = 20240601

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import jwt
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
+
 from parley_auth.context import AuthContext
 from parley_auth.verification import verify_credential
 from parley_common.auth_contract import CredentialKind
-from sqlalchemy import text
 
 from .support import Accounts, assert_envelope, new_client
 

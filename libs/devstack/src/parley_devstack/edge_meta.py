@@ -25,12 +25,13 @@ import markdown
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from parley_common.errors import Codes
-from parley_common.http import error_response
-from parley_common.settings import CommonSettings
 from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from parley_common.errors import Codes
+from parley_common.http import error_response
+from parley_common.settings import CommonSettings
 
 READY = "ready"
 

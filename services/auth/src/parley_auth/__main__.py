@@ -1,9 +1,8 @@
 """`python -m parley_auth`: run the auth service."""
 
-from parley_common.runner import serve
-
 from parley_auth.app import build_app
 from parley_auth.settings import get_settings
+from parley_common.runner import serve
 
 
 def main() -> None:

@@ -7,9 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
-from parley_common.bus import make_broker
-from parley_common.health import Readiness, nats_check, sqlalchemy_check
-from parley_common.http import create_app
 
 from parley_auth import handlers
 from parley_auth.accounts.router import router as accounts_router
@@ -22,6 +19,9 @@ from parley_auth.security.ratelimit import RateLimiter
 from parley_auth.security.turnstile import TurnstileVerifier, make_verifier
 from parley_auth.settings import AuthSettings, get_settings
 from parley_auth.tokens.router import router as tokens_router
+from parley_common.bus import make_broker
+from parley_common.health import Readiness, nats_check, sqlalchemy_check
+from parley_common.http import create_app
 
 
 def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerifier | None = None) -> FastAPI:

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from parley_common.auth_contract import CredentialKind, Principal
-from parley_common.errors import Codes, ParleyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_auth.accounts.models import User
 from parley_auth.context import AuthContext
 from parley_auth.verification import verify_credential
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.errors import Codes, ParleyError
 
 
 def get_ctx(request: Request) -> AuthContext:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from faststream.nats import NatsBroker
-from parley_common import subjects
-from parley_common.auth_contract import AuthorizeReply, AuthorizeRequest, VerifyReply, VerifyRequest
-from parley_common.bus import bus_handler
-from parley_common.errors import Codes, ParleyError
 
 from parley_auth.context import AuthContext
 from parley_auth.orgs import service as orgs
 from parley_auth.verification import verify_credential
+from parley_common import subjects
+from parley_common.auth_contract import AuthorizeReply, AuthorizeRequest, VerifyReply, VerifyRequest
+from parley_common.bus import bus_handler
+from parley_common.errors import Codes, ParleyError
 
 
 def register(broker: NatsBroker, ctx: AuthContext) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from parley_common.settings import CommonSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from parley_common.settings import CommonSettings
 
 
 class AuthSettings(CommonSettings):

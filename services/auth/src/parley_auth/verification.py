@@ -10,8 +10,6 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import jwt
-from parley_common.auth_contract import CredentialKind, Principal, TokenEnv
-from parley_common.errors import Codes, ParleyError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +18,8 @@ from parley_auth.apikeys.models import ApiKey
 from parley_auth.security.credentials import API_KEY_PREFIX, token_hash
 from parley_auth.settings import AuthSettings
 from parley_auth.tokens.models import ClientToken
+from parley_common.auth_contract import CredentialKind, Principal, TokenEnv
+from parley_common.errors import Codes, ParleyError
 
 CLIENT_TOKEN_AUDIENCE = "parley-client"
 

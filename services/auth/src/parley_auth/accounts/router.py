@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
-from parley_common.auth_contract import CredentialKind, Principal
-from parley_common.errors import Codes, ParleyError
 
 from parley_auth.accounts import schemas, service
 from parley_auth.accounts.models import User
 from parley_auth.deps import Ctx, CurrentPrincipal, Db, client_ip, load_user, require_scope
 from parley_auth.orgs.service import assert_not_last_owner_anywhere
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.errors import Codes, ParleyError
 
 router = APIRouter()
 TurnstileHeader = Annotated[

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 from uuid import UUID
 
-from parley_common.errors import Codes, ParleyError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +15,7 @@ from parley_auth.apikeys.models import ApiKey
 from parley_auth.mail import outbox
 from parley_auth.security import credentials
 from parley_auth.settings import AuthSettings
+from parley_common.errors import Codes, ParleyError
 
 
 def now() -> datetime:

@@ -7,8 +7,6 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
-from parley_common.auth_contract import CredentialKind, MemberRole, Principal
-from parley_common.errors import Codes, ParleyError
 from sqlalchemy import ColumnElement, or_, select
 
 from parley_auth.apikeys import schemas
@@ -16,6 +14,8 @@ from parley_auth.apikeys.models import ApiKey
 from parley_auth.deps import Ctx, Db, client_ip, require_scope
 from parley_auth.orgs import service as orgs
 from parley_auth.security import credentials
+from parley_common.auth_contract import CredentialKind, MemberRole, Principal
+from parley_common.errors import Codes, ParleyError
 
 router = APIRouter(tags=["auth"])
 

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from parley_common.auth_contract import SCOPES
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, field_validator
+
+from parley_common.auth_contract import SCOPES
 
 KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
 from parley_auth.db import SCHEMA, make_engine
 from parley_auth.models import Base
 from parley_auth.settings import get_settings
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
 
 target_metadata = Base.metadata
 

@@ -6,12 +6,12 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Response, status
-from parley_common.auth_contract import MemberRole, Principal
-from parley_common.errors import Codes, ParleyError
 
 from parley_auth.deps import Db, require_scope
 from parley_auth.orgs import schemas, service
 from parley_auth.orgs.models import Membership, Org
+from parley_common.auth_contract import MemberRole, Principal
+from parley_common.errors import Codes, ParleyError
 
 router = APIRouter(tags=["orgs"])
 Reader = Annotated[Principal, Depends(require_scope("account:read"))]

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from parley_common.auth_contract import MemberRole
 from pydantic import AnyHttpUrl, BaseModel, Field, StringConstraints
+
+from parley_common.auth_contract import MemberRole
 
 Slug = Annotated[
     str,

@@ -9,14 +9,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-from parley_common.auth_contract import CredentialKind, MemberRole, Principal
-from parley_common.errors import Codes, ParleyError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_auth.accounts.models import User
 from parley_auth.orgs.models import Membership, Org
+from parley_common.auth_contract import CredentialKind, MemberRole, Principal
+from parley_common.errors import Codes, ParleyError
 
 ORG_NOT_FOUND = {"resource": "organization"}
 

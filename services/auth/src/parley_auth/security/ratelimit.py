@@ -8,6 +8,7 @@ import time
 from limits import parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
 from parley_common.errors import Codes, ParleyError
 
 

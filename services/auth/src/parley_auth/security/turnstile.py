@@ -6,6 +6,7 @@ from typing import Protocol
 
 import httpx
 import structlog
+
 from parley_common.errors import Codes, ParleyError
 
 log = structlog.get_logger(__name__)

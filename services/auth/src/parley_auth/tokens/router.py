@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
-from parley_common.auth_contract import CredentialKind, Principal
-from parley_common.errors import Codes, ParleyError
 
 from parley_auth.deps import Ctx, Db, require_scope
 from parley_auth.tokens import schemas, service
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.errors import Codes, ParleyError
 
 router = APIRouter(tags=["tokens"])
 

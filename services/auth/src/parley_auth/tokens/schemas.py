@@ -6,8 +6,9 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from parley_common.auth_contract import TokenEnv
 from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from parley_common.auth_contract import TokenEnv
 
 CHAT_DEFAULT_TTL = 3600
 VOICE_DEFAULT_TTL = 21600

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import jwt
-from parley_common.auth_contract import Principal, TokenEnv
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_auth.settings import AuthSettings
 from parley_auth.tokens.models import ClientToken
 from parley_auth.verification import CLIENT_TOKEN_AUDIENCE
+from parley_common.auth_contract import Principal, TokenEnv
 
 
 async def mint(
