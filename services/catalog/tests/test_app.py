@@ -6,6 +6,7 @@ import json
 
 import httpx
 import nats
+
 from parley_catalog.app import build_app
 from parley_catalog.settings import CatalogSettings
 from parley_common.subjects import health_ping

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AnyHttpUrl, BaseModel, Field
@@ -65,6 +65,33 @@ class AgentResolveRequest(BaseModel):
     agent_id: Annotated[str, Field(max_length=200)]
 
 
+class ToolFunction(BaseModel):
+    """The `function` of an OpenAI function tool (ServiceAi `ChattyToolDefinition.function`)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: Annotated[str, Field(max_length=2000)]
+    # A JSON schema of `type: object` (validated by the catalog when the tool is saved).
+    parameters: dict[str, Any]
+
+
+class ToolDefinition(BaseModel):
+    """One entry of a tool catalogue, exactly the OpenAI function-tool shape."""
+
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
+class ToolResult(BaseModel):
+    """The `{success, …}` envelope of `POST …/tools/execute` (ServiceAi contract)."""
+
+    success: bool
+    message: str | None = None
+    error: str | None = None
+    code: str | None = None
+    data: Any = None
+    action: Any = None
+
+
 class AgentSnapshot(BaseModel):
     agent_id: UUID
     version: int
@@ -76,6 +103,8 @@ class AgentSnapshot(BaseModel):
     # Octavus protocol agents: protocol.yaml parsed, settings.json, prompts by file name.
     protocol: dict[str, Any] | None = None
     secrets: dict[str, str] = Field(default_factory=dict)
+    # The agent's tool catalogue (its own tools, then its org's not shadowed by name), for the LLM.
+    tools: list[ToolDefinition] = Field(default_factory=list)
 
 
 class AgentResolveReply(BaseModel):

@@ -88,6 +88,60 @@ class Codes:
     ORG_SLUG_TAKEN = _register("org.slug_taken", 409, "An organization with this slug already exists.")
     ORG_LAST_OWNER = _register("org.last_owner", 409, "An organization must keep at least one owner.")
     MEMBER_EXISTS = _register("org.member_exists", 409, "This user is already a member.")
+    # Realtime sessions: WebSocket protocol (gateway) and session execution (runtime). These are
+    # `error` events and `handshake_error` reasons; the status is the HTTP equivalent.
+    REALTIME_UPGRADE_REQUIRED = _register(
+        "realtime.upgrade_required", 426, "This endpoint speaks WebSocket only: connect with an upgrade."
+    )
+    REALTIME_INVALID_JSON = _register("realtime.invalid_json", 400, "The frame is not a JSON object.")
+    REALTIME_UNKNOWN_TYPE = _register("realtime.unknown_type", 400, "Unknown message type {type}.")
+    REALTIME_INVALID_FRAME = _register("realtime.invalid_frame", 422, "Invalid {type} message: {detail}")
+    REALTIME_UNEXPECTED_BINARY = _register(
+        "realtime.unexpected_binary",
+        400,
+        "A binary frame must follow an input_audio or input_audio_stream message.",
+    )
+    REALTIME_FRAME_TOO_LARGE = _register(
+        "realtime.frame_too_large", 413, "The frame is {size} bytes; the limit is {limit}."
+    )
+    REALTIME_RATE_LIMITED = _register(
+        "realtime.rate_limited", 429, "Too many frames; at most {rate} per second are accepted."
+    )
+    REALTIME_HANDSHAKE_REQUIRED = _register(
+        "realtime.handshake_required", 400, "The first message must be a handshake."
+    )
+    REALTIME_HANDSHAKE_TIMEOUT = _register(
+        "realtime.handshake_timeout", 408, "No handshake within {seconds} seconds."
+    )
+    REALTIME_ALREADY_STARTED = _register(
+        "realtime.already_started", 409, "This connection already has a session."
+    )
+    REALTIME_TOKEN_SCOPE_MISMATCH = _register(
+        "realtime.token_scope_mismatch", 403, "This token may not open a session with agent {agent_id}."
+    )
+    REALTIME_SESSION_NOT_FOUND = _register(
+        "realtime.session_not_found", 404, "No resumable session {conversation_id} for this caller."
+    )
+    REALTIME_TURN_RESTARTED = _register(
+        "realtime.turn_restarted",
+        503,
+        "The answer was interrupted by a server failure and is being regenerated from the start.",
+    )
+    REALTIME_AUDIO_UNSUPPORTED = _register(
+        "realtime.audio_unsupported", 501, "Audio input is not available: no speech-to-text is configured."
+    )
+    RUNTIME_AGENT_UNAVAILABLE = _register(
+        "runtime.agent_unavailable", 503, "The agent's definition could not be loaded: {detail}"
+    )
+    RUNTIME_FLOW_BROKEN = _register("runtime.flow_broken", 500, "The flow cannot continue: {detail}")
+    RUNTIME_EXPRESSION_FAILED = _register("runtime.expression_failed", 422, "Node {node_id}: {detail}")
+    RUNTIME_WEBHOOK_FAILED = _register(
+        "runtime.webhook_failed", 502, "Node {node_id}: webhook failed: {detail}"
+    )
+    RUNTIME_LLM_FAILED = _register("runtime.llm_failed", 502, "The language model failed: {detail}")
+    RUNTIME_SESSION_FAILED = _register(
+        "runtime.session_failed", 500, "The session failed repeatedly on the server and was closed."
+    )
     # Generic resources
     NOT_FOUND = _register("resource.not_found", 404, "The {resource} was not found.")
     CONFLICT = _register("resource.conflict", 409, "The request conflicts with the current state.")
@@ -97,6 +151,55 @@ class Codes:
     BUS_BAD_MESSAGE = _register("bus.bad_message", 400, "The bus message is not valid: {detail}")
     SERVICE_UNAVAILABLE = _register("service.unavailable", 503, "The service is not ready.")
     INTERNAL = _register("internal.error", 500, "An unexpected error occurred.")
+    # Catalog: agents, definitions, history
+    INVALID_CURSOR = _register("request.invalid_cursor", 400, "The pagination cursor is not valid.")
+    AGENT_INVALID_STATUS_TRANSITION = _register(
+        "agent.invalid_status_transition", 409, "An agent cannot go from {from_status} to {to_status}."
+    )
+    AGENT_LINT_FAILED = _register(
+        "agent.lint_failed", 422, "The blueprint has {count} lint error(s); a live agent must lint clean."
+    )
+    SECRET_UNREADABLE = _register(
+        "secret.unreadable", 500, "A stored secret cannot be decrypted with the configured keys."
+    )
+    # Catalog: tools. Except for `tool.name_taken`, these appear as `code` in the `{success: false}`
+    # envelope of POST …/tools/execute, which is itself answered with HTTP 200.
+    TOOL_NAME_TAKEN = _register("tool.name_taken", 409, "A tool named {name} already exists here.")
+    TOOL_FUNCTION_REQUIRED = _register(
+        "tool.function_required", 422, "Name the tool in `function` or `name`."
+    )
+    TOOL_UNKNOWN_FUNCTION = _register("tool.unknown_function", 404, "There is no tool named {name}.")
+    TOOL_INVALID_ARGUMENTS = _register(
+        "tool.invalid_arguments", 422, "The arguments do not match the tool's parameters: {detail}"
+    )
+    TOOL_DESTINATION_BLOCKED = _register(
+        "tool.destination_blocked", 403, "The webhook address {host} is not allowed: {reason}"
+    )
+    TOOL_WEBHOOK_FAILED = _register("tool.webhook_failed", 502, "The webhook call failed: {detail}")
+    TOOL_WEBHOOK_TIMEOUT = _register("tool.webhook_timeout", 504, "The webhook did not answer in time.")
+    TOOL_RESPONSE_TOO_LARGE = _register(
+        "tool.response_too_large", 502, "The webhook response exceeds {limit} bytes."
+    )
+    # Runtime: LLM providers. Upstream failures of the model provider an agent is configured with;
+    # `params.provider` names the engine. They reach clients as realtime `error` events.
+    LLM_RATE_LIMITED = _register(
+        "llm.rate_limited", 503, "The language model provider {provider} is rate limiting requests."
+    )
+    LLM_AUTH_FAILED = _register(
+        "llm.auth_failed", 502, "The language model provider {provider} rejected the configured API key."
+    )
+    LLM_BAD_REQUEST = _register(
+        "llm.bad_request", 502, "The language model provider {provider} rejected the request."
+    )
+    LLM_UNAVAILABLE = _register(
+        "llm.unavailable", 503, "The language model provider {provider} is unavailable."
+    )
+    LLM_TIMEOUT = _register(
+        "llm.timeout", 504, "The language model provider {provider} did not answer in time."
+    )
+    LLM_PROTOCOL_ERROR = _register(
+        "llm.protocol_error", 502, "The language model provider {provider} sent a response Parley cannot use."
+    )
 
 
 class ParleyError(Exception):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from parley_common.runner import serve
-
 from parley_catalog.app import build_app
 from parley_catalog.settings import get_settings
+from parley_common.runner import serve
 
 
 def main() -> None:

@@ -6,21 +6,46 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
+import structlog
 from fastapi import FastAPI
+
+from parley_catalog import handlers
+from parley_catalog.agents.router import router as agents_router
+from parley_catalog.context import CatalogContext
+from parley_catalog.conversations.consumer import ConversationConsumer
+from parley_catalog.conversations.router import router as conversations_router
+from parley_catalog.crypto import SecretBox
+from parley_catalog.db import Database
+from parley_catalog.settings import DEV_SECRET_KEY, CatalogSettings, get_settings
+from parley_catalog.templates.router import router as templates_router
+from parley_catalog.tools.router import router as tools_router
+from parley_common.auth_client import AuthClient
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, sqlalchemy_check
 from parley_common.http import create_app
 from parley_common.subjects import health_ping
 
-from parley_catalog import db
-from parley_catalog.settings import CatalogSettings, get_settings
+log = structlog.get_logger(__name__)
 
 
 def build_app(settings: CatalogSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     name = settings.service_name
     broker = make_broker(settings)
-    engine = db.make_engine(settings.database_url, settings.db_pool_size)
+    db = Database(settings.database_url, settings.db_pool_size)
+    ctx = CatalogContext(
+        settings=settings,
+        db=db,
+        broker=broker,
+        auth=AuthClient(
+            broker, cache_ttl_s=settings.catalog_auth_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
+        ),
+        box=SecretBox(settings.catalog_secret_key),
+        http=httpx.AsyncClient(follow_redirects=False, trust_env=False),
+    )
+    handlers.register(broker, ctx)
+    consumer = ConversationConsumer(settings, db)
 
     # Queue group: any one replica answering proves the service is reachable over the bus.
     @broker.subscriber(health_ping(name), queue=name)
@@ -29,24 +54,33 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
 
     readiness = Readiness()
     readiness.add("nats", nats_check(broker))
-    readiness.add("postgres", sqlalchemy_check(engine))
+    readiness.add("postgres", sqlalchemy_check(db.engine))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.catalog_secret_key == DEV_SECRET_KEY and settings.environment != "development":
+            log.warning("catalog.dev_secret_key", hint="set PARLEY_CATALOG_SECRET_KEY")
         await broker.start()
         try:
+            await consumer.start(broker.connection)
             yield
         finally:
+            await consumer.stop()
             await broker.stop()
-            await engine.dispose()
+            await ctx.http.aclose()
+            await db.dispose()
 
     app = create_app(
         settings,
         title="Parley catalog",
-        description="Agents, templates, agent definitions, tools and conversation history.",
+        description="Agents, templates, agent definitions, lint, tools and conversation history.",
+        routers=[agents_router, templates_router, tools_router, conversations_router],
         lifespan=lifespan,
         readiness=readiness,
     )
+    app.state.ctx = ctx
+    app.state.consumer = consumer
+    # Kept for callers of the skeleton's attributes.
     app.state.broker = broker
-    app.state.engine = engine
+    app.state.engine = db.engine
     return app

@@ -4,17 +4,41 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from parley_common.settings import CommonSettings
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from parley_common.settings import CommonSettings
+
+DEV_SECRET_KEY = "dev-insecure-change-me"
 
 
 class CatalogSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
 
     service_name: str = "catalog"
-    # Encrypts agent secrets at rest. `make run` generates one per install; production must set it.
-    catalog_secret_key: str = "dev-insecure-change-me"
+    # Encrypts agent secrets at rest. Comma-separated for rotation: the first key encrypts, every key
+    # decrypts (see docs/catalog.md). `make run` generates one per install; production must set it.
+    catalog_secret_key: str = DEV_SECRET_KEY
     db_pool_size: int = 5
+    # The browser session cookie auth sets (part of the client contract).
+    catalog_cookie_name: str = "kivox_session"
+    # How long a verified credential is reused without asking auth again (revocations clear it).
+    catalog_auth_cache_ttl_s: float = Field(default=1.0, ge=0)
+    # Webhook tools. Requests to loopback, link-local, private, multicast and reserved addresses are
+    # refused unless this is set (a local test server, or tools inside a trusted private network).
+    catalog_tools_allow_private: bool = False
+    catalog_tools_max_response_bytes: int = Field(default=1_048_576, ge=1)
+    # Extra attempts for idempotent methods (GET, PUT, DELETE) after a timeout, a connection error or
+    # a 502/503/504 answer. POST and PATCH are never retried.
+    catalog_tools_max_retries: int = Field(default=2, ge=0, le=5)
+    catalog_tools_retry_backoff_s: float = Field(default=0.2, ge=0)
+    # Conversation history: the durable JetStream consumer shared by every catalog replica.
+    catalog_conversations_durable: str = "catalog-conversations"
+    # Retention of the CONVERSATIONS stream when the catalog creates it (it never alters an existing one).
+    catalog_conversations_max_age_days: float = Field(default=7, gt=0)
+    catalog_conversations_batch: int = Field(default=64, ge=1, le=1000)
+    # How long a message failing for a transient reason (database down) waits before redelivery.
+    catalog_conversations_retry_delay_s: float = Field(default=2.0, ge=0)
 
 
 @lru_cache

@@ -58,6 +58,9 @@ class Checker:
     def protocol(self) -> Protocol:
         return self.parsed.protocol
 
+    def broken(self, section: str) -> set[str]:
+        return self.parsed.broken.get(section, set())
+
     def run(self) -> None:
         self.declarations()
         self.custom_types()
@@ -90,7 +93,7 @@ class Checker:
     def declarations(self) -> None:
         p = self.protocol
         for section, names in (("input", p.input), ("resources", p.resources), ("variables", p.variables)):
-            for name in names:
+            for name in [*names, *sorted(self.broken(section))]:
                 if name in self.session:
                     self.report.add(
                         where(section, name), f"`{name}` is already declared in {self.session[name]}"
@@ -120,7 +123,7 @@ class Checker:
 
     def custom_types(self) -> None:
         p = self.protocol
-        known = set(p.types)
+        known = set(p.types) | self.broken("types")
         uses: list[tuple[Where, str]] = []
         for section, entries in (("input", p.input), ("resources", p.resources), ("variables", p.variables)):
             uses += [(where(section, n, "type"), d.type) for n, d in entries.items()]
@@ -175,7 +178,7 @@ class Checker:
             if trigger not in self.parsed.handlers:
                 self.report.add(where("triggers", trigger), f"trigger `{trigger}` has no handler")
         for handler in self.parsed.handlers:
-            if handler not in self.protocol.triggers:
+            if handler not in self.protocol.triggers and handler not in self.broken("triggers"):
                 self.report.add(
                     where("handlers", handler),
                     f"handler for undeclared trigger `{handler}`{suggest(handler, self.protocol.triggers)}",
@@ -222,7 +225,7 @@ class Checker:
     def tool_list(self, at: Where, tools: list[str]) -> None:
         for i, tool in enumerate(tools):
             self.used_tools.add(tool)
-            if tool not in self.protocol.tools:
+            if tool not in self.protocol.tools and tool not in self.broken("tools"):
                 self.report.add(
                     at.at("tools", i), f"unknown tool `{tool}`{suggest(tool, self.protocol.tools)}"
                 )
@@ -243,6 +246,8 @@ class Checker:
         if name is None or name in self.protocol.variables:
             return
         section = self.session.get(name)
+        if section == "variables":  # declared, but its definition is broken (reported already)
+            return
         if section == "resources":
             self.report.add(
                 at, f"`{name}` is a resource: outputs go to `variables`; write resources with set-resource"
@@ -326,7 +331,9 @@ class Checker:
             self.report.warn(at, "an independent next-message without `output` discards what it generates")
         if block.response_type is not None:
             typedef = self.protocol.types.get(block.response_type)
-            if typedef is None:
+            if typedef is None and block.response_type in self.broken("types"):
+                pass
+            elif typedef is None:
                 hint = suggest(block.response_type, self.protocol.types)
                 self.report.add(at.at("responseType"), f"unknown type `{block.response_type}`{hint}")
             elif not isinstance(typedef, ObjectType):
@@ -338,6 +345,8 @@ class Checker:
         self.used_tools.add(block.tool)
         self.output(at.at("output"), block.output)
         tool = self.protocol.tools.get(block.tool)
+        if block.tool in self.broken("tools"):
+            return
         if tool is None:
             self.report.add(
                 at.at("tool"), f"unknown tool `{block.tool}`{suggest(block.tool, self.protocol.tools)}"
@@ -364,7 +373,9 @@ class Checker:
 
     def set_resource(self, at: Where, block: SetResource, scope: dict[str, str]) -> None:
         resource = self.protocol.resources.get(block.resource)
-        if resource is None:
+        if resource is None and block.resource in self.broken("resources"):
+            pass
+        elif resource is None:
             section = self.session.get(block.resource)
             extra = (
                 f" (it is declared in {section})"

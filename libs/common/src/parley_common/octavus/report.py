@@ -45,7 +45,7 @@ class Reporter:
 
 def suggest(name: str, known: Iterable[str]) -> str:
     """` (did you mean `x`?)` for a near miss, else ``."""
-    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.7)
     return f" (did you mean `{match[0]}`?)" if match else ""
 
 

@@ -107,12 +107,17 @@ def _mapping(data: Any, at: Where, report: Reporter, what: str) -> dict[Any, Any
     return data
 
 
-def _entries(data: Any, model: type[M], at: Where, report: Reporter, what: str) -> dict[str, M]:
+def _entries(
+    data: Any, model: type[M], at: Where, report: Reporter, what: str, broken: set[str]
+) -> dict[str, M]:
     out: dict[str, M] = {}
     for name, raw in (_mapping(data, at, report, what) or {}).items():
+        before = len(report.issues)
         checked = check_model(model, {} if raw is None and model is TriggerDef else raw, at.at(name), report)
         if checked is not None:
             out[str(name)] = checked
+        if len(report.issues) > before:  # failed, or kept only in part
+            broken.add(str(name))
     return out
 
 
@@ -148,6 +153,9 @@ class Parsed:
     handlers: dict[str, list[BlockSite]] = field(default_factory=dict)
     steps: list[BlockSite] = field(default_factory=list)
     present: set[str] = field(default_factory=set)  # top-level keys present in the file
+    # Declared names whose definition failed the schema (wholly or in part): they exist, so uses
+    # of them are not reported again as "unknown", nor checked against a half-read definition.
+    broken: dict[str, set[str]] = field(default_factory=dict)
 
 
 def _blocks(data: Any, at: Where, report: Reporter) -> list[BlockSite]:
@@ -167,22 +175,29 @@ def parse_protocol(data: dict[str, Any], report: Reporter) -> Parsed:
                 )
             else:
                 report.add(where(key), f"unknown section `{key}`{suggest(str(key), TOP_LEVEL_KEYS)}")
-    sections: dict[str, Any] = {
-        "input": _entries(data.get("input"), InputDef, where("input"), report, "input names to definitions"),
-        "resources": _entries(data.get("resources"), ResourceDef, where("resources"), report, "resources"),
-        "triggers": _entries(data.get("triggers"), TriggerDef, where("triggers"), report, "trigger names"),
-        "variables": _entries(data.get("variables"), VariableDef, where("variables"), report, "variables"),
-        "tools": _entries(data.get("tools"), ToolDef, where("tools"), report, "tool names to definitions"),
-    }
+    broken: dict[str, set[str]] = {}
+    sections: dict[str, Any] = {}
+    for section, model, what in (
+        ("input", InputDef, "input names to definitions"),
+        ("resources", ResourceDef, "resource names to definitions"),
+        ("triggers", TriggerDef, "trigger names to definitions"),
+        ("variables", VariableDef, "variable names to definitions"),
+        ("tools", ToolDef, "tool names to definitions"),
+    ):
+        broken[section] = set()
+        sections[section] = _entries(data.get(section), model, where(section), report, what, broken[section])
     types: dict[str, TypeDef] = {}
+    broken["types"] = set()
     for name, raw in (_mapping(data.get("types"), where("types"), report, "type names") or {}).items():
         checked = check_model(TYPE_KINDS[type_kind(raw)], raw, where("types", name), report)
         if checked is not None:
             types[str(name)] = checked
+        else:
+            broken["types"].add(str(name))
     sections["types"] = types
     if data.get("agent") is not None:
         sections["agent"] = check_model(AgentConfig, data["agent"], where("agent"), report)
-    parsed = Parsed(Protocol.model_construct(**sections), present={str(k) for k in data})
+    parsed = Parsed(Protocol.model_construct(**sections), present={str(k) for k in data}, broken=broken)
     handlers = _mapping(data.get("handlers"), where("handlers"), report, "trigger names to blocks") or {}
     for trigger, raw in handlers.items():
         parsed.handlers[str(trigger)] = _blocks(raw, where("handlers", trigger), report)

@@ -34,6 +34,8 @@ def _settings(settings_json: str | Mapping[str, Any]) -> tuple[AgentSettings | N
             return None, [Issue(path="settings", message=f"invalid JSON: {exc.msg}", line=exc.lineno)]
     else:
         data = dict(settings_json)
+    if not isinstance(data, dict):
+        return None, [Issue(path="settings", message="settings.json must be a JSON object")]
     report = Reporter()
     settings = check_model(AgentSettings, data, Where(("settings",), ()), report)
     issues = [

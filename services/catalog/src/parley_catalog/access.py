@@ -1,0 +1,77 @@
+"""Who may do what with something owned by a user or an organization.
+
+- User-owned: only that user (with a personal credential: an org's API key never reaches a user's
+  own resources). Everyone else gets 404, so existence is never revealed.
+- Org-owned: auth decides over the bus (`auth.authorize`): non-members get 404, members below the
+  required role get 403 `auth.insufficient_role`.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from parley_catalog.context import CatalogContext
+from parley_common.auth_contract import MemberRole, Principal
+from parley_common.errors import Codes, ParleyError
+
+
+def not_found(resource: str) -> ParleyError:
+    return ParleyError(Codes.NOT_FOUND, params={"resource": resource})
+
+
+def personal_owner(principal: Principal) -> UUID:
+    """The user whose personal resources (`/users/me/...`) this credential may manage."""
+    if principal.user_id is None or principal.org_id is not None:
+        raise ParleyError(Codes.FORBIDDEN, "An organization's API key cannot manage personal resources.")
+    return principal.user_id
+
+
+async def org_by_slug(ctx: CatalogContext, principal: Principal, slug: str, min_role: MemberRole) -> UUID:
+    reply = await ctx.auth.authorize(principal, min_role, org_slug=slug)
+    assert reply.org_id is not None
+    return reply.org_id
+
+
+async def check_owner(
+    ctx: CatalogContext,
+    principal: Principal,
+    *,
+    owner_user_id: UUID | None,
+    owner_org_id: UUID | None,
+    min_role: MemberRole,
+    resource: str,
+) -> MemberRole:
+    """The caller's role on the owner of a resource, or 404 / 403 as the module doc says."""
+    if owner_user_id is not None:
+        if principal.org_id is None and principal.user_id == owner_user_id:
+            return MemberRole.OWNER
+        raise not_found(resource)
+    if owner_org_id is None or (principal.org_id is not None and principal.org_id != owner_org_id):
+        raise not_found(resource)
+    try:
+        reply = await ctx.auth.authorize(principal, min_role, org_id=owner_org_id)
+    except ParleyError as exc:
+        if exc.code in (Codes.NOT_FOUND, Codes.FORBIDDEN):
+            raise not_found(resource) from exc
+        raise
+    assert reply.role is not None
+    return reply.role
+
+
+async def can_view(
+    ctx: CatalogContext, principal: Principal, *, owner_user_id: UUID | None, owner_org_id: UUID | None
+) -> bool:
+    try:
+        await check_owner(
+            ctx,
+            principal,
+            owner_user_id=owner_user_id,
+            owner_org_id=owner_org_id,
+            min_role=MemberRole.VIEWER,
+            resource="agent",
+        )
+    except ParleyError as exc:
+        if exc.code in (Codes.NOT_FOUND, Codes.INSUFFICIENT_ROLE):
+            return False
+        raise
+    return True

@@ -1,0 +1,188 @@
+"""HTTP: /users/me/agents, /orgs/{orgSlug}/agents, /agents/{agentID}[/status|/lint]."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Response, status
+
+from parley_catalog.access import org_by_slug, personal_owner
+from parley_catalog.agents import events, schemas, service
+from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.pagination import DEFAULT_LIMIT, Limit, Page, Search
+from parley_catalog.params import AgentID, OrgSlug
+from parley_catalog.templates import service as templates
+from parley_common.auth_contract import MemberRole
+from parley_common.blueprint import Blueprint
+from parley_common.catalog_contract import AgentEventKind
+
+router = APIRouter(tags=["agents"])
+
+
+@router.get(
+    "/users/me/agents",
+    response_model=schemas.AgentPage,
+    operation_id="listUserAgents",
+    summary="List agents owned by the authenticated user",
+    response_model_exclude_none=True,
+)
+async def list_user_agents(
+    db: Db, principal: AgentsReader, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
+) -> schemas.AgentPage:
+    owner = personal_owner(principal)
+    return await service.list_agents(db, owner_user_id=owner, search=search, limit=limit, page=page)
+
+
+@router.post(
+    "/users/me/agents",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Agent,
+    operation_id="createUserAgent",
+    summary="Create an agent owned by the authenticated user",
+    response_model_exclude_none=True,
+)
+async def create_user_agent(
+    body: schemas.CreateAgentRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.Agent:
+    owner = personal_owner(principal)
+    template = None
+    if body.template_id is not None:
+        template = await templates.load_for(ctx, db, principal, body.template_id, MemberRole.VIEWER)
+    agent = await service.create_agent(ctx, db, body, owner_user_id=owner, template=template)
+    await db.commit()
+    await events.publish(ctx.broker, agent, AgentEventKind.CREATED)
+    return service.to_schema(agent)
+
+
+@router.get(
+    "/orgs/{orgSlug}/agents",
+    response_model=schemas.AgentPage,
+    operation_id="listOrgAgents",
+    summary="List agents owned by an organization (requires viewer)",
+    response_model_exclude_none=True,
+)
+async def list_org_agents(
+    org_slug: OrgSlug,
+    ctx: Ctx,
+    db: Db,
+    principal: AgentsReader,
+    limit: Limit = DEFAULT_LIMIT,
+    page: Page = 1,
+    search: Search = None,
+) -> schemas.AgentPage:
+    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.VIEWER)
+    return await service.list_agents(db, owner_org_id=org_id, search=search, limit=limit, page=page)
+
+
+@router.post(
+    "/orgs/{orgSlug}/agents",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Agent,
+    operation_id="createOrgAgent",
+    summary="Create an agent owned by an organization (requires member)",
+    response_model_exclude_none=True,
+)
+async def create_org_agent(
+    org_slug: OrgSlug, body: schemas.CreateAgentRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.Agent:
+    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.MEMBER)
+    template = None
+    if body.template_id is not None:
+        template = await templates.load_for(ctx, db, principal, body.template_id, MemberRole.VIEWER)
+    agent = await service.create_agent(ctx, db, body, owner_org_id=org_id, template=template)
+    await db.commit()
+    await events.publish(ctx.broker, agent, AgentEventKind.CREATED)
+    return service.to_schema(agent)
+
+
+@router.get(
+    "/agents/{agentID}",
+    response_model=schemas.Agent,
+    operation_id="getAgent",
+    summary="Get an agent by ID (requires viewer)",
+    response_model_exclude_none=True,
+)
+async def get_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.Agent:
+    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    return service.to_schema(agent)
+
+
+@router.patch(
+    "/agents/{agentID}",
+    response_model=schemas.Agent,
+    operation_id="updateAgent",
+    summary="Update an agent's config, secrets, or blueprint (requires member)",
+    response_model_exclude_none=True,
+)
+async def update_agent(
+    agent_id: AgentID, body: schemas.UpdateAgentRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.Agent:
+    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER, lock=True)
+    changed = await service.update_agent(ctx, db, agent, body)
+    await db.commit()
+    if changed:
+        await events.publish(ctx.broker, agent, AgentEventKind.UPDATED)
+    return service.to_schema(agent)
+
+
+@router.delete(
+    "/agents/{agentID}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="deleteAgent",
+    summary="Soft-delete an agent (requires admin)",
+)
+async def delete_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
+    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.ADMIN, lock=True)
+    await service.delete_agent(db, agent)
+    await db.commit()
+    await events.publish(ctx.broker, agent, AgentEventKind.DELETED)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.patch(
+    "/agents/{agentID}/status",
+    response_model=schemas.Agent,
+    operation_id="updateAgentStatus",
+    summary="Transition an agent's status (requires admin)",
+    description=(
+        "draft → live, draft → archived, live → draft, live → archived, archived → draft. Going live "
+        "requires a blueprint that lints clean (422 `agent.lint_failed` lists the errors)."
+    ),
+    response_model_exclude_none=True,
+)
+async def update_agent_status(
+    agent_id: AgentID, body: schemas.UpdateAgentStatusRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.Agent:
+    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.ADMIN, lock=True)
+    changed = await service.set_status(db, agent, body.status)
+    await db.commit()
+    if changed:
+        await events.publish(ctx.broker, agent, AgentEventKind.STATUS_CHANGED)
+    return service.to_schema(agent)
+
+
+@router.post(
+    "/agents/{agentID}/lint",
+    response_model=schemas.AgentLintDiagnostics,
+    operation_id="lintAgent",
+    summary="Lint an agent's blueprint (requires viewer)",
+    description=(
+        "Pass a `blueprint` in the request body to lint that instead of the agent's saved blueprint. "
+        "Useful for pre-save validation in the editor."
+    ),
+    response_model_exclude_none=True,
+)
+async def lint_agent(
+    agent_id: AgentID,
+    ctx: Ctx,
+    db: Db,
+    principal: AgentsReader,
+    body: Annotated[schemas.LintAgentRequest | None, Body()] = None,
+) -> schemas.AgentLintDiagnostics:
+    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    blueprint = body.blueprint if body and body.blueprint else Blueprint.model_validate(agent.blueprint)
+    diagnostics = await service.lint_agent_blueprint(db, agent, blueprint)
+    return schemas.AgentLintDiagnostics(
+        errors=[d.render() for d in diagnostics],
+        diagnostics=[schemas.LintDiagnostic(**vars(d)) for d in diagnostics],
+    )

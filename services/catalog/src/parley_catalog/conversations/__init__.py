@@ -1,0 +1,1 @@
+"""Conversation history persisted from runtime events, served with cursor pagination."""

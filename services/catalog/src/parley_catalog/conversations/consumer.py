@@ -1,0 +1,191 @@
+"""The durable JetStream consumer that persists conversation events from the runtimes.
+
+One durable pull consumer (`catalog-conversations` on stream `CONVERSATIONS`, subjects
+`conv.events.>`) shared by every catalog replica. Per message:
+
+- not an event (bad JSON, unknown type, out-of-range values): logged and terminated, never
+  redelivered, and it holds up nothing else;
+- applied (or found already applied: replays change nothing): acked;
+- the database is unreachable: negatively acked with a delay, redelivered until it is back;
+- any other failure: retried a few times, then logged and terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError, NotFoundError
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+
+from parley_catalog.conversations.service import AnyEvent, apply_event
+from parley_catalog.db import Database
+from parley_catalog.settings import CatalogSettings
+from parley_common import subjects
+from parley_common.conversation_contract import ConversationEvent
+
+log = structlog.get_logger(__name__)
+tracer = trace.get_tracer(__name__)
+
+EVENTS: TypeAdapter[AnyEvent] = TypeAdapter(ConversationEvent)
+SUBJECTS = f"{subjects.CONVERSATION_EVENTS}.>"
+# Failures that are not a database outage get this many deliveries before the message is dropped.
+MAX_UNEXPECTED_DELIVERIES = 5
+_TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError)
+_PERMANENT = (DataError, IntegrityError)
+_MAX_BIGINT = 2**63 - 1
+
+
+class MalformedEvent(ValueError):
+    pass
+
+
+def parse(data: bytes) -> AnyEvent:
+    """The event in a message body, or `MalformedEvent` if PostgreSQL could not store it as is."""
+    try:
+        event = EVENTS.validate_json(data)
+    except ValidationError as exc:
+        detail = exc.errors(include_url=False, include_input=False)[0]
+        raise MalformedEvent(f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}") from exc
+    texts = [getattr(event, name, None) for name in ("content", "summary", "channel")]
+    if any(isinstance(t, str) and "\x00" in t for t in texts):
+        raise MalformedEvent("NUL characters cannot be stored")
+    if getattr(event, "seq", 0) > _MAX_BIGINT:
+        raise MalformedEvent("seq is out of range")
+    if event.at.tzinfo is None:  # a naive time from a runtime is taken as UTC, not server-local
+        event = event.model_copy(update={"at": event.at.replace(tzinfo=UTC)})
+    return event
+
+
+async def ensure_stream(js: JetStreamContext, max_age_s: float) -> None:
+    """Create the CONVERSATIONS stream if it does not exist; an existing one is left as it is."""
+    try:
+        await js.stream_info(subjects.CONVERSATIONS_STREAM)
+        return
+    except NotFoundError:
+        pass
+    config = api.StreamConfig(
+        name=subjects.CONVERSATIONS_STREAM,
+        subjects=[SUBJECTS],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        max_age=max_age_s,
+        duplicate_window=120,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # Another process created it in between (with its own settings): that one stands.
+        await js.stream_info(subjects.CONVERSATIONS_STREAM)
+
+
+class ConversationConsumer:
+    def __init__(self, settings: CatalogSettings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self._task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self.applied = 0  # events newly persisted by this process (for logs and tests)
+
+    async def start(self, nc: NatsClient) -> None:
+        js = nc.jetstream()
+        await ensure_stream(js, self.settings.catalog_conversations_max_age_days * 86400)
+        self._sub = await js.pull_subscribe(
+            SUBJECTS,
+            durable=self.settings.catalog_conversations_durable,
+            stream=subjects.CONVERSATIONS_STREAM,
+            config=api.ConsumerConfig(
+                ack_policy=api.AckPolicy.EXPLICIT,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_wait=30,
+                max_ack_pending=1000,
+            ),
+        )
+        self._task = asyncio.create_task(self._run(), name="conversation-consumer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _run(self) -> None:
+        assert self._sub is not None
+        while True:
+            try:
+                messages = await self._sub.fetch(self.settings.catalog_conversations_batch, timeout=1.0)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                log.warning("catalog.conversation_fetch_failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
+                continue
+            for msg in messages:
+                await self.handle(msg)
+
+    async def handle(self, msg: Msg) -> None:
+        with tracer.start_as_current_span(
+            "catalog.persist_conversation_event", context=extract(msg.headers or {})
+        ):
+            await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            event = parse(msg.data)
+        except MalformedEvent as exc:
+            log.warning("catalog.conversation_event_malformed", subject=msg.subject, detail=str(exc))
+            await msg.term()
+            return
+        try:
+            async with self.db.sessions() as session:
+                applied = await apply_event(session, event)
+                await session.commit()
+        except _PERMANENT as exc:
+            log.error(
+                "catalog.conversation_event_rejected", event_id=str(event.event_id), error=str(exc)[:300]
+            )
+            await msg.term()
+            return
+        except _TRANSIENT as exc:
+            log.warning(
+                "catalog.conversation_event_retry", event_id=str(event.event_id), error=str(exc)[:300]
+            )
+            await msg.nak(delay=self.settings.catalog_conversations_retry_delay_s)
+            return
+        except Exception as exc:
+            await self._unexpected(msg, event.event_id, exc)
+            return
+        if applied:
+            self.applied += 1
+        await msg.ack()
+
+    async def _unexpected(self, msg: Msg, event_id: Any, exc: Exception) -> None:
+        deliveries = msg.metadata.num_delivered or 1
+        if deliveries >= MAX_UNEXPECTED_DELIVERIES:
+            log.error(
+                "catalog.conversation_event_dropped",
+                event_id=str(event_id),
+                deliveries=deliveries,
+                exc_info=exc,
+            )
+            await msg.term()
+        else:
+            log.warning("catalog.conversation_event_failed", event_id=str(event_id), exc_info=exc)
+            await msg.nak(delay=self.settings.catalog_conversations_retry_delay_s)

@@ -1,0 +1,115 @@
+"""HTTP: /agents/{agentID}/conversations, /conversations/{conversationID}[/messages]."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_catalog.access import check_owner, not_found
+from parley_catalog.agents import service as agents
+from parley_catalog.context import CatalogContext
+from parley_catalog.conversations import schemas, service
+from parley_catalog.conversations.models import Conversation
+from parley_catalog.deps import AgentsWriter, Ctx, Db, HistoryReader
+from parley_catalog.pagination import DEFAULT_LIMIT, Limit
+from parley_catalog.params import AgentID, ConversationID
+from parley_common.auth_contract import MemberRole, Principal
+
+router = APIRouter(tags=["conversations"])
+After = Annotated[
+    str | None,
+    Query(max_length=512, description="Opaque cursor returned in the previous response's `next_cursor`."),
+]
+
+
+async def _load(
+    ctx: CatalogContext, db: AsyncSession, principal: Principal, conversation_id: UUID, min_role: MemberRole
+) -> Conversation:
+    """The conversation if the caller holds `min_role` on its agent; 404 for anything unseen."""
+    conversation = await service.visible_conversation(db, conversation_id)
+    if conversation is None or conversation.agent_id is None:
+        raise not_found("conversation")
+    agent = await agents.get_live_row(db, conversation.agent_id)
+    if agent is None:
+        raise not_found("conversation")
+    await check_owner(
+        ctx,
+        principal,
+        owner_user_id=agent.owner_user_id,
+        owner_org_id=agent.owner_org_id,
+        min_role=min_role,
+        resource="conversation",
+    )
+    return conversation
+
+
+@router.get(
+    "/agents/{agentID}/conversations",
+    response_model=schemas.ConversationPage,
+    response_model_exclude_none=True,
+    operation_id="listAgentConversations",
+    summary="List conversations for an agent (requires viewer)",
+    description="Newest first. Cursor pagination: pass `next_cursor` back as `after`.",
+)
+async def list_agent_conversations(
+    agent_id: AgentID,
+    ctx: Ctx,
+    db: Db,
+    principal: HistoryReader,
+    after: After = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> schemas.ConversationPage:
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    return await service.list_conversations(db, agent.id, after=after, limit=limit)
+
+
+@router.get(
+    "/conversations/{conversationID}",
+    response_model=schemas.Conversation,
+    response_model_exclude_none=True,
+    operation_id="getConversation",
+    summary="Get a conversation by ID (requires viewer on the parent agent)",
+)
+async def get_conversation(
+    conversation_id: ConversationID, ctx: Ctx, db: Db, principal: HistoryReader
+) -> schemas.Conversation:
+    conversation = await _load(ctx, db, principal, conversation_id, MemberRole.VIEWER)
+    return service.to_schema(conversation)
+
+
+@router.delete(
+    "/conversations/{conversationID}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="deleteConversation",
+    summary="Soft-delete a conversation (requires admin on the parent agent)",
+)
+async def delete_conversation(
+    conversation_id: ConversationID, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> Response:
+    conversation = await _load(ctx, db, principal, conversation_id, MemberRole.ADMIN)
+    await service.delete_conversation(db, conversation)
+    await db.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/conversations/{conversationID}/messages",
+    response_model=schemas.ConversationMessagePage,
+    response_model_exclude_none=True,
+    operation_id="listConversationMessages",
+    summary="List messages in a conversation (requires viewer on the parent agent)",
+    description="In conversation order (`seq`). Cursor pagination: pass `next_cursor` back as `after`.",
+)
+async def list_conversation_messages(
+    conversation_id: ConversationID,
+    ctx: Ctx,
+    db: Db,
+    principal: HistoryReader,
+    after: After = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> schemas.ConversationMessagePage:
+    conversation = await _load(ctx, db, principal, conversation_id, MemberRole.VIEWER)
+    return await service.list_messages(db, conversation.id, after=after, limit=limit)

@@ -1,0 +1,43 @@
+"""HTTP schemas of the history endpoints (Kivox spec `Conversation`, `ConversationMessage`, pages)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from parley_common.conversation_contract import ConversationEndReason, MessageRole
+
+NEXT_CURSOR = "Pass as `after` to get the next page; empty when `has_more` is false."
+
+
+class Conversation(BaseModel):
+    id: UUID
+    agent_id: UUID
+    status: Literal["active", "ended"]
+    summary: str | None = None
+    started_at: datetime
+    ended_at: datetime | None = None
+    end_reason: ConversationEndReason | None = None
+
+
+class ConversationMessage(BaseModel):
+    id: UUID
+    conversation_id: UUID
+    role: MessageRole
+    content: str
+    created_at: datetime
+
+
+class ConversationPage(BaseModel):
+    items: list[Conversation]
+    next_cursor: str = Field(description=NEXT_CURSOR)
+    has_more: bool
+
+
+class ConversationMessagePage(BaseModel):
+    items: list[ConversationMessage]
+    next_cursor: str = Field(description=NEXT_CURSOR)
+    has_more: bool

@@ -1,0 +1,174 @@
+"""Conversation history: applying runtime events (idempotently) and reading pages back.
+
+Each event is applied in one transaction together with the insert of its `event_id` into
+`processed_events`; a replayed event hits that primary key and changes nothing. Messages are also
+keyed by their own `message_id`, so even a re-sent message under a new event id is stored once.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_catalog.conversations import cursor, schemas
+from parley_catalog.conversations.models import Conversation, Message, ProcessedEvent
+from parley_catalog.timeutil import utcnow
+from parley_common.conversation_contract import (
+    ConversationEnded,
+    ConversationMessage,
+    ConversationStarted,
+)
+
+AnyEvent = ConversationStarted | ConversationMessage | ConversationEnded
+
+
+async def apply_event(db: AsyncSession, event: AnyEvent) -> bool:
+    """Persist one event; False when it was already applied. The caller commits."""
+    claimed = await db.scalar(
+        insert(ProcessedEvent)
+        .values(event_id=event.event_id, type=event.type, conversation_id=event.conversation_id)
+        .on_conflict_do_nothing(index_elements=[ProcessedEvent.event_id])
+        .returning(ProcessedEvent.event_id)
+    )
+    if claimed is None:
+        return False
+    match event:
+        case ConversationStarted():
+            await _started(db, event)
+        case ConversationMessage():
+            await db.execute(
+                insert(Message)
+                .values(
+                    id=event.message_id,
+                    conversation_id=event.conversation_id,
+                    seq=event.seq,
+                    role=event.role.value,
+                    content=event.content,
+                    created_at=event.at,
+                )
+                .on_conflict_do_nothing(index_elements=[Message.id])
+            )
+        case ConversationEnded():
+            await _ended(db, event)
+    return True
+
+
+async def _started(db: AsyncSession, event: ConversationStarted) -> None:
+    # An `ended` may have arrived first and left a row without agent: fill it in, keep its status.
+    stmt = insert(Conversation).values(
+        id=event.conversation_id,
+        agent_id=event.agent_id,
+        status="active",
+        channel=event.channel,
+        user_id=event.user_id,
+        started_at=event.at,
+        updated_at=utcnow(),
+    )
+    await db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Conversation.id],
+            set_={
+                "agent_id": stmt.excluded.agent_id,
+                "channel": stmt.excluded.channel,
+                "user_id": stmt.excluded.user_id,
+                "started_at": stmt.excluded.started_at,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+    )
+
+
+async def _ended(db: AsyncSession, event: ConversationEnded) -> None:
+    stmt = insert(Conversation).values(
+        id=event.conversation_id,
+        status="ended",
+        summary=event.summary,
+        end_reason=event.end_reason.value,
+        ended_at=event.at,
+        updated_at=utcnow(),
+    )
+    await db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Conversation.id],
+            set_={
+                "status": "ended",
+                "summary": func.coalesce(stmt.excluded.summary, Conversation.summary),
+                "end_reason": stmt.excluded.end_reason,
+                "ended_at": stmt.excluded.ended_at,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+    )
+
+
+def to_schema(row: Conversation) -> schemas.Conversation:
+    assert row.agent_id is not None and row.started_at is not None
+    return schemas.Conversation.model_validate(row, from_attributes=True)
+
+
+async def visible_conversation(db: AsyncSession, conversation_id: UUID) -> Conversation | None:
+    """A conversation the API shows: started (has its agent) and not deleted."""
+    return await db.scalar(
+        select(Conversation).where(
+            Conversation.id == conversation_id,
+            Conversation.deleted_at.is_(None),
+            Conversation.agent_id.is_not(None),
+            Conversation.started_at.is_not(None),
+        )
+    )
+
+
+async def list_conversations(
+    db: AsyncSession, agent_id: UUID, *, after: str | None, limit: int
+) -> schemas.ConversationPage:
+    query = select(Conversation).where(
+        Conversation.agent_id == agent_id,
+        Conversation.deleted_at.is_(None),
+        Conversation.started_at.is_not(None),
+    )
+    if after:
+        key = cursor.decode(after, cursor.ConversationKey)
+        query = query.where(tuple_(Conversation.started_at, Conversation.id) < tuple_(key.started_at, key.id))
+    rows = list(
+        (
+            await db.scalars(
+                query.order_by(Conversation.started_at.desc(), Conversation.id.desc()).limit(limit + 1)
+            )
+        ).all()
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = ""
+    if has_more:
+        last = rows[-1]
+        assert last.started_at is not None
+        next_cursor = cursor.encode(cursor.ConversationKey(started_at=last.started_at, id=last.id))
+    return schemas.ConversationPage(
+        items=[to_schema(r) for r in rows], next_cursor=next_cursor, has_more=has_more
+    )
+
+
+async def list_messages(
+    db: AsyncSession, conversation_id: UUID, *, after: str | None, limit: int
+) -> schemas.ConversationMessagePage:
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if after:
+        key = cursor.decode(after, cursor.MessageKey)
+        query = query.where(tuple_(Message.seq, Message.id) > tuple_(key.seq, key.id))
+    rows = list((await db.scalars(query.order_by(Message.seq, Message.id).limit(limit + 1))).all())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = ""
+    if has_more:
+        next_cursor = cursor.encode(cursor.MessageKey(seq=rows[-1].seq, id=rows[-1].id))
+    items = [schemas.ConversationMessage.model_validate(r, from_attributes=True) for r in rows]
+    return schemas.ConversationMessagePage(items=items, next_cursor=next_cursor, has_more=has_more)
+
+
+async def delete_conversation(db: AsyncSession, conversation: Conversation) -> None:
+    conversation.deleted_at = utcnow()
+    conversation.updated_at = utcnow()
+    await db.flush()

@@ -1,0 +1,94 @@
+"""Bus: `catalog.agent.access` and `catalog.agent.resolve`, request/reply in the `catalog` queue group."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from faststream.nats import NatsBroker
+
+from parley_catalog import secretstore
+from parley_catalog.access import can_view, not_found
+from parley_catalog.agents import service as agents
+from parley_catalog.agents.models import Agent
+from parley_catalog.context import CatalogContext
+from parley_catalog.tools import service as tools
+from parley_common import subjects
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.blueprint import Blueprint
+from parley_common.bus import bus_handler
+from parley_common.catalog_contract import (
+    AgentAccessReply,
+    AgentAccessRequest,
+    AgentConfig,
+    AgentResolveReply,
+    AgentResolveRequest,
+    AgentSnapshot,
+    AgentStatus,
+)
+
+
+def _agent_uuid(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError as exc:
+        raise not_found("agent") from exc
+
+
+def _token_allows(principal: Principal, agent: Agent) -> bool:
+    """A client token reaches only the agent it names, and only within its own org."""
+    try:
+        named = UUID(principal.agent_id or "")
+    except ValueError:
+        return False
+    if named != agent.id:
+        return False
+    return principal.org_id is None or principal.org_id == agent.owner_org_id
+
+
+def register(broker: NatsBroker, ctx: CatalogContext) -> None:
+    @broker.subscriber(subjects.CATALOG_AGENT_ACCESS, queue=subjects.QUEUE_CATALOG)
+    @bus_handler(AgentAccessRequest)
+    async def access(req: AgentAccessRequest) -> AgentAccessReply:
+        """May this principal open a session with this agent? Live agents are open to any caller
+        (a client token: only the agent it names); others to those who may view them."""
+        agent_id = _agent_uuid(req.agent_id)
+        async with ctx.db.sessions() as db:
+            agent = await agents.get_live_row(db, agent_id)
+        principal = req.principal
+        if agent is None:
+            raise not_found("agent")
+        if principal.kind is CredentialKind.CLIENT_TOKEN and not _token_allows(principal, agent):
+            raise not_found("agent")
+        if agent.status != AgentStatus.LIVE.value and not await can_view(
+            ctx, principal, owner_user_id=agent.owner_user_id, owner_org_id=agent.owner_org_id
+        ):
+            raise not_found("agent")
+        return AgentAccessReply(
+            ok=True, agent_id=str(agent.id), status=AgentStatus(agent.status), version=agent.version
+        )
+
+    @broker.subscriber(subjects.CATALOG_AGENT_RESOLVE, queue=subjects.QUEUE_CATALOG)
+    @bus_handler(AgentResolveRequest)
+    async def resolve(req: AgentResolveRequest) -> AgentResolveReply:
+        """What the runtime executes, secrets decrypted, with the version to cache it under."""
+        agent_id = _agent_uuid(req.agent_id)
+        async with ctx.db.sessions() as db:
+            # One snapshot of the database: the agent and its tools as of the same moment.
+            await db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            agent = await agents.get_live_row(db, agent_id)
+            if agent is None:
+                raise not_found("agent")
+            catalogue = await tools.agent_catalogue(db, agent.id, agent.owner_org_id)
+        snapshot = AgentSnapshot(
+            agent_id=agent.id,
+            version=agent.version,
+            status=AgentStatus(agent.status),
+            owner_user_id=agent.owner_user_id,
+            owner_org_id=agent.owner_org_id,
+            config=AgentConfig.model_validate(agent.config),
+            blueprint=Blueprint.model_validate(agent.blueprint),
+            protocol=agent.protocol,
+            secrets=secretstore.reveal(ctx.box, secretstore.load(agent.secrets)),
+            tools=[tools.definition(t) for t in catalogue],
+        )
+        return AgentResolveReply(ok=True, snapshot=snapshot)

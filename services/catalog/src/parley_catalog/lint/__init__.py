@@ -1,0 +1,1 @@
+"""Blueprint lint: every structural problem, with the node or edge it concerns."""

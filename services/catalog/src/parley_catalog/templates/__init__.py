@@ -1,0 +1,1 @@
+"""Templates: reusable agent starting points owned by a user or an org."""

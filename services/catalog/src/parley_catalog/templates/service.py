@@ -1,0 +1,147 @@
+"""Template logic. Role rules: user-owned templates are their owner's alone; org-owned ones need
+viewer to read, member to create or update, admin to delete."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_catalog import secretstore
+from parley_catalog.access import check_owner, not_found
+from parley_catalog.context import CatalogContext
+from parley_catalog.search import tsquery, tsquery_text
+from parley_catalog.templates import schemas
+from parley_catalog.templates.models import Template
+from parley_catalog.timeutil import utcnow
+from parley_common.auth_contract import MemberRole, Principal
+from parley_common.blueprint import Blueprint
+from parley_common.catalog_contract import AgentConfig
+
+
+def to_schema(template: Template) -> schemas.Template:
+    return schemas.Template(
+        id=template.id,
+        owner_user_id=template.owner_user_id,
+        owner_org_id=template.owner_org_id,
+        name=template.name,
+        description=template.description,
+        config=AgentConfig.model_validate(template.config),
+        blueprint=Blueprint.model_validate(template.blueprint),
+        created_at=template.created_at,
+        updated_at=template.updated_at,
+    )
+
+
+async def list_templates(
+    db: AsyncSession,
+    *,
+    owner_user_id: UUID | None = None,
+    owner_org_id: UUID | None = None,
+    search: str | None,
+    limit: int,
+    page: int,
+) -> schemas.TemplatePage:
+    where: list[ColumnElement[bool]] = [Template.deleted_at.is_(None)]
+    where.append(
+        Template.owner_user_id == owner_user_id if owner_user_id else Template.owner_org_id == owner_org_id
+    )
+    order: list[Any] = [Template.created_at.desc(), Template.id.desc()]
+    query_text = tsquery_text(search)
+    if query_text is not None:
+        query = tsquery(query_text)
+        where.append(Template.search.op("@@")(query))
+        order.insert(0, func.ts_rank(Template.search, query).desc())
+    total = await db.scalar(select(func.count()).select_from(Template).where(*where)) or 0
+    rows = await db.scalars(
+        select(Template).where(*where).order_by(*order).limit(limit).offset((page - 1) * limit)
+    )
+    return schemas.TemplatePage(items=[to_schema(t) for t in rows], total=total, limit=limit, page=page)
+
+
+async def create_template(
+    ctx: CatalogContext,
+    db: AsyncSession,
+    body: schemas.CreateTemplateRequest,
+    *,
+    owner_user_id: UUID | None = None,
+    owner_org_id: UUID | None = None,
+) -> Template:
+    config = body.config or AgentConfig(name=body.name, description=body.description)
+    secrets = [
+        secretstore.SecretInput(key=s.key, value=s.value, description=s.description)
+        for s in body.secrets or []
+    ]
+    now = utcnow()
+    template = Template(
+        owner_user_id=owner_user_id,
+        owner_org_id=owner_org_id,
+        name=body.name,
+        description=body.description,
+        config=config.model_dump(mode="json", exclude_none=True),
+        secrets=secretstore.dump(secretstore.seal(ctx.box, secrets, [])),
+        blueprint=(body.blueprint or Blueprint()).model_dump(mode="json"),
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(template)
+    await db.flush()
+    return template
+
+
+async def load_for(
+    ctx: CatalogContext,
+    db: AsyncSession,
+    principal: Principal,
+    template_id: UUID,
+    min_role: MemberRole,
+    *,
+    lock: bool = False,
+) -> Template:
+    query = select(Template).where(Template.id == template_id, Template.deleted_at.is_(None))
+    template = await db.scalar(query)
+    if template is None:
+        raise not_found("template")
+    await check_owner(
+        ctx,
+        principal,
+        owner_user_id=template.owner_user_id,
+        owner_org_id=template.owner_org_id,
+        min_role=min_role,
+        resource="template",
+    )
+    if lock:
+        template = await db.scalar(query.with_for_update().execution_options(populate_existing=True))
+        if template is None:
+            raise not_found("template")
+    return template
+
+
+async def update_template(
+    ctx: CatalogContext, db: AsyncSession, template: Template, body: schemas.UpdateTemplateRequest
+) -> None:
+    fields = body.model_fields_set
+    if body.name is not None:
+        template.name = body.name
+    if "description" in fields:
+        template.description = body.description
+    if body.config is not None:
+        template.config = body.config.model_dump(mode="json", exclude_none=True)
+    if body.secrets is not None:
+        inputs = [
+            secretstore.SecretInput(key=s.key, value=s.value, description=s.description) for s in body.secrets
+        ]
+        template.secrets = secretstore.dump(
+            secretstore.seal(ctx.box, inputs, secretstore.load(template.secrets))
+        )
+    if body.blueprint is not None:
+        template.blueprint = body.blueprint.model_dump(mode="json")
+    template.updated_at = utcnow()
+    await db.flush()
+
+
+async def delete_template(db: AsyncSession, template: Template) -> None:
+    template.deleted_at = utcnow()
+    await db.flush()

@@ -1,0 +1,1 @@
+"""Tool catalogue in the OpenAI function format, and webhook execution."""

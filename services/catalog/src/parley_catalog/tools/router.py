@@ -1,0 +1,240 @@
+"""HTTP: tool catalogues and execution per agent and per org, and the tool records.
+
+- `GET /agents/{agentID}/tools`, `GET /orgs/{orgSlug}/tools`: the catalogue, a bare array of
+  OpenAI function tools (viewer).
+- `POST …/tools`: define a webhook tool (member). `POST …/tools/execute`: run one (member).
+- `GET /tools?agent_id=…|org_slug=…`, `GET|PATCH|DELETE /tools/{toolID}`: the records (viewer to
+  read, member to change).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_catalog.access import check_owner, org_by_slug
+from parley_catalog.agents import events
+from parley_catalog.agents import service as agents
+from parley_catalog.agents.models import Agent
+from parley_catalog.context import CatalogContext
+from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.params import AgentID, OrgSlug, ToolID
+from parley_catalog.tools import schemas, service
+from parley_catalog.tools.models import Tool
+from parley_common.auth_contract import MemberRole, Principal
+from parley_common.catalog_contract import AgentEventKind, ToolDefinition, ToolResult
+from parley_common.errors import Codes, ParleyError
+
+router = APIRouter(tags=["tools"])
+
+
+async def _publish_updates(ctx: CatalogContext, changed: list[Agent]) -> None:
+    for agent in changed:
+        await events.publish(ctx.broker, agent, AgentEventKind.UPDATED)
+
+
+@router.get(
+    "/agents/{agentID}/tools",
+    response_model=list[ToolDefinition],
+    operation_id="listAgentTools",
+    summary="The agent's tool catalogue, OpenAI function format (requires viewer)",
+    description="Its own tools, then its organization's tools whose names it does not use itself.",
+)
+async def list_agent_tools(
+    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
+) -> list[ToolDefinition]:
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    return [service.definition(t) for t in await service.agent_catalogue(db, agent.id, agent.owner_org_id)]
+
+
+@router.post(
+    "/agents/{agentID}/tools",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Tool,
+    response_model_exclude_none=True,
+    operation_id="createAgentTool",
+    summary="Define a webhook tool of an agent (requires member)",
+)
+async def create_agent_tool(
+    agent_id: AgentID, body: schemas.CreateToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.Tool:
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER, lock=True)
+    tool = await service.create_tool(ctx, db, body, agent_id=agent.id)
+    changed = await agents.bump_versions(db, agent_ids=[agent.id])
+    await db.commit()
+    await _publish_updates(ctx, changed)
+    return service.to_schema(tool)
+
+
+@router.post(
+    "/agents/{agentID}/tools/execute",
+    response_model=ToolResult,
+    response_model_exclude_none=True,
+    operation_id="executeAgentTool",
+    summary="Execute a tool of the agent's catalogue by `function` (or legacy `name`) (requires member)",
+    description="Answered with 200 whenever the executor runs: failures are `{success: false, error, code}`.",
+)
+async def execute_agent_tool(
+    agent_id: AgentID, body: schemas.ExecuteToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> ToolResult:
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER)
+    catalogue = await service.agent_catalogue(db, agent.id, agent.owner_org_id)
+    await db.close()  # the webhook may take a while: give the connection back first
+    return await service.execute(ctx, catalogue, body)
+
+
+@router.get(
+    "/orgs/{orgSlug}/tools",
+    response_model=list[ToolDefinition],
+    operation_id="listOrgTools",
+    summary="The organization's tool catalogue, OpenAI function format (requires viewer)",
+)
+async def list_org_tools(
+    org_slug: OrgSlug, ctx: Ctx, db: Db, principal: AgentsReader
+) -> list[ToolDefinition]:
+    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.VIEWER)
+    return [service.definition(t) for t in await service.owned_tools(db, org_id=org_id)]
+
+
+@router.post(
+    "/orgs/{orgSlug}/tools",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Tool,
+    response_model_exclude_none=True,
+    operation_id="createOrgTool",
+    summary="Define a webhook tool shared by an organization's agents (requires member)",
+)
+async def create_org_tool(
+    org_slug: OrgSlug, body: schemas.CreateToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.Tool:
+    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.MEMBER)
+    tool = await service.create_tool(ctx, db, body, org_id=org_id)
+    changed = await agents.bump_versions(db, org_id=org_id)
+    await db.commit()
+    await _publish_updates(ctx, changed)
+    return service.to_schema(tool)
+
+
+@router.post(
+    "/orgs/{orgSlug}/tools/execute",
+    response_model=ToolResult,
+    response_model_exclude_none=True,
+    operation_id="executeOrgTool",
+    summary="Execute an organization tool by `function` (or legacy `name`) (requires member)",
+    description="Answered with 200 whenever the executor runs: failures are `{success: false, error, code}`.",
+)
+async def execute_org_tool(
+    org_slug: OrgSlug, body: schemas.ExecuteToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> ToolResult:
+    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.MEMBER)
+    catalogue = await service.owned_tools(db, org_id=org_id)
+    await db.close()
+    return await service.execute(ctx, catalogue, body)
+
+
+@router.get(
+    "/tools",
+    response_model=list[schemas.Tool],
+    response_model_exclude_none=True,
+    operation_id="listTools",
+    summary="The tool records of an agent or an organization (requires viewer)",
+    description="Exactly one of `agent_id` and `org_slug`. Agent tools only (not the inherited org tools).",
+)
+async def list_tools(
+    ctx: Ctx,
+    db: Db,
+    principal: AgentsReader,
+    agent_id: Annotated[UUID | None, Query()] = None,
+    org_slug: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+) -> list[schemas.Tool]:
+    if (agent_id is None) == (org_slug is None):
+        raise ParleyError(Codes.VALIDATION_FAILED, "Give exactly one of agent_id and org_slug.")
+    if agent_id is not None:
+        agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+        tools = await service.owned_tools(db, agent_id=agent.id)
+    else:
+        assert org_slug is not None
+        org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.VIEWER)
+        tools = await service.owned_tools(db, org_id=org_id)
+    return [service.to_schema(t) for t in tools]
+
+
+async def _load_tool(
+    ctx: CatalogContext, db: AsyncSession, principal: Principal, tool_id: UUID, min_role: MemberRole
+) -> tuple[Tool, Agent | None]:
+    """The tool and, for an agent tool, its agent; 404 unless the caller may see the owner."""
+    tool = await service.get_tool(db, tool_id)
+    agent: Agent | None = None
+    if tool.owner_agent_id is not None:
+        agent = await agents.get_live_row(db, tool.owner_agent_id)
+        if agent is None:
+            raise ParleyError(Codes.NOT_FOUND, params={"resource": "tool"})
+        owner_user_id, owner_org_id = agent.owner_user_id, agent.owner_org_id
+    else:
+        owner_user_id, owner_org_id = None, tool.owner_org_id
+    await check_owner(
+        ctx,
+        principal,
+        owner_user_id=owner_user_id,
+        owner_org_id=owner_org_id,
+        min_role=min_role,
+        resource="tool",
+    )
+    return tool, agent
+
+
+@router.get(
+    "/tools/{toolID}",
+    response_model=schemas.Tool,
+    response_model_exclude_none=True,
+    operation_id="getTool",
+    summary="Get a tool record (requires viewer on its agent or organization)",
+)
+async def get_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.Tool:
+    tool, _ = await _load_tool(ctx, db, principal, tool_id, MemberRole.VIEWER)
+    return service.to_schema(tool)
+
+
+@router.patch(
+    "/tools/{toolID}",
+    response_model=schemas.Tool,
+    response_model_exclude_none=True,
+    operation_id="updateTool",
+    summary="Update a tool (requires member on its agent or organization)",
+)
+async def update_tool(
+    tool_id: ToolID, body: schemas.UpdateToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.Tool:
+    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER)
+    tool = await service.get_tool(db, tool.id, lock=True)
+    await service.update_tool(ctx, db, tool, body)
+    changed = await _bump_owner(db, tool, agent)
+    await db.commit()
+    await _publish_updates(ctx, changed)
+    return service.to_schema(tool)
+
+
+@router.delete(
+    "/tools/{toolID}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="deleteTool",
+    summary="Delete a tool (requires member on its agent or organization)",
+)
+async def delete_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
+    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER)
+    tool = await service.get_tool(db, tool.id, lock=True)
+    await service.delete_tool(db, tool)
+    changed = await _bump_owner(db, tool, agent)
+    await db.commit()
+    await _publish_updates(ctx, changed)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _bump_owner(db: AsyncSession, tool: Tool, agent: Agent | None) -> list[Agent]:
+    """A tool change changes the snapshot of every agent whose catalogue holds it."""
+    if agent is not None:
+        return await agents.bump_versions(db, agent_ids=[agent.id])
+    return await agents.bump_versions(db, org_id=tool.owner_org_id)

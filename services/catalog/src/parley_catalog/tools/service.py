@@ -1,0 +1,195 @@
+"""Tool records, catalogues and execution.
+
+An agent's catalogue is its own tools followed by its org's tools whose names it does not use
+itself (an agent tool shadows an org tool of the same name); an org's catalogue is its own tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_catalog import secretstore
+from parley_catalog.access import not_found
+from parley_catalog.agents.schemas import AgentSecret
+from parley_catalog.context import CatalogContext
+from parley_catalog.timeutil import utcnow
+from parley_catalog.tools import schemas, webhook
+from parley_catalog.tools.models import Tool
+from parley_common.catalog_contract import ToolDefinition, ToolFunction, ToolResult
+from parley_common.errors import Codes, ParleyError
+
+
+def to_schema(tool: Tool) -> schemas.Tool:
+    return schemas.Tool(
+        id=tool.id,
+        owner_agent_id=tool.owner_agent_id,
+        owner_org_id=tool.owner_org_id,
+        name=tool.name,
+        description=tool.description,
+        parameters=tool.parameters,
+        webhook=schemas.WebhookOut(
+            url=tool.url,  # validated when written
+            method=tool.method,
+            headers=tool.headers,
+            timeout_s=tool.timeout_s,
+            secret_headers=[
+                AgentSecret(key=s.key, value=s.masked) for s in secretstore.load(tool.secret_headers)
+            ],
+        ),
+        created_at=tool.created_at,
+        updated_at=tool.updated_at,
+    )
+
+
+def definition(tool: Tool) -> ToolDefinition:
+    return ToolDefinition(
+        function=ToolFunction(name=tool.name, description=tool.description, parameters=tool.parameters)
+    )
+
+
+async def owned_tools(
+    db: AsyncSession, *, agent_id: UUID | None = None, org_id: UUID | None = None
+) -> list[Tool]:
+    query = select(Tool).where(Tool.deleted_at.is_(None)).order_by(Tool.name)
+    if agent_id is not None:
+        query = query.where(Tool.owner_agent_id == agent_id)
+    else:
+        query = query.where(Tool.owner_org_id == org_id)
+    return list((await db.scalars(query)).all())
+
+
+async def agent_catalogue(db: AsyncSession, agent_id: UUID, org_id: UUID | None) -> list[Tool]:
+    own = await owned_tools(db, agent_id=agent_id)
+    if org_id is None:
+        return own
+    names = {t.name for t in own}
+    return own + [t for t in await owned_tools(db, org_id=org_id) if t.name not in names]
+
+
+def _secret_inputs(headers: dict[str, str]) -> list[secretstore.SecretInput]:
+    return [secretstore.SecretInput(key=k, value=v) for k, v in headers.items()]
+
+
+async def create_tool(
+    ctx: CatalogContext,
+    db: AsyncSession,
+    body: schemas.CreateToolRequest,
+    *,
+    agent_id: UUID | None = None,
+    org_id: UUID | None = None,
+) -> Tool:
+    now = utcnow()
+    tool = Tool(
+        owner_agent_id=agent_id,
+        owner_org_id=org_id,
+        name=body.name,
+        description=body.description,
+        parameters=body.parameters,
+        url=str(body.webhook.url),
+        method=body.webhook.method,
+        headers=body.webhook.headers,
+        secret_headers=secretstore.dump(
+            secretstore.seal(ctx.box, _secret_inputs(body.webhook.secret_headers), [])
+        ),
+        timeout_s=body.webhook.timeout_s,
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(tool)
+    await _flush_unique(db, body.name)
+    return tool
+
+
+async def _flush_unique(db: AsyncSession, name: str) -> None:
+    try:
+        await db.flush()
+    except IntegrityError as exc:
+        await db.rollback()
+        raise ParleyError(Codes.TOOL_NAME_TAKEN, params={"name": name}) from exc
+
+
+async def get_tool(db: AsyncSession, tool_id: UUID, *, lock: bool = False) -> Tool:
+    query = select(Tool).where(Tool.id == tool_id, Tool.deleted_at.is_(None))
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    tool = await db.scalar(query)
+    if tool is None:
+        raise not_found("tool")
+    return tool
+
+
+async def update_tool(
+    ctx: CatalogContext, db: AsyncSession, tool: Tool, body: schemas.UpdateToolRequest
+) -> None:
+    if body.name is not None:
+        tool.name = body.name
+    if body.description is not None:
+        tool.description = body.description
+    if body.parameters is not None:
+        tool.parameters = body.parameters
+    if body.webhook is not None:
+        tool.url = str(body.webhook.url)
+        tool.method = body.webhook.method
+        tool.headers = body.webhook.headers
+        tool.timeout_s = body.webhook.timeout_s
+        existing = secretstore.load(tool.secret_headers)
+        tool.secret_headers = secretstore.dump(
+            secretstore.seal(ctx.box, _secret_inputs(body.webhook.secret_headers), existing)
+        )
+    tool.updated_at = utcnow()
+    await _flush_unique(db, tool.name)
+
+
+async def delete_tool(db: AsyncSession, tool: Tool) -> None:
+    tool.deleted_at = utcnow()
+    await db.flush()
+
+
+async def execute(
+    ctx: CatalogContext, catalogue: Sequence[Tool], body: schemas.ExecuteToolRequest
+) -> ToolResult:
+    """Run the named tool of `catalogue`; every outcome is a `ToolResult` (HTTP 200)."""
+    name = body.function or body.name
+    if not name:
+        return webhook.failure(Codes.TOOL_FUNCTION_REQUIRED, Codes.TOOL_FUNCTION_REQUIRED.message)
+    tool = next((t for t in catalogue if t.name == name), None)
+    if tool is None:
+        return webhook.failure(Codes.TOOL_UNKNOWN_FUNCTION, f"There is no tool named {name}.")
+    problem = _argument_problem(tool.parameters, body.arguments)
+    if problem is not None:
+        return webhook.failure(
+            Codes.TOOL_INVALID_ARGUMENTS, Codes.TOOL_INVALID_ARGUMENTS.message.format(detail=problem)
+        )
+    headers = dict(tool.headers)
+    headers.update(secretstore.reveal(ctx.box, secretstore.load(tool.secret_headers)))
+    call = webhook.WebhookCall(
+        name=tool.name,
+        url=tool.url,
+        method=tool.method,
+        headers=headers,
+        timeout_s=tool.timeout_s,
+        arguments=body.arguments,
+    )
+    return await webhook.execute(ctx.http, call, ctx.settings)
+
+
+def _argument_problem(parameters: dict[str, Any], arguments: dict[str, Any]) -> str | None:
+    # An empty registry: a `$ref` to a URL is never fetched (that would be a request from here).
+    validator = Draft202012Validator(parameters, registry=Registry())
+    try:
+        error = next(iter(validator.iter_errors(arguments)), None)
+    except (Unresolvable, RecursionError, ValueError) as exc:
+        return f"the parameters schema cannot be applied: {type(exc).__name__}"
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "arguments"
+    return f"{where}: {error.message}"[:500]
