@@ -238,7 +238,7 @@ def test_validation_result_is_the_cli_body() -> None:
         INTERACTIVE,
         PROMPTS,
     )
-    body = ValidationResult.from_issues(issues).model_dump(exclude_none=True)
+    body = ValidationResult.from_issues(issues).model_dump()
     assert body == {
         "valid": False,
         "errors": [

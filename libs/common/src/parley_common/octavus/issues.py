@@ -31,7 +31,7 @@ class WireIssue(BaseModel):
     """An entry of `errors`/`warnings` as @octavus/cli 2.0.0 parses it (dist/index.js:146-162)."""
 
     message: str
-    path: str | None = None
+    path: str  # the CLI's zod has `path: z.string().optional()`: absent is fine, null is not
     severity: Severity
 
 
@@ -49,7 +49,7 @@ class ValidationResult(BaseModel):
         for issue in issues:
             # The CLI prints `message (path)` only, so the line travels inside the message.
             message = f"{issue.message} (line {issue.line})" if issue.line else issue.message
-            wire = WireIssue(message=message, path=issue.path or None, severity=issue.severity)
+            wire = WireIssue(message=message, path=issue.path, severity=issue.severity)
             (errors if issue.severity == "error" else warnings).append(wire)
         return cls(valid=not errors, errors=errors, warnings=warnings)
 
