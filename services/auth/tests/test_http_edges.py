@@ -233,3 +233,36 @@ async def test_null_for_required_org_field_is_ignored(accounts: Accounts) -> Non
     await user.client.post("/orgs", json={"name": "Keep", "slug": f"null-{user.id.hex[:8]}"})
     resp = await user.client.patch(f"/orgs/null-{user.id.hex[:8]}", json={"name": None, "description": None})
     assert resp.status_code == 200 and resp.json()["name"] == "Keep"
+
+
+async def test_metrics_endpoint_counts_requests_and_rejections(
+    anon: httpx.AsyncClient, accounts: Accounts, ctx: AuthContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def sample(text: str, name: str, **labels: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = (await anon.get("/metrics")).text
+    user = await accounts.create()
+    await user.client.get(f"/orgs/{'m' * 10}")
+    monkeypatch.setattr(ctx.settings, "auth_rate_signup_ip", "1/minute")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=anon._transport.app, client=("10.9.9.9", 1)),  # type: ignore[attr-defined]
+        base_url="http://testserver",
+    ) as client:
+        for _ in range(2):
+            await client.post(
+                "/auth/signup", json={"email": unique_email(), "password": "long enough", "name": "M"}
+            )
+    after = (await anon.get("/metrics")).text
+    labels = {"service": "auth", "method": "GET", "route": "/orgs/{orgSlug}", "status": "404"}
+    assert (
+        sample(after, "parley_http_requests_total", **labels)
+        == sample(before, "parley_http_requests_total", **labels) + 1
+    )
+    assert (
+        sample(after, "parley_rate_limit_rejections_total", action="signup")
+        >= sample(before, "parley_rate_limit_rejections_total", action="signup") + 1
+    )

@@ -7,6 +7,7 @@ middleware, so a trace follows a request across services.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
+from parley_common import metrics
 from parley_common.errors import Codes, ParleyError, envelope
 from parley_common.settings import CommonSettings
 
@@ -90,10 +92,13 @@ async def request(
     timeout: float = 2.0,  # noqa: ASYNC109 - passed through to NATS, which owns the wait
 ) -> Rep:
     """Send a request over the bus and parse the reply; a silent bus becomes `bus.timeout`."""
+    started = time.perf_counter()
     try:
         msg = await broker.request(payload.model_dump_json(exclude_none=True), subject, timeout=timeout)
     except (NatsTimeoutError, NoRespondersError, TimeoutError) as exc:
         raise ParleyError(Codes.BUS_TIMEOUT, params={"subject": subject}) from exc
+    finally:
+        metrics.BUS_REQUEST_SECONDS.labels(subject).observe(time.perf_counter() - started)
     try:
         return reply_model.model_validate_json(msg.body)
     except ValidationError as exc:

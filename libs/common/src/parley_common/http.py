@@ -16,13 +16,15 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from packaging.version import InvalidVersion, Version
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from parley_common import metrics
 from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
 from parley_common.health import Readiness, ReadinessReport
 from parley_common.settings import CommonSettings
@@ -141,17 +143,26 @@ def _client_version_gate(min_version: str) -> Callable[..., Any]:
     return gate
 
 
-async def _access_log(request: Request, call_next: Callable[..., Any]) -> Any:
-    started = time.perf_counter()
-    response = await call_next(request)
-    log.info(
-        "http.request",
-        method=request.method,
-        path=request.url.path,
-        status=response.status_code,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
-    return response
+def _access_log(service: str) -> Callable[..., Any]:
+    async def access_log(request: Request, call_next: Callable[..., Any]) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        # The route template (`/orgs/{orgSlug}`), never the raw path: label values stay bounded.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        if route not in ("/metrics", "/healthz", "/readyz"):
+            metrics.HTTP_REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
+            metrics.HTTP_DURATION.labels(service, request.method, route).observe(elapsed)
+        log.info(
+            "http.request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            duration_ms=round(elapsed * 1000, 2),
+        )
+        return response
+
+    return access_log
 
 
 def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
@@ -214,7 +225,7 @@ def create_app(
     app.add_exception_handler(ParleyError, _parley_error_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
     app.middleware("http")(_client_version_gate(settings.min_client_version))
-    app.middleware("http")(_access_log)
+    app.middleware("http")(_access_log(settings.service_name))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
 
     checks = readiness or Readiness()
@@ -224,6 +235,10 @@ def create_app(
     async def version() -> VersionInfo:
         """API version and the minimum client version this server accepts."""
         return VersionInfo(apiVersion=settings.api_version, minClientVersion=settings.min_client_version)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["meta"], include_in_schema=False)
     async def healthz() -> dict[str, str]:

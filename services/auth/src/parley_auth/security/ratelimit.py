@@ -9,6 +9,7 @@ from limits import parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from parley_common import metrics
 from parley_common.errors import Codes, ParleyError
 
 
@@ -23,6 +24,7 @@ class RateLimiter:
         item = parse(limit)
         if await self.limiter.hit(item, action, identifier.lower()):
             return
+        metrics.RATE_LIMIT_REJECTIONS.labels(action).inc()
         stats = await self.limiter.get_window_stats(item, action, identifier.lower())
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise ParleyError(

@@ -1,0 +1,53 @@
+"""Every Prometheus metric Parley exposes, defined once (docs/operations.md lists them).
+
+Each service serves the default registry at `GET /metrics` (see `create_app`). Labels stay
+low-cardinality on purpose: no agent, user or conversation ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# HTTP (every service, recorded by the app factory's middleware)
+HTTP_REQUESTS = Counter(
+    "parley_http_requests_total", "HTTP requests handled.", ["service", "method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "parley_http_request_duration_seconds",
+    "HTTP request handling time.",
+    ["service", "method", "route"],
+    buckets=_LATENCY_BUCKETS,
+)
+# Bus request/reply as seen by the caller
+BUS_REQUEST_SECONDS = Histogram(
+    "parley_bus_request_seconds", "Bus request/reply round trip.", ["subject"], buckets=_LATENCY_BUCKETS
+)
+# Auth
+RATE_LIMIT_REJECTIONS = Counter(
+    "parley_rate_limit_rejections_total", "Requests refused by a rate limit.", ["action"]
+)
+# Gateway
+WS_CONNECTIONS_ACTIVE = Gauge(
+    "parley_ws_connections_active", "Open client WebSocket/SSE connections.", ["protocol"]
+)
+# Runtime
+SESSIONS_ACTIVE = Gauge("parley_sessions_active", "Sessions owned by this runtime worker.")
+WORKER_CAPACITY_IN_USE = Gauge(
+    "parley_worker_capacity_in_use", "Share of this worker's session slots in use (0..1)."
+)
+TURNS = Counter("parley_turns_total", "Completed user turns.", ["outcome"])
+TURN_LATENCY = Histogram(
+    "parley_turn_latency_seconds", "User input to turn_complete.", buckets=_LATENCY_BUCKETS
+)
+LLM_TIME_TO_FIRST_TOKEN = Histogram(
+    "parley_llm_time_to_first_token_seconds",
+    "LLM request to first streamed token.",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+LLM_ERRORS = Counter("parley_llm_errors_total", "LLM calls that failed.", ["provider", "code"])
+JETSTREAM_CONSUMER_PENDING = Gauge(
+    "parley_jetstream_consumer_pending", "Messages waiting for a JetStream consumer.", ["stream", "consumer"]
+)
