@@ -3,6 +3,7 @@
     issues = validate_definition(protocol_yaml, settings_json, {"system": "You are ..."})
     bundle, warnings = load_definition(protocol_yaml, settings_json, prompts)  # for the runtime
 
+Stream events and trigger bodies of the agent-sessions API are in `parley_common.octavus.events`.
 See docs/octavus-protocols.md (what Parley supports) and docs/octavus-wire.md (what the Octavus
 CLI and SDKs send).
 """

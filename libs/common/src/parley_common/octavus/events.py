@@ -1,0 +1,255 @@
+"""Stream events of `POST /api/agent-sessions/:id/trigger`, as @octavus/core 2.0.0 parses them.
+
+Mirrors core's zod `streamEventSchema` (dist/index.js:206-446), which both SDKs use and which
+silently drops events that do not match. Optional keys must be absent, not null, so serialise
+with `sse()` (it drops None). See docs/octavus-wire.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from parley_common.octavus.blocks import DisplayMode
+
+FinishReason = Literal[
+    "stop", "tool-calls", "client-tool-calls", "length", "content-filter", "error", "other"
+]  # fmt: skip
+ErrorType = Literal[
+    "authentication_error", "permission_error", "validation_error", "not_found_error", "rate_limit_error",
+    "quota_exceeded_error", "provider_error", "provider_overloaded", "provider_timeout", "execution_error",
+    "tool_error", "protocol_error", "internal_error", "unknown_error",
+]  # fmt: skip
+ErrorSource = Literal["platform", "provider", "tool", "client"]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+
+class StartEvent(_Event):
+    type: Literal["start"] = "start"
+    message_id: str | None = Field(default=None, alias="messageId")
+    execution_id: str | None = Field(default=None, alias="executionId")  # needed for tool continuation
+
+
+class FinishEvent(_Event):
+    type: Literal["finish"] = "finish"
+    finish_reason: FinishReason = Field(alias="finishReason")
+    execution_id: str | None = Field(default=None, alias="executionId")
+
+
+class ProviderErrorInfo(_Event):
+    name: str
+    model: str | None = None
+    status_code: int | None = Field(default=None, alias="statusCode")
+    error_type: str | None = Field(default=None, alias="errorType")
+    request_id: str | None = Field(default=None, alias="requestId")
+
+
+class ToolErrorInfo(_Event):
+    name: str
+    call_id: str | None = Field(default=None, alias="callId")
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"] = "error"
+    error_type: ErrorType = Field(alias="errorType")
+    message: str
+    retryable: bool = False
+    source: ErrorSource = "platform"
+    retry_after: float | None = Field(default=None, alias="retryAfter")
+    code: str | None = None
+    provider: ProviderErrorInfo | None = None
+    tool: ToolErrorInfo | None = None
+
+
+class TextStartEvent(_Event):
+    type: Literal["text-start"] = "text-start"
+    id: str
+    response_type: str | None = Field(default=None, alias="responseType")  # text is JSON of this type
+
+
+class TextDeltaEvent(_Event):
+    type: Literal["text-delta"] = "text-delta"
+    id: str
+    delta: str
+
+
+class TextEndEvent(_Event):
+    type: Literal["text-end"] = "text-end"
+    id: str
+
+
+class ReasoningStartEvent(_Event):
+    type: Literal["reasoning-start"] = "reasoning-start"
+    id: str
+
+
+class ReasoningDeltaEvent(_Event):
+    type: Literal["reasoning-delta"] = "reasoning-delta"
+    id: str
+    delta: str
+
+
+class ReasoningEndEvent(_Event):
+    type: Literal["reasoning-end"] = "reasoning-end"
+    id: str
+
+
+class ToolInputStartEvent(_Event):
+    type: Literal["tool-input-start"] = "tool-input-start"
+    tool_call_id: str = Field(alias="toolCallId")
+    tool_name: str = Field(alias="toolName")
+    title: str | None = None
+
+
+class ToolInputDeltaEvent(_Event):
+    type: Literal["tool-input-delta"] = "tool-input-delta"
+    tool_call_id: str = Field(alias="toolCallId")
+    input_text_delta: str = Field(alias="inputTextDelta")  # the client SDK parses it as whole JSON
+
+
+class ToolInputEndEvent(_Event):
+    type: Literal["tool-input-end"] = "tool-input-end"
+    tool_call_id: str = Field(alias="toolCallId")
+
+
+class ToolInputAvailableEvent(_Event):
+    type: Literal["tool-input-available"] = "tool-input-available"
+    tool_call_id: str = Field(alias="toolCallId")
+    tool_name: str = Field(alias="toolName")
+    input: Any = None
+
+
+class ToolOutputAvailableEvent(_Event):
+    type: Literal["tool-output-available"] = "tool-output-available"
+    tool_call_id: str = Field(alias="toolCallId")
+    output: Any = None
+
+
+class ToolOutputErrorEvent(_Event):
+    type: Literal["tool-output-error"] = "tool-output-error"
+    tool_call_id: str = Field(alias="toolCallId")
+    error: str
+
+
+class SourceEvent(_Event):
+    """`sourceType: url` needs `url`; `document` needs `mediaType` and `title`."""
+
+    type: Literal["source"] = "source"
+    source_type: Literal["url", "document"] = Field(alias="sourceType")
+    id: str
+    url: str | None = None
+    title: str | None = None
+    media_type: str | None = Field(default=None, alias="mediaType")
+    filename: str | None = None
+
+
+class BlockStartEvent(_Event):
+    type: Literal["block-start"] = "block-start"
+    block_id: str = Field(alias="blockId")
+    block_name: str = Field(alias="blockName")
+    block_type: str = Field(alias="blockType")
+    display: DisplayMode
+    description: str | None = None
+    output_to_chat: bool | None = Field(default=None, alias="outputToChat")
+    thread: str | None = None  # omitted for the main thread
+
+
+class BlockEndEvent(_Event):
+    type: Literal["block-end"] = "block-end"
+    block_id: str = Field(alias="blockId")
+    summary: str | None = None
+
+
+class ResourceUpdateEvent(_Event):
+    type: Literal["resource-update"] = "resource-update"
+    name: str
+    value: Any = None
+
+
+class PendingToolCall(_Event):
+    tool_call_id: str = Field(alias="toolCallId")
+    tool_name: str = Field(alias="toolName")
+    args: dict[str, Any] = Field(default_factory=dict)
+    source: Literal["llm", "block"] | None = None
+    output_variable: str | None = Field(default=None, alias="outputVariable")  # block tool-calls
+    block_index: int | None = Field(default=None, alias="blockIndex")  # where the handler resumes
+
+
+class ToolResult(_Event):
+    """An entry of the trigger body's `toolResults`."""
+
+    tool_call_id: str = Field(alias="toolCallId")
+    tool_name: str | None = Field(default=None, alias="toolName")
+    result: Any = None
+    error: str | None = None
+    output_variable: str | None = Field(default=None, alias="outputVariable")
+    block_index: int | None = Field(default=None, alias="blockIndex")
+
+
+class ToolRequestEvent(_Event):
+    """Ends a round: must be followed by `finish` with `finishReason: tool-calls`."""
+
+    type: Literal["tool-request"] = "tool-request"
+    tool_calls: list[PendingToolCall] = Field(alias="toolCalls")
+
+
+class ClientToolRequestEvent(_Event):
+    """Made by the server SDK for tools it has no handler for; never sent by the platform."""
+
+    type: Literal["client-tool-request"] = "client-tool-request"
+    execution_id: str = Field(alias="executionId")
+    tool_calls: list[PendingToolCall] = Field(alias="toolCalls")
+    server_tool_results: list[ToolResult] | None = Field(default=None, alias="serverToolResults")
+
+
+class FileAvailableEvent(_Event):
+    type: Literal["file-available"] = "file-available"
+    id: str
+    media_type: str = Field(alias="mediaType")
+    url: str
+    filename: str | None = None
+    size: int | None = None
+    tool_call_id: str | None = Field(default=None, alias="toolCallId")
+
+
+StreamEvent = Annotated[
+    StartEvent | FinishEvent | ErrorEvent | TextStartEvent | TextDeltaEvent | TextEndEvent
+    | ReasoningStartEvent | ReasoningDeltaEvent | ReasoningEndEvent | ToolInputStartEvent
+    | ToolInputDeltaEvent | ToolInputEndEvent | ToolInputAvailableEvent | ToolOutputAvailableEvent
+    | ToolOutputErrorEvent | SourceEvent | BlockStartEvent | BlockEndEvent | ResourceUpdateEvent
+    | ToolRequestEvent | ClientToolRequestEvent | FileAvailableEvent,
+    Field(discriminator="type"),
+]  # fmt: skip
+
+STREAM_EVENT: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+
+
+class TriggerBody(BaseModel):
+    """Body of `POST /api/agent-sessions/:id/trigger` from @octavus/server-sdk 2.0.0: a new
+    trigger `{triggerName, input?}`, a server-side continuation (the same plus `executionId?` and
+    `toolResults`), or a client continuation `{executionId, toolResults}` without a trigger."""
+
+    model_config = ConfigDict(populate_by_name=True)  # unknown keys ignored, as the Octavus API does
+
+    trigger_name: str | None = Field(default=None, alias="triggerName")
+    input: dict[str, Any] | None = None
+    execution_id: str | None = Field(default=None, alias="executionId")
+    tool_results: list[ToolResult] | None = Field(default=None, alias="toolResults")
+
+
+def event_json(event: BaseModel) -> str:
+    """One event as the SDKs parse it: camelCase keys, optional keys absent rather than null."""
+    return json.dumps(event.model_dump(by_alias=True, exclude_none=True), separators=(",", ":"))
+
+
+def sse(event: BaseModel) -> str:
+    """One SSE frame: `data: <json>` and a blank line (the SDKs split on `\\n`, one event a line)."""
+    return f"data: {event_json(event)}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
