@@ -24,17 +24,24 @@ def _user_out(user: User) -> schemas.User:
     return schemas.User.model_validate(user, from_attributes=True)
 
 
-def _set_session_cookie(request: Request, response: Response, ctx: Ctx, token: str, max_age: int) -> None:
-    secure = request.url.scheme == "https" or ctx.settings.public_url.startswith("https://")
+async def _open_session(
+    request: Request, response: Response, ctx: Ctx, db: Db, user: User
+) -> schemas.AuthSessionResponse:
+    """Start a cookie session for `user` (after sign-up or login) and set the cookie."""
+    token, session = await service.start_session(
+        db, ctx.settings, user, user_agent=request.headers.get("user-agent"), ip=client_ip(request)
+    )
+    await db.commit()
     response.set_cookie(
         ctx.settings.auth_cookie_name,
         token,
-        max_age=max_age,
+        max_age=ctx.settings.auth_session_ttl_hours * 3600,
         httponly=True,
-        secure=secure,
+        secure=request.url.scheme == "https" or ctx.settings.public_url.startswith("https://"),
         samesite="lax",
         path="/",
     )
+    return schemas.AuthSessionResponse(expires_at=session.expires_at)
 
 
 @router.post(
@@ -57,12 +64,7 @@ async def signup(
     await ctx.limiter.hit("signup", ctx.settings.auth_rate_signup_ip, ip)
     await ctx.turnstile.verify(turnstile, ip)
     user = await service.create_user(db, str(body.email), body.password, body.name)
-    token, session = await service.start_session(
-        db, ctx.settings, user, user_agent=request.headers.get("user-agent"), ip=ip
-    )
-    await db.commit()
-    _set_session_cookie(request, response, ctx, token, ctx.settings.auth_session_ttl_hours * 3600)
-    return schemas.AuthSessionResponse(expires_at=session.expires_at)
+    return await _open_session(request, response, ctx, db, user)
 
 
 @router.post(
@@ -86,12 +88,7 @@ async def login(
     await ctx.limiter.hit("login:account", ctx.settings.auth_rate_login_account, str(body.email))
     await ctx.turnstile.verify(turnstile, ip)
     user = await service.authenticate(db, str(body.email), body.password)
-    token, session = await service.start_session(
-        db, ctx.settings, user, user_agent=request.headers.get("user-agent"), ip=ip
-    )
-    await db.commit()
-    _set_session_cookie(request, response, ctx, token, ctx.settings.auth_session_ttl_hours * 3600)
-    return schemas.AuthSessionResponse(expires_at=session.expires_at)
+    return await _open_session(request, response, ctx, db, user)
 
 
 @router.delete(
