@@ -1,0 +1,89 @@
+"""Anthropic Messages API streaming (`POST {base_url}/v1/messages`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import httpx
+
+from parley_common.errors import Codes
+from parley_runtime.llm.anthropic_wire import API_VERSION, EventDecoder, build_body
+from parley_runtime.llm.errors import LLMError, protocol_error
+from parley_runtime.llm.sse import drain_rest, sse_events
+from parley_runtime.llm.transport import HttpOptions, new_client, open_stream, traced
+from parley_runtime.llm.types import ChatRequest, LLMEvent
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+class AnthropicProvider:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        default_model: str | None = None,
+        name: str = "anthropic",
+        default_max_tokens: int = 4096,
+        options: HttpOptions | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        # Accept the base with or without the version segment.
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.default_model = default_model
+        self.default_max_tokens = default_max_tokens
+        self.options = options or HttpOptions()
+        self._api_key = api_key
+        self._own_client = client is None
+        self._client = client or new_client(self.options)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
+
+    def stream(self, request: ChatRequest) -> AsyncGenerator[LLMEvent, None]:
+        model = request.model or self.default_model or ""
+        return traced(self.name, model, self._events(request, model))
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+    def _build(self, request: ChatRequest, model: str) -> httpx.Request:
+        return self._client.build_request(
+            "POST",
+            f"{self.base_url}/v1/messages",
+            json=build_body(request, model, default_max_tokens=self.default_max_tokens),
+            headers={
+                "x-api-key": self._api_key,
+                "anthropic-version": API_VERSION,
+                "accept": "text/event-stream",
+            },
+            timeout=self.options.timeout,
+        )
+
+    async def _events(self, request: ChatRequest, model: str) -> AsyncGenerator[LLMEvent, None]:
+        if not model:
+            raise LLMError(Codes.LLM_BAD_REQUEST, self.name, "no model named and no default model configured")
+        build = lambda: self._build(request, model)  # noqa: E731 - rebuilt for each attempt
+        async with open_stream(self._client, build, provider=self.name, options=self.options) as response:
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise protocol_error(self.name, "expected an event stream: is the base URL right?")
+            decoder = EventDecoder(self.name)
+            async with aclosing(sse_events(response, self.name)) as events:
+                async for sse in events:
+                    try:
+                        payload = json.loads(sse.data)
+                    except ValueError as exc:
+                        raise protocol_error(
+                            self.name, f"the data of a {sse.event} event is not JSON"
+                        ) from exc
+                    for event in decoder.feed(payload):
+                        yield event
+                    if decoder.done:
+                        break
+                for event in decoder.end():
+                    yield event
+                await drain_rest(events)
