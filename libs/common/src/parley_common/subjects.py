@@ -24,6 +24,19 @@ CATALOG_AGENT_EVENTS: Final = "catalog.events.agent"
 CONVERSATIONS_STREAM: Final = "CONVERSATIONS"
 CONVERSATION_EVENTS: Final = "conv.events"  # conv.events.<conversation_id>
 
+# Realtime sessions (see session_contract.py). JetStream streams and their subjects:
+SESSIONS_STREAM: Final = "SESSIONS"  # work queue of session starts, consumed by runtime workers
+SESSION_START: Final = "sessions.start"
+SESSION_IN_STREAM: Final = "SESSION_IN"  # session.<id>.in: client input (gateway → runtime)
+SESSION_OUT_STREAM: Final = "SESSION_OUT"  # session.<id>.out: server events (runtime → gateway)
+SESSION_PREFIX: Final = "session"
+# Durable pull consumer shared by every runtime worker on SESSIONS.
+RUNTIME_SESSIONS_CONSUMER: Final = "runtime"
+# Outgoing mail requests (EMAIL_NOTIFY), delivered by the auth service's outbox.
+MAIL_STREAM: Final = "MAIL"
+MAIL_SEND: Final = "mail.send"
+AUTH_MAIL_CONSUMER: Final = "auth-mail"
+
 # health: every service answers a ping on its own subject (used by readiness checks of peers)
 HEALTH_PING_PREFIX: Final = "health.ping"
 
@@ -42,3 +55,16 @@ def agent_event(kind: str) -> str:
 
 def conversation_event(conversation_id: str) -> str:
     return f"{CONVERSATION_EVENTS}.{conversation_id}"
+
+
+def session_in(conversation_id: str) -> str:
+    return f"{SESSION_PREFIX}.{conversation_id}.in"
+
+
+def session_out(conversation_id: str) -> str:
+    return f"{SESSION_PREFIX}.{conversation_id}.out"
+
+
+def session_ctl(conversation_id: str) -> str:
+    """Core NATS (not stored): session timing and the live connection."""
+    return f"{SESSION_PREFIX}.{conversation_id}.ctl"

@@ -1,0 +1,368 @@
+"""Realtime sessions: the Kivox WebSocket frames and the bus contract between gateway and runtimes.
+
+Frames (what a client and the gateway exchange on `/realtime`) follow `ClientMessage` and
+`ServerMessage` of specs/kivox-client.d.ts field for field. The bus carries them between the
+session gateway and the runtime workers:
+
+- `sessions.start` (JetStream stream `SESSIONS`, work-queue retention): one `SessionStart` per
+  conversation. The worker that pulls it owns the session and keeps the message in progress while
+  it runs; if the worker dies, JetStream redelivers it to another worker, which resumes the session
+  from Redis. The owner acks it when the session is closed.
+- `session.<id>.in` (stream `SESSION_IN`): `SessionInput`s from the gateway. Durable, so input
+  survives a worker crash; the owner reads them in stream order and records the last one it has
+  fully processed in Redis.
+- `session.<id>.out` (stream `SESSION_OUT`): `SessionOutput`s, the server events, numbered per
+  conversation (`index` 1, 2, …). A reconnecting client resumes after the last index it has seen.
+- `session.<id>.ctl` (core NATS, not stored): `SessionControl`, the timing from which the gateway
+  makes `tick` events, and which connection is the live one.
+- `mail.send` (stream `MAIL`, work queue): `MailRequest`s from EMAIL_NOTIFY nodes, delivered by the
+  auth service's outbox, idempotent on `mail_id`.
+
+See docs/realtime.md for the whole protocol.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, MutableMapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from pydantic import Base64Bytes, BaseModel, ConfigDict, Field
+
+from parley_common import subjects
+from parley_common.auth_contract import Principal
+from parley_common.conversation_contract import ConversationEndReason
+
+# ------------------------------------------------------------------------------ client frames
+
+
+class _Frame(BaseModel):
+    # Unknown extra fields are ignored: newer clients may send more than this server knows.
+    model_config = ConfigDict(extra="ignore")
+
+
+class ClientHandshake(_Frame):
+    type: Literal["handshake"]
+    agent_id: Annotated[str, Field(min_length=1, max_length=200)]
+    channel: Annotated[str, Field(max_length=64)] | None = None
+    render_directive: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class ClientInputText(_Frame):
+    type: Literal["input_text"]
+    text: str
+
+
+class ClientInputAudio(_Frame):
+    """A recorded utterance follows in the next binary frame(s), until the next JSON frame."""
+
+    type: Literal["input_audio"]
+
+
+class ClientInputAudioStream(_Frame):
+    """Exactly one streamed audio chunk follows in the next binary frame."""
+
+    type: Literal["input_audio_stream"]
+
+
+class ClientCancel(_Frame):
+    type: Literal["cancel"]
+
+
+class ClientEndSession(_Frame):
+    type: Literal["end"]
+
+
+ClientMessage = Annotated[
+    ClientHandshake
+    | ClientInputText
+    | ClientInputAudio
+    | ClientInputAudioStream
+    | ClientCancel
+    | ClientEndSession,
+    Field(discriminator="type"),
+]
+CLIENT_MESSAGE_TYPES = frozenset(
+    {"handshake", "input_text", "input_audio", "input_audio_stream", "cancel", "end"}
+)
+
+# ------------------------------------------------------------------------------ server events
+
+
+class ServerHandshakeOK(_Frame):
+    type: Literal["handshake_ok"] = "handshake_ok"
+    conversation_id: str
+
+
+class ServerHandshakeError(_Frame):
+    type: Literal["handshake_error"] = "handshake_error"
+    # An error code of docs/errors.md (e.g. `auth.unauthenticated`), stable for programs.
+    reason: str
+
+
+class ServerTextFull(_Frame):
+    type: Literal["text_full"] = "text_full"
+    content: str
+
+
+class ServerTextDelta(_Frame):
+    type: Literal["text_delta"] = "text_delta"
+    chunk: str
+
+
+class ServerAudioDelta(_Frame):
+    """On the bus the audio travels inside the event; on the socket the gateway sends
+    `{"type": "audio_delta", "size": n}` followed by one binary frame of n bytes."""
+
+    type: Literal["audio_delta"] = "audio_delta"
+    size: int = Field(ge=0)
+    audio: Base64Bytes
+
+
+class ServerTurnComplete(_Frame):
+    type: Literal["turn_complete"] = "turn_complete"
+
+
+class ServerFlowComplete(_Frame):
+    type: Literal["flow_complete"] = "flow_complete"
+
+
+class ServerSignal(_Frame):
+    type: Literal["signal"] = "signal"
+    name: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServerTransfer(_Frame):
+    type: Literal["transfer"] = "transfer"
+    agent_id: str
+    reason: str
+
+
+class ServerError(_Frame):
+    """Non-fatal: the session lives on unless a `session_closed` follows."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+class ServerTick(_Frame):
+    type: Literal["tick"] = "tick"
+    remaining_ms: int
+    elapsed_ms: int
+
+
+class ServerSessionClosed(_Frame):
+    type: Literal["session_closed"] = "session_closed"
+    reason: ConversationEndReason
+
+
+# What a runtime emits on `session.<id>.out` (handshake replies and ticks are the gateway's own).
+ServerEvent = Annotated[
+    ServerTextFull
+    | ServerTextDelta
+    | ServerAudioDelta
+    | ServerTurnComplete
+    | ServerFlowComplete
+    | ServerSignal
+    | ServerTransfer
+    | ServerError
+    | ServerSessionClosed,
+    Field(discriminator="type"),
+]
+
+# ------------------------------------------------------------------------------ bus messages
+
+
+class SessionStart(BaseModel):
+    """`sessions.start`: a conversation waiting for (or owned by) a runtime worker."""
+
+    conversation_id: UUID
+    agent_id: Annotated[str, Field(max_length=200)]
+    principal: Principal
+    channel: Annotated[str, Field(max_length=64)] | None = None
+    render_directive: Annotated[str, Field(max_length=2000)] | None = None
+    # Session variables given by whoever opened the session (a client token's `data`).
+    variables: dict[str, Any] = Field(default_factory=dict)
+    started_at: datetime
+    # The WebSocket connection that opened it (see `ClientConnected`).
+    connection_id: str
+
+
+class _Input(BaseModel):
+    at: datetime
+    connection_id: str
+
+
+class InputText(_Input):
+    type: Literal["input_text"] = "input_text"
+    text: str
+
+
+class InputAudio(_Input):
+    """One binary frame: part of a recorded utterance (`input_audio`) or a streamed chunk."""
+
+    type: Literal["input_audio"] = "input_audio"
+    mode: Literal["utterance", "stream"]
+    audio: Base64Bytes
+
+
+class InputCancel(_Input):
+    type: Literal["cancel"] = "cancel"
+
+
+class InputEnd(_Input):
+    type: Literal["end"] = "end"
+
+
+class ClientConnected(_Input):
+    """A socket attached to the session (the first one, or a reconnect that resumes it)."""
+
+    type: Literal["connected"] = "connected"
+
+
+class ClientDisconnected(_Input):
+    """The socket dropped without `end`; the runtime waits a grace period for a reconnect."""
+
+    type: Literal["disconnected"] = "disconnected"
+
+
+SessionInput = Annotated[
+    InputText | InputAudio | InputCancel | InputEnd | ClientConnected | ClientDisconnected,
+    Field(discriminator="type"),
+]
+
+
+class SessionInputEnvelope(BaseModel):
+    input: SessionInput
+
+
+class SessionOutput(BaseModel):
+    """`session.<id>.out`: one server event and its per-conversation index (1-based, gapless)."""
+
+    index: int = Field(ge=1)
+    event: ServerEvent
+
+
+class SessionControl(BaseModel):
+    """`session.<id>.ctl` (core NATS): session timing, and the connection the runtime serves."""
+
+    type: Literal["timing"] = "timing"
+    started_at: datetime
+    # When the session times out if nothing changes (duration or silence limit), None if never.
+    deadline_at: datetime | None = None
+    connection_id: str | None = None
+
+
+class MailRequest(BaseModel):
+    """`mail.send`: a message for the auth service's outbox; `mail_id` makes delivery idempotent."""
+
+    mail_id: UUID
+    to: Annotated[str, Field(min_length=3, max_length=320)]
+    subject: Annotated[str, Field(max_length=500)]
+    body: Annotated[str, Field(max_length=100_000)]
+    conversation_id: UUID | None = None
+    agent_id: str | None = None
+
+
+# ------------------------------------------------------------------------------ streams
+
+# Work queues are removed by the ack; input and output are kept long enough to resume a session
+# whose worker died or whose client reconnects, and are bounded per conversation.
+_DAY = 24 * 3600.0
+STREAMS: dict[str, StreamConfig] = {
+    subjects.SESSIONS_STREAM: StreamConfig(
+        name=subjects.SESSIONS_STREAM,
+        subjects=[subjects.SESSION_START],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_age=_DAY + 3600,  # longer than the longest session (24 h)
+        duplicate_window=120.0,
+    ),
+    subjects.SESSION_IN_STREAM: StreamConfig(
+        name=subjects.SESSION_IN_STREAM,
+        subjects=[subjects.session_in("*")],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=6 * 3600.0,
+        max_msgs_per_subject=20_000,
+        discard=DiscardPolicy.OLD,
+    ),
+    subjects.SESSION_OUT_STREAM: StreamConfig(
+        name=subjects.SESSION_OUT_STREAM,
+        subjects=[subjects.session_out("*")],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=6 * 3600.0,
+        max_msgs_per_subject=50_000,
+        discard=DiscardPolicy.OLD,
+    ),
+    # Owned by the catalog (it consumes it); the same definition, so whoever starts first creates it.
+    subjects.CONVERSATIONS_STREAM: StreamConfig(
+        name=subjects.CONVERSATIONS_STREAM,
+        subjects=[f"{subjects.CONVERSATION_EVENTS}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=7 * _DAY,
+        duplicate_window=120.0,
+    ),
+    subjects.MAIL_STREAM: StreamConfig(
+        name=subjects.MAIL_STREAM,
+        subjects=[subjects.MAIL_SEND],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_age=7 * _DAY,
+        duplicate_window=600.0,
+    ),
+}
+
+
+# Streams another service owns: created when missing, never altered.
+_BORROWED = frozenset({subjects.CONVERSATIONS_STREAM})
+
+
+async def ensure_streams(js: JetStreamContext, names: Iterable[str]) -> None:
+    """Create (or bring up to date) the named streams of `STREAMS`."""
+    for name in names:
+        config = STREAMS[name]
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                await js.stream_info(name)  # created concurrently by another process
+            continue
+        if name not in _BORROWED:
+            await js.update_stream(config)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def trace_headers(headers: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Headers carrying the current W3C trace context (same format as FastStream's middleware)."""
+    carrier: dict[str, str] = dict(headers or {})
+    _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+def trace_context(headers: Mapping[str, str] | None) -> Context:
+    """The trace context a message was sent in (empty when it carries none)."""
+    return _PROPAGATOR.extract(dict(headers or {}))
+
+
+def stable_id(conversation_id: UUID, name: str) -> UUID:
+    """A deterministic id for something that happens once in a conversation (an event, a mail), so
+    that a replay after a worker crash produces the same id and consumers drop the duplicate."""
+    return uuid.uuid5(conversation_id, name)
