@@ -1,31 +1,44 @@
 """Bus wiring of a runtime worker, plus the small HTTP app that exposes its health.
 
-The worker's real work arrives over NATS; HTTP is only there so orchestrators (and the devstack
-edge) can probe `/healthz` and `/readyz` the same way as for every other service.
+The worker's real work arrives over NATS (sessions/worker.py); HTTP is only there so
+orchestrators (and the devstack edge) can probe `/healthz` and `/readyz` the same way as for every
+other service.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
+from redis.asyncio import Redis
+
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
 from parley_common.subjects import health_ping
-from redis.asyncio import Redis
-
+from parley_runtime.agents import AgentCache
+from parley_runtime.llm import LLMRegistry, LLMSettings
+from parley_runtime.llm_port import LLMPort
+from parley_runtime.sessions.runner import Deps
+from parley_runtime.sessions.store import StateStore
+from parley_runtime.sessions.worker import SessionWorker
 from parley_runtime.settings import RuntimeSettings, get_settings
 
 
-def build_app(settings: RuntimeSettings | None = None) -> FastAPI:
+def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     name = settings.service_name
     broker = make_broker(settings)
     # Short connect timeout: a readiness probe must fail fast, not hang on a dead Redis.
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, health_check_interval=30)
+    agents = AgentCache(
+        broker, ttl_s=settings.runtime_agent_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
+    )
 
     # Queue group: any one worker answering proves the pool is reachable over the bus.
     @broker.subscriber(health_ping(name), queue=name)
@@ -37,11 +50,35 @@ def build_app(settings: RuntimeSettings | None = None) -> FastAPI:
     readiness.add("redis", redis_check(redis))
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await broker.start()
+        nc = broker.connection
+        llm = LLMPort(LLMRegistry(llm_settings))
+        deps = Deps(
+            settings=settings,
+            broker=broker,
+            nc=nc,
+            js=nc.jetstream(),
+            store=StateStore(
+                redis,
+                ttl_s=settings.runtime_state_ttl_s,
+                closed_ttl_s=settings.runtime_closed_state_ttl_s,
+                max_bytes=settings.runtime_max_state_bytes,
+            ),
+            agents=agents,
+            http=httpx.AsyncClient(),
+            llm=llm,
+            token=f"{name}-{os.getpid()}-{secrets.token_hex(6)}",
+        )
+        worker = SessionWorker(deps)
+        app.state.worker = worker
         try:
+            await worker.start()
             yield
         finally:
+            await worker.stop()
+            await deps.http.aclose()
+            await llm.aclose()
             await broker.stop()
             await redis.aclose()
 

@@ -4,14 +4,42 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from parley_common.settings import CommonSettings
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from parley_common.settings import CommonSettings
 
 
 class RuntimeSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
 
     service_name: str = "runtime"
+
+    # Sessions one worker runs at once; beyond that it leaves session starts to other workers.
+    runtime_max_sessions: int = Field(default=5000, ge=1)
+    # A claimed session start is kept "in progress" every heartbeat; JetStream hands it to another
+    # worker when no heartbeat came for ack_wait (a dead worker's sessions move on after this).
+    runtime_claim_ack_wait_s: float = Field(default=6.0, gt=0)
+    runtime_claim_heartbeat_s: float = Field(default=1.5, gt=0)
+    # A session taken over this many times (each owner died running it) is closed with `error`.
+    runtime_max_claims: int = Field(default=6, ge=1)
+    # After the socket drops (without `end`), how long the client has to reconnect and resume.
+    runtime_reconnect_grace_s: float = Field(default=30.0, ge=0)
+    # Limits for agents that set none (AgentConfig max_session_duration_minutes / max_silence_...).
+    runtime_default_max_session_minutes: float = Field(default=60.0, gt=0)
+    runtime_default_silence_timeout_s: float = Field(default=600.0, gt=0)
+    # Live session state in Redis: bounded per session (oldest history dropped first), with a TTL.
+    runtime_max_state_bytes: int = Field(default=256 * 1024, ge=4096)
+    runtime_history_max_messages: int = Field(default=100, ge=2)
+    runtime_state_ttl_s: int = Field(default=25 * 3600, ge=60)
+    runtime_closed_state_ttl_s: int = Field(default=3600, ge=1)
+    # Nodes run without waiting for the user before the flow is declared broken (loop guard).
+    runtime_max_steps_per_turn: int = Field(default=200, ge=1)
+    # Agent snapshots are cached (dropped on catalog agent events, and after this TTL anyway).
+    runtime_agent_cache_ttl_s: float = Field(default=300.0, ge=0)
+    # WEBHOOK nodes: private/loopback destinations are refused unless allowed (SSRF guard).
+    runtime_webhook_allow_private: bool = False
+    runtime_webhook_max_response_bytes: int = Field(default=64 * 1024, ge=1024)
 
 
 @lru_cache

@@ -1,0 +1,84 @@
+"""The workflow graph of a blueprint, indexed for execution, and how an edge is chosen.
+
+Parley runs the first entry of `entries` (the one named `main` when there is one). Leaving a node,
+the edges from it are considered in their order in the blueprint:
+- EVAL nodes follow the edge whose `branch` is `"true"` / `"false"` (booleans accepted too);
+  WEBHOOK nodes the one whose `branch` is `"success"` / `"error"`, else an edge without a branch;
+- among those, the first edge whose `condition` expression holds is taken, else the first edge
+  without a `condition`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from parley_common.blueprint import Blueprint, BlueprintEdge, BlueprintNode, NodeType
+
+
+class FlowError(Exception):
+    """The flow cannot continue (a missing node or edge, invalid node data)."""
+
+
+def _branch(edge: BlueprintEdge) -> str | None:
+    value = (edge.model_extra or {}).get("branch")
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip().lower()
+
+
+def _condition(edge: BlueprintEdge) -> str | None:
+    value = (edge.model_extra or {}).get("condition")
+    return value if isinstance(value, str) and value.strip() else None
+
+
+@dataclass
+class Graph:
+    nodes: dict[str, BlueprintNode]
+    edges: dict[str, list[BlueprintEdge]] = field(default_factory=dict)
+    start_id: str = ""
+
+    @classmethod
+    def of(cls, blueprint: Blueprint | None) -> Graph:
+        if blueprint is None or not blueprint.entries:
+            raise FlowError("the agent has no blueprint entry to run")
+        entry = next((e for e in blueprint.entries if e.name == "main"), blueprint.entries[0])
+        nodes = {n.id: n for n in entry.workflow.nodes}
+        edges: dict[str, list[BlueprintEdge]] = {}
+        for edge in entry.workflow.edges:
+            edges.setdefault(edge.source, []).append(edge)
+        starts = [n.id for n in entry.workflow.nodes if n.type == NodeType.START]
+        if len(starts) != 1:
+            raise FlowError(f"the workflow must have exactly one {NodeType.START} node, not {len(starts)}")
+        return cls(nodes=nodes, edges=edges, start_id=starts[0])
+
+    def node(self, node_id: str) -> BlueprintNode:
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise FlowError(f"no node {node_id!r} in the workflow")
+        return node
+
+    def has_branch(self, node_id: str, branch: str) -> bool:
+        return any(_branch(e) == branch for e in self.edges.get(node_id, []))
+
+    def next(self, node_id: str, holds: Callable[[str], Any], branch: str | None = None) -> str:
+        """The node after `node_id`; `holds(expression)` evaluates edge conditions."""
+        edges = self.edges.get(node_id, [])
+        if branch is not None:
+            candidates = [e for e in edges if _branch(e) == branch] or [
+                e for e in edges if _branch(e) is None
+            ]
+        else:
+            candidates = edges
+        for edge in candidates:
+            condition = _condition(edge)
+            if condition is not None and holds(condition):
+                return edge.target
+        for edge in candidates:
+            if _condition(edge) is None:
+                return edge.target
+        where = f" for branch {branch!r}" if branch is not None else ""
+        raise FlowError(f"node {node_id!r} has no edge to follow{where}")

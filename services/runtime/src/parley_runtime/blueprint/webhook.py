@@ -1,0 +1,91 @@
+"""FUNCTION.WEBHOOK: one HTTP call with the node's timeout, its response bounded in size.
+
+Unless `PARLEY_RUNTIME_WEBHOOK_ALLOW_PRIVATE` is set, destinations that resolve to loopback,
+private, link-local, multicast or reserved addresses are refused (an agent author must not be able
+to reach the platform's own network), and redirects are not followed for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from parley_runtime.blueprint.interpreter import WebhookCall, WebhookResult
+
+
+async def _blocked_reason(host: str) -> str | None:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            return f"{host} resolves to the non-public address {address}"
+    return None
+
+
+def _parse(body: bytes, content_type: str) -> Any:
+    text = body.decode("utf-8", errors="replace")
+    if "json" in content_type or text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+async def call_webhook(
+    client: httpx.AsyncClient, call: WebhookCall, *, allow_private: bool, max_bytes: int
+) -> WebhookResult:
+    parts = urlsplit(call.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return WebhookResult(ok=False, error=f"not an http(s) URL: {call.url[:200]!r}")
+    if not allow_private:
+        reason = await _blocked_reason(parts.hostname)
+        if reason is not None:
+            return WebhookResult(ok=False, error=reason)
+    headers = dict(call.headers)
+    content: str | None = None
+    payload: Any = None
+    if isinstance(call.body, dict):
+        payload = call.body
+    elif isinstance(call.body, str) and call.method != "GET":
+        content = call.body
+        try:
+            json.loads(content)
+        except ValueError:
+            headers.setdefault("content-type", "text/plain; charset=utf-8")
+        else:
+            headers.setdefault("content-type", "application/json")
+    try:
+        async with client.stream(
+            call.method,
+            call.url,
+            headers=headers,
+            content=content,
+            json=payload,
+            timeout=call.timeout_s,
+            follow_redirects=False,
+        ) as response:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    return WebhookResult(ok=False, error=f"the response exceeds {max_bytes} bytes")
+                chunks.append(chunk)
+            value = _parse(b"".join(chunks), response.headers.get("content-type", ""))
+            if not response.is_success:
+                return WebhookResult(ok=False, value=value, error=f"HTTP {response.status_code}")
+            return WebhookResult(ok=True, value=value)
+    except httpx.TimeoutException:
+        return WebhookResult(ok=False, error=f"no answer within {call.timeout_s:g} s")
+    except httpx.HTTPError as exc:
+        return WebhookResult(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])

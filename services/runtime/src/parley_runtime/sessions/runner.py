@@ -1,0 +1,542 @@
+"""One session on its owning worker: inputs in, turns of the blueprint, events out, until it closes.
+
+Exactly-once across a crash: a turn (the start of the flow, or one user input) runs on a copy of
+the committed state and is committed in one Redis write together with the transcript events it
+produced (`outbox`) and the events that end it (`tail`), which are published right after the
+write. A worker that takes the session over after a crash:
+
+1. loads the committed state and reads the index of the last event that reached
+   `session.<id>.out`; if it is beyond what the state accounts for, a turn was cut short after the
+   client saw part of it, so the client first gets `error` `realtime.turn_restarted`;
+2. publishes the committed `outbox` and `tail` again (the catalog drops transcript events it has by
+   `event_id`; tail events the stream already holds are skipped);
+3. reads input again from the first one the state has not processed, so the interrupted user
+   message is answered again, from the committed state, and committed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import httpx
+import structlog
+from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from parley_common import subjects
+from parley_common.catalog_contract import AgentSnapshot
+from parley_common.conversation_contract import ConversationEnded, ConversationEndReason, ConversationStarted
+from parley_common.errors import Codes, ErrorCode, ParleyError, envelope
+from parley_common.session_contract import (
+    ClientConnected,
+    ClientDisconnected,
+    InputAudio,
+    InputCancel,
+    InputEnd,
+    InputText,
+    MailRequest,
+    ServerError,
+    ServerEvent,
+    ServerSessionClosed,
+    ServerTextDelta,
+    ServerTurnComplete,
+    SessionControl,
+    SessionStart,
+    stable_id,
+    trace_context,
+    trace_headers,
+)
+from parley_runtime.agents import AgentCache
+from parley_runtime.blueprint.graph import FlowError, Graph
+from parley_runtime.blueprint.interpreter import Interpreter, Outcome, WebhookCall, WebhookResult
+from parley_runtime.blueprint.webhook import call_webhook
+from parley_runtime.llm_port import LLMPort
+from parley_runtime.sessions.state import HistoryItem, SessionState
+from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
+from parley_runtime.sessions.streams import InputFeed, Outlet, Received, last_output_index
+from parley_runtime.settings import RuntimeSettings
+
+log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("parley.runtime")
+
+
+class Claim(Protocol):
+    """The session start message this worker holds (see worker.py)."""
+
+    @property
+    def deliveries(self) -> int: ...
+
+    async def ack(self) -> None: ...
+
+
+@dataclass
+class Deps:
+    settings: RuntimeSettings
+    broker: NatsBroker
+    nc: Client
+    js: JetStreamContext
+    store: StateStore
+    agents: AgentCache
+    http: httpx.AsyncClient
+    llm: LLMPort
+    token: str  # this worker's identity in the session ownership fence
+
+
+@dataclass
+class Turn:
+    input_seq: int | None  # None: the start of the flow
+    work: SessionState
+    task: asyncio.Task[Outcome] | None = None
+    cancel_requested: bool = False
+    llm_task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Timers:
+    max_duration: timedelta
+    max_silence: timedelta
+    grace: timedelta
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SessionRunner:
+    def __init__(self, deps: Deps, start: SessionStart, claim: Claim) -> None:
+        self.deps = deps
+        self.start = start
+        self.claim = claim
+        self.conversation_id = start.conversation_id
+        self.log = log.bind(conversation_id=str(start.conversation_id))
+        self.state = SessionState.new(start)
+        self.outlet: Outlet | None = None
+        self.inputs = InputFeed(deps.js, start.conversation_id)
+        self.turn: Turn | None = None
+        self.pending: deque[Received] = deque()
+        self.closed = False
+        self.snapshot: AgentSnapshot | None = None
+        self.graph: Graph | None = None
+        self.timers = _Timers(
+            max_duration=timedelta(minutes=deps.settings.runtime_default_max_session_minutes),
+            max_silence=timedelta(seconds=deps.settings.runtime_default_silence_timeout_s),
+            grace=timedelta(seconds=deps.settings.runtime_reconnect_grace_s),
+        )
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except OwnershipLost:
+            self.log.warning("session.ownership_lost")
+        finally:
+            await self._abandon_turn()
+            await self.inputs.close()
+
+    async def _run(self) -> None:
+        deps = self.deps
+        await deps.store.claim(self.conversation_id, deps.token)
+        stored = await deps.store.load(self.conversation_id)
+        if stored is not None:
+            self.state = stored
+        last_out = await last_output_index(deps.js, self.conversation_id)
+        self.outlet = Outlet(deps.nc, deps.js, self.conversation_id, max(self.state.out_index, last_out) + 1)
+        self.log.info("session.claimed", deliveries=self.claim.deliveries, resumed=stored is not None)
+        # What the committed state says was published: again, idempotently.
+        await self._flush(self.state, published_up_to=last_out)
+        if self.state.phase == "closed":
+            await self.claim.ack()
+            return
+        if self.claim.deliveries > deps.settings.runtime_max_claims:
+            await self._close(ConversationEndReason.ERROR, error=(Codes.RUNTIME_SESSION_FAILED, {}))
+            return
+        if not await self._load_agent():
+            return
+        if last_out > self.state.out_index:
+            await self._error(Codes.REALTIME_TURN_RESTARTED, {})
+        await self.inputs.open(self.state.last_input_seq)
+        await self._publish_timing()
+        if self.state.phase == "new":
+            self._begin_turn(None, None)
+        await self._loop()
+
+    async def _load_agent(self) -> bool:
+        try:
+            self.snapshot = await self.deps.agents.get(self.state.agent_id)
+            self.graph = Graph.of(self.snapshot.blueprint)
+        except ParleyError as exc:
+            await self._close(
+                ConversationEndReason.ERROR, error=(Codes.RUNTIME_AGENT_UNAVAILABLE, {"detail": exc.message})
+            )
+            return False
+        except FlowError as exc:
+            await self._close(
+                ConversationEndReason.ERROR, error=(Codes.RUNTIME_FLOW_BROKEN, {"detail": str(exc)})
+            )
+            return False
+        config = self.snapshot.config
+        if config.max_session_duration_minutes:
+            self.timers.max_duration = timedelta(minutes=config.max_session_duration_minutes)
+        if config.max_silence_timeout_seconds:
+            self.timers.max_silence = timedelta(seconds=config.max_silence_timeout_seconds)
+        return True
+
+    async def _loop(self) -> None:
+        getter: asyncio.Task[Received] | None = None
+        try:
+            while not self.closed:
+                if getter is None:
+                    getter = asyncio.ensure_future(self.inputs.queue.get())
+                waits: set[asyncio.Future[Any]] = {getter}
+                if self.turn is not None and self.turn.task is not None:
+                    waits.add(self.turn.task)
+                timeout = max(0.0, (self._next_deadline() - _now()).total_seconds())
+                done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if self.turn is not None and self.turn.task is not None and self.turn.task in done:
+                    await self._finish_turn()
+                if getter in done:
+                    received, getter = getter.result(), None
+                    if not self.closed:
+                        await self._on_input(received)
+                if not done and not self.closed:
+                    await self._on_deadline()
+        finally:
+            if getter is not None:
+                getter.cancel()
+
+    # ----------------------------------------------------------------------------- input
+
+    async def _on_input(self, received: Received) -> None:
+        item = received.input
+        idle = self.turn is None
+        if isinstance(item, InputText | InputAudio) and (not idle or self.pending):
+            self.pending.append(received)
+            return
+        if isinstance(item, InputText):
+            self._begin_turn(received.seq, item.text, received.headers)
+            return
+        if isinstance(item, InputEnd):
+            await self._close(ConversationEndReason.CLIENT_END, input_seq=received.seq)
+            return
+        if isinstance(item, InputCancel):
+            # Stops the LLM stream of the running turn; the turn then ends as usual with what was
+            # said so far. With nothing running there is nothing to stop.
+            if self.turn is not None:
+                self.turn.cancel_requested = True
+                if self.turn.llm_task is not None:
+                    self.turn.llm_task.cancel()
+        elif isinstance(item, ClientConnected):
+            self.state.connection_id = item.connection_id
+            self.state.disconnected_at = None
+            await self._publish_timing()
+        elif isinstance(item, ClientDisconnected):
+            # A reconnect may already have replaced this connection; only the live one counts.
+            if item.connection_id == self.state.connection_id:
+                self.state.disconnected_at = item.at
+        elif isinstance(item, InputAudio) and not self.state.audio_warned:
+            self.state.audio_warned = True
+            await self._error(Codes.REALTIME_AUDIO_UNSUPPORTED, {})
+        if self.turn is None:
+            # Control input while idle is processed here and now: record it.
+            self.state.last_input_seq = received.seq
+            await self.deps.store.save(self.state, self.deps.token)
+
+    # ----------------------------------------------------------------------------- turns
+
+    def _begin_turn(
+        self, input_seq: int | None, text: str | None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        assert self.graph is not None and self.snapshot is not None
+        work = self.state.model_copy(deep=True)
+        work.outbox, work.tail = [], []
+        turn = Turn(input_seq=input_seq, work=work)
+        io = _TurnIO(self, turn)
+        interpreter = Interpreter(
+            self.graph,
+            io,
+            system_prompt=self.snapshot.config.global_system_prompt,
+            secrets=self.snapshot.secrets,
+            max_steps=self.deps.settings.runtime_max_steps_per_turn,
+            history_limit=self.deps.settings.runtime_history_max_messages,
+        )
+        if text is None:
+            work.outbox.append(
+                ConversationStarted(
+                    event_id=stable_id(self.conversation_id, "started"),
+                    conversation_id=self.conversation_id,
+                    at=work.started_at,
+                    agent_id=self.snapshot.agent_id,
+                    channel=work.channel,
+                    user_id=work.user_id,
+                )
+            )
+            body: Awaitable[Outcome] = interpreter.start(work)
+        else:
+            body = interpreter.user_input(work, text)
+        turn.task = asyncio.create_task(self._traced_turn(body, headers, input_seq), name="turn")
+        self.turn = turn
+        # Busy: no silence timeout while the runtime is working (new deadline for the ticks).
+        task = asyncio.ensure_future(self._publish_timing())
+        task.add_done_callback(_log_failure)
+
+    async def _traced_turn(
+        self, body: Awaitable[Outcome], headers: Mapping[str, str] | None, seq: int | None
+    ) -> Outcome:
+        # The turn continues the trace of the input that caused it (gateway → bus → here → LLM).
+        token = otel_context.attach(trace_context(headers))
+        try:
+            with tracer.start_as_current_span(
+                "runtime.turn",
+                attributes={"conversation.id": str(self.conversation_id), "input.seq": seq or 0},
+            ):
+                return await body
+        finally:
+            otel_context.detach(token)
+
+    async def _finish_turn(self) -> None:
+        turn = self.turn
+        assert turn is not None and turn.task is not None and self.outlet is not None
+        try:
+            outcome = turn.task.result()
+        except FlowError as exc:
+            self.turn = None
+            await self._close(
+                ConversationEndReason.ERROR,
+                base=turn.work,
+                input_seq=turn.input_seq,
+                error=(Codes.RUNTIME_FLOW_BROKEN, {"detail": str(exc)}),
+            )
+            return
+        except Exception:
+            self.log.exception("session.turn_failed")
+            self.turn = None
+            await self._close(
+                ConversationEndReason.ERROR,
+                base=turn.work,
+                input_seq=turn.input_seq,
+                error=(Codes.INTERNAL, {}),
+            )
+            return
+        self.turn = None
+        if outcome.closed is not None:
+            await self._close(
+                outcome.closed, base=turn.work, input_seq=turn.input_seq, summary=outcome.summary
+            )
+            return
+        work = self._merge(turn.work, turn.input_seq)
+        work.last_activity_at = _now()  # silence counts from the end of the runtime's turn
+        work.tail = [self.outlet.reserve(ServerTurnComplete())]
+        work.out_index = self.outlet.next_index - 1
+        if not await self._commit(work):
+            return
+        await self._publish_timing()
+        while self.pending and self.turn is None and not self.closed:
+            await self._on_input(self.pending.popleft())
+
+    def _merge(self, work: SessionState, input_seq: int | None) -> SessionState:
+        """The turn's state, with what the input loop owns (connection, processed control input)."""
+        work.turn_no = self.state.turn_no + 1
+        work.connection_id = self.state.connection_id
+        work.disconnected_at = self.state.disconnected_at
+        work.audio_warned = self.state.audio_warned
+        if input_seq is not None:
+            work.last_input_seq = max(input_seq, self.state.last_input_seq)
+        return work
+
+    async def _commit(self, work: SessionState) -> bool:
+        try:
+            await self.deps.store.save(work, self.deps.token)
+        except StateTooLarge as exc:
+            await self._close(
+                ConversationEndReason.ERROR, error=(Codes.RUNTIME_FLOW_BROKEN, {"detail": str(exc)})
+            )
+            return False
+        self.state = work
+        await self._flush(work)
+        return True
+
+    async def _flush(self, state: SessionState, published_up_to: int = 0) -> None:
+        """Publish what a commit produced: transcript events, then the events that end the turn."""
+        js = self.deps.js
+        for event in state.outbox:
+            await js.publish(
+                subjects.conversation_event(str(self.conversation_id)),
+                event.model_dump_json().encode(),
+                headers=trace_headers({"Nats-Msg-Id": str(event.event_id)}),
+            )
+        assert self.outlet is not None
+        for out in state.tail:
+            if out.index > published_up_to:
+                await self.outlet.publish_acked(out)
+        state.outbox, state.tail = [], []
+
+    async def _abandon_turn(self) -> None:
+        turn, self.turn = self.turn, None
+        if turn is not None and turn.task is not None and not turn.task.done():
+            turn.task.cancel()
+            with contextlib.suppress(BaseException):
+                await turn.task
+
+    # ----------------------------------------------------------------------------- closing
+
+    async def _close(
+        self,
+        reason: ConversationEndReason,
+        *,
+        base: SessionState | None = None,
+        input_seq: int | None = None,
+        summary: str | None = None,
+        error: tuple[ErrorCode, dict[str, Any]] | None = None,
+    ) -> None:
+        """End the session: the last events, `session_closed`, the transcript's end, the ack."""
+        assert self.outlet is not None
+        running = self.turn
+        await self._abandon_turn()
+        if base is None and running is not None:
+            base = running.work  # what the cut-short turn already said stays in the transcript
+            input_seq = input_seq or running.input_seq
+        work = self._merge(base if base is not None else self.state.model_copy(deep=True), input_seq)
+        if error is not None:
+            await self._error(*error)
+        work.phase = "closed"
+        work.end_reason = reason
+        work.outbox.append(
+            ConversationEnded(
+                event_id=stable_id(self.conversation_id, "ended"),
+                conversation_id=self.conversation_id,
+                at=_now(),
+                end_reason=reason,
+                summary=summary,
+            )
+        )
+        work.tail = [self.outlet.reserve(ServerSessionClosed(reason=reason))]
+        work.out_index = self.outlet.next_index - 1
+        self.closed = True
+        try:
+            await self.deps.store.save(work, self.deps.token)
+        except StateTooLarge:
+            work.history.clear()
+            work.variables = {}
+            await self.deps.store.save(work, self.deps.token)
+        self.state = work
+        await self._flush(work)
+        await self.claim.ack()
+        self.log.info("session.closed", reason=reason.value)
+
+    # ----------------------------------------------------------------------------- timing
+
+    def _idle(self) -> bool:
+        return self.turn is None and not self.pending
+
+    def _next_deadline(self) -> datetime:
+        deadline = self.state.deadline(self.timers.max_duration, self.timers.max_silence, idle=self._idle())
+        if self.state.disconnected_at is not None:
+            deadline = min(deadline, self.state.disconnected_at + self.timers.grace)
+        return deadline
+
+    async def _on_deadline(self) -> None:
+        now = _now()
+        if self.state.disconnected_at is not None and now >= self.state.disconnected_at + self.timers.grace:
+            await self._close(ConversationEndReason.SOCKET_SHUTDOWN)
+        elif now >= self.state.deadline(self.timers.max_duration, self.timers.max_silence, idle=self._idle()):
+            await self._close(ConversationEndReason.TIMEOUT)
+
+    async def _publish_timing(self) -> None:
+        control = SessionControl(
+            started_at=self.state.started_at,
+            deadline_at=self.state.deadline(
+                self.timers.max_duration, self.timers.max_silence, idle=self._idle()
+            ),
+            connection_id=self.state.connection_id,
+        )
+        await self.deps.nc.publish(
+            subjects.session_ctl(str(self.conversation_id)), control.model_dump_json().encode()
+        )
+
+    # ----------------------------------------------------------------------------- output
+
+    async def _emit(self, event: ServerEvent) -> None:
+        assert self.outlet is not None
+        await self.outlet.emit(event)
+
+    async def _error(self, code: ErrorCode, params: dict[str, Any]) -> None:
+        await self._emit(ServerError(code=code.code, message=envelope(code, params=params).message))
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("session.background_failed", error=str(task.exception()))
+
+
+@dataclass
+class _TurnIO:
+    """What the interpreter may do during one turn (see interpreter.TurnIO)."""
+
+    runner: SessionRunner
+    turn: Turn
+    deltas: list[str] = field(default_factory=list)
+
+    def now(self) -> datetime:
+        return _now()
+
+    async def emit(self, event: ServerEvent) -> None:
+        await self.runner._emit(event)
+
+    async def error(self, code: ErrorCode, params: dict[str, Any]) -> None:
+        await self.runner._error(code, params)
+
+    async def answer(self, system: str, history: list[HistoryItem]) -> str:
+        runner, turn = self.runner, self.turn
+        assert runner.snapshot is not None
+        parts: list[str] = []
+
+        async def on_text(chunk: str) -> None:
+            parts.append(chunk)
+            await runner._emit(ServerTextDelta(chunk=chunk))
+
+        stream = asyncio.create_task(runner.deps.llm.stream(runner.snapshot, system, history, on_text))
+        turn.llm_task = stream
+        if turn.cancel_requested:
+            stream.cancel()
+        try:
+            await stream
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the whole turn is being abandoned (end, timeout, shutdown)
+            # `cancel` from the client: the answer is what was streamed so far.
+        except ParleyError as exc:
+            await runner._emit(ServerError(code=exc.code.code, message=exc.message))
+        except Exception as exc:
+            runner.log.exception("session.llm_failed")
+            await runner._error(Codes.RUNTIME_LLM_FAILED, {"detail": type(exc).__name__})
+        finally:
+            turn.llm_task = None
+        return "".join(parts)
+
+    async def webhook(self, call: WebhookCall) -> WebhookResult:
+        settings = self.runner.deps.settings
+        with tracer.start_as_current_span("runtime.webhook", attributes={"node.id": call.node_id}):
+            return await call_webhook(
+                self.runner.deps.http,
+                call,
+                allow_private=settings.runtime_webhook_allow_private,
+                max_bytes=settings.runtime_webhook_max_response_bytes,
+            )
+
+    async def mail(self, request: MailRequest) -> None:
+        await self.runner.deps.js.publish(
+            subjects.MAIL_SEND,
+            request.model_dump_json().encode(),
+            headers=trace_headers({"Nats-Msg-Id": str(request.mail_id)}),
+        )

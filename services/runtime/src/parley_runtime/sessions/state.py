@@ -1,0 +1,106 @@
+"""The live state of one session, as kept in Redis between turns.
+
+A turn works on a copy and replaces the stored state in one write when it commits (see
+store.py). Everything a turn produces for others goes into the commit too: transcript events in
+`outbox`, the events that end the turn (`turn_complete`, `session_closed`) in `tail`. Both are
+published after the commit and published again by whoever resumes the session after a crash,
+under ids that make the second publication a no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from parley_common.conversation_contract import (
+    ConversationEndReason,
+    ConversationEvent,
+    ConversationMessage,
+    MessageRole,
+)
+from parley_common.session_contract import SessionOutput, SessionStart, stable_id
+
+Phase = Literal["new", "waiting", "closed"]
+
+
+class HistoryItem(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class SessionState(BaseModel):
+    conversation_id: UUID
+    agent_id: str
+    user_id: UUID | None = None
+    channel: str | None = None
+    render_directive: str | None = None
+    started_at: datetime
+    # new: the flow has not run yet; waiting: paused on a DIALOG node for user input.
+    phase: Phase = "new"
+    node_id: str | None = None
+    node_turns: int = 0  # user turns taken in the current DIALOG node
+    variables: dict[str, Any] = Field(default_factory=dict)
+    history: list[HistoryItem] = Field(default_factory=list)
+    turn_no: int = 0  # committed turns, for deterministic ids of what a turn does
+    msg_seq: int = 0  # transcript messages committed
+    last_input_seq: int = 0  # SESSION_IN stream sequence of the last input fully processed
+    out_index: int = 0  # highest `session.<id>.out` index this state accounts for (tail included)
+    last_activity_at: datetime
+    connection_id: str | None = None
+    disconnected_at: datetime | None = None
+    audio_warned: bool = False
+    end_reason: ConversationEndReason | None = None
+    outbox: list[ConversationEvent] = Field(default_factory=list)
+    tail: list[SessionOutput] = Field(default_factory=list)
+
+    @classmethod
+    def new(cls, start: SessionStart) -> SessionState:
+        conv = str(start.conversation_id)
+        variables: dict[str, Any] = {
+            **start.variables,
+            "conversation_id": conv,
+            "agent_id": start.agent_id,
+            "channel": start.channel or "",
+        }
+        return cls(
+            conversation_id=start.conversation_id,
+            agent_id=start.agent_id,
+            user_id=start.principal.user_id,
+            channel=start.channel,
+            render_directive=start.render_directive,
+            started_at=start.started_at,
+            variables=variables,
+            last_activity_at=start.started_at,
+            connection_id=start.connection_id,
+        )
+
+    def message(self, role: MessageRole, content: str, at: datetime) -> ConversationMessage:
+        """Append a transcript message to the outbox, numbered after the committed ones."""
+        seq = self.msg_seq
+        self.msg_seq += 1
+        event = ConversationMessage(
+            event_id=stable_id(self.conversation_id, f"message:{seq}"),
+            conversation_id=self.conversation_id,
+            at=at,
+            message_id=stable_id(self.conversation_id, f"message-id:{seq}"),
+            role=role,
+            content=content[:200_000],
+            seq=seq,
+        )
+        self.outbox.append(event)
+        return event
+
+    def remember(self, role: Literal["user", "assistant"], content: str, limit: int) -> None:
+        self.history.append(HistoryItem(role=role, content=content))
+        if len(self.history) > limit:
+            del self.history[: len(self.history) - limit]
+
+    def deadline(self, max_duration: timedelta, max_silence: timedelta, *, idle: bool) -> datetime:
+        """When the session times out: its maximum duration, or silence while it waits for input."""
+        end = self.started_at + max_duration
+        if idle and self.phase == "waiting":
+            end = min(end, self.last_activity_at + max_silence)
+        return end

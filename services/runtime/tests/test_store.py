@@ -1,0 +1,76 @@
+"""Session state in Redis: fenced by owner, bounded in size, with a TTL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.session_contract import SessionStart
+from parley_runtime.sessions.state import SessionState
+from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
+
+
+def new_state() -> SessionState:
+    principal = Principal(kind=CredentialKind.SESSION, credential_id=uuid.uuid4(), user_id=uuid.uuid4())
+    return SessionState.new(
+        SessionStart(
+            conversation_id=uuid.uuid4(),
+            agent_id="a",
+            principal=principal,
+            started_at=datetime.now(UTC),
+            connection_id="c",
+        )
+    )
+
+
+@pytest.fixture
+async def redis(infra: Any) -> Any:
+    client = Redis.from_url(infra.redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_only_the_current_owner_writes(redis: Redis) -> None:
+    store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=100_000)
+    state = new_state()
+    await store.claim(state.conversation_id, "worker-a")
+    state.variables["x"] = 1
+    await store.save(state, "worker-a")
+    # JetStream handed the session to worker b: a's late write must not clobber b's state.
+    await store.claim(state.conversation_id, "worker-b")
+    state.variables["x"] = 2
+    with pytest.raises(OwnershipLost):
+        await store.save(state, "worker-a")
+    loaded = await store.load(state.conversation_id)
+    assert loaded is not None and loaded.variables["x"] == 1
+    await store.save(state, "worker-b")
+    loaded = await store.load(state.conversation_id)
+    assert loaded is not None and loaded.variables["x"] == 2
+    ttl = await redis.ttl(f"parley:rt:session:{state.conversation_id}:state")
+    assert 90 <= ttl <= 100
+    state.phase = "closed"
+    await store.save(state, "worker-b")
+    assert await redis.ttl(f"parley:rt:session:{state.conversation_id}:state") <= 10
+
+
+async def test_state_is_bounded_by_dropping_the_oldest_history(redis: Redis) -> None:
+    store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=8_000)
+    state = new_state()
+    await store.claim(state.conversation_id, "w")
+    for i in range(100):
+        state.remember("user", f"message {i} " + "x" * 100, limit=1000)
+    await store.save(state, "w")
+    raw = await redis.get(f"parley:rt:session:{state.conversation_id}:state")
+    assert raw is not None and len(raw) <= 8_000
+    loaded = await store.load(state.conversation_id)
+    assert loaded is not None and 0 < len(loaded.history) < 100
+    assert loaded.history[-1].content.startswith("message 99 ")  # the newest are kept
+
+    state.variables["blob"] = "y" * 10_000  # not history: cannot be trimmed away
+    with pytest.raises(StateTooLarge):
+        await store.save(state, "w")
