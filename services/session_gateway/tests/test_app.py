@@ -6,6 +6,7 @@ import json
 
 import httpx
 import nats
+
 from parley_common.subjects import health_ping
 from parley_devstack.servers import free_port
 from parley_devstack.testing import Infra

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from parley_common.runner import serve
-
 from parley_session_gateway.app import build_app
 from parley_session_gateway.settings import get_settings
 

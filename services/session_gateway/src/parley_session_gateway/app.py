@@ -7,13 +7,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from parley_common import subjects
+from parley_common.auth_client import AuthClient
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
+from parley_common.session_contract import ensure_streams
 from parley_common.subjects import health_ping
-from redis.asyncio import Redis
-
+from parley_session_gateway.realtime.connection import GatewayContext
+from parley_session_gateway.realtime.router import router as realtime_router
 from parley_session_gateway.settings import GatewaySettings, get_settings
+
+# The streams this gateway writes to or reads from (runtimes declare the same definitions).
+STREAMS = (subjects.SESSIONS_STREAM, subjects.SESSION_IN_STREAM, subjects.SESSION_OUT_STREAM)
 
 
 def build_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -22,6 +30,9 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     broker = make_broker(settings)
     # Short connect timeout: a readiness probe must fail fast, not hang on a dead Redis.
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, health_check_interval=30)
+    auth = AuthClient(
+        broker, cache_ttl_s=settings.gateway_auth_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
+    )
 
     # Queue group: any one replica answering proves the service is reachable over the bus.
     @broker.subscriber(health_ping(name), queue=name)
@@ -36,6 +47,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await broker.start()
         try:
+            await ensure_streams(broker.connection.jetstream(), STREAMS)
             yield
         finally:
             await broker.stop()
@@ -45,9 +57,11 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings,
         title="Parley session gateway",
         description="Realtime WebSocket, chat WebSocket and agent-session streaming endpoints.",
+        routers=[realtime_router],
         lifespan=lifespan,
         readiness=readiness,
     )
     app.state.broker = broker
     app.state.redis = redis
+    app.state.realtime = GatewayContext(settings=settings, broker=broker, auth=auth, redis=redis)
     return app

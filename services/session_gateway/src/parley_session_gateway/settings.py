@@ -4,14 +4,32 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from parley_common.settings import CommonSettings
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from parley_common.settings import CommonSettings
 
 
 class GatewaySettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
 
     service_name: str = "session_gateway"
+
+    # Browser session cookie (part of the client contract).
+    gateway_cookie_name: str = "kivox_session"
+    # Frames larger than these get `error` realtime.frame_too_large (the session lives on).
+    gateway_max_text_frame_bytes: int = Field(default=64 * 1024, ge=256)
+    # Audio travels base64-encoded in NATS messages (1 MiB by default): keep this well below.
+    gateway_max_binary_frame_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Per connection: a token bucket of `burst` frames refilled at `rate_per_s`.
+    gateway_input_rate_per_s: float = Field(default=20.0, gt=0)
+    gateway_input_burst: int = Field(default=40, ge=1)
+    gateway_handshake_timeout_s: float = Field(default=10.0, gt=0)
+    gateway_tick_interval_s: float = Field(default=1.0, gt=0)
+    # How long a conversation can be resumed by a reconnecting client (the runtime's grace period
+    # decides whether it is still running).
+    gateway_resume_ttl_s: int = Field(default=25 * 3600, ge=60)
+    gateway_auth_cache_ttl_s: float = Field(default=1.0, ge=0)
 
 
 @lru_cache

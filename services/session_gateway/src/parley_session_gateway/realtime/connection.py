@@ -1,0 +1,339 @@
+"""One `/realtime` WebSocket: the handshake, then frames to bus input and bus output to frames.
+
+No conversation logic lives here. The connection validates frames (each invalid one is answered
+with an `error` event and dropped; the session lives on), enforces the frame size and rate limits,
+forwards input to the session's runtime, relays the runtime's events in order, and makes a `tick`
+every second from the timing the runtime publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import structlog
+from faststream.nats import NatsBroker
+from opentelemetry import trace
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from parley_common.auth_client import AuthClient
+from parley_common.errors import Codes, ErrorCode, envelope
+from parley_common.session_contract import (
+    ClientCancel,
+    ClientConnected,
+    ClientDisconnected,
+    ClientEndSession,
+    ClientHandshake,
+    ClientInputAudio,
+    ClientInputAudioStream,
+    ClientInputText,
+    ClientMessage,
+    InputAudio,
+    InputCancel,
+    InputEnd,
+    InputText,
+    ServerAudioDelta,
+    ServerError,
+    ServerHandshakeError,
+    ServerHandshakeOK,
+    ServerSessionClosed,
+    ServerTick,
+    SessionControl,
+    SessionInput,
+    SessionOutput,
+    SessionStart,
+)
+from parley_session_gateway.realtime.access import Admission, Refused, admit, check_resume, remember
+from parley_session_gateway.realtime.bridge import SessionBridge
+from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
+from parley_session_gateway.realtime.ratelimit import TokenBucket
+from parley_session_gateway.settings import GatewaySettings
+
+log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("parley.session_gateway")
+
+# Application close codes (4000-4999): the handshake failed / another connection took over.
+CLOSE_HANDSHAKE_FAILED = 4400
+CLOSE_SUPERSEDED = 4409
+
+
+@dataclass
+class GatewayContext:
+    settings: GatewaySettings
+    broker: NatsBroker
+    auth: AuthClient
+    redis: Redis
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    conversation_id: str
+    last_event: int
+
+
+class RealtimeConnection:
+    def __init__(self, ctx: GatewayContext, ws: WebSocket, resume: ResumeRequest | None) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.ws = ws
+        self.resume = resume
+        self.connection_id = uuid.uuid4().hex
+        self.bridge: SessionBridge | None = None
+        self.bucket = TokenBucket(self.settings.gateway_input_rate_per_s, self.settings.gateway_input_burst)
+        self.audio_mode: Literal["utterance", "stream"] | None = None
+        self.timing: SessionControl | None = None
+        self.acknowledged = False  # the runtime has confirmed this connection as the live one
+        self.session_closed = False
+        self.superseded = False
+        self._send_lock = asyncio.Lock()
+        self._done = asyncio.Event()
+        self._greeted = asyncio.Event()  # handshake_ok is out: events may follow
+        self.log = log.bind(connection_id=self.connection_id)
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        try:
+            hello = await self._handshake_frame()
+            if hello is None:
+                return
+            try:
+                await self._open(hello)
+            except Refused as exc:
+                self.log.info("realtime.handshake_refused", reason=exc.reason)
+                await self._refuse(exc.reason)
+                return
+            except WebSocketDisconnect:
+                raise
+            except Exception:
+                self.log.exception("realtime.handshake_failed")
+                await self._refuse(Codes.SERVICE_UNAVAILABLE.code)
+                return
+            receiver = asyncio.create_task(self._receive_loop(), name="realtime-receive")
+            ticker = asyncio.create_task(self._tick_loop(), name="realtime-tick")
+            closer = asyncio.create_task(self._done.wait())
+            await asyncio.wait({receiver, closer}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (receiver, ticker, closer):
+                task.cancel()
+            for task in (receiver, ticker, closer):
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                    await task
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await self._finish()
+
+    async def _handshake_frame(self) -> ClientHandshake | None:
+        try:
+            message = await asyncio.wait_for(self.ws.receive(), self.settings.gateway_handshake_timeout_s)
+        except TimeoutError:
+            await self._refuse(Codes.REALTIME_HANDSHAKE_TIMEOUT.code)
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        try:
+            if text is None or len(text) > self.settings.gateway_max_text_frame_bytes:
+                raise FrameError(Codes.REALTIME_HANDSHAKE_REQUIRED)
+            frame = parse_client_frame(text)
+        except FrameError:
+            await self._refuse(Codes.REALTIME_HANDSHAKE_REQUIRED.code)
+            return None
+        if not isinstance(frame, ClientHandshake):
+            await self._refuse(Codes.REALTIME_HANDSHAKE_REQUIRED.code)
+            return None
+        return frame
+
+    async def _open(self, hello: ClientHandshake) -> None:
+        ctx = self.ctx
+        credential = self.ws.query_params.get("token") or self.ws.cookies.get(
+            self.settings.gateway_cookie_name
+        )
+        with tracer.start_as_current_span("realtime.handshake", attributes={"agent.id": hello.agent_id}):
+            admission = await admit(
+                ctx.auth,
+                ctx.broker,
+                credential=credential,
+                agent_id=hello.agent_id,
+                timeout_s=self.settings.bus_request_timeout_s,
+            )
+            nc = ctx.broker.connection
+            if self.resume is not None:
+                conversation_id = await check_resume(ctx.redis, self.resume.conversation_id, admission)
+                self.bridge = SessionBridge(nc, nc.jetstream(), conversation_id, self.resume.last_event)
+                await self.bridge.attach(self._on_output, self._on_control)
+                await self.bridge.send(self._input(ClientConnected))
+            else:
+                conversation_id = uuid.uuid4()
+                await remember(ctx.redis, conversation_id, admission, self.settings.gateway_resume_ttl_s)
+                self.bridge = SessionBridge(nc, nc.jetstream(), conversation_id)
+                await self.bridge.attach(self._on_output, self._on_control)
+                await self.bridge.start(self._start(conversation_id, hello, admission))
+        self.log = self.log.bind(conversation_id=str(conversation_id))
+        self.log.info("realtime.session_open", resumed=self.resume is not None, agent_id=admission.agent_id)
+        await self._send(ServerHandshakeOK(conversation_id=str(conversation_id)))
+        self._greeted.set()
+
+    def _start(
+        self, conversation_id: uuid.UUID, hello: ClientHandshake, admission: Admission
+    ) -> SessionStart:
+        return SessionStart(
+            conversation_id=conversation_id,
+            agent_id=admission.agent_id,
+            principal=admission.principal,
+            channel=hello.channel,
+            render_directive=hello.render_directive,
+            started_at=datetime.now(UTC),
+            connection_id=self.connection_id,
+        )
+
+    async def _finish(self) -> None:
+        bridge = self.bridge
+        if bridge is not None:
+            if not self.session_closed and not self.superseded:
+                # The socket dropped: the runtime keeps the session for its grace period.
+                with contextlib.suppress(Exception):
+                    await bridge.send(self._input(ClientDisconnected))
+            await bridge.detach()
+        if self.ws.application_state is not WebSocketState.DISCONNECTED:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+
+    async def _refuse(self, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._send(ServerHandshakeError(reason=reason))
+            await self.ws.close(code=CLOSE_HANDSHAKE_FAILED, reason=reason[:120])
+
+    # ----------------------------------------------------------------------------- client → bus
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if not self.bucket.take():
+                rate = self.settings.gateway_input_rate_per_s
+                await self._error(Codes.REALTIME_RATE_LIMITED, {"rate": f"{rate:g}"})
+                continue
+            text, data = message.get("text"), message.get("bytes")
+            try:
+                if text is not None:
+                    await self._on_text(text)
+                elif data is not None:
+                    await self._on_binary(data)
+            except FrameError as exc:
+                await self._send(exc.event())
+
+    async def _on_text(self, text: str) -> None:
+        self.audio_mode = None  # an utterance's binary frames end at the next JSON message
+        size = len(text.encode())
+        if size > self.settings.gateway_max_text_frame_bytes:
+            raise FrameError(
+                Codes.REALTIME_FRAME_TOO_LARGE,
+                {"size": size, "limit": self.settings.gateway_max_text_frame_bytes},
+            )
+        frame: ClientMessage = parse_client_frame(text)
+        if isinstance(frame, ClientHandshake):
+            raise FrameError(Codes.REALTIME_ALREADY_STARTED)
+        if isinstance(frame, ClientInputText):
+            await self._forward(self._input(InputText, text=frame.text), "input_text")
+        elif isinstance(frame, ClientInputAudio):
+            self.audio_mode = "utterance"
+        elif isinstance(frame, ClientInputAudioStream):
+            self.audio_mode = "stream"
+        elif isinstance(frame, ClientCancel):
+            await self._forward(self._input(InputCancel), "cancel")
+        elif isinstance(frame, ClientEndSession):
+            await self._forward(self._input(InputEnd), "end")
+
+    async def _on_binary(self, data: bytes) -> None:
+        mode = self.audio_mode
+        if mode is None:
+            raise FrameError(Codes.REALTIME_UNEXPECTED_BINARY)
+        if mode == "stream":
+            self.audio_mode = None  # `input_audio_stream` announces exactly one binary frame
+        limit = self.settings.gateway_max_binary_frame_bytes
+        if len(data) > limit:
+            raise FrameError(Codes.REALTIME_FRAME_TOO_LARGE, {"size": len(data), "limit": limit})
+        await self._forward(self._input(InputAudio, mode=mode, audio=data), "input_audio")
+
+    async def _forward(self, item: SessionInput, kind: str) -> None:
+        assert self.bridge is not None
+        # A trace starts at each input; the runtime's turn continues it (W3C headers on the bus).
+        with tracer.start_as_current_span("realtime.input", attributes={"input.type": kind}):
+            try:
+                await self.bridge.send(item)
+            except Exception as exc:
+                self.log.warning("realtime.input_publish_failed", error=str(exc))
+                raise FrameError(Codes.SERVICE_UNAVAILABLE) from exc
+
+    def _input(self, model: type[BaseModel], **fields: Any) -> Any:
+        return model(at=datetime.now(UTC), connection_id=self.connection_id, **fields)
+
+    # ----------------------------------------------------------------------------- bus → client
+
+    async def _on_output(self, out: SessionOutput) -> None:
+        # The runtime may be faster than the handshake reply; it must still come first.
+        await self._greeted.wait()
+        event = out.event
+        try:
+            if isinstance(event, ServerAudioDelta):
+                # JSON header, then the audio itself in the immediately following binary frame.
+                async with self._send_lock:
+                    await self.ws.send_text(event.model_dump_json(include={"type", "size"}))
+                    await self.ws.send_bytes(event.audio)
+            else:
+                await self._send(event)
+        except Exception as exc:  # the socket is gone; the runtime's events stay in the stream
+            self.log.info("realtime.send_failed", error=str(exc))
+            self._done.set()
+            return
+        if isinstance(event, ServerSessionClosed):
+            self.session_closed = True
+            self._done.set()
+
+    async def _on_control(self, control: SessionControl) -> None:
+        await self._greeted.wait()
+        if control.connection_id == self.connection_id:
+            self.acknowledged = True
+        elif self.acknowledged and control.connection_id is not None:
+            # A reconnect resumed this conversation elsewhere: this socket is stale.
+            self.superseded = True
+            self._done.set()
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=CLOSE_SUPERSEDED, reason="superseded by a newer connection")
+            return
+        self.timing = control
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.gateway_tick_interval_s)
+            timing = self.timing
+            if timing is None:
+                continue
+            now = datetime.now(UTC)
+            remaining = (timing.deadline_at - now).total_seconds() if timing.deadline_at else 0.0
+            elapsed = (now - timing.started_at).total_seconds()
+            tick = ServerTick(
+                remaining_ms=max(0, int(remaining * 1000)), elapsed_ms=max(0, int(elapsed * 1000))
+            )
+            try:
+                await self._send(tick)
+            except Exception:  # the socket is gone: the receive loop notices and ends the connection
+                return
+
+    # ----------------------------------------------------------------------------- sending
+
+    async def _send(self, frame: BaseModel) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(frame.model_dump_json())
+
+    async def _error(self, code: ErrorCode, params: dict[str, Any]) -> None:
+        await self._send(ServerError(code=code.code, message=envelope(code, params=params).message))

@@ -1,0 +1,55 @@
+"""Client frame validation and the input rate limit, without a socket."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from parley_common.session_contract import ClientHandshake, ClientInputText
+from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
+from parley_session_gateway.realtime.ratelimit import TokenBucket
+
+
+def test_valid_frames_parse_to_their_models() -> None:
+    hello = parse_client_frame(json.dumps({"type": "handshake", "agent_id": "a1", "channel": "web-voice"}))
+    assert isinstance(hello, ClientHandshake) and (hello.agent_id, hello.channel) == ("a1", "web-voice")
+    text = parse_client_frame(json.dumps({"type": "input_text", "text": "hi", "extra": 1}))
+    assert isinstance(text, ClientInputText) and text.text == "hi"
+    for kind in ("input_audio", "input_audio_stream", "cancel", "end"):
+        assert parse_client_frame(json.dumps({"type": kind})).type == kind
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "in_message"),
+    [
+        ("{", "realtime.invalid_json", ""),
+        ('"text"', "realtime.invalid_json", ""),
+        ("[]", "realtime.invalid_json", ""),
+        ('{"type": "dance"}', "realtime.unknown_type", '"dance"'),
+        ('{"type": 7}', "realtime.unknown_type", "7"),
+        ("{}", "realtime.unknown_type", "null"),
+        ('{"type": "handshake"}', "realtime.invalid_frame", "agent_id"),
+        ('{"type": "handshake", "agent_id": ""}', "realtime.invalid_frame", "agent_id"),
+        ('{"type": "input_text"}', "realtime.invalid_frame", "text"),
+        ('{"type": "input_text", "text": ["a"]}', "realtime.invalid_frame", "text"),
+        ('{"type": "input_text", "text": "  "}', "realtime.invalid_frame", "empty"),
+        ('{"type": "input_text", "text": "a\\u0000"}', "realtime.invalid_frame", "NUL"),
+    ],
+)
+def test_each_problem_has_its_code(frame: str, code: str, in_message: str) -> None:
+    with pytest.raises(FrameError) as caught:
+        parse_client_frame(frame)
+    event = caught.value.event()
+    assert event.code == code
+    assert in_message in event.message
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    bucket = TokenBucket(rate=1000.0, burst=3)
+    assert [bucket.take() for _ in range(3)] == [True, True, True]
+    bucket.stamp -= 0.0005  # half a token later: still nothing
+    bucket.tokens = 0.0
+    assert not bucket.take()
+    bucket.stamp -= 0.002  # two tokens later
+    assert bucket.take() and bucket.take()
