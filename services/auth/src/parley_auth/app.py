@@ -13,6 +13,7 @@ from parley_auth.accounts.router import router as accounts_router
 from parley_auth.apikeys.router import router as apikeys_router
 from parley_auth.context import AuthContext
 from parley_auth.db import Database
+from parley_auth.mail.inbox import MailInbox
 from parley_auth.mail.outbox import run_outbox
 from parley_auth.orgs.router import router as orgs_router
 from parley_auth.security.ratelimit import RateLimiter
@@ -44,16 +45,20 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
     readiness.add("redis", ctx.limiter.check_ready)
     readiness.add("nats", nats_check(broker))
 
+    inbox = MailInbox(db.sessions)  # mail requested by other services (`mail.send`)
+
     def start_outbox() -> asyncio.Task[None]:
         return asyncio.create_task(run_outbox(settings, db.sessions), name="mail-outbox")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await broker.start()
+        await inbox.start(broker.connection)
         app.state.outbox = start_outbox()
         try:
             yield
         finally:
+            await inbox.stop()
             app.state.outbox.cancel()
             with suppress(asyncio.CancelledError):
                 await app.state.outbox
