@@ -536,6 +536,34 @@ async def test_transfer_and_terminate(stack: Stack) -> None:
     assert (conv["end_reason"], conv.get("summary")) == ("script_terminate", "declined")
 
 
+async def test_the_documented_python_client_talks_to_a_live_agent(stack: Stack) -> None:
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    token = await client_token(stack, await api_key(stack, user), agent)
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "realtime_client.py"
+    argv = [sys.executable, str(example), "--url", stack.gateway_url, "--token", token, "--agent", agent]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        "--say",
+        "hello there",
+        "--say",
+        "bye",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines() == [
+        "agent: Hi, I am listening.",
+        "you: hello there",
+        'You said: "hello there".',
+        "you: bye",
+        'You said: "bye".',
+        "agent: Bye!",
+        "[session closed: flow_end]",
+    ]
+
+
 async def test_credentials_and_handshake_errors(stack: Stack) -> None:
     owner, stranger = await signup(stack), await signup(stack)
     nodes, edges = chat_agent()
