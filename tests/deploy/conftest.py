@@ -88,6 +88,56 @@ def workspace() -> Workspace:
     return Workspace(REPO)
 
 
+# ---- the public routing table ----------------------------------------------------------------------
+# Shared by the compose edge (test_caddy.py, real Caddy) and the Kubernetes Ingress
+# (test_k8s_overlays.py, ingress-nginx's matching rules).
+# path -> the service that must answer it. The tricky ones: catalog owns agents/templates under
+# /users/me and /orgs/{slug} while auth owns the rest of /users and /orgs.
+EDGE_ROUTE_TABLE: dict[str, str] = {
+    "/users/me/agents": "catalog",
+    "/users/me/agents?limit=5": "catalog",
+    "/users/me/templates": "catalog",
+    "/orgs/acme/agents": "catalog",
+    "/orgs/acme/agents/a1": "catalog",
+    "/orgs/acme/templates": "catalog",
+    "/orgs/acme/templates/t1/versions": "catalog",
+    "/agents/a1": "catalog",
+    "/agents/a1/lint": "catalog",
+    "/agents/a1/conversations": "catalog",
+    "/templates/t1": "catalog",
+    "/conversations/c1/messages": "catalog",
+    "/tools": "catalog",
+    "/tools/execute": "catalog",
+    "/api/agents/support-bot": "catalog",
+    "/realtime": "session_gateway",
+    "/realtime/ws": "session_gateway",
+    "/chat/ws": "session_gateway",
+    "/api/agent-sessions": "session_gateway",
+    "/api/agent-sessions/s1/trigger": "session_gateway",
+    "/auth/signup": "auth",
+    "/auth/sessions/me": "auth",
+    "/auth/api-keys/k1": "auth",
+    "/users/me": "auth",
+    "/users/me/email": "auth",
+    "/orgs": "auth",
+    "/orgs/acme": "auth",
+    "/orgs/acme/members/u1": "auth",
+    "/version": "auth",
+    "/chat/tokens": "auth",
+    "/voice/tokens": "auth",
+    "/readyz": "edge_meta",
+    "/openapi.json": "edge_meta",
+    "/docs": "edge_meta",
+    "/errors": "edge_meta",
+    "/docs/oauth2-redirect": "edge_meta",
+}
+
+
+@pytest.fixture(scope="session")
+def edge_routes() -> dict[str, str]:
+    return dict(EDGE_ROUTE_TABLE)
+
+
 # ---- compose -------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def compose() -> dict[str, Any]:
