@@ -37,6 +37,8 @@ class RuntimeSettings(CommonSettings):
     runtime_max_steps_per_turn: int = Field(default=200, ge=1)
     # Agent snapshots are cached (dropped on catalog agent events, and after this TTL anyway).
     runtime_agent_cache_ttl_s: float = Field(default=300.0, ge=0)
+    # Text deltas arriving within this window of the last one sent are merged into the next.
+    runtime_delta_window_ms: float = Field(default=5.0, ge=0)
     # WEBHOOK nodes: private/loopback destinations are refused unless allowed (SSRF guard).
     runtime_webhook_allow_private: bool = False
     runtime_webhook_max_response_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -60,6 +60,7 @@ from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.blueprint.interpreter import Interpreter, Outcome, WebhookCall, WebhookResult
 from parley_runtime.blueprint.webhook import call_webhook
 from parley_runtime.llm_port import LLMPort
+from parley_runtime.sessions.deltas import DeltaCoalescer
 from parley_runtime.sessions.state import HistoryItem, SessionState
 from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
 from parley_runtime.sessions.streams import InputFeed, Outlet, Received, last_output_index
@@ -366,18 +367,23 @@ class SessionRunner:
         return True
 
     async def _flush(self, state: SessionState, published_up_to: int = 0) -> None:
-        """Publish what a commit produced: transcript events, then the events that end the turn."""
-        js = self.deps.js
-        for event in state.outbox:
-            await js.publish(
-                subjects.conversation_event(str(self.conversation_id)),
-                event.model_dump_json().encode(),
-                headers=trace_headers({"Nats-Msg-Id": str(event.event_id)}),
-            )
+        """Publish what a commit produced: the events that end the turn first (the client waits
+        for them), then the transcript events, together (the catalog orders them by `seq`)."""
         assert self.outlet is not None
         for out in state.tail:
             if out.index > published_up_to:
                 await self.outlet.publish_acked(out)
+        subject = subjects.conversation_event(str(self.conversation_id))
+        await asyncio.gather(
+            *(
+                self.deps.js.publish(
+                    subject,
+                    event.model_dump_json().encode(),
+                    headers=trace_headers({"Nats-Msg-Id": str(event.event_id)}),
+                )
+                for event in state.outbox
+            )
+        )
         state.outbox, state.tail = [], []
 
     async def _abandon_turn(self) -> None:
@@ -500,9 +506,14 @@ class _TurnIO:
         assert runner.snapshot is not None
         parts: list[str] = []
 
+        async def send(text: str) -> None:
+            await runner._emit(ServerTextDelta(chunk=text))
+
+        deltas = DeltaCoalescer(send, runner.deps.settings.runtime_delta_window_ms / 1000)
+
         async def on_text(chunk: str) -> None:
             parts.append(chunk)
-            await runner._emit(ServerTextDelta(chunk=chunk))
+            await deltas.add(chunk)
 
         stream = asyncio.create_task(runner.deps.llm.stream(runner.snapshot, system, history, on_text))
         turn.llm_task = stream
@@ -522,6 +533,8 @@ class _TurnIO:
             await runner._error(Codes.RUNTIME_LLM_FAILED, {"detail": type(exc).__name__})
         finally:
             turn.llm_task = None
+            # Whatever was held back goes out: the transcript keeps exactly what the client saw.
+            await deltas.close()
         return "".join(parts)
 
     async def webhook(self, call: WebhookCall) -> WebhookResult:

@@ -1,0 +1,49 @@
+"""Text delta coalescing: bursts merge, the first delta and a held-back one are never late."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from parley_runtime.sessions.deltas import DeltaCoalescer
+
+
+async def test_a_burst_is_sent_as_the_first_chunk_then_one_more() -> None:
+    sent: list[tuple[float, str]] = []
+
+    async def send(text: str) -> None:
+        sent.append((time.monotonic(), text))
+
+    deltas = DeltaCoalescer(send, window_s=0.05)
+    started = time.monotonic()
+    for word in ["a ", "b ", "c ", "d"]:
+        await deltas.add(word)
+    assert [t for _, t in sent] == ["a "]  # at once
+    # Nothing more arrives: the held-back words go out when the window ends, by themselves.
+    deadline = time.monotonic() + 2
+    while len(sent) < 2:
+        assert time.monotonic() < deadline, "held-back deltas were never sent"
+        await asyncio.sleep(0.005)
+    assert [t for _, t in sent] == ["a ", "b c d"]
+    assert sent[1][0] - started >= 0.045
+    await deltas.close()
+    assert len(sent) == 2
+
+
+async def test_spaced_deltas_pass_through_and_close_flushes() -> None:
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    deltas = DeltaCoalescer(send, window_s=0.0)
+    for word in ["x", "y"]:
+        await deltas.add(word)
+    assert sent == ["x", "y"]
+
+    held = DeltaCoalescer(send, window_s=10.0)
+    await held.add("1")
+    await held.add("2")
+    await held.add("3")
+    await held.close()  # the answer ended: nothing may stay behind
+    assert sent == ["x", "y", "1", "23"]
