@@ -130,6 +130,11 @@ EDGE_ROUTE_TABLE: dict[str, str] = {
     "/docs": "edge_meta",
     "/errors": "edge_meta",
     "/docs/oauth2-redirect": "edge_meta",
+    # Not public: edge-meta answers 404 (the request reaches it rewritten, see test_caddy/test_k8s).
+    "/metrics": "edge_meta",
+    "/metrics/x": "edge_meta",
+    # Segment boundaries: not an org's agents, so auth's /orgs.
+    "/orgs/acme/agentsfoo": "auth",
 }
 
 

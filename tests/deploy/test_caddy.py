@@ -157,3 +157,13 @@ def test_routes_match_make_run(edge: tuple[str, dict[str, Any]]) -> None:
                 if body.get("upstream") != owner:
                     wrong[path] = (body.get("upstream"), owner)
     assert wrong == {}, "path: (compose edge, make run)"
+
+
+def test_metrics_are_not_public(edge: tuple[str, dict[str, Any]]) -> None:
+    """/metrics is for Prometheus inside the network: through the edge it reaches edge-meta under a
+    path it does not serve (its 404 envelope), never a service's real metrics."""
+    base, fakes = edge
+    for path in ("/metrics", "/metrics/x"):
+        _, body, _ = fetch(base + path)
+        assert body["upstream"] == "edge_meta" and body["path"] != path, path
+    assert all(path != "/metrics" for fake in fakes.values() for _, path, _ in fake.requests)

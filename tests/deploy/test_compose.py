@@ -33,6 +33,8 @@ PARLEY_SERVICES = {
     "edge-meta": "parley_devstack.edge_meta",
 }
 EXPECTED_SERVICES = INFRA | {"migrate", "edge"} | set(PARLEY_SERVICES)
+# Started only with `--profile observability` (deploy/observability, tests in test_observability.py).
+OBSERVABILITY = {"otel-collector", "tempo", "prometheus", "grafana"}
 SHARED_ENV = {
     "NATS_URL",
     "REDIS_URL",
@@ -172,7 +174,12 @@ def test_compose_client_refuses_to_run_without_secrets(argv: list[str], tmp_path
 # ---- (c) consistency ------------------------------------------------------------------------------
 def test_topology(compose: dict[str, Any]) -> None:
     svc = services(compose)
-    assert set(svc) == EXPECTED_SERVICES
+    assert set(svc) == EXPECTED_SERVICES | OBSERVABILITY
+    profiled = {name for name, s in svc.items() if s.get("profiles")}
+    assert profiled == OBSERVABILITY, "the platform itself starts without any profile"
+    assert all(svc[name]["profiles"] == ["observability"] for name in OBSERVABILITY)
+    for name in EXPECTED_SERVICES:
+        assert not set(depends_on(svc[name])) & OBSERVABILITY, f"{name} must not need the optional profile"
     assert svc["runtime"]["deploy"]["replicas"] == 2
     assert svc["nats"]["image"].split(":")[0] == "nats"
     assert "--jetstream" in svc["nats"]["command"] or "-js" in svc["nats"]["command"]
@@ -185,8 +192,14 @@ def test_topology(compose: dict[str, Any]) -> None:
 
 
 def test_only_the_edge_publishes_a_port(compose: dict[str, Any]) -> None:
+    """The edge is the one public port. Grafana and Prometheus (observability profile) publish on the
+    host's loopback only: operators' tools, not part of the public origin."""
     published = {name: s["ports"] for name, s in services(compose).items() if s.get("ports")}
-    assert published == {"edge": ["${PARLEY_PORT:-8080}:8080"]}
+    public = {name: ports for name, ports in published.items() if name not in OBSERVABILITY}
+    assert public == {"edge": ["${PARLEY_PORT:-8080}:8080"]}
+    for name in published.keys() - public.keys():
+        for port in published[name]:
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port} on loopback only"
 
 
 def test_postgres_volume_matches_the_image_layout(compose: dict[str, Any]) -> None:
