@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parley_runtime.llm.errors import error_from_payload, protocol_error
+from parley_runtime.llm.history import results_after_calls
 from parley_runtime.llm.toolcalls import ToolCallBuffer
 from parley_runtime.llm.types import (
     ChatMessage,
@@ -80,7 +81,7 @@ def messages_to_wire(messages: list[ChatMessage]) -> tuple[str, list[dict[str, A
         else:
             turns.append({"role": role, "content": blocks})
 
-    for m in messages:
+    for m in results_after_calls(messages):
         if m.role == "system":
             if m.content:
                 system.append(m.content)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parley_runtime.llm.errors import error_from_payload, protocol_error
+from parley_runtime.llm.history import results_after_calls
 from parley_runtime.llm.toolcalls import ToolCallBuffer
 from parley_runtime.llm.types import (
     ChatMessage,
@@ -52,7 +53,7 @@ _FINISH: dict[str, FinishReason] = {
 def build_body(request: ChatRequest, model: str, dialect: OpenAIDialect) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
-        "messages": [message_to_wire(m, dialect) for m in request.messages],
+        "messages": [message_to_wire(m, dialect) for m in results_after_calls(request.messages)],
         "stream": True,
     }
     if dialect.stream_usage:
