@@ -620,6 +620,15 @@ def infra_pods(name: str, objects: list[dict[str, Any]]) -> dict[str, Pod]:
 def test_network_policies_allow_only_what_parley_needs(overlay: tuple[str, Any]) -> None:
     name, objects = overlay
     net = Network(list(of_kind(objects, "NetworkPolicy").values()))
+    # Deny by default: a policy selects every pod for both directions and allows nothing, so a pod
+    # added later is isolated until a policy lets it talk.
+    assert any(
+        p["spec"]["podSelector"] == {}
+        and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+        for p in net.policies
+    ), "a default-deny policy"
     pods, infra = pods_of(objects), infra_pods(name, objects)
     controller = outside("ingress-nginx", **{"app.kubernetes.io/name": "ingress-nginx"})
     prometheus = outside("monitoring", **{"app.kubernetes.io/name": "prometheus"})
