@@ -34,7 +34,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from pydantic import Base64Bytes, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from parley_common import subjects
 from parley_common.auth_contract import Principal
@@ -117,13 +117,18 @@ class ServerTextDelta(_Frame):
     chunk: str
 
 
+# Raw bytes in Python, base64 in JSON (bus messages are JSON).
+_BYTES_AS_BASE64 = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+
 class ServerAudioDelta(_Frame):
-    """On the bus the audio travels inside the event; on the socket the gateway sends
+    """On the bus the audio travels inside the event (base64); on the socket the gateway sends
     `{"type": "audio_delta", "size": n}` followed by one binary frame of n bytes."""
 
+    model_config = _BYTES_AS_BASE64
     type: Literal["audio_delta"] = "audio_delta"
     size: int = Field(ge=0)
-    audio: Base64Bytes
+    audio: bytes
 
 
 class ServerTurnComplete(_Frame):
@@ -210,9 +215,10 @@ class InputText(_Input):
 class InputAudio(_Input):
     """One binary frame: part of a recorded utterance (`input_audio`) or a streamed chunk."""
 
+    model_config = _BYTES_AS_BASE64
     type: Literal["input_audio"] = "input_audio"
     mode: Literal["utterance", "stream"]
-    audio: Base64Bytes
+    audio: bytes
 
 
 class InputCancel(_Input):
