@@ -173,7 +173,7 @@ async def test_pace_zero_is_fast() -> None:
 
 
 async def test_cancelling_mid_stream_stops_it() -> None:
-    slow = BuiltinProvider(pace_ms=1000)
+    slow = BuiltinProvider(pace_ms=300)
     first = asyncio.Event()
 
     async def consume() -> None:
@@ -186,7 +186,7 @@ async def test_cancelling_mid_stream_stops_it() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - cancelled_at < 0.2
+    assert time.monotonic() - cancelled_at < 0.1  # well before the next token was due
 
 
 def test_pace_comes_from_the_runtime_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
