@@ -135,16 +135,25 @@ class SessionRunner:
 
     # ----------------------------------------------------------------------------- lifecycle
 
-    async def run(self) -> None:
+    async def run(self, headers: Mapping[str, str] | None = None) -> None:
+        # The session continues the trace of its handshake (turns continue their inputs' traces).
+        token = otel_context.attach(trace_context(headers))
         try:
-            await self._run()
+            with tracer.start_as_current_span(
+                "runtime.claim", attributes={"conversation.id": str(self.conversation_id)}
+            ):
+                resumed = await self._resume()
+            if resumed:
+                await self._loop()
         except OwnershipLost:
             self.log.warning("session.ownership_lost")
         finally:
             await self._abandon_turn()
             await self.inputs.close()
+            otel_context.detach(token)
 
-    async def _run(self) -> None:
+    async def _resume(self) -> bool:
+        """Take the session over (new or after a crash); False when it is already over."""
         deps = self.deps
         await deps.store.claim(self.conversation_id, deps.token)
         stored = await deps.store.load(self.conversation_id)
@@ -157,19 +166,19 @@ class SessionRunner:
         await self._flush(self.state, published_up_to=last_out)
         if self.state.phase == "closed":
             await self.claim.ack()
-            return
+            return False
         if self.claim.deliveries > deps.settings.runtime_max_claims:
             await self._close(ConversationEndReason.ERROR, error=(Codes.RUNTIME_SESSION_FAILED, {}))
-            return
+            return False
         if not await self._load_agent():
-            return
+            return False
         if last_out > self.state.out_index:
             await self._error(Codes.REALTIME_TURN_RESTARTED, {})
         await self.inputs.open(self.state.last_input_seq)
         await self._publish_timing()
         if self.state.phase == "new":
             self._begin_turn(None, None)
-        await self._loop()
+        return True
 
     async def _load_agent(self) -> bool:
         try:

@@ -148,17 +148,22 @@ class SessionWorker:
         self.claims[start.conversation_id] = claim
         runner = SessionRunner(self.deps, start, claim)
         claim.task = asyncio.create_task(
-            self._run(start.conversation_id, runner), name=f"session-{start.conversation_id}"
+            self._run(start.conversation_id, runner, dict(msg.headers or {})),
+            name=f"session-{start.conversation_id}",
         )
 
-    async def _run(self, conversation_id: uuid.UUID, runner: SessionRunner) -> None:
+    async def _run(self, conversation_id: uuid.UUID, runner: SessionRunner, headers: dict[str, str]) -> None:
         try:
-            await runner.run()
+            await runner.run(headers)
         except asyncio.CancelledError:
             raise
         except Exception:
-            # Not acked: JetStream gives the session to a worker again (up to max_claims times).
+            # JetStream gives the session to a worker again (up to max_claims times).
             log.exception("session.crashed", conversation_id=str(conversation_id))
+            claim = self.claims.get(conversation_id)
+            if claim is not None and not claim.acked:
+                with contextlib.suppress(Exception):
+                    await claim.msg.nak(delay=1)
         finally:
             self.claims.pop(conversation_id, None)
             self._slots.set()
