@@ -302,8 +302,9 @@ class SessionRunner:
     async def _traced_turn(
         self, body: Awaitable[Outcome], headers: Mapping[str, str] | None, seq: int | None
     ) -> Outcome:
-        # The turn continues the trace of the input that caused it (gateway → bus → here → LLM).
-        token = otel_context.attach(trace_context(headers))
+        # The turn continues the trace of the input that caused it (gateway → bus → here → LLM);
+        # the opening turn, caused by no input, stays in the session's (the handshake's) trace.
+        token = otel_context.attach(trace_context(headers)) if headers is not None else None
         try:
             with tracer.start_as_current_span(
                 "runtime.turn",
@@ -311,7 +312,8 @@ class SessionRunner:
             ):
                 return await body
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
 
     async def _finish_turn(self) -> None:
         turn = self.turn
