@@ -705,6 +705,26 @@ async def test_cancel_stops_the_answer_within_200ms(stack: Stack) -> None:
     ]
 
 
+async def test_interruptions_when_the_agent_allows_them(stack: Stack) -> None:
+    user = await signup(stack)
+    patient = await make_agent(stack, user, *chat_agent())
+    eager = await make_agent(stack, user, *chat_agent(), allow_interruptions=True)
+    full = f'You said: "{LONG}".'
+    for agent, interrupted in ((patient, False), (eager, True)):
+        async with session(stack, agent, cookie=user.cookie) as s:
+            await s.until("turn_complete")
+            await s.send({"type": "input_text", "text": LONG})
+            early = [await s.recv() for _ in range(2)]
+            await s.send({"type": "input_text", "text": "wait"})
+            answered = text_of(early + await s.until("turn_complete"))
+            # Without interruptions the new message waits for the answer; with them it cuts it.
+            if interrupted:
+                assert full.startswith(answered) and len(answered) < len(full) // 2
+            else:
+                assert answered == full
+            assert text_of(await s.until("turn_complete")) == 'You said: "wait".'
+
+
 async def test_silence_and_duration_timeouts_with_ticks(stack: Stack) -> None:
     user = await signup(stack)
     silent = await make_agent(stack, user, *chat_agent(), max_silence_timeout_seconds=2.5)

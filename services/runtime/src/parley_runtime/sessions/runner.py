@@ -231,6 +231,8 @@ class SessionRunner:
         idle = self.turn is None
         if isinstance(item, InputText | InputAudio) and (not idle or self.pending):
             self.pending.append(received)
+            if isinstance(item, InputText) and self._interruptible():
+                self._cancel_answer()  # barge-in: the answer stops, the new message comes next
             return
         if isinstance(item, InputText):
             self._begin_turn(received.seq, item.text, received.headers)
@@ -241,10 +243,7 @@ class SessionRunner:
         if isinstance(item, InputCancel):
             # Stops the LLM stream of the running turn; the turn then ends as usual with what was
             # said so far. With nothing running there is nothing to stop.
-            if self.turn is not None:
-                self.turn.cancel_requested = True
-                if self.turn.llm_task is not None:
-                    self.turn.llm_task.cancel()
+            self._cancel_answer()
         elif isinstance(item, ClientConnected):
             self.state.connection_id = item.connection_id
             self.state.disconnected_at = None
@@ -260,6 +259,15 @@ class SessionRunner:
             # Control input while idle is processed here and now: record it.
             self.state.last_input_seq = received.seq
             await self.deps.store.save(self.state, self.deps.token)
+
+    def _cancel_answer(self) -> None:
+        if self.turn is not None:
+            self.turn.cancel_requested = True
+            if self.turn.llm_task is not None:
+                self.turn.llm_task.cancel()
+
+    def _interruptible(self) -> bool:
+        return bool(self.snapshot is not None and self.snapshot.config.allow_interruptions)
 
     # ----------------------------------------------------------------------------- turns
 
