@@ -815,3 +815,39 @@ async def test_worker_killed_mid_answer(stack: Stack) -> None:
     ]
     stack.start_worker()  # back to two workers for whatever runs next
     await asyncio.to_thread(stack.workers[-1].wait_ready, 60)
+
+
+async def test_a_stopping_worker_finishes_its_turn_then_hands_the_session_over(stack: Stack) -> None:
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    owner_key = "parley:rt:session:{}:owner"
+    async with session(stack, agent, cookie=user.cookie) as s:
+        await s.until("turn_complete")
+        await s.send({"type": "input_text", "text": LONG})
+        assert (await s.recv())["type"] == "text_delta"
+        owner = (await stack.redis.get(owner_key.format(s.conversation_id))).decode()
+        (worker,) = [w for w in stack.alive_workers() if w.pid is not None and f"-{w.pid}-" in owner]
+        worker.signal(signal.SIGTERM)
+        # Draining: the running answer is finished by the same worker, nothing is replayed.
+        rest = await s.until("turn_complete")
+        ended = time.monotonic()
+        assert "error" not in kinds(rest)
+        assert text_of(s.events[-len(rest) - 1 :]) == f'You said: "{LONG}".'
+
+        async def new_owner() -> str | None:
+            raw = await stack.redis.get(owner_key.format(s.conversation_id))
+            return raw.decode() if raw is not None and raw.decode() != owner else None
+
+        await eventually(new_owner, what="another worker taking the session over")
+        # Handed back at once (a nak), not after the claim's ack_wait ran out.
+        assert time.monotonic() - ended < ACK_WAIT_S
+        assert text_of(await s.say("still there?")) == 'You said: "still there?".'
+        await s.send({"type": "end"})
+        assert await s.closed() == "client_end"
+    # A clean exit (uvicorn ends by re-raising the SIGTERM it handled).
+    assert worker.proc is not None and await asyncio.to_thread(worker.proc.wait, 30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in (stack.logs / f"{worker.name}.log").read_text()
+    conv = await transcript(stack, user, s.conversation_id)
+    assert [role for role, _ in conv["messages"]] == ["assistant", "user", "assistant", "user", "assistant"]
+    stack.start_worker()
+    await asyncio.to_thread(stack.workers[-1].wait_ready, 60)

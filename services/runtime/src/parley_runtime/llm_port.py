@@ -9,10 +9,13 @@ stream at once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
+from parley_common import metrics
 from parley_common.catalog_contract import AgentSnapshot
+from parley_common.errors import ParleyError
 from parley_runtime.llm import ChatMessage, ChatRequest, LLMRegistry, TextDelta
 from parley_runtime.sessions.state import HistoryItem
 
@@ -30,10 +33,20 @@ class LLMPort:
         messages = [ChatMessage(role="system", content=system)] if system else []
         messages += [ChatMessage(role=item.role, content=item.content) for item in history]
         request = ChatRequest(model=selection.model, messages=messages)
-        async with aclosing(selection.provider.stream(request)) as events:
-            async for event in events:
-                if isinstance(event, TextDelta) and event.text:
-                    await on_text(event.text)
+        started, first = time.perf_counter(), True
+        try:
+            async with aclosing(selection.provider.stream(request)) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta) and event.text:
+                        if first:
+                            first = False
+                            metrics.LLM_TIME_TO_FIRST_TOKEN.labels(selection.engine).observe(
+                                time.perf_counter() - started
+                            )
+                        await on_text(event.text)
+        except ParleyError as exc:
+            metrics.LLM_ERRORS.labels(selection.engine, exc.code.code).inc()
+            raise
 
     async def aclose(self) -> None:
         await self.registry.aclose()

@@ -21,6 +21,8 @@ class RuntimeSettings(CommonSettings):
     # worker when no heartbeat came for ack_wait (a dead worker's sessions move on after this).
     runtime_claim_ack_wait_s: float = Field(default=6.0, gt=0)
     runtime_claim_heartbeat_s: float = Field(default=1.5, gt=0)
+    # At SIGTERM: running turns may finish for this long before the sessions are handed over.
+    runtime_drain_timeout_s: float = Field(default=25.0, ge=0)
     # A session taken over this many times (each owner died running it) is closed with `error`.
     runtime_max_claims: int = Field(default=6, ge=1)
     # After the socket drops (without `end`), how long the client has to reconnect and resume.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from parley_common import subjects
+from parley_common import metrics, subjects
 from parley_common.catalog_contract import AgentSnapshot
 from parley_common.conversation_contract import ConversationEnded, ConversationEndReason, ConversationStarted
 from parley_common.errors import Codes, ErrorCode, ParleyError, envelope
@@ -90,12 +91,16 @@ class Deps:
     http: httpx.AsyncClient
     llm: LLMPort
     token: str  # this worker's identity in the session ownership fence
+    # Set while the worker drains: running turns finish, no new one starts.
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+    turn_over: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a turn ends
 
 
 @dataclass
 class Turn:
     input_seq: int | None  # None: the start of the flow
     work: SessionState
+    started: float = field(default_factory=time.perf_counter)
     task: asyncio.Task[Outcome] | None = None
     cancel_requested: bool = False
     llm_task: asyncio.Task[None] | None = None
@@ -150,6 +155,7 @@ class SessionRunner:
         finally:
             await self._abandon_turn()
             await self.inputs.close()
+            self.deps.turn_over.set()
             otel_context.detach(token)
 
     async def _resume(self) -> bool:
@@ -214,6 +220,7 @@ class SessionRunner:
                 done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if self.turn is not None and self.turn.task is not None and self.turn.task in done:
                     await self._finish_turn()
+                    self.deps.turn_over.set()
                 if getter in done:
                     received, getter = getter.result(), None
                     if not self.closed:
@@ -229,7 +236,9 @@ class SessionRunner:
     async def _on_input(self, received: Received) -> None:
         item = received.input
         idle = self.turn is None
-        if isinstance(item, InputText | InputAudio) and (not idle or self.pending):
+        if isinstance(item, InputText | InputAudio) and (
+            not idle or self.pending or self.deps.draining.is_set()
+        ):
             self.pending.append(received)
             if isinstance(item, InputText) and self._interruptible():
                 self._cancel_answer()  # barge-in: the answer stops, the new message comes next
@@ -259,6 +268,11 @@ class SessionRunner:
             # Control input while idle is processed here and now: record it.
             self.state.last_input_seq = received.seq
             await self.deps.store.save(self.state, self.deps.token)
+
+    @property
+    def busy(self) -> bool:
+        """A turn is running (a draining worker lets it finish before handing the session over)."""
+        return self.turn is not None
 
     def _cancel_answer(self) -> None:
         if self.turn is not None:
@@ -329,6 +343,7 @@ class SessionRunner:
         try:
             outcome = turn.task.result()
         except FlowError as exc:
+            metrics.TURNS.labels("failed").inc()
             self.turn = None
             await self._close(
                 ConversationEndReason.ERROR,
@@ -339,6 +354,7 @@ class SessionRunner:
             return
         except Exception:
             self.log.exception("session.turn_failed")
+            metrics.TURNS.labels("failed").inc()
             self.turn = None
             await self._close(
                 ConversationEndReason.ERROR,
@@ -348,6 +364,9 @@ class SessionRunner:
             )
             return
         self.turn = None
+        metrics.TURNS.labels(
+            "closed" if outcome.closed is not None else "cancelled" if turn.cancel_requested else "complete"
+        ).inc()
         if outcome.closed is not None:
             await self._close(
                 outcome.closed, base=turn.work, input_seq=turn.input_seq, summary=outcome.summary
@@ -359,6 +378,8 @@ class SessionRunner:
         work.out_index = self.outlet.next_index - 1
         if not await self._commit(work):
             return
+        if turn.input_seq is not None:
+            metrics.TURN_LATENCY.observe(time.perf_counter() - turn.started)
         await self._publish_timing()
         while self.pending and self.turn is None and not self.closed:
             await self._on_input(self.pending.popleft())
@@ -408,6 +429,7 @@ class SessionRunner:
     async def _abandon_turn(self) -> None:
         turn, self.turn = self.turn, None
         if turn is not None and turn.task is not None and not turn.task.done():
+            metrics.TURNS.labels("abandoned").inc()
             turn.task.cancel()
             with contextlib.suppress(BaseException):
                 await turn.task

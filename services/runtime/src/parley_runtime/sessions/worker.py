@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
-from parley_common import subjects
+from parley_common import metrics, subjects
 from parley_common.session_contract import STREAMS, SessionStart, ensure_streams
 from parley_runtime.sessions.runner import Deps, SessionRunner
 
@@ -42,6 +43,7 @@ assert set(OWN_STREAMS) <= set(STREAMS)
 class _Claim:
     msg: Msg
     task: asyncio.Task[None] | None = None
+    runner: SessionRunner | None = None
     acked: bool = False
 
     @property
@@ -89,9 +91,22 @@ class SessionWorker:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Drain: stop claiming, let running turns finish (up to the drain timeout), then hand every
+        session still owned back to JetStream, so another worker resumes it at once."""
+        fetch, *others = self._tasks
+        fetch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetch
+        self.deps.draining.set()  # no new turn starts; queued input stays for the next owner
+        deadline = time.monotonic() + self.settings.runtime_drain_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            self.deps.turn_over.clear()
+            if not any(c.runner is not None and c.runner.busy for c in self.claims.values()):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.deps.turn_over.wait(), left)
+        for task in others:  # heartbeats ran during the drain; now the claims go back
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         claims = list(self.claims.values())
@@ -103,10 +118,10 @@ class SessionWorker:
                 with contextlib.suppress(BaseException):
                     await claim.task
             if not claim.acked:
-                # Hand over now: another worker resumes it without waiting for ack_wait.
                 with contextlib.suppress(Exception):
                     await claim.msg.nak()
         self.claims.clear()
+        self._gauge()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -146,7 +161,8 @@ class SessionWorker:
             return
         claim = _Claim(msg=msg)
         self.claims[start.conversation_id] = claim
-        runner = SessionRunner(self.deps, start, claim)
+        self._gauge()
+        runner = claim.runner = SessionRunner(self.deps, start, claim)
         claim.task = asyncio.create_task(
             self._run(start.conversation_id, runner, dict(msg.headers or {})),
             name=f"session-{start.conversation_id}",
@@ -166,13 +182,35 @@ class SessionWorker:
                     await claim.msg.nak(delay=1)
         finally:
             self.claims.pop(conversation_id, None)
+            self._gauge()
             self._slots.set()
 
+    def _gauge(self) -> None:
+        metrics.SESSIONS_ACTIVE.set(len(self.claims))
+        metrics.WORKER_CAPACITY_IN_USE.set(len(self.claims) / self.settings.runtime_max_sessions)
+
     async def _heartbeat_loop(self) -> None:
+        beats = 0
         while True:
             await asyncio.sleep(self.settings.runtime_claim_heartbeat_s)
+            beats += 1
+            if beats % 4 == 1:
+                await self._report_pending()
             claims = [c for c in self.claims.values() if not c.acked]
             results = await asyncio.gather(*(c.msg.in_progress() for c in claims), return_exceptions=True)
             failures = [r for r in results if isinstance(r, Exception)]
             if failures:
                 log.warning("sessions.heartbeat_failed", count=len(failures), error=str(failures[0]))
+
+    async def _report_pending(self) -> None:
+        """Session starts nobody has claimed yet (what autoscaling and the dashboards watch)."""
+        try:
+            info = await self.deps.js.consumer_info(
+                subjects.SESSIONS_STREAM, subjects.RUNTIME_SESSIONS_CONSUMER
+            )
+        except Exception as exc:
+            log.debug("sessions.consumer_info_failed", error=str(exc))
+            return
+        metrics.JETSTREAM_CONSUMER_PENDING.labels(
+            subjects.SESSIONS_STREAM, subjects.RUNTIME_SESSIONS_CONSUMER
+        ).set(info.num_pending or 0)

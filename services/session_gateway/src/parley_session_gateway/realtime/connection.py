@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from parley_common import metrics
 from parley_common.auth_client import AuthClient
 from parley_common.errors import Codes, ErrorCode, envelope
 from parley_common.session_contract import (
@@ -100,6 +101,8 @@ class RealtimeConnection:
 
     async def run(self) -> None:
         await self.ws.accept()
+        connections = metrics.WS_CONNECTIONS_ACTIVE.labels("realtime")
+        connections.inc()
         try:
             hello = await self._handshake_frame()
             if hello is None:
@@ -128,6 +131,7 @@ class RealtimeConnection:
         except WebSocketDisconnect:
             pass
         finally:
+            connections.dec()
             await self._finish()
 
     async def _handshake_frame(self) -> ClientHandshake | None:
