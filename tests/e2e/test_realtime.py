@@ -39,7 +39,15 @@ from parley_auth.settings import AuthSettings
 from parley_catalog.app import build_app as build_catalog_app
 from parley_catalog.migrate import upgrade as upgrade_catalog
 from parley_catalog.settings import CatalogSettings
-from parley_devstack.servers import ManagedProcess, NatsServer, free_port, stop_all
+from parley_devstack.servers import (
+    ManagedProcess,
+    NatsServer,
+    create_database,
+    drop_database,
+    free_port,
+    stop_all,
+    with_database,
+)
 
 GRACE_S = 1.5  # reconnect grace of the runtime workers
 ACK_WAIT_S = 2.0  # a dead worker's sessions move on after this
@@ -129,9 +137,14 @@ async def stack(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
     nats_server = NatsServer(root / "nats", log_path=root / "logs" / "nats.log")
     nats_server.start()
     await asyncio.to_thread(nats_server.wait_ready, 30)
-    await asyncio.to_thread(upgrade_auth, infra.database_url)
-    await asyncio.to_thread(upgrade_catalog, infra.database_url)
-    common = {"database_url": infra.database_url, "nats_url": nats_server.url, "redis_url": infra.redis_url}
+    # A database of its own too: other modules' auth apps would otherwise deliver our outbox mail.
+    server_url = with_database(infra.database_url, "postgres")
+    database = f"parley_rt_{secrets.token_hex(6)}"
+    await asyncio.to_thread(create_database, server_url, database, if_missing=False)
+    database_url = with_database(infra.database_url, database)
+    await asyncio.to_thread(upgrade_auth, database_url)
+    await asyncio.to_thread(upgrade_catalog, database_url)
+    common = {"database_url": database_url, "nats_url": nats_server.url, "redis_url": infra.redis_url}
     mail_dir = root / "mail"
     auth = build_auth_app(
         AuthSettings(
@@ -161,7 +174,7 @@ async def stack(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
     env.update(
         NATS_URL=nats_server.url,
         REDIS_URL=infra.redis_url,
-        DATABASE_URL=infra.database_url,
+        DATABASE_URL=database_url,
         PARLEY_HTTP_HOST="127.0.0.1",
         PARLEY_LOG_JSON="false",
         PYTHONUNBUFFERED="1",
@@ -207,6 +220,7 @@ async def stack(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
                 await asyncio.to_thread(stop_all, [s.gateway, *s.workers], 10)
     await redis.aclose()
     await asyncio.to_thread(nats_server.stop)
+    await asyncio.to_thread(drop_database, server_url, database)
 
 
 # ------------------------------------------------------------------------------------ people and agents
