@@ -730,13 +730,18 @@ async def test_interruptions_when_the_agent_allows_them(stack: Stack) -> None:
             await s.send({"type": "input_text", "text": LONG})
             early = [await s.recv() for _ in range(2)]
             await s.send({"type": "input_text", "text": "wait"})
+            if not interrupted:
+                await s.send({"type": "input_text", "text": "and this"})
             answered = text_of(early + await s.until("turn_complete"))
-            # Without interruptions the new message waits for the answer; with them it cuts it.
+            # Without interruptions new messages wait for the answer, then are taken in order;
+            # with them a new message cuts the answer.
             if interrupted:
                 assert full.startswith(answered) and len(answered) < len(full) // 2
             else:
                 assert answered == full
             assert text_of(await s.until("turn_complete")) == 'You said: "wait".'
+            if not interrupted:
+                assert text_of(await s.until("turn_complete")) == 'You said: "and this".'
 
 
 async def test_silence_and_duration_timeouts_with_ticks(stack: Stack) -> None:
@@ -842,11 +847,14 @@ async def test_a_stopping_worker_finishes_its_turn_then_hands_the_session_over(s
         owner = (await stack.redis.get(owner_key.format(s.conversation_id))).decode()
         (worker,) = [w for w in stack.alive_workers() if w.pid is not None and f"-{w.pid}-" in owner]
         worker.signal(signal.SIGTERM)
+        await s.send({"type": "input_text", "text": "said during the drain"})
         # Draining: the running answer is finished by the same worker, nothing is replayed.
         rest = await s.until("turn_complete")
         ended = time.monotonic()
         assert "error" not in kinds(rest)
         assert text_of(s.events[-len(rest) - 1 :]) == f'You said: "{LONG}".'
+        # The message that came during the drain is left for, and answered by, the next owner.
+        assert text_of(await s.until("turn_complete")) == 'You said: "said during the drain".'
 
         async def new_owner() -> str | None:
             raw = await stack.redis.get(owner_key.format(s.conversation_id))
@@ -862,6 +870,6 @@ async def test_a_stopping_worker_finishes_its_turn_then_hands_the_session_over(s
     assert worker.proc is not None and await asyncio.to_thread(worker.proc.wait, 30) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in (stack.logs / f"{worker.name}.log").read_text()
     conv = await transcript(stack, user, s.conversation_id)
-    assert [role for role, _ in conv["messages"]] == ["assistant", "user", "assistant", "user", "assistant"]
+    assert [role for role, _ in conv["messages"]] == ["assistant"] + ["user", "assistant"] * 3
     stack.start_worker()
     await asyncio.to_thread(stack.workers[-1].wait_ready, 60)

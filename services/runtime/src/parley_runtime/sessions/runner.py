@@ -235,14 +235,23 @@ class SessionRunner:
 
     async def _on_input(self, received: Received) -> None:
         item = received.input
-        idle = self.turn is None
         if isinstance(item, InputText | InputAudio) and (
-            not idle or self.pending or self.deps.draining.is_set()
+            self.turn is not None or self.pending or self.deps.draining.is_set()
         ):
+            # User input is taken in order, one turn at a time (a draining worker takes none: it
+            # stays in SESSION_IN for the next owner).
             self.pending.append(received)
             if isinstance(item, InputText) and self._interruptible():
                 self._cancel_answer()  # barge-in: the answer stops, the new message comes next
             return
+        await self._handle(received)
+
+    async def _take_pending(self) -> None:
+        while self.pending and self.turn is None and not self.closed and not self.deps.draining.is_set():
+            await self._handle(self.pending.popleft())
+
+    async def _handle(self, received: Received) -> None:
+        item = received.input
         if isinstance(item, InputText):
             self._begin_turn(received.seq, item.text, received.headers)
             return
@@ -264,8 +273,9 @@ class SessionRunner:
         elif isinstance(item, InputAudio) and not self.state.audio_warned:
             self.state.audio_warned = True
             await self._error(Codes.REALTIME_AUDIO_UNSUPPORTED, {})
-        if self.turn is None:
-            # Control input while idle is processed here and now: record it.
+        if self.turn is None and not self.pending:
+            # Processed here and now, with nothing earlier still waiting: record it. (Otherwise a
+            # later commit records it, or the next owner replays it: control input is idempotent.)
             self.state.last_input_seq = received.seq
             await self.deps.store.save(self.state, self.deps.token)
 
@@ -381,8 +391,7 @@ class SessionRunner:
         if turn.input_seq is not None:
             metrics.TURN_LATENCY.observe(time.perf_counter() - turn.started)
         await self._publish_timing()
-        while self.pending and self.turn is None and not self.closed:
-            await self._on_input(self.pending.popleft())
+        await self._take_pending()
 
     def _merge(self, work: SessionState, input_seq: int | None) -> SessionState:
         """The turn's state, with what the input loop owns (connection, processed control input)."""
