@@ -50,7 +50,7 @@ from parley_runtime.llm import BuiltinProvider, ChatMessage, ChatRequest, Finish
 
 DEFAULT_ITERATIONS = 300
 DEFAULT_WARMUP = 30
-DEFAULT_LEVELS = (25, 50, 100, 200, 400, 800)
+DEFAULT_LEVELS = (25, 50, 100, 150, 200, 300, 400, 600, 800)
 P99_LIMIT_MS = 100.0
 GREETING = "Hello, I am the benchmark agent."
 MESSAGE = "How long does a message take to come back through the whole platform?"

@@ -26,9 +26,10 @@ class GatewaySettings(CommonSettings):
     gateway_input_burst: int = Field(default=40, ge=1)
     gateway_handshake_timeout_s: float = Field(default=10.0, gt=0)
     gateway_tick_interval_s: float = Field(default=1.0, gt=0)
-    # How long a conversation can be resumed by a reconnecting client (the runtime's grace period
-    # decides whether it is still running).
-    gateway_resume_ttl_s: int = Field(default=25 * 3600, ge=60)
+    # How long after its start, or after its last socket closed, a conversation can be resumed
+    # (the runtime's grace period decides whether it still runs). Keep it within the retention of
+    # SESSION_OUT (6 h), which a resume replays from.
+    gateway_resume_ttl_s: int = Field(default=6 * 3600, ge=60)
     gateway_auth_cache_ttl_s: float = Field(default=1.0, ge=0)
 
 

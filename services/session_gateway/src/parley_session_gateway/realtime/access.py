@@ -97,6 +97,11 @@ async def remember(redis: Redis, conversation_id: UUID, admission: Admission, tt
     await redis.set(_key(conversation_id), body, ex=ttl_s)
 
 
+async def touch(redis: Redis, conversation_id: UUID, ttl_s: int) -> None:
+    """A socket of this conversation just closed: it stays resumable for another `ttl_s`."""
+    await redis.expire(_key(conversation_id), ttl_s)
+
+
 async def check_resume(redis: Redis, conversation_id: str, admission: Admission) -> UUID:
     """The conversation this caller may resume, or `realtime.session_not_found`."""
     refused = Refused(Codes.REALTIME_SESSION_NOT_FOUND, message=None)

@@ -50,7 +50,7 @@ from parley_common.session_contract import (
     SessionOutput,
     SessionStart,
 )
-from parley_session_gateway.realtime.access import Admission, Refused, admit, check_resume, remember
+from parley_session_gateway.realtime.access import Admission, Refused, admit, check_resume, remember, touch
 from parley_session_gateway.realtime.bridge import SessionBridge
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 from parley_session_gateway.realtime.ratelimit import TokenBucket
@@ -205,6 +205,7 @@ class RealtimeConnection:
                 # The socket dropped: the runtime keeps the session for its grace period.
                 with contextlib.suppress(Exception):
                     await bridge.send(self._input(ClientDisconnected))
+                    await touch(self.ctx.redis, bridge.conversation_id, self.settings.gateway_resume_ttl_s)
             await bridge.detach()
         if self.ws.application_state is not WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
