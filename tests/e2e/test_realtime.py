@@ -251,9 +251,12 @@ async def api_key(stack: Stack, user: User) -> str:
         return str(resp.json()["key"])
 
 
-async def client_token(stack: Stack, key: str, agent_id: str) -> str:
+async def client_token(stack: Stack, key: str, agent_id: str, data: dict[str, Any] | None = None) -> str:
     async with stack.http(stack.auth, headers={"Authorization": f"Bearer {key}"}) as http:
-        resp = await http.post("/chat/tokens", json={"workflow_id": agent_id})
+        body: dict[str, Any] = {"workflow_id": agent_id}
+        if data is not None:
+            body["data"] = data
+        resp = await http.post("/chat/tokens", json=body)
         assert resp.status_code == 201, resp.text
         return str(resp.json()["token"])
 
@@ -635,6 +638,29 @@ async def test_credentials_and_handshake_errors(stack: Stack) -> None:
             stack, live, cookie=stranger.cookie, resume=(s.conversation_id, 0), expect_error=True
         ) as intruder:
             assert intruder.events == [{"type": "handshake_error", "reason": "realtime.session_not_found"}]
+
+
+async def test_client_token_data_becomes_session_variables(stack: Stack) -> None:
+    owner = await signup(stack)
+    nodes = [
+        node(
+            "start",
+            "CONTROL.START",
+            greeting="Hello {{ customer_name }}!",
+            variables={"customer_name": "stranger"},
+        ),
+        node("end", "CONTROL.END"),
+    ]
+    agent = await make_agent(stack, owner, nodes, [edge("start", "end")])
+    key = await api_key(stack, owner)
+    named = await client_token(stack, key, agent, data={"customer_name": "John"})
+    async with session(stack, agent, token=named) as s:  # type: ignore[arg-type]
+        greeting = next(e for e in await s.until("flow_complete") if e["type"] == "text_full")
+        assert greeting["content"] == "Hello John!"
+    # Without data the blueprint's own default stands.
+    async with session(stack, agent, token=await client_token(stack, key, agent)) as s:  # type: ignore[arg-type]
+        greeting = next(e for e in await s.until("flow_complete") if e["type"] == "text_full")
+        assert greeting["content"] == "Hello stranger!"
 
 
 async def test_bad_frames_get_precise_errors_and_the_session_lives_on(stack: Stack) -> None:

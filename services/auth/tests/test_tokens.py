@@ -41,6 +41,7 @@ async def test_mint_defaults_and_claims(
     assert principal.kind is CredentialKind.CLIENT_TOKEN
     assert principal.agent_id == "wf_123" and principal.env == "staging" and principal.user_id == user.id
     assert principal.token_type == ("chat" if path == "/chat/tokens" else "voice")
+    assert principal.data == {"name": "Jo"}
 
 
 @pytest.mark.parametrize("ttl", [59, 86401, 0, -5, "3600", 1.5])

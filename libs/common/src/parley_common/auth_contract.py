@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -56,6 +56,8 @@ class Principal(BaseModel):
     agent_id: str | None = None
     env: TokenEnv | None = None
     token_type: Literal["chat", "voice"] | None = None
+    # Client tokens only: the `data` given when the token was minted, passed to the agent.
+    data: dict[str, Any] | None = None
     expires_at: datetime | None = None
 
     def has_scope(self, scope: str) -> bool:

@@ -33,7 +33,8 @@ class _Data(BaseModel):
 
 
 class StartData(_Data):
-    """Entry point. Optionally greets the user and seeds variables."""
+    """Entry point. Optionally greets the user. `variables` are defaults: a value the session was
+    opened with (a client token's `data`) is kept."""
 
     greeting: Template | None = None
     variables: dict[Identifier, Any] = Field(default_factory=dict)

@@ -144,5 +144,6 @@ async def _verify_client_token(db: AsyncSession, settings: AuthSettings, token: 
         agent_id=row.agent_id,
         env=TokenEnv(row.env),
         token_type="voice" if row.token_type == "voice" else "chat",
+        data=row.data,
         expires_at=row.expires_at,
     )

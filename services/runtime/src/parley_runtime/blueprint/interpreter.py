@@ -141,8 +141,9 @@ class Interpreter:
             self._step += 1
             branch: str | None = None
             if isinstance(data, StartData):
+                # Defaults: values given by whoever opened the session (a client token's data) win.
                 for name, value in data.variables.items():
-                    state.variables[name] = value
+                    state.variables.setdefault(name, value)
                 if data.greeting:
                     await self._say(state, node.id, data.greeting)
             elif isinstance(data, DialogData):

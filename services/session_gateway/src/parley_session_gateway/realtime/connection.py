@@ -196,6 +196,8 @@ class RealtimeConnection:
             render_directive=hello.render_directive,
             started_at=datetime.now(UTC),
             connection_id=self.connection_id,
+            # A client token's `data` (from whoever minted it) becomes the session's variables.
+            variables=dict(admission.principal.data or {}),
         )
 
     async def _finish(self) -> None:
