@@ -95,7 +95,12 @@ class ConversationConsumer:
         self.db = db
         self._task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
-        self.applied = 0  # events newly persisted by this process (for logs and tests)
+        # What this process did with the messages it was given (for logs, metrics and tests).
+        self.applied = 0
+        self.duplicates = 0
+        self.malformed = 0
+        self.retried = 0
+        self.dropped = 0
 
     async def start(self, nc: NatsClient) -> None:
         js = nc.jetstream()
@@ -120,8 +125,9 @@ class ConversationConsumer:
                 await self._task
             self._task = None
         if self._sub is not None:
+            # The durable consumer stays on the server; only this process's subscription goes.
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                await asyncio.wait_for(self._sub.unsubscribe(), timeout=5)
             self._sub = None
 
     async def _run(self) -> None:
@@ -151,6 +157,7 @@ class ConversationConsumer:
             event = parse(msg.data)
         except MalformedEvent as exc:
             log.warning("catalog.conversation_event_malformed", subject=msg.subject, detail=str(exc))
+            self.malformed += 1
             await msg.term()
             return
         try:
@@ -161,12 +168,14 @@ class ConversationConsumer:
             log.error(
                 "catalog.conversation_event_rejected", event_id=str(event.event_id), error=str(exc)[:300]
             )
+            self.dropped += 1
             await msg.term()
             return
         except _TRANSIENT as exc:
             log.warning(
                 "catalog.conversation_event_retry", event_id=str(event.event_id), error=str(exc)[:300]
             )
+            self.retried += 1
             await msg.nak(delay=self.settings.catalog_conversations_retry_delay_s)
             return
         except Exception as exc:
@@ -174,6 +183,8 @@ class ConversationConsumer:
             return
         if applied:
             self.applied += 1
+        else:
+            self.duplicates += 1
         await msg.ack()
 
     async def _unexpected(self, msg: Msg, event_id: Any, exc: Exception) -> None:
@@ -185,7 +196,9 @@ class ConversationConsumer:
                 deliveries=deliveries,
                 exc_info=exc,
             )
+            self.dropped += 1
             await msg.term()
         else:
             log.warning("catalog.conversation_event_failed", event_id=str(event_id), exc_info=exc)
+            self.retried += 1
             await msg.nak(delay=self.settings.catalog_conversations_retry_delay_s)
