@@ -364,3 +364,24 @@ async def test_patch_keeps_unrelated_fields(world: World, catalog_app: FastAPI) 
     assert patched["secrets"] == agent["secrets"] and patched["blueprint"] == agent["blueprint"]
     nulls = await alice.catalog.patch(f"/agents/{agent['id']}", json={"config": None, "blueprint": None})
     assert nulls.status_code == 200 and nulls.json()["config"] == {"name": "b"}
+
+
+async def test_text_postgres_cannot_store_is_422(world: World) -> None:
+    """Lone surrogates (legal in JSON escapes, not in UTF-8) and NUL never reach the database."""
+    alice = await world.user()
+    node_data = (
+        b'{"blueprint": {"entries": [{"name": "m", "workflow": '
+        b'{"nodes": [{"id": "a", "type": "t", "data": {"k": "\\udfff"}}], "edges": []}}]}}'
+    )
+    for raw in (b'{"config": {"name": "a\\ud800b"}}', node_data, b'{"config": {"name": "ok\\u0000"}}'):
+        resp = await alice.catalog.post(
+            "/users/me/agents", content=raw, headers={"content-type": "application/json"}
+        )
+        assert_error(resp, 422, "request.validation_failed")
+    agent = await alice.create_agent()
+    lint = await alice.catalog.post(
+        f"/agents/{agent['id']}/lint", content=node_data, headers={"content-type": "application/json"}
+    )
+    assert_error(lint, 422, "request.validation_failed")
+    for query in ("search=a%ED%A0%80", "search=%ff%fe"):
+        assert (await alice.catalog.get("/users/me/agents?" + query)).status_code == 200

@@ -29,6 +29,11 @@ from parley_common.subjects import health_ping
 log = structlog.get_logger(__name__)
 
 
+def _webhook_client() -> httpx.AsyncClient:
+    # No redirects (one could lead past the address guard), no proxy settings from the environment.
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+
 def build_app(settings: CatalogSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     name = settings.service_name
@@ -42,7 +47,7 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
             broker, cache_ttl_s=settings.catalog_auth_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
         ),
         box=SecretBox(settings.catalog_secret_key),
-        http=httpx.AsyncClient(follow_redirects=False, trust_env=False),
+        http=_webhook_client(),
     )
     handlers.register(broker, ctx)
     consumer = ConversationConsumer(settings, db)
@@ -60,6 +65,8 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.catalog_secret_key == DEV_SECRET_KEY and settings.environment != "development":
             log.warning("catalog.dev_secret_key", hint="set PARLEY_CATALOG_SECRET_KEY")
+        if ctx.http.is_closed:  # a restarted lifespan (the previous one closed it)
+            ctx.http = _webhook_client()
         await broker.start()
         try:
             await consumer.start(broker.connection)

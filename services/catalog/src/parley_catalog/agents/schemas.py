@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
+from parley_catalog.jsonsafe import ensure_clean
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentConfig, AgentStatus
 
@@ -56,11 +57,14 @@ class AgentPage(BaseModel):
     page: int
 
 
+CleanBlueprint = Annotated[Blueprint, AfterValidator(ensure_clean)]
+
+
 class CreateAgentRequest(BaseModel):
     template_id: UUID | None = None
     config: AgentConfig | None = None
     secrets: SecretList | None = None
-    blueprint: Blueprint | None = None
+    blueprint: CleanBlueprint | None = None
 
 
 class UpdateAgentRequest(BaseModel):
@@ -69,7 +73,7 @@ class UpdateAgentRequest(BaseModel):
 
     config: AgentConfig | None = None
     secrets: SecretList | None = None
-    blueprint: Blueprint | None = None
+    blueprint: CleanBlueprint | None = None
 
 
 class UpdateAgentStatusRequest(BaseModel):
@@ -77,7 +81,7 @@ class UpdateAgentStatusRequest(BaseModel):
 
 
 class LintAgentRequest(BaseModel):
-    blueprint: Blueprint | None = None
+    blueprint: CleanBlueprint | None = None
 
 
 class LintDiagnostic(BaseModel):

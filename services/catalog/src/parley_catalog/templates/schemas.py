@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from parley_catalog.agents.schemas import SecretList
+from parley_catalog.agents.schemas import CleanBlueprint, SecretList
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentConfig
 
@@ -43,7 +43,7 @@ class CreateTemplateRequest(BaseModel):
     description: Description | None = None
     config: AgentConfig | None = None
     secrets: SecretList | None = None
-    blueprint: Blueprint | None = None
+    blueprint: CleanBlueprint | None = None
 
 
 class UpdateTemplateRequest(BaseModel):
@@ -53,4 +53,4 @@ class UpdateTemplateRequest(BaseModel):
     description: Description | None = None
     config: AgentConfig | None = None
     secrets: SecretList | None = None
-    blueprint: Blueprint | None = None
+    blueprint: CleanBlueprint | None = None

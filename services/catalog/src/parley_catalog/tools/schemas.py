@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator, SchemaError
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, Field, StringConstraints, field_validator
 
 from parley_catalog.agents.schemas import AgentSecret
+from parley_catalog.jsonsafe import CleanJSON, ensure_clean
 
 ToolName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Description = Annotated[str, Field(max_length=2000)]
@@ -37,10 +38,13 @@ def _check_parameters(value: dict[str, Any]) -> dict[str, Any]:
 
 Parameters = Annotated[
     dict[str, Any],
+    AfterValidator(ensure_clean),
     AfterValidator(_check_parameters),
     Field(
-        description='JSON schema of the arguments, `{"type": "object", "properties": {...}}`.',
-        examples=[{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}],
+        description=(
+            'JSON schema of the arguments, e.g. `{"type": "object", "properties": {"city": {"type": '
+            '"string"}}, "required": ["city"]}`.'
+        )
     ),
 ]
 
@@ -114,4 +118,4 @@ class ExecuteToolRequest(BaseModel):
 
     function: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments: CleanJSON = Field(default_factory=dict)

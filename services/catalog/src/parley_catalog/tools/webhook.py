@@ -16,6 +16,7 @@ import httpx
 import structlog
 from pydantic import ValidationError
 
+from parley_catalog.jsonsafe import ensure_clean
 from parley_catalog.settings import CatalogSettings
 from parley_catalog.tools.guard import BlockedDestination, vet
 from parley_common.catalog_contract import ToolResult
@@ -150,7 +151,8 @@ def _decode(content: bytes, content_type: str) -> Any:
     text = content.decode("utf-8", errors="replace")
     if "json" in content_type or text.lstrip()[:1] in ("{", "["):
         try:
-            return json.loads(text)
+            # Parsed JSON may hold lone surrogates (`"\ud800"`) that no response could encode.
+            return ensure_clean(json.loads(text))
         except (ValueError, RecursionError):
             pass
     return text

@@ -1,0 +1,259 @@
+"""Property-based API test of the catalog with schemathesis, in-process over ASGI.
+
+The catalog and a real auth app (credentials are verified over the bus) run against real
+PostgreSQL, Redis and NATS with their lifespans started on schemathesis's event loop thread;
+`st_apps` stops them at teardown. Every case is sent authenticated (a session cookie or an API
+key, Hypothesis draws which) and, for about half of them, path parameters and a few body fields
+are replaced by real identifiers made for that case (agents, templates, tools, conversations, the
+caller's org), so success paths are exercised too, not only 401/404/422.
+
+Checks: no 5xx, status codes, content types and response schemas conform to the catalog's
+OpenAPI. Deterministic (fixed seed, derandomized), bounded by `MAX_EXAMPLES` per operation.
+(`schemathesis.pytest.from_fixture` breaks on pytest 9.2, so the schema is read from an app that
+is never started; see services/auth/tests/test_schemathesis.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+import pytest
+import schemathesis
+import structlog
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from structlog.processors import JSONRenderer, add_log_level, format_exc_info
+
+from parley_auth.app import build_app as build_auth_app
+from parley_catalog.app import build_app
+from parley_catalog.settings import CatalogSettings
+from parley_common import subjects
+
+from .conftest import auth_settings_for, catalog_settings_for
+from .support import COOKIE, PASSWORD, valid_blueprint
+
+MAX_EXAMPLES = 20
+SEED = 20261121
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@dataclass
+class Account:
+    user_id: str
+    session: str
+    api_key: str
+
+
+@dataclass
+class Api:
+    """Calls the apps through the same in-process client (and event loop) schemathesis uses."""
+
+    auth_app: Any
+    catalog_app: Any
+    seq: Iterator[int] = field(default_factory=itertools.count)
+
+    def call(self, app: Any, method: str, path: str, *, session: str, json_body: Any = None) -> Any:
+        with asgi.get_client(app) as client:
+            resp = client.request(method, path, json=json_body, cookies={COOKIE: session})
+        assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text}"
+        return resp.json() if resp.content else None
+
+    def unique(self, prefix: str) -> str:
+        return f"{prefix}-{next(self.seq)}-{uuid.uuid4().hex[:8]}"
+
+    def new_account(self) -> Account:
+        email = f"{self.unique('st')}@example.com"
+        with asgi.get_client(self.auth_app) as client:
+            resp = client.post("/auth/signup", json={"email": email, "password": PASSWORD, "name": "Fuzz"})
+            assert resp.status_code == 201, resp.text
+            session = resp.cookies[COOKIE]
+        user = self.call(self.auth_app, "GET", "/users/me", session=session)
+        key = self.call(self.auth_app, "POST", "/auth/api-keys", session=session, json_body={"name": "st"})
+        return Account(user_id=user["id"], session=session, api_key=key["key"])
+
+    def new_org(self, owner: Account) -> str:
+        slug = self.unique("org")
+        self.call(
+            self.auth_app, "POST", "/orgs", session=owner.session, json_body={"name": "Fuzz", "slug": slug}
+        )
+        return slug
+
+    def catalog(self, method: str, path: str, owner: Account, body: Any = None) -> Any:
+        return self.call(self.catalog_app, method, path, session=owner.session, json_body=body)
+
+
+def publish_conversations(nats_url: str, agent_id: str, count: int) -> list[str]:
+    """Conversations with a few messages each, published as a runtime would."""
+
+    async def run() -> list[str]:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        ids = []
+        for _ in range(count):
+            conv = str(uuid.uuid4())
+            ids.append(conv)
+            at = datetime.now(UTC).isoformat()
+            events: list[dict[str, Any]] = [
+                {"type": "conversation.started", "agent_id": agent_id, "channel": "chat"},
+                *[
+                    {
+                        "type": "conversation.message",
+                        "message_id": str(uuid.uuid4()),
+                        "role": "user",
+                        "content": f"m{i}",
+                        "seq": i,
+                    }
+                    for i in range(3)
+                ],
+            ]
+            for event in events:
+                body = {"event_id": str(uuid.uuid4()), "conversation_id": conv, "at": at, **event}
+                await js.publish(subjects.conversation_event(conv), json.dumps(body).encode())
+        await nc.close()
+        return ids
+
+    return asyncio.run(run())
+
+
+@dataclass
+class Authenticator:
+    api: Api
+    main: Account
+    org_slug: str
+    shared_agent: str
+    conversations: list[str]
+
+    def fresh_agent(self, in_org: bool) -> str:
+        path = f"/orgs/{self.org_slug}/agents" if in_org else "/users/me/agents"
+        body = {"config": {"name": "fuzz target"}, "blueprint": valid_blueprint()}
+        agent = self.api.catalog("POST", path, self.main, body)
+        return str(agent["id"])
+
+    def prepare(
+        self, case: schemathesis.Case, *, use_key: bool, use_real_ids: bool, in_org: bool
+    ) -> dict[str, str]:
+        # schemathesis ends every lifespan after each test; the catalog's is restarted by the call
+        # itself, auth's (reached only over the bus) must be restarted here.
+        with asgi.get_client(self.api.auth_app):
+            pass
+        if use_real_ids:
+            self._plug_real_ids(case, in_org)
+        if use_key:
+            return {"Authorization": f"Bearer {self.main.api_key}"}
+        return {"Cookie": f"{COOKIE}={self.main.session}"}
+
+    def _plug_real_ids(self, case: schemathesis.Case, in_org: bool) -> None:
+        params = case.path_parameters
+        if params is not None:
+            if "orgSlug" in params:
+                params["orgSlug"] = self.org_slug
+            if "agentID" in params:
+                params["agentID"] = self.fresh_agent(in_org)
+            if "templateID" in params:
+                template = self.api.catalog(
+                    "POST", "/users/me/templates", self.main, {"name": "fuzz template"}
+                )
+                params["templateID"] = template["id"]
+            if "conversationID" in params:
+                params["conversationID"] = self.conversations[
+                    len(self.api.unique("c")) % len(self.conversations)
+                ]
+            if "toolID" in params:
+                body = {
+                    "name": f"tool_{uuid.uuid4().hex[:8]}",
+                    "description": "fuzz",
+                    "parameters": {"type": "object", "properties": {}},
+                    "webhook": {"url": "http://127.0.0.1:9/blocked"},
+                }
+                tool = self.api.catalog("POST", f"/agents/{self.shared_agent}/tools", self.main, body)
+                params["toolID"] = tool["id"]
+        query = case.query
+        if isinstance(query, dict) and "agent_id" in query:
+            query["agent_id"] = self.shared_agent
+            query.pop("org_slug", None)
+        if isinstance(case.body, dict) and "template_id" in case.body:
+            template = self.api.catalog("POST", "/users/me/templates", self.main, {"name": "fuzz template"})
+            case.body["template_id"] = template["id"]
+
+
+# Module scope: these apps join the `auth`/`catalog` queue groups on the session's NATS; they share
+# the secrets of every other test app, and are stopped before the next module starts its own.
+@pytest.fixture(scope="module")
+def st_apps(migrated: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    auth_app = build_auth_app(auth_settings_for(migrated, tmp_path_factory.mktemp("mail")))
+    catalog_app = build_app(catalog_settings_for(migrated))
+    # The apps log every unhandled exception; structlog's console renderer draws rich tracebacks
+    # with locals, about a second each, which makes shrinking a failure take minutes.
+    saved_processors = structlog.get_config()["processors"]
+    structlog.configure(processors=[add_log_level, format_exc_info, JSONRenderer()])
+    try:
+        yield auth_app, catalog_app
+    finally:
+        asgi.shutdown_lifespans()
+        structlog.configure(processors=saved_processors)
+
+
+@pytest.fixture(scope="module")
+def authenticator(st_apps: tuple[Any, Any], migrated: Any) -> Authenticator:
+    api = Api(*st_apps)
+    main = api.new_account()
+    slug = api.new_org(main)
+    shared = api.catalog(
+        "POST", "/users/me/agents", main, {"config": {"name": "shared"}, "blueprint": valid_blueprint()}
+    )
+    conversations = publish_conversations(migrated.nats_url, shared["id"], 4)
+    deadline = time.monotonic() + 15
+    while True:  # wait until the consumer has persisted them
+        page = api.catalog("GET", f"/agents/{shared['id']}/conversations", main)
+        if len(page["items"]) == len(conversations):
+            break
+        assert time.monotonic() < deadline, "conversations were not persisted"
+        time.sleep(0.05)
+    return Authenticator(api, main, slug, shared["id"], conversations)
+
+
+def _load_schema() -> schemathesis.BaseSchema:
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
+        }
+    )
+    return schemathesis.openapi.from_dict(build_app(CatalogSettings()).openapi(), config=config)
+
+
+schema = _load_schema()
+
+
+@schema.parametrize()
+@schema.given(use_key=st.booleans(), use_real_ids=st.booleans(), in_org=st.booleans())
+def test_catalog_api_conforms_to_its_openapi(
+    case: schemathesis.Case,
+    use_key: bool,
+    use_real_ids: bool,
+    in_org: bool,
+    st_apps: tuple[Any, Any],
+    authenticator: Authenticator,
+) -> None:
+    headers = authenticator.prepare(case, use_key=use_key, use_real_ids=use_real_ids, in_org=in_org)
+    try:
+        case.call_and_validate(app=st_apps[1], headers=headers, checks=CHECKS)
+    except Exception as exc:
+        credential = "API key" if use_key else "session cookie"
+        exc.add_note(f"Sent: {case.method} {case.formatted_path} with a {credential}, body {case.body!r}")
+        raise
