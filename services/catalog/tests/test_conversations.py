@@ -351,3 +351,29 @@ async def test_history_access_rules(world: World, js: JetStreamContext) -> None:
     await owner.catalog.delete(f"/agents/{agent['id']}")
     assert_error(await owner.catalog.get(f"/conversations/{other}"), 404)
     assert_error(await owner.catalog.get(f"/conversations/{uuid.uuid4()}"), 404)
+
+
+async def test_old_event_ids_are_pruned(ctx: CatalogContext, catalog_app: FastAPI) -> None:
+    consumer: ConversationConsumer = catalog_app.state.consumer
+    assert consumer.retention_s == ctx.settings.catalog_conversations_max_age_days * 86400
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    async with ctx.db.engine.begin() as conn:
+        for event_id, age in ((old, timedelta(days=30)), (recent, timedelta(days=2))):
+            await conn.execute(
+                text(
+                    "INSERT INTO catalog.processed_events (event_id, type, conversation_id, processed_at) "
+                    "VALUES (:e, 'conversation.message', :c, :at)"
+                ),
+                {"e": event_id, "c": uuid.uuid4(), "at": datetime.now(UTC) - age},
+            )
+    assert await consumer.prune() >= 1
+    async with ctx.db.engine.connect() as conn:
+        left = set(
+            (
+                await conn.execute(
+                    text("SELECT event_id FROM catalog.processed_events WHERE event_id IN (:a, :b)"),
+                    {"a": old, "b": recent},
+                )
+            ).scalars()
+        )
+    assert left == {recent}

@@ -33,6 +33,21 @@ class Agent(Base):
         Index(
             "ix_agents_owner_org", "owner_org_id", "created_at", postgresql_where=text("deleted_at IS NULL")
         ),
+        # Octavus agents are found by slug within their owner (the API key's project).
+        Index(
+            "ix_agents_user_slug",
+            "owner_user_id",
+            "slug",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL AND slug IS NOT NULL AND owner_user_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_agents_org_slug",
+            "owner_org_id",
+            "slug",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL AND slug IS NOT NULL AND owner_org_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)
@@ -48,6 +63,8 @@ class Agent(Base):
     # Octavus protocol agents: the definition (protocol.yaml parsed, settings.json, prompts), as
     # `parley_common.octavus.AgentDefinition` dumps it. Opaque here; null for blueprint agents.
     protocol: Mapped[dict[str, Any] | None]
+    # settings.slug of an Octavus agent (unique per owner among live rows); null for the others.
+    slug: Mapped[str | None]
     status: Mapped[str] = mapped_column(default="draft")
     # Increments on every change; runtimes compare it with their cached snapshot.
     version: Mapped[int] = mapped_column(default=1)

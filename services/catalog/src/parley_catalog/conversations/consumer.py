@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -28,7 +29,7 @@ from opentelemetry.propagate import extract
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 
-from parley_catalog.conversations.service import AnyEvent, apply_event
+from parley_catalog.conversations.service import AnyEvent, apply_event, prune_processed
 from parley_catalog.db import Database
 from parley_catalog.settings import CatalogSettings
 from parley_common import subjects
@@ -44,6 +45,7 @@ MAX_UNEXPECTED_DELIVERIES = 5
 _TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError)
 _PERMANENT = (DataError, IntegrityError)
 _MAX_BIGINT = 2**63 - 1
+PRUNE_EVERY_S = 3600.0
 
 
 class MalformedEvent(ValueError):
@@ -67,11 +69,11 @@ def parse(data: bytes) -> AnyEvent:
     return event
 
 
-async def ensure_stream(js: JetStreamContext, max_age_s: float) -> None:
-    """Create the CONVERSATIONS stream if it does not exist; an existing one is left as it is."""
+async def ensure_stream(js: JetStreamContext, max_age_s: float) -> float:
+    """Create the CONVERSATIONS stream if it does not exist (an existing one is left as it is);
+    returns its retention in seconds (0: unlimited)."""
     try:
-        await js.stream_info(subjects.CONVERSATIONS_STREAM)
-        return
+        return float((await js.stream_info(subjects.CONVERSATIONS_STREAM)).config.max_age or 0)
     except NotFoundError:
         pass
     config = api.StreamConfig(
@@ -86,7 +88,8 @@ async def ensure_stream(js: JetStreamContext, max_age_s: float) -> None:
         await js.add_stream(config)
     except BadRequestError:
         # Another process created it in between (with its own settings): that one stands.
-        await js.stream_info(subjects.CONVERSATIONS_STREAM)
+        return float((await js.stream_info(subjects.CONVERSATIONS_STREAM)).config.max_age or 0)
+    return max_age_s
 
 
 class ConversationConsumer:
@@ -94,6 +97,8 @@ class ConversationConsumer:
         self.settings = settings
         self.db = db
         self._task: asyncio.Task[None] | None = None
+        self.retention_s = 0.0
+        self._pruned_at = 0.0
         self._sub: JetStreamContext.PullSubscription | None = None
         # What this process did with the messages it was given (for logs, metrics and tests).
         self.applied = 0
@@ -104,7 +109,7 @@ class ConversationConsumer:
 
     async def start(self, nc: NatsClient) -> None:
         js = nc.jetstream()
-        await ensure_stream(js, self.settings.catalog_conversations_max_age_days * 86400)
+        self.retention_s = await ensure_stream(js, self.settings.catalog_conversations_max_age_days * 86400)
         self._sub = await js.pull_subscribe(
             SUBJECTS,
             durable=self.settings.catalog_conversations_durable,
@@ -130,9 +135,34 @@ class ConversationConsumer:
                 await asyncio.wait_for(self._sub.unsubscribe(), timeout=5)
             self._sub = None
 
+    async def prune(self) -> int:
+        """Drop processed-event ids the stream can no longer replay (older than its retention plus
+        a day). An unlimited stream keeps them all."""
+        if self.retention_s <= 0:
+            return 0
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.retention_s) - timedelta(days=1)
+        async with self.db.sessions() as session:
+            count = await prune_processed(session, cutoff)
+            await session.commit()
+        return count
+
+    async def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        try:
+            pruned = await self.prune()
+        except Exception as exc:  # next hour, then
+            log.warning("catalog.processed_events_prune_failed", error=str(exc)[:300])
+        else:
+            if pruned:
+                log.info("catalog.processed_events_pruned", count=pruned)
+
     async def _run(self) -> None:
         assert self._sub is not None
         while True:
+            await self._maybe_prune()
             try:
                 messages = await self._sub.fetch(self.settings.catalog_conversations_batch, timeout=1.0)
             except (NatsTimeoutError, TimeoutError):

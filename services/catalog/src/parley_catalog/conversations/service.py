@@ -7,9 +7,10 @@ keyed by their own `message_id`, so even a re-sent message under a new event id 
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -172,3 +173,9 @@ async def delete_conversation(db: AsyncSession, conversation: Conversation) -> N
     conversation.deleted_at = utcnow()
     conversation.updated_at = utcnow()
     await db.flush()
+
+
+async def prune_processed(db: AsyncSession, older_than: datetime) -> int:
+    """Forget event ids older than anything the stream can still replay."""
+    result = await db.execute(delete(ProcessedEvent).where(ProcessedEvent.processed_at < older_than))
+    return int(getattr(result, "rowcount", 0) or 0)
