@@ -34,13 +34,13 @@ from parley_common.blueprint import (
 )
 from parley_common.templating import check_expression, check_template
 
-# Edge `branch` values each branching node type accepts; other node types take no branch.
+# Edge `branch` values of the branching node types. Leaving such a node, the runtime follows the
+# edges of the outcome's branch, or else the edges without a branch; so each outcome needs one or
+# the other, or the session fails there. Other node types ignore `branch`.
 BRANCHES: dict[NodeType, frozenset[str]] = {
     NodeType.EVAL: frozenset({"true", "false"}),
     NodeType.WEBHOOK: frozenset({"success", "error"}),
 }
-# Branches a node type must have (an EVAL whose false side leads nowhere would stall the session).
-REQUIRED_BRANCHES: dict[NodeType, frozenset[str]] = {NodeType.EVAL: frozenset({"true", "false"})}
 
 
 Report = Callable[..., None]
@@ -129,27 +129,25 @@ def _lint_entry(entry: str, nodes: list[BlueprintNode], edges: list[BlueprintEdg
 
     graph: dict[str, list[str]] = {n: [] for n in by_id}
     reverse: dict[str, list[str]] = {n: [] for n in by_id}
-    branches: dict[str, list[str]] = {n: [] for n in by_id}
+    branches: dict[str, set[str | None]] = {n: set() for n in by_id}
     for edge in edges:
         label = edge_label(edge)
         if not _lint_edge(edge, label, by_id, types, report):
             continue
         graph[edge.source].append(edge.target)
         reverse[edge.target].append(edge.source)
-        branch = (edge.model_extra or {}).get("branch")
-        if isinstance(branch, str):
-            branches[edge.source].append(branch)
+        branches[edge.source].add(branch_of(edge))
 
     for node_id, node_type in types.items():
-        required = REQUIRED_BRANCHES.get(node_type) if node_type else None
-        for branch in sorted(required or ()):
-            count = branches[node_id].count(branch)
-            if count == 0:
-                report(
-                    "node.missing_branch", f"no edge with branch {branch!r} leaves this node", node=node_id
-                )
-            elif count > 1:
-                report("node.duplicate_branch", f"several edges with branch {branch!r}", node=node_id)
+        outcomes = BRANCHES.get(node_type) if node_type else None
+        if outcomes is None or None in branches[node_id]:
+            continue  # not a branching node, or an edge without a branch catches every outcome
+        for branch in sorted(outcomes - branches[node_id]):
+            report(
+                "node.missing_branch",
+                f"no edge for the {branch!r} outcome (add one with that branch, or one without a branch)",
+                node=node_id,
+            )
 
     if not starts:
         return  # without an entry point every node is unreachable; that says nothing new
@@ -181,25 +179,30 @@ def _lint_edge(
         if node_id not in by_id:
             report("edge.dangling", f"{end} {node_id!r} is not a node of this entry", edge=label)
             ok = False
-    extra = edge.model_extra or {}
-    condition = extra.get("condition")
-    if condition is not None:
+    condition = (edge.model_extra or {}).get("condition")
+    # A blank condition is no condition, as the runtime reads it.
+    if condition is not None and not (isinstance(condition, str) and not condition.strip()):
         problem = "must be a string" if not isinstance(condition, str) else check_expression(condition)
         if problem:
             report("edge.invalid_condition", f"condition: {problem}", edge=label)
     source_type = types.get(edge.source)
     if source_type in TERMINAL_TYPES:
         report("edge.from_terminal", f"leaves a {source_type} node, which ends the flow", edge=label)
-    branch = extra.get("branch")
-    if branch is not None and edge.source in by_id and source_type is not None:
-        allowed = BRANCHES.get(source_type)
-        if allowed is None:
-            report("edge.invalid_branch", f"{source_type} nodes do not branch; remove `branch`", edge=label)
-        elif branch not in allowed:
-            report("edge.invalid_branch", f"branch must be one of {sorted(allowed)}", edge=label)
-    elif branch is None and source_type in REQUIRED_BRANCHES:
-        report("edge.invalid_branch", f"edges leaving a {source_type} node need a `branch`", edge=label)
+    branch = branch_of(edge)
+    allowed = BRANCHES.get(source_type) if source_type else None
+    if branch is not None and allowed is not None and branch not in allowed:
+        report("edge.invalid_branch", f"branch must be one of {sorted(allowed)}", edge=label)
     return ok
+
+
+def branch_of(edge: BlueprintEdge) -> str | None:
+    """The edge's `branch` as the runtime reads it: booleans and any letter case are accepted."""
+    value = (edge.model_extra or {}).get("branch")
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip().lower()
 
 
 def _node_type(node: BlueprintNode) -> NodeType | None:
