@@ -41,7 +41,10 @@ async def auth_settings(infra: Any, tmp_path_factory: pytest.TempPathFactory) ->
     )
 
 
-@pytest.fixture(scope="session")
+# Module scope: an auth app answers `auth.verify` in the `auth` queue group for as long as it
+# lives, so it must not outlive this package's modules and answer other packages' requests
+# (their apps have other token secrets).
+@pytest.fixture(scope="module")
 async def auth_app(auth_settings: AuthSettings) -> AsyncIterator[FastAPI]:
     app = build_app(auth_settings)
     async with app.router.lifespan_context(app):

@@ -126,7 +126,7 @@ async def test_expiry_revocation_and_forgery(accounts: Accounts, auth_app: FastA
     claims = jwt.decode(second, options={"verify_signature": False})
     expired = jwt.encode({**claims, "exp": 1}, ctx.settings.auth_token_secret, algorithm="HS256")
     assert await verify(expired) == "auth.credential_expired"
-    forged = jwt.encode({**claims, "sub": "other-agent"}, "not-the-secret", algorithm="HS256")
+    forged = jwt.encode({**claims, "sub": "other-agent"}, "not-the-secret-" + "x" * 32, algorithm="HS256")
     assert await verify(forged) == "auth.unauthenticated"
     # Revoking the minting key revokes every token it minted.
     key_id = (await user.client.get("/auth/api-keys")).json()[0]["id"]
