@@ -3,11 +3,16 @@ then the HTTP side (lint endpoint, lint on save of a live agent, going live, tra
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from parley_catalog.lint import rules
+from parley_catalog.lint import service as lint_service
 from parley_catalog.lint.rules import lint
 from parley_common.blueprint import Blueprint
 
@@ -389,3 +394,22 @@ async def test_going_live_and_saving_live_require_a_clean_lint(world: World) -> 
     assert (await alice.catalog.get(path)).json() == before
     # Other fields of a live agent save without a blueprint lint.
     assert (await alice.catalog.patch(path, json={"config": {"name": "still live"}})).status_code == 200
+
+
+# --- docs/blueprints.md stays true -----------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "blueprints.md"
+
+
+def test_documented_example_lints_clean() -> None:
+    example = re.search(r"## Example.*?```json\n(.*?)```", DOC.read_text(), re.S)
+    assert example is not None
+    assert findings(json.loads(example.group(1))) == set()
+
+
+def test_every_lint_code_is_documented() -> None:
+    source = Path(rules.__file__).read_text() + Path(lint_service.__file__).read_text()
+    emitted = set(re.findall(r'(?:report|Diagnostic)\(\s*"([a-z_]+\.[a-z_]+)"', source))
+    emitted |= {"node.invalid_template", "node.invalid_expression"}  # built as f"node.invalid_{kind}"
+    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", DOC.read_text(), re.M))
+    assert emitted == documented
