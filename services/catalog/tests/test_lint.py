@@ -265,12 +265,21 @@ CORPUS: list[tuple[str, dict[str, Any], set[tuple[str, str | None, str | None]]]
         },
     ),
     (
+        "a webhook leading nowhere is one problem, not three",
+        blueprint([node("s", START), node("w", WEBHOOK, url="https://example.com")], [edge("s", "w")]),
+        {("node.no_terminal_path", "s", None), ("node.no_terminal_path", "w", None)},
+    ),
+    (
         "edges leaving terminal nodes",
         blueprint(
             [node("s", START), node("t", TERMINATE), node("end", END)],
             [edge("s", "t"), edge("t", "end", id="after-terminate"), edge("end", "s", id="after-end")],
         ),
-        {("edge.from_terminal", None, "after-terminate"), ("edge.from_terminal", None, "after-end")},
+        {
+            ("edge.from_terminal", None, "after-terminate"),
+            ("edge.from_terminal", None, "after-end"),
+            ("node.unreachable", "end", None),  # only an edge from a terminal node leads there
+        },
     ),
     (
         "duplicate node ids",

@@ -132,7 +132,8 @@ def _lint_entry(entry: str, nodes: list[BlueprintNode], edges: list[BlueprintEdg
     branches: dict[str, set[str | None]] = {n: set() for n in by_id}
     for edge in edges:
         label = edge_label(edge)
-        if not _lint_edge(edge, label, by_id, types, report):
+        # A terminal node ends the session: edges from it are never followed (and reported).
+        if not _lint_edge(edge, label, by_id, types, report) or types.get(edge.source) in TERMINAL_TYPES:
             continue
         graph[edge.source].append(edge.target)
         reverse[edge.target].append(edge.source)
@@ -140,8 +141,10 @@ def _lint_entry(entry: str, nodes: list[BlueprintNode], edges: list[BlueprintEdg
 
     for node_id, node_type in types.items():
         outcomes = BRANCHES.get(node_type) if node_type else None
-        if outcomes is None or None in branches[node_id]:
-            continue  # not a branching node, or an edge without a branch catches every outcome
+        if outcomes is None or not branches[node_id] or None in branches[node_id]:
+            # Not a branching node; no edges at all (`node.no_terminal_path` says so); or an edge
+            # without a branch, which catches every outcome.
+            continue
         for branch in sorted(outcomes - branches[node_id]):
             report(
                 "node.missing_branch",
