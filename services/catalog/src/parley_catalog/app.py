@@ -17,6 +17,7 @@ from parley_catalog.conversations.consumer import ConversationConsumer
 from parley_catalog.conversations.router import router as conversations_router
 from parley_catalog.crypto import SecretBox
 from parley_catalog.db import Database
+from parley_catalog.octavus.router import router as octavus_router
 from parley_catalog.settings import DEV_SECRET_KEY, CatalogSettings, get_settings
 from parley_catalog.templates.router import router as templates_router
 from parley_catalog.tools.router import router as tools_router
@@ -81,7 +82,7 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
         settings,
         title="Parley catalog",
         description="Agents, templates, agent definitions, lint, tools and conversation history.",
-        routers=[agents_router, templates_router, tools_router, conversations_router],
+        routers=[agents_router, templates_router, tools_router, conversations_router, octavus_router],
         lifespan=lifespan,
         readiness=readiness,
     )
