@@ -12,6 +12,7 @@ PYTHON ?= python3
 
 help:
 	@echo "make run   - install and start Parley on http://127.0.0.1:$${PARLEY_PORT:-8080}"
+	@echo "             (PARLEY_TRACES=1 make run: with a local trace viewer at /traces)"
 	@echo "make test  - install and run the whole test suite"
 	@echo "make lint  - ruff and mypy"
 	@echo "make bench - run the benchmarks in bench/"
@@ -24,7 +25,7 @@ install: $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv)
 	$(UV) sync --all-packages --frozen
 
 run: install
-	$(UV) run --frozen parley run
+	$(UV) run --frozen parley run $(if $(PARLEY_TRACES),--traces)
 
 test: install
 	$(UV) run --frozen ruff check .

@@ -1,8 +1,9 @@
 """`parley run` end to end: the real command, real servers and every service as its own process.
 
 One scenario, because a cold start is the expensive part: start cold → ready through the edge →
-stop with SIGINT (exit 0) → start warm on the same state (data and secrets kept) → kill a service
-→ the edge's /readyz turns 503 naming it → SIGINT stops everything (exit 1, a child crashed) and no
+stop with SIGINT (exit 0) → start warm on the same state (data and secrets kept), this time with
+`--traces`, and find a signup's span in the trace viewer through the edge → kill a service → the
+edge's /readyz turns 503 naming it → SIGINT stops everything (exit 1, a child crashed) and no
 process it started is left.
 """
 
@@ -24,6 +25,7 @@ import httpx
 import psutil
 import pytest
 import redis
+
 from parley_devstack.cli import module_runnable
 from parley_devstack.servers import free_port, port_is_free
 
@@ -59,8 +61,8 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str, alive: Callabl
 class Parley:
     """`parley run` as a subprocess in `workdir`, its output in a file."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.workdir, self.port = workdir, port
+    def __init__(self, workdir: Path, port: int, *args: str) -> None:
+        self.workdir, self.port, self.args = workdir, port, args
         self.url = f"http://127.0.0.1:{port}"
         self.out = workdir / f"parley-{time.monotonic_ns()}.out"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -71,7 +73,7 @@ class Parley:
         started = time.monotonic()
         with self.out.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "parley_devstack", "run", "--port", str(self.port)],
+                [sys.executable, "-m", "parley_devstack", "run", "--port", str(self.port), *self.args],
                 cwd=self.workdir,
                 env=env,
                 stdout=out,
@@ -135,6 +137,31 @@ def alive_pids(pids: set[int]) -> set[int]:
     return alive
 
 
+def find_signup_trace(parley: Parley) -> None:
+    """A signup through the edge shows up in the trace viewer, also through the edge."""
+    with httpx.Client(base_url=parley.url, timeout=10) as client:
+        email = f"traced-{time.monotonic_ns()}@example.com"
+        body = {"email": email, "password": "correct horse battery", "name": "Traced"}
+        signup = client.post("/auth/signup", json=body)
+        assert signup.status_code == 201, signup.text
+
+        def signup_trace() -> dict[str, Any] | None:
+            listing = client.get("/traces.json")
+            assert listing.status_code == 200, listing.text
+            found = [t for t in listing.json() if t["root"] == "POST /auth/signup"]
+            return found[0] if found else None
+
+        # Services export in batches (every 5 s by default).
+        summary = poll(signup_trace, 30, "the signup's trace", parley.assert_running)
+        assert summary["service"] == "parley-auth"
+        tree = client.get(f"/traces/{summary['trace_id']}.json").json()
+        (root,) = tree["roots"]
+        assert (root["name"], root["kind"]) == ("POST /auth/signup", "server")
+        assert root["attributes"]["http.route"] == "/auth/signup"
+        page = client.get("/traces")
+        assert page.status_code == 200 and f"/traces/{summary['trace_id']}" in page.text
+
+
 def test_parley_run(workdir: Path) -> None:
     port = free_port()
     first = Parley(workdir, port)
@@ -157,6 +184,7 @@ def test_parley_run(workdir: Path) -> None:
             assert client.get("/docs").status_code == 200
             unknown = client.get("/no-such-endpoint")
             assert unknown.status_code == 404 and unknown.json()["code"] == "request.route_not_found"
+            assert client.get("/traces").status_code == 404  # no viewer without --traces
 
         # Something to find again after the restart.
         valkey_port = state["processes"]["valkey"]["port"]
@@ -169,11 +197,15 @@ def test_parley_run(workdir: Path) -> None:
     finally:
         first.kill()
 
-    second = Parley(workdir, port)
+    second = Parley(workdir, port, "--traces")
     try:
         warm = second.start()
         print(f"\ncold start {cold:.1f}s, warm start {warm:.1f}s")
         state = second.state()
+        assert set(state["processes"]) == EXPECTED | {"traceview"}
+        assert f"traces       {second.url}/traces" in second.output()
+        if "auth" in EXPECTED:
+            find_signup_trace(second)
         assert (workdir / ".parley" / "secrets.json").read_text() == secrets
         assert redis.Redis(port=state["processes"]["valkey"]["port"]).get("parley:e2e") == b"kept"
 

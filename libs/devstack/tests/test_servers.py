@@ -22,6 +22,7 @@ from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
 
 from parley_devstack.servers import (
+    DEV_ROUTES,
     EDGE_ROUTES,
     RESERVED_PORTS,
     CaddyServer,
@@ -256,7 +257,7 @@ def upstreams() -> Iterator[dict[str, str]]:
     """One tiny HTTP server per route owner, answering with its own name."""
     servers: list[ThreadingHTTPServer] = []
     result: dict[str, str] = {}
-    for owner, _ in EDGE_ROUTES:
+    for owner, _ in [*EDGE_ROUTES, *DEV_ROUTES]:
         handler = type(f"H_{owner}", (_Named,), {"name": owner})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -294,6 +295,8 @@ ROUTING = [
     ("/readyz", "edge_meta"),
     ("/openapi.json", "edge_meta"),
     ("/docs", "edge_meta"),
+    ("/traces", "traceview"),
+    ("/traces/0af7651916cd43dd8448eb211c80319c.json", "traceview"),
     ("/no/such/thing", "edge_meta"),  # the fallback answers with the 404 envelope
 ]
 
@@ -338,7 +341,13 @@ def test_caddy_answers_for_a_dead_upstream_with_the_envelope(tmp_path: Path) -> 
 
 def test_caddy_without_an_owner_has_no_route_for_it() -> None:
     text = caddyfile(9999, {"catalog": "127.0.0.1:1"})
-    assert "@catalog" in text and "@auth" not in text and "admin off" in text and "auto_https off" in text
+    assert (
+        "@catalog" in text
+        and "@auth" not in text
+        and "@traceview" not in text
+        and "admin off" in text
+        and "auto_https off" in text
+    )
 
 
 def test_caddy_proxies_websockets(tmp_path: Path) -> None:

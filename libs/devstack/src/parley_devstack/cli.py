@@ -6,6 +6,8 @@ per process. Startup order: NATS, Valkey and PostgreSQL (in parallel) → the `p
 each service's migrations (in parallel) → the services, each as its own process (one without a
 schema starts while the migrations run; one with a schema right after its own) → the edge
 (edge-meta and Caddy); then it waits until the edge's /readyz says every service is ready.
+With `--traces`, a local trace viewer (`parley_devstack.traceview`) starts before the services,
+every service exports its spans to it over OTLP, and the edge serves it at `/traces`.
 
 A child that dies while the platform runs is reported with the tail of its log, and the rest keeps
 running (the edge's /readyz names what is missing), like `docker compose up`; the final exit
@@ -134,10 +136,11 @@ def fresh_log(path: Path) -> Path:
 
 
 class DevStack:
-    def __init__(self, home: Path, port: int, workers: int = 2) -> None:
+    def __init__(self, home: Path, port: int, workers: int = 2, *, traces: bool = False) -> None:
         self.home = home.resolve()
         self.port = port
         self.workers = workers
+        self.traces = traces
         self.logs = self.home / "logs"
         self.mail = self.home / "mail"
         self.url = f"http://{LOOPBACK}:{port}"
@@ -263,6 +266,9 @@ class DevStack:
             **env_secrets,
         }
         env.pop("PARLEY_HTTP_PORT", None)
+        if self.traces:
+            # Before the services, so their first spans have somewhere to go.
+            env["PARLEY_OTLP_ENDPOINT"] = self._start_traceview(env)
 
         specs = []
         for spec in service_specs(self.workers):
@@ -303,6 +309,23 @@ class DevStack:
         proc.start()
         self._record()
 
+    def _start_traceview(self, env: dict[str, str]) -> str:
+        """Start the trace viewer; returns its base URL, the services' OTLP endpoint."""
+        port = self.ports["traceview"] = free_port()
+        url = f"http://{LOOPBACK}:{port}"
+        viewer = ManagedProcess(
+            "traceview",
+            [sys.executable, "-m", "parley_devstack.traceview"],
+            env={**env, "PARLEY_HTTP_PORT": str(port)},
+            log_path=fresh_log(self.logs / "traceview.log"),
+        )
+        viewer.probe = lambda: _answers(f"{url}/healthz")  # type: ignore[method-assign]
+        # With the edge: stopped after the services, so their last spans are still received.
+        self.edge.append(viewer)
+        viewer.start()
+        self._record()
+        return url
+
     def _start_edge(self, specs: list[ServiceSpec], env: dict[str, str]) -> None:
         peers = {s.name: f"http://{LOOPBACK}:{self.ports[s.name]}" for s in specs}
         upstreams = {s.route: f"{LOOPBACK}:{self.ports[s.name]}" for s in specs if s.route is not None}
@@ -319,6 +342,8 @@ class DevStack:
         self.edge.append(meta)
         meta.start()
         upstreams["edge_meta"] = f"{LOOPBACK}:{self.ports['edge_meta']}"
+        if "traceview" in self.ports:
+            upstreams["traceview"] = f"{LOOPBACK}:{self.ports['traceview']}"
         caddy = CaddyServer(
             self.home / "caddy",
             port=self.port,
@@ -385,7 +410,7 @@ class DevStack:
                         )
                 try:
                     response = client.get(f"{self.url}/readyz")
-                    if response.status_code == 200:
+                    if response.status_code == 200 and all(p.probe() for p in self.edge):
                         return
                     last = response.json()
                 except (httpx.HTTPError, ValueError):
@@ -425,6 +450,8 @@ class DevStack:
         say(f"  services     {', '.join(s.name for s in self.specs)}")
         say(f"  logs         {_rel(self.logs)}/<process>.log")
         say(f"  dev mail     {_rel(self.mail)}/ (outgoing mail is written here as .eml files)")
+        if self.traces:
+            say(f"  traces       {self.url}/traces")
         say(f"  infra        {nats.url}  {valkey.url}  {pg.url(DATABASE)}")
         say("Press Ctrl-C to stop.")
 
@@ -460,6 +487,13 @@ class DevStack:
             self._lock = None
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _rel(path: Path | None) -> str:
     if path is None:
         return "-"
@@ -483,9 +517,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data-dir", type=Path, default=Path(".parley"), help="state directory (default: .parley)"
     )
     run.add_argument("--workers", type=int, default=2, help="number of runtime worker processes (default: 2)")
+    run.add_argument(
+        "--traces",
+        action="store_true",
+        help="export every service's spans to a local trace viewer, served at /traces on the edge",
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
-        return DevStack(args.data_dir, args.port, max(1, args.workers)).run()
+        return DevStack(args.data_dir, args.port, max(1, args.workers), traces=args.traces).run()
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

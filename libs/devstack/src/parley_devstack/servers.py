@@ -587,6 +587,9 @@ EDGE_ROUTES: list[tuple[str, list[str]]] = [
     ("auth", ["/auth/*", "/users/*", "/orgs*", "/version", "/chat/tokens", "/voice/tokens"]),
     ("edge_meta", ["/readyz", "/openapi.json", "/docs*", "/errors"]),
 ]  # fmt: skip
+# Routes only `make run` has: the local trace viewer of `parley run --traces`. Kept out of
+# EDGE_ROUTES, which compose's Caddyfile and the Kubernetes Ingress must match path for path.
+DEV_ROUTES: list[tuple[str, list[str]]] = [("traceview", ["/traces*"])]
 
 
 def _glob_regex(pattern: str) -> str:
@@ -599,7 +602,7 @@ def _glob_regex(pattern: str) -> str:
 
 
 def caddyfile(port: int, upstreams: Mapping[str, str], *, fallback: str | None = None) -> str:
-    """The edge's Caddyfile: `upstreams` maps a route owner (see EDGE_ROUTES) to `host:port`.
+    """The edge's Caddyfile: `upstreams` maps a route owner (EDGE_ROUTES, DEV_ROUTES) to `host:port`.
 
     Owners missing from `upstreams` get no routes. Unmatched paths go to `fallback` when given
     (the edge-meta process answers them with the 404 error envelope).
@@ -616,7 +619,7 @@ def caddyfile(port: int, upstreams: Mapping[str, str], *, fallback: str | None =
         f"\tbind {LOOPBACK}",
     ]
     handlers: list[str] = []
-    for owner, patterns in EDGE_ROUTES:
+    for owner, patterns in [*EDGE_ROUTES, *DEV_ROUTES]:
         upstream = upstreams.get(owner)
         if upstream is None:
             continue
