@@ -101,6 +101,8 @@ EDGE_ROUTE_TABLE: dict[str, str] = {
     "/orgs/acme/agents/a1": "catalog",
     "/orgs/acme/templates": "catalog",
     "/orgs/acme/templates/t1/versions": "catalog",
+    "/orgs/acme/tools": "catalog",
+    "/orgs/acme/tools/execute": "catalog",
     "/agents/a1": "catalog",
     "/agents/a1/lint": "catalog",
     "/agents/a1/conversations": "catalog",
