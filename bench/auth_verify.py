@@ -36,6 +36,7 @@ from typing import Any, Protocol, TextIO
 
 import httpx
 from fastapi import FastAPI
+
 from parley_auth.app import build_app
 from parley_auth.migrate import upgrade
 from parley_auth.settings import AuthSettings
