@@ -121,6 +121,7 @@ async def test_a_turn_is_one_trace_from_socket_to_llm(traced_stack: tuple[str, A
         assert json.loads(await ws.recv())["type"] == "handshake_ok"
         while json.loads(await ws.recv())["type"] != "turn_complete":
             pass
+        opening = exporter.get_finished_spans()
         exporter.clear()
         await ws.send(json.dumps({"type": "input_text", "text": "trace me"}))
         while json.loads(await ws.recv())["type"] != "turn_complete":
@@ -133,7 +134,22 @@ async def test_a_turn_is_one_trace_from_socket_to_llm(traced_stack: tuple[str, A
     (sent,) = spans("realtime.input")
     turn = next(s for s in spans("runtime.turn") if s.attributes["input.seq"])
     (llm,) = [s for s in spans("llm.stream") if s.context.trace_id == sent.context.trace_id]
-    # gateway input → (bus, W3C headers) → runtime turn → LLM stream: one trace, parent to child.
+    (node,) = [s for s in spans("runtime.node") if s.context.trace_id == sent.context.trace_id]
+    # gateway input → (bus, W3C headers) → runtime turn → the DIALOG node → LLM stream: one trace.
     assert turn.context.trace_id == sent.context.trace_id
     assert turn.parent is not None and turn.parent.span_id == sent.context.span_id
-    assert llm.parent is not None and llm.parent.span_id == turn.context.span_id
+    assert dict(node.attributes) == {"node.id": "d", "node.type": "CONTROL.DIALOG"}
+    assert node.parent is not None and node.parent.span_id == turn.context.span_id
+    assert llm.parent is not None and llm.parent.span_id == node.context.span_id
+    # The first token is marked on the LLM span, when it came.
+    (first,) = [e for e in llm.events if e.name == "first_token"]
+    assert llm.start_time <= first.timestamp <= llm.end_time
+
+    # The opening turn runs START, then stops on the DIALOG: one span per node, in order.
+    (greeting,) = [s for s in opening if s.name == "runtime.turn" and not s.attributes["input.seq"]]
+    nodes = sorted((s for s in opening if s.name == "runtime.node"), key=lambda s: s.start_time)
+    assert [(s.attributes["node.id"], s.attributes["node.type"]) for s in nodes] == [
+        ("s", "CONTROL.START"),
+        ("d", "CONTROL.DIALOG"),
+    ]
+    assert all(s.parent is not None and s.parent.span_id == greeting.context.span_id for s in nodes)

@@ -6,19 +6,25 @@ the flow goes on the same way). Node semantics are those documented with their d
 `parley_common.blueprint` and in docs/realtime.md; all I/O goes through `TurnIO`, so the
 interpreter holds no connection, and a turn that is abandoned (crash, `end`) leaves nothing behind
 but the state the runner discards.
+
+Each node's execution is a `runtime.node` span (`node.id`, `node.type`), current while it runs, so
+what the node causes (the LLM stream, a webhook call) nests under it in the turn's trace.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
 from parley_common.blueprint import (
     NODE_DATA,
+    BlueprintNode,
     DialogData,
     EmailNotifyData,
     EndData,
@@ -43,6 +49,8 @@ from parley_common.session_contract import (
 from parley_common.templating import TemplateError, evaluate, render
 from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.sessions.state import HistoryItem, SessionState
+
+tracer = trace.get_tracer("parley.runtime")
 
 
 @dataclass(frozen=True)
@@ -120,15 +128,16 @@ class Interpreter:
         if state.phase != "waiting" or state.node_id is None:
             raise FlowError("user input arrived while the flow is not waiting for it")
         node = self.graph.node(state.node_id)
-        data = self._data(node.id, node.type, node.data)
-        assert isinstance(data, DialogData)
-        state.node_turns += 1
-        if data.save_reply_as:
-            state.variables[data.save_reply_as] = text
-        if data.message is None:
-            await self._llm_answer(state, node.id, data)
-        if not self._leave_dialog(state, node.id, data):
-            return Outcome()
+        with _node_span(node.id, node.type):
+            data = self._data(node.id, node.type, node.data)
+            assert isinstance(data, DialogData)
+            state.node_turns += 1
+            if data.save_reply_as:
+                state.variables[data.save_reply_as] = text
+            if data.message is None:
+                await self._llm_answer(state, node.id, data)
+            if not self._leave_dialog(state, node.id, data):
+                return Outcome()
         state.phase = "new"
         return await self._run_from(state, self._next(state, node.id))
 
@@ -137,48 +146,55 @@ class Interpreter:
     async def _run_from(self, state: SessionState, node_id: str) -> Outcome:
         for _ in range(self.max_steps):
             node = self.graph.node(node_id)
-            data = self._data(node.id, node.type, node.data)
-            self._step += 1
-            branch: str | None = None
-            if isinstance(data, StartData):
-                # Defaults: values given by whoever opened the session (a client token's data) win.
-                for name, value in data.variables.items():
-                    state.variables.setdefault(name, value)
-                if data.greeting:
-                    await self._say(state, node.id, data.greeting)
-            elif isinstance(data, DialogData):
-                state.node_id, state.node_turns = node.id, 0
-                if data.message is not None:
-                    await self._say(state, node.id, data.message)
-                elif not data.wait_for_input:
-                    await self._llm_answer(state, node.id, data)
-                if data.wait_for_input:
-                    state.phase = "waiting"
-                    return Outcome()
-            elif isinstance(data, EndData):
-                if data.message:
-                    await self._say(state, node.id, data.message)
-                await self.io.emit(ServerFlowComplete())
-                return Outcome(closed=ConversationEndReason.FLOW_END)
-            elif isinstance(data, EvalData):
-                branch = "true" if await self._evaluate(state, node.id, data.expression) else "false"
-            elif isinstance(data, SetVarData):
-                for assignment in data.assignments:
-                    state.variables[assignment.name] = await self._evaluate(state, node.id, assignment.value)
-            elif isinstance(data, WebhookData):
-                branch = await self._webhook(state, node.id, data)
-            elif isinstance(data, EmailNotifyData):
-                await self._mail(state, node.id, data)
-            elif isinstance(data, TransferData):
-                reason = await self._render(state, node.id, data.reason)
-                await self.io.emit(ServerTransfer(agent_id=data.agent_id, reason=reason))
-                return Outcome(closed=ConversationEndReason.AGENT_TRANSFER, summary=reason or None)
-            elif isinstance(data, TerminateData):
-                if data.message:
-                    await self._say(state, node.id, data.message)
-                return Outcome(closed=ConversationEndReason.SCRIPT_TERMINATE, summary=data.reason)
+            with _node_span(node.id, node.type):
+                outcome, branch = await self._execute(state, node)
+            if outcome is not None:
+                return outcome
             node_id = self._next(state, node.id, branch)
         raise FlowError(f"more than {self.max_steps} steps without waiting for the user")
+
+    async def _execute(self, state: SessionState, node: BlueprintNode) -> tuple[Outcome | None, str | None]:
+        """One node's work: the outcome when the turn ends at this node, else the branch to leave by."""
+        data = self._data(node.id, node.type, node.data)
+        self._step += 1
+        if isinstance(data, StartData):
+            # Defaults: values given by whoever opened the session (a client token's data) win.
+            for name, value in data.variables.items():
+                state.variables.setdefault(name, value)
+            if data.greeting:
+                await self._say(state, node.id, data.greeting)
+        elif isinstance(data, DialogData):
+            state.node_id, state.node_turns = node.id, 0
+            if data.message is not None:
+                await self._say(state, node.id, data.message)
+            elif not data.wait_for_input:
+                await self._llm_answer(state, node.id, data)
+            if data.wait_for_input:
+                state.phase = "waiting"
+                return Outcome(), None
+        elif isinstance(data, EndData):
+            if data.message:
+                await self._say(state, node.id, data.message)
+            await self.io.emit(ServerFlowComplete())
+            return Outcome(closed=ConversationEndReason.FLOW_END), None
+        elif isinstance(data, EvalData):
+            return None, "true" if await self._evaluate(state, node.id, data.expression) else "false"
+        elif isinstance(data, SetVarData):
+            for assignment in data.assignments:
+                state.variables[assignment.name] = await self._evaluate(state, node.id, assignment.value)
+        elif isinstance(data, WebhookData):
+            return None, await self._webhook(state, node.id, data)
+        elif isinstance(data, EmailNotifyData):
+            await self._mail(state, node.id, data)
+        elif isinstance(data, TransferData):
+            reason = await self._render(state, node.id, data.reason)
+            await self.io.emit(ServerTransfer(agent_id=data.agent_id, reason=reason))
+            return Outcome(closed=ConversationEndReason.AGENT_TRANSFER, summary=reason or None), None
+        elif isinstance(data, TerminateData):
+            if data.message:
+                await self._say(state, node.id, data.message)
+            return Outcome(closed=ConversationEndReason.SCRIPT_TERMINATE, summary=data.reason), None
+        return None, None
 
     def _next(self, state: SessionState, node_id: str, branch: str | None = None) -> str:
         def holds(expression: str) -> bool:
@@ -304,3 +320,8 @@ class Interpreter:
             await self.io.error(Codes.RUNTIME_EXPRESSION_FAILED, {"node_id": node_id, "detail": str(exc)})
             return None
         return value
+
+
+def _node_span(node_id: str, node_type: str) -> AbstractContextManager[trace.Span]:
+    attributes = {"node.id": node_id, "node.type": node_type}
+    return tracer.start_as_current_span("runtime.node", attributes=attributes)

@@ -15,7 +15,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from parley_runtime.llm.errors import LLMError, error_from_status, transport_error
-from parley_runtime.llm.types import Finish, LLMEvent, Usage
+from parley_runtime.llm.types import Finish, LLMEvent, TextDelta, Usage
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("parley_runtime.llm")
@@ -135,14 +135,19 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
 async def traced(
     provider: str, model: str, events: AsyncGenerator[LLMEvent, None]
 ) -> AsyncGenerator[LLMEvent, None]:
-    """Wrap a provider stream in a `gen_ai` span. The span is never made current: the generator
-    may be finalized from another task, where detaching a context token would fail."""
+    """Wrap a provider stream in a `gen_ai` span, with a `first_token` event at the first text (the
+    moment `parley_llm_time_to_first_token_seconds` measures). The span is never made current: the
+    generator may be finalized from another task, where detaching a context token would fail."""
     span = tracer.start_span(
         "llm.stream", attributes={"gen_ai.system": provider, "gen_ai.request.model": model}
     )
+    first = True
     try:
         async with aclosing(events) as stream:
             async for event in stream:
+                if first and isinstance(event, TextDelta) and event.text:
+                    first = False
+                    span.add_event("first_token")
                 _annotate(span, event)
                 yield event
     except LLMError as exc:
