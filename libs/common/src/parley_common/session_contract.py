@@ -23,6 +23,7 @@ See docs/realtime.md for the whole protocol.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
 from datetime import datetime
@@ -39,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from parley_common import subjects
 from parley_common.auth_contract import Principal
 from parley_common.conversation_contract import ConversationEndReason
+from parley_common.settings import common_settings
 
 # ------------------------------------------------------------------------------ client frames
 
@@ -335,10 +337,12 @@ STREAMS: dict[str, StreamConfig] = {
 _BORROWED = frozenset({subjects.CONVERSATIONS_STREAM})
 
 
-async def ensure_streams(js: JetStreamContext, names: Iterable[str]) -> None:
-    """Create (or bring up to date) the named streams of `STREAMS`."""
+async def ensure_streams(js: JetStreamContext, names: Iterable[str], replicas: int | None = None) -> None:
+    """Create (or bring up to date) the named streams of `STREAMS`, with `replicas` copies
+    (default: the `PARLEY_JETSTREAM_REPLICAS` setting)."""
+    copies = replicas if replicas is not None else common_settings().jetstream_replicas
     for name in names:
-        config = STREAMS[name]
+        config = dataclasses.replace(STREAMS[name], num_replicas=copies)
         try:
             await js.stream_info(name)
         except NotFoundError:

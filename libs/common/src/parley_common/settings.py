@@ -49,6 +49,9 @@ class CommonSettings(BaseSettings):
     # Upper bound for any HTTP request body; larger bodies get 413 with the envelope.
     max_body_bytes: int = 1_048_576
     bus_request_timeout_s: float = 2.0
+    # Replicas of every JetStream stream Parley creates: 1 for a single NATS server (make run,
+    # compose, the dev overlay), 3 on a clustered NATS so a lost server loses no session.
+    jetstream_replicas: int = Field(default=1, ge=1, le=5)
 
 
 @lru_cache

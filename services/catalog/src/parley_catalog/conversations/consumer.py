@@ -34,6 +34,7 @@ from parley_catalog.db import Database
 from parley_catalog.settings import CatalogSettings
 from parley_common import subjects
 from parley_common.conversation_contract import ConversationEvent
+from parley_common.settings import common_settings
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -83,6 +84,7 @@ async def ensure_stream(js: JetStreamContext, max_age_s: float) -> float:
         storage=api.StorageType.FILE,
         max_age=max_age_s,
         duplicate_window=120,
+        num_replicas=common_settings().jetstream_replicas,
     )
     try:
         await js.add_stream(config)

@@ -1,0 +1,30 @@
+"""Stream creation honours the replica setting (a clustered NATS needs 3 copies)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import StreamConfig
+from nats.js.errors import APIError
+
+from parley_common.session_contract import STREAMS, ensure_streams
+
+
+async def test_replicas_reach_the_server(infra: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"TEST_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setitem(STREAMS, name, StreamConfig(name=name, subjects=[f"test.{name}"]))
+    nc = await nats.connect(infra.nats_url)
+    js = nc.jetstream()
+    try:
+        # A single server cannot keep 3 copies: the setting must reach it and be refused...
+        with pytest.raises(APIError):
+            await ensure_streams(js, [name], replicas=3)
+        # ...while the default (PARLEY_JETSTREAM_REPLICAS=1) is what a single server takes.
+        await ensure_streams(js, [name])
+        assert (await js.stream_info(name)).config.num_replicas == 1
+    finally:
+        await js.delete_stream(name)
+        await nc.close()
