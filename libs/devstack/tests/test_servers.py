@@ -276,6 +276,7 @@ ROUTING = [
     ("/orgs/acme/agents", "catalog"),
     ("/orgs/acme/agents/a1/versions/2", "catalog"),
     ("/orgs/acme/templates/t1", "catalog"),
+    ("/orgs/acme/tools/execute", "catalog"),
     ("/agents/a1", "catalog"),
     ("/templates", "catalog"),
     ("/conversations/c1/messages", "catalog"),

@@ -579,7 +579,7 @@ EDGE_ROUTES: list[tuple[str, list[str]]] = [
         "catalog",
         [
             "/users/me/agents*", "/users/me/templates*",
-            "/orgs/*/agents*", "/orgs/*/templates*",
+            "/orgs/*/agents*", "/orgs/*/templates*", "/orgs/*/tools*",
             "/agents*", "/templates*", "/conversations*", "/tools*", "/api/agents*",
         ],
     ),
