@@ -130,6 +130,18 @@ class Codes:
     REALTIME_AUDIO_UNSUPPORTED = _register(
         "realtime.audio_unsupported", 501, "Audio input is not available: no speech-to-text is configured."
     )
+    # Chat WebSocket (`/chat/ws`): close reasons and `message-error` / `token-refresh-error` texts.
+    CHAT_TOKEN_REQUIRED = _register(
+        "chat.token_required", 401, "The chat WebSocket needs a chat client token in ?token=."
+    )
+    CHAT_REFRESH_SCOPE_MISMATCH = _register(
+        "chat.refresh_scope_mismatch",
+        403,
+        "The refresh token's scope (agent, organization, environment) differs from the connection's.",
+    )
+    CHAT_TOKEN_EXPIRED = _register(
+        "chat.token_expired", 401, "The token expired without a valid refresh; reconnect with a new one."
+    )
     RUNTIME_AGENT_UNAVAILABLE = _register(
         "runtime.agent_unavailable", 503, "The agent's definition could not be loaded: {detail}"
     )

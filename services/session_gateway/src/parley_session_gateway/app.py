@@ -16,8 +16,9 @@ from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
 from parley_common.session_contract import ensure_streams
 from parley_common.subjects import health_ping
-from parley_session_gateway.realtime.connection import GatewayContext
+from parley_session_gateway.chat.router import router as chat_router
 from parley_session_gateway.realtime.router import router as realtime_router
+from parley_session_gateway.sessions import GatewayContext
 from parley_session_gateway.settings import GatewaySettings, get_settings
 
 # The streams this gateway writes to or reads from (runtimes declare the same definitions).
@@ -57,7 +58,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings,
         title="Parley session gateway",
         description="Realtime WebSocket, chat WebSocket and agent-session streaming endpoints.",
-        routers=[realtime_router],
+        routers=[realtime_router, chat_router],
         lifespan=lifespan,
         readiness=readiness,
     )

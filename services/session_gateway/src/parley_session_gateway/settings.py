@@ -32,6 +32,14 @@ class GatewaySettings(CommonSettings):
     gateway_resume_ttl_s: int = Field(default=6 * 3600, ge=60)
     gateway_auth_cache_ttl_s: float = Field(default=1.0, ge=0)
 
+    # Chat WebSocket (`/chat/ws`, docs/chat-ws.md).
+    gateway_chat_heartbeat_s: float = Field(default=15.0, gt=0)
+    # `token-refresh-required` goes out this long before the connection's token expires.
+    gateway_chat_refresh_lead_s: float = Field(default=30.0, ge=0)
+    # A connection ends this long before its token's `exp` (clock-skew margin; tests shorten
+    # lifetimes with it, since tokens live at least 60 s).
+    gateway_chat_expiry_margin_s: float = Field(default=0.0, ge=0)
+
 
 @lru_cache
 def get_settings() -> GatewaySettings:

@@ -38,7 +38,7 @@ class Admission:
     agent_id: str  # as the catalog names it (what the runtime resolves)
 
 
-def _same_agent(a: str | None, b: str | None) -> bool:
+def same_agent(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return False
     try:
@@ -56,7 +56,7 @@ async def admit(
         principal = await auth.verify(credential)
     except ParleyError as exc:
         raise Refused(exc.code, message=exc.message) from exc
-    if principal.kind is CredentialKind.CLIENT_TOKEN and not _same_agent(principal.agent_id, agent_id):
+    if principal.kind is CredentialKind.CLIENT_TOKEN and not same_agent(principal.agent_id, agent_id):
         raise Refused(Codes.REALTIME_TOKEN_SCOPE_MISMATCH, message=None) from None
     try:
         reply = await request(
@@ -73,7 +73,7 @@ async def admit(
         raise Refused(REGISTRY.get(code, Codes.FORBIDDEN), reason=code)
     canonical = reply.agent_id or agent_id
     if principal.kind is CredentialKind.CLIENT_TOKEN and not (
-        _same_agent(principal.agent_id, agent_id) or _same_agent(principal.agent_id, canonical)
+        same_agent(principal.agent_id, agent_id) or same_agent(principal.agent_id, canonical)
     ):
         raise Refused(Codes.REALTIME_TOKEN_SCOPE_MISMATCH)
     return Admission(principal=principal, agent_id=canonical)
@@ -113,7 +113,7 @@ async def check_resume(redis: Redis, conversation_id: str, admission: Admission)
     if raw is None:
         raise refused
     meta = json.loads(raw)
-    if meta.get("owner") != _owner(admission.principal) or not _same_agent(
+    if meta.get("owner") != _owner(admission.principal) or not same_agent(
         meta.get("agent_id"), admission.agent_id
     ):
         raise refused

@@ -16,14 +16,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
-from faststream.nats import NatsBroker
 from opentelemetry import trace
 from pydantic import BaseModel
-from redis.asyncio import Redis
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from parley_common import metrics
-from parley_common.auth_client import AuthClient
 from parley_common.errors import Codes, ErrorCode, envelope
 from parley_common.session_contract import (
     ClientCancel,
@@ -48,13 +45,12 @@ from parley_common.session_contract import (
     SessionControl,
     SessionInput,
     SessionOutput,
-    SessionStart,
 )
-from parley_session_gateway.realtime.access import Admission, Refused, admit, check_resume, remember, touch
+from parley_session_gateway.realtime.access import Refused, admit, check_resume, touch
 from parley_session_gateway.realtime.bridge import SessionBridge
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 from parley_session_gateway.realtime.ratelimit import TokenBucket
-from parley_session_gateway.settings import GatewaySettings
+from parley_session_gateway.sessions import GatewayContext, open_session
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("parley.session_gateway")
@@ -62,14 +58,6 @@ tracer = trace.get_tracer("parley.session_gateway")
 # Application close codes (4000-4999): the handshake failed / another connection took over.
 CLOSE_HANDSHAKE_FAILED = 4400
 CLOSE_SUPERSEDED = 4409
-
-
-@dataclass
-class GatewayContext:
-    settings: GatewaySettings
-    broker: NatsBroker
-    auth: AuthClient
-    redis: Redis
 
 
 @dataclass(frozen=True)
@@ -175,30 +163,20 @@ class RealtimeConnection:
                 await self.bridge.attach(self._on_output, self._on_control)
                 await self.bridge.send(self._input(ClientConnected))
             else:
-                conversation_id = uuid.uuid4()
-                await remember(ctx.redis, conversation_id, admission, self.settings.gateway_resume_ttl_s)
-                self.bridge = SessionBridge(nc, nc.jetstream(), conversation_id)
-                await self.bridge.attach(self._on_output, self._on_control)
-                await self.bridge.start(self._start(conversation_id, hello, admission))
+                self.bridge = await open_session(
+                    ctx,
+                    admission,
+                    connection_id=self.connection_id,
+                    on_output=self._on_output,
+                    on_control=self._on_control,
+                    channel=hello.channel,
+                    render_directive=hello.render_directive,
+                )
+                conversation_id = self.bridge.conversation_id
         self.log = self.log.bind(conversation_id=str(conversation_id))
         self.log.info("realtime.session_open", resumed=self.resume is not None, agent_id=admission.agent_id)
         await self._send(ServerHandshakeOK(conversation_id=str(conversation_id)))
         self._greeted.set()
-
-    def _start(
-        self, conversation_id: uuid.UUID, hello: ClientHandshake, admission: Admission
-    ) -> SessionStart:
-        return SessionStart(
-            conversation_id=conversation_id,
-            agent_id=admission.agent_id,
-            principal=admission.principal,
-            channel=hello.channel,
-            render_directive=hello.render_directive,
-            started_at=datetime.now(UTC),
-            connection_id=self.connection_id,
-            # A client token's `data` (from whoever minted it) becomes the session's variables.
-            variables=dict(admission.principal.data or {}),
-        )
 
     async def _finish(self) -> None:
         bridge = self.bridge

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Query, WebSocket
 
 from parley_common.errors import Codes, ParleyError
 from parley_common.http import ERROR_RESPONSES
-from parley_session_gateway.realtime.connection import GatewayContext, RealtimeConnection, ResumeRequest
+from parley_session_gateway.realtime.connection import RealtimeConnection, ResumeRequest
+from parley_session_gateway.sessions import GatewayContext
 
 router = APIRouter(tags=["realtime"])
 

@@ -1,0 +1,143 @@
+"""Frames of the chat WebSocket (happyrobot SDK protocol; docs/chat-ws.md)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from parley_common.errors import Codes, ErrorCode, envelope
+
+# ------------------------------------------------------------------------------ client → server
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChatMessage(_In):
+    type: Literal["message"]
+    content: Annotated[str, Field(min_length=1)]
+    artifacts: list[Any] | None = None
+    id: str | None = None
+
+
+class ChatTokenRefresh(_In):
+    type: Literal["token-refresh"]
+    token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+ChatClientFrame = Annotated[ChatMessage | ChatTokenRefresh, Field(discriminator="type")]
+_CLIENT: TypeAdapter[ChatClientFrame] = TypeAdapter(ChatClientFrame)
+CHAT_CLIENT_TYPES = frozenset({"message", "token-refresh"})
+
+# ------------------------------------------------------------------------------ server → client
+
+
+class Connected(BaseModel):
+    type: Literal["connected"] = "connected"
+    session_id: str
+
+
+class ResponseStart(BaseModel):
+    type: Literal["response-start"] = "response-start"
+    content: str = ""
+
+
+class ResponseChunk(BaseModel):
+    type: Literal["response-chunk"] = "response-chunk"
+    content: str
+
+
+class ResponseEnd(BaseModel):
+    type: Literal["response-end"] = "response-end"
+    content: str
+
+
+class SessionClosed(BaseModel):
+    type: Literal["session-closed"] = "session-closed"
+    session_id: str
+    status: Literal["completed", "timeout", "failed"]
+    reason: str
+    duration: float  # seconds
+    timestamp: datetime
+
+
+class Heartbeat(BaseModel):
+    type: Literal["heartbeat"] = "heartbeat"
+
+
+class TokenRefreshRequired(BaseModel):
+    type: Literal["token-refresh-required"] = "token-refresh-required"
+
+
+class TokenRefreshAck(BaseModel):
+    type: Literal["token-refresh-ack"] = "token-refresh-ack"
+    expires_at: datetime
+
+
+class TokenRefreshError(BaseModel):
+    type: Literal["token-refresh-error"] = "token-refresh-error"
+    error: str
+
+
+class TokenExpired(BaseModel):
+    type: Literal["token-expired"] = "token-expired"
+
+
+class MessageAck(BaseModel):
+    type: Literal["message-ack"] = "message-ack"
+    id: str | None = None
+    message: str
+
+
+class MessageError(BaseModel):
+    type: Literal["message-error"] = "message-error"
+    id: str | None = None
+    error: str
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+class ChatFrameError(Exception):
+    """An invalid client frame: answered with `message-error` (echoing `id` when there is one)."""
+
+    def __init__(self, code: ErrorCode, params: dict[str, Any] | None = None, frame_id: str | None = None):
+        self.code = code
+        self.text = envelope(code, params=params).message
+        self.frame_id = frame_id
+        super().__init__(f"{code.code}: {self.text}")
+
+    def event(self) -> MessageError:
+        return MessageError(id=self.frame_id, error=f"{self.code.code}: {self.text}")
+
+
+def parse_chat_frame(text: str) -> ChatClientFrame:
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ChatFrameError(Codes.REALTIME_INVALID_JSON) from exc
+    if not isinstance(raw, dict):
+        raise ChatFrameError(Codes.REALTIME_INVALID_JSON)
+    frame_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    kind = raw.get("type")
+    if not isinstance(kind, str) or kind not in CHAT_CLIENT_TYPES:
+        raise ChatFrameError(Codes.REALTIME_UNKNOWN_TYPE, {"type": json.dumps(kind)[:100]}, frame_id)
+    try:
+        frame = _CLIENT.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
+        params = {"type": kind, "detail": f"{where}: {first['msg']}"}
+        raise ChatFrameError(Codes.REALTIME_INVALID_FRAME, params, frame_id) from exc
+    if isinstance(frame, ChatMessage):
+        if not frame.content.strip():
+            detail = "content: must not be empty"
+            raise ChatFrameError(Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": detail}, frame_id)
+        if "\x00" in frame.content:
+            detail = "content: NUL characters are not allowed"
+            raise ChatFrameError(Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": detail}, frame_id)
+    return frame

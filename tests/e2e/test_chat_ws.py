@@ -1,0 +1,296 @@
+"""The chat WebSocket (`/chat/ws`, docs/chat-ws.md) end to end, over test_realtime's stack.
+
+A second gateway process joins that stack with short chat timers: a heartbeat every 0.2 s, and an
+expiry margin of 55 s with a refresh lead of 3 s. Client tokens live at least 60 s, so a token
+minted with `ttl_seconds=60` gets `token-refresh-required` ~2 s after minting and its connection
+ends ~5 s after minting unless refreshed: real expiries, measured against each token's `exp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pytest
+from tests.e2e.test_realtime import (
+    Stack,
+    _ready,
+    api_key,
+    chat_agent,
+    make_agent,
+    signup,
+    stack,  # noqa: F401 - the module-scoped fixture: this module gets a stack of its own
+    transcript,
+)
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from parley_devstack.servers import ManagedProcess, free_port
+
+HEARTBEAT_S = 0.2
+MARGIN_S = 55.0  # a connection ends 55 s before its token's exp …
+LEAD_S = 3.0  # … and is asked for a refresh 3 s before that
+
+
+@pytest.fixture(scope="module")
+async def chat_url(stack: Stack) -> AsyncIterator[str]:  # noqa: F811 - the fixture above
+    port = free_port()
+    proc = ManagedProcess(
+        "gateway-chat",
+        [sys.executable, "-m", "parley_session_gateway"],
+        env={
+            **stack.env,
+            "PARLEY_HTTP_PORT": str(port),
+            "PARLEY_GATEWAY_CHAT_HEARTBEAT_S": str(HEARTBEAT_S),
+            "PARLEY_GATEWAY_CHAT_EXPIRY_MARGIN_S": str(MARGIN_S),
+            "PARLEY_GATEWAY_CHAT_REFRESH_LEAD_S": str(LEAD_S),
+        },
+        log_path=stack.logs / "gateway-chat.log",
+    )
+    proc.probe = lambda: _ready(port)  # type: ignore[method-assign]
+    proc.start()
+    try:
+        await asyncio.to_thread(proc.wait_ready, 60)
+        yield f"ws://127.0.0.1:{port}/chat/ws"
+    finally:
+        await asyncio.to_thread(proc.stop, 10)
+
+
+@dataclass
+class Token:
+    token: str
+    expires_at: float  # epoch seconds
+
+    @property
+    def deadline(self) -> float:
+        """When the chat gateway of this module ends a connection holding only this token."""
+        return self.expires_at - MARGIN_S
+
+
+async def mint(stack: Stack, key: str, agent_id: str, ttl_seconds: int | None = None) -> Token:  # noqa: F811
+    body: dict[str, Any] = {"workflow_id": agent_id}
+    if ttl_seconds is not None:
+        body["ttl_seconds"] = ttl_seconds
+    async with stack.http(stack.auth, headers={"Authorization": f"Bearer {key}"}) as http:
+        resp = await http.post("/chat/tokens", json=body)
+    assert resp.status_code == 201, resp.text
+    expires = datetime.fromisoformat(resp.json()["expires_at"]).timestamp()
+    return Token(token=str(resp.json()["token"]), expires_at=expires)
+
+
+@dataclass
+class Chat:
+    """A raw chat protocol client; heartbeats are recorded apart (with their arrival times)."""
+
+    ws: ClientConnection
+    session_id: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    heartbeats: list[float] = field(default_factory=list)
+    at: dict[str, float] = field(default_factory=dict)  # arrival time of the last event of each type
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send(json.dumps(frame) if isinstance(frame, dict) else frame)
+
+    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        while True:
+            event: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            if event["type"] == "heartbeat":
+                self.heartbeats.append(time.monotonic())
+                continue
+            self.at[event["type"]] = time.time()
+            self.events.append(event)
+            return event
+
+    async def until(self, kind: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            got.append(await self.recv(max(0.01, deadline - time.monotonic())))
+            if got[-1]["type"] == kind:
+                return got
+
+    async def message(self, content: str, msg_id: str) -> list[dict[str, Any]]:
+        """Send a message; the events up to its response's end."""
+        await self.send({"type": "message", "content": content, "id": msg_id})
+        return await self.until("response-end")
+
+    async def closed(self, timeout: float = 10.0) -> tuple[int, str]:
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await self.recv(timeout)
+        assert info.value.rcvd is not None
+        return info.value.rcvd.code, info.value.rcvd.reason
+
+
+@asynccontextmanager
+async def chat(url: str, token: str) -> AsyncIterator[Chat]:
+    async with connect(f"{url}?token={token}", max_size=None) as ws:
+        c = Chat(ws)
+        hello = await c.recv()
+        assert hello["type"] == "connected", hello
+        c.session_id = hello["session_id"]
+        yield c
+
+
+async def setup(stack: Stack) -> tuple[Any, str, str]:  # noqa: F811
+    user = await signup(stack)
+    key = await api_key(stack, user)
+    return user, key, await make_agent(stack, user, *chat_agent())
+
+
+def kinds(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+# ------------------------------------------------------------------------------------ the tests
+
+
+async def test_message_streamed_response_acks_and_session_closed(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    user, key, agent = await setup(stack)
+    token = await mint(stack, key, agent)
+    async with chat(chat_url, token.token) as c:
+        greeting = await c.until("response-end")
+        assert kinds(greeting)[0] == "response-start" and greeting[0]["content"] == ""
+        assert greeting[-1]["content"] == "Hi, I am listening."
+
+        turn = await c.message("hello there", "m-1")
+        assert turn[0] == {"type": "message-ack", "id": "m-1", "message": "hello there"}
+        assert kinds(turn)[1] == "response-start"
+        chunks = [e["content"] for e in turn if e["type"] == "response-chunk"]
+        assert len(chunks) > 1 and "".join(chunks) == turn[-1]["content"] != ""
+
+        await c.send({"type": "message", "content": "bye", "id": "m-2"})
+        events = await c.until("session-closed")
+        assert events[0] == {"type": "message-ack", "id": "m-2", "message": "bye"}
+        assert [e["content"] for e in events if e["type"] == "response-end"] == ["Bye!"]
+        closed = events[-1]
+        assert closed["session_id"] == c.session_id
+        assert (closed["status"], closed["reason"]) == ("completed", "flow_end")
+        assert 0 < closed["duration"] < 30
+        assert abs(datetime.fromisoformat(closed["timestamp"]).timestamp() - time.time()) < 5
+        await c.closed()
+    conv = await transcript(stack, user, c.session_id)
+    assert ("user", "hello there") in conv["messages"] and ("user", "bye") in conv["messages"]
+
+
+async def test_only_chat_client_tokens_connect(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    _, key, _ = await setup(stack)
+    for query in ("", f"?token={key}", "?token=not-a-token"):
+        async with connect(chat_url + query) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+        if query != "?token=not-a-token":
+            assert info.value.rcvd.reason == "chat.token_required"
+
+
+async def test_bad_frames_get_message_errors_and_the_connection_lives_on(
+    stack: Stack,  # noqa: F811
+    chat_url: str,
+) -> None:
+    _, key, agent = await setup(stack)
+    async with chat(chat_url, (await mint(stack, key, agent)).token) as c:
+        await c.until("response-end")
+        await c.send("not json")
+        assert await c.recv() == {
+            "type": "message-error",
+            "id": None,
+            "error": "realtime.invalid_json: The frame is not a JSON object.",
+        }
+        await c.send({"type": "shout", "id": "x-1"})
+        error = await c.recv()
+        assert error["id"] == "x-1" and error["error"].startswith("realtime.unknown_type")
+        await c.send({"type": "message", "id": "x-2"})
+        error = await c.recv()
+        assert error["id"] == "x-2" and "content: Field required" in error["error"]
+        await c.send({"type": "message", "content": "   ", "id": "x-3"})
+        error = await c.recv()
+        assert error["id"] == "x-3" and "content: must not be empty" in error["error"]
+        turn = await c.message("still here?", "x-4")
+        assert turn[0]["type"] == "message-ack" and turn[0]["id"] == "x-4"
+
+
+async def test_heartbeat_cadence(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    _, key, agent = await setup(stack)
+    async with chat(chat_url, (await mint(stack, key, agent)).token) as c:
+        await c.until("response-end")
+        while len(c.heartbeats) < 6:  # nothing but heartbeats in the meantime
+            frame = json.loads(await asyncio.wait_for(c.ws.recv(), 2))
+            assert frame == {"type": "heartbeat"}, frame
+            c.heartbeats.append(time.monotonic())
+    gaps = [b - a for a, b in zip(c.heartbeats, c.heartbeats[1:], strict=False)]
+    assert len(gaps) >= 4, c.heartbeats
+    assert all(0.1 < g < 0.5 for g in gaps), gaps
+
+
+async def test_refresh_moves_the_expiry(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    _, key, agent = await setup(stack)
+    first = await mint(stack, key, agent, ttl_seconds=60)
+    async with chat(chat_url, first.token) as c:
+        await c.until("token-refresh-required")
+        assert c.at["token-refresh-required"] >= first.deadline - LEAD_S - 0.5
+        fresh = await mint(stack, key, agent, ttl_seconds=60)
+        assert fresh.expires_at > first.expires_at
+        await c.send({"type": "token-refresh", "token": fresh.token})
+        ack = (await c.until("token-refresh-ack"))[-1]
+        assert abs(datetime.fromisoformat(ack["expires_at"]).timestamp() - fresh.expires_at) < 0.01
+        # The next notice and the backstop follow the new token, not the first one.
+        await c.until("token-refresh-required")
+        assert c.at["token-refresh-required"] >= fresh.deadline - LEAD_S - 0.5
+        await c.until("token-expired")
+        assert c.at["token-expired"] >= fresh.deadline - 0.5 > first.deadline
+        code, reason = await c.closed()
+    assert (code, reason) == (4401, "chat.token_expired")
+
+
+async def test_refresh_with_another_scope_is_refused_and_the_old_token_expires(
+    stack: Stack,  # noqa: F811
+    chat_url: str,
+) -> None:
+    user, key, agent = await setup(stack)
+    other_agent = await make_agent(stack, user, *chat_agent())
+    first = await mint(stack, key, agent, ttl_seconds=60)
+    async with chat(chat_url, first.token) as c:
+        await c.until("token-refresh-required")
+        other = await mint(stack, key, other_agent, ttl_seconds=60)
+        await c.send({"type": "token-refresh", "token": other.token})
+        error = (await c.until("token-refresh-error"))[-1]
+        assert error["error"].startswith("chat.refresh_scope_mismatch")
+        await c.send({"type": "token-refresh", "token": "garbage"})
+        assert (await c.until("token-refresh-error"))[-1]["error"].startswith("auth.")
+        # The old token is still in force: messages flow …
+        turn = await c.message("are you there?", "s-1")
+        assert turn[0] == {"type": "message-ack", "id": "s-1", "message": "are you there?"}
+        # … until its own expiry, the backstop.
+        await c.until("token-expired")
+        assert first.deadline - 0.5 <= c.at["token-expired"] < first.deadline + 2
+        code, reason = await c.closed()
+    assert (code, reason) == (4401, "chat.token_expired")
+
+
+async def test_connections_sharing_a_token_refresh_independently(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    _, key, agent = await setup(stack)
+    shared = await mint(stack, key, agent, ttl_seconds=60)
+    async with chat(chat_url, shared.token) as a, chat(chat_url, shared.token) as b:
+        assert a.session_id != b.session_id
+        await a.until("token-refresh-required")
+        await b.until("token-refresh-required")
+        fresh = await mint(stack, key, agent, ttl_seconds=60)
+        await a.send({"type": "token-refresh", "token": fresh.token})
+        await a.until("token-refresh-ack")
+        # b never refreshed: it ends at the shared token's expiry …
+        await b.until("token-expired")
+        assert b.at["token-expired"] >= shared.deadline - 0.5
+        assert await b.closed() == (4401, "chat.token_expired")
+        # … while a lives on with its own token.
+        assert time.time() < fresh.deadline
+        turn = await a.message("still on?", "a-1")
+        assert {"type": "message-ack", "id": "a-1", "message": "still on?"} in turn
+        assert "token-expired" not in kinds(a.events)
