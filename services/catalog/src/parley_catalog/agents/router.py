@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Body, Response, status
 
@@ -12,11 +13,32 @@ from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit, Page, Search
 from parley_catalog.params import AgentID, OrgSlug
 from parley_catalog.templates import service as templates
-from parley_common.auth_contract import MemberRole
+from parley_common.auth_contract import MemberRole, Principal
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentEventKind
 
 router = APIRouter(tags=["agents"])
+
+
+async def _create(
+    ctx: Ctx,
+    db: Db,
+    principal: Principal,
+    body: schemas.CreateAgentRequest,
+    *,
+    owner_user_id: UUID | None = None,
+    owner_org_id: UUID | None = None,
+) -> schemas.Agent:
+    """Create an agent (from a template the caller may view, when one is named) and announce it."""
+    template = None
+    if body.template_id is not None:
+        template = await templates.load_for(ctx, db, principal, body.template_id, MemberRole.VIEWER)
+    agent = await service.create_agent(
+        ctx, db, body, owner_user_id=owner_user_id, owner_org_id=owner_org_id, template=template
+    )
+    await db.commit()
+    await events.publish(ctx.broker, agent, AgentEventKind.CREATED)
+    return service.to_schema(agent)
 
 
 @router.get(
@@ -44,14 +66,7 @@ async def list_user_agents(
 async def create_user_agent(
     body: schemas.CreateAgentRequest, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.Agent:
-    owner = personal_owner(principal)
-    template = None
-    if body.template_id is not None:
-        template = await templates.load_for(ctx, db, principal, body.template_id, MemberRole.VIEWER)
-    agent = await service.create_agent(ctx, db, body, owner_user_id=owner, template=template)
-    await db.commit()
-    await events.publish(ctx.broker, agent, AgentEventKind.CREATED)
-    return service.to_schema(agent)
+    return await _create(ctx, db, principal, body, owner_user_id=personal_owner(principal))
 
 
 @router.get(
@@ -86,13 +101,7 @@ async def create_org_agent(
     org_slug: OrgSlug, body: schemas.CreateAgentRequest, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.Agent:
     org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.MEMBER)
-    template = None
-    if body.template_id is not None:
-        template = await templates.load_for(ctx, db, principal, body.template_id, MemberRole.VIEWER)
-    agent = await service.create_agent(ctx, db, body, owner_org_id=org_id, template=template)
-    await db.commit()
-    await events.publish(ctx.broker, agent, AgentEventKind.CREATED)
-    return service.to_schema(agent)
+    return await _create(ctx, db, principal, body, owner_org_id=org_id)
 
 
 @router.get(
