@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from parley_catalog.db import Database
 from parley_catalog.settings import CatalogSettings
 from parley_common import subjects
 from parley_common.conversation_contract import ConversationEvent
+from parley_common.session_contract import STREAMS
 from parley_common.settings import common_settings
 
 log = structlog.get_logger(__name__)
@@ -77,13 +79,10 @@ async def ensure_stream(js: JetStreamContext, max_age_s: float) -> float:
         return float((await js.stream_info(subjects.CONVERSATIONS_STREAM)).config.max_age or 0)
     except NotFoundError:
         pass
-    config = api.StreamConfig(
-        name=subjects.CONVERSATIONS_STREAM,
-        subjects=[SUBJECTS],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
+    # The one definition of the stream (libs/common), with the catalog's own retention setting.
+    config = dataclasses.replace(
+        STREAMS[subjects.CONVERSATIONS_STREAM],
         max_age=max_age_s,
-        duplicate_window=120,
         num_replicas=common_settings().jetstream_replicas,
     )
     try:
