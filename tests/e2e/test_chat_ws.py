@@ -37,6 +37,8 @@ from parley_devstack.servers import ManagedProcess, free_port
 HEARTBEAT_S = 0.2
 MARGIN_S = 55.0  # a connection ends 55 s before its token's exp …
 LEAD_S = 3.0  # … and is asked for a refresh 3 s before that
+MAX_ARTIFACTS = 3
+MAX_ARTIFACTS_BYTES = 512
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +53,8 @@ async def chat_url(stack: Stack) -> AsyncIterator[str]:  # noqa: F811 - the fixt
             "PARLEY_GATEWAY_CHAT_HEARTBEAT_S": str(HEARTBEAT_S),
             "PARLEY_GATEWAY_CHAT_EXPIRY_MARGIN_S": str(MARGIN_S),
             "PARLEY_GATEWAY_CHAT_REFRESH_LEAD_S": str(LEAD_S),
+            "PARLEY_GATEWAY_CHAT_MAX_ARTIFACTS": str(MAX_ARTIFACTS),
+            "PARLEY_GATEWAY_CHAT_MAX_ARTIFACTS_BYTES": str(MAX_ARTIFACTS_BYTES),
         },
         log_path=stack.logs / "gateway-chat.log",
     )
@@ -294,3 +298,50 @@ async def test_connections_sharing_a_token_refresh_independently(stack: Stack, c
         turn = await a.message("still on?", "a-1")
         assert {"type": "message-ack", "id": "a-1", "message": "still on?"} in turn
         assert "token-expired" not in kinds(a.events)
+
+
+async def test_bad_artifacts_are_refused_with_the_message_id(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    _, key, agent = await setup(stack)
+    async with chat(chat_url, (await mint(stack, key, agent)).token) as c:
+        await c.until("response-end")
+        bad: list[tuple[Any, str]] = [
+            ({"name": "a.pdf"}, "artifacts: Input should be a valid list"),
+            (["a.pdf"], "artifacts.0: Input should be a valid dictionary"),
+            ([{"n": n} for n in range(MAX_ARTIFACTS + 1)], f"at most {MAX_ARTIFACTS} are accepted"),
+            ([{"text": "x" * MAX_ARTIFACTS_BYTES}], f"at most {MAX_ARTIFACTS_BYTES} are accepted"),
+            ([{"a": [[[[[[[[[[[[[[[[[{}]]]]]]]]]]]]]]]]]}], "artifacts.0: nested deeper than 16 levels"),
+        ]
+        for n, (artifacts, detail) in enumerate(bad):
+            await c.send({"type": "message", "content": "look", "artifacts": artifacts, "id": f"a-{n}"})
+            error = await c.recv()
+            assert error["type"] == "message-error" and error["id"] == f"a-{n}", error
+            assert error["error"].startswith("realtime.invalid_frame: Invalid message message: "), error
+            assert detail in error["error"], error
+        # Nothing of them reached the agent: the next message is answered as usual.
+        turn = await c.message("still here?", "a-ok")
+        assert turn[0] == {"type": "message-ack", "id": "a-ok", "message": "still here?"}
+        assert turn[-1]["content"] == 'You said: "still here?".'
+
+
+async def test_artifacts_reach_the_agent_with_the_message(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    user, key, agent = await setup(stack)
+    artifacts = [
+        {"type": "file", "name": "invoice.pdf", "pages": 2},
+        {"type": "link", "url": "https://x.test"},
+    ]
+    encoded = json.dumps(artifacts, ensure_ascii=False)
+    async with chat(chat_url, (await mint(stack, key, agent)).token) as c:
+        await c.until("response-end")
+        await c.send({"type": "message", "content": "see attached", "artifacts": artifacts, "id": "f-1"})
+        turn = await c.until("response-end")
+        # The ack echoes the message as sent; the agent got the artifacts with it (the built-in
+        # engine quotes what it got, whitespace collapsed).
+        assert turn[0] == {"type": "message-ack", "id": "f-1", "message": "see attached"}
+        assert turn[-1]["content"] == f'You said: "see attached <artifacts> {encoded} </artifacts>".'
+        turn = await c.message("no artifacts now", "f-2")
+        assert turn[-1]["content"] == 'You said: "no artifacts now".'
+        await c.send({"type": "message", "content": "bye", "artifacts": [], "id": "f-3"})
+        await c.until("session-closed")
+    conv = await transcript(stack, user, c.session_id)
+    assert ("user", f"see attached\n\n<artifacts>\n{encoded}\n</artifacts>") in conv["messages"]
+    assert ("user", "bye") in conv["messages"]

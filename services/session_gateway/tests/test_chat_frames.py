@@ -9,7 +9,14 @@ import pytest
 
 from parley_common.auth_contract import CredentialKind, Principal, TokenEnv
 from parley_session_gateway.chat.connection import same_scope
-from parley_session_gateway.chat.frames import ChatFrameError, ChatMessage, ChatTokenRefresh, parse_chat_frame
+from parley_session_gateway.chat.frames import (
+    ChatFrameError,
+    ChatMessage,
+    ChatTokenRefresh,
+    check_artifacts,
+    parse_chat_frame,
+    with_artifacts,
+)
 
 
 def test_valid_frames_parse_to_their_models() -> None:
@@ -54,3 +61,57 @@ def test_refresh_scope_is_agent_org_and_env() -> None:
     assert not same_scope(_token(agent, org), _token(str(uuid.uuid4()), org))
     assert not same_scope(_token(agent, org), _token(agent, uuid.uuid4()))
     assert not same_scope(_token(agent, org), _token(agent, org, TokenEnv.STAGING))
+
+
+def _message(artifacts: object, frame_id: str = "m") -> ChatMessage:
+    frame = parse_chat_frame(
+        json.dumps({"type": "message", "content": "see", "artifacts": artifacts, "id": frame_id})
+    )
+    assert isinstance(frame, ChatMessage)
+    return frame
+
+
+def test_artifacts_ride_along_in_the_input_text() -> None:
+    for none in (None, []):
+        assert check_artifacts(_message(none), max_items=2, max_bytes=1024) is None
+    assert with_artifacts("see", None) == "see"
+    artifacts = [{"type": "file", "name": "café.pdf"}, {"type": "link", "url": "https://x.test"}]
+    encoded = check_artifacts(_message(artifacts), max_items=2, max_bytes=1024)
+    assert encoded is not None and json.loads(encoded) == artifacts
+    assert with_artifacts("see", encoded) == f"see\n\n<artifacts>\n{encoded}\n</artifacts>"
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "error"),
+    [
+        ({"type": "file"}, "artifacts: Input should be a valid list"),
+        (["a string"], "artifacts.0: Input should be a valid dictionary"),
+        ([{"a": 1}, None], "artifacts.1: Input should be a valid dictionary"),
+    ],
+)
+def test_artifacts_of_the_wrong_shape_echo_the_id(artifacts: object, error: str) -> None:
+    with pytest.raises(ChatFrameError) as info:
+        _message(artifacts, "bad")
+    event = info.value.event()
+    assert event.id == "bad" and event.error.startswith("realtime.invalid_frame") and error in event.error
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "error"),
+    [
+        ([{"n": n} for n in range(3)], "artifacts: 3 artifacts, at most 2 are accepted"),
+        ([{"text": "x" * 300}], "artifacts: 314 bytes as JSON, at most 256 are accepted"),
+        ([{"a": [[[[[[[[[[[[[[[[{}]]]]]]]]]]]]]]]]}], "artifacts.0: nested deeper than 16 levels"),
+    ],
+)
+def test_too_many_too_large_or_too_deep_artifacts_are_refused(artifacts: object, error: str) -> None:
+    with pytest.raises(ChatFrameError) as info:
+        check_artifacts(_message(artifacts, "big"), max_items=2, max_bytes=256)
+    event = info.value.event()
+    assert event.id == "big" and event.error == f"realtime.invalid_frame: Invalid message message: {error}"
+
+
+def test_absurdly_deep_json_is_invalid_json() -> None:
+    with pytest.raises(ChatFrameError) as info:
+        parse_chat_frame("[" * 100_000)
+    assert info.value.event().error.startswith("realtime.invalid_json")

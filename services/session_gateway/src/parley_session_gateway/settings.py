@@ -39,6 +39,9 @@ class GatewaySettings(CommonSettings):
     # A connection ends this long before its token's `exp` (clock-skew margin; tests shorten
     # lifetimes with it, since tokens live at least 60 s).
     gateway_chat_expiry_margin_s: float = Field(default=0.0, ge=0)
+    # A `message`'s `artifacts`: at most this many JSON objects, this many bytes as JSON.
+    gateway_chat_max_artifacts: int = Field(default=16, ge=1)
+    gateway_chat_max_artifacts_bytes: int = Field(default=16 * 1024, ge=256)
 
 
 @lru_cache

@@ -51,7 +51,9 @@ from parley_session_gateway.chat.frames import (
     TokenRefreshAck,
     TokenRefreshError,
     TokenRefreshRequired,
+    check_artifacts,
     parse_chat_frame,
+    with_artifacts,
 )
 from parley_session_gateway.realtime.access import Admission, Refused, admit, same_agent, touch
 from parley_session_gateway.realtime.bridge import SessionBridge
@@ -215,8 +217,18 @@ class ChatConnection:
 
     async def _on_message(self, frame: ChatMessage) -> None:
         assert self.bridge is not None
-        item = InputText(at=datetime.now(UTC), connection_id=self.connection_id, text=frame.content)
-        with tracer.start_as_current_span("chat.input", attributes={"input.type": "message"}):
+        artifacts = check_artifacts(
+            frame,
+            max_items=self.settings.gateway_chat_max_artifacts,
+            max_bytes=self.settings.gateway_chat_max_artifacts_bytes,
+        )
+        text = with_artifacts(frame.content, artifacts)
+        item = InputText(at=datetime.now(UTC), connection_id=self.connection_id, text=text)
+        attributes: dict[str, str | int] = {
+            "input.type": "message",
+            "input.artifacts": len(frame.artifacts or []),
+        }
+        with tracer.start_as_current_span("chat.input", attributes=attributes):
             try:
                 await self.bridge.send(item)  # returns once JetStream has stored it
             except Exception as exc:

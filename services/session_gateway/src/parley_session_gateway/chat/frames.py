@@ -20,7 +20,8 @@ class _In(BaseModel):
 class ChatMessage(_In):
     type: Literal["message"]
     content: Annotated[str, Field(min_length=1)]
-    artifacts: list[Any] | None = None
+    # The SDK leaves their shape open; here each one is a JSON object (see `check_artifacts`).
+    artifacts: list[dict[str, Any]] | None = None
     id: str | None = None
 
 
@@ -118,7 +119,7 @@ class ChatFrameError(Exception):
 def parse_chat_frame(text: str) -> ChatClientFrame:
     try:
         raw = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise ChatFrameError(Codes.REALTIME_INVALID_JSON) from exc
     if not isinstance(raw, dict):
         raise ChatFrameError(Codes.REALTIME_INVALID_JSON)
@@ -141,3 +142,49 @@ def parse_chat_frame(text: str) -> ChatClientFrame:
             detail = "content: NUL characters are not allowed"
             raise ChatFrameError(Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": detail}, frame_id)
     return frame
+
+
+# ------------------------------------------------------------------------------ artifacts
+
+ARTIFACTS_MAX_DEPTH = 16  # nesting levels inside one artifact
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def check_artifacts(frame: ChatMessage, *, max_items: int, max_bytes: int) -> str | None:
+    """The message's artifacts as the JSON the agent gets, None without any; bad ones are refused.
+
+    Shape: a list of at most `max_items` JSON objects, nested at most `ARTIFACTS_MAX_DEPTH` deep,
+    `max_bytes` at most as JSON (UTF-8).
+    """
+    artifacts = frame.artifacts
+    if not artifacts:
+        return None
+
+    def refuse(detail: str) -> ChatFrameError:
+        return ChatFrameError(Codes.REALTIME_INVALID_FRAME, {"type": frame.type, "detail": detail}, frame.id)
+
+    if len(artifacts) > max_items:
+        raise refuse(f"artifacts: {len(artifacts)} artifacts, at most {max_items} are accepted")
+    for n, artifact in enumerate(artifacts):
+        if _depth(artifact) > ARTIFACTS_MAX_DEPTH:
+            raise refuse(f"artifacts.{n}: nested deeper than {ARTIFACTS_MAX_DEPTH} levels")
+    encoded = json.dumps(artifacts, ensure_ascii=False)
+    size = len(encoded.encode())
+    if size > max_bytes:
+        raise refuse(f"artifacts: {size} bytes as JSON, at most {max_bytes} are accepted")
+    return encoded
+
+
+def with_artifacts(content: str, artifacts: str | None) -> str:
+    """The input text the runtime gets: the bus input carries only text, so artifacts ride along
+    in it, after the message, as a JSON list between `<artifacts>` tags."""
+    if artifacts is None:
+        return content
+    return f"{content}\n\n<artifacts>\n{artifacts}\n</artifacts>"
