@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from tests.e2e.test_realtime import (
+    GRACE_S,
+    LONG,
     Stack,
     _ready,
     api_key,
@@ -39,6 +41,12 @@ MARGIN_S = 55.0  # a connection ends 55 s before its token's exp …
 LEAD_S = 3.0  # … and is asked for a refresh 3 s before that
 MAX_ARTIFACTS = 3
 MAX_ARTIFACTS_BYTES = 512
+
+
+@pytest.fixture(scope="module")
+def stack_env() -> dict[str, str]:
+    """Nothing to add to test_realtime's stack (its `stack` may ask for this fixture)."""
+    return {}
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +142,11 @@ class Chat:
 
 
 @asynccontextmanager
-async def chat(url: str, token: str) -> AsyncIterator[Chat]:
-    async with connect(f"{url}?token={token}", max_size=None) as ws:
+async def chat(url: str, token: str, resume: tuple[str, int] | None = None) -> AsyncIterator[Chat]:
+    query = f"?token={token}"
+    if resume is not None:
+        query += f"&session_id={resume[0]}&last_event={resume[1]}"
+    async with connect(url + query, max_size=None) as ws:
         c = Chat(ws)
         hello = await c.recv()
         assert hello["type"] == "connected", hello
@@ -151,6 +162,11 @@ async def setup(stack: Stack) -> tuple[Any, str, str]:  # noqa: F811
 
 def kinds(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
+
+
+def numbered(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The session events (those with a `seq`: the resume position)."""
+    return [e for e in events if "seq" in e]
 
 
 # ------------------------------------------------------------------------------------ the tests
@@ -345,3 +361,122 @@ async def test_artifacts_reach_the_agent_with_the_message(stack: Stack, chat_url
     conv = await transcript(stack, user, c.session_id)
     assert ("user", f"see attached\n\n<artifacts>\n{encoded}\n</artifacts>") in conv["messages"]
     assert ("user", "bye") in conv["messages"]
+
+
+async def test_dropped_socket_resumes_without_gap_or_duplicate(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    user, key, agent = await setup(stack)
+    async with chat(chat_url, (await mint(stack, key, agent)).token) as c:
+        greeting = await c.until("response-end")
+        assert [e["seq"] for e in greeting] == list(range(1, len(greeting) + 1))
+        await c.send({"type": "message", "content": LONG, "id": "r-1"})
+        while len([e for e in c.events if e["type"] == "response-chunk"]) < 4:
+            await c.recv()
+        seen = numbered(c.events)
+    # The socket is gone mid-answer; the answer goes on into the stream. A new token of the same
+    # scope resumes the session from the last event received.
+    fresh = await mint(stack, key, agent)
+    async with chat(chat_url, fresh.token, resume=(c.session_id, seen[-1]["seq"])) as again:
+        assert again.session_id == c.session_id
+        rest = await again.until("response-end")
+        assert "response-chunk" in kinds(rest) and all("seq" in e for e in rest), rest
+        events = seen + rest
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # no gap, no duplicate
+        answer = events[len(greeting) :]
+        assert kinds(answer) == ["response-start"] + ["response-chunk"] * (len(answer) - 2) + ["response-end"]
+        assert "".join(e["content"] for e in answer[1:-1]) == answer[-1]["content"] == f'You said: "{LONG}".'
+        # The resumed connection is the session's: it goes on as usual.
+        turn = await again.message("and now?", "r-2")
+        assert turn[0] == {"type": "message-ack", "id": "r-2", "message": "and now?"}
+        assert turn[1]["seq"] == events[-1]["seq"] + 1 and turn[-1]["content"] == 'You said: "and now?".'
+        await again.send({"type": "message", "content": "bye", "id": "r-3"})
+        closed = (await again.until("session-closed"))[-1]
+        assert (closed["session_id"], closed["status"], closed["reason"]) == (
+            c.session_id,
+            "completed",
+            "flow_end",
+        )
+        assert closed["duration"] >= time.time() - c.at["response-end"]  # since the session started
+        await again.closed()
+    conv = await transcript(stack, user, c.session_id)
+    assert [m for m in conv["messages"] if m[0] == "user"] == [
+        ("user", LONG),
+        ("user", "and now?"),
+        ("user", "bye"),
+    ]
+
+
+async def test_a_resume_supersedes_a_connection_still_open(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    _, key, agent = await setup(stack)
+    token = (await mint(stack, key, agent)).token
+    async with chat(chat_url, token) as first:
+        seen = numbered(await first.until("response-end"))
+        async with chat(chat_url, token, resume=(first.session_id, seen[-1]["seq"])) as second:
+            assert await first.closed() == (4409, "superseded by a newer connection")
+            turn = await second.message("hello", "s-1")
+            assert turn[0]["type"] == "message-ack" and turn[1]["seq"] == seen[-1]["seq"] + 1
+
+
+async def test_resume_of_an_unknown_or_foreign_session_is_refused(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    user, key, agent = await setup(stack)
+    async with chat(chat_url, (await mint(stack, key, agent)).token) as c:
+        await c.until("response-end")
+    other_agent = await make_agent(stack, user, *chat_agent())
+    other = await mint(stack, key, other_agent)
+    _, stranger_key, stranger_agent = await setup(stack)
+    stranger = await mint(stack, stranger_key, stranger_agent)
+    unknown = "00000000-0000-4000-8000-000000000000"
+    for token, session_id in (
+        (other, c.session_id),
+        (stranger, c.session_id),
+        (other, unknown),
+        (other, "nope"),
+    ):
+        query = f"?token={token.token}&session_id={session_id}&last_event=3"
+        async with connect(chat_url + query) as ws:
+            error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert error == {
+                "type": "message-error",
+                "id": None,
+                "error": f"realtime.session_not_found: No resumable session {session_id} for this caller.",
+            }
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert info.value.rcvd is not None
+        assert (info.value.rcvd.code, info.value.rcvd.reason) == (4404, "realtime.session_not_found")
+
+
+async def test_resume_after_the_end_replays_what_was_missed_then_closes(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    user, key, agent = await setup(stack)
+    token = (await mint(stack, key, agent)).token
+    async with chat(chat_url, token) as c:
+        seen = numbered(await c.until("response-end"))
+        await c.send({"type": "message", "content": "bye", "id": "e-1"})
+        await c.recv()  # the ack: gone before the answer
+    conv = await transcript(stack, user, c.session_id)  # the flow ended without the client
+    assert conv["end_reason"] == "flow_end"
+    async with chat(chat_url, token, resume=(c.session_id, seen[-1]["seq"])) as late:
+        rest = await late.until("session-closed")
+        assert [e["seq"] for e in rest] == list(range(seen[-1]["seq"] + 1, seen[-1]["seq"] + len(rest) + 1))
+        assert [e["content"] for e in rest if e["type"] == "response-end"] == ["Bye!"]
+        assert (rest[-1]["status"], rest[-1]["reason"]) == ("completed", "flow_end")
+        await late.closed()
+    # Having seen everything, a resume gets the end again, and nothing else.
+    async with chat(chat_url, token, resume=(c.session_id, rest[-1]["seq"])) as again:
+        end = await again.recv()
+        assert (end["type"], end["seq"], end["reason"]) == ("session-closed", rest[-1]["seq"], "flow_end")
+        await again.closed()
+
+
+async def test_a_session_left_longer_than_the_grace_period_ends(stack: Stack, chat_url: str) -> None:  # noqa: F811
+    user, key, agent = await setup(stack)
+    token = (await mint(stack, key, agent)).token
+    async with chat(chat_url, token) as c:
+        seen = numbered(await c.until("response-end"))
+    await asyncio.sleep(GRACE_S + 0.5)
+    conv = await transcript(stack, user, c.session_id)
+    assert conv["end_reason"] == "socket_shutdown"
+    async with chat(chat_url, token, resume=(c.session_id, seen[-1]["seq"])) as late:
+        closed = await late.recv()
+        assert closed["type"] == "session-closed" and closed["seq"] == seen[-1]["seq"] + 1
+        assert closed["reason"] == "socket_shutdown"
+        await late.closed()

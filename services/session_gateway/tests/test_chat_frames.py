@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -17,6 +18,7 @@ from parley_session_gateway.chat.frames import (
     parse_chat_frame,
     with_artifacts,
 )
+from parley_session_gateway.chat.resume import ChatRecord
 
 
 def test_valid_frames_parse_to_their_models() -> None:
@@ -115,3 +117,19 @@ def test_absurdly_deep_json_is_invalid_json() -> None:
     with pytest.raises(ChatFrameError) as info:
         parse_chat_frame("[" * 100_000)
     assert info.value.event().error.startswith("realtime.invalid_json")
+
+
+def test_a_resume_needs_a_token_of_the_session_scope() -> None:
+    org, agent = uuid.uuid4(), str(uuid.uuid4())
+    record = ChatRecord(
+        conversation_id=uuid.uuid4(),
+        agent_id=agent,
+        token_agent_id=agent,
+        org_id=str(org),
+        env=TokenEnv.PRODUCTION.value,
+        started_at=datetime.now(UTC),
+    )
+    assert record.admits(_token(agent.upper(), org))
+    assert not record.admits(_token(str(uuid.uuid4()), org))
+    assert not record.admits(_token(agent, uuid.uuid4()))
+    assert not record.admits(_token(agent, org, TokenEnv.STAGING))

@@ -5,6 +5,12 @@ Admission is the Kivox path's (`admit`: auth verifies the token, the catalog ans
 (`open_session`), so the runtime serves both protocols alike. Besides mapping frames the connection
 sends a `heartbeat` every `gateway_chat_heartbeat_s`, and keeps its own token expiry: refreshes
 move it, and a connection whose token expires without one is closed.
+
+Resumption (`?session_id=…&last_event=…`): the frames made from the session's output (responses,
+the runtime's errors, `session-closed`) are numbered with `seq` (1, 2, … per session). They are a
+function of the session's output stream alone, which a connection always reads from its start, so
+a resumed connection numbers them exactly as the first one did and sends only those after
+`last_event`: no gap, no duplicate.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import Codes, ErrorCode, ParleyError, envelope
 from parley_common.session_contract import (
+    ClientConnected,
     ClientDisconnected,
     InputText,
     ServerError,
@@ -47,6 +54,7 @@ from parley_session_gateway.chat.frames import (
     ResponseEnd,
     ResponseStart,
     SessionClosed,
+    SessionFrame,
     TokenExpired,
     TokenRefreshAck,
     TokenRefreshError,
@@ -55,6 +63,7 @@ from parley_session_gateway.chat.frames import (
     parse_chat_frame,
     with_artifacts,
 )
+from parley_session_gateway.chat.resume import ChatResume, find_chat, remember_chat, touch_chat
 from parley_session_gateway.realtime.access import Admission, Refused, admit, same_agent, touch
 from parley_session_gateway.realtime.bridge import SessionBridge
 from parley_session_gateway.realtime.ratelimit import TokenBucket
@@ -64,6 +73,8 @@ log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("parley.session_gateway")
 
 CLOSE_UNAUTHORIZED = 4401  # refused at connect, or the token expired
+CLOSE_NOT_FOUND = 4404  # a resume of a session this token may not resume (or none)
+CLOSE_SUPERSEDED = 4409  # another connection resumed the session
 CLOSE_UNAVAILABLE = 1011
 
 _STATUS: dict[ConversationEndReason, Literal["completed", "timeout", "failed"]] = {
@@ -82,10 +93,11 @@ def same_scope(a: Principal, b: Principal) -> bool:
 
 
 class ChatConnection:
-    def __init__(self, ctx: GatewayContext, ws: WebSocket) -> None:
+    def __init__(self, ctx: GatewayContext, ws: WebSocket, resume: ChatResume | None = None) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
         self.ws = ws
+        self.resume = resume
         self.connection_id = uuid.uuid4().hex
         self.bridge: SessionBridge | None = None
         self.bucket = TokenBucket(self.settings.gateway_input_rate_per_s, self.settings.gateway_input_burst)
@@ -93,7 +105,11 @@ class ChatConnection:
         self.expires_at = datetime.now(UTC)  # the current token's `exp` (moved by refreshes)
         self.started_at = datetime.now(UTC)
         self.turn: list[str] | None = None  # text of the response being streamed
+        self.seq = 0  # session frames made so far (sent, or skipped as seen before a resume)
+        self.seen = resume.last_event if resume else 0
         self.session_closed = False
+        self.acknowledged = False  # the runtime has confirmed this connection as the live one
+        self.superseded = False
         self._send_lock = asyncio.Lock()
         self._done = asyncio.Event()
         self._refreshed = asyncio.Event()
@@ -111,7 +127,13 @@ class ChatConnection:
                 await self._open()
             except Refused as exc:
                 self.log.info("chat.refused", reason=exc.reason)
-                await self._close(CLOSE_UNAUTHORIZED, exc.reason)
+                if exc.code is Codes.REALTIME_SESSION_NOT_FOUND and self.resume is not None:
+                    params = {"conversation_id": self.resume.session_id[:64]}
+                    with contextlib.suppress(Exception):
+                        await self._send(MessageError(error=_text(exc.code, params)))
+                    await self._close(CLOSE_NOT_FOUND, exc.reason)
+                else:
+                    await self._close(CLOSE_UNAUTHORIZED, exc.reason)
                 return
             except WebSocketDisconnect:
                 raise
@@ -147,7 +169,14 @@ class ChatConnection:
             raise Refused(exc.code) from exc
         if not _chat_token(principal) or not principal.agent_id or principal.expires_at is None:
             raise Refused(Codes.CHAT_TOKEN_REQUIRED)
-        with tracer.start_as_current_span("chat.connect", attributes={"agent.id": principal.agent_id}):
+        attributes: dict[str, str | bool] = {
+            "agent.id": principal.agent_id,
+            "chat.resume": self.resume is not None,
+        }
+        with tracer.start_as_current_span("chat.connect", attributes=attributes):
+            record = None
+            if self.resume is not None:
+                record = await find_chat(self.ctx.redis, self.resume.session_id, principal)
             admission: Admission = await admit(
                 self.ctx.auth,
                 self.ctx.broker,
@@ -157,30 +186,50 @@ class ChatConnection:
             )
             self.principal = admission.principal
             self.expires_at = principal.expires_at
-            self.started_at = datetime.now(UTC)
-            self.bridge = await open_session(
-                self.ctx,
-                admission,
-                connection_id=self.connection_id,
-                on_output=self._on_output,
-                on_control=self._on_control,
-                channel="web-chat",
-            )
+            ttl = self.settings.gateway_resume_ttl_s
+            if record is not None:
+                # The session's output is read from its start again (see the module docstring).
+                self.started_at = record.started_at
+                nc = self.ctx.broker.connection
+                self.bridge = SessionBridge(nc, nc.jetstream(), record.conversation_id)
+                await self.bridge.attach(self._on_output, self._on_control)
+                await self.bridge.send(
+                    ClientConnected(at=datetime.now(UTC), connection_id=self.connection_id)
+                )
+                await touch_chat(self.ctx.redis, record.conversation_id, ttl)
+                await touch(self.ctx.redis, record.conversation_id, ttl)
+            else:
+                self.started_at = datetime.now(UTC)
+                self.bridge = await open_session(
+                    self.ctx,
+                    admission,
+                    connection_id=self.connection_id,
+                    on_output=self._on_output,
+                    on_control=self._on_control,
+                    channel="web-chat",
+                )
+                conv = self.bridge.conversation_id
+                await remember_chat(self.ctx.redis, conv, principal, admission.agent_id, self.started_at, ttl)
         session_id = str(self.bridge.conversation_id)
         self.log = self.log.bind(conversation_id=session_id)
-        self.log.info("chat.session_open", agent_id=admission.agent_id)
+        self.log.info(
+            "chat.session_open", agent_id=admission.agent_id, resumed=record is not None, last_event=self.seen
+        )
         await self._send(Connected(session_id=session_id))
         self._greeted.set()
 
     async def _finish(self) -> None:
         bridge = self.bridge
         if bridge is not None:
-            if not self.session_closed:
-                # The socket is gone: the runtime ends the session after its grace period.
+            if not self.session_closed and not self.superseded:
+                # The socket is gone: the runtime ends the session after its grace period unless a
+                # connection resumes it.
                 with contextlib.suppress(Exception):
                     gone = ClientDisconnected(at=datetime.now(UTC), connection_id=self.connection_id)
                     await bridge.send(gone)
-                    await touch(self.ctx.redis, bridge.conversation_id, self.settings.gateway_resume_ttl_s)
+                    ttl = self.settings.gateway_resume_ttl_s
+                    await touch(self.ctx.redis, bridge.conversation_id, ttl)
+                    await touch_chat(self.ctx.redis, bridge.conversation_id, ttl)
             await bridge.detach()
         await self._close(1000, "")
 
@@ -294,7 +343,7 @@ class ChatConnection:
     async def _on_output(self, out: SessionOutput) -> None:
         await self._greeted.wait()  # `connected` comes first
         event = out.event
-        frames: list[BaseModel] = []
+        frames: list[SessionFrame] = []
         if isinstance(event, ServerTextDelta):
             if self.turn is None:
                 self.turn = []
@@ -323,7 +372,11 @@ class ChatConnection:
             )
         try:
             for frame in frames:
-                await self._send(frame)
+                self.seq += 1
+                frame.seq = self.seq
+                # Seen before a resume: skipped, except the end (a resume after it gets it again).
+                if self.seq > self.seen or isinstance(frame, SessionClosed):
+                    await self._send(frame)
         except Exception as exc:  # the socket is gone; the runtime's events stay in the stream
             self.log.info("chat.send_failed", error=str(exc))
             self._done.set()
@@ -333,11 +386,21 @@ class ChatConnection:
             self._done.set()
 
     async def _on_control(self, control: SessionControl) -> None:
-        """Timing is the Kivox `tick`'s business; chat clients get heartbeats instead."""
+        """Which connection the runtime serves (timing is the Kivox `tick`'s business)."""
+        if control.connection_id == self.connection_id:
+            self.acknowledged = True
+        elif self.acknowledged and control.connection_id is not None and not self.superseded:
+            # Another connection resumed this session: this socket is stale.
+            self.log.info("chat.superseded")
+            self.superseded = True
+            self._done.set()
+            await self._close(CLOSE_SUPERSEDED, "superseded by a newer connection")
 
     async def _send(self, frame: BaseModel) -> None:
+        # `seq` is on the frames made from the session's output only.
+        text = frame.model_dump_json(exclude={"seq"} if getattr(frame, "seq", 0) is None else None)
         async with self._send_lock:
-            await self.ws.send_text(frame.model_dump_json())
+            await self.ws.send_text(text)
 
 
 def _text(code: ErrorCode, params: dict[str, Any] | None = None) -> str:

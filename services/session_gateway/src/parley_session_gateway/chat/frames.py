@@ -42,22 +42,28 @@ class Connected(BaseModel):
     session_id: str
 
 
-class ResponseStart(BaseModel):
+class _Numbered(BaseModel):
+    """Made from the session's output: numbered 1, 2, … per session, the resume position."""
+
+    seq: int | None = None  # set when sent; left out of frames that have none
+
+
+class ResponseStart(_Numbered):
     type: Literal["response-start"] = "response-start"
     content: str = ""
 
 
-class ResponseChunk(BaseModel):
+class ResponseChunk(_Numbered):
     type: Literal["response-chunk"] = "response-chunk"
     content: str
 
 
-class ResponseEnd(BaseModel):
+class ResponseEnd(_Numbered):
     type: Literal["response-end"] = "response-end"
     content: str
 
 
-class SessionClosed(BaseModel):
+class SessionClosed(_Numbered):
     type: Literal["session-closed"] = "session-closed"
     session_id: str
     status: Literal["completed", "timeout", "failed"]
@@ -94,11 +100,15 @@ class MessageAck(BaseModel):
     message: str
 
 
-class MessageError(BaseModel):
+class MessageError(_Numbered):
+    """Numbered when it relays a runtime error; a refused client frame's has no `seq`."""
+
     type: Literal["message-error"] = "message-error"
     id: str | None = None
     error: str
 
+
+SessionFrame = ResponseStart | ResponseChunk | ResponseEnd | SessionClosed | MessageError
 
 # ------------------------------------------------------------------------------ parsing
 

@@ -7,15 +7,21 @@ from fastapi import APIRouter, Query, WebSocket
 from parley_common.errors import Codes, ParleyError
 from parley_common.http import ERROR_RESPONSES
 from parley_session_gateway.chat.connection import ChatConnection
+from parley_session_gateway.chat.resume import ChatResume
 from parley_session_gateway.sessions import GatewayContext
 
 router = APIRouter(tags=["chat"])
 
 
 @router.websocket("/chat/ws")
-async def chat_ws(websocket: WebSocket) -> None:
+async def chat_ws(
+    websocket: WebSocket,
+    session_id: str | None = Query(default=None, max_length=64),
+    last_event: int = Query(default=0, ge=0),
+) -> None:
     ctx: GatewayContext = websocket.app.state.realtime
-    await ChatConnection(ctx, websocket).run()
+    resume = ChatResume(session_id=session_id, last_event=last_event) if session_id else None
+    await ChatConnection(ctx, websocket, resume).run()
 
 
 @router.get(
@@ -28,12 +34,20 @@ async def chat_ws(websocket: WebSocket) -> None:
 )
 async def chat_ws_http(
     token: str | None = Query(default=None, description="Chat client token from POST /chat/tokens."),
+    session_id: str | None = Query(
+        default=None, description="A session to resume after a dropped socket (its `connected.session_id`)."
+    ),
+    last_event: int = Query(
+        default=0, ge=0, description="With session_id: the `seq` of the last session event received."
+    ),
 ) -> None:
     """Open with a WebSocket upgrade and `?token=` (a chat client token; its `workflow_id` is the
     agent). The server sends `connected` {session_id}; the client sends `message` {content, id?}
     and `token-refresh` {token}; the server streams `response-start` / `response-chunk` /
     `response-end`, acknowledges with `message-ack` / `message-error`, sends `heartbeat`s,
-    `token-refresh-required` before expiry, and `session-closed` at the end. See docs/chat-ws.md.
-    Without an upgrade this answers 426.
+    `token-refresh-required` before expiry, and `session-closed` at the end. With `?session_id=`
+    and `?last_event=` a client resumes its session after a dropped socket and gets exactly the
+    events it missed (each session event carries its `seq`). See docs/chat-ws.md. Without an
+    upgrade this answers 426.
     """
     raise ParleyError(Codes.REALTIME_UPGRADE_REQUIRED)
