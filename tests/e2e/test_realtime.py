@@ -132,7 +132,15 @@ def _ready(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-async def stack(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+def stack_env() -> dict[str, str]:
+    """Extra environment for the stack's processes; a module overrides this fixture to add some."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    infra: Any, tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]
+) -> AsyncIterator[Stack]:
     root = tmp_path_factory.mktemp("realtime")
     nats_server = NatsServer(root / "nats", log_path=root / "logs" / "nats.log")
     nats_server.start()
@@ -189,6 +197,7 @@ async def stack(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
         PARLEY_GATEWAY_MAX_TEXT_FRAME_BYTES="4096",
         PARLEY_GATEWAY_MAX_BINARY_FRAME_BYTES="65536",
     )
+    env.update(stack_env)
     redis = Redis.from_url(infra.redis_url)
     with webhook_server() as hooks_url:
         async with auth.router.lifespan_context(auth), catalog.router.lifespan_context(catalog):

@@ -112,5 +112,6 @@ SCOPES: frozenset[str] = frozenset(
         "agents:read",
         "agents:write",
         "conversations:read",
+        "sessions:write",  # Octavus agent sessions: create, read, restore, trigger
     }
 )

@@ -142,6 +142,24 @@ class Codes:
     CHAT_TOKEN_EXPIRED = _register(
         "chat.token_expired", 401, "The token expired without a valid refresh; reconnect with a new one."
     )
+    # Octavus agent sessions (`/api/agent-sessions*`); 400s read as `validation_error` in the SDKs.
+    OCTAVUS_INVALID_INPUT = _register("octavus.invalid_input", 400, "Invalid input: {detail}")
+    OCTAVUS_UNKNOWN_TRIGGER = _register(
+        "octavus.unknown_trigger", 400, "The agent has no trigger named {name}."
+    )
+    OCTAVUS_NO_PENDING_TOOLS = _register(
+        "octavus.no_pending_tools", 400, "Tool results do not match a paused execution: {detail}"
+    )
+    OCTAVUS_SESSION_BUSY = _register(
+        "octavus.session_busy", 409, "The session is running another execution; retry when it ends."
+    )
+    OCTAVUS_NOT_PROTOCOL_AGENT = _register(
+        "octavus.not_protocol_agent", 400, "Agent {agent_id} is not an Octavus protocol agent."
+    )
+    OCTAVUS_EXECUTION_FAILED = _register("octavus.execution_failed", 500, "Block {block}: {detail}")
+    OCTAVUS_STREAM_LOST = _register(
+        "octavus.stream_lost", 503, "The worker running the execution stopped answering; retry."
+    )
     RUNTIME_AGENT_UNAVAILABLE = _register(
         "runtime.agent_unavailable", 503, "The agent's definition could not be loaded: {detail}"
     )

@@ -37,12 +37,20 @@ MAIL_STREAM: Final = "MAIL"
 MAIL_SEND: Final = "mail.send"
 AUTH_MAIL_CONSUMER: Final = "auth-mail"
 
+# Octavus agent sessions (octavus/sessions.py): gateway → runtime, request/reply in QUEUE_RUNTIME.
+# A trigger's events then flow on a core NATS subject the gateway chose (`OctavusTriggerRequest`).
+OCTAVUS_SESSION_CREATE: Final = "octavus.session.create"
+OCTAVUS_SESSION_GET: Final = "octavus.session.get"
+OCTAVUS_SESSION_RESTORE: Final = "octavus.session.restore"
+OCTAVUS_SESSION_TRIGGER: Final = "octavus.session.trigger"
+
 # health: every service answers a ping on its own subject (used by readiness checks of peers)
 HEALTH_PING_PREFIX: Final = "health.ping"
 
 # Queue groups (one per service: replicas of a service share the work)
 QUEUE_AUTH: Final = "auth"
 QUEUE_CATALOG: Final = "catalog"
+QUEUE_RUNTIME: Final = "runtime"
 
 
 def health_ping(service: str) -> str:

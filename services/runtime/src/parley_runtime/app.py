@@ -24,6 +24,8 @@ from parley_common.subjects import health_ping
 from parley_runtime.agents import AgentCache
 from parley_runtime.llm import LLMRegistry, LLMSettings
 from parley_runtime.llm_port import LLMPort
+from parley_runtime.octavus.service import OctavusService
+from parley_runtime.octavus.store import SessionStore
 from parley_runtime.sessions.runner import Deps
 from parley_runtime.sessions.store import StateStore
 from parley_runtime.sessions.worker import SessionWorker
@@ -40,6 +42,21 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         broker, ttl_s=settings.runtime_agent_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
     )
 
+    llm = LLMPort(LLMRegistry(llm_settings))
+    octavus = OctavusService(
+        broker=broker,
+        store=SessionStore(
+            redis,
+            ttl_s=settings.runtime_octavus_session_ttl_s,
+            tombstone_ttl_s=settings.runtime_octavus_expired_ttl_s,
+            max_bytes=settings.runtime_octavus_max_state_bytes,
+        ),
+        agents=agents,
+        registry=llm.registry,
+        ping_s=settings.runtime_octavus_keepalive_s,
+        drain_s=settings.runtime_drain_timeout_s,
+    )
+
     # Queue group: any one worker answering proves the pool is reachable over the bus.
     @broker.subscriber(health_ping(name), queue=name)
     async def health() -> dict[str, Any]:
@@ -53,7 +70,6 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await broker.start()
         nc = broker.connection
-        llm = LLMPort(LLMRegistry(llm_settings))
         deps = Deps(
             settings=settings,
             broker=broker,
@@ -76,6 +92,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
             await worker.start()
             yield
         finally:
+            await octavus.stop()
             await worker.stop()
             await deps.http.aclose()
             await llm.aclose()

@@ -44,6 +44,13 @@ class RuntimeSettings(CommonSettings):
     # WEBHOOK nodes: private/loopback destinations are refused unless allowed (SSRF guard).
     runtime_webhook_allow_private: bool = False
     runtime_webhook_max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Octavus agent sessions: state expires this long after the last activity (24 h, as the
+    # Octavus docs say); the expired marker (what GET shows, what restore needs) lives on longer.
+    runtime_octavus_session_ttl_s: int = Field(default=24 * 3600, ge=60)
+    runtime_octavus_expired_ttl_s: int = Field(default=30 * 24 * 3600, ge=0)
+    runtime_octavus_max_state_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # While an execution runs, a keepalive frame this often tells the gateway the worker lives.
+    runtime_octavus_keepalive_s: float = Field(default=5.0, gt=0)
 
 
 @lru_cache

@@ -17,6 +17,7 @@ from parley_common.http import create_app
 from parley_common.session_contract import ensure_streams
 from parley_common.subjects import health_ping
 from parley_session_gateway.chat.router import router as chat_router
+from parley_session_gateway.octavus.router import router as octavus_router
 from parley_session_gateway.realtime.router import router as realtime_router
 from parley_session_gateway.sessions import GatewayContext
 from parley_session_gateway.settings import GatewaySettings, get_settings
@@ -58,7 +59,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings,
         title="Parley session gateway",
         description="Realtime WebSocket, chat WebSocket and agent-session streaming endpoints.",
-        routers=[realtime_router, chat_router],
+        routers=[realtime_router, chat_router, octavus_router],
         lifespan=lifespan,
         readiness=readiness,
     )

@@ -42,6 +42,9 @@ class GatewaySettings(CommonSettings):
     # A `message`'s `artifacts`: at most this many JSON objects, this many bytes as JSON.
     gateway_chat_max_artifacts: int = Field(default=16, ge=1)
     gateway_chat_max_artifacts_bytes: int = Field(default=16 * 1024, ge=256)
+    # Agent-sessions SSE: the stream ends with `octavus.stream_lost` when the runtime worker sends
+    # nothing (not even its keepalive, PARLEY_RUNTIME_OCTAVUS_KEEPALIVE_S) for this long.
+    gateway_octavus_stream_idle_s: float = Field(default=30.0, gt=0)
 
 
 @lru_cache

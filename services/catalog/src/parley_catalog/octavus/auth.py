@@ -14,23 +14,14 @@ from fastapi import Depends, Request
 from parley_catalog.deps import Ctx
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.errors import Codes, ParleyError
-
-MAX_CREDENTIAL = 4096
-
-
-def _bearer(request: Request) -> str:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    key = value.strip()
-    if scheme.lower() != "bearer" or not key or len(key) > MAX_CREDENTIAL:
-        raise ParleyError(Codes.UNAUTHENTICATED, "An API key is required: send Authorization: Bearer <key>.")
-    return key
+from parley_common.octavus.routes import bearer_key
 
 
 def api_key(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A dependency: the principal of a valid API key that holds `scope`."""
 
     async def dep(request: Request, ctx: Ctx) -> Principal:
-        principal = await ctx.auth.verify(_bearer(request), CredentialKind.API_KEY)
+        principal = await ctx.auth.verify(bearer_key(request), CredentialKind.API_KEY)
         if principal.kind is not CredentialKind.API_KEY or principal.user_id is None:
             raise ParleyError(Codes.UNAUTHENTICATED, "These endpoints take an API key.")
         if not principal.has_scope(scope):

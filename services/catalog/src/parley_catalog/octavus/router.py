@@ -2,7 +2,7 @@
 server SDK's `agents.list()` / `agents.get(id)`, under `/api/agents`.
 
 Shapes and status codes are those docs/octavus-wire.md records; errors carry the `Error` envelope
-plus `error` (see `parley_catalog.octavus.errors`).
+plus `error` (see `parley_common.octavus.routes`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from parley_catalog.agents import events
 from parley_catalog.deps import Ctx, Db
 from parley_catalog.octavus import schemas, service
 from parley_catalog.octavus.auth import KeyReader, KeyWriter
-from parley_catalog.octavus.errors import OctavusRoute
 from parley_common.auth_contract import MemberRole
 from parley_common.catalog_contract import AgentEventKind
 from parley_common.octavus import ValidationResult
+from parley_common.octavus.routes import OctavusRoute
 
 router = APIRouter(prefix="/api/agents", tags=["octavus"], route_class=OctavusRoute)
 

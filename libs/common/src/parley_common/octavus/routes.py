@@ -1,4 +1,4 @@
-"""Errors on the Octavus routes: Parley's `Error` envelope plus `"error": <message>`.
+"""Octavus-compatible routes: Bearer API keys; errors as the `Error` envelope plus `"error"`.
 
 @octavus/cli 2.0.0 prints only `body.error` of an error response (and the server SDK reads
 `error`, then `message`), so these routes add that key. The route class renders any exception
@@ -18,6 +18,9 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from parley_common.errors import Codes, ParleyError
+
+MAX_CREDENTIAL = 4096
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 _DROPPED_HEADERS = {"content-length", "content-type"}
 
@@ -62,3 +65,12 @@ class OctavusRoute(APIRoute):
                 return with_error_key(response)
 
         return handler
+
+
+def bearer_key(request: Request) -> str:
+    """The `Authorization: Bearer <key>` the CLI and the server SDK send (nothing else is taken)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    key = value.strip()
+    if scheme.lower() != "bearer" or not key or len(key) > MAX_CREDENTIAL:
+        raise ParleyError(Codes.UNAUTHENTICATED, "An API key is required: send Authorization: Bearer <key>.")
+    return key

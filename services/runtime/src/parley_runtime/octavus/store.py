@@ -1,0 +1,89 @@
+"""Octavus sessions in Redis: the state with a sliding TTL (the session expiry), a tombstone that
+outlives it (so an expired session reads as expired, and can be restored), and a per-session
+lock so one execution runs at a time, whichever worker takes the trigger."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from redis.exceptions import LockError
+
+from parley_common.errors import Codes, ParleyError
+from parley_runtime.octavus.state import Session, Tombstone
+
+PREFIX = "parley:octavus"
+
+
+def _key(kind: str, session_id: str) -> str:
+    return f"{PREFIX}:{kind}:{session_id}"
+
+
+class SessionStore:
+    def __init__(
+        self, redis: Redis, *, ttl_s: int, tombstone_ttl_s: int, max_bytes: int, lock_ttl_s: float = 15.0
+    ) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.tombstone_ttl_s = tombstone_ttl_s
+        self.max_bytes = max_bytes
+        self.lock_ttl_s = lock_ttl_s
+
+    async def load(self, session_id: str) -> Session | None:
+        raw = await self.redis.get(_key("state", session_id))
+        return None if raw is None else Session.model_validate_json(raw)
+
+    async def tombstone(self, session_id: str) -> Tombstone | None:
+        raw = await self.redis.get(_key("tomb", session_id))
+        return None if raw is None else Tombstone.model_validate_json(raw)
+
+    async def save(self, session: Session) -> None:
+        """Write the state and push both expiries forward (expiry counts from the last activity)."""
+        data = session.model_dump_json(exclude_defaults=False)
+        if len(data) > self.max_bytes:
+            raise ParleyError(
+                Codes.OCTAVUS_INVALID_INPUT,
+                params={"detail": f"the session would exceed {self.max_bytes} bytes; start a new one"},
+            )
+        tomb = Tombstone(
+            agent_id=session.agent_id,
+            created_at=session.created_at,
+            owner_user_id=session.owner_user_id,
+            owner_org_id=session.owner_org_id,
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(_key("state", session.id), data, ex=self.ttl_s)
+            pipe.set(_key("tomb", session.id), tomb.model_dump_json(), ex=self.ttl_s + self.tombstone_ttl_s)
+            await pipe.execute()
+
+    async def create(self, session: Session) -> bool:
+        """Store a new session; False when the id is taken (live or expired)."""
+        if not await self.redis.set(_key("tomb", session.id), "{}", nx=True, ex=60):
+            return False
+        await self.save(session)
+        return True
+
+    @contextlib.asynccontextmanager
+    async def locked(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session's lock (409 `octavus.session_busy` when another execution has it),
+        extended in the background so a long execution keeps it and a dead worker's expires."""
+        lock = self.redis.lock(_key("lock", session_id), timeout=self.lock_ttl_s, blocking=False)
+        if not await lock.acquire():
+            raise ParleyError(Codes.OCTAVUS_SESSION_BUSY)
+
+        async def keep() -> None:
+            while True:
+                await asyncio.sleep(self.lock_ttl_s / 3)
+                await lock.reacquire()
+
+        keeper = asyncio.create_task(keep())
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LockError):
+                await keeper
+            with contextlib.suppress(LockError):
+                await lock.release()

@@ -1,0 +1,1 @@
+"""Octavus agent sessions over HTTP + SSE (`/api/agent-sessions*`)."""

@@ -1,0 +1,188 @@
+"""HTTP: the agent-sessions API of @octavus/server-sdk 2.0.0, relayed to the runtime workers.
+
+Sessions live in the runtime (Redis state, one execution at a time); this router checks the API
+key, forwards each call over the bus and, for triggers, relays the worker's stream frames as
+`data: {json}` SSE lines ending with `data: [DONE]`. Errors carry the `Error` envelope plus
+`error` (the key the Octavus SDKs read). See docs/octavus-sessions.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from nats.aio.subscription import Subscription
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import BaseModel, ValidationError
+
+from parley_common import subjects
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.bus import request as bus_request
+from parley_common.errors import REGISTRY, Codes, ParleyError
+from parley_common.octavus import events as ev
+from parley_common.octavus import sessions as wire
+from parley_common.octavus.routes import OctavusRoute, bearer_key
+from parley_session_gateway.sessions import GatewayContext
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/api/agent-sessions", tags=["octavus"], route_class=OctavusRoute)
+SCOPE = "sessions:write"
+
+SessionId = Annotated[str, Path(min_length=1, max_length=wire.MAX_ID, description="The session's id.")]
+
+
+def _ctx(request: Request) -> GatewayContext:
+    ctx: GatewayContext = request.app.state.realtime
+    return ctx
+
+
+Ctx = Annotated[GatewayContext, Depends(_ctx)]
+
+
+async def _principal(request: Request, ctx: Ctx) -> Principal:
+    principal = await ctx.auth.verify(bearer_key(request), CredentialKind.API_KEY)
+    if principal.kind is not CredentialKind.API_KEY or principal.user_id is None:
+        raise ParleyError(Codes.UNAUTHENTICATED, "These endpoints take an API key.")
+    if not principal.has_scope(SCOPE):
+        raise ParleyError(Codes.INSUFFICIENT_SCOPE, params={"scope": SCOPE})
+    return principal
+
+
+Key = Annotated[Principal, Depends(_principal)]
+
+
+async def _ask(ctx: GatewayContext, subject: str, payload: BaseModel) -> wire.OctavusReply:
+    reply = await bus_request(
+        ctx.broker, subject, payload, wire.OctavusReply, timeout=ctx.settings.bus_request_timeout_s
+    )
+    if not reply.ok:
+        err = reply.error
+        code = REGISTRY.get(err.code if err else "", Codes.INTERNAL)
+        raise ParleyError(code, err.message if err else None, params=err.params if err else None)
+    return reply
+
+
+def _json(reply: wire.OctavusReply) -> Response:
+    return Response(content=reply.body or "{}", status_code=reply.status, media_type="application/json")
+
+
+@router.post(
+    "",
+    response_model=wire.SessionCreated,
+    operation_id="octavusCreateSession",
+    summary="Create an agent session (`agentSessions.create(agentId, input)`)",
+    description="`input` is checked against the protocol's `input:`; 400 `octavus.invalid_input` names "
+    "the first problem. The agent must be an interactive protocol agent of the API key's project.",
+)
+async def create_session(body: wire.CreateSessionBody, ctx: Ctx, principal: Key) -> Response:
+    return _json(
+        await _ask(
+            ctx, subjects.OCTAVUS_SESSION_CREATE, wire.OctavusCreateRequest(principal=principal, body=body)
+        )
+    )
+
+
+@router.get(
+    "/{session_id}",
+    response_model=wire.SessionState | wire.UISessionState | wire.ExpiredSession,
+    operation_id="octavusGetSession",
+    summary="Session state: internal messages, or UI messages with `?format=ui`",
+    description='An expired session answers `{sessionId, agentId, status: "expired", createdAt}` '
+    "(both formats); restore it to go on.",
+)
+async def get_session(
+    session_id: SessionId,
+    ctx: Ctx,
+    principal: Key,
+    format: Annotated[Literal["ui"] | None, Query(description="`ui`: UI messages with typed parts.")] = None,
+) -> Response:
+    req = wire.OctavusGetRequest(principal=principal, session_id=session_id, format=format or "internal")
+    return _json(await _ask(ctx, subjects.OCTAVUS_SESSION_GET, req))
+
+
+@router.post(
+    "/{session_id}/restore",
+    response_model=wire.SessionRestored,
+    operation_id="octavusRestoreSession",
+    summary="Restore an expired session from the UI messages the app kept (`restored: false` if active)",
+)
+async def restore_session(
+    session_id: SessionId, body: wire.RestoreSessionBody, ctx: Ctx, principal: Key
+) -> Response:
+    req = wire.OctavusRestoreRequest(principal=principal, session_id=session_id, body=body)
+    return _json(await _ask(ctx, subjects.OCTAVUS_SESSION_RESTORE, req))
+
+
+@router.post(
+    "/{session_id}/trigger",
+    operation_id="octavusTriggerSession",
+    summary="Run a trigger, or continue a paused execution with `toolResults`; streams SSE events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`data: {event}` lines, then `data: [DONE]`.",
+        }
+    },
+)
+async def trigger_session(
+    session_id: SessionId, body: ev.TriggerBody, ctx: Ctx, principal: Key
+) -> StreamingResponse:
+    nc = ctx.broker.connection
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)  # before asking: the worker may start sending at once
+    try:
+        req = wire.OctavusTriggerRequest(principal=principal, session_id=session_id, body=body, stream=inbox)
+        await _ask(ctx, subjects.OCTAVUS_SESSION_TRIGGER, req)
+    except BaseException:
+        await sub.unsubscribe()
+        raise
+    return StreamingResponse(
+        _relay(sub, ctx.settings.gateway_octavus_stream_idle_s, session_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _relay(sub: Subscription, idle_s: float, session_id: str) -> AsyncIterator[str]:
+    """Frames → SSE lines, in order; a silent or gapped stream ends with `octavus.stream_lost`."""
+    expected = 0
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=idle_s)
+            except (TimeoutError, NatsTimeoutError):
+                yield _lost(session_id, "no frame within the idle timeout")
+                break
+            try:
+                frame = wire.StreamFrame.model_validate_json(msg.data)
+            except ValidationError:
+                log.warning("octavus.bad_frame", session_id=session_id)
+                continue
+            if frame.seq < 0:  # keepalive
+                yield ": keepalive\n\n"
+                continue
+            if frame.seq != expected:
+                yield _lost(session_id, f"frame {expected} missing (got {frame.seq})")
+                break
+            expected += 1
+            if frame.done:
+                break
+            if frame.event is not None:
+                yield f"data: {json.dumps(frame.event, separators=(',', ':'))}\n\n"
+        yield ev.SSE_DONE
+    finally:
+        await sub.unsubscribe()
+
+
+def _lost(session_id: str, why: str) -> str:
+    log.warning("octavus.stream_lost", session_id=session_id, why=why)
+    err = ParleyError(Codes.OCTAVUS_STREAM_LOST)
+    event: dict[str, Any] = ev.ErrorEvent(
+        error_type="internal_error", message=err.message, retryable=True, code=err.code.code
+    ).model_dump(by_alias=True, exclude_none=True)
+    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
