@@ -26,33 +26,17 @@ import pytest
 
 from parley_devstack.servers import free_port
 
+from .npm import npm_install
+
 CLI_VERSION = "2.0.0"
-CACHE = Path(tempfile.gettempdir()) / "parley-test-cache" / f"octavus-cli-{CLI_VERSION}"
 CORPUS = Path(__file__).parents[2] / "libs/common/tests/octavus_corpus/valid/cli-readme"
 START_TIMEOUT_S = 150.0
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the CLI colours its output whatever NO_COLOR says
-UNREACHABLE = ("ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "ECONNREFUSED", "ECONNRESET", "ENETUNREACH")
 
 
 def octavus_cli() -> Path:
     """The CLI's bin, installed once into the cache directory."""
-    binary = CACHE / "node_modules" / ".bin" / "octavus"
-    if binary.exists():
-        return binary
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.skip("npm/node are not installed: cannot install @octavus/cli")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [npm, "install", "--prefix", str(CACHE), f"@octavus/cli@{CLI_VERSION}", "--no-audit", "--no-fund"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode != 0:
-        if any(code in done.stderr for code in UNREACHABLE):
-            pytest.skip(f"the npm registry is unreachable: {done.stderr.strip()[-300:]}")
-        raise AssertionError(f"npm install failed ({done.returncode}):\n{done.stderr}")
+    binary = npm_install("@octavus/cli", CLI_VERSION) / "node_modules" / ".bin" / "octavus"
     assert binary.exists(), f"npm install did not create {binary}"
     return binary
 

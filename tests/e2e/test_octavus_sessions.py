@@ -44,17 +44,17 @@ def stack_env(fake: FakeAnthropic) -> dict[str, str]:
     return {"PARLEY_LLM_ANTHROPIC_BASE_URL": fake.base_url, "PARLEY_LLM_ANTHROPIC_API_KEY": FAKE_KEY}
 
 
-def base_url(stack: Stack) -> str:
-    return stack.gateway_url.replace("ws://", "http://").removesuffix("/realtime")
+def base_url(running: Stack) -> str:
+    return running.gateway_url.replace("ws://", "http://").removesuffix("/realtime")
 
 
 class Client:
     """What @octavus/server-sdk does over HTTP, without the SDK (the SDK's own test is separate)."""
 
-    def __init__(self, stack: Stack, key: str) -> None:
-        self.stack, self.key = stack, key
+    def __init__(self, running: Stack, key: str) -> None:
+        self.stack, self.key = running, key
         self.http = httpx.AsyncClient(
-            base_url=base_url(stack), headers={"Authorization": f"Bearer {key}"}, timeout=30
+            base_url=base_url(running), headers={"Authorization": f"Bearer {key}"}, timeout=30
         )
 
     async def create_agent(self, **protocol_changes: str) -> str:
@@ -248,8 +248,8 @@ async def test_a_handler_with_every_block_type(client: Client, fake: FakeAnthrop
     sent = fake.requests[0].json
     assert sent["system"] == "You write hand-over notes for human agents, in one sentence."
     assert said(sent["messages"]) == [
-        {"role": "user", "content": "Summarize this conversation:\n\n**User**: Hello\n\n**Assistant**: Hi! How can I help?\n\n"
-         "**User**: The user asks for a human because: billing"}
+        {"role": "user", "content": "Summarize this conversation:\n\n**User**: Hello\n\n"
+         "**Assistant**: Hi! How can I help?\n\n**User**: The user asks for a human because: billing"}
     ]  # fmt: skip
     assert [t["name"] for t in sent["tools"]] == ["get-account"]  # inherited from `agent:`
     assert sent["thinking"]["budget_tokens"] == 5000
@@ -326,8 +326,8 @@ async def test_expired_session_reads_as_expired_and_restores(client: Client, fak
         expired = await client.get(session_id, ui=ui)
         assert expired == {"sessionId": session_id, "agentId": agent_id, "status": "expired",
                            "createdAt": expired["createdAt"]}  # fmt: skip
-    resp = await client.http.post(f"/api/agent-sessions/{session_id}/trigger", json={"triggerName": "user-message",
-                                  "input": {"USER_MESSAGE": "Still there?"}})  # fmt: skip
+    still = {"triggerName": "user-message", "input": {"USER_MESSAGE": "Still there?"}}
+    resp = await client.http.post(f"/api/agent-sessions/{session_id}/trigger", json=still)
     assert resp.status_code == 404 and "restore" in resp.json()["error"]
 
     # A client-stopped tool call (`cancelled`) is accepted and served as an error.
