@@ -189,7 +189,7 @@ async def test_chat_with_two_tool_rounds_then_an_answer(client: Client, fake: Fa
         },
     )
     assert kinds(third) == [
-        "start", "block-start", "text-start", "text-delta", "text-delta", "text-end", "block-end", "finish",
+        "start", "text-start", "text-delta", "text-delta", "text-end", "block-end", "finish",
     ]  # fmt: skip
     assert text_of(third) == "Your order ships today." and third[-1]["finishReason"] == "stop"
     last = fake.requests[2].json["messages"][-1]["content"][0]

@@ -48,7 +48,9 @@ class RuntimeSettings(CommonSettings):
     # Octavus docs say); the expired marker (what GET shows, what restore needs) lives on longer.
     runtime_octavus_session_ttl_s: int = Field(default=24 * 3600, ge=60)
     runtime_octavus_expired_ttl_s: int = Field(default=30 * 24 * 3600, ge=0)
-    runtime_octavus_max_state_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # A GET returns the whole session in one bus reply: keep this under NATS `max_payload` (1 MiB
+    # by default) minus room for the envelope.
+    runtime_octavus_max_state_bytes: int = Field(default=768 * 1024, ge=64 * 1024)
     # While an execution runs, a keepalive frame this often tells the gateway the worker lives.
     runtime_octavus_keepalive_s: float = Field(default=5.0, gt=0)
 

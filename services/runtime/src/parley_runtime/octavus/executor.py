@@ -120,6 +120,8 @@ class Execution:
         if pending is not None:
             assert plan.results is not None
             start = self._apply_results(pending, plan.results)
+            if start > pending.block_index:  # a tool-call block: its results were its end
+                await self.emit(ev.BlockEndEvent(block_id=f"{self.execution_id}-{pending.block_index}"))
         try:
             paused = await self._run_blocks(start, pending)
         except ExecutionFailed as exc:
@@ -138,18 +140,19 @@ class Execution:
             name, block = self._blocks[index]
             block_id = f"{self.execution_id}-{index}"
             thread = getattr(block, "thread", None)
-            await self.emit(
-                ev.BlockStartEvent(
-                    block_id=block_id,
-                    block_name=name,
-                    block_type=block.block,
-                    display=block.effective_display,
-                    description=block.description,
-                    output_to_chat=(not block.independent) if isinstance(block, NextMessage) else None,
-                    thread=thread if thread not in (None, MAIN) else None,
-                )
-            )
             resuming = resume if (resume is not None and index == resume.block_index) else None
+            if resuming is None:  # a resumed next-message is still open: its block-start was sent
+                await self.emit(
+                    ev.BlockStartEvent(
+                        block_id=block_id,
+                        block_name=name,
+                        block_type=block.block,
+                        display=block.effective_display,
+                        description=block.description,
+                        output_to_chat=(not block.independent) if isinstance(block, NextMessage) else None,
+                        thread=thread if thread not in (None, MAIN) else None,
+                    )
+                )
             paused = await self._block(index, name, block_id, block, resuming)
             if paused:
                 return True
@@ -329,6 +332,7 @@ class Execution:
                     tool_call_id=call_id, tool_name=tool_name, title=self._title(tool_name)
                 )
             )
+            await self.emit(ev.ToolInputEndEvent(tool_call_id=call_id))
             await self.emit(ev.ToolInputAvailableEvent(tool_call_id=call_id, tool_name=tool_name, input=args))
         self._add_tool_part(call_id, tool_name, args, visible=not hidden)
 

@@ -55,10 +55,13 @@ async def _principal(request: Request, ctx: Ctx) -> Principal:
 Key = Annotated[Principal, Depends(_principal)]
 
 
+# A worker may first load the session, fetch the agent from the catalog and build the reply.
+MIN_TIMEOUT_S = 10.0
+
+
 async def _ask(ctx: GatewayContext, subject: str, payload: BaseModel) -> wire.OctavusReply:
-    reply = await bus_request(
-        ctx.broker, subject, payload, wire.OctavusReply, timeout=ctx.settings.bus_request_timeout_s
-    )
+    timeout = max(ctx.settings.bus_request_timeout_s, MIN_TIMEOUT_S)
+    reply = await bus_request(ctx.broker, subject, payload, wire.OctavusReply, timeout=timeout)
     if not reply.ok:
         err = reply.error
         code = REGISTRY.get(err.code if err else "", Codes.INTERNAL)
