@@ -163,7 +163,7 @@ class Execution:
         self, index: int, name: str, block_id: str, block: Block, resume: Pending | None
     ) -> bool:
         if isinstance(block, AddMessage):
-            self._add_message(block)
+            self._add_message(name, block)
         elif isinstance(block, NextMessage):
             return await self._next_message(index, name, block, resume)
         elif isinstance(block, ToolCall):
@@ -221,9 +221,11 @@ class Execution:
             self.session.messages.append(message)
         return message
 
-    def _add_message(self, block: AddMessage) -> None:
+    def _add_message(self, name: str, block: AddMessage) -> None:
         text = self._prompt(block.prompt, bindings(block.input))
         thread = block.thread or MAIN
+        if thread not in self.session.threads:
+            raise ExecutionFailed(name, f"thread `{thread}` was not started (use a start-thread block)")
         self.session.thread(thread).history.append(LLMMessage(role=block.role, content=text))
         if thread != MAIN:
             return
@@ -270,8 +272,9 @@ class Execution:
             config=ThreadConfig(
                 model=block.model or agent.model,
                 system=block.system or agent.system,
-                input=bindings(block.input or agent.input),
-                tools=block.tools or agent.tools,
+                # Unset keys inherit; `tools: []` set on the block means "no tools".
+                input=bindings(block.input if "input" in block.model_fields_set else agent.input),
+                tools=block.tools if "tools" in block.model_fields_set else agent.tools,
                 agentic=agent.agentic if block.agentic is None else block.agentic,
                 max_steps=block.max_steps or agent.max_steps,
                 temperature=agent.temperature if block.temperature is None else block.temperature,
