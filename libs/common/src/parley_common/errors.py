@@ -153,6 +153,9 @@ class Codes:
     OCTAVUS_SESSION_BUSY = _register(
         "octavus.session_busy", 409, "The session is running another execution; retry when it ends."
     )
+    OCTAVUS_SESSION_TOO_LARGE = _register(
+        "octavus.session_too_large", 413, "The session would exceed {limit} bytes; start a new one."
+    )
     OCTAVUS_NOT_PROTOCOL_AGENT = _register(
         "octavus.not_protocol_agent", 400, "Agent {agent_id} is not an Octavus protocol agent."
     )

@@ -102,8 +102,9 @@ class Execution:
 
     # --- the round ---------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """One round: `start` … `finish` (or `error`). The session is updated in place."""
+    async def run(self) -> ev.FinishEvent | None:
+        """One round: `start` and the blocks' events; returns the `finish` to send once the session
+        is saved, or None when the round ended with an `error` event. Updates the session in place."""
         session, plan = self.session, self.plan
         self._blocks = list(self.bundle.protocol.handlers[plan.trigger].items())
         pending = session.pending if plan.results is not None else None
@@ -128,12 +129,12 @@ class Execution:
             await self._error(
                 Codes.OCTAVUS_EXECUTION_FAILED, "execution_error", {"block": exc.block, "detail": exc.detail}
             )
-            return
+            return None
         except LLMError as exc:
             await self.emit(_provider_error(exc))
-            return
+            return None
         reason = "tool-calls" if paused else "stop"
-        await self.emit(ev.FinishEvent(finish_reason=reason, execution_id=self.execution_id))
+        return ev.FinishEvent(finish_reason=reason, execution_id=self.execution_id)
 
     async def _run_blocks(self, start: int, resume: Pending | None) -> bool:
         for index in range(start, len(self._blocks)):

@@ -246,21 +246,23 @@ class OctavusService:
             plan=plan,
         )
         try:
+            finish: BaseModel | None = None
             try:
-                await execution.run()
+                finish = await execution.run()
             except Exception:
                 log.exception("octavus.execution_failed", session_id=session.id)
-                await emit(_internal_error())
+                finish = _internal_error()
+            # Saved before `finish`: a client that reads the session after it sees this round.
             session.updated_at = now_iso()
             try:
                 await self.store.save(session)
-            except ParleyError as exc:
-                await emit(
-                    ev.ErrorEvent(error_type="execution_error", message=exc.message, code=exc.code.code)
-                )
+            except ParleyError as exc:  # too large: this round is not kept
+                finish = ev.ErrorEvent(error_type="execution_error", message=exc.message, code=exc.code.code)
             except Exception:
                 log.exception("octavus.save_failed", session_id=session.id)
-                await emit(_internal_error())
+                finish = _internal_error()
+            if finish is not None:
+                await emit(finish)
         finally:
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):

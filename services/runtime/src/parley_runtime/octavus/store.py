@@ -43,10 +43,7 @@ class SessionStore:
         """Write the state and push both expiries forward (expiry counts from the last activity)."""
         data = session.model_dump_json(exclude_defaults=False)
         if len(data) > self.max_bytes:
-            raise ParleyError(
-                Codes.OCTAVUS_INVALID_INPUT,
-                params={"detail": f"the session would exceed {self.max_bytes} bytes; start a new one"},
-            )
+            raise ParleyError(Codes.OCTAVUS_SESSION_TOO_LARGE, params={"limit": self.max_bytes})
         tomb = Tombstone(
             agent_id=session.agent_id,
             created_at=session.created_at,
