@@ -44,12 +44,6 @@ MAX_ARTIFACTS_BYTES = 512
 
 
 @pytest.fixture(scope="module")
-def stack_env() -> dict[str, str]:
-    """Nothing to add to test_realtime's stack (its `stack` may ask for this fixture)."""
-    return {}
-
-
-@pytest.fixture(scope="module")
 async def chat_url(stack: Stack) -> AsyncIterator[str]:  # noqa: F811 - the fixture above
     port = free_port()
     proc = ManagedProcess(

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from tests.e2e.test_realtime import Stack, api_key, signup
 from tests.e2e.test_realtime import stack as stack  # the module-scoped fixtures: a stack of its own
-from tests.e2e.test_realtime import stack_env as stack_env
 
 from .npm import npm_install
 from .test_octavus_sessions import Client, base_url

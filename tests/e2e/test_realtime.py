@@ -132,12 +132,6 @@ def _ready(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack_env() -> dict[str, str]:
-    """Extra environment for the stack's processes; a module overrides this fixture to add some."""
-    return {}
-
-
-@pytest.fixture(scope="module")
 async def stack(
     infra: Any, tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]
 ) -> AsyncIterator[Stack]:
