@@ -7,6 +7,8 @@ SHELL := /bin/bash
 # Use uv from PATH if present, otherwise bootstrap it into .tools/ with the system Python.
 UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTHON ?= python3
+# Tests that shell out to uv (tests/deploy) find the bootstrapped one too.
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 .PHONY: help install run test lint typecheck bench clean
 
