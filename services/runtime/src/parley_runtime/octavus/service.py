@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from typing import Any
 from uuid import UUID
 
 import structlog
@@ -127,19 +128,8 @@ class OctavusService:
 
     async def create(self, req: wire.OctavusCreateRequest) -> wire.OctavusReply:
         snapshot, bundle = await self._agent(req.principal, req.body.agent_id)
-        protocol = bundle.protocol
         stamp = now_iso()
-        session = Session(
-            id=str(uuid.uuid4()),
-            agent_id=str(snapshot.agent_id),
-            owner_user_id=snapshot.owner_user_id,
-            owner_org_id=snapshot.owner_org_id,
-            created_at=stamp,
-            updated_at=stamp,
-            input=check_input(protocol.input, req.body.input, protocol.types, what="input"),
-            resources={n: r.default for n, r in protocol.resources.items()},
-            variables={n: v.default for n, v in protocol.variables.items()},
-        )
+        session = _fresh(str(uuid.uuid4()), snapshot, bundle, req.body.input, created_at=stamp)
         if not await self.store.create(session):  # a UUID4 collision: practically never
             raise ParleyError(Codes.CONFLICT)
         log.info("octavus.session_created", session_id=session.id, agent_id=session.agent_id)
@@ -167,19 +157,8 @@ class OctavusService:
         if isinstance(found, Session):
             return _reply(wire.SessionRestored(session_id=found.id, restored=False))
         snapshot, bundle = await self._agent(req.principal, found.agent_id)
-        protocol = bundle.protocol
         async with self.store.locked(req.session_id):
-            session = Session(
-                id=req.session_id,
-                agent_id=found.agent_id,
-                owner_user_id=snapshot.owner_user_id,
-                owner_org_id=snapshot.owner_org_id,
-                created_at=found.created_at,
-                updated_at=now_iso(),
-                input=check_input(protocol.input, req.body.input, protocol.types, what="input"),
-                resources={n: r.default for n, r in protocol.resources.items()},
-                variables={n: v.default for n, v in protocol.variables.items()},
-            )
+            session = _fresh(req.session_id, snapshot, bundle, req.body.input, created_at=found.created_at)
             views.restore_messages(session, req.body.messages)
             await self.store.save(session)
         log.info("octavus.session_restored", session_id=session.id, messages=len(session.messages))
@@ -273,6 +252,29 @@ class OctavusService:
             finally:
                 with contextlib.suppress(Exception):
                     await publish(wire.StreamFrame(seq=seq, done=True))
+
+
+def _fresh(
+    session_id: str,
+    snapshot: AgentSnapshot,
+    bundle: AgentBundle,
+    given: dict[str, Any] | None,
+    *,
+    created_at: str,
+) -> Session:
+    """A session as the protocol starts one: checked input, default resources and variables."""
+    protocol = bundle.protocol
+    return Session(
+        id=session_id,
+        agent_id=str(snapshot.agent_id),
+        owner_user_id=snapshot.owner_user_id,
+        owner_org_id=snapshot.owner_org_id,
+        created_at=created_at,
+        updated_at=now_iso(),
+        input=check_input(protocol.input, given, protocol.types, what="input"),
+        resources={n: r.default for n, r in protocol.resources.items()},
+        variables={n: v.default for n, v in protocol.variables.items()},
+    )
 
 
 def _internal_error() -> ev.ErrorEvent:
