@@ -59,6 +59,7 @@ from parley_runtime.octavus.state import (
     ToolCallPart,
 )
 from parley_runtime.octavus.values import json_schema, tool_parameters
+from parley_runtime.octavus.views import tool_message
 
 Emit = Callable[[BaseModel], Awaitable[None]]
 
@@ -384,10 +385,7 @@ class Execution:
                         result.result if result.error is None else None
                     )
             else:
-                content = f"Error: {result.error}" if result.error is not None else _as_text(result.result)
-                pending.scratch.append(
-                    LLMMessage(role="tool", tool_call_id=call.id, name=call.name, content=content)
-                )
+                pending.scratch.append(tool_message(call.id, call.name, result.result, result.error))
         block_call = pending.calls[0].source == "block"
         return pending.block_index + 1 if block_call else pending.block_index
 
@@ -541,10 +539,6 @@ class Execution:
         if self._text_id is not None:
             await self.emit(ev.TextEndEvent(id=self._text_id))
             self._text_id = None
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _parse(text: str) -> Any:

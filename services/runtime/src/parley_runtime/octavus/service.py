@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from typing import Any
 from uuid import UUID
@@ -207,7 +206,8 @@ class OctavusService:
 
         async def emit(event: BaseModel) -> None:
             nonlocal seq
-            await publish(wire.StreamFrame(seq=seq, event=json.loads(ev.event_json(event))))
+            body = event.model_dump(mode="json", by_alias=True, exclude_none=True)
+            await publish(wire.StreamFrame(seq=seq, event=body))
             seq += 1
 
         async def keepalive() -> None:

@@ -208,16 +208,20 @@ def _history(message: Message) -> list[LLMMessage]:
         elif part.type == "tool-call" and part.tool is not None and part.tool.status != "pending":
             t = part.tool
             calls.append(ToolCall(id=t.id, name=t.name, arguments=t.args))
-            content = f"Error: {t.error}" if t.status == "error" else _text(t.result)
-            results.append(LLMMessage(role="tool", tool_call_id=t.id, name=t.name, content=content))
+            results.append(tool_message(t.id, t.name, t.result, t.error if t.status == "error" else None))
     if text or calls:
         out.append(LLMMessage(role="assistant", content=text, tool_calls=calls))
         out.extend(results)
     return out
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+def tool_message(call_id: str, name: str, result: Any, error: str | None) -> LLMMessage:
+    """What the LLM is told of a tool's outcome: its result as text (JSON unless a string)."""
+    if error is not None:
+        content = f"Error: {error}"
+    else:
+        content = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
+    return LLMMessage(role="tool", tool_call_id=call_id, name=name, content=content)
 
 
 def restore_messages(session: Session, messages: list[wire.UIMessage]) -> None:

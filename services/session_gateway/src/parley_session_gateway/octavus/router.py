@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -20,12 +20,12 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
 
 from parley_common import subjects
-from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.auth_contract import Principal
 from parley_common.bus import request as bus_request
 from parley_common.errors import REGISTRY, Codes, ParleyError
 from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
-from parley_common.octavus.routes import OctavusRoute, bearer_key
+from parley_common.octavus.routes import OctavusRoute, api_key_principal
 from parley_session_gateway.sessions import GatewayContext
 
 log = structlog.get_logger(__name__)
@@ -44,12 +44,7 @@ Ctx = Annotated[GatewayContext, Depends(_ctx)]
 
 
 async def _principal(request: Request, ctx: Ctx) -> Principal:
-    principal = await ctx.auth.verify(bearer_key(request), CredentialKind.API_KEY)
-    if principal.kind is not CredentialKind.API_KEY or principal.user_id is None:
-        raise ParleyError(Codes.UNAUTHENTICATED, "These endpoints take an API key.")
-    if not principal.has_scope(SCOPE):
-        raise ParleyError(Codes.INSUFFICIENT_SCOPE, params={"scope": SCOPE})
-    return principal
+    return await api_key_principal(ctx.auth, request, SCOPE)
 
 
 Key = Annotated[Principal, Depends(_principal)]
@@ -185,7 +180,6 @@ async def _relay(sub: Subscription, idle_s: float, session_id: str) -> AsyncIter
 def _lost(session_id: str, why: str) -> str:
     log.warning("octavus.stream_lost", session_id=session_id, why=why)
     err = ParleyError(Codes.OCTAVUS_STREAM_LOST)
-    event: dict[str, Any] = ev.ErrorEvent(
-        error_type="internal_error", message=err.message, retryable=True, code=err.code.code
-    ).model_dump(by_alias=True, exclude_none=True)
-    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+    return ev.sse(
+        ev.ErrorEvent(error_type="internal_error", message=err.message, retryable=True, code=err.code.code)
+    )
