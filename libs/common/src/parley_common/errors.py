@@ -127,6 +127,11 @@ class Codes:
     REALTIME_TOKEN_SCOPE_MISMATCH = _register(
         "realtime.token_scope_mismatch", 403, "This token may not open a session with agent {agent_id}."
     )
+    REALTIME_ORIGIN_NOT_ALLOWED = _register(
+        "realtime.origin_not_allowed",
+        403,
+        "This page's origin may not open a WebSocket with the session cookie.",
+    )
     REALTIME_SESSION_NOT_FOUND = _register(
         "realtime.session_not_found", 404, "No resumable session {conversation_id} for this caller."
     )
