@@ -237,3 +237,39 @@ async def test_client_tokens_reach_no_auth_route(accounts: Accounts, auth_app: F
     # The account is untouched.
     assert (await user.client.get("/users/me")).status_code == 200
     assert (await user.client.get(f"/orgs/{org}")).status_code == 200
+
+
+async def test_org_keys_die_with_their_creators_seat_and_with_the_org(
+    accounts: Accounts, auth_app: FastAPI
+) -> None:
+    owner, admin, other = (
+        await accounts.create("owner"),
+        await accounts.create("admin"),
+        await accounts.create(),
+    )
+    org = await make_org(owner)
+    for user in (admin, other):
+        resp = await owner.client.post(
+            f"/orgs/{org}/members", json={"user_id": str(user.id), "role": "admin"}
+        )
+        assert resp.status_code == 201, resp.text
+    _, admin_key = await make_key(admin, org_slug=org)
+    _, other_key = await make_key(other, org_slug=org)
+    _, owner_key = await make_key(owner, org_slug=org)
+    _, admin_personal = await make_key(admin)
+    assert (await owner.client.delete(f"/orgs/{org}/members/{admin.id}")).status_code == 204
+    async with bearer(auth_app, admin_key) as removed:
+        assert_envelope(await removed.get(f"/orgs/{org}"), 401, "auth.credential_revoked")
+    # Leaving, too, takes one's org keys along.
+    assert (await other.client.delete(f"/orgs/{org}/members/{other.id}")).status_code == 204
+    async with bearer(auth_app, other_key) as left:
+        assert_envelope(await left.get(f"/orgs/{org}"), 401, "auth.credential_revoked")
+    # The member's personal key and the other members' org keys are untouched ...
+    async with bearer(auth_app, admin_personal) as still:
+        assert (await still.get("/users/me")).status_code == 200
+    async with bearer(auth_app, owner_key) as still:
+        assert (await still.get(f"/orgs/{org}")).status_code == 200
+    # ... until the org itself is deleted.
+    assert (await owner.client.delete(f"/orgs/{org}")).status_code == 204
+    async with bearer(auth_app, owner_key) as gone:
+        assert_envelope(await gone.get("/orgs"), 401, "auth.credential_revoked")

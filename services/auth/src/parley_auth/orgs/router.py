@@ -7,10 +7,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Response, status
 
-from parley_auth.deps import AccountWriter, Db, OrgReader, OrgWriter
+from parley_auth.deps import AccountWriter, Ctx, Db, OrgReader, OrgWriter
 from parley_auth.orgs import schemas, service
 from parley_auth.orgs.models import Membership, Org
-from parley_common.auth_contract import MemberRole
+from parley_common.auth_contract import CredentialKind, MemberRole
 
 router = APIRouter(tags=["orgs"])
 OrgSlug = Annotated[
@@ -87,10 +87,11 @@ async def update_org(
     operation_id="deleteOrg",
     summary="Soft-delete an organization (requires owner)",
 )
-async def delete_org(org_slug: OrgSlug, db: Db, principal: OrgWriter) -> Response:
+async def delete_org(org_slug: OrgSlug, ctx: Ctx, db: Db, principal: OrgWriter) -> Response:
     org, _ = await service.resolve(db, principal, MemberRole.OWNER, slug=org_slug)
-    await service.delete_org(db, org)
+    keys = await service.delete_org(db, org)
     await db.commit()
+    await ctx.publish_revoked(kind=CredentialKind.API_KEY, credential_ids=keys)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -149,10 +150,13 @@ async def update_member(
 async def remove_member(
     org_slug: OrgSlug,
     user_id: UserID,
+    ctx: Ctx,
     db: Db,
     principal: OrgWriter,
 ) -> Response:
     org, role = await service.resolve(db, principal, MemberRole.VIEWER, slug=org_slug)
-    await service.remove_member(db, org, principal, role, user_id)
+    keys = await service.remove_member(db, org, principal, role, user_id)
     await db.commit()
+    if keys:
+        await ctx.publish_revoked(kind=CredentialKind.API_KEY, credential_ids=keys)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
