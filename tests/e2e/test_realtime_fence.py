@@ -83,6 +83,9 @@ async def test_cookie_sockets_must_come_from_the_public_origin(stack: Stack) -> 
     # With a token and the cookie, the token is the credential (a bad one is not saved by the cookie).
     reply, _ = await handshake(stack, agent, origin="https://evil.example", token="nope", cookie=user.cookie)
     assert reply == {"type": "handshake_error", "reason": "auth.unauthenticated"}
+    # Credentials longer than any real one are refused before any lookup, as on HTTP.
+    reply, code = await handshake(stack, agent, origin=None, token="sk_live_" + "x" * 5000)
+    assert (reply, code) == ({"type": "handshake_error", "reason": "auth.unauthenticated"}, 4400)
 
 
 async def _org(stack: Stack, owner: User) -> str:  # noqa: F811

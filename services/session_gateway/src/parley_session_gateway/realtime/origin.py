@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket
 
+from parley_common.authenticator import MAX_CREDENTIAL
 from parley_common.errors import Codes
 from parley_session_gateway.realtime.access import Refused
 from parley_session_gateway.settings import GatewaySettings
@@ -44,12 +45,16 @@ def allowed_origins(settings: GatewaySettings) -> frozenset[str]:
 
 def socket_credential(ws: WebSocket, settings: GatewaySettings) -> str | None:
     """The socket's credential: `?token=`, else the session cookie, whose page's origin must be
-    allowed (`realtime.origin_not_allowed` otherwise)."""
+    allowed (`realtime.origin_not_allowed` otherwise). Over-long ones are refused as HTTP's are."""
     token = ws.query_params.get("token")
     if token:
+        if len(token) > MAX_CREDENTIAL:
+            raise Refused(Codes.UNAUTHENTICATED)
         return token
     cookie = ws.cookies.get(settings.gateway_cookie_name)
     origin = ws.headers.get("origin")
     if cookie and origin is not None and origin_of(origin) not in allowed_origins(settings):
         raise Refused(Codes.REALTIME_ORIGIN_NOT_ALLOWED)
+    if cookie and len(cookie) > MAX_CREDENTIAL:
+        raise Refused(Codes.UNAUTHENTICATED)
     return cookie
