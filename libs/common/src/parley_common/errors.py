@@ -80,6 +80,14 @@ class Codes:
     TURNSTILE_FAILED = _register(
         "auth.turnstile_failed", 403, "The Turnstile challenge could not be verified."
     )
+    CURRENT_PASSWORD_REQUIRED = _register(
+        "auth.current_password_required",
+        403,
+        "Changing the login email with an API key needs the account's current password in current_password.",
+    )
+    CURRENT_PASSWORD_INCORRECT = _register(
+        "auth.current_password_incorrect", 403, "The current password is incorrect."
+    )
     EMAIL_TAKEN = _register("auth.email_taken", 409, "An account with this email already exists.")
     RESET_TOKEN_INVALID = _register(
         "auth.reset_token_invalid", 400, "The password reset token is invalid, used or expired."
@@ -118,6 +126,11 @@ class Codes:
     )
     REALTIME_TOKEN_SCOPE_MISMATCH = _register(
         "realtime.token_scope_mismatch", 403, "This token may not open a session with agent {agent_id}."
+    )
+    REALTIME_ORIGIN_NOT_ALLOWED = _register(
+        "realtime.origin_not_allowed",
+        403,
+        "This page's origin may not open a WebSocket with the session cookie.",
     )
     REALTIME_SESSION_NOT_FOUND = _register(
         "realtime.session_not_found", 404, "No resumable session {conversation_id} for this caller."

@@ -13,6 +13,7 @@ from parley_auth.accounts.router import router as accounts_router
 from parley_auth.apikeys.router import router as apikeys_router
 from parley_auth.context import AuthContext
 from parley_auth.db import Database
+from parley_auth.deps import LocalVerifier
 from parley_auth.mail.inbox import MailInbox
 from parley_auth.mail.outbox import run_outbox
 from parley_auth.orgs.router import router as orgs_router
@@ -20,6 +21,7 @@ from parley_auth.security.ratelimit import RateLimiter
 from parley_auth.security.turnstile import TurnstileVerifier, make_verifier
 from parley_auth.settings import AuthSettings, get_settings
 from parley_auth.tokens.router import router as tokens_router
+from parley_common.authenticator import install_authenticator
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, sqlalchemy_check
 from parley_common.http import create_app
@@ -74,5 +76,6 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
         readiness=readiness,
     )
     app.state.ctx = ctx
+    install_authenticator(app, LocalVerifier(ctx), cookie_name=settings.auth_cookie_name)
     app.state.start_outbox = start_outbox  # tests pause and restart the worker
     return app

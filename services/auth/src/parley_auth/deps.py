@@ -1,9 +1,13 @@
-"""FastAPI dependencies: request context, database session, and who is calling."""
+"""FastAPI dependencies: request context, database session, and who is calling.
+
+Who may call a route is declared with `parley_common.authenticator.Authenticator`; auth verifies
+credentials in-process (`LocalVerifier`), every other service over the bus.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,6 +16,7 @@ from parley_auth.accounts.models import User
 from parley_auth.context import AuthContext
 from parley_auth.verification import verify_credential
 from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.authenticator import Authenticator
 from parley_common.errors import Codes, ParleyError
 
 
@@ -35,44 +40,37 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def credential_from_request(request: Request, cookie_name: str) -> tuple[str, CredentialKind | None] | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip(), None
-    cookie = request.cookies.get(cookie_name)
-    if cookie:
-        return cookie, CredentialKind.SESSION
-    return None
+class LocalVerifier:
+    """Credentials verified against auth's own tables, in a database session of their own."""
+
+    def __init__(self, ctx: AuthContext) -> None:
+        self.ctx = ctx
+
+    async def verify(self, credential: str, kind: CredentialKind | None = None) -> Principal:
+        async with self.ctx.db.sessions() as db:
+            return await verify_credential(db, self.ctx.settings, credential, kind)
 
 
-async def current_principal(request: Request, ctx: Ctx, db: Db) -> Principal:
-    found = credential_from_request(request, ctx.settings.auth_cookie_name)
-    if found is None:
-        raise ParleyError(Codes.UNAUTHENTICATED)
-    credential, kind = found
-    if len(credential) > 4096:
-        raise ParleyError(Codes.UNAUTHENTICATED)
-    return await verify_credential(db, ctx.settings, credential, kind)
-
-
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-
-
-def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """A dependency: an account-level caller (session or API key) holding `scope`.
-
-    Client tokens are for end users talking to one agent; they never reach account endpoints.
-    """
-
-    async def dep(principal: CurrentPrincipal) -> Principal:
-        if principal.kind is CredentialKind.CLIENT_TOKEN:
-            raise ParleyError(Codes.FORBIDDEN, "Client tokens cannot call account endpoints.")
-        if not principal.has_scope(scope):
-            raise ParleyError(Codes.INSUFFICIENT_SCOPE, params={"scope": scope})
-        return principal
-
-    return dep
+# The account itself (profile, email, sessions, deletion): a browser session or a personal API key.
+AccountReader = Annotated[Principal, Depends(Authenticator(required_scopes={"account:read"}, org_keys=False))]
+AccountWriter = Annotated[
+    Principal, Depends(Authenticator(required_scopes={"account:write"}, org_keys=False))
+]
+# Orgs and API keys: an org's API key gets in, and each route fences it to its own org.
+OrgReader = Annotated[Principal, Depends(Authenticator(required_scopes={"account:read"}))]
+OrgWriter = Annotated[Principal, Depends(Authenticator(required_scopes={"account:write"}))]
+KeysReader = Annotated[Principal, Depends(Authenticator(required_scopes={"account:read"}))]
+KeysWriter = Annotated[Principal, Depends(Authenticator(required_scopes={"keys:write"}))]
+# Logging out this session: the session itself (an API key is no session; 401 as it always was).
+CurrentSession = Annotated[
+    Principal,
+    Depends(Authenticator(allowed_kinds={CredentialKind.SESSION}, wrong_kind=Codes.UNAUTHENTICATED)),
+]
+# Client tokens are minted server-side, with an API key (personal or an org's) holding tokens:mint.
+Minter = Annotated[
+    Principal,
+    Depends(Authenticator(required_scopes={"tokens:mint"}, allowed_kinds={CredentialKind.API_KEY})),
+]
 
 
 async def load_user(db: AsyncSession, principal: Principal) -> User:

@@ -20,8 +20,9 @@ def not_found(resource: str) -> ParleyError:
 
 
 def personal_owner(principal: Principal) -> UUID:
-    """The user whose personal resources (`/users/me/...`) this credential may manage."""
-    if principal.user_id is None or principal.org_id is not None:
+    """The user whose personal resources (`/users/me/...`) this credential manages. Org keys never
+    get here: those routes' `Authenticator(org_keys=False)` refuses them."""
+    if principal.user_id is None or principal.org_id is not None:  # a route wired without it
         raise ParleyError(Codes.FORBIDDEN, "An organization's API key cannot manage personal resources.")
     return principal.user_id
 

@@ -22,6 +22,7 @@ from parley_catalog.settings import DEV_SECRET_KEY, CatalogSettings, get_setting
 from parley_catalog.templates.router import router as templates_router
 from parley_catalog.tools.router import router as tools_router
 from parley_common.auth_client import AuthClient
+from parley_common.authenticator import install_authenticator
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, sqlalchemy_check
 from parley_common.http import create_app
@@ -87,6 +88,7 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
         readiness=readiness,
     )
     app.state.ctx = ctx
+    install_authenticator(app, ctx.auth, cookie_name=settings.catalog_cookie_name)
     app.state.consumer = consumer
     # Kept for callers of the skeleton's attributes.
     app.state.broker = broker

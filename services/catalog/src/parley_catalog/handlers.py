@@ -35,13 +35,17 @@ def _agent_uuid(raw: str) -> UUID:
 
 
 def _token_allows(principal: Principal, agent: Agent) -> bool:
-    """A client token reaches only the agent it names, and only within its own org."""
+    """A client token reaches only the agent it names."""
     try:
         named = UUID(principal.agent_id or "")
     except ValueError:
         return False
-    if named != agent.id:
-        return False
+    return named == agent.id
+
+
+def _org_allows(principal: Principal, agent: Agent) -> bool:
+    """An org's API key, and every client token it minted, reach only that org's agents: even a
+    live agent of another owner (open to everyone else) is not there for them."""
     return principal.org_id is None or principal.org_id == agent.owner_org_id
 
 
@@ -50,7 +54,8 @@ def register(broker: NatsBroker, ctx: CatalogContext) -> None:
     @bus_handler(AgentAccessRequest)
     async def access(req: AgentAccessRequest) -> AgentAccessReply:
         """May this principal open a session with this agent? Live agents are open to any caller
-        (a client token: only the agent it names); others to those who may view them."""
+        (a client token: only the agent it names; an org's key or token: only its org's agents);
+        others to those who may view them."""
         agent_id = _agent_uuid(req.agent_id)
         async with ctx.db.sessions() as db:
             agent = await agents.get_live_row(db, agent_id)
@@ -58,6 +63,8 @@ def register(broker: NatsBroker, ctx: CatalogContext) -> None:
         if agent is None:
             raise not_found("agent")
         if principal.kind is CredentialKind.CLIENT_TOKEN and not _token_allows(principal, agent):
+            raise not_found("agent")
+        if not _org_allows(principal, agent):
             raise not_found("agent")
         if agent.status != AgentStatus.LIVE.value and not await can_view(
             ctx, principal, owner_user_id=agent.owner_user_id, owner_org_id=agent.owner_org_id

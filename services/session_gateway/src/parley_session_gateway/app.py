@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
+from parley_common.authenticator import install_authenticator
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
@@ -66,4 +67,5 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.broker = broker
     app.state.redis = redis
     app.state.realtime = GatewayContext(settings=settings, broker=broker, auth=auth, redis=redis)
+    install_authenticator(app, auth, cookie_name=settings.gateway_cookie_name)
     return app

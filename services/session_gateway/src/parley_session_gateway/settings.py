@@ -17,6 +17,9 @@ class GatewaySettings(CommonSettings):
 
     # Browser session cookie (part of the client contract).
     gateway_cookie_name: str = "kivox_session"
+    # Origins whose pages may open a socket authenticated by that cookie (comma-separated, e.g.
+    # "https://app.example.com,https://studio.example.com"). Empty: the origin of `public_url`.
+    gateway_allowed_origins: str = ""
     # Frames larger than these get `error` realtime.frame_too_large (the session lives on).
     gateway_max_text_frame_bytes: int = Field(default=64 * 1024, ge=256)
     # Audio travels base64-encoded in NATS messages (1 MiB by default): keep this well below.

@@ -18,11 +18,8 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from parley_common.auth_client import AuthClient
-from parley_common.auth_contract import CredentialKind, Principal
-from parley_common.errors import Codes, ParleyError
+from parley_common.authenticator import Authenticator
 
-MAX_CREDENTIAL = 4096
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 _DROPPED_HEADERS = {"content-length", "content-type"}
 
@@ -69,21 +66,7 @@ class OctavusRoute(APIRoute):
         return handler
 
 
-def bearer_key(request: Request) -> str:
-    """The `Authorization: Bearer <key>` the CLI and the server SDK send (nothing else is taken)."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    key = value.strip()
-    if scheme.lower() != "bearer" or not key or len(key) > MAX_CREDENTIAL:
-        raise ParleyError(Codes.UNAUTHENTICATED, "An API key is required: send Authorization: Bearer <key>.")
-    return key
-
-
-async def api_key_principal(auth: AuthClient, request: Request, scope: str) -> Principal:
-    """The principal of the request's Bearer API key, which must hold `scope` (verified over the
-    bus by auth; browser sessions and client tokens do not reach the Octavus routes)."""
-    principal = await auth.verify(bearer_key(request), CredentialKind.API_KEY)
-    if principal.kind is not CredentialKind.API_KEY or principal.user_id is None:
-        raise ParleyError(Codes.UNAUTHENTICATED, "These endpoints take an API key.")
-    if not principal.has_scope(scope):
-        raise ParleyError(Codes.INSUFFICIENT_SCOPE, params={"scope": scope})
-    return principal
+def api_key(*scopes: str) -> Authenticator:
+    """Who calls an Octavus route: the `Authorization: Bearer <key>` the CLI and the server SDK send,
+    an API key holding `scopes` (browser sessions and client tokens do not reach these routes)."""
+    return Authenticator(required_scopes=scopes, api_key_header=True)

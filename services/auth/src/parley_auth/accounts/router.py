@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Header, Request, Response, status
 
 from parley_auth.accounts import schemas, service
 from parley_auth.accounts.models import User
-from parley_auth.deps import Ctx, CurrentPrincipal, Db, client_ip, load_user, require_scope
+from parley_auth.deps import AccountReader, AccountWriter, Ctx, CurrentSession, Db, client_ip, load_user
 from parley_auth.orgs.service import assert_not_last_owner_anywhere
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.errors import Codes, ParleyError
@@ -97,9 +97,10 @@ async def login(
     tags=["auth"],
     operation_id="revokeAllSessions",
     summary="Log out of all sessions",
+    description="Needs the `account:write` scope (a browser session holds it); an organization's API "
+    "key cannot.",
 )
-async def logout_all(response: Response, ctx: Ctx, db: Db, principal: CurrentPrincipal) -> Response:
-    _reject_client_token(principal)
+async def logout_all(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
     assert principal.user_id is not None
     revoked = await service.revoke_all_sessions(db, principal.user_id)
     await db.commit()
@@ -116,9 +117,7 @@ async def logout_all(response: Response, ctx: Ctx, db: Db, principal: CurrentPri
     operation_id="revokeSession",
     summary="Log out of the current session",
 )
-async def logout(ctx: Ctx, db: Db, principal: CurrentPrincipal) -> Response:
-    if principal.kind is not CredentialKind.SESSION:
-        raise ParleyError(Codes.UNAUTHENTICATED, "Logging out needs a session credential.")
+async def logout(ctx: Ctx, db: Db, principal: CurrentSession) -> Response:
     await service.revoke_session(db, principal.credential_id)
     await db.commit()
     await ctx.publish_revoked(kind=CredentialKind.SESSION, credential_ids=[principal.credential_id])
@@ -178,9 +177,7 @@ async def reset_password(body: schemas.ResetPasswordRequest, ctx: Ctx, db: Db) -
     operation_id="getMe",
     summary="Get the authenticated user's profile",
 )
-async def get_me(
-    db: Db, principal: Annotated[Principal, Depends(require_scope("account:read"))]
-) -> schemas.User:
+async def get_me(db: Db, principal: AccountReader) -> schemas.User:
     return _user_out(await load_user(db, principal))
 
 
@@ -192,11 +189,7 @@ async def get_me(
     operation_id="updateMe",
     summary="Update the authenticated user's profile",
 )
-async def update_me(
-    body: schemas.UpdateUserRequest,
-    db: Db,
-    principal: Annotated[Principal, Depends(require_scope("account:write"))],
-) -> schemas.User:
+async def update_me(body: schemas.UpdateUserRequest, db: Db, principal: AccountWriter) -> schemas.User:
     user = await load_user(db, principal)
     await service.update_profile(db, user, fields=body.model_dump(exclude_unset=True))
     await db.commit()
@@ -210,16 +203,30 @@ async def update_me(
     tags=["users"],
     operation_id="updateMyEmail",
     summary="Update the authenticated user's email address",
+    description="The login email is where password resets go, so changing it needs a browser session "
+    "or, with an API key, the account's current password in `current_password` (a Parley extension; "
+    "checked whenever it is given). The old address is told of the change.",
 )
 async def update_my_email(
-    body: schemas.UpdateEmailRequest,
-    db: Db,
-    principal: Annotated[Principal, Depends(require_scope("account:write"))],
+    body: schemas.UpdateEmailRequest, ctx: Ctx, db: Db, principal: AccountWriter
 ) -> schemas.User:
     user = await load_user(db, principal)
+    await _confirm_identity(ctx, user, principal, body.current_password)
     await service.change_email(db, user, str(body.email))
     await db.commit()
     return _user_out(user)
+
+
+async def _confirm_identity(ctx: Ctx, user: User, principal: Principal, password: str | None) -> None:
+    """A browser session, or the current password: an API key alone never moves the login email."""
+    if password is None:
+        if principal.kind is not CredentialKind.SESSION:
+            raise ParleyError(Codes.CURRENT_PASSWORD_REQUIRED)
+        return
+    # Guesses here count against the same per-account budget as logins.
+    await ctx.limiter.hit("login:account", ctx.settings.auth_rate_login_account, user.email)
+    if not service.password_matches(user, password):
+        raise ParleyError(Codes.CURRENT_PASSWORD_INCORRECT)
 
 
 @router.delete(
@@ -229,9 +236,7 @@ async def update_my_email(
     operation_id="deleteMe",
     summary="Soft-delete the authenticated user's account",
 )
-async def delete_me(
-    ctx: Ctx, db: Db, principal: Annotated[Principal, Depends(require_scope("account:write"))]
-) -> Response:
+async def delete_me(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
     user = await load_user(db, principal)
     await assert_not_last_owner_anywhere(db, user.id)
     keys = await service.soft_delete_user(db, user)
@@ -240,8 +245,3 @@ async def delete_me(
     out = Response(status_code=status.HTTP_204_NO_CONTENT)
     out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
     return out
-
-
-def _reject_client_token(principal: Principal) -> None:
-    if principal.kind is CredentialKind.CLIENT_TOKEN:
-        raise ParleyError(Codes.FORBIDDEN, "Client tokens cannot call account endpoints.")

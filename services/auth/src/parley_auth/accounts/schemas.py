@@ -58,3 +58,9 @@ class UpdateUserRequest(StrictBody):
 
 class UpdateEmailRequest(StrictBody):
     email: EmailStr
+    # Parley extension (the contract has only `email`): needed when the caller is an API key.
+    current_password: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None,
+        description="The account's current password. Required when calling with an API key; a "
+        "browser session may omit it.",
+    )

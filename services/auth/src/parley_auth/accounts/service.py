@@ -146,8 +146,14 @@ async def update_profile(db: AsyncSession, user: User, *, fields: dict[str, obje
     return user
 
 
+def password_matches(user: User, password: str) -> bool:
+    return credentials.verify_password(user.password_hash, password)
+
+
 async def change_email(db: AsyncSession, user: User, email: str) -> User:
-    if email.lower() == user.email.lower():
+    """Move the login email, and tell the old address in the same transaction (via the outbox)."""
+    old = user.email
+    if email.lower() == old.lower():
         return user
     if await find_live_user_by_email(db, email) is not None:
         raise ParleyError(Codes.EMAIL_TAKEN)
@@ -158,6 +164,16 @@ async def change_email(db: AsyncSession, user: User, email: str) -> User:
     except IntegrityError as exc:
         await db.rollback()
         raise ParleyError(Codes.EMAIL_TAKEN) from exc
+    outbox.enqueue(
+        db,
+        old,
+        "Your Parley login email was changed",
+        f"Hello {user.name},\n\n"
+        f"The login email of your Parley account was changed from {old} to {email} at "
+        f"{user.updated_at:%Y-%m-%d %H:%M} UTC. Sign-in and password resets now use the new address.\n\n"
+        f"If you did not make this change, sign in with your password, change the email back, and "
+        f"revoke your API keys and sessions.\n",
+    )
     return user
 
 

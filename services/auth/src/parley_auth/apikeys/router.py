@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Request, Response, status
-from sqlalchemy import ColumnElement, or_, select
+from fastapi import APIRouter, Path, Request, Response, status
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from parley_auth.apikeys import schemas
 from parley_auth.apikeys.models import ApiKey
-from parley_auth.deps import Ctx, Db, client_ip, require_scope
+from parley_auth.deps import Ctx, Db, KeysReader, KeysWriter, client_ip
 from parley_auth.orgs import service as orgs
 from parley_auth.security import credentials
 from parley_common.auth_contract import CredentialKind, MemberRole, Principal
@@ -21,6 +21,10 @@ router = APIRouter(tags=["auth"])
 
 
 def _owned_by(principal: Principal) -> ColumnElement[bool]:
+    """The keys this credential manages: the user's own and those they made for orgs; for an org's
+    key, only the keys of that org its creator made (never personal or other orgs' keys)."""
+    if principal.org_id is not None:
+        return and_(ApiKey.owner_org_id == principal.org_id, ApiKey.created_by_user_id == principal.user_id)
     return or_(ApiKey.created_by_user_id == principal.user_id, ApiKey.owner_user_id == principal.user_id)
 
 
@@ -30,10 +34,9 @@ def _owned_by(principal: Principal) -> ColumnElement[bool]:
     response_model_exclude_none=True,
     operation_id="listAPIKeys",
     summary="List API keys owned by the authenticated user",
+    description="With an organization's API key: only the keys of that organization its creator made.",
 )
-async def list_keys(
-    db: Db, principal: Annotated[Principal, Depends(require_scope("account:read"))]
-) -> list[schemas.AuthAPIKey]:
+async def list_keys(db: Db, principal: KeysReader) -> list[schemas.AuthAPIKey]:
     rows = await db.scalars(
         select(ApiKey).where(_owned_by(principal), ApiKey.revoked_at.is_(None)).order_by(ApiKey.created_at)
     )
@@ -53,7 +56,7 @@ async def create_key(
     request: Request,
     ctx: Ctx,
     db: Db,
-    principal: Annotated[Principal, Depends(require_scope("keys:write"))],
+    principal: KeysWriter,
 ) -> schemas.AuthAPIKeyResponse:
     assert principal.user_id is not None
     await ctx.limiter.hit("keys:ip", ctx.settings.auth_rate_key_create_ip, client_ip(request))
@@ -64,10 +67,14 @@ async def create_key(
         extra = sorted(set(scopes) - set(principal.scopes))
         if extra:
             raise ParleyError(Codes.INSUFFICIENT_SCOPE, params={"scope": extra[0]})
+    # An org's key makes keys of its org only (resolve fences it), and its creator must still be an
+    # admin there, as when the first org key was made.
     org_id = principal.org_id
     if body.org_slug is not None:
         org, _ = await orgs.resolve(db, principal, MemberRole.ADMIN, slug=body.org_slug)
         org_id = org.id
+    elif org_id is not None:
+        await orgs.resolve(db, principal, MemberRole.ADMIN, org_id=org_id)
     raw = credentials.new_api_key()
     row = ApiKey(
         owner_user_id=None if org_id else principal.user_id,
@@ -103,7 +110,7 @@ async def revoke_key(
     key_id: Annotated[UUID, Path(alias="keyID")],
     ctx: Ctx,
     db: Db,
-    principal: Annotated[Principal, Depends(require_scope("keys:write"))],
+    principal: KeysWriter,
 ) -> Response:
     row = await db.scalar(
         select(ApiKey).where(ApiKey.id == key_id, _owned_by(principal), ApiKey.revoked_at.is_(None))

@@ -5,17 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Path, Response, status
 
-from parley_auth.deps import Db, require_scope
+from parley_auth.deps import AccountWriter, Ctx, Db, OrgReader, OrgWriter
 from parley_auth.orgs import schemas, service
 from parley_auth.orgs.models import Membership, Org
-from parley_common.auth_contract import MemberRole, Principal
-from parley_common.errors import Codes, ParleyError
+from parley_common.auth_contract import CredentialKind, MemberRole
 
 router = APIRouter(tags=["orgs"])
-Reader = Annotated[Principal, Depends(require_scope("account:read"))]
-Writer = Annotated[Principal, Depends(require_scope("account:write"))]
 OrgSlug = Annotated[
     str, Path(alias="orgSlug", max_length=64, description="URL-safe organization identifier.")
 ]
@@ -37,7 +34,7 @@ def _member_out(member: Membership) -> schemas.OrgMember:
     operation_id="listOrgs",
     summary="List organizations the authenticated user belongs to",
 )
-async def list_orgs(db: Db, principal: Reader) -> list[schemas.Org]:
+async def list_orgs(db: Db, principal: OrgReader) -> list[schemas.Org]:
     return [_org_out(o) for o in await service.list_orgs(db, principal)]
 
 
@@ -49,9 +46,8 @@ async def list_orgs(db: Db, principal: Reader) -> list[schemas.Org]:
     operation_id="createOrg",
     summary="Create a new organization",
 )
-async def create_org(body: schemas.CreateOrgRequest, db: Db, principal: Writer) -> schemas.Org:
-    if principal.org_id is not None or principal.user_id is None:
-        raise ParleyError(Codes.FORBIDDEN, "An organization's API key cannot create organizations.")
+async def create_org(body: schemas.CreateOrgRequest, db: Db, principal: AccountWriter) -> schemas.Org:
+    assert principal.user_id is not None
     org = await service.create_org(db, principal.user_id, body.name, body.slug, body.description)
     await db.commit()
     return _org_out(org)
@@ -64,7 +60,7 @@ async def create_org(body: schemas.CreateOrgRequest, db: Db, principal: Writer) 
     operation_id="getOrg",
     summary="Get an organization by slug",
 )
-async def get_org(org_slug: OrgSlug, db: Db, principal: Reader) -> schemas.Org:
+async def get_org(org_slug: OrgSlug, db: Db, principal: OrgReader) -> schemas.Org:
     org, _ = await service.resolve(db, principal, MemberRole.VIEWER, slug=org_slug)
     return _org_out(org)
 
@@ -77,7 +73,7 @@ async def get_org(org_slug: OrgSlug, db: Db, principal: Reader) -> schemas.Org:
     summary="Update an organization (requires admin)",
 )
 async def update_org(
-    org_slug: OrgSlug, body: schemas.UpdateOrgRequest, db: Db, principal: Writer
+    org_slug: OrgSlug, body: schemas.UpdateOrgRequest, db: Db, principal: OrgWriter
 ) -> schemas.Org:
     org, _ = await service.resolve(db, principal, MemberRole.ADMIN, slug=org_slug)
     await service.update_org(db, org, body.model_dump(exclude_unset=True))
@@ -91,10 +87,11 @@ async def update_org(
     operation_id="deleteOrg",
     summary="Soft-delete an organization (requires owner)",
 )
-async def delete_org(org_slug: OrgSlug, db: Db, principal: Writer) -> Response:
+async def delete_org(org_slug: OrgSlug, ctx: Ctx, db: Db, principal: OrgWriter) -> Response:
     org, _ = await service.resolve(db, principal, MemberRole.OWNER, slug=org_slug)
-    await service.delete_org(db, org)
+    keys = await service.delete_org(db, org)
     await db.commit()
+    await ctx.publish_revoked(kind=CredentialKind.API_KEY, credential_ids=keys)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -104,7 +101,7 @@ async def delete_org(org_slug: OrgSlug, db: Db, principal: Writer) -> Response:
     operation_id="listOrgMembers",
     summary="List members of an organization (requires viewer)",
 )
-async def list_members(org_slug: OrgSlug, db: Db, principal: Reader) -> list[schemas.OrgMember]:
+async def list_members(org_slug: OrgSlug, db: Db, principal: OrgReader) -> list[schemas.OrgMember]:
     org, _ = await service.resolve(db, principal, MemberRole.VIEWER, slug=org_slug)
     return [_member_out(m) for m in await service.list_members(db, org)]
 
@@ -117,7 +114,7 @@ async def list_members(org_slug: OrgSlug, db: Db, principal: Reader) -> list[sch
     summary="Add a member to an organization (requires admin)",
 )
 async def add_member(
-    org_slug: OrgSlug, body: schemas.AddMemberRequest, db: Db, principal: Writer
+    org_slug: OrgSlug, body: schemas.AddMemberRequest, db: Db, principal: OrgWriter
 ) -> schemas.OrgMember:
     org, role = await service.resolve(db, principal, MemberRole.ADMIN, slug=org_slug)
     member = await service.add_member(db, org, role, body.user_id, MemberRole(body.role))
@@ -136,7 +133,7 @@ async def update_member(
     user_id: UserID,
     body: schemas.UpdateMemberRequest,
     db: Db,
-    principal: Writer,
+    principal: OrgWriter,
 ) -> schemas.OrgMember:
     org, role = await service.resolve(db, principal, MemberRole.ADMIN, slug=org_slug)
     member = await service.update_member(db, org, principal, role, user_id, body.role)
@@ -153,10 +150,13 @@ async def update_member(
 async def remove_member(
     org_slug: OrgSlug,
     user_id: UserID,
+    ctx: Ctx,
     db: Db,
-    principal: Writer,
+    principal: OrgWriter,
 ) -> Response:
     org, role = await service.resolve(db, principal, MemberRole.VIEWER, slug=org_slug)
-    await service.remove_member(db, org, principal, role, user_id)
+    keys = await service.remove_member(db, org, principal, role, user_id)
     await db.commit()
+    if keys:
+        await ctx.publish_revoked(kind=CredentialKind.API_KEY, credential_ids=keys)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_auth.accounts.models import User
+from parley_auth.apikeys.models import ApiKey
 from parley_auth.orgs.models import Membership, Org
 from parley_common.auth_contract import CredentialKind, MemberRole, Principal
 from parley_common.errors import Codes, ParleyError
@@ -108,9 +109,20 @@ async def update_org(db: AsyncSession, org: Org, fields: dict[str, object]) -> O
     return org
 
 
-async def delete_org(db: AsyncSession, org: Org) -> None:
+async def delete_org(db: AsyncSession, org: Org) -> list[UUID]:
+    """Soft-delete the org; its API keys (and so their client tokens) die with it. Returns their ids."""
     org.deleted_at = now()
     await db.flush()
+    return await revoke_org_keys(db, org.id)
+
+
+async def revoke_org_keys(db: AsyncSession, org_id: UUID, *, created_by: UUID | None = None) -> list[UUID]:
+    """Revoke the org's live API keys (only those `created_by` made, when given); returns their ids."""
+    query = update(ApiKey).where(ApiKey.owner_org_id == org_id, ApiKey.revoked_at.is_(None))
+    if created_by is not None:
+        query = query.where(ApiKey.created_by_user_id == created_by)
+    revoked = await db.scalars(query.values(revoked_at=now()).returning(ApiKey.id))
+    return list(revoked.all())
 
 
 async def list_members(db: AsyncSession, org: Org) -> list[Membership]:
@@ -174,7 +186,8 @@ async def update_member(
 
 async def remove_member(
     db: AsyncSession, org: Org, actor: Principal, actor_role: MemberRole, user_id: UUID
-) -> None:
+) -> list[UUID]:
+    """Remove a member (or let one leave); returns the ids of the org's keys they made, revoked."""
     member = await _target(db, org, user_id)
     current = MemberRole(member.role)
     if user_id != actor.user_id:
@@ -186,6 +199,8 @@ async def remove_member(
         raise ParleyError(Codes.ORG_LAST_OWNER)
     await db.delete(member)
     await db.flush()
+    # The org's keys this member made go with them: an org key never outlives its creator's seat.
+    return await revoke_org_keys(db, org.id, created_by=user_id)
 
 
 async def assert_not_last_owner_anywhere(db: AsyncSession, user_id: UUID) -> None:

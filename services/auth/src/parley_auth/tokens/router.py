@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, status
 
-from fastapi import APIRouter, Depends, status
-
-from parley_auth.deps import Ctx, Db, require_scope
+from parley_auth.deps import Ctx, Db, Minter
 from parley_auth.tokens import schemas, service
-from parley_common.auth_contract import CredentialKind, Principal
-from parley_common.errors import Codes, ParleyError
 
 router = APIRouter(tags=["tokens"])
-
-
-async def minting_key(principal: Annotated[Principal, Depends(require_scope("tokens:mint"))]) -> Principal:
-    if principal.kind is not CredentialKind.API_KEY:
-        raise ParleyError(Codes.FORBIDDEN, "Client tokens are minted server-side with an API key.")
-    return principal
-
-
-Minter = Annotated[Principal, Depends(minting_key)]
 
 
 @router.post(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Response, status
 
 from parley_catalog.access import org_by_slug, personal_owner
 from parley_catalog.agents import events, schemas, service
-from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db, PersonalReader, PersonalWriter
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit, Page, Search
 from parley_catalog.params import AgentID, OrgSlug
 from parley_catalog.templates import service as templates
@@ -49,7 +49,7 @@ async def _create(
     response_model_exclude_none=True,
 )
 async def list_user_agents(
-    db: Db, principal: AgentsReader, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
+    db: Db, principal: PersonalReader, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
 ) -> schemas.AgentPage:
     owner = personal_owner(principal)
     return await service.list_agents(db, owner_user_id=owner, search=search, limit=limit, page=page)
@@ -64,7 +64,7 @@ async def list_user_agents(
     response_model_exclude_none=True,
 )
 async def create_user_agent(
-    body: schemas.CreateAgentRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+    body: schemas.CreateAgentRequest, ctx: Ctx, db: Db, principal: PersonalWriter
 ) -> schemas.Agent:
     return await _create(ctx, db, principal, body, owner_user_id=personal_owner(principal))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from parley_catalog.access import org_by_slug, personal_owner
-from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db, PersonalReader, PersonalWriter
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit, Page, Search
 from parley_catalog.params import OrgSlug, TemplateID
 from parley_catalog.templates import schemas, service
@@ -22,7 +22,7 @@ router = APIRouter(tags=["templates"])
     response_model_exclude_none=True,
 )
 async def list_user_templates(
-    db: Db, principal: AgentsReader, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
+    db: Db, principal: PersonalReader, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
 ) -> schemas.TemplatePage:
     owner = personal_owner(principal)
     return await service.list_templates(db, owner_user_id=owner, search=search, limit=limit, page=page)
@@ -37,7 +37,7 @@ async def list_user_templates(
     response_model_exclude_none=True,
 )
 async def create_user_template(
-    body: schemas.CreateTemplateRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+    body: schemas.CreateTemplateRequest, ctx: Ctx, db: Db, principal: PersonalWriter
 ) -> schemas.Template:
     template = await service.create_template(ctx, db, body, owner_user_id=personal_owner(principal))
     await db.commit()

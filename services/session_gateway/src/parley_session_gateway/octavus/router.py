@@ -25,7 +25,7 @@ from parley_common.bus import request as bus_request
 from parley_common.errors import REGISTRY, Codes, ParleyError
 from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
-from parley_common.octavus.routes import OctavusRoute, api_key_principal
+from parley_common.octavus.routes import OctavusRoute, api_key
 from parley_session_gateway.sessions import GatewayContext
 
 log = structlog.get_logger(__name__)
@@ -43,11 +43,7 @@ def _ctx(request: Request) -> GatewayContext:
 Ctx = Annotated[GatewayContext, Depends(_ctx)]
 
 
-async def _principal(request: Request, ctx: Ctx) -> Principal:
-    return await api_key_principal(ctx.auth, request, SCOPE)
-
-
-Key = Annotated[Principal, Depends(_principal)]
+Key = Annotated[Principal, Depends(api_key(SCOPE))]
 
 
 # A worker may first load the session, fetch the agent from the catalog and build the reply.

@@ -49,6 +49,7 @@ from parley_common.session_contract import (
 from parley_session_gateway.realtime.access import Refused, admit, check_resume, touch
 from parley_session_gateway.realtime.bridge import SessionBridge
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
+from parley_session_gateway.realtime.origin import socket_credential
 from parley_session_gateway.realtime.ratelimit import TokenBucket
 from parley_session_gateway.sessions import GatewayContext, open_session
 
@@ -145,9 +146,7 @@ class RealtimeConnection:
 
     async def _open(self, hello: ClientHandshake) -> None:
         ctx = self.ctx
-        credential = self.ws.query_params.get("token") or self.ws.cookies.get(
-            self.settings.gateway_cookie_name
-        )
+        credential = socket_credential(self.ws, self.settings)
         with tracer.start_as_current_span("realtime.handshake", attributes={"agent.id": hello.agent_id}):
             admission = await admit(
                 ctx.auth,
