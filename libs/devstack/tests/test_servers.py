@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ from parley_devstack.servers import (
     create_database,
     drop_database,
     free_port,
+    port_is_free,
     stop_all,
     tcp_open,
     with_database,
@@ -53,6 +55,31 @@ def test_free_port_skips_reserved_and_repeats() -> None:
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50
     assert not RESERVED_PORTS & set(ports)
+
+
+def _time_wait_on(port: int) -> bool:
+    """Whether a TCP connection with local port `port` is in TIME_WAIT (state 06 in /proc/net/tcp)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(int(r.split()[1].split(":")[1], 16) == port and r.split()[3] == "06" for r in rows)
+
+
+def test_port_in_time_wait_is_free() -> None:
+    """Right after a server stops, its closed connections linger in TIME_WAIT: `parley run` must
+    still see the port as free (Caddy binds with SO_REUSEADDR), while a listening port is not."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not port_is_free(port)
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server closes first: its side ends in TIME_WAIT
+        client.close()
+    wait_until(lambda: _time_wait_on(port), what=f"a TIME_WAIT connection on port {port}")
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the check did before: "port ... is in use"
+    assert port_is_free(port)
 
 
 async def test_nats_with_jetstream(tmp_path: Path) -> None:

@@ -62,7 +62,11 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """True if a server could listen on `port` now. SO_REUSEADDR, as every server sets it (Caddy,
+    uvicorn): connections of a stopped server linger in TIME_WAIT for a minute and would make a
+    plain bind fail, while a port someone still listens on is refused either way."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
