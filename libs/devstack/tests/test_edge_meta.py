@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,17 @@ def test_errors_page_has_an_anchor_for_every_code(tmp_path: Path) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for code in REGISTRY.values():
         assert f'id="{code.anchor}"' in page.text, code.code
+
+
+async def test_metrics_serve_the_restart_counts_of_parley_run(tmp_path: Path) -> None:
+    state = tmp_path / "run.json"
+    settings = EdgeMetaSettings(edge_peers="", edge_run_state=state)
+    transport = httpx.ASGITransport(app=build_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+        empty = await client.get("/metrics")  # no run.json yet: no samples, not an error
+        assert empty.status_code == 200 and "parley_devstack_restarts_total{" not in empty.text
+        state.write_text(json.dumps({"restarts": {"runtime-1": 2, "catalog": 0}}))
+        text = (await client.get("/metrics")).text
+    assert 'parley_devstack_restarts_total{process="runtime-1"} 2.0' in text
+    assert 'parley_devstack_restarts_total{process="catalog"} 0.0' in text
+    assert "# TYPE parley_devstack_restarts_total counter" in text

@@ -62,6 +62,10 @@ class Codes:
     UNSUPPORTED_MEDIA_TYPE = _register(
         "request.unsupported_media_type", 415, "The request body must be application/json."
     )
+    HEADERS_TOO_LARGE = _register(
+        "request.headers_too_large", 431, "The request headers exceed {limit} bytes."
+    )
+    MALFORMED_REQUEST = _register("request.malformed", 400, "The request is not a valid HTTP request.")
     METHOD_NOT_ALLOWED = _register("request.method_not_allowed", 405, "Method not allowed on this path.")
     ROUTE_NOT_FOUND = _register("request.route_not_found", 404, "No such endpoint.")
     CLIENT_UPGRADE_REQUIRED = _register(

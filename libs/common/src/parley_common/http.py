@@ -111,6 +111,38 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+class HeaderLimitMiddleware:
+    """Refuse a request whose header section exceeds `limit` bytes with 431 and the envelope.
+
+    HTTP servers bound headers each in their own way (the edge's Go parser answers in plain text,
+    uvicorn accepts megabytes), so every service draws the line itself, in the platform's shape.
+    A WebSocket upgrade gets the same HTTP answer through the ASGI `websocket.http.response`
+    extension where the server has it, a refused upgrade otherwise.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or header_bytes(scope) <= self.limit:
+            await self.app(scope, receive, send)
+            return
+        response = error_response(Codes.HEADERS_TOO_LARGE, params={"limit": self.limit})
+        if scope["type"] == "http":
+            await response(scope, receive, send)
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+            await send({"type": "websocket.http.response.start", "status": 431, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": Codes.HEADERS_TOO_LARGE.code})
+
+
+def header_bytes(scope: Scope) -> int:
+    """Size of the request's header lines as sent (`name: value\r\n` each)."""
+    return sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+
+
 def _nul_response() -> JSONResponse:
     return error_response(
         ParleyError(Codes.VALIDATION_FAILED, "NUL characters are not allowed.", params={"errors": []})
@@ -227,6 +259,7 @@ def create_app(
     app.middleware("http")(_client_version_gate(settings.min_client_version))
     app.middleware("http")(_access_log(settings.service_name))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(HeaderLimitMiddleware, limit=settings.max_header_bytes)
 
     checks = readiness or Readiness()
     app.state.readiness = checks
