@@ -28,6 +28,7 @@ import redis
 
 from parley_devstack.cli import module_runnable
 from parley_devstack.servers import free_port, port_is_free
+from parley_devstack.testing import page_urls
 
 START_TIMEOUT_S = 150.0
 STOP_TIMEOUT_S = 60.0
@@ -181,7 +182,11 @@ def test_parley_run(workdir: Path) -> None:
             doc = client.get("/openapi.json")
             assert doc.status_code == 200 and doc.json()["openapi"] == "3.1.0"
             assert "x-parley-unavailable" not in doc.json()["info"]
-            assert client.get("/docs").status_code == 200
+            docs = client.get("/docs")
+            assert docs.status_code == 200
+            for url in page_urls(docs.text):  # offline-safe: everything from this origin
+                assert url.startswith("/") and not url.startswith("//"), url
+                assert client.get(url).status_code == 200, url
             unknown = client.get("/no-such-endpoint")
             assert unknown.status_code == 404 and unknown.json()["code"] == "request.route_not_found"
             assert client.get("/traces").status_code == 404  # no viewer without --traces

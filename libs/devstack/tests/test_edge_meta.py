@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from parley_devstack.edge_meta import EdgeMetaSettings, build_app, merge_openapi, parse_peers
+from parley_devstack.testing import page_urls
 
 Peer = Callable[[httpx.Request], httpx.Response]
 
@@ -169,6 +170,26 @@ async def test_docs_page_points_at_the_merged_document() -> None:
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
     assert "/openapi.json" in response.text
+
+
+async def test_docs_load_nothing_from_another_origin() -> None:
+    """Offline or air-gapped, /docs must still work: every URL of the page is same-origin, and
+    each one answers (Swagger UI's bundle and stylesheet come from the installation)."""
+    async with edge({"auth": openapi({}, {})}) as client:
+        page = (await client.get("/docs")).text
+        urls = page_urls(page)
+        assert {u.rsplit("/", 1)[-1] for u in urls} >= {
+            "swagger-ui-bundle.js",
+            "swagger-ui.css",
+            "favicon.png",
+            "openapi.json",
+        }
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), url
+            response = await client.get(url)
+            assert response.status_code == 200, url
+            assert len(response.content) > 100, url
+    assert "cdn" not in page.lower() and "http" not in page.replace("http-equiv", "")
 
 
 async def test_unknown_paths_get_the_error_envelope() -> None:

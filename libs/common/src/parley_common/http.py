@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley_common import metrics
+from parley_common.apidocs import add_api_docs
 from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
 from parley_common.health import Readiness, ReadinessReport
 from parley_common.settings import CommonSettings
@@ -251,7 +252,11 @@ def create_app(
         version=settings.api_version,
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # Our own Swagger UI below, from the installation; FastAPI's loads it from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    add_api_docs(app, openapi_url="/openapi.json", title=title)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(ParleyError, _parley_error_handler)

@@ -7,9 +7,10 @@ A small process behind the edge (Caddy locally and in docker-compose), configure
   `/metrics` serves as `parley_devstack_restarts_total{process}`.
 
 `GET /readyz` is 200 only when every peer's `/readyz` is; `GET /openapi.json` merges the peers'
-documents into one OpenAPI 3.1 document; `GET /docs` is Swagger UI over it; `GET /errors` is
-docs/errors.md as HTML, the page every error envelope's `doc_url` points to; `GET /metrics` is for
-Prometheus (the edge never routes it here). Anything else gets the 404 error envelope, so the edge
+documents into one OpenAPI 3.1 document; `GET /docs` is Swagger UI over it, its assets served from
+the installation (`/docs/assets/*`, no CDN); `GET /errors` is docs/errors.md as HTML, the page every
+error envelope's `doc_url` points to; `GET /metrics` is for Prometheus (the edge never routes it
+here). Anything else gets the 404 error envelope, so the edge
 answers unknown paths in the same shape as every service.
 
 Run: `python -m parley_devstack.edge_meta`.
@@ -27,7 +28,6 @@ from typing import Any
 import httpx
 import markdown
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -36,6 +36,7 @@ from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from parley_common.apidocs import add_api_docs
 from parley_common.errors import Codes
 from parley_common.http import HeaderLimitMiddleware, error_response
 from parley_common.settings import CommonSettings
@@ -215,9 +216,7 @@ def build_app(
             merged["info"]["x-parley-unavailable"] = missing
         return JSONResponse(merged)
 
-    @app.get("/docs")
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Parley API")
+    add_api_docs(app, openapi_url="/openapi.json", title="Parley API")
 
     errors_page = render_errors_page(settings.edge_errors_doc)
 
