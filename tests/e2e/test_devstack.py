@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -163,6 +164,36 @@ def find_signup_trace(parley: Parley) -> None:
         assert page.status_code == 200 and f"/traces/{summary['trace_id']}" in page.text
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_readme_first_conversation(parley: Parley, workdir: Path) -> str:
+    """The README's first-conversation example, verbatim but for the port, in bash with a new
+    user's PATH (no uv), from a directory laid out like the checkout after `make install`."""
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"^```bash\n(.*?)^```", readme, flags=re.M | re.S)
+    (block,) = [b for b in blocks if "realtime_client" in b]
+    assert "127.0.0.1:8080" in block
+    block = block.replace("127.0.0.1:8080", f"127.0.0.1:{parley.port}")
+    checkout = workdir / "checkout"
+    checkout.mkdir()
+    for name in (".venv", "docs"):
+        (checkout / name).symlink_to(REPO / name)
+    path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if p and not (Path(p) / "uv").exists()
+    )
+    result = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", block],
+        cwd=checkout,
+        env={"PATH": path, "HOME": str(workdir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def test_parley_run(workdir: Path) -> None:
     port = free_port()
     first = Parley(workdir, port)
@@ -190,6 +221,11 @@ def test_parley_run(workdir: Path) -> None:
             unknown = client.get("/no-such-endpoint")
             assert unknown.status_code == 404 and unknown.json()["code"] == "request.route_not_found"
             assert client.get("/traces").status_code == 404  # no viewer without --traces
+
+        if "auth" in EXPECTED:
+            out = run_readme_first_conversation(first, workdir)
+            assert "agent: Hi!" in out and 'You said: "hello there".' in out, out
+            assert out.rstrip().endswith("agent: Bye!\n[session closed: flow_end]"), out
 
         # Something to find again after the restart.
         valkey_port = state["processes"]["valkey"]["port"]
