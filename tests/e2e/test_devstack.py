@@ -31,6 +31,8 @@ from parley_devstack.cli import module_runnable
 from parley_devstack.servers import free_port, port_is_free
 from parley_devstack.testing import page_urls
 
+from .kivox_contract import EXTENSIONS, contract_differences, load_contract, spec_path
+
 START_TIMEOUT_S = 150.0
 STOP_TIMEOUT_S = 60.0
 EXPECTED = {
@@ -213,6 +215,10 @@ def test_parley_run(workdir: Path) -> None:
             doc = client.get("/openapi.json")
             assert doc.status_code == 200 and doc.json()["openapi"] == "3.1.0"
             assert "x-parley-unavailable" not in doc.json()["info"]
+            spec = spec_path()
+            if spec is not None and "auth" in EXPECTED:  # the Kivox contract, as a client sees it
+                differences = contract_differences(load_contract(spec), doc.json())
+                assert sorted(differences) == sorted(EXTENSIONS), differences
             docs = client.get("/docs")
             assert docs.status_code == 200
             for url in page_urls(docs.text):  # offline-safe: everything from this origin

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 from parley_common.settings import common_settings
 
 
-class ErrorEnvelope(BaseModel):
-    """`components.schemas.Error` of the Kivox spec."""
+class Error(BaseModel):
+    """`components.schemas.Error` of the Kivox spec (the class name is the OpenAPI schema name)."""
 
     code: str = Field(description="Stable dot-notation error identifier, e.g. `resource.not_found`.")
     message: str = Field(description="Human-readable description of the error.")
@@ -24,6 +24,10 @@ class ErrorEnvelope(BaseModel):
     params: dict[str, Any] | None = Field(
         default=None, description="Named values used to render `message`, when the error has any."
     )
+
+
+# The name the code base uses for it.
+ErrorEnvelope = Error
 
 
 @dataclass(frozen=True)
