@@ -29,6 +29,7 @@ from parley_common.apidocs import add_api_docs
 from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
 from parley_common.health import Readiness, ReadinessReport
 from parley_common.settings import CommonSettings
+from parley_common.telemetry import redact_span_urls
 
 log = structlog.get_logger(__name__)
 
@@ -291,6 +292,9 @@ def create_app(
         app.include_router(router)
     # No span per WebSocket message: a turn's trace is built by the services' own spans.
     FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
+        app,
+        excluded_urls="healthz,readyz,metrics",
+        exclude_spans=["receive", "send"],
+        server_request_hook=redact_span_urls,  # `?token=…` of a WebSocket URL never stays on a span
     )
     return app
