@@ -210,3 +210,29 @@ def test_big_headers_pass_the_edge_to_the_services_limit(edge: tuple[str, dict[s
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
     assert fakes["catalog"].requests[-1][2]["X-Big"] == "a" * 60_000
+
+
+def test_access_and_error_logs_hold_no_credentials(caddy: str, tmp_path: Path) -> None:
+    """A request with credentials in its query string, cookie and authorization header, to a
+    service that is down: neither the access log nor the error log of the edge holds them."""
+    servers = pytest.importorskip("parley_devstack.servers", reason="parley-devstack is not installed")
+    text = (REPO / "deploy/caddy/Caddyfile").read_text()
+    assert "\n".join(servers.access_log()) in text  # the same filter as make run's edge
+    key, session, secret = "sk_live_" + "Q" * 40, "ps_" + "S" * 40, "hunter2-" + "x" * 30
+    with compose_edge(caddy, tmp_path, {name: free_port() for name in UPSTREAMS.values()}) as base:
+        request = urllib.request.Request(
+            f"{base}/realtime?token={key}&apikey={secret}&resume=c1",
+            headers={"Cookie": f"parley_session={session}", "Authorization": f"Bearer {key}"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 503
+        log = tmp_path / "caddy.log"
+        deadline = time.monotonic() + 10
+        while "handled request" not in log.read_text():
+            assert time.monotonic() < deadline, "no access log line"
+            time.sleep(0.05)
+    logged = log.read_text()
+    assert "resume=c1" in logged and "token=%5Bredacted%5D" in logged  # the request is logged
+    for credential in (key, session, secret):
+        assert credential not in logged

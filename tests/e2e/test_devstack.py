@@ -65,8 +65,9 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str, alive: Callabl
 class Parley:
     """`parley run` as a subprocess in `workdir`, its output in a file."""
 
-    def __init__(self, workdir: Path, port: int, *args: str) -> None:
+    def __init__(self, workdir: Path, port: int, *args: str, env: dict[str, str] | None = None) -> None:
         self.workdir, self.port, self.args = workdir, port, args
+        self.extra_env = env or {}
         self.url = f"http://127.0.0.1:{port}"
         self.out = workdir / f"parley-{time.monotonic_ns()}.out"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -74,6 +75,7 @@ class Parley:
     def start(self) -> float:
         """Start and wait until the edge says ready; returns the seconds it took."""
         env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
+        env.update(self.extra_env)
         started = time.monotonic()
         with self.out.open("wb") as out:
             self.proc = subprocess.Popen(

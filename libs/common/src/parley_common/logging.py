@@ -25,6 +25,8 @@ from parley_common.redact import redact_event
 _FLOORS = {
     "websockets": logging.INFO,
     "httpcore": logging.INFO,
+    # httpx's INFO line is every outgoing URL: a webhook's may carry an agent secret anywhere.
+    "httpx": logging.WARNING,
     "hpack": logging.INFO,
     "h11": logging.INFO,
     "sqlalchemy.engine": logging.WARNING,

@@ -652,6 +652,7 @@ def caddyfile(
         "",
         f"http://:{port} {{",
         f"\tbind {LOOPBACK}",
+        *access_log(),
     ]
     handlers: list[str] = []
     for owner, patterns in [*EDGE_ROUTES, *DEV_ROUTES]:
@@ -686,6 +687,29 @@ def caddyfile(
         ]
     lines += ["}", ""]
     return "\n".join(lines)
+
+
+def access_log() -> list[str]:
+    """The edge's access log (JSON, to stderr: `.parley/logs/caddy.log` under make run). Caddy
+    already hides Cookie and Authorization; the query filter hides the values of credential-bearing
+    parameters (`/realtime?token=…`) in the access log and in the error log of the site alike.
+    compose's deploy/caddy/Caddyfile has the same block (tests/deploy/test_caddy.py compares)."""
+    from parley_common.redact import SECRET_QUERY
+
+    replaces = [f"\t\t\t\t\treplace {name} [redacted]" for name in sorted(SECRET_QUERY)]
+    return [
+        "\tlog {",
+        "\t\toutput stderr",
+        "\t\tformat filter {",
+        "\t\t\twrap json",
+        "\t\t\tfields {",
+        "\t\t\t\trequest>uri query {",
+        *replaces,
+        "\t\t\t\t}",
+        "\t\t\t}",
+        "\t\t}",
+        "\t}",
+    ]
 
 
 def edge_error_responses(docs_url: str) -> list[tuple[str, str, str]]:

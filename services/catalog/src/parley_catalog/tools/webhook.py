@@ -21,6 +21,7 @@ from parley_catalog.settings import CatalogSettings
 from parley_common.catalog_contract import ToolResult
 from parley_common.errors import Codes, ErrorCode
 from parley_common.netguard import BlockedDestination
+from parley_common.redact import redact_text
 
 log = structlog.get_logger(__name__)
 
@@ -105,7 +106,7 @@ async def _attempt(
         message = Codes.TOOL_RESPONSE_TOO_LARGE.message.format(limit=limit)
         return failure(Codes.TOOL_RESPONSE_TOO_LARGE, message), False
     except httpx.HTTPError as exc:
-        detail = f"{type(exc).__name__}: {exc}"[:300]
+        detail = f"{type(exc).__name__}: {redact_text(str(exc))}"[:300]
         return failure(Codes.TOOL_WEBHOOK_FAILED, f"The webhook call failed: {detail}"), True
     data = _decode(content, response.headers.get("content-type", ""))
     if not response.is_success:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from parley_common.netguard import BlockedDestination
+from parley_common.redact import redact_text
 from parley_runtime.blueprint.interpreter import WebhookCall, WebhookResult
 
 
@@ -31,7 +32,8 @@ def _parse(body: bytes, content_type: str) -> Any:
 async def call_webhook(client: httpx.AsyncClient, call: WebhookCall, *, max_bytes: int) -> WebhookResult:
     parts = urlsplit(call.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return WebhookResult(ok=False, error=f"not an http(s) URL: {call.url[:200]!r}")
+        # Not the URL itself: its rendered template may hold the agent's secrets.
+        return WebhookResult(ok=False, error=f"not an http(s) URL (scheme {parts.scheme[:20]!r})")
     headers = dict(call.headers)
     content: str | None = None
     payload: Any = None
@@ -71,4 +73,4 @@ async def call_webhook(client: httpx.AsyncClient, call: WebhookCall, *, max_byte
     except httpx.TimeoutException:
         return WebhookResult(ok=False, error=f"no answer within {call.timeout_s:g} s")
     except httpx.HTTPError as exc:
-        return WebhookResult(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+        return WebhookResult(ok=False, error=f"{type(exc).__name__}: {redact_text(str(exc))}"[:500])
