@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,13 @@ def test_route_table_covers_every_caddyfile_matcher(edge_routes: dict[str, str])
         )
 
 
-@pytest.fixture
-def edge(caddy: str, fake_servers: Any, tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    fakes = {name: fake_servers(name) for name in UPSTREAMS.values()}
+DOCS_URL = "https://parley.example.com/errors"
+
+
+@contextmanager
+def compose_edge(caddy: str, tmp_path: Path, ports: dict[str, int]) -> Iterator[str]:
+    """Caddy with the real deploy/caddy/Caddyfile, each upstream `name` (UPSTREAMS' values) at
+    127.0.0.1:`ports[name]`; yields the edge's base URL."""
     text = (REPO / "deploy/caddy/Caddyfile").read_text()
     # The real file, three substitutions: no admin endpoint, a loopback listener, loopback upstreams.
     text, n_global = re.subn(r"\A((?:#.*\n|\s*\n)*)\{\n", r"\1{\n\tadmin off\n", text)
@@ -54,7 +59,7 @@ def edge(caddy: str, fake_servers: Any, tmp_path: Path) -> Iterator[tuple[str, d
     text, n_site = re.subn(r"^:8080 \{$", f"http://127.0.0.1:{port} {{", text, flags=re.M)
     for host, name in UPSTREAMS.items():
         text, n = re.subn(
-            rf"reverse_proxy {re.escape(host)}:8000\b", f"reverse_proxy 127.0.0.1:{fakes[name].port}", text
+            rf"reverse_proxy {re.escape(host)}:8000\b", f"reverse_proxy 127.0.0.1:{ports[name]}", text
         )
         assert n == 1, f"expected one reverse_proxy to {host}:8000"
     assert (n_global, n_site) == (1, 1), "the Caddyfile's global block or :8080 site moved"
@@ -65,6 +70,7 @@ def edge(caddy: str, fake_servers: Any, tmp_path: Path) -> Iterator[tuple[str, d
         "HOME": str(tmp_path),
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "PARLEY_DOCS_URL": DOCS_URL,  # as docker-compose.yml gives the edge
     }
     log = (tmp_path / "caddy.log").open("w")
     proc = subprocess.Popen(
@@ -81,7 +87,7 @@ def edge(caddy: str, fake_servers: Any, tmp_path: Path) -> Iterator[tuple[str, d
             except OSError:
                 assert time.monotonic() < deadline, "caddy did not listen within 20 s"
                 time.sleep(0.05)
-        yield base, fakes
+        yield base
     finally:
         proc.terminate()
         try:
@@ -90,6 +96,13 @@ def edge(caddy: str, fake_servers: Any, tmp_path: Path) -> Iterator[tuple[str, d
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def edge(caddy: str, fake_servers: Any, tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    fakes = {name: fake_servers(name) for name in UPSTREAMS.values()}
+    with compose_edge(caddy, tmp_path, {name: fake.port for name, fake in fakes.items()}) as base:
+        yield base, fakes
 
 
 def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -167,3 +180,59 @@ def test_metrics_are_not_public(edge: tuple[str, dict[str, Any]]) -> None:
         _, body, _ = fetch(base + path)
         assert body["upstream"] == "edge_meta" and body["path"] != path, path
     assert all(path != "/metrics" for fake in fakes.values() for _, path, _ in fake.requests)
+
+
+def test_edge_errors_are_envelopes_with_the_public_docs_url(caddy: str, tmp_path: Path) -> None:
+    """A service that is down: the compose edge answers the `Error` envelope, doc_url from
+    PARLEY_DOCS_URL; the `handle_errors` bodies are exactly make run's (parley_devstack)."""
+    servers = pytest.importorskip("parley_devstack.servers", reason="parley-devstack is not installed")
+    with compose_edge(caddy, tmp_path, {name: free_port() for name in UPSTREAMS.values()}) as base:
+        status, body, headers = fetch(base + "/agents/a1")
+    assert (status, headers["Content-Type"]) == (503, "application/json")
+    assert body == {
+        "code": "service.unavailable",
+        "message": "The service is not ready.",
+        "doc_url": f"{DOCS_URL}#service-unavailable",
+    }
+    text = (REPO / "deploy/caddy/Caddyfile").read_text()
+    block = r"^\thandle_errors ?(.*?) \{\n.*?\n\t\trespond `(.*?)` (\S+)$"
+    blocks = re.findall(block, text, flags=re.M | re.S)
+    placeholder = "{$PARLEY_DOCS_URL:http://localhost:8080/errors}"
+    assert blocks == servers.edge_error_responses(placeholder)
+
+
+def test_big_headers_pass_the_edge_to_the_services_limit(edge: tuple[str, dict[str, Any]]) -> None:
+    """60 KB of headers (over Caddy's default limit) are not refused by Caddy's parser in plain
+    text: they reach the service, whose own limit answers with the 431 envelope
+    (parley_common.http.HeaderLimitMiddleware)."""
+    base, fakes = edge
+    request = urllib.request.Request(base + "/agents/a1", headers={"X-Big": "a" * 60_000})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    assert fakes["catalog"].requests[-1][2]["X-Big"] == "a" * 60_000
+
+
+def test_access_and_error_logs_hold_no_credentials(caddy: str, tmp_path: Path) -> None:
+    """A request with credentials in its query string, cookie and authorization header, to a
+    service that is down: neither the access log nor the error log of the edge holds them."""
+    servers = pytest.importorskip("parley_devstack.servers", reason="parley-devstack is not installed")
+    text = (REPO / "deploy/caddy/Caddyfile").read_text()
+    assert "\n".join(servers.access_log()) in text  # the same filter as make run's edge
+    key, session, secret = "sk_live_" + "Q" * 40, "ps_" + "S" * 40, "hunter2-" + "x" * 30
+    with compose_edge(caddy, tmp_path, {name: free_port() for name in UPSTREAMS.values()}) as base:
+        request = urllib.request.Request(
+            f"{base}/realtime?token={key}&apikey={secret}&resume=c1",
+            headers={"Cookie": f"parley_session={session}", "Authorization": f"Bearer {key}"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 503
+        log = tmp_path / "caddy.log"
+        deadline = time.monotonic() + 10
+        while "handled request" not in log.read_text():
+            assert time.monotonic() < deadline, "no access log line"
+            time.sleep(0.05)
+    logged = log.read_text()
+    assert "resume=c1" in logged and "token=%5Bredacted%5D" in logged  # the request is logged
+    for credential in (key, session, secret):
+        assert credential not in logged

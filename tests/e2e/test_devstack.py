@@ -2,15 +2,16 @@
 
 One scenario, because a cold start is the expensive part: start cold → ready through the edge →
 stop with SIGINT (exit 0) → start warm on the same state (data and secrets kept), this time with
-`--traces`, and find a signup's span in the trace viewer through the edge → kill a service → the
-edge's /readyz turns 503 naming it → SIGINT stops everything (exit 1, a child crashed) and no
-process it started is left.
+`--traces`, and find a signup's span in the trace viewer through the edge → SIGKILL a runtime worker
+→ it is restarted, counted on edge-meta's /metrics and the edge's /readyz is 200 again → SIGINT stops
+everything (exit 0) and no process it started is left.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,9 @@ import redis
 
 from parley_devstack.cli import module_runnable
 from parley_devstack.servers import free_port, port_is_free
+from parley_devstack.testing import page_urls
+
+from .kivox_contract import EXTENSIONS, contract_differences, load_contract, spec_path
 
 START_TIMEOUT_S = 150.0
 STOP_TIMEOUT_S = 60.0
@@ -61,8 +65,9 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str, alive: Callabl
 class Parley:
     """`parley run` as a subprocess in `workdir`, its output in a file."""
 
-    def __init__(self, workdir: Path, port: int, *args: str) -> None:
+    def __init__(self, workdir: Path, port: int, *args: str, env: dict[str, str] | None = None) -> None:
         self.workdir, self.port, self.args = workdir, port, args
+        self.extra_env = env or {}
         self.url = f"http://127.0.0.1:{port}"
         self.out = workdir / f"parley-{time.monotonic_ns()}.out"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -70,6 +75,7 @@ class Parley:
     def start(self) -> float:
         """Start and wait until the edge says ready; returns the seconds it took."""
         env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
+        env.update(self.extra_env)
         started = time.monotonic()
         with self.out.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -162,6 +168,36 @@ def find_signup_trace(parley: Parley) -> None:
         assert page.status_code == 200 and f"/traces/{summary['trace_id']}" in page.text
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_readme_first_conversation(parley: Parley, workdir: Path) -> str:
+    """The README's first-conversation example, verbatim but for the port, in bash with a new
+    user's PATH (no uv), from a directory laid out like the checkout after `make install`."""
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"^```bash\n(.*?)^```", readme, flags=re.M | re.S)
+    (block,) = [b for b in blocks if "realtime_client" in b]
+    assert "127.0.0.1:8080" in block
+    block = block.replace("127.0.0.1:8080", f"127.0.0.1:{parley.port}")
+    checkout = workdir / "checkout"
+    checkout.mkdir()
+    for name in (".venv", "docs"):
+        (checkout / name).symlink_to(REPO / name)
+    path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if p and not (Path(p) / "uv").exists()
+    )
+    result = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", block],
+        cwd=checkout,
+        env={"PATH": path, "HOME": str(workdir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def test_parley_run(workdir: Path) -> None:
     port = free_port()
     first = Parley(workdir, port)
@@ -181,10 +217,23 @@ def test_parley_run(workdir: Path) -> None:
             doc = client.get("/openapi.json")
             assert doc.status_code == 200 and doc.json()["openapi"] == "3.1.0"
             assert "x-parley-unavailable" not in doc.json()["info"]
-            assert client.get("/docs").status_code == 200
+            spec = spec_path()
+            if spec is not None and "auth" in EXPECTED:  # the Kivox contract, as a client sees it
+                differences = contract_differences(load_contract(spec), doc.json())
+                assert sorted(differences) == sorted(EXTENSIONS), differences
+            docs = client.get("/docs")
+            assert docs.status_code == 200
+            for url in page_urls(docs.text):  # offline-safe: everything from this origin
+                assert url.startswith("/") and not url.startswith("//"), url
+                assert client.get(url).status_code == 200, url
             unknown = client.get("/no-such-endpoint")
             assert unknown.status_code == 404 and unknown.json()["code"] == "request.route_not_found"
             assert client.get("/traces").status_code == 404  # no viewer without --traces
+
+        if "auth" in EXPECTED:
+            out = run_readme_first_conversation(first, workdir)
+            assert "agent: Hi!" in out and 'You said: "hello there".' in out, out
+            assert out.rstrip().endswith("agent: Bye!\n[session closed: flow_end]"), out
 
         # Something to find again after the restart.
         valkey_port = state["processes"]["valkey"]["port"]
@@ -215,24 +264,29 @@ def test_parley_run(workdir: Path) -> None:
         recorded = {p["pid"] for p in state["processes"].values()}
         assert recorded <= tree
 
-        os.kill(state["processes"]["catalog"]["pid"], signal.SIGKILL)
-        status, body = poll(
-            lambda: (r := second.readyz())[0] == 503 and r,
-            30,
-            "/readyz 503 after killing catalog",
-            second.assert_running,
-        )
-        assert body["status"] == "not_ready"
-        assert body["not_ready"] == ["catalog"]
-        assert body["services"]["catalog"].startswith("unreachable")
+        # A runtime worker dies: supervision starts it again and the platform is whole again.
+        killed = state["processes"]["runtime-1"]["pid"]
+        os.kill(killed, signal.SIGKILL)
         poll(
-            lambda: "catalog exited unexpectedly" in second.output(),
-            10,
-            "the crash report",
+            lambda: second.state()["processes"]["runtime-1"]["pid"] != killed and second.readyz()[0] == 200,
+            60,
+            "runtime-1 restarted and /readyz 200 again",
             second.assert_running,
         )
+        out = second.output()
+        assert "runtime-1 exited unexpectedly (code -9); restarting it in 0.5s" in out, out
+        assert "runtime-1 restarted" in out, out
+        edge_meta = second.state()["processes"]["edge_meta"]["port"]
+        metrics = httpx.get(f"http://127.0.0.1:{edge_meta}/metrics", timeout=5).text
+        assert 'parley_devstack_restarts_total{process="runtime-1"} 1.0' in metrics
+        assert 'parley_devstack_restarts_total{process="catalog"} 0.0' in metrics
+        public = httpx.get(f"{second.url}/metrics", timeout=5)  # never public through the edge
+        assert public.status_code == 404 and public.json()["code"] == "request.route_not_found"
+        events = (workdir / ".parley" / "logs" / "supervisor.log").read_text().splitlines()
+        assert [json.loads(e)["event"] for e in events] == ["process.exited", "process.restarted"]
+        tree |= {p.pid for p in psutil.Process(second.proc.pid).children(recursive=True)}
 
-        assert second.interrupt() == 1, second.output()  # a child crashed: non-zero
+        assert second.interrupt() == 0, second.output()  # every crash was recovered from
         assert alive_pids(tree) == set()
         assert port_is_free(port)
         assert not (workdir / ".parley" / "run.json").exists()

@@ -25,3 +25,29 @@ def test_structlog_and_stdlib_lines_are_json_with_trace_ids(capsys: pytest.Captu
     assert ours["answer"] == 42 and ours["service"] == "unit" and len(ours["trace_id"]) == 32
     assert theirs["level"] == "warning" and theirs["logger"] == "uvicorn.error" and "trace_id" in theirs
     structlog.reset_defaults()
+
+
+def test_no_credential_reaches_a_line_even_at_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    key = "sk_live_" + "A1b2C3d4" * 5
+    setup_logging("unit", "DEBUG", json_output=True)
+    # What uvicorn's WebSocket protocol logs for every upgrade, with the client's query string.
+    upgrade = f"/realtime?token={key}"
+    logging.getLogger("uvicorn.error").info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", upgrade)
+    structlog.get_logger("parley.test").info("call", token=key, headers={"Authorization": f"Bearer {key}"})
+    try:
+        raise ValueError(f"bad credential {key}")
+    except ValueError:
+        structlog.get_logger("parley.test").exception("failed")
+    logging.getLogger("websockets.server").debug("< Cookie: parley_session=ps_%s", "x" * 40)
+    logging.getLogger("sqlalchemy.engine.Engine").info("[generated] ('reset-password?token=abc',)")
+    out = capsys.readouterr().err
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert key not in out and "ps_xxxx" not in out and "token=abc" not in out
+    assert [line["event"] for line in lines] == [
+        '127.0.0.1:5 - "WebSocket /realtime?token=[redacted]" [accepted]',
+        "call",
+        "failed",
+    ]  # wire frames and SQL parameters are not logged at DEBUG
+    assert lines[1]["token"] == "[redacted]" and lines[1]["headers"]["Authorization"] == "[redacted]"
+    assert "bad credential [redacted]" in lines[2]["exception"]
+    structlog.reset_defaults()

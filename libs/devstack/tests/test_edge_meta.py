@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from parley_devstack.edge_meta import EdgeMetaSettings, build_app, merge_openapi, parse_peers
+from parley_devstack.testing import page_urls
 
 Peer = Callable[[httpx.Request], httpx.Response]
 
@@ -170,6 +172,26 @@ async def test_docs_page_points_at_the_merged_document() -> None:
     assert "/openapi.json" in response.text
 
 
+async def test_docs_load_nothing_from_another_origin() -> None:
+    """Offline or air-gapped, /docs must still work: every URL of the page is same-origin, and
+    each one answers (Swagger UI's bundle and stylesheet come from the installation)."""
+    async with edge({"auth": openapi({}, {})}) as client:
+        page = (await client.get("/docs")).text
+        urls = page_urls(page)
+        assert {u.rsplit("/", 1)[-1] for u in urls} >= {
+            "swagger-ui-bundle.js",
+            "swagger-ui.css",
+            "favicon.png",
+            "openapi.json",
+        }
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), url
+            response = await client.get(url)
+            assert response.status_code == 200, url
+            assert len(response.content) > 100, url
+    assert "cdn" not in page.lower() and "http" not in page.replace("http-equiv", "")
+
+
 async def test_unknown_paths_get_the_error_envelope() -> None:
     async with edge({}) as client:
         response = await client.get("/nope")
@@ -208,3 +230,17 @@ def test_errors_page_has_an_anchor_for_every_code(tmp_path: Path) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for code in REGISTRY.values():
         assert f'id="{code.anchor}"' in page.text, code.code
+
+
+async def test_metrics_serve_the_restart_counts_of_parley_run(tmp_path: Path) -> None:
+    state = tmp_path / "run.json"
+    settings = EdgeMetaSettings(edge_peers="", edge_run_state=state)
+    transport = httpx.ASGITransport(app=build_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+        empty = await client.get("/metrics")  # no run.json yet: no samples, not an error
+        assert empty.status_code == 200 and "parley_devstack_restarts_total{" not in empty.text
+        state.write_text(json.dumps({"restarts": {"runtime-1": 2, "catalog": 0}}))
+        text = (await client.get("/metrics")).text
+    assert 'parley_devstack_restarts_total{process="runtime-1"} 2.0' in text
+    assert 'parley_devstack_restarts_total{process="catalog"} 0.0' in text
+    assert "# TYPE parley_devstack_restarts_total counter" in text

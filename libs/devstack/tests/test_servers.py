@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +38,7 @@ from parley_devstack.servers import (
     create_database,
     drop_database,
     free_port,
+    port_is_free,
     stop_all,
     tcp_open,
     with_database,
@@ -53,6 +57,31 @@ def test_free_port_skips_reserved_and_repeats() -> None:
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50
     assert not RESERVED_PORTS & set(ports)
+
+
+def _time_wait_on(port: int) -> bool:
+    """Whether a TCP connection with local port `port` is in TIME_WAIT (state 06 in /proc/net/tcp)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(int(r.split()[1].split(":")[1], 16) == port and r.split()[3] == "06" for r in rows)
+
+
+def test_port_in_time_wait_is_free() -> None:
+    """Right after a server stops, its closed connections linger in TIME_WAIT: `parley run` must
+    still see the port as free (Caddy binds with SO_REUSEADDR), while a listening port is not."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not port_is_free(port)
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server closes first: its side ends in TIME_WAIT
+        client.close()
+    wait_until(lambda: _time_wait_on(port), what=f"a TIME_WAIT connection on port {port}")
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the check did before: "port ... is in use"
+    assert port_is_free(port)
 
 
 async def test_nats_with_jetstream(tmp_path: Path) -> None:
@@ -324,11 +353,101 @@ def test_caddy_routes_each_path_to_its_service(tmp_path: Path, upstreams: dict[s
     assert not tcp_open(caddy.port)
 
 
+def raw_request(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `head` as is on a fresh connection; the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(head)  # a server refusing early may stop reading
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < _expected_length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    top, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def _expected_length(data: bytes) -> int:
+    top, sep, _ = data.partition(b"\r\n\r\n")
+    for line in top.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(top) + len(sep) + int(line.split(b":")[1])
+    return 1 << 30  # read until the server closes
+
+
+@pytest.fixture(scope="module")
+def edge_with_meta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaddyServer]:
+    """The make-run edge on a port other than 8080 with the real edge-meta as its fallback, and a
+    catalog upstream that is down."""
+    tmp_path = tmp_path_factory.mktemp("edge")
+    meta_port = free_port()
+    meta = ManagedProcess(
+        "edge_meta",
+        [sys.executable, "-m", "parley_devstack.edge_meta"],
+        env={**os.environ, "PARLEY_HTTP_PORT": str(meta_port), "PARLEY_EDGE_PEERS": ""},
+        log_path=tmp_path / "edge_meta.log",
+    )
+    meta.probe = lambda: tcp_open(meta_port)  # type: ignore[method-assign]
+    caddy = CaddyServer(
+        tmp_path / "caddy",
+        port=free_port(),
+        upstreams={"catalog": f"127.0.0.1:{free_port()}", "edge_meta": f"127.0.0.1:{meta_port}"},
+        fallback=f"127.0.0.1:{meta_port}",
+        log_path=tmp_path / "caddy.log",
+    )
+    meta.start()
+    caddy.start()
+    try:
+        meta.wait_ready(30)
+        caddy.wait_ready(20)
+        yield caddy
+    finally:
+        stop_all([caddy, meta], timeout=5)
+
+
+def test_caddy_errors_are_envelopes_with_the_real_public_url(edge_with_meta: CaddyServer) -> None:
+    caddy = edge_with_meta
+    errors = f"http://127.0.0.1:{caddy.port}/errors"
+    status, headers, body = raw_request(caddy.port, b"GET /agents HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (status, headers["content-type"]) == (503, "application/json")
+    assert json.loads(body) == {
+        "code": "service.unavailable",
+        "message": "The service is not ready.",
+        "doc_url": f"{errors}#service-unavailable",  # this edge's port, not 8080
+    }
+    # 100 KB of headers: past Caddy's parser, refused by the service behind it in the same shape.
+    big = b"GET /no/such HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    status, headers, body = raw_request(caddy.port, big)
+    assert (status, headers["content-type"]) == (431, "application/json")
+    envelope = json.loads(body)
+    assert envelope["code"] == "request.headers_too_large" and envelope["params"] == {"limit": 32768}
+    status, _, body = raw_request(caddy.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (status, json.loads(body)["code"]) == (404, "request.route_not_found")  # never public
+
+
+def test_requests_that_are_not_http_get_the_parsers_plain_answer(edge_with_meta: CaddyServer) -> None:
+    """What docs/errors.md (`request.malformed`) says stays true: bytes HTTP forbids in a header,
+    and header sections over the edge's 1 MB, are refused by Go's HTTP parser before any handler,
+    in plain text, with the connection closed. (A stock Caddy has no hook for these answers.)"""
+    caddy = edge_with_meta
+    status, headers, _ = raw_request(caddy.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n")
+    assert (status, headers["connection"]) == (400, "close")
+    huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_100_000 + b"\r\n\r\n"
+    status, headers, _ = raw_request(caddy.port, huge)
+    assert (status, headers["connection"]) == (431, "close")
+
+
 def test_caddy_answers_for_a_dead_upstream_with_the_envelope(tmp_path: Path) -> None:
     import httpx
 
     caddy = CaddyServer(
-        tmp_path / "caddy", port=free_port(), upstreams={"catalog": f"127.0.0.1:{free_port()}"}
+        tmp_path / "caddy",
+        port=free_port(),
+        upstreams={"catalog": f"127.0.0.1:{free_port()}"},
+        docs_url="https://parley.example.com/errors",
     )
     caddy.start()
     try:
@@ -338,6 +457,7 @@ def test_caddy_answers_for_a_dead_upstream_with_the_envelope(tmp_path: Path) -> 
         caddy.stop()
     assert response.status_code == 503
     assert response.json()["code"] == "service.unavailable"
+    assert response.json()["doc_url"] == "https://parley.example.com/errors#service-unavailable"
 
 
 def test_caddy_without_an_owner_has_no_route_for_it() -> None:

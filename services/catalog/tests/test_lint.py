@@ -334,6 +334,8 @@ async def test_lint_endpoint(world: World) -> None:
         {"code": "blueprint.no_entries", "message": "the blueprint has no entries"}
     ]
     assert (await alice.catalog.post(path)).json()["errors"] == saved["errors"]  # no body at all
+    as_null = await alice.catalog.post(path, content=b"null", headers={"content-type": "application/json"})
+    assert as_null.status_code == 200 and as_null.json()["errors"] == saved["errors"]
     clean = await alice.catalog.post(path, json={"blueprint": valid_blueprint()})
     assert clean.status_code == 200 and clean.json() == {"errors": [], "diagnostics": []}
     broken = blueprint(

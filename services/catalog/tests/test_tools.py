@@ -13,8 +13,8 @@ import pytest
 
 from parley_catalog.context import CatalogContext
 from parley_catalog.crypto import MASK
-from parley_catalog.tools.guard import BlockedDestination, vet, why_blocked
 from parley_common import subjects
+from parley_common.netguard import BlockedDestination, vet, why_blocked
 
 from .fake_webhook import FakeWebhook, running
 from .support import User, World, assert_error, unique

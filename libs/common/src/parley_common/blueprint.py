@@ -6,6 +6,7 @@ node means. See docs/blueprints.md for the prose version with examples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -121,10 +122,21 @@ NODE_DATA: dict[NodeType, type[_Data]] = {
 TERMINAL_TYPES = frozenset({NodeType.END, NodeType.TERMINATE, NodeType.TRANSFER})
 
 
+def _always_present(*names: str) -> Callable[[dict[str, Any]], None]:
+    """JSON schema hook: `names` are in every blueprint Parley stores or returns, so the schema lists
+    them as required, as the Kivox contract does; input without them still gets their defaults."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        required = schema.setdefault("required", [])
+        required += [name for name in names if name not in required]
+
+    return extra
+
+
 class BlueprintNode(BaseModel):
     """Spec `BlueprintNode`: id, type, data, plus any extra fields (positions for editors…)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_always_present("data"))
     id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     type: Annotated[str, StringConstraints(max_length=100)]
     data: dict[str, Any] = Field(default_factory=dict)
@@ -141,6 +153,7 @@ class BlueprintEdge(BaseModel):
 
 
 class Workflow(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_always_present("nodes", "edges"))
     nodes: Annotated[list[BlueprintNode], Field(max_length=2000)] = Field(default_factory=list)
     edges: Annotated[list[BlueprintEdge], Field(max_length=10_000)] = Field(default_factory=list)
 
@@ -151,5 +164,6 @@ class BlueprintEntry(BaseModel):
 
 
 class Blueprint(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_always_present("version", "entries"))
     version: str = "1"
     entries: Annotated[list[BlueprintEntry], Field(max_length=100)] = Field(default_factory=list)

@@ -23,11 +23,16 @@ class ConversationEndReason(StrEnum):
     AGENT_TRANSFER = "agent_transfer"
 
 
-class MessageRole(StrEnum):
+class ConversationMessageRole(StrEnum):
+    """The spec's name for it (`ConversationMessageRole`)."""
+
     USER = "user"
     ASSISTANT = "assistant"
     SYSTEM = "system"
     TOOL = "tool"
+
+
+MessageRole = ConversationMessageRole
 
 
 class _ConversationEvent(BaseModel):

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 from parley_common.settings import common_settings
 
 
-class ErrorEnvelope(BaseModel):
-    """`components.schemas.Error` of the Kivox spec."""
+class Error(BaseModel):
+    """`components.schemas.Error` of the Kivox spec (the class name is the OpenAPI schema name)."""
 
     code: str = Field(description="Stable dot-notation error identifier, e.g. `resource.not_found`.")
     message: str = Field(description="Human-readable description of the error.")
@@ -24,6 +24,10 @@ class ErrorEnvelope(BaseModel):
     params: dict[str, Any] | None = Field(
         default=None, description="Named values used to render `message`, when the error has any."
     )
+
+
+# The name the code base uses for it.
+ErrorEnvelope = Error
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class Codes:
     UNSUPPORTED_MEDIA_TYPE = _register(
         "request.unsupported_media_type", 415, "The request body must be application/json."
     )
+    HEADERS_TOO_LARGE = _register(
+        "request.headers_too_large", 431, "The request headers exceed {limit} bytes."
+    )
+    MALFORMED_REQUEST = _register("request.malformed", 400, "The request is not a valid HTTP request.")
     METHOD_NOT_ALLOWED = _register("request.method_not_allowed", 405, "Method not allowed on this path.")
     ROUTE_NOT_FOUND = _register("request.route_not_found", 404, "No such endpoint.")
     CLIENT_UPGRADE_REQUIRED = _register(

@@ -25,9 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley_common import metrics
+from parley_common.apidocs import add_api_docs
 from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
 from parley_common.health import Readiness, ReadinessReport
 from parley_common.settings import CommonSettings
+from parley_common.telemetry import redact_span_urls
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +111,38 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class HeaderLimitMiddleware:
+    """Refuse a request whose header section exceeds `limit` bytes with 431 and the envelope.
+
+    HTTP servers bound headers each in their own way (the edge's Go parser answers in plain text,
+    uvicorn accepts megabytes), so every service draws the line itself, in the platform's shape.
+    A WebSocket upgrade gets the same HTTP answer through the ASGI `websocket.http.response`
+    extension where the server has it, a refused upgrade otherwise.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or header_bytes(scope) <= self.limit:
+            await self.app(scope, receive, send)
+            return
+        response = error_response(Codes.HEADERS_TOO_LARGE, params={"limit": self.limit})
+        if scope["type"] == "http":
+            await response(scope, receive, send)
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+            await send({"type": "websocket.http.response.start", "status": 431, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": Codes.HEADERS_TOO_LARGE.code})
+
+
+def header_bytes(scope: Scope) -> int:
+    """Size of the request's header lines as sent (`name: value\r\n` each)."""
+    return sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
 
 
 def _nul_response() -> JSONResponse:
@@ -219,7 +253,11 @@ def create_app(
         version=settings.api_version,
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # Our own Swagger UI below, from the installation; FastAPI's loads it from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    add_api_docs(app, openapi_url="/openapi.json", title=title)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(ParleyError, _parley_error_handler)
@@ -227,6 +265,7 @@ def create_app(
     app.middleware("http")(_client_version_gate(settings.min_client_version))
     app.middleware("http")(_access_log(settings.service_name))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(HeaderLimitMiddleware, limit=settings.max_header_bytes)
 
     checks = readiness or Readiness()
     app.state.readiness = checks
@@ -253,6 +292,9 @@ def create_app(
         app.include_router(router)
     # No span per WebSocket message: a turn's trace is built by the services' own spans.
     FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
+        app,
+        excluded_urls="healthz,readyz,metrics",
+        exclude_spans=["receive", "send"],
+        server_request_hook=redact_span_urls,  # `?token=…` of a WebSocket URL never stays on a span
     )
     return app

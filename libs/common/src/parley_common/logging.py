@@ -3,6 +3,11 @@
 Our own `structlog` loggers and the standard library's (uvicorn, FastStream, SQLAlchemy) go
 through the same processors, so every line of a service's log is one JSON object (or one
 readable console line with `PARLEY_LOG_JSON=false`).
+
+No credential reaches a log line: the last step before rendering is `parley_common.redact`
+(query strings such as uvicorn's `WebSocket /realtime?token=…`, Parley's key and token shapes,
+cookie and authorization values, secret-named fields, tracebacks included). Libraries that dump raw
+traffic or SQL parameters at DEBUG (frames, headers, rows) stay at INFO or WARNING whatever the level.
 """
 
 from __future__ import annotations
@@ -13,6 +18,22 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
+
+from parley_common.redact import redact_event
+
+# Loggers that print wire traffic or SQL parameters when enabled below their floor.
+_FLOORS = {
+    "websockets": logging.INFO,
+    "httpcore": logging.INFO,
+    # httpx's INFO line is every outgoing URL: a webhook's may carry an agent secret anywhere.
+    "httpx": logging.WARNING,
+    "hpack": logging.INFO,
+    "h11": logging.INFO,
+    "sqlalchemy.engine": logging.WARNING,
+    "sqlalchemy.pool": logging.WARNING,
+    "asyncpg": logging.INFO,
+    "aiosmtplib": logging.INFO,
+}
 
 
 def _add_trace_ids(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +64,7 @@ def setup_logging(service: str, level: str = "INFO", json_output: bool = True) -
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_event,
             renderer,
         ],
     )
@@ -51,6 +73,8 @@ def setup_logging(service: str, level: str = "INFO", json_output: bool = True) -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name, floor in _FLOORS.items():
+        logging.getLogger(name).setLevel(max(floor, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []  # propagate to the root handler instead
         logging.getLogger(name).propagate = True

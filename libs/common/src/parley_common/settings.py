@@ -48,6 +48,9 @@ class CommonSettings(BaseSettings):
     min_client_version: str = "0.1.0"
     # Upper bound for any HTTP request body; larger bodies get 413 with the envelope.
     max_body_bytes: int = 1_048_576
+    # Upper bound for the request's header section (names, values, separators); more gets 431 with
+    # the envelope, also on a WebSocket upgrade. The edge lets up to 1 MB through to say so.
+    max_header_bytes: int = 32_768
     bus_request_timeout_s: float = 2.0
     # Replicas of every JetStream stream Parley creates: 1 for a single NATS server (make run,
     # compose, the dev overlay), 3 on a clustered NATS so a lost server loses no session.

@@ -1,15 +1,85 @@
-"""OpenTelemetry setup: one tracer provider per process, OTLP export when configured."""
+"""OpenTelemetry setup: one tracer provider per process, OTLP export when configured.
+
+No credential leaves a process in a span: the HTTP/ASGI instrumentation's URL attributes are
+redacted as each server span starts (`redact_span_urls`, the hook `create_app` installs), and every
+exporter this module installs sees spans through `RedactingSpanExporter` (attributes, event
+attributes, names and status texts through `parley_common.redact`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Span, Status
 
+from parley_common.redact import redact_text, redact_url, redact_value
 from parley_common.settings import CommonSettings
 
 _configured = False
+# Attributes of the HTTP semantic conventions (old and new) that carry the query string.
+_URL_ATTRIBUTES = ("http.url", "http.target", "url.full")
+_QUERY_ATTRIBUTES = ("url.query",)
+
+
+def redact_span_urls(span: Span, _scope: dict[str, Any]) -> None:
+    """`server_request_hook` of the ASGI instrumentation: `?token=…` never stays on a span."""
+    if span is None or not span.is_recording():
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    for name in _URL_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str):
+            span.set_attribute(name, redact_url(value))
+    for name in _QUERY_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str):
+            span.set_attribute(name, redact_url(f"?{value}")[1:])
+
+
+def _redacted(span: ReadableSpan) -> ReadableSpan:
+    attributes = redact_value(dict(span.attributes or {}))
+    for name in _URL_ATTRIBUTES:
+        if isinstance(attributes.get(name), str):
+            attributes[name] = redact_url(attributes[name])
+    events = [Event(e.name, redact_value(dict(e.attributes or {})), e.timestamp) for e in span.events]
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, redact_text(status.description))
+    return ReadableSpan(
+        name=redact_text(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Exports through `inner` the spans with every credential shape replaced."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([_redacted(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
 
 
 def setup_telemetry(settings: CommonSettings, exporter: SpanExporter | None = None) -> TracerProvider:
@@ -19,7 +89,7 @@ def setup_telemetry(settings: CommonSettings, exporter: SpanExporter | None = No
     current = trace.get_tracer_provider()
     if _configured and isinstance(current, TracerProvider):
         if exporter is not None:
-            current.add_span_processor(BatchSpanProcessor(exporter))
+            current.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter)))
         return current
     provider = TracerProvider(resource=Resource.create({"service.name": f"parley-{settings.service_name}"}))
     if exporter is None and settings.otlp_endpoint:
@@ -27,7 +97,7 @@ def setup_telemetry(settings: CommonSettings, exporter: SpanExporter | None = No
 
         exporter = OTLPSpanExporter(endpoint=f"{settings.otlp_endpoint.rstrip('/')}/v1/traces")
     if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter)))
     trace.set_tracer_provider(provider)
     _configured = True
     return provider

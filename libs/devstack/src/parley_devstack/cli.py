@@ -9,10 +9,13 @@ schema starts while the migrations run; one with a schema right after its own) â
 With `--traces`, a local trace viewer (`parley_devstack.traceview`) starts before the services,
 every service exports its spans to it over OTLP, and the edge serves it at `/traces`.
 
-A child that dies while the platform runs is reported with the tail of its log, and the rest keeps
-running (the edge's /readyz names what is missing), like `docker compose up`; the final exit
-status is then 1. Ctrl-C or SIGTERM stops everything it started: services, then the edge, then
-the infrastructure. A second Ctrl-C skips the graceful wait.
+A child that dies while the platform runs is started again with exponential backoff
+(`parley_devstack.supervisor`): each exit and restart is printed and appended to
+`.parley/logs/supervisor.log`, and counted in `.parley/run.json`, which edge-meta serves as
+`parley_devstack_restarts_total{process}` on its /metrics. A child caught in a crash loop is left
+down with the tail of its log, the rest keeps running (the edge's /readyz names what is missing),
+and the final exit status is then 1. Ctrl-C or SIGTERM stops everything it started: services, then
+the edge, then the infrastructure. A second Ctrl-C skips the graceful wait.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from parley_devstack.servers import (
     stop_all,
     tail,
 )
+from parley_devstack.supervisor import Event, RestartPolicy, Supervisor
 
 DEFAULT_PORT = 8080
 DATABASE = "parley"
@@ -136,7 +140,15 @@ def fresh_log(path: Path) -> Path:
 
 
 class DevStack:
-    def __init__(self, home: Path, port: int, workers: int = 2, *, traces: bool = False) -> None:
+    def __init__(
+        self,
+        home: Path,
+        port: int,
+        workers: int = 2,
+        *,
+        traces: bool = False,
+        restart_policy: RestartPolicy | None = None,
+    ) -> None:
         self.home = home.resolve()
         self.port = port
         self.workers = workers
@@ -150,7 +162,7 @@ class DevStack:
         self.edge: list[ManagedProcess] = []
         self.specs: list[ServiceSpec] = []
         self.ports: dict[str, int] = {}
-        self.crashed: dict[str, int | None] = {}
+        self.supervisor = Supervisor(self._report, restart_policy)
         self._stop = threading.Event()
         self._signals = 0
         self._first_signal = 0.0
@@ -228,6 +240,7 @@ class DevStack:
             raise StartupError(f"port {self.port} is in use; choose another with --port or PARLEY_PORT")
         for sub in ("logs", "mail", "caddy"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
+        fresh_log(self.logs / "supervisor.log")
         env_secrets = load_secrets(self.home / "secrets.json")
 
         # Infrastructure: NATS and Valkey boot while initdb (first run only) works.
@@ -336,6 +349,8 @@ class DevStack:
                 **env,
                 "PARLEY_HTTP_PORT": str(self.ports["edge_meta"]),
                 "PARLEY_EDGE_PEERS": ",".join(f"{n}={u}" for n, u in peers.items()),
+                # Restart counts of the supervisor, served as parley_devstack_restarts_total.
+                "PARLEY_EDGE_RUN_STATE": str(self.home / "run.json"),
             },
             log_path=fresh_log(self.logs / "edge_meta.log"),
         )
@@ -349,6 +364,7 @@ class DevStack:
             port=self.port,
             upstreams=upstreams,
             fallback=upstreams["edge_meta"],
+            docs_url=env["PARLEY_DOCS_URL"],
             log_path=fresh_log(self.logs / "caddy.log"),
         )
         self.ports["caddy"] = self.port
@@ -434,6 +450,8 @@ class DevStack:
             "pid": os.getpid(),
             "url": self.url,
             "processes": {p.name: {"pid": p.pid, "port": self.ports.get(p.name)} for p in self.processes},
+            "restarts": self.supervisor.restarts,
+            "given_up": sorted(self.supervisor.given_up),
         }
         path = self.home / "run.json"
         path.with_suffix(".tmp").write_text(json.dumps(state, indent=2))
@@ -458,16 +476,39 @@ class DevStack:
     # ------------------------------------------------------------------------------ supervision
 
     def supervise(self) -> int:
-        while not self._stop.wait(0.5):
-            for proc in self.processes:
-                if proc.name not in self.crashed and not proc.alive():
-                    self.crashed[proc.name] = proc.returncode
-                    say(
-                        f"parley: {proc.name} exited unexpectedly (code {proc.returncode}); "
-                        f"last lines of {_rel(proc.log_path)}:\n{tail(proc.log_path, 20)}"
-                    )
-                    say(f"parley: the rest keeps running; {self.url}/readyz reports what is missing")
-        return 1 if self.crashed else 0
+        """Restart what dies until Ctrl-C; 1 if a process had to be given up (a crash loop)."""
+        self.supervisor.watch(self.processes)
+        self._record()
+        while not self._stop.wait(0.2):
+            if self.supervisor.tick():
+                self._record()
+        return 1 if self.supervisor.given_up else 0
+
+    def _report(self, name: str, event: Event) -> None:
+        proc = next(p for p in self.processes if p.name == name)
+        code = "?" if event.code is None else event.code
+        if event.kind == "exited":
+            why = f" ({event.detail})" if event.detail else ""
+            say(
+                f"parley: {name} exited unexpectedly (code {code}){why}; restarting it in "
+                f"{event.delay_s:g}s; last lines of {_rel(proc.log_path)}:\n{tail(proc.log_path, 20)}"
+            )
+        elif event.kind == "restarted":
+            say(f"parley: {name} restarted (pid {proc.pid}, restart {event.restarts})")
+        else:
+            policy = self.supervisor.policy
+            why = f"; last attempt: {event.detail}" if event.detail else ""
+            say(
+                f"parley: {name} is crash-looping ({policy.crash_loop_exits} exits within "
+                f"{policy.crash_loop_window_s:g}s, last code {code}{why}); giving up on it. "
+                f"Last lines of {_rel(proc.log_path)}:\n{tail(proc.log_path, 30)}"
+            )
+            say(f"parley: the rest keeps running; {self.url}/readyz reports what is missing")
+            self._record()
+        line = {"time": time.time(), "event": f"process.{event.kind}", "process": name, "code": event.code}
+        line.update(restarts=event.restarts, delay_s=event.delay_s, detail=event.detail)
+        with contextlib.suppress(OSError), (self.logs / "supervisor.log").open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
 
     def shutdown(self) -> None:
         if not any(p.proc is not None for p in [*self.processes, *self.migrations]):

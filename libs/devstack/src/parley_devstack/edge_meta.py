@@ -2,12 +2,16 @@
 
 A small process behind the edge (Caddy locally and in docker-compose), configured by env only:
 - `PARLEY_EDGE_PEERS`: comma-separated `name=http://host:port` list of the services behind the edge;
-- `PARLEY_HTTP_HOST` / `PARLEY_HTTP_PORT`: where it listens.
+- `PARLEY_HTTP_HOST` / `PARLEY_HTTP_PORT`: where it listens;
+- `PARLEY_EDGE_RUN_STATE` (set by `parley run` only): its `.parley/run.json`, whose restart counts
+  `/metrics` serves as `parley_devstack_restarts_total{process}`.
 
 `GET /readyz` is 200 only when every peer's `/readyz` is; `GET /openapi.json` merges the peers'
-documents into one OpenAPI 3.1 document; `GET /docs` is Swagger UI over it; `GET /errors` is
-docs/errors.md as HTML, the page every error envelope's `doc_url` points to. Anything else gets the
-404 error envelope, so the edge answers unknown paths in the same shape as every service.
+documents into one OpenAPI 3.1 document; `GET /docs` is Swagger UI over it, its assets served from
+the installation (`/docs/assets/*`, no CDN); `GET /errors` is docs/errors.md as HTML, the page every
+error envelope's `doc_url` points to; `GET /metrics` is for Prometheus (the edge never routes it
+here). Anything else gets the 404 error envelope, so the edge
+answers unknown paths in the same shape as every service.
 
 Run: `python -m parley_devstack.edge_meta`.
 """
@@ -15,7 +19,8 @@ Run: `python -m parley_devstack.edge_meta`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,14 +28,17 @@ from typing import Any
 import httpx
 import markdown
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from parley_common.apidocs import add_api_docs
 from parley_common.errors import Codes
-from parley_common.http import error_response
+from parley_common.http import HeaderLimitMiddleware, error_response
 from parley_common.settings import CommonSettings
 
 READY = "ready"
@@ -46,6 +54,8 @@ class EdgeMetaSettings(CommonSettings):
     edge_peer_timeout_s: float = 2.0
     # The error reference served at /errors (relative paths are resolved from the working dir).
     edge_errors_doc: Path = Path("docs/errors.md")
+    # `.parley/run.json` of `parley run`, for its restart counts; unset elsewhere.
+    edge_run_state: Path | None = None
 
     @field_validator("edge_peers")
     @classmethod
@@ -126,6 +136,26 @@ def merge_openapi(docs: list[dict[str, Any]], *, title: str, version: str) -> di
     return merged
 
 
+class RestartsCollector(Collector):
+    """`parley_devstack_restarts_total{process}`: how often `parley run` restarted each process,
+    read from its run.json at scrape time (the supervisor is another process)."""
+
+    def __init__(self, run_state: Path) -> None:
+        self.run_state = run_state
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        help_text = "Processes restarted by parley run after they died."
+        family = CounterMetricFamily("parley_devstack_restarts", help_text, labels=["process"])
+        try:
+            restarts = json.loads(self.run_state.read_text()).get("restarts") or {}
+        except (OSError, ValueError, AttributeError):
+            restarts = {}
+        for name, count in sorted(restarts.items()):
+            if isinstance(count, int):
+                family.add_metric([str(name)], count)
+        yield family
+
+
 def build_app(
     settings: EdgeMetaSettings | None = None, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
@@ -142,6 +172,8 @@ def build_app(
 
     # Our own /openapi.json and /docs replace FastAPI's: this app documents the platform, not itself.
     app = FastAPI(title="Parley edge", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+
+    app.add_middleware(HeaderLimitMiddleware, limit=settings.max_header_bytes)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -164,6 +196,14 @@ def build_app(
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": READY, "services": services})
 
+    registry = CollectorRegistry()
+    if settings.edge_run_state is not None:
+        registry.register(RestartsCollector(settings.edge_run_state))
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/openapi.json")
     async def openapi() -> JSONResponse:
         docs = await asyncio.gather(*(_peer_openapi(client, url) for url in peers.values()))
@@ -176,9 +216,7 @@ def build_app(
             merged["info"]["x-parley-unavailable"] = missing
         return JSONResponse(merged)
 
-    @app.get("/docs")
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Parley API")
+    add_api_docs(app, openapi_url="/openapi.json", title="Parley API")
 
     errors_page = render_errors_page(settings.edge_errors_doc)
 

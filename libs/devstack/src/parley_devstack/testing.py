@@ -14,6 +14,7 @@ the end, so concurrent or repeated runs never see each other's rows.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -148,3 +149,12 @@ def infra() -> Iterator[Infra]:
         yield Infra(
             nats_url=urls["nats"], redis_url=urls["redis"], database_url=with_database(server_url, name)
         )
+
+
+_PAGE_URL = re.compile(r"""(?:\b(?:src|href)\s*=\s*|\burl\s*:\s*)["']([^"']+)["']""")
+
+
+def page_urls(html: str) -> list[str]:
+    """Every URL an HTML page loads or points at: `src=`/`href=` attributes and `url:` settings of
+    inline scripts (Swagger UI's document URL)."""
+    return _PAGE_URL.findall(html)

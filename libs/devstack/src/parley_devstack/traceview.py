@@ -7,7 +7,7 @@ counts, oldest evicted first) and forgets everything when it stops. Endpoints:
   (`application/x-protobuf`, what the services' exporter sends) or OTLP/JSON (`application/json`);
   gzip bodies are accepted.
 - `GET /traces`: the recent traces (root span, service, start, duration, span count);
-  `GET /traces.json`: the same list as JSON (`TraceSummary`, newest first).
+  `GET /traces.json`: the same list as JSON (`TraceSummary`, newest first; `?limit=`, 200 by default).
 - `GET /traces/{trace_id}`: one trace as a tree of spans, with attributes and events.
 - `GET /traces/{trace_id}.json`: the same tree as JSON (`TraceTree`).
 
@@ -23,9 +23,9 @@ import json
 import re
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -350,8 +350,8 @@ def build_app(settings: TraceViewSettings | None = None) -> FastAPI:
         return _page(summaries=store.summaries(), store=store)
 
     @app.get("/traces.json")
-    async def traces_json() -> list[TraceSummary]:
-        return store.summaries()
+    async def traces_json(limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> list[TraceSummary]:
+        return store.summaries(limit)
 
     # Before `/traces/{trace_id}`, which would otherwise take `<id>.json` as an id.
     @app.get("/traces/{trace_id}.json")

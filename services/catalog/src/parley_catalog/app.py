@@ -26,14 +26,15 @@ from parley_common.authenticator import install_authenticator
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, sqlalchemy_check
 from parley_common.http import create_app
+from parley_common.netguard import guarded_client
 from parley_common.subjects import health_ping
 
 log = structlog.get_logger(__name__)
 
 
-def _webhook_client() -> httpx.AsyncClient:
-    # No redirects (one could lead past the address guard), no proxy settings from the environment.
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+def _webhook_client(settings: CatalogSettings) -> httpx.AsyncClient:
+    # The address guard on every connection, unless the setting allows private destinations.
+    return guarded_client(lambda: not settings.catalog_tools_allow_private)
 
 
 def build_app(settings: CatalogSettings | None = None) -> FastAPI:
@@ -49,7 +50,7 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
             broker, cache_ttl_s=settings.catalog_auth_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
         ),
         box=SecretBox(settings.catalog_secret_key),
-        http=_webhook_client(),
+        http=_webhook_client(settings),
     )
     handlers.register(broker, ctx)
     consumer = ConversationConsumer(settings, db)
@@ -68,7 +69,7 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
         if settings.catalog_secret_key == DEV_SECRET_KEY and settings.environment != "development":
             log.warning("catalog.dev_secret_key", hint="set PARLEY_CATALOG_SECRET_KEY")
         if ctx.http.is_closed:  # a restarted lifespan (the previous one closed it)
-            ctx.http = _webhook_client()
+            ctx.http = _webhook_client(settings)
         await broker.start()
         try:
             await consumer.start(broker.connection)

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
+from parley_common.netguard import guarded_client
 from parley_common.subjects import health_ping
 from parley_runtime.agents import AgentCache
 from parley_runtime.llm import LLMRegistry, LLMSettings
@@ -82,7 +82,8 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
                 max_bytes=settings.runtime_max_state_bytes,
             ),
             agents=agents,
-            http=httpx.AsyncClient(),
+            # Webhook calls: the address guard unless the setting allows private destinations.
+            http=guarded_client(lambda: not settings.runtime_webhook_allow_private),
             llm=llm,
             token=f"{name}-{os.getpid()}-{secrets.token_hex(6)}",
         )

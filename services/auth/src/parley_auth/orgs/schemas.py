@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -18,6 +19,11 @@ OrgName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, 
 Description = Annotated[str, Field(max_length=2000)]
 
 
+class OrgTier(StrEnum):
+    FREE = "free"
+    ENTERPRISE = "enterprise"
+
+
 class Org(BaseModel):
     id: UUID
     created_by: UUID | None = None
@@ -25,7 +31,7 @@ class Org(BaseModel):
     description: str | None = None
     avatar_url: str | None = None
     slug: str
-    tier: Literal["free", "enterprise"]
+    tier: OrgTier
     created_at: datetime
     updated_at: datetime
 

@@ -180,16 +180,19 @@ async def update_agent_status(
         "Useful for pre-save validation in the editor."
     ),
     response_model_exclude_none=True,
+    # The contract's body is a `LintAgentRequest` and required; an empty body or `{}` (lint the
+    # saved blueprint) is still accepted.
+    openapi_extra={"requestBody": {"required": True}},
 )
 async def lint_agent(
     agent_id: AgentID,
     ctx: Ctx,
     db: Db,
     principal: AgentsReader,
-    body: Annotated[schemas.LintAgentRequest | None, Body()] = None,
+    body: Annotated[schemas.LintAgentRequest, Body(default_factory=schemas.LintAgentRequest)],
 ) -> schemas.AgentLintDiagnostics:
     agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
-    blueprint = body.blueprint if body and body.blueprint else Blueprint.model_validate(agent.blueprint)
+    blueprint = body.blueprint if body.blueprint else Blueprint.model_validate(agent.blueprint)
     diagnostics = await service.lint_agent_blueprint(db, agent, blueprint)
     return schemas.AgentLintDiagnostics(
         errors=[d.render() for d in diagnostics],

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from parley_catalog.jsonsafe import ensure_clean
 from parley_common.blueprint import Blueprint
@@ -82,6 +82,13 @@ class UpdateAgentStatusRequest(BaseModel):
 
 class LintAgentRequest(BaseModel):
     blueprint: CleanBlueprint | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_empty(cls, data: Any) -> Any:
+        # A `null` body lints the saved blueprint, as an empty one does (clients sent it before the
+        # body was a required `LintAgentRequest`).
+        return {} if data is None else data
 
 
 class LintDiagnostic(BaseModel):

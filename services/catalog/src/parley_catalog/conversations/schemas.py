@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from enum import StrEnum
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from parley_common.conversation_contract import ConversationEndReason, MessageRole
+from parley_common.conversation_contract import ConversationEndReason, ConversationMessageRole
 
 NEXT_CURSOR = "Pass as `after` to get the next page; empty when `has_more` is false."
+
+
+class ConversationStatus(StrEnum):
+    ACTIVE = "active"
+    ENDED = "ended"
 
 
 class Conversation(BaseModel):
     id: UUID
     agent_id: UUID
-    status: Literal["active", "ended"]
+    status: ConversationStatus
     summary: str | None = None
     started_at: datetime
     ended_at: datetime | None = None
@@ -26,7 +31,7 @@ class Conversation(BaseModel):
 class ConversationMessage(BaseModel):
     id: UUID
     conversation_id: UUID
-    role: MessageRole
+    role: ConversationMessageRole
     content: str
     created_at: datetime
 

@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from parley_catalog.jsonsafe import ensure_clean
 from parley_catalog.settings import CatalogSettings
-from parley_catalog.tools.guard import BlockedDestination, vet
 from parley_common.catalog_contract import ToolResult
 from parley_common.errors import Codes, ErrorCode
+from parley_common.netguard import BlockedDestination
+from parley_common.redact import redact_text
 
 log = structlog.get_logger(__name__)
 
@@ -50,19 +51,6 @@ def failure(code: ErrorCode, error: str, *, data: Any = None) -> ToolResult:
 async def execute(client: httpx.AsyncClient, call: WebhookCall, settings: CatalogSettings) -> ToolResult:
     url = httpx.URL(call.url)
     headers = {"User-Agent": "parley-catalog", "X-Parley-Tool": call.name, **call.headers}
-    extensions: dict[str, Any] = {}
-    if not settings.catalog_tools_allow_private:
-        try:
-            destination = await vet(url.host, url.port or (443 if url.scheme == "https" else 80))
-        except BlockedDestination as exc:
-            return failure(
-                Codes.TOOL_DESTINATION_BLOCKED,
-                Codes.TOOL_DESTINATION_BLOCKED.message.format(host=exc.host, reason=exc.reason),
-            )
-        # Connect to the vetted address; the name stays in Host and in TLS SNI/certificate checks.
-        headers["Host"] = url.netloc.decode("ascii")
-        extensions["sni_hostname"] = url.host
-        url = url.copy_with(host=destination.address)
     params: dict[str, str] | None = None
     body: bytes | None = None
     if call.method in ("GET", "DELETE"):
@@ -75,7 +63,7 @@ async def execute(client: httpx.AsyncClient, call: WebhookCall, settings: Catalo
     for attempt in range(attempts):
         if attempt:
             await asyncio.sleep(settings.catalog_tools_retry_backoff_s * 2 ** (attempt - 1))
-        result, retryable = await _attempt(client, call, url, params, body, headers, extensions, settings)
+        result, retryable = await _attempt(client, call, url, params, body, headers, settings)
         if not retryable:
             break
         log.info("catalog.tool_retry", tool=call.name, attempt=attempt + 1, code=result.code)
@@ -89,7 +77,6 @@ async def _attempt(
     params: dict[str, str] | None,
     body: bytes | None,
     headers: dict[str, str],
-    extensions: dict[str, Any],
     settings: CatalogSettings,
 ) -> tuple[ToolResult, bool]:
     """One request; (result, worth retrying)."""
@@ -101,7 +88,6 @@ async def _attempt(
         content=body,
         headers=headers,
         timeout=httpx.Timeout(call.timeout_s),
-        extensions=extensions,
     )
     try:
         # The overall deadline also bounds a server that drips its body slowly.
@@ -111,13 +97,16 @@ async def _attempt(
                 content = await _read_limited(response, limit)
             finally:
                 await response.aclose()
+    except BlockedDestination as exc:
+        message = Codes.TOOL_DESTINATION_BLOCKED.message.format(host=exc.host, reason=exc.reason)
+        return failure(Codes.TOOL_DESTINATION_BLOCKED, message), False
     except (TimeoutError, httpx.TimeoutException):
         return failure(Codes.TOOL_WEBHOOK_TIMEOUT, Codes.TOOL_WEBHOOK_TIMEOUT.message), True
     except _TooLarge:
         message = Codes.TOOL_RESPONSE_TOO_LARGE.message.format(limit=limit)
         return failure(Codes.TOOL_RESPONSE_TOO_LARGE, message), False
     except httpx.HTTPError as exc:
-        detail = f"{type(exc).__name__}: {exc}"[:300]
+        detail = f"{type(exc).__name__}: {redact_text(str(exc))}"[:300]
         return failure(Codes.TOOL_WEBHOOK_FAILED, f"The webhook call failed: {detail}"), True
     data = _decode(content, response.headers.get("content-type", ""))
     if not response.is_success:

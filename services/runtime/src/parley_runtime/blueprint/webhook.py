@@ -1,34 +1,22 @@
 """FUNCTION.WEBHOOK: one HTTP call with the node's timeout, its response bounded in size.
 
-Unless `PARLEY_RUNTIME_WEBHOOK_ALLOW_PRIVATE` is set, destinations that resolve to loopback,
-private, link-local, multicast or reserved addresses are refused (an agent author must not be able
-to reach the platform's own network), and redirects are not followed for the same reason.
+The client is `parley_common.netguard.guarded_client`: unless `PARLEY_RUNTIME_WEBHOOK_ALLOW_PRIVATE`
+is set, destinations that resolve to loopback, private, link-local, multicast or reserved addresses
+are refused (an agent author must not be able to reach the platform's own network), checked on the
+very address the connection goes to; redirects are not followed for the same reason.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import json
-import socket
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from parley_common.netguard import BlockedDestination
+from parley_common.redact import redact_text
 from parley_runtime.blueprint.interpreter import WebhookCall, WebhookResult
-
-
-async def _blocked_reason(host: str) -> str | None:
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"cannot resolve {host}: {exc}"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            return f"{host} resolves to the non-public address {address}"
-    return None
 
 
 def _parse(body: bytes, content_type: str) -> Any:
@@ -41,16 +29,11 @@ def _parse(body: bytes, content_type: str) -> Any:
     return text
 
 
-async def call_webhook(
-    client: httpx.AsyncClient, call: WebhookCall, *, allow_private: bool, max_bytes: int
-) -> WebhookResult:
+async def call_webhook(client: httpx.AsyncClient, call: WebhookCall, *, max_bytes: int) -> WebhookResult:
     parts = urlsplit(call.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return WebhookResult(ok=False, error=f"not an http(s) URL: {call.url[:200]!r}")
-    if not allow_private:
-        reason = await _blocked_reason(parts.hostname)
-        if reason is not None:
-            return WebhookResult(ok=False, error=reason)
+        # Not the URL itself: its rendered template may hold the agent's secrets.
+        return WebhookResult(ok=False, error=f"not an http(s) URL (scheme {parts.scheme[:20]!r})")
     headers = dict(call.headers)
     content: str | None = None
     payload: Any = None
@@ -85,7 +68,9 @@ async def call_webhook(
             if not response.is_success:
                 return WebhookResult(ok=False, value=value, error=f"HTTP {response.status_code}")
             return WebhookResult(ok=True, value=value)
+    except BlockedDestination as exc:
+        return WebhookResult(ok=False, error=f"blocked destination {exc.host}: {exc.reason}")
     except httpx.TimeoutException:
         return WebhookResult(ok=False, error=f"no answer within {call.timeout_s:g} s")
     except httpx.HTTPError as exc:
-        return WebhookResult(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+        return WebhookResult(ok=False, error=f"{type(exc).__name__}: {redact_text(str(exc))}"[:500])

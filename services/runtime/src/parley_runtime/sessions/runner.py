@@ -593,7 +593,6 @@ class _TurnIO:
             return await call_webhook(
                 self.runner.deps.http,
                 call,
-                allow_private=settings.runtime_webhook_allow_private,
                 max_bytes=settings.runtime_webhook_max_response_bytes,
             )
 

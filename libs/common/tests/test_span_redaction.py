@@ -1,0 +1,73 @@
+"""No credential leaves a process in a span: the server span of a WebSocket opened with
+`?token=…` is redacted where it is made, and every exporter Parley installs redacts what it sends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+from fastapi import APIRouter, WebSocket
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from websockets.asyncio.client import connect
+
+from parley_common.http import create_app
+from parley_common.settings import CommonSettings
+from parley_common.telemetry import RedactingSpanExporter, setup_telemetry
+
+KEY = "sk_live_" + "Zx9Yw8Vu" * 5
+RESET = "plain-reset-token-0123456789abcdefghij"
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[int]:
+    router = APIRouter()
+
+    @router.websocket("/realtime")
+    async def ws(socket: WebSocket) -> None:
+        await socket.accept()
+        await socket.send_text("hi")
+        await socket.close()
+
+    app = create_app(CommonSettings(), title="t", routers=[router])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    await task
+
+
+async def test_websocket_server_span_has_no_token(served: int) -> None:
+    exporter = InMemorySpanExporter()
+    provider = setup_telemetry(CommonSettings())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # sees spans as made, not redacted again
+    async with connect(f"ws://127.0.0.1:{served}/realtime?token={KEY}&resume=c1") as ws:
+        assert await ws.recv() == "hi"
+    spans = [s for s in exporter.get_finished_spans() if "realtime" in s.name]
+    assert spans, [s.name for s in exporter.get_finished_spans()]
+    for span in spans:
+        text = repr(dict(span.attributes or {})) + span.name
+        assert KEY not in text, text
+    urls = [str(s.attributes["http.url"]) for s in spans if s.attributes and "http.url" in s.attributes]
+    assert urls and all("?token=[redacted]&resume=c1" in url for url in urls)  # the rest stays
+
+
+def test_exporter_redacts_attributes_events_and_status() -> None:
+    sink = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(RedactingSpanExporter(sink)))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("webhook", attributes={"url": f"http://crm/x?apikey={RESET}"}) as span:
+        span.add_event("request", {"authorization": f"Bearer {RESET}", "key": KEY})
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"failed for password={RESET}"))
+    (exported,) = sink.get_finished_spans()
+    text = repr(dict(exported.attributes or {})) + repr([dict(e.attributes or {}) for e in exported.events])
+    text += exported.status.description or ""
+    assert RESET not in text and KEY not in text, text
+    assert exported.context == span.get_span_context()  # the same span, only its texts changed
