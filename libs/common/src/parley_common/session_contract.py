@@ -229,6 +229,11 @@ class InputCancel(_Input):
 
 class InputEnd(_Input):
     type: Literal["end"] = "end"
+    # `client_end`: the client sent `end`. `user_exit`: the credential the connection was opened
+    # with was revoked (logout, key revoked, password reset, account deleted): the gateway ended it.
+    reason: Literal[ConversationEndReason.CLIENT_END, ConversationEndReason.USER_EXIT] = (
+        ConversationEndReason.CLIENT_END
+    )
 
 
 class ClientConnected(_Input):
