@@ -36,7 +36,7 @@ def test_a_revoked_key_revokes_itself_and_the_client_tokens_it_minted_only() -> 
 
 
 def test_user_wide_events_revoke_the_kinds_they_name_of_that_user_only() -> None:
-    alice = {kind: principal(kind, ALICE, KEY if kind is CredentialKind.CLIENT_TOKEN else None) for kind in CredentialKind}
+    alice = {kind: principal(kind, ALICE, KEY if kind == "client_token" else None) for kind in CredentialKind}
     bob_cookie = principal(CredentialKind.SESSION, BOB)
     logout_everywhere = event(user_id=ALICE, user_kinds=[CredentialKind.SESSION])
     assert logout_everywhere.revokes(alice[CredentialKind.SESSION])

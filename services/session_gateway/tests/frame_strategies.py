@@ -56,7 +56,9 @@ def _depth(value: Any) -> int:
 
 # Any JSON value the gateway accepts as such (well within its nesting limit).
 json_values = st.recursive(
-    _leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(clean_text, inner, max_size=3), max_leaves=8
+    _leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(clean_text, inner, max_size=3),
+    max_leaves=8,
 ).filter(lambda v: _depth(v) <= 6)
 # Extra fields next to the known ones (ignored by the gateway when they are clean).
 extra_fields = st.dictionaries(clean_text.filter(lambda k: k not in ("type", "id")), json_values, max_size=3)
@@ -87,7 +89,7 @@ def not_an_object(draw: st.DrawFn) -> Case:
         value = draw(json_values.filter(lambda v: not isinstance(v, dict)))
         return Case(json.dumps(value), INVALID_JSON, "a JSON value that is not an object")
     literal = draw(st.sampled_from(["NaN", "Infinity", "-Infinity"]))
-    return Case('{"type": "input_text", "text": %s}' % literal, INVALID_JSON, f"the {literal} literal")
+    return Case(f'{{"type": "input_text", "text": {literal}}}', INVALID_JSON, f"the {literal} literal")
 
 
 @st.composite
@@ -134,17 +136,19 @@ def chat_missing_or_mistyped(draw: st.DrawFn) -> Case:
     extra = draw(
         extra_fields.map(lambda e: {k: v for k, v in e.items() if k not in ("content", "artifacts", "token")})
     )
+    not_a_list = draw(_not_a_string().filter(lambda v: not isinstance(v, list) and v is not None))
+    not_an_object = draw(_not_a_string().filter(lambda v: not isinstance(v, dict)))
     shapes: list[dict[str, Any]] = [
         {"type": "message"},
         {"type": "message", "content": draw(_not_a_string())},
         {"type": "message", "content": draw(_blank)},
-        {"type": "message", "content": "hi", "artifacts": draw(_not_a_string().filter(lambda v: not isinstance(v, list) and v is not None))},
-        {"type": "message", "content": "hi", "artifacts": [draw(_not_a_string().filter(lambda v: not isinstance(v, dict)))]},
+        {"type": "message", "content": "hi", "artifacts": not_a_list},
+        {"type": "message", "content": "hi", "artifacts": [not_an_object]},
         {"type": "message", "content": "hi", "id": draw(_not_a_string().filter(lambda v: v is not None))},
         {"type": "token-refresh"},
         {"type": "token-refresh", "token": draw(_not_a_string())},
         {"type": "token-refresh", "token": ""},
-    ]  # fmt: skip
+    ]
     fields = draw(st.sampled_from(shapes))
     return Case(_frame(fields, extra), INVALID_FRAME, f"{fields['type']} with a bad field")
 

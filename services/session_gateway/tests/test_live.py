@@ -58,9 +58,10 @@ async def test_an_event_ends_exactly_the_connections_it_revokes() -> None:
     assert len(live) == 2
 
     # Bob's logout everywhere ends nothing of Alice's (and Bob has no cookie connection).
-    await live.on_revoked(RevokedEvent(user_id=BOB, user_kinds=[CredentialKind.SESSION], at=datetime.now(UTC)))
+    sessions = [CredentialKind.SESSION]
+    await live.on_revoked(RevokedEvent(user_id=BOB, user_kinds=sessions, at=datetime.now(UTC)))
     assert set(closed.codes) == {"key", "token", "chat"}
-    await live.on_revoked(RevokedEvent(user_id=ALICE, user_kinds=[CredentialKind.SESSION], at=datetime.now(UTC)))
+    await live.on_revoked(RevokedEvent(user_id=ALICE, user_kinds=sessions, at=datetime.now(UTC)))
     assert "cookie" in closed.codes and "bob" not in closed.codes and len(live) == 1
 
 
