@@ -15,6 +15,7 @@ import asyncio
 import json
 from typing import Any
 
+import nats
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -29,9 +30,12 @@ from tests.e2e.test_realtime import (
     signup,
     stack,  # noqa: F401 - the module-scoped fixture: this module gets a stack of its own
     text_of,
+    transcript,
 )
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from parley_common import subjects
 
 from .frame_strategies import Case, chat_cases, kivox_cases
 
@@ -164,3 +168,38 @@ async def test_an_overlong_credential_is_refused_as_unauthenticated(stack: Stack
     # Nothing of that reached the gateway's log as a failure.
     log = (stack.logs / "gateway.log").read_text()
     assert "handshake_failed" not in log and "chat.open_failed" not in log and "Traceback" not in log
+
+
+async def test_garbage_on_a_session_input_subject_is_skipped_by_the_runtime(stack: Stack) -> None:  # noqa: F811
+    """The runtime's side of client input (`session.<id>.in`, read by its input feed): whatever
+    lands there that is not a valid input, from whichever publisher, is logged and skipped; the
+    session goes on, and nothing of it reaches the transcript."""
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    stamp = {"at": "2026-01-01T00:00:00Z", "connection_id": "rogue"}
+    garbage = [
+        b"not json",
+        b"[" * 5000,
+        b"\xff\xfe\x00",
+        json.dumps({"input": {**stamp, "type": "input_text", "text": "\ud800"}}).encode(),  # escaped
+        json.dumps({"input": {**stamp, "type": "input_text", "text": "a\x00b"}}).encode(),
+        json.dumps({"input": {**stamp, "type": "shout"}}).encode(),
+        json.dumps({"input": {**stamp, "type": "end", "reason": "timeout"}}).encode(),
+        json.dumps({"input": {**stamp, "type": "input_text", "text": 1e308}}).encode(),
+    ]
+    nc = await nats.connect(stack.env["NATS_URL"])
+    try:
+        async with session(stack, agent, cookie=user.cookie) as s:
+            await s.until("turn_complete")
+            for payload in garbage:
+                await nc.jetstream().publish(subjects.session_in(s.conversation_id), payload)
+            assert text_of(await s.say("still there?")) == 'You said: "still there?".'
+            await s.send({"type": "end"})
+            assert await s.closed() == "client_end"
+    finally:
+        await nc.close()
+    conv = await transcript(stack, user, s.conversation_id)
+    assert conv["end_reason"] == "client_end"
+    assert [m for m in conv["messages"] if m[0] == "user"] == [("user", "still there?")]
+    logs = "".join((stack.logs / f"runtime-{n}.log").read_text() for n in (1, 2))
+    assert logs.count("session.bad_input") >= len(garbage) and "session.crashed" not in logs
