@@ -20,7 +20,7 @@ import json
 import math
 from typing import Any, Literal
 
-MAX_DEPTH = 32  # objects and arrays inside each other; client frames need 3 (chat artifacts 18)
+MAX_DEPTH = 32  # objects and arrays inside each other: Kivox frames are flat, chat artifacts reach 18
 MAX_INT_DIGITS = 100  # longer integers are "out of range" (Python refuses > 4300 digits anyway)
 
 Problem = Literal["json", "depth", "value"]
