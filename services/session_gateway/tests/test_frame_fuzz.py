@@ -31,7 +31,7 @@ FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
 # JSON text with any code point (lone surrogates and NUL included, as escapes), any number (NaN,
 # infinities and huge integers too), and nesting from none to far past the limit. Built as text:
 # the deepest values would exhaust `json.dumps` itself.
-_any_text = st.text(max_size=30)
+_any_text = st.text(st.characters(exclude_categories=[]), max_size=30)  # surrogates too (Cs)
 _leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), _any_text).map(json.dumps)
 
 
@@ -52,9 +52,10 @@ _json = st.recursive(
     ),
 )
 _types = st.sampled_from(["input_text", "handshake", "cancel", "message", "token-refresh"]) | _any_text
-_typed = st.tuples(_types, st.lists(st.tuples(_any_text, _json), max_size=5)).map(
-    lambda t: _object([("type", json.dumps(t[0])), ("text", '"hi"'), ("content", '"hi"'), *t[1]])
-)
+# A known type with any value in its text field (`text`, `content`) and any other fields.
+_typed = st.tuples(
+    _types, _json | _any_text.map(json.dumps), st.lists(st.tuples(_any_text, _json), max_size=4)
+).map(lambda t: _object([("type", json.dumps(t[0])), ("text", t[1]), ("content", t[1]), *t[2]]))
 _frames = st.one_of(_any_text, _json, _typed)
 
 
