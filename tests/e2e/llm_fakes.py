@@ -22,5 +22,6 @@ if _NAME not in sys.modules:
 
 _fakes = sys.modules[_NAME]
 FakeAnthropic = _fakes.FakeAnthropic
+Pause = _fakes.Pause
 anthropic_text = _fakes.anthropic_text
 anthropic_tool_use = _fakes.anthropic_tool_use

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
+import httpx
 import pytest
 from faststream.nats import NatsBroker
 
 from parley_auth.settings import AuthSettings
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
-from parley_common.auth_contract import CredentialKind, MemberRole, VerifyReply
+from parley_common.auth_contract import CredentialKind, MemberRole, Principal, RevokedEvent, VerifyReply
 from parley_common.bus import make_broker
 from parley_common.errors import ParleyError
 from parley_common.settings import CommonSettings
 
-from .support import Accounts
+from .support import Accounts, mail_files, new_client
 
 
 @pytest.fixture
@@ -105,3 +109,94 @@ async def test_revocation_visible_within_one_second(
     await _rejected_within(auth, key, 1.0)
     assert (await user.client.delete("/auth/sessions/me")).status_code == 204
     await _rejected_within(auth, session, 1.0)
+
+
+async def test_each_revocation_event_says_what_it_revokes(
+    accounts: Accounts, peer: tuple[NatsBroker, AuthClient], auth_settings: AuthSettings
+) -> None:
+    """What the session gateway matches open connections against (`RevokedEvent.revokes`), for
+    every way a credential is revoked, with another user's credentials never matched."""
+    _, auth = peer
+    events: list[RevokedEvent] = []
+
+    async def record(event: RevokedEvent) -> None:
+        events.append(event)
+
+    auth.on_revoked(record)
+
+    async def after(action: Awaitable[httpx.Response]) -> RevokedEvent:
+        seen = len(events)
+        resp = await action
+        assert resp.status_code == 204, resp.text
+        deadline = time.monotonic() + 2.0
+        while len(events) == seen:
+            assert time.monotonic() < deadline, "no revocation event"
+            await asyncio.sleep(0.01)
+        return events[seen]
+
+    async def mint(key: str) -> str:
+        async with new_client(accounts.app, headers={"Authorization": f"Bearer {key}"}) as keyed:
+            resp = await keyed.post("/chat/tokens", json={"workflow_id": "wf"})
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["token"])
+
+    async def login(user: Any) -> tuple[httpx.AsyncClient, Principal]:
+        client = new_client(accounts.app)
+        accounts.clients.append(client)
+        resp = await client.post("/auth/sessions", json={"email": user.email, "password": user.password})
+        assert resp.status_code == 201, resp.text
+        return client, await auth.verify(client.cookies["kivox_session"])
+
+    alice, bob = await accounts.create("alice"), await accounts.create("bob")
+    bob_key = await bob.api_key()
+    bystanders = [await auth.verify(bob.client.cookies["kivox_session"]), await auth.verify(bob_key)]
+    bystanders.append(await auth.verify(await mint(bob_key)))
+
+    # An API key: itself and every client token it minted.
+    key = await alice.api_key()
+    keys = (await alice.client.get("/auth/api-keys")).json()
+    key_p, token_p = await auth.verify(key), await auth.verify(await mint(key))
+    assert token_p.api_key_id == key_p.credential_id
+    cookie_p = await auth.verify(alice.client.cookies["kivox_session"])
+    revoked = await after(alice.client.delete(f"/auth/api-keys/{keys[0]['id']}"))
+    assert revoked.revokes(key_p) and revoked.revokes(token_p) and not revoked.revokes(cookie_p)
+
+    # One logout: that session only.
+    other_client, other_p = await login(alice)
+    revoked = await after(other_client.delete("/auth/sessions/me"))
+    assert revoked.revokes(other_p) and not revoked.revokes(cookie_p)
+
+    # Logging out everywhere: every session of the user, not their keys or tokens.
+    key = await alice.api_key()
+    key_p, token_p = await auth.verify(key), await auth.verify(await mint(key))
+    third_client, third_p = await login(alice)
+    revoked = await after(third_client.delete("/auth/sessions"))
+    assert revoked.revokes(cookie_p) and revoked.revokes(third_p)
+    assert not revoked.revokes(key_p) and not revoked.revokes(token_p)
+
+    # A password reset: every session, not the keys.
+    _, fourth_p = await login(alice)
+    async with new_client(accounts.app) as anon:
+        assert (await anon.post("/auth/password/recover", json={"email": alice.email})).status_code == 204
+        deadline = time.monotonic() + 5
+        while not (
+            mails := [p for p in mail_files(auth_settings.auth_mail_dir) if alice.email in p.read_text()]
+        ):
+            assert time.monotonic() < deadline, "no reset mail"
+            await asyncio.sleep(0.05)
+        body = email.message_from_bytes(mails[-1].read_bytes()).get_payload(decode=True)
+        assert isinstance(body, bytes)
+        reset_token = re.search(r"token=([\w-]+)", body.decode()).group(1)  # type: ignore[union-attr]
+        revoked = await after(
+            anon.post("/auth/password/reset", json={"token": reset_token, "password": "new secret!"})
+        )
+    assert revoked.revokes(fourth_p) and not revoked.revokes(key_p) and not revoked.revokes(token_p)
+
+    # Deleting the account: every credential of every kind.
+    alice.password = "new secret!"
+    fifth_client, fifth_p = await login(alice)
+    revoked = await after(fifth_client.delete("/users/me"))
+    assert revoked.revokes(fifth_p) and revoked.revokes(key_p) and revoked.revokes(token_p)
+
+    for event in events:
+        assert not any(event.revokes(p) for p in bystanders), event

@@ -115,6 +115,10 @@ async def test_expiry_revocation_and_forgery(accounts: Accounts, auth_app: FastA
         return "ok"
 
     assert await verify(first) == "ok"
+    async with ctx.db.sessions() as db:
+        minted = await verify_credential(db, ctx.settings, first)
+    key_id = (await user.client.get("/auth/api-keys")).json()[0]["id"]
+    assert str(minted.api_key_id) == key_id  # what a revocation of the key is matched against
     # Expired in the ledger (the JWT's own exp is covered by forging one below).
     jti = jwt.decode(first, options={"verify_signature": False})["jti"]
     async with ctx.db.engine.begin() as conn:
@@ -129,6 +133,8 @@ async def test_expiry_revocation_and_forgery(accounts: Accounts, auth_app: FastA
     forged = jwt.encode({**claims, "sub": "other-agent"}, "not-the-secret-" + "x" * 32, algorithm="HS256")
     assert await verify(forged) == "auth.unauthenticated"
     # Revoking the minting key revokes every token it minted.
-    key_id = (await user.client.get("/auth/api-keys")).json()[0]["id"]
     assert (await user.client.delete(f"/auth/api-keys/{key_id}")).status_code == 204
     assert await verify(second) == "auth.credential_revoked"
+    # Revocation is answered before expiry: an expired token of a revoked key reads as revoked.
+    assert await verify(first) == "auth.credential_revoked"
+    assert await verify(expired) == "auth.credential_revoked"

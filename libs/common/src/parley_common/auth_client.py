@@ -2,29 +2,40 @@
 
 Verify results are cached briefly (default 1 s) to keep hot paths cheap; a revocation event on
 `auth.events.revoked` clears the cache at once, so a revoked credential stops working everywhere
-within the event's delivery time, and in the worst case (a lost event) within the TTL.
+within the event's delivery time, and in the worst case (a lost event) within the TTL. Whoever
+holds something open on a credential (the session gateway's sockets) listens to the same events
+through `on_revoked`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
+import structlog
 from faststream.nats import NatsBroker
+from pydantic import ValidationError
 
 from parley_common import subjects
 from parley_common.auth_contract import (
+    MAX_CREDENTIAL_LENGTH,
     AuthorizeReply,
     AuthorizeRequest,
     CredentialKind,
     MemberRole,
     Principal,
+    RevokedEvent,
     VerifyReply,
     VerifyRequest,
 )
 from parley_common.bus import request
 from parley_common.errors import REGISTRY, Codes, ParleyError
+
+log = structlog.get_logger(__name__)
+
+OnRevoked = Callable[[RevokedEvent], Awaitable[None]]
 
 
 class AuthClient:
@@ -33,14 +44,36 @@ class AuthClient:
         self.cache_ttl_s = cache_ttl_s
         self.timeout_s = timeout_s
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._listeners: list[OnRevoked] = []
+        # No queue group: every replica of every service gets every revocation.
         broker.subscriber(subjects.AUTH_REVOKED)(self._on_revoked)
+
+    def on_revoked(self, listener: OnRevoked) -> None:
+        """Call `listener` with each revocation event, after the cache has forgotten it."""
+        self._listeners.append(listener)
 
     async def _on_revoked(self, body: Any) -> None:
         # Revocations are rare; dropping the whole cache is simpler than indexing it and never wrong.
-        # The body is not even parsed: a garbled revocation event still means "forget".
+        # It comes before parsing: a garbled revocation event still means "forget".
         self._cache.clear()
+        try:
+            if isinstance(body, bytes | str):
+                event = RevokedEvent.model_validate_json(body)
+            else:
+                event = RevokedEvent.model_validate(body)
+        except ValidationError as exc:
+            log.warning("auth.bad_revocation_event", error=str(exc.errors(include_input=False)[:1]))
+            return
+        for listener in self._listeners:
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("auth.revocation_listener_failed")
 
     async def verify(self, credential: str, kind: CredentialKind | None = None) -> Principal:
+        if not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
+            # Nothing auth issued looks like this: refused here, without asking over the bus.
+            raise ParleyError(Codes.UNAUTHENTICATED)
         now = time.monotonic()
         hit = self._cache.get(credential)
         if hit is not None and hit[0] > now:

@@ -58,14 +58,20 @@ class Principal(BaseModel):
     token_type: Literal["chat", "voice"] | None = None
     # Client tokens only: the `data` given when the token was minted, passed to the agent.
     data: dict[str, Any] | None = None
+    # Client tokens only: the API key that minted the token (revoking it revokes the token).
+    api_key_id: UUID | None = None
     expires_at: datetime | None = None
 
     def has_scope(self, scope: str) -> bool:
         return "*" in self.scopes or scope in self.scopes
 
 
+# No credential Parley issues is longer; anything longer is refused before it reaches auth.
+MAX_CREDENTIAL_LENGTH = 4096
+
+
 class VerifyRequest(BaseModel):
-    credential: str = Field(min_length=1, max_length=4096)
+    credential: str = Field(min_length=1, max_length=MAX_CREDENTIAL_LENGTH)
     # Optional hint; without it the kind is inferred from the credential's shape.
     kind: CredentialKind | None = None
 
@@ -92,13 +98,34 @@ class AuthorizeReply(BaseModel):
 
 
 class RevokedEvent(BaseModel):
-    """Published when credentials stop being valid (logout, key revoke, password reset, deletion)."""
+    """`auth.events.revoked` (fan-out): credentials that stopped being valid.
 
+    Services caching verify results forget them; the session gateway closes every connection
+    opened with one of them (`revokes`). Published after the revocation is committed.
+    """
+
+    # The kind of `credential_ids`, when they are all of one kind.
     kind: CredentialKind | None = None
+    # Revoked credentials: sessions, API keys, client tokens. A revoked API key also revokes every
+    # client token it minted (`Principal.api_key_id`).
     credential_ids: list[UUID] = Field(default_factory=list)
-    # Set when every credential of a user is gone (logout-all, password reset, account deletion).
+    # With `user_kinds`: every credential of these kinds of this user is revoked (logout
+    # everywhere and password reset: sessions; account deletion: every kind).
     user_id: UUID | None = None
+    user_kinds: list[CredentialKind] = Field(default_factory=list)
     at: datetime
+
+    def revokes(self, principal: Principal) -> bool:
+        """Whether a connection authenticated as `principal` must end."""
+        if principal.credential_id in self.credential_ids:
+            return True
+        if principal.api_key_id is not None and principal.api_key_id in self.credential_ids:
+            return True
+        return (
+            self.user_id is not None
+            and principal.user_id == self.user_id
+            and principal.kind in self.user_kinds
+        )
 
 
 # API key scopes. `*` grants everything; the others name what a key may do, service by service.

@@ -256,6 +256,23 @@ class Codes:
     )
 
 
+class CloseCodes:
+    """WebSocket close codes of `/realtime` and `/chat/ws` (docs/errors.md#websocket-close-codes).
+
+    4000-4999 are the application's own (RFC 6455); the close reason is an error code of `Codes`
+    wherever one applies, so a client reads the same vocabulary in both places.
+    """
+
+    NORMAL = 1000  # the session ended (after `session_closed` / `session-closed`)
+    UNAVAILABLE = 1011  # a server failure while opening the connection (`service.unavailable`)
+    HANDSHAKE_FAILED = 4400  # `/realtime`: after `handshake_error`, the reason is its code
+    # The credential is not (or no longer) valid: chat refusals and expiry, and on both sockets a
+    # credential revoked while the connection was open (`auth.credential_revoked`).
+    UNAUTHORIZED = 4401
+    NOT_FOUND = 4404  # `/chat/ws`: a resume of a session this token may not resume
+    SUPERSEDED = 4409  # another connection resumed the session
+
+
 class ParleyError(Exception):
     """Raise anywhere in a service; the HTTP layer renders it as the envelope with its status."""
 

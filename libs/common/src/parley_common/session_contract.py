@@ -35,7 +35,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from parley_common import subjects
 from parley_common.auth_contract import Principal
@@ -209,9 +209,17 @@ class _Input(BaseModel):
     connection_id: str
 
 
+def _storable(text: str) -> str:
+    # What a transcript can hold (PostgreSQL text has no NUL). The gateway refuses such frames
+    # already; this keeps any other publisher's from reaching a turn (the runtime skips them).
+    if "\x00" in text:
+        raise ValueError("NUL characters are not allowed")
+    return text
+
+
 class InputText(_Input):
     type: Literal["input_text"] = "input_text"
-    text: str
+    text: Annotated[str, AfterValidator(_storable)]
 
 
 class InputAudio(_Input):
@@ -229,6 +237,11 @@ class InputCancel(_Input):
 
 class InputEnd(_Input):
     type: Literal["end"] = "end"
+    # `client_end`: the client sent `end`. `user_exit`: the credential the connection was opened
+    # with was revoked (logout, key revoked, password reset, account deleted): the gateway ended it.
+    reason: Literal[ConversationEndReason.CLIENT_END, ConversationEndReason.USER_EXIT] = (
+        ConversationEndReason.CLIENT_END
+    )
 
 
 class ClientConnected(_Input):

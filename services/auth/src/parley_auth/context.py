@@ -33,14 +33,21 @@ class AuthContext:
         kind: CredentialKind | None = None,
         credential_ids: list[UUID] | None = None,
         user_id: UUID | None = None,
+        user_kinds: list[CredentialKind] | None = None,
     ) -> None:
-        """Tell every service that caches verify results to forget these credentials now.
+        """Tell every service that caches verify results to forget these credentials now, and the
+        session gateways to close the connections opened with them (`RevokedEvent`).
 
         Best effort: verify always reads the database, so a lost event only delays the moment a
-        cache forgets (bounded by the cache TTL), it never resurrects a credential.
+        cache forgets (bounded by the cache TTL) and an open connection closes (bounded by the
+        gateway's re-verification interval); it never resurrects a credential.
         """
         event = RevokedEvent(
-            kind=kind, credential_ids=credential_ids or [], user_id=user_id, at=datetime.now(UTC)
+            kind=kind,
+            credential_ids=credential_ids or [],
+            user_id=user_id,
+            user_kinds=user_kinds or [],
+            at=datetime.now(UTC),
         )
         try:
             await self.broker.publish(event, subjects.AUTH_REVOKED)

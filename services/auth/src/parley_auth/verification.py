@@ -2,6 +2,10 @@
 
 Used in-process by the auth HTTP API and over the bus (`auth.verify`) by every other service.
 It always reads the database, so a revocation is visible to the very next verification.
+
+Revocation is checked before expiry: a credential that was revoked reads as revoked even once it
+has also expired. The session gateway's periodic re-verification of open connections relies on it
+(it ends a connection on `auth.credential_revoked`, not on expiry, which is checked at connect).
 """
 
 from __future__ import annotations
@@ -80,8 +84,10 @@ async def _verify_api_key(db: AsyncSession, settings: AuthSettings, key: str) ->
     )
     if row is None:
         raise ParleyError(Codes.UNAUTHENTICATED)
-    _check_key_live(row)
+    if row.revoked_at is not None:
+        raise ParleyError(Codes.CREDENTIAL_REVOKED)
     await _live_user(db, row.created_by_user_id)
+    _check_key_unexpired(row)
     now = _now()
     if row.last_used_at is None or now - row.last_used_at > timedelta(
         seconds=settings.auth_key_touch_interval_s
@@ -98,43 +104,37 @@ async def _verify_api_key(db: AsyncSession, settings: AuthSettings, key: str) ->
     )
 
 
-def _check_key_live(row: ApiKey) -> None:
-    if row.revoked_at is not None:
-        raise ParleyError(Codes.CREDENTIAL_REVOKED)
+def _check_key_unexpired(row: ApiKey) -> None:
     if row.expires_at is not None and row.expires_at <= _now():
         raise ParleyError(Codes.CREDENTIAL_EXPIRED)
 
 
 async def _verify_client_token(db: AsyncSession, settings: AuthSettings, token: str) -> Principal:
     try:
+        # `exp` is checked below, after revocation (see the module docstring).
         claims = jwt.decode(
             token,
             settings.auth_token_secret,
             algorithms=["HS256"],
             audience=CLIENT_TOKEN_AUDIENCE,
-            options={"require": ["exp", "jti", "aud"]},
+            options={"require": ["exp", "jti", "aud"], "verify_exp": False},
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise ParleyError(Codes.CREDENTIAL_EXPIRED) from exc
-    except jwt.PyJWTError as exc:
-        raise ParleyError(Codes.UNAUTHENTICATED) from exc
-    try:
         token_id = UUID(str(claims["jti"]))
-    except ValueError as exc:
+        exp = float(claims["exp"])
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise ParleyError(Codes.UNAUTHENTICATED) from exc
     row = await db.get(ClientToken, token_id)
     if row is None:
         raise ParleyError(Codes.UNAUTHENTICATED)
-    if row.revoked_at is not None:
-        raise ParleyError(Codes.CREDENTIAL_REVOKED)
-    if row.expires_at <= _now():
-        raise ParleyError(Codes.CREDENTIAL_EXPIRED)
     # A client token lives only as long as the API key that minted it.
     key = await db.get(ApiKey, row.api_key_id)
-    if key is None:
+    if row.revoked_at is not None or key is None or key.revoked_at is not None:
         raise ParleyError(Codes.CREDENTIAL_REVOKED)
-    _check_key_live(key)
     await _live_user(db, row.user_id)
+    now = _now()
+    if row.expires_at <= now or exp <= now.timestamp():
+        raise ParleyError(Codes.CREDENTIAL_EXPIRED)
+    _check_key_unexpired(key)
     return Principal(
         kind=CredentialKind.CLIENT_TOKEN,
         credential_id=row.id,
@@ -145,5 +145,6 @@ async def _verify_client_token(db: AsyncSession, settings: AuthSettings, token: 
         env=TokenEnv(row.env),
         token_type="voice" if row.token_type == "voice" else "chat",
         data=row.data,
+        api_key_id=row.api_key_id,
         expires_at=row.expires_at,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +20,7 @@ from parley_common.http import create_app
 from parley_common.session_contract import ensure_streams
 from parley_common.subjects import health_ping
 from parley_session_gateway.chat.router import router as chat_router
+from parley_session_gateway.live import LiveConnections
 from parley_session_gateway.octavus.router import router as octavus_router
 from parley_session_gateway.realtime.router import router as realtime_router
 from parley_session_gateway.sessions import GatewayContext
@@ -36,6 +39,8 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     auth = AuthClient(
         broker, cache_ttl_s=settings.gateway_auth_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
     )
+    live = LiveConnections(auth, settings.gateway_reverify_interval_s)
+    auth.on_revoked(live.on_revoked)
 
     # Queue group: any one replica answering proves the service is reachable over the bus.
     @broker.subscriber(health_ping(name), queue=name)
@@ -49,10 +54,14 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await broker.start()
+        backstop = asyncio.create_task(live.run(), name="reverify-connections")
         try:
             await ensure_streams(broker.connection.jetstream(), STREAMS)
             yield
         finally:
+            backstop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await backstop
             await broker.stop()
             await redis.aclose()
 
@@ -66,6 +75,6 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.broker = broker
     app.state.redis = redis
-    app.state.realtime = GatewayContext(settings=settings, broker=broker, auth=auth, redis=redis)
+    app.state.realtime = GatewayContext(settings=settings, broker=broker, auth=auth, redis=redis, live=live)
     install_authenticator(app, auth, cookie_name=settings.gateway_cookie_name)
     return app

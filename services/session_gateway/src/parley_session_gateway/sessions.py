@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from parley_common.auth_client import AuthClient
 from parley_common.session_contract import SessionStart
+from parley_session_gateway.live import LiveConnections
 from parley_session_gateway.realtime.access import Admission, remember
 from parley_session_gateway.realtime.bridge import OnControl, OnOutput, SessionBridge
 from parley_session_gateway.settings import GatewaySettings
@@ -26,6 +27,7 @@ class GatewayContext:
     broker: NatsBroker
     auth: AuthClient
     redis: Redis
+    live: LiveConnections  # open connections by credential, closed when it is revoked
 
 
 async def open_session(

@@ -34,6 +34,9 @@ class GatewaySettings(CommonSettings):
     # SESSION_OUT (6 h), which a resume replays from.
     gateway_resume_ttl_s: int = Field(default=6 * 3600, ge=60)
     gateway_auth_cache_ttl_s: float = Field(default=1.0, ge=0)
+    # Open connections end at once when auth revokes their credential (`auth.events.revoked`);
+    # should that event be lost, each connection's credential is verified again this often.
+    gateway_reverify_interval_s: float = Field(default=30.0, gt=0)
 
     # Chat WebSocket (`/chat/ws`, docs/chat-ws.md).
     gateway_chat_heartbeat_s: float = Field(default=15.0, gt=0)

@@ -119,7 +119,12 @@ async def logout_all(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
     assert principal.user_id is not None
     revoked = await service.revoke_all_sessions(db, principal.user_id)
     await db.commit()
-    await ctx.publish_revoked(kind=CredentialKind.SESSION, credential_ids=revoked, user_id=principal.user_id)
+    await ctx.publish_revoked(
+        kind=CredentialKind.SESSION,
+        credential_ids=revoked,
+        user_id=principal.user_id,
+        user_kinds=[CredentialKind.SESSION],
+    )
     out = Response(status_code=status.HTTP_204_NO_CONTENT)
     out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
     return out
@@ -181,7 +186,8 @@ async def recover_password(
 async def reset_password(body: schemas.ResetPasswordRequest, ctx: Ctx, db: Db) -> Response:
     user_id = await service.reset_password(db, ctx.settings, body.token, body.password)
     await db.commit()
-    await ctx.publish_revoked(kind=CredentialKind.SESSION, user_id=user_id)
+    sessions = [CredentialKind.SESSION]
+    await ctx.publish_revoked(kind=CredentialKind.SESSION, user_id=user_id, user_kinds=sessions)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -257,7 +263,8 @@ async def delete_me(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
     await assert_not_last_owner_anywhere(db, user.id)
     keys = await service.soft_delete_user(db, user)
     await db.commit()
-    await ctx.publish_revoked(user_id=user.id, credential_ids=keys)
+    # Every kind: the keys, the client tokens they minted and the sessions all die with the account.
+    await ctx.publish_revoked(user_id=user.id, credential_ids=keys, user_kinds=list(CredentialKind))
     out = Response(status_code=status.HTTP_204_NO_CONTENT)
     out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
     return out

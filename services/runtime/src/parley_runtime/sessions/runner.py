@@ -256,7 +256,7 @@ class SessionRunner:
             self._begin_turn(received.seq, item.text, received.headers)
             return
         if isinstance(item, InputEnd):
-            await self._close(ConversationEndReason.CLIENT_END, input_seq=received.seq)
+            await self._close(item.reason, input_seq=received.seq)
             return
         if isinstance(item, InputCancel):
             # Stops the LLM stream of the running turn; the turn then ends as usual with what was

@@ -11,6 +11,11 @@ the runtime's errors, `session-closed`) are numbered with `seq` (1, 2, … per s
 function of the session's output stream alone, which a connection always reads from its start, so
 a resumed connection numbers them exactly as the first one did and sends only those after
 `last_event`: no gap, no duplicate.
+
+Revocation: while open, the connection is registered in the gateway's `LiveConnections` with its
+current token (a refresh replaces it). When auth revokes that token (or the API key that minted
+it, or the account), the session ends (`user_exit`) and the socket closes with 4401
+`auth.credential_revoked` (docs/chat-ws.md).
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from parley_common import metrics
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.conversation_contract import ConversationEndReason
-from parley_common.errors import Codes, ErrorCode, ParleyError, envelope
+from parley_common.errors import CloseCodes, Codes, ErrorCode, ParleyError, envelope
 from parley_common.session_contract import (
     ClientConnected,
     ClientDisconnected,
+    InputEnd,
     InputText,
     ServerError,
     ServerSessionClosed,
@@ -64,6 +70,7 @@ from parley_session_gateway.chat.frames import (
     with_artifacts,
 )
 from parley_session_gateway.chat.resume import ChatResume, find_chat, remember_chat, touch_chat
+from parley_session_gateway.live import Live
 from parley_session_gateway.realtime.access import Admission, Refused, admit, same_agent, touch
 from parley_session_gateway.realtime.bridge import SessionBridge
 from parley_session_gateway.realtime.ratelimit import TokenBucket
@@ -72,10 +79,10 @@ from parley_session_gateway.sessions import GatewayContext, open_session
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("parley.session_gateway")
 
-CLOSE_UNAUTHORIZED = 4401  # refused at connect, or the token expired
-CLOSE_NOT_FOUND = 4404  # a resume of a session this token may not resume (or none)
-CLOSE_SUPERSEDED = 4409  # another connection resumed the session
-CLOSE_UNAVAILABLE = 1011
+CLOSE_UNAUTHORIZED = CloseCodes.UNAUTHORIZED  # refused at connect, the token expired or was revoked
+CLOSE_NOT_FOUND = CloseCodes.NOT_FOUND  # a resume of a session this token may not resume (or none)
+CLOSE_SUPERSEDED = CloseCodes.SUPERSEDED  # another connection resumed the session
+CLOSE_UNAVAILABLE = CloseCodes.UNAVAILABLE
 
 _STATUS: dict[ConversationEndReason, Literal["completed", "timeout", "failed"]] = {
     ConversationEndReason.TIMEOUT: "timeout",
@@ -110,6 +117,10 @@ class ChatConnection:
         self.session_closed = False
         self.acknowledged = False  # the runtime has confirmed this connection as the live one
         self.superseded = False
+        self.token = ""  # the connection's current token (re-verified by the revocation backstop)
+        self.live: Live | None = None
+        self.revoked: ErrorCode | None = None  # the token was revoked: the session ends
+        self._sealed = False  # the last frame is out: nothing may follow it
         self._send_lock = asyncio.Lock()
         self._done = asyncio.Event()
         self._refreshed = asyncio.Event()
@@ -141,6 +152,8 @@ class ChatConnection:
                 self.log.exception("chat.open_failed")
                 await self._close(CLOSE_UNAVAILABLE, Codes.SERVICE_UNAVAILABLE.code)
                 return
+            assert self.principal is not None
+            self.live = self.ctx.live.add("chat", self.principal, self.token, self._revoke)
             tasks = [
                 asyncio.create_task(self._receive_loop(), name="chat-receive"),
                 asyncio.create_task(self._heartbeat_loop(), name="chat-heartbeat"),
@@ -184,7 +197,7 @@ class ChatConnection:
                 agent_id=principal.agent_id,
                 timeout_s=self.settings.bus_request_timeout_s,
             )
-            self.principal = admission.principal
+            self.principal, self.token = admission.principal, token
             self.expires_at = principal.expires_at
             ttl = self.settings.gateway_resume_ttl_s
             if record is not None:
@@ -218,10 +231,29 @@ class ChatConnection:
         await self._send(Connected(session_id=session_id))
         self._greeted.set()
 
+    def _revoke(self, code: ErrorCode) -> None:
+        """The token was revoked (`LiveConnections`): end the session, close the socket."""
+        if not (self.session_closed or self.superseded):
+            self.revoked = code
+            self._done.set()
+
     async def _finish(self) -> None:
+        if self.live is not None:
+            self.ctx.live.remove(self.live)
         bridge = self.bridge
+        if self.revoked is not None:
+            await self._close_revoked(self.revoked)
         if bridge is not None:
-            if not self.session_closed and not self.superseded:
+            if self.revoked is not None:
+                # A revoked token ends what it opened: the runtime closes the session (`user_exit`).
+                with contextlib.suppress(Exception):
+                    end = InputEnd(
+                        at=datetime.now(UTC),
+                        connection_id=self.connection_id,
+                        reason=ConversationEndReason.USER_EXIT,
+                    )
+                    await bridge.send(end)
+            elif not self.session_closed and not self.superseded:
                 # The socket is gone: the runtime ends the session after its grace period unless a
                 # connection resumes it.
                 with contextlib.suppress(Exception):
@@ -232,6 +264,32 @@ class ChatConnection:
                     await touch_chat(self.ctx.redis, bridge.conversation_id, ttl)
             await bridge.detach()
         await self._close(1000, "")
+
+    async def _close_revoked(self, code: ErrorCode) -> None:
+        """The answer being streamed ends, `message-error` with the code, `session-closed`
+        (`user_exit`), then close 4401 with the code. None of these carries a `seq`: they are the
+        connection's, not the session output's (a resume replays the runtime's own end)."""
+        frames: list[BaseModel] = []
+        if self.turn is not None:
+            frames.append(ResponseEnd(content="".join(self.turn)))
+        now = datetime.now(UTC)
+        frames += [
+            MessageError(error=_text(code)),
+            SessionClosed(
+                session_id=str(self.bridge.conversation_id if self.bridge else ""),
+                status=_STATUS.get(ConversationEndReason.USER_EXIT, "completed"),
+                reason=ConversationEndReason.USER_EXIT.value,
+                duration=round((now - self.started_at).total_seconds(), 3),
+                timestamp=now,
+            ),
+        ]
+        with contextlib.suppress(Exception):
+            async with self._send_lock:
+                self._sealed = True
+                for frame in frames:
+                    await self.ws.send_text(frame.model_dump_json(exclude={"seq"}))
+        await self._close(CLOSE_UNAUTHORIZED, code.code)
+        self.log.info("chat.token_revoked", code=code.code)
 
     async def _close(self, code: int, reason: str) -> None:
         if self.ws.application_state is not WebSocketState.DISCONNECTED:
@@ -299,6 +357,9 @@ class ChatConnection:
             await self._send(TokenRefreshError(error=_text(Codes.CHAT_REFRESH_SCOPE_MISMATCH)))
             return
         self.expires_at = fresh.expires_at
+        self.token = frame.token
+        if self.live is not None:  # revocation now follows the fresh token
+            self.ctx.live.replace(self.live, fresh, frame.token)
         self._refreshed.set()
         self.log.info("chat.token_refreshed", expires_at=fresh.expires_at.isoformat())
         await self._send(TokenRefreshAck(expires_at=fresh.expires_at))
@@ -400,7 +461,8 @@ class ChatConnection:
         # `seq` is on the frames made from the session's output only.
         text = frame.model_dump_json(exclude={"seq"} if getattr(frame, "seq", 0) is None else None)
         async with self._send_lock:
-            await self.ws.send_text(text)
+            if not self._sealed:  # after a revocation's last frame, nothing more goes out
+                await self.ws.send_text(text)
 
 
 def _text(code: ErrorCode, params: dict[str, Any] | None = None) -> str:

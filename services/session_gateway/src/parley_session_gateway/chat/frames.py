@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from parley_common.errors import Codes, ErrorCode, envelope
+from parley_session_gateway.frame_json import BadFrame, clean_str, decode_object
 
 # ------------------------------------------------------------------------------ client → server
 
@@ -127,13 +128,21 @@ class ChatFrameError(Exception):
 
 
 def parse_chat_frame(text: str) -> ChatClientFrame:
+    """The frame, or `ChatFrameError` (echoing the frame's `id` when it is a string safe to echo).
+
+    Decoding is the Kivox path's (`frame_json.decode_object`): nesting, lone surrogates, NULs and
+    numbers out of range are refused anywhere in the frame."""
     try:
-        raw = json.loads(text)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise ChatFrameError(Codes.REALTIME_INVALID_JSON) from exc
-    if not isinstance(raw, dict):
-        raise ChatFrameError(Codes.REALTIME_INVALID_JSON)
-    frame_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+        raw = decode_object(text)
+    except BadFrame as exc:
+        if exc.problem == "json":
+            raise ChatFrameError(Codes.REALTIME_INVALID_JSON) from exc
+        bad_id = clean_str(exc.frame.get("id")) if exc.frame else None
+        kind = exc.frame.get("type") if exc.frame else None
+        name = kind if isinstance(kind, str) and kind in CHAT_CLIENT_TYPES else "frame"
+        params = {"type": name, "detail": exc.detail}
+        raise ChatFrameError(Codes.REALTIME_INVALID_FRAME, params, bad_id) from exc
+    frame_id = clean_str(raw.get("id"))
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in CHAT_CLIENT_TYPES:
         raise ChatFrameError(Codes.REALTIME_UNKNOWN_TYPE, {"type": json.dumps(kind)[:100]}, frame_id)
@@ -144,13 +153,9 @@ def parse_chat_frame(text: str) -> ChatClientFrame:
         where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
         params = {"type": kind, "detail": f"{where}: {first['msg']}"}
         raise ChatFrameError(Codes.REALTIME_INVALID_FRAME, params, frame_id) from exc
-    if isinstance(frame, ChatMessage):
-        if not frame.content.strip():
-            detail = "content: must not be empty"
-            raise ChatFrameError(Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": detail}, frame_id)
-        if "\x00" in frame.content:
-            detail = "content: NUL characters are not allowed"
-            raise ChatFrameError(Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": detail}, frame_id)
+    if isinstance(frame, ChatMessage) and not frame.content.strip():
+        detail = "content: must not be empty"
+        raise ChatFrameError(Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": detail}, frame_id)
     return frame
 
 

@@ -4,17 +4,22 @@ Sessions live in the runtime (Redis state, one execution at a time); this router
 key, forwards each call over the bus and, for triggers, relays the worker's stream frames as
 `data: {json}` SSE lines ending with `data: [DONE]`. Errors carry the `Error` envelope plus
 `error` (the key the Octavus SDKs read). See docs/octavus-sessions.md.
+
+A trigger's stream is registered in the gateway's `LiveConnections` while it runs: revoking its
+API key ends it at once with an `error` event `auth.credential_revoked` and `[DONE]`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
@@ -22,10 +27,12 @@ from pydantic import BaseModel, ValidationError
 from parley_common import subjects
 from parley_common.auth_contract import Principal
 from parley_common.bus import request as bus_request
-from parley_common.errors import REGISTRY, Codes, ParleyError
+from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError
 from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
+from parley_common.authenticator import credential_of
 from parley_common.octavus.routes import OctavusRoute, api_key
+from parley_session_gateway.live import Live, LiveConnections
 from parley_session_gateway.sessions import GatewayContext
 
 log = structlog.get_logger(__name__)
@@ -124,7 +131,7 @@ async def restore_session(
     },
 )
 async def trigger_session(
-    session_id: SessionId, body: ev.TriggerBody, ctx: Ctx, principal: Key
+    session_id: SessionId, body: ev.TriggerBody, ctx: Ctx, principal: Key, request: Request
 ) -> StreamingResponse:
     nc = ctx.broker.connection
     inbox = nc.new_inbox()
@@ -135,22 +142,66 @@ async def trigger_session(
     except BaseException:
         await sub.unsubscribe()
         raise
+    # Revoking the key ends the stream (the execution already running finishes on its worker).
+    found = credential_of(request, None)  # the bearer key the authenticator just verified
+    assert found is not None
+    stream = _Revocable(ctx.live, principal, found[0])
     return StreamingResponse(
-        _relay(sub, ctx.settings.gateway_octavus_stream_idle_s, session_id),
+        _relay(sub, ctx.settings.gateway_octavus_stream_idle_s, session_id, stream),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _relay(sub: Subscription, idle_s: float, session_id: str) -> AsyncIterator[str]:
-    """Frames → SSE lines, in order; a silent or gapped stream ends with `octavus.stream_lost`."""
+class _Revocable:
+    """A stream's registration in `LiveConnections`, made when the stream starts."""
+
+    def __init__(self, live: LiveConnections, principal: Principal, credential: str) -> None:
+        self.connections, self.principal, self.credential = live, principal, credential
+        self.revoked: asyncio.Future[ErrorCode] | None = None
+        self.entry: Live | None = None
+
+    def start(self) -> None:
+        self.revoked = asyncio.get_running_loop().create_future()
+        self.entry = self.connections.add("octavus", self.principal, self.credential, self._close)
+
+    def _close(self, code: ErrorCode) -> None:
+        if self.revoked is not None and not self.revoked.done():
+            self.revoked.set_result(code)
+
+    def stop(self) -> None:
+        if self.entry is not None:
+            self.connections.remove(self.entry)
+
+
+async def _next(sub: Subscription, idle_s: float, stream: _Revocable) -> Msg | ErrorCode:
+    """The next frame, or the code the stream was revoked with (whichever comes first)."""
+    assert stream.revoked is not None
+    if stream.revoked.done():
+        return stream.revoked.result()
+    getter = asyncio.ensure_future(sub.next_msg(timeout=idle_s))
+    waits: set[asyncio.Future[Any]] = {getter, stream.revoked}
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if stream.revoked.done():
+        getter.cancel()
+        return stream.revoked.result()
+    return getter.result()
+
+
+async def _relay(sub: Subscription, idle_s: float, session_id: str, stream: _Revocable) -> AsyncIterator[str]:
+    """Frames → SSE lines, in order; a silent or gapped stream ends with `octavus.stream_lost`, a
+    revoked key with `auth.credential_revoked`."""
     expected = 0
+    stream.start()
     try:
         while True:
             try:
-                msg = await sub.next_msg(timeout=idle_s)
+                msg = await _next(sub, idle_s, stream)
             except (TimeoutError, NatsTimeoutError):
                 yield _lost(session_id, "no frame within the idle timeout")
+                break
+            if isinstance(msg, ErrorCode):
+                yield _revoked(session_id, msg)
                 break
             try:
                 frame = wire.StreamFrame.model_validate_json(msg.data)
@@ -170,7 +221,16 @@ async def _relay(sub: Subscription, idle_s: float, session_id: str) -> AsyncIter
                 yield f"data: {json.dumps(frame.event, separators=(',', ':'))}\n\n"
         yield ev.SSE_DONE
     finally:
+        stream.stop()
         await sub.unsubscribe()
+
+
+def _revoked(session_id: str, code: ErrorCode) -> str:
+    log.info("octavus.stream_revoked", session_id=session_id, code=code.code)
+    err = ParleyError(code)
+    return ev.sse(
+        ev.ErrorEvent(error_type="authentication_error", message=err.message, retryable=False, code=code.code)
+    )
 
 
 def _lost(session_id: str, why: str) -> str:

@@ -3,7 +3,9 @@
 No conversation logic lives here. The connection validates frames (each invalid one is answered
 with an `error` event and dropped; the session lives on), enforces the frame size and rate limits,
 forwards input to the session's runtime, relays the runtime's events in order, and makes a `tick`
-every second from the timing the runtime publishes.
+every second from the timing the runtime publishes. It is registered in the gateway's
+`LiveConnections` while open: when auth revokes its credential it ends the session (`user_exit`)
+and closes with 4401 `auth.credential_revoked` (docs/realtime.md).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from parley_common import metrics
-from parley_common.errors import Codes, ErrorCode, envelope
+from parley_common.auth_contract import Principal
+from parley_common.conversation_contract import ConversationEndReason
+from parley_common.errors import CloseCodes, Codes, ErrorCode, envelope
 from parley_common.session_contract import (
     ClientCancel,
     ClientConnected,
@@ -46,6 +50,7 @@ from parley_common.session_contract import (
     SessionInput,
     SessionOutput,
 )
+from parley_session_gateway.live import Live
 from parley_session_gateway.realtime.access import Refused, admit, check_resume, touch
 from parley_session_gateway.realtime.bridge import SessionBridge
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
@@ -56,9 +61,9 @@ from parley_session_gateway.sessions import GatewayContext, open_session
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("parley.session_gateway")
 
-# Application close codes (4000-4999): the handshake failed / another connection took over.
-CLOSE_HANDSHAKE_FAILED = 4400
-CLOSE_SUPERSEDED = 4409
+# Application close codes (parley_common.errors.CloseCodes).
+CLOSE_HANDSHAKE_FAILED = CloseCodes.HANDSHAKE_FAILED
+CLOSE_SUPERSEDED = CloseCodes.SUPERSEDED
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,11 @@ class RealtimeConnection:
         self.acknowledged = False  # the runtime has confirmed this connection as the live one
         self.session_closed = False
         self.superseded = False
+        self.principal: Principal | None = None
+        self.credential = ""  # kept for the revocation backstop's re-verification; never logged
+        self.live: Live | None = None
+        self.revoked: ErrorCode | None = None  # the credential was revoked: the session ends
+        self._sealed = False  # the last frame is out: nothing may follow it
         self._send_lock = asyncio.Lock()
         self._done = asyncio.Event()
         self._greeted = asyncio.Event()  # handshake_ok is out: events may follow
@@ -108,6 +118,8 @@ class RealtimeConnection:
                 self.log.exception("realtime.handshake_failed")
                 await self._refuse(Codes.SERVICE_UNAVAILABLE.code)
                 return
+            assert self.principal is not None
+            self.live = self.ctx.live.add("realtime", self.principal, self.credential, self._revoke)
             receiver = asyncio.create_task(self._receive_loop(), name="realtime-receive")
             ticker = asyncio.create_task(self._tick_loop(), name="realtime-tick")
             closer = asyncio.create_task(self._done.wait())
@@ -155,6 +167,7 @@ class RealtimeConnection:
                 agent_id=hello.agent_id,
                 timeout_s=self.settings.bus_request_timeout_s,
             )
+            self.principal, self.credential = admission.principal, credential or ""
             nc = ctx.broker.connection
             if self.resume is not None:
                 conversation_id = await check_resume(ctx.redis, self.resume.conversation_id, admission)
@@ -177,10 +190,25 @@ class RealtimeConnection:
         await self._send(ServerHandshakeOK(conversation_id=str(conversation_id)))
         self._greeted.set()
 
+    def _revoke(self, code: ErrorCode) -> None:
+        """The credential was revoked (`LiveConnections`): end the session, close the socket."""
+        if not (self.session_closed or self.superseded):
+            self.revoked = code
+            self._done.set()
+
     async def _finish(self) -> None:
+        if self.live is not None:
+            self.ctx.live.remove(self.live)
         bridge = self.bridge
+        if self.revoked is not None:
+            await self._close_revoked(self.revoked)
         if bridge is not None:
-            if not self.session_closed and not self.superseded:
+            if self.revoked is not None:
+                # A revoked credential ends what it opened: the runtime closes the session
+                # (`user_exit` in the transcript) instead of waiting for a reconnect.
+                with contextlib.suppress(Exception):
+                    await bridge.send(self._input(InputEnd, reason=ConversationEndReason.USER_EXIT))
+            elif not self.session_closed and not self.superseded:
                 # The socket dropped: the runtime keeps the session for its grace period.
                 with contextlib.suppress(Exception):
                     await bridge.send(self._input(ClientDisconnected))
@@ -189,6 +217,21 @@ class RealtimeConnection:
         if self.ws.application_state is not WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
                 await self.ws.close()
+
+    async def _close_revoked(self, code: ErrorCode) -> None:
+        """`error` with the code, `session_closed` (`user_exit`), then close 4401 with the code."""
+        frames = [
+            ServerError(code=code.code, message=envelope(code).message),
+            ServerSessionClosed(reason=ConversationEndReason.USER_EXIT),
+        ]
+        with contextlib.suppress(Exception):
+            async with self._send_lock:
+                self._sealed = True
+                for frame in frames:
+                    await self.ws.send_text(frame.model_dump_json())
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=CloseCodes.UNAUTHORIZED, reason=code.code)
+        self.log.info("realtime.credential_revoked", code=code.code)
 
     async def _refuse(self, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -271,6 +314,8 @@ class RealtimeConnection:
             if isinstance(event, ServerAudioDelta):
                 # JSON header, then the audio itself in the immediately following binary frame.
                 async with self._send_lock:
+                    if self._sealed:
+                        return
                     await self.ws.send_text(event.model_dump_json(include={"type", "size"}))
                     await self.ws.send_bytes(event.audio)
             else:
@@ -317,7 +362,8 @@ class RealtimeConnection:
 
     async def _send(self, frame: BaseModel) -> None:
         async with self._send_lock:
-            await self.ws.send_text(frame.model_dump_json())
+            if not self._sealed:  # after a revocation's last frame, nothing more goes out
+                await self.ws.send_text(frame.model_dump_json())
 
     async def _error(self, code: ErrorCode, params: dict[str, Any]) -> None:
         await self._send(ServerError(code=code.code, message=envelope(code, params=params).message))

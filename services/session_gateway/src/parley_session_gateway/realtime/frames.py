@@ -1,4 +1,8 @@
-"""Client frames: parsed and validated one by one, each problem reported with a precise code."""
+"""Client frames: parsed and validated one by one, each problem reported with a precise code.
+
+Decoding (`frame_json.decode_object`) refuses what no later step could carry: nesting deeper than
+`MAX_DEPTH`, lone surrogates and NUL characters in any string, numbers out of range.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from parley_common.session_contract import (
     ClientMessage,
     ServerError,
 )
+from parley_session_gateway.frame_json import BadFrame, decode_object
 
 _CLIENT: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
@@ -30,11 +35,13 @@ class FrameError(Exception):
 
 def parse_client_frame(text: str) -> ClientMessage:
     try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise FrameError(Codes.REALTIME_INVALID_JSON) from exc
-    if not isinstance(raw, dict):
-        raise FrameError(Codes.REALTIME_INVALID_JSON)
+        raw = decode_object(text)
+    except BadFrame as exc:
+        if exc.problem == "json":
+            raise FrameError(Codes.REALTIME_INVALID_JSON) from exc
+        kind = exc.frame.get("type") if exc.frame else None
+        name = kind if isinstance(kind, str) and kind in CLIENT_MESSAGE_TYPES else "frame"
+        raise FrameError(Codes.REALTIME_INVALID_FRAME, {"type": name, "detail": exc.detail}) from exc
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in CLIENT_MESSAGE_TYPES:
         raise FrameError(Codes.REALTIME_UNKNOWN_TYPE, {"type": json.dumps(kind)[:100]})
@@ -46,13 +53,6 @@ def parse_client_frame(text: str) -> ClientMessage:
         raise FrameError(
             Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": f"{where}: {first['msg']}"}
         ) from exc
-    if isinstance(message, ClientInputText):
-        if not message.text.strip():
-            raise FrameError(
-                Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": "text: must not be empty"}
-            )
-        if "\x00" in message.text:
-            # PostgreSQL text cannot hold NUL: the transcript could not keep this message.
-            detail = "text: NUL characters are not allowed"
-            raise FrameError(Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": detail})
+    if isinstance(message, ClientInputText) and not message.text.strip():
+        raise FrameError(Codes.REALTIME_INVALID_FRAME, {"type": kind, "detail": "text: must not be empty"})
     return message
