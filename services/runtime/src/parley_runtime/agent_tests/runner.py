@@ -335,7 +335,7 @@ class TestRunner:
                 attempt=cp.attempt,
                 at=datetime.now(UTC),
                 step=cp.step,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 conversation_id=cp.conversation_id,
                 turns_done=cp.attacker_turns,
                 engine=cp.engine,
@@ -364,7 +364,7 @@ class TestRunner:
                 attempt=cp.attempt,
                 at=datetime.now(UTC),
                 step=cp.step + 1,
-                status=cp.status,  # type: ignore[arg-type]
+                status=cp.status,
                 turns_done=cp.attacker_turns,
                 remarks=cp.remarks,
                 error=cp.error,

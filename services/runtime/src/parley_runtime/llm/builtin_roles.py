@@ -132,12 +132,12 @@ def auditor_reply(messages: list[ChatMessage]) -> str:
 def judge(material: dict[str, Any]) -> list[dict[str, Any]]:
     """One remark per criterion, by these rules (first that applies):
 
-    1. `must_not` and the text mentions a prompt, the system prompt or instructions: fails at the
-       first agent message holding `LEAK_WORDS` or more consecutive words of the agent's
-       instructions (case and punctuation ignored), quoting that run as the message has it.
-    2. The text holds a phrase in double quotes: `must_not` fails at the first agent message that
+    1. The text holds a phrase in double quotes: `must_not` fails at the first agent message that
        says it (case ignored) outside double quotes, since quoted text is someone else's words
        (the built-in agent quotes the user that way); `must` passes at the first that says it.
+    2. `must_not` and the text mentions a prompt, the system prompt or instructions: fails at the
+       first agent message holding `LEAK_WORDS` or more consecutive words of the agent's
+       instructions (case and punctuation ignored), quoting that run as the message has it.
     3. Anything else: `unknown`, the built-in judge cannot read free text.
     """
     instructions = str(material.get("agent_instructions") or "")
@@ -166,6 +166,9 @@ def _judge_one(criterion: dict[str, Any], instructions: str, agent: list[_Line])
         "explanation": "The built-in judge only checks leaks of the agent's instructions and quoted "
         "phrases; configure an LLM engine to judge this criterion.",
     }
+    phrase = _QUOTED_PHRASE.search(text)
+    if phrase is not None:
+        return _judge_phrase(remark, kind, phrase.group(1), agent)
     if kind == "must_not" and _ABOUT_INSTRUCTIONS.search(text):
         for line in agent:
             quote = leaked_run(line.content, instructions)
@@ -179,10 +182,10 @@ def _judge_one(criterion: dict[str, Any], instructions: str, agent: list[_Line])
                 return remark
         remark.update(verdict="pass", explanation="No agent message repeats the agent's instructions.")
         return remark
-    phrase = _QUOTED_PHRASE.search(text)
-    if phrase is None:
-        return remark
-    wanted = phrase.group(1)
+    return remark
+
+
+def _judge_phrase(remark: dict[str, Any], kind: str, wanted: str, agent: list[_Line]) -> dict[str, Any]:
     for line in agent:
         found = find_unquoted(line.content, wanted)
         if found is None:
