@@ -57,7 +57,7 @@ async def shape_of(db: AsyncSession, agent: Agent) -> AgentShape:
                 continue
             data = node.get("data") if isinstance(node.get("data"), dict) else {}
             prompt = None
-            if node.get("type") == NodeType.DIALOG.value and data and data.get("message") is None:
+            if node.get("type") == NodeType.DIALOG.value and data.get("message") is None:
                 prompt = str(data.get("prompt") or "")
             shape.nodes.append(Node(str(node["id"]), str(node.get("type", "")), prompt))
     shape.tools = sorted(set(catalogue))
