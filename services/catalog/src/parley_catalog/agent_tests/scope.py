@@ -55,7 +55,8 @@ async def shape_of(db: AsyncSession, agent: Agent) -> AgentShape:
         for node in ((entry or {}).get("workflow") or {}).get("nodes") or []:
             if not isinstance(node, dict) or "id" not in node:
                 continue
-            data = node.get("data") if isinstance(node.get("data"), dict) else {}
+            raw = node.get("data")
+            data: dict[str, Any] = raw if isinstance(raw, dict) else {}
             prompt = None
             if node.get("type") == NodeType.DIALOG.value and data.get("message") is None:
                 prompt = str(data.get("prompt") or "")

@@ -38,7 +38,7 @@ class Line(BaseModel):
     content: str
 
 
-def tester_messages(test: TestDefinition, transcript: list[Line]) -> list[ChatMessage]:
+def attacker_messages(test: TestDefinition, transcript: list[Line]) -> list[ChatMessage]:
     """The simulated user's request: its brief, then the conversation from its side (the agent is
     the `user`, its own messages are the `assistant`'s)."""
     lines = "\n".join(f"{i}. {line}" for i, line in enumerate(test.attack_lines, start=1))
@@ -63,7 +63,7 @@ def tester_messages(test: TestDefinition, transcript: list[Line]) -> list[ChatMe
     return messages
 
 
-def tester_said(text: str) -> str | None:
+def attacker_said(text: str) -> str | None:
     """The simulated user's message, or None when it ends the conversation."""
     text = text.strip()
     if not text or text == END or any(line.strip() == END for line in text.splitlines()):
@@ -163,8 +163,9 @@ def _remark(criterion: Criterion, item: dict[str, Any], agent_lines: dict[int, L
     pointer = index if isinstance(index, int) and index in agent_lines else None
     quote = item.get("quote")
     quote = quote[:QUOTE_LIMIT] if isinstance(quote, str) and quote.strip() else None
-    if pointer is None and quote is not None:
-        # The auditor quoted without a valid pointer: point at the agent message that has the words.
+    if quote is not None and (pointer is None or quote not in agent_lines[pointer].content):
+        # The quote must be in the message pointed at: else point at the agent message that has
+        # the words, or at none rather than at the wrong one.
         pointer = next((i for i, line in agent_lines.items() if quote in line.content), None)
     explanation = item.get("explanation")
     return Remark(

@@ -51,10 +51,10 @@ from parley_runtime.agent_tests.prompts import (
     AuditUnreadable,
     Line,
     agent_instructions,
+    attacker_messages,
+    attacker_said,
     auditor_messages,
     read_remarks,
-    tester_messages,
-    tester_said,
 )
 from parley_runtime.llm import ChatMessage, ChatRequest, LLMRegistry, collect
 
@@ -209,8 +209,8 @@ class TestRunner:
 
     async def _attacker_turn(self, cp: Checkpoint) -> None:
         if cp.pending is None:
-            answer = await self._complete(tester_messages(self.job.test, cp.transcript))
-            said = tester_said(answer)
+            answer = await self._complete(attacker_messages(self.job.test, cp.transcript))
+            said = attacker_said(answer)
             if said is None:
                 cp.phase = "closing"
                 await self._save(cp)

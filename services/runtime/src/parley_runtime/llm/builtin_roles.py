@@ -59,7 +59,7 @@ def scripted_reply(request: ChatRequest) -> str | None:
     """The reply of a scripted role, or None when the request plays none of them."""
     system = _system(request.messages)
     if TESTER_MARKER in system:
-        return tester_reply(system, request.messages)
+        return attacker_reply(system, request.messages)
     if AUDITOR_MARKER in system:
         return auditor_reply(request.messages)
     return None
@@ -84,7 +84,7 @@ def attack_lines(system: str) -> list[str]:
     return lines
 
 
-def tester_reply(system: str, messages: list[ChatMessage]) -> str:
+def attacker_reply(system: str, messages: list[ChatMessage]) -> str:
     """Line n of the script for the n-th reply (the simulated user's own earlier messages are the
     assistant messages of its history), then `END`."""
     said = sum(1 for m in messages if m.role == "assistant")
