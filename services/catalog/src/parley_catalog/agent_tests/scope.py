@@ -44,11 +44,11 @@ async def shape_of(db: AsyncSession, agent: Agent) -> AgentShape:
         language=config.get("language"),
     )
     if agent.protocol is not None:
-        data, _, _ = load_protocol(str(agent.protocol.get("protocol") or ""))
-        data = data if isinstance(data, dict) else {}
-        triggers = data.get("triggers") if isinstance(data.get("triggers"), dict) else {}
+        parsed, _, _ = load_protocol(str(agent.protocol.get("protocol") or ""))
+        protocol: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        triggers = protocol.get("triggers") if isinstance(protocol.get("triggers"), dict) else {}
         shape.nodes = [Node(str(name), "trigger") for name in triggers or {}]
-        declared = data.get("tools") if isinstance(data.get("tools"), dict) else {}
+        declared = protocol.get("tools") if isinstance(protocol.get("tools"), dict) else {}
         shape.tools = sorted({*catalogue, *(str(n) for n in declared or {})})
         return shape
     for entry in (agent.blueprint or {}).get("entries") or []:
