@@ -21,14 +21,18 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from parley_common import subjects
 from parley_common.agent_test_contract import AgentTestJob, ensure_streams
+from parley_common.session_contract import trace_context
 from parley_runtime.agent_tests.checkpoint import OwnershipLost
 from parley_runtime.agent_tests.runner import RunnerDeps, TestRunner
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("parley.runtime")
 
 
 @dataclass
@@ -137,8 +141,15 @@ class AgentTestWorker:
 
     async def _run(self, job: AgentTestJob, deliveries: int) -> None:
         entry = self.jobs.get(job.run_id)
+        # The run continues the trace of the request that started it (catalog → bus → here).
+        token = otel_context.attach(trace_context(dict(entry.msg.headers or {}) if entry else None))
         try:
-            await TestRunner(self.deps, job, deliveries).run()
+            attributes: dict[str, str | int] = {
+                "agent_test.run_id": str(job.run_id),
+                "agent_test.deliveries": deliveries,
+            }
+            with tracer.start_as_current_span("runtime.agent_test", attributes=attributes):
+                await TestRunner(self.deps, job, deliveries).run()
             if entry is not None:
                 entry.acked = True
                 await entry.msg.ack()
@@ -153,6 +164,7 @@ class AgentTestWorker:
                 with contextlib.suppress(Exception):
                     await entry.msg.nak(delay=1)
         finally:
+            otel_context.detach(token)
             self.jobs.pop(job.run_id, None)
             self._slots.set()
 
