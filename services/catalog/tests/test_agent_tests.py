@@ -422,3 +422,25 @@ async def test_gate_setting_per_owner(world: World) -> None:
     assert (
         await alice.catalog.patch(f"/agents/{agent['id']}/status", json={"status": "live"})
     ).status_code == 200
+
+
+async def test_tests_and_waiting_runs_are_bounded_per_agent(world: World, monkeypatch: Any) -> None:
+    from parley_catalog.agent_tests import service
+
+    monkeypatch.setattr(service, "MAX_TESTS_PER_AGENT", 2)
+    monkeypatch.setattr(service, "MAX_UNFINISHED_RUNS_PER_AGENT", 3)
+    alice = await world.user()
+    agent = await agent_of(alice)
+    path = f"/agents/{agent['id']}/adversarial-tests"
+    for _ in range(2):
+        assert (await alice.catalog.post(path, json=probe_body())).status_code == 201
+    assert_error(await alice.catalog.post(path, json=probe_body()), 409, "resource.conflict")
+    assert (
+        await alice.catalog.post("/adversarial-tests/run", json={"agent_id": agent["id"]})
+    ).status_code == 202
+    # 2 runs wait (no runtime here); 2 more would make 4 > 3.
+    assert_error(
+        await alice.catalog.post("/adversarial-tests/run", json={"agent_id": agent["id"]}),
+        409,
+        "resource.conflict",
+    )

@@ -254,7 +254,7 @@ async def create_agent_test(
     agent_id: AgentID, body: schemas.CreateAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.AdversarialTest:
     agent = await _agent(ctx, db, principal, agent_id, MemberRole.MEMBER)
-    test = service.create_test(db, agent, body)
+    test = await service.create_test(db, agent, body)
     await db.commit()
     return service.to_schema(test)
 

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import structlog
 from pydantic import AwareDatetime, BaseModel
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -118,7 +118,16 @@ def _dump_criteria(criteria: Sequence[Criterion]) -> list[Any]:
     return [c.model_dump(mode="json") for c in criteria]
 
 
-def create_test(db: AsyncSession, agent: Agent, body: schemas.CreateAdversarialTestBody) -> AgentTest:
+# Bounds on what one agent may hold: every test in scope runs in a batch, each run is a
+# conversation plus LLM calls.
+MAX_TESTS_PER_AGENT = 100
+MAX_UNFINISHED_RUNS_PER_AGENT = 100
+
+
+async def create_test(db: AsyncSession, agent: Agent, body: schemas.CreateAdversarialTestBody) -> AgentTest:
+    count = await db.scalar(select(func.count()).select_from(AgentTest).where(AgentTest.agent_id == agent.id))
+    if (count or 0) >= MAX_TESTS_PER_AGENT:
+        raise ParleyError(Codes.CONFLICT, f"An agent has at most {MAX_TESTS_PER_AGENT} adversarial tests.")
     now = utcnow()
     test = AgentTest(
         agent_id=agent.id,
@@ -334,6 +343,20 @@ async def start_runs(
         tests = applies
     if not tests:
         raise ParleyError(Codes.AGENT_TEST_NO_TESTS)
+    unfinished = await db.scalar(
+        select(func.count())
+        .select_from(AgentTestRun)
+        .where(
+            AgentTestRun.agent_id == agent.id,
+            AgentTestRun.status.in_([s.value for s in RunStatus if not s.finished]),
+        )
+    )
+    if (unfinished or 0) + len(tests) > MAX_UNFINISHED_RUNS_PER_AGENT:
+        raise ParleyError(
+            Codes.CONFLICT,
+            f"The agent has {unfinished} test runs still going; at most {MAX_UNFINISHED_RUNS_PER_AGENT} "
+            "may wait at once. Retry when some have finished.",
+        )
     batch_id, now = uuid.uuid4(), utcnow()
     runs = []
     for test in tests:
