@@ -370,7 +370,9 @@ async def test_a_viewer_reads_results_but_cannot_start_runs_and_other_orgs_see_n
     async with catalog(stack, Authorization=f"Bearer {token}") as http:
         for path in reads[:2]:
             resp = await http.get(path)
-            assert resp.status_code in (401, 403, 404) and resp.status_code != 200, path
+            assert (resp.status_code, resp.json()["code"]) == (403, "auth.forbidden"), path
+        refused = await http.post("/adversarial-tests/run", json={"agent_id": weak})
+        assert (refused.status_code, refused.json()["code"]) == (403, "auth.forbidden")
 
 
 async def test_a_run_survives_its_worker_killed_mid_run(stack: Stack, suite: dict[str, Any]) -> None:

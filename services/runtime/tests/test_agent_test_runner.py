@@ -68,7 +68,7 @@ class Session:
         self.history.append(ChatMessage(role="user", content=text))
         if self.silent:
             return
-        selection = self.registry.select(model="builtin")
+        selection = self.registry.select(engine="builtin")
         request = ChatRequest(messages=[ChatMessage(role="system", content=self.system), *self.history])
         said = (await collect(selection.provider.stream(request))).message.content
         self.history.append(ChatMessage(role="assistant", content=said))
@@ -332,3 +332,17 @@ async def test_an_agent_closing_the_session_is_audited_at_once() -> None:
     cp = await TestRunner(h.deps(), the_job, 1).run()
     assert cp.status == "passed" and transcript(h) == [(1, "agent", "Goodbye.")]
     assert not session.ended  # the agent ended it itself
+
+
+async def test_the_engine_of_the_simulated_user_and_auditor() -> None:
+    h = Harness(WEAK)
+    the_job = job().model_copy(update={"model": "no-such-engine-x/model"})
+    cp = await TestRunner(h.deps(), the_job, 1).run()
+    # Not an engine prefix: the model name for the default engine, which falls back to built-in.
+    assert cp.status == "failed" and cp.engine == "builtin"
+    h = Harness(WEAK)
+    h.registry.settings.llm_default_engine = "nope"  # type: ignore[assignment]
+    cp = await TestRunner(h.deps(), job(), 1).run()  # `builtin` is the engine whatever the default
+    assert cp.status == "failed" and cp.engine == "builtin"
+    cp = await TestRunner(h.deps(), job().model_copy(update={"model": "some-model"}), 1).run()
+    assert cp.status == "error" and cp.error is not None and cp.error.code == "llm.bad_request"

@@ -56,7 +56,8 @@ from parley_runtime.agent_tests.prompts import (
     auditor_messages,
     read_remarks,
 )
-from parley_runtime.llm import ChatMessage, ChatRequest, LLMRegistry, collect
+from parley_runtime.llm import ChatMessage, ChatRequest, LLMRegistry, LLMSelection, collect
+from parley_runtime.llm.engines import BUILTIN
 
 log = structlog.get_logger(__name__)
 CHANNEL = "agent-test"  # the channel of the conversations test runs hold
@@ -180,7 +181,7 @@ class TestRunner:
             )
         )
         cp.phase = "agent"
-        cp.engine = self._selection_engine(snapshot)
+        cp.engine = self._selection(snapshot).engine
         await self._save(cp)
         await self._progress(cp, RunStatus.RUNNING)
 
@@ -276,18 +277,20 @@ class TestRunner:
                 ) from exc
         return self.snapshot
 
-    def _selection_engine(self, snapshot: AgentSnapshot) -> str:
-        return self.deps.registry.select(model=self._model(), secrets=snapshot.secrets).engine
+    def _selection(self, snapshot: AgentSnapshot) -> LLMSelection:
+        model = self._model()
+        try:
+            if model == BUILTIN:  # the engine itself, whatever the default engine is
+                return self.deps.registry.select(engine=BUILTIN, secrets=snapshot.secrets)
+            return self.deps.registry.select(model=model, secrets=snapshot.secrets)
+        except ParleyError as exc:  # an unknown engine, say
+            raise RunFailed(exc.code, **(exc.params or {})) from exc
 
     def _model(self) -> str:
         return self.job.model or self.deps.default_model
 
     async def _complete(self, messages: list[ChatMessage]) -> str:
-        snapshot = await self._snapshot()
-        try:
-            selection = self.deps.registry.select(model=self._model(), secrets=snapshot.secrets)
-        except ParleyError as exc:
-            raise RunFailed(exc.code, **(exc.params or {})) from exc
+        selection = self._selection(await self._snapshot())
         turn = await collect(
             selection.provider.stream(ChatRequest(model=selection.model, messages=messages, temperature=0))
         )
