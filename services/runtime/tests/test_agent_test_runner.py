@@ -299,6 +299,7 @@ async def test_a_run_without_checkpoint_starts_over_as_a_new_attempt() -> None:
     cp = await TestRunner(h.deps("worker-2"), the_job, 2).run()
     assert cp.attempt == 2 and cp.conversation_id == conversation_id(the_job.run_id, 2)
     assert set(h.sessions) == {conversation_id(the_job.run_id, a) for a in (1, 2)}
+    assert h.sessions[conversation_id(the_job.run_id, 1)].ended  # the abandoned one is closed
     newest = [e for e in h.stored().values() if e.attempt == 2]
     assert sorted(e.index for e in newest if isinstance(e, RunMessage)) == list(range(1, 8))
     assert [e.status for e in newest if isinstance(e, RunFinished)] == ["failed"]

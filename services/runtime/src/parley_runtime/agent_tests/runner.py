@@ -130,6 +130,7 @@ class TestRunner:
             attempt = max(1, self.deliveries)
             conv_id = conversation_id(job.run_id, attempt)
             cp = Checkpoint(run_id=job.run_id, attempt=attempt, conversation_id=conv_id)
+            await self._end_older_attempts(cp)
             await self._save(cp)
         self.cp = cp
         self.log.info("agent_test.claimed", attempt=cp.attempt, phase=cp.phase, deliveries=self.deliveries)
@@ -146,6 +147,15 @@ class TestRunner:
             if self.conv is not None:
                 await self.conv.detach()
         return cp
+
+    async def _end_older_attempts(self, cp: Checkpoint) -> None:
+        """A session an older attempt may have left open is ended, not left to time out."""
+        for attempt in range(1, cp.attempt):
+            older = conversation_id(cp.run_id, attempt)
+            try:
+                await self.deps.conversation(older, 0).end(f"agent-test:{cp.run_id}:{attempt}:end")
+            except Exception as exc:  # best effort: the session times out by itself anyway
+                self.log.warning("agent_test.end_older_failed", attempt=attempt, error=str(exc))
 
     # ----------------------------------------------------------------------------- steps
 
