@@ -260,7 +260,7 @@ async def test_editing_a_test_and_generating_again(stack: Stack, suite: dict[str
         )
         scope = (await http.get("/adversarial-tests/effective-scope", params={"agent_id": strong})).json()
         assert scope["excluded"] == [{"test_id": target["id"], "reason": "disabled"}]
-        # The latest batch no longer covers exactly the scope's tests? It covers more: still passed.
+        # The latest batch covers every test still in scope (and one more): still passed.
         assert scope["result"]["status"] == "passed"
         again = await http.post(f"/agents/{strong}/adversarial-tests/generate")
         assert again.json()["created"] == [] and len(again.json()["existing"]) == 3
@@ -468,8 +468,10 @@ async def test_a_run_survives_a_nats_restart(stack: Stack, suite: dict[str, Any]
         restarted_at = datetime.now(UTC)
 
         async def finished() -> dict[str, Any] | None:
-            run = (await http.get(f"/adversarial-tests/runs/{run_id}")).json()
-            return run if run["status"] in ("passed", "failed", "error") else None
+            # Right after the restart the catalog may answer 504 bus.timeout (auth is reconnecting).
+            resp = await http.get(f"/adversarial-tests/runs/{run_id}")
+            run = resp.json()
+            return run if resp.status_code == 200 and run["status"] in ("passed", "failed", "error") else None
 
         run = await eventually(finished, what="the run to finish after the restart", timeout=120)
         assert (run["status"], run["turns_done"]) == ("failed", len(lines)), run
@@ -485,6 +487,8 @@ async def test_a_run_survives_a_nats_restart(stack: Stack, suite: dict[str, Any]
             if conv.get("status") != "ended":
                 return None
             page = await http.get(f"/conversations/{run['conversation_id']}/messages", params={"limit": 100})
+            if page.status_code != 200:
+                return None
             return [m["content"] for m in page.json()["items"] if m["role"] == "user"]
 
         assert await eventually(history, what="the conversation persisted", timeout=30) == lines
