@@ -111,6 +111,12 @@ EDGE_ROUTE_TABLE: dict[str, str] = {
     "/tools": "catalog",
     "/tools/execute": "catalog",
     "/api/agents/support-bot": "catalog",
+    "/users/me/adversarial-tests/settings": "catalog",
+    "/orgs/acme/adversarial-tests/settings": "catalog",
+    "/nodes/chat/adversarial-tests?agent_id=a1": "catalog",
+    "/adversarial-tests/run": "catalog",
+    "/adversarial-tests/runs/r1/messages": "catalog",
+    "/adversarial-tests/effective-scope?agent_id=a1": "catalog",
     "/realtime": "session_gateway",
     "/realtime/ws": "session_gateway",
     "/chat/ws": "session_gateway",
@@ -137,6 +143,7 @@ EDGE_ROUTE_TABLE: dict[str, str] = {
     "/metrics/x": "edge_meta",
     # Segment boundaries: not an org's agents, so auth's /orgs.
     "/orgs/acme/agentsfoo": "auth",
+    "/nodes/chat": "edge_meta",
 }
 
 

@@ -102,6 +102,7 @@ class Stack:
     logs: Path
     workers: list[ManagedProcess] = field(default_factory=list)
     gateway: ManagedProcess | None = None
+    nats: NatsServer | None = None  # the stack's own NATS server, for tests that restart it
 
     def http(self, app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley", **kwargs)
@@ -204,6 +205,7 @@ async def stack(
                 hooks_url=hooks_url,
                 env=env,
                 logs=root / "logs",
+                nats=nats_server,
             )
             s.gateway = ManagedProcess(
                 "gateway",

@@ -42,5 +42,10 @@ async def test_models_match_migrations(migrated: Any) -> None:
         "conversations",
         "messages",
         "processed_events",
+        "agent_tests",
+        "agent_test_runs",
+        "agent_test_messages",
+        "agent_test_remarks",
+        "agent_test_settings",
         "alembic_version",
     }

@@ -182,6 +182,20 @@ class Authenticator:
                 }
                 tool = self.api.catalog("POST", f"/agents/{self.shared_agent}/tools", self.main, body)
                 params["toolID"] = tool["id"]
+            if "id" in params:  # an adversarial test of the shared agent
+                body = {
+                    "name": "fuzz",
+                    "persona": "p",
+                    "goal": "g",
+                    "node_id": "talk",
+                    "criteria": [{"id": "c", "kind": "must_not", "text": 'Say "x"'}],
+                }
+                made = self.api.catalog(
+                    "POST", f"/agents/{self.shared_agent}/adversarial-tests", self.main, body
+                )
+                params["id"] = made["id"]
+            if "node_id" in params:
+                params["node_id"] = "talk"
         query = case.query
         if isinstance(query, dict) and "agent_id" in query:
             query["agent_id"] = self.shared_agent

@@ -216,6 +216,31 @@ class Codes:
     SECRET_UNREADABLE = _register(
         "secret.unreadable", 500, "A stored secret cannot be decrypted with the configured keys."
     )
+    # Agent tests (docs/agent-tests.md): the publish gate, starting runs, and why a run ended in error.
+    AGENT_TESTS_FAILED = _register(
+        "agent.tests_failed",
+        409,
+        "The agent's last test run failed ({failed} of {total} tests); fix the agent and run them again.",
+    )
+    AGENT_TESTS_NOT_RUN = _register(
+        "agent.tests_not_run",
+        409,
+        "Publishing needs a finished, passing test run of this version (v{version}) of the agent: {detail}",
+    )
+    AGENT_TEST_NO_TESTS = _register(
+        "agent_test.no_tests", 422, "No enabled test of this agent applies to its current version."
+    )
+    AGENT_TEST_UNSUPPORTED_AGENT = _register(
+        "agent_test.unsupported_agent",
+        422,
+        "Agent {agent_id} is an Octavus protocol agent; test runs need a blueprint agent.",
+    )
+    AGENT_TEST_RUN_FAILED = _register(
+        "agent_test.run_failed", 500, "The test run could not be completed: {detail}"
+    )
+    AGENT_TEST_AUDIT_FAILED = _register(
+        "agent_test.audit_failed", 502, "The auditor's answer could not be used: {detail}"
+    )
     # Catalog: tools. Except for `tool.name_taken`, these appear as `code` in the `{success: false}`
     # envelope of POST …/tools/execute, which is itself answered with HTTP 200.
     TOOL_NAME_TAKEN = _register("tool.name_taken", 409, "A tool named {name} already exists here.")

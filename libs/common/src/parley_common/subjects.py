@@ -44,6 +44,15 @@ OCTAVUS_SESSION_GET: Final = "octavus.session.get"
 OCTAVUS_SESSION_RESTORE: Final = "octavus.session.restore"
 OCTAVUS_SESSION_TRIGGER: Final = "octavus.session.trigger"
 
+# Agent tests (agent_test_contract.py): run jobs (work queue, catalog → runtime workers) and their
+# results (runtime → catalog, durable consumer), `agent_tests.results.<run_id>`.
+AGENT_TESTS_STREAM: Final = "AGENT_TESTS"
+AGENT_TEST_RUN: Final = "agent_tests.run"
+AGENT_TEST_RESULTS_STREAM: Final = "AGENT_TEST_RESULTS"
+AGENT_TEST_RESULTS: Final = "agent_tests.results"
+RUNTIME_AGENT_TESTS_CONSUMER: Final = "runtime-agent-tests"
+CATALOG_AGENT_TEST_RESULTS_CONSUMER: Final = "catalog-agent-test-results"
+
 # health: every service answers a ping on its own subject (used by readiness checks of peers)
 HEALTH_PING_PREFIX: Final = "health.ping"
 
@@ -76,3 +85,7 @@ def session_out(conversation_id: str) -> str:
 def session_ctl(conversation_id: str) -> str:
     """Core NATS (not stored): session timing and the live connection."""
     return f"{SESSION_PREFIX}.{conversation_id}.ctl"
+
+
+def agent_test_results(run_id: object) -> str:
+    return f"{AGENT_TEST_RESULTS}.{run_id}"

@@ -598,9 +598,10 @@ EDGE_ROUTES: list[tuple[str, list[str]]] = [
     (
         "catalog",
         [
-            "/users/me/agents*", "/users/me/templates*",
-            "/orgs/*/agents*", "/orgs/*/templates*", "/orgs/*/tools*",
+            "/users/me/agents*", "/users/me/templates*", "/users/me/adversarial-tests*",
+            "/orgs/*/agents*", "/orgs/*/templates*", "/orgs/*/tools*", "/orgs/*/adversarial-tests*",
             "/agents*", "/templates*", "/conversations*", "/tools*", "/api/agents*",
+            "/nodes/*/adversarial-tests*", "/adversarial-tests*",
         ],
     ),
     ("session_gateway", ["/realtime*", "/chat/ws*", "/api/agent-sessions*"]),

@@ -11,6 +11,8 @@ import structlog
 from fastapi import FastAPI
 
 from parley_catalog import handlers
+from parley_catalog.agent_tests.consumer import ResultConsumer
+from parley_catalog.agent_tests.router import router as agent_tests_router
 from parley_catalog.agents.router import router as agents_router
 from parley_catalog.context import CatalogContext
 from parley_catalog.conversations.consumer import ConversationConsumer
@@ -54,6 +56,7 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
     )
     handlers.register(broker, ctx)
     consumer = ConversationConsumer(settings, db)
+    test_results = ResultConsumer(settings, db)
 
     # Queue group: any one replica answering proves the service is reachable over the bus.
     @broker.subscriber(health_ping(name), queue=name)
@@ -73,8 +76,10 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
         await broker.start()
         try:
             await consumer.start(broker.connection)
+            await test_results.start(broker.connection)
             yield
         finally:
+            await test_results.stop()
             await consumer.stop()
             await broker.stop()
             await ctx.http.aclose()
@@ -83,14 +88,22 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
     app = create_app(
         settings,
         title="Parley catalog",
-        description="Agents, templates, agent definitions, lint, tools and conversation history.",
-        routers=[agents_router, templates_router, tools_router, conversations_router, octavus_router],
+        description="Agents, templates, definitions, lint, tools, conversation history and agent tests.",
+        routers=[
+            agents_router,
+            agent_tests_router,
+            templates_router,
+            tools_router,
+            conversations_router,
+            octavus_router,
+        ],
         lifespan=lifespan,
         readiness=readiness,
     )
     app.state.ctx = ctx
     install_authenticator(app, ctx.auth, cookie_name=settings.catalog_cookie_name)
     app.state.consumer = consumer
+    app.state.test_results = test_results
     # Kept for callers of the skeleton's attributes.
     app.state.broker = broker
     app.state.engine = db.engine

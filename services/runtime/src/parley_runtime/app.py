@@ -16,11 +16,18 @@ from typing import Any
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from parley_common import subjects
+from parley_common.agent_test_contract import AgentTestEvent
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
 from parley_common.netguard import guarded_client
+from parley_common.session_contract import trace_headers
 from parley_common.subjects import health_ping
+from parley_runtime.agent_tests.checkpoint import CheckpointStore
+from parley_runtime.agent_tests.conversation import BusConversation
+from parley_runtime.agent_tests.runner import RunnerDeps
+from parley_runtime.agent_tests.worker import AgentTestWorker
 from parley_runtime.agents import AgentCache
 from parley_runtime.llm import LLMRegistry, LLMSettings
 from parley_runtime.llm_port import LLMPort
@@ -89,11 +96,15 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         )
         worker = SessionWorker(deps)
         app.state.worker = worker
+        tests = _agent_test_worker(deps, redis)
+        app.state.agent_tests = tests
         try:
             await worker.start()
+            await tests.start()
             yield
         finally:
             await octavus.stop()
+            await tests.stop()
             await worker.stop()
             await deps.http.aclose()
             await llm.aclose()
@@ -110,3 +121,36 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
     app.state.broker = broker
     app.state.redis = redis
     return app
+
+
+def _agent_test_worker(deps: Deps, redis: Redis) -> AgentTestWorker:
+    """Test runs: their own queue and limit; their conversations go through the session bus."""
+    settings, js = deps.settings, deps.js
+
+    async def publish(event: AgentTestEvent) -> None:
+        await js.publish(
+            subjects.agent_test_results(event.run_id),
+            event.model_dump_json().encode(),
+            headers=trace_headers({"Nats-Msg-Id": str(event.event_id)}),
+        )
+
+    runner_deps = RunnerDeps(
+        checkpoints=CheckpointStore(redis, ttl_s=settings.runtime_agent_tests_checkpoint_ttl_s),
+        agents=deps.agents,
+        registry=deps.llm.registry,
+        conversation=lambda conversation_id, after: BusConversation(
+            deps.nc, js, conversation_id, connection_id=f"agent-test-{conversation_id}", after=after
+        ),
+        publish=publish,
+        token=deps.token,
+        default_model=settings.runtime_agent_tests_model,
+        turn_timeout_s=settings.runtime_agent_tests_turn_timeout_s,
+        max_attempts=settings.runtime_agent_tests_max_attempts,
+    )
+    return AgentTestWorker(
+        js,
+        runner_deps,
+        max_concurrent=settings.runtime_agent_tests_max_concurrent,
+        ack_wait_s=settings.runtime_agent_tests_ack_wait_s,
+        heartbeat_s=settings.runtime_agent_tests_heartbeat_s,
+    )

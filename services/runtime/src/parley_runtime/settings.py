@@ -54,6 +54,19 @@ class RuntimeSettings(CommonSettings):
     # While an execution runs, a keepalive frame this often tells the gateway the worker lives.
     runtime_octavus_keepalive_s: float = Field(default=5.0, gt=0)
 
+    # Agent tests (docs/agent-tests.md): runs one worker holds at once, on their own queue.
+    runtime_agent_tests_max_concurrent: int = Field(default=4, ge=1, le=1000)
+    # A dead worker's runs move on after this many seconds without a heartbeat.
+    runtime_agent_tests_ack_wait_s: float = Field(default=10.0, gt=0)
+    runtime_agent_tests_heartbeat_s: float = Field(default=2.5, gt=0)
+    # Engine and model of the simulated user and the auditor (`engine/model`; docs/llm-providers.md).
+    runtime_agent_tests_model: str = Field(default="builtin", min_length=1, max_length=200)
+    # How long the agent may take for one turn before the run ends in error.
+    runtime_agent_tests_turn_timeout_s: float = Field(default=60.0, gt=0)
+    # Deliveries of one run (each owner died running it) before it ends in error.
+    runtime_agent_tests_max_attempts: int = Field(default=5, ge=1)
+    runtime_agent_tests_checkpoint_ttl_s: int = Field(default=24 * 3600, ge=60)
+
 
 @lru_cache
 def get_settings() -> RuntimeSettings:

@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Response, status
 
 from parley_catalog.access import org_by_slug, personal_owner
+from parley_catalog.agent_tests import service as agent_tests
 from parley_catalog.agents import events, schemas, service
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db, PersonalReader, PersonalWriter
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit, Page, Search
@@ -15,7 +16,7 @@ from parley_catalog.params import AgentID, OrgSlug
 from parley_catalog.templates import service as templates
 from parley_common.auth_contract import MemberRole, Principal
 from parley_common.blueprint import Blueprint
-from parley_common.catalog_contract import AgentEventKind
+from parley_common.catalog_contract import AgentEventKind, AgentStatus
 
 router = APIRouter(tags=["agents"])
 
@@ -155,7 +156,9 @@ async def delete_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWri
     summary="Transition an agent's status (requires admin)",
     description=(
         "draft → live, draft → archived, live → draft, live → archived, archived → draft. Going live "
-        "requires a blueprint that lints clean (422 `agent.lint_failed` lists the errors)."
+        "requires a blueprint that lints clean (422 `agent.lint_failed` lists the errors) and, when "
+        "the owner gates publishing on agent tests, a passing test run of this version (409 "
+        "`agent.tests_failed` / `agent.tests_not_run`)."
     ),
     response_model_exclude_none=True,
 )
@@ -163,6 +166,8 @@ async def update_agent_status(
     agent_id: AgentID, body: schemas.UpdateAgentStatusRequest, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.Agent:
     agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.ADMIN, lock=True)
+    if body.status is AgentStatus.LIVE and agent.status != AgentStatus.LIVE.value:
+        await agent_tests.check_publish_gate(db, agent)  # 409 when the owner gates on tests
     changed = await service.set_status(db, agent, body.status)
     await db.commit()
     if changed:

@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from parley_runtime.llm.builtin_roles import disclosure_reply, scripted_reply
 from parley_runtime.llm.transport import traced
 from parley_runtime.llm.types import (
     ChatMessage,
@@ -92,6 +93,9 @@ class BuiltinProvider:
 
 def reply_text(request: ChatRequest) -> str:
     """The text reply (when the request does not trigger a tool call)."""
+    scripted = scripted_reply(request)  # simulated user or auditor of an agent test
+    if scripted is not None:
+        return scripted
     last = _last_turn(request.messages)
     if last is None or last.role == "assistant":
         return GREETING
@@ -100,6 +104,9 @@ def reply_text(request: ChatRequest) -> str:
     match = _TRIGGER.fullmatch(last.content)
     if match and match.group(1) in {t.name for t in request.tools}:
         return f"I cannot call {match.group(1)}: its arguments must be a JSON object."
+    disclosed = disclosure_reply(request)
+    if disclosed is not None:
+        return disclosed
     persona = _persona(request.messages)
     text = (
         f'As {persona}, I heard: "{_quote(last.content)}".'

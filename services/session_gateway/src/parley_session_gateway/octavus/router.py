@@ -26,11 +26,11 @@ from pydantic import BaseModel, ValidationError
 
 from parley_common import subjects
 from parley_common.auth_contract import Principal
+from parley_common.authenticator import credential_of
 from parley_common.bus import request as bus_request
 from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError
 from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
-from parley_common.authenticator import credential_of
 from parley_common.octavus.routes import OctavusRoute, api_key
 from parley_session_gateway.live import Live, LiveConnections
 from parley_session_gateway.sessions import GatewayContext

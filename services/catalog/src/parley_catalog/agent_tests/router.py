@@ -1,0 +1,360 @@
+"""HTTP: the adversarial-tests routes of the HappyRobot SDK (`/nodes/{node_id}/adversarial-tests`,
+`/adversarial-tests/…`) and Parley's own under the agent and its owner (create, starter suite,
+latest result, the publish-gate setting).
+
+Reading needs viewer on the agent's owner, writing and starting runs member, the gate setting
+admin (the role that publishes). Everything of an agent another caller cannot see is 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_catalog.access import org_by_slug, personal_owner
+from parley_catalog.agent_tests import schemas, service
+from parley_catalog.agent_tests.models import AgentTestSettings
+from parley_catalog.agents import service as agents
+from parley_catalog.agents.models import Agent
+from parley_catalog.context import CatalogContext
+from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db, PersonalReader, PersonalWriter
+from parley_catalog.pagination import DEFAULT_LIMIT, Limit
+from parley_catalog.params import AgentID, OrgSlug
+from parley_common.agent_test_contract import RunStatus
+from parley_common.auth_contract import MemberRole, Principal
+
+router = APIRouter(tags=["adversarial-tests"])
+
+TestID = Annotated[UUID, Path(alias="id", description="Adversarial test ID.")]
+RunID = Annotated[UUID, Path(alias="run_id", description="Test run ID.")]
+NodeID = Annotated[
+    str,
+    Path(
+        alias="node_id",
+        min_length=1,
+        max_length=200,
+        description="A node of the agent's flow: a blueprint node id, or an Octavus trigger name.",
+    ),
+]
+AgentQuery = Annotated[UUID, Query(description="The agent the tests belong to.")]
+After = Annotated[
+    str | None,
+    Query(max_length=512, description="Opaque cursor returned in the previous response's `next_cursor`."),
+]
+
+
+async def _agent(
+    ctx: CatalogContext, db: AsyncSession, principal: Principal, agent_id: UUID, role: MemberRole
+) -> Agent:
+    return await agents.load_for(ctx, db, principal, agent_id, role)
+
+
+# ------------------------------------------------------------------------------ SDK routes
+
+
+@router.get(
+    "/nodes/{node_id}/adversarial-tests",
+    response_model=schemas.AdversarialTestList,
+    response_model_exclude_none=True,
+    operation_id="listNodeAdversarialTests",
+    summary="List an agent's adversarial tests that target one node (requires viewer)",
+)
+async def list_node_tests(
+    node_id: NodeID, agent_id: AgentQuery, ctx: Ctx, db: Db, principal: AgentsReader
+) -> schemas.AdversarialTestList:
+    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    tests = await service.list_tests(db, agent.id, node_id=node_id)
+    return schemas.AdversarialTestList(items=[service.to_schema(t) for t in tests])
+
+
+@router.get(
+    "/adversarial-tests/effective-scope",
+    response_model=schemas.AdversarialTestEffectiveScope,
+    response_model_exclude_none=True,
+    operation_id="getAdversarialTestEffectiveScope",
+    summary="Which tests apply to the agent's current version, and its latest result (requires viewer)",
+)
+async def effective_scope(
+    agent_id: AgentQuery, ctx: Ctx, db: Db, principal: AgentsReader
+) -> schemas.AdversarialTestEffectiveScope:
+    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    shape, applies, excluded = await service.effective_scope(db, agent)
+    return schemas.AdversarialTestEffectiveScope(
+        agent_id=agent.id,
+        agent_version=agent.version,
+        definition="protocol" if shape.definition == "protocol" else "blueprint",
+        nodes=[schemas.ScopeNode(id=n.id, type=n.type) for n in shape.nodes],
+        tools=shape.tools,
+        tests=[t.id for t in applies],
+        excluded=[schemas.ExcludedTest(test_id=t.id, reason=reason) for t, reason in excluded],
+        gate_publish=await service.gate_enabled(db, agent),
+        result=await service.latest_result(db, agent, applies),
+    )
+
+
+@router.post(
+    "/adversarial-tests/run",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=schemas.RunAdversarialTestResponse,
+    response_model_exclude_none=True,
+    operation_id="runAdversarialTests",
+    summary="Run an agent's tests, or some of them (requires member)",
+    description="Queues one run per test (a batch) and answers at once; poll "
+    "`GET /adversarial-tests/runs?agent_id=…&batch_id=…` for progress and verdicts.",
+)
+async def run_tests(
+    body: schemas.RunAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.RunAdversarialTestResponse:
+    agent = await _agent(ctx, db, principal, body.agent_id, MemberRole.MEMBER)
+    runs = await service.start_runs(ctx, db, principal, agent, body)
+    await db.commit()
+    return schemas.RunAdversarialTestResponse(
+        batch_id=runs[0].batch_id, runs=[service.run_schema(r, []) for r in runs]
+    )
+
+
+@router.get(
+    "/adversarial-tests/runs",
+    response_model=schemas.GetAdversarialTestRunsResponse,
+    response_model_exclude_none=True,
+    operation_id="listAdversarialTestRuns",
+    summary="List an agent's test runs with their remarks, newest first (requires viewer)",
+    description="Cursor pagination: pass `next_cursor` back as `after`.",
+)
+async def list_runs(
+    agent_id: AgentQuery,
+    ctx: Ctx,
+    db: Db,
+    principal: AgentsReader,
+    test_id: Annotated[UUID | None, Query()] = None,
+    batch_id: Annotated[UUID | None, Query()] = None,
+    status: Annotated[RunStatus | None, Query()] = None,
+    after: After = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> schemas.GetAdversarialTestRunsResponse:
+    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    return await service.list_runs(
+        db, agent.id, test_id=test_id, batch_id=batch_id, status=status, after=after, limit=limit
+    )
+
+
+@router.get(
+    "/adversarial-tests/runs/{run_id}",
+    response_model=schemas.AdversarialTestRun,
+    response_model_exclude_none=True,
+    operation_id="getAdversarialTestRun",
+    summary="Get one test run with its progress and remarks (requires viewer)",
+)
+async def get_run(run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.AdversarialTestRun:
+    run = await service.load_run(ctx, db, principal, run_id)
+    return (await service.with_remarks(db, [run]))[0]
+
+
+@router.get(
+    "/adversarial-tests/runs/{run_id}/messages",
+    response_model=schemas.GetAdversarialTestRunMessagesResponse,
+    response_model_exclude_none=True,
+    operation_id="listAdversarialTestRunMessages",
+    summary="The transcript of a test run, in order (requires viewer)",
+)
+async def run_messages(
+    run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader
+) -> schemas.GetAdversarialTestRunMessagesResponse:
+    run = await service.load_run(ctx, db, principal, run_id)
+    messages = await service.run_messages(db, run)
+    return schemas.GetAdversarialTestRunMessagesResponse(
+        run_id=run.id,
+        status=RunStatus(run.status),
+        items=[
+            schemas.AdversarialTestRunMessage(
+                index=m.index,
+                role=m.role,
+                content=m.content,
+                created_at=m.created_at,
+            )
+            for m in messages
+        ],
+    )
+
+
+@router.get(
+    "/adversarial-tests/{id}",
+    response_model=schemas.AdversarialTest,
+    response_model_exclude_none=True,
+    operation_id="getAdversarialTest",
+    summary="Get an adversarial test (requires viewer)",
+)
+async def get_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.AdversarialTest:
+    test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.VIEWER)
+    return service.to_schema(test)
+
+
+@router.patch(
+    "/adversarial-tests/{id}",
+    response_model=schemas.AdversarialTest,
+    response_model_exclude_none=True,
+    operation_id="patchAdversarialTest",
+    summary="Edit an adversarial test (requires member)",
+    description="Fields given replace the stored ones; `node_id: null` detaches the test from its node. "
+    "Runs already started keep the test as it was.",
+)
+async def patch_test(
+    test_id: TestID, body: schemas.PatchAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.AdversarialTest:
+    test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.MEMBER, lock=True)
+    service.patch_test(test, body)
+    await db.commit()
+    return service.to_schema(test)
+
+
+@router.delete(
+    "/adversarial-tests/{id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="deleteAdversarialTest",
+    summary="Delete an adversarial test; its past runs stay (requires member)",
+)
+async def delete_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
+    test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.MEMBER, lock=True)
+    await db.delete(test)
+    await db.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ------------------------------------------------------------------------------ under the agent
+
+
+@router.get(
+    "/agents/{agentID}/adversarial-tests",
+    response_model=schemas.AdversarialTestList,
+    response_model_exclude_none=True,
+    operation_id="listAgentAdversarialTests",
+    summary="List an agent's adversarial tests (requires viewer)",
+)
+async def list_agent_tests(
+    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
+) -> schemas.AdversarialTestList:
+    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    return schemas.AdversarialTestList(
+        items=[service.to_schema(t) for t in await service.list_tests(db, agent.id)]
+    )
+
+
+@router.post(
+    "/agents/{agentID}/adversarial-tests",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.AdversarialTest,
+    response_model_exclude_none=True,
+    operation_id="createAgentAdversarialTest",
+    summary="Create an adversarial test for an agent (requires member)",
+)
+async def create_agent_test(
+    agent_id: AgentID, body: schemas.CreateAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.AdversarialTest:
+    agent = await _agent(ctx, db, principal, agent_id, MemberRole.MEMBER)
+    test = await service.create_test(db, agent, body)
+    await db.commit()
+    return service.to_schema(test)
+
+
+@router.post(
+    "/agents/{agentID}/adversarial-tests/generate",
+    response_model=schemas.GenerateAdversarialTestsResponse,
+    response_model_exclude_none=True,
+    operation_id="generateAgentAdversarialTests",
+    summary="Generate the agent's starter suite from its prompt, nodes and tools (requires member)",
+    description="One test per category that applies (prompt extraction, prompt injection, false "
+    "promises, language switch when the agent has a language). Categories the agent already has a "
+    "generated test of are kept as they are, so calling it again adds only what is missing.",
+)
+async def generate_tests(
+    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.GenerateAdversarialTestsResponse:
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER, lock=True)
+    created, existing = await service.generate(db, agent)
+    await db.commit()
+    return schemas.GenerateAdversarialTestsResponse(
+        created=[service.to_schema(t) for t in created], existing=[service.to_schema(t) for t in existing]
+    )
+
+
+@router.get(
+    "/agents/{agentID}/adversarial-tests/result",
+    response_model=schemas.AgentTestResult,
+    response_model_exclude_none=True,
+    operation_id="getAgentAdversarialTestResult",
+    summary="The agent's latest test result, as the publish gate sees it (requires viewer)",
+)
+async def agent_result(
+    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
+) -> schemas.AgentTestResult:
+    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    _, applies, _ = await service.effective_scope(db, agent)
+    return await service.latest_result(db, agent, applies)
+
+
+# ------------------------------------------------------------------------------ the gate setting
+
+
+def _settings_out(row: AgentTestSettings | None) -> schemas.AgentTestSettingsOut:
+    if row is None:
+        return schemas.AgentTestSettingsOut(gate_publish=False)
+    return schemas.AgentTestSettingsOut(gate_publish=row.gate_publish, updated_at=row.updated_at)
+
+
+@router.get(
+    "/users/me/adversarial-tests/settings",
+    response_model=schemas.AgentTestSettingsOut,
+    response_model_exclude_none=True,
+    operation_id="getUserAdversarialTestSettings",
+    summary="Agent-test settings of the authenticated user's own agents",
+)
+async def get_user_settings(db: Db, principal: PersonalReader) -> schemas.AgentTestSettingsOut:
+    return _settings_out(await service.settings_row(db, owner_user_id=personal_owner(principal)))
+
+
+@router.put(
+    "/users/me/adversarial-tests/settings",
+    response_model=schemas.AgentTestSettingsOut,
+    response_model_exclude_none=True,
+    operation_id="putUserAdversarialTestSettings",
+    summary="Set whether the user's own agents need passing tests to go live",
+)
+async def put_user_settings(
+    body: schemas.AgentTestSettingsBody, db: Db, principal: PersonalWriter
+) -> schemas.AgentTestSettingsOut:
+    row = await service.save_settings(db, body.gate_publish, owner_user_id=personal_owner(principal))
+    await db.commit()
+    return _settings_out(row)
+
+
+@router.get(
+    "/orgs/{orgSlug}/adversarial-tests/settings",
+    response_model=schemas.AgentTestSettingsOut,
+    response_model_exclude_none=True,
+    operation_id="getOrgAdversarialTestSettings",
+    summary="Agent-test settings of an organization's agents (requires viewer)",
+)
+async def get_org_settings(
+    org_slug: OrgSlug, ctx: Ctx, db: Db, principal: AgentsReader
+) -> schemas.AgentTestSettingsOut:
+    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.VIEWER)
+    return _settings_out(await service.settings_row(db, owner_org_id=org_id))
+
+
+@router.put(
+    "/orgs/{orgSlug}/adversarial-tests/settings",
+    response_model=schemas.AgentTestSettingsOut,
+    response_model_exclude_none=True,
+    operation_id="putOrgAdversarialTestSettings",
+    summary="Set whether the organization's agents need passing tests to go live (requires admin)",
+)
+async def put_org_settings(
+    org_slug: OrgSlug, body: schemas.AgentTestSettingsBody, ctx: Ctx, db: Db, principal: AgentsWriter
+) -> schemas.AgentTestSettingsOut:
+    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.ADMIN)
+    row = await service.save_settings(db, body.gate_publish, owner_org_id=org_id)
+    await db.commit()
+    return _settings_out(row)

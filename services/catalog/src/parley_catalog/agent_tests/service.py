@@ -1,0 +1,541 @@
+"""Agent tests: records, starter suites, starting runs, reading results, and the publish gate."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import structlog
+from pydantic import AwareDatetime, BaseModel
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_catalog.access import check_owner, not_found
+from parley_catalog.agent_tests import schemas
+from parley_catalog.agent_tests.models import (
+    AgentTest,
+    AgentTestMessage,
+    AgentTestRemark,
+    AgentTestRun,
+    AgentTestSettings,
+)
+from parley_catalog.agent_tests.scope import AgentShape, Exclusion, exclusion, shape_of
+from parley_catalog.agent_tests.starter import starter_suite
+from parley_catalog.agents import service as agents
+from parley_catalog.agents.models import Agent
+from parley_catalog.context import CatalogContext
+from parley_catalog.conversations import cursor
+from parley_catalog.timeutil import utcnow
+from parley_common import subjects
+from parley_common.agent_test_contract import (
+    AgentTestJob,
+    Criterion,
+    RunStatus,
+    TestCategory,
+    TestDefinition,
+)
+from parley_common.auth_contract import MemberRole, Principal
+from parley_common.errors import Codes, ErrorEnvelope, ParleyError
+from parley_common.session_contract import trace_headers
+
+log = structlog.get_logger(__name__)
+
+
+class RunKey(BaseModel):
+    """Sort key of the runs list (newest first), for its cursor."""
+
+    created_at: AwareDatetime
+    id: UUID
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def to_schema(test: AgentTest) -> schemas.AdversarialTest:
+    return schemas.AdversarialTest(
+        id=test.id,
+        agent_id=test.agent_id,
+        node_id=test.node_id,
+        name=test.name,
+        category=TestCategory(test.category),
+        persona=test.persona,
+        goal=test.goal,
+        attack_lines=list(test.attack_lines),
+        max_turns=test.max_turns,
+        criteria=[Criterion.model_validate(c) for c in test.criteria],
+        tools=list(test.tools),
+        enabled=test.enabled,
+        origin="generated" if test.origin == "generated" else "manual",
+        created_at=test.created_at,
+        updated_at=test.updated_at,
+    )
+
+
+async def list_tests(db: AsyncSession, agent_id: UUID, node_id: str | None = None) -> list[AgentTest]:
+    query = select(AgentTest).where(AgentTest.agent_id == agent_id)
+    if node_id is not None:
+        query = query.where(AgentTest.node_id == node_id)
+    return list((await db.scalars(query.order_by(AgentTest.created_at, AgentTest.id))).all())
+
+
+async def load_test(
+    ctx: CatalogContext,
+    db: AsyncSession,
+    principal: Principal,
+    test_id: UUID,
+    min_role: MemberRole,
+    *,
+    lock: bool = False,
+) -> tuple[AgentTest, Agent]:
+    """The test and its agent, if the caller holds `min_role` on the agent; else 404 / 403."""
+    test = await db.get(AgentTest, test_id)
+    agent = await agents.get_live_row(db, test.agent_id) if test is not None else None
+    if test is None or agent is None:
+        raise not_found("adversarial test")
+    await check_owner(
+        ctx,
+        principal,
+        owner_user_id=agent.owner_user_id,
+        owner_org_id=agent.owner_org_id,
+        min_role=min_role,
+        resource="adversarial test",
+    )
+    if lock:
+        locked = await db.get(AgentTest, test_id, with_for_update=True, populate_existing=True)
+        if locked is None:
+            raise not_found("adversarial test")
+        test = locked
+    return test, agent
+
+
+def _dump_criteria(criteria: Sequence[Criterion]) -> list[Any]:
+    ids = [c.id for c in criteria]
+    if len(set(ids)) != len(ids):
+        raise ParleyError(Codes.VALIDATION_FAILED, "criteria: ids must be unique within a test.")
+    return [c.model_dump(mode="json") for c in criteria]
+
+
+# Bounds on what one agent may hold: every test in scope runs in a batch, each run is a
+# conversation plus LLM calls.
+MAX_TESTS_PER_AGENT = 100
+MAX_UNFINISHED_RUNS_PER_AGENT = 100
+
+
+async def create_test(db: AsyncSession, agent: Agent, body: schemas.CreateAdversarialTestBody) -> AgentTest:
+    count = await db.scalar(select(func.count()).select_from(AgentTest).where(AgentTest.agent_id == agent.id))
+    if (count or 0) >= MAX_TESTS_PER_AGENT:
+        raise ParleyError(Codes.CONFLICT, f"An agent has at most {MAX_TESTS_PER_AGENT} adversarial tests.")
+    now = utcnow()
+    test = AgentTest(
+        agent_id=agent.id,
+        node_id=body.node_id,
+        name=body.name,
+        category=body.category.value,
+        persona=body.persona,
+        goal=body.goal,
+        attack_lines=list(body.attack_lines),
+        max_turns=body.max_turns,
+        criteria=_dump_criteria(body.criteria),
+        tools=sorted(set(body.tools)),
+        enabled=body.enabled,
+        origin="manual",
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(test)
+    return test
+
+
+def patch_test(test: AgentTest, body: schemas.PatchAdversarialTestBody) -> None:
+    given = body.model_fields_set
+    if "node_id" in given:
+        test.node_id = body.node_id
+    for name in ("name", "persona", "goal", "max_turns", "enabled"):
+        value = getattr(body, name)
+        if name in given and value is not None:
+            setattr(test, name, value)
+    if body.category is not None:
+        test.category = body.category.value
+    if body.attack_lines is not None:
+        test.attack_lines = list(body.attack_lines)
+    if body.criteria is not None:
+        test.criteria = _dump_criteria(body.criteria)
+    if body.tools is not None:
+        test.tools = sorted(set(body.tools))
+    test.updated_at = utcnow()
+
+
+async def generate(db: AsyncSession, agent: Agent) -> tuple[list[AgentTest], list[AgentTest]]:
+    """The agent's starter suite: (made now, already there). One generated test per category;
+    a category the agent already has a generated test of is left as the team edited it."""
+    shape = await shape_of(db, agent)
+    existing = [t for t in await list_tests(db, agent.id) if t.origin == "generated"]
+    have = {t.category for t in existing}
+    created = []
+    now = utcnow()
+    for starter in starter_suite(shape):
+        if starter.category.value in have:
+            continue
+        test = AgentTest(
+            agent_id=agent.id,
+            node_id=starter.node_id,
+            name=starter.name,
+            category=starter.category.value,
+            persona=starter.persona,
+            goal=starter.goal,
+            attack_lines=list(starter.attack_lines),
+            max_turns=starter.max_turns,
+            criteria=_dump_criteria(starter.criteria),
+            tools=[],
+            enabled=True,
+            origin="generated",
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(test)
+        created.append(test)
+    await db.flush()
+    return created, existing
+
+
+def definition(test: AgentTest) -> TestDefinition:
+    return TestDefinition(
+        test_id=test.id,
+        name=test.name,
+        category=TestCategory(test.category),
+        node_id=test.node_id,
+        persona=test.persona,
+        goal=test.goal,
+        attack_lines=list(test.attack_lines),
+        max_turns=test.max_turns,
+        criteria=[Criterion.model_validate(c) for c in test.criteria],
+    )
+
+
+# ------------------------------------------------------------------------------ scope and results
+
+
+async def effective_scope(
+    db: AsyncSession, agent: Agent
+) -> tuple[AgentShape, list[AgentTest], list[tuple[AgentTest, Exclusion]]]:
+    shape = await shape_of(db, agent)
+    applies, excluded = [], []
+    for test in await list_tests(db, agent.id):
+        reason = exclusion(test, shape)
+        if reason is None:
+            applies.append(test)
+        else:
+            excluded.append((test, reason))
+    return shape, applies, excluded
+
+
+async def latest_result(db: AsyncSession, agent: Agent, in_scope: list[AgentTest]) -> schemas.AgentTestResult:
+    """The agent's latest batch of runs, summed up; `stale` when it is not about this version or
+    did not run every test in scope."""
+    latest = await db.scalar(
+        select(AgentTestRun)
+        .where(AgentTestRun.agent_id == agent.id)
+        .order_by(AgentTestRun.created_at.desc(), AgentTestRun.id.desc())
+        .limit(1)
+    )
+    result = schemas.AgentTestResult(agent_id=agent.id, agent_version=agent.version, status="not_run")
+    if latest is None:
+        return result
+    batch = select(AgentTestRun).where(AgentTestRun.batch_id == latest.batch_id)
+    runs = list((await db.scalars(batch)).all())
+    statuses = [RunStatus(r.status) for r in runs]
+    result.batch_id = latest.batch_id
+    result.batch_version = latest.agent_version
+    result.total = len(runs)
+    result.passed = statuses.count(RunStatus.PASSED)
+    result.failed = statuses.count(RunStatus.FAILED)
+    result.errored = statuses.count(RunStatus.ERROR)
+    result.running = sum(1 for s in statuses if not s.finished)
+    finished = [r.finished_at for r in runs if r.finished_at is not None]
+    result.finished_at = max(finished) if finished and not result.running else None
+    covered = {r.test_id for r in runs}
+    if result.running:
+        result.status = "running"
+    elif result.failed or result.errored:
+        result.status = "failed"
+    elif latest.agent_version != agent.version or not {t.id for t in in_scope} <= covered:
+        result.status = "stale"
+    else:
+        result.status = "passed"
+    return result
+
+
+# ------------------------------------------------------------------------------ runs
+
+
+def run_schema(run: AgentTestRun, remarks: Sequence[AgentTestRemark]) -> schemas.AdversarialTestRun:
+    test = run.test or {}
+    return schemas.AdversarialTestRun(
+        id=run.id,
+        batch_id=run.batch_id,
+        agent_id=run.agent_id,
+        agent_version=run.agent_version,
+        test_id=run.test_id,
+        test_name=str(test.get("name", "")),
+        category=TestCategory(test.get("category", TestCategory.CUSTOM.value)),
+        node_id=test.get("node_id"),
+        status=RunStatus(run.status),
+        attempt=run.attempt,
+        turns_done=run.turns_done,
+        max_turns=int(test.get("max_turns", 0)),
+        conversation_id=run.conversation_id,
+        engine=run.engine,
+        model=run.model,
+        remarks=[
+            schemas.AuditRemark(
+                criterion_id=r.criterion_id,
+                criterion=r.criterion,
+                verdict=r.verdict,
+                severity=r.severity,
+                message_index=r.message_index,
+                quote=r.quote,
+                explanation=r.explanation,
+            )
+            for r in sorted(remarks, key=lambda r: r.position)
+        ],
+        error=ErrorEnvelope.model_validate(run.error) if run.error else None,
+        started_by_user_id=run.started_by_user_id,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        updated_at=run.updated_at,
+    )
+
+
+async def with_remarks(db: AsyncSession, runs: Sequence[AgentTestRun]) -> list[schemas.AdversarialTestRun]:
+    ids = [r.id for r in runs]
+    remarks: dict[UUID, list[AgentTestRemark]] = {i: [] for i in ids}
+    if ids:
+        for remark in await db.scalars(select(AgentTestRemark).where(AgentTestRemark.run_id.in_(ids))):
+            remarks[remark.run_id].append(remark)
+    return [run_schema(r, remarks[r.id]) for r in runs]
+
+
+async def start_runs(
+    ctx: CatalogContext,
+    db: AsyncSession,
+    principal: Principal,
+    agent: Agent,
+    body: schemas.RunAdversarialTestBody,
+) -> list[AgentTestRun]:
+    """One run per test, queued on the bus before the rows are committed (a job whose rows never
+    commit has its results dropped by the consumer; rows whose jobs were never queued would wait
+    forever)."""
+    if agent.protocol is not None:
+        raise ParleyError(Codes.AGENT_TEST_UNSUPPORTED_AGENT, params={"agent_id": str(agent.id)})
+    _, applies, excluded = await effective_scope(db, agent)
+    if body.test_ids is not None:
+        wanted = list(dict.fromkeys(body.test_ids))
+        known = {t.id: t for t in applies} | {t.id: t for t, _ in excluded}
+        missing = [i for i in wanted if i not in known]
+        if missing:
+            raise not_found("adversarial test")
+        tests = [known[i] for i in wanted]
+    else:
+        tests = applies
+    if not tests:
+        raise ParleyError(Codes.AGENT_TEST_NO_TESTS)
+    unfinished = await db.scalar(
+        select(func.count())
+        .select_from(AgentTestRun)
+        .where(
+            AgentTestRun.agent_id == agent.id,
+            AgentTestRun.status.in_([s.value for s in RunStatus if not s.finished]),
+        )
+    )
+    if (unfinished or 0) + len(tests) > MAX_UNFINISHED_RUNS_PER_AGENT:
+        raise ParleyError(
+            Codes.CONFLICT,
+            f"The agent has {unfinished} test runs still going; at most {MAX_UNFINISHED_RUNS_PER_AGENT} "
+            "may wait at once. Retry when some have finished.",
+        )
+    batch_id, now = uuid.uuid4(), utcnow()
+    runs = []
+    for test in tests:
+        run = AgentTestRun(
+            id=uuid.uuid4(),
+            batch_id=batch_id,
+            agent_id=agent.id,
+            agent_version=agent.version,
+            test_id=test.id,
+            test=definition(test).model_dump(mode="json"),
+            status=RunStatus.QUEUED.value,
+            attempt=0,
+            step=-1,
+            turns_done=0,
+            model=body.model,
+            started_by_user_id=principal.user_id,
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(run)
+        runs.append(run)
+    await db.flush()
+    js = ctx.broker.connection.jetstream()
+    for run in runs:
+        job = AgentTestJob(
+            run_id=run.id,
+            batch_id=batch_id,
+            agent_id=agent.id,
+            agent_version=agent.version,
+            principal=principal,
+            test=TestDefinition.model_validate(run.test),
+            model=body.model,
+            requested_at=now,
+        )
+        try:
+            await js.publish(
+                subjects.AGENT_TEST_RUN,
+                job.model_dump_json().encode(),
+                headers=trace_headers({"Nats-Msg-Id": str(run.id)}),
+            )
+        except Exception as exc:
+            log.warning("catalog.agent_test_queue_failed", run_id=str(run.id), error=str(exc))
+            raise ParleyError(Codes.SERVICE_UNAVAILABLE, "The test-run queue is unavailable; retry.") from exc
+    return runs
+
+
+async def list_runs(
+    db: AsyncSession,
+    agent_id: UUID,
+    *,
+    test_id: UUID | None,
+    batch_id: UUID | None,
+    status: RunStatus | None,
+    after: str | None,
+    limit: int,
+) -> schemas.GetAdversarialTestRunsResponse:
+    where: list[ColumnElement[bool]] = [AgentTestRun.agent_id == agent_id]
+    if test_id is not None:
+        where.append(AgentTestRun.test_id == test_id)
+    if batch_id is not None:
+        where.append(AgentTestRun.batch_id == batch_id)
+    if status is not None:
+        where.append(AgentTestRun.status == status.value)
+    if after is not None:
+        key = cursor.decode(after, RunKey)
+        where.append(
+            or_(
+                AgentTestRun.created_at < key.created_at,
+                and_(AgentTestRun.created_at == key.created_at, AgentTestRun.id < key.id),
+            )
+        )
+    rows = list(
+        (
+            await db.scalars(
+                select(AgentTestRun)
+                .where(*where)
+                .order_by(AgentTestRun.created_at.desc(), AgentTestRun.id.desc())
+                .limit(limit + 1)
+            )
+        ).all()
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = (
+        cursor.encode(RunKey(created_at=rows[-1].created_at, id=rows[-1].id)) if more and rows else None
+    )
+    return schemas.GetAdversarialTestRunsResponse(items=await with_remarks(db, rows), next_cursor=next_cursor)
+
+
+async def load_run(ctx: CatalogContext, db: AsyncSession, principal: Principal, run_id: UUID) -> AgentTestRun:
+    run = await db.get(AgentTestRun, run_id)
+    agent = await agents.get_live_row(db, run.agent_id) if run is not None else None
+    if run is None or agent is None:
+        raise not_found("test run")
+    await check_owner(
+        ctx,
+        principal,
+        owner_user_id=agent.owner_user_id,
+        owner_org_id=agent.owner_org_id,
+        min_role=MemberRole.VIEWER,
+        resource="test run",
+    )
+    return run
+
+
+async def run_messages(db: AsyncSession, run: AgentTestRun) -> list[AgentTestMessage]:
+    query = (
+        select(AgentTestMessage)
+        .where(AgentTestMessage.run_id == run.id, AgentTestMessage.attempt == run.attempt)
+        .order_by(AgentTestMessage.index)
+    )
+    return list((await db.scalars(query)).all())
+
+
+# ------------------------------------------------------------------------------ settings and gate
+
+
+async def settings_row(
+    db: AsyncSession, *, owner_user_id: UUID | None = None, owner_org_id: UUID | None = None
+) -> AgentTestSettings | None:
+    if owner_user_id is not None:
+        owner = AgentTestSettings.owner_user_id == owner_user_id
+    else:
+        owner = AgentTestSettings.owner_org_id == owner_org_id
+    return await db.scalar(select(AgentTestSettings).where(owner))
+
+
+async def save_settings(
+    db: AsyncSession,
+    gate_publish: bool,
+    *,
+    owner_user_id: UUID | None = None,
+    owner_org_id: UUID | None = None,
+) -> AgentTestSettings:
+    """Upsert (two admins saving at once both succeed, the last write stays)."""
+    column = "owner_user_id" if owner_user_id is not None else "owner_org_id"
+    now = utcnow()
+    await db.execute(
+        insert(AgentTestSettings)
+        .values(
+            id=uuid.uuid4(),
+            owner_user_id=owner_user_id,
+            owner_org_id=owner_org_id,
+            gate_publish=gate_publish,
+            updated_at=now,
+        )
+        .on_conflict_do_update(
+            index_elements=[column], set_={"gate_publish": gate_publish, "updated_at": now}
+        )
+    )
+    row = await settings_row(db, owner_user_id=owner_user_id, owner_org_id=owner_org_id)
+    assert row is not None
+    return row
+
+
+async def gate_enabled(db: AsyncSession, agent: Agent) -> bool:
+    row = await settings_row(db, owner_user_id=agent.owner_user_id, owner_org_id=agent.owner_org_id)
+    return bool(row is not None and row.gate_publish)
+
+
+async def check_publish_gate(db: AsyncSession, agent: Agent) -> None:
+    """Called before an agent goes live: with the owner's gate on, its latest batch must have
+    passed on this very version and covered every test in scope (409 otherwise)."""
+    if not await gate_enabled(db, agent):
+        return
+    _, applies, _ = await effective_scope(db, agent)
+    result = await latest_result(db, agent, applies)
+    version = {"version": agent.version}
+    if result.status == "passed":
+        return
+    if result.status == "failed":
+        failed = result.failed + result.errored
+        raise ParleyError(
+            Codes.AGENT_TESTS_FAILED,
+            params={"failed": failed, "total": result.total, "batch_id": str(result.batch_id)},
+        )
+    detail = {
+        "not_run": "the agent has no test run yet",
+        "running": "its latest test run is still going",
+        "stale": "its latest test run was made for another version, or not on every test in scope",
+    }[result.status]
+    raise ParleyError(Codes.AGENT_TESTS_NOT_RUN, params={**version, "detail": detail})
