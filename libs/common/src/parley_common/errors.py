@@ -127,6 +127,11 @@ class Codes:
         503,
         "The answer was interrupted by a server failure and is being regenerated from the start.",
     )
+    REALTIME_SERVER_BUSY = _register(
+        "realtime.server_busy",
+        503,
+        "Too many sessions are being opened at once; retry in a moment.",
+    )
     REALTIME_AUDIO_UNSUPPORTED = _register(
         "realtime.audio_unsupported", 501, "Audio input is not available: no speech-to-text is configured."
     )

@@ -23,6 +23,7 @@ from parley_auth.tokens.router import router as tokens_router
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, sqlalchemy_check
 from parley_common.http import create_app
+from parley_common.redis_client import make_pool
 
 
 def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerifier | None = None) -> FastAPI:
@@ -32,7 +33,7 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
     ctx = AuthContext(
         settings=settings,
         db=db,
-        limiter=RateLimiter(settings.redis_url),
+        limiter=RateLimiter(settings.redis_url, make_pool(settings)),
         turnstile=turnstile
         or make_verifier(settings.auth_turnstile_secret, settings.auth_turnstile_verify_url),
         broker=broker,
