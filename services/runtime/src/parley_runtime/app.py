@@ -49,6 +49,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
             ttl_s=settings.runtime_octavus_session_ttl_s,
             tombstone_ttl_s=settings.runtime_octavus_expired_ttl_s,
             max_bytes=settings.runtime_octavus_max_state_bytes,
+            outage_timeout_s=settings.runtime_state_outage_s,
         ),
         agents=agents,
         registry=llm.registry,
