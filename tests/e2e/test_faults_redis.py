@@ -163,7 +163,7 @@ async def test_a_burst_of_handshakes_is_admitted_or_refused_cleanly(fault_stack:
     user = await signup(stack)
     agent = await make_agent(stack, user, *chat_agent())
     key = await api_key(stack, user)
-    documented = set(REGISTRY)
+    documented = set(REGISTRY)  # every reason must be an error code of docs/errors.md
 
     async def one() -> str:
         try:
@@ -191,7 +191,9 @@ async def test_a_burst_of_handshakes_is_admitted_or_refused_cleanly(fault_stack:
     for outcome in outcomes:
         counts[outcome] = counts.get(outcome, 0) + 1
     print(f"\n{BURST} handshakes at once, {time.monotonic() - started:.1f} s: {counts}")
-    assert set(counts) <= {"admitted", *documented}, counts
+    # Admitted, or refused by the admission gate itself: never because something behind it (auth,
+    # the catalog, Redis, the bus) was overrun (`bus.timeout`, `service.unavailable`, a pool error).
+    assert set(counts) <= {"admitted", "realtime.server_busy"}, counts
     assert counts.get("admitted", 0) > 0
     log = stack.log_text("gateway")
     assert "Traceback" not in log and "MaxConnectionsError" not in log
