@@ -50,6 +50,9 @@ class BusEvents:
         self._hooks: set[Hook] = set()
         self._running: set[asyncio.Task[None]] = set()
         self.reconnects = 0
+        # After a reconnect every ordered consumer of the process is created again: a few at a
+        # time, so thousands of sessions do not flood the JetStream API at once.
+        self.consumer_gate = asyncio.Semaphore(32)
 
     def on_reconnect(self, hook: Hook) -> Callable[[], None]:
         """Run `hook()` (as a task of its own) after every reconnect; returns the unregistering."""

@@ -146,7 +146,8 @@ class OrderedReader:
             delay = _POLL_S
             while not self._closed:
                 try:
-                    await self._subscribe()
+                    async with self.events.consumer_gate:
+                        await self._subscribe()
                     return
                 except ConnectionClosedError:
                     return
