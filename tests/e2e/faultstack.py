@@ -1,11 +1,15 @@
 """A realtime stack whose NATS and Redis the test itself kills and restarts (fault tests).
 
-The same topology as test_realtime's `stack` (auth and catalog in-process, the session gateway and
-two runtime workers as processes of their own) with two differences: the Redis server is the
-stack's own too (a Valkey on a port of its own, append-only with fsync at every write, so a SIGKILL
-loses nothing that was acknowledged), and both servers can be killed and started again on the same
-port with the same data directory, as an operator's restart or a crash would. The runtime's claim
-timing is left at its defaults, since its interplay with an outage is what these tests are about.
+The topology of test_realtime's `stack`, with every service a process of its own (auth, catalog,
+the session gateway and two runtime workers), so the test process only plays the clients: a burst
+of a thousand of them does not slow down the services under test. The stack has its own NATS and
+its own Redis (a Valkey, append-only with fsync at every write, so a SIGKILL loses nothing that was
+acknowledged); both can be killed and started again on the same port with the same data directory,
+as a crash and an operator's restart would. The runtime's claim timing is left at its defaults
+unless a module says otherwise, since its interplay with an outage is what these tests are about.
+
+The helpers of test_realtime (`signup`, `make_agent`, `transcript`, …) call `stack.http(stack.auth)`:
+here `auth` and `catalog` are the services' base URLs, and `http()` talks to them over HTTP.
 """
 
 from __future__ import annotations
@@ -17,20 +21,17 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
-from tests.e2e.test_realtime import NO_LIMIT, PACE_MS, Stack, _ready, webhook_server
+from tests.e2e.test_realtime import NO_LIMIT, PACE_MS, Stack, _ready
 
-from parley_auth.app import build_app as build_auth_app
 from parley_auth.migrate import upgrade as upgrade_auth
-from parley_auth.settings import AuthSettings
-from parley_catalog.app import build_app as build_catalog_app
 from parley_catalog.migrate import upgrade as upgrade_catalog
-from parley_catalog.settings import CatalogSettings
 from parley_devstack.servers import (
     ManagedProcess,
     NatsServer,
@@ -50,6 +51,11 @@ class FaultStack(Stack):
     nats: NatsServer | None = None
     valkey: ValkeyServer | None = None
     root: Path = Path()
+    services: list[ManagedProcess] = field(default_factory=list)
+
+    def http(self, app: Any, **kwargs: Any) -> httpx.AsyncClient:
+        """A client of the auth or catalog process (`app` is its base URL here)."""
+        return httpx.AsyncClient(base_url=str(app), timeout=30, **kwargs)
 
     # ------------------------------------------------------------------------------ NATS
 
@@ -105,6 +111,17 @@ def fault_env() -> dict[str, str]:
     return {}
 
 
+def _service(name: str, module: str, port: int, env: dict[str, str], logs: Path) -> ManagedProcess:
+    proc = ManagedProcess(
+        name,
+        [sys.executable, "-m", module],
+        env={**env, "PARLEY_HTTP_PORT": str(port)},
+        log_path=logs / f"{name}.log",
+    )
+    proc.probe = lambda: _ready(port)  # type: ignore[method-assign]
+    return proc
+
+
 @pytest.fixture(scope="module")
 async def fault_stack(
     infra: Any, tmp_path_factory: pytest.TempPathFactory, fault_env: dict[str, str]
@@ -123,34 +140,8 @@ async def fault_stack(
     database_url = with_database(infra.database_url, database)
     await asyncio.to_thread(upgrade_auth, database_url)
     await asyncio.to_thread(upgrade_catalog, database_url)
-    common = {"database_url": database_url, "nats_url": nats_server.url, "redis_url": valkey.url}
     mail_dir = root / "mail"
-    auth = build_auth_app(
-        AuthSettings(
-            **common,
-            auth_token_secret=secrets.token_urlsafe(32),
-            auth_mail_dir=mail_dir,
-            auth_outbox_poll_s=0.05,
-            log_json=False,
-            auth_rate_signup_ip=NO_LIMIT,
-            auth_rate_login_ip=NO_LIMIT,
-            auth_rate_login_account=NO_LIMIT,
-            auth_rate_recover_ip=NO_LIMIT,
-            auth_rate_recover_account=NO_LIMIT,
-            auth_rate_key_create_ip=NO_LIMIT,
-            auth_rate_key_create_account=NO_LIMIT,
-            auth_rate_token_mint_account=NO_LIMIT,
-        )
-    )
-    catalog = build_catalog_app(
-        CatalogSettings(
-            **common,
-            catalog_secret_key=secrets.token_urlsafe(32),
-            log_json=False,
-            catalog_conversations_retry_delay_s=0.2,
-        )
-    )
-    gateway_port = free_port()
+    # No LLM keys from the caller's environment: the built-in engine answers (deterministically).
     infra_vars = {"NATS_URL", "REDIS_URL", "DATABASE_URL"}
     env = {k: v for k, v in os.environ.items() if k not in infra_vars and not k.startswith("PARLEY_LLM_")}
     env.update(
@@ -160,43 +151,50 @@ async def fault_stack(
         PARLEY_HTTP_HOST="127.0.0.1",
         PARLEY_LOG_JSON="false",
         PYTHONUNBUFFERED="1",
+        PARLEY_AUTH_TOKEN_SECRET=secrets.token_urlsafe(32),
+        PARLEY_AUTH_MAIL_DIR=str(mail_dir),
+        PARLEY_AUTH_OUTBOX_POLL_S="0.05",
+        PARLEY_CATALOG_SECRET_KEY=secrets.token_urlsafe(32),
+        PARLEY_CATALOG_CONVERSATIONS_RETRY_DELAY_S="0.2",
         PARLEY_RUNTIME_BUILTIN_PACE_MS=str(PACE_MS),
         PARLEY_RUNTIME_RECONNECT_GRACE_S=str(GRACE_S),
     )
+    for limit in ("SIGNUP_IP", "LOGIN_IP", "LOGIN_ACCOUNT", "RECOVER_IP", "RECOVER_ACCOUNT"):
+        env[f"PARLEY_AUTH_RATE_{limit}"] = NO_LIMIT
+    for limit in ("KEY_CREATE_IP", "KEY_CREATE_ACCOUNT", "TOKEN_MINT_ACCOUNT"):
+        env[f"PARLEY_AUTH_RATE_{limit}"] = NO_LIMIT
     env.update(fault_env)
+    ports = {name: free_port() for name in ("auth", "catalog", "gateway")}
     redis = Redis.from_url(valkey.url, socket_connect_timeout=1)
-    with webhook_server() as hooks_url:
-        async with auth.router.lifespan_context(auth), catalog.router.lifespan_context(catalog):
-            s = FaultStack(
-                auth=auth,
-                catalog=catalog,
-                gateway_url=f"ws://127.0.0.1:{gateway_port}/realtime",
-                redis=redis,
-                mail_dir=mail_dir,
-                hooks_url=hooks_url,
-                env=env,
-                logs=logs,
-                nats=nats_server,
-                valkey=valkey,
-                root=root,
-            )
-            s.gateway = ManagedProcess(
-                "gateway",
-                [sys.executable, "-m", "parley_session_gateway"],
-                env={**env, "PARLEY_HTTP_PORT": str(gateway_port)},
-                log_path=logs / "gateway.log",
-            )
-            s.gateway.probe = lambda: _ready(gateway_port)  # type: ignore[method-assign]
-            s.gateway.start()
-            s.start_worker()
-            s.start_worker()
-            try:
-                for proc in [s.gateway, *s.workers]:
-                    await asyncio.to_thread(proc.wait_ready, 60)
-                yield s
-            finally:
-                await asyncio.to_thread(stop_all, [s.gateway, *s.workers], 10)
-    await redis.aclose()
-    servers = [server for server in (s.nats, s.valkey) if server is not None]
-    await asyncio.to_thread(stop_all, servers, 10)
-    await asyncio.to_thread(drop_database, server_url, database)
+    s = FaultStack(
+        auth=f"http://127.0.0.1:{ports['auth']}",  # type: ignore[arg-type]  # a URL here, see http()
+        catalog=f"http://127.0.0.1:{ports['catalog']}",  # type: ignore[arg-type]
+        gateway_url=f"ws://127.0.0.1:{ports['gateway']}/realtime",
+        redis=redis,
+        mail_dir=mail_dir,
+        hooks_url="",
+        env=env,
+        logs=logs,
+        nats=nats_server,
+        valkey=valkey,
+        root=root,
+    )
+    s.services = [
+        _service("auth", "parley_auth", ports["auth"], env, logs),
+        _service("catalog", "parley_catalog", ports["catalog"], env, logs),
+    ]
+    s.gateway = _service("gateway", "parley_session_gateway", ports["gateway"], env, logs)
+    for proc in [*s.services, s.gateway]:
+        proc.start()
+    s.start_worker()
+    s.start_worker()
+    try:
+        for proc in [*s.services, s.gateway, *s.workers]:
+            await asyncio.to_thread(proc.wait_ready, 60)
+        yield s
+    finally:
+        await asyncio.to_thread(stop_all, [*s.services, s.gateway, *s.workers], 10)
+        await redis.aclose()
+        servers = [server for server in (s.nats, s.valkey) if server is not None]
+        await asyncio.to_thread(stop_all, servers, 10)
+        await asyncio.to_thread(drop_database, server_url, database)

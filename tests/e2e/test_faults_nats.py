@@ -1,4 +1,5 @@
-"""NATS killed and restarted under live sessions (docs/realtime.md, "When the broker restarts").
+"""NATS killed and restarted under live sessions (docs/realtime.md, "When the broker or Redis
+restarts").
 
 The stack's own nats-server is SIGKILLed and started again OUTAGE_S later on the same port with the
 same JetStream directory. What must hold: input a client sent during the outage is stored once and
