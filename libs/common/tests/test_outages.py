@@ -110,6 +110,7 @@ async def test_a_publication_reported_failed_was_not_stored(
 ) -> None:
     server, nc, _, subject = broker_and_client
     server.kill()
+    await asyncio.wait_for(_until(lambda: not nc.is_connected), 10)  # the client knows it is down
     with pytest.raises(TimeoutError):
         await publish_durably(nc, subject, b"lost", msg_id="m-2", timeout_s=0.5)
     await server.restart()
