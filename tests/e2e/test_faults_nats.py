@@ -4,9 +4,13 @@ restarts").
 The stack's own nats-server is SIGKILLed and started again OUTAGE_S later on the same port with the
 same JetStream directory. What must hold: input a client sent during the outage is stored once and
 answered once (no false error, no duplicate, in the socket's events and in the transcript the
-catalog persisted), a chat client resending a message with the same `id` gets it answered once, and
-a turn that was streaming when the broker died goes on within a few seconds of its return (the
-measured time is printed; the assertion's bound is generous because the machine is shared).
+catalog persisted), a chat client resending a message with the same `id` gets it answered once, a
+message that could not be stored in time is reported and its resend answered once, a turn that was
+streaming when the broker died goes on within a few seconds of its return on the same worker (the
+claim's ack wait is shorter than the outage here, so the restarted broker does redeliver the
+session's start: the other worker must leave it to its living owner), and an agent-session trigger
+posted during the outage runs once the broker is back. Measured times are printed; the bounds of
+the assertions are generous because the machine is shared.
 """
 
 from __future__ import annotations
