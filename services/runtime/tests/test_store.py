@@ -74,3 +74,31 @@ async def test_state_is_bounded_by_dropping_the_oldest_history(redis: Redis) -> 
     state.variables["blob"] = "y" * 10_000  # not history: cannot be trimmed away
     with pytest.raises(StateTooLarge):
         await store.save(state, "w")
+
+
+async def test_the_lease_belongs_to_the_owner_and_claims_are_counted(redis: Redis) -> None:
+    store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=100_000, lease_ms=2000)
+    conv = new_state().conversation_id
+    assert await store.lease_holder(conv) is None
+    assert await store.claim(conv, "worker-a") == 1
+    assert await store.lease_holder(conv) == "worker-a"
+    # Another worker's heartbeat or release never touches a lease it does not hold.
+    await store.renew_leases([conv], "worker-b")
+    await store.release(conv, "worker-b")
+    assert await store.lease_holder(conv) == "worker-a"
+    await store.renew_leases([conv], "worker-a")
+    assert 1000 < await redis.pttl(f"parley:rt:session:{conv}:lease") <= 2000
+    # Handed over: the lease goes, the next claimant takes it and is counted.
+    await store.release(conv, "worker-a")
+    assert await store.lease_holder(conv) is None
+    assert await store.claim(conv, "worker-b") == 2
+    assert await store.lease_holder(conv) == "worker-b"
+
+
+async def test_a_lease_that_lapsed_while_redis_was_away_is_renewed_by_its_holder(redis: Redis) -> None:
+    store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=100_000, lease_ms=2000)
+    conv = new_state().conversation_id
+    await store.claim(conv, "worker-a")
+    await redis.delete(f"parley:rt:session:{conv}:lease")  # as if it expired during an outage
+    await store.renew_leases([conv], "worker-a")
+    assert await store.lease_holder(conv) == "worker-a"

@@ -2,12 +2,19 @@
 
 Trace context travels in NATS headers (W3C `traceparent`) through FastStream's telemetry
 middleware, so a trace follows a request across services.
+
+The connection reconnects forever, every `nats_reconnect_wait_s`; while it is away nats-py buffers
+what is published and sends it once it is back. What must act on a reconnect (JetStream ordered
+consumers, which a restarted server has lost; a runtime worker's claims) registers a hook with
+`bus_events(broker).on_reconnect`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,24 +29,84 @@ from pydantic import BaseModel, ValidationError
 
 from parley_common import metrics
 from parley_common.errors import Codes, ParleyError, envelope
+from parley_common.outages import describe, is_outage
 from parley_common.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
+
+_NO_RESPONDERS_PAUSE_S = 0.1
 
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep", bound=BaseModel)
 
 
+Hook = Callable[[], Awaitable[None]]
+
+
+class BusEvents:
+    """The ups and downs of a broker's NATS connection, for what must act on them."""
+
+    def __init__(self) -> None:
+        self._hooks: set[Hook] = set()
+        self._running: set[asyncio.Task[None]] = set()
+        self.reconnects = 0
+        # After a reconnect every ordered consumer of the process is created again: a few at a
+        # time, so thousands of sessions do not flood the JetStream API at once.
+        self.consumer_gate = asyncio.Semaphore(32)
+
+    def on_reconnect(self, hook: Hook) -> Callable[[], None]:
+        """Run `hook()` (as a task of its own) after every reconnect; returns the unregistering."""
+        self._hooks.add(hook)
+        return lambda: self._hooks.discard(hook)
+
+    async def disconnected(self) -> None:
+        log.warning("bus.disconnected")
+
+    async def reconnected(self) -> None:
+        self.reconnects += 1
+        log.info("bus.reconnected", hooks=len(self._hooks))
+        for hook in list(self._hooks):
+            task = asyncio.create_task(self._run(hook))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    @staticmethod
+    async def _run(hook: Hook) -> None:
+        try:
+            await hook()
+        except Exception:
+            log.exception("bus.reconnect_hook_failed")
+
+
+_EVENTS: weakref.WeakKeyDictionary[NatsBroker, BusEvents] = weakref.WeakKeyDictionary()
+
+
+def bus_events(broker: NatsBroker) -> BusEvents:
+    """The connection events of a broker made by `make_broker` (a bare broker gets a silent one)."""
+    events = _EVENTS.get(broker)
+    if events is None:
+        events = _EVENTS[broker] = BusEvents()
+    return events
+
+
 def make_broker(settings: CommonSettings, name: str | None = None) -> NatsBroker:
     """One NATS broker per process, with tracing middleware and unlimited reconnects."""
-    return NatsBroker(
+    events = BusEvents()
+    broker = NatsBroker(
         settings.nats_url,
         name=name or settings.service_name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
+        reconnect_time_wait=settings.nats_reconnect_wait_s,  # type: ignore[arg-type]  # seconds, float ok
+        # A connection that went silent (no TCP reset) is noticed after 2 unanswered pings.
+        ping_interval=10,
+        max_outstanding_pings=2,
+        disconnected_cb=events.disconnected,
+        reconnected_cb=events.reconnected,
         middlewares=[NatsTelemetryMiddleware(tracer_provider=trace.get_tracer_provider())],
         logger=None,
     )
+    _EVENTS[broker] = events
+    return broker
 
 
 def bus_handler(
@@ -67,9 +134,15 @@ def bus_handler(
                 reply = await fn(request)
             except ParleyError as exc:
                 return {"ok": False, "error": exc.envelope().model_dump(mode="json", exclude_none=True)}
-            except Exception:
-                log.exception("bus.handler_failed", subject=msg.raw_message.subject)
-                err = envelope(Codes.INTERNAL)
+            except Exception as exc:
+                if is_outage(exc):  # Redis or the bus is away: the caller may retry
+                    log.warning(
+                        "bus.handler_unavailable", subject=msg.raw_message.subject, error=describe(exc)
+                    )
+                    err = envelope(Codes.SERVICE_UNAVAILABLE)
+                else:
+                    log.exception("bus.handler_failed", subject=msg.raw_message.subject)
+                    err = envelope(Codes.INTERNAL)
                 return {"ok": False, "error": err.model_dump(mode="json", exclude_none=True)}
             return reply.model_dump(mode="json", exclude_none=True)
 
@@ -91,12 +164,25 @@ async def request(
     *,
     timeout: float = 2.0,  # noqa: ASYNC109 - passed through to NATS, which owns the wait
 ) -> Rep:
-    """Send a request over the bus and parse the reply; a silent bus becomes `bus.timeout`."""
+    """Send a request over the bus and parse the reply; a silent bus becomes `bus.timeout`.
+
+    "No responders" means nobody received the request (right after a broker restart the serving
+    side may not have subscribed again yet), so it is sent again until `timeout` passed; a request
+    that may have been received is never repeated."""
     started = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    body = payload.model_dump_json(exclude_none=True)
     try:
-        msg = await broker.request(payload.model_dump_json(exclude_none=True), subject, timeout=timeout)
-    except (NatsTimeoutError, NoRespondersError, TimeoutError) as exc:
-        raise ParleyError(Codes.BUS_TIMEOUT, params={"subject": subject}) from exc
+        while True:
+            try:
+                msg = await broker.request(body, subject, timeout=max(0.05, deadline - time.monotonic()))
+                break
+            except NoRespondersError as exc:
+                if time.monotonic() + _NO_RESPONDERS_PAUSE_S >= deadline:
+                    raise ParleyError(Codes.BUS_TIMEOUT, params={"subject": subject}) from exc
+                await asyncio.sleep(_NO_RESPONDERS_PAUSE_S)
+            except (NatsTimeoutError, TimeoutError) as exc:
+                raise ParleyError(Codes.BUS_TIMEOUT, params={"subject": subject}) from exc
     finally:
         metrics.BUS_REQUEST_SECONDS.labels(subject).observe(time.perf_counter() - started)
     try:

@@ -148,6 +148,11 @@ class Codes:
         503,
         "The answer was interrupted by a server failure and is being regenerated from the start.",
     )
+    REALTIME_SERVER_BUSY = _register(
+        "realtime.server_busy",
+        503,
+        "Too many sessions are being opened at once; retry in a moment.",
+    )
     REALTIME_AUDIO_UNSUPPORTED = _register(
         "realtime.audio_unsupported", 501, "Audio input is not available: no speech-to-text is configured."
     )
@@ -290,6 +295,8 @@ class CloseCodes:
 
     NORMAL = 1000  # the session ended (after `session_closed` / `session-closed`)
     UNAVAILABLE = 1011  # a server failure while opening the connection (`service.unavailable`)
+    # Busy, or Redis / the bus is away: nothing started, connect again shortly.
+    TRY_AGAIN = 1013
     HANDSHAKE_FAILED = 4400  # `/realtime`: after `handshake_error`, the reason is its code
     # The credential is not (or no longer) valid: chat refusals and expiry, and on both sockets a
     # credential revoked while the connection was open (`auth.credential_revoked`).

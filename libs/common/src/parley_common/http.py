@@ -28,6 +28,7 @@ from parley_common import metrics
 from parley_common.apidocs import add_api_docs
 from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
 from parley_common.health import Readiness, ReadinessReport
+from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import redact_span_urls
 
@@ -233,6 +234,14 @@ def _parley_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+def _outage_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Redis or the bus did not answer: 503 `service.unavailable` (the client may retry), logged as
+    a warning without a traceback. Registered per exception class, so Starlette treats it as
+    handled (a handler for `Exception` itself would re-raise it to the server's error log)."""
+    log.warning("http.dependency_unavailable", path=request.url.path, error=describe(exc))
+    return error_response(Codes.SERVICE_UNAVAILABLE)
+
+
 def _unexpected_handler(_: Request, exc: Exception) -> JSONResponse:
     log.error("http.unhandled", exc_info=exc)
     return error_response(Codes.INTERNAL)
@@ -261,6 +270,8 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(ParleyError, _parley_error_handler)
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, _outage_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
     app.middleware("http")(_client_version_gate(settings.min_client_version))
     app.middleware("http")(_access_log(settings.service_name))

@@ -10,7 +10,8 @@ session gateway and the runtime workers:
   from Redis. The owner acks it when the session is closed.
 - `session.<id>.in` (stream `SESSION_IN`): `SessionInput`s from the gateway. Durable, so input
   survives a worker crash; the owner reads them in stream order and records the last one it has
-  fully processed in Redis.
+  fully processed in Redis. Each carries a `Nats-Msg-Id` (`input_msg_id`): a publication retried
+  through a broker outage, or a chat message resent with its `id`, is stored once.
 - `session.<id>.out` (stream `SESSION_OUT`): `SessionOutput`s, the server events, numbered per
   conversation (`index` 1, 2, …). A reconnecting client resumes after the last index it has seen.
 - `session.<id>.ctl` (core NATS, not stored): `SessionControl`, the timing from which the gateway
@@ -24,6 +25,7 @@ See docs/realtime.md for the whole protocol.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
 from datetime import datetime
@@ -299,6 +301,7 @@ class MailRequest(BaseModel):
 # Work queues are removed by the ack; input and output are kept long enough to resume a session
 # whose worker died or whose client reconnects, and are bounded per conversation.
 _DAY = 24 * 3600.0
+INPUT_DEDUPE_WINDOW_S = 120.0
 STREAMS: dict[str, StreamConfig] = {
     subjects.SESSIONS_STREAM: StreamConfig(
         name=subjects.SESSIONS_STREAM,
@@ -316,6 +319,9 @@ STREAMS: dict[str, StreamConfig] = {
         max_age=6 * 3600.0,
         max_msgs_per_subject=20_000,
         discard=DiscardPolicy.OLD,
+        # An input published again under the same id within this window is stored once (a retry
+        # through a broker outage, a chat message resent with its `id`); see docs/realtime.md.
+        duplicate_window=INPUT_DEDUPE_WINDOW_S,
     ),
     subjects.SESSION_OUT_STREAM: StreamConfig(
         name=subjects.SESSION_OUT_STREAM,
@@ -325,6 +331,7 @@ STREAMS: dict[str, StreamConfig] = {
         max_age=6 * 3600.0,
         max_msgs_per_subject=50_000,
         discard=DiscardPolicy.OLD,
+        duplicate_window=120.0,  # `<conversation>:<index>`: a republication after a crash
     ),
     # Owned by the catalog (it consumes it); the same definition, so whoever starts first creates it.
     subjects.CONVERSATIONS_STREAM: StreamConfig(
@@ -383,6 +390,16 @@ def trace_headers(headers: MutableMapping[str, str] | None = None) -> dict[str, 
 def trace_context(headers: Mapping[str, str] | None) -> Context:
     """The trace context a message was sent in (empty when it carries none)."""
     return _PROPAGATOR.extract(dict(headers or {}))
+
+
+def input_msg_id(conversation_id: UUID, client_id: str | None = None) -> str:
+    """`Nats-Msg-Id` of one session input: from the client's own message id when the protocol has
+    one (the chat `message.id`: a resend is the same message), else a fresh one made here. Hashed,
+    so any client string is a safe header value; scoped to the conversation."""
+    if client_id is None:
+        return f"{conversation_id}:in:{uuid.uuid4().hex}"
+    digest = hashlib.sha256(client_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{conversation_id}:in:c{digest}"
 
 
 def stable_id(conversation_id: UUID, name: str) -> UUID:

@@ -52,6 +52,23 @@ class CommonSettings(BaseSettings):
     # the envelope, also on a WebSocket upgrade. The edge lets up to 1 MB through to say so.
     max_header_bytes: int = 32_768
     bus_request_timeout_s: float = 2.0
+    # While the NATS server is away the client tries to reconnect this often (a restarted broker
+    # is used again within this long of its return).
+    nats_reconnect_wait_s: float = Field(default=0.5, gt=0)
+    # What must be stored (session input and output, transcripts, mail) is published with a
+    # message id and retried under that id while the broker is away, so it is stored once; only
+    # after this long does the publication fail (parley_common.jetstream.publish_durably).
+    bus_publish_timeout_s: float = Field(default=30.0, gt=0)
+    # Redis (parley_common.redis_client): one pool per process. A command waits up to
+    # `redis_pool_timeout_s` for a free connection when all `redis_max_connections` are busy (then
+    # fails with a clean 503, never an internal pool error); a dead connection (Redis restarted) is
+    # dropped and the command retried on a fresh one up to `redis_retries` times.
+    redis_max_connections: int = Field(default=100, ge=1)
+    redis_pool_timeout_s: float = Field(default=5.0, gt=0)
+    redis_connect_timeout_s: float = Field(default=1.0, gt=0)
+    redis_socket_timeout_s: float = Field(default=5.0, gt=0)
+    redis_health_check_interval_s: int = Field(default=10, ge=0)
+    redis_retries: int = Field(default=3, ge=0)
     # Replicas of every JetStream stream Parley creates: 1 for a single NATS server (make run,
     # compose, the dev overlay), 3 on a clustered NATS so a lost server loses no session.
     jetstream_replicas: int = Field(default=1, ge=1, le=5)

@@ -25,6 +25,7 @@ from parley_common.authenticator import install_authenticator
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, sqlalchemy_check
 from parley_common.http import create_app
+from parley_common.redis_client import make_pool
 
 
 def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerifier | None = None) -> FastAPI:
@@ -34,7 +35,7 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
     ctx = AuthContext(
         settings=settings,
         db=db,
-        limiter=RateLimiter(settings.redis_url),
+        limiter=RateLimiter(settings.redis_url, make_pool(settings)),
         turnstile=turnstile
         or make_verifier(settings.auth_turnstile_secret, settings.auth_turnstile_verify_url),
         broker=broker,

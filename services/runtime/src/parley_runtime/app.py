@@ -18,10 +18,11 @@ from redis.asyncio import Redis
 
 from parley_common import subjects
 from parley_common.agent_test_contract import AgentTestEvent
-from parley_common.bus import make_broker
+from parley_common.bus import bus_events, make_broker
 from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
 from parley_common.netguard import guarded_client
+from parley_common.redis_client import make_redis
 from parley_common.session_contract import trace_headers
 from parley_common.subjects import health_ping
 from parley_runtime.agent_tests.checkpoint import CheckpointStore
@@ -43,8 +44,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
     settings = settings or get_settings()
     name = settings.service_name
     broker = make_broker(settings)
-    # Short connect timeout: a readiness probe must fail fast, not hang on a dead Redis.
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, health_check_interval=30)
+    redis = make_redis(settings)
     agents = AgentCache(
         broker, ttl_s=settings.runtime_agent_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
     )
@@ -57,6 +57,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
             ttl_s=settings.runtime_octavus_session_ttl_s,
             tombstone_ttl_s=settings.runtime_octavus_expired_ttl_s,
             max_bytes=settings.runtime_octavus_max_state_bytes,
+            outage_timeout_s=settings.runtime_state_outage_s,
         ),
         agents=agents,
         registry=llm.registry,
@@ -87,12 +88,15 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
                 ttl_s=settings.runtime_state_ttl_s,
                 closed_ttl_s=settings.runtime_closed_state_ttl_s,
                 max_bytes=settings.runtime_max_state_bytes,
+                lease_ms=settings.runtime_claim_lease_ms,
+                outage_timeout_s=settings.runtime_state_outage_s,
             ),
             agents=agents,
             # Webhook calls: the address guard unless the setting allows private destinations.
             http=guarded_client(lambda: not settings.runtime_webhook_allow_private),
             llm=llm,
             token=f"{name}-{os.getpid()}-{secrets.token_hex(6)}",
+            events=bus_events(broker),
         )
         worker = SessionWorker(deps)
         app.state.worker = worker

@@ -35,6 +35,9 @@ class RuntimeSettings(CommonSettings):
     runtime_history_max_messages: int = Field(default=100, ge=2)
     runtime_state_ttl_s: int = Field(default=25 * 3600, ge=60)
     runtime_closed_state_ttl_s: int = Field(default=3600, ge=1)
+    # A state read or write that fails because Redis is away is retried this long (the turn waits
+    # and commits once Redis is back) before the session is handed over to JetStream.
+    runtime_state_outage_s: float = Field(default=30.0, gt=0)
     # Nodes run without waiting for the user before the flow is declared broken (loop guard).
     runtime_max_steps_per_turn: int = Field(default=200, ge=1)
     # Agent snapshots are cached (dropped on catalog agent events, and after this TTL anyway).
@@ -66,6 +69,14 @@ class RuntimeSettings(CommonSettings):
     # Deliveries of one run (each owner died running it) before it ends in error.
     runtime_agent_tests_max_attempts: int = Field(default=5, ge=1)
     runtime_agent_tests_checkpoint_ttl_s: int = Field(default=24 * 3600, ge=60)
+    @property
+    def runtime_claim_lease_ms(self) -> int:
+        """A session's lease outlives its owner's last heartbeat by less than JetStream's redelivery
+        wait, so a dead owner's session is taken at the first redelivery."""
+        lease = max(
+            self.runtime_claim_ack_wait_s - self.runtime_claim_heartbeat_s, self.runtime_claim_heartbeat_s
+        )
+        return int(lease * 1000)
 
 
 @lru_cache

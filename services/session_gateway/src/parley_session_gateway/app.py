@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
@@ -17,6 +16,7 @@ from parley_common.authenticator import install_authenticator
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
+from parley_common.redis_client import make_redis
 from parley_common.session_contract import ensure_streams
 from parley_common.subjects import health_ping
 from parley_session_gateway.chat.router import router as chat_router
@@ -34,8 +34,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     name = settings.service_name
     broker = make_broker(settings)
-    # Short connect timeout: a readiness probe must fail fast, not hang on a dead Redis.
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1, health_check_interval=30)
+    redis = make_redis(settings)
     auth = AuthClient(
         broker, cache_ttl_s=settings.gateway_auth_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
     )

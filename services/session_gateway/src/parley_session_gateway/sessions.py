@@ -1,22 +1,31 @@
 """What both edge protocols share: the gateway's context and opening a new session on the bus.
 
 `/realtime` (Kivox) and `/chat/ws` differ only in their frames; a session is started the same way
-(remembered for resumption, output subscribed before `sessions.start` is published).
+(remembered for resumption, output subscribed before `sessions.start` is published), and both go
+through the same admission gate: at most `gateway_handshake_concurrency` handshakes are being
+admitted at once, the others wait for a slot (a burst queues) and, after
+`gateway_handshake_queue_s`, are refused with `realtime.server_busy`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from uuid import UUID
 
 from faststream.nats import NatsBroker
 from redis.asyncio import Redis
 
 from parley_common.auth_client import AuthClient
+from parley_common.bus import bus_events
+from parley_common.errors import Codes
 from parley_common.session_contract import SessionStart
 from parley_session_gateway.live import LiveConnections
-from parley_session_gateway.realtime.access import Admission, remember
+from parley_session_gateway.realtime.access import Admission, Refused, remember
 from parley_session_gateway.realtime.bridge import OnControl, OnOutput, SessionBridge
 from parley_session_gateway.settings import GatewaySettings
 
@@ -28,6 +37,31 @@ class GatewayContext:
     auth: AuthClient
     redis: Redis
     live: LiveConnections  # open connections by credential, closed when it is revoked
+    _gate: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    def bridge(self, conversation_id: UUID, last_index: int = 0) -> SessionBridge:
+        """The bus side of a connection to this conversation."""
+        return SessionBridge(
+            self.broker.connection,
+            bus_events(self.broker),
+            conversation_id,
+            last_index,
+            publish_timeout_s=self.settings.bus_publish_timeout_s,
+        )
+
+    @contextlib.asynccontextmanager
+    async def admitting(self) -> AsyncIterator[None]:
+        """Hold one of the admission slots while a handshake is being admitted."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.settings.gateway_handshake_concurrency)
+        try:
+            await asyncio.wait_for(self._gate.acquire(), self.settings.gateway_handshake_queue_s)
+        except TimeoutError:
+            raise Refused(Codes.REALTIME_SERVER_BUSY) from None
+        try:
+            yield
+        finally:
+            self._gate.release()
 
 
 async def open_session(
@@ -43,20 +77,22 @@ async def open_session(
     """A new conversation with the admitted agent, attached before the runtime can answer."""
     conversation_id = uuid.uuid4()
     await remember(ctx.redis, conversation_id, admission, ctx.settings.gateway_resume_ttl_s)
-    nc = ctx.broker.connection
-    bridge = SessionBridge(nc, nc.jetstream(), conversation_id)
-    await bridge.attach(on_output, on_control)
-    await bridge.start(
-        SessionStart(
-            conversation_id=conversation_id,
-            agent_id=admission.agent_id,
-            principal=admission.principal,
-            channel=channel,
-            render_directive=render_directive,
-            started_at=datetime.now(UTC),
-            connection_id=connection_id,
-            # A client token's `data` (from whoever minted it) becomes the session's variables.
-            variables=dict(admission.principal.data or {}),
-        )
+    bridge = ctx.bridge(conversation_id)
+    start = SessionStart(
+        conversation_id=conversation_id,
+        agent_id=admission.agent_id,
+        principal=admission.principal,
+        channel=channel,
+        render_directive=render_directive,
+        started_at=datetime.now(UTC),
+        connection_id=connection_id,
+        # A client token's `data` (from whoever minted it) becomes the session's variables.
+        variables=dict(admission.principal.data or {}),
     )
+    try:
+        await bridge.attach(on_output, on_control)
+        await bridge.start(start)
+    except BaseException:
+        await bridge.detach()  # nothing started: no consumer left behind
+        raise
     return bridge

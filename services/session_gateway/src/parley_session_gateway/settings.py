@@ -28,6 +28,11 @@ class GatewaySettings(CommonSettings):
     gateway_input_rate_per_s: float = Field(default=20.0, gt=0)
     gateway_input_burst: int = Field(default=40, ge=1)
     gateway_handshake_timeout_s: float = Field(default=10.0, gt=0)
+    # Handshakes (and chat connects) admitted at once: verifying, checking the agent, starting the
+    # session. More wait for a slot, up to `gateway_handshake_queue_s`, then are refused with
+    # `realtime.server_busy`: a burst queues instead of exhausting auth, the catalog or Redis.
+    gateway_handshake_concurrency: int = Field(default=64, ge=1)
+    gateway_handshake_queue_s: float = Field(default=10.0, ge=0)
     gateway_tick_interval_s: float = Field(default=1.0, gt=0)
     # How long after its start, or after its last socket closed, a conversation can be resumed
     # (the runtime's grace period decides whether it still runs). Keep it within the retention of

@@ -1,4 +1,9 @@
-"""Rate limits kept in Redis (the `limits` library), per client IP and per account."""
+"""Rate limits kept in Redis (the `limits` library), per client IP and per account.
+
+The storage uses the process's Redis pool (`parley_common.redis_client`): while Redis is down a
+limited route answers 503 `service.unavailable` (the outage handler of parley_common.http) rather
+than letting the request through unchecked or failing with a 500.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,21 @@ import time
 from limits import parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis.asyncio import ConnectionPool
 
 from parley_common import metrics
 from parley_common.errors import Codes, ParleyError
 
 
 class RateLimiter:
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, pool: ConnectionPool) -> None:
         url = redis_url.replace("redis://", "async+redis://", 1).replace("rediss://", "async+rediss://", 1)
-        self.storage = RedisStorage(url, implementation="redispy", key_prefix="parley:auth:rl")
+        self.storage = RedisStorage(
+            url,
+            implementation="redispy",
+            key_prefix="parley:auth:rl",
+            connection_pool=pool,  # type: ignore[arg-type]  # documented option, narrow stub
+        )
         self.limiter = SlidingWindowCounterRateLimiter(self.storage)
 
     async def hit(self, action: str, limit: str, identifier: str) -> None:

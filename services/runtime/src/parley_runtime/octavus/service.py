@@ -26,6 +26,7 @@ from parley_common.errors import Codes, ParleyError
 from parley_common.octavus import AgentBundle, AgentDefinition, DefinitionError, load_definition
 from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
+from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_runtime.agents import AgentCache
 from parley_runtime.llm import LLMRegistry
 from parley_runtime.octavus import views
@@ -237,6 +238,12 @@ class OctavusService:
                 await self.store.save(session)
             except ParleyError as exc:  # too large: this round is not kept
                 finish = ev.ErrorEvent(error_type="execution_error", message=exc.message, code=exc.code.code)
+            except OUTAGE_ERRORS as exc:  # Redis stayed away longer than the store waits
+                log.warning("octavus.save_unavailable", session_id=session.id, error=describe(exc))
+                err = ParleyError(Codes.SERVICE_UNAVAILABLE)
+                finish = ev.ErrorEvent(
+                    error_type="internal_error", message=err.message, retryable=True, code=err.code.code
+                )
             except Exception:
                 log.exception("octavus.save_failed", session_id=session.id)
                 finish = _internal_error()

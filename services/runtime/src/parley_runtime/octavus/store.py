@@ -1,6 +1,10 @@
 """Octavus sessions in Redis: the state with a sliding TTL (the session expiry), a tombstone that
 outlives it (so an expired session reads as expired, and can be restored), and a per-session
-lock so one execution runs at a time, whichever worker takes the trigger."""
+lock so one execution runs at a time, whichever worker takes the trigger.
+
+Reads fail fast while Redis is away (the request is answered 503 `service.unavailable`); the save
+at the end of an execution waits an outage out for up to `outage_timeout_s`, so a round that ran
+while Redis restarted is kept."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError
 
 from parley_common.errors import Codes, ParleyError
+from parley_common.outages import OUTAGE_ERRORS, until_available
 from parley_runtime.octavus.state import Session, Tombstone
 
 PREFIX = "parley:octavus"
@@ -23,13 +28,21 @@ def _key(kind: str, session_id: str) -> str:
 
 class SessionStore:
     def __init__(
-        self, redis: Redis, *, ttl_s: int, tombstone_ttl_s: int, max_bytes: int, lock_ttl_s: float = 15.0
+        self,
+        redis: Redis,
+        *,
+        ttl_s: int,
+        tombstone_ttl_s: int,
+        max_bytes: int,
+        lock_ttl_s: float = 15.0,
+        outage_timeout_s: float = 30.0,
     ) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
         self.tombstone_ttl_s = tombstone_ttl_s
         self.max_bytes = max_bytes
         self.lock_ttl_s = lock_ttl_s
+        self.outage_timeout_s = outage_timeout_s
 
     async def load(self, session_id: str) -> Session | None:
         raw = await self.redis.get(_key("state", session_id))
@@ -50,10 +63,17 @@ class SessionStore:
             owner_user_id=session.owner_user_id,
             owner_org_id=session.owner_org_id,
         )
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(_key("state", session.id), data, ex=self.ttl_s)
-            pipe.set(_key("tomb", session.id), tomb.model_dump_json(), ex=self.ttl_s + self.tombstone_ttl_s)
-            await pipe.execute()
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(_key("state", session.id), data, ex=self.ttl_s)
+                tomb_ttl = self.ttl_s + self.tombstone_ttl_s
+                pipe.set(_key("tomb", session.id), tomb.model_dump_json(), ex=tomb_ttl)
+                await pipe.execute()
+
+        await until_available(
+            write, deadline_s=self.outage_timeout_s, what="octavus session save", session_id=session.id
+        )
 
     async def create(self, session: Session) -> bool:
         """Store a new session; False when the id is taken (live or expired)."""
@@ -73,7 +93,12 @@ class SessionStore:
         async def keep() -> None:
             while True:
                 await asyncio.sleep(self.lock_ttl_s / 3)
-                await lock.reacquire()
+                try:
+                    await lock.reacquire()
+                except LockError:  # it expired (Redis was away for long): nothing left to keep
+                    return
+                except OUTAGE_ERRORS:  # Redis is away: again at the next tick
+                    continue
 
         keeper = asyncio.create_task(keep())
         try:
@@ -82,5 +107,5 @@ class SessionStore:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError, LockError):
                 await keeper
-            with contextlib.suppress(LockError):
+            with contextlib.suppress(LockError, *OUTAGE_ERRORS):  # it expires by itself anyway
                 await lock.release()

@@ -34,9 +34,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from parley_common import metrics, subjects
+from parley_common.bus import BusEvents
 from parley_common.catalog_contract import AgentSnapshot
 from parley_common.conversation_contract import ConversationEnded, ConversationEndReason, ConversationStarted
 from parley_common.errors import Codes, ErrorCode, ParleyError, envelope
+from parley_common.jetstream import publish_durably
 from parley_common.session_contract import (
     ClientConnected,
     ClientDisconnected,
@@ -91,6 +93,7 @@ class Deps:
     http: httpx.AsyncClient
     llm: LLMPort
     token: str  # this worker's identity in the session ownership fence
+    events: BusEvents  # the NATS connection's reconnects (the input reader follows them)
     # Set while the worker drains: running turns finish, no new one starts.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     turn_over: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a turn ends
@@ -126,7 +129,7 @@ class SessionRunner:
         self.log = log.bind(conversation_id=str(start.conversation_id))
         self.state = SessionState.new(start)
         self.outlet: Outlet | None = None
-        self.inputs = InputFeed(deps.js, start.conversation_id)
+        self.inputs = InputFeed(deps.nc, deps.events, start.conversation_id)
         self.turn: Turn | None = None
         self.pending: deque[Received] = deque()
         self.closed = False
@@ -161,19 +164,28 @@ class SessionRunner:
     async def _resume(self) -> bool:
         """Take the session over (new or after a crash); False when it is already over."""
         deps = self.deps
-        await deps.store.claim(self.conversation_id, deps.token)
+        claims = await deps.store.claim(self.conversation_id, deps.token)
         stored = await deps.store.load(self.conversation_id)
         if stored is not None:
             self.state = stored
         last_out = await last_output_index(deps.js, self.conversation_id)
-        self.outlet = Outlet(deps.nc, deps.js, self.conversation_id, max(self.state.out_index, last_out) + 1)
-        self.log.info("session.claimed", deliveries=self.claim.deliveries, resumed=stored is not None)
+        self.outlet = Outlet(
+            deps.nc,
+            self.conversation_id,
+            max(self.state.out_index, last_out) + 1,
+            publish_timeout_s=deps.settings.bus_publish_timeout_s,
+        )
+        self.log.info(
+            "session.claimed", claims=claims, deliveries=self.claim.deliveries, resumed=stored is not None
+        )
         # What the committed state says was published: again, idempotently.
         await self._flush(self.state, published_up_to=last_out)
         if self.state.phase == "closed":
             await self.claim.ack()
             return False
-        if self.claim.deliveries > deps.settings.runtime_max_claims:
+        # Taken over this often, each owner dying with it: the session itself kills workers. (Offers
+        # declined while the owner lived, see worker.py, are no claims.)
+        if claims > deps.settings.runtime_max_claims:
             await self._close(ConversationEndReason.ERROR, error=(Codes.RUNTIME_SESSION_FAILED, {}))
             return False
         if not await self._load_agent():
@@ -425,10 +437,13 @@ class SessionRunner:
         subject = subjects.conversation_event(str(self.conversation_id))
         await asyncio.gather(
             *(
-                self.deps.js.publish(
+                publish_durably(
+                    self.deps.nc,
                     subject,
                     event.model_dump_json().encode(),
-                    headers=trace_headers({"Nats-Msg-Id": str(event.event_id)}),
+                    msg_id=str(event.event_id),
+                    headers=trace_headers(),
+                    timeout_s=self.deps.settings.bus_publish_timeout_s,
                 )
                 for event in state.outbox
             )
@@ -597,8 +612,12 @@ class _TurnIO:
             )
 
     async def mail(self, request: MailRequest) -> None:
-        await self.runner.deps.js.publish(
+        deps = self.runner.deps
+        await publish_durably(
+            deps.nc,
             subjects.MAIL_SEND,
             request.model_dump_json().encode(),
-            headers=trace_headers({"Nats-Msg-Id": str(request.mail_id)}),
+            msg_id=str(request.mail_id),
+            headers=trace_headers(),
+            timeout_s=deps.settings.bus_publish_timeout_s,
         )

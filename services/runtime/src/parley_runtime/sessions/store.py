@@ -4,22 +4,50 @@ Ownership is fenced: claiming a session writes the claimant's token into `…:ow
 state write checks it in the same Lua script. A worker that lost its session (JetStream gave it
 to another worker because its heartbeats stopped) therefore cannot overwrite the new owner's
 state; its next write fails with `OwnershipLost` and it stops running the session.
+
+Next to the fence, the owner holds a short lease (`…:lease`, renewed every claim heartbeat, gone
+within `ack_wait` of the owner's death). JetStream also redelivers a start message when it merely
+missed the owner's heartbeats (a broker restart longer than `ack_wait`); a worker offered a
+session whose lease another worker still holds leaves it to that owner (see worker.py).
+
+Redis may be away for a moment (a restart): every read and write here is retried while it fails
+with a connection error, for up to `outage_timeout_s`, so a turn that commits during the outage
+commits once Redis is back instead of crashing its session. They are all safe to repeat.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from redis.asyncio import Redis
 
+from parley_common.outages import until_available
 from parley_runtime.sessions.state import SessionState
+
+T = TypeVar("T")
 
 _SAVE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
+"""
+
+# KEYS: lease keys; ARGV: token, ttl in ms. Renews the leases this worker holds (or that expired
+# while Redis was away and nobody took), never one another worker holds now.
+_RENEW = """
+for _, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder == false or holder == ARGV[1] then redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) end
+end
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -36,19 +64,50 @@ def _key(conversation_id: UUID, part: str) -> str:
 
 
 class StateStore:
-    def __init__(self, redis: Redis, *, ttl_s: int, closed_ttl_s: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl_s: int,
+        closed_ttl_s: int,
+        max_bytes: int,
+        lease_ms: int = 4500,
+        outage_timeout_s: float = 30.0,
+    ) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
         self.closed_ttl_s = closed_ttl_s
         self.max_bytes = max_bytes
+        self.lease_ms = lease_ms
+        self.outage_timeout_s = outage_timeout_s
         self._save: Any = redis.register_script(_SAVE)
+        self._renew: Any = redis.register_script(_RENEW)
+        self._release: Any = redis.register_script(_RELEASE)
 
-    async def claim(self, conversation_id: UUID, token: str) -> None:
-        # Unconditional: JetStream delivering the start message to us is what makes us the owner.
-        await self.redis.set(_key(conversation_id, "owner"), token, ex=self.ttl_s)
+    async def _retried(self, call: Callable[[], Awaitable[T]], what: str, conversation_id: UUID) -> T:
+        return await until_available(
+            call, deadline_s=self.outage_timeout_s, what=what, conversation_id=str(conversation_id)
+        )
+
+    async def claim(self, conversation_id: UUID, token: str) -> int:
+        """Take the session over; returns how many times it has been claimed (1: the first owner).
+        Unconditional: JetStream delivering the start message to us is what makes us the owner."""
+
+        async def write() -> int:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(_key(conversation_id, "owner"), token, ex=self.ttl_s)
+                pipe.set(_key(conversation_id, "lease"), token, px=self.lease_ms)
+                pipe.incr(_key(conversation_id, "claims"))
+                pipe.expire(_key(conversation_id, "claims"), self.ttl_s)
+                results = await pipe.execute()
+            return int(results[2])
+
+        return await self._retried(write, "session claim", conversation_id)
 
     async def load(self, conversation_id: UUID) -> SessionState | None:
-        raw = await self.redis.get(_key(conversation_id, "state"))
+        raw = await self._retried(
+            lambda: self.redis.get(_key(conversation_id, "state")), "session load", conversation_id
+        )
         if raw is None:
             return None
         return SessionState.model_validate_json(raw)
@@ -57,7 +116,9 @@ class StateStore:
         body = self.encode(state)
         ttl = self.closed_ttl_s if state.phase == "closed" else self.ttl_s
         keys = [_key(state.conversation_id, "owner"), _key(state.conversation_id, "state")]
-        ok = await self._save(keys=keys, args=[token, body, ttl])
+        ok = await self._retried(
+            lambda: self._save(keys=keys, args=[token, body, ttl]), "session save", state.conversation_id
+        )
         if not ok:
             raise OwnershipLost(str(state.conversation_id))
 
@@ -76,3 +137,21 @@ class StateStore:
     async def owner(self, conversation_id: UUID) -> str | None:
         raw = await self.redis.get(_key(conversation_id, "owner"))
         return None if raw is None else cast(bytes, raw).decode()
+
+    # ----------------------------------------------------------------------------- leases
+
+    async def lease_holder(self, conversation_id: UUID) -> str | None:
+        """Who holds the session's lease (None: nobody, its owner is gone). Not retried."""
+        raw = await self.redis.get(_key(conversation_id, "lease"))
+        return None if raw is None else cast(bytes, raw).decode()
+
+    async def renew_leases(self, conversation_ids: Sequence[UUID], token: str) -> None:
+        """One round trip for every session this worker runs (called every claim heartbeat)."""
+        if conversation_ids:
+            keys = [_key(c, "lease") for c in conversation_ids]
+            await self._renew(keys=keys, args=[token, self.lease_ms])
+
+    async def release(self, conversation_id: UUID, token: str) -> None:
+        """Give the lease up (the session is closed or handed over): the next worker offered the
+        session takes it at once."""
+        await self._release(keys=[_key(conversation_id, "lease")], args=[token])

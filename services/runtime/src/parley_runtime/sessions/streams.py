@@ -1,10 +1,15 @@
 """A session's two JetStream streams, as its owner sees them: input to read, output to write.
 
 Output goes out as plain NATS publishes on the stream's subject (JetStream stores them in order,
-and the worker does not wait for an ack per text delta); the events that end a turn are published
-with an ack, which also confirms everything published before them on the connection. Each output
-carries `Nats-Msg-Id` `<conversation>:<index>`, so a republication after a crash is dropped by
-JetStream itself.
+and the worker does not wait for an ack per text delta; while the broker is away nats-py buffers
+them and sends them, in order, once it is back); the events that end a turn are published with an
+ack, which also confirms everything published before them on the connection, and are retried
+through a broker outage (`publish_durably`). Each output carries `Nats-Msg-Id`
+`<conversation>:<index>`, so a republication after a crash or a retry is dropped by JetStream
+itself.
+
+Input is read with an `OrderedReader`: its consumer is recreated from the next input as soon as
+the connection to a restarted broker is back.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
 
 from parley_common import subjects
+from parley_common.bus import BusEvents
+from parley_common.jetstream import OrderedReader, publish_durably
 from parley_common.session_contract import (
     ServerEvent,
     SessionInput,
@@ -47,11 +53,14 @@ async def last_output_index(js: JetStreamContext, conversation_id: UUID) -> int:
 class Outlet:
     """Numbers and publishes one session's server events."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, conversation_id: UUID, next_index: int) -> None:
-        self.nc, self.js = nc, js
+    def __init__(
+        self, nc: Client, conversation_id: UUID, next_index: int, *, publish_timeout_s: float
+    ) -> None:
+        self.nc = nc
         self.conversation_id = conversation_id
         self.subject = subjects.session_out(str(conversation_id))
         self.next_index = next_index
+        self.publish_timeout_s = publish_timeout_s
 
     def reserve(self, event: ServerEvent) -> SessionOutput:
         """Number an event without publishing it (a tail event, published after the commit)."""
@@ -65,10 +74,20 @@ class Outlet:
         return out
 
     async def publish_acked(self, out: SessionOutput) -> None:
-        await self.js.publish(self.subject, out.model_dump_json().encode(), headers=self._headers(out))
+        await publish_durably(
+            self.nc,
+            self.subject,
+            out.model_dump_json().encode(),
+            msg_id=self._msg_id(out),
+            headers=trace_headers(),
+            timeout_s=self.publish_timeout_s,
+        )
+
+    def _msg_id(self, out: SessionOutput) -> str:
+        return f"{self.conversation_id}:{out.index}"
 
     def _headers(self, out: SessionOutput) -> dict[str, str]:
-        return trace_headers({"Nats-Msg-Id": f"{self.conversation_id}:{out.index}"})
+        return trace_headers({"Nats-Msg-Id": self._msg_id(out)})
 
 
 @dataclass(frozen=True)
@@ -81,22 +100,22 @@ class Received:
 class InputFeed:
     """The session's input, in stream order, from the first sequence not yet processed."""
 
-    def __init__(self, js: JetStreamContext, conversation_id: UUID) -> None:
-        self.js = js
+    def __init__(self, nc: Client, events: BusEvents, conversation_id: UUID) -> None:
+        self.nc, self.events = nc, events
         self.conversation_id = conversation_id
         self.queue: asyncio.Queue[Received] = asyncio.Queue()
-        self._sub: JetStreamContext.PushSubscription | None = None
+        self._reader: OrderedReader | None = None
 
     async def open(self, after_seq: int) -> None:
-        config = ConsumerConfig(opt_start_seq=after_seq + 1) if after_seq else ConsumerConfig()
-        self._sub = await self.js.subscribe(
-            subjects.session_in(str(self.conversation_id)),
+        self._reader = OrderedReader(
+            self.nc,
+            self.events,
             stream=subjects.SESSION_IN_STREAM,
-            cb=self._on_msg,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after_seq else DeliverPolicy.ALL,
-            config=config,
+            subject=subjects.session_in(str(self.conversation_id)),
+            on_msg=self._on_msg,
+            after_seq=after_seq,
         )
+        await self._reader.open()
 
     async def _on_msg(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
@@ -110,12 +129,9 @@ class InputFeed:
         self.queue.put_nowait(Received(seq=seq, input=parsed, headers=dict(msg.headers or {})))
 
     async def close(self) -> None:
-        if self._sub is not None:
-            sub, self._sub = self._sub, None
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # the connection may be closing; the server reaps the consumer
-                log.debug("session.input_unsubscribe_failed", error=str(exc))
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()
 
 
 def parse_event(data: bytes) -> ServerEvent:

@@ -6,6 +6,13 @@ heartbeat, and acks it when the session is closed. If the worker dies, the heart
 JetStream delivers the message again after `ack_wait` to another worker, which resumes the
 session from Redis (see runner.py). A worker stopping on purpose hands its sessions over at once
 (negative ack) instead of making them wait for `ack_wait`.
+
+JetStream also redelivers when only the heartbeats were lost: a broker restart longer than
+`ack_wait` (the restarted server finds every claim overdue). So each heartbeat also renews the
+session's lease in Redis, and a worker offered a start message again (a redelivery) takes it only
+if no other worker holds the lease; otherwise it leaves the message alone, the living owner's
+heartbeats keep it, and the session runs on undisturbed. After a reconnect the heartbeat goes out at
+once. A dead owner's lease lapses before JetStream's redelivery, so failover is unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -24,6 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
 from parley_common import metrics, subjects
+from parley_common.outages import describe, is_outage
 from parley_common.session_contract import STREAMS, SessionStart, ensure_streams
 from parley_runtime.sessions.runner import Deps, SessionRunner
 
@@ -64,6 +73,8 @@ class SessionWorker:
         self._slots = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._unhook: Callable[[], None] | None = None
+        self._lease_trouble = False  # renewing leases failed (logged once per outage)
 
     @property
     def active(self) -> int:
@@ -88,11 +99,16 @@ class SessionWorker:
         self._tasks = [
             asyncio.create_task(self._fetch_loop(), name="sessions-fetch"),
             asyncio.create_task(self._heartbeat_loop(), name="sessions-heartbeat"),
+            asyncio.create_task(self._pending_loop(), name="sessions-pending"),
         ]
+        # Back from a broker outage: tell JetStream at once that every claim is still in progress.
+        self._unhook = self.deps.events.on_reconnect(self._beat)
 
     async def stop(self) -> None:
         """Drain: stop claiming, let running turns finish (up to the drain timeout), then hand every
         session still owned back to JetStream, so another worker resumes it at once."""
+        if self._unhook is not None:
+            self._unhook()
         fetch, *others = self._tasks
         fetch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -159,6 +175,8 @@ class SessionWorker:
             # Redelivered to us while we run it (a late heartbeat): keep running, hold the new one.
             existing.msg = msg
             return
+        if (msg.metadata.num_delivered or 1) > 1 and await self._owned_elsewhere(start.conversation_id):
+            return
         claim = _Claim(msg=msg)
         self.claims[start.conversation_id] = claim
         self._gauge()
@@ -168,20 +186,41 @@ class SessionWorker:
             name=f"session-{start.conversation_id}",
         )
 
+    async def _owned_elsewhere(self, conversation_id: uuid.UUID) -> bool:
+        """A redelivered start: does another (living) worker still run this session?"""
+        try:
+            holder = await self.deps.store.lease_holder(conversation_id)
+        except Exception as exc:  # Redis is away: we could not take it anyway; offered again later
+            log.info("session.claim_deferred", conversation_id=str(conversation_id), error=describe(exc))
+            return True
+        if holder is None or holder == self.deps.token:
+            return False
+        # Left alone (neither acked nor nacked): the owner's heartbeats keep the message.
+        log.info("session.claim_declined", conversation_id=str(conversation_id), owner=holder)
+        return True
+
     async def _run(self, conversation_id: uuid.UUID, runner: SessionRunner, headers: dict[str, str]) -> None:
+        failed = False
         try:
             await runner.run(headers)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # JetStream gives the session to a worker again (up to max_claims times).
-            log.exception("session.crashed", conversation_id=str(conversation_id))
-            claim = self.claims.get(conversation_id)
-            if claim is not None and not claim.acked:
-                with contextlib.suppress(Exception):
-                    await claim.msg.nak(delay=1)
+            failed = True
+            if is_outage(exc):  # Redis or the bus stayed away too long: handed over, not a bug
+                log.warning("session.handed_over", conversation_id=str(conversation_id), error=describe(exc))
+            else:
+                log.exception("session.crashed", conversation_id=str(conversation_id))
         finally:
-            self.claims.pop(conversation_id, None)
+            claim = self.claims.pop(conversation_id, None)
+            if claim is not None:
+                # The lease goes first, so the next worker offered the session takes it at once.
+                with contextlib.suppress(Exception):
+                    await self.deps.store.release(conversation_id, self.deps.token)
+                if failed and not claim.acked:
+                    with contextlib.suppress(Exception):
+                        await claim.msg.nak(delay=1)
             self._gauge()
             self._slots.set()
 
@@ -190,17 +229,39 @@ class SessionWorker:
         metrics.WORKER_CAPACITY_IN_USE.set(len(self.claims) / self.settings.runtime_max_sessions)
 
     async def _heartbeat_loop(self) -> None:
-        beats = 0
+        # Nothing in here waits for a reply from NATS: while the broker is away the heartbeats
+        # are buffered and the leases (Redis) renewed, on time.
         while True:
             await asyncio.sleep(self.settings.runtime_claim_heartbeat_s)
-            beats += 1
-            if beats % 4 == 1:
-                await self._report_pending()
-            claims = [c for c in self.claims.values() if not c.acked]
-            results = await asyncio.gather(*(c.msg.in_progress() for c in claims), return_exceptions=True)
-            failures = [r for r in results if isinstance(r, Exception)]
-            if failures:
-                log.warning("sessions.heartbeat_failed", count=len(failures), error=str(failures[0]))
+            await self._beat()
+            await self._renew_leases()
+
+    async def _pending_loop(self) -> None:
+        # Apart from the heartbeats: a JetStream API call waits up to its timeout during an outage.
+        while True:
+            await self._report_pending()
+            await asyncio.sleep(self.settings.runtime_claim_heartbeat_s * 4)
+
+    async def _beat(self) -> None:
+        """`in progress` for every claim (nats-py buffers them while the broker is away)."""
+        claims = [c for c in self.claims.values() if not c.acked]
+        results = await asyncio.gather(*(c.msg.in_progress() for c in claims), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, Exception)]
+        if failures:
+            log.warning("sessions.heartbeat_failed", count=len(failures), error=str(failures[0]))
+
+    async def _renew_leases(self) -> None:
+        running = [conv for conv, c in self.claims.items() if not c.acked]
+        try:
+            await self.deps.store.renew_leases(running, self.deps.token)
+        except Exception as exc:
+            if not self._lease_trouble:
+                log.warning("sessions.lease_renewal_failed", count=len(running), error=describe(exc))
+            self._lease_trouble = True
+        else:
+            if self._lease_trouble:
+                log.info("sessions.lease_renewal_recovered", count=len(running))
+            self._lease_trouble = False
 
     async def _report_pending(self) -> None:
         """Session starts nobody has claimed yet (what autoscaling and the dashboards watch)."""

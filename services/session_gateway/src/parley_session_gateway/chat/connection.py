@@ -35,6 +35,7 @@ from parley_common import metrics
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes, ErrorCode, ParleyError, envelope
+from parley_common.outages import describe, is_outage
 from parley_common.session_contract import (
     ClientConnected,
     ClientDisconnected,
@@ -83,6 +84,7 @@ CLOSE_UNAUTHORIZED = CloseCodes.UNAUTHORIZED  # refused at connect, the token ex
 CLOSE_NOT_FOUND = CloseCodes.NOT_FOUND  # a resume of a session this token may not resume (or none)
 CLOSE_SUPERSEDED = CloseCodes.SUPERSEDED  # another connection resumed the session
 CLOSE_UNAVAILABLE = CloseCodes.UNAVAILABLE
+CLOSE_TRY_AGAIN = CloseCodes.TRY_AGAIN  # busy, or Redis / the bus is away: connect again shortly
 
 _STATUS: dict[ConversationEndReason, Literal["completed", "timeout", "failed"]] = {
     ConversationEndReason.TIMEOUT: "timeout",
@@ -135,10 +137,13 @@ class ChatConnection:
         connections.inc()
         try:
             try:
-                await self._open()
+                async with self.ctx.admitting():
+                    await self._open()
             except Refused as exc:
                 self.log.info("chat.refused", reason=exc.reason)
-                if exc.code is Codes.REALTIME_SESSION_NOT_FOUND and self.resume is not None:
+                if exc.code is Codes.REALTIME_SERVER_BUSY:
+                    await self._close(CLOSE_TRY_AGAIN, exc.reason)
+                elif exc.code is Codes.REALTIME_SESSION_NOT_FOUND and self.resume is not None:
                     params = {"conversation_id": self.resume.session_id[:64]}
                     with contextlib.suppress(Exception):
                         await self._send(MessageError(error=_text(exc.code, params)))
@@ -148,9 +153,13 @@ class ChatConnection:
                 return
             except WebSocketDisconnect:
                 raise
-            except Exception:
-                self.log.exception("chat.open_failed")
-                await self._close(CLOSE_UNAVAILABLE, Codes.SERVICE_UNAVAILABLE.code)
+            except Exception as exc:
+                if is_outage(exc):  # Redis or the bus is away: "try again later", no traceback
+                    self.log.warning("chat.open_unavailable", error=describe(exc))
+                    await self._close(CLOSE_TRY_AGAIN, Codes.SERVICE_UNAVAILABLE.code)
+                else:
+                    self.log.exception("chat.open_failed")
+                    await self._close(CLOSE_UNAVAILABLE, Codes.SERVICE_UNAVAILABLE.code)
                 return
             assert self.principal is not None
             self.live = self.ctx.live.add("chat", self.principal, self.token, self._revoke)
@@ -203,8 +212,7 @@ class ChatConnection:
             if record is not None:
                 # The session's output is read from its start again (see the module docstring).
                 self.started_at = record.started_at
-                nc = self.ctx.broker.connection
-                self.bridge = SessionBridge(nc, nc.jetstream(), record.conversation_id)
+                self.bridge = self.ctx.bridge(record.conversation_id)
                 await self.bridge.attach(self._on_output, self._on_control)
                 await self.bridge.send(
                     ClientConnected(at=datetime.now(UTC), connection_id=self.connection_id)
@@ -337,7 +345,8 @@ class ChatConnection:
         }
         with tracer.start_as_current_span("chat.input", attributes=attributes):
             try:
-                await self.bridge.send(item)  # returns once JetStream has stored it
+                # Returns once JetStream has stored it; a resend with the same `id` is stored once.
+                await self.bridge.send(item, client_id=frame.id)
             except Exception as exc:
                 self.log.warning("chat.input_publish_failed", error=str(exc))
                 raise ChatFrameError(Codes.SERVICE_UNAVAILABLE, frame_id=frame.id) from exc

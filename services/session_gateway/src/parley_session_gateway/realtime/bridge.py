@@ -3,8 +3,14 @@
 Output is read from `SESSION_OUT` with an ordered consumer from the start of the conversation,
 and events at or below the last index the client has seen are skipped: a fresh session sees
 everything, a resumed one exactly what it missed, and a redelivered or republished event never
-twice. Input is published to `SESSION_IN` and acknowledged by JetStream before the next frame is
-read, so an input the gateway accepted is never lost, even when the runtime worker dies.
+twice. The consumer is recreated from the next message as soon as the NATS connection comes back
+(`OrderedReader`), so output flows again right after a broker restart.
+
+Input is published to `SESSION_IN` and acknowledged by JetStream before the next frame is read, so
+an input the gateway accepted is never lost, even when the runtime worker dies. Each input carries a
+`Nats-Msg-Id` (the chat message's `id`, or one made here) and its publication is retried under that
+id while the broker is away (`publish_durably`): it is stored once, however many attempts that
+took, and reported as failed only when it was not stored within `bus_publish_timeout_s`.
 """
 
 from __future__ import annotations
@@ -16,17 +22,18 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
 from parley_common import subjects
+from parley_common.bus import BusEvents
+from parley_common.jetstream import OrderedReader, publish_durably
 from parley_common.session_contract import (
     SessionControl,
     SessionInput,
     SessionInputEnvelope,
     SessionOutput,
     SessionStart,
+    input_msg_id,
     trace_headers,
 )
 
@@ -37,11 +44,20 @@ OnControl = Callable[[SessionControl], Awaitable[None]]
 
 
 class SessionBridge:
-    def __init__(self, nc: Client, js: JetStreamContext, conversation_id: UUID, last_index: int = 0) -> None:
-        self.nc, self.js = nc, js
+    def __init__(
+        self,
+        nc: Client,
+        events: BusEvents,
+        conversation_id: UUID,
+        last_index: int = 0,
+        *,
+        publish_timeout_s: float = 30.0,
+    ) -> None:
+        self.nc, self.events = nc, events
         self.conversation_id = conversation_id
         self.last_index = last_index
-        self._out: JetStreamContext.PushSubscription | None = None
+        self.publish_timeout_s = publish_timeout_s
+        self._out: OrderedReader | None = None
         self._ctl: Subscription | None = None
 
     async def attach(self, on_output: OnOutput, on_control: OnControl) -> None:
@@ -67,35 +83,47 @@ class SessionBridge:
             await on_control(ctl)
 
         self._ctl = await self.nc.subscribe(subjects.session_ctl(conv), cb=control)
-        self._out = await self.js.subscribe(
-            subjects.session_out(conv),
+        self._out = OrderedReader(
+            self.nc,
+            self.events,
             stream=subjects.SESSION_OUT_STREAM,
-            cb=output,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
+            subject=subjects.session_out(conv),
+            on_msg=output,
         )
+        await self._out.open()
 
     async def start(self, start: SessionStart) -> None:
-        await self.js.publish(
+        await publish_durably(
+            self.nc,
             subjects.SESSION_START,
             start.model_dump_json().encode(),
-            # One start per conversation, even if this publish is retried.
-            headers=trace_headers({"Nats-Msg-Id": str(start.conversation_id)}),
+            # One start per conversation, however many attempts it takes.
+            msg_id=str(start.conversation_id),
+            headers=trace_headers(),
+            timeout_s=self.publish_timeout_s,
         )
 
-    async def send(self, item: SessionInput) -> None:
-        await self.js.publish(
+    async def send(
+        self, item: SessionInput, client_id: str | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Store one input (returns once JetStream has it); `client_id` is the client's own id of
+        the message, when its protocol has one: a resend with the same id is stored once."""
+        await publish_durably(
+            self.nc,
             subjects.session_in(str(self.conversation_id)),
             SessionInputEnvelope(input=item).model_dump_json().encode(),
+            msg_id=input_msg_id(self.conversation_id, client_id),
             headers=trace_headers(),
+            timeout_s=self.publish_timeout_s if timeout_s is None else timeout_s,
         )
 
     async def detach(self) -> None:
-        for sub in (self._out, self._ctl):
-            if sub is None:
-                continue
+        out, self._out = self._out, None
+        if out is not None:
+            await out.close()
+        ctl, self._ctl = self._ctl, None
+        if ctl is not None:
             try:
-                await sub.unsubscribe()
+                await ctl.unsubscribe()
             except Exception as exc:  # the connection may be closing; the server cleans up
                 log.debug("realtime.unsubscribe_failed", error=str(exc))
-        self._out = self._ctl = None

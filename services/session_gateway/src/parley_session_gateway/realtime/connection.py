@@ -26,6 +26,7 @@ from parley_common import metrics
 from parley_common.auth_contract import Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes, ErrorCode, envelope
+from parley_common.outages import describe, is_outage
 from parley_common.session_contract import (
     ClientCancel,
     ClientConnected,
@@ -107,15 +108,19 @@ class RealtimeConnection:
             if hello is None:
                 return
             try:
-                await self._open(hello)
+                async with self.ctx.admitting():
+                    await self._open(hello)
             except Refused as exc:
                 self.log.info("realtime.handshake_refused", reason=exc.reason)
                 await self._refuse(exc.reason)
                 return
             except WebSocketDisconnect:
                 raise
-            except Exception:
-                self.log.exception("realtime.handshake_failed")
+            except Exception as exc:
+                if is_outage(exc):  # Redis or the bus is away: a clean refusal, no traceback
+                    self.log.warning("realtime.handshake_unavailable", error=describe(exc))
+                else:
+                    self.log.exception("realtime.handshake_failed")
                 await self._refuse(Codes.SERVICE_UNAVAILABLE.code)
                 return
             assert self.principal is not None
@@ -168,10 +173,9 @@ class RealtimeConnection:
                 timeout_s=self.settings.bus_request_timeout_s,
             )
             self.principal, self.credential = admission.principal, credential or ""
-            nc = ctx.broker.connection
             if self.resume is not None:
                 conversation_id = await check_resume(ctx.redis, self.resume.conversation_id, admission)
-                self.bridge = SessionBridge(nc, nc.jetstream(), conversation_id, self.resume.last_event)
+                self.bridge = ctx.bridge(conversation_id, self.resume.last_event)
                 await self.bridge.attach(self._on_output, self._on_control)
                 await self.bridge.send(self._input(ClientConnected))
             else:
