@@ -522,6 +522,9 @@ EXTENSIONS: dict[str, str] = {
     "schema CreateAPIKeyRequest.org_slug: not in the contract": (
         "an optional field that makes an org-scoped key (docs/auth.md)"
     ),
+    "schema UpdateEmailRequest.current_password: not in the contract": (
+        "an optional field: an API key changes the login email only with the password (docs/auth.md)"
+    ),
     "schema AgentLintDiagnostics.diagnostics: not in the contract": (
         "the `errors` findings as objects with node ids, next to `errors` (docs/catalog.md)"
     ),

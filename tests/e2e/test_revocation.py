@@ -187,7 +187,8 @@ async def still_answers(conn: Session | Chat) -> None:
     if isinstance(conn, Session):
         assert text_of(await conn.say("still there?")) == 'You said: "still there?".'
     else:
-        events = await conn.message("still there?", "probe")
+        # A fresh id each time: the gateway stores a message once per id (a resend is not answered).
+        events = await conn.message("still there?", f"probe-{uuid.uuid4().hex[:8]}")
         assert events[-1] == {
             "type": "response-end",
             "content": 'You said: "still there?".',
