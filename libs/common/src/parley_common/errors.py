@@ -204,7 +204,9 @@ class Codes:
     SPEECH_ENGINE_PROTOCOL_ERROR = _register(
         "speech.engine_protocol_error", 502, "The {engine} speech provider sent something unusable: {detail}"
     )
-    SPEECH_ENGINE_FAILED = _register("speech.engine_failed", 500, "The {engine} speech engine failed: {detail}")
+    SPEECH_ENGINE_FAILED = _register(
+        "speech.engine_failed", 500, "The {engine} speech engine failed: {detail}"
+    )
     SPEECH_WORKER_BUSY = _register(
         "speech.worker_busy", 503, "The speech worker is at its limit of {limit} sessions."
     )

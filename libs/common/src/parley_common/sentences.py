@@ -17,10 +17,36 @@ from dataclasses import dataclass
 
 # Tokens (lowercase, without the dot) after which a period does not end a sentence.
 ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e approx dept est inc ltd co no fig vol mt ft".split()
+    {
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "approx",
+        "dept",
+        "est",
+        "inc",
+        "ltd",
+        "co",
+        "no",
+        "fig",
+        "vol",
+        "mt",
+        "ft",
+    }
 )
-_TERMINATORS = ".!?…。！？"
-_CLOSERS = "\"'”’)]»"
+# Sentence ends: . ! ? and the ellipsis, the ideographic full stop, fullwidth ! and ?.
+_TERMINATORS = ".!?\u2026\u3002\uff01\uff1f"
+# What may close a sentence after its end mark: quotes (straight and curly), brackets, guillemet.
+_CLOSERS = "\"')]\u201d\u2019\u00bb"
 _END = re.compile(rf"[{re.escape(_TERMINATORS)}]+[{re.escape(_CLOSERS)}]*(?=\s)|\n+")
 
 
@@ -76,9 +102,9 @@ class SentenceSplitter:
             end = match.end()
             if match.start() >= limit:
                 break
-            if match.group().startswith("\n") or not self._is_abbreviation(match.start()):
-                if len(self._buf[:end].strip()) >= self.min_chars:
-                    return end
+            ends = match.group().startswith("\n") or not self._is_abbreviation(match.start())
+            if ends and len(self._buf[:end].strip()) >= self.min_chars:
+                return end
             self._scan = end
         if len(self._buf) > limit:
             return self._soft_cut(limit)
@@ -99,7 +125,7 @@ class SentenceSplitter:
 
     def _soft_cut(self, limit: int) -> int:
         window = self._buf[:limit]
-        for sep in (", ", "; ", ": ", " – ", " - ", " "):
+        for sep in (", ", "; ", ": ", " \u2013 ", " - ", " "):
             at = window.rfind(sep)
             if at > limit // 3:
                 return at + len(sep)

@@ -196,7 +196,9 @@ class InputFormat(BaseModel):
 
     @property
     def label(self) -> str:
-        return self.encoding.value if self.sample_rate is None else f"{self.encoding.value}_{self.sample_rate}"
+        return (
+            self.encoding.value if self.sample_rate is None else f"{self.encoding.value}_{self.sample_rate}"
+        )
 
 
 class OutputFormat(StrEnum):
