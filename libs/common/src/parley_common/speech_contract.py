@@ -268,10 +268,13 @@ class SpeechSessionOpened(BaseModel):
     error: ErrorEnvelope | None = None
 
 
+ControlType = Literal["utterance_start", "utterance_end", "agent_speaking", "flush", "close"]
+
+
 class SpeechControl(BaseModel):
     """Edge → worker, on the audio subject with header `Parley-Control: 1`."""
 
-    type: Literal["utterance_start", "utterance_end", "agent_speaking", "flush", "close"]
+    type: ControlType
     # agent_speaking: true when the agent's audio starts playing, false when it stops.
     speaking: bool | None = None
 
@@ -433,6 +436,9 @@ class TtsReport(BaseModel):
     text_end: int
     # synthesized/done: the sentence's whole audio duration, and its playout time as used.
     total_audio_ms: int | None = None
+    # synthesized/done: how many chunks the sentence has in all (the next sentence starts at
+    # `start_seq + total_chunks`).
+    total_chunks: int | None = None
     playout_at: float | None = None
     # Time from the request's arrival to the first chunk's publication.
     first_chunk_ms: int | None = None

@@ -298,6 +298,7 @@ class TtsJob:
             audio_ms=self.audio_ms,
             text_end=req.text_offset + self.text_end_local,
             total_audio_ms=self.produced.total_ms,
+            total_chunks=len(self.produced.chunks) if self.produced.total_ms is not None else None,
             playout_at=self.playout_at,
             first_chunk_ms=self.first_chunk_ms,
             error=error.envelope() if error is not None else None,
