@@ -39,7 +39,7 @@ class SpeechSettings(CommonSettings, SpeechProviderKeys):
     # Empty: the Silero VAD v6 model shipped in the faster-whisper wheel.
     speech_silero_model_path: str = ""
     speech_espeak_voice: str = "en-us"
-    speech_espeak_rate_wpm: int = Field(default=165, ge=80, le=450)
+    speech_espeak_rate_wpm: int = Field(default=175, ge=80, le=450)
 
     # ---- recognition sessions
     speech_heartbeat_s: float = Field(default=1.0, gt=0)

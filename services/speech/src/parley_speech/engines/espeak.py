@@ -71,7 +71,7 @@ class _Child:
 class EspeakTTS(TTSEngine):
     name = "espeak"
 
-    def __init__(self, *, processes: int = 2, voice: str = "en-us", rate_wpm: int = 165) -> None:
+    def __init__(self, *, processes: int = 2, voice: str = "en-us", rate_wpm: int = 175) -> None:
         self.size = processes
         self.default_voice = voice
         self.rate_wpm = rate_wpm
