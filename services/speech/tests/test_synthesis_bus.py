@@ -156,6 +156,7 @@ async def test_mulaw_output_and_unpaced_jobs(nc: NatsClient) -> None:
     subject, received = await listen(nc)
     report_subject = nc.new_inbox()
     reports: list[bytes] = []
+
     async def on_report(msg: Msg) -> None:
         reports.append(msg.data)
 
