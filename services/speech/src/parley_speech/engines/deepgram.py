@@ -48,8 +48,10 @@ class DeepgramSTT(STTEngine):
         endpointing_ms: int = 300,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 15.0,
+        keepalive_s: float = KEEPALIVE_S,
     ) -> None:
         self.url, self.api_key, self.model = url, api_key, model
+        self.keepalive_s = keepalive_s
         self.endpointing_ms = endpointing_ms
         self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
 
@@ -154,7 +156,7 @@ class DeepgramStream(STTStream):
         with contextlib.suppress(ConnectionClosed):
             while True:
                 try:
-                    item = await asyncio.wait_for(self._outbox.get(), KEEPALIVE_S)
+                    item = await asyncio.wait_for(self._outbox.get(), self.engine.keepalive_s)
                 except TimeoutError:
                     await ws.send(json.dumps({"type": "KeepAlive"}))
                     continue
