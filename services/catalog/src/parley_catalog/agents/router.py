@@ -163,7 +163,7 @@ async def update_agent_status(
     agent_id: AgentID, body: schemas.UpdateAgentStatusRequest, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.Agent:
     agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.ADMIN, lock=True)
-    changed = await service.set_status(db, agent, body.status)
+    changed = await service.set_status(db, agent, body.status, keys=ctx.settings)
     await db.commit()
     if changed:
         await events.publish(ctx.broker, agent, AgentEventKind.STATUS_CHANGED)
@@ -191,6 +191,7 @@ async def lint_agent(
     agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
     blueprint = body.blueprint if body and body.blueprint else Blueprint.model_validate(agent.blueprint)
     diagnostics = await service.lint_agent_blueprint(db, agent, blueprint)
+    diagnostics += service.lint_agent_voice(agent, ctx.settings)
     return schemas.AgentLintDiagnostics(
         errors=[d.render() for d in diagnostics],
         diagnostics=[schemas.LintDiagnostic(**vars(d)) for d in diagnostics],
