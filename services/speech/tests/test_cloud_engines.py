@@ -6,6 +6,7 @@ and the voice session (or the next sentence) goes on."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,7 +15,10 @@ import nats
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from nats.aio.msg import Msg
 
+from parley_common import subjects
+from parley_common.catalog_contract import AgentConfig, AgentResolveReply, AgentSnapshot, AgentStatus
 from parley_common.errors import Codes, ErrorCode, ParleyError
 from parley_common.speech_client import RecognitionClient, TtsStream
 from parley_common.speech_contract import InputFormat, VoiceEngineConfig
@@ -321,4 +325,44 @@ async def test_elevenlabs_dropping_mid_sentence_is_an_error_report_then_it_speak
     assert "/text-to-speech/voice-1/" in elevenlabs.connections[-1][0]
     await first.aclose()
     await second.aclose()
+    await nc.close()
+
+
+async def test_keys_come_from_the_agents_secrets_before_the_settings(
+    infra: Infra, cloud_worker: FastAPI, elevenlabs: FakeElevenLabs
+) -> None:
+    """The worker reads the agent's secrets through `catalog.agent.resolve` (answered here by a
+    stand-in for the catalog, whose side tests/test_voice_config.py covers)."""
+    nc = await nats.connect(infra.nats_url)
+    with_secret, without = uuid.uuid4(), uuid.uuid4()
+
+    async def resolve(msg: Msg) -> None:
+        agent_id = uuid.UUID(json.loads(msg.data)["agent_id"])
+        secrets = {"ELEVENLABS_API_KEY": "bad"} if agent_id == with_secret else {}
+        snapshot = AgentSnapshot(
+            agent_id=agent_id,
+            version=1,
+            status=AgentStatus.LIVE,
+            config=AgentConfig(name="a"),
+            secrets=secrets,
+        )
+        await msg.respond(AgentResolveReply(ok=True, snapshot=snapshot).model_dump_json().encode())
+
+    sub = await nc.subscribe(subjects.CATALOG_AGENT_RESOLVE, cb=resolve)
+    subject = f"test.audio.{uuid.uuid4().hex}"
+    tts_config = VoiceEngineConfig(engine="elevenlabs")
+    results = {}
+    for agent_id in (with_secret, without):
+        tts = TtsStream(
+            nc, stream_id=uuid.uuid4().hex, audio_subject=subject, tts=tts_config, agent_id=str(agent_id)
+        )
+        await tts.start()
+        await tts.say("Hi there.")
+        results[agent_id] = await tts.wait(timeout=10)
+        await tts.aclose()
+    # The agent's (wrong) key was used instead of the platform's; without one, the platform's.
+    assert results[with_secret].error is not None
+    assert results[with_secret].error.code == Codes.SPEECH_ENGINE_AUTH_FAILED.code
+    assert results[without].error is None and results[without].chunks > 0
+    await sub.unsubscribe()
     await nc.close()
