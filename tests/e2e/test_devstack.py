@@ -39,6 +39,7 @@ EXPECTED = {
     "session_gateway",
     "runtime-1",
     "runtime-2",
+    "speech-1",
     "edge_meta",
     "caddy",
 }
