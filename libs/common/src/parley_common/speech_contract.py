@@ -263,7 +263,7 @@ class SpeechSessionOpened(BaseModel):
     ok: bool
     worker_id: str | None = None
     audio_subject: str | None = None
-    # The resolved input sample rate and policy, so the edge can size its replay buffer.
+    # The worker's heartbeat period: an edge hearing nothing for three of them re-opens elsewhere.
     heartbeat_s: float | None = None
     error: ErrorEnvelope | None = None
 

@@ -142,9 +142,7 @@ class RecognitionSession:
         )
         self.vad: VadStream = ctx.vad_model.stream(threshold=vad_threshold)
         self.vad_threshold = vad_threshold
-        self.resampler = (
-            StreamResampler(self.fmt.sample_rate, STT_RATE) if self.fmt.sample_rate else None
-        )
+        self.resampler = StreamResampler(self.fmt.sample_rate, STT_RATE) if self.fmt.sample_rate else None
         self.ring = _Ring(keep=(self.settings.speech_preroll_ms + 1500) * STT_RATE // 1000)
         self.inbox: asyncio.Queue[tuple[int, bytes] | SpeechControl] = asyncio.Queue()
         self.backlog_ms = 0.0
