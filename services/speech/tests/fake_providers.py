@@ -200,8 +200,9 @@ class FakeDeepgram(WsFake):
                 data = json.loads(message)
                 self.received.append(data)
                 if data.get("type") == "CloseStream":
-                    if key == "slow":
-                        await asyncio.sleep(30)
+                    if key == "slow":  # never answers: the client times out and leaves
+                        await ws.wait_closed()
+                        return
                     ms = audio_bytes // 32  # 16 kHz PCM16: 32 bytes a millisecond
                     await ws.send(json.dumps(_results(f"heard {ms} ms", final=True)))
                     await ws.send(

@@ -263,7 +263,7 @@ async def test_elevenlabs_errors(elevenlabs: FakeElevenLabs, key: str, code: Err
 # ---------------------------------------------------------------------------- over the bus
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def cloud_worker(
     infra: Infra, deepgram: FakeDeepgram, elevenlabs: FakeElevenLabs
 ) -> AsyncIterator[FastAPI]:
