@@ -225,3 +225,38 @@ async def test_worker_reports_busy_when_full(infra: Infra, worker: FastAPI) -> N
         await nc.close()
     finally:
         service.settings.speech_max_sessions = limit
+
+
+async def test_an_idle_session_sleeps_and_wakes_on_the_next_audio(
+    nc: NatsClient, worker: FastAPI, question: np.ndarray
+) -> None:
+    settings = worker.state.service.settings
+    idle = settings.speech_idle_timeout_s
+    request = open_request()
+    closed: list[str] = []
+
+    async def watch(msg: object) -> None:
+        event = json.loads(msg.data)  # type: ignore[attr-defined]
+        if event["type"] == "closed":
+            closed.append(event["reason"])
+
+    await nc.subscribe(subjects.session_speech(request.conversation_id), cb=watch)
+    events = Events()
+    client = RecognitionClient(nc, request, events)
+    settings.speech_idle_timeout_s = 0.5
+    try:
+        await client.start()
+        for _ in range(60):
+            if closed:
+                break
+            await asyncio.sleep(0.05)
+        assert closed == ["idle"]
+    finally:
+        settings.speech_idle_timeout_s = idle
+    await asyncio.sleep(3.5)  # longer than the heartbeat watchdog: no re-open while idle
+    assert client.generation == 0 and client.reopens == 0 and not events.of("error")
+    await stream(client, frames(question, InputFormat()), speed=2)
+    await events.wait_for(lambda: events.of("transcript"))
+    assert client.generation == 1 and client.reopens == 1
+    assert words(events.of("transcript")[0].text) >= QUESTION_WORDS  # type: ignore[union-attr]
+    await client.close()

@@ -128,6 +128,7 @@ class RecognitionClient:
         self._delivered: set[tuple[str, int]] = set()
         self._last_heard = time.monotonic()
         self._needs_reopen = False
+        self._dormant = False
         self._sub: Subscription | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._lost_reported = False
@@ -196,6 +197,7 @@ class RecognitionClient:
 
     async def send_audio(self, data: bytes) -> int:
         """Publish one chunk; returns its sequence number."""
+        self._wake()
         seq = self.next_seq
         self.next_seq += 1
         self._keep(seq, data, self._ms(len(data)))
@@ -212,7 +214,14 @@ class RecognitionClient:
             control, buffer=control.type in ("utterance_start", "utterance_end", "flush")
         )
 
+    def _wake(self) -> None:
+        if self._dormant:
+            self._dormant = False
+            self._needs_reopen = True  # buffered meanwhile; the watchdog re-opens within 0.2 s
+
     async def _publish_control(self, control: SpeechControl, *, buffer: bool) -> None:
+        if control.type != "close":
+            self._wake()
         data = control.model_dump_json(exclude_none=True).encode()
         if buffer:
             self._keep(None, data, 0.0)
@@ -257,8 +266,10 @@ class RecognitionClient:
             return  # another session on a shared subject, or a worker we left
         self._last_heard = time.monotonic()
         if isinstance(event, SpeechClosed):
-            if event.reason not in ("client",) and not self.closed:
-                self._needs_reopen = True  # shutdown, backlog, idle: carry on elsewhere
+            if event.reason == "idle":
+                self._dormant = True  # re-opened when the edge sends something again
+            elif event.reason != "client" and not self.closed:
+                self._needs_reopen = True  # shutdown, backlog: carry on elsewhere
             return
         if isinstance(event, SpeechError) and event.fatal:
             await self.on_event(event)
@@ -280,7 +291,7 @@ class RecognitionClient:
     async def _watch(self) -> None:
         while not self.closed:
             await asyncio.sleep(0.2)
-            silent = time.monotonic() - self._last_heard > (self.dead_after_s or 3.0)
+            silent = not self._dormant and time.monotonic() - self._last_heard > (self.dead_after_s or 3.0)
             if not (silent or self._needs_reopen):
                 continue
             async with self._lock:
