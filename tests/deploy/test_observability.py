@@ -43,6 +43,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "parley_bus_request_seconds": ("histogram", ("subject",)),
     "parley_jetstream_consumer_pending": ("gauge", ("stream", "consumer")),
     "parley_rate_limit_rejections_total": ("counter", ("action",)),
+    "parley_speech_sessions_active": ("gauge", ()),
+    "parley_speech_stt_seconds": ("histogram", ("engine",)),
+    "parley_speech_tts_first_chunk_seconds": ("histogram", ("engine",)),
+    "parley_speech_errors_total": ("counter", ("engine", "code")),
 }
 # Labels Prometheus adds to every series (target labels), and the histogram bucket label.
 TARGET_LABELS = {"job", "instance", "le"}

@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ValidationError
 
+from parley_common import metrics
 from parley_common.errors import Codes, ErrorEnvelope, ParleyError, envelope
 from parley_common.speech_contract import (
     HDR_CONTROL,
@@ -403,6 +404,10 @@ class RecognitionSession:
                 except ParleyError as exc:
                     text, failure = None, exc
                 stt_ms = int((time.monotonic() - ended) * 1000)
+                if failure is None:
+                    metrics.SPEECH_STT_SECONDS.labels(self.stt.name).observe(stt_ms / 1000)
+                else:
+                    metrics.SPEECH_ERRORS.labels(self.stt.name, failure.code.code).inc()
                 if previous is not None:
                     await previous  # transcripts go out in utterance order
                 if failure is not None:

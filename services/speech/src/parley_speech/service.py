@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 from nats.aio.client import Client as NatsClient
 
-from parley_common import subjects
+from parley_common import metrics, subjects
 from parley_common.errors import Codes, ParleyError
 from parley_common.speech_contract import (
     SpeechSessionOpen,
@@ -114,6 +114,7 @@ class SpeechService:
         if old is not None:
             await old.close("reopened")
         self.sessions[request.voice_session_id] = session
+        metrics.SPEECH_SESSIONS_ACTIVE.set(len(self.sessions))
         await session.start()
         log.info(
             "speech.session_opened",
@@ -130,6 +131,7 @@ class SpeechService:
     def _forget(self, session: RecognitionSession) -> None:
         if self.sessions.get(session.request.voice_session_id) is session:
             del self.sessions[session.request.voice_session_id]
+        metrics.SPEECH_SESSIONS_ACTIVE.set(len(self.sessions))
 
     # ------------------------------------------------------------------------------- synthesis
 

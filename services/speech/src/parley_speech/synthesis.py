@@ -25,7 +25,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
-from parley_common import subjects
+from parley_common import metrics, subjects
 from parley_common.errors import Codes, ParleyError
 from parley_common.speech_contract import (
     HDR_FORMAT,
@@ -190,6 +190,7 @@ class TtsJob:
             await self._report("synthesized")
         except ParleyError as exc:
             p.error = exc
+            metrics.SPEECH_ERRORS.labels(engine.name, exc.code.code).inc()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -274,6 +275,9 @@ class TtsJob:
         await self.nc.publish(req.audio_subject, chunk.audio, headers=headers)
         if self.first_chunk_ms is None:
             self.first_chunk_ms = int((time.monotonic() - self.received) * 1000)
+            metrics.SPEECH_TTS_FIRST_CHUNK_SECONDS.labels(self.choice.engine.name).observe(
+                self.first_chunk_ms / 1000
+            )
         self.first_seq = seq if self.first_seq is None else self.first_seq
         self.last_seq = seq
         self.chunks += 1
