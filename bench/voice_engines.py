@@ -58,12 +58,13 @@ async def speak(tts: EspeakTTS, text: str) -> np.ndarray:
 
 
 async def stt_latency(whisper: WhisperSTT, clips: list[np.ndarray], rounds: int) -> None:
-    times, rtf = [], []
+    times, rtf, cpu = [], [], []
     for _ in range(rounds):
         for clip in clips:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             await whisper.recognize(clip)
             elapsed = time.perf_counter() - started
+            cpu.append(time.process_time() - cpu_started)
             times.append(elapsed)
             rtf.append(elapsed / (clip.size / 16000))
     print(
@@ -74,6 +75,8 @@ async def stt_latency(whisper: WhisperSTT, clips: list[np.ndarray], rounds: int)
         f"  per utterance  p50 {ms(pct(times, 50))}  p99 {ms(pct(times, 99))}  "
         f"real-time factor p50 {statistics.median(rtf):.2f}"
     )
+    # CPU time does not depend on what else the machine runs: the figure to size a pool with.
+    print(f"  CPU per utterance p50 {ms(statistics.median(cpu))} (independent of machine load)")
 
 
 async def tts_latency(tts: EspeakTTS, rounds: int) -> None:
