@@ -260,3 +260,64 @@ async def test_an_idle_session_sleeps_and_wakes_on_the_next_audio(
     assert client.generation == 1 and client.reopens == 1
     assert words(events.of("transcript")[0].text) >= QUESTION_WORDS  # type: ignore[union-attr]
     await client.close()
+
+
+async def open_raw(nc: NatsClient) -> tuple[str, str, list[dict[str, object]]]:
+    request = open_request()
+    seen: list[dict[str, object]] = []
+
+    async def collect(msg: object) -> None:
+        seen.append(json.loads(msg.data))  # type: ignore[attr-defined]
+
+    await nc.subscribe(subjects.session_speech(request.conversation_id), cb=collect)
+    reply = SpeechSessionOpened.model_validate_json(
+        (await nc.request(subjects.SPEECH_SESSION_OPEN, request.model_dump_json().encode(), timeout=5)).data
+    )
+    assert reply.ok and reply.audio_subject
+    return reply.audio_subject, request.conversation_id, seen
+
+
+async def burst(nc: NatsClient, subject: str, seconds: int) -> None:
+    silence = float_to_pcm16(np.zeros(320, np.float32)).tobytes()
+    for seq in range(seconds * 50):
+        await nc.publish(subject, silence, headers={HDR_SEQ: str(seq)})
+    await nc.flush()
+
+
+async def test_a_replay_sized_burst_is_taken_in_and_a_flood_is_cut(nc: NatsClient) -> None:
+    # 20 s at once (what an edge replays after a re-open): processed, nothing refused.
+    subject, _, seen = await open_raw(nc)
+    await burst(nc, subject, 20)
+    for _ in range(200):
+        if any(e["type"] == "heartbeat" and e["last_seq"] == 999 and e["backlog_ms"] == 0 for e in seen):
+            break
+        await asyncio.sleep(0.05)
+    assert not [e for e in seen if e["type"] in ("error", "closed")]
+    assert any(e["type"] == "heartbeat" and e["backlog_ms"] == 0 and e["last_seq"] == 999 for e in seen)
+    # 40 s at once is more than an utterance plus the backlog: the session is closed, not grown.
+    subject, _, seen = await open_raw(nc)
+    await burst(nc, subject, 40)
+    for _ in range(200):
+        if any(e["type"] == "closed" for e in seen):
+            break
+        await asyncio.sleep(0.05)
+    errors = [e for e in seen if e["type"] == "error"]
+    assert errors and errors[0]["fatal"] is True
+    assert errors[0]["error"]["code"] == Codes.SPEECH_BACKLOG_EXCEEDED.code  # type: ignore[index]
+    assert [e["reason"] for e in seen if e["type"] == "closed"] == ["backlog_exceeded"]
+
+
+async def test_a_worker_that_cannot_keep_up_cuts_the_session(nc: NatsClient, worker: FastAPI) -> None:
+    settings = worker.state.service.settings
+    limit = settings.speech_max_backlog_ms
+    settings.speech_max_backlog_ms = 1  # anything that waits at all is "behind"
+    try:
+        subject, _, seen = await open_raw(nc)
+        await burst(nc, subject, 5)
+        for _ in range(200):
+            if any(e["type"] == "closed" for e in seen):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        settings.speech_max_backlog_ms = limit
+    assert [e["reason"] for e in seen if e["type"] == "closed"] == ["backlog_exceeded"]

@@ -1,6 +1,6 @@
 """One voice session's recognition on a worker: audio in (core NATS), events out.
 
-    audio subject ─► inbox (bounded by backlog ms) ─► decode → resample (soxr) → VAD (Silero)
+    audio subject ─► inbox (bounded) ─► decode → resample (soxr) → VAD (Silero)
         ─► policy (policy.py) ─► STT stream per utterance ─► events subject
 
 CPU work never runs on the event loop: decoding, resampling and VAD run in the worker's VAD
@@ -10,6 +10,11 @@ does not hold up another's VAD, and a session keeps listening while its last tur
 Sequence numbers: a chunk at or below the last one seen is a duplicate (dropped, counted); a jump
 is a gap (counted, reported as `audio_gap`, the audio goes on). Transcripts carry the range of
 chunks they cover, so an edge knows what it may drop from its replay buffer.
+
+Bounds: a chunk that waited in the inbox longer than `PARLEY_SPEECH_MAX_BACKLOG_MS` means the
+worker cannot keep up; more queued audio than an utterance plus that backlog means the edge sends
+faster than anything could be processed. Either closes the session with `speech.backlog_exceeded`
+(the edge re-opens it elsewhere). A replay (an utterance sent at once after a re-open) fits.
 """
 
 from __future__ import annotations
@@ -145,7 +150,8 @@ class RecognitionSession:
         self.vad_threshold = vad_threshold
         self.resampler = StreamResampler(self.fmt.sample_rate, STT_RATE) if self.fmt.sample_rate else None
         self.ring = _Ring(keep=(self.settings.speech_preroll_ms + 1500) * STT_RATE // 1000)
-        self.inbox: asyncio.Queue[tuple[int, bytes] | SpeechControl] = asyncio.Queue()
+        # Audio: (seq, bytes, when queued, duration ms).
+        self.inbox: asyncio.Queue[tuple[int, bytes, float, float] | SpeechControl] = asyncio.Queue()
         self.backlog_ms = 0.0
         self.last_seq: int | None = None
         self.duplicates = 0
@@ -232,15 +238,19 @@ class RecognitionSession:
             self.gaps += 1
             await self._emit(AudioGap, from_seq=self.last_seq + 1, to_seq=seq - 1)
         self.last_seq = seq
-        self.backlog_ms += self._duration_ms(len(msg.data))
-        if self.backlog_ms > self.settings.speech_max_backlog_ms:
-            backlog = int(self.backlog_ms)
-            error = ParleyError(Codes.SPEECH_BACKLOG_EXCEEDED, params={"backlog_ms": backlog})
-            # Not awaited here: closing unsubscribes, which must not happen inside its own callback.
-            self.closing = True
-            self._spawn(self.close("backlog_exceeded", error=error))
+        ms = self._duration_ms(len(msg.data))
+        self.backlog_ms += ms
+        # Memory bound: a replay (a whole utterance at once) fits; more than that does not.
+        if self.backlog_ms > self.settings.speech_max_utterance_ms + self.settings.speech_max_backlog_ms:
+            self._cut_behind(int(self.backlog_ms))
             return
-        self.inbox.put_nowait((seq, msg.data))
+        self.inbox.put_nowait((seq, msg.data, time.monotonic(), ms))
+
+    def _cut_behind(self, backlog_ms: int) -> None:
+        error = ParleyError(Codes.SPEECH_BACKLOG_EXCEEDED, params={"backlog_ms": backlog_ms})
+        # Not awaited here: closing unsubscribes, which must not happen inside its own callback.
+        self.closing = True
+        self._spawn(self.close("backlog_exceeded", error=error))
 
     def _duration_ms(self, size: int) -> float:
         if self.fmt.is_container or self.upload is not None:
@@ -261,8 +271,13 @@ class RecognitionSession:
                 if isinstance(item, SpeechControl):
                     await self._on_control(item)
                 else:
-                    seq, data = item
-                    self.backlog_ms = max(self.backlog_ms - self._duration_ms(len(data)), 0.0)
+                    seq, data, queued_at, ms = item
+                    self.backlog_ms = max(self.backlog_ms - ms, 0.0)
+                    # Time bound: audio waiting longer than this means the worker cannot keep up.
+                    behind_ms = (time.monotonic() - queued_at) * 1000
+                    if behind_ms > self.settings.speech_max_backlog_ms:
+                        self._cut_behind(int(behind_ms))
+                        return
                     await self._on_audio(seq, data)
         except asyncio.CancelledError:
             raise

@@ -43,7 +43,8 @@ class SpeechSettings(CommonSettings, SpeechProviderKeys):
 
     # ---- recognition sessions
     speech_heartbeat_s: float = Field(default=1.0, gt=0)
-    # Audio received but not yet processed beyond this closes the session (never unbounded memory).
+    # Audio waiting this long to be processed closes the session (the worker cannot keep up); so
+    # does more queued audio than max_utterance_ms plus this (never unbounded memory).
     speech_max_backlog_ms: int = Field(default=4000, ge=200)
     # A streamed utterance longer than this is ended (and transcribed) there; an upload longer
     # than this is refused.
