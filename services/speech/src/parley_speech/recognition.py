@@ -71,6 +71,8 @@ log = structlog.get_logger(__name__)
 
 # While a turn may be ending and the line is quiet, the session looks at the clock this often.
 IDLE_TICK_S = 0.05
+# Chunks processed in one hop to the VAD thread, at most (1 s of 20 ms chunks).
+BATCH_MAX = 50
 # At most one `error` event per this many seconds for bad audio (a stream of garbage is one error).
 BAD_AUDIO_ERROR_EVERY_S = 1.0
 
@@ -150,8 +152,9 @@ class RecognitionSession:
         self.vad_threshold = vad_threshold
         self.resampler = StreamResampler(self.fmt.sample_rate, STT_RATE) if self.fmt.sample_rate else None
         self.ring = _Ring(keep=(self.settings.speech_preroll_ms + 1500) * STT_RATE // 1000)
-        # Audio: (seq, bytes, when queued, duration ms).
-        self.inbox: asyncio.Queue[tuple[int, bytes, float, float] | SpeechControl] = asyncio.Queue()
+        # Audio: (seq, bytes, when queued, duration ms); `_ready` wakes the loop.
+        self.inbox: deque[tuple[int, bytes, float, float] | SpeechControl] = deque()
+        self._ready = asyncio.Event()
         self.backlog_ms = 0.0
         self.last_seq: int | None = None
         self.duplicates = 0
@@ -220,7 +223,8 @@ class RecognitionSession:
                     SpeechError, error=envelope(Codes.BUS_BAD_MESSAGE, params={"detail": detail}), fatal=False
                 )
                 return
-            self.inbox.put_nowait(control)
+            self.inbox.append(control)
+            self._ready.set()
             return
         try:
             seq = int(headers.get(HDR_SEQ, ""))
@@ -244,7 +248,8 @@ class RecognitionSession:
         if self.backlog_ms > self.settings.speech_max_utterance_ms + self.settings.speech_max_backlog_ms:
             self._cut_behind(int(self.backlog_ms))
             return
-        self.inbox.put_nowait((seq, msg.data, time.monotonic(), ms))
+        self.inbox.append((seq, msg.data, time.monotonic(), ms))
+        self._ready.set()
 
     def _cut_behind(self, backlog_ms: int) -> None:
         error = ParleyError(Codes.SPEECH_BACKLOG_EXCEEDED, params={"backlog_ms": backlog_ms})
@@ -263,22 +268,29 @@ class RecognitionSession:
     async def _run(self) -> None:
         try:
             while not self.closed:
-                try:
-                    item = await asyncio.wait_for(self.inbox.get(), IDLE_TICK_S)
-                except TimeoutError:
-                    await self._on_idle()
+                if not self.inbox:
+                    self._ready.clear()
+                    try:
+                        await asyncio.wait_for(self._ready.wait(), IDLE_TICK_S)
+                    except TimeoutError:
+                        await self._on_idle()
                     continue
+                item = self.inbox.popleft()
                 if isinstance(item, SpeechControl):
                     await self._on_control(item)
-                else:
-                    seq, data, queued_at, ms = item
-                    self.backlog_ms = max(self.backlog_ms - ms, 0.0)
-                    # Time bound: audio waiting longer than this means the worker cannot keep up.
-                    behind_ms = (time.monotonic() - queued_at) * 1000
-                    if behind_ms > self.settings.speech_max_backlog_ms:
-                        self._cut_behind(int(behind_ms))
-                        return
-                    await self._on_audio(seq, data)
+                    continue
+                # Consecutive chunks go to the VAD thread together (a replay is a burst): one
+                # hop per batch instead of one per 20 ms chunk.
+                batch = [item]
+                while self.inbox and len(batch) < BATCH_MAX and not isinstance(self.inbox[0], SpeechControl):
+                    batch.append(self.inbox.popleft())  # type: ignore[arg-type]
+                self.backlog_ms = max(self.backlog_ms - sum(b[3] for b in batch), 0.0)
+                # Time bound: audio waiting longer than this means the worker cannot keep up.
+                behind_ms = (time.monotonic() - batch[0][2]) * 1000
+                if behind_ms > self.settings.speech_max_backlog_ms:
+                    self._cut_behind(int(behind_ms))
+                    return
+                await self._on_audio([(seq, data) for seq, data, _, _ in batch])
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -313,35 +325,46 @@ class RecognitionSession:
         elif control.type == "utterance_end":
             await self._finish_upload()
 
-    async def _on_audio(self, seq: int, data: bytes) -> None:
+    async def _on_audio(self, chunks: list[tuple[int, bytes]]) -> None:
         self.last_audio = time.monotonic()
         if self.fmt.is_container and self.upload is None:
             self._begin_upload()  # a container chunk without utterance_start: an upload anyway
         if self.upload is not None:
-            self._add_upload(seq, data)
+            for seq, data in chunks:
+                self._add_upload(seq, data)
             return
         loop = asyncio.get_running_loop()
-        try:
-            samples, events = await loop.run_in_executor(self.ctx.vad_executor, self._process_sync, data)
-        except ParleyError as exc:
-            await self._bad_audio(exc)
-            return
-        self.ring.append(samples, seq)
-        actions: list[p.Action] = []
-        for event in events:
-            actions += self.policy.on_vad(event)
-        actions += self.policy.on_time(self.vad.position_ms)
-        await self._handle(actions)
-        await self._feed()
+        results = await loop.run_in_executor(self.ctx.vad_executor, self._process_sync, chunks)
+        for seq, result in zip((s for s, _ in chunks), results, strict=True):
+            if isinstance(result, ParleyError):
+                await self._bad_audio(result)
+                continue
+            samples, events, position_ms = result
+            self.ring.append(samples, seq)
+            actions: list[p.Action] = []
+            for event in events:
+                actions += self.policy.on_vad(event)
+            actions += self.policy.on_time(position_ms)
+            await self._handle(actions)
+            await self._feed()
 
-    def _process_sync(self, data: bytes) -> tuple[Samples, list[VadEvent]]:
-        """In the VAD pool: bytes → 16 kHz float → VAD events."""
-        samples = decode_chunk(data, self.fmt)
-        if self.fmt.encoding is AudioEncoding.PCM16 and looks_like_noise_bytes(samples):
-            raise bad_audio(self.fmt.label, "this is not PCM16 audio (it reads as full-scale noise)")
-        assert self.resampler is not None
-        samples = self.resampler.push(samples)
-        return samples, self.vad.push(samples)
+    def _process_sync(
+        self, chunks: list[tuple[int, bytes]]
+    ) -> list[tuple[Samples, list[VadEvent], int] | ParleyError]:
+        """In the VAD pool: per chunk, bytes → 16 kHz float → VAD events (and the VAD position)."""
+        out: list[tuple[Samples, list[VadEvent], int] | ParleyError] = []
+        for _, data in chunks:
+            try:
+                samples = decode_chunk(data, self.fmt)
+                if self.fmt.encoding is AudioEncoding.PCM16 and looks_like_noise_bytes(samples):
+                    raise bad_audio(self.fmt.label, "this is not PCM16 audio (it reads as full-scale noise)")
+            except ParleyError as exc:
+                out.append(exc)
+                continue
+            assert self.resampler is not None
+            samples = self.resampler.push(samples)
+            out.append((samples, self.vad.push(samples), self.vad.position_ms))
+        return out
 
     async def _bad_audio(self, exc: ParleyError) -> None:
         now = time.monotonic()
