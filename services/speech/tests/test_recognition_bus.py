@@ -26,7 +26,6 @@ from parley_common.speech_contract import (
 from parley_devstack.testing import Infra
 from parley_speech.app import build_app
 from parley_speech.audio.formats import encode_webm_opus, float_to_pcm16
-from parley_speech.audio.resample import resample
 from parley_speech.engines.espeak import EspeakTTS
 from parley_speech.settings import SpeechSettings
 
@@ -118,14 +117,15 @@ async def test_garbage_bytes_give_an_error_and_the_session_goes_on(
     await client.close()
 
 
-async def test_mulaw_8khz_is_recognised(nc: NatsClient, question: np.ndarray) -> None:
+async def test_mulaw_8khz_is_recognised(nc: NatsClient, espeak: EspeakTTS) -> None:
     fmt = InputFormat(encoding="mulaw", sample_rate=8000)
     events = Events()
     client = RecognitionClient(nc, open_request(fmt), events)
     await client.start()
-    await stream(client, frames(resample(question, 16000, 8000), fmt), speed=2)
+    said = with_silence(await speak(espeak, "Hello, I would like to order a pizza.", 8000), 8000, 0.5, 1.0)
+    await stream(client, frames(said, fmt), speed=2)
     await events.wait_for(lambda: events.of("transcript"))
-    assert words(events.of("transcript")[0].text) >= QUESTION_WORDS  # type: ignore[union-attr]
+    assert words(events.of("transcript")[0].text) >= {"order", "pizza"}  # type: ignore[union-attr]
     await client.close()
 
 
@@ -325,3 +325,15 @@ async def test_a_worker_that_cannot_keep_up_cuts_the_session(nc: NatsClient, wor
     finally:
         settings.speech_max_backlog_ms = limit
     assert [e["reason"] for e in seen if e["type"] == "closed"] == ["backlog_exceeded"]
+
+
+async def test_audio_that_stops_mid_turn_ends_the_turn(nc: NatsClient, espeak: EspeakTTS) -> None:
+    """Push-to-talk released without `flush`: no trailing silence ever arrives."""
+    events = Events()
+    client = RecognitionClient(nc, open_request(), events)
+    await client.start()
+    said = with_silence(await speak(espeak, QUESTION), 16000, 0.5, 0.0)
+    await stream(client, frames(said, InputFormat()), speed=2)
+    await events.wait_for(lambda: events.of("transcript"))
+    assert words(events.of("transcript")[0].text) >= QUESTION_WORDS  # type: ignore[union-attr]
+    await client.close()

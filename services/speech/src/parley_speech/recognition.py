@@ -71,6 +71,8 @@ log = structlog.get_logger(__name__)
 
 # While a turn may be ending and the line is quiet, the session looks at the clock this often.
 IDLE_TICK_S = 0.05
+# Audio that stops arriving mid-turn ends the turn after the policy's silence plus this.
+STALL_MARGIN_MS = 1000
 # Chunks processed in one hop to the VAD thread, at most (1 s of 20 ms chunks).
 BATCH_MAX = 50
 # At most one `error` event per this many seconds for bad audio (a stream of garbage is one error).
@@ -242,6 +244,7 @@ class RecognitionSession:
             self.gaps += 1
             await self._emit(AudioGap, from_seq=self.last_seq + 1, to_seq=seq - 1)
         self.last_seq = seq
+        self.last_audio = time.monotonic()
         ms = self._duration_ms(len(msg.data))
         self.backlog_ms += ms
         # Memory bound: a replay (a whole utterance at once) fits; more than that does not.
@@ -307,10 +310,14 @@ class RecognitionSession:
         if now - self.last_message > self.settings.speech_idle_timeout_s:
             await self.close("idle")
             return
-        # The edge stopped sending in the middle of a turn (push-to-talk, a paused stream): the
-        # silence it leaves counts as silence.
+        # The edge stopped sending in the middle of a turn (push-to-talk released, a paused stream):
+        # the missing audio counts as silence, after a margin for network jitter (an edge that
+        # knows the user is done says `flush`).
         quiet_ms = (now - self.last_audio) * 1000
-        if self.policy.in_utterance and quiet_ms >= self.policy.config.end_of_turn_silence_ms:
+        if (
+            self.policy.in_utterance
+            and quiet_ms >= self.policy.config.end_of_turn_silence_ms + STALL_MARGIN_MS
+        ):
             await self._handle(self.policy.force_end(self.vad.position_ms))
 
     async def _on_control(self, control: SpeechControl) -> None:
@@ -326,7 +333,6 @@ class RecognitionSession:
             await self._finish_upload()
 
     async def _on_audio(self, chunks: list[tuple[int, bytes]]) -> None:
-        self.last_audio = time.monotonic()
         if self.fmt.is_container and self.upload is None:
             self._begin_upload()  # a container chunk without utterance_start: an upload anyway
         if self.upload is not None:

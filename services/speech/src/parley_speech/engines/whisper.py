@@ -8,6 +8,7 @@ the event loop, VAD and other sessions keep going while an utterance is decoded.
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import Executor
 
 import numpy as np
@@ -37,6 +38,9 @@ class WhisperSTT(STTEngine):
         beam_size: int = 1,
     ) -> None:
         from faster_whisper import WhisperModel
+
+        # faster-whisper logs every utterance at INFO (its duration): noise in a worker's log.
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
 
         self.executor = executor
         self.beam_size = beam_size
