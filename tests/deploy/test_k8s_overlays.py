@@ -41,7 +41,7 @@ NATS_JETSTREAM_PARAMS = {
     "activationLagThreshold",
     "useHttps",
 }
-SERVICES = {"auth", "catalog", "session-gateway", "runtime", "edge-meta"}
+SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "edge-meta"}
 EDGE_FACING = {"auth", "catalog", "session-gateway", "edge-meta"}
 # Caddy upstream names (test_caddy.py / conftest EDGE_ROUTE_TABLE) -> Kubernetes Service names.
 UPSTREAM_SERVICE = {
@@ -233,7 +233,9 @@ def test_keda_scales_the_runtime_on_the_sessions_queue(rendered: dict[str, list[
     assert (
         so["metadata"].get("namespace") == of_kind(objects, "Deployment")["runtime"]["metadata"]["namespace"]
     )
-    assert not of_kind(objects, "HorizontalPodAutoscaler"), "KEDA owns the runtime's HPA: no second one"
+    hpas = of_kind(objects, "HorizontalPodAutoscaler")
+    assert "runtime" not in hpas, "KEDA owns the runtime's HPA: no second one"
+    assert {h["spec"]["scaleTargetRef"]["name"] for h in hpas.values()} == {"speech"}
     assert 2 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     by_type = {t["type"]: t for t in spec["triggers"]}
     assert set(by_type) == {"nats-jetstream", "cpu"}
@@ -262,16 +264,20 @@ def test_keda_names_parleys_stream_and_consumer(rendered: dict[str, list[dict[st
 
 
 # ---- autoscaling and graceful shutdown ------------------------------------------------------------
-def test_production_autoscales_the_runtime_on_cpu(rendered: dict[str, list[dict[str, Any]]]) -> None:
+@pytest.mark.parametrize("worker", ["runtime", "speech"])
+def test_production_autoscales_the_workers_on_cpu(
+    rendered: dict[str, list[dict[str, Any]]], worker: str
+) -> None:
     objects = rendered["production"]
-    (hpa,) = of_kind(objects, "HorizontalPodAutoscaler").values()
-    spec = hpa["spec"]
-    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "runtime"}
+    hpas = of_kind(objects, "HorizontalPodAutoscaler")
+    assert set(hpas) == {"runtime", "speech"}
+    spec = hpas[worker]["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": worker}
     assert 2 <= spec["minReplicas"] < spec["maxReplicas"]
     (metric,) = spec["metrics"]
     assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
-    assert "replicas" not in of_kind(objects, "Deployment")["runtime"]["spec"], "the HPA owns the count"
-    assert container(objects, "runtime")["resources"]["requests"]["cpu"], "Utilization needs a CPU request"
+    assert "replicas" not in of_kind(objects, "Deployment")[worker]["spec"], "the HPA owns the count"
+    assert container(objects, worker)["resources"]["requests"]["cpu"], "Utilization needs a CPU request"
     down, up = spec["behavior"]["scaleDown"], spec["behavior"]["scaleUp"]
     assert down["stabilizationWindowSeconds"] >= 60 > up.get("stabilizationWindowSeconds", 0)
 
@@ -656,13 +662,19 @@ def test_network_policies_allow_only_what_parley_needs(overlay: tuple[str, Any])
     if name == "dev":  # production infrastructure lives in namespaces this repository does not police
         for target, port in INFRA_PORTS.items():
             assert not net.can_connect(stranger, infra[target], port), f"stranger -> {target}"
-    # to the world: LLM providers and webhooks from the runtime only, never private addresses
+    # to the world: LLM providers and webhooks from the runtime, cloud speech (HTTPS only) from the
+    # speech workers, never private addresses
     assert net.can_connect(pods["runtime"], External("203.0.113.7"), 443)
     assert net.can_connect(pods["runtime"], External("2001:db8::7"), 443)
     assert not net.can_connect(pods["runtime"], External("10.1.2.3"), 443)
     assert not net.can_connect(pods["runtime"], External("169.254.169.254"), 80), "cloud metadata"
     assert not net.can_connect(pods["runtime"], External("203.0.113.7"), 22)
-    for svc in SERVICES - {"runtime"}:
+    assert net.can_connect(pods["speech"], External("203.0.113.7"), 443)
+    assert not net.can_connect(pods["speech"], External("203.0.113.7"), 80)
+    assert not net.can_connect(pods["speech"], External("10.1.2.3"), 443)
+    assert not net.can_connect(pods["speech"], External("169.254.169.254"), 443), "cloud metadata"
+    assert not net.can_connect(controller, pods["speech"], 8000), "speech workers are not edge-facing"
+    for svc in SERVICES - {"runtime", "speech"}:
         assert not net.can_connect(pods[svc], External("203.0.113.7"), 443), f"{svc} -> internet"
     assert net.can_connect(pods["auth"], External("203.0.113.25"), 587), "auth -> SMTP"
     # observability: Prometheus scrapes every Parley pod

@@ -26,7 +26,7 @@ OBS = REPO / "deploy" / "observability"
 DASHBOARDS = OBS / "grafana" / "dashboards"
 DOCS = REPO / "docs" / "operations.md"
 PROFILE = {"otel-collector", "tempo", "prometheus", "grafana"}
-PARLEY_SERVICES = {"auth", "catalog", "session-gateway", "runtime", "edge-meta"}
+PARLEY_SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "edge-meta"}
 
 # The metric contract: name -> (type, labels). docs/operations.md lists exactly these; the services
 # expose them on /metrics. Labels stay low-cardinality (no agent, user or conversation ids).
@@ -43,6 +43,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "parley_bus_request_seconds": ("histogram", ("subject",)),
     "parley_jetstream_consumer_pending": ("gauge", ("stream", "consumer")),
     "parley_rate_limit_rejections_total": ("counter", ("action",)),
+    "parley_speech_sessions_active": ("gauge", ()),
+    "parley_speech_stt_seconds": ("histogram", ("engine",)),
+    "parley_speech_tts_first_chunk_seconds": ("histogram", ("engine",)),
+    "parley_speech_errors_total": ("counter", ("engine", "code")),
 }
 # Labels Prometheus adds to every series (target labels), and the histogram bucket label.
 TARGET_LABELS = {"job", "instance", "le"}

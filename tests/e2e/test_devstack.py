@@ -43,6 +43,7 @@ EXPECTED = {
     "session_gateway",
     "runtime-1",
     "runtime-2",
+    "speech-1",
     "edge_meta",
     "caddy",
 }

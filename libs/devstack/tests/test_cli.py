@@ -43,9 +43,22 @@ def test_module_runnable() -> None:
 
 
 def test_service_specs_run_the_requested_number_of_workers() -> None:
-    names = [s.name for s in service_specs(3)]
+    names = [s.name for s in service_specs(3, 0)]
     assert names == ["auth", "catalog", "session_gateway", "runtime-1", "runtime-2", "runtime-3"]
     assert {s.module for s in service_specs(1) if s.name.startswith("runtime")} == {"parley_runtime"}
+
+
+def test_service_specs_start_the_speech_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARLEY_SPEECH_WORKERS", raising=False)
+    assert [s.name for s in service_specs(1) if s.module == "parley_speech"] == ["speech-1"]
+    monkeypatch.setenv("PARLEY_SPEECH_WORKERS", "3")
+    assert [s.name for s in service_specs(1) if s.module == "parley_speech"] == [
+        "speech-1",
+        "speech-2",
+        "speech-3",
+    ]
+    monkeypatch.setenv("PARLEY_SPEECH_WORKERS", "0")
+    assert [s for s in service_specs(1) if s.module == "parley_speech"] == []
 
 
 def test_busy_port_fails_fast(

@@ -12,6 +12,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field
 from parley_common.auth_contract import Principal
 from parley_common.blueprint import Blueprint
 from parley_common.errors import ErrorEnvelope
+from parley_common.speech_contract import AgentVoiceConfig
 
 
 class AgentStatus(StrEnum):
@@ -41,6 +42,8 @@ class AgentConfig(BaseModel):
     allow_interruptions: bool | None = None
     llm_engine: AgentLLMEngine | None = None
     llm_model: Annotated[str, Field(max_length=200)] | None = None
+    # Parley addition: speech engines and turn policy of the agent's voice sessions (docs/voice.md).
+    voice: AgentVoiceConfig | None = None
 
 
 class AgentAccessRequest(BaseModel):

@@ -189,6 +189,61 @@ class Codes:
     OCTAVUS_STREAM_LOST = _register(
         "octavus.stream_lost", 503, "The worker running the execution stopped answering; retry."
     )
+    # Speech workers (speech_contract.py): `error` events of a voice session, TTS reports and bus
+    # replies. `params.engine` names the engine for the engine failures.
+    SPEECH_UNSUPPORTED_FORMAT = _register(
+        "speech.unsupported_format", 415, "Audio format {format} is not supported: {detail}"
+    )
+    SPEECH_UNDECODABLE_AUDIO = _register(
+        "speech.undecodable_audio", 400, "The audio could not be decoded as {format}: {detail}"
+    )
+    SPEECH_UPLOAD_TOO_LARGE = _register(
+        "speech.upload_too_large", 413, "The utterance exceeds {limit} ({what})."
+    )
+    SPEECH_TEXT_TOO_LONG = _register(
+        "speech.text_too_long", 413, "The text to speak has {length} characters; the limit is {limit}."
+    )
+    SPEECH_UNKNOWN_ENGINE = _register("speech.unknown_engine", 422, "Unknown {kind} engine {engine}.")
+    SPEECH_KEY_MISSING = _register(
+        "speech.key_missing",
+        422,
+        "The {engine} engine needs an API key: set the agent secret {secret} or {setting}.",
+    )
+    SPEECH_ENGINE_AUTH_FAILED = _register(
+        "speech.engine_auth_failed", 502, "The {engine} speech provider rejected the API key."
+    )
+    SPEECH_ENGINE_RATE_LIMITED = _register(
+        "speech.engine_rate_limited", 503, "The {engine} speech provider is rate limiting requests."
+    )
+    SPEECH_ENGINE_REJECTED = _register(
+        "speech.engine_rejected", 502, "The {engine} speech provider rejected the request: {detail}"
+    )
+    SPEECH_ENGINE_UNAVAILABLE = _register(
+        "speech.engine_unavailable", 503, "The {engine} speech provider is unavailable: {detail}"
+    )
+    SPEECH_ENGINE_TIMEOUT = _register(
+        "speech.engine_timeout", 504, "The {engine} speech provider did not answer in time."
+    )
+    SPEECH_ENGINE_DISCONNECTED = _register(
+        "speech.engine_disconnected", 502, "The {engine} speech provider dropped the stream: {detail}"
+    )
+    SPEECH_ENGINE_PROTOCOL_ERROR = _register(
+        "speech.engine_protocol_error", 502, "The {engine} speech provider sent something unusable: {detail}"
+    )
+    SPEECH_ENGINE_FAILED = _register(
+        "speech.engine_failed", 500, "The {engine} speech engine failed: {detail}"
+    )
+    SPEECH_WORKER_BUSY = _register(
+        "speech.worker_busy", 503, "The speech worker is at its limit of {limit} sessions."
+    )
+    SPEECH_BACKLOG_EXCEEDED = _register(
+        "speech.backlog_exceeded",
+        503,
+        "The speech worker fell {backlog_ms} ms behind the audio; the voice session was closed.",
+    )
+    SPEECH_WORKER_LOST = _register(
+        "speech.worker_lost", 503, "The speech worker stopped answering and no other worker took over."
+    )
     RUNTIME_AGENT_UNAVAILABLE = _register(
         "runtime.agent_unavailable", 503, "The agent's definition could not be loaded: {detail}"
     )

@@ -51,3 +51,18 @@ LLM_ERRORS = Counter("parley_llm_errors_total", "LLM calls that failed.", ["prov
 JETSTREAM_CONSUMER_PENDING = Gauge(
     "parley_jetstream_consumer_pending", "Messages waiting for a JetStream consumer.", ["stream", "consumer"]
 )
+# Speech workers
+SPEECH_SESSIONS_ACTIVE = Gauge("parley_speech_sessions_active", "Voice sessions this speech worker holds.")
+SPEECH_STT_SECONDS = Histogram(
+    "parley_speech_stt_seconds",
+    "End of a user turn to its final transcript.",
+    ["engine"],
+    buckets=_LATENCY_BUCKETS,
+)
+SPEECH_TTS_FIRST_CHUNK_SECONDS = Histogram(
+    "parley_speech_tts_first_chunk_seconds",
+    "Synthesis request to its first published audio chunk.",
+    ["engine"],
+    buckets=_LATENCY_BUCKETS,
+)
+SPEECH_ERRORS = Counter("parley_speech_errors_total", "Speech engine failures.", ["engine", "code"])

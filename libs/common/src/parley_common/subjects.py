@@ -52,6 +52,15 @@ AGENT_TEST_RESULTS_STREAM: Final = "AGENT_TEST_RESULTS"
 AGENT_TEST_RESULTS: Final = "agent_tests.results"
 RUNTIME_AGENT_TESTS_CONSUMER: Final = "runtime-agent-tests"
 CATALOG_AGENT_TEST_RESULTS_CONSUMER: Final = "catalog-agent-test-results"
+# Speech workers (speech_contract.py), queue group QUEUE_SPEECH. Recognition: an edge opens a voice
+# session (request/reply); the worker that takes it answers with its own audio subject
+# (`speech.audio.<worker>.<session>`, core NATS) and publishes events on `session.<id>.speech`.
+# Synthesis: one request per sentence; chunks go to the requester's core subject, reports to its
+# report subject; `speech.tts.cancel.<stream_id>` (fan-out) stops every job of a stream.
+SPEECH_SESSION_OPEN: Final = "speech.session.open"
+SPEECH_TTS_SYNTHESIZE: Final = "speech.tts.synthesize"
+SPEECH_TTS_CANCEL: Final = "speech.tts.cancel"
+SPEECH_AUDIO_PREFIX: Final = "speech.audio"
 
 # health: every service answers a ping on its own subject (used by readiness checks of peers)
 HEALTH_PING_PREFIX: Final = "health.ping"
@@ -60,6 +69,7 @@ HEALTH_PING_PREFIX: Final = "health.ping"
 QUEUE_AUTH: Final = "auth"
 QUEUE_CATALOG: Final = "catalog"
 QUEUE_RUNTIME: Final = "runtime"
+QUEUE_SPEECH: Final = "speech"
 
 
 def health_ping(service: str) -> str:
@@ -89,3 +99,15 @@ def session_ctl(conversation_id: str) -> str:
 
 def agent_test_results(run_id: object) -> str:
     return f"{AGENT_TEST_RESULTS}.{run_id}"
+def session_speech(conversation_id: str) -> str:
+    """Core NATS (not stored): recognition events of the conversation's voice session."""
+    return f"{SESSION_PREFIX}.{conversation_id}.speech"
+
+
+def speech_audio(worker_id: str, session_key: str) -> str:
+    """Core NATS: the audio (and control messages) of one voice session, to the worker holding it."""
+    return f"{SPEECH_AUDIO_PREFIX}.{worker_id}.{session_key}"
+
+
+def speech_tts_cancel(stream_id: str) -> str:
+    return f"{SPEECH_TTS_CANCEL}.{stream_id}"

@@ -77,13 +77,25 @@ class ServiceSpec:
     route: str | None  # owner name in the edge routing table, None if not behind the edge
 
 
-def service_specs(workers: int) -> list[ServiceSpec]:
+def speech_workers() -> int:
+    """Speech worker processes (`PARLEY_SPEECH_WORKERS`, default 1): CPU-bound, so one per spare
+    core at most."""
+    try:
+        return max(int(os.environ.get("PARLEY_SPEECH_WORKERS", "1")), 0)
+    except ValueError:
+        return 1
+
+
+def service_specs(workers: int, speech: int | None = None) -> list[ServiceSpec]:
     specs = [
         ServiceSpec("auth", "parley_auth", "auth"),
         ServiceSpec("catalog", "parley_catalog", "catalog"),
         ServiceSpec("session_gateway", "parley_session_gateway", "session_gateway"),
     ]
     specs += [ServiceSpec(f"runtime-{i}", "parley_runtime", None) for i in range(1, workers + 1)]
+    # The speech pool (VAD, STT, TTS), scaled apart from the runtime workers.
+    count = speech_workers() if speech is None else speech
+    specs += [ServiceSpec(f"speech-{i}", "parley_speech", None) for i in range(1, count + 1)]
     return specs
 
 

@@ -8,11 +8,14 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from parley_common.settings import CommonSettings
+from parley_common.speech_contract import SpeechProviderKeys
 
 DEV_SECRET_KEY = "dev-insecure-change-me"
 
 
-class CatalogSettings(CommonSettings):
+class CatalogSettings(CommonSettings, SpeechProviderKeys):
+    """`SpeechProviderKeys`: lint only asks whether a platform key is set for a voice engine."""
+
     model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
 
     service_name: str = "catalog"

@@ -168,7 +168,7 @@ async def update_agent_status(
     agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.ADMIN, lock=True)
     if body.status is AgentStatus.LIVE and agent.status != AgentStatus.LIVE.value:
         await agent_tests.check_publish_gate(db, agent)  # 409 when the owner gates on tests
-    changed = await service.set_status(db, agent, body.status)
+    changed = await service.set_status(db, agent, body.status, keys=ctx.settings)
     await db.commit()
     if changed:
         await events.publish(ctx.broker, agent, AgentEventKind.STATUS_CHANGED)
@@ -199,6 +199,7 @@ async def lint_agent(
     agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
     blueprint = body.blueprint if body.blueprint else Blueprint.model_validate(agent.blueprint)
     diagnostics = await service.lint_agent_blueprint(db, agent, blueprint)
+    diagnostics += service.lint_agent_voice(agent, ctx.settings)
     return schemas.AgentLintDiagnostics(
         errors=[d.render() for d in diagnostics],
         diagnostics=[schemas.LintDiagnostic(**vars(d)) for d in diagnostics],

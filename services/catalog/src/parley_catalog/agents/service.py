@@ -19,6 +19,7 @@ from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.lint.rules import Diagnostic
 from parley_catalog.lint.service import lint_blueprint
+from parley_catalog.lint.voice import lint_voice
 from parley_catalog.search import tsquery, tsquery_text
 from parley_catalog.templates.models import Template
 from parley_catalog.timeutil import utcnow
@@ -26,6 +27,7 @@ from parley_common.auth_contract import MemberRole, Principal
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentConfig, AgentStatus
 from parley_common.errors import Codes, ParleyError
+from parley_common.speech_contract import SpeechProviderKeys
 
 DEFAULT_NAME = "Untitled agent"
 EMPTY_BLUEPRINT: dict[str, Any] = {"version": "1", "entries": []}
@@ -177,6 +179,20 @@ async def lint_agent_blueprint(db: AsyncSession, agent: Agent, blueprint: Bluepr
     )
 
 
+def lint_agent_voice(
+    agent: Agent,
+    keys: SpeechProviderKeys,
+    *,
+    config: AgentConfig | None = None,
+    secret_names: set[str] | None = None,
+) -> list[Diagnostic]:
+    """`config.voice` of the agent (or of the config / secrets about to replace its own)."""
+    voice = (config or AgentConfig.model_validate(agent.config)).voice
+    if secret_names is None:
+        secret_names = {s.key for s in secretstore.load(agent.secrets)}
+    return lint_voice(voice, secret_names=secret_names, keys=keys)
+
+
 def _lint_failed(diagnostics: list[Diagnostic]) -> ParleyError:
     errors = [d.render() for d in diagnostics]
     return ParleyError(Codes.AGENT_LINT_FAILED, params={"count": len(errors), "errors": errors})
@@ -203,6 +219,12 @@ async def update_agent(
         diagnostics = await lint_agent_blueprint(db, agent, body.blueprint)
         if diagnostics:
             raise _lint_failed(diagnostics)
+    if (body.config is not None or body.secrets is not None) and agent.status == AgentStatus.LIVE.value:
+        # A live agent's voice must keep working: no unknown engine, no key taken away.
+        names = {s.key for s in body.secrets} if body.secrets is not None else None
+        diagnostics = lint_agent_voice(agent, ctx.settings, config=body.config, secret_names=names)
+        if diagnostics:
+            raise _lint_failed(diagnostics)
     if body.config is not None:
         agent.config = _dump_config(body.config)
     if body.secrets is not None:
@@ -217,7 +239,9 @@ async def update_agent(
     return True
 
 
-async def set_status(db: AsyncSession, agent: Agent, status: AgentStatus) -> bool:
+async def set_status(
+    db: AsyncSession, agent: Agent, status: AgentStatus, *, keys: SpeechProviderKeys | None = None
+) -> bool:
     """Move to `status`; False when the agent already has it (no change, no event)."""
     current = AgentStatus(agent.status)
     if status is current:
@@ -230,6 +254,7 @@ async def set_status(db: AsyncSession, agent: Agent, status: AgentStatus) -> boo
     # Protocol agents are validated by the protocol library when their protocol is written.
     if status is AgentStatus.LIVE and agent.protocol is None:
         diagnostics = await lint_agent_blueprint(db, agent, Blueprint.model_validate(agent.blueprint))
+        diagnostics += lint_agent_voice(agent, keys or SpeechProviderKeys())
         if diagnostics:
             raise _lint_failed(diagnostics)
     agent.status = status.value

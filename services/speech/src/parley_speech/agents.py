@@ -1,0 +1,53 @@
+"""Agent secrets for cloud speech engines, read through `catalog.agent.resolve` and cached.
+
+Only engines that need a key ask (the offline ones never do). A snapshot is kept for
+`PARLEY_SPEECH_AGENT_CACHE_TTL_S` and dropped on any `catalog.events.agent.*` event for the agent,
+so a rotated key is used by the next voice session.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from faststream.nats import NatsBroker
+
+from parley_common import subjects
+from parley_common.bus import request
+from parley_common.catalog_contract import AgentEvent, AgentResolveReply, AgentResolveRequest, AgentSnapshot
+from parley_common.errors import REGISTRY, Codes, ParleyError
+
+
+class AgentSecrets:
+    def __init__(self, broker: NatsBroker, *, ttl_s: float, timeout_s: float) -> None:
+        self.broker, self.ttl_s, self.timeout_s = broker, ttl_s, timeout_s
+        self._entries: dict[str, tuple[float, AgentSnapshot]] = {}
+        broker.subscriber(f"{subjects.CATALOG_AGENT_EVENTS}.*")(self._on_event)
+
+    async def _on_event(self, body: Any) -> None:
+        try:
+            self._entries.pop(str(AgentEvent.model_validate(body).agent_id), None)
+        except ValueError:
+            self._entries.clear()
+
+    async def secret(self, agent_id: str, name: str) -> str | None:
+        snapshot = await self._snapshot(agent_id)
+        value = snapshot.secrets.get(name)
+        return value or None
+
+    async def _snapshot(self, agent_id: str) -> AgentSnapshot:
+        entry = self._entries.get(agent_id)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        reply = await request(
+            self.broker,
+            subjects.CATALOG_AGENT_RESOLVE,
+            AgentResolveRequest(agent_id=agent_id),
+            AgentResolveReply,
+            timeout=self.timeout_s,
+        )
+        if not reply.ok or reply.snapshot is None:
+            code = REGISTRY.get(reply.error.code) if reply.error else None
+            raise ParleyError(code or Codes.NOT_FOUND, params={"resource": "agent"})
+        self._entries[agent_id] = (time.monotonic() + self.ttl_s, reply.snapshot)
+        return reply.snapshot
