@@ -153,3 +153,18 @@ async def test_agent_sessions_take_only_api_keys(stack: Stack) -> None:  # noqa:
             )
             assert resp.status_code == 401, resp.text
             assert resp.json()["code"] == "auth.unauthenticated" and "error" in resp.json()
+
+
+async def test_an_api_key_needs_the_session_scope_to_talk_to_an_agent(stack: Stack) -> None:  # noqa: F811
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    async with stack.http(stack.auth, headers={"Cookie": f"kivox_session={user.cookie}"}) as http:
+        keys = {}
+        for name, scopes in (("keys", ["keys:write"]), ("talk", ["sessions:write"])):
+            resp = await http.post("/auth/api-keys", json={"name": name, "scopes": scopes})
+            assert resp.status_code == 201, resp.text
+            keys[name] = str(resp.json()["key"])
+    async with session(stack, agent, token=keys["keys"], expect_error=True) as s:
+        assert s.events == [{"type": "handshake_error", "reason": "auth.insufficient_scope"}]
+    async with session(stack, agent, token=keys["talk"]) as s:
+        await s.until("turn_complete")

@@ -139,6 +139,6 @@ SCOPES: frozenset[str] = frozenset(
         "agents:read",
         "agents:write",
         "conversations:read",
-        "sessions:write",  # Octavus agent sessions: create, read, restore, trigger
+        "sessions:write",  # talk to agents: /realtime sessions; Octavus agent sessions
     }
 )

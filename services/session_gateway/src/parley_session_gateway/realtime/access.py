@@ -24,6 +24,9 @@ from parley_common.catalog_contract import AgentAccessReply, AgentAccessRequest
 from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError
 
 
+SESSION_SCOPE = "sessions:write"  # what an API key needs to open a session with an agent
+
+
 class Refused(ParleyError):
     """A refusal whose code may be one the catalog defines (passed on as the reason verbatim)."""
 
@@ -58,6 +61,9 @@ async def admit(
         raise Refused(exc.code, message=exc.message) from exc
     if principal.kind is CredentialKind.CLIENT_TOKEN and not same_agent(principal.agent_id, agent_id):
         raise Refused(Codes.REALTIME_TOKEN_SCOPE_MISMATCH, message=None) from None
+    if principal.kind is CredentialKind.API_KEY and not principal.has_scope(SESSION_SCOPE):
+        # A key made for, say, managing keys must not talk to agents (docs/auth.md).
+        raise Refused(Codes.INSUFFICIENT_SCOPE)
     try:
         reply = await request(
             broker,
