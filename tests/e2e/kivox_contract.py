@@ -525,6 +525,9 @@ EXTENSIONS: dict[str, str] = {
     "schema UpdateEmailRequest.current_password: not in the contract": (
         "an optional field: an API key changes the login email only with the password (docs/auth.md)"
     ),
+    "schema AgentConfig.voice: not in the contract": (
+        "an optional field: the speech engines and turn policy of the agent's voice sessions (docs/voice.md)"
+    ),
     "schema AgentLintDiagnostics.diagnostics: not in the contract": (
         "the `errors` findings as objects with node ids, next to `errors` (docs/catalog.md)"
     ),

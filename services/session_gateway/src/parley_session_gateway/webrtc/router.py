@@ -9,14 +9,16 @@ is checked here (rate limit, credential, binding, CSRF token, SDP); what answers
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 import structlog
 from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 
 from parley_common.auth_contract import CredentialKind, Principal
@@ -83,6 +85,16 @@ BoundAgent = Annotated[
 
 def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorEnvelope, "description": description}
+
+
+def _component(model: type[BaseModel]) -> str:
+    return f"#/components/schemas/{model.__name__}"
+
+
+def _json_error(description: str) -> dict[str, Any]:
+    """An error of the SDP route, whose own answers are `application/sdp`: said explicitly."""
+    schema = {"$ref": _component(ErrorEnvelope)}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _caller_key(principal: Principal) -> str:
@@ -200,15 +212,26 @@ async def _per_ip(request: Request) -> None:
     await _limiter(request).hit("webrtc-offer", _ctx(request).settings.gateway_rate_webrtc_ip, address)
 
 
-async def _offer_sdp(request: Request) -> str:
-    raw = await request.body()
-    try:
-        return RealtimeWebrtcRequest.model_validate(json.loads(raw)).sdp
-    except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise invalid('the body must be JSON {"sdp": "<offer>"}') from None
+class _OfferRoute(APIRoute):
+    """The offer's body is the contract's `{sdp}`; whatever is wrong with it (not JSON, no `sdp`,
+    not a string) is its 400 `webrtc.invalid_sdp`, not the platform's 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise invalid('the body must be JSON {"sdp": "<offer>"}') from exc
+
+        return handle
 
 
-@router.post(
+offer_router = APIRouter(tags=["chatty"], route_class=_OfferRoute)
+
+
+@offer_router.post(
     "/api/realtime/webrtc",
     response_class=SdpResponse,
     operation_id="exchangeRealtimeWebrtcSdp",
@@ -229,34 +252,44 @@ async def _offer_sdp(request: Request) -> str:
                 "description": "CSRF token previously minted by GET /api/csrf-token.",
             }
         ],
-        "requestBody": {
-            "content": {"application/json": {"schema": RealtimeWebrtcRequest.model_json_schema()}}
-        },
     },
     responses={
         200: {
             "description": "The SDP answer (text body, not JSON).",
             "content": {"application/sdp": {"schema": {"type": "string"}}},
         },
-        400: _error("Invalid SDP format."),
-        401: _error("Unauthenticated."),
-        403: _error("Caller lacks the chatty-voice entitlement, or CSRF token invalid."),
-        429: _error("Rate limit (3 req/min/IP)."),
-        500: _error("SDP exchange failed locally."),
-        501: _error("Parley: WebRTC media is not available on this server (`webrtc.unavailable`)."),
-        502: {"model": RealtimeWebrtcUpstreamError, "description": "Local failure minting a client secret."},
+        400: _json_error("Invalid SDP format."),
+        401: _json_error("Unauthenticated."),
+        403: _json_error("Caller lacks the chatty-voice entitlement, or CSRF token invalid."),
+        429: _json_error("Rate limit (3 req/min/IP)."),
+        500: _json_error("SDP exchange failed locally."),
+        501: _json_error("Parley: WebRTC media is not available on this server (`webrtc.unavailable`)."),
+        502: {
+            "description": "Local failure minting a client secret.",
+            "content": {"application/json": {"schema": RealtimeWebrtcUpstreamError.model_json_schema()}},
+        },
         "default": {
             "description": "Any other error: treat a non-200 answer as opaque unless it is JSON.",
             "content": {"application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}}},
         },
     },
 )
-async def exchange_sdp(request: Request, principal: Caller, agent: BoundAgent = None) -> Response:
+async def exchange_sdp(
+    request: Request,
+    principal: Caller,
+    agent: BoundAgent = None,
+    body: Annotated[SkipJsonSchema[None] | RealtimeWebrtcRequest, Body()] = None,
+) -> Response:
     ctx = _ctx(request)
     binding = await bound_agent(ctx.broker, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
     await csrf.check(ctx.redis, request.headers.get(CSRF_HEADER), principal)
-    offer = parse_offer(await _offer_sdp(request))
+    if body is None:
+        raise invalid('the body must be JSON {"sdp": "<offer>"}')
+    offer = parse_offer(body.sdp)
     media = _media(request)
     if media is None:
         raise ParleyError(Codes.WEBRTC_UNAVAILABLE)
     return SdpResponse(await media.answer(offer, binding, principal))
+
+
+router.include_router(offer_router)
