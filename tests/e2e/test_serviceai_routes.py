@@ -331,6 +331,13 @@ async def test_the_offer_csrf_and_sdp_checks(stack: Stack) -> None:
             if resp.status_code == 429:
                 break
             assert_error(resp, 400, "webrtc.invalid_sdp")
+    # Every request counts against the address, even one that is not JSON or has no credential.
+    async with stack.client(stack.gateway, address="10.0.1.9") as http:
+        for _ in range(3):
+            assert_error(
+                await http.post("/api/realtime/webrtc", content="{not json"), 401, "auth.unauthenticated"
+            )
+        assert_error(await http.post("/api/realtime/webrtc", json={"sdp": OFFER}), 429, "rate_limit.exceeded")
     # Another credential cannot use alice's CSRF token, nor a made-up one.
     async with mallory.http(stack.gateway, address="10.0.1.3") as http:
         for token in (csrf, "x" * 43, "y" * 500):

@@ -213,13 +213,15 @@ async def _per_ip(request: Request) -> None:
 
 
 class _OfferRoute(APIRoute):
-    """The offer's body is the contract's `{sdp}`; whatever is wrong with it (not JSON, no `sdp`,
-    not a string) is its 400 `webrtc.invalid_sdp`, not the platform's 422."""
+    """The offer route counts every request against its per-address limit before anything else
+    (even before its body is read), and answers a body that is not the contract's `{sdp}` (not
+    JSON, no `sdp`, not a string) with its 400 `webrtc.invalid_sdp`, not the platform's 422."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
+            await _per_ip(request)
             try:
                 return await handler(request)
             except RequestValidationError as exc:
@@ -241,7 +243,6 @@ offer_router = APIRouter(tags=["chatty"], route_class=_OfferRoute)
         "the raw SDP as `application/sdp`. Rate-limited to 3 req/min/IP. Until this server "
         "terminates WebRTC media, a valid offer is answered 501 `webrtc.unavailable`."
     ),
-    dependencies=[Depends(_per_ip)],
     openapi_extra={
         "parameters": [
             {
