@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,34 @@ async def test_docs_load_nothing_from_another_origin() -> None:
             assert response.status_code == 200, url
             assert len(response.content) > 100, url
     assert "cdn" not in page.lower() and "http" not in page.replace("http-equiv", "")
+
+
+async def test_the_playground_is_served_whole_and_same_origin_only() -> None:
+    """/play is the playground: every module and stylesheet it loads is served here (no build step,
+    no CDN), each import of a module names a file that exists, and the page forbids anything else."""
+    async with edge({}) as client:
+        assert (await client.get("/play")).status_code in (307, 308)
+        page = await client.get("/play/")
+        assert page.status_code == 200 and "Parley playground" in page.text
+        policy = page.headers["content-security-policy"]
+        assert (
+            "default-src 'none'" in policy
+            and "connect-src 'self'" in policy
+            and "frame-ancestors 'none'" in policy
+        )
+        assert page.headers["x-content-type-options"] == "nosniff"
+        sources = re.findall(r'(?:src|href)="([^"#]+)"', page.text)
+        assert sorted(sources) == ["./app.js", "./playground.css"]
+        scripts = ["app.js"]
+        while scripts:
+            name = scripts.pop()
+            body = await client.get(f"/play/{name}")
+            assert body.status_code == 200 and "javascript" in body.headers["content-type"], name
+            assert "http://" not in body.text and "https://" not in body.text, name
+            scripts += re.findall(r'from "\./([a-z]+\.js)"', body.text)
+        assert (await client.get("/play/playground.css")).headers["content-type"].startswith("text/css")
+        missing = await client.get("/play/nothing.js")
+        assert missing.status_code == 404 and missing.json()["code"] == "request.route_not_found"
 
 
 async def test_unknown_paths_get_the_error_envelope() -> None:

@@ -182,3 +182,26 @@ def test_the_store_keeps_the_most_recently_updated_traces_within_bounds() -> Non
     store.add([span("9" * 32, n) for n in range(15)])
     assert len(store) == 1 and store.span_count == 10 and store.dropped_spans == 5
     assert [s.name for s in store.get("9" * 32) or []] == [f"s{n}" for n in range(10)]
+
+
+def test_traces_of_one_conversation(viewer: str) -> None:
+    """`?conversation_id=` keeps the traces with a span of that conversation (the playground's link)."""
+    conversation = "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f"
+    tp = provider(viewer, "parley-runtime")
+    tracer = tp.get_tracer("t")
+    with (
+        tracer.start_as_current_span("realtime.input"),
+        tracer.start_as_current_span("runtime.turn", attributes={"conversation.id": conversation}),
+    ):
+        pass
+    with tracer.start_as_current_span("runtime.turn", attributes={"conversation.id": "another"}):
+        pass
+    with tracer.start_as_current_span("GET /users/me"):
+        pass
+    tp.shutdown()
+    mine = httpx.get(f"{viewer}/traces.json", params={"conversation_id": conversation}).json()
+    assert [t["root"] for t in mine] == ["realtime.input"]
+    assert len(httpx.get(f"{viewer}/traces.json").json()) >= 3
+    page = httpx.get(f"{viewer}/traces", params={"conversation_id": conversation})
+    assert page.status_code == 200 and mine[0]["trace_id"] in page.text and "GET /users/me" not in page.text
+    assert httpx.get(f"{viewer}/traces.json", params={"conversation_id": "<script>"}).status_code == 422

@@ -207,6 +207,7 @@ PUBLIC = {
     ("POST", "/auth/password/recover"),
     ("POST", "/auth/password/reset"),
     ("GET", "/version"),
+    ("GET", "/api/version"),
 }
 
 

@@ -83,10 +83,16 @@ async def test_version_and_upgrade_gate(auth_settings: AuthSettings) -> None:
     settings = auth_settings.model_copy(update={"api_version": "2.3.0", "min_client_version": "2.0.0"})
     app = build_app(settings)
     async with new_client(app) as client:
-        assert (await client.get("/version")).json() == {"apiVersion": "2.3.0", "minClientVersion": "2.0.0"}
+        versions = {"apiVersion": "2.3.0", "minClientVersion": "2.0.0"}
+        assert (await client.get("/version")).json() == versions
+        # The ServiceAi contract's path answers the same.
+        assert (await client.get("/api/version")).json() == versions
         old = await client.get("/version", headers={"X-Client-Version": "1.9.9"})
         body = assert_envelope(old, 426, "client.upgrade_required")
         assert body["params"] == {"client_version": "1.9.9", "min_version": "2.0.0"}
+        # The upgrade envelope: the Error envelope plus what to upgrade to.
+        assert (body["apiVersion"], body["minClientVersion"]) == ("2.3.0", "2.0.0")
+        assert (await client.get("/api/version", headers={"X-Client-Version": "1.0.0"})).status_code == 426
         assert (await client.get("/version", headers={"X-Client-Version": "2.0.1"})).status_code == 200
         assert (await client.get("/version", headers={"X-Client-Version": "3.0.0"})).status_code == 200
         assert_envelope(await client.get("/version", headers={"X-Client-Version": "banana"}), 422)

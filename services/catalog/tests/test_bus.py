@@ -76,6 +76,20 @@ async def test_access_rules(world: World, nc: Client) -> None:
     assert not (await access(nc, draft["id"], client_token(owner, draft["id"], org_id))).ok  # not live
     assert not (await access(nc, live["id"], client_token(owner, "support-bot"))).ok
 
+    # What `POST /api/realtime-token` reports of the agent: owner org, model and voice.
+    assert (ok.owner_org_id, ok.model, ok.voice) == (org_id, None, None)
+    voiced = await owner.create_agent(
+        config={
+            "name": "Voiced",
+            "llm_engine": "openai",
+            "llm_model": "gpt-4o-mini",
+            "voice": {"tts": {"engine": "espeak", "voice": "en-gb"}},
+        },
+        blueprint=valid_blueprint(),
+    )
+    told = await access(nc, voiced["id"], person(owner))
+    assert (told.owner_org_id, told.model, told.voice) == (None, "openai/gpt-4o-mini", "en-gb")
+
     # Deleted agents are gone for everyone.
     await owner.catalog.delete(f"/agents/{live['id']}")
     assert not (await access(nc, live["id"], person(owner))).ok

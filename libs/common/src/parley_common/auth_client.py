@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import structlog
@@ -25,6 +25,8 @@ from parley_common.auth_contract import (
     AuthorizeRequest,
     CredentialKind,
     MemberRole,
+    MintTokenReply,
+    MintTokenRequest,
     Principal,
     RevokedEvent,
     VerifyReply,
@@ -111,6 +113,29 @@ class AuthClient:
             timeout=self.timeout_s,
         )
         if not reply.ok:
+            raise _as_error(
+                reply.error.code if reply.error else None, reply.error.message if reply.error else None
+            )
+        return reply
+
+    async def mint_token(
+        self, credential: str, agent_id: str, *, ttl_seconds: int, kind: Literal["chat", "voice"] = "voice"
+    ) -> MintTokenReply:
+        """A short-lived client token for `agent_id`, minted by auth for the caller whose
+        `credential` this is (`auth.token.mint`); auth's refusal is raised as its `ParleyError`."""
+        reply = await request(
+            self.broker,
+            subjects.AUTH_TOKEN_MINT,
+            MintTokenRequest(
+                credential=credential,
+                agent_id=agent_id,
+                ttl_seconds=ttl_seconds,
+                token_type=kind,
+            ),
+            MintTokenReply,
+            timeout=self.timeout_s,
+        )
+        if not reply.ok or reply.token is None:
             raise _as_error(
                 reply.error.code if reply.error else None, reply.error.message if reply.error else None
             )

@@ -60,6 +60,9 @@ class Principal(BaseModel):
     data: dict[str, Any] | None = None
     # Client tokens only: the API key that minted the token (revoking it revokes the token).
     api_key_id: UUID | None = None
+    # Client tokens minted with a browser session (`POST /api/realtime-token` from a signed-in
+    # page): that session, whose end (logout, logout everywhere, password reset) ends the token.
+    session_id: UUID | None = None
     expires_at: datetime | None = None
 
     def has_scope(self, scope: str) -> bool:
@@ -79,6 +82,27 @@ class VerifyRequest(BaseModel):
 class VerifyReply(BaseModel):
     ok: bool
     principal: Principal | None = None
+    error: ErrorEnvelope | None = None
+
+
+class MintTokenRequest(BaseModel):
+    """`auth.token.mint`: a short-lived client token for one agent, minted on behalf of the caller
+    whose raw `credential` this is (auth verifies it itself: a service cannot mint for a principal
+    it merely claims). The requesting service has already checked that the caller may use
+    `agent_id` (auth does not know agents); a client token may only mint for its own agent, never
+    beyond its own expiry. Used by `POST /api/realtime-token` (docs/webrtc.md)."""
+
+    credential: str = Field(min_length=1, max_length=MAX_CREDENTIAL_LENGTH)
+    agent_id: str = Field(min_length=1, max_length=200)
+    token_type: Literal["chat", "voice"] = "voice"
+    ttl_seconds: int = Field(ge=60, le=86400)
+
+
+class MintTokenReply(BaseModel):
+    ok: bool
+    token: str | None = None
+    token_id: UUID | None = None
+    expires_at: datetime | None = None
     error: ErrorEnvelope | None = None
 
 
@@ -121,11 +145,13 @@ class RevokedEvent(BaseModel):
             return True
         if principal.api_key_id is not None and principal.api_key_id in self.credential_ids:
             return True
-        return (
-            self.user_id is not None
-            and principal.user_id == self.user_id
-            and principal.kind in self.user_kinds
-        )
+        if principal.session_id is not None and principal.session_id in self.credential_ids:
+            return True
+        if self.user_id is None or principal.user_id != self.user_id:
+            return False
+        # A token minted with a session ends with the user's sessions.
+        minted_by_session = principal.session_id is not None and CredentialKind.SESSION in self.user_kinds
+        return principal.kind in self.user_kinds or minted_by_session
 
 
 # API key scopes. `*` grants everything; the others name what a key may do, service by service.

@@ -59,6 +59,11 @@ class AgentAccessReply(BaseModel):
     status: AgentStatus | None = None
     version: int | None = None
     error: ErrorEnvelope | None = None
+    # What `POST /api/realtime-token` tells about the agent (docs/webrtc.md): its owner org, its
+    # LLM (`engine/model`) and TTS voice, when it names them.
+    owner_org_id: UUID | None = None
+    model: str | None = None
+    voice: str | None = None
 
 
 class AgentResolveRequest(BaseModel):

@@ -319,6 +319,27 @@ class Codes:
     TOOL_RESPONSE_TOO_LARGE = _register(
         "tool.response_too_large", 502, "The webhook response exceeds {limit} bytes."
     )
+    # ServiceAi "Chatty Voice" routes and the browser voice edge (docs/webrtc.md).
+    CHATTY_AGENT_REQUIRED = _register(
+        "chatty.agent_required",
+        403,
+        "No agent is bound to this request: send X-Parley-Agent with the agent's id, or use a client "
+        "token of the agent.",
+    )
+    CHATTY_NOT_ENTITLED = _register(
+        "chatty.not_entitled", 403, "This credential does not hold the chatty-voice entitlement: {detail}"
+    )
+    CSRF_INVALID = _register(
+        "csrf.invalid",
+        403,
+        "The X-CSRF-Token header is missing, expired or was not issued to this credential.",
+    )
+    WEBRTC_INVALID_SDP = _register("webrtc.invalid_sdp", 400, "The SDP offer is not valid: {detail}")
+    WEBRTC_UNAVAILABLE = _register(
+        "webrtc.unavailable",
+        501,
+        "WebRTC media is not available on this server yet; talk over the /realtime WebSocket instead.",
+    )
     # Runtime: LLM providers. Upstream failures of the model provider an agent is configured with;
     # `params.provider` names the engine. They reach clients as realtime `error` events.
     LLM_RATE_LIMITED = _register(

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley_common import metrics
 from parley_common.apidocs import add_api_docs
-from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
+from parley_common.errors import Codes, Error, ErrorCode, ErrorEnvelope, ParleyError, envelope
 from parley_common.health import Readiness, ReadinessReport
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.settings import CommonSettings
@@ -42,7 +42,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class VersionInfo(BaseModel):
-    """`GET /version`; field names are the ServiceAi contract's (camelCase)."""
+    """`GET /api/version` (ServiceAi contract) and `GET /version`; camelCase as the contract has it."""
+
+    apiVersion: str
+    minClientVersion: str
+
+
+class UpgradeRequiredEnvelope(Error):
+    """HTTP 426 of the client version gate, on every route: the `Error` envelope
+    (`client.upgrade_required`) plus the two fields of `GET /api/version`, so a ServiceAi client
+    reads what it must upgrade to without a second request. (The ServiceAi excerpt names this
+    schema but elides its body; docs/webrtc.md.)"""
 
     apiVersion: str
     minClientVersion: str
@@ -152,7 +162,7 @@ def _nul_response() -> JSONResponse:
     )
 
 
-def _client_version_gate(min_version: str) -> Callable[..., Any]:
+def _client_version_gate(min_version: str, api_version: str) -> Callable[..., Any]:
     minimum = Version(min_version)
 
     async def gate(request: Request, call_next: Callable[..., Any]) -> Any:
@@ -169,10 +179,14 @@ def _client_version_gate(min_version: str) -> Callable[..., Any]:
                     )
                 )
             if client.major < minimum.major:
-                return error_response(
+                base = envelope(
                     Codes.CLIENT_UPGRADE_REQUIRED,
                     params={"client_version": raw, "min_version": min_version},
                 )
+                body = UpgradeRequiredEnvelope(
+                    **base.model_dump(), apiVersion=api_version, minClientVersion=min_version
+                )
+                return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=426)
         return await call_next(request)
 
     return gate
@@ -273,7 +287,7 @@ def create_app(
     for outage in OUTAGE_ERRORS:
         app.add_exception_handler(outage, _outage_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
-    app.middleware("http")(_client_version_gate(settings.min_client_version))
+    app.middleware("http")(_client_version_gate(settings.min_client_version, settings.api_version))
     app.middleware("http")(_access_log(settings.service_name))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(HeaderLimitMiddleware, limit=settings.max_header_bytes)
@@ -284,6 +298,18 @@ def create_app(
     @app.get("/version", tags=["meta"], response_model=VersionInfo, operation_id="getVersion")
     async def version() -> VersionInfo:
         """API version and the minimum client version this server accepts."""
+        return VersionInfo(apiVersion=settings.api_version, minClientVersion=settings.min_client_version)
+
+    @app.get(
+        "/api/version",
+        tags=["meta"],
+        response_model=VersionInfo,
+        operation_id="getApiVersion",
+        summary="API version and minimum client version (ServiceAi contract path)",
+    )
+    async def api_version() -> VersionInfo:
+        """The same as `GET /version`, at the ServiceAi contract's path. A client sending an
+        `X-Client-Version` whose major is below `minClientVersion` gets 426 on every route."""
         return VersionInfo(apiVersion=settings.api_version, minClientVersion=settings.min_client_version)
 
     @app.get("/metrics", include_in_schema=False)

@@ -11,6 +11,8 @@ from typing import Final
 # auth: request/reply
 AUTH_VERIFY: Final = "auth.verify"
 AUTH_AUTHORIZE: Final = "auth.authorize"
+# Short-lived client tokens for the ServiceAi `POST /api/realtime-token` (auth_contract.MintTokenRequest).
+AUTH_TOKEN_MINT: Final = "auth.token.mint"
 # auth: fan-out events. Any service caching verify results drops them when it sees one.
 AUTH_REVOKED: Final = "auth.events.revoked"
 
@@ -99,6 +101,8 @@ def session_ctl(conversation_id: str) -> str:
 
 def agent_test_results(run_id: object) -> str:
     return f"{AGENT_TEST_RESULTS}.{run_id}"
+
+
 def session_speech(conversation_id: str) -> str:
     """Core NATS (not stored): recognition events of the conversation's voice session."""
     return f"{SESSION_PREFIX}.{conversation_id}.speech"

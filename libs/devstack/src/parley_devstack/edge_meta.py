@@ -9,8 +9,9 @@ A small process behind the edge (Caddy locally and in docker-compose), configure
 `GET /readyz` is 200 only when every peer's `/readyz` is; `GET /openapi.json` merges the peers'
 documents into one OpenAPI 3.1 document; `GET /docs` is Swagger UI over it, its assets served from
 the installation (`/docs/assets/*`, no CDN); `GET /errors` is docs/errors.md as HTML, the page every
-error envelope's `doc_url` points to; `GET /metrics` is for Prometheus (the edge never routes it
-here). Anything else gets the 404 error envelope, so the edge
+error envelope's `doc_url` points to; `GET /play/` is the playground (docs/playground.md), static
+files of this package under a strict Content-Security-Policy; `GET /metrics` is for Prometheus (the
+edge never routes it here). Anything else gets the 404 error envelope, so the edge
 answers unknown paths in the same shape as every service.
 
 Run: `python -m parley_devstack.edge_meta`.
@@ -29,6 +30,7 @@ import httpx
 import markdown
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -42,6 +44,17 @@ from parley_common.http import HeaderLimitMiddleware, error_response
 from parley_common.settings import CommonSettings
 
 READY = "ready"
+PLAYGROUND = Path(__file__).parent / "playground"
+# The playground loads nothing from elsewhere and talks only to its own origin (HTTP and `/realtime`).
+PLAYGROUND_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 class EdgeMetaSettings(CommonSettings):
@@ -217,6 +230,15 @@ def build_app(
         return JSONResponse(merged)
 
     add_api_docs(app, openapi_url="/openapi.json", title="Parley API")
+
+    @app.middleware("http")
+    async def playground_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        if request.url.path == "/play" or request.url.path.startswith("/play/"):
+            response.headers.update(PLAYGROUND_HEADERS)
+        return response
+
+    app.mount("/play", StaticFiles(directory=PLAYGROUND, html=True), name="playground")
 
     errors_page = render_errors_page(settings.edge_errors_doc)
 

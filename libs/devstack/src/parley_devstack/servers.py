@@ -601,12 +601,18 @@ EDGE_ROUTES: list[tuple[str, list[str]]] = [
             "/users/me/agents*", "/users/me/templates*", "/users/me/adversarial-tests*",
             "/orgs/*/agents*", "/orgs/*/templates*", "/orgs/*/tools*", "/orgs/*/adversarial-tests*",
             "/agents*", "/templates*", "/conversations*", "/tools*", "/api/agents*",
-            "/nodes/*/adversarial-tests*", "/adversarial-tests*",
+            "/nodes/*/adversarial-tests*", "/adversarial-tests*", "/api/chatty-voice/*",
         ],
     ),
-    ("session_gateway", ["/realtime*", "/chat/ws*", "/api/agent-sessions*"]),
-    ("auth", ["/auth/*", "/users/*", "/orgs*", "/version", "/chat/tokens", "/voice/tokens"]),
-    ("edge_meta", ["/readyz", "/openapi.json", "/docs*", "/errors"]),
+    (
+        "session_gateway",
+        [
+            "/realtime*", "/chat/ws*", "/api/agent-sessions*",
+            "/api/realtime-token", "/api/csrf-token", "/api/realtime/*",
+        ],
+    ),
+    ("auth", ["/auth/*", "/users/*", "/orgs*", "/version", "/api/version", "/chat/tokens", "/voice/tokens"]),
+    ("edge_meta", ["/readyz", "/openapi.json", "/docs*", "/errors", "/play*"]),
 ]  # fmt: skip
 # Request headers Caddy parses at most; bigger ones get Go's plain-text 431. Below it, every
 # service refuses more than `max_header_bytes` (32 KiB) with the 431 envelope.

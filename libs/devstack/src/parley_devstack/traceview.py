@@ -8,6 +8,8 @@ counts, oldest evicted first) and forgets everything when it stops. Endpoints:
   gzip bodies are accepted.
 - `GET /traces`: the recent traces (root span, service, start, duration, span count);
   `GET /traces.json`: the same list as JSON (`TraceSummary`, newest first; `?limit=`, 200 by default).
+  `?conversation_id=` on both keeps the traces of one conversation (a span with that
+  `conversation.id`): its opening and each of its turns, as the playground links them.
 - `GET /traces/{trace_id}`: one trace as a tree of spans, with attributes and events.
 - `GET /traces/{trace_id}.json`: the same tree as JSON (`TraceTree`).
 
@@ -45,6 +47,7 @@ from parley_common.http import error_response
 from parley_common.settings import CommonSettings
 
 PROTOBUF = "application/x-protobuf"
+ConversationFilter = Annotated[str | None, Query(max_length=64, pattern=r"^[0-9a-fA-F-]+$")]
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -223,9 +226,13 @@ class TraceStore:
         spans = self._traces.get(trace_id)
         return list(spans) if spans is not None else None
 
-    def summaries(self, limit: int = 200) -> list[TraceSummary]:
+    def summaries(self, limit: int = 200, conversation_id: str | None = None) -> list[TraceSummary]:
         out = []
         for trace_id, spans in self._traces.items():
+            if conversation_id is not None and not any(
+                s.attributes.get("conversation.id") == conversation_id for s in spans
+            ):
+                continue
             roots = _roots(spans)
             root = min(roots or spans, key=lambda s: s.start_unix_nano)
             start = min(s.start_unix_nano for s in spans)
@@ -346,12 +353,14 @@ def build_app(settings: TraceViewSettings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/traces")
-    async def traces() -> HTMLResponse:
-        return _page(summaries=store.summaries(), store=store)
+    async def traces(conversation_id: ConversationFilter = None) -> HTMLResponse:
+        return _page(summaries=store.summaries(conversation_id=conversation_id), store=store)
 
     @app.get("/traces.json")
-    async def traces_json(limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> list[TraceSummary]:
-        return store.summaries(limit)
+    async def traces_json(
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 200, conversation_id: ConversationFilter = None
+    ) -> list[TraceSummary]:
+        return store.summaries(limit, conversation_id)
 
     # Before `/traces/{trace_id}`, which would otherwise take `<id>.json` as an id.
     @app.get("/traces/{trace_id}.json")

@@ -17,7 +17,6 @@ from parley_auth.deps import LocalVerifier
 from parley_auth.mail.inbox import MailInbox
 from parley_auth.mail.outbox import run_outbox
 from parley_auth.orgs.router import router as orgs_router
-from parley_auth.security.ratelimit import RateLimiter
 from parley_auth.security.turnstile import TurnstileVerifier, make_verifier
 from parley_auth.settings import AuthSettings, get_settings
 from parley_auth.tokens.router import router as tokens_router
@@ -25,6 +24,7 @@ from parley_common.authenticator import install_authenticator
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, sqlalchemy_check
 from parley_common.http import create_app
+from parley_common.ratelimit import RateLimiter
 from parley_common.redis_client import make_pool
 
 
@@ -35,7 +35,7 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
     ctx = AuthContext(
         settings=settings,
         db=db,
-        limiter=RateLimiter(settings.redis_url, make_pool(settings)),
+        limiter=RateLimiter(settings.redis_url, make_pool(settings), key_prefix="parley:auth:rl"),
         turnstile=turnstile
         or make_verifier(settings.auth_turnstile_secret, settings.auth_turnstile_verify_url),
         broker=broker,

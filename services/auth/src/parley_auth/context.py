@@ -10,11 +10,11 @@ import structlog
 from faststream.nats import NatsBroker
 
 from parley_auth.db import Database
-from parley_auth.security.ratelimit import RateLimiter
 from parley_auth.security.turnstile import TurnstileVerifier
 from parley_auth.settings import AuthSettings
 from parley_common import subjects
 from parley_common.auth_contract import CredentialKind, RevokedEvent
+from parley_common.ratelimit import RateLimiter
 
 log = structlog.get_logger(__name__)
 

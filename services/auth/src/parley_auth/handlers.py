@@ -1,4 +1,4 @@
-"""Bus: `auth.verify` and `auth.authorize`, request/reply in the `auth` queue group."""
+"""Bus: `auth.verify`, `auth.authorize` and `auth.token.mint`, request/reply in the `auth` queue group."""
 
 from __future__ import annotations
 
@@ -6,9 +6,17 @@ from faststream.nats import NatsBroker
 
 from parley_auth.context import AuthContext
 from parley_auth.orgs import service as orgs
+from parley_auth.tokens import service as tokens
 from parley_auth.verification import verify_credential
 from parley_common import subjects
-from parley_common.auth_contract import AuthorizeReply, AuthorizeRequest, VerifyReply, VerifyRequest
+from parley_common.auth_contract import (
+    AuthorizeReply,
+    AuthorizeRequest,
+    MintTokenReply,
+    MintTokenRequest,
+    VerifyReply,
+    VerifyRequest,
+)
 from parley_common.bus import bus_handler
 from parley_common.errors import Codes, ParleyError
 
@@ -32,3 +40,21 @@ def register(broker: NatsBroker, ctx: AuthContext) -> None:
                 db, req.principal, req.min_role, slug=req.org_slug, org_id=req.org_id
             )
         return AuthorizeReply(ok=True, org_id=org.id, role=role)
+
+    @broker.subscriber(subjects.AUTH_TOKEN_MINT, queue=subjects.QUEUE_AUTH)
+    @bus_handler(MintTokenRequest)
+    async def mint_token(req: MintTokenRequest) -> MintTokenReply:
+        async with ctx.db.sessions() as db:
+            # The caller's own credential, verified here: a service cannot mint for a principal it
+            # merely claims to be serving.
+            principal = await verify_credential(db, ctx.settings, req.credential)
+            token, row = await tokens.mint_for_caller(
+                db,
+                ctx.settings,
+                principal,
+                agent_id=req.agent_id,
+                token_type=req.token_type,
+                ttl_seconds=req.ttl_seconds,
+            )
+            await db.commit()
+        return MintTokenReply(ok=True, token=token, token_id=row.id, expires_at=row.expires_at)

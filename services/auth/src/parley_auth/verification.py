@@ -126,15 +126,24 @@ async def _verify_client_token(db: AsyncSession, settings: AuthSettings, token: 
     row = await db.get(ClientToken, token_id)
     if row is None:
         raise ParleyError(Codes.UNAUTHENTICATED)
-    # A client token lives only as long as the API key that minted it.
-    key = await db.get(ApiKey, row.api_key_id)
-    if row.revoked_at is not None or key is None or key.revoked_at is not None:
+    if row.revoked_at is not None:
+        raise ParleyError(Codes.CREDENTIAL_REVOKED)
+    # A client token lives only as long as the API key, or the browser session, that minted it.
+    key = await db.get(ApiKey, row.api_key_id) if row.api_key_id is not None else None
+    session = await db.get(UserSession, row.session_id) if row.session_id is not None else None
+    root_revoked_at = (
+        key.revoked_at if key is not None else session.revoked_at if session is not None else None
+    )
+    if (key is None and session is None) or root_revoked_at is not None:
         raise ParleyError(Codes.CREDENTIAL_REVOKED)
     await _live_user(db, row.user_id)
     now = _now()
     if row.expires_at <= now or exp <= now.timestamp():
         raise ParleyError(Codes.CREDENTIAL_EXPIRED)
-    _check_key_unexpired(key)
+    if key is not None:
+        _check_key_unexpired(key)
+    if session is not None and session.expires_at <= now:
+        raise ParleyError(Codes.CREDENTIAL_EXPIRED)
     return Principal(
         kind=CredentialKind.CLIENT_TOKEN,
         credential_id=row.id,
@@ -146,5 +155,6 @@ async def _verify_client_token(db: AsyncSession, settings: AuthSettings, token: 
         token_type="voice" if row.token_type == "voice" else "chat",
         data=row.data,
         api_key_id=row.api_key_id,
+        session_id=row.session_id,
         expires_at=row.expires_at,
     )

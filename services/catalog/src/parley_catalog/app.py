@@ -14,6 +14,7 @@ from parley_catalog import handlers
 from parley_catalog.agent_tests.consumer import ResultConsumer
 from parley_catalog.agent_tests.router import router as agent_tests_router
 from parley_catalog.agents.router import router as agents_router
+from parley_catalog.chatty.router import router as chatty_router
 from parley_catalog.context import CatalogContext
 from parley_catalog.conversations.consumer import ConversationConsumer
 from parley_catalog.conversations.router import router as conversations_router
@@ -96,6 +97,7 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
             tools_router,
             conversations_router,
             octavus_router,
+            chatty_router,
         ],
         lifespan=lifespan,
         readiness=readiness,

@@ -10,6 +10,7 @@ from parley_catalog import secretstore
 from parley_catalog.access import can_view, not_found
 from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
+from parley_catalog.chatty import service as chatty
 from parley_catalog.context import CatalogContext
 from parley_catalog.tools import service as tools
 from parley_common import subjects
@@ -70,8 +71,15 @@ def register(broker: NatsBroker, ctx: CatalogContext) -> None:
             ctx, principal, owner_user_id=agent.owner_user_id, owner_org_id=agent.owner_org_id
         ):
             raise not_found("agent")
+        config = AgentConfig.model_validate(agent.config)
         return AgentAccessReply(
-            ok=True, agent_id=str(agent.id), status=AgentStatus(agent.status), version=agent.version
+            ok=True,
+            agent_id=str(agent.id),
+            status=AgentStatus(agent.status),
+            version=agent.version,
+            owner_org_id=agent.owner_org_id,
+            model=chatty.model_name(config),
+            voice=chatty.voice_name(config),
         )
 
     @broker.subscriber(subjects.CATALOG_AGENT_RESOLVE, queue=subjects.QUEUE_CATALOG)

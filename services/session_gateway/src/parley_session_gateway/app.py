@@ -16,6 +16,7 @@ from parley_common.authenticator import install_authenticator
 from parley_common.bus import make_broker
 from parley_common.health import Readiness, nats_check, redis_check
 from parley_common.http import create_app
+from parley_common.ratelimit import RateLimiter
 from parley_common.redis_client import make_redis
 from parley_common.session_contract import ensure_streams
 from parley_common.subjects import health_ping
@@ -25,6 +26,7 @@ from parley_session_gateway.octavus.router import router as octavus_router
 from parley_session_gateway.realtime.router import router as realtime_router
 from parley_session_gateway.sessions import GatewayContext
 from parley_session_gateway.settings import GatewaySettings, get_settings
+from parley_session_gateway.webrtc.router import router as webrtc_router
 
 # The streams this gateway writes to or reads from (runtimes declare the same definitions).
 STREAMS = (subjects.SESSIONS_STREAM, subjects.SESSION_IN_STREAM, subjects.SESSION_OUT_STREAM)
@@ -68,12 +70,15 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings,
         title="Parley session gateway",
         description="Realtime WebSocket, chat WebSocket and agent-session streaming endpoints.",
-        routers=[realtime_router, chat_router, octavus_router],
+        routers=[realtime_router, chat_router, octavus_router, webrtc_router],
         lifespan=lifespan,
         readiness=readiness,
     )
     app.state.broker = broker
     app.state.redis = redis
     app.state.realtime = GatewayContext(settings=settings, broker=broker, auth=auth, redis=redis, live=live)
+    app.state.voice_limiter = RateLimiter(
+        settings.redis_url, redis.connection_pool, key_prefix="parley:gw:rl"
+    )
     install_authenticator(app, auth, cookie_name=settings.gateway_cookie_name)
     return app

@@ -57,6 +57,13 @@ class GatewaySettings(CommonSettings):
     # nothing (not even its keepalive, PARLEY_RUNTIME_OCTAVUS_KEEPALIVE_S) for this long.
     gateway_octavus_stream_idle_s: float = Field(default=30.0, gt=0)
 
+    # ServiceAi voice routes (docs/webrtc.md): `POST /api/realtime-token` per user (an end user's
+    # client token on its own), `POST /api/realtime/webrtc` per client address (the contract's 3/min),
+    # and the lifetime of the minted client secrets.
+    gateway_rate_realtime_token: str = "10/minute"
+    gateway_rate_webrtc_ip: str = "3/minute"
+    gateway_realtime_token_ttl_s: int = Field(default=600, ge=60, le=3600)
+
 
 @lru_cache
 def get_settings() -> GatewaySettings:

@@ -23,7 +23,6 @@ from parley_common.bus import request
 from parley_common.catalog_contract import AgentAccessReply, AgentAccessRequest
 from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError
 
-
 SESSION_SCOPE = "sessions:write"  # what an API key needs to open a session with an agent
 
 

@@ -1,4 +1,4 @@
-"""Rate limits kept in Redis (the `limits` library), per client IP and per account.
+"""Rate limits kept in Redis (the `limits` library): per client IP, per account, per caller.
 
 The storage uses the process's Redis pool (`parley_common.redis_client`): while Redis is down a
 limited route answers 503 `service.unavailable` (the outage handler of parley_common.http) rather
@@ -20,12 +20,14 @@ from parley_common.errors import Codes, ParleyError
 
 
 class RateLimiter:
-    def __init__(self, redis_url: str, pool: ConnectionPool) -> None:
+    """Sliding-window limits (`"10/minute"`) under `key_prefix`, one per service."""
+
+    def __init__(self, redis_url: str, pool: ConnectionPool, *, key_prefix: str) -> None:
         url = redis_url.replace("redis://", "async+redis://", 1).replace("rediss://", "async+rediss://", 1)
         self.storage = RedisStorage(
             url,
             implementation="redispy",
-            key_prefix="parley:auth:rl",
+            key_prefix=key_prefix,
             connection_pool=pool,  # type: ignore[arg-type]  # documented option, narrow stub
         )
         self.limiter = SlidingWindowCounterRateLimiter(self.storage)

@@ -1,0 +1,1 @@
+"""The ServiceAi "Chatty Voice" routes of an agent (docs/webrtc.md)."""

@@ -1,0 +1,296 @@
+"""HTTP: `POST /api/realtime-token`, `GET /api/csrf-token` and `POST /api/realtime/webrtc`, the
+ServiceAi voice-session routes (docs/webrtc.md). Statuses and bodies are the contract's.
+
+Any credential kind may call them; binding.py decides which agent the request is for. The offer
+is checked here (rate limit, credential, binding, CSRF token, SDP); what answers it is the
+`MediaEdge` on `app.state.webrtc_media`, and until one is installed a valid offer gets 501
+`webrtc.unavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol
+
+import structlog
+from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from pydantic.json_schema import SkipJsonSchema
+
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.authenticator import Authenticator, credential_of
+from parley_common.catalog_contract import AgentAccessReply
+from parley_common.chatty_contract import (
+    AGENT_HEADER,
+    CSRF_HEADER,
+    CsrfTokenResponse,
+    ErrorEnvelope,
+    RealtimeTokenMetadata,
+    RealtimeTokenRequest,
+    RealtimeTokenResponse,
+    RealtimeWebrtcRequest,
+    RealtimeWebrtcUpstreamError,
+)
+from parley_common.errors import Codes, ParleyError
+from parley_common.outages import describe, is_outage
+from parley_common.ratelimit import RateLimiter
+from parley_session_gateway.sessions import GatewayContext
+from parley_session_gateway.webrtc import csrf
+from parley_session_gateway.webrtc.binding import bound_agent
+from parley_session_gateway.webrtc.sdp import Offer, invalid, parse_offer
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["chatty"])
+
+
+class MediaEdge(Protocol):
+    """What answers a checked offer with the SDP answer (the aiortc media edge)."""
+
+    async def answer(self, offer: Offer, agent: AgentAccessReply, principal: Principal) -> str: ...
+
+
+class SdpResponse(Response):
+    media_type = "application/sdp"
+
+
+def _ctx(request: Request) -> GatewayContext:
+    ctx: GatewayContext = request.app.state.realtime
+    return ctx
+
+
+def _limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.voice_limiter
+    return limiter
+
+
+def _media(request: Request) -> MediaEdge | None:
+    return getattr(request.app.state, "webrtc_media", None)
+
+
+_authenticate = Authenticator(allowed_kinds=set(CredentialKind))
+Caller = Annotated[Principal, Depends(_authenticate)]
+BoundAgent = Annotated[
+    str | None,
+    Header(
+        alias=AGENT_HEADER,
+        max_length=200,
+        description="Parley: the agent a session cookie or API key is bound to (docs/webrtc.md).",
+    ),
+]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorEnvelope, "description": description}
+
+
+def _component(model: type[BaseModel]) -> str:
+    return f"#/components/schemas/{model.__name__}"
+
+
+def _json_error(description: str) -> dict[str, Any]:
+    """An error of the SDP route, whose own answers are `application/sdp`: said explicitly."""
+    schema = {"$ref": _component(ErrorEnvelope)}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _caller_key(principal: Principal) -> str:
+    """Per user; an end user's client token counts on its own (not on the user who minted it)."""
+    if principal.kind is CredentialKind.CLIENT_TOKEN or principal.user_id is None:
+        return f"credential:{principal.credential_id}"
+    return f"user:{principal.user_id}"
+
+
+def _fallback(message: str) -> JSONResponse:
+    body = RealtimeTokenResponse(fallback=True, directWebRTC=False, useWebRTC=False, message=message)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=500)
+
+
+@router.post(
+    "/api/realtime-token",
+    response_model=RealtimeTokenResponse,
+    response_model_exclude_none=True,
+    operation_id="createRealtimeToken",
+    summary="Mint a short-lived realtime client secret for the bound agent (single union object).",
+    description=(
+        "`clientSecret` is a Parley client token of the bound agent, valid for `expiresInSeconds`: "
+        "the `?token=` of the `/realtime` WebSocket, or a bearer credential of "
+        "`POST /api/realtime/webrtc`. A mint failure is 500 with `fallback: true`."
+    ),
+    responses={
+        401: _error("Unauthenticated."),
+        403: _error("Caller lacks the chatty-voice entitlement."),
+        405: _error("Method Not Allowed (POST only)."),
+        429: _error("Per-user rate limit on token mint."),
+        500: {
+            "model": RealtimeTokenResponse,
+            "description": "Mint failure — body still carries `fallback: true`.",
+        },
+    },
+)
+async def create_realtime_token(
+    request: Request,
+    agent: BoundAgent = None,
+    body: Annotated[SkipJsonSchema[None] | RealtimeTokenRequest, Body()] = None,
+) -> Any:
+    ctx = _ctx(request)
+    settings = ctx.settings
+    try:
+        # Inside: auth or the bus being away is a mint failure too (the contract's fallback).
+        principal = await _authenticate(request)
+        await _limiter(request).hit(
+            "realtime-token", settings.gateway_rate_realtime_token, _caller_key(principal)
+        )
+        binding = await bound_agent(ctx.broker, principal, agent, timeout_s=settings.bus_request_timeout_s)
+        found = credential_of(request, settings.gateway_cookie_name)
+        assert found is not None  # the Authenticator verified this very credential
+        minted = await ctx.auth.mint_token(
+            found[0], binding.agent_id or "", ttl_seconds=settings.gateway_realtime_token_ttl_s
+        )
+    except ParleyError as exc:
+        if exc.status < 500:
+            raise
+        log.warning("realtime_token.mint_failed", code=exc.code.code)
+        return _fallback("The realtime session could not be minted; use the HTTP fallback.")
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        log.warning("realtime_token.mint_failed", error=describe(exc))
+        return _fallback("The realtime session could not be minted; use the HTTP fallback.")
+    assert minted.token is not None and minted.expires_at is not None and minted.token_id is not None
+    media = _media(request) is not None
+    ws = settings.public_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1).rstrip("/")
+    message = (
+        "Send the SDP offer to POST /api/realtime/webrtc."
+        if media
+        else f"WebRTC media is not available on this server yet: use {ws}/realtime?token=<clientSecret>."
+    )
+    if body is not None and body.directWebRTC:
+        message += " Parley terminates WebRTC itself; there is no direct branch."
+    return RealtimeTokenResponse(
+        sessionId=str(minted.token_id),
+        model=binding.model,
+        voice=binding.voice,
+        clientSecret=minted.token,
+        fallback=False,
+        directWebRTC=False,
+        useWebRTC=media,
+        expiresInSeconds=max(0, int((minted.expires_at - datetime.now(UTC)).total_seconds())),
+        metadata=RealtimeTokenMetadata(organizationId=str(binding.owner_org_id))
+        if binding.owner_org_id
+        else None,
+        message=message,
+    )
+
+
+@router.get(
+    "/api/csrf-token",
+    response_model=CsrfTokenResponse,
+    operation_id="getCsrfToken",
+    summary="Mint a short-lived CSRF token for the WebRTC SDP exchange.",
+    description=(
+        "Required as `X-CSRF-Token` on POST /api/realtime/webrtc; bound to the calling credential "
+        "for 5 minutes."
+    ),
+    responses={
+        401: _error("Unauthenticated."),
+        403: _error("Caller lacks the chatty-voice entitlement."),
+    },
+)
+async def get_csrf_token(request: Request, principal: Caller, agent: BoundAgent = None) -> CsrfTokenResponse:
+    ctx = _ctx(request)
+    await bound_agent(ctx.broker, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
+    return CsrfTokenResponse(token=await csrf.mint(ctx.redis, principal))
+
+
+async def _per_ip(request: Request) -> None:
+    """3 offers a minute per client address, before anything else is looked at."""
+    address = request.client.host if request.client else "unknown"
+    await _limiter(request).hit("webrtc-offer", _ctx(request).settings.gateway_rate_webrtc_ip, address)
+
+
+class _OfferRoute(APIRoute):
+    """The offer route counts every request against its per-address limit before anything else
+    (even before its body is read), and answers a body that is not the contract's `{sdp}` (not
+    JSON, no `sdp`, not a string) with its 400 `webrtc.invalid_sdp`, not the platform's 422."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            await _per_ip(request)
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise invalid('the body must be JSON {"sdp": "<offer>"}') from exc
+
+        return handle
+
+
+offer_router = APIRouter(tags=["chatty"], route_class=_OfferRoute)
+
+
+@offer_router.post(
+    "/api/realtime/webrtc",
+    response_class=SdpResponse,
+    operation_id="exchangeRealtimeWebrtcSdp",
+    summary="WebRTC SDP exchange with Parley's own media edge: offer in, answer out.",
+    description=(
+        "Body `{ sdp }` (a browser's offer) with `X-CSRF-Token` (GET /api/csrf-token); the answer is "
+        "the raw SDP as `application/sdp`. Rate-limited to 3 req/min/IP. Until this server "
+        "terminates WebRTC media, a valid offer is answered 501 `webrtc.unavailable`."
+    ),
+    openapi_extra={
+        "parameters": [
+            {
+                "name": CSRF_HEADER,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "CSRF token previously minted by GET /api/csrf-token.",
+            }
+        ],
+    },
+    responses={
+        200: {
+            "description": "The SDP answer (text body, not JSON).",
+            "content": {"application/sdp": {"schema": {"type": "string"}}},
+        },
+        400: _json_error("Invalid SDP format."),
+        401: _json_error("Unauthenticated."),
+        403: _json_error("Caller lacks the chatty-voice entitlement, or CSRF token invalid."),
+        429: _json_error("Rate limit (3 req/min/IP)."),
+        500: _json_error("SDP exchange failed locally."),
+        501: _json_error("Parley: WebRTC media is not available on this server (`webrtc.unavailable`)."),
+        502: {
+            "description": "Local failure minting a client secret.",
+            "content": {"application/json": {"schema": RealtimeWebrtcUpstreamError.model_json_schema()}},
+        },
+        "default": {
+            "description": "Any other error: treat a non-200 answer as opaque unless it is JSON.",
+            "content": {"application/json": {"schema": {}}, "text/plain": {"schema": {"type": "string"}}},
+        },
+    },
+)
+async def exchange_sdp(
+    request: Request,
+    principal: Caller,
+    agent: BoundAgent = None,
+    body: Annotated[SkipJsonSchema[None] | RealtimeWebrtcRequest, Body()] = None,
+) -> Response:
+    ctx = _ctx(request)
+    binding = await bound_agent(ctx.broker, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
+    await csrf.check(ctx.redis, request.headers.get(CSRF_HEADER), principal)
+    if body is None:
+        raise invalid('the body must be JSON {"sdp": "<offer>"}')
+    offer = parse_offer(body.sdp)
+    media = _media(request)
+    if media is None:
+        raise ParleyError(Codes.WEBRTC_UNAVAILABLE)
+    return SdpResponse(await media.answer(offer, binding, principal))
+
+
+router.include_router(offer_router)

@@ -1,0 +1,267 @@
+"""The playground (`/play`) in a real browser: Debian's Chromium driven by Playwright, against the
+platform `parley run` starts (what `make run` starts, with `--traces`), through its edge.
+
+One scenario: sign up on the page → the first agent created and published → pick it → start a
+conversation and see the greeting → send a message and see the answer stream in → send a long one
+and cancel it mid-answer (the answer stops, the turn says "cancelled") → turn timings and the link
+to the conversation's traces → the agent's adversarial tests generated and a run started from the
+page, its result shown → the voice section's Talk button disabled → and Chromium's own SDP offer is
+accepted by `POST /api/realtime/webrtc` up to its 501 `webrtc.unavailable`.
+
+A screenshot of the page is written to the test artifacts (`PARLEY_TEST_ARTIFACTS`, default
+`test-artifacts/` of the checkout), also on failure. Skipped only when Chromium is missing and CI
+is not set; in CI a missing browser fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from parley_devstack.servers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = Path(os.environ.get("PARLEY_TEST_ARTIFACTS", REPO / "test-artifacts"))
+START_TIMEOUT_S = 120
+PACE_MS = 30  # the built-in engine's pause before each word: a long answer takes a few seconds
+
+AGENT = {
+    "config": {"name": "Billing", "global_system_prompt": "You are Acme's billing assistant."},
+    "blueprint": {
+        "entries": [
+            {
+                "name": "main",
+                "workflow": {
+                    "nodes": [
+                        {"id": "start", "type": "CONTROL.START", "data": {"greeting": "Hi! How can I help?"}},
+                        {
+                            "id": "chat",
+                            "type": "CONTROL.DIALOG",
+                            "data": {"exit_when": 'last_user_message == "bye"'},
+                        },
+                        {"id": "end", "type": "CONTROL.END", "data": {"message": "Bye!"}},
+                    ],
+                    "edges": [{"source": "start", "target": "chat"}, {"source": "chat", "target": "end"}],
+                },
+            }
+        ]
+    },
+}
+
+if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)) and not os.environ.get("CI"):
+    pytest.skip(f"Chromium is not installed at {CHROMIUM} (.ci/run installs it)", allow_module_level=True)
+
+playwright_api = pytest.importorskip("playwright.async_api")
+
+
+@pytest.fixture(scope="module")
+def parley() -> Iterator[str]:
+    """`parley run --traces` in a directory of its own; yields the edge's URL."""
+    # Not tmp_path: as root, PostgreSQL runs as another user that must traverse every parent.
+    workdir = Path(tempfile.mkdtemp(prefix="parley-play-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
+    env = {k: v for k, v in env.items() if not k.startswith("PARLEY_LLM_")}
+    env.update(PARLEY_SPEECH_WORKERS="0", PARLEY_RUNTIME_BUILTIN_PACE_MS=str(PACE_MS))
+    out = (workdir / "parley.out").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parley_devstack", "run", "--port", str(port), "--workers", "1", "--traces"],
+        cwd=workdir,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, (workdir / "parley.out").read_text(errors="replace")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "parley run did not get ready"
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        out.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+async def page(parley: str) -> AsyncIterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"CI is set and Chromium is not installed at {CHROMIUM}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await browser.new_context(base_url=parley, viewport={"width": 1100, "height": 900})
+        tab = await context.new_page()
+        tab.set_default_timeout(15_000)
+        errors: list[str] = []
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            yield tab
+            assert errors == [], errors
+        finally:
+            await context.close()
+            await browser.close()
+
+
+async def snapshot(page: Any, name: str) -> Path:
+    path = ARTIFACTS / name
+    await page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+async def test_the_playground_in_chromium(page: Any, parley: str) -> None:
+    try:
+        await walk_through(page, parley)
+    except BaseException:
+        print(f"screenshot of the failure: {await snapshot(page, 'playground-failure.png')}")
+        raise
+    await snapshot(page, "playground.png")
+
+
+async def walk_through(page: Any, parley: str) -> None:
+    expect = playwright_api.expect
+    await page.goto("/play")
+    await expect(page.get_by_role("heading", name="Parley playground")).to_be_visible()
+    # Sign up on the page: the session cookie is set, the agent list shows.
+    await page.get_by_label("Email").fill(f"play-{time.monotonic_ns()}@example.com")
+    await page.get_by_label("Password").fill("a long password")
+    await page.get_by_label("Name").fill("Player")
+    await page.get_by_role("button", name="Create account").click()
+    await expect(page.locator("#who")).to_contain_text("Signed in as play-")
+    await expect(page.locator("#agent-info")).to_contain_text("no agents yet")
+    await expect(page.get_by_label("Talk to")).to_be_focused()
+    # The first agent, created and published with the same cookie, as a script would.
+    agent_id = await page.evaluate(
+        """async (agent) => {
+            const made = await (await fetch('/users/me/agents', {method: 'POST',
+                headers: {'content-type': 'application/json'}, body: JSON.stringify(agent)})).json();
+            await fetch(`/agents/${made.id}/status`, {method: 'PATCH',
+                headers: {'content-type': 'application/json'}, body: JSON.stringify({status: 'live'})});
+            return made.id;
+        }""",
+        AGENT,
+    )
+    await page.get_by_role("button", name="Reload agents").click()
+    await expect(page.get_by_label("Talk to")).to_have_value(agent_id)
+    await expect(page.locator("#tests-summary")).to_contain_text("no test run yet")
+
+    # A conversation over /realtime, opened with the cookie from this page's own origin.
+    await page.get_by_role("button", name="Start conversation").click()
+    await expect(page.locator("#conn-status")).to_have_text("Connected.")
+    transcript = page.get_by_role("list", name="Transcript")
+    await expect(transcript).to_contain_text("Hi! How can I help?")
+    await expect(page.locator("#timings tr")).to_have_count(1)  # the greeting's turn
+    message = page.get_by_label("Message")
+    await expect(message).to_be_focused()
+    await message.fill("hello there")
+    await message.press("Enter")
+    await expect(transcript.locator("li.agent").last).to_contain_text('I heard: "hello there"')
+    await expect(page.locator("#timings tr")).to_have_count(2)  # the greeting and this turn
+
+    # A long answer, cancelled as it streams: the text stops, the turn says so.
+    await message.fill("please repeat " + " ".join(f"word{i}" for i in range(60)))
+    await message.press("Enter")
+    answer = transcript.locator("li.agent").last
+    await expect(answer).to_contain_text("word3")
+    await expect(page.get_by_role("button", name="Cancel answer")).to_be_enabled()
+    await message.press("Escape")
+    await expect(page.locator("#timings tr").last).to_contain_text("cancelled")
+    stopped = await answer.inner_text()
+    assert "word59" not in stopped, stopped
+    await page.wait_for_timeout(3 * PACE_MS)
+    assert await answer.inner_text() == stopped  # nothing more arrived for that turn
+    cells = await page.locator("#timings tr").nth(1).locator("td").all_inner_texts()
+    assert cells[1] == "hello there" and int(cells[2]) <= int(cells[3]) and cells[4] == "complete", cells
+
+    # Traces are on: the link names the conversation, and the viewer finds its turns there.
+    link = page.get_by_role("link", name="Traces of this conversation")
+    await expect(link).to_be_visible()
+    href = await link.get_attribute("href")
+    conversation = re.fullmatch(r"/traces\?conversation_id=([0-9a-f-]{36})", href or "")
+    assert conversation is not None, href
+
+    # The agent's tests: a starter suite, a run started from the page, its result shown.
+    await page.get_by_role("button", name="Generate starter tests").click()
+    await expect(page.locator("#tests-summary")).to_contain_text("starter test(s) created")
+    await page.get_by_role("button", name="Run tests").click()
+    await expect(page.locator("#tests-summary")).to_contain_text(
+        re.compile(r"Latest result: (passed|failed)"), timeout=45_000
+    )
+    runs = page.get_by_role("list", name="Latest runs").locator(":scope > li")
+    assert await runs.count() >= 1
+    await expect(runs.first).to_contain_text(re.compile(r"(passed|failed)"))
+
+    # Voice is announced, not offered yet.
+    talk = page.get_by_role("button", name="Talk")
+    await expect(talk).to_be_disabled()
+    await expect(page.locator("#voice-note")).to_contain_text("Voice arrives with WebRTC")
+
+    # Chromium's own offer passes the SDP check, up to the missing media edge.
+    answer_status = await page.evaluate(
+        """async (agentId) => {
+            const pc = new RTCPeerConnection();
+            pc.addTransceiver('audio', {direction: 'sendrecv'});
+            await pc.setLocalDescription(await pc.createOffer());
+            const headers = {'content-type': 'application/json', 'X-Parley-Agent': agentId};
+            const csrf = await (await fetch('/api/csrf-token', {headers})).json();
+            const body = JSON.stringify({sdp: pc.localDescription.sdp});
+            const resp = await fetch('/api/realtime/webrtc',
+                {method: 'POST', headers: {...headers, 'X-CSRF-Token': csrf.token}, body});
+            pc.close();
+            return [resp.status, (await resp.json()).code];
+        }""",
+        agent_id,
+    )
+    assert answer_status == [501, "webrtc.unavailable"], answer_status
+
+    # The conversation's traces reach the viewer (services export in batches), and the link's page
+    # lists them.
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 20
+    while not found:
+        assert time.monotonic() < deadline, "the conversation's spans never reached the trace viewer"
+        await page.wait_for_timeout(300)
+        listing = httpx.get(f"{parley}/traces.json", params={"conversation_id": conversation[1]}, timeout=5)
+        assert listing.status_code == 200, listing.text
+        found = listing.json()
+    tree = httpx.get(f"{parley}/traces/{found[0]['trace_id']}.json", timeout=5).json()
+    names = set(re.findall(r'"name": "([^"]+)"', json.dumps(tree)))
+    assert names & {"runtime.turn", "runtime.claim"}, names
+    viewer = await page.context.new_page()
+    await viewer.goto(href)
+    await expect(viewer.locator(f"a[href='/traces/{found[0]['trace_id']}']")).to_have_count(1)
+    await viewer.close()
