@@ -69,6 +69,7 @@ class RuntimeSettings(CommonSettings):
     # Deliveries of one run (each owner died running it) before it ends in error.
     runtime_agent_tests_max_attempts: int = Field(default=5, ge=1)
     runtime_agent_tests_checkpoint_ttl_s: int = Field(default=24 * 3600, ge=60)
+
     @property
     def runtime_claim_lease_ms(self) -> int:
         """A session's lease outlives its owner's last heartbeat by less than JetStream's redelivery
