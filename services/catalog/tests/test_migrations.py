@@ -9,8 +9,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from parley_catalog.db import SCHEMA, make_engine
+from parley_catalog.db import SCHEMA
 from parley_catalog.models import Base
+from parley_common.kit.db import make_engine
 
 
 def _diff(connection: Connection) -> list[Any]:

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from parley_common import metrics
 from parley_common.apidocs import add_api_docs
 from parley_common.errors import Codes, Error, ErrorCode, ErrorEnvelope, ParleyError, envelope
-from parley_common.health import Readiness, ReadinessReport
+from parley_common.kit.health import Readiness, ReadinessReport
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import redact_span_urls

@@ -261,7 +261,7 @@ def render_errors_page(path: Path) -> str:
 
 
 def main() -> None:
-    from parley_common.runner import serve
+    from parley_common.kit.runner import serve
 
     settings = EdgeMetaSettings()
     serve(build_app(settings), settings)

@@ -158,3 +158,31 @@ def page_urls(html: str) -> list[str]:
     """Every URL an HTML page loads or points at: `src=`/`href=` attributes and `url:` settings of
     inline scripts (Swagger UI's document URL)."""
     return _PAGE_URL.findall(html)
+
+
+async def readiness(app: Any) -> tuple[int, dict[str, str]]:
+    """`GET /readyz` of an app whose lifespan is running: the status and the named checks."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        response = await client.get("/readyz")
+    checks: dict[str, str] = response.json()["checks"]
+    return response.status_code, checks
+
+
+async def health_ping(nats_url: str, service: str) -> dict[str, Any]:
+    """The reply of `service` to the bus health ping (`parley_common.kit.service`)."""
+    import json
+
+    import nats
+
+    from parley_common.subjects import health_ping as subject
+
+    nc = await nats.connect(nats_url)
+    try:
+        reply = await nc.request(subject(service), b"", timeout=5)
+    finally:
+        await nc.close()
+    answer: dict[str, Any] = json.loads(reply.data)
+    return answer

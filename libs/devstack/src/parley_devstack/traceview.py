@@ -382,7 +382,7 @@ def build_app(settings: TraceViewSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    from parley_common.runner import serve
+    from parley_common.kit.runner import serve
 
     # Never export our own spans (to ourselves): the viewer has no instrumentation to trace.
     settings = TraceViewSettings(otlp_endpoint=None)

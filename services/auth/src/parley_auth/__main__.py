@@ -2,13 +2,7 @@
 
 from parley_auth.app import build_app
 from parley_auth.settings import get_settings
-from parley_common.runner import serve
-
-
-def main() -> None:
-    settings = get_settings()
-    serve(build_app(settings), settings)
-
+from parley_common.kit.runner import run
 
 if __name__ == "__main__":
-    main()
+    run(build_app, get_settings)

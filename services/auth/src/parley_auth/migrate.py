@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
+from parley_common.kit import migrations
 
-from parley_auth.settings import get_settings
-
-
-def alembic_config(database_url: str | None = None) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", database_url or get_settings().database_url)
-    return cfg
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def upgrade(database_url: str | None = None, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
-
-
-def main() -> None:
-    upgrade(revision=sys.argv[1] if len(sys.argv) > 1 else "head")
+    migrations.upgrade(MIGRATIONS, database_url, revision)
 
 
 if __name__ == "__main__":
-    main()
+    migrations.main(MIGRATIONS)

@@ -8,17 +8,17 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from parley_common.settings import CommonSettings
+from parley_common.kit.db import DatabaseSettings
 
 
-class AuthSettings(CommonSettings):
+class AuthSettings(DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
 
     service_name: str = "auth"
     # Signs scoped client tokens and peppers the hashes of session tokens and API keys.
     # `make run` generates one per install; production must set it.
     auth_token_secret: str = "dev-insecure-change-me"
-    auth_db_schema: str = "auth"
+    db_pool_size: int = Field(default=10, ge=1)
     # Cookie name is part of the client contract (HttpOnly cookie `kivox_session`).
     auth_cookie_name: str = "kivox_session"
     auth_session_ttl_hours: int = Field(default=24 * 14, ge=1)

@@ -7,13 +7,13 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from parley_common.settings import CommonSettings
+from parley_common.kit.db import DatabaseSettings
 from parley_common.speech_contract import SpeechProviderKeys
 
 DEV_SECRET_KEY = "dev-insecure-change-me"
 
 
-class CatalogSettings(CommonSettings, SpeechProviderKeys):
+class CatalogSettings(DatabaseSettings, SpeechProviderKeys):
     """`SpeechProviderKeys`: lint only asks whether a platform key is set for a voice engine."""
 
     model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
@@ -22,7 +22,6 @@ class CatalogSettings(CommonSettings, SpeechProviderKeys):
     # Encrypts agent secrets at rest. Comma-separated for rotation: the first key encrypts, every key
     # decrypts (see docs/catalog.md). `make run` generates one per install; production must set it.
     catalog_secret_key: str = DEV_SECRET_KEY
-    db_pool_size: int = 5
     # The browser session cookie auth sets (part of the client contract).
     catalog_cookie_name: str = "kivox_session"
     # How long a verified credential is reused without asking auth again (revocations clear it).

@@ -11,20 +11,16 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from parley_common import subjects
 from parley_common.agent_test_contract import AgentTestEvent
-from parley_common.bus import bus_events, make_broker
-from parley_common.health import Readiness, nats_check, redis_check
-from parley_common.http import create_app
+from parley_common.bus import bus_events
+from parley_common.kit.service import ServiceKit
 from parley_common.netguard import guarded_client
-from parley_common.redis_client import make_redis
 from parley_common.session_contract import trace_headers
-from parley_common.subjects import health_ping
 from parley_runtime.agent_tests.checkpoint import CheckpointStore
 from parley_runtime.agent_tests.conversation import BusConversation
 from parley_runtime.agent_tests.runner import RunnerDeps
@@ -42,9 +38,8 @@ from parley_runtime.settings import RuntimeSettings, get_settings
 
 def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    name = settings.service_name
-    broker = make_broker(settings)
-    redis = make_redis(settings)
+    kit = ServiceKit(settings, redis=True)
+    broker, redis = kit.broker, kit.redis
     agents = AgentCache(
         broker, ttl_s=settings.runtime_agent_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
     )
@@ -65,18 +60,9 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         drain_s=settings.runtime_drain_timeout_s,
     )
 
-    # Queue group: any one worker answering proves the pool is reachable over the bus.
-    @broker.subscriber(health_ping(name), queue=name)
-    async def health() -> dict[str, Any]:
-        return {"service": name, "ok": True}
-
-    readiness = Readiness()
-    readiness.add("nats", nats_check(broker))
-    readiness.add("redis", redis_check(redis))
-
+    @kit.part
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await broker.start()
+    async def workers(app: FastAPI) -> AsyncIterator[None]:
         nc = broker.connection
         deps = Deps(
             settings=settings,
@@ -95,7 +81,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
             # Webhook calls: the address guard unless the setting allows private destinations.
             http=guarded_client(lambda: not settings.runtime_webhook_allow_private),
             llm=llm,
-            token=f"{name}-{os.getpid()}-{secrets.token_hex(6)}",
+            token=f"{settings.service_name}-{os.getpid()}-{secrets.token_hex(6)}",
             events=bus_events(broker),
         )
         worker = SessionWorker(deps)
@@ -112,19 +98,11 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
             await worker.stop()
             await deps.http.aclose()
             await llm.aclose()
-            await broker.stop()
-            await redis.aclose()
 
-    app = create_app(
-        settings,
+    return kit.build_app(
         title="Parley runtime worker",
         description="Health of a runtime worker; sessions are executed from the bus.",
-        lifespan=lifespan,
-        readiness=readiness,
     )
-    app.state.broker = broker
-    app.state.redis = redis
-    return app
 
 
 def _agent_test_worker(deps: Deps, redis: Redis) -> AgentTestWorker:

@@ -6,20 +6,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
 from parley_common.authenticator import install_authenticator
-from parley_common.bus import make_broker
-from parley_common.health import Readiness, nats_check, redis_check
-from parley_common.http import create_app
+from parley_common.kit.service import ServiceKit
 from parley_common.ratelimit import RateLimiter
-from parley_common.redis_client import make_redis
 from parley_common.session_contract import ensure_streams
-from parley_common.subjects import health_ping
 from parley_session_gateway.chat.router import router as chat_router
 from parley_session_gateway.live import LiveConnections
 from parley_session_gateway.octavus.router import router as octavus_router
@@ -34,48 +29,31 @@ STREAMS = (subjects.SESSIONS_STREAM, subjects.SESSION_IN_STREAM, subjects.SESSIO
 
 def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    name = settings.service_name
-    broker = make_broker(settings)
-    redis = make_redis(settings)
+    kit = ServiceKit(settings, redis=True)
+    broker, redis = kit.broker, kit.redis
     auth = AuthClient(
         broker, cache_ttl_s=settings.gateway_auth_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
     )
     live = LiveConnections(auth, settings.gateway_reverify_interval_s)
     auth.on_revoked(live.on_revoked)
 
-    # Queue group: any one replica answering proves the service is reachable over the bus.
-    @broker.subscriber(health_ping(name), queue=name)
-    async def health() -> dict[str, Any]:
-        return {"service": name, "ok": True}
-
-    readiness = Readiness()
-    readiness.add("nats", nats_check(broker))
-    readiness.add("redis", redis_check(redis))
-
+    @kit.part
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await broker.start()
-        backstop = asyncio.create_task(live.run(), name="reverify-connections")
+    async def backstop(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(live.run(), name="reverify-connections")
         try:
             await ensure_streams(broker.connection.jetstream(), STREAMS)
             yield
         finally:
-            backstop.cancel()
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await backstop
-            await broker.stop()
-            await redis.aclose()
+                await task
 
-    app = create_app(
-        settings,
+    app = kit.build_app(
         title="Parley session gateway",
         description="Realtime WebSocket, chat WebSocket and agent-session streaming endpoints.",
         routers=[realtime_router, chat_router, octavus_router, webrtc_router],
-        lifespan=lifespan,
-        readiness=readiness,
     )
-    app.state.broker = broker
-    app.state.redis = redis
     app.state.realtime = GatewayContext(settings=settings, broker=broker, auth=auth, redis=redis, live=live)
     app.state.voice_limiter = RateLimiter(
         settings.redis_url, redis.connection_pool, key_prefix="parley:gw:rl"

@@ -13,9 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from parley_common.bus import make_broker
-from parley_common.health import Readiness, nats_check
-from parley_common.http import create_app
+from parley_common.kit.service import ServiceKit
 from parley_speech import handlers
 from parley_speech.agents import AgentSecrets
 from parley_speech.engines.registry import EngineRegistry
@@ -25,15 +23,16 @@ from parley_speech.settings import SpeechSettings, get_settings
 
 def build_app(settings: SpeechSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    broker = make_broker(settings)
     stt_executor = ThreadPoolExecutor(settings.speech_stt_concurrency, thread_name_prefix="stt")
     vad_executor = ThreadPoolExecutor(settings.speech_vad_threads, thread_name_prefix="vad")
+    kit = ServiceKit(settings)
     agents = AgentSecrets(
-        broker, ttl_s=settings.speech_agent_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
+        kit.broker, ttl_s=settings.speech_agent_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
     )
     registry = EngineRegistry(settings, stt_executor=stt_executor, agents=agents)
-    service = SpeechService(settings, registry, vad_executor)
-    handlers.register(broker, service, settings.service_name)
+    speech = SpeechService(settings, registry, vad_executor)
+    handlers.register(kit.broker, speech)
+    kit.health_info = lambda: {"worker_id": speech.worker_id, "sessions": len(speech.sessions)}
 
     loaded: list[bool] = []
 
@@ -41,33 +40,33 @@ def build_app(settings: SpeechSettings | None = None) -> FastAPI:
         if not loaded:
             raise RuntimeError("speech models are loading")
 
-    readiness = Readiness()
-    readiness.add("nats", nats_check(broker))
-    readiness.add("models", models_check)
+    kit.add_check("models", models_check)
 
+    @kit.before_broker
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def engines(_: FastAPI) -> AsyncIterator[None]:
         await registry.start()
         loaded.append(True)
-        await broker.start()
-        await service.start(broker.connection)
         try:
             yield
         finally:
-            await service.stop()
-            await broker.stop()
             await registry.aclose()
             stt_executor.shutdown(wait=False, cancel_futures=True)
             vad_executor.shutdown(wait=False, cancel_futures=True)
 
-    app = create_app(
-        settings,
+    @kit.part
+    @asynccontextmanager
+    async def sessions(_: FastAPI) -> AsyncIterator[None]:
+        await speech.start(kit.broker.connection)
+        try:
+            yield
+        finally:
+            await speech.stop()
+
+    app = kit.build_app(
         title="Parley speech worker",
         description="Health of a speech worker; recognition and synthesis are served over the bus.",
-        lifespan=lifespan,
-        readiness=readiness,
     )
-    app.state.broker = broker
-    app.state.service = service
+    app.state.service = speech
     app.state.registry = registry
     return app

@@ -2,12 +2,11 @@
 
 Both subjects are request/reply in the queue group `speech`: each request reaches one worker.
 The audio of a voice session, and the cancels of a stream, reach the worker holding them on
-subjects it subscribes to itself (recognition.py, synthesis.py).
+subjects it subscribes to itself (recognition.py, synthesis.py). The health ping, with the
+worker id and its session count, is the service kit's (parley_common.kit.service).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from faststream.nats import NatsBroker
 
@@ -22,7 +21,7 @@ from parley_common.speech_contract import (
 from parley_speech.service import SpeechService
 
 
-def register(broker: NatsBroker, service: SpeechService, name: str) -> None:
+def register(broker: NatsBroker, service: SpeechService) -> None:
     @broker.subscriber(subjects.SPEECH_SESSION_OPEN, queue=subjects.QUEUE_SPEECH)
     @bus_handler(SpeechSessionOpen)
     async def open_session(request: SpeechSessionOpen) -> SpeechSessionOpened:
@@ -32,13 +31,3 @@ def register(broker: NatsBroker, service: SpeechService, name: str) -> None:
     @bus_handler(TtsSynthesizeRequest)
     async def synthesize(request: TtsSynthesizeRequest) -> TtsAccepted:
         return await service.synthesize(request)
-
-    # Queue group: any one worker answering proves the pool is reachable over the bus.
-    @broker.subscriber(subjects.health_ping(name), queue=name)
-    async def health() -> dict[str, Any]:
-        return {
-            "service": name,
-            "ok": True,
-            "worker_id": service.worker_id,
-            "sessions": len(service.sessions),
-        }

@@ -7,13 +7,13 @@ from sqlalchemy import ForeignKey, String
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from parley_auth.db import Base, new_id, utcnow
+from parley_auth.db import Base, new_uuid, utcnow
 
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_uuid)
     owner_user_id: Mapped[UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     owner_org_id: Mapped[UUID | None] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
     created_by_user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

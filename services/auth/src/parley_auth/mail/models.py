@@ -6,7 +6,7 @@ from uuid import UUID
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from parley_auth.db import Base, new_id, utcnow
+from parley_auth.db import Base, new_uuid, utcnow
 
 
 class OutboxMail(Base):
@@ -14,7 +14,7 @@ class OutboxMail(Base):
 
     __tablename__ = "outbox_mail"
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_uuid)
     to_addr: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(500))
     body: Mapped[str] = mapped_column(Text)

@@ -6,7 +6,7 @@ from uuid import UUID
 from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from parley_auth.db import Base, TimestampMixin, new_id
+from parley_auth.db import Base, TimestampMixin, new_uuid
 
 
 class Org(TimestampMixin, Base):
@@ -15,7 +15,7 @@ class Org(TimestampMixin, Base):
         Index("uq_orgs_slug_live", "slug", unique=True, postgresql_where=text("deleted_at IS NULL")),
     )
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_uuid)
     created_by: Mapped[UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(String(2000))

@@ -6,7 +6,7 @@ from uuid import UUID
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from parley_auth.db import Base, new_id, utcnow
+from parley_auth.db import Base, new_uuid, utcnow
 
 
 class ClientToken(Base):
@@ -20,10 +20,10 @@ class ClientToken(Base):
 
     __tablename__ = "client_tokens"
     __table_args__ = (
-        CheckConstraint("(api_key_id IS NULL) <> (session_id IS NULL)", name="ck_client_tokens_one_root"),
+        CheckConstraint("(api_key_id IS NULL) <> (session_id IS NULL)", name="one_root"),
     )
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_uuid)
     api_key_id: Mapped[UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
     session_id: Mapped[UUID | None] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import uvicorn
 from fastapi import FastAPI
 
 from parley_common.logging import setup_logging
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import setup_telemetry
+
+S = TypeVar("S", bound=CommonSettings)
 
 
 def serve(app: FastAPI, settings: CommonSettings) -> None:
@@ -24,3 +29,9 @@ def serve(app: FastAPI, settings: CommonSettings) -> None:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
     )
+
+
+def run(build_app: Callable[[S], FastAPI], get_settings: Callable[[], S]) -> None:
+    """`python -m <service>`: read the settings, build the app with them, serve it."""
+    settings = get_settings()
+    serve(build_app(settings), settings)

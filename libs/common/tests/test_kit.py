@@ -1,0 +1,75 @@
+"""The service kit: one lifespan (parts around the broker, Redis and the database closed last),
+readiness of what it was given, and the health ping with a service's own additions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from fastapi import FastAPI
+
+from parley_common.kit.db import Database
+from parley_common.kit.service import Part, ServiceKit
+from parley_common.settings import CommonSettings
+from parley_devstack.servers import free_port
+from parley_devstack.testing import Infra, health_ping, readiness
+
+
+def settings(infra: Infra, **overrides: str) -> CommonSettings:
+    urls = {"nats_url": infra.nats_url, "redis_url": infra.redis_url, "database_url": infra.database_url}
+    return CommonSettings(service_name="kit-test", **(urls | overrides))
+
+
+async def test_parts_run_around_the_broker_in_order(infra: Infra) -> None:
+    kit = ServiceKit(settings(infra), redis=True, database=Database(infra.database_url))
+    events: list[str] = []
+
+    def recorder(name: str) -> Part:
+        @asynccontextmanager
+        async def part(_: FastAPI) -> AsyncIterator[None]:
+            events.append(f"start {name} (broker connected: {kit.broker._connection is not None})")
+            yield
+            events.append(f"stop {name} (broker connected: {kit.broker._connection is not None})")
+
+        return part
+
+    kit.before_broker(recorder("engines"))
+    kit.part(recorder("workers"))
+    kit.part(recorder("consumers"))
+    kit.health_info = lambda: {"sessions": len(events)}
+    app = kit.build_app(title="kit test")
+    assert app.state.broker is kit.broker and app.state.redis is kit.redis
+
+    async with app.router.lifespan_context(app):
+        assert await readiness(app) == (200, {"nats": "ok", "redis": "ok", "postgres": "ok"})
+        reply = await health_ping(infra.nats_url, "kit-test")
+        assert reply == {"service": "kit-test", "ok": True, "sessions": 3}
+    assert events == [
+        "start engines (broker connected: False)",
+        "start workers (broker connected: True)",
+        "start consumers (broker connected: True)",
+        "stop consumers (broker connected: True)",
+        "stop workers (broker connected: True)",
+        "stop engines (broker connected: False)",
+    ]
+
+
+async def test_not_ready_names_what_is_down(infra: Infra) -> None:
+    down = settings(
+        infra,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+    )
+    kit = ServiceKit(down, redis=True, database=Database(down.database_url))
+    app = kit.build_app(title="kit test")
+    async with app.router.lifespan_context(app):
+        status, checks = await readiness(app)
+    assert (status, checks["nats"]) == (503, "ok")
+    assert checks["redis"] != "ok" and checks["postgres"] != "ok"
+
+
+async def test_a_kit_without_redis_says_so(infra: Infra) -> None:
+    kit = ServiceKit(settings(infra))
+    with pytest.raises(RuntimeError, match="redis=True"):
+        _ = kit.redis
