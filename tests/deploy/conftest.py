@@ -334,6 +334,11 @@ class ParsedDockerfile:
     path: str  # relative to the repo root
     global_args: dict[str, str | None]
     stages: list[Stage]
+    build_args: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return image_key(self.path, self.build_args)
 
     @property
     def final(self) -> Stage:
@@ -343,35 +348,80 @@ class ParsedDockerfile:
         return next(s for s in self.stages if s.name == name)
 
 
-def parse_dockerfile(path: Path) -> ParsedDockerfile:
+# Instructions whose arguments Docker expands with the stage's ARG and ENV values at build time (RUN
+# gets them as environment variables of its shell, which comes to the same). CMD, ENTRYPOINT and
+# HEALTHCHECK are left as written: only the container's shell may expand them.
+_EXPANDED = {"ADD", "COPY", "ENV", "EXPOSE", "LABEL", "RUN", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
+_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def expand(value: str, known: dict[str, str]) -> str:
+    """`${NAME}` and `$NAME` replaced where NAME is known; anything else left for later."""
+    return _VAR.sub(lambda m: known.get(m.group(1) or m.group(2), m.group(0)), value)
+
+
+def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> ParsedDockerfile:
+    """Parse `path` as `docker build --build-arg ...` would see it: each stage's declared ARGs take
+    their build-arg (or default) value, and ENV values defined so far are expanded where Docker
+    expands them. An argument a stage uses without declaring it stays unexpanded, as in Docker."""
     import dockerfile  # dev dependency: BuildKit's parser; imported here so a missing wheel is one error
 
+    given = build_args or {}
     global_args: dict[str, str | None] = {}
     stages: list[Stage] = []
+    known: dict[str, str] = {}
     for command in dockerfile.parse_file(str(path)):
         if command.cmd == "FROM":
             value = list(command.value)
             name = value[2] if len(value) == 3 and value[1].upper() == "AS" else None
             stages.append(Stage(name, value[0], []))
-        elif not stages:
-            assert command.cmd == "ARG", f"{path}: only ARG may precede the first FROM"
+            known = {}
+            continue
+        if command.cmd == "ARG":
+            target = global_args if not stages else None
             for item in command.value:
                 key, sep, default = item.partition("=")
-                global_args[key] = default if sep else None
-        else:
-            stages[-1].commands.append(command)
-    return ParsedDockerfile(str(path.relative_to(REPO)), global_args, stages)
+                if target is not None:
+                    target[key] = given.get(key, default if sep else None)
+                elif key in given or sep:
+                    known[key] = given.get(key, default)
+        if not stages:
+            assert command.cmd == "ARG", f"{path}: only ARG may precede the first FROM"
+            continue
+        if command.cmd in _EXPANDED:
+            command = command._replace(value=tuple(expand(v, known) for v in command.value))
+        if command.cmd == "ENV":
+            values = list(command.value)
+            known.update(zip(values[0::2], (v.strip('"') for v in values[1::2]), strict=True))
+        stages[-1].commands.append(command)
+    return ParsedDockerfile(str(path.relative_to(REPO)), global_args, stages, dict(given))
+
+
+# The one parametrised Dockerfile, built once per service (`--build-arg PACKAGE=<services/ dir>`).
+SERVICE_DOCKERFILE = "Dockerfile"
+SERVICE_PACKAGES = sorted(p.parent.name for p in REPO.glob("services/*/pyproject.toml"))
+
+
+def image_key(dockerfile: str, args: dict[str, str] | None = None) -> str:
+    """How the `dockerfiles` fixture names one image: its Dockerfile plus its build args."""
+    return dockerfile + "".join(f" {k}={v}" for k, v in sorted((args or {}).items()))
 
 
 def find_dockerfiles() -> list[str]:
-    found = [
-        *REPO.glob("services/*/Dockerfile"),
-        *REPO.glob("libs/*/Dockerfile"),
-        *REPO.glob("deploy/**/Dockerfile"),
-    ]
-    return sorted(str(p.relative_to(REPO)) for p in found)
+    found = [*REPO.glob("Dockerfile"), *REPO.glob("*/*/Dockerfile"), *REPO.glob("deploy/**/Dockerfile")]
+    return sorted({str(p.relative_to(REPO)) for p in found if ".venv" not in p.parts})
+
+
+def find_images() -> dict[str, tuple[str, dict[str, str]]]:
+    images: dict[str, tuple[str, dict[str, str]]] = {}
+    for rel in find_dockerfiles():
+        variants = [{"PACKAGE": p} for p in SERVICE_PACKAGES] if rel == SERVICE_DOCKERFILE else [{}]
+        for args in variants:
+            images[image_key(rel, args)] = (rel, args)
+    return images
 
 
 @pytest.fixture(scope="session")
 def dockerfiles() -> dict[str, ParsedDockerfile]:
-    return {rel: parse_dockerfile(REPO / rel) for rel in find_dockerfiles()}
+    """Every image the repository builds, keyed by `image_key` (a Dockerfile and its build args)."""
+    return {key: parse_dockerfile(REPO / rel, args) for key, (rel, args) in find_images().items()}

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
+from tests.deploy.conftest import expand, image_key
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "deploy" / "schemas" / "compose-spec.json"
@@ -73,7 +74,7 @@ def has_healthcheck(name: str, service: dict[str, Any], dockerfiles: dict[str, A
         return not check.get("disable", False) and check.get("test") not in (["NONE"], "NONE")
     build = service.get("build")
     if build:
-        final = dockerfiles[build["dockerfile"]].final
+        final = dockerfiles[image_key(build["dockerfile"], build.get("args"))].final
         checks = final.all("HEALTHCHECK")
         return bool(checks) and checks[-1].value[0] != "NONE"
     return False
@@ -263,9 +264,9 @@ def test_builds_point_to_existing_dockerfiles(compose: dict[str, Any], dockerfil
         assert (REPO / build["context"]).resolve() == REPO, f"{name} builds from the workspace root"
         assert (REPO / build["dockerfile"]).is_file(), f"{name}: {build['dockerfile']} does not exist"
         assert service["image"].startswith(f"parley/{name}:"), f"{name} tags its image parley/{name}"
-        built[name] = build["dockerfile"]
+        built[name] = image_key(build["dockerfile"], build.get("args"))
     assert set(built) == set(PARLEY_SERVICES) | {"migrate"}
-    assert set(built.values()) == set(dockerfiles), "every Dockerfile is built by some compose service"
+    assert set(built.values()) == set(dockerfiles), "every image is built by some compose service"
 
 
 def test_read_only_services_write_only_to_tmpfs(compose: dict[str, Any]) -> None:
@@ -285,9 +286,10 @@ def test_compose_runs_the_module_its_dockerfile_runs(
 ) -> None:
     for name, module in PARLEY_SERVICES.items():
         service = compose["services"][name]
-        df = dockerfiles[service["build"]["dockerfile"]]
-        cmd = list(df.final.all("CMD")[-1].value)
-        assert cmd == ["python", "-m", module]
+        build = service["build"]
+        df = dockerfiles[image_key(build["dockerfile"], build.get("args"))]
+        cmd = expand(" ".join(df.final.all("CMD")[-1].value), df.final.env()).replace('"', "")
+        assert re.findall(r"python -m ([\w.]+)", cmd) == [module], name
         assert "command" not in service and "entrypoint" not in service, f"{name} runs the image's CMD"
     migrate = compose["services"]["migrate"]
     assert migrate["command"] == list(dockerfiles[migrate["build"]["dockerfile"]].final.all("CMD")[-1].value)

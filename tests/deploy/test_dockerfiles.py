@@ -13,32 +13,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.deploy.conftest import SERVICE_DOCKERFILE, SERVICE_PACKAGES, expand, image_key
 
 REPO = Path(__file__).resolve().parents[2]
 UID = 10001
 
 
 def cmd_modules(df: Any) -> list[str]:
-    """Modules the image runs with `python -m` (exec form, or inside `sh -c`)."""
+    """Modules the image runs with `python -m` (exec form, or inside `sh -c` with the image's ENV
+    expanded as the container's shell expands it)."""
     cmd = df.final.all("CMD")
     assert cmd, f"{df.path}: no CMD"
     assert cmd[-1].json, f"{df.path}: CMD must be exec form (JSON) so signals reach Python"
-    return re.findall(r"python -m ([\w.]+)", " ".join(cmd[-1].value))
+    if cmd[-1].value[:2] == ("sh", "-c"):
+        script = cmd[-1].value[2]
+        assert script.startswith("exec ") or "&&" in script, f"{df.key}: `exec` so Python gets SIGTERM"
+    line = expand(" ".join(cmd[-1].value), df.final.env()).replace('"', "")
+    return re.findall(r"python -m ([\w.]+)", line)
 
 
 def synced_packages(step: list[str]) -> list[str]:
-    return [step[i + 1] for i, arg in enumerate(step) if arg == "--package"]
+    """The `--package` names of a `uv sync`, normalised as uv normalises them (`_` is `-`)."""
+    return [step[i + 1].replace("_", "-") for i, arg in enumerate(step) if arg == "--package"]
 
 
 def test_each_dockerfile_parses_into_builder_and_runtime(dockerfiles: dict[str, Any]) -> None:
-    assert set(dockerfiles) >= {
-        "services/auth/Dockerfile",
-        "services/catalog/Dockerfile",
-        "services/session_gateway/Dockerfile",
-        "services/runtime/Dockerfile",
+    assert set(dockerfiles) == {
+        *(image_key(SERVICE_DOCKERFILE, {"PACKAGE": p}) for p in SERVICE_PACKAGES),
         "libs/devstack/Dockerfile",
         "deploy/migrate/Dockerfile",
     }
+    assert {"auth", "catalog", "session_gateway", "runtime", "speech"} <= set(SERVICE_PACKAGES)
     for df in dockerfiles.values():
         assert [s.name for s in df.stages] == ["builder", None], df.path
         assert all(s.base == "${PYTHON_IMAGE}" for s in df.stages), f"{df.path}: both stages on one image"
@@ -80,17 +85,28 @@ def test_cmd_module_is_a_workspace_package(dockerfiles: dict[str, Any], workspac
 
 
 def test_cmd_modules_are_written(dockerfiles: dict[str, Any], workspace: Any) -> None:
-    """Informational while the services are being written: which entry points do not exist yet."""
+    """Every module an image runs exists and can be run with `python -m`."""
     missing = sorted({m for df in dockerfiles.values() for m in cmd_modules(df) if not workspace.runnable(m)})
-    if missing:
-        pytest.skip(f"entry points not written yet: {', '.join(missing)}")
+    assert missing == []
 
 
-def test_service_dockerfile_runs_its_own_package(dockerfiles: dict[str, Any], workspace: Any) -> None:
-    for path, df in dockerfiles.items():
-        if path.startswith("services/"):
-            member = next(m for m in workspace.members.values() if f"{m.path}/Dockerfile" == path)
-            assert cmd_modules(df) == [member.modules[0]], f"{path} runs `python -m {member.modules[0]}`"
+def test_service_image_runs_its_own_package(dockerfiles: dict[str, Any], workspace: Any) -> None:
+    for package in SERVICE_PACKAGES:
+        df = dockerfiles[image_key(SERVICE_DOCKERFILE, {"PACKAGE": package})]
+        member = next(m for m in workspace.members.values() if m.path == f"services/{package}")
+        assert cmd_modules(df) == [member.modules[0]], f"{df.key} runs `python -m {member.modules[0]}`"
+        assert synced_packages(df.stage("builder").uv_syncs()[-1]) == [member.name], df.key
+
+
+def test_service_dockerfile_declares_package_in_each_stage(dockerfiles: dict[str, Any]) -> None:
+    """A build arg is visible in a stage only where the stage declares it: nothing is left unexpanded."""
+    for package in SERVICE_PACKAGES:
+        df = dockerfiles[image_key(SERVICE_DOCKERFILE, {"PACKAGE": package})]
+        for stage in df.stages:
+            assert "PACKAGE" in stage.args(), f"{df.key}: stage {stage.name} declares ARG PACKAGE"
+            for command in stage.commands:
+                if command.cmd in ("COPY", "RUN", "ENV"):
+                    assert "PACKAGE" not in " ".join(command.value), f"{df.key}: {command.original}"
 
 
 def test_builder_syncs_frozen_without_dev_in_two_layers(dockerfiles: dict[str, Any], workspace: Any) -> None:
@@ -224,7 +240,7 @@ def test_builder_stage_replays_with_uv(
     The lockfile must answer, and each layer must install what it claims."""
     for df in dockerfiles.values():
         builder = df.stage("builder")
-        workdir = tmp_path / df.path.replace("/", "_")
+        workdir = tmp_path / re.sub(r"\W", "_", df.key)
         workdir.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
         env.update({k: v.strip('"') for k, v in builder.env().items()})
