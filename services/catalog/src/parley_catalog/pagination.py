@@ -1,10 +1,15 @@
-"""Query parameters shared by the page-numbered lists (agents, templates)."""
+"""The page-numbered, searchable lists (agents, templates): their query parameters and their query."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import Query
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_catalog.search import tsquery, tsquery_text
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -23,3 +28,34 @@ Search = Annotated[
 
 def offset(limit: int, page: int) -> int:
     return (page - 1) * limit
+
+
+async def search_page(
+    db: AsyncSession,
+    model: Any,
+    *,
+    owner_user_id: UUID | None = None,
+    owner_org_id: UUID | None = None,
+    search: str | None,
+    limit: int,
+    page: int,
+) -> tuple[list[Any], int]:
+    """One page of an owner's live rows of `model` and how many there are in all.
+
+    `model` is a table with `deleted_at`, `owner_user_id`, `owner_org_id`, `created_at`, `id` and a
+    `search` tsvector. With a search, only matching rows, best match first; newest first otherwise."""
+    where: list[ColumnElement[bool]] = [model.deleted_at.is_(None)]
+    where.append(
+        model.owner_user_id == owner_user_id if owner_user_id else model.owner_org_id == owner_org_id
+    )
+    order: list[Any] = [model.created_at.desc(), model.id.desc()]
+    query_text = tsquery_text(search)
+    if query_text is not None:
+        query = tsquery(query_text)
+        where.append(model.search.op("@@")(query))
+        order.insert(0, func.ts_rank(model.search, query).desc())
+    total = await db.scalar(select(func.count()).select_from(model).where(*where)) or 0
+    rows = await db.scalars(
+        select(model).where(*where).order_by(*order).limit(limit).offset(offset(limit, page))
+    )
+    return list(rows), total

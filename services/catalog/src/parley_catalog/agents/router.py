@@ -3,106 +3,71 @@
 from __future__ import annotations
 
 from typing import Annotated
-from uuid import UUID
 
 from fastapi import APIRouter, Body, Response, status
 
-from parley_catalog.access import org_by_slug, personal_owner
 from parley_catalog.agent_tests import service as agent_tests
 from parley_catalog.agents import events, schemas, service
-from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db, PersonalReader, PersonalWriter
+from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit, Page, Search
-from parley_catalog.params import AgentID, OrgSlug
+from parley_catalog.params import AgentID
 from parley_catalog.templates import service as templates
-from parley_common.auth_contract import MemberRole, Principal
+from parley_common.auth_contract import MemberRole
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentEventKind, AgentStatus
 
 router = APIRouter(tags=["agents"])
 
 
-async def _create(
-    ctx: Ctx,
-    db: Db,
-    principal: Principal,
-    body: schemas.CreateAgentRequest,
-    *,
-    owner_user_id: UUID | None = None,
-    owner_org_id: UUID | None = None,
-) -> schemas.Agent:
+@owner_routes(
+    router,
+    "GET",
+    "/agents",
+    summaries={
+        USER: "List agents owned by the authenticated user",
+        ORG: "List agents owned by an organization (requires viewer)",
+    },
+    operation_id="list{}Agents",
+    scope="agents:read",
+    min_role=MemberRole.VIEWER,
+    response_model=schemas.AgentPage,
+    response_model_exclude_none=True,
+)
+async def list_agents(
+    owner: Owner, db: Db, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
+) -> schemas.AgentPage:
+    return await service.list_agents(
+        db, owner_user_id=owner.user_id, owner_org_id=owner.org_id, search=search, limit=limit, page=page
+    )
+
+
+@owner_routes(
+    router,
+    "POST",
+    "/agents",
+    summaries={
+        USER: "Create an agent owned by the authenticated user",
+        ORG: "Create an agent owned by an organization (requires member)",
+    },
+    operation_id="create{}Agent",
+    scope="agents:write",
+    min_role=MemberRole.MEMBER,
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Agent,
+    response_model_exclude_none=True,
+)
+async def create_agent(owner: Owner, body: schemas.CreateAgentRequest, ctx: Ctx, db: Db) -> schemas.Agent:
     """Create an agent (from a template the caller may view, when one is named) and announce it."""
     template = None
     if body.template_id is not None:
-        template = await templates.load_for(ctx, db, principal, body.template_id, MemberRole.VIEWER)
+        template = await templates.load_for(ctx, db, owner.principal, body.template_id, MemberRole.VIEWER)
     agent = await service.create_agent(
-        ctx, db, body, owner_user_id=owner_user_id, owner_org_id=owner_org_id, template=template
+        ctx, db, body, owner_user_id=owner.user_id, owner_org_id=owner.org_id, template=template
     )
     await db.commit()
     await events.publish(ctx.broker, agent, AgentEventKind.CREATED)
     return service.to_schema(agent)
-
-
-@router.get(
-    "/users/me/agents",
-    response_model=schemas.AgentPage,
-    operation_id="listUserAgents",
-    summary="List agents owned by the authenticated user",
-    response_model_exclude_none=True,
-)
-async def list_user_agents(
-    db: Db, principal: PersonalReader, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
-) -> schemas.AgentPage:
-    owner = personal_owner(principal)
-    return await service.list_agents(db, owner_user_id=owner, search=search, limit=limit, page=page)
-
-
-@router.post(
-    "/users/me/agents",
-    status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Agent,
-    operation_id="createUserAgent",
-    summary="Create an agent owned by the authenticated user",
-    response_model_exclude_none=True,
-)
-async def create_user_agent(
-    body: schemas.CreateAgentRequest, ctx: Ctx, db: Db, principal: PersonalWriter
-) -> schemas.Agent:
-    return await _create(ctx, db, principal, body, owner_user_id=personal_owner(principal))
-
-
-@router.get(
-    "/orgs/{orgSlug}/agents",
-    response_model=schemas.AgentPage,
-    operation_id="listOrgAgents",
-    summary="List agents owned by an organization (requires viewer)",
-    response_model_exclude_none=True,
-)
-async def list_org_agents(
-    org_slug: OrgSlug,
-    ctx: Ctx,
-    db: Db,
-    principal: AgentsReader,
-    limit: Limit = DEFAULT_LIMIT,
-    page: Page = 1,
-    search: Search = None,
-) -> schemas.AgentPage:
-    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.VIEWER)
-    return await service.list_agents(db, owner_org_id=org_id, search=search, limit=limit, page=page)
-
-
-@router.post(
-    "/orgs/{orgSlug}/agents",
-    status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Agent,
-    operation_id="createOrgAgent",
-    summary="Create an agent owned by an organization (requires member)",
-    response_model_exclude_none=True,
-)
-async def create_org_agent(
-    org_slug: OrgSlug, body: schemas.CreateAgentRequest, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> schemas.Agent:
-    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.MEMBER)
-    return await _create(ctx, db, principal, body, owner_org_id=org_id)
 
 
 @router.get(

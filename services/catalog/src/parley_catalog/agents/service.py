@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
@@ -20,7 +20,7 @@ from parley_catalog.context import CatalogContext
 from parley_catalog.lint.rules import Diagnostic
 from parley_catalog.lint.service import lint_blueprint
 from parley_catalog.lint.voice import lint_voice
-from parley_catalog.search import tsquery, tsquery_text
+from parley_catalog.pagination import search_page
 from parley_catalog.templates.models import Template
 from parley_catalog.timeutil import utcnow
 from parley_common.auth_contract import MemberRole, Principal
@@ -78,19 +78,14 @@ async def list_agents(
     limit: int,
     page: int,
 ) -> schemas.AgentPage:
-    where: list[ColumnElement[bool]] = [Agent.deleted_at.is_(None)]
-    where.append(
-        Agent.owner_user_id == owner_user_id if owner_user_id else Agent.owner_org_id == owner_org_id
-    )
-    query_text = tsquery_text(search)
-    order: list[Any] = [Agent.created_at.desc(), Agent.id.desc()]
-    if query_text is not None:
-        query = tsquery(query_text)
-        where.append(Agent.search.op("@@")(query))
-        order.insert(0, func.ts_rank(Agent.search, query).desc())
-    total = await db.scalar(select(func.count()).select_from(Agent).where(*where)) or 0
-    rows = await db.scalars(
-        select(Agent).where(*where).order_by(*order).limit(limit).offset((page - 1) * limit)
+    rows, total = await search_page(
+        db,
+        Agent,
+        owner_user_id=owner_user_id,
+        owner_org_id=owner_org_id,
+        search=search,
+        limit=limit,
+        page=page,
     )
     return schemas.AgentPage(items=[to_schema(a) for a in rows], total=total, limit=limit, page=page)
 

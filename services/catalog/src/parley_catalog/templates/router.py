@@ -4,79 +4,59 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from parley_catalog.access import org_by_slug, personal_owner
-from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db, PersonalReader, PersonalWriter
+from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit, Page, Search
-from parley_catalog.params import OrgSlug, TemplateID
+from parley_catalog.params import TemplateID
 from parley_catalog.templates import schemas, service
 from parley_common.auth_contract import MemberRole
 
 router = APIRouter(tags=["templates"])
 
 
-@router.get(
-    "/users/me/templates",
+@owner_routes(
+    router,
+    "GET",
+    "/templates",
+    summaries={
+        USER: "List templates owned by the authenticated user",
+        ORG: "List templates owned by an organization (requires viewer)",
+    },
+    operation_id="list{}Templates",
+    scope="agents:read",
+    min_role=MemberRole.VIEWER,
     response_model=schemas.TemplatePage,
-    operation_id="listUserTemplates",
-    summary="List templates owned by the authenticated user",
     response_model_exclude_none=True,
 )
-async def list_user_templates(
-    db: Db, principal: PersonalReader, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
+async def list_templates(
+    owner: Owner, db: Db, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
 ) -> schemas.TemplatePage:
-    owner = personal_owner(principal)
-    return await service.list_templates(db, owner_user_id=owner, search=search, limit=limit, page=page)
+    return await service.list_templates(
+        db, owner_user_id=owner.user_id, owner_org_id=owner.org_id, search=search, limit=limit, page=page
+    )
 
 
-@router.post(
-    "/users/me/templates",
+@owner_routes(
+    router,
+    "POST",
+    "/templates",
+    summaries={
+        USER: "Create a template owned by the authenticated user",
+        ORG: "Create a template owned by an organization (requires member)",
+    },
+    operation_id="create{}Template",
+    scope="agents:write",
+    min_role=MemberRole.MEMBER,
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.Template,
-    operation_id="createUserTemplate",
-    summary="Create a template owned by the authenticated user",
     response_model_exclude_none=True,
 )
-async def create_user_template(
-    body: schemas.CreateTemplateRequest, ctx: Ctx, db: Db, principal: PersonalWriter
+async def create_template(
+    owner: Owner, body: schemas.CreateTemplateRequest, ctx: Ctx, db: Db
 ) -> schemas.Template:
-    template = await service.create_template(ctx, db, body, owner_user_id=personal_owner(principal))
-    await db.commit()
-    return service.to_schema(template)
-
-
-@router.get(
-    "/orgs/{orgSlug}/templates",
-    response_model=schemas.TemplatePage,
-    operation_id="listOrgTemplates",
-    summary="List templates owned by an organization (requires viewer)",
-    response_model_exclude_none=True,
-)
-async def list_org_templates(
-    org_slug: OrgSlug,
-    ctx: Ctx,
-    db: Db,
-    principal: AgentsReader,
-    limit: Limit = DEFAULT_LIMIT,
-    page: Page = 1,
-    search: Search = None,
-) -> schemas.TemplatePage:
-    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.VIEWER)
-    return await service.list_templates(db, owner_org_id=org_id, search=search, limit=limit, page=page)
-
-
-@router.post(
-    "/orgs/{orgSlug}/templates",
-    status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Template,
-    operation_id="createOrgTemplate",
-    summary="Create a template owned by an organization (requires member)",
-    response_model_exclude_none=True,
-)
-async def create_org_template(
-    org_slug: OrgSlug, body: schemas.CreateTemplateRequest, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> schemas.Template:
-    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.MEMBER)
-    template = await service.create_template(ctx, db, body, owner_org_id=org_id)
+    template = await service.create_template(
+        ctx, db, body, owner_user_id=owner.user_id, owner_org_id=owner.org_id
+    )
     await db.commit()
     return service.to_schema(template)
 

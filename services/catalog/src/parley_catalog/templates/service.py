@@ -3,16 +3,15 @@ viewer to read, member to create or update, admin to delete."""
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
 from parley_catalog.access import check_owner, not_found
 from parley_catalog.context import CatalogContext
-from parley_catalog.search import tsquery, tsquery_text
+from parley_catalog.pagination import search_page
 from parley_catalog.templates import schemas
 from parley_catalog.templates.models import Template
 from parley_catalog.timeutil import utcnow
@@ -44,19 +43,14 @@ async def list_templates(
     limit: int,
     page: int,
 ) -> schemas.TemplatePage:
-    where: list[ColumnElement[bool]] = [Template.deleted_at.is_(None)]
-    where.append(
-        Template.owner_user_id == owner_user_id if owner_user_id else Template.owner_org_id == owner_org_id
-    )
-    order: list[Any] = [Template.created_at.desc(), Template.id.desc()]
-    query_text = tsquery_text(search)
-    if query_text is not None:
-        query = tsquery(query_text)
-        where.append(Template.search.op("@@")(query))
-        order.insert(0, func.ts_rank(Template.search, query).desc())
-    total = await db.scalar(select(func.count()).select_from(Template).where(*where)) or 0
-    rows = await db.scalars(
-        select(Template).where(*where).order_by(*order).limit(limit).offset((page - 1) * limit)
+    rows, total = await search_page(
+        db,
+        Template,
+        owner_user_id=owner_user_id,
+        owner_org_id=owner_org_id,
+        search=search,
+        limit=limit,
+        page=page,
     )
     return schemas.TemplatePage(items=[to_schema(t) for t in rows], total=total, limit=limit, page=page)
 

@@ -21,7 +21,8 @@ from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
-from parley_catalog.params import AgentID, OrgSlug, ToolID
+from parley_catalog.owner import AGENT, ORG, Owner, owner_routes
+from parley_catalog.params import ToolID
 from parley_catalog.tools import schemas, service
 from parley_catalog.tools.models import Tool
 from parley_common.auth_contract import MemberRole, Principal
@@ -36,103 +37,81 @@ async def _publish_updates(ctx: CatalogContext, changed: list[Agent]) -> None:
         await events.publish(ctx.broker, agent, AgentEventKind.UPDATED)
 
 
-@router.get(
-    "/agents/{agentID}/tools",
+@owner_routes(
+    router,
+    "GET",
+    "/tools",
+    summaries={
+        AGENT: "The agent's tool catalogue, OpenAI function format (requires viewer)",
+        ORG: "The organization's tool catalogue, OpenAI function format (requires viewer)",
+    },
+    descriptions={AGENT: "Its own tools, then its organization's tools whose names it does not use itself."},
+    operation_id="list{}Tools",
+    scope="agents:read",
+    min_role=MemberRole.VIEWER,
     response_model=list[ToolDefinition],
-    operation_id="listAgentTools",
-    summary="The agent's tool catalogue, OpenAI function format (requires viewer)",
-    description="Its own tools, then its organization's tools whose names it does not use itself.",
 )
-async def list_agent_tools(
-    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
-) -> list[ToolDefinition]:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
-    return [service.definition(t) for t in await service.agent_catalogue(db, agent.id, agent.owner_org_id)]
+async def list_catalogue(owner: Owner, db: Db) -> list[ToolDefinition]:
+    return [service.definition(t) for t in await _catalogue(db, owner)]
 
 
-@router.post(
-    "/agents/{agentID}/tools",
+@owner_routes(
+    router,
+    "POST",
+    "/tools",
+    summaries={
+        AGENT: "Define a webhook tool of an agent (requires member)",
+        ORG: "Define a webhook tool shared by an organization's agents (requires member)",
+    },
+    operation_id="create{}Tool",
+    scope="agents:write",
+    min_role=MemberRole.MEMBER,
+    lock=True,
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.Tool,
     response_model_exclude_none=True,
-    operation_id="createAgentTool",
-    summary="Define a webhook tool of an agent (requires member)",
 )
-async def create_agent_tool(
-    agent_id: AgentID, body: schemas.CreateToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> schemas.Tool:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER, lock=True)
-    tool = await service.create_tool(ctx, db, body, agent_id=agent.id)
-    changed = await agents.bump_versions(db, agent_ids=[agent.id])
+async def create_tool(owner: Owner, body: schemas.CreateToolRequest, ctx: Ctx, db: Db) -> schemas.Tool:
+    if owner.agent is not None:
+        tool = await service.create_tool(ctx, db, body, agent_id=owner.agent.id)
+        changed = await agents.bump_versions(db, agent_ids=[owner.agent.id])
+    else:
+        tool = await service.create_tool(ctx, db, body, org_id=owner.org_id)
+        changed = await agents.bump_versions(db, org_id=owner.org_id)
     await db.commit()
     await _publish_updates(ctx, changed)
     return service.to_schema(tool)
 
 
-@router.post(
-    "/agents/{agentID}/tools/execute",
+_EXECUTE = "Answered with 200 whenever the executor runs: failures are `{success: false, error, code}`."
+
+
+@owner_routes(
+    router,
+    "POST",
+    "/tools/execute",
+    summaries={
+        AGENT: "Execute a tool of the agent's catalogue by `function` (or legacy `name`) (requires member)",
+        ORG: "Execute an organization tool by `function` (or legacy `name`) (requires member)",
+    },
+    descriptions={AGENT: _EXECUTE, ORG: _EXECUTE},
+    operation_id="execute{}Tool",
+    scope="agents:write",
+    min_role=MemberRole.MEMBER,
     response_model=ToolResult,
     response_model_exclude_none=True,
-    operation_id="executeAgentTool",
-    summary="Execute a tool of the agent's catalogue by `function` (or legacy `name`) (requires member)",
-    description="Answered with 200 whenever the executor runs: failures are `{success: false, error, code}`.",
 )
-async def execute_agent_tool(
-    agent_id: AgentID, body: schemas.ExecuteToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> ToolResult:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER)
-    catalogue = await service.agent_catalogue(db, agent.id, agent.owner_org_id)
+async def execute_tool(owner: Owner, body: schemas.ExecuteToolRequest, ctx: Ctx, db: Db) -> ToolResult:
+    catalogue = await _catalogue(db, owner)
     await db.close()  # the webhook may take a while: give the connection back first
     return await service.execute(ctx, catalogue, body)
 
 
-@router.get(
-    "/orgs/{orgSlug}/tools",
-    response_model=list[ToolDefinition],
-    operation_id="listOrgTools",
-    summary="The organization's tool catalogue, OpenAI function format (requires viewer)",
-)
-async def list_org_tools(
-    org_slug: OrgSlug, ctx: Ctx, db: Db, principal: AgentsReader
-) -> list[ToolDefinition]:
-    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.VIEWER)
-    return [service.definition(t) for t in await service.owned_tools(db, org_id=org_id)]
-
-
-@router.post(
-    "/orgs/{orgSlug}/tools",
-    status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Tool,
-    response_model_exclude_none=True,
-    operation_id="createOrgTool",
-    summary="Define a webhook tool shared by an organization's agents (requires member)",
-)
-async def create_org_tool(
-    org_slug: OrgSlug, body: schemas.CreateToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> schemas.Tool:
-    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.MEMBER)
-    tool = await service.create_tool(ctx, db, body, org_id=org_id)
-    changed = await agents.bump_versions(db, org_id=org_id)
-    await db.commit()
-    await _publish_updates(ctx, changed)
-    return service.to_schema(tool)
-
-
-@router.post(
-    "/orgs/{orgSlug}/tools/execute",
-    response_model=ToolResult,
-    response_model_exclude_none=True,
-    operation_id="executeOrgTool",
-    summary="Execute an organization tool by `function` (or legacy `name`) (requires member)",
-    description="Answered with 200 whenever the executor runs: failures are `{success: false, error, code}`.",
-)
-async def execute_org_tool(
-    org_slug: OrgSlug, body: schemas.ExecuteToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> ToolResult:
-    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.MEMBER)
-    catalogue = await service.owned_tools(db, org_id=org_id)
-    await db.close()
-    return await service.execute(ctx, catalogue, body)
+async def _catalogue(db: AsyncSession, owner: Owner) -> list[Tool]:
+    """An agent's catalogue (its own tools, then its org's) or an organization's tools."""
+    if owner.agent is not None:
+        return await service.agent_catalogue(db, owner.agent.id, owner.agent.owner_org_id)
+    return await service.owned_tools(db, org_id=owner.org_id)
 
 
 @router.get(

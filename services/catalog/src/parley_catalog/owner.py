@@ -1,0 +1,138 @@
+"""Who owns what a route lists or creates: a user, an organization or an agent, as one dependency.
+
+The contract names the same operation under each owner (`GET /users/me/agents` and
+`GET /orgs/{orgSlug}/agents`, `POST /agents/{agentID}/tools` and `POST /orgs/{orgSlug}/tools`). An
+endpoint is written once with an `owner: Owner` parameter and `owner_routes` registers it at each
+owner's path, with that owner's dependency resolving (and authorizing) the `Owner`:
+
+- `USER` (`/users/me`): the caller's own resources, personal credentials only (an org's API key
+  gets 403 there, see `access.personal_owner`).
+- `ORG` (`/orgs/{orgSlug}`): auth decides over the bus whether the caller holds the route's role.
+- `AGENT` (`/agents/{agentID}`): the agent, loaded if the caller holds the role on its owner.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the resolvers' annotations, which name a
+# local `Depends(auth)`, so they are evaluated where they are written.
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, get_type_hints
+from uuid import UUID
+
+from fastapi import APIRouter, Depends
+
+from parley_catalog.access import org_by_slug, personal_owner
+from parley_catalog.agents import service as agents
+from parley_catalog.agents.models import Agent
+from parley_catalog.deps import Ctx, Db
+from parley_catalog.params import AgentID, OrgSlug
+from parley_common.auth_contract import MemberRole, Principal
+from parley_common.authenticator import Authenticator
+
+
+@dataclass(frozen=True)
+class Owner:
+    principal: Principal
+    user_id: UUID | None = None
+    org_id: UUID | None = None
+    agent: Agent | None = None
+
+
+Resolver = Callable[..., Awaitable[Owner]]
+
+
+@dataclass(frozen=True)
+class OwnerKind:
+    prefix: str  # the path before the route's own part
+    word: str  # in operation ids: list{word}Agents
+    resolver: Callable[[str, MemberRole, bool], Resolver]  # (scope, min_role, lock) -> dependency
+
+
+def _user(scope: str, _role: MemberRole, _lock: bool) -> Resolver:
+    auth = Authenticator(required_scopes={scope}, org_keys=False)
+
+    async def user_owner(principal: Annotated[Principal, Depends(auth)]) -> Owner:
+        return Owner(principal, user_id=personal_owner(principal))
+
+    return user_owner
+
+
+def _org(scope: str, min_role: MemberRole, _lock: bool) -> Resolver:
+    auth = Authenticator(required_scopes={scope})
+
+    async def org_owner(org_slug: OrgSlug, ctx: Ctx, principal: Annotated[Principal, Depends(auth)]) -> Owner:
+        return Owner(principal, org_id=await org_by_slug(ctx, principal, org_slug, min_role))
+
+    return org_owner
+
+
+def _agent(scope: str, min_role: MemberRole, lock: bool) -> Resolver:
+    auth = Authenticator(required_scopes={scope})
+
+    async def agent_owner(
+        agent_id: AgentID, ctx: Ctx, db: Db, principal: Annotated[Principal, Depends(auth)]
+    ) -> Owner:
+        agent = await agents.load_for(ctx, db, principal, agent_id, min_role, lock=lock)
+        return Owner(principal, agent=agent)
+
+    return agent_owner
+
+
+USER = OwnerKind("/users/me", "User", _user)
+ORG = OwnerKind("/orgs/{orgSlug}", "Org", _org)
+AGENT = OwnerKind("/agents/{agentID}", "Agent", _agent)
+
+
+def owner_routes(
+    router: APIRouter,
+    method: str,
+    path: str,
+    *,
+    summaries: Mapping[OwnerKind, str],
+    operation_id: str,
+    scope: str,
+    min_role: MemberRole,
+    lock: bool = False,
+    descriptions: Mapping[OwnerKind, str] | None = None,
+    **route: Any,
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Register the decorated endpoint at `<owner prefix><path>` for each owner in `summaries`.
+
+    `operation_id` has one `{}` for the owner's word; `min_role` applies where the owner is an
+    organization (or an agent's owner); `lock` locks an agent owner's row for the request."""
+
+    def decorate(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        for kind, summary in summaries.items():
+            router.add_api_route(
+                kind.prefix + path,
+                _with_owner(endpoint, kind, kind.resolver(scope, min_role, lock)),
+                methods=[method],
+                operation_id=operation_id.format(kind.word),
+                summary=summary,
+                description=(descriptions or {}).get(kind),
+                **route,
+            )
+        return endpoint
+
+    return decorate
+
+
+def _with_owner(
+    endpoint: Callable[..., Awaitable[Any]], kind: OwnerKind, resolver: Resolver
+) -> Callable[..., Awaitable[Any]]:
+    """`endpoint` with its `owner` parameter resolved by `resolver` (FastAPI reads the signature)."""
+    hints = get_type_hints(endpoint, include_extras=True)
+    signature = inspect.signature(endpoint)
+    parameters = [
+        p.replace(annotation=Annotated[Owner, Depends(resolver)] if p.name == "owner" else hints[p.name])
+        for p in signature.parameters.values()
+    ]
+
+    async def route(**kwargs: Any) -> Any:
+        return await endpoint(**kwargs)
+
+    route.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters, return_annotation=hints.get("return", inspect.Signature.empty)
+    )
+    route.__name__ = f"{endpoint.__name__}_{kind.word.lower()}"
+    return route
