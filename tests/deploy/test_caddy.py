@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from parley_devstack import servers
+
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAMS = {
     "auth": "auth",
@@ -157,13 +159,9 @@ def _samples(pattern: str) -> list[str]:
 
 def test_routes_match_make_run(edge: tuple[str, dict[str, Any]]) -> None:
     """The compose edge routes every path of `make run`'s table (parley_devstack) to the same owner."""
-    servers = pytest.importorskip("parley_devstack.servers", reason="parley-devstack is not installed")
-    table = getattr(servers, "EDGE_ROUTES", None)
-    if table is None:
-        pytest.skip("parley_devstack.servers has no EDGE_ROUTES table")
     base, _ = edge
     wrong = {}
-    for owner, patterns in table:
+    for owner, patterns in servers.EDGE_ROUTES:
         for pattern in patterns:
             for path in _samples(pattern):
                 _, body, _ = fetch(base + path)
@@ -185,7 +183,6 @@ def test_metrics_are_not_public(edge: tuple[str, dict[str, Any]]) -> None:
 def test_edge_errors_are_envelopes_with_the_public_docs_url(caddy: str, tmp_path: Path) -> None:
     """A service that is down: the compose edge answers the `Error` envelope, doc_url from
     PARLEY_DOCS_URL; the `handle_errors` bodies are exactly make run's (parley_devstack)."""
-    servers = pytest.importorskip("parley_devstack.servers", reason="parley-devstack is not installed")
     with compose_edge(caddy, tmp_path, {name: free_port() for name in UPSTREAMS.values()}) as base:
         status, body, headers = fetch(base + "/agents/a1")
     assert (status, headers["Content-Type"]) == (503, "application/json")
@@ -215,7 +212,6 @@ def test_big_headers_pass_the_edge_to_the_services_limit(edge: tuple[str, dict[s
 def test_access_and_error_logs_hold_no_credentials(caddy: str, tmp_path: Path) -> None:
     """A request with credentials in its query string, cookie and authorization header, to a
     service that is down: neither the access log nor the error log of the edge holds them."""
-    servers = pytest.importorskip("parley_devstack.servers", reason="parley-devstack is not installed")
     text = (REPO / "deploy/caddy/Caddyfile").read_text()
     assert "\n".join(servers.access_log()) in text  # the same filter as make run's edge
     key, session, secret = "sk_live_" + "Q" * 40, "ps_" + "S" * 40, "hunter2-" + "x" * 30

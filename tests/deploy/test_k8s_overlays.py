@@ -24,6 +24,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from parley_common import subjects
+from parley_devstack import servers
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("dev", "production", "production-keda")
@@ -254,11 +257,7 @@ def test_keda_scales_the_runtime_on_the_sessions_queue(rendered: dict[str, list[
 
 
 def test_keda_names_parleys_stream_and_consumer(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    subjects = pytest.importorskip("parley_common.subjects")
-    stream = getattr(subjects, "SESSIONS_STREAM", None)
-    consumer = getattr(subjects, "RUNTIME_SESSIONS_CONSUMER", None)
-    if stream is None or consumer is None:
-        pytest.skip("parley_common.subjects defines no SESSIONS work queue yet")
+    stream, consumer = subjects.SESSIONS_STREAM, subjects.RUNTIME_SESSIONS_CONSUMER
     meta = next(t for t in scaled_object(rendered)["spec"]["triggers"] if t["type"] == "nats-jetstream")
     assert (meta["metadata"]["stream"], meta["metadata"]["consumer"]) == (stream, consumer)
 
@@ -464,10 +463,7 @@ def test_ingress_keeps_websockets_and_streams_open(overlay: tuple[str, Any]) -> 
 
 
 def test_routes_match_make_run(overlay: tuple[str, Any]) -> None:
-    servers = pytest.importorskip("parley_devstack.servers", reason="parley-devstack is not installed")
-    table = getattr(servers, "EDGE_ROUTES", None)
-    if table is None:
-        pytest.skip("parley_devstack.servers has no EDGE_ROUTES table")
+    table = servers.EDGE_ROUTES
     _, objects = overlay
     locations = nginx_locations(objects)
     wrong = {}

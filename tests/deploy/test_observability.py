@@ -20,6 +20,10 @@ from urllib.parse import urlsplit
 import promql_parser
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+from parley_common import metrics
+from parley_common.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parents[2]
 OBS = REPO / "deploy" / "observability"
@@ -141,9 +145,7 @@ def test_docs_state_the_contract() -> None:
 
 
 def test_services_expose_the_contract() -> None:
-    """Once parley_common.metrics exists, it defines exactly the documented metrics and labels."""
-    metrics = pytest.importorskip("parley_common.metrics", reason="parley_common.metrics not written yet")
-    from prometheus_client.metrics import MetricWrapperBase
+    """parley_common.metrics defines exactly the documented metrics and labels."""
 
     found = {}
     for value in vars(metrics).values():
@@ -391,8 +393,7 @@ def test_collector_ports_agree_with_compose_tempo_and_env_example(
 def test_tracing_is_off_by_default(compose: dict[str, Any]) -> None:
     """`make run` and compose export nothing unless PARLEY_OTLP_ENDPOINT is set."""
     assert compose["x-parley-env"]["PARLEY_OTLP_ENDPOINT"] == "${PARLEY_OTLP_ENDPOINT:-}"
-    settings = pytest.importorskip("parley_common.settings")
-    assert settings.CommonSettings.model_fields["otlp_endpoint"].default is None
+    assert CommonSettings.model_fields["otlp_endpoint"].default is None
 
 
 # ---- Prometheus --------------------------------------------------------------------------------

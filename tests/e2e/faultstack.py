@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
-from tests.e2e.test_realtime import NO_LIMIT, PACE_MS, Stack, _ready
+from tests.e2e.harness import NO_LIMIT, PACE_MS, Stack, ready
 
 from parley_auth.migrate import upgrade as upgrade_auth
 from parley_catalog.migrate import upgrade as upgrade_catalog
@@ -118,7 +118,7 @@ def _service(name: str, module: str, port: int, env: dict[str, str], logs: Path)
         env={**env, "PARLEY_HTTP_PORT": str(port)},
         log_path=logs / f"{name}.log",
     )
-    proc.probe = lambda: _ready(port)  # type: ignore[method-assign]
+    proc.probe = lambda: ready(port)  # type: ignore[method-assign]
     return proc
 
 

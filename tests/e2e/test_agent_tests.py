@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.test_realtime import (
+from tests.e2e.harness import (
     Stack,
     User,
     api_key,

@@ -19,14 +19,14 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from tests.e2e.test_realtime import (
+from tests.e2e.harness import (
     GRACE_S,
     LONG,
     Stack,
-    _ready,
     api_key,
     chat_agent,
     make_agent,
+    ready,
     signup,
     stack,  # noqa: F401 - the module-scoped fixture: this module gets a stack of its own
     transcript,
@@ -60,7 +60,7 @@ async def chat_url(stack: Stack) -> AsyncIterator[str]:  # noqa: F811 - the fixt
         },
         log_path=stack.logs / "gateway-chat.log",
     )
-    proc.probe = lambda: _ready(port)  # type: ignore[method-assign]
+    proc.probe = lambda: ready(port)  # type: ignore[method-assign]
     proc.start()
     try:
         await asyncio.to_thread(proc.wait_ready, 60)

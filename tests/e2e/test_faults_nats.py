@@ -25,21 +25,21 @@ from typing import Any
 
 import pytest
 from tests.e2e.faultstack import FaultStack, fault_stack  # noqa: F401 - the module's stack
-from tests.e2e.test_octavus_sessions import Client as OctavusClient
-from tests.e2e.test_realtime import (
+from tests.e2e.harness import (
     LONG,
-    _ready,
     api_key,
     chat_agent,
     client_token,
     eventually,
     kinds,
     make_agent,
+    ready,
     session,
     signup,
     text_of,
     transcript,
 )
+from tests.e2e.test_octavus_sessions import Client as OctavusClient
 from websockets.asyncio.client import ClientConnection, connect
 
 from parley_devstack.servers import ManagedProcess, free_port
@@ -72,7 +72,7 @@ async def impatient_gateway(fault_stack: FaultStack) -> AsyncIterator[str]:  # n
         },
         log_path=fault_stack.logs / "gateway-impatient.log",
     )
-    proc.probe = lambda: _ready(port)  # type: ignore[method-assign]
+    proc.probe = lambda: ready(port)  # type: ignore[method-assign]
     proc.start()
     try:
         await asyncio.to_thread(proc.wait_ready, 60)

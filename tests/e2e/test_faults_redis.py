@@ -19,9 +19,7 @@ from typing import Any
 
 import httpx
 from tests.e2e.faultstack import FaultStack, fault_env, fault_stack  # noqa: F401 - fixtures
-from tests.e2e.test_octavus_sessions import Client as OctavusClient
-from tests.e2e.test_octavus_sessions import base_url
-from tests.e2e.test_realtime import (
+from tests.e2e.harness import (
     api_key,
     chat_agent,
     kinds,
@@ -31,6 +29,8 @@ from tests.e2e.test_realtime import (
     text_of,
     transcript,
 )
+from tests.e2e.test_octavus_sessions import Client as OctavusClient
+from tests.e2e.test_octavus_sessions import base_url
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from tests.e2e.test_realtime import (
+from tests.e2e.harness import (
     LONG,
     Stack,
     chat_agent,

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.test_realtime import Stack, api_key, signup
-from tests.e2e.test_realtime import stack as stack  # the module-scoped fixtures: a stack of its own
+from tests.e2e.harness import Stack, api_key, signup
+from tests.e2e.harness import stack as stack  # the module-scoped fixtures: a stack of its own
 
 from .npm import npm_install
 from .test_octavus_sessions import Client, base_url

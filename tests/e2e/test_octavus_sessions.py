@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.test_realtime import (
+from tests.e2e.harness import (
     Stack,
     api_key,
     signup,

@@ -29,22 +29,22 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from tests.e2e.test_chat_ws import Chat
-from tests.e2e.test_octavus_sessions import FAKE_KEY, Client
-from tests.e2e.test_realtime import (
+from tests.e2e.harness import (
     Session,
     Stack,
     User,
-    _ready,
     api_key,
     chat_agent,
     client_token,
     make_agent,
+    ready,
     signup,
     stack,  # noqa: F401 - the module-scoped fixture: this module gets a stack of its own
     text_of,
     transcript,
 )
+from tests.e2e.test_chat_ws import Chat
+from tests.e2e.test_octavus_sessions import FAKE_KEY, Client
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -85,7 +85,7 @@ async def gateways(stack: Stack) -> AsyncIterator[Gateways]:  # noqa: F811 - the
             env={**stack.env, "PARLEY_HTTP_PORT": str(port), **extra},
             log_path=stack.logs / f"gateway-{name}.log",
         )
-        proc.probe = lambda port=port: _ready(port)  # type: ignore[method-assign]
+        proc.probe = lambda port=port: ready(port)  # type: ignore[method-assign]
         proc.start()
         procs.append((proc, port))
     try:

@@ -19,8 +19,7 @@ import nats
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from tests.e2e.test_chat_ws import Chat
-from tests.e2e.test_realtime import (
+from tests.e2e.harness import (
     Session,
     Stack,
     api_key,
@@ -32,6 +31,7 @@ from tests.e2e.test_realtime import (
     text_of,
     transcript,
 )
+from tests.e2e.test_chat_ws import Chat
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
