@@ -58,7 +58,8 @@ def interpolate_defaults(value: str) -> str:
 
 
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
 
 
 def depends_on(service: dict[str, Any]) -> dict[str, str]:

@@ -146,9 +146,8 @@ def test_copies_match_the_workspace(dockerfiles: dict[str, Any], workspace: Any)
         # The runtime stage takes the venv and exactly those sources from the builder, at the same paths
         # (the editable installs point there).
         final = {(o, tuple(s), d) for o, s, d in df.final.copies()}
-        expected = {("builder", ("/app/.venv",), "/app/.venv")} | {
-            ("builder", (f"/app/{d}",), f"/app/{d}") for d in needed_dirs
-        }
+        expected: set[tuple[str | None, tuple[str, ...], str]] = {("builder", ("/app/.venv",), "/app/.venv")}
+        expected |= {("builder", (f"/app/{d}",), f"/app/{d}") for d in needed_dirs}
         expected |= {(None, (src,), dest) for src, dest in DATA_FILES.get(df.path, ())}
         assert final == expected, df.path
 

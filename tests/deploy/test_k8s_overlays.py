@@ -107,7 +107,8 @@ def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def container(objects: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
     (c,) = of_kind(objects, "Deployment")[deployment]["spec"]["template"]["spec"]["containers"]
-    return c
+    found: dict[str, Any] = c
+    return found
 
 
 def env_of(c: dict[str, Any]) -> dict[str, str]:

@@ -95,7 +95,7 @@ def selectors(expr: str) -> tuple[set[str], set[str]]:
             labels.update(m.name for m in matchers if m.name != "__name__")
         elif isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
             labels.update(node.modifier.labels)
-        elif isinstance(node, promql_parser.BinaryExpr) and getattr(node.modifier, "matching", None):
+        elif isinstance(node, promql_parser.BinaryExpr) and node.modifier and node.modifier.matching:
             labels.update(node.modifier.matching.labels)
         return True
 

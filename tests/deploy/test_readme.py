@@ -123,8 +123,8 @@ def test_each_readme_command_runs_after_make_install(command: str) -> None:
     )
     for program in programs(command):
         if "/" in program:
-            target = REPO / program
-            assert target.is_file() and os.access(target, os.X_OK), f"{program} is not installed by make"
+            installed = REPO / program
+            assert installed.is_file() and os.access(installed, os.X_OK), f"{program} not installed by make"
             continue
         found = kind(program, path)
         if found in ("builtin", "keyword"):

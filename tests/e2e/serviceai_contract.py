@@ -257,13 +257,8 @@ def _content(tokens: list[Token], i: int) -> tuple[dict[str, Any], int]:
     """`content:` → {media type: schema}."""
     i = _expect(tokens, i, "content")
     media: dict[str, Any] = {}
-    while (
-        i < len(tokens)
-        and tokens[i].key is not None
-        and "/" in tokens[i].key
-        and not tokens[i].key.startswith("/")
-    ):
-        name = tokens[i].key
+    while i < len(tokens) and (key := tokens[i].key) is not None and "/" in key and not key.startswith("/"):
+        name = key
         i = _expect(tokens, i + 1, "schema")
         if tokens[i - 1].value == {}:
             media[name] = {}

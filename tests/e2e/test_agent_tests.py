@@ -403,7 +403,7 @@ async def test_a_run_survives_its_worker_killed_mid_run(stack: Stack, suite: dic
             return run if run["status"] == "running" and run["turns_done"] >= 2 else None
 
         await eventually(under_way, what="the run to be under way", timeout=30)
-        owner = (await stack.redis.get(f"parley:rt:agent-test:{run_id}:owner")).decode()
+        owner = await stack.redis_text(f"parley:rt:agent-test:{run_id}:owner")
         (victim,) = [w for w in stack.alive_workers() if w.pid is not None and f"-{w.pid}-" in owner]
         victim.signal(signal.SIGKILL)
         killed_at = time.monotonic()
@@ -413,7 +413,7 @@ async def test_a_run_survives_its_worker_killed_mid_run(stack: Stack, suite: dic
             return run if run["status"] in ("passed", "failed", "error") else None
 
         run = await eventually(finished, what="the run to finish on another worker", timeout=90)
-        new_owner = (await stack.redis.get(f"parley:rt:agent-test:{run_id}:owner")).decode()
+        new_owner = await stack.redis_text(f"parley:rt:agent-test:{run_id}:owner")
         assert new_owner != owner and time.monotonic() - killed_at >= ACK_WAIT_S * 0.5
 
         # Resumed, not restarted: the same attempt and conversation, each message once, in order.

@@ -110,7 +110,7 @@ async def test_http_and_handshakes_degrade_to_503_then_recover(fault_stack: Faul
         recovered["agent-session GET"] = await _until(lambda: ok(get_session, 200), 30, "GET agent-session")
 
         async def handshake_ok() -> bool:
-            return (await handshake())["type"] == "handshake_ok"
+            return bool((await handshake())["type"] == "handshake_ok")
 
         recovered["handshake"] = await _until(handshake_ok, 30, "a handshake")
         since_back = time.monotonic() - back

@@ -339,9 +339,9 @@ async def test_expired_session_reads_as_expired_and_restores(client: Client, fak
     assert resp.status_code == 200 and resp.json() == {"sessionId": session_id, "restored": True}
     again = await client.http.post(f"/api/agent-sessions/{session_id}/restore", json={"messages": saved})
     assert again.json() == {"sessionId": session_id, "restored": False}
-    ui = await client.get(session_id, ui=True)
-    assert [m["id"] for m in ui["messages"]] == [m["id"] for m in saved]
-    assert ui["messages"][1]["parts"][0]["status"] == "error"
+    shown = await client.get(session_id, ui=True)
+    assert [m["id"] for m in shown["messages"]] == [m["id"] for m in saved]
+    assert shown["messages"][1]["parts"][0]["status"] == "error"
 
     fake.requests.clear()
     fake.push(anthropic_text("Yes, still here."))

@@ -274,11 +274,11 @@ async def test_client_token_data_becomes_session_variables(stack: Stack) -> None
     agent = await make_agent(stack, owner, nodes, [edge("start", "end")])
     key = await api_key(stack, owner)
     named = await client_token(stack, key, agent, data={"customer_name": "John"})
-    async with session(stack, agent, token=named) as s:  # type: ignore[arg-type]
+    async with session(stack, agent, token=named) as s:
         greeting = next(e for e in await s.until("flow_complete") if e["type"] == "text_full")
         assert greeting["content"] == "Hello John!"
     # Without data the blueprint's own default stands.
-    async with session(stack, agent, token=await client_token(stack, key, agent)) as s:  # type: ignore[arg-type]
+    async with session(stack, agent, token=await client_token(stack, key, agent)) as s:
         greeting = next(e for e in await s.until("flow_complete") if e["type"] == "text_full")
         assert greeting["content"] == "Hello stranger!"
 
@@ -449,7 +449,7 @@ async def test_worker_killed_mid_answer(stack: Stack) -> None:
         await s.send({"type": "input_text", "text": LONG})
         for _ in range(5):
             assert (await s.recv())["type"] == "text_delta"
-        owner = (await stack.redis.get(f"parley:rt:session:{s.conversation_id}:owner")).decode()
+        owner = await stack.redis_text(f"parley:rt:session:{s.conversation_id}:owner")
         (victim,) = [w for w in stack.alive_workers() if w.pid is not None and f"-{w.pid}-" in owner]
         victim.signal(signal.SIGKILL)
         started = time.monotonic()
@@ -461,7 +461,7 @@ async def test_worker_killed_mid_answer(stack: Stack) -> None:
         assert rest[restart]["code"] == "realtime.turn_restarted"
         assert text_of(rest[restart + 1 :]) == f'You said: "{LONG}".'
         assert all(k == "text_delta" for k in kinds(rest[restart + 1 : -1]))
-        new_owner = (await stack.redis.get(f"parley:rt:session:{s.conversation_id}:owner")).decode()
+        new_owner = await stack.redis_text(f"parley:rt:session:{s.conversation_id}:owner")
         assert new_owner != owner
         assert took_over >= ACK_WAIT_S * 0.5  # it was JetStream's redelivery, not the dead worker
 
@@ -490,7 +490,7 @@ async def test_a_stopping_worker_finishes_its_turn_then_hands_the_session_over(s
         await s.until("turn_complete")
         await s.send({"type": "input_text", "text": LONG})
         assert (await s.recv())["type"] == "text_delta"
-        owner = (await stack.redis.get(owner_key.format(s.conversation_id))).decode()
+        owner = await stack.redis_text(owner_key.format(s.conversation_id))
         (worker,) = [w for w in stack.alive_workers() if w.pid is not None and f"-{w.pid}-" in owner]
         worker.signal(signal.SIGTERM)
         await s.send({"type": "input_text", "text": "said during the drain"})
@@ -504,7 +504,7 @@ async def test_a_stopping_worker_finishes_its_turn_then_hands_the_session_over(s
 
         async def new_owner() -> str | None:
             raw = await stack.redis.get(owner_key.format(s.conversation_id))
-            return raw.decode() if raw is not None and raw.decode() != owner else None
+            return raw.decode() if isinstance(raw, bytes) and raw.decode() != owner else None
 
         await eventually(new_owner, what="another worker taking the session over")
         # Handed back at once (a nak), not after the claim's ack_wait ran out.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import functools
 import json
 import re
 import sys
@@ -85,7 +86,7 @@ async def gateways(stack: Stack) -> AsyncIterator[Gateways]:  # noqa: F811 - the
             env={**stack.env, "PARLEY_HTTP_PORT": str(port), **extra},
             log_path=stack.logs / f"gateway-{name}.log",
         )
-        proc.probe = lambda port=port: ready(port)  # type: ignore[method-assign]
+        proc.probe = functools.partial(ready, port)  # type: ignore[method-assign]
         proc.start()
         procs.append((proc, port))
     try:
@@ -287,7 +288,7 @@ async def test_a_logout_closes_the_sockets_of_that_cookie_only(stack: Stack, gat
             await realtime(sockets, gateways.a, agent, cookie=alice.cookie),
             await realtime(sockets, gateways.b, agent, cookie=alice.cookie),
         ]
-        spared = [
+        spared: list[Session | Chat] = [
             await realtime(sockets, gateways.a, agent, cookie=second),
             await realtime(sockets, gateways.b, agent, token=await api_key(stack, alice)),
         ]
@@ -309,7 +310,7 @@ async def test_logging_out_everywhere_and_a_password_reset_close_every_cookie_so
     address = await email_of(stack, alice)
     key = await api_key(stack, alice)
     async with AsyncExitStack() as sockets:
-        spared = [
+        spared: list[Session | Chat] = [
             await realtime(sockets, gateways.a, agent, token=key),
             await chat(sockets, gateways.b, await mint_chat(stack, key, agent)),
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,8 @@ def principal(kind: CredentialKind, user: uuid.UUID, api_key_id: uuid.UUID | Non
     return Principal(kind=kind, credential_id=uuid.uuid4(), user_id=user, api_key_id=api_key_id)
 
 
-def event(**fields: object) -> RevokedEvent:
-    return RevokedEvent(at=datetime.now(UTC), **fields)  # type: ignore[arg-type]
+def event(**fields: Any) -> RevokedEvent:
+    return RevokedEvent(at=datetime.now(UTC), **fields)
 
 
 def test_a_revoked_key_revokes_itself_and_the_client_tokens_it_minted_only() -> None:

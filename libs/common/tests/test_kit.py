@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -16,7 +17,7 @@ from parley_devstack.servers import free_port
 from parley_devstack.testing import Infra, health_ping, readiness
 
 
-def settings(infra: Infra, **overrides: str) -> CommonSettings:
+def settings(infra: Infra, **overrides: Any) -> CommonSettings:
     urls = {"nats_url": infra.nats_url, "redis_url": infra.redis_url, "database_url": infra.database_url}
     return CommonSettings(service_name="kit-test", **(urls | overrides))
 

@@ -114,7 +114,7 @@ async def test_tls_still_verifies_the_hostname(monkeypatch: pytest.MonkeyPatch) 
 
     def wrap_bio(self: ssl.SSLContext, *args: Any, server_hostname: Any = None, **kwargs: Any) -> Any:
         seen.append((server_hostname, self.check_hostname, self.verify_mode))
-        return original(self, *args, server_hostname=server_hostname, **kwargs)
+        return original(self, *args, server_hostname=server_hostname, **kwargs)  # type: ignore[misc]
 
     monkeypatch.setattr(ssl.SSLContext, "wrap_bio", wrap_bio)
     with socket.socket() as listener:  # a TCP server that accepts and stays silent

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -38,10 +39,10 @@ def viewer() -> Iterator[str]:
     thread.join(10)
 
 
-def provider(url: str, service: str, **exporter: object) -> TracerProvider:
+def provider(url: str, service: str, **exporter: Any) -> TracerProvider:
     """A tracer provider of one fake service, exporting synchronously (no batching to wait for)."""
     tp = TracerProvider(resource=Resource.create({"service.name": service}))
-    tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces", **exporter)))  # type: ignore[arg-type]
+    tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces", **exporter)))
     return tp
 
 

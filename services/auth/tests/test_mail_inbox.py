@@ -50,7 +50,7 @@ async def test_requested_mail_is_queued_once_and_delivered(auth_app: FastAPI, in
 
         async def drained() -> bool:
             info = await js.consumer_info(subjects.MAIL_STREAM, subjects.AUTH_MAIL_CONSUMER)
-            return info.num_pending == 0 and info.num_ack_pending == 0
+            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
         # All three were settled (acked or terminated), none is left for redelivery.
         await _wait_for(drained)

@@ -23,7 +23,7 @@ class Collect(MessageHandler):
         super().__init__()
         self.messages: list[bytes] = []
 
-    def handle_message(self, message) -> None:  # type: ignore[no-untyped-def,override]
+    def handle_message(self, message) -> None:  # type: ignore[no-untyped-def]
         self.messages.append(bytes(message))
 
 

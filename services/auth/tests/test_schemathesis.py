@@ -100,7 +100,7 @@ class Authenticator:
     other: Account  # a second user, to be added to and removed from orgs
     login: Account  # only ever logged into, never modified
 
-    def prepare(self, case: schemathesis.Case, *, use_key: bool, use_real_ids: bool) -> dict[str, str]:
+    def prepare(self, case: schemathesis.Case[Any], *, use_key: bool, use_real_ids: bool) -> dict[str, str]:
         op = (case.operation.method.upper(), case.operation.path)
         account = self.api.new_account() if op in SELF_DESTRUCTIVE else self.main
         if use_real_ids:
@@ -109,7 +109,7 @@ class Authenticator:
             return {"Authorization": f"Bearer {account.api_key}"}
         return {"Cookie": f"{self.api.cookie_name}={account.session}"}
 
-    def _plug_real_ids(self, case: schemathesis.Case, op: tuple[str, str], account: Account) -> None:
+    def _plug_real_ids(self, case: schemathesis.Case[Any], op: tuple[str, str], account: Account) -> None:
         params = case.path_parameters
         if params is not None and "orgSlug" in params:
             slug = self.api.new_org(account)
@@ -192,7 +192,7 @@ schema = _load_schema()
 @schema.parametrize()
 @schema.given(use_key=st.booleans(), use_real_ids=st.booleans())
 def test_auth_api_conforms_to_its_openapi(
-    case: schemathesis.Case, use_key: bool, use_real_ids: bool, st_app: Any, authenticator: Authenticator
+    case: schemathesis.Case[Any], use_key: bool, use_real_ids: bool, st_app: Any, authenticator: Authenticator
 ) -> None:
     headers = authenticator.prepare(case, use_key=use_key, use_real_ids=use_real_ids)
     try:

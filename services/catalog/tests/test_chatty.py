@@ -4,7 +4,7 @@ the envelope: no agent, another owner's agent, a client token, a viewer executin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -35,9 +35,9 @@ async def fake() -> AsyncIterator[FakeWebhook]:
 
 
 @pytest.fixture
-def allow_private(ctx: CatalogContext) -> AsyncIterator[None]:
+def allow_private(ctx: CatalogContext) -> Iterator[None]:
     ctx.settings.catalog_tools_allow_private = True
-    yield  # type: ignore[misc]
+    yield
     ctx.settings.catalog_tools_allow_private = False
 
 

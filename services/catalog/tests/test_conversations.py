@@ -102,7 +102,7 @@ async def all_messages(user: User, conversation_id: uuid.UUID) -> list[dict[str,
 async def drained(js: JetStreamContext, durable: str = "catalog-conversations") -> bool:
     """Every message so far was delivered to the durable consumer and acked or terminated."""
     info = await js.consumer_info(subjects.CONVERSATIONS_STREAM, durable)
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
 async def test_persist_and_page_through_history(world: World, js: JetStreamContext) -> None:

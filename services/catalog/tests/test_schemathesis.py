@@ -82,6 +82,7 @@ class Api:
             resp = client.post("/auth/signup", json={"email": email, "password": PASSWORD, "name": "Fuzz"})
             assert resp.status_code == 201, resp.text
             session = resp.cookies[COOKIE]
+            assert session is not None
         user = self.call(self.auth_app, "GET", "/users/me", session=session)
         key = self.call(self.auth_app, "POST", "/auth/api-keys", session=session, json_body={"name": "st"})
         return Account(user_id=user["id"], session=session, api_key=key["key"])
@@ -145,7 +146,7 @@ class Authenticator:
         return str(agent["id"])
 
     def prepare(
-        self, case: schemathesis.Case, *, use_key: bool, use_real_ids: bool, in_org: bool
+        self, case: schemathesis.Case[Any], *, use_key: bool, use_real_ids: bool, in_org: bool
     ) -> dict[str, str]:
         # schemathesis ends every lifespan after each test; the catalog's is restarted by the call
         # itself, auth's (reached only over the bus) must be restarted here.
@@ -157,7 +158,7 @@ class Authenticator:
             return {"Authorization": f"Bearer {self.main.api_key}"}
         return {"Cookie": f"{COOKIE}={self.main.session}"}
 
-    def _plug_real_ids(self, case: schemathesis.Case, in_org: bool) -> None:
+    def _plug_real_ids(self, case: schemathesis.Case[Any], in_org: bool) -> None:
         params = case.path_parameters
         if params is not None:
             if "orgSlug" in params:
@@ -174,7 +175,7 @@ class Authenticator:
                     len(self.api.unique("c")) % len(self.conversations)
                 ]
             if "toolID" in params:
-                body = {
+                body: dict[str, Any] = {
                     "name": f"tool_{uuid.uuid4().hex[:8]}",
                     "description": "fuzz",
                     "parameters": {"type": "object", "properties": {}},
@@ -257,7 +258,7 @@ schema = _load_schema()
 @schema.parametrize()
 @schema.given(use_key=st.booleans(), use_real_ids=st.booleans(), in_org=st.booleans())
 def test_catalog_api_conforms_to_its_openapi(
-    case: schemathesis.Case,
+    case: schemathesis.Case[Any],
     use_key: bool,
     use_real_ids: bool,
     in_org: bool,

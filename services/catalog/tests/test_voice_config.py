@@ -4,7 +4,7 @@ missing key, blocks going live with one, and keeps a live agent's voice from bre
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import nats
@@ -27,7 +27,7 @@ async def nc(ctx: CatalogContext) -> AsyncIterator[Client]:
     await client.close()
 
 
-def codes(voice: dict[str, Any], secrets: set[str] = frozenset(), **keys: str) -> list[str]:  # type: ignore[assignment]
+def codes(voice: dict[str, Any], secrets: Collection[str] = (), **keys: Any) -> list[str]:
     found = lint_voice(
         AgentVoiceConfig.model_validate(voice), secret_names=secrets, keys=SpeechProviderKeys(**keys)
     )

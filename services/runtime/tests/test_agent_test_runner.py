@@ -23,6 +23,7 @@ from parley_common.agent_test_contract import (
     RunFinished,
     RunMessage,
     RunProgress,
+    RunStatus,
     TestCategory,
     TestDefinition,
 )
@@ -237,7 +238,7 @@ async def test_a_weak_agent_fails_with_a_remark_quoting_the_leak() -> None:
     assert session.ended and session.started == 1 and [t for _, t in session.inputs] == LINES
     progress = [e for e in h.stored().values() if isinstance(e, RunProgress)]
     assert [p.step for p in sorted(progress, key=lambda p: p.step)] == list(range(1, len(progress) + 1))
-    assert progress[-1].status == "auditing" and verdict.step == progress[-1].step + 1
+    assert progress[-1].status == RunStatus.AUDITING and verdict.step == progress[-1].step + 1
 
 
 async def test_a_strong_agent_passes() -> None:

@@ -194,7 +194,7 @@ async def test_failed_expression_is_reported_and_counts_as_false() -> None:
 
 @pytest.mark.parametrize("with_error_branch", [True, False])
 async def test_webhook_success_error_and_secrets(with_error_branch: bool) -> None:
-    nodes = [
+    nodes: list[tuple[str, str, dict[str, Any]]] = [
         ("s", "CONTROL.START", {}),
         (
             "h",

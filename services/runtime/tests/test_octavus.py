@@ -37,12 +37,13 @@ def test_check_input_fills_defaults_and_names_the_problem(bundle: AgentBundle) -
     trig = bundle.protocol.triggers["escalate"].input
     types = bundle.protocol.types
     assert check_input(trig, {"REASON": "x"}, types, what="input") == {"REASON": "x", "PRIORITY": 2}
-    for bad, words in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({}, "`REASON` (string) is required"),
         ({"REASON": 1}, "must be of type string"),
         ({"REASON": "x", "PRIORITY": True}, "must be of type integer"),
         ({"REASON": "x", "OTHER": 1}, "`OTHER` is not declared"),
-    ]:
+    ]
+    for bad, words in cases:
         with pytest.raises(ParleyError) as err:
             check_input(trig, bad, types, what="input")
         assert err.value.code.code == "octavus.invalid_input" and words in err.value.message

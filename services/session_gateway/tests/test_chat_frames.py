@@ -74,6 +74,7 @@ def _message(artifacts: object, frame_id: str = "m") -> ChatMessage:
 
 
 def test_artifacts_ride_along_in_the_input_text() -> None:
+    none: list[dict[str, object]] | None
     for none in (None, []):
         assert check_artifacts(_message(none), max_items=2, max_bytes=1024) is None
     assert with_artifacts("see", None) == "see"

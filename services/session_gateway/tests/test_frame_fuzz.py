@@ -82,7 +82,7 @@ def test_any_text_is_a_frame_or_a_precise_error_kivox(text: str) -> None:
         return
     frame.model_dump_json().encode()
     if frame.type == "input_text":
-        _bus_roundtrip(frame.text)  # type: ignore[union-attr]
+        _bus_roundtrip(frame.text)
 
 
 @FUZZ

@@ -71,9 +71,9 @@ async def test_a_connection_that_moved_to_another_credential_follows_it() -> Non
     fresh = who(CredentialKind.CLIENT_TOKEN, ALICE, api_key_id=uuid.uuid4())
     entry = live.add("chat", first, "first", closed.closer("chat"))
     live.replace(entry, fresh, "fresh")  # a token-refresh
-    await live.on_revoked(RevokedEvent(credential_ids=[first.api_key_id], at=datetime.now(UTC)))  # type: ignore[list-item]
+    await live.on_revoked(RevokedEvent(credential_ids=[first.api_key_id], at=datetime.now(UTC)))
     assert closed.codes == {}
-    await live.on_revoked(RevokedEvent(credential_ids=[fresh.api_key_id], at=datetime.now(UTC)))  # type: ignore[list-item]
+    await live.on_revoked(RevokedEvent(credential_ids=[fresh.api_key_id], at=datetime.now(UTC)))
     assert closed.codes == {"chat": "auth.credential_revoked"}
     # Removed connections are forgotten: a later event finds nothing.
     gone = live.add("realtime", first, "first", closed.closer("gone"))

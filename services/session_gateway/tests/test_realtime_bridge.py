@@ -177,7 +177,7 @@ async def test_frames_become_inputs_and_audio_travels_both_ways(gateway: tuple[s
 
         # Ticks come from the runtime's timing, every tick interval.
         await runtime.timing(conversation, start.connection_id, remaining_s=30)
-        ticks = []
+        ticks: list[Any] = []
         while len(ticks) < 2:
             event = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert event["type"] == "tick", event

@@ -31,6 +31,7 @@ def test_browser_offers_pass(sdp: str) -> None:
     (audio,) = offer.description.media
     assert audio.kind == "audio" and audio.profile == "UDP/TLS/RTP/SAVPF"
     assert any(c.mimeType.lower() == "audio/opus" for c in audio.rtp.codecs)
+    assert audio.ice is not None and audio.dtls is not None
     assert audio.ice.usernameFragment and audio.dtls.fingerprints
     assert offer.sdp.endswith("\r\n") and "\n" not in offer.sdp.replace("\r\n", "")
 

@@ -93,7 +93,8 @@ class FakeTranscriptions(FakeServer):  # type: ignore[misc,valid-type]
         fields: dict[str, bytes] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            fields[str(name)] = part.get_payload(decode=True) or b""
+            payload = part.get_payload(decode=True)
+            fields[str(name)] = payload if isinstance(payload, bytes) else b""
         if "model" not in fields or "file" not in fields:
             return openai_error(400, "you must provide a model parameter")
         try:

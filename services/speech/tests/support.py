@@ -46,7 +46,7 @@ class Events:
 
 def open_request(fmt: InputFormat | None = None, **fields: object) -> SpeechSessionOpen:
     sid = uuid.uuid4().hex
-    return SpeechSessionOpen(voice_session_id=sid, conversation_id=sid, input=fmt or InputFormat(), **fields)  # type: ignore[arg-type]
+    return SpeechSessionOpen(voice_session_id=sid, conversation_id=sid, input=fmt or InputFormat(), **fields)
 
 
 def frames(samples: Samples, fmt: InputFormat, frame_ms: int = FRAME_MS) -> list[bytes]:

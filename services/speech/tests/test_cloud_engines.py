@@ -9,6 +9,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import nats
@@ -161,7 +162,7 @@ async def test_openai_speech_errors_and_a_cut_stream(
 # ---------------------------------------------------------------------------------- Deepgram
 
 
-def dg(fake: FakeDeepgram, key: str = "good", **kw: float) -> DeepgramSTT:
+def dg(fake: FakeDeepgram, key: str = "good", **kw: Any) -> DeepgramSTT:
     return DeepgramSTT(url=f"{fake.url}/v1/listen", api_key=key, model="nova-3", read_timeout_s=1.0, **kw)
 
 
@@ -270,9 +271,9 @@ async def cloud_worker(
     settings = SpeechSettings(
         nats_url=infra.nats_url,
         speech_deepgram_url=f"{deepgram.url}/v1/listen",
-        speech_deepgram_api_key="good",  # type: ignore[arg-type]
+        speech_deepgram_api_key="good",
         speech_elevenlabs_url=f"{elevenlabs.url}/v1",
-        speech_elevenlabs_api_key="good",  # type: ignore[arg-type]
+        speech_elevenlabs_api_key="good",
         speech_read_timeout_s=2.0,
     )
     app = build_app(settings)
@@ -361,8 +362,9 @@ async def test_keys_come_from_the_agents_secrets_before_the_settings(
         results[agent_id] = await tts.wait(timeout=10)
         await tts.aclose()
     # The agent's (wrong) key was used instead of the platform's; without one, the platform's.
-    assert results[with_secret].error is not None
-    assert results[with_secret].error.code == Codes.SPEECH_ENGINE_AUTH_FAILED.code
+    error = results[with_secret].error
+    assert error is not None
+    assert error.code == Codes.SPEECH_ENGINE_AUTH_FAILED.code
     assert results[without].error is None and results[without].chunks > 0
     await sub.unsubscribe()
     await nc.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import AsyncGenerator
 
 import numpy as np
 
@@ -61,7 +62,8 @@ async def test_espeak_streams_small_chunks_with_text_alignment(espeak: EspeakTTS
     assert len(chunks) > 10
     sizes = [c.samples.size for c in chunks if c.samples.size]
     assert max(sizes) <= espeak.sample_rate // 10  # small buffers: the first audio comes early
-    ends = [c.text_end for c in chunks]
+    ends = [c.text_end for c in chunks if c.text_end is not None]
+    assert len(ends) == len(chunks)  # every chunk says how far into the text it reached
     assert ends == sorted(ends)  # alignment only moves forward
     assert ends[-1] == len(SENTENCE)
     assert 0 < ends[len(ends) // 2] < len(SENTENCE)
@@ -78,6 +80,7 @@ async def test_espeak_process_is_restarted_when_it_dies(espeak: EspeakTTS) -> No
 
 async def test_abandoning_a_sentence_leaves_the_process_usable(espeak: EspeakTTS) -> None:
     agen = espeak.synthesize("This is a rather long sentence. " * 30)
+    assert isinstance(agen, AsyncGenerator)
     async for _ in agen:
         break
     await agen.aclose()

@@ -19,6 +19,7 @@ from parley_common.speech_client import RecognitionClient
 from parley_common.speech_contract import (
     HDR_SEQ,
     InputFormat,
+    SpeechHeartbeat,
     SpeechSessionOpened,
     Transcript,
     VoiceEngineConfig,
@@ -90,7 +91,9 @@ async def test_silence_only_gives_no_turn(nc: NatsClient) -> None:
     await client.start()
     await stream(client, frames(np.zeros(32000, np.float32), InputFormat()), speed=2)
     # Heartbeats prove the worker went through the audio; nothing else came.
-    await events.wait_for(lambda: any(e.last_seq == 99 for e in events.of("heartbeat")))  # type: ignore[attr-defined]
+    await events.wait_for(
+        lambda: any(isinstance(e, SpeechHeartbeat) and e.last_seq == 99 for e in events.of("heartbeat"))
+    )
     await asyncio.sleep(0.6)
     assert {e.type for e in events.items} == {"heartbeat"}
     await client.close()

@@ -103,7 +103,8 @@ async def transcript(stack: Stack, user: User, conversation_id: str, *, ended: b
             assert messages.status_code == 200, messages.text
             return {**conv.json(), "messages": [(m["role"], m["content"]) for m in messages.json()["items"]]}
 
-        return await eventually(fetch, what=f"conversation {conversation_id} persisted")
+        found: dict[str, Any] = await eventually(fetch, what=f"conversation {conversation_id} persisted")
+        return found
 
 
 async def eventually(probe: Callable[[], Awaitable[Any]], *, what: str, timeout: float = 15.0) -> Any:

@@ -113,6 +113,12 @@ class Stack:
         self.workers.append(proc)
         return proc
 
+    async def redis_text(self, key: str) -> str:
+        """A Redis string value that must be there (a session's owner, say)."""
+        raw = await self.redis.get(key)
+        assert isinstance(raw, bytes), f"{key}: {raw!r}"
+        return raw.decode()
+
     def alive_workers(self) -> list[ManagedProcess]:
         return [w for w in self.workers if w.alive()]
 

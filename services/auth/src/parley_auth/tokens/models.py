@@ -19,9 +19,7 @@ class ClientToken(Base):
     """
 
     __tablename__ = "client_tokens"
-    __table_args__ = (
-        CheckConstraint("(api_key_id IS NULL) <> (session_id IS NULL)", name="one_root"),
-    )
+    __table_args__ = (CheckConstraint("(api_key_id IS NULL) <> (session_id IS NULL)", name="one_root"),)
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=new_uuid)
     api_key_id: Mapped[UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
