@@ -31,6 +31,7 @@ run: install
 
 test: install
 	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 	$(UV) run --frozen pytest
 
