@@ -74,6 +74,18 @@ def test_busy_port_fails_fast(
     assert not (tmp_path / ".parley" / "pg").exists()  # nothing was started
 
 
+def test_a_service_that_cannot_run_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No service is silently left out: a missing entry point fails the start before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    specs = [cli.ServiceSpec("auth", "parley_auth", None), cli.ServiceSpec("ghost", "parley_no_such", None)]
+    monkeypatch.setattr(cli, "service_specs", lambda *_: specs)
+    assert main(["run", "--port", str(free_port())]) == 1
+    assert "not installed (no `python -m` entry point): parley_no_such" in capsys.readouterr().out
+    assert not (tmp_path / ".parley" / "pg").exists()  # nothing was started
+
+
 @pytest.mark.parametrize(
     ("migrate_code", "main_code", "expected"),
     [

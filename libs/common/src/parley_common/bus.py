@@ -12,7 +12,6 @@ consumers, which a restarted server has lost; a runtime worker's claims) registe
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -189,11 +188,3 @@ async def request(
         return reply_model.model_validate_json(msg.body)
     except ValidationError as exc:
         raise ParleyError(Codes.INTERNAL, f"Malformed reply on {subject}") from exc
-
-
-def dumps(model: BaseModel) -> bytes:
-    return model.model_dump_json(exclude_none=True).encode()
-
-
-def loads(data: bytes) -> Any:
-    return json.loads(data)

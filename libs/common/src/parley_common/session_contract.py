@@ -1,8 +1,9 @@
 """Realtime sessions: the Kivox WebSocket frames and the bus contract between gateway and runtimes.
 
 Frames (what a client and the gateway exchange on `/realtime`) follow `ClientMessage` and
-`ServerMessage` of specs/kivox-client.d.ts field for field. The bus carries them between the
-session gateway and the runtime workers:
+`ServerMessage` of the Kivox client SDK's type declarations (`kivox-client.d.ts`, the published
+contract, kept outside this repository in `shared/specs/`) field for field; docs/realtime.md
+describes every frame. The bus carries them between the session gateway and the runtime workers:
 
 - `sessions.start` (JetStream stream `SESSIONS`, work-queue retention): one `SessionStart` per
   conversation. The worker that pulls it owns the session and keeps the message in progress while

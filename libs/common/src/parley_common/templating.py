@@ -48,16 +48,6 @@ def check_expression(source: str) -> str | None:
     return None
 
 
-def template_variables(source: str) -> set[str]:
-    """Names a template reads (for lint: variables used but never set)."""
-    from jinja2 import meta
-
-    try:
-        return set(meta.find_undeclared_variables(_lenient.parse(source)))
-    except TemplateSyntaxError:
-        return set()
-
-
 def render(source: str, variables: Mapping[str, Any], *, strict: bool = False) -> str:
     """Render a template; unknown variables render empty unless `strict`."""
     try:

@@ -61,8 +61,8 @@ DEFAULT_PORT = 8080
 DATABASE = "parley"
 # Generated once per install into .parley/secrets.json and given to every service.
 SECRET_NAMES = ("PARLEY_AUTH_TOKEN_SECRET", "PARLEY_CATALOG_SECRET_KEY")
-# Services whose schema is migrated (`python -m <module>.migrate`, when that module exists)
-# before the service starts; a failed migration aborts the start.
+# Services whose schema is migrated (`python -m <module>.migrate`) before the service starts; a
+# failed migration aborts the start.
 MIGRATED_MODULES = ("parley_auth", "parley_catalog")
 READY_TIMEOUT_S = 120.0
 INFRA_TIMEOUT_S = 60.0
@@ -100,19 +100,11 @@ def service_specs(workers: int, speech: int | None = None) -> list[ServiceSpec]:
 
 
 def module_runnable(module: str) -> bool:
-    """True if `python -m module` can run. A package without `__main__` (a service still being
-    written) is not, and an empty source directory is not even a package."""
+    """True if `python -m module` can run (a package with a `__main__`)."""
     try:
         return importlib.util.find_spec(module) is not None and (
             importlib.util.find_spec(f"{module}.__main__") is not None
         )
-    except (ImportError, ValueError):
-        return False
-
-
-def module_exists(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
 
@@ -250,6 +242,13 @@ class DevStack:
     def start(self) -> None:
         if not port_is_free(self.port):
             raise StartupError(f"port {self.port} is in use; choose another with --port or PARLEY_PORT")
+        # Every service is part of the platform: one that cannot run is an install to repair, not
+        # a service to leave out.
+        missing = sorted({s.module for s in service_specs(self.workers) if not module_runnable(s.module)})
+        if missing:
+            raise StartupError(
+                f"not installed (no `python -m` entry point): {', '.join(missing)}; run make install"
+            )
         for sub in ("logs", "mail", "caddy"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         fresh_log(self.logs / "supervisor.log")
@@ -295,24 +294,14 @@ class DevStack:
             # Before the services, so their first spans have somewhere to go.
             env["PARLEY_OTLP_ENDPOINT"] = self._start_traceview(env)
 
-        specs = []
-        for spec in service_specs(self.workers):
-            if module_runnable(spec.module):
-                specs.append(spec)
-            else:
-                say(f"parley: warning: {spec.module} is missing or has no __main__; skipping {spec.name}")
-        if not specs:
-            raise StartupError("no service is installed")
-        self.specs = specs
+        specs = self.specs = service_specs(self.workers)
 
         # Ports first, so the edge can be configured before every service runs.
         for spec in specs:
             self.ports[spec.name] = free_port()
         self.ports["edge_meta"] = free_port()
         migrations = {
-            m: self._migration(m, env)
-            for m in MIGRATED_MODULES
-            if any(s.module == m for s in specs) and module_exists(f"{m}.migrate")
+            m: self._migration(m, env) for m in MIGRATED_MODULES if any(s.module == m for s in specs)
         }
         # Services without a schema start at once and import while the migrations run; the others
         # start as soon as their own migration is done.

@@ -43,10 +43,6 @@ def placeholders(source: str) -> list[Placeholder]:
     return found
 
 
-def variable_names(source: str) -> set[str]:
-    return {p.name for p in placeholders(source) if p.name is not None}
-
-
 def _lookup(values: Mapping[str, Any], name: str, fields: tuple[str, ...]) -> Any:
     value: Any = values.get(name)
     for field in fields:

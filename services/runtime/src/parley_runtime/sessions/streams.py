@@ -132,7 +132,3 @@ class InputFeed:
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.close()
-
-
-def parse_event(data: bytes) -> ServerEvent:
-    return _EVENT.validate_json(data)
