@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from parley_devstack import servers
+from parley_devstack import edge as make_run_edge
 
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAMS = {
@@ -161,7 +161,7 @@ def test_routes_match_make_run(edge: tuple[str, dict[str, Any]]) -> None:
     """The compose edge routes every path of `make run`'s table (parley_devstack) to the same owner."""
     base, _ = edge
     wrong = {}
-    for owner, patterns in servers.EDGE_ROUTES:
+    for owner, patterns in make_run_edge.EDGE_ROUTES:
         for pattern in patterns:
             for path in _samples(pattern):
                 _, body, _ = fetch(base + path)
@@ -195,7 +195,7 @@ def test_edge_errors_are_envelopes_with_the_public_docs_url(caddy: str, tmp_path
     block = r"^\thandle_errors ?(.*?) \{\n.*?\n\t\trespond `(.*?)` (\S+)$"
     blocks = re.findall(block, text, flags=re.M | re.S)
     placeholder = "{$PARLEY_DOCS_URL:http://localhost:8080/errors}"
-    assert blocks == servers.edge_error_responses(placeholder)
+    assert blocks == make_run_edge.edge_error_responses(placeholder)
 
 
 def test_big_headers_pass_the_edge_to_the_services_limit(edge: tuple[str, dict[str, Any]]) -> None:
@@ -213,7 +213,7 @@ def test_access_and_error_logs_hold_no_credentials(caddy: str, tmp_path: Path) -
     """A request with credentials in its query string, cookie and authorization header, to a
     service that is down: neither the access log nor the error log of the edge holds them."""
     text = (REPO / "deploy/caddy/Caddyfile").read_text()
-    assert "\n".join(servers.access_log()) in text  # the same filter as make run's edge
+    assert "\n".join(make_run_edge.access_log()) in text  # the same filter as make run's edge
     key, session, secret = "sk_live_" + "Q" * 40, "ps_" + "S" * 40, "hunter2-" + "x" * 30
     with compose_edge(caddy, tmp_path, {name: free_port() for name in UPSTREAMS.values()}) as base:
         request = urllib.request.Request(

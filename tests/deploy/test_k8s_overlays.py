@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from parley_common import subjects
-from parley_devstack import servers
+from parley_devstack import edge
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -464,7 +464,7 @@ def test_ingress_keeps_websockets_and_streams_open(overlay: tuple[str, Any]) -> 
 
 
 def test_routes_match_make_run(overlay: tuple[str, Any]) -> None:
-    table = servers.EDGE_ROUTES
+    table = edge.EDGE_ROUTES
     _, objects = overlay
     locations = nginx_locations(objects)
     wrong = {}

@@ -32,16 +32,8 @@ from tests.e2e.harness import NO_LIMIT, PACE_MS, Stack, ready
 
 from parley_auth.migrate import upgrade as upgrade_auth
 from parley_catalog.migrate import upgrade as upgrade_catalog
-from parley_devstack.servers import (
-    ManagedProcess,
-    NatsServer,
-    ValkeyServer,
-    create_database,
-    drop_database,
-    free_port,
-    stop_all,
-    with_database,
-)
+from parley_devstack.postgres import create_database, drop_database, with_database
+from parley_devstack.servers import ManagedProcess, NatsServer, ValkeyServer, free_port, stop_all
 
 GRACE_S = 20.0  # reconnect grace of the runtime workers: longer than any outage here
 

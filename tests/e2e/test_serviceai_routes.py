@@ -32,14 +32,8 @@ from parley_catalog.migrate import upgrade as upgrade_catalog
 from parley_catalog.settings import CatalogSettings
 from parley_common.auth_contract import CredentialKind
 from parley_common.chatty_contract import AGENT_HEADER, CSRF_HEADER, RealtimeTokenResponse
-from parley_devstack.servers import (
-    NatsServer,
-    ValkeyServer,
-    create_database,
-    drop_database,
-    stop_all,
-    with_database,
-)
+from parley_devstack.postgres import create_database, drop_database, with_database
+from parley_devstack.servers import NatsServer, ValkeyServer, stop_all
 from parley_session_gateway.app import build_app as build_gateway_app
 from parley_session_gateway.settings import GatewaySettings
 

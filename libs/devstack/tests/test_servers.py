@@ -24,24 +24,18 @@ from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
 
+from parley_devstack.edge import DEV_ROUTES, EDGE_ROUTES, CaddyServer, caddyfile
+from parley_devstack.postgres import PostgresServer, create_database, drop_database, with_database
 from parley_devstack.servers import (
-    DEV_ROUTES,
-    EDGE_ROUTES,
     RESERVED_PORTS,
-    CaddyServer,
     ManagedProcess,
     NatsServer,
-    PostgresServer,
     ServerError,
     ValkeyServer,
-    caddyfile,
-    create_database,
-    drop_database,
     free_port,
     port_is_free,
     stop_all,
     tcp_open,
-    with_database,
 )
 
 

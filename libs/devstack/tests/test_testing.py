@@ -8,7 +8,8 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 
-from parley_devstack.servers import tcp_open, with_database
+from parley_devstack.postgres import with_database
+from parley_devstack.servers import tcp_open
 from parley_devstack.testing import infra
 
 URL_VARS = ("NATS_URL", "REDIS_URL", "DATABASE_URL")

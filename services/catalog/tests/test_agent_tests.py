@@ -425,10 +425,10 @@ async def test_gate_setting_per_owner(world: World) -> None:
 
 
 async def test_tests_and_waiting_runs_are_bounded_per_agent(world: World, monkeypatch: Any) -> None:
-    from parley_catalog.agent_tests import service
+    from parley_catalog.agent_tests import runs, service
 
     monkeypatch.setattr(service, "MAX_TESTS_PER_AGENT", 2)
-    monkeypatch.setattr(service, "MAX_UNFINISHED_RUNS_PER_AGENT", 3)
+    monkeypatch.setattr(runs, "MAX_UNFINISHED_RUNS_PER_AGENT", 3)
     alice = await world.user()
     agent = await agent_of(alice)
     path = f"/agents/{agent['id']}/adversarial-tests"

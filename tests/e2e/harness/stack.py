@@ -31,15 +31,8 @@ from parley_auth.settings import AuthSettings
 from parley_catalog.app import build_app as build_catalog_app
 from parley_catalog.migrate import upgrade as upgrade_catalog
 from parley_catalog.settings import CatalogSettings
-from parley_devstack.servers import (
-    ManagedProcess,
-    NatsServer,
-    create_database,
-    drop_database,
-    free_port,
-    stop_all,
-    with_database,
-)
+from parley_devstack.postgres import create_database, drop_database, with_database
+from parley_devstack.servers import ManagedProcess, NatsServer, free_port, stop_all
 
 GRACE_S = 1.5  # reconnect grace of the runtime workers
 ACK_WAIT_S = 2.0  # a dead worker's sessions move on after this

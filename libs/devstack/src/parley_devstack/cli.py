@@ -40,16 +40,15 @@ from typing import IO
 
 import httpx
 
+from parley_devstack.edge import CaddyServer
+from parley_devstack.postgres import PostgresServer, create_database
 from parley_devstack.servers import (
     LOOPBACK,
-    CaddyServer,
     Cancelled,
     ManagedProcess,
     NatsServer,
-    PostgresServer,
     ServerError,
     ValkeyServer,
-    create_database,
     free_port,
     port_is_free,
     stop_all,

@@ -23,15 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parley_devstack.servers import (
-    NatsServer,
-    PostgresServer,
-    ValkeyServer,
-    create_database,
-    drop_database,
-    stop_all,
-    with_database,
-)
+from parley_devstack.postgres import PostgresServer, create_database, drop_database, with_database
+from parley_devstack.servers import NatsServer, ValkeyServer, stop_all
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.access import org_by_slug, personal_owner
-from parley_catalog.agent_tests import schemas, service
+from parley_catalog.agent_tests import runs, schemas, service
 from parley_catalog.agent_tests.models import AgentTestSettings
 from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
@@ -109,10 +109,10 @@ async def run_tests(
     body: schemas.RunAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.RunAdversarialTestResponse:
     agent = await _agent(ctx, db, principal, body.agent_id, MemberRole.MEMBER)
-    runs = await service.start_runs(ctx, db, principal, agent, body)
+    started = await runs.start_runs(ctx, db, principal, agent, body)
     await db.commit()
     return schemas.RunAdversarialTestResponse(
-        batch_id=runs[0].batch_id, runs=[service.run_schema(r, []) for r in runs]
+        batch_id=started[0].batch_id, runs=[runs.run_schema(r, []) for r in started]
     )
 
 
@@ -136,7 +136,7 @@ async def list_runs(
     limit: Limit = DEFAULT_LIMIT,
 ) -> schemas.GetAdversarialTestRunsResponse:
     agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
-    return await service.list_runs(
+    return await runs.list_runs(
         db, agent.id, test_id=test_id, batch_id=batch_id, status=status, after=after, limit=limit
     )
 
@@ -149,8 +149,8 @@ async def list_runs(
     summary="Get one test run with its progress and remarks (requires viewer)",
 )
 async def get_run(run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.AdversarialTestRun:
-    run = await service.load_run(ctx, db, principal, run_id)
-    return (await service.with_remarks(db, [run]))[0]
+    run = await runs.load_run(ctx, db, principal, run_id)
+    return (await runs.with_remarks(db, [run]))[0]
 
 
 @router.get(
@@ -163,8 +163,8 @@ async def get_run(run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader) -> s
 async def run_messages(
     run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.GetAdversarialTestRunMessagesResponse:
-    run = await service.load_run(ctx, db, principal, run_id)
-    messages = await service.run_messages(db, run)
+    run = await runs.load_run(ctx, db, principal, run_id)
+    messages = await runs.run_messages(db, run)
     return schemas.GetAdversarialTestRunMessagesResponse(
         run_id=run.id,
         status=RunStatus(run.status),

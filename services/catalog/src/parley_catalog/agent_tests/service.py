@@ -1,4 +1,6 @@
-"""Agent tests: records, starter suites, starting runs, reading results, and the publish gate."""
+"""Agent tests: records, starter suites, the effective scope and latest result, and the publish gate.
+
+Runs (starting them, listing and reading them) are in runs.py."""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from pydantic import AwareDatetime, BaseModel
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,8 +18,6 @@ from parley_catalog.access import check_owner, not_found
 from parley_catalog.agent_tests import schemas
 from parley_catalog.agent_tests.models import (
     AgentTest,
-    AgentTestMessage,
-    AgentTestRemark,
     AgentTestRun,
     AgentTestSettings,
 )
@@ -27,28 +26,17 @@ from parley_catalog.agent_tests.starter import starter_suite
 from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
-from parley_catalog.conversations import cursor
 from parley_catalog.timeutil import utcnow
-from parley_common import subjects
 from parley_common.agent_test_contract import (
-    AgentTestJob,
     Criterion,
     RunStatus,
     TestCategory,
     TestDefinition,
 )
 from parley_common.auth_contract import MemberRole, Principal
-from parley_common.errors import Codes, ErrorEnvelope, ParleyError
-from parley_common.session_contract import trace_headers
+from parley_common.errors import Codes, ParleyError
 
 log = structlog.get_logger(__name__)
-
-
-class RunKey(BaseModel):
-    """Sort key of the runs list (newest first), for its cursor."""
-
-    created_at: AwareDatetime
-    id: UUID
 
 
 # ------------------------------------------------------------------------------ tests
@@ -121,7 +109,6 @@ def _dump_criteria(criteria: Sequence[Criterion]) -> list[Any]:
 # Bounds on what one agent may hold: every test in scope runs in a batch, each run is a
 # conversation plus LLM calls.
 MAX_TESTS_PER_AGENT = 100
-MAX_UNFINISHED_RUNS_PER_AGENT = 100
 
 
 async def create_test(db: AsyncSession, agent: Agent, body: schemas.CreateAdversarialTestBody) -> AgentTest:
@@ -266,209 +253,6 @@ async def latest_result(db: AsyncSession, agent: Agent, in_scope: list[AgentTest
     else:
         result.status = "passed"
     return result
-
-
-# ------------------------------------------------------------------------------ runs
-
-
-def run_schema(run: AgentTestRun, remarks: Sequence[AgentTestRemark]) -> schemas.AdversarialTestRun:
-    test = run.test or {}
-    return schemas.AdversarialTestRun(
-        id=run.id,
-        batch_id=run.batch_id,
-        agent_id=run.agent_id,
-        agent_version=run.agent_version,
-        test_id=run.test_id,
-        test_name=str(test.get("name", "")),
-        category=TestCategory(test.get("category", TestCategory.CUSTOM.value)),
-        node_id=test.get("node_id"),
-        status=RunStatus(run.status),
-        attempt=run.attempt,
-        turns_done=run.turns_done,
-        max_turns=int(test.get("max_turns", 0)),
-        conversation_id=run.conversation_id,
-        engine=run.engine,
-        model=run.model,
-        remarks=[
-            schemas.AuditRemark(
-                criterion_id=r.criterion_id,
-                criterion=r.criterion,
-                verdict=r.verdict,
-                severity=r.severity,
-                message_index=r.message_index,
-                quote=r.quote,
-                explanation=r.explanation,
-            )
-            for r in sorted(remarks, key=lambda r: r.position)
-        ],
-        error=ErrorEnvelope.model_validate(run.error) if run.error else None,
-        started_by_user_id=run.started_by_user_id,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        updated_at=run.updated_at,
-    )
-
-
-async def with_remarks(db: AsyncSession, runs: Sequence[AgentTestRun]) -> list[schemas.AdversarialTestRun]:
-    ids = [r.id for r in runs]
-    remarks: dict[UUID, list[AgentTestRemark]] = {i: [] for i in ids}
-    if ids:
-        for remark in await db.scalars(select(AgentTestRemark).where(AgentTestRemark.run_id.in_(ids))):
-            remarks[remark.run_id].append(remark)
-    return [run_schema(r, remarks[r.id]) for r in runs]
-
-
-async def start_runs(
-    ctx: CatalogContext,
-    db: AsyncSession,
-    principal: Principal,
-    agent: Agent,
-    body: schemas.RunAdversarialTestBody,
-) -> list[AgentTestRun]:
-    """One run per test, queued on the bus before the rows are committed (a job whose rows never
-    commit has its results dropped by the consumer; rows whose jobs were never queued would wait
-    forever)."""
-    if agent.protocol is not None:
-        raise ParleyError(Codes.AGENT_TEST_UNSUPPORTED_AGENT, params={"agent_id": str(agent.id)})
-    _, applies, excluded = await effective_scope(db, agent)
-    if body.test_ids is not None:
-        wanted = list(dict.fromkeys(body.test_ids))
-        known = {t.id: t for t in applies} | {t.id: t for t, _ in excluded}
-        missing = [i for i in wanted if i not in known]
-        if missing:
-            raise not_found("adversarial test")
-        tests = [known[i] for i in wanted]
-    else:
-        tests = applies
-    if not tests:
-        raise ParleyError(Codes.AGENT_TEST_NO_TESTS)
-    unfinished = await db.scalar(
-        select(func.count())
-        .select_from(AgentTestRun)
-        .where(
-            AgentTestRun.agent_id == agent.id,
-            AgentTestRun.status.in_([s.value for s in RunStatus if not s.finished]),
-        )
-    )
-    if (unfinished or 0) + len(tests) > MAX_UNFINISHED_RUNS_PER_AGENT:
-        raise ParleyError(
-            Codes.CONFLICT,
-            f"The agent has {unfinished} test runs still going; at most {MAX_UNFINISHED_RUNS_PER_AGENT} "
-            "may wait at once. Retry when some have finished.",
-        )
-    batch_id, now = uuid.uuid4(), utcnow()
-    runs = []
-    for test in tests:
-        run = AgentTestRun(
-            id=uuid.uuid4(),
-            batch_id=batch_id,
-            agent_id=agent.id,
-            agent_version=agent.version,
-            test_id=test.id,
-            test=definition(test).model_dump(mode="json"),
-            status=RunStatus.QUEUED.value,
-            attempt=0,
-            step=-1,
-            turns_done=0,
-            model=body.model,
-            started_by_user_id=principal.user_id,
-            created_at=now,
-            updated_at=now,
-        )
-        db.add(run)
-        runs.append(run)
-    await db.flush()
-    js = ctx.broker.connection.jetstream()
-    for run in runs:
-        job = AgentTestJob(
-            run_id=run.id,
-            batch_id=batch_id,
-            agent_id=agent.id,
-            agent_version=agent.version,
-            principal=principal,
-            test=TestDefinition.model_validate(run.test),
-            model=body.model,
-            requested_at=now,
-        )
-        try:
-            await js.publish(
-                subjects.AGENT_TEST_RUN,
-                job.model_dump_json().encode(),
-                headers=trace_headers({"Nats-Msg-Id": str(run.id)}),
-            )
-        except Exception as exc:
-            log.warning("catalog.agent_test_queue_failed", run_id=str(run.id), error=str(exc))
-            raise ParleyError(Codes.SERVICE_UNAVAILABLE, "The test-run queue is unavailable; retry.") from exc
-    return runs
-
-
-async def list_runs(
-    db: AsyncSession,
-    agent_id: UUID,
-    *,
-    test_id: UUID | None,
-    batch_id: UUID | None,
-    status: RunStatus | None,
-    after: str | None,
-    limit: int,
-) -> schemas.GetAdversarialTestRunsResponse:
-    where: list[ColumnElement[bool]] = [AgentTestRun.agent_id == agent_id]
-    if test_id is not None:
-        where.append(AgentTestRun.test_id == test_id)
-    if batch_id is not None:
-        where.append(AgentTestRun.batch_id == batch_id)
-    if status is not None:
-        where.append(AgentTestRun.status == status.value)
-    if after is not None:
-        key = cursor.decode(after, RunKey)
-        where.append(
-            or_(
-                AgentTestRun.created_at < key.created_at,
-                and_(AgentTestRun.created_at == key.created_at, AgentTestRun.id < key.id),
-            )
-        )
-    rows = list(
-        (
-            await db.scalars(
-                select(AgentTestRun)
-                .where(*where)
-                .order_by(AgentTestRun.created_at.desc(), AgentTestRun.id.desc())
-                .limit(limit + 1)
-            )
-        ).all()
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        cursor.encode(RunKey(created_at=rows[-1].created_at, id=rows[-1].id)) if more and rows else None
-    )
-    return schemas.GetAdversarialTestRunsResponse(items=await with_remarks(db, rows), next_cursor=next_cursor)
-
-
-async def load_run(ctx: CatalogContext, db: AsyncSession, principal: Principal, run_id: UUID) -> AgentTestRun:
-    run = await db.get(AgentTestRun, run_id)
-    agent = await agents.get_live_row(db, run.agent_id) if run is not None else None
-    if run is None or agent is None:
-        raise not_found("test run")
-    await check_owner(
-        ctx,
-        principal,
-        owner_user_id=agent.owner_user_id,
-        owner_org_id=agent.owner_org_id,
-        min_role=MemberRole.VIEWER,
-        resource="test run",
-    )
-    return run
-
-
-async def run_messages(db: AsyncSession, run: AgentTestRun) -> list[AgentTestMessage]:
-    query = (
-        select(AgentTestMessage)
-        .where(AgentTestMessage.run_id == run.id, AgentTestMessage.attempt == run.attempt)
-        .order_by(AgentTestMessage.index)
-    )
-    return list((await db.scalars(query)).all())
 
 
 # ------------------------------------------------------------------------------ settings and gate
