@@ -1,3 +1,5 @@
+# One piece (460 lines): one benchmark run end to end (stack, warm-up, latency, capacity, report);
+# its phases share the stack and the figures they print side by side.
 """Realtime path latency and capacity: one gateway and two runtime workers, built-in engine, zero pace.
 
 `python -m bench.realtime [--iterations N] [--warmup N] [--levels 25,50,…] [--turns N] [--think-ms N]`

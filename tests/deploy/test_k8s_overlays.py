@@ -1,3 +1,5 @@
+# One piece (769 lines): every overlay is rendered once (kubectl kustomize) and all properties are
+# checked on those rendered objects; splitting would render them again per module.
 """deploy/k8s/overlays: each overlay renders with `kubectl kustomize`; every object validates against the
 Kubernetes 1.31 schemas of `kubernetes-validate` (strict) and the ScaledObject against the vendored KEDA
 schema; then the properties the manifests promise, checked on the rendered objects: routing (the

@@ -1,3 +1,5 @@
+# One piece (462 lines): the metric-name contract checked everywhere it appears (docs, dashboards,
+# alert rules, code, collector config); one table of names feeds every check.
 """deploy/observability and the compose `observability` profile: the metric names contract (the same in
 docs/operations.md, the dashboards, the alert rules and, once it exists, parley_common.metrics), the
 Grafana dashboards (valid, every query parsed with a real PromQL parser and using only contract

@@ -1,3 +1,5 @@
+# One piece (534 lines): one recursive-descent reader of the Kivox .d.ts and its comparison with
+# OpenAPI; the grammar's rules call each other throughout.
 """The Kivox REST contract (`specs/kivox-client.d.ts`, an openapi-typescript dump) read back into
 paths, operations and component schemas, and compared with an OpenAPI 3.1 document.
 

@@ -1,3 +1,5 @@
+# One piece (562 lines): one reader of the ServiceAi excerpt (its lost indentation rebuilt by grammar)
+# and its comparison with OpenAPI; the reader's rules call each other throughout.
 """The ServiceAi contract excerpt (`specs/serviceai-openapi-excerpt.yaml`, API 1.2.1) read back into
 OpenAPI paths and component schemas, and compared with an OpenAPI 3.1 document.
 

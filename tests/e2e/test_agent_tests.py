@@ -1,3 +1,5 @@
+# One piece (494 lines): agent tests end to end over one module-scoped stack and one fake LLM
+# scenario; splitting would start a second stack.
 """Agent tests end to end, over the real stack (docs/agent-tests.md).
 
 The stack of test_realtime (its own NATS; auth and catalog in this process; the gateway and two

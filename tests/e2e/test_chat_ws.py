@@ -1,3 +1,5 @@
+# One piece (476 lines): the chat WebSocket protocol end to end over one module-scoped stack; its
+# cases share that stack and the protocol client defined here.
 """The chat WebSocket (`/chat/ws`, docs/chat-ws.md) end to end, over test_realtime's stack.
 
 A second gateway process joins that stack with short chat timers: a heartbeat every 0.2 s, and an

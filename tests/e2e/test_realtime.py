@@ -1,3 +1,5 @@
+# One piece (521 lines): the Kivox realtime protocol end to end over one module-scoped stack
+# (tests/e2e/harness); splitting would start a second stack.
 """The Kivox realtime protocol end to end, over the real stack.
 
 One stack for the module: its own NATS server (so no other module's auth or catalog app shares the

@@ -1,3 +1,5 @@
+# One piece (668 lines): a table of broken Octavus definitions, one case each, with the exact
+# issues expected; a catalogue read as one list.
 """Broken definitions: each case asserts the exact issues (severity, path, message, line)."""
 
 from __future__ import annotations

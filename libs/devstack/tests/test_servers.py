@@ -1,3 +1,5 @@
+# One piece (494 lines): the embedded servers' lifecycle (start, restart with data, stop, the edge)
+# with shared temporary-directory fixtures.
 """The embedded servers start, answer, keep their data across restarts and stop cleanly."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# One piece (538 lines): the recognition and synthesis clients share one watchdog, retry and replay
+# discipline over the same worker protocol; split, each half would reach into the other's internals.
 """Client side of the speech workers, for edges (recognition) and runtimes (synthesis).
 
 `RecognitionClient` is an edge's handle on one voice session:

@@ -1,3 +1,5 @@
+# One piece (452 lines): the whole bus contract of the speech workers (payloads, headers, the
+# stream and subject rules) in one place, as both sides read it; split, one protocol would be spread out.
 """Bus contract of the speech workers: voice config, recognition sessions, synthesis jobs.
 
 Recognition (stateful, one worker per voice session):

@@ -1,3 +1,5 @@
+# One piece (573 lines): `parley run` is one supervisor: start order, restarts and shutdown act on
+# the same process table and state directory; the servers themselves are in servers/postgres/edge.
 """`parley run`: the whole platform on one machine, from PyPI wheels only (what `make run` starts).
 
 State lives in `.parley/` of the current directory and survives restarts: NATS JetStream, Valkey

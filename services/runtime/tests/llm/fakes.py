@@ -1,3 +1,5 @@
+# One piece (690 lines): the local fake LLM servers share one HTTP/1.1 server core (h11) and
+# differ only in the wire format each speaks.
 """Local fake LLM servers that speak the real wire formats, for tests of the provider code and
 end-to-end tests of the runtime. Nothing here calls a real provider.
 

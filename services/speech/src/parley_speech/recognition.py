@@ -1,3 +1,5 @@
+# One piece (595 lines): one voice session's pipeline (decode, resample, VAD, policy, STT) shares
+# the session's sequence bookkeeping and reads top to bottom as the audio flows.
 """One voice session's recognition on a worker: audio in (core NATS), events out.
 
     audio subject ─► inbox (bounded) ─► decode → resample (soxr) → VAD (Silero)

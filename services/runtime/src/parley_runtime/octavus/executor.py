@@ -1,3 +1,5 @@
+# One piece (574 lines): the Octavus block interpreter: every block kind reads and writes the same
+# execution state, and a paused execution resumes inside any of them.
 """Runs a trigger's handler, block by block, emitting @octavus/core stream events.
 
 An execution pauses on a `tool-request` (tools run in the caller's server or browser) and ends the
