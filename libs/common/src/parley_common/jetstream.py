@@ -9,6 +9,9 @@ the truth (stored, or, after `timeout_s`, an error), and a retry never doubles a
 connection is down no new attempt is queued (one buffered copy is enough); an attempt is made as
 soon as it is back.
 
+**Durable consumers** (`DurableConsumer`): the fetch loop of a durable pull consumer shared by a
+service's replicas (the catalog's conversation and test-result consumers, auth's mail inbox).
+
 **Ordered readers** (`OrderedReader`). An ordered consumer lives in the server's memory: a
 restarted server has lost it, and nats-py notices only after two missed idle heartbeats (10-20 s).
 A reader records the stream sequence of the last message it handed on and, on every reconnect,
@@ -27,8 +30,9 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 
 from parley_common.bus import BusEvents
 from parley_common.outages import OUTAGE_ERRORS, describe
@@ -168,3 +172,76 @@ class OrderedReader:
                 await sub.unsubscribe()
             except Exception as exc:  # the connection may be closing; the server reaps the consumer
                 log.debug("bus.reader_unsubscribe_failed", subject=self.subject, error=str(exc))
+
+
+def shared_durable(ack_wait_s: float = 30, **extra: object) -> ConsumerConfig:
+    """The config of a durable pull consumer every replica of a service shares: explicit acks,
+    from the start of the stream, at most 1000 messages in flight."""
+    return ConsumerConfig(
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_s,
+        max_ack_pending=1000,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+class DurableConsumer:
+    """A durable pull consumer run as one task of a process: fetch a batch, `handle` each message.
+
+    Subclasses say what they consume (`subscribe`) and what a message does (`handle`, which acks,
+    naks or terminates it); `tick` runs before every fetch (housekeeping). Connection trouble is
+    logged and waited out: the client reconnects by itself. Stopping ends this process's
+    subscription; the durable consumer stays on the server for the other replicas and the next run.
+    """
+
+    name = "consumer"  # the task's name, and `consumer` in the logs
+    batch = 64
+    fetch_retry_s = 1.0
+
+    def __init__(self) -> None:
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+        raise NotImplementedError
+
+    async def handle(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    async def tick(self) -> None:
+        return None
+
+    async def start(self, nc: Client) -> None:
+        self._sub = await self.subscribe(nc.jetstream())
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._sub.unsubscribe(), timeout=5)
+            self._sub = None
+
+    async def _run(self) -> None:
+        assert self._sub is not None
+        while True:
+            await self.tick()
+            try:
+                messages = await self._sub.fetch(self.batch, timeout=1.0)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection trouble: the client reconnects by itself
+                log.warning(
+                    "jetstream.fetch_failed", consumer=self.name, error=f"{type(exc).__name__}: {exc}"
+                )
+                await asyncio.sleep(self.fetch_retry_s)
+                continue
+            for msg in messages:
+                await self.handle(msg)

@@ -8,13 +8,8 @@ terminated; a database outage makes the message come back later.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import structlog
-from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
@@ -23,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley_auth.mail.models import OutboxMail
 from parley_common import subjects
+from parley_common.jetstream import DurableConsumer
 from parley_common.session_contract import MailRequest, ensure_streams
 
 log = structlog.get_logger(__name__)
@@ -40,47 +36,25 @@ async def store(sessions: async_sessionmaker[AsyncSession], request: MailRequest
     return bool(getattr(result, "rowcount", 0))
 
 
-class MailInbox:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.sessions = sessions
-        self._sub: JetStreamContext.PullSubscription | None = None
-        self._task: asyncio.Task[None] | None = None
+class MailInbox(DurableConsumer):
+    name = "mail-inbox"
+    batch = 16
+    fetch_retry_s = 0.5
 
-    async def start(self, nc: Client) -> None:
-        js = nc.jetstream()
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__()
+        self.sessions = sessions
+
+    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
         await ensure_streams(js, [subjects.MAIL_STREAM])
-        self._sub = await js.pull_subscribe(
+        return await js.pull_subscribe(
             subjects.MAIL_SEND,
             durable=subjects.AUTH_MAIL_CONSUMER,
             stream=subjects.MAIL_STREAM,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_deliver=-1),
         )
-        self._task = asyncio.create_task(self._run(), name="mail-inbox")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-
-    async def _run(self) -> None:
-        assert self._sub is not None
-        while True:
-            try:
-                msgs = await self._sub.fetch(16, timeout=1.0)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except Exception as exc:  # NATS reconnecting
-                log.warning("mail.inbox_fetch_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                await self._handle(msg)
-
-    async def _handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Msg) -> None:
         try:
             request = MailRequest.model_validate_json(msg.data)
         except ValidationError as exc:

@@ -16,14 +16,9 @@ run's job just before it commits the run.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import structlog
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
@@ -42,6 +37,7 @@ from parley_common.agent_test_contract import (
     RunStatus,
     ensure_streams,
 )
+from parley_common.jetstream import DurableConsumer, shared_durable
 
 log = structlog.get_logger(__name__)
 EVENTS: TypeAdapter[RunProgress | RunMessage | RunFinished] = TypeAdapter(AgentTestEvent)
@@ -120,57 +116,24 @@ async def apply(db: AsyncSession, event: RunProgress | RunMessage | RunFinished)
     return True
 
 
-class ResultConsumer:
+class ResultConsumer(DurableConsumer):
+    name = "agent-test-results"
+
     def __init__(self, settings: CatalogSettings, db: Database) -> None:
+        super().__init__()
         self.settings = settings
         self.db = db
-        self._task: asyncio.Task[None] | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
         self.applied = 0
         self.duplicates = 0
 
-    async def start(self, nc: NatsClient) -> None:
-        js = nc.jetstream()
+    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
         await ensure_streams(js)
-        self._sub = await js.pull_subscribe(
+        return await js.pull_subscribe(
             f"{subjects.AGENT_TEST_RESULTS}.>",
             durable=subjects.CATALOG_AGENT_TEST_RESULTS_CONSUMER,
             stream=subjects.AGENT_TEST_RESULTS_STREAM,
-            config=api.ConsumerConfig(
-                ack_policy=api.AckPolicy.EXPLICIT,
-                deliver_policy=api.DeliverPolicy.ALL,
-                ack_wait=30,
-                max_ack_pending=1000,
-            ),
+            config=shared_durable(),
         )
-        self._task = asyncio.create_task(self._run(), name="agent-test-results")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._sub.unsubscribe(), timeout=5)
-            self._sub = None
-
-    async def _run(self) -> None:
-        assert self._sub is not None
-        while True:
-            try:
-                messages = await self._sub.fetch(64, timeout=1.0)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                log.warning("catalog.agent_test_fetch_failed", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(1.0)
-                continue
-            for msg in messages:
-                await self.handle(msg)
 
     async def handle(self, msg: Msg) -> None:
         try:

@@ -12,18 +12,14 @@ One durable pull consumer (`catalog-conversations` on stream `CONVERSATIONS`, su
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry import trace
 from opentelemetry.propagate import extract
@@ -35,6 +31,7 @@ from parley_catalog.db import Database
 from parley_catalog.settings import CatalogSettings
 from parley_common import subjects
 from parley_common.conversation_contract import ConversationEvent
+from parley_common.jetstream import DurableConsumer, shared_durable
 from parley_common.session_contract import STREAMS
 from parley_common.settings import common_settings
 
@@ -93,14 +90,16 @@ async def ensure_stream(js: JetStreamContext, max_age_s: float) -> float:
     return max_age_s
 
 
-class ConversationConsumer:
+class ConversationConsumer(DurableConsumer):
+    name = "conversation-consumer"
+
     def __init__(self, settings: CatalogSettings, db: Database) -> None:
+        super().__init__()
         self.settings = settings
         self.db = db
-        self._task: asyncio.Task[None] | None = None
+        self.batch = settings.catalog_conversations_batch
         self.retention_s = 0.0
         self._pruned_at = 0.0
-        self._sub: JetStreamContext.PullSubscription | None = None
         # What this process did with the messages it was given (for logs, metrics and tests).
         self.applied = 0
         self.duplicates = 0
@@ -108,33 +107,14 @@ class ConversationConsumer:
         self.retried = 0
         self.dropped = 0
 
-    async def start(self, nc: NatsClient) -> None:
-        js = nc.jetstream()
+    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
         self.retention_s = await ensure_stream(js, self.settings.catalog_conversations_max_age_days * 86400)
-        self._sub = await js.pull_subscribe(
+        return await js.pull_subscribe(
             SUBJECTS,
             durable=self.settings.catalog_conversations_durable,
             stream=subjects.CONVERSATIONS_STREAM,
-            config=api.ConsumerConfig(
-                ack_policy=api.AckPolicy.EXPLICIT,
-                deliver_policy=api.DeliverPolicy.ALL,
-                ack_wait=30,
-                max_ack_pending=1000,
-            ),
+            config=shared_durable(),
         )
-        self._task = asyncio.create_task(self._run(), name="conversation-consumer")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._sub is not None:
-            # The durable consumer stays on the server; only this process's subscription goes.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._sub.unsubscribe(), timeout=5)
-            self._sub = None
 
     async def prune(self) -> int:
         """Drop processed-event ids the stream can no longer replay (older than its retention plus
@@ -147,7 +127,8 @@ class ConversationConsumer:
             await session.commit()
         return count
 
-    async def _maybe_prune(self) -> None:
+    async def tick(self) -> None:
+        """Once an hour: prune what the stream can no longer replay."""
         now = time.monotonic()
         if now - self._pruned_at < PRUNE_EVERY_S:
             return
@@ -159,23 +140,6 @@ class ConversationConsumer:
         else:
             if pruned:
                 log.info("catalog.processed_events_pruned", count=pruned)
-
-    async def _run(self) -> None:
-        assert self._sub is not None
-        while True:
-            await self._maybe_prune()
-            try:
-                messages = await self._sub.fetch(self.settings.catalog_conversations_batch, timeout=1.0)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                log.warning("catalog.conversation_fetch_failed", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(1.0)
-                continue
-            for msg in messages:
-                await self.handle(msg)
 
     async def handle(self, msg: Msg) -> None:
         with tracer.start_as_current_span(
