@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import structlog
 from nats.aio.client import Client
@@ -174,6 +175,57 @@ class OrderedReader:
                 log.debug("bus.reader_unsubscribe_failed", subject=self.subject, error=str(exc))
 
 
+class Held(Protocol):
+    """A message a worker holds in progress while a task works on it."""
+
+    msg: Msg
+    task: asyncio.Task[None] | None
+    acked: bool
+
+
+async def fetch_batch(
+    sub: JetStreamContext.PullSubscription, batch: int, *, event: str, pause_s: float = 1.0, **log_fields: Any
+) -> list[Msg]:
+    """Up to `batch` messages, or none after a quiet second. Connection trouble is logged as `event`
+    and waited out for `pause_s` (the client reconnects by itself), then none."""
+    try:
+        return await sub.fetch(batch, timeout=1.0)
+    except (NatsTimeoutError, TimeoutError):
+        return []
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning(event, error=f"{type(exc).__name__}: {exc}", **log_fields)
+        await asyncio.sleep(pause_s)
+        return []
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks and wait until each has ended."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def hand_back(held: Iterable[Held]) -> None:
+    """Stop the work on held messages and give every one not yet acked back to JetStream (nak),
+    so another worker takes it at once."""
+    held = list(held)
+    for entry in held:
+        if entry.task is not None:
+            entry.task.cancel()
+    for entry in held:
+        if entry.task is not None:
+            with contextlib.suppress(BaseException):
+                await entry.task
+        if not entry.acked:
+            with contextlib.suppress(Exception):
+                await entry.msg.nak()
+
+
 def shared_durable(ack_wait_s: float = 30, **extra: object) -> ConsumerConfig:
     """The config of a durable pull consumer every replica of a service shares: explicit acks,
     from the start of the stream, at most 1000 messages in flight."""
@@ -218,9 +270,7 @@ class DurableConsumer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])
             self._task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
@@ -231,17 +281,12 @@ class DurableConsumer:
         assert self._sub is not None
         while True:
             await self.tick()
-            try:
-                messages = await self._sub.fetch(self.batch, timeout=1.0)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection trouble: the client reconnects by itself
-                log.warning(
-                    "jetstream.fetch_failed", consumer=self.name, error=f"{type(exc).__name__}: {exc}"
-                )
-                await asyncio.sleep(self.fetch_retry_s)
-                continue
+            messages = await fetch_batch(
+                self._sub,
+                self.batch,
+                event="jetstream.fetch_failed",
+                pause_s=self.fetch_retry_s,
+                consumer=self.name,
+            )
             for msg in messages:
                 await self.handle(msg)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import structlog
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from opentelemetry import context as otel_context
@@ -27,6 +26,7 @@ from pydantic import ValidationError
 
 from parley_common import subjects
 from parley_common.agent_test_contract import AgentTestJob, ensure_streams
+from parley_common.jetstream import cancel_all, fetch_batch, hand_back
 from parley_common.session_contract import trace_context
 from parley_runtime.agent_tests.checkpoint import OwnershipLost
 from parley_runtime.agent_tests.runner import RunnerDeps, TestRunner
@@ -83,21 +83,8 @@ class AgentTestWorker:
 
     async def stop(self) -> None:
         """Stop claiming and hand every run still held back to JetStream (resumed elsewhere)."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        jobs = list(self.jobs.values())
-        for job in jobs:
-            if job.task is not None:
-                job.task.cancel()
-        for job in jobs:
-            if job.task is not None:
-                with contextlib.suppress(BaseException):
-                    await job.task
-            if not job.acked:
-                with contextlib.suppress(Exception):
-                    await job.msg.nak()
+        await cancel_all(self._tasks)
+        await hand_back(self.jobs.values())
         self.jobs.clear()
         if self._sub is not None:
             with contextlib.suppress(Exception):
@@ -111,17 +98,7 @@ class AgentTestWorker:
                 self._slots.clear()
                 await self._slots.wait()
                 continue
-            try:
-                msgs = await self._sub.fetch(free, timeout=1.0)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # NATS reconnecting: keep trying
-                log.warning("agent_tests.fetch_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
+            for msg in await fetch_batch(self._sub, free, event="agent_tests.fetch_failed", pause_s=0.5):
                 await self._claim(msg)
 
     async def _claim(self, msg: Msg) -> None:

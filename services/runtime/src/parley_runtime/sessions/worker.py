@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import structlog
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
 from parley_common import metrics, subjects
+from parley_common.jetstream import cancel_all, fetch_batch, hand_back
 from parley_common.outages import describe, is_outage
 from parley_common.session_contract import STREAMS, SessionStart, ensure_streams
 from parley_runtime.sessions.runner import Deps, SessionRunner
@@ -121,21 +121,8 @@ class SessionWorker:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.deps.turn_over.wait(), left)
-        for task in others:  # heartbeats ran during the drain; now the claims go back
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        claims = list(self.claims.values())
-        for claim in claims:
-            if claim.task is not None:
-                claim.task.cancel()
-        for claim in claims:
-            if claim.task is not None:
-                with contextlib.suppress(BaseException):
-                    await claim.task
-            if not claim.acked:
-                with contextlib.suppress(Exception):
-                    await claim.msg.nak()
+        await cancel_all(others)  # heartbeats ran during the drain; now the claims go back
+        await hand_back(self.claims.values())
         self.claims.clear()
         self._gauge()
         if self._sub is not None:
@@ -150,17 +137,9 @@ class SessionWorker:
                 self._slots.clear()
                 await self._slots.wait()
                 continue
-            try:
-                msgs = await self._sub.fetch(min(free, 32), timeout=1.0)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # NATS reconnecting: keep trying
-                log.warning("sessions.fetch_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
+            for msg in await fetch_batch(
+                self._sub, min(free, 32), event="sessions.fetch_failed", pause_s=0.5
+            ):
                 await self._claim(msg)
 
     async def _claim(self, msg: Msg) -> None:
