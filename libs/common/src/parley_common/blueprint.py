@@ -151,6 +151,16 @@ class BlueprintEdge(BaseModel):
     source: Annotated[str, StringConstraints(max_length=200)]
     target: Annotated[str, StringConstraints(max_length=200)]
 
+    @property
+    def branch(self) -> str | None:
+        """`branch` as the runtime reads it (and lint checks it): booleans and any letter case."""
+        value = (self.model_extra or {}).get("branch")
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value).strip().lower()
+
 
 class Workflow(BaseModel):
     model_config = ConfigDict(json_schema_extra=_always_present("nodes", "edges"))

@@ -20,6 +20,7 @@ from typing import Annotated, Any, get_type_hints
 from uuid import UUID
 
 from fastapi import APIRouter, Depends
+from sqlalchemy import ColumnElement
 
 from parley_catalog.access import org_by_slug, personal_owner
 from parley_catalog.agents import service as agents
@@ -36,6 +37,12 @@ class Owner:
     user_id: UUID | None = None
     org_id: UUID | None = None
     agent: Agent | None = None
+
+    def owns(self, model: Any) -> ColumnElement[bool]:
+        """The rows of `model` (with `owner_user_id` / `owner_org_id`) this owner owns."""
+        if self.user_id is not None:
+            return model.owner_user_id == self.user_id  # type: ignore[no-any-return]
+        return model.owner_org_id == self.org_id  # type: ignore[no-any-return]
 
 
 Resolver = Callable[..., Awaitable[Owner]]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
-from uuid import UUID
 
 from fastapi import Query
 from sqlalchemy import ColumnElement, func, select
@@ -26,36 +26,35 @@ Search = Annotated[
 ]
 
 
-def offset(limit: int, page: int) -> int:
-    return (page - 1) * limit
+@dataclass
+class ListQuery:
+    """`?limit=&page=&search=` of a page-numbered list (a FastAPI dependency: `Depends()`)."""
+
+    limit: Limit = DEFAULT_LIMIT
+    page: Page = 1
+    search: Search = None
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
 
 
 async def search_page(
-    db: AsyncSession,
-    model: Any,
-    *,
-    owner_user_id: UUID | None = None,
-    owner_org_id: UUID | None = None,
-    search: str | None,
-    limit: int,
-    page: int,
+    db: AsyncSession, model: Any, owned: ColumnElement[bool], query: ListQuery
 ) -> tuple[list[Any], int]:
-    """One page of an owner's live rows of `model` and how many there are in all.
+    """One page of the live rows of `model` that `owned` selects, and how many there are in all.
 
-    `model` is a table with `deleted_at`, `owner_user_id`, `owner_org_id`, `created_at`, `id` and a
-    `search` tsvector. With a search, only matching rows, best match first; newest first otherwise."""
-    where: list[ColumnElement[bool]] = [model.deleted_at.is_(None)]
-    where.append(
-        model.owner_user_id == owner_user_id if owner_user_id else model.owner_org_id == owner_org_id
-    )
+    `model` is a table with `deleted_at`, `created_at`, `id` and a `search` tsvector. With a
+    search, only matching rows, best match first; newest first otherwise."""
+    where: list[ColumnElement[bool]] = [model.deleted_at.is_(None), owned]
     order: list[Any] = [model.created_at.desc(), model.id.desc()]
-    query_text = tsquery_text(search)
+    query_text = tsquery_text(query.search)
     if query_text is not None:
-        query = tsquery(query_text)
-        where.append(model.search.op("@@")(query))
-        order.insert(0, func.ts_rank(model.search, query).desc())
+        ts = tsquery(query_text)
+        where.append(model.search.op("@@")(ts))
+        order.insert(0, func.ts_rank(model.search, ts).desc())
     total = await db.scalar(select(func.count()).select_from(model).where(*where)) or 0
     rows = await db.scalars(
-        select(model).where(*where).order_by(*order).limit(limit).offset(offset(limit, page))
+        select(model).where(*where).order_by(*order).limit(query.limit).offset(query.offset)
     )
     return list(rows), total

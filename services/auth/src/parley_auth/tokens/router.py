@@ -6,8 +6,35 @@ from fastapi import APIRouter, status
 
 from parley_auth.deps import Ctx, Db, Minter
 from parley_auth.tokens import schemas, service
+from parley_auth.tokens.models import ClientToken
+from parley_common.auth_contract import Principal
 
 router = APIRouter(tags=["tokens"])
+
+
+async def _mint(
+    ctx: Ctx,
+    db: Db,
+    principal: Principal,
+    body: schemas.CreateChatTokenRequest | schemas.CreateVoiceTokenRequest,
+    token_type: service.TokenType,
+) -> tuple[str, ClientToken]:
+    """Mint and store a client token of `token_type` (rate limited per credential)."""
+    await ctx.limiter.hit(
+        "tokens:account", ctx.settings.auth_rate_token_mint_account, str(principal.credential_id)
+    )
+    token, row = await service.mint(
+        db,
+        ctx.settings,
+        principal,
+        token_type=token_type,
+        agent_id=body.workflow_id,
+        env=body.env,
+        ttl_seconds=body.ttl_seconds,
+        data=body.data,
+    )
+    await db.commit()
+    return token, row
 
 
 @router.post(
@@ -20,20 +47,7 @@ router = APIRouter(tags=["tokens"])
 async def create_chat_token(
     body: schemas.CreateChatTokenRequest, ctx: Ctx, db: Db, principal: Minter
 ) -> schemas.CreateChatTokenResponse:
-    await ctx.limiter.hit(
-        "tokens:account", ctx.settings.auth_rate_token_mint_account, str(principal.credential_id)
-    )
-    token, row = await service.mint(
-        db,
-        ctx.settings,
-        principal,
-        token_type="chat",
-        agent_id=body.workflow_id,
-        env=body.env,
-        ttl_seconds=body.ttl_seconds,
-        data=body.data,
-    )
-    await db.commit()
+    token, row = await _mint(ctx, db, principal, body, "chat")
     return schemas.CreateChatTokenResponse(token=token, expires_at=row.expires_at)
 
 
@@ -47,20 +61,7 @@ async def create_chat_token(
 async def create_voice_token(
     body: schemas.CreateVoiceTokenRequest, ctx: Ctx, db: Db, principal: Minter
 ) -> schemas.CreateVoiceTokenResponse:
-    await ctx.limiter.hit(
-        "tokens:account", ctx.settings.auth_rate_token_mint_account, str(principal.credential_id)
-    )
-    token, row = await service.mint(
-        db,
-        ctx.settings,
-        principal,
-        token_type="voice",
-        agent_id=body.workflow_id,
-        env=body.env,
-        ttl_seconds=body.ttl_seconds,
-        data=body.data,
-    )
-    await db.commit()
+    token, row = await _mint(ctx, db, principal, body, "voice")
     ws_base = ctx.settings.public_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     return schemas.CreateVoiceTokenResponse(
         url=f"{ws_base.rstrip('/')}/realtime", token=token, room_name=f"room-{row.id}", run_id=str(row.id)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import APIRouter, Body, Depends, Response, status
 
 from parley_catalog.agent_tests import service as agent_tests
 from parley_catalog.agents import events, schemas, service
+from parley_catalog.agents.models import Agent
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
-from parley_catalog.pagination import DEFAULT_LIMIT, Limit, Page, Search
+from parley_catalog.pagination import ListQuery, search_page
 from parley_catalog.params import AgentID
 from parley_catalog.templates import service as templates
 from parley_common.auth_contract import MemberRole
@@ -34,12 +35,10 @@ router = APIRouter(tags=["agents"])
     response_model=schemas.AgentPage,
     response_model_exclude_none=True,
 )
-async def list_agents(
-    owner: Owner, db: Db, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
-) -> schemas.AgentPage:
-    return await service.list_agents(
-        db, owner_user_id=owner.user_id, owner_org_id=owner.org_id, search=search, limit=limit, page=page
-    )
+async def list_agents(owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]) -> schemas.AgentPage:
+    rows, total = await search_page(db, Agent, owner.owns(Agent), query)
+    items = [service.to_schema(row) for row in rows]
+    return schemas.AgentPage(items=items, total=total, limit=query.limit, page=query.page)
 
 
 @owner_routes(

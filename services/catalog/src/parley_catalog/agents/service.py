@@ -20,7 +20,6 @@ from parley_catalog.context import CatalogContext
 from parley_catalog.lint.rules import Diagnostic
 from parley_catalog.lint.service import lint_blueprint
 from parley_catalog.lint.voice import lint_voice
-from parley_catalog.pagination import search_page
 from parley_catalog.templates.models import Template
 from parley_catalog.timeutil import utcnow
 from parley_common.auth_contract import MemberRole, Principal
@@ -67,27 +66,6 @@ def _dump_blueprint(blueprint: Blueprint) -> dict[str, Any]:
 
 def _inputs(secrets: list[schemas.AgentSecret]) -> list[secretstore.SecretInput]:
     return [secretstore.SecretInput(key=s.key, value=s.value, description=s.description) for s in secrets]
-
-
-async def list_agents(
-    db: AsyncSession,
-    *,
-    owner_user_id: UUID | None = None,
-    owner_org_id: UUID | None = None,
-    search: str | None,
-    limit: int,
-    page: int,
-) -> schemas.AgentPage:
-    rows, total = await search_page(
-        db,
-        Agent,
-        owner_user_id=owner_user_id,
-        owner_org_id=owner_org_id,
-        search=search,
-        limit=limit,
-        page=page,
-    )
-    return schemas.AgentPage(items=[to_schema(a) for a in rows], total=total, limit=limit, page=page)
 
 
 async def create_agent(

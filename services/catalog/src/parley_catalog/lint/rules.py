@@ -137,7 +137,7 @@ def _lint_entry(entry: str, nodes: list[BlueprintNode], edges: list[BlueprintEdg
             continue
         graph[edge.source].append(edge.target)
         reverse[edge.target].append(edge.source)
-        branches[edge.source].add(branch_of(edge))
+        branches[edge.source].add(edge.branch)
 
     for node_id, node_type in types.items():
         outcomes = BRANCHES.get(node_type) if node_type else None
@@ -191,21 +191,11 @@ def _lint_edge(
     source_type = types.get(edge.source)
     if source_type in TERMINAL_TYPES:
         report("edge.from_terminal", f"leaves a {source_type} node, which ends the flow", edge=label)
-    branch = branch_of(edge)
+    branch = edge.branch
     allowed = BRANCHES.get(source_type) if source_type else None
     if branch is not None and allowed is not None and branch not in allowed:
         report("edge.invalid_branch", f"branch must be one of {sorted(allowed)}", edge=label)
     return ok
-
-
-def branch_of(edge: BlueprintEdge) -> str | None:
-    """The edge's `branch` as the runtime reads it: booleans and any letter case are accepted."""
-    value = (edge.model_extra or {}).get("branch")
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value).strip().lower()
 
 
 def _node_type(node: BlueprintNode) -> NodeType | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
 
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
-from parley_catalog.pagination import DEFAULT_LIMIT, Limit, Page, Search
+from parley_catalog.pagination import ListQuery, search_page
 from parley_catalog.params import TemplateID
 from parley_catalog.templates import schemas, service
+from parley_catalog.templates.models import Template
 from parley_common.auth_contract import MemberRole
 
 router = APIRouter(tags=["templates"])
@@ -29,11 +32,11 @@ router = APIRouter(tags=["templates"])
     response_model_exclude_none=True,
 )
 async def list_templates(
-    owner: Owner, db: Db, limit: Limit = DEFAULT_LIMIT, page: Page = 1, search: Search = None
+    owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]
 ) -> schemas.TemplatePage:
-    return await service.list_templates(
-        db, owner_user_id=owner.user_id, owner_org_id=owner.org_id, search=search, limit=limit, page=page
-    )
+    rows, total = await search_page(db, Template, owner.owns(Template), query)
+    items = [service.to_schema(row) for row in rows]
+    return schemas.TemplatePage(items=items, total=total, limit=query.limit, page=query.page)
 
 
 @owner_routes(

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley_catalog import secretstore
 from parley_catalog.access import check_owner, not_found
 from parley_catalog.context import CatalogContext
-from parley_catalog.pagination import search_page
 from parley_catalog.templates import schemas
 from parley_catalog.templates.models import Template
 from parley_catalog.timeutil import utcnow
@@ -32,27 +31,6 @@ def to_schema(template: Template) -> schemas.Template:
         created_at=template.created_at,
         updated_at=template.updated_at,
     )
-
-
-async def list_templates(
-    db: AsyncSession,
-    *,
-    owner_user_id: UUID | None = None,
-    owner_org_id: UUID | None = None,
-    search: str | None,
-    limit: int,
-    page: int,
-) -> schemas.TemplatePage:
-    rows, total = await search_page(
-        db,
-        Template,
-        owner_user_id=owner_user_id,
-        owner_org_id=owner_org_id,
-        search=search,
-        limit=limit,
-        page=page,
-    )
-    return schemas.TemplatePage(items=[to_schema(t) for t in rows], total=total, limit=limit, page=page)
 
 
 async def create_template(

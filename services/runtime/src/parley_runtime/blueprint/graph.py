@@ -21,15 +21,6 @@ class FlowError(Exception):
     """The flow cannot continue (a missing node or edge, invalid node data)."""
 
 
-def _branch(edge: BlueprintEdge) -> str | None:
-    value = (edge.model_extra or {}).get("branch")
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value).strip().lower()
-
-
 def _condition(edge: BlueprintEdge) -> str | None:
     value = (edge.model_extra or {}).get("condition")
     return value if isinstance(value, str) and value.strip() else None
@@ -62,15 +53,13 @@ class Graph:
         return node
 
     def has_branch(self, node_id: str, branch: str) -> bool:
-        return any(_branch(e) == branch for e in self.edges.get(node_id, []))
+        return any(e.branch == branch for e in self.edges.get(node_id, []))
 
     def next(self, node_id: str, holds: Callable[[str], Any], branch: str | None = None) -> str:
         """The node after `node_id`; `holds(expression)` evaluates edge conditions."""
         edges = self.edges.get(node_id, [])
         if branch is not None:
-            candidates = [e for e in edges if _branch(e) == branch] or [
-                e for e in edges if _branch(e) is None
-            ]
+            candidates = [e for e in edges if e.branch == branch] or [e for e in edges if e.branch is None]
         else:
             candidates = edges
         for edge in candidates:
