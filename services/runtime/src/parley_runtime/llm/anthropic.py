@@ -12,13 +12,13 @@ from parley_common.errors import Codes
 from parley_runtime.llm.anthropic_wire import API_VERSION, EventDecoder, build_body
 from parley_runtime.llm.errors import LLMError, protocol_error
 from parley_runtime.llm.sse import drain_rest, sse_events
-from parley_runtime.llm.transport import HttpOptions, new_client, open_stream, traced
+from parley_runtime.llm.transport import HttpOptions, HttpProvider, open_stream
 from parley_runtime.llm.types import ChatRequest, LLMEvent
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpProvider):
     def __init__(
         self,
         *,
@@ -30,26 +30,16 @@ class AnthropicProvider:
         options: HttpOptions | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.name = name
-        # Accept the base with or without the version segment.
-        self.base_url = base_url.rstrip("/").removesuffix("/v1")
-        self.default_model = default_model
+        super().__init__(
+            name=name,
+            # Accept the base with or without the version segment.
+            base_url=base_url.rstrip("/").removesuffix("/v1"),
+            api_key=api_key,
+            default_model=default_model,
+            options=options,
+            client=client,
+        )
         self.default_max_tokens = default_max_tokens
-        self.options = options or HttpOptions()
-        self._api_key = api_key
-        self._own_client = client is None
-        self._client = client or new_client(self.options)
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    def stream(self, request: ChatRequest) -> AsyncGenerator[LLMEvent, None]:
-        model = request.model or self.default_model or ""
-        return traced(self.name, model, self._events(request, model))
-
-    async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
 
     def _build(self, request: ChatRequest, model: str) -> httpx.Request:
         return self._client.build_request(
@@ -57,7 +47,7 @@ class AnthropicProvider:
             f"{self.base_url}/v1/messages",
             json=build_body(request, model, default_max_tokens=self.default_max_tokens),
             headers={
-                "x-api-key": self._api_key,
+                "x-api-key": self._api_key or "",  # always given (the constructor requires it)
                 "anthropic-version": API_VERSION,
                 "accept": "text/event-stream",
             },

@@ -14,11 +14,11 @@ from parley_common.errors import Codes
 from parley_runtime.llm.errors import LLMError, error_from_payload, protocol_error
 from parley_runtime.llm.openai_wire import ChunkDecoder, OpenAIDialect, build_body
 from parley_runtime.llm.sse import drain_rest, sse_events
-from parley_runtime.llm.transport import HttpOptions, new_client, open_stream, read_capped, traced
+from parley_runtime.llm.transport import HttpOptions, HttpProvider, open_stream, read_capped
 from parley_runtime.llm.types import ChatRequest, LLMEvent
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(HttpProvider):
     def __init__(
         self,
         *,
@@ -30,25 +30,15 @@ class OpenAICompatProvider:
         options: HttpOptions | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.default_model = default_model
+        super().__init__(
+            name=name,
+            base_url=base_url.rstrip("/"),
+            api_key=api_key,
+            default_model=default_model,
+            options=options,
+            client=client,
+        )
         self.dialect = dialect or OpenAIDialect()
-        self.options = options or HttpOptions()
-        self._api_key = api_key
-        self._own_client = client is None
-        self._client = client or new_client(self.options)
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAICompatProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    def stream(self, request: ChatRequest) -> AsyncGenerator[LLMEvent, None]:
-        model = request.model or self.default_model or ""
-        return traced(self.name, model, self._events(request, model))
-
-    async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
 
     def _build(self, request: ChatRequest, model: str) -> httpx.Request:
         headers = {"accept": "text/event-stream"}

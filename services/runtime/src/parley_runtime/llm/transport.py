@@ -15,7 +15,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from parley_runtime.llm.errors import LLMError, error_from_status, transport_error
-from parley_runtime.llm.types import Finish, LLMEvent, TextDelta, Usage
+from parley_runtime.llm.types import ChatRequest, Finish, LLMEvent, TextDelta, Usage
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("parley_runtime.llm")
@@ -164,3 +164,40 @@ def _annotate(span: Any, event: LLMEvent) -> None:
         span.set_attribute("gen_ai.usage.output_tokens", event.output_tokens)
     elif isinstance(event, Finish):
         span.set_attribute("gen_ai.response.finish_reasons", [event.raw_reason or event.reason])
+
+
+class HttpProvider:
+    """What every HTTP provider shares: its name, base URL, default model, key and client (its own
+    unless one is given, then closed by its owner), `stream` traced per request, `aclose`."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        default_model: str | None,
+        options: HttpOptions | None,
+        client: httpx.AsyncClient | None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url
+        self.default_model = default_model
+        self.options = options or HttpOptions()
+        self._api_key = api_key
+        self._own_client = client is None
+        self._client = client or new_client(self.options)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    def stream(self, request: ChatRequest) -> AsyncGenerator[LLMEvent, None]:
+        model = request.model or self.default_model or ""
+        return traced(self.name, model, self._events(request, model))
+
+    def _events(self, request: ChatRequest, model: str) -> AsyncGenerator[LLMEvent, None]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
