@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
-from parley_devstack.servers import free_port
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from parley_devstack.servers import NatsServer, free_port
 from parley_devstack.testing import Infra, health_ping, readiness
 from parley_runtime.app import build_app
 from parley_runtime.settings import RuntimeSettings
 
 
-async def test_ready_and_answers_health_ping(infra: Infra) -> None:
-    app = build_app(RuntimeSettings(nats_url=infra.nats_url, redis_url=infra.redis_url))
+@pytest.fixture(scope="module")
+async def own_nats(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A broker of this module's own: the shared one may hold session starts and agent-test jobs
+    that other tests left behind, which a worker started here (one without Redis, even) would claim."""
+    server = NatsServer(Path(tmp_path_factory.mktemp("runtime-app-nats")))
+    server.start()
+    try:
+        await asyncio.to_thread(server.wait_ready, 30)
+        yield server.url
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_ready_and_answers_health_ping(infra: Infra, own_nats: str) -> None:
+    app = build_app(RuntimeSettings(nats_url=own_nats, redis_url=infra.redis_url))
     async with app.router.lifespan_context(app):
         assert await readiness(app) == (200, {"nats": "ok", "redis": "ok"})
-        assert await health_ping(infra.nats_url, "runtime") == {"service": "runtime", "ok": True}
+        assert await health_ping(own_nats, "runtime") == {"service": "runtime", "ok": True}
 
 
-async def test_not_ready_without_redis(infra: Infra) -> None:
+async def test_not_ready_without_redis(own_nats: str) -> None:
     redis_url = f"redis://127.0.0.1:{free_port()}/0"
-    app = build_app(RuntimeSettings(nats_url=infra.nats_url, redis_url=redis_url))
+    app = build_app(RuntimeSettings(nats_url=own_nats, redis_url=redis_url))
     async with app.router.lifespan_context(app):
         status, checks = await readiness(app)
     assert (status, checks["nats"]) == (503, "ok")

@@ -37,6 +37,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 
 from parley_common.bus import BusEvents
 from parley_common.outages import OUTAGE_ERRORS, describe
+from parley_common.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -200,27 +201,12 @@ async def fetch_batch(
         return []
 
 
-async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel the tasks and wait until each has ended."""
-    tasks = list(tasks)
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def hand_back(held: Iterable[Held]) -> None:
     """Stop the work on held messages and give every one not yet acked back to JetStream (nak),
     so another worker takes it at once."""
     held = list(held)
+    await cancel_and_wait(*(entry.task for entry in held))
     for entry in held:
-        if entry.task is not None:
-            entry.task.cancel()
-    for entry in held:
-        if entry.task is not None:
-            with contextlib.suppress(BaseException):
-                await entry.task
         if not entry.acked:
             with contextlib.suppress(Exception):
                 await entry.msg.nak()
@@ -270,7 +256,7 @@ class DurableConsumer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            await cancel_all([self._task])
+            await cancel_and_wait(self._task)
             self._task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):

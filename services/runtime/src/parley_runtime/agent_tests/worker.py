@@ -26,8 +26,9 @@ from pydantic import ValidationError
 
 from parley_common import subjects
 from parley_common.agent_test_contract import AgentTestJob, ensure_streams
-from parley_common.jetstream import cancel_all, fetch_batch, hand_back
+from parley_common.jetstream import fetch_batch, hand_back
 from parley_common.session_contract import trace_context
+from parley_common.tasks import cancel_and_wait
 from parley_runtime.agent_tests.checkpoint import OwnershipLost
 from parley_runtime.agent_tests.runner import RunnerDeps, TestRunner
 
@@ -83,7 +84,7 @@ class AgentTestWorker:
 
     async def stop(self) -> None:
         """Stop claiming and hand every run still held back to JetStream (resumed elsewhere)."""
-        await cancel_all(self._tasks)
+        await cancel_and_wait(*self._tasks)
         await hand_back(self.jobs.values())
         self.jobs.clear()
         if self._sub is not None:

@@ -31,9 +31,10 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
 from parley_common import metrics, subjects
-from parley_common.jetstream import cancel_all, fetch_batch, hand_back
+from parley_common.jetstream import fetch_batch, hand_back
 from parley_common.outages import describe, is_outage
 from parley_common.session_contract import STREAMS, SessionStart, ensure_streams
+from parley_common.tasks import cancel_and_wait
 from parley_runtime.sessions.runner import Deps, SessionRunner
 
 log = structlog.get_logger(__name__)
@@ -121,7 +122,7 @@ class SessionWorker:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.deps.turn_over.wait(), left)
-        await cancel_all(others)  # heartbeats ran during the drain; now the claims go back
+        await cancel_and_wait(*others)  # heartbeats ran during the drain; now the claims go back
         await hand_back(self.claims.values())
         self.claims.clear()
         self._gauge()
