@@ -6,7 +6,6 @@ credentials in-process (`LocalVerifier`), every other service over the bus.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,22 +17,10 @@ from parley_auth.verification import verify_credential
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.authenticator import Authenticator
 from parley_common.errors import Codes, ParleyError
+from parley_common.kit.deps import app_context, db_session
 
-
-def get_ctx(request: Request) -> AuthContext:
-    ctx: AuthContext = request.app.state.ctx
-    return ctx
-
-
-Ctx = Annotated[AuthContext, Depends(get_ctx)]
-
-
-async def get_db(ctx: Ctx) -> AsyncIterator[AsyncSession]:
-    async with ctx.db.sessions() as session:
-        yield session
-
-
-Db = Annotated[AsyncSession, Depends(get_db)]
+Ctx = Annotated[AuthContext, Depends(app_context)]
+Db = Annotated[AsyncSession, Depends(db_session)]
 
 
 def client_ip(request: Request) -> str:

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.context import CatalogContext
 from parley_common.auth_contract import Principal
 from parley_common.authenticator import Authenticator
+from parley_common.kit.deps import app_context, db_session
 
-
-def get_ctx(request: Request) -> CatalogContext:
-    ctx: CatalogContext = request.app.state.ctx
-    return ctx
-
-
-Ctx = Annotated[CatalogContext, Depends(get_ctx)]
-
-
-async def get_db(ctx: Ctx) -> AsyncIterator[AsyncSession]:
-    async with ctx.db.sessions() as session:
-        yield session
-
-
-Db = Annotated[AsyncSession, Depends(get_db)]
+Ctx = Annotated[CatalogContext, Depends(app_context)]
+Db = Annotated[AsyncSession, Depends(db_session)]
 
 
 # Management routes take a browser session or an API key holding the scope; client tokens (for end

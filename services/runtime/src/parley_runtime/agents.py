@@ -18,9 +18,8 @@ from faststream.nats import NatsBroker
 from pydantic import ValidationError
 
 from parley_common import subjects
-from parley_common.bus import request
-from parley_common.catalog_contract import AgentEvent, AgentResolveReply, AgentResolveRequest, AgentSnapshot
-from parley_common.errors import REGISTRY, Codes, ParleyError
+from parley_common.catalog_client import resolve_agent
+from parley_common.catalog_contract import AgentEvent, AgentSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -73,14 +72,4 @@ class AgentCache:
             self._inflight.pop(agent_id, None)
 
     async def _resolve(self, agent_id: str) -> AgentSnapshot:
-        reply = await request(
-            self.broker,
-            subjects.CATALOG_AGENT_RESOLVE,
-            AgentResolveRequest(agent_id=agent_id),
-            AgentResolveReply,
-            timeout=self.timeout_s,
-        )
-        if not reply.ok or reply.snapshot is None:
-            code = REGISTRY.get(reply.error.code if reply.error else "", Codes.NOT_FOUND)
-            raise ParleyError(code, reply.error.message if reply.error else None)
-        return reply.snapshot
+        return await resolve_agent(self.broker, agent_id, timeout_s=self.timeout_s)

@@ -13,9 +13,8 @@ from typing import Any
 from faststream.nats import NatsBroker
 
 from parley_common import subjects
-from parley_common.bus import request
-from parley_common.catalog_contract import AgentEvent, AgentResolveReply, AgentResolveRequest, AgentSnapshot
-from parley_common.errors import REGISTRY, Codes, ParleyError
+from parley_common.catalog_client import resolve_agent
+from parley_common.catalog_contract import AgentEvent, AgentSnapshot
 
 
 class AgentSecrets:
@@ -39,15 +38,6 @@ class AgentSecrets:
         entry = self._entries.get(agent_id)
         if entry is not None and entry[0] > time.monotonic():
             return entry[1]
-        reply = await request(
-            self.broker,
-            subjects.CATALOG_AGENT_RESOLVE,
-            AgentResolveRequest(agent_id=agent_id),
-            AgentResolveReply,
-            timeout=self.timeout_s,
-        )
-        if not reply.ok or reply.snapshot is None:
-            code = REGISTRY.get(reply.error.code) if reply.error else None
-            raise ParleyError(code or Codes.NOT_FOUND, params={"resource": "agent"})
-        self._entries[agent_id] = (time.monotonic() + self.ttl_s, reply.snapshot)
-        return reply.snapshot
+        snapshot = await resolve_agent(self.broker, agent_id, timeout_s=self.timeout_s)
+        self._entries[agent_id] = (time.monotonic() + self.ttl_s, snapshot)
+        return snapshot
