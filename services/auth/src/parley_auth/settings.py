@@ -6,14 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from parley_common.kit.db import DatabaseSettings
 
 
 class AuthSettings(DatabaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
-
     service_name: str = "auth"
     # Signs scoped client tokens and peppers the hashes of session tokens and API keys.
     # `make run` generates one per install; production must set it.

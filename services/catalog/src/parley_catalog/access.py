@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from typing import Protocol
 from uuid import UUID
 
 from parley_catalog.context import CatalogContext
@@ -57,6 +58,27 @@ async def check_owner(
         raise
     assert reply.role is not None
     return reply.role
+
+
+class Owned(Protocol):
+    """A row owned by a user or an organization."""
+
+    owner_user_id: UUID | None
+    owner_org_id: UUID | None
+
+
+async def check_owner_of(
+    ctx: CatalogContext, principal: Principal, owned: Owned, min_role: MemberRole, resource: str
+) -> MemberRole:
+    """`check_owner` on the owner of `owned` (an agent, a template)."""
+    return await check_owner(
+        ctx,
+        principal,
+        owner_user_id=owned.owner_user_id,
+        owner_org_id=owned.owner_org_id,
+        min_role=min_role,
+        resource=resource,
+    )
 
 
 async def can_view(

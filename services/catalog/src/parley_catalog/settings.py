@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from parley_common.kit.db import DatabaseSettings
 from parley_common.speech_contract import SpeechProviderKeys
@@ -15,8 +14,6 @@ DEV_SECRET_KEY = "dev-insecure-change-me"
 
 class CatalogSettings(DatabaseSettings, SpeechProviderKeys):
     """`SpeechProviderKeys`: lint only asks whether a platform key is set for a voice engine."""
-
-    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
 
     service_name: str = "catalog"
     # Encrypts agent secrets at rest. Comma-separated for rotation: the first key encrypts, every key

@@ -5,15 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from parley_common.settings import CommonSettings
 from parley_common.speech_contract import OutputFormat, SpeechProviderKeys
 
 
 class SpeechSettings(CommonSettings, SpeechProviderKeys):
-    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
-
     service_name: str = "speech"
 
     # ---- capacity of one worker

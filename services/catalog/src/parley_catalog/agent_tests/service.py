@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley_catalog.access import check_owner, not_found
+from parley_catalog.access import check_owner_of, not_found
 from parley_catalog.agent_tests import schemas
 from parley_catalog.agent_tests.models import (
     AgentTest,
@@ -83,14 +83,7 @@ async def load_test(
     agent = await agents.get_live_row(db, test.agent_id) if test is not None else None
     if test is None or agent is None:
         raise not_found("adversarial test")
-    await check_owner(
-        ctx,
-        principal,
-        owner_user_id=agent.owner_user_id,
-        owner_org_id=agent.owner_org_id,
-        min_role=min_role,
-        resource="adversarial test",
-    )
+    await check_owner_of(ctx, principal, agent, min_role, "adversarial test")
     if lock:
         locked = await db.get(AgentTest, test_id, with_for_update=True, populate_existing=True)
         if locked is None:

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import check_owner, not_found
+from parley_catalog.access import check_owner_of, not_found
 from parley_catalog.agents import schemas
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
@@ -129,14 +129,7 @@ async def load_for(
     agent = await get_live_row(db, agent_id)
     if agent is None:
         raise not_found("agent")
-    await check_owner(
-        ctx,
-        principal,
-        owner_user_id=agent.owner_user_id,
-        owner_org_id=agent.owner_org_id,
-        min_role=min_role,
-        resource="agent",
-    )
+    await check_owner_of(ctx, principal, agent, min_role, "agent")
     if lock:
         # Checked first, locked after: the bus round trip to auth is not made while holding the lock.
         locked = await get_live_row(db, agent_id, lock=True)

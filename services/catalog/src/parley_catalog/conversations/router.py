@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley_catalog.access import check_owner, not_found
+from parley_catalog.access import check_owner_of, not_found
 from parley_catalog.agents import service as agents
 from parley_catalog.context import CatalogContext
 from parley_catalog.conversations import schemas, service
@@ -35,14 +35,7 @@ async def _load(
     agent = await agents.get_live_row(db, conversation.agent_id)
     if agent is None:
         raise not_found("conversation")
-    await check_owner(
-        ctx,
-        principal,
-        owner_user_id=agent.owner_user_id,
-        owner_org_id=agent.owner_org_id,
-        min_role=min_role,
-        resource="conversation",
-    )
+    await check_owner_of(ctx, principal, agent, min_role, "conversation")
     return conversation
 
 

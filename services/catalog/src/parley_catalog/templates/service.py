@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import check_owner, not_found
+from parley_catalog.access import check_owner_of, not_found
 from parley_catalog.context import CatalogContext
 from parley_catalog.templates import schemas
 from parley_catalog.templates.models import Template
@@ -76,14 +76,7 @@ async def load_for(
     template = await db.scalar(query)
     if template is None:
         raise not_found("template")
-    await check_owner(
-        ctx,
-        principal,
-        owner_user_id=template.owner_user_id,
-        owner_org_id=template.owner_org_id,
-        min_role=min_role,
-        resource="template",
-    )
+    await check_owner_of(ctx, principal, template, min_role, "template")
     if lock:
         template = await db.scalar(query.with_for_update().execution_options(populate_existing=True))
         if template is None:
