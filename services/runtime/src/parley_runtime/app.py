@@ -47,13 +47,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
     llm = LLMPort(LLMRegistry(llm_settings))
     octavus = OctavusService(
         broker=broker,
-        store=SessionStore(
-            redis,
-            ttl_s=settings.runtime_octavus_session_ttl_s,
-            tombstone_ttl_s=settings.runtime_octavus_expired_ttl_s,
-            max_bytes=settings.runtime_octavus_max_state_bytes,
-            outage_timeout_s=settings.runtime_state_outage_s,
-        ),
+        store=SessionStore.from_settings(redis, settings),
         agents=agents,
         registry=llm.registry,
         ping_s=settings.runtime_octavus_keepalive_s,
@@ -69,14 +63,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
             broker=broker,
             nc=nc,
             js=nc.jetstream(),
-            store=StateStore(
-                redis,
-                ttl_s=settings.runtime_state_ttl_s,
-                closed_ttl_s=settings.runtime_closed_state_ttl_s,
-                max_bytes=settings.runtime_max_state_bytes,
-                lease_ms=settings.runtime_claim_lease_ms,
-                outage_timeout_s=settings.runtime_state_outage_s,
-            ),
+            store=StateStore.from_settings(redis, settings),
             agents=agents,
             # Webhook calls: the address guard unless the setting allows private destinations.
             http=guarded_client(lambda: not settings.runtime_webhook_allow_private),

@@ -18,6 +18,7 @@ from redis.exceptions import LockError
 from parley_common.errors import Codes, ParleyError
 from parley_common.outages import OUTAGE_ERRORS, until_available
 from parley_runtime.octavus.state import Session, Tombstone
+from parley_runtime.settings import RuntimeSettings
 
 PREFIX = "parley:octavus"
 
@@ -43,6 +44,16 @@ class SessionStore:
         self.max_bytes = max_bytes
         self.lock_ttl_s = lock_ttl_s
         self.outage_timeout_s = outage_timeout_s
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: RuntimeSettings) -> SessionStore:
+        return cls(
+            redis,
+            ttl_s=settings.runtime_octavus_session_ttl_s,
+            tombstone_ttl_s=settings.runtime_octavus_expired_ttl_s,
+            max_bytes=settings.runtime_octavus_max_state_bytes,
+            outage_timeout_s=settings.runtime_state_outage_s,
+        )
 
     async def load(self, session_id: str) -> Session | None:
         raw = await self.redis.get(_key("state", session_id))

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from parley_common.outages import until_available
 from parley_runtime.sessions.state import SessionState
+from parley_runtime.settings import RuntimeSettings
 
 T = TypeVar("T")
 
@@ -83,6 +84,17 @@ class StateStore:
         self._save: Any = redis.register_script(_SAVE)
         self._renew: Any = redis.register_script(_RENEW)
         self._release: Any = redis.register_script(_RELEASE)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: RuntimeSettings) -> StateStore:
+        return cls(
+            redis,
+            ttl_s=settings.runtime_state_ttl_s,
+            closed_ttl_s=settings.runtime_closed_state_ttl_s,
+            max_bytes=settings.runtime_max_state_bytes,
+            lease_ms=settings.runtime_claim_lease_ms,
+            outage_timeout_s=settings.runtime_state_outage_s,
+        )
 
     async def _retried(self, call: Callable[[], Awaitable[T]], what: str, conversation_id: UUID) -> T:
         return await until_available(
