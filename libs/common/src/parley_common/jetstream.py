@@ -227,22 +227,28 @@ def shared_durable(ack_wait_s: float = 30, **extra: object) -> ConsumerConfig:
 class DurableConsumer:
     """A durable pull consumer run as one task of a process: fetch a batch, `handle` each message.
 
-    Subclasses say what they consume (`subscribe`) and what a message does (`handle`, which acks,
-    naks or terminates it); `tick` runs before every fetch (housekeeping). Connection trouble is
-    logged and waited out: the client reconnects by itself. Stopping ends this process's
-    subscription; the durable consumer stays on the server for the other replicas and the next run.
+    A subclass names what it consumes (`subject`, `stream`, `durable`, its `config` when not
+    `shared_durable()`), creates the stream when missing (`prepare`) and says what a message does
+    (`handle`, which acks, naks or terminates it); `tick` runs before every fetch (housekeeping).
+    Connection trouble is logged and waited out: the client reconnects by itself. Stopping ends this
+    process's subscription; the durable consumer stays on the server for the other replicas and the
+    next run.
     """
 
     name = "consumer"  # the task's name, and `consumer` in the logs
     batch = 64
     fetch_retry_s = 1.0
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, subject: str, stream: str, durable: str, config: ConsumerConfig | None = None
+    ) -> None:
+        self.subject, self.stream, self.durable = subject, stream, durable
+        self.config = config or shared_durable()
         self._sub: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
-        raise NotImplementedError
+    async def prepare(self, js: JetStreamContext) -> None:
+        """Create the stream when it is missing (before subscribing)."""
 
     async def handle(self, msg: Msg) -> None:
         raise NotImplementedError
@@ -251,7 +257,11 @@ class DurableConsumer:
         return None
 
     async def start(self, nc: Client) -> None:
-        self._sub = await self.subscribe(nc.jetstream())
+        js = nc.jetstream()
+        await self.prepare(js)
+        self._sub = await js.pull_subscribe(
+            self.subject, durable=self.durable, stream=self.stream, config=self.config
+        )
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:

@@ -42,17 +42,16 @@ class MailInbox(DurableConsumer):
     fetch_retry_s = 0.5
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        super().__init__()
-        self.sessions = sessions
-
-    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
-        await ensure_streams(js, [subjects.MAIL_STREAM])
-        return await js.pull_subscribe(
-            subjects.MAIL_SEND,
-            durable=subjects.AUTH_MAIL_CONSUMER,
+        super().__init__(
+            subject=subjects.MAIL_SEND,
             stream=subjects.MAIL_STREAM,
+            durable=subjects.AUTH_MAIL_CONSUMER,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_deliver=-1),
         )
+        self.sessions = sessions
+
+    async def prepare(self, js: JetStreamContext) -> None:
+        await ensure_streams(js, [subjects.MAIL_STREAM])
 
     async def handle(self, msg: Msg) -> None:
         try:

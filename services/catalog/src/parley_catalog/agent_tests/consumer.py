@@ -37,7 +37,7 @@ from parley_common.agent_test_contract import (
     RunStatus,
     ensure_streams,
 )
-from parley_common.jetstream import DurableConsumer, shared_durable
+from parley_common.jetstream import DurableConsumer
 
 log = structlog.get_logger(__name__)
 EVENTS: TypeAdapter[RunProgress | RunMessage | RunFinished] = TypeAdapter(AgentTestEvent)
@@ -120,20 +120,18 @@ class ResultConsumer(DurableConsumer):
     name = "agent-test-results"
 
     def __init__(self, settings: CatalogSettings, db: Database) -> None:
-        super().__init__()
+        super().__init__(
+            subject=f"{subjects.AGENT_TEST_RESULTS}.>",
+            stream=subjects.AGENT_TEST_RESULTS_STREAM,
+            durable=subjects.CATALOG_AGENT_TEST_RESULTS_CONSUMER,
+        )
         self.settings = settings
         self.db = db
         self.applied = 0
         self.duplicates = 0
 
-    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+    async def prepare(self, js: JetStreamContext) -> None:
         await ensure_streams(js)
-        return await js.pull_subscribe(
-            f"{subjects.AGENT_TEST_RESULTS}.>",
-            durable=subjects.CATALOG_AGENT_TEST_RESULTS_CONSUMER,
-            stream=subjects.AGENT_TEST_RESULTS_STREAM,
-            config=shared_durable(),
-        )
 
     async def handle(self, msg: Msg) -> None:
         try:

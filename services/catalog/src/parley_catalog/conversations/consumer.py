@@ -31,7 +31,7 @@ from parley_catalog.db import Database
 from parley_catalog.settings import CatalogSettings
 from parley_common import subjects
 from parley_common.conversation_contract import ConversationEvent
-from parley_common.jetstream import DurableConsumer, shared_durable
+from parley_common.jetstream import DurableConsumer
 from parley_common.session_contract import STREAMS
 from parley_common.settings import common_settings
 
@@ -94,7 +94,11 @@ class ConversationConsumer(DurableConsumer):
     name = "conversation-consumer"
 
     def __init__(self, settings: CatalogSettings, db: Database) -> None:
-        super().__init__()
+        super().__init__(
+            subject=SUBJECTS,
+            stream=subjects.CONVERSATIONS_STREAM,
+            durable=settings.catalog_conversations_durable,
+        )
         self.settings = settings
         self.db = db
         self.batch = settings.catalog_conversations_batch
@@ -107,14 +111,8 @@ class ConversationConsumer(DurableConsumer):
         self.retried = 0
         self.dropped = 0
 
-    async def subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+    async def prepare(self, js: JetStreamContext) -> None:
         self.retention_s = await ensure_stream(js, self.settings.catalog_conversations_max_age_days * 86400)
-        return await js.pull_subscribe(
-            SUBJECTS,
-            durable=self.settings.catalog_conversations_durable,
-            stream=subjects.CONVERSATIONS_STREAM,
-            config=shared_durable(),
-        )
 
     async def prune(self) -> int:
         """Drop processed-event ids the stream can no longer replay (older than its retention plus
