@@ -10,7 +10,7 @@ so a request answered by any of them is answered right.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from parley_catalog.context import CatalogContext
 from parley_catalog.migrate import upgrade as upgrade_catalog
 from parley_catalog.settings import CatalogSettings
 
+from .fake_webhook import FakeWebhook, running
 from .support import World
 
 AUTH_SECRET = "catalog-tests-auth-secret-0123456789abcdef"
@@ -96,3 +97,18 @@ async def world(auth_app: FastAPI, catalog_app: FastAPI) -> AsyncIterator[World]
     made = World(auth_app, catalog_app)
     yield made
     await made.close()
+
+
+@pytest.fixture(scope="module")
+async def fake() -> AsyncIterator[FakeWebhook]:
+    """A local webhook server (tests/fake_webhook.py) for the tool tests."""
+    async with running() as server:
+        yield server
+
+
+@pytest.fixture
+def allow_private(ctx: CatalogContext) -> Iterator[None]:
+    """The operator allowance the local fake server needs (it listens on loopback)."""
+    ctx.settings.catalog_tools_allow_private = True
+    yield
+    ctx.settings.catalog_tools_allow_private = False

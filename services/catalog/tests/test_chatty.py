@@ -4,18 +4,14 @@ the envelope: no agent, another owner's agent, a client token, a viewer executin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
-import pytest
-
 from parley_catalog.app import build_app
-from parley_catalog.context import CatalogContext
 from parley_common.chatty_contract import AGENT_HEADER, ChattyToolDefinition
 
 from .conftest import catalog_settings_for
-from .fake_webhook import FakeWebhook, running
+from .fake_webhook import FakeWebhook
 from .support import User, World, assert_error, blueprint, client, edge, node
 
 PARAMS = {
@@ -26,19 +22,6 @@ PARAMS = {
     },
     "required": ["city"],
 }
-
-
-@pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeWebhook]:
-    async with running() as server:
-        yield server
-
-
-@pytest.fixture
-def allow_private(ctx: CatalogContext) -> Iterator[None]:
-    ctx.settings.catalog_tools_allow_private = True
-    yield
-    ctx.settings.catalog_tools_allow_private = False
 
 
 async def agent_with_tools(user: User, fake: FakeWebhook, path: str = "/users/me/agents") -> dict[str, Any]:

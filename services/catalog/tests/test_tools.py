@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import nats
@@ -16,7 +15,7 @@ from parley_catalog.crypto import MASK
 from parley_common import subjects
 from parley_common.netguard import BlockedDestination, vet, why_blocked
 
-from .fake_webhook import FakeWebhook, running
+from .fake_webhook import FakeWebhook
 from .support import User, World, assert_error, unique
 
 TOKEN = "Bearer webhook-token-0123456789-ABCD"
@@ -25,20 +24,6 @@ PARAMS = {
     "properties": {"city": {"type": "string", "description": "City name"}, "days": {"type": "integer"}},
     "required": ["city"],
 }
-
-
-@pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeWebhook]:
-    async with running() as server:
-        yield server
-
-
-@pytest.fixture
-def allow_private(ctx: CatalogContext) -> Iterator[None]:
-    """The operator allowance the local fake server needs (it listens on loopback)."""
-    ctx.settings.catalog_tools_allow_private = True
-    yield
-    ctx.settings.catalog_tools_allow_private = False
 
 
 def tool_body(

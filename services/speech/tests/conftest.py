@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import nats
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from nats.aio.client import Client as NatsClient
 
+from parley_devstack.testing import Infra
 from parley_speech.audio.formats import Samples
 from parley_speech.audio.resample import resample
 from parley_speech.engines.espeak import EspeakTTS
@@ -48,3 +52,11 @@ async def speak(engine: EspeakTTS, text: str, rate: int = 16000) -> Samples:
 
 def words(text: str) -> set[str]:
     return {w.strip(".,!?;:\"'").lower() for w in text.split()}
+
+
+@pytest.fixture
+async def nc(infra: Infra, worker: FastAPI) -> AsyncIterator[NatsClient]:
+    """A NATS client on the bus of the module's speech `worker` (which it starts first)."""
+    client = await nats.connect(infra.nats_url)
+    yield client
+    await client.close()

@@ -44,13 +44,6 @@ async def worker(infra: Infra) -> AsyncIterator[FastAPI]:
         yield app
 
 
-@pytest.fixture
-async def nc(infra: Infra, worker: FastAPI) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(infra.nats_url)
-    yield client
-    await client.close()
-
-
 @pytest.fixture(scope="module")
 async def question(espeak: EspeakTTS) -> np.ndarray:
     return with_silence(await speak(espeak, QUESTION), 16000, 0.5, 1.0)

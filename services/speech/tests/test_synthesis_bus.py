@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import nats
 import numpy as np
 import pytest
 from fastapi import FastAPI
@@ -62,13 +61,6 @@ async def worker(infra: Infra) -> AsyncIterator[FastAPI]:
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         yield app
-
-
-@pytest.fixture
-async def nc(infra: Infra, worker: FastAPI) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(infra.nats_url)
-    yield client
-    await client.close()
 
 
 async def listen(nc: NatsClient) -> tuple[str, Received]:
