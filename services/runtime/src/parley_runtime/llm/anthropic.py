@@ -8,11 +8,10 @@ from contextlib import aclosing
 
 import httpx
 
-from parley_common.errors import Codes
 from parley_runtime.llm.anthropic_wire import API_VERSION, EventDecoder, build_body
-from parley_runtime.llm.errors import LLMError, protocol_error
+from parley_runtime.llm.errors import protocol_error
 from parley_runtime.llm.sse import drain_rest, sse_events
-from parley_runtime.llm.transport import HttpOptions, HttpProvider, open_stream
+from parley_runtime.llm.transport import HttpOptions, HttpProvider
 from parley_runtime.llm.types import ChatRequest, LLMEvent
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -55,10 +54,7 @@ class AnthropicProvider(HttpProvider):
         )
 
     async def _events(self, request: ChatRequest, model: str) -> AsyncGenerator[LLMEvent, None]:
-        if not model:
-            raise LLMError(Codes.LLM_BAD_REQUEST, self.name, "no model named and no default model configured")
-        build = lambda: self._build(request, model)  # noqa: E731 - rebuilt for each attempt
-        async with open_stream(self._client, build, provider=self.name, options=self.options) as response:
+        async with self._open(request, model) as response:
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 raise protocol_error(self.name, "expected an event stream: is the base URL right?")
             decoder = EventDecoder(self.name)

@@ -10,11 +10,10 @@ from contextlib import aclosing
 
 import httpx
 
-from parley_common.errors import Codes
-from parley_runtime.llm.errors import LLMError, error_from_payload, protocol_error
+from parley_runtime.llm.errors import error_from_payload, protocol_error
 from parley_runtime.llm.openai_wire import ChunkDecoder, OpenAIDialect, build_body
 from parley_runtime.llm.sse import drain_rest, sse_events
-from parley_runtime.llm.transport import HttpOptions, HttpProvider, open_stream, read_capped
+from parley_runtime.llm.transport import HttpOptions, HttpProvider, read_capped
 from parley_runtime.llm.types import ChatRequest, LLMEvent
 
 
@@ -53,10 +52,7 @@ class OpenAICompatProvider(HttpProvider):
         )
 
     async def _events(self, request: ChatRequest, model: str) -> AsyncGenerator[LLMEvent, None]:
-        if not model:
-            raise LLMError(Codes.LLM_BAD_REQUEST, self.name, "no model named and no default model configured")
-        build = lambda: self._build(request, model)  # noqa: E731 - rebuilt for each attempt
-        async with open_stream(self._client, build, provider=self.name, options=self.options) as response:
+        async with self._open(request, model) as response:
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 body = await read_capped(response, self.options.max_error_body_bytes)
                 try:

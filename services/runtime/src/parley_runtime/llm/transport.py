@@ -14,6 +14,7 @@ from opentelemetry import trace
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from parley_common.errors import Codes
 from parley_runtime.llm.errors import LLMError, error_from_status, transport_error
 from parley_runtime.llm.types import ChatRequest, Finish, LLMEvent, TextDelta, Usage
 
@@ -197,6 +198,18 @@ class HttpProvider:
 
     def _events(self, request: ChatRequest, model: str) -> AsyncGenerator[LLMEvent, None]:
         raise NotImplementedError
+
+    def _build(self, request: ChatRequest, model: str) -> httpx.Request:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def _open(self, request: ChatRequest, model: str) -> AsyncIterator[httpx.Response]:
+        """The streaming response to `request` (retried as `open_stream` says); no model is a 400."""
+        if not model:
+            raise LLMError(Codes.LLM_BAD_REQUEST, self.name, "no model named and no default model configured")
+        build = lambda: self._build(request, model)  # noqa: E731 - rebuilt for each attempt
+        async with open_stream(self._client, build, provider=self.name, options=self.options) as response:
+            yield response
 
     async def aclose(self) -> None:
         if self._own_client:
