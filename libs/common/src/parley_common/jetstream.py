@@ -246,6 +246,17 @@ class DurableConsumer:
         self.config = config or shared_durable()
         self._sub: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None
+        # Messages this process applied, and those it found already applied (replays).
+        self.applied = 0
+        self.duplicates = 0
+
+    async def ack(self, msg: Msg, *, applied: bool) -> None:
+        """Ack a message handled for good, counting whether it changed anything."""
+        if applied:
+            self.applied += 1
+        else:
+            self.duplicates += 1
+        await msg.ack()
 
     async def prepare(self, js: JetStreamContext) -> None:
         """Create the stream when it is missing (before subscribing)."""

@@ -127,8 +127,6 @@ class ResultConsumer(DurableConsumer):
         )
         self.settings = settings
         self.db = db
-        self.applied = 0
-        self.duplicates = 0
 
     async def prepare(self, js: JetStreamContext) -> None:
         await ensure_streams(js)
@@ -165,8 +163,4 @@ class ResultConsumer(DurableConsumer):
                 log.warning("catalog.agent_test_event_failed", run_id=str(event.run_id), exc_info=exc)
                 await msg.nak(delay=delay)
             return
-        if applied:
-            self.applied += 1
-        else:
-            self.duplicates += 1
-        await msg.ack()
+        await self.ack(msg, applied=applied)

@@ -104,9 +104,7 @@ class ConversationConsumer(DurableConsumer):
         self.batch = settings.catalog_conversations_batch
         self.retention_s = 0.0
         self._pruned_at = 0.0
-        # What this process did with the messages it was given (for logs, metrics and tests).
-        self.applied = 0
-        self.duplicates = 0
+        # What else this process did with the messages it was given (for logs, metrics and tests).
         self.malformed = 0
         self.retried = 0
         self.dropped = 0
@@ -174,11 +172,7 @@ class ConversationConsumer(DurableConsumer):
         except Exception as exc:
             await self._unexpected(msg, event.event_id, exc)
             return
-        if applied:
-            self.applied += 1
-        else:
-            self.duplicates += 1
-        await msg.ack()
+        await self.ack(msg, applied=applied)
 
     async def _unexpected(self, msg: Msg, event_id: Any, exc: Exception) -> None:
         deliveries = msg.metadata.num_delivered or 1
