@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from parley_devstack.testing import assert_error
+
 _counter = itertools.count()
 
 
@@ -60,14 +62,7 @@ class Accounts:
             await client.aclose()
 
 
-def assert_envelope(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert resp.status_code == status, f"{resp.status_code} {resp.text}"
-    body = resp.json()
-    assert set(body) >= {"code", "message", "doc_url"}, body
-    assert body["doc_url"].startswith("http")
-    if code is not None:
-        assert body["code"] == code, body
-    return dict(body)
+assert_envelope = assert_error
 
 
 def mail_files(directory: Path) -> list[Path]:

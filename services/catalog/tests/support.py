@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import httpx
 from fastapi import FastAPI
 
+from parley_devstack.testing import assert_error as assert_error  # re-exported for the tests
+
 COOKIE = "kivox_session"
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count()
@@ -103,15 +105,6 @@ class World:
     async def close(self) -> None:
         for made in self.clients:
             await made.aclose()
-
-
-def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert resp.status_code == status, f"{resp.status_code} {resp.text}"
-    body = resp.json()
-    assert set(body) >= {"code", "message", "doc_url"}, body
-    if code is not None:
-        assert body["code"] == code, body
-    return dict(body)
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 10.0) -> T:

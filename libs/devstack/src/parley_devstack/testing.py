@@ -179,3 +179,14 @@ async def health_ping(nats_url: str, service: str) -> dict[str, Any]:
         await nc.close()
     answer: dict[str, Any] = json.loads(reply.data)
     return answer
+
+
+def assert_error(resp: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    """`resp` (an httpx response) is the `Error` envelope with `status`, and `code` when given."""
+    assert resp.status_code == status, f"{resp.status_code} {resp.text}"
+    body = resp.json()
+    assert set(body) >= {"code", "message", "doc_url"}, body
+    assert body["doc_url"].startswith("http"), body
+    if code is not None:
+        assert body["code"] == code, body
+    return dict(body)
