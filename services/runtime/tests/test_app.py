@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from parley_devstack.servers import NatsServer, free_port
-from parley_devstack.testing import Infra, health_ping, readiness
+from parley_devstack.servers import NatsServer
+from parley_devstack.testing import Infra, assert_not_ready_without, assert_serves, unreachable
 from parley_runtime.app import build_app
 from parley_runtime.settings import RuntimeSettings
 
@@ -29,15 +29,9 @@ async def own_nats(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[st
 
 async def test_ready_and_answers_health_ping(infra: Infra, own_nats: str) -> None:
     app = build_app(RuntimeSettings(nats_url=own_nats, redis_url=infra.redis_url))
-    async with app.router.lifespan_context(app):
-        assert await readiness(app) == (200, {"nats": "ok", "redis": "ok"})
-        assert await health_ping(own_nats, "runtime") == {"service": "runtime", "ok": True}
+    await assert_serves(app, own_nats, "runtime", {"nats", "redis"})
 
 
 async def test_not_ready_without_redis(own_nats: str) -> None:
-    redis_url = f"redis://127.0.0.1:{free_port()}/0"
-    app = build_app(RuntimeSettings(nats_url=own_nats, redis_url=redis_url))
-    async with app.router.lifespan_context(app):
-        status, checks = await readiness(app)
-    assert (status, checks["nats"]) == (503, "ok")
-    assert checks["redis"] != "ok"
+    app = build_app(RuntimeSettings(nats_url=own_nats, redis_url=unreachable("redis")))
+    await assert_not_ready_without(app, "redis")

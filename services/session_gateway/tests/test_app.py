@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from parley_devstack.servers import free_port
-from parley_devstack.testing import Infra, health_ping, readiness
+from parley_devstack.testing import Infra, assert_not_ready_without, assert_serves, unreachable
 from parley_session_gateway.app import build_app
 from parley_session_gateway.settings import GatewaySettings
 
 
 async def test_ready_and_answers_health_ping(infra: Infra) -> None:
     app = build_app(GatewaySettings(nats_url=infra.nats_url, redis_url=infra.redis_url))
-    async with app.router.lifespan_context(app):
-        assert await readiness(app) == (200, {"nats": "ok", "redis": "ok"})
-        reply = await health_ping(infra.nats_url, "session_gateway")
-        assert reply == {"service": "session_gateway", "ok": True}
+    await assert_serves(app, infra.nats_url, "session_gateway", {"nats", "redis"})
 
 
 async def test_not_ready_without_redis(infra: Infra) -> None:
-    redis_url = f"redis://127.0.0.1:{free_port()}/0"
-    app = build_app(GatewaySettings(nats_url=infra.nats_url, redis_url=redis_url))
-    async with app.router.lifespan_context(app):
-        status, checks = await readiness(app)
-    assert (status, checks["nats"]) == (503, "ok")
-    assert checks["redis"] != "ok"
+    app = build_app(GatewaySettings(nats_url=infra.nats_url, redis_url=unreachable("redis")))
+    await assert_not_ready_without(app, "redis")

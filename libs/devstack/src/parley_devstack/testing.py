@@ -190,3 +190,27 @@ def assert_error(resp: Any, status: int, code: str | None = None) -> dict[str, A
     if code is not None:
         assert body["code"] == code, body
     return dict(body)
+
+
+async def assert_serves(app: Any, nats_url: str, service: str, checks: set[str]) -> None:
+    """With its lifespan running, `app` is ready (every one of `checks` ok) and `service` answers
+    the bus health ping."""
+    async with app.router.lifespan_context(app):
+        assert await readiness(app) == (200, dict.fromkeys(checks, "ok"))
+        assert await health_ping(nats_url, service) == {"service": service, "ok": True}
+
+
+async def assert_not_ready_without(app: Any, down: str) -> None:
+    """With its lifespan running, `app` is not ready, and says it is `down` (NATS answering)."""
+    async with app.router.lifespan_context(app):
+        status, checks = await readiness(app)
+    assert (status, checks["nats"]) == (503, "ok")
+    assert checks[down] != "ok"
+
+
+def unreachable(scheme: str) -> str:
+    """A URL of `scheme` (redis, postgresql) on a loopback port where nothing listens."""
+    from parley_devstack.servers import free_port
+
+    user = "postgres@" if scheme == "postgresql" else ""
+    return f"{scheme}://{user}127.0.0.1:{free_port()}/" + ("none" if scheme == "postgresql" else "0")
