@@ -1,13 +1,17 @@
 """Conversation history: applying runtime events (idempotently) and reading pages back.
 
-Each event is applied in one transaction together with the insert of its `event_id` into
+Events are applied in one transaction together with the insert of their `event_id`s into
 `processed_events`; a replayed event hits that primary key and changes nothing. Messages are also
 keyed by their own `message_id`, so even a re-sent message under a new event id is stored once.
+A batch of events costs a few statements (one multi-row insert of the ids, one of the messages),
+not a transaction per event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import delete, func, select, tuple_
@@ -28,33 +32,60 @@ AnyEvent = ConversationStarted | ConversationMessage | ConversationEnded
 
 async def apply_event(db: AsyncSession, event: AnyEvent) -> bool:
     """Persist one event; False when it was already applied. The caller commits."""
-    claimed = await db.scalar(
-        insert(ProcessedEvent)
-        .values(event_id=event.event_id, type=event.type, conversation_id=event.conversation_id)
-        .on_conflict_do_nothing(index_elements=[ProcessedEvent.event_id])
-        .returning(ProcessedEvent.event_id)
-    )
-    if claimed is None:
-        return False
-    match event:
-        case ConversationStarted():
-            await _started(db, event)
-        case ConversationMessage():
-            await db.execute(
-                insert(Message)
-                .values(
-                    id=event.message_id,
-                    conversation_id=event.conversation_id,
-                    seq=event.seq,
-                    role=event.role.value,
-                    content=event.content,
-                    created_at=event.at,
-                )
-                .on_conflict_do_nothing(index_elements=[Message.id])
+    return (await apply_events(db, [event]))[0]
+
+
+async def apply_events(db: AsyncSession, events: Sequence[AnyEvent]) -> list[bool]:
+    """Persist events in their order; for each, False when it was already applied (before, or
+    earlier in `events`). The caller commits."""
+    if not events:
+        return []
+    claimed = set(
+        await db.scalars(
+            insert(ProcessedEvent)
+            .values(
+                [
+                    {"event_id": e.event_id, "type": e.type, "conversation_id": e.conversation_id}
+                    for e in events
+                ]
             )
-        case ConversationEnded():
+            .on_conflict_do_nothing(index_elements=[ProcessedEvent.event_id])
+            .returning(ProcessedEvent.event_id)
+        )
+    )
+    applied: list[bool] = []
+    messages: list[dict[str, Any]] = []
+    for event in events:
+        first = event.event_id in claimed
+        claimed.discard(event.event_id)  # the same event twice in one batch is applied once
+        applied.append(first)
+        if not first:
+            continue
+        if isinstance(event, ConversationMessage):
+            messages.append(
+                {
+                    "id": event.message_id,
+                    "conversation_id": event.conversation_id,
+                    "seq": event.seq,
+                    "role": event.role.value,
+                    "content": event.content,
+                    "created_at": event.at,
+                }
+            )
+            continue
+        await _insert_messages(db, messages)
+        messages = []
+        if isinstance(event, ConversationStarted):
+            await _started(db, event)
+        else:
             await _ended(db, event)
-    return True
+    await _insert_messages(db, messages)
+    return applied
+
+
+async def _insert_messages(db: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await db.execute(insert(Message).values(rows).on_conflict_do_nothing(index_elements=[Message.id]))
 
 
 async def _started(db: AsyncSession, event: ConversationStarted) -> None:
