@@ -102,7 +102,7 @@ async def all_messages(user: User, conversation_id: uuid.UUID) -> list[dict[str,
 async def drained(js: JetStreamContext, durable: str = "catalog-conversations") -> bool:
     """Every message so far was delivered to the durable consumer and acked or terminated."""
     info = await js.consumer_info(subjects.CONVERSATIONS_STREAM, durable)
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
 async def test_persist_and_page_through_history(world: World, js: JetStreamContext) -> None:
@@ -389,13 +389,14 @@ async def test_a_fetch_is_applied_in_one_transaction_and_split_when_it_fails(
     """Events waiting together are fetched and stored together (duplicates inside the batch once);
     a batch whose transaction fails is handled message by message, losing nothing."""
     from parley_catalog.conversations import consumer as consumer_module
+    from parley_catalog.conversations import service
 
     alice = await world.user()
     agent = await alice.create_agent()
     consumer: ConversationConsumer = catalog_app.state.consumer
     nc = catalog_app.state.broker.connection
     batches: list[int] = []
-    real_apply = consumer_module.apply_events
+    real_apply = service.apply_events
 
     async def counting(db: Any, events: Any) -> list[bool]:
         batches.append(len(events))
