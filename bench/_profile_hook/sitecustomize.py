@@ -10,6 +10,7 @@ import cProfile
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -20,7 +21,7 @@ _profile: cProfile.Profile | None = None
 def _toggle(_signum: int, _frame: FrameType | None) -> None:
     global _profile
     if _profile is None:
-        _profile = cProfile.Profile()
+        _profile = cProfile.Profile(time.process_time)  # CPU time, not time spent descheduled
         _profile.enable()
         return
     _profile.disable()
