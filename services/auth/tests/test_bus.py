@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -46,6 +47,12 @@ async def test_verify_each_credential_kind(accounts: Accounts, peer: tuple[NatsB
     with pytest.raises(ParleyError) as err:
         await auth.verify("sk_live_unknown")
     assert err.value.code.code == "auth.unauthenticated"
+
+
+async def test_answers_its_health_ping(peer: tuple[NatsBroker, AuthClient]) -> None:
+    broker, _ = peer
+    msg = await broker.request(b"", subjects.health_ping("auth"), timeout=2.0)
+    assert json.loads(msg.body) == {"service": "auth", "ok": True}
 
 
 async def test_malformed_bus_messages_get_error_replies(peer: tuple[NatsBroker, AuthClient]) -> None:
