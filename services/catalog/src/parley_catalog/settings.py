@@ -26,7 +26,9 @@ class CatalogSettings(CommonSettings, SpeechProviderKeys):
     # The browser session cookie auth sets (part of the client contract).
     catalog_cookie_name: str = "kivox_session"
     # How long a verified credential is reused without asking auth again (revocations clear it).
-    catalog_auth_cache_ttl_s: float = Field(default=1.0, ge=0)
+    # Verified credentials are reused this long (never past their expiry); revocations pushed by
+    # auth clear them at once (parley_common.auth_client).
+    catalog_auth_cache_ttl_s: float = Field(default=30.0, ge=0)
     # Webhook tools. Requests to loopback, link-local, private, multicast and reserved addresses are
     # refused unless this is set (a local test server, or tools inside a trusted private network).
     catalog_tools_allow_private: bool = False
