@@ -183,6 +183,9 @@ class ConversationConsumer:
                 await asyncio.sleep(1.0)
                 continue
             await self.handle_batch(messages)
+            if len(messages) < self.settings.catalog_conversations_batch:
+                # Not saturated: let the next events gather into one batch (one transaction).
+                await asyncio.sleep(self.settings.catalog_conversations_batch_wait_s)
 
     async def handle_batch(self, messages: list[Msg]) -> None:
         """Apply a fetch's events in one transaction, then ack them; on any failure of that
