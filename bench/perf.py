@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -153,14 +154,21 @@ class Stack:
             if info.get("port"):
                 self.ports[name] = int(info["port"])
 
-    def toggle_profiles(self) -> None:
-        """Start (or stop and write) cProfile in every Python process (`--profile`)."""
-        if "PARLEY_BENCH_PROFILE_DIR" not in self.env:
+    def toggle_profiles(self, phase: str | None = None) -> None:
+        """Start cProfile in every Python process (`--profile`), or with `phase`, stop it and file
+        the profiles written under `DIR/<phase>/`."""
+        where = self.env.get("PARLEY_BENCH_PROFILE_DIR")
+        if where is None:
             return
         for name, proc in self.processes.items():
             if name not in ("nats", "valkey", "postgres", "caddy"):
                 with suppress(psutil.Error):
                     proc.send_signal(signal.SIGUSR2)
+        if phase is not None:
+            time.sleep(2.0)  # the processes write their profiles
+            (Path(where) / phase).mkdir(exist_ok=True)
+            for written in Path(where).glob("*.prof"):
+                written.replace(Path(where) / phase / written.name)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -260,7 +268,7 @@ async def cpu_phase(
     await asyncio.sleep(0.5)  # what a turn leaves behind (persisting its messages) belongs to it
     elapsed = time.perf_counter() - started
     used = delta(stack.cpu(), before)
-    stack.toggle_profiles()
+    await asyncio.to_thread(stack.toggle_profiles, "turns")
     await asyncio.gather(*(s.close() for s in opened), return_exceptions=True)
     return CpuPhase(sessions, len(samples), elapsed, used, samples)
 
@@ -275,6 +283,7 @@ class Admission:
     rss_after: dict[str, float]
     open_ms: list[float]
     verifies_over_bus: float
+    failures: list[str]
 
     @property
     def rate(self) -> float:
@@ -299,15 +308,19 @@ async def admission_phase(
             held.append(await Session.open(ws_url, key, agent_id))
             open_ms.append((time.perf_counter() - started) * 1000)
         except Exception as exc:  # counted: refused, timed out, reset
-            failures.append(type(exc).__name__)
+            failures.append(f"{type(exc).__name__}: {str(exc)[:60]}")
 
+    stack.toggle_profiles()
     started = time.perf_counter()
     await asyncio.gather(*(open_at(i / rate) for i in range(count)))
     elapsed = time.perf_counter() - started
+    await asyncio.to_thread(stack.toggle_profiles, "admission")
     await asyncio.sleep(settle_s)  # garbage, buffers and caches settle before memory is read
     rss_after = stack.rss()
     verifies = await asyncio.to_thread(bus_requests, gateway, subjects.AUTH_VERIFY) - verifies
-    result = Admission(count, len(held), len(failures), elapsed, rss_before, rss_after, open_ms, verifies)
+    result = Admission(
+        count, len(held), len(failures), elapsed, rss_before, rss_after, open_ms, verifies, failures
+    )
     closing = asyncio.Semaphore(200)
 
     async def close(s: Session) -> None:
@@ -436,6 +449,8 @@ def report(
             f" open p50 {percentile(admission.open_ms or [0], 50):.0f} ms,"
             f" p99 {percentile(admission.open_ms or [0], 99):.0f} ms"
         )
+        for reason, times in Counter(admission.failures).most_common(5):
+            w(f"  failed {times}x: {reason}")
         w(
             f"the gateway's auth.verify requests over the bus while opening them: "
             f"{admission.verifies_over_bus:.0f} ({admission.verifies_over_bus / max(admission.asked, 1):.2f}"
@@ -553,7 +568,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="extra environment for parley run (repeatable)",
     )
     parser.add_argument(
-        "--profile", metavar="DIR", help="cProfile every Python process during the CPU phase into DIR"
+        "--profile",
+        metavar="DIR",
+        help="cProfile every Python process during the CPU and admission phases into DIR/<phase>/",
     )
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the stack's logs here at the end")
     args = parser.parse_args(list(argv) if argv is not None else None)
