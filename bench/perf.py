@@ -427,19 +427,23 @@ def report(
         f" <= {TARGET_ADDED_P99_MS} ms p99: {mark(a99 <= TARGET_ADDED_P99_MS)}"
     )
     w()
-    w(f"== Capacity (active sessions, one message per {think_ms:.0f} ms ±20 %)")
-    table(
-        ("sessions", "turns", "p50 ms", "p99 ms"),
-        [(str(lv.sessions), str(len(lv.samples)), f"{lv.p50:.1f}", f"{lv.p99:.1f}") for lv in levels],
-        out,
-    )
-    held = [lv.sessions for lv in levels if lv.p99 <= TARGET_P99_TURN_MS]
-    best = max(held) if held else 0
-    w(
-        f"largest level with p99 <= {TARGET_P99_TURN_MS:.0f} ms: {best} (target >= {TARGET_CAPACITY}:"
-        f" {mark(best >= TARGET_CAPACITY)})"
-    )
-    w()
+    if not levels:
+        w("== Capacity: not measured (no --levels)")
+        w()
+    else:
+        w(f"== Capacity (active sessions, one message per {think_ms:.0f} ms ±20 %)")
+        table(
+            ("sessions", "turns", "p50 ms", "p99 ms"),
+            [(str(lv.sessions), str(len(lv.samples)), f"{lv.p50:.1f}", f"{lv.p99:.1f}") for lv in levels],
+            out,
+        )
+        held = [lv.sessions for lv in levels if lv.p99 <= TARGET_P99_TURN_MS]
+        best = max(held) if held else 0
+        w(
+            f"largest level with p99 <= {TARGET_P99_TURN_MS:.0f} ms: {best} (target >= {TARGET_CAPACITY}:"
+            f" {mark(best >= TARGET_CAPACITY)})"
+        )
+        w()
     if admission is not None:
         w("== Admission and idle sessions")
         w(
@@ -574,6 +578,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the stack's logs here at the end")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    args.levels = [level for level in args.levels if level > 0]  # `--levels 0`: no capacity phase
     if args.levels != sorted(args.levels):
         parser.error("--levels must be ascending")
     if args.profile:
