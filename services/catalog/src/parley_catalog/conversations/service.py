@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import Table, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,17 @@ from parley_common.conversation_contract import (
 
 AnyEvent = ConversationStarted | ConversationMessage | ConversationEnded
 
+# Built once and executed with a list of rows (SQLAlchemy's "insertmanyvalues": one statement per
+# batch, compiled once, where `.values([...])` compiled anew for every batch size).
+_PROCESSED = cast(Table, ProcessedEvent.__table__)
+_MESSAGES = cast(Table, Message.__table__)
+_CLAIM = (
+    insert(_PROCESSED)
+    .on_conflict_do_nothing(index_elements=[_PROCESSED.c.event_id])
+    .returning(_PROCESSED.c.event_id)
+)
+_INSERT_MESSAGES = insert(_MESSAGES).on_conflict_do_nothing(index_elements=[_MESSAGES.c.id])
+
 
 async def apply_event(db: AsyncSession, event: AnyEvent) -> bool:
     """Persist one event; False when it was already applied. The caller commits."""
@@ -40,19 +51,8 @@ async def apply_events(db: AsyncSession, events: Sequence[AnyEvent]) -> list[boo
     earlier in `events`). The caller commits."""
     if not events:
         return []
-    claimed = set(
-        await db.scalars(
-            insert(ProcessedEvent)
-            .values(
-                [
-                    {"event_id": e.event_id, "type": e.type, "conversation_id": e.conversation_id}
-                    for e in events
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=[ProcessedEvent.event_id])
-            .returning(ProcessedEvent.event_id)
-        )
-    )
+    rows = [{"event_id": e.event_id, "type": e.type, "conversation_id": e.conversation_id} for e in events]
+    claimed = set((await db.execute(_CLAIM, rows)).scalars())
     applied: list[bool] = []
     messages: list[dict[str, Any]] = []
     for event in events:
@@ -85,7 +85,7 @@ async def apply_events(db: AsyncSession, events: Sequence[AnyEvent]) -> list[boo
 
 async def _insert_messages(db: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if rows:
-        await db.execute(insert(Message).values(rows).on_conflict_do_nothing(index_elements=[Message.id]))
+        await db.execute(_INSERT_MESSAGES, rows)
 
 
 async def _started(db: AsyncSession, event: ConversationStarted) -> None:
