@@ -271,5 +271,20 @@ async def test_a_client_token_is_not_cached_past_its_expiry(
     token = resp.json()["token"]
     principal = await auth.verify(token)
     assert principal.expires_at is not None
-    (deadline, _), *_ = [v for k, v in auth._cache.items() if k.endswith(token)]
+    (deadline, _, _), *_ = [v for k, v in auth._cache.items() if k.endswith(token)]
     assert deadline - time.monotonic() <= 60.5  # the 60 s cache TTL of this peer, but also the token's
+
+
+async def test_a_backstop_verification_takes_only_a_fresh_cached_answer(
+    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
+) -> None:
+    _, auth = peer
+    user = await accounts.create()
+    key = await user.api_key()
+    await auth.verify(key)
+    before = auth.requests
+    await auth.verify(key, max_age_s=5.0)  # cached a moment ago: fresh enough
+    assert auth.requests == before
+    await asyncio.sleep(0.06)
+    await auth.verify(key, max_age_s=0.05)  # older than asked for: auth is asked again
+    assert auth.requests == before + 1

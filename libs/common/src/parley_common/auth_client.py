@@ -62,7 +62,8 @@ class AuthClient:
         self.broker = broker
         self.cache_ttl_s = cache_ttl_s
         self.timeout_s = timeout_s
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        # credential → (valid until, fetched at, principal), monotonic clock
+        self._cache: dict[str, tuple[float, float, Principal]] = {}
         # Bumped by every clearing: an answer asked for before it is not cached.
         self._generation = 0
         self._inflight: dict[str, asyncio.Future[Principal]] = {}
@@ -103,16 +104,23 @@ class AuthClient:
             except Exception:
                 log.exception("auth.revocation_listener_failed")
 
-    async def verify(self, credential: str, kind: CredentialKind | None = None) -> Principal:
+    async def verify(
+        self, credential: str, kind: CredentialKind | None = None, *, max_age_s: float | None = None
+    ) -> Principal:
+        """The credential's principal, from the cache when it holds an answer (no older than
+        `max_age_s`, when given: a backstop re-verification wants auth's word of the last moment)."""
         if not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
             # Nothing auth issued looks like this: refused here, without asking over the bus.
             raise ParleyError(Codes.UNAUTHENTICATED)
         key = credential if kind is None else f"{kind.value}:{credential}"
         hit = self._cache.get(key)
         if hit is not None:
-            if hit[0] > time.monotonic():
-                return hit[1]
-            del self._cache[key]
+            now = time.monotonic()
+            expires, fetched, principal = hit
+            if expires <= now:
+                del self._cache[key]
+            elif max_age_s is None or now - fetched <= max_age_s:
+                return principal
         pending = self._inflight.get(key)
         if pending is None:
             pending = self._inflight[key] = asyncio.ensure_future(
@@ -152,7 +160,8 @@ class AuthClient:
         if ttl > 0 and generation == self._generation:
             while len(self._cache) >= MAX_CACHED:  # the oldest entries go first
                 del self._cache[next(iter(self._cache))]
-            self._cache[key] = (time.monotonic() + ttl, principal)
+            now = time.monotonic()
+            self._cache[key] = (now + ttl, now, principal)
         return principal
 
     async def authorize(
