@@ -50,6 +50,7 @@ from typing import Any, TextIO
 import httpx
 import psutil
 
+from bench import realtime
 from bench.realtime import (
     Level,
     Session,
@@ -218,7 +219,6 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
 
 async def publish_agent(url: str) -> tuple[str, str]:
     """A new user's API key and a live agent of theirs (START greeting → DIALOG forever)."""
-    from bench import realtime
 
     class Edge:
         def url(self, _name: str) -> str:
@@ -386,7 +386,8 @@ def report(
 
     w("== CPU per turn (text turn, built-in engine, zero pace)")
     w(
-        f"{cpu.sessions} sessions x one message per {think_ms:.0f} ms; {cpu.turns} turns in"
+        f"{cpu.sessions} sessions x one {len(realtime.MESSAGE)}-byte message per {think_ms:.0f} ms;"
+        f" {cpu.turns} turns in"
         f" {cpu.seconds:.1f} s; turn latency p50 {percentile(cpu.latencies, 50):.1f} ms,"
         f" p99 {percentile(cpu.latencies, 99):.1f} ms"
     )
@@ -563,6 +564,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--idle", type=int, default=2000, help="idle sessions to open and hold (0: skip)")
     parser.add_argument("--open-rate", type=float, default=500.0, help="sessions opened per second")
     parser.add_argument("--verify-iterations", type=int, default=2000)
+    parser.add_argument(
+        "--message-bytes",
+        type=int,
+        default=0,
+        help="pad each user message to this size (the answer echoes it)",
+    )
     parser.add_argument("--direct", action="store_true", help="connect to the gateway, not through Caddy")
     parser.add_argument(
         "--env",
@@ -587,6 +594,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.message_bytes > len(realtime.MESSAGE):
+        realtime.MESSAGE += " " + "x" * (args.message_bytes - len(realtime.MESSAGE) - 1)
     setup_logging("bench", "WARNING", json_output=False)
     asyncio.run(run(args, sys.stdout))
 
