@@ -530,7 +530,16 @@ def report(
     ]
     table(("path", "p50 ms", "p99 ms"), rows, out)
     c99 = percentile(verify.client, 99)
-    w(f"target callers' p99 <= {TARGET_VERIFY_P99_MS} ms: {mark(c99 <= TARGET_VERIFY_P99_MS)}")
+    # The loop above repeats one credential (a cache hit after the first); what callers really see
+    # depends on how often they miss: above 1 % of verifications, their p99 is the bus's.
+    share = admission.verifies_over_bus / max(admission.asked, 1) if admission is not None else None
+    seen = "not measured (no admission phase)" if share is None else f"{100 * share:.1f} % per session opened"
+    w(f"the gateway's verifications that crossed the bus while sessions opened: {seen}")
+    met = c99 <= TARGET_VERIFY_P99_MS and (share is None or share <= 0.01)
+    w(
+        f"target callers' p99 <= {TARGET_VERIFY_P99_MS} ms (cached p99 {c99:.3f} ms, and at most 1 % of"
+        f" verifications crossing the bus): {mark(met)}"
+    )
     out.flush()
 
 
