@@ -86,12 +86,14 @@ def speech_workers() -> int:
         return 1
 
 
-def service_specs(workers: int, speech: int | None = None) -> list[ServiceSpec]:
+def service_specs(workers: int, speech: int | None = None, gateways: int = 1) -> list[ServiceSpec]:
     specs = [
         ServiceSpec("auth", "parley_auth", "auth"),
         ServiceSpec("catalog", "parley_catalog", "catalog"),
-        ServiceSpec("session_gateway", "parley_session_gateway", "session_gateway"),
     ]
+    # Several gateways share the edge's gateway routes (Caddy balances new connections over them).
+    names = ["session_gateway"] if gateways <= 1 else [f"session_gateway-{i}" for i in range(1, gateways + 1)]
+    specs += [ServiceSpec(name, "parley_session_gateway", "session_gateway") for name in names]
     specs += [ServiceSpec(f"runtime-{i}", "parley_runtime", None) for i in range(1, workers + 1)]
     # The speech pool (VAD, STT, TTS), scaled apart from the runtime workers.
     count = speech_workers() if speech is None else speech
@@ -158,12 +160,14 @@ class DevStack:
         port: int,
         workers: int = 2,
         *,
+        gateways: int = 1,
         traces: bool = False,
         restart_policy: RestartPolicy | None = None,
     ) -> None:
         self.home = home.resolve()
         self.port = port
         self.workers = workers
+        self.gateways = gateways
         self.traces = traces
         self.logs = self.home / "logs"
         self.mail = self.home / "mail"
@@ -296,7 +300,7 @@ class DevStack:
             env["PARLEY_OTLP_ENDPOINT"] = self._start_traceview(env)
 
         specs = []
-        for spec in service_specs(self.workers):
+        for spec in service_specs(self.workers, gateways=self.gateways):
             if module_runnable(spec.module):
                 specs.append(spec)
             else:
@@ -353,7 +357,11 @@ class DevStack:
 
     def _start_edge(self, specs: list[ServiceSpec], env: dict[str, str]) -> None:
         peers = {s.name: f"http://{LOOPBACK}:{self.ports[s.name]}" for s in specs}
-        upstreams = {s.route: f"{LOOPBACK}:{self.ports[s.name]}" for s in specs if s.route is not None}
+        upstreams: dict[str, str] = {}
+        for s in specs:
+            if s.route is not None:  # several processes of one route: a space-separated list
+                address = f"{LOOPBACK}:{self.ports[s.name]}"
+                upstreams[s.route] = f"{upstreams[s.route]} {address}" if s.route in upstreams else address
         meta = ManagedProcess(
             "edge_meta",
             [sys.executable, "-m", "parley_devstack.edge_meta"],
@@ -571,13 +579,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--workers", type=int, default=2, help="number of runtime worker processes (default: 2)")
     run.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="number of session gateway processes behind the edge (default: 1)",
+    )
+    run.add_argument(
         "--traces",
         action="store_true",
         help="export every service's spans to a local trace viewer, served at /traces on the edge",
     )
     args = parser.parse_args(argv)
     if args.command == "run":
-        return DevStack(args.data_dir, args.port, max(1, args.workers), traces=args.traces).run()
+        return DevStack(
+            args.data_dir, args.port, max(1, args.workers), gateways=max(1, args.gateways), traces=args.traces
+        ).run()
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
