@@ -106,8 +106,15 @@ class Stack:
     """`parley run` as a child process; its processes as psutil handles by name."""
 
     def __init__(
-        self, workdir: Path, *, workers: int, extra_env: dict[str, str], profile_dir: Path | None = None
+        self,
+        workdir: Path,
+        *,
+        workers: int,
+        extra_env: dict[str, str],
+        profile_dir: Path | None = None,
+        gateways: int = 1,
     ) -> None:
+        self.gateways = gateways
         self.home = workdir / "parley"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -135,7 +142,7 @@ class Stack:
 
     def start(self, timeout: float = 240.0) -> None:
         cmd = [sys.executable, "-m", "parley_devstack", "run", "--data-dir", str(self.home)]
-        cmd += ["--port", str(self.port), "--workers", str(self.workers)]
+        cmd += ["--port", str(self.port), "--workers", str(self.workers), "--gateways", str(self.gateways)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -180,8 +187,9 @@ class Stack:
                 self.proc.kill()
                 self.proc.wait()
 
-    def cpu(self) -> dict[str, float]:
-        """CPU seconds used so far by each group (children included, reaped or live)."""
+    def cpu(self, by_process: bool = False) -> dict[str, float]:
+        """CPU seconds used so far by each group, or each process (children included, reaped or
+        live)."""
         out: dict[str, float] = {}
         for name, proc in self.processes.items():
             total = 0.0
@@ -190,7 +198,23 @@ class Stack:
                     with suppress(psutil.Error):
                         t = p.cpu_times()
                         total += t.user + t.system + t.children_user + t.children_system
-            out[group_of(name)] = out.get(group_of(name), 0.0) + total
+            key = name if by_process else group_of(name)
+            out[key] = out.get(key, 0.0) + total
+        return out
+
+    def gauge(self, name: str, metric: str) -> float:
+        """The sum of a metric's samples on a process's /metrics."""
+        text = httpx.get(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5).text
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric))
+
+    def spread_of(self) -> dict[str, float]:
+        """Realtime sockets per gateway, sessions per runtime worker."""
+        out: dict[str, float] = {}
+        for name in self.processes:
+            if name.startswith("session_gateway"):
+                out[name] = self.gauge(name, 'parley_ws_connections_active{protocol="realtime"}')
+            elif name.startswith("runtime-"):
+                out[name] = self.gauge(name, "parley_sessions_active")
         return out
 
     def rss(self) -> dict[str, float]:
@@ -239,6 +263,7 @@ class CpuPhase:
     latencies: list[float] = field(default_factory=list)
     # CPU seconds per second of each group with the same sessions open and silent.
     idle_rate: dict[str, float] = field(default_factory=dict)
+    per_process: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process
 
     def per_turn_ms(self) -> dict[str, float]:
         return {k: v * 1000 / max(self.turns, 1) for k, v in self.cpu_s.items()}
@@ -285,15 +310,15 @@ async def cpu_phase(
         k: v / (time.perf_counter() - idle_started) for k, v in delta(stack.cpu(), idle_before).items()
     }
     stack.toggle_profiles()
-    before = stack.cpu()
+    before, before_each = stack.cpu(), stack.cpu(by_process=True)
     started = time.perf_counter()
     await asyncio.gather(*(active(s) for s in opened))
     await asyncio.sleep(0.5)  # what a turn leaves behind (persisting its messages) belongs to it
     elapsed = time.perf_counter() - started
-    used = delta(stack.cpu(), before)
+    used, used_each = delta(stack.cpu(), before), delta(stack.cpu(by_process=True), before_each)
     await asyncio.to_thread(stack.toggle_profiles, "turns")
     await asyncio.gather(*(s.close() for s in opened), return_exceptions=True)
-    return CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate)
+    return CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each)
 
 
 @dataclass
@@ -307,6 +332,7 @@ class Admission:
     open_ms: list[float]
     verifies_over_bus: float
     failures: list[str]
+    spread: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -318,8 +344,12 @@ async def admission_phase(
 ) -> Admission:
     await asyncio.sleep(2.0)
     rss_before = stack.rss()
-    gateway = stack.ports["session_gateway"]
-    verifies = await asyncio.to_thread(bus_requests, gateway, subjects.AUTH_VERIFY)
+    gateways = [stack.ports[n] for n in stack.processes if n.startswith("session_gateway")]
+
+    def verifications() -> float:
+        return sum(bus_requests(port, subjects.AUTH_VERIFY) for port in gateways)
+
+    verifies = await asyncio.to_thread(verifications)
     held: list[Session] = []
     failures: list[str] = []
     open_ms: list[float] = []
@@ -340,9 +370,10 @@ async def admission_phase(
     await asyncio.to_thread(stack.toggle_profiles, "admission")
     await asyncio.sleep(settle_s)  # garbage, buffers and caches settle before memory is read
     rss_after = stack.rss()
-    verifies = await asyncio.to_thread(bus_requests, gateway, subjects.AUTH_VERIFY) - verifies
+    spread = await asyncio.to_thread(stack.spread_of)
+    verifies = await asyncio.to_thread(verifications) - verifies
     result = Admission(
-        count, len(held), len(failures), elapsed, rss_before, rss_after, open_ms, verifies, failures
+        count, len(held), len(failures), elapsed, rss_before, rss_after, open_ms, verifies, failures, spread
     )
     closing = asyncio.Semaphore(200)
 
@@ -515,6 +546,21 @@ def report(
             f" {mark(stack_kib <= TARGET_STACK_KIB_PER_SESSION)})"
         )
         w()
+    several = [k for k in cpu.per_process if k.startswith(("session_gateway", "runtime-"))]
+    if len(several) > 2 or any(k.startswith("session_gateway-") for k in several):
+        w("== Spread over gateways and workers")
+        held = admission.spread if admission is not None else {}
+        rows = [
+            (
+                name,
+                f"{cpu.per_process[name] * 1000 / max(cpu.turns, 1):.3f}",
+                f"{held[name]:.0f}" if name in held else "-",
+            )
+            for name in sorted(several)
+        ]
+        table(("process", "CPU ms/turn (CPU phase)", "sessions held (idle phase)"), rows, out)
+        w("(a gateway counts its realtime sockets, a worker the sessions it owns)")
+        w()
     w("== auth.verify")
     rows = [
         (
@@ -550,11 +596,14 @@ async def run(args: Any, out: TextIO) -> None:
     with tempfile.TemporaryDirectory(prefix="parley-bench-perf-") as tmp:
         extra = dict(kv.split("=", 1) for kv in args.env)
         profile_dir: Path | None = args.profile
-        stack = Stack(Path(tmp), workers=args.workers, extra_env=extra, profile_dir=profile_dir)
+        stack = Stack(
+            Path(tmp), workers=args.workers, extra_env=extra, profile_dir=profile_dir, gateways=args.gateways
+        )
         try:
             await asyncio.to_thread(stack.start)
             key, agent_id = await publish_agent(stack.url)
-            base = stack.url if not args.direct else f"http://127.0.0.1:{stack.ports['session_gateway']}"
+            first_gateway = next(n for n in stack.processes if n.startswith("session_gateway"))
+            base = stack.url if not args.direct else f"http://127.0.0.1:{stack.ports[first_gateway]}"
             ws_url = base.replace("http://", "ws://") + "/realtime"
             print(f"stack up at {stack.url}; realtime via {ws_url}", file=sys.stderr, flush=True)
             latency = await measure_latency(
@@ -599,6 +648,7 @@ def _ints(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="runtime workers of parley run")
+    parser.add_argument("--gateways", type=int, default=1, help="session gateways of parley run")
     parser.add_argument("--iterations", type=int, default=200, help="latency turns per path")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=100, help="sessions of the CPU-per-turn phase")
