@@ -361,7 +361,7 @@ async def admission_phase(
             held.append(await Session.open(ws_url, key, agent_id))
             open_ms.append((time.perf_counter() - started) * 1000)
         except Exception as exc:  # counted: refused, timed out, reset
-            failures.append(f"{type(exc).__name__}: {str(exc)[:60]}")
+            failures.append(f"{type(exc).__name__}: {str(exc)[:140]}")
 
     stack.toggle_profiles()
     started = time.perf_counter()
