@@ -161,6 +161,7 @@ class DevStack:
         workers: int = 2,
         *,
         gateways: int = 1,
+        nats_nodes: int = 1,
         traces: bool = False,
         restart_policy: RestartPolicy | None = None,
     ) -> None:
@@ -168,6 +169,7 @@ class DevStack:
         self.port = port
         self.workers = workers
         self.gateways = gateways
+        self.nats_nodes = nats_nodes
         self.traces = traces
         self.logs = self.home / "logs"
         self.mail = self.home / "mail"
@@ -261,6 +263,22 @@ class DevStack:
 
         # Infrastructure: NATS and Valkey boot while initdb (first run only) works.
         nats = NatsServer(self.home / "nats", log_path=fresh_log(self.logs / "nats.log"))
+        peers: list[NatsServer] = []
+        if self.nats_nodes > 1:
+            # A cluster on loopback: every node routes to the others; clients connect to the first
+            # and learn the others from it (they fail over to them).
+            cluster_ports = [free_port() for _ in range(self.nats_nodes)]
+            nodes = [
+                NatsServer(
+                    self.home / ("nats" if i == 0 else f"nats-{i + 1}"),
+                    name="nats" if i == 0 else f"nats-{i + 1}",
+                    cluster_port=cluster_ports[i],
+                    routes=[p for j, p in enumerate(cluster_ports) if j != i],
+                    log_path=fresh_log(self.logs / ("nats.log" if i == 0 else f"nats-{i + 1}.log")),
+                )
+                for i in range(self.nats_nodes)
+            ]
+            nats, peers = nodes[0], nodes[1:]
         valkey = ValkeyServer(
             self.home / "valkey", persistent=True, log_path=fresh_log(self.logs / "valkey.log")
         )
@@ -268,7 +286,8 @@ class DevStack:
             self.home / "pg" / "data", durable=True, log_path=fresh_log(self.logs / "postgres.log")
         )
         self.ports.update(nats=nats.port, valkey=valkey.port, postgres=pg.port)
-        for early in (nats, valkey):
+        self.ports.update({peer.name: peer.port for peer in peers})
+        for early in (nats, *peers, valkey):
             self.infra.append(early)
             early.start()
         if not pg.initialized:
@@ -277,7 +296,7 @@ class DevStack:
         self.infra.append(pg)
         pg.start()
         self._record()
-        for server in (nats, valkey, pg):
+        for server in (nats, *peers, valkey, pg):
             server.wait_ready(INFRA_TIMEOUT_S, cancel=self.cancelled)
         create_database(pg.url(), DATABASE)
 
@@ -294,6 +313,8 @@ class DevStack:
             "PYTHONUNBUFFERED": "1",
             **env_secrets,
         }
+        if peers:  # every stream Parley creates keeps a copy on each node (unless told otherwise)
+            env.setdefault("PARLEY_JETSTREAM_REPLICAS", str(min(self.nats_nodes, 3)))
         env.pop("PARLEY_HTTP_PORT", None)
         if self.traces:
             # Before the services, so their first spans have somewhere to go.
@@ -585,6 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="number of session gateway processes behind the edge (default: 1)",
     )
     run.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run NATS as an N-node cluster on loopback, streams with min(N, 3) replicas (default: 1 node)",
+    )
+    run.add_argument(
         "--traces",
         action="store_true",
         help="export every service's spans to a local trace viewer, served at /traces on the edge",
@@ -592,7 +620,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return DevStack(
-            args.data_dir, args.port, max(1, args.workers), gateways=max(1, args.gateways), traces=args.traces
+            args.data_dir,
+            args.port,
+            max(1, args.workers),
+            gateways=max(1, args.gateways),
+            nats_nodes=max(1, args.nats_cluster),
+            traces=args.traces,
         ).run()
     return 2  # pragma: no cover - argparse rejects unknown commands
 
