@@ -92,6 +92,8 @@ GROUPS = {
 
 
 def group_of(name: str) -> str:
+    if name.startswith("nats"):
+        return "nats-server"  # every node of a cluster
     if name.startswith("runtime-"):
         return "runtime (all workers)"
     if name.startswith("session_gateway"):
@@ -113,8 +115,10 @@ class Stack:
         extra_env: dict[str, str],
         profile_dir: Path | None = None,
         gateways: int = 1,
+        nats_nodes: int = 1,
     ) -> None:
         self.gateways = gateways
+        self.nats_nodes = nats_nodes
         self.home = workdir / "parley"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -143,6 +147,7 @@ class Stack:
     def start(self, timeout: float = 240.0) -> None:
         cmd = [sys.executable, "-m", "parley_devstack", "run", "--data-dir", str(self.home)]
         cmd += ["--port", str(self.port), "--workers", str(self.workers), "--gateways", str(self.gateways)]
+        cmd += ["--nats-cluster", str(self.nats_nodes)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -169,7 +174,7 @@ class Stack:
         if where is None:
             return
         for name, proc in self.processes.items():
-            if name not in ("nats", "valkey", "postgres", "caddy"):
+            if not name.startswith(("nats", "valkey", "postgres", "caddy")):
                 with suppress(psutil.Error):
                     proc.send_signal(signal.SIGUSR2)
         if phase is not None:
@@ -255,6 +260,17 @@ async def publish_agent(url: str) -> tuple[str, str]:
 
 
 @dataclass
+class KillReport:
+    node: str
+    asked: int
+    answered: int
+    failures: list[str]
+    doubled: int
+    worst_ms: float  # the slowest turn among those under way at the kill or started up to 5 s after
+    around: int
+
+
+@dataclass
 class CpuPhase:
     sessions: int
     turns: int
@@ -264,6 +280,7 @@ class CpuPhase:
     # CPU seconds per second of each group with the same sessions open and silent.
     idle_rate: dict[str, float] = field(default_factory=dict)
     per_process: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process
+    kill: KillReport | None = None
 
     def per_turn_ms(self) -> dict[str, float]:
         return {k: v * 1000 / max(self.turns, 1) for k, v in self.cpu_s.items()}
@@ -286,6 +303,7 @@ async def cpu_phase(
     turns: int,
     think_ms: float,
     idle_s: float = 4.0,
+    kill: str | None = None,
 ) -> CpuPhase:
     opening = asyncio.Semaphore(32)
 
@@ -295,12 +313,40 @@ async def cpu_phase(
 
     opened = await asyncio.gather(*(open_one() for _ in range(sessions)))
     samples: list[float] = []
+    timed: list[tuple[float, float]] = []  # (started, ms) of each turn answered
+    failures: list[str] = []
+    doubled = 0
 
     async def active(session: Session) -> None:
+        nonlocal doubled
         await asyncio.sleep(random.uniform(0, think_ms / 1000))
         for _ in range(turns):
-            samples.append((await session.turn())[1])
+            started = time.perf_counter()
+            try:
+                ms = (await session.turn())[1]
+            except Exception as exc:  # a turn lost (error event, socket gone, 60 s without answer)
+                failures.append(f"{type(exc).__name__}: {str(exc)[:140]}")
+                return
+            samples.append(ms)
+            timed.append((started, ms))
             await asyncio.sleep(think_ms / 1000 * random.uniform(0.8, 1.2))
+        # Nothing more may come but ticks: another turn_complete would be a turn answered twice.
+        with suppress(TimeoutError):
+            while True:
+                event = json.loads(await asyncio.wait_for(session.ws.recv(), 1.0))
+                if event["type"] in ("turn_complete", "text_delta", "text_full"):
+                    doubled += 1
+
+    killed_at: float | None = None
+
+    async def kill_later() -> None:
+        nonlocal killed_at
+        await asyncio.sleep(turns * think_ms / 1000 / 2)  # mid-load
+        victim = stack.processes[kill or ""]
+        with suppress(psutil.Error):
+            for proc in [*victim.children(recursive=True), victim]:
+                proc.kill()
+        killed_at = time.perf_counter()
 
     await asyncio.sleep(1.0)  # let the openings settle (persisted greetings, claims)
     # The same sessions, open and silent: ticks, claim heartbeats, polling loops, probes.
@@ -312,13 +358,23 @@ async def cpu_phase(
     stack.toggle_profiles()
     before, before_each = stack.cpu(), stack.cpu(by_process=True)
     started = time.perf_counter()
+    killer = asyncio.create_task(kill_later()) if kill else None
     await asyncio.gather(*(active(s) for s in opened))
+    if killer is not None:
+        await killer
     await asyncio.sleep(0.5)  # what a turn leaves behind (persisting its messages) belongs to it
     elapsed = time.perf_counter() - started
     used, used_each = delta(stack.cpu(), before), delta(stack.cpu(by_process=True), before_each)
     await asyncio.to_thread(stack.toggle_profiles, "turns")
     await asyncio.gather(*(s.close() for s in opened), return_exceptions=True)
-    return CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each)
+    phase = CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each)
+    if kill is not None and killed_at is not None:
+        # Turns under way at the kill or started in the seconds after it: how long they stalled.
+        around = [ms for t0, ms in timed if killed_at - 1.0 <= t0 <= killed_at + 5.0]
+        phase.kill = KillReport(
+            kill, sessions * turns, len(samples), failures, doubled, max(around or [0.0]), len(around)
+        )
+    return phase
 
 
 @dataclass
@@ -546,6 +602,18 @@ def report(
             f" {mark(stack_kib <= TARGET_STACK_KIB_PER_SESSION)})"
         )
         w()
+    if cpu.kill is not None:
+        k = cpu.kill
+        w(f"== A NATS node killed mid-load ({k.node}, SIGKILL, in the CPU phase)")
+        w(
+            f"turns asked {k.asked}, answered {k.answered}, lost {k.asked - k.answered}"
+            f" (sessions stopped at their first failure: {len(k.failures)}), answered twice {k.doubled};"
+            f" slowest of the {k.around} turns under way at the kill or started within 5 s:"
+            f" {k.worst_ms:.0f} ms"
+        )
+        for reason, times in Counter(k.failures).most_common(3):
+            w(f"  failed {times}x: {reason}")
+        w()
     several = [k for k in cpu.per_process if k.startswith(("session_gateway", "runtime-"))]
     if len(several) > 2 or any(k.startswith("session_gateway-") for k in several):
         w("== Spread over gateways and workers")
@@ -597,7 +665,12 @@ async def run(args: Any, out: TextIO) -> None:
         extra = dict(kv.split("=", 1) for kv in args.env)
         profile_dir: Path | None = args.profile
         stack = Stack(
-            Path(tmp), workers=args.workers, extra_env=extra, profile_dir=profile_dir, gateways=args.gateways
+            Path(tmp),
+            workers=args.workers,
+            extra_env=extra,
+            profile_dir=profile_dir,
+            gateways=args.gateways,
+            nats_nodes=args.nats_cluster,
         )
         try:
             await asyncio.to_thread(stack.start)
@@ -610,7 +683,14 @@ async def run(args: Any, out: TextIO) -> None:
                 ws_url, key, agent_id, iterations=args.iterations, warmup=args.warmup
             )
             cpu = await cpu_phase(
-                stack, ws_url, key, agent_id, sessions=args.sessions, turns=args.turns, think_ms=args.think_ms
+                stack,
+                ws_url,
+                key,
+                agent_id,
+                sessions=args.sessions,
+                turns=args.turns,
+                think_ms=args.think_ms,
+                kill=args.kill_nats,
             )
             levels = (
                 await measure_capacity(
@@ -649,6 +729,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="runtime workers of parley run")
     parser.add_argument("--gateways", type=int, default=1, help="session gateways of parley run")
+    parser.add_argument("--nats-cluster", type=int, default=1, metavar="N", help="NATS nodes of parley run")
+    parser.add_argument(
+        "--kill-nats",
+        metavar="NODE",
+        help="SIGKILL this NATS node (nats, nats-2, …) halfway through the CPU phase; report losses, stall",
+    )
     parser.add_argument("--iterations", type=int, default=200, help="latency turns per path")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--sessions", type=int, default=100, help="sessions of the CPU-per-turn phase")
