@@ -28,3 +28,32 @@ async def test_replicas_reach_the_server(infra: Any, monkeypatch: pytest.MonkeyP
     finally:
         await js.delete_stream(name)
         await nc.close()
+
+
+async def test_a_stream_is_updated_only_when_its_configuration_changed(
+    infra: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every process starting runs this: an unchanged stream costs no update (on a cluster, a
+    round of consensus per stream and process)."""
+    name = f"TEST_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setitem(STREAMS, name, StreamConfig(name=name, subjects=[f"test.{name}"], max_age=60.0))
+    nc = await nats.connect(infra.nats_url)
+    js = nc.jetstream()
+    updates: list[StreamConfig] = []
+    real_update = js.update_stream
+
+    async def counting(config: StreamConfig, **kwargs: Any) -> Any:
+        updates.append(config)
+        return await real_update(config, **kwargs)
+
+    monkeypatch.setattr(js, "update_stream", counting)
+    try:
+        await ensure_streams(js, [name])
+        await ensure_streams(js, [name])
+        assert updates == []
+        monkeypatch.setitem(STREAMS, name, StreamConfig(name=name, subjects=[f"test.{name}"], max_age=120.0))
+        await ensure_streams(js, [name])
+        assert len(updates) == 1 and (await js.stream_info(name)).config.max_age == 120.0
+    finally:
+        await js.delete_stream(name)
+        await nc.close()

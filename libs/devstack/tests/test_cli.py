@@ -48,6 +48,12 @@ def test_service_specs_run_the_requested_number_of_workers() -> None:
     assert {s.module for s in service_specs(1) if s.name.startswith("runtime")} == {"parley_runtime"}
 
 
+def test_service_specs_run_the_requested_number_of_gateways_on_one_route() -> None:
+    gateways = [s for s in service_specs(1, 0, gateways=2) if s.module == "parley_session_gateway"]
+    assert [s.name for s in gateways] == ["session_gateway-1", "session_gateway-2"]
+    assert {s.route for s in gateways} == {"session_gateway"}
+
+
 def test_service_specs_start_the_speech_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PARLEY_SPEECH_WORKERS", raising=False)
     assert [s.name for s in service_specs(1) if s.module == "parley_speech"] == ["speech-1"]
@@ -116,7 +122,7 @@ def test_startup_failure_is_reported_and_stops_everything(
     monkeypatch.setenv("PYTHONPATH", str(pg_tmp / "src"))
     importlib.invalidate_caches()
     monkeypatch.setattr(cli, "MIGRATED_MODULES", (name,))
-    monkeypatch.setattr(cli, "service_specs", lambda _: [cli.ServiceSpec("fake", name, None)])
+    monkeypatch.setattr(cli, "service_specs", lambda *_, **__: [cli.ServiceSpec("fake", name, None)])
     handlers = {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS}
 
     # Other tests in the same session may own long-lived servers (the `infra` fixture): only

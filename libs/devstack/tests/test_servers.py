@@ -494,3 +494,35 @@ def test_caddy_proxies_websockets(tmp_path: Path) -> None:
         finally:
             caddy.stop()
             server.shutdown()
+
+
+def test_caddy_spreads_sockets_over_several_gateways(tmp_path: Path) -> None:
+    """`parley run --gateways N`: open sockets go to the gateway holding the fewest."""
+
+    def echo_from(name: str) -> Callable[[ServerConnection], None]:
+        def echo(ws: ServerConnection) -> None:
+            for message in ws:
+                ws.send(f"{name}:{message!s}")
+
+        return echo
+
+    servers = [ws_serve(echo_from(name), "127.0.0.1", 0) for name in ("a", "b")]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    addresses = " ".join(f"127.0.0.1:{s.socket.getsockname()[1]}" for s in servers)
+    caddy = CaddyServer(tmp_path / "caddy", port=free_port(), upstreams={"session_gateway": addresses})
+    caddy.start()
+    try:
+        caddy.wait_ready(20)
+        sockets = [ws_connect(f"ws://127.0.0.1:{caddy.port}/realtime", open_timeout=5) for _ in range(4)]
+        answered = []
+        for ws in sockets:
+            ws.send("hi")
+            answered.append(str(ws.recv(timeout=5)).split(":")[0])
+        assert sorted(answered) == ["a", "a", "b", "b"]
+        for ws in sockets:
+            ws.close()
+    finally:
+        caddy.stop()
+        for server in servers:
+            server.shutdown()

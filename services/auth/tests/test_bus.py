@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -17,7 +18,7 @@ from parley_auth.settings import AuthSettings
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import CredentialKind, MemberRole, Principal, RevokedEvent, VerifyReply
-from parley_common.bus import make_broker
+from parley_common.bus import bus_events, make_broker
 from parley_common.errors import ParleyError
 from parley_common.settings import CommonSettings
 
@@ -46,6 +47,12 @@ async def test_verify_each_credential_kind(accounts: Accounts, peer: tuple[NatsB
     with pytest.raises(ParleyError) as err:
         await auth.verify("sk_live_unknown")
     assert err.value.code.code == "auth.unauthenticated"
+
+
+async def test_answers_its_health_ping(peer: tuple[NatsBroker, AuthClient]) -> None:
+    broker, _ = peer
+    msg = await broker.request(b"", subjects.health_ping("auth"), timeout=2.0)
+    assert json.loads(msg.body) == {"service": "auth", "ok": True}
 
 
 async def test_malformed_bus_messages_get_error_replies(peer: tuple[NatsBroker, AuthClient]) -> None:
@@ -200,3 +207,84 @@ async def test_each_revocation_event_says_what_it_revokes(
 
     for event in events:
         assert not any(event.revokes(p) for p in bystanders), event
+
+
+async def test_cached_verifications_stay_off_the_bus_and_one_request_serves_a_burst(
+    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
+) -> None:
+    _, auth = peer
+    user = await accounts.create()
+    key = await user.api_key()
+    first = auth.requests
+    burst = await asyncio.gather(*(auth.verify(key) for _ in range(50)))  # 50 sockets opening at once
+    assert {p.credential_id for p in burst} == {burst[0].credential_id}
+    assert auth.requests - first == 1
+    for _ in range(20):
+        await auth.verify(key)
+    assert auth.requests - first == 1  # cached: the common case never crosses the bus
+    with pytest.raises(ParleyError):
+        await auth.verify("sk_live_unknown")
+    with pytest.raises(ParleyError):  # a refusal is not cached, and not shared with later callers
+        await auth.verify("sk_live_unknown")
+    assert auth.requests - first == 3
+
+
+async def test_an_answer_in_flight_when_a_revocation_arrives_is_not_cached(
+    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
+) -> None:
+    _, auth = peer
+    user = await accounts.create()
+    key = await user.api_key()
+    asked = asyncio.ensure_future(auth.verify(key))
+    await asyncio.sleep(0)  # the request is on its way
+    await auth._on_revoked(b'{"at": "2026-01-01T00:00:00Z"}')  # some revocation, arriving meanwhile
+    await asked
+    before = auth.requests
+    await auth.verify(key)
+    assert auth.requests == before + 1  # asked again: the earlier answer might predate the revocation
+
+
+async def test_a_reconnect_forgets_what_was_cached(
+    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
+) -> None:
+    """Revocations published while a service was cut from NATS never reach it: after a reconnect
+    every credential is verified afresh."""
+    broker, auth = peer
+    user = await accounts.create()
+    key = await user.api_key()
+    await auth.verify(key)
+    before = auth.requests
+    await bus_events(broker).reconnected()
+    await asyncio.sleep(0.05)  # the hooks run as tasks
+    await auth.verify(key)
+    assert auth.requests == before + 1
+
+
+async def test_a_client_token_is_not_cached_past_its_expiry(
+    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
+) -> None:
+    _, auth = peer
+    user = await accounts.create()
+    key = await user.api_key()
+    async with new_client(accounts.app, headers={"Authorization": f"Bearer {key}"}) as keyed:
+        resp = await keyed.post("/chat/tokens", json={"workflow_id": "wf", "ttl_seconds": 60})
+    token = resp.json()["token"]
+    principal = await auth.verify(token)
+    assert principal.expires_at is not None
+    (deadline, _, _), *_ = [v for k, v in auth._cache.items() if k.endswith(token)]
+    assert deadline - time.monotonic() <= 60.5  # the 60 s cache TTL of this peer, but also the token's
+
+
+async def test_a_backstop_verification_takes_only_a_fresh_cached_answer(
+    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
+) -> None:
+    _, auth = peer
+    user = await accounts.create()
+    key = await user.api_key()
+    await auth.verify(key)
+    before = auth.requests
+    await auth.verify(key, max_age_s=5.0)  # cached a moment ago: fresh enough
+    assert auth.requests == before
+    await asyncio.sleep(0.06)
+    await auth.verify(key, max_age_s=0.05)  # older than asked for: auth is asked again
+    assert auth.requests == before + 1

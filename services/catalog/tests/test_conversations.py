@@ -377,3 +377,57 @@ async def test_old_event_ids_are_pruned(ctx: CatalogContext, catalog_app: FastAP
             ).scalars()
         )
     assert left == {recent}
+
+
+async def test_a_fetch_is_applied_in_one_transaction_and_split_when_it_fails(
+    world: World,
+    js: JetStreamContext,
+    ctx: CatalogContext,
+    catalog_app: FastAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Events waiting together are fetched and stored together (duplicates inside the batch once);
+    a batch whose transaction fails is handled message by message, losing nothing."""
+    from parley_catalog.conversations import consumer as consumer_module
+    from parley_catalog.conversations import service
+
+    alice = await world.user()
+    agent = await alice.create_agent()
+    consumer: ConversationConsumer = catalog_app.state.consumer
+    nc = catalog_app.state.broker.connection
+    batches: list[int] = []
+    real_apply = service.apply_events
+
+    async def counting(db: Any, events: Any) -> list[bool]:
+        batches.append(len(events))
+        return await real_apply(db, events)
+
+    monkeypatch.setattr(consumer_module, "apply_events", counting)
+    conv = uuid.uuid4()
+    await consumer.stop()
+    events: list[BaseModel] = [started(conv, agent["id"])]
+    events += [
+        message(conv, i, f"m{i}", MessageRole.USER if i % 2 else MessageRole.ASSISTANT) for i in range(20)
+    ]
+    for event in [*events, events[3], events[5]]:  # two publishes again, in the same fetch
+        await publish(js, conv, event)
+    applied, duplicates = consumer.applied, consumer.duplicates
+    await consumer.start(nc)
+    await eventually(lambda: drained(js))
+    assert max(batches) > 1
+    assert (consumer.applied - applied, consumer.duplicates - duplicates) == (21, 2)
+    assert await counts(ctx, conv) == (1, 20)
+
+    async def failing(db: Any, events: Any) -> list[bool]:
+        if len(events) > 1:
+            raise RuntimeError("this batch fails")
+        return await real_apply(db, events)
+
+    monkeypatch.setattr(consumer_module, "apply_events", failing)
+    other = uuid.uuid4()
+    await consumer.stop()
+    for i in range(5):
+        await publish(js, other, message(other, i, f"x{i}"))
+    await consumer.start(nc)
+    await eventually(lambda: drained(js))
+    assert await counts(ctx, other) == (0, 5)

@@ -13,7 +13,7 @@ from typing import Any
 
 from parley_common.auth_contract import CredentialKind, Principal, RevokedEvent
 from parley_common.errors import Codes, ErrorCode, ParleyError
-from parley_session_gateway.live import LiveConnections
+from parley_session_gateway.live import REVERIFY_MAX_AGE_S, LiveConnections
 
 ALICE, BOB = uuid.uuid4(), uuid.uuid4()
 
@@ -24,9 +24,11 @@ class Answers:
     def __init__(self) -> None:
         self.errors: dict[str, ErrorCode] = {}
         self.asked: list[str] = []
+        self.max_ages: list[float | None] = []
 
-    async def verify(self, credential: str) -> None:
+    async def verify(self, credential: str, *, max_age_s: float | None = None) -> None:
         self.asked.append(credential)
+        self.max_ages.append(max_age_s)
         if credential in self.errors:
             raise ParleyError(self.errors[credential])
 
@@ -97,8 +99,12 @@ async def test_the_backstop_ends_revoked_and_unknown_credentials_only() -> None:
         "expired": Codes.CREDENTIAL_EXPIRED,  # checked at connect; chat has its own expiry
         "auth-down": Codes.BUS_TIMEOUT,
     }
+    asked = len(answers.asked)
     assert await live.reverify_due() == 2
     assert closed.codes == {"revoked": "auth.credential_revoked", "gone": "auth.unauthenticated"}
+    # At registration a cached answer does; the backstop takes only a fresh one (lost events).
+    assert answers.max_ages[:asked] == [None] * asked
+    assert answers.max_ages[asked:] == [REVERIFY_MAX_AGE_S] * len(names)
     assert len(live) == 3
     # Not due again before the interval.
     asked = len(answers.asked)

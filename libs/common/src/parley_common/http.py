@@ -327,10 +327,12 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
-    # No span per WebSocket message: a turn's trace is built by the services' own spans.
+    # No server span around a WebSocket (`^wss?://`): the middleware would touch it on every frame
+    # sent (a tenth of the gateway's CPU per turn), and a socket's span lasting the whole session
+    # says nothing; a turn's trace is built by the services' own spans (`realtime.input` on).
     FastAPIInstrumentor.instrument_app(
         app,
-        excluded_urls="healthz,readyz,metrics",
+        excluded_urls="healthz,readyz,metrics,^wss?://",
         exclude_spans=["receive", "send"],
         server_request_hook=redact_span_urls,  # `?token=…` of a WebSocket URL never stays on a span
     )

@@ -237,6 +237,7 @@ class DurableConsumer:
 
     name = "consumer"  # the task's name, and `consumer` in the logs
     batch = 64
+    batch_wait_s = 0.0  # pause after a fetch that did not fill a batch (0: fetch again at once)
     fetch_retry_s = 1.0
 
     def __init__(
@@ -295,5 +296,12 @@ class DurableConsumer:
                 pause_s=self.fetch_retry_s,
                 consumer=self.name,
             )
-            for msg in messages:
-                await self.handle(msg)
+            await self.handle_batch(messages)
+            if self.batch_wait_s and len(messages) < self.batch:
+                # Not saturated: let the next messages gather into one batch.
+                await asyncio.sleep(self.batch_wait_s)
+
+    async def handle_batch(self, messages: list[Msg]) -> None:
+        """What a fetch does: each message on its own, unless a subclass handles them together."""
+        for msg in messages:
+            await self.handle(msg)

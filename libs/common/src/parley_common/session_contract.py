@@ -25,14 +25,17 @@ See docs/realtime.md for the whole protocol.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import time
 import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
@@ -354,6 +357,8 @@ STREAMS: dict[str, StreamConfig] = {
 }
 
 
+_ENSURE_PATIENCE_S = 60.0
+
 # Streams another service owns: created when missing, never altered.
 _BORROWED = frozenset({subjects.CONVERSATIONS_STREAM})
 
@@ -364,16 +369,43 @@ async def ensure_streams(js: JetStreamContext, names: Iterable[str], replicas: i
     copies = replicas if replicas is not None else common_settings().jetstream_replicas
     for name in names:
         config = dataclasses.replace(STREAMS[name], num_replicas=copies)
-        try:
-            await js.stream_info(name)
-        except NotFoundError:
+        # A clustered JetStream (replicas > 1) answers slowly while many processes start at once
+        # and its stream groups elect their leaders: its API timeouts are retried for a while.
+        deadline = time.monotonic() + _ENSURE_PATIENCE_S
+        while True:
             try:
-                await js.add_stream(config)
-            except BadRequestError:
-                await js.stream_info(name)  # created concurrently by another process
+                await _ensure_stream(js, name, config)
+                break
+            except NatsTimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+
+async def _ensure_stream(js: JetStreamContext, name: str, config: StreamConfig) -> None:
+    try:
+        current = (await js.stream_info(name)).config
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.stream_info(name)  # created concurrently by another process
+        return
+    # Only a change goes through the cluster's consensus (every process starting does this).
+    if name not in _BORROWED and _differs(current, config):
+        await js.update_stream(config)
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    """Whether a field `wanted` sets has another value on the server (a field left at its client
+    default, such as `duplicate_window=0`, is the server's to fill in; the replicas always count)."""
+    for field in dataclasses.fields(wanted):
+        value = getattr(wanted, field.name)
+        if value is None or (value == field.default and field.name != "num_replicas"):
             continue
-        if name not in _BORROWED:
-            await js.update_stream(config)
+        if value != getattr(current, field.name):
+            return True
+    return False
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -87,12 +87,14 @@ def speech_workers() -> int:
         return 1
 
 
-def service_specs(workers: int, speech: int | None = None) -> list[ServiceSpec]:
+def service_specs(workers: int, speech: int | None = None, gateways: int = 1) -> list[ServiceSpec]:
     specs = [
         ServiceSpec("auth", "parley_auth", "auth"),
         ServiceSpec("catalog", "parley_catalog", "catalog"),
-        ServiceSpec("session_gateway", "parley_session_gateway", "session_gateway"),
     ]
+    # Several gateways share the edge's gateway routes (Caddy balances new connections over them).
+    names = ["session_gateway"] if gateways <= 1 else [f"session_gateway-{i}" for i in range(1, gateways + 1)]
+    specs += [ServiceSpec(name, "parley_session_gateway", "session_gateway") for name in names]
     specs += [ServiceSpec(f"runtime-{i}", "parley_runtime", None) for i in range(1, workers + 1)]
     # The speech pool (VAD, STT, TTS), scaled apart from the runtime workers.
     count = speech_workers() if speech is None else speech
@@ -151,12 +153,16 @@ class DevStack:
         port: int,
         workers: int = 2,
         *,
+        gateways: int = 1,
+        nats_nodes: int = 1,
         traces: bool = False,
         restart_policy: RestartPolicy | None = None,
     ) -> None:
         self.home = home.resolve()
         self.port = port
         self.workers = workers
+        self.gateways = gateways
+        self.nats_nodes = nats_nodes
         self.traces = traces
         self.logs = self.home / "logs"
         self.mail = self.home / "mail"
@@ -257,6 +263,22 @@ class DevStack:
 
         # Infrastructure: NATS and Valkey boot while initdb (first run only) works.
         nats = NatsServer(self.home / "nats", log_path=fresh_log(self.logs / "nats.log"))
+        peers: list[NatsServer] = []
+        if self.nats_nodes > 1:
+            # A cluster on loopback: every node routes to the others; clients connect to the first
+            # and learn the others from it (they fail over to them).
+            cluster_ports = [free_port() for _ in range(self.nats_nodes)]
+            nodes = [
+                NatsServer(
+                    self.home / ("nats" if i == 0 else f"nats-{i + 1}"),
+                    name="nats" if i == 0 else f"nats-{i + 1}",
+                    cluster_port=cluster_ports[i],
+                    routes=[p for j, p in enumerate(cluster_ports) if j != i],
+                    log_path=fresh_log(self.logs / ("nats.log" if i == 0 else f"nats-{i + 1}.log")),
+                )
+                for i in range(self.nats_nodes)
+            ]
+            nats, peers = nodes[0], nodes[1:]
         valkey = ValkeyServer(
             self.home / "valkey", persistent=True, log_path=fresh_log(self.logs / "valkey.log")
         )
@@ -264,7 +286,8 @@ class DevStack:
             self.home / "pg" / "data", durable=True, log_path=fresh_log(self.logs / "postgres.log")
         )
         self.ports.update(nats=nats.port, valkey=valkey.port, postgres=pg.port)
-        for early in (nats, valkey):
+        self.ports.update({peer.name: peer.port for peer in peers})
+        for early in (nats, *peers, valkey):
             self.infra.append(early)
             early.start()
         if not pg.initialized:
@@ -273,7 +296,7 @@ class DevStack:
         self.infra.append(pg)
         pg.start()
         self._record()
-        for server in (nats, valkey, pg):
+        for server in (nats, *peers, valkey, pg):
             server.wait_ready(INFRA_TIMEOUT_S, cancel=self.cancelled)
         create_database(pg.url(), DATABASE)
 
@@ -290,12 +313,14 @@ class DevStack:
             "PYTHONUNBUFFERED": "1",
             **env_secrets,
         }
+        if peers:  # every stream Parley creates keeps a copy on each node (unless told otherwise)
+            env.setdefault("PARLEY_JETSTREAM_REPLICAS", str(min(self.nats_nodes, 3)))
         env.pop("PARLEY_HTTP_PORT", None)
         if self.traces:
             # Before the services, so their first spans have somewhere to go.
             env["PARLEY_OTLP_ENDPOINT"] = self._start_traceview(env)
 
-        specs = self.specs = service_specs(self.workers)
+        specs = self.specs = service_specs(self.workers, gateways=self.gateways)
 
         # Ports first, so the edge can be configured before every service runs.
         for spec in specs:
@@ -343,7 +368,11 @@ class DevStack:
 
     def _start_edge(self, specs: list[ServiceSpec], env: dict[str, str]) -> None:
         peers = {s.name: f"http://{LOOPBACK}:{self.ports[s.name]}" for s in specs}
-        upstreams = {s.route: f"{LOOPBACK}:{self.ports[s.name]}" for s in specs if s.route is not None}
+        upstreams: dict[str, str] = {}
+        for s in specs:
+            if s.route is not None:  # several processes of one route: a space-separated list
+                address = f"{LOOPBACK}:{self.ports[s.name]}"
+                upstreams[s.route] = f"{upstreams[s.route]} {address}" if s.route in upstreams else address
         meta = ManagedProcess(
             "edge_meta",
             [sys.executable, "-m", "parley_devstack.edge_meta"],
@@ -561,13 +590,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--workers", type=int, default=2, help="number of runtime worker processes (default: 2)")
     run.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="number of session gateway processes behind the edge (default: 1)",
+    )
+    run.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run NATS as an N-node cluster on loopback, streams with min(N, 3) replicas (default: 1 node)",
+    )
+    run.add_argument(
         "--traces",
         action="store_true",
         help="export every service's spans to a local trace viewer, served at /traces on the edge",
     )
     args = parser.parse_args(argv)
     if args.command == "run":
-        return DevStack(args.data_dir, args.port, max(1, args.workers), traces=args.traces).run()
+        return DevStack(
+            args.data_dir,
+            args.port,
+            max(1, args.workers),
+            gateways=max(1, args.gateways),
+            nats_nodes=max(1, args.nats_cluster),
+            traces=args.traces,
+        ).run()
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

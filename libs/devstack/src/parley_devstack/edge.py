@@ -58,7 +58,8 @@ def caddyfile(
     fallback: str | None = None,
     docs_url: str | None = None,
 ) -> str:
-    """The edge's Caddyfile: `upstreams` maps a route owner (EDGE_ROUTES, DEV_ROUTES) to `host:port`.
+    """The edge's Caddyfile: `upstreams` maps a route owner (EDGE_ROUTES, DEV_ROUTES) to `host:port`
+    (or several, space-separated: balanced by least connections).
 
     Owners missing from `upstreams` get no routes. Unmatched paths go to `fallback` when given
     (the edge-meta process answers them with the 404 error envelope). `docs_url` is where the
@@ -90,6 +91,8 @@ def caddyfile(
         globbed = [p for p in patterns if "*" in p.rstrip("*")]
         # Streaming responses (SSE) must reach the client as they are written.
         options = " {\n\t\tflush_interval -1\n\t}" if owner == "session_gateway" else ""
+        if " " in upstream:  # several processes: new connections go to the one with the fewest
+            options = (options[:-3] if options else " {") + "\n\t\tlb_policy least_conn\n\t}"
         if globbed:
             regex = "|".join(f"(?:{_glob_regex(p)})" for p in globbed)
             lines.append(f"\t@{owner}_glob path_regexp {regex}")

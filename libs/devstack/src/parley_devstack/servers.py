@@ -276,7 +276,12 @@ class NatsServer(ManagedProcess):
         port: int | None = None,
         http_port: int | None = None,
         log_path: Path | None = None,
+        name: str = "nats",
+        cluster_port: int | None = None,
+        routes: Sequence[int] = (),
     ) -> None:
+        """With `cluster_port`, a node of the cluster `parley` whose peers listen on `routes`
+        (their cluster ports): JetStream is clustered, streams can keep replicas on several nodes."""
         self.port = port or free_port()
         # The monitoring port answers /healthz only once JetStream is up: the one reliable probe.
         self.http_port = http_port or free_port()
@@ -286,9 +291,12 @@ class NatsServer(ManagedProcess):
             "-a", LOOPBACK, "-p", str(self.port),
             "-js", "-sd", str(data_dir.resolve()),
             "-m", str(self.http_port),
-            "-n", "parley-dev",
+            "-n", "parley-dev" if name == "nats" else f"parley-dev-{name}",
         ]  # fmt: skip
-        super().__init__("nats", argv, log_path=log_path)
+        if cluster_port is not None:
+            argv += ["--cluster_name", "parley", "--cluster", f"nats://{LOOPBACK}:{cluster_port}"]
+            argv += ["--routes", ",".join(f"nats://{LOOPBACK}:{p}" for p in routes)]
+        super().__init__(name, argv, log_path=log_path)
 
     @property
     def url(self) -> str:

@@ -1,6 +1,9 @@
-"""Bus: `auth.verify`, `auth.authorize` and `auth.token.mint`, request/reply in the `auth` queue group."""
+"""Bus: `auth.verify`, `auth.authorize` and `auth.token.mint`, request/reply in the `auth` queue group,
+and the service's `health.ping.auth`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from faststream.nats import NatsBroker
 
@@ -22,6 +25,13 @@ from parley_common.errors import Codes, ParleyError
 
 
 def register(broker: NatsBroker, ctx: AuthContext) -> None:
+    name = ctx.settings.service_name
+
+    # Queue group: any one replica answering proves the service is reachable over the bus.
+    @broker.subscriber(subjects.health_ping(name), queue=name)
+    async def health() -> dict[str, Any]:
+        return {"service": name, "ok": True}
+
     @broker.subscriber(subjects.AUTH_VERIFY, queue=subjects.QUEUE_AUTH)
     @bus_handler(VerifyRequest)
     async def verify(req: VerifyRequest) -> VerifyReply:

@@ -22,7 +22,9 @@ class CatalogSettings(DatabaseSettings, SpeechProviderKeys):
     # The browser session cookie auth sets (part of the client contract).
     catalog_cookie_name: str = "kivox_session"
     # How long a verified credential is reused without asking auth again (revocations clear it).
-    catalog_auth_cache_ttl_s: float = Field(default=1.0, ge=0)
+    # Verified credentials are reused this long (never past their expiry); revocations pushed by
+    # auth clear them at once (parley_common.auth_client).
+    catalog_auth_cache_ttl_s: float = Field(default=30.0, ge=0)
     # Webhook tools. Requests to loopback, link-local, private, multicast and reserved addresses are
     # refused unless this is set (a local test server, or tools inside a trusted private network).
     catalog_tools_allow_private: bool = False
@@ -36,6 +38,9 @@ class CatalogSettings(DatabaseSettings, SpeechProviderKeys):
     # Retention of the CONVERSATIONS stream when the catalog creates it (it never alters an existing one).
     catalog_conversations_max_age_days: float = Field(default=7, gt=0)
     catalog_conversations_batch: int = Field(default=64, ge=1, le=1000)
+    # After a fetch that did not fill a batch, the consumer waits this long before the next one, so
+    # events arriving one by one are stored a batch per transaction (history is this much later).
+    catalog_conversations_batch_wait_s: float = Field(default=0.05, ge=0, le=5)
     # How long a message failing for a transient reason (database down) waits before redelivery.
     catalog_conversations_retry_delay_s: float = Field(default=2.0, ge=0)
 

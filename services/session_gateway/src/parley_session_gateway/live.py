@@ -9,7 +9,8 @@ the connection sends its protocol's closing frames and closes with 4401 `auth.cr
 
 Backstop for an event that never arrives (auth could not publish it, this gateway was cut from
 NATS): every `gateway_reverify_interval_s` each connection's credential is verified again through
-the `AuthClient`, whose short cache makes connections sharing a credential cost one request. An
+the `AuthClient`, taking only a cached answer younger than `REVERIFY_MAX_AGE_S` (connections sharing
+a credential and due together cost one request). An
 `auth.credential_revoked` or `auth.unauthenticated` answer ends the connection the same way.
 Expiry does not (it is checked when a connection opens, and `/chat/ws` runs its own expiry and
 refresh), nor does auth being unreachable for a while.
@@ -40,6 +41,9 @@ Closer = Callable[[ErrorCode], None]
 # What a re-verification answers when the credential is gone for good.
 _GONE = frozenset({Codes.CREDENTIAL_REVOKED.code, Codes.UNAUTHENTICATED.code})
 _REVERIFY_CONCURRENCY = 32
+# The backstop takes a cached verification only this fresh: it exists for when the cache was not
+# told (a lost revocation event).
+REVERIFY_MAX_AGE_S = 1.0
 
 
 @dataclass(eq=False)
@@ -148,11 +152,11 @@ class LiveConnections:
 
     # ----------------------------------------------------------------------------- backstop
 
-    async def _check(self, live: Live) -> bool:
+    async def _check(self, live: Live, max_age_s: float | None = None) -> bool:
         """Verify the connection's credential again; True if that ended the connection."""
         credential = live.credential
         try:
-            await self.auth.verify(credential)
+            await self.auth.verify(credential, max_age_s=max_age_s)
         except ParleyError as exc:
             # Only if the credential is still the connection's (a chat refresh may have moved on).
             if exc.code.code in _GONE and live.credential == credential:
@@ -171,7 +175,7 @@ class LiveConnections:
 
         async def check(live: Live) -> bool:
             async with gate:
-                return await self._check(live)
+                return await self._check(live, REVERIFY_MAX_AGE_S)
 
         return sum(await asyncio.gather(*(check(live) for live in due)))
 

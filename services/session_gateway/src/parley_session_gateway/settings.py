@@ -35,7 +35,9 @@ class GatewaySettings(CommonSettings):
     # (the runtime's grace period decides whether it still runs). Keep it within the retention of
     # SESSION_OUT (6 h), which a resume replays from.
     gateway_resume_ttl_s: int = Field(default=6 * 3600, ge=60)
-    gateway_auth_cache_ttl_s: float = Field(default=1.0, ge=0)
+    # Verified credentials are reused this long (never past their expiry); revocations pushed by
+    # auth clear them at once (parley_common.auth_client).
+    gateway_auth_cache_ttl_s: float = Field(default=30.0, ge=0)
     # Open connections end at once when auth revokes their credential (`auth.events.revoked`);
     # should that event be lost, each connection's credential is verified again this often.
     gateway_reverify_interval_s: float = Field(default=30.0, gt=0)

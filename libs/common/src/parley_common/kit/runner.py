@@ -28,6 +28,8 @@ def serve(app: FastAPI, settings: CommonSettings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
+        # Frames are small JSON events: compressing each costs CPU on both ends and saves little.
+        ws_per_message_deflate=False,
     )
 
 

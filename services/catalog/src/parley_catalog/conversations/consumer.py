@@ -1,7 +1,9 @@
 """The durable JetStream consumer that persists conversation events from the runtimes.
 
 One durable pull consumer (`catalog-conversations` on stream `CONVERSATIONS`, subjects
-`conv.events.>`) shared by every catalog replica. Per message:
+`conv.events.>`) shared by every catalog replica. The messages of one fetch are applied in one
+transaction (`apply_events`) and acked after its commit; should that transaction fail, each
+message of the batch is handled on its own, as follows. Per message:
 
 - not an event (bad JSON, unknown type, out-of-range values): logged and terminated, never
   redelivered, and it holds up nothing else;
@@ -23,10 +25,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry import trace
 from opentelemetry.propagate import extract
+from opentelemetry.trace import Link
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 
-from parley_catalog.conversations.service import AnyEvent, apply_event, prune_processed
+from parley_catalog.conversations.service import AnyEvent, apply_event, apply_events, prune_processed
 from parley_catalog.db import Database
 from parley_catalog.settings import CatalogSettings
 from parley_common import subjects
@@ -46,6 +49,11 @@ _TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, Timeou
 _PERMANENT = (DataError, IntegrityError)
 _MAX_BIGINT = 2**63 - 1
 PRUNE_EVERY_S = 3600.0
+
+
+def _span_context(msg: Msg) -> trace.SpanContext | None:
+    ctx = trace.get_current_span(extract(msg.headers or {})).get_span_context()
+    return ctx if ctx.is_valid else None
 
 
 class MalformedEvent(ValueError):
@@ -102,6 +110,7 @@ class ConversationConsumer(DurableConsumer):
         self.settings = settings
         self.db = db
         self.batch = settings.catalog_conversations_batch
+        self.batch_wait_s = settings.catalog_conversations_batch_wait_s
         self.retention_s = 0.0
         self._pruned_at = 0.0
         # What else this process did with the messages it was given (for logs, metrics and tests).
@@ -136,6 +145,38 @@ class ConversationConsumer(DurableConsumer):
         else:
             if pruned:
                 log.info("catalog.processed_events_pruned", count=pruned)
+
+    async def handle_batch(self, messages: list[Msg]) -> None:
+        """Apply a fetch's events in one transaction, then ack them; on any failure of that
+        transaction, handle each message on its own (which isolates a bad one)."""
+        if len(messages) == 1:
+            await self.handle(messages[0])
+            return
+        parsed: list[tuple[Msg, AnyEvent]] = []
+        for msg in messages:
+            try:
+                parsed.append((msg, parse(msg.data)))
+            except MalformedEvent as exc:
+                log.warning("catalog.conversation_event_malformed", subject=msg.subject, detail=str(exc))
+                self.malformed += 1
+                await msg.term()
+        if not parsed:
+            return
+        links = [Link(ctx) for msg, _ in parsed if (ctx := _span_context(msg)) is not None]
+        with tracer.start_as_current_span(
+            "catalog.persist_conversation_events", links=links, attributes={"parley.events": len(parsed)}
+        ):
+            try:
+                async with self.db.sessions() as session:
+                    applied = await apply_events(session, [event for _, event in parsed])
+                    await session.commit()
+            except Exception as exc:
+                log.info("catalog.conversation_batch_split", events=len(parsed), error=type(exc).__name__)
+                for msg, _ in parsed:
+                    await self.handle(msg)
+                return
+        for (msg, _), was_applied in zip(parsed, applied, strict=True):
+            await self.ack(msg, applied=was_applied)
 
     async def handle(self, msg: Msg) -> None:
         with tracer.start_as_current_span(

@@ -1,16 +1,20 @@
 """Conversation history: applying runtime events (idempotently) and reading pages back.
 
-Each event is applied in one transaction together with the insert of its `event_id` into
+Events are applied in one transaction together with the insert of their `event_id`s into
 `processed_events`; a replayed event hits that primary key and changes nothing. Messages are also
 keyed by their own `message_id`, so even a re-sent message under a new event id is stored once.
+A batch of events costs a few statements (one multi-row insert of the ids, one of the messages),
+not a transaction per event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import Table, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,36 +29,63 @@ from parley_common.conversation_contract import (
 
 AnyEvent = ConversationStarted | ConversationMessage | ConversationEnded
 
+# Built once and executed with a list of rows (SQLAlchemy's "insertmanyvalues": one statement per
+# batch, compiled once, where `.values([...])` compiled anew for every batch size).
+_PROCESSED = cast(Table, ProcessedEvent.__table__)
+_MESSAGES = cast(Table, Message.__table__)
+_CLAIM = (
+    insert(_PROCESSED)
+    .on_conflict_do_nothing(index_elements=[_PROCESSED.c.event_id])
+    .returning(_PROCESSED.c.event_id)
+)
+_INSERT_MESSAGES = insert(_MESSAGES).on_conflict_do_nothing(index_elements=[_MESSAGES.c.id])
+
 
 async def apply_event(db: AsyncSession, event: AnyEvent) -> bool:
     """Persist one event; False when it was already applied. The caller commits."""
-    claimed = await db.scalar(
-        insert(ProcessedEvent)
-        .values(event_id=event.event_id, type=event.type, conversation_id=event.conversation_id)
-        .on_conflict_do_nothing(index_elements=[ProcessedEvent.event_id])
-        .returning(ProcessedEvent.event_id)
-    )
-    if claimed is None:
-        return False
-    match event:
-        case ConversationStarted():
-            await _started(db, event)
-        case ConversationMessage():
-            await db.execute(
-                insert(Message)
-                .values(
-                    id=event.message_id,
-                    conversation_id=event.conversation_id,
-                    seq=event.seq,
-                    role=event.role.value,
-                    content=event.content,
-                    created_at=event.at,
-                )
-                .on_conflict_do_nothing(index_elements=[Message.id])
+    return (await apply_events(db, [event]))[0]
+
+
+async def apply_events(db: AsyncSession, events: Sequence[AnyEvent]) -> list[bool]:
+    """Persist events in their order; for each, False when it was already applied (before, or
+    earlier in `events`). The caller commits."""
+    if not events:
+        return []
+    rows = [{"event_id": e.event_id, "type": e.type, "conversation_id": e.conversation_id} for e in events]
+    claimed = set((await db.execute(_CLAIM, rows)).scalars())
+    applied: list[bool] = []
+    messages: list[dict[str, Any]] = []
+    for event in events:
+        first = event.event_id in claimed
+        claimed.discard(event.event_id)  # the same event twice in one batch is applied once
+        applied.append(first)
+        if not first:
+            continue
+        if isinstance(event, ConversationMessage):
+            messages.append(
+                {
+                    "id": event.message_id,
+                    "conversation_id": event.conversation_id,
+                    "seq": event.seq,
+                    "role": event.role.value,
+                    "content": event.content,
+                    "created_at": event.at,
+                }
             )
-        case ConversationEnded():
+            continue
+        await _insert_messages(db, messages)
+        messages = []
+        if isinstance(event, ConversationStarted):
+            await _started(db, event)
+        else:
             await _ended(db, event)
-    return True
+    await _insert_messages(db, messages)
+    return applied
+
+
+async def _insert_messages(db: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await db.execute(_INSERT_MESSAGES, rows)
 
 
 async def _started(db: AsyncSession, event: ConversationStarted) -> None:

@@ -224,9 +224,14 @@ class SessionWorker:
 
     async def _beat(self) -> None:
         """`in progress` for every claim (nats-py buffers them while the broker is away)."""
-        claims = [c for c in self.claims.values() if not c.acked]
-        results = await asyncio.gather(*(c.msg.in_progress() for c in claims), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, Exception)]
+        # One after the other: each only appends to the connection's write buffer, and a task per
+        # claim (`gather`) cost more than the publish itself.
+        failures: list[Exception] = []
+        for claim in [c for c in self.claims.values() if not c.acked]:
+            try:
+                await claim.msg.in_progress()
+            except Exception as exc:
+                failures.append(exc)
         if failures:
             log.warning("sessions.heartbeat_failed", count=len(failures), error=str(failures[0]))
 

@@ -1,0 +1,93 @@
+"""`bench.perf`'s report: every figure of issue 13 printed with its target, marked by the figures
+(synthetic measurements; the real run is `python -m bench.perf`, see docs/performance.md)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.perf import (
+    Admission,
+    CpuPhase,
+    KillReport,
+    VerifyFigures,
+    group_of,
+    report,
+)
+from bench.realtime import Latency, Level
+
+
+def render(*, cpu_s: float, verifies: float, kill: KillReport | None = None) -> str:
+    cpu = CpuPhase(
+        sessions=10,
+        turns=1000,
+        seconds=10.0,
+        cpu_s={"runtime (all workers)": cpu_s * 0.6, "gateway": cpu_s * 0.4},
+        latencies=[5.0, 6.0, 7.0],
+        idle_rate={"runtime (all workers)": 0.01, "gateway": 0.01},
+        per_process={"runtime-1": 1.0, "runtime-2": 1.0, "session_gateway-1": 0.5, "session_gateway-2": 0.5},
+        kill=kill,
+    )
+    admission = Admission(
+        asked=1000,
+        admitted=1000,
+        failed=0,
+        seconds=1.5,
+        rss_before={"gateway": 0.0, "caddy": 0.0},
+        rss_after={"gateway": 40 * 1024 * 1000.0, "caddy": 90 * 1024 * 1000.0},
+        open_ms=[10.0, 20.0],
+        verifies_over_bus=verifies,
+        failures=[],
+        spread={"runtime-1": 500, "runtime-2": 500, "session_gateway-1": 500, "session_gateway-2": 500},
+    )
+    out = io.StringIO()
+    report(
+        latency=[Latency("input_text → first text_delta", [0.1] * 10, [1.0] * 10)],
+        cpu=cpu,
+        levels=[Level(600, [50.0] * 100)],
+        admission=admission,
+        verify=VerifyFigures(bus=[3.0] * 100, client=[0.002] * 100),
+        think_ms=1000.0,
+        out=out,
+    )
+    return out.getvalue()
+
+
+def test_every_figure_has_its_target_and_a_mark_that_follows_it() -> None:
+    text = render(cpu_s=2.0, verifies=1)  # 2 ms per turn
+    assert "target whole stack <= 2.5 ms: ok" in text
+    assert "<= 2.0 ms p50: ok, <= 8.0 ms p99: ok" in text
+    assert "largest level with p99 <= 100 ms: 600 (target >= 600: ok)" in text
+    assert "sessions/s admitted (target >= 500: ok)" in text
+    assert "gateway 40.0 KiB/session (target <= 64: ok)" in text
+    assert "stack 130.0 KiB/session (target <= 150: ok)" in text
+    assert "idle sessions held: 1000 (target >= 10000: MISSED)" in text
+    assert "bus): ok" in text
+    assert "session_gateway-2" in text and "== Spread over gateways and workers" in text
+
+    text = render(cpu_s=12.0, verifies=50)  # 12 ms per turn; 5 % of verifications over the bus
+    assert "target whole stack <= 2.5 ms: MISSED" in text
+    assert "5.0 % per session opened" in text and "bus): MISSED" in text
+
+
+def test_a_nats_node_killed_is_reported_with_losses_and_stall() -> None:
+    kill = KillReport(
+        "nats-2", asked=100, answered=99, failures=["RuntimeError: x"], doubled=0, worst_ms=5100, around=30
+    )
+    text = render(cpu_s=2.0, verifies=0, kill=kill)
+    assert "== A NATS node killed mid-load (nats-2" in text
+    assert "turns asked 100, answered 99, lost 1" in text and "answered twice 0" in text
+    assert "5100 ms" in text and "failed 1x: RuntimeError: x" in text
+
+
+def test_processes_are_grouped_as_the_report_shows_them() -> None:
+    assert [group_of(n) for n in ("nats", "nats-3", "runtime-2", "session_gateway-1", "postgres")] == [
+        "nats-server",
+        "nats-server",
+        "runtime (all workers)",
+        "gateway",
+        "postgres",
+    ]
