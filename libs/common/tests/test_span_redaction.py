@@ -1,11 +1,13 @@
-"""No credential leaves a process in a span: the server span of a WebSocket opened with
-`?token=…` is redacted where it is made, and every exporter Parley installs redacts what it sends."""
+"""No credential leaves a process in a span: a WebSocket opened with `?token=…` gets no server span
+at all (it would be touched on every frame), an HTTP request's URL is redacted where its span is
+made, and every exporter Parley installs redacts what it sends."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import APIRouter, WebSocket
@@ -26,6 +28,10 @@ RESET = "plain-reset-token-0123456789abcdefghij"
 @pytest.fixture
 async def served() -> AsyncIterator[int]:
     router = APIRouter()
+
+    @router.get("/probe")
+    async def probe() -> dict[str, bool]:
+        return {"ok": True}
 
     @router.websocket("/realtime")
     async def ws(socket: WebSocket) -> None:
@@ -49,8 +55,12 @@ async def test_websocket_server_span_has_no_token(served: int) -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))  # sees spans as made, not redacted again
     async with connect(f"ws://127.0.0.1:{served}/realtime?token={KEY}&resume=c1") as ws:
         assert await ws.recv() == "hi"
-    spans = [s for s in exporter.get_finished_spans() if "realtime" in s.name]
-    assert spans, [s.name for s in exporter.get_finished_spans()]
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"http://127.0.0.1:{served}/probe?token={KEY}&resume=c1")).status_code == 200
+    finished = exporter.get_finished_spans()
+    assert not [s.name for s in finished if "realtime" in s.name]  # no server span around a socket
+    spans = [s for s in finished if "probe" in s.name]
+    assert spans, [s.name for s in finished]
     for span in spans:
         text = repr(dict(span.attributes or {})) + span.name
         assert KEY not in text, text
