@@ -340,6 +340,15 @@ class Codes:
         501,
         "WebRTC media is not available on this server yet; talk over the /realtime WebSocket instead.",
     )
+    WEBRTC_MEDIA_UNAVAILABLE = _register(
+        "webrtc.media_unavailable",
+        503,
+        "No WebRTC media worker could take the call; try again shortly.",
+    )
+    WEBRTC_ANSWER_FAILED = _register(
+        "webrtc.answer_failed", 500, "The SDP offer could not be answered: {detail}"
+    )
+    WEBRTC_MEDIA_LOST = _register("webrtc.media_lost", 503, "The media edge of this call stopped: {detail}")
     # Runtime: LLM providers. Upstream failures of the model provider an agent is configured with;
     # `params.provider` names the engine. They reach clients as realtime `error` events.
     LLM_RATE_LIMITED = _register(

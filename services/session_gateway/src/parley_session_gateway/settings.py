@@ -63,6 +63,14 @@ class GatewaySettings(CommonSettings):
     gateway_rate_realtime_token: str = "10/minute"
     gateway_rate_webrtc_ip: str = "3/minute"
     gateway_realtime_token_ttl_s: int = Field(default=600, ge=60, le=3600)
+    # WebRTC media (docs/webrtc.md): offers go to the media workers (`python -m parley_media`) over
+    # the bus. Off: `POST /api/realtime/webrtc` answers 501 `webrtc.unavailable`.
+    gateway_webrtc_media: bool = True
+    # The client token a media worker opens `/realtime` with: it needs to live only until the
+    # handshake (an open socket outlives its credential's expiry).
+    gateway_webrtc_token_ttl_s: int = Field(default=120, ge=60, le=3600)
+    # How long an offer waits for a media worker's answer (it includes the `/realtime` handshake).
+    gateway_webrtc_answer_timeout_s: float = Field(default=15.0, gt=0, le=60)
 
 
 @lru_cache
