@@ -86,7 +86,15 @@ def speech_workers() -> int:
         return 1
 
 
-def service_specs(workers: int, speech: int | None = None) -> list[ServiceSpec]:
+def media_workers() -> int:
+    """WebRTC media worker processes (`PARLEY_MEDIA_WORKERS`, default 1): each holds many calls."""
+    try:
+        return max(int(os.environ.get("PARLEY_MEDIA_WORKERS", "1")), 0)
+    except ValueError:
+        return 1
+
+
+def service_specs(workers: int, speech: int | None = None, media: int | None = None) -> list[ServiceSpec]:
     specs = [
         ServiceSpec("auth", "parley_auth", "auth"),
         ServiceSpec("catalog", "parley_catalog", "catalog"),
@@ -96,6 +104,9 @@ def service_specs(workers: int, speech: int | None = None) -> list[ServiceSpec]:
     # The speech pool (VAD, STT, TTS), scaled apart from the runtime workers.
     count = speech_workers() if speech is None else speech
     specs += [ServiceSpec(f"speech-{i}", "parley_speech", None) for i in range(1, count + 1)]
+    # The WebRTC media pool (docs/webrtc.md): browsers' peer connections, bridged to /realtime.
+    count = media_workers() if media is None else media
+    specs += [ServiceSpec(f"media-{i}", "parley_media", None) for i in range(1, count + 1)]
     return specs
 
 
@@ -309,6 +320,9 @@ class DevStack:
         for spec in specs:
             self.ports[spec.name] = free_port()
         self.ports["edge_meta"] = free_port()
+        if "session_gateway" in self.ports:
+            # Media workers open the gateway's own /realtime, not the edge's.
+            env["PARLEY_MEDIA_GATEWAY_URL"] = f"ws://{LOOPBACK}:{self.ports['session_gateway']}/realtime"
         migrations = {
             m: self._migration(m, env)
             for m in MIGRATED_MODULES
