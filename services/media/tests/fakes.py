@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import json
 import math
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 
@@ -122,96 +117,3 @@ class FakeRealtime:
         """The gateway vanishes: every socket is cut without `session_closed`."""
         for ws in self.connections:
             ws.transport.abort()
-
-
-class ToneTrack(MediaStreamTrack):
-    """A microphone saying a steady tone (or silence), 20 ms frames at 48 kHz, paced."""
-
-    kind = "audio"
-
-    def __init__(self, freq: float = 300.0) -> None:
-        super().__init__()
-        self.freq = freq
-        self.pts = 0
-        self.start: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self.start is None:
-            self.start = time.monotonic()
-        wait = self.start + self.pts / 48000 - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        t = (self.pts + np.arange(960)) / 48000
-        samples = (np.sin(2 * math.pi * self.freq * t) * 0.3 * 32767).astype("<i2").reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = 48000
-        frame.pts = self.pts
-        frame.time_base = fractions.Fraction(1, 48000)
-        self.pts += 960
-        return frame
-
-
-@dataclass
-class ClientPeer:
-    """The browser's side: a microphone track, an events data channel, the agent's audio heard."""
-
-    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    heard: bytearray = field(default_factory=bytearray)  # PCM16 48 kHz mono of the agent's track
-    new_event: asyncio.Event = field(default_factory=asyncio.Event)
-    channel_closed: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def offer(self, mic: MediaStreamTrack | None = None) -> str:
-        self.channel = self.pc.createDataChannel("events")
-
-        @self.channel.on("message")
-        def on_message(message: str) -> None:
-            self.events.append(json.loads(message))
-            self.new_event.set()
-
-        @self.channel.on("close")
-        def on_close() -> None:
-            self.channel_closed.set()
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self.tasks.append(asyncio.create_task(self._listen(track)))
-
-        self.pc.addTrack(mic or ToneTrack())
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        return self.pc.localDescription.sdp
-
-    async def accept(self, answer: str) -> None:
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-
-    async def _listen(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                for out in resampler.resample(frame):  # type: ignore[arg-type]
-                    self.heard += out.to_ndarray().tobytes()
-
-    def send(self, message: dict[str, Any] | str) -> None:
-        self.channel.send(message if isinstance(message, str) else json.dumps(message))
-
-    async def wait_event(self, kind: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in self.events:
-                if event.get("type") == kind and all(event.get(k) == v for k, v in match.items()):
-                    return event
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {kind} {match} among {self.events}")
-            self.new_event.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.new_event.wait(), remaining)
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await self.pc.close()

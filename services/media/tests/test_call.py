@@ -14,10 +14,11 @@ from structlog.testing import capture_logs
 
 from parley_common.errors import ParleyError
 from parley_common.media_contract import MediaOfferRequest
+from parley_media.client import ClientPeer
 from parley_media.service import MediaService
 from parley_media.settings import MediaSettings
 
-from .fakes import ClientPeer, FakeRealtime, rms
+from .fakes import FakeRealtime, rms
 
 TOKEN = "tok_secret_value_for_this_call_only"
 

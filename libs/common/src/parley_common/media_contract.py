@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_serializer
 
 from parley_common.errors import ErrorEnvelope
 
@@ -43,6 +43,11 @@ class MediaOfferRequest(BaseModel):
     render_directive: str | None = Field(default=None, max_length=2000)
     # For logs and traces only (never an authority): who called.
     caller: str | None = Field(default=None, max_length=200)
+
+    @field_serializer("token", when_used="json")
+    def _reveal(self, token: SecretStr) -> str:
+        # On the bus the token must travel whole; `repr`, `str` and `model_dump()` keep it hidden.
+        return token.get_secret_value()
 
 
 class MediaOfferReply(BaseModel):

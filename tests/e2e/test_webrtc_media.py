@@ -1,0 +1,280 @@
+"""WebRTC calls end to end: `parley run` (what `make run` starts, media workers included) and an
+aiortc client doing what a browser page does, through the edge:
+
+csrf-token → realtime-token → offer → answer → ICE/DTLS on this machine's host candidates → the
+data channel's `ready`, the greeting and the turns → the microphone's audio reaching the session →
+`end` → the conversation persisted like any other. Then the refusals (another tenant's agent, over
+HTTP and straight on the bus) and the faults (a media worker killed under a call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from pydantic import SecretStr
+
+from parley_common import subjects
+from parley_common.chatty_contract import AGENT_HEADER, CSRF_HEADER
+from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
+from parley_devstack.servers import free_port
+from parley_media.client import ClientPeer, ToneTrack
+
+START_TIMEOUT_S = 120
+PACE_MS = 20
+
+AGENT = {
+    "config": {"name": "Voice desk"},
+    "blueprint": {
+        "entries": [
+            {
+                "name": "main",
+                "workflow": {
+                    "nodes": [
+                        {"id": "start", "type": "CONTROL.START", "data": {"greeting": "Hello, caller."}},
+                        {"id": "chat", "type": "CONTROL.DIALOG", "data": {"max_turns": 20}},
+                        {"id": "end", "type": "CONTROL.END", "data": {}},
+                    ],
+                    "edges": [{"source": "start", "target": "chat"}, {"source": "chat", "target": "end"}],
+                },
+            }
+        ]
+    },
+}
+
+
+@dataclass
+class Parley:
+    url: str
+    home: Path
+
+    def run_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads((self.home / ".parley" / "run.json").read_text())
+        return state
+
+
+def _nats_url(home: Path) -> str:
+    """The NATS server `parley run` started (its summary's `infra` line)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in (home / "parley.out").read_text(errors="replace").splitlines():
+            if line.strip().startswith("infra") and "nats://" in line:
+                return line.split()[1]
+        time.sleep(0.2)
+    raise AssertionError("parley run did not print its NATS URL")
+
+
+@pytest.fixture(scope="module")
+def parley() -> Iterator[Parley]:
+    workdir = Path(tempfile.mkdtemp(prefix="parley-webrtc-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
+    env = {k: v for k, v in env.items() if not k.startswith("PARLEY_LLM_")}
+    env.update(
+        PARLEY_SPEECH_WORKERS="0",
+        PARLEY_MEDIA_WORKERS="1",
+        PARLEY_RUNTIME_BUILTIN_PACE_MS=str(PACE_MS),
+        # Each test makes a few offers from this one address.
+        PARLEY_GATEWAY_RATE_WEBRTC_IP="1000/minute",
+        # Streamed audio is 2 frames per 20 ms chunk: above /realtime's default frame rate limit
+        # until the voice edge counts audio apart (branch `voice`).
+        PARLEY_GATEWAY_INPUT_RATE_PER_S="200",
+        PARLEY_GATEWAY_INPUT_BURST="400",
+    )
+    out = (workdir / "parley.out").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parley_devstack", "run", "--port", str(port), "--workers", "1"],
+        cwd=workdir,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, (workdir / "parley.out").read_text(errors="replace")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "parley run did not get ready"
+            time.sleep(0.3)
+        yield Parley(url, workdir)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        out.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class Caller:
+    http: httpx.AsyncClient
+    agent_id: str
+
+
+@pytest.fixture
+async def caller(parley: Parley) -> AsyncIterator[Caller]:
+    async with httpx.AsyncClient(base_url=parley.url, timeout=20) as http:
+        yield Caller(http, await signup_with_agent(http))
+
+
+async def signup_with_agent(http: httpx.AsyncClient) -> str:
+    resp = await http.post(
+        "/auth/signup",
+        json={
+            "email": f"rtc-{uuid.uuid4().hex[:10]}@example.com",
+            "password": "a long password",
+            "name": "R",
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    made = await http.post("/users/me/agents", json=AGENT)
+    assert made.status_code == 201, made.text
+    agent_id = str(made.json()["id"])
+    live = await http.patch(f"/agents/{agent_id}/status", json={"status": "live"})
+    assert live.status_code == 200, live.text
+    return agent_id
+
+
+async def call(caller: Caller, peer: ClientPeer, mic: Any = None) -> httpx.Response:
+    """The ServiceAi client's flow: a realtime token for the agent, then with it as the bearer
+    credential a CSRF token and the offer."""
+    minted = await caller.http.post("/api/realtime-token", headers={AGENT_HEADER: caller.agent_id}, json={})
+    assert minted.status_code == 200, minted.text
+    body = minted.json()
+    assert body["useWebRTC"] is True and body["fallback"] is False, body
+    bearer = {"Authorization": f"Bearer {body['clientSecret']}"}
+    csrf = await caller.http.get("/api/csrf-token", headers=bearer)
+    assert csrf.status_code == 200, csrf.text
+    sdp = await peer.offer(mic)
+    return await caller.http.post(
+        "/api/realtime/webrtc",
+        headers={**bearer, CSRF_HEADER: csrf.json()["token"]},
+        json={"sdp": sdp},
+    )
+
+
+async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_call_end_to_end(caller: Caller) -> None:
+    peer = ClientPeer()
+    try:
+        resp = await call(caller, peer, ToneTrack())
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["content-type"].startswith("application/sdp")
+        await peer.accept(resp.text)
+
+        ready = await peer.wait_event("ready", timeout=15)
+        conversation_id = ready["conversation_id"]
+        assert (await peer.wait_event("text_full"))["content"] == "Hello, caller."
+        await peer.wait_event("turn_complete")
+        await peer.wait_event("tick")  # the session's clock reaches the page too
+
+        # The microphone's audio reaches the session.
+        await peer.wait_event("error", code="realtime.audio_unsupported", timeout=10)
+
+        peer.send({"type": "input_text", "text": "what are your hours"})
+        await until(
+            lambda: len(peer.find("turn_complete")) >= 2, what=f"the answer's turn {peer.events[-12:]}"
+        )
+        answer = "".join(e["chunk"] for e in peer.find("text_delta"))
+        assert "what are your hours" in answer, answer
+
+        peer.send({"type": "end"})
+        closed = await peer.wait_event("session_closed")
+        assert closed["reason"] == "client_end"
+        await asyncio.wait_for(peer.channel_closed.wait(), 10)
+    finally:
+        await peer.close()
+
+    # An ordinary conversation: on the web-voice channel, its transcript persisted.
+    async def transcript() -> list[dict[str, Any]]:
+        resp = await caller.http.get(f"/conversations/{conversation_id}/messages")
+        assert resp.status_code == 200, resp.text
+        data = resp.json()
+        return list(data["items"] if isinstance(data, dict) else data)
+
+    deadline = time.monotonic() + 10
+    while len(messages := await transcript()) < 3:
+        assert time.monotonic() < deadline, messages
+        await asyncio.sleep(0.2)
+    contents = [m.get("content") for m in messages]
+    assert "Hello, caller." in contents and "what are your hours" in contents, contents
+
+
+async def test_another_tenant_s_agent_is_refused(parley: Parley, caller: Caller) -> None:
+    async with httpx.AsyncClient(base_url=parley.url, timeout=20) as other_http:
+        other_agent = await signup_with_agent(other_http)
+        # Drafts are private: make it not live, so only its owner may talk to it.
+        await other_http.patch(f"/agents/{other_agent}/status", json={"status": "draft"})
+    peer = ClientPeer()
+    try:
+        headers = {AGENT_HEADER: other_agent}
+        csrf = await caller.http.get("/api/csrf-token", headers=headers)
+        assert csrf.status_code == 403 and csrf.json()["code"] == "chatty.not_entitled", csrf.text
+        mine = await caller.http.get("/api/csrf-token", headers={AGENT_HEADER: caller.agent_id})
+        resp = await caller.http.post(
+            "/api/realtime/webrtc",
+            headers={**headers, CSRF_HEADER: mine.json()["token"]},
+            json={"sdp": await peer.offer()},
+        )
+        assert resp.status_code == 403 and resp.json()["code"] == "chatty.not_entitled", resp.text
+    finally:
+        await peer.close()
+
+
+async def test_the_bus_subject_grants_nothing_by_itself(parley: Parley, caller: Caller) -> None:
+    """Whoever can publish on `media.webrtc.offer` still needs a token of the agent: a token of
+    one agent does not open another's session, and a forged token opens nothing."""
+    async with httpx.AsyncClient(base_url=parley.url, timeout=20) as other_http:
+        other_agent = await signup_with_agent(other_http)
+    minted = await caller.http.post("/api/realtime-token", headers={AGENT_HEADER: caller.agent_id}, json={})
+    token = minted.json()["clientSecret"]
+    bus = await nats.connect(_nats_url(parley.home))
+    try:
+        for agent_id, credential, code in [
+            (other_agent, token, "realtime.token_scope_mismatch"),
+            (caller.agent_id, "forged." + token[7:], "auth.unauthenticated"),
+        ]:
+            peer = ClientPeer()
+            try:
+                request = MediaOfferRequest(
+                    sdp=await peer.offer(), agent_id=agent_id, token=SecretStr(credential)
+                )
+                msg = await bus.request(
+                    subjects.MEDIA_WEBRTC_OFFER, request.model_dump_json().encode(), timeout=15
+                )
+            finally:
+                await peer.close()
+            reply = MediaOfferReply.model_validate_json(msg.data)
+            assert not reply.ok and reply.sdp is None
+            assert reply.error is not None and reply.error.code == code, reply
+    finally:
+        await bus.close()
