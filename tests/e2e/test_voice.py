@@ -7,8 +7,6 @@ gateway relays the audio, which whisper transcribes again here.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 
@@ -23,10 +21,9 @@ from tests.e2e.test_realtime import (
     stack,  # noqa: F401 - the module-scoped fixture: this module gets a stack of its own
     transcript,
 )
-from tests.e2e.voice_support import Voices, chunks, silence, voice_session, words
+from tests.e2e.voice_support import VoiceClient, Voices, chunks, silence, voice_session, words
 
 from parley_devstack.servers import ManagedProcess, free_port
-from parley_speech.audio.formats import encode_webm_opus
 
 QUESTION = "What is the weather in Paris today?"
 
@@ -41,13 +38,13 @@ def stack_env() -> dict[str, str]:
     }
 
 
-def start_speech(stack: Stack, name: str) -> ManagedProcess:
+def start_speech(s: Stack, name: str) -> ManagedProcess:
     port = free_port()
     proc = ManagedProcess(
         name,
         [sys.executable, "-m", "parley_speech"],
-        env={**stack.env, "PARLEY_HTTP_PORT": str(port), "PARLEY_SPEECH_TTS_PROCESSES": "1"},
-        log_path=stack.logs / f"{name}.log",
+        env={**s.env, "PARLEY_HTTP_PORT": str(port), "PARLEY_SPEECH_TTS_PROCESSES": "1"},
+        log_path=s.logs / f"{name}.log",
     )
     proc.probe = lambda: _ready(port)  # type: ignore[method-assign]
     proc.start()
@@ -100,7 +97,7 @@ async def test_spoken_question_is_answered_in_text_and_voice(
         }
         # The greeting is spoken too; turn_complete comes after its last audio.
         greeting = await c.until("turn_complete")
-        assert [e["type"] for e in greeting][0] == "text_full"
+        assert greeting[0]["type"] == "text_full"
         assert greeting[-2]["type"] == "audio_delta"
         assert "hi" in await voices.words_in(c.take_audio())
 
@@ -126,3 +123,80 @@ async def test_spoken_question_is_answered_in_text_and_voice(
         ("user", said),
         ("assistant", text),
     ]
+
+
+LONG = " ".join(f"word{i}" for i in range(30))  # spoken for ~10 s
+CHUNK_MS = 40  # PARLEY_SPEECH_TTS_CHUNK_MS
+
+
+async def _long_answer_playing(c: VoiceClient, audio_s: float) -> str:
+    """Ask for a long answer; return once `audio_s` of its audio arrived (the full answer text)."""
+    await c.send({"type": "input_text", "text": LONG})
+    while len(c.audio) < audio_s * 24000 * 2:
+        await c.recv()
+    return f'You said: "{LONG}".'
+
+
+async def test_cancel_stops_the_audio_and_keeps_what_was_spoken(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+) -> None:
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        await c.until("turn_complete")
+        c.take_audio()
+        full = await _long_answer_playing(c, 1.0)
+        deltas = c.audio_deltas
+        await c.send({"type": "cancel"})
+        await c.until("turn_complete")
+        # What was already on the wire when the gateway read `cancel`; never more than 200 ms.
+        assert (c.audio_deltas - deltas) * CHUNK_MS <= 200, c.audio_deltas - deltas
+        heard_s = len(c.take_audio()) / 48000
+        assert heard_s < 3.0
+        # The next turn is spoken in full.
+        await c.send({"type": "input_text", "text": "again"})
+        await c.until("turn_complete")
+        assert len(c.take_audio()) > 0
+        await c.send({"type": "end"})
+        await c.until("session_closed")
+    messages = (await transcript(stack, user, c.conversation_id))["messages"]
+    assert messages[1] == ("user", LONG)
+    kept = messages[2][1]
+    assert messages[2][0] == "assistant" and full.startswith(kept) and 0 < len(kept) < len(full) // 2, kept
+    assert messages[3:] == [("user", "again"), ("assistant", 'You said: "again".')]
+
+
+async def test_barge_in_stops_the_agent_and_the_user_is_answered(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+    voices: Voices,
+) -> None:
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    question = await voices.speak(QUESTION)
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        await c.until("turn_complete")
+        await c.stream(chunks(silence(0.4, 16000), 16000))  # the microphone is open
+        c.take_audio()
+        full = await _long_answer_playing(c, 1.5)
+        frames = chunks(np.concatenate([silence(0.6, 16000), question, silence(1.0, 16000)]), 16000)
+        sender = asyncio.create_task(c.stream(frames))
+        try:
+            await c.signal("barge_in")
+            deltas = c.audio_deltas
+            await c.until("turn_complete")  # the interrupted turn ends
+            assert c.audio_deltas == deltas  # not one audio_delta after barge_in
+            c.take_audio()
+            heard = await c.signal("transcript")
+            assert {"weather", "paris"} <= words(heard["data"]["text"])
+            await c.until("turn_complete")
+            assert {"weather", "paris"} <= await voices.words_in(c.take_audio())
+        finally:
+            await sender
+        await c.send({"type": "end"})
+        await c.until("session_closed")
+    messages = (await transcript(stack, user, c.conversation_id))["messages"]
+    kept = messages[2][1]
+    assert full.startswith(kept) and 0 < len(kept) < len(full) // 2, kept
+    assert messages[3] == ("user", heard["data"]["text"])

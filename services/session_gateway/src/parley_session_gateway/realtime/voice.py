@@ -217,6 +217,7 @@ class VoiceLink:
                 conversation_id=str(self.conversation_id),
                 agent_id=self.agent_id,
                 input=fmt,
+                agent_speaking=self.speaking,
             )
             client = RecognitionClient(
                 self.nc,
