@@ -154,7 +154,26 @@ class Codes:
         "Too many sessions are being opened at once; retry in a moment.",
     )
     REALTIME_AUDIO_UNSUPPORTED = _register(
-        "realtime.audio_unsupported", 501, "Audio input is not available: no speech-to-text is configured."
+        "realtime.audio_unsupported",
+        409,
+        "This is a text session: open it with channel web-voice or mobile-voice (or audio formats in "
+        "render_directive) to send audio.",
+    )
+    REALTIME_BAD_RENDER_DIRECTIVE = _register(
+        "realtime.bad_render_directive", 400, "Invalid render_directive: {detail}"
+    )
+    REALTIME_UNSUPPORTED_AUDIO_FORMAT = _register(
+        "realtime.unsupported_audio_format",
+        422,
+        "Unsupported {direction} audio format {format}; supported: {supported}.",
+    )
+    REALTIME_UPLOAD_TOO_LARGE = _register(
+        "realtime.upload_too_large", 413, "The audio upload is over {limit} bytes; it was dropped."
+    )
+    REALTIME_SPEECH_UNAVAILABLE = _register(
+        "realtime.speech_unavailable",
+        503,
+        "No speech worker answered; the audio was dropped. Retrying with the next audio ({detail}).",
     )
     # Chat WebSocket (`/chat/ws`): close reasons and `message-error` / `token-refresh-error` texts.
     CHAT_TOKEN_REQUIRED = _register(

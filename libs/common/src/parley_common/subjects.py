@@ -113,6 +113,13 @@ def session_speech(conversation_id: str) -> str:
     return f"{SESSION_PREFIX}.{conversation_id}.speech"
 
 
+def session_audio_out(conversation_id: str) -> str:
+    """Core NATS (never JetStream): the agent's synthesized audio for the conversation's socket.
+    Speech workers publish the chunks (headers `Parley-Stream`, `Parley-Seq`, …; paced at most the
+    TTS lead ahead of real time); the gateway holding the socket relays them as `audio_delta`."""
+    return f"{SESSION_PREFIX}.{conversation_id}.audio.out"
+
+
 def speech_audio(worker_id: str, session_key: str) -> str:
     """Core NATS: the audio (and control messages) of one voice session, to the worker holding it."""
     return f"{SPEECH_AUDIO_PREFIX}.{worker_id}.{session_key}"

@@ -28,6 +28,21 @@ class GatewaySettings(CommonSettings):
     gateway_input_rate_per_s: float = Field(default=20.0, gt=0)
     gateway_input_burst: int = Field(default=40, ge=1)
     gateway_handshake_timeout_s: float = Field(default=10.0, gt=0)
+    # Voice sessions (docs/voice.md). Audio frames (`input_audio_stream` / `input_audio` headers
+    # and binary frames) have a bucket of their own: 20 ms chunks are 100 frames a second.
+    gateway_audio_frames_per_s: float = Field(default=250.0, gt=0)
+    gateway_audio_frames_burst: int = Field(default=500, ge=1)
+    # An `input_audio` upload ends at the next JSON frame, or after this long without a frame.
+    gateway_upload_idle_s: float = Field(default=1.0, gt=0)
+    gateway_max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Opening recognition on a speech worker: per attempt, attempts, and the pause after a failure.
+    gateway_speech_open_timeout_s: float = Field(default=2.0, gt=0)
+    gateway_speech_open_attempts: int = Field(default=2, ge=1)
+    gateway_speech_retry_s: float = Field(default=2.0, ge=0)
+    # The agent's audio waiting to be written to a slow socket: beyond this, chunks are dropped
+    # (the subscription is bounded; the audio is paced about real time anyway).
+    gateway_audio_out_buffer_msgs: int = Field(default=2000, ge=10)
+    gateway_audio_out_buffer_bytes: int = Field(default=16 * 1024 * 1024, ge=65536)
     # Handshakes (and chat connects) admitted at once: verifying, checking the agent, starting the
     # session. More wait for a slot, up to `gateway_handshake_queue_s`, then are refused with
     # `realtime.server_busy`: a burst queues instead of exhausting auth, the catalog or Redis.
