@@ -1,10 +1,12 @@
-"""WebRTC calls end to end: `parley run` (what `make run` starts, media workers included) and an
-aiortc client doing what a browser page does, through the edge:
+"""WebRTC calls end to end: `parley run` (what `make run` starts: a speech worker and a media
+worker included) and an aiortc client doing what a browser page does, through the edge:
 
-csrf-token → realtime-token → offer → answer → ICE/DTLS on this machine's host candidates → the
-data channel's `ready`, the greeting and the turns → the microphone's audio reaching the session →
-`end` → the conversation persisted like any other. Then the refusals (another tenant's agent, over
-HTTP and straight on the bus) and the faults (a media worker killed under a call).
+realtime-token → csrf-token → offer → answer → ICE/DTLS on this machine's host candidates → the
+data channel's `ready`, the greeting (text, and its voice on the track) → a question spoken by
+espeak-ng into the microphone track → its transcript, the agent's answer in text and in voice
+(transcribed back with whisper) → a typed message → `end` → the conversation persisted like any
+other. Then the refusals (another tenant's agent, over HTTP and straight on the bus) and the faults
+(a media worker killed under a call).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import httpx
 import nats
+import numpy as np
 import pytest
 from pydantic import SecretStr
 
@@ -33,10 +36,14 @@ from parley_common import subjects
 from parley_common.chatty_contract import AGENT_HEADER, CSRF_HEADER
 from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
 from parley_devstack.servers import free_port
-from parley_media.client import ClientPeer, ToneTrack
+from parley_media.client import RATE, ClientPeer, PcmTrack
+from parley_speech.audio.formats import float_to_pcm16
+
+from .voice_support import Voices, words
 
 START_TIMEOUT_S = 120
 PACE_MS = 20
+QUESTION = "What is the weather in Paris today?"
 
 AGENT = {
     "config": {"name": "Voice desk"},
@@ -86,15 +93,12 @@ def parley() -> Iterator[Parley]:
     env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
     env = {k: v for k, v in env.items() if not k.startswith("PARLEY_LLM_")}
     env.update(
-        PARLEY_SPEECH_WORKERS="0",
+        PARLEY_SPEECH_WORKERS="1",
+        PARLEY_SPEECH_TTS_PROCESSES="1",
         PARLEY_MEDIA_WORKERS="1",
         PARLEY_RUNTIME_BUILTIN_PACE_MS=str(PACE_MS),
         # Each test makes a few offers from this one address.
         PARLEY_GATEWAY_RATE_WEBRTC_IP="1000/minute",
-        # Streamed audio is 2 frames per 20 ms chunk: above /realtime's default frame rate limit
-        # until the voice edge counts audio apart (branch `voice`).
-        PARLEY_GATEWAY_INPUT_RATE_PER_S="200",
-        PARLEY_GATEWAY_INPUT_BURST="400",
     )
     out = (workdir / "parley.out").open("wb")
     proc = subprocess.Popen(
@@ -183,29 +187,76 @@ async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") 
         await asyncio.sleep(0.05)
 
 
-async def test_a_call_end_to_end(caller: Caller) -> None:
+@pytest.fixture(scope="module")
+async def voices() -> AsyncIterator[Voices]:
+    v = Voices()
+    await v.start()
+    yield v
+    await v.close()
+
+
+def final_transcripts(peer: ClientPeer) -> list[str]:
+    return [
+        e["data"]["text"]
+        for e in peer.find("signal", name="transcript")
+        if isinstance(e.get("data"), dict) and e["data"].get("final")
+    ]
+
+
+def level(pcm: bytes | bytearray) -> float:
+    samples = np.frombuffer(bytes(pcm), dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+
+
+async def played_out(peer: ClientPeer, since: int, timeout: float = 20.0) -> bytes:
+    """The agent's audio heard since byte `since`, once it has started and gone quiet again."""
+    window = RATE * 2 // 2  # 0.5 s
+    deadline = time.monotonic() + timeout
+    started = False
+    while time.monotonic() < deadline:
+        tail = peer.heard[-window:]
+        if len(peer.heard) - since > window and level(peer.heard[since:]) > 200:
+            started = True
+        if started and level(tail) < 50:
+            return bytes(peer.heard[since:])
+        await asyncio.sleep(0.1)
+    raise AssertionError("the agent's audio did not play out")
+
+
+async def test_a_spoken_question_is_answered_over_webrtc(caller: Caller, voices: Voices) -> None:
+    question = float_to_pcm16(await voices.speak(QUESTION, RATE)).tobytes()
+    mic = PcmTrack()  # silent until the greeting has been heard
     peer = ClientPeer()
     try:
-        resp = await call(caller, peer, ToneTrack())
+        resp = await call(caller, peer, mic)
         assert resp.status_code == 200, resp.text
         assert resp.headers["content-type"].startswith("application/sdp")
         await peer.accept(resp.text)
 
         ready = await peer.wait_event("ready", timeout=15)
+        assert ready["input"] == "pcm16/16000" and ready["output"] == "pcm16/24000", ready
         conversation_id = ready["conversation_id"]
         assert (await peer.wait_event("text_full"))["content"] == "Hello, caller."
-        await peer.wait_event("turn_complete")
+        await peer.wait_event("turn_complete", timeout=15)
         await peer.wait_event("tick")  # the session's clock reaches the page too
+        greeting = await played_out(peer, 0)
+        assert "caller" in await voices.words_in(greeting, rate=RATE)
 
-        # The microphone's audio reaches the session.
-        await peer.wait_event("error", code="realtime.audio_unsupported", timeout=10)
-
-        peer.send({"type": "input_text", "text": "what are your hours"})
-        await until(
-            lambda: len(peer.find("turn_complete")) >= 2, what=f"the answer's turn {peer.events[-12:]}"
-        )
+        # The question, spoken into the microphone at real-time pace.
+        mark = len(peer.heard)
+        mic.say(question + bytes(RATE * 2))
+        await until(lambda: final_transcripts(peer), timeout=20, what="the question's transcript")
+        said = final_transcripts(peer)[0]
+        assert {"weather", "paris"} <= words(said), said
+        await until(lambda: len(peer.find("turn_complete")) >= 2, timeout=20, what="the answer's turn")
         answer = "".join(e["chunk"] for e in peer.find("text_delta"))
-        assert "what are your hours" in answer, answer
+        assert answer == f'You said: "{said}".', answer
+        assert {"weather", "paris"} <= await voices.words_in(await played_out(peer, mark), rate=RATE)
+        assert peer.find("signal", name="speech_started") and not peer.find("error"), peer.events
+
+        # Typed text works on the same call.
+        peer.send({"type": "input_text", "text": "and tomorrow"})
+        await until(lambda: len(peer.find("turn_complete")) >= 3, timeout=20, what="the typed turn")
 
         peer.send({"type": "end"})
         closed = await peer.wait_event("session_closed")
@@ -214,19 +265,17 @@ async def test_a_call_end_to_end(caller: Caller) -> None:
     finally:
         await peer.close()
 
-    # An ordinary conversation: on the web-voice channel, its transcript persisted.
-    async def transcript() -> list[dict[str, Any]]:
-        resp = await caller.http.get(f"/conversations/{conversation_id}/messages")
-        assert resp.status_code == 200, resp.text
-        data = resp.json()
-        return list(data["items"] if isinstance(data, dict) else data)
-
+    # An ordinary conversation: its transcript persisted, the spoken turn as its words.
     deadline = time.monotonic() + 10
-    while len(messages := await transcript()) < 3:
-        assert time.monotonic() < deadline, messages
+    while True:
+        resp = await caller.http.get(f"/conversations/{conversation_id}/messages", params={"limit": 100})
+        assert resp.status_code == 200, resp.text
+        contents = [m["content"] for m in resp.json()["items"]]
+        if "and tomorrow" in contents:
+            break
+        assert time.monotonic() < deadline, contents
         await asyncio.sleep(0.2)
-    contents = [m.get("content") for m in messages]
-    assert "Hello, caller." in contents and "what are your hours" in contents, contents
+    assert contents[0] == "Hello, caller." and said in contents, contents
 
 
 async def test_another_tenant_s_agent_is_refused(parley: Parley, caller: Caller) -> None:
