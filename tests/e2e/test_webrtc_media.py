@@ -327,3 +327,94 @@ async def test_the_bus_subject_grants_nothing_by_itself(parley: Parley, caller: 
             assert reply.error is not None and reply.error.code == code, reply
     finally:
         await bus.close()
+
+
+# ------------------------------------------------------------------------------------------ faults
+
+
+def media_pid(parley: Parley) -> int:
+    return int(parley.run_state()["processes"]["media-1"]["pid"])
+
+
+async def connected_call(caller: Caller) -> tuple[ClientPeer, str]:
+    peer = ClientPeer()
+    resp = await call(caller, peer, PcmTrack())
+    assert resp.status_code == 200, resp.text
+    await peer.accept(resp.text)
+    conversation_id = (await peer.wait_event("ready", timeout=15))["conversation_id"]
+    await peer.wait_event("turn_complete", timeout=15)
+    peer.send({"type": "input_text", "text": "first question"})
+    await until(lambda: len(peer.find("turn_complete")) >= 2, timeout=15, what="the typed turn")
+    return peer, conversation_id
+
+
+async def messages(caller: Caller, conversation_id: str) -> list[tuple[str, str]]:
+    resp = await caller.http.get(f"/conversations/{conversation_id}/messages", params={"limit": 100})
+    assert resp.status_code == 200, resp.text
+    return [(m["role"], m["content"]) for m in resp.json()["items"]]
+
+
+async def worker_back(parley: Parley, old_pid: int) -> None:
+    """The supervisor restarted the media worker and it takes offers again."""
+    await until(lambda: media_pid(parley) != old_pid, timeout=20, what="the media worker's restart")
+    await until(
+        lambda: httpx.get(f"{parley.url}/readyz", timeout=2).status_code == 200,
+        timeout=30,
+        what="the stack ready again",
+    )
+
+
+async def test_a_media_worker_stopped_under_a_call_says_so(
+    parley: Parley, caller: Caller
+) -> None:
+    peer, conversation_id = await connected_call(caller)
+    pid = media_pid(parley)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        error = await peer.wait_event("error", code="webrtc.media_lost", timeout=10)
+        assert "shutting down" in error["message"]
+        closed = await peer.wait_event("session_closed", timeout=10)
+        assert closed["reason"] == "client_end"
+        await asyncio.wait_for(peer.channel_closed.wait(), 10)
+    finally:
+        await peer.close()
+    # The conversation ended cleanly, everything said in it kept once.
+    said = await messages(caller, conversation_id)
+    assert [c for _, c in said].count("first question") == 1, said
+    assert said[0] == ("assistant", "Hello, caller."), said
+    await worker_back(parley, pid)
+
+
+async def test_a_media_worker_killed_under_a_call(parley: Parley, caller: Caller) -> None:
+    """SIGKILL: nothing can tell the page, so the page notices the silence (no `tick` for 3 s, as
+    docs/webrtc.md says clients do); the conversation is intact, and the next call works once the
+    supervisor has restarted the worker."""
+    peer, conversation_id = await connected_call(caller)
+    pid = media_pid(parley)
+    try:
+        await peer.wait_event("tick")
+        os.kill(pid, signal.SIGKILL)
+        count = len(peer.events)
+        await asyncio.sleep(3.5)
+        assert peer.events[count + 1 :] == [], peer.events[count:]  # at most one already in flight
+    finally:
+        await peer.close()
+    said = await messages(caller, conversation_id)
+    contents = [c for _, c in said]
+    assert contents[0] == "Hello, caller." and contents.count("first question") == 1, said
+    assert len(said) == 3, said  # the greeting, the question, its answer: nothing lost or doubled
+
+    await worker_back(parley, pid)
+    again = ClientPeer()
+    try:
+        deadline = time.monotonic() + 20
+        while (resp := await call(caller, again, PcmTrack())).status_code == 503:
+            assert time.monotonic() < deadline, resp.text
+            await again.close()
+            again = ClientPeer()
+            await asyncio.sleep(0.5)
+        assert resp.status_code == 200, resp.text
+        await again.accept(resp.text)
+        await again.wait_event("text_full", timeout=15)
+    finally:
+        await again.close()

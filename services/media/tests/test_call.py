@@ -233,6 +233,9 @@ async def test_shutdown_tells_every_call_and_ends_it(fake: FakeRealtime) -> None
         assert not service.calls
         error = await client.wait_event("error")
         assert error["code"] == "webrtc.media_lost"
-        assert {"type": "end"} in fake.received
+        assert {"type": "end"} in fake.received  # the conversation ends with the call
+        await client.wait_event("session_closed")
+        kinds = [e["type"] for e in client.events]
+        assert kinds.index("error") < kinds.index("session_closed")  # told why first
     finally:
         await client.close()

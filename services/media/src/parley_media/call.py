@@ -264,6 +264,11 @@ class Call:
         current = asyncio.current_task()
         ws = self.ws
         try:
+            if reason == "shutdown":
+                self._to_channel(
+                    _error_event(Codes.WEBRTC_MEDIA_LOST, detail="the media worker is shutting down"),
+                    "error",
+                )
             if ws is not None and not self.session_closed and reason != "socket_lost":
                 # The caller hung up (or never connected): the conversation ends with the call.
                 with contextlib.suppress(Exception):
@@ -275,11 +280,6 @@ class Call:
             if reason == "socket_lost" and not self.session_closed:
                 self._to_channel(
                     _error_event(Codes.WEBRTC_MEDIA_LOST, detail="the voice session's socket closed"),
-                    "error",
-                )
-            if reason == "shutdown":
-                self._to_channel(
-                    _error_event(Codes.WEBRTC_MEDIA_LOST, detail="the media worker is shutting down"),
                     "error",
                 )
             await self._flush_channel()
