@@ -278,6 +278,42 @@ async def test_a_spoken_question_is_answered_over_webrtc(caller: Caller, voices:
     assert contents[0] == "Hello, caller." and said in contents, contents
 
 
+LONG = " ".join(f"word{i}" for i in range(30))  # spoken for ~10 s
+
+
+async def test_talking_over_the_agent_interrupts_it(caller: Caller, voices: Voices) -> None:
+    """Barge-in as on the WebSocket: the user's speech stops the agent's voice on the track at once
+    (what was queued for playout is dropped), and the user's question is answered."""
+    question = float_to_pcm16(await voices.speak(QUESTION, RATE)).tobytes()
+    mic = PcmTrack()
+    peer = ClientPeer()
+    try:
+        resp = await call(caller, peer, mic)
+        assert resp.status_code == 200, resp.text
+        await peer.accept(resp.text)
+        await peer.wait_event("turn_complete", timeout=15)
+        await played_out(peer, 0)
+        peer.send({"type": "input_text", "text": LONG})
+        mark = len(peer.heard)
+        await until(lambda: len(peer.heard) - mark > RATE * 2 * 2, timeout=15, what="2 s of the answer")
+        assert level(peer.heard[-RATE:]) > 200  # the agent is speaking
+        mic.say(question + bytes(RATE * 2))
+        await peer.wait_event("signal", name="barge_in", timeout=15)
+        stopped_at = len(peer.heard)
+        await asyncio.sleep(1.0)
+        # What was in flight (jitter buffer, a packet or two) may still play; then silence until
+        # the answer to the question.
+        after = peer.heard[stopped_at + RATE * 2 * 4 // 10 : stopped_at + RATE * 2]
+        assert level(after) < 50, level(after)
+        await until(lambda: final_transcripts(peer), timeout=20, what="the question's transcript")
+        assert {"weather", "paris"} <= words(final_transcripts(peer)[0])
+        await until(lambda: len(peer.find("turn_complete")) >= 3, timeout=20, what="the question's answer")
+        answered = "".join(e["chunk"] for e in peer.find("text_delta"))
+        assert answered.endswith(f'You said: "{final_transcripts(peer)[0]}".'), answered
+    finally:
+        await peer.close()
+
+
 async def test_another_tenant_s_agent_is_refused(parley: Parley, caller: Caller) -> None:
     async with httpx.AsyncClient(base_url=parley.url, timeout=20) as other_http:
         other_agent = await signup_with_agent(other_http)
@@ -364,9 +400,7 @@ async def worker_back(parley: Parley, old_pid: int) -> None:
     )
 
 
-async def test_a_media_worker_stopped_under_a_call_says_so(
-    parley: Parley, caller: Caller
-) -> None:
+async def test_a_media_worker_stopped_under_a_call_says_so(parley: Parley, caller: Caller) -> None:
     peer, conversation_id = await connected_call(caller)
     pid = media_pid(parley)
     try:
