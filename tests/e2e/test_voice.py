@@ -7,11 +7,15 @@ gateway relays the audio, which whisper transcribes again here.
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import sys
 from collections.abc import AsyncIterator
 
+import nats
 import numpy as np
 import pytest
+from nats.aio.msg import Msg
 from tests.e2e.test_realtime import (
     Stack,
     _ready,
@@ -22,8 +26,11 @@ from tests.e2e.test_realtime import (
     transcript,
 )
 from tests.e2e.voice_support import VoiceClient, Voices, chunks, silence, voice_session, words
+from websockets.asyncio.client import connect
 
-from parley_devstack.servers import ManagedProcess, free_port
+from parley_common import subjects
+from parley_devstack.servers import ManagedProcess, free_port, stop_all
+from parley_speech.audio.formats import encode_webm_opus, wav_bytes
 
 QUESTION = "What is the weather in Paris today?"
 
@@ -53,13 +60,14 @@ def start_speech(s: Stack, name: str) -> ManagedProcess:
 
 @pytest.fixture(scope="module")
 async def speech(stack: Stack) -> AsyncIterator[list[ManagedProcess]]:  # noqa: F811
-    workers = [start_speech(stack, "speech-1")]
-    await asyncio.to_thread(workers[0].wait_ready, 60)
+    """Two speech workers (the recognition of a session moves to the other when its worker dies)."""
+    workers = [start_speech(stack, "speech-1"), start_speech(stack, "speech-2")]
     try:
+        for w in workers:
+            await asyncio.to_thread(w.wait_ready, 60)
         yield workers
     finally:
-        for w in workers:
-            await asyncio.to_thread(w.stop, 10)
+        await asyncio.to_thread(stop_all, workers, 10)
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +208,179 @@ async def test_barge_in_stops_the_agent_and_the_user_is_answered(
     kept = messages[2][1]
     assert full.startswith(kept) and 0 < len(kept) < len(full) // 2, kept
     assert messages[3] == ("user", heard["data"]["text"])
+
+
+async def test_webm_upload_and_mulaw_stream(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+    voices: Voices,
+) -> None:
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    question = await voices.speak(QUESTION, 48000)
+    upload = encode_webm_opus(question, 48000)
+    # A whole WebM/Opus recording (as MediaRecorder makes it), in two binary frames; it ends on the
+    # idle timeout (a JSON frame would end it too).
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        await c.until("turn_complete")
+        await c.send({"type": "input_audio"})
+        half = len(upload) // 2
+        await c.send(upload[:half])
+        await c.send(upload[half:])
+        heard = await c.signal("transcript")
+        assert {"weather", "paris"} <= words(heard["data"]["text"])
+        await c.until("turn_complete")
+        c.take_audio()
+        # Silence uploaded as a WAV: no speech, no turn.
+        await c.send({"type": "input_audio"})
+        await c.send(wav_bytes(silence(1.0, 16000), 16000))
+        await c.send({"type": "input_text", "text": "ping"})  # ends the upload
+        assert (await c.signal("no_speech"))["data"]["utterance"] == 2
+        await c.until("turn_complete")
+        await c.send({"type": "end"})
+        await c.until("session_closed")
+    messages = (await transcript(stack, user, c.conversation_id))["messages"]
+    assert [m[0] for m in messages] == ["assistant", "user", "assistant", "user", "assistant"]
+    assert messages[1] == ("user", heard["data"]["text"]) and messages[3] == ("user", "ping")
+
+    # Telephony: μ-law 8 kHz both ways, chosen by the render directive on a text channel.
+    frames = await spoken_question(voices, 8000, "mulaw")
+    directive = "audio_in=mulaw/8000;audio_out=mulaw/8000"
+    async with voice_session(
+        stack.gateway_url, agent, cookie=user.cookie, channel="phone", render_directive=directive
+    ) as c:
+        fmt = await c.recv()
+        assert fmt["data"]["input"] == {"encoding": "mulaw", "sample_rate": 8000}
+        assert fmt["data"]["output"] == {"encoding": "mulaw", "sample_rate": 8000}
+        await c.until("turn_complete")
+        c.take_audio()
+        await c.stream(frames)
+        heard = await c.signal("transcript")
+        assert {"weather", "paris"} <= words(heard["data"]["text"])
+        await c.until("turn_complete")
+        assert {"weather", "paris"} <= await voices.words_in(c.take_audio(), "mulaw", 8000)
+        await c.send({"type": "end"})
+        await c.until("session_closed")
+
+
+async def test_bad_audio_gets_an_error_and_the_session_goes_on(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+) -> None:
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    rng = np.random.default_rng(7)
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        await c.until("turn_complete")
+        # Silence only: no signal, no turn.
+        await c.stream(chunks(silence(1.5, 16000), 16000))
+        # Garbage: random bytes streamed as PCM16, then a chunk with an odd size.
+        await c.stream([rng.bytes(640) for _ in range(25)])
+        error = await c.until("error")
+        assert error[-1]["code"] == "speech.undecodable_audio", error
+        # A garbage "Ogg" upload.
+        await c.send({"type": "input_audio"})
+        await c.send(b"OggS" + rng.bytes(3000))
+        await c.send({"type": "input_text", "text": "still there?"})
+        events = await c.until("turn_complete")
+        codes = [e.get("code") for e in c.events if e["type"] == "error"]
+        assert codes.count("speech.undecodable_audio") >= 2 or "speech.undecodable_audio" in [
+            e.get("code") for e in (await c.until("error"))
+        ], codes
+        assert "".join(e["chunk"] for e in events if e["type"] == "text_delta") == 'You said: "still there?".'
+        # A binary frame nobody announced.
+        await c.send(b"\x00\x01")
+        assert (await c.until("error"))[-1]["code"] == "realtime.unexpected_binary"
+        assert not [e for e in c.events if e["type"] == "signal" and e["name"] == "transcript"]
+        await c.send({"type": "end"})
+        await c.until("session_closed")
+    messages = (await transcript(stack, user, c.conversation_id))["messages"]
+    assert [m[0] for m in messages] == ["assistant", "user", "assistant"]
+
+
+@pytest.mark.parametrize(
+    ("directive", "reason"),
+    [
+        ("audio_in=pcm16/11025", "realtime.unsupported_audio_format"),
+        ("audio_out=pcm16/48000", "realtime.unsupported_audio_format"),
+        ("audio_in=pcm16", "realtime.bad_render_directive"),
+        ("audio_rate=16000", "realtime.bad_render_directive"),
+    ],
+)
+async def test_formats_the_platform_does_not_speak_are_refused(
+    stack: Stack,  # noqa: F811
+    directive: str,
+    reason: str,
+) -> None:
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    headers = {"Cookie": f"kivox_session={user.cookie}"}
+    async with connect(stack.gateway_url, additional_headers=headers) as ws:
+        hello = {
+            "type": "handshake",
+            "agent_id": agent,
+            "channel": "web-voice",
+            "render_directive": directive,
+        }
+        await ws.send(json.dumps(hello))
+        assert json.loads(await ws.recv()) == {"type": "handshake_error", "reason": reason}
+
+
+async def test_another_user_cannot_resume_a_voice_session(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+) -> None:
+    owner, other = await signup(stack), await signup(stack)
+    agent = await make_agent(stack, owner, *chat_agent())
+    async with voice_session(stack.gateway_url, agent, cookie=owner.cookie) as c:
+        await c.until("turn_complete")
+        url = f"{stack.gateway_url}?resume={c.conversation_id}&last_event=0"
+        async with connect(url, additional_headers={"Cookie": f"kivox_session={other.cookie}"}) as ws:
+            await ws.send(json.dumps({"type": "handshake", "agent_id": agent, "channel": "web-voice"}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "handshake_error", reply
+            assert reply["reason"] in ("realtime.session_not_found", "resource.not_found")
+        # The owner's session is untouched and still speaks.
+        await c.send({"type": "input_text", "text": "hello"})
+        await c.until("turn_complete")
+        assert len(c.take_audio()) > 0
+
+
+async def test_speech_worker_killed_mid_utterance(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+    voices: Voices,
+) -> None:
+    """The worker holding the recognition dies in the middle of the question: the gateway's
+    recognition client re-opens on another worker and replays the utterance; the user is answered."""
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    frames = await spoken_question(voices)
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        await c.until("turn_complete")
+        holders: list[str] = []
+
+        async def on_event(msg: Msg) -> None:
+            holders.append(json.loads(msg.data)["worker_id"])
+
+        assert stack.nats is not None
+        nc = await nats.connect(stack.nats.url)
+        await nc.subscribe(subjects.session_speech(c.conversation_id), cb=on_event)
+        await c.stream(chunks(silence(0.6, 16000), 16000))  # recognition opens on a worker
+        while not holders:
+            await asyncio.sleep(0.05)
+        await nc.close()
+        pid = int(holders[0][1:].split("-")[0])  # worker ids are w<pid>-<random>
+        victim = next(w for w in speech if w.pid == pid)
+        half = len(frames) // 2
+        await c.stream(frames[:half])
+        assert victim.proc is not None
+        victim.proc.send_signal(signal.SIGKILL)
+        await c.stream(frames[half:])
+        got = await c.until("signal", 30, name="transcript")
+        errors = [e for e in got if e["type"] == "error"]
+        assert {"weather", "paris"} <= words(got[-1]["data"]["text"]), (got[-1], errors)
+        await c.until("turn_complete")
+        assert {"weather", "paris"} <= await voices.words_in(c.take_audio())
+        await c.send({"type": "end"})
+        await c.until("session_closed")
