@@ -314,6 +314,35 @@ async def test_talking_over_the_agent_interrupts_it(caller: Caller, voices: Voic
         await peer.close()
 
 
+async def test_signing_out_ends_the_call(parley: Parley) -> None:
+    """The call's token is rooted in the caller's session: logging out revokes it, and the call is
+    told and closed like any socket of that credential."""
+    async with httpx.AsyncClient(base_url=parley.url, timeout=20) as http:
+        caller = Caller(http, await signup_with_agent(http))
+        peer = ClientPeer()
+        try:
+            # Signed in on a page: the cookie, naming the agent.
+            headers = {AGENT_HEADER: caller.agent_id}
+            csrf = (await http.get("/api/csrf-token", headers=headers)).json()["token"]
+            resp = await http.post(
+                "/api/realtime/webrtc",
+                headers={**headers, CSRF_HEADER: csrf},
+                json={"sdp": await peer.offer(PcmTrack())},
+            )
+            assert resp.status_code == 200, resp.text
+            await peer.accept(resp.text)
+            await peer.wait_event("turn_complete", timeout=15)
+            out = await http.delete("/auth/sessions/me")
+            assert out.status_code == 204, out.text
+            error = await peer.wait_event("error", code="auth.credential_revoked", timeout=10)
+            assert error["message"]
+            closed = await peer.wait_event("session_closed", timeout=10)
+            assert closed["reason"] == "user_exit"
+            await asyncio.wait_for(peer.channel_closed.wait(), 10)
+        finally:
+            await peer.close()
+
+
 async def test_another_tenant_s_agent_is_refused(parley: Parley, caller: Caller) -> None:
     async with httpx.AsyncClient(base_url=parley.url, timeout=20) as other_http:
         other_agent = await signup_with_agent(other_http)
