@@ -26,7 +26,7 @@ OBS = REPO / "deploy" / "observability"
 DASHBOARDS = OBS / "grafana" / "dashboards"
 DOCS = REPO / "docs" / "operations.md"
 PROFILE = {"otel-collector", "tempo", "prometheus", "grafana"}
-PARLEY_SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "edge-meta"}
+PARLEY_SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "media", "edge-meta"}
 
 # The metric contract: name -> (type, labels). docs/operations.md lists exactly these; the services
 # expose them on /metrics. Labels stay low-cardinality (no agent, user or conversation ids).
