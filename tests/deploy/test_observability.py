@@ -47,6 +47,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "parley_speech_stt_seconds": ("histogram", ("engine",)),
     "parley_speech_tts_first_chunk_seconds": ("histogram", ("engine",)),
     "parley_speech_errors_total": ("counter", ("engine", "code")),
+    "parley_media_calls_active": ("gauge", ()),
+    "parley_media_answer_seconds": ("histogram", ()),
+    "parley_media_calls_ended_total": ("counter", ("reason",)),
 }
 # Labels Prometheus adds to every series (target labels), and the histogram bucket label.
 TARGET_LABELS = {"job", "instance", "le"}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 
 import structlog
 
+from parley_common import metrics
 from parley_common.errors import Codes, ParleyError
 from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
 from parley_media.call import Call
@@ -33,6 +35,7 @@ class MediaService:
             raise ParleyError(Codes.WEBRTC_MEDIA_UNAVAILABLE)
         call = Call(self.settings, request, worker_id=self.worker_id, on_done=self._forget)
         self.starting += 1
+        started = time.perf_counter()
         try:
             sdp = await call.start()
         except ParleyError:
@@ -42,8 +45,10 @@ class MediaService:
             raise ParleyError(Codes.WEBRTC_ANSWER_FAILED, params={"detail": type(exc).__name__}) from exc
         finally:
             self.starting -= 1
+        metrics.MEDIA_ANSWER_SECONDS.observe(time.perf_counter() - started)
         if not call.finished.is_set():
             self.calls[call.id] = call
+            metrics.MEDIA_CALLS_ACTIVE.set(len(self.calls))
         return MediaOfferReply(
             ok=True,
             sdp=sdp,
@@ -54,6 +59,8 @@ class MediaService:
 
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.id, None)
+        metrics.MEDIA_CALLS_ACTIVE.set(len(self.calls))
+        metrics.MEDIA_CALLS_ENDED.labels(call.end_reason or "internal").inc()
 
     async def stop(self) -> None:
         """Every call is told (`error` `webrtc.media_lost`) and ended, its conversation with it."""
