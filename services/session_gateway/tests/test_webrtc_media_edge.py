@@ -58,9 +58,15 @@ async def worker(infra: Any) -> AsyncIterator[list[dict[str, Any]]]:
     async def answer(msg: Any) -> None:
         request = json.loads(msg.data)
         seen.append(request)
-        if request["agent_id"] == "refuse-me":
-            error = envelope(Codes.REALTIME_TOKEN_SCOPE_MISMATCH).model_dump(mode="json", exclude_none=True)
+        busy = (
+            request["agent_id"] == "busy-once" and len([r for r in seen if r["agent_id"] == "busy-once"]) == 1
+        )
+        if request["agent_id"] == "always-busy" or busy:
+            error = envelope(Codes.WEBRTC_MEDIA_UNAVAILABLE).model_dump(mode="json", exclude_none=True)
             reply: dict[str, Any] = {"ok": False, "error": error}
+        elif request["agent_id"] == "refuse-me":
+            error = envelope(Codes.REALTIME_TOKEN_SCOPE_MISMATCH).model_dump(mode="json", exclude_none=True)
+            reply = {"ok": False, "error": error}
         else:
             reply = {"ok": True, "sdp": "v=0\r\nanswer\r\n", "worker_id": "m1", "conversation_id": "c1"}
         await msg.respond(json.dumps(reply).encode())
@@ -122,3 +128,15 @@ async def test_a_token_that_cannot_be_minted(broker: NatsBroker, worker: list[di
         )
     assert caught.value.code is Codes.CREDENTIAL_REVOKED
     assert worker == []
+
+
+async def test_a_full_worker_s_refusal_is_asked_again(
+    broker: NatsBroker, worker: list[dict[str, Any]]
+) -> None:
+    offer = parse_offer(CHROMIUM)
+    assert await edge(broker, Auth()).answer(offer, agent("busy-once"), PRINCIPAL, "c") == "v=0\r\nanswer\r\n"
+    assert len(worker) == 2  # refused once (that worker was full), then answered
+    with pytest.raises(ParleyError) as caught:
+        await edge(broker, Auth()).answer(offer, agent("always-busy"), PRINCIPAL, "c")
+    assert caught.value.code is Codes.WEBRTC_MEDIA_UNAVAILABLE
+    assert len(worker) == 2 + 3  # three tries in all, then 503

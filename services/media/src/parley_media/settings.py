@@ -18,9 +18,10 @@ class MediaSettings(CommonSettings):
     # The session gateway's own `/realtime` WebSocket, reached directly (not through the edge):
     # `parley run` points it at its gateway; compose and Kubernetes at the gateway's service.
     media_gateway_url: str = "ws://127.0.0.1:8000/realtime"
-    # Calls one worker holds; beyond that it refuses (`webrtc.media_unavailable`) and the gateway's
-    # next offer reaches another worker.
-    media_max_peers: int = Field(default=100, ge=1)
+    # Calls one worker holds; beyond that it refuses (`webrtc.media_unavailable`) and the gateway
+    # asks again, reaching another worker. A full-duplex call costs ~60-80 ms of CPU per second
+    # (`python -m bench.media`), and a worker is one event loop: about one core.
+    media_max_peers: int = Field(default=16, ge=1)
     # ICE servers for real networks (comma-separated URLs): `stun:stun.example.org:3478`,
     # `turn:turn.example.org:3478?transport=udp`. Empty: host candidates only (one machine, a LAN).
     media_stun_urls: str = ""

@@ -8,6 +8,8 @@ could, and is cut when the caller's credential is revoked. The token is never lo
 
 from __future__ import annotations
 
+import time
+
 import structlog
 from faststream.nats import NatsBroker
 from pydantic import SecretStr
@@ -23,6 +25,9 @@ from parley_common.outages import describe, is_outage
 from parley_session_gateway.webrtc.sdp import Offer
 
 log = structlog.get_logger(__name__)
+
+# Offers refused by a full worker are asked again this many times in all (within the timeout).
+BUSY_ATTEMPTS = 3
 
 
 class MintFailed(Exception):
@@ -55,25 +60,33 @@ class BusMediaEdge:
             log.warning("webrtc.mint_failed", error=describe(exc), agent_id=agent_id)
             raise MintFailed("service.unavailable") from exc
         assert minted.token is not None
-        try:
-            reply = await request(
-                self.broker,
-                subjects.MEDIA_WEBRTC_OFFER,
-                MediaOfferRequest(
-                    sdp=offer.sdp,
-                    agent_id=agent_id,
-                    token=SecretStr(minted.token),
-                    caller=str(principal.user_id or principal.credential_id),
-                ),
-                MediaOfferReply,
-                timeout=self.answer_timeout_s,
-            )
-        except ParleyError as exc:
-            if exc.code is Codes.BUS_TIMEOUT:
-                # No media worker answered (none running, or all stuck): the call cannot be taken.
-                log.warning("webrtc.no_media_worker", agent_id=agent_id)
-                raise ParleyError(Codes.WEBRTC_MEDIA_UNAVAILABLE) from exc
-            raise
+        offer_request = MediaOfferRequest(
+            sdp=offer.sdp,
+            agent_id=agent_id,
+            token=SecretStr(minted.token),
+            caller=str(principal.user_id or principal.credential_id),
+        )
+        deadline = time.monotonic() + self.answer_timeout_s
+        for attempt in range(1, BUSY_ATTEMPTS + 1):
+            try:
+                reply = await request(
+                    self.broker,
+                    subjects.MEDIA_WEBRTC_OFFER,
+                    offer_request,
+                    MediaOfferReply,
+                    timeout=max(0.1, deadline - time.monotonic()),
+                )
+            except ParleyError as exc:
+                if exc.code is Codes.BUS_TIMEOUT:
+                    # No media worker answered (none running, or all stuck): the call cannot be taken.
+                    log.warning("webrtc.no_media_worker", agent_id=agent_id)
+                    raise ParleyError(Codes.WEBRTC_MEDIA_UNAVAILABLE) from exc
+                raise
+            busy = reply.error is not None and reply.error.code == Codes.WEBRTC_MEDIA_UNAVAILABLE.code
+            # A full (or stopping) worker refused it: the queue group picks a worker at random, so
+            # asking again most likely reaches another one.
+            if not busy or attempt == BUSY_ATTEMPTS or time.monotonic() >= deadline:
+                break
         if reply.ok and reply.sdp:
             log.info(
                 "webrtc.answered",
