@@ -155,7 +155,8 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args(list(argv))
     print(
-        "calls  worker CPU (share of 1 core)  CPU ms per call-second  calls/core  audio played  answer p50/max ms"
+        "calls  worker CPU (share of 1 core)  CPU ms per call-second  calls/core  audio played"
+        "  answer p50/max ms"
     )
     for calls in (int(c) for c in args.calls.split(",")):
         r = asyncio.run(_level(calls, args.seconds))
