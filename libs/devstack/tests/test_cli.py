@@ -43,7 +43,7 @@ def test_module_runnable() -> None:
 
 
 def test_service_specs_run_the_requested_number_of_workers() -> None:
-    names = [s.name for s in service_specs(3, 0)]
+    names = [s.name for s in service_specs(3, 0, 0)]
     assert names == ["auth", "catalog", "session_gateway", "runtime-1", "runtime-2", "runtime-3"]
     assert {s.module for s in service_specs(1) if s.name.startswith("runtime")} == {"parley_runtime"}
 
