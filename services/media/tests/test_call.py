@@ -212,6 +212,7 @@ async def test_a_peer_that_never_connects_is_given_up(fake: FakeRealtime) -> Non
 async def test_a_full_worker_refuses_more_calls(fake: FakeRealtime) -> None:
     service = service_for(fake, media_max_peers=1)
     client, _ = await connect(service)
+    await client.wait_event("turn_complete")
     other = ClientPeer()
     try:
         with pytest.raises(ParleyError) as caught:
