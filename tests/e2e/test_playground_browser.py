@@ -369,6 +369,9 @@ async def talk(page: Any) -> None:
     await page.keyboard.press("Enter")
     await expect(page.locator("#voice-status")).to_have_text("In call: speak now.", timeout=20_000)
     await expect(page.get_by_role("button", name="Hang up")).to_be_focused()
+    # Traces are on (`parley run --traces`): the call's conversation has its link too.
+    trace = page.get_by_role("link", name="Traces of this call")
+    await expect(trace).to_have_attribute("href", re.compile(r"^/traces\?conversation_id=[0-9a-f-]{36}$"))
     transcript = page.get_by_role("list", name="Voice transcript")
     await expect(transcript.locator("li.agent").first).to_contain_text("Hi! How can I help?")
     # The fake microphone says the question; its words come back as the user's line...

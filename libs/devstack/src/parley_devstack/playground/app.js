@@ -103,6 +103,7 @@ const voice = createVoice({
   $,
   agentId: () => currentAgent()?.id || null,
   agentLabel: () => currentAgent()?.config.name || "the agent",
+  tracesOn: () => state.tracesOn,
 });
 
 async function agentChanged() {

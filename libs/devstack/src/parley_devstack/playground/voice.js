@@ -9,7 +9,7 @@
 // (the media worker died; nothing else could tell the page).
 const SILENCE_LOST_MS = 5000;
 
-export function createVoice({ api, $, agentId, agentLabel }) {
+export function createVoice({ api, $, agentId, agentLabel, tracesOn }) {
   const call = { pc: null, channel: null, mic: null, lastHeard: 0, watchdog: null, meter: null, interim: null, bubble: null, ended: true };
 
   function say(id, text) { $(id).textContent = text || ""; }
@@ -82,6 +82,10 @@ export function createVoice({ api, $, agentId, agentLabel }) {
       case "ready":
         say("voice-status", "In call: speak now.");
         $("voice-transcript").dataset.conversation = event.conversation_id;
+        if (tracesOn()) {
+          $("voice-trace-link").href = `/traces?conversation_id=${encodeURIComponent(event.conversation_id)}`;
+          $("voice-trace-link").hidden = false;
+        }
         break;
       case "signal": onSignal(event.name, event.data); break;
       case "text_delta": agentSays(event.chunk, true); break;
@@ -143,6 +147,7 @@ export function createVoice({ api, $, agentId, agentLabel }) {
     setInCall(true);
     say("voice-error", "");
     $("voice-transcript").replaceChildren();
+    $("voice-trace-link").hidden = true;
     try {
       say("voice-status", "Asking for the microphone…");
       call.mic = await navigator.mediaDevices.getUserMedia({
