@@ -481,3 +481,39 @@ async def test_a_media_worker_killed_under_a_call(parley: Parley, caller: Caller
         await again.wait_event("text_full", timeout=15)
     finally:
         await again.close()
+
+
+async def test_the_gateway_killed_under_a_call(parley: Parley, caller: Caller) -> None:
+    """The call's /realtime socket is cut: the media worker tells the page (`webrtc.media_lost`)
+    and closes the call; once the gateway is back, the conversation holds what was said and a new
+    call works."""
+    peer, conversation_id = await connected_call(caller)
+    pid = int(parley.run_state()["processes"]["session_gateway"]["pid"])
+    try:
+        os.kill(pid, signal.SIGKILL)
+        error = await peer.wait_event("error", code="webrtc.media_lost", timeout=10)
+        assert "socket closed" in error["message"]
+        await asyncio.wait_for(peer.channel_closed.wait(), 10)
+        assert not peer.find("session_closed")  # the conversation was not ended by the cut
+    finally:
+        await peer.close()
+    await until(
+        lambda: int(parley.run_state()["processes"]["session_gateway"]["pid"]) != pid,
+        timeout=20,
+        what="the gateway's restart",
+    )
+    await until(
+        lambda: httpx.get(f"{parley.url}/readyz", timeout=2).status_code == 200,
+        timeout=30,
+        what="the stack ready again",
+    )
+    said = await messages(caller, conversation_id)
+    assert [c for _, c in said].count("first question") == 1, said
+    again = ClientPeer()
+    try:
+        resp = await call(caller, again, PcmTrack())
+        assert resp.status_code == 200, resp.text
+        await again.accept(resp.text)
+        await again.wait_event("text_full", timeout=15)
+    finally:
+        await again.close()
