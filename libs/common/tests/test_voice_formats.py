@@ -77,7 +77,8 @@ def test_malformed_or_unsupported_fields_are_refused_precisely(directive: str, c
         parse_handshake_voice("web-voice", directive)
     assert refused.value.code is code
     if code is Codes.REALTIME_UNSUPPORTED_AUDIO_FORMAT:
-        assert "supported" in refused.value.params and refused.value.params["direction"] in ("input", "output")
+        params = refused.value.params
+        assert "supported" in params and params["direction"] in ("input", "output")
 
 
 def test_signal_data_announces_the_formats_and_uploads() -> None:
