@@ -64,6 +64,8 @@ class TurnVoice:
 
     async def say(self, text: str) -> int | None:
         """Speak a whole text; returns how much of it was spoken if cancelled, else None."""
+        if self.cancelled.is_set():
+            return 0
         spoken = self.message()
         spoken.push(text)
         spoken.finish()
@@ -107,7 +109,7 @@ class SpokenMessage:
             sentence = await self.queue.get()
             if sentence is None:
                 break
-            if self.failed or not sentence.text.strip():
+            if self.failed or self.voice.cancelled.is_set() or not sentence.text.strip():
                 continue
             try:
                 await self.tts.say(sentence.text, text_offset=sentence.start)
