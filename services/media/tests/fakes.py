@@ -34,6 +34,7 @@ class FakeRealtime:
     answer_audio_ms: int = 300
     handshakes: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
+    traceparents: list[str | None] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
     audio_chunks: list[bytes] = field(default_factory=list)
     unannounced_binary: int = 0
@@ -61,6 +62,7 @@ class FakeRealtime:
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections.append(ws)
         self.auth_headers.append(ws.request.headers.get("authorization") if ws.request else None)
+        self.traceparents.append(ws.request.headers.get("traceparent") if ws.request else None)
         try:
             hello = json.loads(await ws.recv())
             self.handshakes.append(hello)

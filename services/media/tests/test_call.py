@@ -9,11 +9,14 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from opentelemetry import trace
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from parley_common.errors import ParleyError
 from parley_common.media_contract import MediaOfferRequest
+from parley_common.settings import CommonSettings
+from parley_common.telemetry import setup_telemetry
 from parley_media.client import ClientPeer
 from parley_media.service import MediaService
 from parley_media.settings import MediaSettings
@@ -239,4 +242,20 @@ async def test_shutdown_tells_every_call_and_ends_it(fake: FakeRealtime) -> None
         kinds = [e["type"] for e in client.events]
         assert kinds.index("error") < kinds.index("session_closed")  # told why first
     finally:
+        await client.close()
+
+
+async def test_the_call_s_socket_continues_the_offer_s_trace(fake: FakeRealtime) -> None:
+    setup_telemetry(CommonSettings())
+    service = service_for(fake)
+    client = ClientPeer()
+    try:
+        with trace.get_tracer("test").start_as_current_span("offer") as offer:
+            reply = await service.answer(offer_request(await client.offer()))
+        assert reply.ok
+        (traceparent,) = fake.traceparents
+        assert traceparent is not None
+        assert traceparent.split("-")[1] == format(offer.get_span_context().trace_id, "032x")
+    finally:
+        await service.stop()
         await client.close()

@@ -34,6 +34,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from opentelemetry import propagate
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -196,6 +197,8 @@ class Call:
     async def _open_session(self) -> None:
         s = self.settings
         headers = {"Authorization": f"Bearer {self.request.token.get_secret_value()}"}
+        # The call's socket continues the offer's trace (HTTP → bus → here → /realtime).
+        propagate.inject(headers)
         try:
             self.ws = await asyncio.wait_for(
                 connect(

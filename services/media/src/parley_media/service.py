@@ -8,6 +8,7 @@ import secrets
 import time
 
 import structlog
+from opentelemetry import trace
 
 from parley_common import metrics
 from parley_common.errors import Codes, ParleyError
@@ -16,6 +17,7 @@ from parley_media.call import Call
 from parley_media.settings import MediaSettings
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("parley.media")
 
 
 def new_worker_id() -> str:
@@ -37,7 +39,8 @@ class MediaService:
         self.starting += 1
         started = time.perf_counter()
         try:
-            sdp = await call.start()
+            with tracer.start_as_current_span("media.answer", attributes={"agent.id": request.agent_id}):
+                sdp = await call.start()
         except ParleyError:
             raise
         except Exception as exc:
