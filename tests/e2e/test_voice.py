@@ -121,8 +121,8 @@ async def test_spoken_question_is_answered_in_text_and_voice(
         text = "".join(e["chunk"] for e in answer if e["type"] == "text_delta")
         assert text == f'You said: "{said}".'
         assert {"weather", "paris"} <= await voices.words_in(c.take_audio())
-        signals = [e["data"] for e in c.events if e["type"] == "signal"]
-        assert {"utterance": 1} in signals  # speech_started / speech_stopped
+        names = [e["name"] for e in c.events if e["type"] == "signal" and e["data"].get("utterance") == 1]
+        assert names == ["speech_started", "speech_stopped", "transcript"], names
         await c.send({"type": "end"})
         await c.until("session_closed")
     conversation = await transcript(stack, user, c.conversation_id)
