@@ -10,7 +10,9 @@ import asyncio
 import json
 import signal
 import sys
+import wave
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import numpy as np
@@ -19,6 +21,7 @@ from nats.aio.msg import Msg
 from tests.e2e.test_realtime import (
     Stack,
     _ready,
+    api_key,
     chat_agent,
     make_agent,
     signup,
@@ -121,8 +124,8 @@ async def test_spoken_question_is_answered_in_text_and_voice(
         text = "".join(e["chunk"] for e in answer if e["type"] == "text_delta")
         assert text == f'You said: "{said}".'
         assert {"weather", "paris"} <= await voices.words_in(c.take_audio())
-        signals = [e["data"] for e in c.events if e["type"] == "signal"]
-        assert {"utterance": 1} in signals  # speech_started / speech_stopped
+        names = [e["name"] for e in c.events if e["type"] == "signal" and e["data"].get("utterance") == 1]
+        assert names == ["speech_started", "speech_stopped", "transcript"], names
         await c.send({"type": "end"})
         await c.until("session_closed")
     conversation = await transcript(stack, user, c.conversation_id)
@@ -384,3 +387,29 @@ async def test_speech_worker_killed_mid_utterance(
         assert {"weather", "paris"} <= await voices.words_in(c.take_audio())
         await c.send({"type": "end"})
         await c.until("session_closed")
+
+
+async def test_the_example_client_speaks_a_wav_and_saves_the_answer(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+    voices: Voices,
+    tmp_path: Path,
+) -> None:
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    key = await api_key(stack, user)
+    question = tmp_path / "question.wav"
+    question.write_bytes(wav_bytes(await voices.speak(QUESTION, 24000), 24000))
+    answer = tmp_path / "answer.wav"
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "voice_client.py"
+    argv = ["--url", stack.gateway_url, "--token", key, "--agent", agent, "--wav", str(question)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(example), *argv, "--out", str(answer), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out
+    assert b"[transcript]" in out and b"saved" in out, out
+    with wave.open(str(answer)) as w:
+        assert (w.getframerate(), w.getnchannels()) == (24000, 1)
+        audio = w.readframes(w.getnframes())
+    assert {"weather", "paris"} <= await voices.words_in(audio)

@@ -267,9 +267,11 @@ class VoiceLink:
         if self.closed:
             return
         if isinstance(event, SpeechStarted):
-            await self._signal("speech_started", utterance=self._utterance(recogniser, event.utterance))
+            utterance = self._utterance(recogniser, event.utterance)
+            await self._signal("speech_started", utterance=utterance, at_ms=event.at_ms)
         elif isinstance(event, SpeechStopped):
-            await self._signal("speech_stopped", utterance=self._utterance(recogniser, event.utterance))
+            utterance = self._utterance(recogniser, event.utterance)
+            await self._signal("speech_stopped", utterance=utterance, at_ms=event.at_ms)
         elif isinstance(event, BargeIn):
             await self.interrupt()
             await self._signal("barge_in", utterance=self._utterance(recogniser, event.utterance))
@@ -282,7 +284,9 @@ class VoiceLink:
             elif not text:
                 await self._signal("no_speech", utterance=utterance)
             else:
-                await self._signal("transcript", text=text, final=True, utterance=utterance)
+                await self._signal(
+                    "transcript", text=text, final=True, utterance=utterance, stt_ms=event.stt_ms
+                )
                 self.answering = True  # a turn follows
                 # One turn per utterance, however often it is recognised (idempotent id).
                 await self.forward(self._input(InputText, text=text), f"voice:{recogniser}:{event.utterance}")
