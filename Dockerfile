@@ -3,7 +3,7 @@
 # (its package is parley_<PACKAGE>). The build context is the repository root (the uv workspace):
 #   docker build --build-arg PACKAGE=auth -t parley/auth .
 #   docker build --build-arg PACKAGE=session_gateway -t parley/session-gateway .
-# (auth, catalog, session_gateway, runtime, speech). docker-compose.yml builds each with its PACKAGE;
+# (auth, catalog, session_gateway, runtime, speech, media). docker-compose.yml builds each with its PACKAGE;
 # tests/deploy/test_dockerfiles.py replays the builder stage for each without a Docker engine.
 # deploy/migrate/Dockerfile (two packages, no HTTP) and libs/devstack/Dockerfile (edge-meta, with
 # docs/errors.md) keep the same shape for the two images that are not one service.
@@ -31,6 +31,7 @@ COPY services/catalog/pyproject.toml services/catalog/
 COPY services/session_gateway/pyproject.toml services/session_gateway/
 COPY services/runtime/pyproject.toml services/runtime/
 COPY services/speech/pyproject.toml services/speech/
+COPY services/media/pyproject.toml services/media/
 # Third-party dependencies only: this layer is rebuilt only when the lockfile changes.
 RUN uv sync --frozen --no-dev --no-install-workspace --package parley-${PACKAGE}
 # Then our own code, installed (editable) from the same paths the runtime stage uses.

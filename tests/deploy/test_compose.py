@@ -32,6 +32,7 @@ PARLEY_SERVICES = {
     "session-gateway": "parley_session_gateway",
     "runtime": "parley_runtime",
     "speech": "parley_speech",
+    "media": "parley_media",
     "edge-meta": "parley_devstack.edge_meta",
 }
 EXPECTED_SERVICES = INFRA | {"migrate", "edge"} | set(PARLEY_SERVICES)
@@ -339,7 +340,7 @@ def test_database_credentials_match_postgres(compose: dict[str, Any]) -> None:
 def test_edge_meta_peers_are_compose_services(compose: dict[str, Any]) -> None:
     svc = services(compose)
     peers = dict(p.split("=", 1) for p in svc["edge-meta"]["environment"]["PARLEY_EDGE_PEERS"].split(","))
-    assert set(peers) == {"auth", "catalog", "session_gateway", "runtime", "speech"}
+    assert set(peers) == {"auth", "catalog", "session_gateway", "runtime", "speech", "media"}
     for peer, url in peers.items():
         parts = urlsplit(url)
         assert parts.hostname == peer.replace("_", "-") and parts.hostname in svc and parts.port == 8000

@@ -19,7 +19,7 @@ BASE = REPO / "deploy" / "k8s" / "base"
 # schema set per minor); the oldest minor we intend to support.
 K8S_VERSION = "1.31"
 UID = 10001
-SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "edge-meta"}
+SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "media", "edge-meta"}
 
 
 @pytest.fixture(scope="module")

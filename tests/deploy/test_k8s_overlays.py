@@ -46,7 +46,7 @@ NATS_JETSTREAM_PARAMS = {
     "activationLagThreshold",
     "useHttps",
 }
-SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "edge-meta"}
+SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "media", "edge-meta"}
 EDGE_FACING = {"auth", "catalog", "session-gateway", "edge-meta"}
 # Caddy upstream names (test_caddy.py / conftest EDGE_ROUTE_TABLE) -> Kubernetes Service names.
 UPSTREAM_SERVICE = {
@@ -649,6 +649,9 @@ def test_network_policies_allow_only_what_parley_needs(overlay: tuple[str, Any])
     for svc in SERVICES - {"edge-meta"}:
         assert net.can_connect(pods["edge-meta"], pods[svc], 8000), f"edge-meta -> {svc}"
         for other in SERVICES - {svc, "edge-meta"}:
+            if (other, svc) == ("media", "session-gateway"):  # each call's /realtime socket
+                assert net.can_connect(pods[other], pods[svc], 8000), f"{other} -> {svc}"
+                continue
             assert not net.can_connect(pods[other], pods[svc], 8000), f"{other} -> {svc}"
     # to the infrastructure: every Parley pod (services and the migration Job), on its port only
     for src in [*SERVICES, "parley-migrate"]:
@@ -673,7 +676,13 @@ def test_network_policies_allow_only_what_parley_needs(overlay: tuple[str, Any])
     assert not net.can_connect(pods["speech"], External("10.1.2.3"), 443)
     assert not net.can_connect(pods["speech"], External("169.254.169.254"), 443), "cloud metadata"
     assert not net.can_connect(controller, pods["speech"], 8000), "speech workers are not edge-facing"
-    for svc in SERVICES - {"runtime", "speech"}:
+    # WebRTC: a call's media reaches the media workers (and leaves them) over UDP, never link-local.
+    assert not net.can_connect(controller, pods["media"], 8000), "media workers are not edge-facing"
+    assert net.can_connect(pods["media"], External("203.0.113.7"), 3478), "TURN over TCP"
+    assert not net.can_connect(pods["media"], External("169.254.169.254"), 443), "cloud metadata"
+    assert not net.can_connect(pods["media"], External("203.0.113.7"), 80)
+    assert net.can_connect(pods["media"], External("203.0.113.7"), 443), "TURN over TLS on 443"
+    for svc in SERVICES - {"runtime", "speech", "media"}:
         assert not net.can_connect(pods[svc], External("203.0.113.7"), 443), f"{svc} -> internet"
     assert net.can_connect(pods["auth"], External("203.0.113.25"), 587), "auth -> SMTP"
     # observability: Prometheus scrapes every Parley pod

@@ -32,7 +32,7 @@ OBS = REPO / "deploy" / "observability"
 DASHBOARDS = OBS / "grafana" / "dashboards"
 DOCS = REPO / "docs" / "operations.md"
 PROFILE = {"otel-collector", "tempo", "prometheus", "grafana"}
-PARLEY_SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "edge-meta"}
+PARLEY_SERVICES = {"auth", "catalog", "session-gateway", "runtime", "speech", "media", "edge-meta"}
 
 # The metric contract: name -> (type, labels). docs/operations.md lists exactly these; the services
 # expose them on /metrics. Labels stay low-cardinality (no agent, user or conversation ids).
@@ -53,6 +53,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "parley_speech_stt_seconds": ("histogram", ("engine",)),
     "parley_speech_tts_first_chunk_seconds": ("histogram", ("engine",)),
     "parley_speech_errors_total": ("counter", ("engine", "code")),
+    "parley_media_calls_active": ("gauge", ()),
+    "parley_media_answer_seconds": ("histogram", ()),
+    "parley_media_calls_ended_total": ("counter", ("reason",)),
 }
 # Labels Prometheus adds to every series (target labels), and the histogram bucket label.
 TARGET_LABELS = {"job", "instance", "le"}

@@ -44,6 +44,7 @@ EXPECTED = {
     "runtime-1",
     "runtime-2",
     "speech-1",
+    "media-1",
     "edge_meta",
     "caddy",
 }

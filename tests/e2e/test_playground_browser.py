@@ -5,8 +5,12 @@ One scenario: sign up on the page → the first agent created and published → 
 conversation and see the greeting → send a message and see the answer stream in → send a long one
 and cancel it mid-answer (the answer stops, the turn says "cancelled") → turn timings and the link
 to the conversation's traces → the agent's adversarial tests generated and a run started from the
-page, its result shown → the voice section's Talk button disabled → and Chromium's own SDP offer is
-accepted by `POST /api/realtime/webrtc` up to its 501 `webrtc.unavailable`.
+page, its result shown → and Chromium's own SDP offer is answered by `POST /api/realtime/webrtc`.
+
+And a call: Chromium's fake microphone plays a WAV file of a question spoken by espeak-ng; the
+page's Talk button (pressed from the keyboard) makes the WebRTC call, the question's transcript and
+the agent's answer appear in the voice transcript, the agent's voice is played (its level meter
+moves), and Hang up ends the call.
 
 A screenshot of the page is written to the test artifacts (`PARLEY_TEST_ARTIFACTS`, default
 `test-artifacts/` of the checkout), also on failure. Skipped only when Chromium is missing and CI
@@ -84,7 +88,12 @@ def parley() -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
     env = {k: v for k, v in env.items() if not k.startswith("PARLEY_LLM_")}
-    env.update(PARLEY_SPEECH_WORKERS="0", PARLEY_RUNTIME_BUILTIN_PACE_MS=str(PACE_MS))
+    env.update(
+        PARLEY_SPEECH_WORKERS="1",
+        PARLEY_SPEECH_TTS_PROCESSES="1",
+        PARLEY_MEDIA_WORKERS="1",
+        PARLEY_RUNTIME_BUILTIN_PACE_MS=str(PACE_MS),
+    )
     out = (workdir / "parley.out").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "parley_devstack", "run", "--port", str(port), "--workers", "1", "--traces"],
@@ -182,7 +191,7 @@ async def walk_through(page: Any, parley: str) -> None:
     # A conversation over /realtime, opened with the cookie from this page's own origin.
     await page.get_by_role("button", name="Start conversation").click()
     await expect(page.locator("#conn-status")).to_have_text("Connected.")
-    transcript = page.get_by_role("list", name="Transcript")
+    transcript = page.get_by_role("list", name="Transcript", exact=True)
     await expect(transcript).to_contain_text("Hi! How can I help?")
     await expect(page.locator("#timings tr")).to_have_count(1)  # the greeting's turn
     message = page.get_by_label("Message")
@@ -225,28 +234,27 @@ async def walk_through(page: Any, parley: str) -> None:
     assert await runs.count() >= 1
     await expect(runs.first).to_contain_text(re.compile(r"(passed|failed)"))
 
-    # Voice is announced, not offered yet.
-    talk = page.get_by_role("button", name="Talk")
-    await expect(talk).to_be_disabled()
-    await expect(page.locator("#voice-note")).to_contain_text("Voice arrives with WebRTC")
-
-    # Chromium's own offer passes the SDP check, up to the missing media edge.
+    # Chromium's own offer is answered with an SDP answer (the Talk test below makes a whole call).
     answer_status = await page.evaluate(
         """async (agentId) => {
             const pc = new RTCPeerConnection();
             pc.addTransceiver('audio', {direction: 'sendrecv'});
+            pc.createDataChannel('events');
             await pc.setLocalDescription(await pc.createOffer());
             const headers = {'content-type': 'application/json', 'X-Parley-Agent': agentId};
             const csrf = await (await fetch('/api/csrf-token', {headers})).json();
             const body = JSON.stringify({sdp: pc.localDescription.sdp});
             const resp = await fetch('/api/realtime/webrtc',
                 {method: 'POST', headers: {...headers, 'X-CSRF-Token': csrf.token}, body});
+            const text = await resp.text();
+            await pc.setRemoteDescription({type: 'answer', sdp: text});
             pc.close();
-            return [resp.status, (await resp.json()).code];
+            return [resp.status, resp.headers.get('content-type'), text.startsWith('v=0')];
         }""",
         agent_id,
     )
-    assert answer_status == [501, "webrtc.unavailable"], answer_status
+    assert answer_status == [200, "application/sdp", True], answer_status
+    await expect(page.get_by_role("button", name="Talk")).to_be_enabled()
 
     # The conversation's traces reach the viewer (services export in batches), and the link's page
     # lists them.
@@ -265,3 +273,125 @@ async def walk_through(page: Any, parley: str) -> None:
     await viewer.goto(href)
     await expect(viewer.locator(f"a[href='/traces/{found[0]['trace_id']}']")).to_have_count(1)
     await viewer.close()
+
+
+# ------------------------------------------------------------------------------------------ voice
+
+QUESTION = "What is the weather in Paris today?"
+
+
+async def question_wav(path: Path) -> Path:
+    """The question spoken by espeak-ng, after 4 s of silence (the greeting is said meanwhile) and
+    followed by 3 s of it: what Chromium's fake microphone plays once (`%noloop`)."""
+    import wave
+
+    import numpy as np
+
+    from parley_speech.audio.formats import float_to_pcm16
+    from parley_speech.engines.espeak import EspeakTTS
+
+    tts = EspeakTTS(processes=1)
+    await tts.start()
+    try:
+        speech = np.concatenate([chunk.samples async for chunk in tts.synthesize(QUESTION)])
+    finally:
+        await tts.aclose()
+    rate = tts.sample_rate
+    samples = np.concatenate([np.zeros(4 * rate, np.float32), speech, np.zeros(3 * rate, np.float32)])
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(float_to_pcm16(samples).tobytes())
+    return path
+
+
+@pytest.fixture
+async def talking_page(parley: str, tmp_path: Path) -> AsyncIterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"CI is set and Chromium is not installed at {CHROMIUM}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    wav = await question_wav(tmp_path / "question.wav")
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        context = await browser.new_context(
+            base_url=parley, viewport={"width": 1100, "height": 1000}, permissions=["microphone"]
+        )
+        tab = await context.new_page()
+        tab.set_default_timeout(15_000)
+        errors: list[str] = []
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            yield tab
+            assert errors == [], errors
+        finally:
+            await context.close()
+            await browser.close()
+
+
+async def test_the_playground_talks_in_chromium(talking_page: Any) -> None:
+    page = talking_page
+    try:
+        await talk(page)
+    except BaseException:
+        print(f"screenshot of the failure: {await snapshot(page, 'playground-voice-failure.png')}")
+        raise
+
+
+async def talk(page: Any) -> None:
+    expect = playwright_api.expect
+    await page.goto("/play")
+    await page.get_by_label("Email").fill(f"talk-{time.monotonic_ns()}@example.com")
+    await page.get_by_label("Password").fill("a long password")
+    await page.get_by_role("button", name="Create account").click()
+    await expect(page.locator("#who")).to_contain_text("Signed in as talk-")
+    await page.evaluate(
+        """async (agent) => {
+            const made = await (await fetch('/users/me/agents', {method: 'POST',
+                headers: {'content-type': 'application/json'}, body: JSON.stringify(agent)})).json();
+            await fetch(`/agents/${made.id}/status`, {method: 'PATCH',
+                headers: {'content-type': 'application/json'}, body: JSON.stringify({status: 'live'})});
+        }""",
+        AGENT,
+    )
+    await page.get_by_role("button", name="Reload agents").click()
+    # From the keyboard: focus Talk, press Enter.
+    talk_button = page.get_by_role("button", name="Talk")
+    await expect(talk_button).to_be_enabled()
+    await talk_button.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#voice-status")).to_have_text("In call: speak now.", timeout=20_000)
+    await expect(page.get_by_role("button", name="Hang up")).to_be_focused()
+    # Traces are on (`parley run --traces`): the call's conversation has its link too.
+    trace = page.get_by_role("link", name="Traces of this call")
+    await expect(trace).to_have_attribute("href", re.compile(r"^/traces\?conversation_id=[0-9a-f-]{36}$"))
+    transcript = page.get_by_role("list", name="Voice transcript")
+    await expect(transcript.locator("li.agent").first).to_contain_text("Hi! How can I help?")
+    # The fake microphone says the question; its words come back as the user's line...
+    said = transcript.locator("li.user:not(.interim)")
+    await expect(said.first).to_contain_text(re.compile("weather", re.I), timeout=30_000)
+    await expect(said.first).to_contain_text(re.compile("paris", re.I))
+    # ...and the agent answers it, in text and aloud.
+    await expect(transcript.locator("li.agent").nth(1)).to_contain_text(
+        re.compile("paris", re.I), timeout=20_000
+    )
+    peak = float(await page.locator("#voice-level").get_attribute("data-peak") or "0")
+    assert peak > 0.01, peak
+    playing = await page.evaluate(
+        "() => { const a = document.getElementById('voice-audio');"
+        " return !a.paused && a.srcObject.getAudioTracks().some((t) => t.readyState === 'live'); }"
+    )
+    assert playing
+    await page.wait_for_timeout(500)
+    await snapshot(page, "playground-voice.png")
+    await page.get_by_role("button", name="Hang up").click()
+    await expect(page.locator("#voice-status")).to_have_text("Call ended (client_end).")
+    await expect(transcript).to_contain_text("Call ended: client_end.")
+    await expect(talk_button).to_be_focused()

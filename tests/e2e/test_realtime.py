@@ -320,7 +320,7 @@ async def test_bad_frames_get_precise_errors_and_the_session_lives_on(stack: Sta
         assert again["code"] == "realtime.already_started"
         # input_audio_stream announces exactly one binary frame: the second one is unexpected.
         audio = await error_for({"type": "input_audio_stream"}, b"\x01" * 64)
-        assert audio["code"] == "realtime.audio_unsupported"  # relayed from the runtime, once
+        assert audio["code"] == "realtime.audio_unsupported"  # a text session takes no audio
         assert (await error_for(b"\x01" * 64))["code"] == "realtime.unexpected_binary"
 
         # Over the input rate (burst 30, 50/s): frames are dropped, each one reported.

@@ -41,8 +41,9 @@ EXTENSIONS: dict[str, str] = {
     )
 } | {
     "POST /api/realtime/webrtc: response codes ['200', '400', '401', '403', '429', '500', '501', '502', "
-    "'default'], contract ['200', '400', '401', '403', '429', '500', '502', 'default']": (
-        "501 webrtc.unavailable while this server does not terminate WebRTC media"
+    "'503', 'default'], contract ['200', '400', '401', '403', '429', '500', '502', 'default']": (
+        "501 webrtc.unavailable when the server's media is turned off, 503 webrtc.media_unavailable "
+        "when no media worker can take the call"
     ),
 }
 

@@ -113,6 +113,8 @@ async def stack(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
             gateway_rate_realtime_token="4/minute",
             gateway_auth_cache_ttl_s=0,
             public_url="https://voice.example.com",
+            # The media edge is test_webrtc_media.py's: here a valid offer stops at 501.
+            gateway_webrtc_media=False,
         )
     )
     try:
@@ -296,7 +298,7 @@ async def test_the_offer_csrf_and_sdp_checks(stack: Stack) -> None:
     async with alice.http(stack.gateway, address="10.0.1.1") as http:
         csrf = (await http.get("/api/csrf-token", headers=headers)).json()["token"]
         assert len(csrf) >= 32
-        # A valid offer with its CSRF token: checked through, then 501 until media is served.
+        # A valid offer with its CSRF token: checked through, then 501 (media turned off here).
         resp = await http.post(
             "/api/realtime/webrtc", headers={**headers, CSRF_HEADER: csrf}, json={"sdp": OFFER}
         )

@@ -43,7 +43,7 @@ def test_module_runnable() -> None:
 
 
 def test_service_specs_run_the_requested_number_of_workers() -> None:
-    names = [s.name for s in service_specs(3, 0)]
+    names = [s.name for s in service_specs(3, 0, 0)]
     assert names == ["auth", "catalog", "session_gateway", "runtime-1", "runtime-2", "runtime-3"]
     assert {s.module for s in service_specs(1) if s.name.startswith("runtime")} == {"parley_runtime"}
 
@@ -65,6 +65,16 @@ def test_service_specs_start_the_speech_pool(monkeypatch: pytest.MonkeyPatch) ->
     ]
     monkeypatch.setenv("PARLEY_SPEECH_WORKERS", "0")
     assert [s for s in service_specs(1) if s.module == "parley_speech"] == []
+
+
+def test_service_specs_start_the_media_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARLEY_MEDIA_WORKERS", raising=False)
+    media = [s for s in service_specs(1) if s.module == "parley_media"]
+    assert [(s.name, s.route) for s in media] == [("media-1", None)]  # not behind the edge
+    monkeypatch.setenv("PARLEY_MEDIA_WORKERS", "2")
+    assert [s.name for s in service_specs(1) if s.module == "parley_media"] == ["media-1", "media-2"]
+    monkeypatch.setenv("PARLEY_MEDIA_WORKERS", "0")
+    assert [s for s in service_specs(1) if s.module == "parley_media"] == []
 
 
 def test_busy_port_fails_fast(

@@ -124,3 +124,18 @@ async def test_a_new_connection_is_checked_once_at_once() -> None:
             break
         await asyncio.sleep(0.01)
     assert sorted(answers.asked) == ["fine", "late"] and closed.codes == {"late": "auth.credential_revoked"}
+
+
+async def test_a_token_minted_by_a_session_ends_with_that_session_s_logout() -> None:
+    """A browser's call (a WebRTC media worker's socket) runs on a client token its page's session
+    minted: logging that session out ends it, and no other session's logout does."""
+    live, closed = LiveConnections(Answers(), 30.0), Closed()  # type: ignore[arg-type]
+    session, other_session = uuid.uuid4(), uuid.uuid4()
+    token = Principal(
+        kind=CredentialKind.CLIENT_TOKEN, credential_id=uuid.uuid4(), user_id=ALICE, session_id=session
+    )
+    live.add("realtime", token, "call", closed.closer("call"))
+    await live.on_revoked(RevokedEvent(credential_ids=[other_session], at=datetime.now(UTC)))
+    assert closed.codes == {}
+    await live.on_revoked(RevokedEvent(credential_ids=[session], at=datetime.now(UTC)))
+    assert closed.codes == {"call": "auth.credential_revoked"} and len(live) == 0

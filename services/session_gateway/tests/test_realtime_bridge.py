@@ -111,6 +111,8 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, infra: Any) -> Async
         database_url=infra.database_url,
         log_json=False,
         gateway_tick_interval_s=0.1,
+        gateway_speech_open_timeout_s=0.3,
+        gateway_speech_open_attempts=1,
     )
     app = build_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
@@ -135,6 +137,9 @@ async def handshake(url: str) -> tuple[Any, str]:
     await ws.send(json.dumps({"type": "handshake", "agent_id": AGENT, "channel": "web-voice"}))
     reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert reply["type"] == "handshake_ok", reply
+    # A voice channel: the formats are announced first.
+    announced = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert (announced["type"], announced["name"]) == ("signal", "audio_format"), announced
     return ws, reply["conversation_id"]
 
 
@@ -152,21 +157,28 @@ async def test_frames_become_inputs_and_audio_travels_both_ways(gateway: tuple[s
 
         await ws.send(json.dumps({"type": "input_text", "text": "hello"}))
         assert (await runtime.next_input("input_text"))["text"] == "hello"
-        # An utterance: every binary frame until the next JSON message.
-        await ws.send(json.dumps({"type": "input_audio"}))
-        await ws.send(b"\x01\x02")
-        await ws.send(b"\x03")
-        await ws.send(json.dumps({"type": "cancel"}))
-        first, second = await runtime.next_input("input_audio"), await runtime.next_input("input_audio")
-        assert [(first["mode"], first["audio"]), (second["mode"], second["audio"])] == [
-            ("utterance", b"\x01\x02"),
-            ("utterance", b"\x03"),
-        ]
-        assert (await runtime.next_input("cancel"))["connection_id"] == first["connection_id"]
+        # Audio goes to the speech workers, not the runtime; with none running, a clear error
+        # (the session goes on).
         await ws.send(json.dumps({"type": "input_audio_stream"}))
-        await ws.send(b"\xff" * 10)
-        chunk = await runtime.next_input("input_audio")
-        assert (chunk["mode"], chunk["audio"]) == ("stream", b"\xff" * 10)
+        await ws.send(b"\x01\x02")
+        error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert error["code"] == "realtime.speech_unavailable", error
+        # The agent's audio, published by speech workers on the session's core subject.
+        await runtime.nc.publish(
+            subjects.session_audio_out(conversation),
+            b"\x07\x08",
+            headers={"Parley-Stream": "s1", "Parley-Seq": "0"},
+        )
+        await runtime.nc.publish(  # a duplicate: dropped
+            subjects.session_audio_out(conversation),
+            b"\x07\x08",
+            headers={"Parley-Stream": "s1", "Parley-Seq": "0"},
+        )
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "audio_delta", "size": 2}
+        assert await asyncio.wait_for(ws.recv(), 5) == b"\x07\x08"
+        # `cancel` goes to the runtime; the agent's audio is not relayed until the turn has ended.
+        await ws.send(json.dumps({"type": "cancel"}))
+        assert (await runtime.next_input("cancel"))["type"] == "cancel"
 
         # Output: in order, audio as its JSON header then exactly its bytes.
         await runtime.emit(conversation, ServerTextFull(content="hi"))

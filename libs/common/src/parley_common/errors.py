@@ -154,7 +154,26 @@ class Codes:
         "Too many sessions are being opened at once; retry in a moment.",
     )
     REALTIME_AUDIO_UNSUPPORTED = _register(
-        "realtime.audio_unsupported", 501, "Audio input is not available: no speech-to-text is configured."
+        "realtime.audio_unsupported",
+        409,
+        "This is a text session: open it with channel web-voice or mobile-voice (or audio formats in "
+        "render_directive) to send audio.",
+    )
+    REALTIME_BAD_RENDER_DIRECTIVE = _register(
+        "realtime.bad_render_directive", 400, "Invalid render_directive: {detail}"
+    )
+    REALTIME_UNSUPPORTED_AUDIO_FORMAT = _register(
+        "realtime.unsupported_audio_format",
+        422,
+        "Unsupported {direction} audio format {format}; supported: {supported}.",
+    )
+    REALTIME_UPLOAD_TOO_LARGE = _register(
+        "realtime.upload_too_large", 413, "The audio upload is over {limit} bytes; it was dropped."
+    )
+    REALTIME_SPEECH_UNAVAILABLE = _register(
+        "realtime.speech_unavailable",
+        503,
+        "No speech worker answered; the audio was dropped. Retrying with the next audio ({detail}).",
     )
     # Chat WebSocket (`/chat/ws`): close reasons and `message-error` / `token-refresh-error` texts.
     CHAT_TOKEN_REQUIRED = _register(
@@ -340,6 +359,15 @@ class Codes:
         501,
         "WebRTC media is not available on this server yet; talk over the /realtime WebSocket instead.",
     )
+    WEBRTC_MEDIA_UNAVAILABLE = _register(
+        "webrtc.media_unavailable",
+        503,
+        "No WebRTC media worker could take the call; try again shortly.",
+    )
+    WEBRTC_ANSWER_FAILED = _register(
+        "webrtc.answer_failed", 500, "The SDP offer could not be answered: {detail}"
+    )
+    WEBRTC_MEDIA_LOST = _register("webrtc.media_lost", 503, "The media edge of this call stopped: {detail}")
     # Runtime: LLM providers. Upstream failures of the model provider an agent is configured with;
     # `params.provider` names the engine. They reach clients as realtime `error` events.
     LLM_RATE_LIMITED = _register(

@@ -66,3 +66,11 @@ SPEECH_TTS_FIRST_CHUNK_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 SPEECH_ERRORS = Counter("parley_speech_errors_total", "Speech engine failures.", ["engine", "code"])
+# WebRTC media workers (docs/webrtc.md).
+MEDIA_CALLS_ACTIVE = Gauge("parley_media_calls_active", "WebRTC calls this media worker holds.")
+MEDIA_ANSWER_SECONDS = Histogram(
+    "parley_media_answer_seconds",
+    "An offer taken to its SDP answer (the /realtime handshake included).",
+    buckets=_LATENCY_BUCKETS,
+)
+MEDIA_CALLS_ENDED = Counter("parley_media_calls_ended_total", "WebRTC calls ended, by why.", ["reason"])

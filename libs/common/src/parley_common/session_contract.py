@@ -47,6 +47,7 @@ from parley_common import subjects
 from parley_common.auth_contract import Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.settings import common_settings
+from parley_common.voice_formats import VoiceFormats
 
 # ------------------------------------------------------------------------------ client frames
 
@@ -208,6 +209,9 @@ class SessionStart(BaseModel):
     started_at: datetime
     # The WebSocket connection that opened it (see `ClientConnected`).
     connection_id: str
+    # A voice session (docs/voice.md): the runtime speaks the agent's text in `voice.output`
+    # on `session.<id>.audio.out`. None: text only.
+    voice: VoiceFormats | None = None
 
 
 class _Input(BaseModel):

@@ -63,6 +63,10 @@ SPEECH_SESSION_OPEN: Final = "speech.session.open"
 SPEECH_TTS_SYNTHESIZE: Final = "speech.tts.synthesize"
 SPEECH_TTS_CANCEL: Final = "speech.tts.cancel"
 SPEECH_AUDIO_PREFIX: Final = "speech.audio"
+# WebRTC media workers (media_contract.py, docs/webrtc.md): the session gateway hands a checked
+# SDP offer to any media worker (request/reply, queue group QUEUE_MEDIA), which answers it and
+# bridges the peer to the gateway's own `/realtime` socket.
+MEDIA_WEBRTC_OFFER: Final = "media.webrtc.offer"
 
 # health: every service answers a ping on its own subject (used by readiness checks of peers)
 HEALTH_PING_PREFIX: Final = "health.ping"
@@ -72,6 +76,7 @@ QUEUE_AUTH: Final = "auth"
 QUEUE_CATALOG: Final = "catalog"
 QUEUE_RUNTIME: Final = "runtime"
 QUEUE_SPEECH: Final = "speech"
+QUEUE_MEDIA: Final = "media"
 
 
 def health_ping(service: str) -> str:
@@ -106,6 +111,13 @@ def agent_test_results(run_id: object) -> str:
 def session_speech(conversation_id: str) -> str:
     """Core NATS (not stored): recognition events of the conversation's voice session."""
     return f"{SESSION_PREFIX}.{conversation_id}.speech"
+
+
+def session_audio_out(conversation_id: str) -> str:
+    """Core NATS (never JetStream): the agent's synthesized audio for the conversation's socket.
+    Speech workers publish the chunks (headers `Parley-Stream`, `Parley-Seq`, …; paced at most the
+    TTS lead ahead of real time); the gateway holding the socket relays them as `audio_delta`."""
+    return f"{SESSION_PREFIX}.{conversation_id}.audio.out"
 
 
 def speech_audio(worker_id: str, session_key: str) -> str:

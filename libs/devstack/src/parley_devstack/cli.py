@@ -87,7 +87,17 @@ def speech_workers() -> int:
         return 1
 
 
-def service_specs(workers: int, speech: int | None = None, gateways: int = 1) -> list[ServiceSpec]:
+def media_workers() -> int:
+    """WebRTC media worker processes (`PARLEY_MEDIA_WORKERS`, default 1): each holds many calls."""
+    try:
+        return max(int(os.environ.get("PARLEY_MEDIA_WORKERS", "1")), 0)
+    except ValueError:
+        return 1
+
+
+def service_specs(
+    workers: int, speech: int | None = None, media: int | None = None, gateways: int = 1
+) -> list[ServiceSpec]:
     specs = [
         ServiceSpec("auth", "parley_auth", "auth"),
         ServiceSpec("catalog", "parley_catalog", "catalog"),
@@ -99,6 +109,9 @@ def service_specs(workers: int, speech: int | None = None, gateways: int = 1) ->
     # The speech pool (VAD, STT, TTS), scaled apart from the runtime workers.
     count = speech_workers() if speech is None else speech
     specs += [ServiceSpec(f"speech-{i}", "parley_speech", None) for i in range(1, count + 1)]
+    # The WebRTC media pool (docs/webrtc.md): browsers' peer connections, bridged to /realtime.
+    count = media_workers() if media is None else media
+    specs += [ServiceSpec(f"media-{i}", "parley_media", None) for i in range(1, count + 1)]
     return specs
 
 
@@ -326,6 +339,10 @@ class DevStack:
         for spec in specs:
             self.ports[spec.name] = free_port()
         self.ports["edge_meta"] = free_port()
+        gateway = next((s.name for s in specs if s.module == "parley_session_gateway"), None)
+        if gateway is not None:
+            # Media workers open a gateway's own /realtime (the first one's), not the edge's.
+            env["PARLEY_MEDIA_GATEWAY_URL"] = f"ws://{LOOPBACK}:{self.ports[gateway]}/realtime"
         migrations = {
             m: self._migration(m, env) for m in MIGRATED_MODULES if any(s.module == m for s in specs)
         }

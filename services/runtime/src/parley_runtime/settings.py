@@ -41,6 +41,8 @@ class RuntimeSettings(CommonSettings):
     runtime_agent_cache_ttl_s: float = Field(default=300.0, ge=0)
     # Text deltas arriving within this window of the last one sent are merged into the next.
     runtime_delta_window_ms: float = Field(default=5.0, ge=0)
+    # Voice sessions: a sentence sent to speech synthesis is cut at this length (at a comma or space).
+    runtime_voice_sentence_max_chars: int = Field(default=250, ge=20, le=2000)
     # WEBHOOK nodes: private/loopback destinations are refused unless allowed (SSRF guard).
     runtime_webhook_allow_private: bool = False
     runtime_webhook_max_response_bytes: int = Field(default=64 * 1024, ge=1024)

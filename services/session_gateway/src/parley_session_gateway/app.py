@@ -21,6 +21,7 @@ from parley_session_gateway.octavus.router import router as octavus_router
 from parley_session_gateway.realtime.router import router as realtime_router
 from parley_session_gateway.sessions import GatewayContext
 from parley_session_gateway.settings import GatewaySettings, get_settings
+from parley_session_gateway.webrtc.media import BusMediaEdge
 from parley_session_gateway.webrtc.router import router as webrtc_router
 
 # The streams this gateway writes to or reads from (runtimes declare the same definitions).
@@ -58,5 +59,12 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.voice_limiter = RateLimiter(
         settings.redis_url, redis.connection_pool, key_prefix="parley:gw:rl"
     )
+    if settings.gateway_webrtc_media:
+        app.state.webrtc_media = BusMediaEdge(
+            broker,
+            auth,
+            token_ttl_s=settings.gateway_webrtc_token_ttl_s,
+            answer_timeout_s=settings.gateway_webrtc_answer_timeout_s,
+        )
     install_authenticator(app, auth, cookie_name=settings.gateway_cookie_name)
     return app

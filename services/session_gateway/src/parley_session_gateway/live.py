@@ -59,9 +59,9 @@ class Live:
 
     def credential_keys(self) -> set[UUID]:
         """The credential ids whose revocation ends this connection."""
-        return {self.principal.credential_id} | (
-            {self.principal.api_key_id} if self.principal.api_key_id else set()
-        )
+        # A client token ends with the API key or the browser session that minted it.
+        minted_by = {self.principal.api_key_id, self.principal.session_id} - {None}
+        return {self.principal.credential_id} | {k for k in minted_by if k is not None}
 
 
 class LiveConnections:

@@ -24,6 +24,7 @@ from parley_common.auth_client import AuthClient
 from parley_common.bus import bus_events
 from parley_common.errors import Codes
 from parley_common.session_contract import SessionStart
+from parley_common.voice_formats import VoiceFormats
 from parley_session_gateway.live import LiveConnections
 from parley_session_gateway.realtime.access import Admission, Refused, remember
 from parley_session_gateway.realtime.bridge import OnControl, OnOutput, SessionBridge
@@ -73,9 +74,11 @@ async def open_session(
     on_control: OnControl,
     channel: str | None = None,
     render_directive: str | None = None,
+    voice: VoiceFormats | None = None,
+    conversation_id: UUID | None = None,
 ) -> SessionBridge:
     """A new conversation with the admitted agent, attached before the runtime can answer."""
-    conversation_id = uuid.uuid4()
+    conversation_id = conversation_id or uuid.uuid4()
     await remember(ctx.redis, conversation_id, admission, ctx.settings.gateway_resume_ttl_s)
     bridge = ctx.bridge(conversation_id)
     start = SessionStart(
@@ -84,6 +87,7 @@ async def open_session(
         principal=admission.principal,
         channel=channel,
         render_directive=render_directive,
+        voice=voice,
         started_at=datetime.now(UTC),
         connection_id=connection_id,
         # A client token's `data` (from whoever minted it) becomes the session's variables.

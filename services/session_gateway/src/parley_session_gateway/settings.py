@@ -25,6 +25,21 @@ class GatewaySettings(CommonSettings):
     gateway_input_rate_per_s: float = Field(default=20.0, gt=0)
     gateway_input_burst: int = Field(default=40, ge=1)
     gateway_handshake_timeout_s: float = Field(default=10.0, gt=0)
+    # Voice sessions (docs/voice.md). Audio frames (`input_audio_stream` / `input_audio` headers
+    # and binary frames) have a bucket of their own: 20 ms chunks are 100 frames a second.
+    gateway_audio_frames_per_s: float = Field(default=250.0, gt=0)
+    gateway_audio_frames_burst: int = Field(default=500, ge=1)
+    # An `input_audio` upload ends at the next JSON frame, or after this long without a frame.
+    gateway_upload_idle_s: float = Field(default=1.0, gt=0)
+    gateway_max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Opening recognition on a speech worker: per attempt, attempts, and the pause after a failure.
+    gateway_speech_open_timeout_s: float = Field(default=2.0, gt=0)
+    gateway_speech_open_attempts: int = Field(default=2, ge=1)
+    gateway_speech_retry_s: float = Field(default=2.0, ge=0)
+    # The agent's audio waiting to be written to a slow socket: beyond this, chunks are dropped
+    # (the subscription is bounded; the audio is paced about real time anyway).
+    gateway_audio_out_buffer_msgs: int = Field(default=2000, ge=10)
+    gateway_audio_out_buffer_bytes: int = Field(default=16 * 1024 * 1024, ge=65536)
     # Handshakes (and chat connects) admitted at once: verifying, checking the agent, starting the
     # session. More wait for a slot, up to `gateway_handshake_queue_s`, then are refused with
     # `realtime.server_busy`: a burst queues instead of exhausting auth, the catalog or Redis.
@@ -62,6 +77,14 @@ class GatewaySettings(CommonSettings):
     gateway_rate_realtime_token: str = "10/minute"
     gateway_rate_webrtc_ip: str = "3/minute"
     gateway_realtime_token_ttl_s: int = Field(default=600, ge=60, le=3600)
+    # WebRTC media (docs/webrtc.md): offers go to the media workers (`python -m parley_media`) over
+    # the bus. Off: `POST /api/realtime/webrtc` answers 501 `webrtc.unavailable`.
+    gateway_webrtc_media: bool = True
+    # The client token a media worker opens `/realtime` with: it needs to live only until the
+    # handshake (an open socket outlives its credential's expiry).
+    gateway_webrtc_token_ttl_s: int = Field(default=120, ge=60, le=3600)
+    # How long an offer waits for a media worker's answer (it includes the `/realtime` handshake).
+    gateway_webrtc_answer_timeout_s: float = Field(default=15.0, gt=0, le=60)
 
 
 @lru_cache

@@ -14,10 +14,13 @@ export function createApi() {
   return {
     setKey(value) { key = value || null; },
     get key() { return key; },
-    async call(method, path, body) {
-      const headers = { accept: "application/json" };
+    // `options.headers` are added last (an own `authorization` wins over the key); `options.text`:
+    // the answer's body as text (the SDP answer), not JSON.
+    async call(method, path, body, options = {}) {
+      const headers = { accept: options.text ? "application/sdp" : "application/json" };
       if (body !== undefined) headers["content-type"] = "application/json";
       if (key) headers.authorization = `Bearer ${key}`;
+      Object.assign(headers, options.headers || {});
       const response = await fetch(path, {
         method,
         headers,
@@ -25,6 +28,7 @@ export function createApi() {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
       const text = await response.text();
+      if (options.text && response.ok) return text;
       let data = null;
       try { data = text ? JSON.parse(text) : null; } catch { data = null; }
       if (!response.ok) throw new ApiError(response.status, data);

@@ -1,6 +1,8 @@
-// Parley playground: sign in, pick an agent, chat over /realtime, see turn timings and traces,
-// read and start the agent's adversarial tests. Plain ES modules, no build step, no CDN.
+// Parley playground: sign in, pick an agent, chat over /realtime, talk over WebRTC (voice.js), see
+// turn timings and traces, read and start the agent's adversarial tests. Plain ES modules, no build
+// step, no CDN.
 import { createApi, realtimeUrl } from "./api.js";
+import { createVoice } from "./voice.js";
 
 const $ = (id) => document.getElementById(id);
 const api = createApi();
@@ -61,6 +63,7 @@ $("key-form").addEventListener("submit", async (event) => {
 
 $("sign-out").addEventListener("click", async () => {
   disconnect();
+  voice.stop();
   if (!api.key) { try { await api.call("DELETE", "/auth/sessions/me"); } catch { /* already gone */ } }
   api.setKey(null);
   window.location.reload();
@@ -95,8 +98,17 @@ async function loadAgents() {
 
 function currentAgent() { return state.agents.find((a) => a.id === $("agent").value) || null; }
 
+const voice = createVoice({
+  api,
+  $,
+  agentId: () => currentAgent()?.id || null,
+  agentLabel: () => currentAgent()?.config.name || "the agent",
+  tracesOn: () => state.tracesOn,
+});
+
 async function agentChanged() {
   disconnect();
+  voice.agentChanged();
   await loadTests();
 }
 

@@ -36,7 +36,7 @@ from parley_common import metrics, subjects
 from parley_common.bus import BusEvents
 from parley_common.catalog_contract import AgentSnapshot
 from parley_common.conversation_contract import ConversationEnded, ConversationEndReason, ConversationStarted
-from parley_common.errors import Codes, ErrorCode, ParleyError, envelope
+from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
 from parley_common.jetstream import publish_durably
 from parley_common.session_contract import (
     ClientConnected,
@@ -50,6 +50,7 @@ from parley_common.session_contract import (
     ServerEvent,
     ServerSessionClosed,
     ServerTextDelta,
+    ServerTextFull,
     ServerTurnComplete,
     SessionControl,
     SessionStart,
@@ -57,6 +58,7 @@ from parley_common.session_contract import (
     trace_context,
     trace_headers,
 )
+from parley_common.speech_contract import OutputFormat
 from parley_common.tasks import cancel_and_wait
 from parley_runtime.agents import AgentCache
 from parley_runtime.blueprint.graph import FlowError, Graph
@@ -67,6 +69,7 @@ from parley_runtime.sessions.deltas import DeltaCoalescer
 from parley_runtime.sessions.state import HistoryItem, SessionState
 from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
 from parley_runtime.sessions.streams import InputFeed, Outlet, Received, last_output_index
+from parley_runtime.sessions.voice import TurnVoice
 from parley_runtime.settings import RuntimeSettings
 
 log = structlog.get_logger(__name__)
@@ -107,6 +110,7 @@ class Turn:
     task: asyncio.Task[Outcome] | None = None
     cancel_requested: bool = False
     llm_task: asyncio.Task[None] | None = None
+    voice: TurnVoice | None = None  # a voice session: the turn's text is spoken too
 
 
 @dataclass
@@ -301,6 +305,8 @@ class SessionRunner:
             self.turn.cancel_requested = True
             if self.turn.llm_task is not None:
                 self.turn.llm_task.cancel()
+            if self.turn.voice is not None:
+                self.turn.voice.cancel()  # the synthesis stops; the transcript keeps what was spoken
 
     def _interruptible(self) -> bool:
         return bool(self.snapshot is not None and self.snapshot.config.allow_interruptions)
@@ -315,6 +321,8 @@ class SessionRunner:
         # which is `copy.deepcopy`); what the turn publishes starts empty.
         work = SessionState.model_validate(self.state.model_dump(exclude={"outbox", "tail"}))
         turn = Turn(input_seq=input_seq, work=work)
+        if work.voice_output is not None:
+            turn.voice = self._turn_voice(work.voice_output)
         io = _TurnIO(self, turn)
         interpreter = Interpreter(
             self.graph,
@@ -343,6 +351,23 @@ class SessionRunner:
         # Busy: no silence timeout while the runtime is working (new deadline for the ticks).
         task = asyncio.ensure_future(self._publish_timing())
         task.add_done_callback(_log_failure)
+
+    def _turn_voice(self, output: OutputFormat) -> TurnVoice:
+        assert self.snapshot is not None
+        voice = self.snapshot.config.voice
+
+        async def on_error(error: ErrorEnvelope) -> None:
+            await self._emit(ServerError(code=error.code, message=error.message))
+
+        return TurnVoice(
+            self.deps.nc,
+            str(self.conversation_id),
+            output,
+            voice.tts if voice is not None else None,
+            str(self.snapshot.agent_id),
+            on_error,
+            max_sentence_chars=self.deps.settings.runtime_voice_sentence_max_chars,
+        )
 
     async def _traced_turn(
         self, body: Awaitable[Outcome], headers: Mapping[str, str] | None, seq: int | None
@@ -561,6 +586,9 @@ class _TurnIO:
 
     async def emit(self, event: ServerEvent) -> None:
         await self.runner._emit(event)
+        voice = self.turn.voice
+        if isinstance(event, ServerTextFull) and voice is not None and not voice.cancelled.is_set():
+            await voice.say(event.content)  # the flow goes on once it is spoken (or cancelled)
 
     async def error(self, code: ErrorCode, params: dict[str, Any]) -> None:
         await self.runner._error(code, params)
@@ -575,9 +603,15 @@ class _TurnIO:
 
         deltas = DeltaCoalescer(send, runner.deps.settings.runtime_delta_window_ms / 1000)
 
+        # A voice session speaks the answer sentence by sentence while the LLM writes it.
+        voice = turn.voice
+        spoken = voice.message() if voice is not None and not voice.cancelled.is_set() else None
+
         async def on_text(chunk: str) -> None:
             parts.append(chunk)
             await deltas.add(chunk)
+            if spoken is not None:
+                spoken.push(chunk)
 
         stream = asyncio.create_task(runner.deps.llm.stream(runner.snapshot, system, history, on_text))
         turn.llm_task = stream
@@ -588,6 +622,8 @@ class _TurnIO:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
+                if spoken is not None:
+                    spoken.task.cancel()
                 raise  # the whole turn is being abandoned (end, timeout, shutdown)
             # `cancel` from the client: the answer is what was streamed so far.
         except ParleyError as exc:
@@ -599,7 +635,14 @@ class _TurnIO:
             turn.llm_task = None
             # Whatever was held back goes out: the transcript keeps exactly what the client saw.
             await deltas.close()
-        return "".join(parts)
+        text = "".join(parts)
+        if spoken is not None:
+            spoken.finish()
+            kept = await spoken.result()  # once the last audio is out, or cancelled
+            if kept is not None:
+                # Interrupted: the transcript (and what the LLM remembers) is what was spoken.
+                text = text[:kept].rstrip()
+        return text
 
     async def webhook(self, call: WebhookCall) -> WebhookResult:
         settings = self.runner.deps.settings

@@ -22,6 +22,7 @@ from parley_common.conversation_contract import (
     MessageRole,
 )
 from parley_common.session_contract import SessionOutput, SessionStart, stable_id
+from parley_common.speech_contract import OutputFormat
 
 Phase = Literal["new", "waiting", "closed"]
 
@@ -52,6 +53,8 @@ class SessionState(BaseModel):
     connection_id: str | None = None
     disconnected_at: datetime | None = None
     audio_warned: bool = False
+    # A voice session: the agent's text is also spoken, in this format (sessions/voice.py).
+    voice_output: OutputFormat | None = None
     end_reason: ConversationEndReason | None = None
     outbox: list[ConversationEvent] = Field(default_factory=list)
     tail: list[SessionOutput] = Field(default_factory=list)
@@ -75,6 +78,7 @@ class SessionState(BaseModel):
             variables=variables,
             last_activity_at=start.started_at,
             connection_id=start.connection_id,
+            voice_output=start.voice.output if start.voice is not None else None,
         )
 
     def message(self, role: MessageRole, content: str, at: datetime) -> ConversationMessage:

@@ -37,7 +37,6 @@ from parley_common.session_contract import (
     ClientInputAudioStream,
     ClientInputText,
     ClientMessage,
-    InputAudio,
     InputCancel,
     InputEnd,
     InputText,
@@ -51,12 +50,14 @@ from parley_common.session_contract import (
     SessionInput,
     SessionOutput,
 )
+from parley_common.voice_formats import DirectiveError, VoiceFormats, parse_handshake_voice
 from parley_session_gateway.live import Live
 from parley_session_gateway.realtime.access import Refused, admit, check_resume, touch
 from parley_session_gateway.realtime.bridge import SessionBridge
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 from parley_session_gateway.realtime.origin import socket_credential
 from parley_session_gateway.realtime.ratelimit import TokenBucket
+from parley_session_gateway.realtime.voice import VoiceLink
 from parley_session_gateway.sessions import GatewayContext, open_session
 
 log = structlog.get_logger(__name__)
@@ -82,6 +83,10 @@ class RealtimeConnection:
         self.connection_id = uuid.uuid4().hex
         self.bridge: SessionBridge | None = None
         self.bucket = TokenBucket(self.settings.gateway_input_rate_per_s, self.settings.gateway_input_burst)
+        self.audio_bucket = TokenBucket(
+            self.settings.gateway_audio_frames_per_s, self.settings.gateway_audio_frames_burst
+        )
+        self.voice: VoiceLink | None = None  # a voice session's audio in and out (realtime/voice.py)
         self.audio_mode: Literal["utterance", "stream"] | None = None
         self.timing: SessionControl | None = None
         self.acknowledged = False  # the runtime has confirmed this connection as the live one
@@ -173,12 +178,22 @@ class RealtimeConnection:
                 timeout_s=self.settings.bus_request_timeout_s,
             )
             self.principal, self.credential = admission.principal, credential or ""
+            try:
+                voice = parse_handshake_voice(hello.channel, hello.render_directive)
+            except DirectiveError as exc:
+                raise Refused(exc.code) from None
             if self.resume is not None:
                 conversation_id = await check_resume(ctx.redis, self.resume.conversation_id, admission)
+                if voice.formats is not None:
+                    await self._voice_link(conversation_id, admission.agent_id, voice.formats)
                 self.bridge = ctx.bridge(conversation_id, self.resume.last_event)
                 await self.bridge.attach(self._on_output, self._on_control)
                 await self.bridge.send(self._input(ClientConnected))
             else:
+                conversation_id = uuid.uuid4()
+                if voice.formats is not None:
+                    # Subscribed to the agent's audio before the session starts (the greeting).
+                    await self._voice_link(conversation_id, admission.agent_id, voice.formats)
                 self.bridge = await open_session(
                     ctx,
                     admission,
@@ -186,13 +201,32 @@ class RealtimeConnection:
                     on_output=self._on_output,
                     on_control=self._on_control,
                     channel=hello.channel,
-                    render_directive=hello.render_directive,
+                    render_directive=voice.render_directive,
+                    voice=voice.formats,
+                    conversation_id=conversation_id,
                 )
-                conversation_id = self.bridge.conversation_id
         self.log = self.log.bind(conversation_id=str(conversation_id))
         self.log.info("realtime.session_open", resumed=self.resume is not None, agent_id=admission.agent_id)
         await self._send(ServerHandshakeOK(conversation_id=str(conversation_id)))
+        if self.voice is not None:
+            # Not numbered (like ticks): the gateway's own, not the conversation's.
+            await self._send(self.voice.audio_format_signal())
         self._greeted.set()
+
+    async def _voice_link(self, conversation_id: uuid.UUID, agent_id: str, formats: VoiceFormats) -> None:
+        self.voice = VoiceLink(
+            self.ctx.broker.connection,
+            self.settings,
+            conversation_id=conversation_id,
+            agent_id=agent_id,
+            connection_id=self.connection_id,
+            formats=formats,
+            greeted=self._greeted,
+            send_frame=self._send,
+            send_audio=self._send_agent_audio,
+            forward=self._forward_voice,
+        )
+        await self.voice.start()
 
     def _revoke(self, code: ErrorCode) -> None:
         """The credential was revoked (`LiveConnections`): end the session, close the socket."""
@@ -203,6 +237,9 @@ class RealtimeConnection:
     async def _finish(self) -> None:
         if self.live is not None:
             self.ctx.live.remove(self.live)
+        if self.voice is not None:
+            with contextlib.suppress(Exception):
+                await self.voice.close()
         bridge = self.bridge
         if self.revoked is not None:
             await self._close_revoked(self.revoked)
@@ -249,11 +286,18 @@ class RealtimeConnection:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            if not self.bucket.take():
-                rate = self.settings.gateway_input_rate_per_s
+            text, data = message.get("text"), message.get("bytes")
+            # Audio frames (binary, and the small JSON headers announcing them) have their own budget.
+            audio = data is not None or (text is not None and len(text) < 128 and '"input_audio' in text)
+            bucket = self.audio_bucket if audio else self.bucket
+            if not bucket.take():
+                rate = (
+                    self.settings.gateway_audio_frames_per_s
+                    if audio
+                    else self.settings.gateway_input_rate_per_s
+                )
                 await self._error(Codes.REALTIME_RATE_LIMITED, {"rate": f"{rate:g}"})
                 continue
-            text, data = message.get("text"), message.get("bytes")
             try:
                 if text is not None:
                     await self._on_text(text)
@@ -264,6 +308,8 @@ class RealtimeConnection:
 
     async def _on_text(self, text: str) -> None:
         self.audio_mode = None  # an utterance's binary frames end at the next JSON message
+        if self.voice is not None and self.voice.upload is not None:
+            await self.voice.end_upload()
         size = len(text.encode())
         if size > self.settings.gateway_max_text_frame_bytes:
             raise FrameError(
@@ -274,12 +320,18 @@ class RealtimeConnection:
         if isinstance(frame, ClientHandshake):
             raise FrameError(Codes.REALTIME_ALREADY_STARTED)
         if isinstance(frame, ClientInputText):
+            if self.voice is not None:
+                self.voice.user_input()
             await self._forward(self._input(InputText, text=frame.text), "input_text")
         elif isinstance(frame, ClientInputAudio):
             self.audio_mode = "utterance"
+            if self.voice is not None:
+                self.voice.begin_upload()
         elif isinstance(frame, ClientInputAudioStream):
             self.audio_mode = "stream"
         elif isinstance(frame, ClientCancel):
+            if self.voice is not None:
+                await self.voice.interrupt()  # no further audio of this turn reaches the socket
             await self._forward(self._input(InputCancel), "cancel")
         elif isinstance(frame, ClientEndSession):
             await self._forward(self._input(InputEnd), "end")
@@ -293,7 +345,24 @@ class RealtimeConnection:
         limit = self.settings.gateway_max_binary_frame_bytes
         if len(data) > limit:
             raise FrameError(Codes.REALTIME_FRAME_TOO_LARGE, {"size": len(data), "limit": limit})
-        await self._forward(self._input(InputAudio, mode=mode, audio=data), "input_audio")
+        if self.voice is None:
+            raise FrameError(Codes.REALTIME_AUDIO_UNSUPPORTED)
+        if mode == "stream":
+            await self.voice.stream_chunk(data)
+        elif not await self.voice.add_upload(data):
+            self.audio_mode = None  # the upload ended on its idle timeout: this frame is unannounced
+            raise FrameError(Codes.REALTIME_UNEXPECTED_BINARY)
+
+    async def _forward_voice(self, item: SessionInput, client_id: str | None) -> None:
+        """A voice session's input (a transcript's turn, a barge-in's cancel), stored durably."""
+        assert self.bridge is not None
+        kind = getattr(item, "type", "input")
+        with tracer.start_as_current_span("realtime.input", attributes={"input.type": f"voice.{kind}"}):
+            try:
+                await self.bridge.send(item, client_id)
+            except Exception as exc:
+                self.log.warning("realtime.input_publish_failed", error=str(exc))
+                await self._send(ServerError(code=Codes.SERVICE_UNAVAILABLE.code, message=str(exc)[:200]))
 
     async def _forward(self, item: SessionInput, kind: str) -> None:
         assert self.bridge is not None
@@ -324,6 +393,8 @@ class RealtimeConnection:
                     await self.ws.send_bytes(event.audio)
             else:
                 await self._send(event)
+            if self.voice is not None:
+                await self.voice.observe(event)
         except Exception as exc:  # the socket is gone; the runtime's events stay in the stream
             self.log.info("realtime.send_failed", error=str(exc))
             self._done.set()
@@ -363,6 +434,17 @@ class RealtimeConnection:
                 return
 
     # ----------------------------------------------------------------------------- sending
+
+    async def _send_agent_audio(self, audio: bytes) -> bool:
+        """`audio_delta {size}` then the bytes, unless the agent was interrupted meanwhile."""
+        async with self._send_lock:
+            if self._sealed or (self.voice is not None and self.voice.is_muted()):
+                return False
+            await self.ws.send_text(
+                ServerAudioDelta(size=len(audio), audio=b"").model_dump_json(include={"type", "size"})
+            )
+            await self.ws.send_bytes(audio)
+            return True
 
     async def _send(self, frame: BaseModel) -> None:
         async with self._send_lock:

@@ -44,9 +44,13 @@ def allowed_origins(settings: GatewaySettings) -> frozenset[str]:
 
 
 def socket_credential(ws: WebSocket, settings: GatewaySettings) -> str | None:
-    """The socket's credential: `?token=`, else the session cookie, whose page's origin must be
-    allowed (`realtime.origin_not_allowed` otherwise). Over-long ones are refused as HTTP's are."""
+    """The socket's credential: `?token=` (or `Authorization: Bearer`, for clients that can set
+    headers: the media workers), else the session cookie, whose page's origin must be allowed
+    (`realtime.origin_not_allowed` otherwise). Over-long ones are refused as HTTP's are."""
     token = ws.query_params.get("token")
+    scheme, _, bearer = ws.headers.get("authorization", "").partition(" ")
+    if not token and scheme.lower() == "bearer":
+        token = bearer.strip()
     if token:
         if len(token) > MAX_CREDENTIAL:
             raise Refused(Codes.UNAUTHENTICATED)

@@ -41,6 +41,7 @@ from parley_common.ratelimit import RateLimiter
 from parley_session_gateway.sessions import GatewayContext
 from parley_session_gateway.webrtc import csrf
 from parley_session_gateway.webrtc.binding import bound_agent
+from parley_session_gateway.webrtc.media import MintFailed
 from parley_session_gateway.webrtc.sdp import Offer, invalid, parse_offer
 
 log = structlog.get_logger(__name__)
@@ -50,7 +51,12 @@ router = APIRouter(tags=["chatty"])
 class MediaEdge(Protocol):
     """What answers a checked offer with the SDP answer (the aiortc media edge)."""
 
-    async def answer(self, offer: Offer, agent: AgentAccessReply, principal: Principal) -> str: ...
+    async def answer(
+        self, offer: Offer, agent: AgentAccessReply, principal: Principal, credential: str
+    ) -> str:
+        """The SDP answer. `credential` is the caller's own (to mint the call's client token);
+        raises `ParleyError` for an enveloped refusal, `MintFailed` for the contract's 502."""
+        ...
 
 
 class SdpResponse(Response):
@@ -240,8 +246,9 @@ offer_router = APIRouter(tags=["chatty"], route_class=_OfferRoute)
     summary="WebRTC SDP exchange with Parley's own media edge: offer in, answer out.",
     description=(
         "Body `{ sdp }` (a browser's offer) with `X-CSRF-Token` (GET /api/csrf-token); the answer is "
-        "the raw SDP as `application/sdp`. Rate-limited to 3 req/min/IP. Until this server "
-        "terminates WebRTC media, a valid offer is answered 501 `webrtc.unavailable`."
+        "the raw SDP as `application/sdp`. Rate-limited to 3 req/min/IP. Parley's media workers "
+        "answer it (docs/webrtc.md); with media turned off a valid offer is answered 501 "
+        "`webrtc.unavailable`; 503 `webrtc.media_unavailable` when no media worker can take the call."
     ),
     openapi_extra={
         "parameters": [
@@ -265,6 +272,7 @@ offer_router = APIRouter(tags=["chatty"], route_class=_OfferRoute)
         429: _json_error("Rate limit (3 req/min/IP)."),
         500: _json_error("SDP exchange failed locally."),
         501: _json_error("Parley: WebRTC media is not available on this server (`webrtc.unavailable`)."),
+        503: _json_error("Parley: no media worker could take the call (`webrtc.media_unavailable`)."),
         502: {
             "description": "Local failure minting a client secret.",
             "content": {"application/json": {"schema": RealtimeWebrtcUpstreamError.model_json_schema()}},
@@ -290,7 +298,16 @@ async def exchange_sdp(
     media = _media(request)
     if media is None:
         raise ParleyError(Codes.WEBRTC_UNAVAILABLE)
-    return SdpResponse(await media.answer(offer, binding, principal))
+    found = credential_of(request, ctx.settings.gateway_cookie_name)
+    assert found is not None  # the Authenticator verified this very credential
+    try:
+        answer = await media.answer(offer, binding, principal, found[0])
+    except MintFailed:
+        upstream = RealtimeWebrtcUpstreamError(
+            error="The call's client secret could not be minted.", status=502
+        )
+        return JSONResponse(upstream.model_dump(exclude_none=True), status_code=502)
+    return SdpResponse(answer)
 
 
 router.include_router(offer_router)
