@@ -413,3 +413,20 @@ async def test_the_example_client_speaks_a_wav_and_saves_the_answer(
         assert (w.getframerate(), w.getnchannels()) == (24000, 1)
         audio = w.readframes(w.getnframes())
     assert {"weather", "paris"} <= await voices.words_in(audio)
+
+
+async def test_the_agents_voice_policy_applies(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+    voices: Voices,
+) -> None:
+    """`config.voice.policy` reaches recognition: speech shorter than its `min_speech_ms` is noise."""
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent(), voice={"policy": {"min_speech_ms": 5000}})
+    frames = await spoken_question(voices)
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        await c.until("turn_complete")
+        await c.stream(frames)
+        await c.send({"type": "input_text", "text": "ping"})
+        await c.until("turn_complete")
+        assert not [e for e in c.events if e["type"] == "signal" and e["name"] != "audio_format"]
