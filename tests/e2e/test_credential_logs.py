@@ -208,19 +208,26 @@ async def test_no_credential_in_any_log_span_or_metric(workdir: Path, crm: str) 
             assert (await web.post("/auth/sessions", json=login)).status_code == 201
             credentials["second cookie session"] = web.cookies[cookie_name]
 
-            # Spans: wait for the last step's trace and for every service's spans.
-            def traces() -> list[dict[str, Any]] | None:
+            # Spans: wait for the last step's trace, every service's spans and the runtime's (its
+            # batch exporter flushes on its own schedule).
+            def traces() -> tuple[list[dict[str, Any]], list[str]] | None:
                 listing = httpx.get(f"{parley.url}/traces.json?limit=10000", timeout=10).json()
                 roots = {t["root"] for t in listing}
                 services = {t["service"] for t in listing}
                 wanted = {"parley-auth", "parley-catalog", "parley-session_gateway"}
                 done = "POST /auth/sessions" in roots and "POST /auth/password/reset" in roots
-                return listing if done and wanted <= services else None
+                if not (done and wanted <= services):
+                    return None
+                spans = [
+                    httpx.get(f"{parley.url}/traces/{t['trace_id']}.json", timeout=10).text for t in listing
+                ]
+                names = " ".join(spans)
+                traced = "runtime.webhook" in names and "realtime" in names  # the sessions were traced
+                return (listing, spans) if traced else None
 
-            listing = await asyncio.to_thread(poll, traces, 60, "the flow's traces", parley.assert_running)
-            spans = [httpx.get(f"{parley.url}/traces/{t['trace_id']}.json", timeout=10).text for t in listing]
-            names = " ".join(spans)
-            assert "runtime.webhook" in names and "realtime" in names  # the sessions were traced
+            listing, spans = await asyncio.to_thread(
+                poll, traces, 60, "the flow's traces", parley.assert_running
+            )
             ports = parley.state()["processes"]
             metrics = {
                 name: httpx.get(f"http://127.0.0.1:{ports[name]['port']}/metrics", timeout=10).text

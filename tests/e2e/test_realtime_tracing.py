@@ -71,7 +71,12 @@ async def traced_stack(
     nc = await nats.connect(server_nats.url)
 
     async def verify(msg: Msg) -> None:
-        principal = Principal(kind=CredentialKind.API_KEY, credential_id=uuid.uuid4(), user_id=uuid.uuid4())
+        principal = Principal(
+            kind=CredentialKind.API_KEY,
+            credential_id=uuid.uuid4(),
+            user_id=uuid.uuid4(),
+            scopes=["sessions:write"],
+        )
         await msg.respond(VerifyReply(ok=True, principal=principal).model_dump_json().encode())
 
     async def access(msg: Msg) -> None:

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from parley_common import subjects
 from parley_common.agent_test_contract import AgentTestJob, ensure_streams
 from parley_common.session_contract import trace_context
+from parley_common.tasks import cancel_and_wait
 from parley_runtime.agent_tests.checkpoint import OwnershipLost
 from parley_runtime.agent_tests.runner import RunnerDeps, TestRunner
 
@@ -88,13 +89,8 @@ class AgentTestWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         jobs = list(self.jobs.values())
+        await cancel_and_wait(*(job.task for job in jobs))
         for job in jobs:
-            if job.task is not None:
-                job.task.cancel()
-        for job in jobs:
-            if job.task is not None:
-                with contextlib.suppress(BaseException):
-                    await job.task
             if not job.acked:
                 with contextlib.suppress(Exception):
                     await job.msg.nak()

@@ -17,7 +17,6 @@ write. A worker that takes the session over after a crash:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Mapping
@@ -60,6 +59,7 @@ from parley_common.session_contract import (
     trace_headers,
 )
 from parley_common.speech_contract import OutputFormat
+from parley_common.tasks import cancel_and_wait
 from parley_runtime.agents import AgentCache
 from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.blueprint.interpreter import Interpreter, Outcome, WebhookCall, WebhookResult
@@ -479,9 +479,7 @@ class SessionRunner:
         turn, self.turn = self.turn, None
         if turn is not None and turn.task is not None and not turn.task.done():
             metrics.TURNS.labels("abandoned").inc()
-            turn.task.cancel()
-            with contextlib.suppress(BaseException):
-                await turn.task
+            await cancel_and_wait(turn.task)
 
     # ----------------------------------------------------------------------------- closing
 

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from parley_common import metrics, subjects
 from parley_common.outages import describe, is_outage
 from parley_common.session_contract import STREAMS, SessionStart, ensure_streams
+from parley_common.tasks import cancel_and_wait
 from parley_runtime.sessions.runner import Deps, SessionRunner
 
 log = structlog.get_logger(__name__)
@@ -126,13 +127,8 @@ class SessionWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         claims = list(self.claims.values())
+        await cancel_and_wait(*(claim.task for claim in claims))
         for claim in claims:
-            if claim.task is not None:
-                claim.task.cancel()
-        for claim in claims:
-            if claim.task is not None:
-                with contextlib.suppress(BaseException):
-                    await claim.task
             if not claim.acked:
                 with contextlib.suppress(Exception):
                     await claim.msg.nak()
