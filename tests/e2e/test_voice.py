@@ -430,3 +430,32 @@ async def test_the_agents_voice_policy_applies(
         await c.send({"type": "input_text", "text": "ping"})
         await c.until("turn_complete")
         assert not [e for e in c.events if e["type"] == "signal" and e["name"] != "audio_format"]
+
+
+async def test_speech_workers_killed_while_the_agent_speaks(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+) -> None:
+    """(Last of the module: it leaves no speech worker.) Every speech worker dies in the middle of
+    the agent's answer: one clear `error`, the turn ends, and the session goes on in text."""
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        await c.until("turn_complete")
+        full = await _long_answer_playing(c, 1.0)
+        for worker in speech:
+            if worker.proc is not None and worker.alive():
+                worker.proc.send_signal(signal.SIGKILL)
+        got = await c.until("turn_complete", 30)
+        errors = [e["code"] for e in got if e["type"] == "error"]
+        assert errors in (["speech.worker_lost"], ["bus.timeout"]), got
+        assert "".join(e["chunk"] for e in got if e["type"] == "text_delta") in full
+        # Without speech workers the agent still answers, in text, with one error per turn.
+        await c.send({"type": "input_text", "text": "again"})
+        again = await c.until("turn_complete", 30)
+        assert "".join(e["chunk"] for e in again if e["type"] == "text_delta") == 'You said: "again".'
+        assert [e["code"] for e in again if e["type"] == "error"] == ["bus.timeout"]
+        await c.send({"type": "end"})
+        await c.until("session_closed")
+    messages = (await transcript(stack, user, c.conversation_id))["messages"]
+    assert messages[3:] == [("user", "again"), ("assistant", 'You said: "again".')]
