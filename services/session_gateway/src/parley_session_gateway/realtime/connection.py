@@ -365,7 +365,7 @@ class RealtimeConnection:
                 await self.bridge.send(item, client_id)
             except Exception as exc:
                 self.log.warning("realtime.input_publish_failed", error=str(exc))
-                await self._send(ServerError(code=Codes.SERVICE_UNAVAILABLE.code, message=str(exc)[:200]))
+                await self._send(FrameError(Codes.SERVICE_UNAVAILABLE).event())
 
     async def _forward(self, item: SessionInput, kind: str) -> None:
         assert self.bridge is not None
