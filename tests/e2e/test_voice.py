@@ -178,6 +178,28 @@ async def test_cancel_stops_the_audio_and_keeps_what_was_spoken(
     assert messages[3:] == [("user", "again"), ("assistant", 'You said: "again".')]
 
 
+async def test_a_greeting_cut_short_is_kept_as_far_as_it_was_spoken(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+) -> None:
+    user = await signup(stack)
+    greeting = "Hello and welcome. I can tell you about the weather, book a table, and find a train."
+    nodes, edges = chat_agent()
+    nodes[0]["data"]["greeting"] = greeting
+    agent = await make_agent(stack, user, nodes, edges)
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        while len(c.audio) < 1.5 * 48000:
+            await c.recv()
+        await c.send({"type": "cancel"})
+        await c.until("turn_complete")
+        await c.send({"type": "end"})
+        await c.until("session_closed")
+    messages = (await transcript(stack, user, c.conversation_id))["messages"]
+    assert len(messages) == 1 and messages[0][0] == "assistant", messages
+    kept = messages[0][1]
+    assert greeting.startswith(kept) and 0 < len(kept) < len(greeting) - 20, kept
+
+
 async def test_barge_in_stops_the_agent_and_the_user_is_answered(
     stack: Stack,  # noqa: F811
     speech: list[ManagedProcess],
