@@ -178,6 +178,28 @@ async def test_cancel_stops_the_audio_and_keeps_what_was_spoken(
     assert messages[3:] == [("user", "again"), ("assistant", 'You said: "again".')]
 
 
+async def test_a_greeting_cut_short_is_kept_as_far_as_it_was_spoken(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+) -> None:
+    user = await signup(stack)
+    greeting = "Hello and welcome. I can tell you about the weather, book a table, and find a train."
+    nodes, edges = chat_agent()
+    nodes[0]["data"]["greeting"] = greeting
+    agent = await make_agent(stack, user, nodes, edges)
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        while len(c.audio) < 1.5 * 48000:
+            await c.recv()
+        await c.send({"type": "cancel"})
+        await c.until("turn_complete")
+        await c.send({"type": "end"})
+        await c.until("session_closed")
+    messages = (await transcript(stack, user, c.conversation_id))["messages"]
+    assert len(messages) == 1 and messages[0][0] == "assistant", messages
+    kept = messages[0][1]
+    assert greeting.startswith(kept) and 0 < len(kept) < len(greeting) - 20, kept
+
+
 async def test_barge_in_stops_the_agent_and_the_user_is_answered(
     stack: Stack,  # noqa: F811
     speech: list[ManagedProcess],
@@ -413,3 +435,49 @@ async def test_the_example_client_speaks_a_wav_and_saves_the_answer(
         assert (w.getframerate(), w.getnchannels()) == (24000, 1)
         audio = w.readframes(w.getnframes())
     assert {"weather", "paris"} <= await voices.words_in(audio)
+
+
+async def test_the_agents_voice_policy_applies(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+    voices: Voices,
+) -> None:
+    """`config.voice.policy` reaches recognition: speech shorter than its `min_speech_ms` is noise."""
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent(), voice={"policy": {"min_speech_ms": 5000}})
+    frames = await spoken_question(voices)
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        await c.until("turn_complete")
+        await c.stream(frames)
+        await c.send({"type": "input_text", "text": "ping"})
+        await c.until("turn_complete")
+        assert not [e for e in c.events if e["type"] == "signal" and e["name"] != "audio_format"]
+
+
+async def test_speech_workers_killed_while_the_agent_speaks(
+    stack: Stack,  # noqa: F811
+    speech: list[ManagedProcess],
+) -> None:
+    """(Last of the module: it leaves no speech worker.) Every speech worker dies in the middle of
+    the agent's answer: one clear `error`, the turn ends, and the session goes on in text."""
+    user = await signup(stack)
+    agent = await make_agent(stack, user, *chat_agent())
+    async with voice_session(stack.gateway_url, agent, cookie=user.cookie) as c:
+        await c.until("turn_complete")
+        full = await _long_answer_playing(c, 1.0)
+        for worker in speech:
+            if worker.proc is not None and worker.alive():
+                worker.proc.send_signal(signal.SIGKILL)
+        got = await c.until("turn_complete", 30)
+        errors = [e["code"] for e in got if e["type"] == "error"]
+        assert errors in (["speech.worker_lost"], ["bus.timeout"]), got
+        assert "".join(e["chunk"] for e in got if e["type"] == "text_delta") in full
+        # Without speech workers the agent still answers, in text, with one error per turn.
+        await c.send({"type": "input_text", "text": "again"})
+        again = await c.until("turn_complete", 30)
+        assert "".join(e["chunk"] for e in again if e["type"] == "text_delta") == 'You said: "again".'
+        assert [e["code"] for e in again if e["type"] == "error"] == ["bus.timeout"]
+        await c.send({"type": "end"})
+        await c.until("session_closed")
+    messages = (await transcript(stack, user, c.conversation_id))["messages"]
+    assert messages[3:] == [("user", "again"), ("assistant", 'You said: "again".')]

@@ -12,7 +12,7 @@ from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.blueprint import Blueprint
 from parley_common.conversation_contract import ConversationEndReason, ConversationMessage
 from parley_common.errors import ErrorCode
-from parley_common.session_contract import MailRequest, ServerEvent, SessionStart
+from parley_common.session_contract import MailRequest, ServerEvent, ServerTextFull, SessionStart
 from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.blueprint.interpreter import Interpreter, WebhookCall, WebhookResult
 from parley_runtime.sessions.state import HistoryItem, SessionState
@@ -33,6 +33,10 @@ class World:
 
     async def emit(self, event: ServerEvent) -> None:
         self.events.append(event.model_dump(mode="json"))
+
+    async def say(self, text: str) -> str:
+        await self.emit(ServerTextFull(content=text))
+        return text
 
     async def answer(self, system: str, history: list[HistoryItem]) -> str:
         self.prompts.append(system)

@@ -64,6 +64,9 @@ class AgentAccessReply(BaseModel):
     owner_org_id: UUID | None = None
     model: str | None = None
     voice: str | None = None
+    # The agent's `config.voice` (engines, policy; secret *names* only): the gateway opens a voice
+    # session's recognition with it.
+    voice_config: AgentVoiceConfig | None = None
 
 
 class AgentResolveRequest(BaseModel):

@@ -80,6 +80,7 @@ def register(broker: NatsBroker, ctx: CatalogContext) -> None:
             owner_org_id=agent.owner_org_id,
             model=chatty.model_name(config),
             voice=chatty.voice_name(config),
+            voice_config=config.voice,
         )
 
     @broker.subscriber(subjects.CATALOG_AGENT_RESOLVE, queue=subjects.QUEUE_CATALOG)

@@ -42,7 +42,6 @@ from parley_common.session_contract import (
     MailRequest,
     ServerEvent,
     ServerFlowComplete,
-    ServerTextFull,
     ServerTransfer,
     stable_id,
 )
@@ -76,6 +75,11 @@ class TurnIO(Protocol):
     def now(self) -> datetime: ...
 
     async def emit(self, event: ServerEvent) -> None: ...
+
+    async def say(self, text: str) -> str:
+        """Send a whole message (`text_full`); the part of it the user got: all of it, unless a
+        voice session was interrupted while it was being spoken."""
+        ...
 
     async def answer(self, system: str, history: list[HistoryItem]) -> str:
         """Stream an LLM answer to the client; the text streamed (partial when cancelled)."""
@@ -236,9 +240,10 @@ class Interpreter:
         text = await self._render(state, node_id, template)
         if not text:
             return
-        await self.io.emit(ServerTextFull(content=text))
-        state.message(MessageRole.ASSISTANT, text, self.io.now())
-        state.remember("assistant", text, self.history_limit)
+        kept = await self.io.say(text)
+        if kept:
+            state.message(MessageRole.ASSISTANT, kept, self.io.now())
+            state.remember("assistant", kept, self.history_limit)
 
     async def _llm_answer(self, state: SessionState, node_id: str, data: DialogData) -> None:
         parts = [self.system_prompt.strip()]

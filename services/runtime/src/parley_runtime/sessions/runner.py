@@ -586,9 +586,16 @@ class _TurnIO:
 
     async def emit(self, event: ServerEvent) -> None:
         await self.runner._emit(event)
+
+    async def say(self, text: str) -> str:
+        await self.runner._emit(ServerTextFull(content=text))
         voice = self.turn.voice
-        if isinstance(event, ServerTextFull) and voice is not None and not voice.cancelled.is_set():
-            await voice.say(event.content)  # the flow goes on once it is spoken (or cancelled)
+        if voice is None:
+            return text
+        # A voice session: the flow goes on once it is spoken; interrupted, the transcript keeps
+        # what was spoken of it.
+        kept = await voice.say(text)
+        return text if kept is None else text[:kept].rstrip()
 
     async def error(self, code: ErrorCode, params: dict[str, Any]) -> None:
         await self.runner._error(code, params)

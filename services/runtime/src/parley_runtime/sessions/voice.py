@@ -18,7 +18,6 @@ per turn; the text is answered as usual, only silent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from parley_common.errors import ErrorEnvelope, ParleyError, envelope
 from parley_common.sentences import Sentence, SentenceSplitter
 from parley_common.speech_client import TtsStream, TtsSummary
 from parley_common.speech_contract import OutputFormat, VoiceEngineConfig
+from parley_common.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -130,9 +130,7 @@ class SpokenMessage:
             if self.task in done and not self.voice.cancelled.is_set():
                 self.voice.spoken.append(self.task.result())
                 return None
-            self.task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.task
+            await cancel_and_wait(self.task)
             summary = await self.tts.cancel("cancel")
             self.voice.spoken.append(summary)
             return summary.text_end

@@ -22,6 +22,7 @@ from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.bus import request
 from parley_common.catalog_contract import AgentAccessReply, AgentAccessRequest
 from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError
+from parley_common.speech_contract import AgentVoiceConfig
 
 SESSION_SCOPE = "sessions:write"  # what an API key needs to open a session with an agent
 
@@ -38,6 +39,7 @@ class Refused(ParleyError):
 class Admission:
     principal: Principal
     agent_id: str  # as the catalog names it (what the runtime resolves)
+    voice: AgentVoiceConfig | None = None  # the agent's `config.voice` (voice sessions)
 
 
 def same_agent(a: str | None, b: str | None) -> bool:
@@ -81,7 +83,7 @@ async def admit(
         same_agent(principal.agent_id, agent_id) or same_agent(principal.agent_id, canonical)
     ):
         raise Refused(Codes.REALTIME_TOKEN_SCOPE_MISMATCH)
-    return Admission(principal=principal, agent_id=canonical)
+    return Admission(principal=principal, agent_id=canonical, voice=reply.voice_config)
 
 
 # ---------------------------------------------------------------------------------- resumption

@@ -52,7 +52,7 @@ from parley_common.session_contract import (
 )
 from parley_common.voice_formats import DirectiveError, VoiceFormats, parse_handshake_voice
 from parley_session_gateway.live import Live
-from parley_session_gateway.realtime.access import Refused, admit, check_resume, touch
+from parley_session_gateway.realtime.access import Admission, Refused, admit, check_resume, touch
 from parley_session_gateway.realtime.bridge import SessionBridge
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 from parley_session_gateway.realtime.origin import socket_credential
@@ -185,7 +185,7 @@ class RealtimeConnection:
             if self.resume is not None:
                 conversation_id = await check_resume(ctx.redis, self.resume.conversation_id, admission)
                 if voice.formats is not None:
-                    await self._voice_link(conversation_id, admission.agent_id, voice.formats)
+                    await self._voice_link(conversation_id, admission, voice.formats)
                 self.bridge = ctx.bridge(conversation_id, self.resume.last_event)
                 await self.bridge.attach(self._on_output, self._on_control)
                 await self.bridge.send(self._input(ClientConnected))
@@ -193,7 +193,7 @@ class RealtimeConnection:
                 conversation_id = uuid.uuid4()
                 if voice.formats is not None:
                     # Subscribed to the agent's audio before the session starts (the greeting).
-                    await self._voice_link(conversation_id, admission.agent_id, voice.formats)
+                    await self._voice_link(conversation_id, admission, voice.formats)
                 self.bridge = await open_session(
                     ctx,
                     admission,
@@ -213,12 +213,15 @@ class RealtimeConnection:
             await self._send(self.voice.audio_format_signal())
         self._greeted.set()
 
-    async def _voice_link(self, conversation_id: uuid.UUID, agent_id: str, formats: VoiceFormats) -> None:
+    async def _voice_link(
+        self, conversation_id: uuid.UUID, admission: Admission, formats: VoiceFormats
+    ) -> None:
         self.voice = VoiceLink(
             self.ctx.broker.connection,
             self.settings,
             conversation_id=conversation_id,
-            agent_id=agent_id,
+            agent_id=admission.agent_id,
+            agent_voice=admission.voice,
             connection_id=self.connection_id,
             formats=formats,
             greeted=self._greeted,
@@ -362,7 +365,7 @@ class RealtimeConnection:
                 await self.bridge.send(item, client_id)
             except Exception as exc:
                 self.log.warning("realtime.input_publish_failed", error=str(exc))
-                await self._send(ServerError(code=Codes.SERVICE_UNAVAILABLE.code, message=str(exc)[:200]))
+                await self._send(FrameError(Codes.SERVICE_UNAVAILABLE).event())
 
     async def _forward(self, item: SessionInput, kind: str) -> None:
         assert self.bridge is not None

@@ -53,6 +53,7 @@ from parley_common.speech_client import RecognitionClient
 from parley_common.speech_contract import (
     HDR_SEQ,
     HDR_STREAM,
+    AgentVoiceConfig,
     BargeIn,
     InputFormat,
     NoSpeech,
@@ -83,6 +84,7 @@ class VoiceLink:
         *,
         conversation_id: UUID,
         agent_id: str,
+        agent_voice: AgentVoiceConfig | None = None,
         connection_id: str,
         formats: VoiceFormats,
         greeted: asyncio.Event,
@@ -92,6 +94,7 @@ class VoiceLink:
     ) -> None:
         self.nc, self.settings = nc, settings
         self.conversation_id, self.agent_id = conversation_id, agent_id
+        self.agent_voice = agent_voice
         self.connection_id = connection_id
         self.formats = formats
         self.greeted = greeted
@@ -217,6 +220,8 @@ class VoiceLink:
                 conversation_id=str(self.conversation_id),
                 agent_id=self.agent_id,
                 input=fmt,
+                stt=self.agent_voice.stt if self.agent_voice else None,
+                policy=self.agent_voice.policy if self.agent_voice else None,
                 agent_speaking=self.speaking,
             )
             client = RecognitionClient(
@@ -310,6 +315,9 @@ class VoiceLink:
         """Barge-in or `cancel`: stop relaying the agent's audio now, until the turn has ended."""
         if self.answering or self.speaking:
             self.muted = True
+        if self._stream is not None:
+            self._old_streams.append(self._stream)  # its late chunks never reach the socket
+            self._stream, self._seq = None, -1
         await self._set_speaking(False)
 
     def user_input(self) -> None:
