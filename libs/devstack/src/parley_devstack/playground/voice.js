@@ -10,7 +10,7 @@
 const SILENCE_LOST_MS = 5000;
 
 export function createVoice({ api, $, agentId, agentLabel, tracesOn }) {
-  const call = { pc: null, channel: null, mic: null, lastHeard: 0, watchdog: null, meter: null, interim: null, bubble: null, ended: true };
+  const call = { agent: null, pc: null, channel: null, mic: null, lastHeard: 0, watchdog: null, meter: null, interim: null, bubble: null, ended: true };
 
   function say(id, text) { $(id).textContent = text || ""; }
 
@@ -144,6 +144,7 @@ export function createVoice({ api, $, agentId, agentLabel, tracesOn }) {
     const agent = agentId();
     if (!agent || !call.ended) return;
     call.ended = false;
+    call.agent = agent;
     setInCall(true);
     say("voice-error", "");
     $("voice-transcript").replaceChildren();
@@ -165,6 +166,7 @@ export function createVoice({ api, $, agentId, agentLabel, tracesOn }) {
       const channel = pc.createDataChannel("events");
       call.channel = channel;
       channel.onmessage = (message) => {
+        if (call.channel !== channel) return; // a call already hung up: its late events are not ours
         try { onEvent(JSON.parse(message.data)); } catch (error) { say("voice-error", String(error)); }
       };
       channel.onclose = () => { if (!call.ended) hangUp("The call's connection closed."); };
@@ -233,7 +235,11 @@ export function createVoice({ api, $, agentId, agentLabel, tracesOn }) {
   $("voice").addEventListener("keydown", (event) => { if (event.key === "Escape") cancel(); });
 
   return {
-    agentChanged() { if (!call.ended) hangUp("Not in a call."); setInCall(false); },
+    agentChanged() {
+      // Only another agent ends the call (the list is refreshed while a call may be running).
+      if (!call.ended && agentId() !== call.agent) hangUp("Not in a call.");
+      if (call.ended) setInCall(false);
+    },
     stop() { if (!call.ended) hangUp("Not in a call."); },
   };
 }
