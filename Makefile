@@ -29,11 +29,13 @@ install: $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv)
 run: install
 	$(UV) run --frozen parley run $(if $(PARLEY_TRACES),--traces)
 
+# The suite runs a test module per process, PYTEST_WORKERS at a time (default 2: most e2e time is
+# spent waiting on sockets and subprocesses, so two share two cores well).
 test: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n $${PYTEST_WORKERS:-2} --dist loadfile
 
 lint: install
 	$(UV) run --frozen ruff check .

@@ -31,6 +31,7 @@ import nats
 import numpy as np
 import pytest
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from parley_common import subjects
 from parley_common.chatty_contract import AGENT_HEADER, CSRF_HEADER
@@ -42,6 +43,7 @@ from parley_speech.audio.formats import float_to_pcm16
 from .voice_support import Voices, words
 
 START_TIMEOUT_S = 120
+ACK_WAIT_S = 2.0  # a dead runtime worker's sessions move to the other one after this
 PACE_MS = 20
 QUESTION = "What is the weather in Paris today?"
 
@@ -75,15 +77,21 @@ class Parley:
         return state
 
 
-def _nats_url(home: Path) -> str:
-    """The NATS server `parley run` started (its summary's `infra` line)."""
+def _infra_url(home: Path, scheme: str) -> str:
+    """A server `parley run` started (its summary's `infra` line: NATS, Redis, PostgreSQL URLs)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         for line in (home / "parley.out").read_text(errors="replace").splitlines():
-            if line.strip().startswith("infra") and "nats://" in line:
-                return line.split()[1]
+            if line.strip().startswith("infra"):
+                urls = [u for u in line.split()[1:] if u.startswith(f"{scheme}://")]
+                if urls:
+                    return urls[0]
         time.sleep(0.2)
-    raise AssertionError("parley run did not print its NATS URL")
+    raise AssertionError(f"parley run did not print its {scheme} URL")
+
+
+def _nats_url(home: Path) -> str:
+    return _infra_url(home, "nats")
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +101,20 @@ def parley() -> Iterator[Parley]:
     env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
     env = {k: v for k, v in env.items() if not k.startswith("PARLEY_LLM_")}
     env.update(
+        # Two runtime workers, and a dead one's sessions move on quickly (the worker-kill test).
+        PARLEY_RUNTIME_CLAIM_ACK_WAIT_S=str(ACK_WAIT_S),
+        PARLEY_RUNTIME_RECONNECT_GRACE_S="1.5",
         PARLEY_SPEECH_WORKERS="1",
         PARLEY_SPEECH_TTS_PROCESSES="1",
         PARLEY_MEDIA_WORKERS="1",
         PARLEY_RUNTIME_BUILTIN_PACE_MS=str(PACE_MS),
         # Each test makes a few offers from this one address.
         PARLEY_GATEWAY_RATE_WEBRTC_IP="1000/minute",
+        PARLEY_AUTH_RATE_SIGNUP_IP="1000/minute",  # a caller per test, all from this address
     )
     out = (workdir / "parley.out").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "parley_devstack", "run", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "parley_devstack", "run", "--port", str(port), "--workers", "2"],
         cwd=workdir,
         env=env,
         stdout=out,
@@ -517,3 +529,37 @@ async def test_the_gateway_killed_under_a_call(parley: Parley, caller: Caller) -
         await again.wait_event("text_full", timeout=15)
     finally:
         await again.close()
+
+
+async def test_the_runtime_worker_killed_under_a_call(parley: Parley, caller: Caller) -> None:
+    """As on the other edges: the call's conversation moves to the other runtime worker (JetStream
+    redelivery), the call itself stays up, and the next turn is answered once, nothing doubled."""
+    peer, conversation_id = await connected_call(caller)
+    processes = parley.run_state()["processes"]
+    redis = Redis.from_url(_infra_url(parley.home, "redis"), decode_responses=True)
+    try:
+        owner = await redis.get(f"parley:rt:session:{conversation_id}:owner")
+    finally:
+        await redis.aclose()
+    assert owner, "no runtime worker holds the call's session"
+    (victim,) = [n for n, p in processes.items() if n.startswith("runtime-") and f"-{p['pid']}-" in owner]
+    try:
+        os.kill(int(processes[victim]["pid"]), signal.SIGKILL)
+        peer.send({"type": "input_text", "text": "second question"})
+        await until(
+            lambda: len(peer.find("turn_complete")) >= 3,
+            timeout=ACK_WAIT_S + 20,
+            what="the turn after the kill",
+        )
+        assert not peer.find("session_closed") and not peer.channel_closed.is_set()
+    finally:
+        await peer.close()
+    said = await messages(caller, conversation_id)
+    contents = [c for _, c in said]
+    assert contents.count("first question") == 1 and contents.count("second question") == 1, said
+    assert [r for r, _ in said].count("assistant") == 3, said  # greeting and two answers, none doubled
+    await until(
+        lambda: int(parley.run_state()["processes"][victim]["pid"]) != int(processes[victim]["pid"]),
+        timeout=20,
+        what="the runtime worker's restart",
+    )
