@@ -39,6 +39,10 @@ from parley_auth.app import build_app
 from parley_auth.migrate import upgrade
 from parley_auth.settings import AuthSettings
 
+# One test item per API operation, all with the same node id: pytest-xdist would run only one
+# of them, so `make test` runs this module in its own, serial, pytest run.
+pytestmark = pytest.mark.serial
+
 MAX_EXAMPLES = 25
 SEED = 20240601
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

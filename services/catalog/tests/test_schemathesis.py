@@ -47,6 +47,10 @@ from parley_common import subjects
 from .conftest import auth_settings_for, catalog_settings_for
 from .support import COOKIE, PASSWORD, valid_blueprint
 
+# One test item per API operation, all with the same node id: pytest-xdist would run only one
+# of them, so `make test` runs this module in its own, serial, pytest run.
+pytestmark = pytest.mark.serial
+
 MAX_EXAMPLES = 20
 SEED = 20261121
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
