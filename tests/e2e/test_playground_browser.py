@@ -22,11 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,8 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from parley_devstack.servers import free_port
+from tests.e2e.harness.parley_run import parley_run
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
@@ -48,7 +42,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(os.environ.get("PARLEY_TEST_ARTIFACTS", REPO / "test-artifacts"))
-START_TIMEOUT_S = 120
 PACE_MS = 30  # the built-in engine's pause before each word: a long answer takes a few seconds
 
 AGENT = {
@@ -83,47 +76,14 @@ playwright_api = pytest.importorskip("playwright.async_api")
 @pytest.fixture(scope="module")
 def parley() -> Iterator[str]:
     """`parley run --traces` in a directory of its own; yields the edge's URL."""
-    # Not tmp_path: as root, PostgreSQL runs as another user that must traverse every parent.
-    workdir = Path(tempfile.mkdtemp(prefix="parley-play-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
-    env = {k: v for k, v in env.items() if not k.startswith("PARLEY_LLM_")}
-    env.update(
+    env = dict(
         PARLEY_SPEECH_WORKERS="1",
         PARLEY_SPEECH_TTS_PROCESSES="1",
         PARLEY_MEDIA_WORKERS="1",
         PARLEY_RUNTIME_BUILTIN_PACE_MS=str(PACE_MS),
     )
-    out = (workdir / "parley.out").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "parley_devstack", "run", "--port", str(port), "--workers", "1", "--traces"],
-        cwd=workdir,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, (workdir / "parley.out").read_text(errors="replace")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "parley run did not get ready"
-            time.sleep(0.3)
+    with parley_run("parley-play-", ["--workers", "1", "--traces"], env) as (url, _):
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        out.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,11 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,17 +28,16 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from tests.e2e.harness.parley_run import parley_run
 
 from parley_common import subjects
 from parley_common.chatty_contract import AGENT_HEADER, CSRF_HEADER
 from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
-from parley_devstack.servers import free_port
 from parley_media.client import RATE, ClientPeer, PcmTrack
 from parley_speech.audio.formats import float_to_pcm16
 
 from .voice_support import Voices, words
 
-START_TIMEOUT_S = 120
 ACK_WAIT_S = 2.0  # a dead runtime worker's sessions move to the other one after this
 PACE_MS = 20
 QUESTION = "What is the weather in Paris today?"
@@ -96,11 +91,7 @@ def _nats_url(home: Path) -> str:
 
 @pytest.fixture(scope="module")
 def parley() -> Iterator[Parley]:
-    workdir = Path(tempfile.mkdtemp(prefix="parley-webrtc-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"NATS_URL", "REDIS_URL", "DATABASE_URL"}}
-    env = {k: v for k, v in env.items() if not k.startswith("PARLEY_LLM_")}
-    env.update(
+    env = dict(
         # Two runtime workers, and a dead one's sessions move on quickly (the worker-kill test).
         PARLEY_RUNTIME_CLAIM_ACK_WAIT_S=str(ACK_WAIT_S),
         PARLEY_RUNTIME_RECONNECT_GRACE_S="1.5",
@@ -112,36 +103,8 @@ def parley() -> Iterator[Parley]:
         PARLEY_GATEWAY_RATE_WEBRTC_IP="1000/minute",
         PARLEY_AUTH_RATE_SIGNUP_IP="1000/minute",  # a caller per test, all from this address
     )
-    out = (workdir / "parley.out").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "parley_devstack", "run", "--port", str(port), "--workers", "2"],
-        cwd=workdir,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, (workdir / "parley.out").read_text(errors="replace")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "parley run did not get ready"
-            time.sleep(0.3)
-        yield Parley(url, workdir)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        out.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with parley_run("parley-webrtc-", ["--workers", "2"], env) as (url, home):
+        yield Parley(url, home)
 
 
 @dataclass
