@@ -9,13 +9,11 @@ import httpx
 import structlog
 from fastapi import FastAPI
 
-from parley_catalog import handlers
-from parley_catalog.agent_tests.consumer import ResultConsumer
+from parley_catalog import bus
 from parley_catalog.agent_tests.router import router as agent_tests_router
 from parley_catalog.agents.router import router as agents_router
 from parley_catalog.chatty.router import router as chatty_router
 from parley_catalog.context import CatalogContext
-from parley_catalog.conversations.consumer import ConversationConsumer
 from parley_catalog.conversations.router import router as conversations_router
 from parley_catalog.crypto import SecretBox
 from parley_catalog.db import Database
@@ -52,9 +50,7 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
         box=SecretBox(settings.catalog_secret_key),
         http=_webhook_client(settings),
     )
-    handlers.register(kit.broker, ctx)
-    consumer = ConversationConsumer(settings, db)
-    test_results = ResultConsumer(settings, db)
+    consumers = bus.subscribe(kit, ctx)  # every subscription of the catalog: see bus.py
 
     @kit.before_broker
     @asynccontextmanager
@@ -67,17 +63,6 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
             yield
         finally:
             await ctx.http.aclose()
-
-    @kit.part
-    @asynccontextmanager
-    async def consumers(_: FastAPI) -> AsyncIterator[None]:
-        try:
-            await consumer.start(kit.broker.connection)
-            await test_results.start(kit.broker.connection)
-            yield
-        finally:
-            await test_results.stop()
-            await consumer.stop()
 
     app = kit.build_app(
         title="Parley catalog",
@@ -94,6 +79,6 @@ def build_app(settings: CatalogSettings | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     install_authenticator(app, ctx.auth, cookie_name=settings.catalog_cookie_name)
-    app.state.consumer = consumer
-    app.state.test_results = test_results
+    app.state.consumer = consumers.conversations
+    app.state.test_results = consumers.test_results
     return app
