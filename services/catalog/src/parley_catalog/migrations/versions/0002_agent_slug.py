@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from parley_catalog.migration_columns import SCHEMA, create_index, drop_index, string
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -17,26 +19,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("agents", sa.Column("slug", sa.String(), nullable=True), schema="catalog")
-    op.create_index(
-        "ix_agents_user_slug",
-        "agents",
-        ["owner_user_id", "slug"],
-        unique=True,
-        schema="catalog",
-        postgresql_where=sa.text("deleted_at IS NULL AND slug IS NOT NULL AND owner_user_id IS NOT NULL"),
-    )
-    op.create_index(
-        "ix_agents_org_slug",
-        "agents",
-        ["owner_org_id", "slug"],
-        unique=True,
-        schema="catalog",
-        postgresql_where=sa.text("deleted_at IS NULL AND slug IS NOT NULL AND owner_org_id IS NOT NULL"),
-    )
+    op.add_column("agents", string("slug", null=True), schema=SCHEMA)
+    for owner in ("user", "org"):
+        create_index(
+            f"ix_agents_{owner}_slug",
+            "agents",
+            [f"owner_{owner}_id", "slug"],
+            unique=True,
+            postgresql_where=sa.text(
+                f"deleted_at IS NULL AND slug IS NOT NULL AND owner_{owner}_id IS NOT NULL"
+            ),
+        )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_agents_org_slug", table_name="agents", schema="catalog")
-    op.drop_index("ix_agents_user_slug", table_name="agents", schema="catalog")
-    op.drop_column("agents", "slug", schema="catalog")
+    drop_index("ix_agents_org_slug", "agents")
+    drop_index("ix_agents_user_slug", "agents")
+    op.drop_column("agents", "slug", schema=SCHEMA)
