@@ -4,14 +4,24 @@
   own resources). Everyone else gets 404, so existence is never revealed.
 - Org-owned: auth decides over the bus (`auth.authorize`): non-members get 404, members below the
   required role get 403 `auth.insufficient_role`.
+- What belongs to an agent (its tests, runs, conversations, tools) is reached through the agent's
+  owner, and is 404 once the agent is deleted.
+
+Routes load what they act on through `load_owned` (an agent, a template) or `owning_agent` (the
+agent of a test, a run, a conversation, a tool).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
+from parley_catalog.db import Base
 from parley_common.auth_contract import MemberRole, Principal
 from parley_common.errors import Codes, ParleyError
 
@@ -65,6 +75,61 @@ class Owned(Protocol):
 
     owner_user_id: UUID | None
     owner_org_id: UUID | None
+
+
+Row = TypeVar("Row", bound=Base)
+
+
+async def live_row(db: AsyncSession, model: type[Row], row_id: UUID, *, lock: bool = False) -> Row | None:
+    """The row of `model` with `row_id` unless soft-deleted (`deleted_at` set); `lock`: locked for
+    the transaction and read afresh."""
+    table: Any = model  # a table with `id` and `deleted_at`
+    query = select(model).where(table.id == row_id, table.deleted_at.is_(None))
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return await db.scalar(query)
+
+
+async def load_owned(
+    ctx: CatalogContext,
+    db: AsyncSession,
+    principal: Principal,
+    model: type[Row],
+    row_id: UUID,
+    min_role: MemberRole,
+    resource: str,
+    *,
+    lock: bool = False,
+) -> Row:
+    """The live row (an agent, a template) if the caller holds `min_role` on its owner, else 404 /
+    403; `lock`: locked for the transaction."""
+    row = await live_row(db, model, row_id)
+    if row is None:
+        raise not_found(resource)
+    await check_owner_of(ctx, principal, cast(Owned, row), min_role, resource)
+    if lock:
+        # Checked first, locked after: the bus round trip to auth is not made while holding the lock.
+        row = await live_row(db, model, row_id, lock=True)
+        if row is None:
+            raise not_found(resource)
+    return row
+
+
+async def owning_agent(
+    ctx: CatalogContext,
+    db: AsyncSession,
+    principal: Principal,
+    agent_id: UUID | None,
+    min_role: MemberRole,
+    resource: str,
+) -> Agent:
+    """The live agent something belongs to (a test, a run, a conversation, a tool) if the caller
+    holds `min_role` on its owner; else 404 as `resource` (403 below the role)."""
+    agent = await live_row(db, Agent, agent_id) if agent_id is not None else None
+    if agent is None:
+        raise not_found(resource)
+    await check_owner_of(ctx, principal, agent, min_role, resource)
+    return agent
 
 
 async def check_owner_of(

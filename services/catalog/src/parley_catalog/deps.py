@@ -18,11 +18,8 @@ Db = Annotated[AsyncSession, Depends(db_session)]
 
 # Management routes take a browser session or an API key holding the scope; client tokens (for end
 # users talking to one agent, `catalog.agent.access`) never get in. Routes that name an org or a
-# resource let an org's API key in and fence it there; `/users/me/...` routes do not.
+# resource let an org's API key in and fence it there; `/users/me/...` routes do not (their
+# dependency is owner.USER's).
 AgentsReader = Annotated[Principal, Depends(Authenticator(required_scopes={"agents:read"}))]
 AgentsWriter = Annotated[Principal, Depends(Authenticator(required_scopes={"agents:write"}))]
 HistoryReader = Annotated[Principal, Depends(Authenticator(required_scopes={"conversations:read"}))]
-PersonalReader = Annotated[Principal, Depends(Authenticator(required_scopes={"agents:read"}, org_keys=False))]
-PersonalWriter = Annotated[
-    Principal, Depends(Authenticator(required_scopes={"agents:write"}, org_keys=False))
-]

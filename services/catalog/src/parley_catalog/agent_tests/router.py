@@ -12,19 +12,17 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley_catalog.access import org_by_slug, personal_owner
 from parley_catalog.agent_tests import runs, schemas, service
 from parley_catalog.agent_tests.models import AgentTestSettings
 from parley_catalog.agents import service as agents
-from parley_catalog.agents.models import Agent
-from parley_catalog.context import CatalogContext
-from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db, PersonalReader, PersonalWriter
+from parley_catalog.cursor import After
+from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit
-from parley_catalog.params import AgentID, OrgSlug
+from parley_catalog.params import AgentID
 from parley_common.agent_test_contract import RunStatus
-from parley_common.auth_contract import MemberRole, Principal
+from parley_common.auth_contract import MemberRole
 
 router = APIRouter(tags=["adversarial-tests"])
 
@@ -40,16 +38,6 @@ NodeID = Annotated[
     ),
 ]
 AgentQuery = Annotated[UUID, Query(description="The agent the tests belong to.")]
-After = Annotated[
-    str | None,
-    Query(max_length=512, description="Opaque cursor returned in the previous response's `next_cursor`."),
-]
-
-
-async def _agent(
-    ctx: CatalogContext, db: AsyncSession, principal: Principal, agent_id: UUID, role: MemberRole
-) -> Agent:
-    return await agents.load_for(ctx, db, principal, agent_id, role)
 
 
 # ------------------------------------------------------------------------------ SDK routes
@@ -65,7 +53,7 @@ async def _agent(
 async def list_node_tests(
     node_id: NodeID, agent_id: AgentQuery, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.AdversarialTestList:
-    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
     tests = await service.list_tests(db, agent.id, node_id=node_id)
     return schemas.AdversarialTestList(items=[service.to_schema(t) for t in tests])
 
@@ -80,7 +68,7 @@ async def list_node_tests(
 async def effective_scope(
     agent_id: AgentQuery, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.AdversarialTestEffectiveScope:
-    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
     shape, applies, excluded = await service.effective_scope(db, agent)
     return schemas.AdversarialTestEffectiveScope(
         agent_id=agent.id,
@@ -108,7 +96,7 @@ async def effective_scope(
 async def run_tests(
     body: schemas.RunAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.RunAdversarialTestResponse:
-    agent = await _agent(ctx, db, principal, body.agent_id, MemberRole.MEMBER)
+    agent = await agents.load_for(ctx, db, principal, body.agent_id, MemberRole.MEMBER)
     started = await runs.start_runs(ctx, db, principal, agent, body)
     await db.commit()
     return schemas.RunAdversarialTestResponse(
@@ -135,7 +123,7 @@ async def list_runs(
     after: After = None,
     limit: Limit = DEFAULT_LIMIT,
 ) -> schemas.GetAdversarialTestRunsResponse:
-    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
     return await runs.list_runs(
         db, agent.id, test_id=test_id, batch_id=batch_id, status=status, after=after, limit=limit
     )
@@ -236,7 +224,7 @@ async def delete_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsWriter
 async def list_agent_tests(
     agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.AdversarialTestList:
-    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
     return schemas.AdversarialTestList(
         items=[service.to_schema(t) for t in await service.list_tests(db, agent.id)]
     )
@@ -253,7 +241,7 @@ async def list_agent_tests(
 async def create_agent_test(
     agent_id: AgentID, body: schemas.CreateAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.AdversarialTest:
-    agent = await _agent(ctx, db, principal, agent_id, MemberRole.MEMBER)
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER)
     test = await service.create_test(db, agent, body)
     await db.commit()
     return service.to_schema(test)
@@ -290,7 +278,7 @@ async def generate_tests(
 async def agent_result(
     agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.AgentTestResult:
-    agent = await _agent(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
     _, applies, _ = await service.effective_scope(db, agent)
     return await service.latest_result(db, agent, applies)
 
@@ -304,57 +292,45 @@ def _settings_out(row: AgentTestSettings | None) -> schemas.AgentTestSettingsOut
     return schemas.AgentTestSettingsOut(gate_publish=row.gate_publish, updated_at=row.updated_at)
 
 
-@router.get(
-    "/users/me/adversarial-tests/settings",
+@owner_routes(
+    router,
+    "GET",
+    "/adversarial-tests/settings",
+    summaries={
+        USER: "Agent-test settings of the authenticated user's own agents",
+        ORG: "Agent-test settings of an organization's agents (requires viewer)",
+    },
+    operation_id="get{}AdversarialTestSettings",
+    scope="agents:read",
+    min_role=MemberRole.VIEWER,
     response_model=schemas.AgentTestSettingsOut,
     response_model_exclude_none=True,
-    operation_id="getUserAdversarialTestSettings",
-    summary="Agent-test settings of the authenticated user's own agents",
 )
-async def get_user_settings(db: Db, principal: PersonalReader) -> schemas.AgentTestSettingsOut:
-    return _settings_out(await service.settings_row(db, owner_user_id=personal_owner(principal)))
+async def get_settings(owner: Owner, db: Db) -> schemas.AgentTestSettingsOut:
+    return _settings_out(
+        await service.settings_row(db, owner_user_id=owner.user_id, owner_org_id=owner.org_id)
+    )
 
 
-@router.put(
-    "/users/me/adversarial-tests/settings",
+@owner_routes(
+    router,
+    "PUT",
+    "/adversarial-tests/settings",
+    summaries={
+        USER: "Set whether the user's own agents need passing tests to go live",
+        ORG: "Set whether the organization's agents need passing tests to go live (requires admin)",
+    },
+    operation_id="put{}AdversarialTestSettings",
+    scope="agents:write",
+    min_role=MemberRole.ADMIN,
     response_model=schemas.AgentTestSettingsOut,
     response_model_exclude_none=True,
-    operation_id="putUserAdversarialTestSettings",
-    summary="Set whether the user's own agents need passing tests to go live",
 )
-async def put_user_settings(
-    body: schemas.AgentTestSettingsBody, db: Db, principal: PersonalWriter
+async def put_settings(
+    owner: Owner, body: schemas.AgentTestSettingsBody, db: Db
 ) -> schemas.AgentTestSettingsOut:
-    row = await service.save_settings(db, body.gate_publish, owner_user_id=personal_owner(principal))
-    await db.commit()
-    return _settings_out(row)
-
-
-@router.get(
-    "/orgs/{orgSlug}/adversarial-tests/settings",
-    response_model=schemas.AgentTestSettingsOut,
-    response_model_exclude_none=True,
-    operation_id="getOrgAdversarialTestSettings",
-    summary="Agent-test settings of an organization's agents (requires viewer)",
-)
-async def get_org_settings(
-    org_slug: OrgSlug, ctx: Ctx, db: Db, principal: AgentsReader
-) -> schemas.AgentTestSettingsOut:
-    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.VIEWER)
-    return _settings_out(await service.settings_row(db, owner_org_id=org_id))
-
-
-@router.put(
-    "/orgs/{orgSlug}/adversarial-tests/settings",
-    response_model=schemas.AgentTestSettingsOut,
-    response_model_exclude_none=True,
-    operation_id="putOrgAdversarialTestSettings",
-    summary="Set whether the organization's agents need passing tests to go live (requires admin)",
-)
-async def put_org_settings(
-    org_slug: OrgSlug, body: schemas.AgentTestSettingsBody, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> schemas.AgentTestSettingsOut:
-    org_id = await org_by_slug(ctx, principal, org_slug, MemberRole.ADMIN)
-    row = await service.save_settings(db, body.gate_publish, owner_org_id=org_id)
+    row = await service.save_settings(
+        db, body.gate_publish, owner_user_id=owner.user_id, owner_org_id=owner.org_id
+    )
     await db.commit()
     return _settings_out(row)

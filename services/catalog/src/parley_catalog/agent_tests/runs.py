@@ -11,7 +11,8 @@ from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley_catalog.access import check_owner, not_found
+from parley_catalog import cursor
+from parley_catalog.access import not_found, owning_agent
 from parley_catalog.agent_tests import schemas
 from parley_catalog.agent_tests.models import (
     AgentTestMessage,
@@ -19,10 +20,8 @@ from parley_catalog.agent_tests.models import (
     AgentTestRun,
 )
 from parley_catalog.agent_tests.service import definition, effective_scope
-from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
-from parley_catalog.conversations import cursor
 from parley_catalog.timeutil import utcnow
 from parley_common import subjects
 from parley_common.agent_test_contract import (
@@ -204,37 +203,19 @@ async def list_runs(
                 and_(AgentTestRun.created_at == key.created_at, AgentTestRun.id < key.id),
             )
         )
-    rows = list(
-        (
-            await db.scalars(
-                select(AgentTestRun)
-                .where(*where)
-                .order_by(AgentTestRun.created_at.desc(), AgentTestRun.id.desc())
-                .limit(limit + 1)
-            )
-        ).all()
+    query = (
+        select(AgentTestRun).where(*where).order_by(AgentTestRun.created_at.desc(), AgentTestRun.id.desc())
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        cursor.encode(RunKey(created_at=rows[-1].created_at, id=rows[-1].id)) if more and rows else None
+    rows, next_cursor = await cursor.page(
+        db, query, limit, lambda r: RunKey(created_at=r.created_at, id=r.id)
     )
     return schemas.GetAdversarialTestRunsResponse(items=await with_remarks(db, rows), next_cursor=next_cursor)
 
 
 async def load_run(ctx: CatalogContext, db: AsyncSession, principal: Principal, run_id: UUID) -> AgentTestRun:
     run = await db.get(AgentTestRun, run_id)
-    agent = await agents.get_live_row(db, run.agent_id) if run is not None else None
-    if run is None or agent is None:
-        raise not_found("test run")
-    await check_owner(
-        ctx,
-        principal,
-        owner_user_id=agent.owner_user_id,
-        owner_org_id=agent.owner_org_id,
-        min_role=MemberRole.VIEWER,
-        resource="test run",
-    )
+    await owning_agent(ctx, db, principal, run.agent_id if run else None, MemberRole.VIEWER, "test run")
+    assert run is not None  # owning_agent found its agent
     return run
 
 

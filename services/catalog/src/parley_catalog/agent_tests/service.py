@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley_catalog.access import check_owner_of, not_found
+from parley_catalog.access import not_found, owning_agent
 from parley_catalog.agent_tests import schemas
 from parley_catalog.agent_tests.models import (
     AgentTest,
@@ -23,7 +23,6 @@ from parley_catalog.agent_tests.models import (
 )
 from parley_catalog.agent_tests.scope import AgentShape, Exclusion, exclusion, shape_of
 from parley_catalog.agent_tests.starter import starter_suite
-from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.timeutil import utcnow
@@ -80,10 +79,10 @@ async def load_test(
 ) -> tuple[AgentTest, Agent]:
     """The test and its agent, if the caller holds `min_role` on the agent; else 404 / 403."""
     test = await db.get(AgentTest, test_id)
-    agent = await agents.get_live_row(db, test.agent_id) if test is not None else None
-    if test is None or agent is None:
-        raise not_found("adversarial test")
-    await check_owner_of(ctx, principal, agent, min_role, "adversarial test")
+    agent = await owning_agent(
+        ctx, db, principal, test.agent_id if test else None, min_role, "adversarial test"
+    )
+    assert test is not None  # owning_agent found its agent
     if lock:
         locked = await db.get(AgentTest, test_id, with_for_update=True, populate_existing=True)
         if locked is None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import check_owner_of, not_found
+from parley_catalog.access import live_row, load_owned
 from parley_catalog.agents import schemas
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
@@ -110,10 +110,7 @@ async def create_agent(
 
 async def get_live_row(db: AsyncSession, agent_id: UUID, *, lock: bool = False) -> Agent | None:
     """The agent unless soft-deleted (`live` as in "not deleted", whatever its status)."""
-    query = select(Agent).where(Agent.id == agent_id, Agent.deleted_at.is_(None))
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    return await db.scalar(query)
+    return await live_row(db, Agent, agent_id, lock=lock)
 
 
 async def load_for(
@@ -126,17 +123,7 @@ async def load_for(
     lock: bool = False,
 ) -> Agent:
     """The agent if the caller holds `min_role` on its owner, else 404 / 403."""
-    agent = await get_live_row(db, agent_id)
-    if agent is None:
-        raise not_found("agent")
-    await check_owner_of(ctx, principal, agent, min_role, "agent")
-    if lock:
-        # Checked first, locked after: the bus round trip to auth is not made while holding the lock.
-        locked = await get_live_row(db, agent_id, lock=True)
-        if locked is None:
-            raise not_found("agent")
-        return locked
-    return agent
+    return await load_owned(ctx, db, principal, Agent, agent_id, min_role, "agent", lock=lock)
 
 
 async def lint_agent_blueprint(db: AsyncSession, agent: Agent, blueprint: Blueprint) -> list[Diagnostic]:

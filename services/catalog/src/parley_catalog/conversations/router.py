@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley_catalog.access import check_owner_of, not_found
+from parley_catalog.access import owning_agent
 from parley_catalog.agents import service as agents
 from parley_catalog.context import CatalogContext
 from parley_catalog.conversations import schemas, service
 from parley_catalog.conversations.models import Conversation
+from parley_catalog.cursor import After
 from parley_catalog.deps import AgentsWriter, Ctx, Db, HistoryReader
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit
 from parley_catalog.params import AgentID, ConversationID
 from parley_common.auth_contract import MemberRole, Principal
 
 router = APIRouter(tags=["conversations"])
-After = Annotated[
-    str | None,
-    Query(max_length=512, description="Opaque cursor returned in the previous response's `next_cursor`."),
-]
 
 
 async def _load(
@@ -30,12 +26,10 @@ async def _load(
 ) -> Conversation:
     """The conversation if the caller holds `min_role` on its agent; 404 for anything unseen."""
     conversation = await service.visible_conversation(db, conversation_id)
-    if conversation is None or conversation.agent_id is None:
-        raise not_found("conversation")
-    agent = await agents.get_live_row(db, conversation.agent_id)
-    if agent is None:
-        raise not_found("conversation")
-    await check_owner_of(ctx, principal, agent, min_role, "conversation")
+    await owning_agent(
+        ctx, db, principal, conversation.agent_id if conversation else None, min_role, "conversation"
+    )
+    assert conversation is not None  # owning_agent found its agent
     return conversation
 
 

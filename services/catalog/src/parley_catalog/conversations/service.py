@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 from uuid import UUID
 
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import Table, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley_catalog.conversations import cursor, schemas
+from parley_catalog import cursor
+from parley_catalog.conversations import schemas
 from parley_catalog.conversations.models import Conversation, Message, ProcessedEvent
 from parley_catalog.timeutil import utcnow
 from parley_common.conversation_contract import (
@@ -28,6 +30,21 @@ from parley_common.conversation_contract import (
 )
 
 AnyEvent = ConversationStarted | ConversationMessage | ConversationEnded
+
+
+class ConversationKey(BaseModel):
+    """Sort key of the conversations list (newest first), for its cursor."""
+
+    started_at: AwareDatetime
+    id: UUID
+
+
+class MessageKey(BaseModel):
+    """Sort key of the messages list (conversation order), for its cursor."""
+
+    seq: Annotated[int, Field(ge=0, lt=2**63)]
+    id: UUID
+
 
 # Built once and executed with a list of rows (SQLAlchemy's "insertmanyvalues": one statement per
 # batch, compiled once, where `.values([...])` compiled anew for every batch size).
@@ -162,25 +179,18 @@ async def list_conversations(
         Conversation.started_at.is_not(None),
     )
     if after:
-        key = cursor.decode(after, cursor.ConversationKey)
+        key = cursor.decode(after, ConversationKey)
         query = query.where(tuple_(Conversation.started_at, Conversation.id) < tuple_(key.started_at, key.id))
-    rows = list(
-        (
-            await db.scalars(
-                query.order_by(Conversation.started_at.desc(), Conversation.id.desc()).limit(limit + 1)
-            )
-        ).all()
-    )
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = ""
-    if has_more:
-        last = rows[-1]
-        assert last.started_at is not None
-        next_cursor = cursor.encode(cursor.ConversationKey(started_at=last.started_at, id=last.id))
+    query = query.order_by(Conversation.started_at.desc(), Conversation.id.desc())
+    rows, next_cursor = await cursor.page(db, query, limit, _conversation_key)
     return schemas.ConversationPage(
-        items=[to_schema(r) for r in rows], next_cursor=next_cursor, has_more=has_more
+        items=[to_schema(r) for r in rows], next_cursor=next_cursor or "", has_more=next_cursor is not None
     )
+
+
+def _conversation_key(row: Conversation) -> ConversationKey:
+    assert row.started_at is not None  # the list holds started conversations only
+    return ConversationKey(started_at=row.started_at, id=row.id)
 
 
 async def list_messages(
@@ -188,16 +198,15 @@ async def list_messages(
 ) -> schemas.ConversationMessagePage:
     query = select(Message).where(Message.conversation_id == conversation_id)
     if after:
-        key = cursor.decode(after, cursor.MessageKey)
+        key = cursor.decode(after, MessageKey)
         query = query.where(tuple_(Message.seq, Message.id) > tuple_(key.seq, key.id))
-    rows = list((await db.scalars(query.order_by(Message.seq, Message.id).limit(limit + 1))).all())
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = ""
-    if has_more:
-        next_cursor = cursor.encode(cursor.MessageKey(seq=rows[-1].seq, id=rows[-1].id))
+    rows, next_cursor = await cursor.page(
+        db, query.order_by(Message.seq, Message.id), limit, lambda m: MessageKey(seq=m.seq, id=m.id)
+    )
     items = [schemas.ConversationMessage.model_validate(r, from_attributes=True) for r in rows]
-    return schemas.ConversationMessagePage(items=items, next_cursor=next_cursor, has_more=has_more)
+    return schemas.ConversationMessagePage(
+        items=items, next_cursor=next_cursor or "", has_more=next_cursor is not None
+    )
 
 
 async def delete_conversation(db: AsyncSession, conversation: Conversation) -> None:

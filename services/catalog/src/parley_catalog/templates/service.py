@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import check_owner_of, not_found
+from parley_catalog.access import load_owned
 from parley_catalog.context import CatalogContext
 from parley_catalog.templates import schemas
 from parley_catalog.templates.models import Template
@@ -72,16 +71,7 @@ async def load_for(
     *,
     lock: bool = False,
 ) -> Template:
-    query = select(Template).where(Template.id == template_id, Template.deleted_at.is_(None))
-    template = await db.scalar(query)
-    if template is None:
-        raise not_found("template")
-    await check_owner_of(ctx, principal, template, min_role, "template")
-    if lock:
-        template = await db.scalar(query.with_for_update().execution_options(populate_existing=True))
-        if template is None:
-            raise not_found("template")
-    return template
+    return await load_owned(ctx, db, principal, Template, template_id, min_role, "template", lock=lock)
 
 
 async def update_template(

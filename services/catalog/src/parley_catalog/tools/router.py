@@ -15,7 +15,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley_catalog.access import check_owner, org_by_slug
+from parley_catalog.access import check_owner, org_by_slug, owning_agent
 from parley_catalog.agents import events
 from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
@@ -142,26 +142,31 @@ async def list_tools(
 
 
 async def _load_tool(
-    ctx: CatalogContext, db: AsyncSession, principal: Principal, tool_id: UUID, min_role: MemberRole
+    ctx: CatalogContext,
+    db: AsyncSession,
+    principal: Principal,
+    tool_id: UUID,
+    min_role: MemberRole,
+    *,
+    lock: bool = False,
 ) -> tuple[Tool, Agent | None]:
-    """The tool and, for an agent tool, its agent; 404 unless the caller may see the owner."""
+    """The tool and, for an agent tool, its agent; 404 unless the caller may see the owner.
+    `lock`: the tool is locked for the transaction (after the check)."""
     tool = await service.get_tool(db, tool_id)
     agent: Agent | None = None
     if tool.owner_agent_id is not None:
-        agent = await agents.get_live_row(db, tool.owner_agent_id)
-        if agent is None:
-            raise ParleyError(Codes.NOT_FOUND, params={"resource": "tool"})
-        owner_user_id, owner_org_id = agent.owner_user_id, agent.owner_org_id
+        agent = await owning_agent(ctx, db, principal, tool.owner_agent_id, min_role, "tool")
     else:
-        owner_user_id, owner_org_id = None, tool.owner_org_id
-    await check_owner(
-        ctx,
-        principal,
-        owner_user_id=owner_user_id,
-        owner_org_id=owner_org_id,
-        min_role=min_role,
-        resource="tool",
-    )
+        await check_owner(
+            ctx,
+            principal,
+            owner_user_id=None,
+            owner_org_id=tool.owner_org_id,
+            min_role=min_role,
+            resource="tool",
+        )
+    if lock:
+        tool = await service.get_tool(db, tool.id, lock=True)
     return tool, agent
 
 
@@ -187,8 +192,7 @@ async def get_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsReader) -
 async def update_tool(
     tool_id: ToolID, body: schemas.UpdateToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.Tool:
-    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER)
-    tool = await service.get_tool(db, tool.id, lock=True)
+    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER, lock=True)
     await service.update_tool(ctx, db, tool, body)
     changed = await _bump_owner(db, tool, agent)
     await db.commit()
@@ -203,8 +207,7 @@ async def update_tool(
     summary="Delete a tool (requires member on its agent or organization)",
 )
 async def delete_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
-    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER)
-    tool = await service.get_tool(db, tool.id, lock=True)
+    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER, lock=True)
     await service.delete_tool(db, tool)
     changed = await _bump_owner(db, tool, agent)
     await db.commit()

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import not_found
+from parley_catalog.access import live_row, not_found
 from parley_catalog.agents.schemas import AgentSecret
 from parley_catalog.context import CatalogContext
 from parley_catalog.timeutil import utcnow
@@ -118,10 +118,7 @@ async def _flush_unique(db: AsyncSession, name: str) -> None:
 
 
 async def get_tool(db: AsyncSession, tool_id: UUID, *, lock: bool = False) -> Tool:
-    query = select(Tool).where(Tool.id == tool_id, Tool.deleted_at.is_(None))
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    tool = await db.scalar(query)
+    tool = await live_row(db, Tool, tool_id, lock=lock)
     if tool is None:
         raise not_found("tool")
     return tool
