@@ -156,15 +156,7 @@ async def run_messages(
     return schemas.GetAdversarialTestRunMessagesResponse(
         run_id=run.id,
         status=RunStatus(run.status),
-        items=[
-            schemas.AdversarialTestRunMessage(
-                index=m.index,
-                role=m.role,
-                content=m.content,
-                created_at=m.created_at,
-            )
-            for m in messages
-        ],
+        items=[schemas.AdversarialTestRunMessage.model_validate(m, from_attributes=True) for m in messages],
     )
 
 

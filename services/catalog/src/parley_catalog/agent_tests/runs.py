@@ -22,6 +22,7 @@ from parley_catalog.agent_tests.models import (
 from parley_catalog.agent_tests.service import definition, effective_scope
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
+from parley_catalog.convert import from_row
 from parley_catalog.timeutil import utcnow
 from parley_common import subjects
 from parley_common.agent_test_contract import (
@@ -47,41 +48,19 @@ class RunKey(BaseModel):
 
 
 def run_schema(run: AgentTestRun, remarks: Sequence[AgentTestRemark]) -> schemas.AdversarialTestRun:
-    test = run.test or {}
-    return schemas.AdversarialTestRun(
-        id=run.id,
-        batch_id=run.batch_id,
-        agent_id=run.agent_id,
-        agent_version=run.agent_version,
-        test_id=run.test_id,
+    test = run.test or {}  # the test as it was when the run started (`TestDefinition`)
+    return from_row(
+        schemas.AdversarialTestRun,
+        run,
         test_name=str(test.get("name", "")),
         category=TestCategory(test.get("category", TestCategory.CUSTOM.value)),
         node_id=test.get("node_id"),
-        status=RunStatus(run.status),
-        attempt=run.attempt,
-        turns_done=run.turns_done,
         max_turns=int(test.get("max_turns", 0)),
-        conversation_id=run.conversation_id,
-        engine=run.engine,
-        model=run.model,
         remarks=[
-            schemas.AuditRemark(
-                criterion_id=r.criterion_id,
-                criterion=r.criterion,
-                verdict=r.verdict,
-                severity=r.severity,
-                message_index=r.message_index,
-                quote=r.quote,
-                explanation=r.explanation,
-            )
+            schemas.AuditRemark.model_validate(r, from_attributes=True)
             for r in sorted(remarks, key=lambda r: r.position)
         ],
         error=ErrorEnvelope.model_validate(run.error) if run.error else None,
-        started_by_user_id=run.started_by_user_id,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        updated_at=run.updated_at,
     )
 
 

@@ -25,6 +25,7 @@ from parley_catalog.agent_tests.scope import AgentShape, Exclusion, exclusion, s
 from parley_catalog.agent_tests.starter import starter_suite
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
+from parley_catalog.convert import from_row
 from parley_catalog.timeutil import utcnow
 from parley_common.agent_test_contract import (
     Criterion,
@@ -42,22 +43,8 @@ log = structlog.get_logger(__name__)
 
 
 def to_schema(test: AgentTest) -> schemas.AdversarialTest:
-    return schemas.AdversarialTest(
-        id=test.id,
-        agent_id=test.agent_id,
-        node_id=test.node_id,
-        name=test.name,
-        category=TestCategory(test.category),
-        persona=test.persona,
-        goal=test.goal,
-        attack_lines=list(test.attack_lines),
-        max_turns=test.max_turns,
-        criteria=[Criterion.model_validate(c) for c in test.criteria],
-        tools=list(test.tools),
-        enabled=test.enabled,
-        origin="generated" if test.origin == "generated" else "manual",
-        created_at=test.created_at,
-        updated_at=test.updated_at,
+    return from_row(
+        schemas.AdversarialTest, test, origin="generated" if test.origin == "generated" else "manual"
     )
 
 

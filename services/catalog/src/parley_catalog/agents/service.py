@@ -17,6 +17,7 @@ from parley_catalog.access import live_row, load_owned
 from parley_catalog.agents import schemas
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
+from parley_catalog.convert import from_row
 from parley_catalog.lint.rules import Diagnostic
 from parley_catalog.lint.service import lint_blueprint
 from parley_catalog.lint.voice import lint_voice
@@ -39,21 +40,11 @@ TRANSITIONS: dict[AgentStatus, frozenset[AgentStatus]] = {
 
 
 def to_schema(agent: Agent) -> schemas.Agent:
-    return schemas.Agent(
-        id=agent.id,
-        owner_user_id=agent.owner_user_id,
-        owner_org_id=agent.owner_org_id,
-        template_id=agent.template_id,
-        config=AgentConfig.model_validate(agent.config),
-        secrets=[
-            schemas.AgentSecret(key=s.key, value=s.masked, description=s.description)
-            for s in secretstore.load(agent.secrets)
-        ],
-        blueprint=Blueprint.model_validate(agent.blueprint),
-        status=AgentStatus(agent.status),
-        created_at=agent.created_at,
-        updated_at=agent.updated_at,
-    )
+    secrets = [
+        schemas.AgentSecret(key=s.key, value=s.masked, description=s.description)
+        for s in secretstore.load(agent.secrets)
+    ]
+    return from_row(schemas.Agent, agent, secrets=secrets)
 
 
 def _dump_config(config: AgentConfig) -> dict[str, Any]:

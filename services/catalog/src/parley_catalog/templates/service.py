@@ -19,17 +19,7 @@ from parley_common.catalog_contract import AgentConfig
 
 
 def to_schema(template: Template) -> schemas.Template:
-    return schemas.Template(
-        id=template.id,
-        owner_user_id=template.owner_user_id,
-        owner_org_id=template.owner_org_id,
-        name=template.name,
-        description=template.description,
-        config=AgentConfig.model_validate(template.config),
-        blueprint=Blueprint.model_validate(template.blueprint),
-        created_at=template.created_at,
-        updated_at=template.updated_at,
-    )
+    return schemas.Template.model_validate(template, from_attributes=True)
 
 
 async def create_template(

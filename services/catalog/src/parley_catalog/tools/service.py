@@ -21,6 +21,7 @@ from parley_catalog import secretstore
 from parley_catalog.access import live_row, not_found
 from parley_catalog.agents.schemas import AgentSecret
 from parley_catalog.context import CatalogContext
+from parley_catalog.convert import from_row
 from parley_catalog.timeutil import utcnow
 from parley_catalog.tools import schemas, webhook
 from parley_catalog.tools.models import Tool
@@ -29,25 +30,9 @@ from parley_common.errors import Codes, ParleyError
 
 
 def to_schema(tool: Tool) -> schemas.Tool:
-    return schemas.Tool(
-        id=tool.id,
-        owner_agent_id=tool.owner_agent_id,
-        owner_org_id=tool.owner_org_id,
-        name=tool.name,
-        description=tool.description,
-        parameters=tool.parameters,
-        webhook=schemas.WebhookOut(
-            url=tool.url,  # validated when written
-            method=tool.method,
-            headers=tool.headers,
-            timeout_s=tool.timeout_s,
-            secret_headers=[
-                AgentSecret(key=s.key, value=s.masked) for s in secretstore.load(tool.secret_headers)
-            ],
-        ),
-        created_at=tool.created_at,
-        updated_at=tool.updated_at,
-    )
+    secret_headers = [AgentSecret(key=s.key, value=s.masked) for s in secretstore.load(tool.secret_headers)]
+    webhook = from_row(schemas.WebhookOut, tool, secret_headers=secret_headers)  # url: validated when written
+    return from_row(schemas.Tool, tool, webhook=webhook)
 
 
 def definition(tool: Tool) -> ToolDefinition:
