@@ -41,6 +41,17 @@ async def agent_of(user: User, **config: Any) -> dict[str, Any]:
     )
 
 
+async def add_tool(user: User, agent: dict[str, Any], name: str, description: str) -> None:
+    """A webhook tool of the agent (never called here: it only has to be in the catalogue)."""
+    tool = {
+        "name": name,
+        "description": description,
+        "parameters": {"type": "object", "properties": {}},
+        "webhook": {"url": f"https://example.com/{name}"},
+    }
+    assert (await user.catalog.post(f"/agents/{agent['id']}/tools", json=tool)).status_code == 201
+
+
 async def test_create_read_patch_delete(world: World) -> None:
     alice = await world.user()
     agent = await agent_of(alice)
@@ -107,13 +118,7 @@ async def test_invalid_tests_are_422(world: World) -> None:
 async def test_starter_suite_from_prompt_tools_and_language(world: World) -> None:
     alice = await world.user()
     agent = await agent_of(alice, language="es")
-    tool = {
-        "name": "refund_lookup",
-        "description": "Look up a refund",
-        "parameters": {"type": "object", "properties": {}},
-        "webhook": {"url": "https://example.com/refunds"},
-    }
-    assert (await alice.catalog.post(f"/agents/{agent['id']}/tools", json=tool)).status_code == 201
+    await add_tool(alice, agent, "refund_lookup", "Look up a refund")
     first = await alice.catalog.post(f"/agents/{agent['id']}/adversarial-tests/generate")
     assert first.status_code == 200, first.text
     created = {t["category"]: t for t in first.json()["created"]}
@@ -155,13 +160,7 @@ async def test_effective_scope_follows_nodes_and_tools(world: World) -> None:
         [(gone_node["id"], "node_missing"), (needs_tool["id"], "tool_missing"), (off["id"], "disabled")]
     )
     assert got["gate_publish"] is False and got["result"]["status"] == "not_run"
-    tool = {
-        "name": "crm_lookup",
-        "description": "CRM",
-        "parameters": {"type": "object", "properties": {}},
-        "webhook": {"url": "https://example.com/crm"},
-    }
-    assert (await alice.catalog.post(f"/agents/{agent['id']}/tools", json=tool)).status_code == 201
+    await add_tool(alice, agent, "crm_lookup", "CRM")
     got = await scope()
     assert got["tools"] == ["crm_lookup"] and set(got["tests"]) == {whole["id"], needs_tool["id"]}
 

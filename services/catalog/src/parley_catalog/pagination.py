@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +16,7 @@ from parley_catalog.search import tsquery, tsquery_text
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_PAGE = 10_000
+P = TypeVar("P", bound=BaseModel)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1-100, default 20).")]
 Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number.")]
@@ -40,9 +43,15 @@ class ListQuery:
 
 
 async def search_page(
-    db: AsyncSession, model: Any, owned: ColumnElement[bool], query: ListQuery
-) -> tuple[list[Any], int]:
-    """One page of the live rows of `model` that `owned` selects, and how many there are in all.
+    db: AsyncSession,
+    model: Any,
+    owned: ColumnElement[bool],
+    query: ListQuery,
+    page: type[P],
+    to_schema: Callable[[Any], BaseModel],
+) -> P:
+    """One `page` (`items`, `total`, `limit`, `page`) of the live rows of `model` that `owned`
+    selects, each item `to_schema` of its row.
 
     `model` is a table with `deleted_at`, `created_at`, `id` and a `search` tsvector. With a
     search, only matching rows, best match first; newest first otherwise."""
@@ -57,4 +66,4 @@ async def search_page(
     rows = await db.scalars(
         select(model).where(*where).order_by(*order).limit(query.limit).offset(query.offset)
     )
-    return list(rows), total
+    return page(items=[to_schema(row) for row in rows], total=total, limit=query.limit, page=query.page)

@@ -8,7 +8,7 @@ when the value is written, so reading an agent never decrypts anything; only the
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -29,6 +29,21 @@ class SecretInput(BaseModel):
     key: str
     value: str
     description: str | None = None
+
+
+class Given(Protocol):
+    """A secret as a request schema carries it (`AgentSecret`)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def description(self) -> str | None: ...
+
+
+def inputs(given: Iterable[Given]) -> list[SecretInput]:
+    return [SecretInput(key=s.key, value=s.value, description=s.description) for s in given]
 
 
 def load(raw: Iterable[Any]) -> list[StoredSecret]:
@@ -63,6 +78,13 @@ def seal(
             )
         )
     return sealed
+
+
+def write(
+    box: SecretBox, incoming: Sequence[SecretInput], stored: Iterable[Any] = ()
+) -> list[dict[str, Any]]:
+    """The stored form of `incoming`, replacing the list stored as `stored` (`seal`)."""
+    return dump(seal(box, incoming, load(stored)))
 
 
 def merge(base: Sequence[StoredSecret], override: Sequence[StoredSecret]) -> list[StoredSecret]:

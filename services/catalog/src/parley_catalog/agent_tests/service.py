@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -22,7 +23,7 @@ from parley_catalog.agent_tests.models import (
     AgentTestSettings,
 )
 from parley_catalog.agent_tests.scope import AgentShape, Exclusion, exclusion, shape_of
-from parley_catalog.agent_tests.starter import starter_suite
+from parley_catalog.agent_tests.starter import Starter, starter_suite
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.convert import from_row
@@ -85,6 +86,34 @@ def _dump_criteria(criteria: Sequence[Criterion]) -> list[Any]:
     return [c.model_dump(mode="json") for c in criteria]
 
 
+def _new_test(
+    agent: Agent,
+    source: schemas.CreateAdversarialTestBody | Starter,
+    *,
+    tools: list[str],
+    enabled: bool,
+    origin: str,
+    now: datetime,
+) -> AgentTest:
+    """A test row of `agent` from a request or a starter template."""
+    return AgentTest(
+        agent_id=agent.id,
+        node_id=source.node_id,
+        name=source.name,
+        category=source.category.value,
+        persona=source.persona,
+        goal=source.goal,
+        attack_lines=list(source.attack_lines),
+        max_turns=source.max_turns,
+        criteria=_dump_criteria(source.criteria),
+        tools=tools,
+        enabled=enabled,
+        origin=origin,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 # Bounds on what one agent may hold: every test in scope runs in a batch, each run is a
 # conversation plus LLM calls.
 MAX_TESTS_PER_AGENT = 100
@@ -94,22 +123,8 @@ async def create_test(db: AsyncSession, agent: Agent, body: schemas.CreateAdvers
     count = await db.scalar(select(func.count()).select_from(AgentTest).where(AgentTest.agent_id == agent.id))
     if (count or 0) >= MAX_TESTS_PER_AGENT:
         raise ParleyError(Codes.CONFLICT, f"An agent has at most {MAX_TESTS_PER_AGENT} adversarial tests.")
-    now = utcnow()
-    test = AgentTest(
-        agent_id=agent.id,
-        node_id=body.node_id,
-        name=body.name,
-        category=body.category.value,
-        persona=body.persona,
-        goal=body.goal,
-        attack_lines=list(body.attack_lines),
-        max_turns=body.max_turns,
-        criteria=_dump_criteria(body.criteria),
-        tools=sorted(set(body.tools)),
-        enabled=body.enabled,
-        origin="manual",
-        created_at=now,
-        updated_at=now,
+    test = _new_test(
+        agent, body, tools=sorted(set(body.tools)), enabled=body.enabled, origin="manual", now=utcnow()
     )
     db.add(test)
     return test
@@ -145,22 +160,7 @@ async def generate(db: AsyncSession, agent: Agent) -> tuple[list[AgentTest], lis
     for starter in starter_suite(shape):
         if starter.category.value in have:
             continue
-        test = AgentTest(
-            agent_id=agent.id,
-            node_id=starter.node_id,
-            name=starter.name,
-            category=starter.category.value,
-            persona=starter.persona,
-            goal=starter.goal,
-            attack_lines=list(starter.attack_lines),
-            max_turns=starter.max_turns,
-            criteria=_dump_criteria(starter.criteria),
-            tools=[],
-            enabled=True,
-            origin="generated",
-            created_at=now,
-            updated_at=now,
-        )
+        test = _new_test(agent, starter, tools=[], enabled=True, origin="generated", now=now)
         db.add(test)
         created.append(test)
     await db.flush()

@@ -36,9 +36,7 @@ router = APIRouter(tags=["agents"])
     response_model_exclude_none=True,
 )
 async def list_agents(owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]) -> schemas.AgentPage:
-    rows, total = await search_page(db, Agent, owner.owns(Agent), query)
-    items = [service.to_schema(row) for row in rows]
-    return schemas.AgentPage(items=items, total=total, limit=query.limit, page=query.page)
+    return await search_page(db, Agent, owner.owns(Agent), query, schemas.AgentPage, service.to_schema)
 
 
 @owner_routes(

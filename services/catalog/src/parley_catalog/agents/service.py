@@ -55,10 +55,6 @@ def _dump_blueprint(blueprint: Blueprint) -> dict[str, Any]:
     return blueprint.model_dump(mode="json")
 
 
-def _inputs(secrets: list[schemas.AgentSecret]) -> list[secretstore.SecretInput]:
-    return [secretstore.SecretInput(key=s.key, value=s.value, description=s.description) for s in secrets]
-
-
 async def create_agent(
     ctx: CatalogContext,
     db: AsyncSession,
@@ -79,7 +75,7 @@ async def create_agent(
     if body.blueprint is not None:
         blueprint = _dump_blueprint(body.blueprint)
     if body.secrets is not None:
-        stored = secretstore.merge(stored, secretstore.seal(ctx.box, _inputs(body.secrets), []))
+        stored = secretstore.merge(stored, secretstore.seal(ctx.box, secretstore.inputs(body.secrets), []))
     now = utcnow()
     agent = Agent(
         owner_user_id=owner_user_id,
@@ -172,8 +168,7 @@ async def update_agent(
     if body.config is not None:
         agent.config = _dump_config(body.config)
     if body.secrets is not None:
-        existing = secretstore.load(agent.secrets)
-        agent.secrets = secretstore.dump(secretstore.seal(ctx.box, _inputs(body.secrets), existing))
+        agent.secrets = secretstore.write(ctx.box, secretstore.inputs(body.secrets), agent.secrets)
     if body.blueprint is not None:
         agent.blueprint = _dump_blueprint(body.blueprint)
     if protocol is not None:

@@ -34,9 +34,9 @@ router = APIRouter(tags=["templates"])
 async def list_templates(
     owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]
 ) -> schemas.TemplatePage:
-    rows, total = await search_page(db, Template, owner.owns(Template), query)
-    items = [service.to_schema(row) for row in rows]
-    return schemas.TemplatePage(items=items, total=total, limit=query.limit, page=query.page)
+    return await search_page(
+        db, Template, owner.owns(Template), query, schemas.TemplatePage, service.to_schema
+    )
 
 
 @owner_routes(

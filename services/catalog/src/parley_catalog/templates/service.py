@@ -31,10 +31,6 @@ async def create_template(
     owner_org_id: UUID | None = None,
 ) -> Template:
     config = body.config or AgentConfig(name=body.name, description=body.description)
-    secrets = [
-        secretstore.SecretInput(key=s.key, value=s.value, description=s.description)
-        for s in body.secrets or []
-    ]
     now = utcnow()
     template = Template(
         owner_user_id=owner_user_id,
@@ -42,7 +38,7 @@ async def create_template(
         name=body.name,
         description=body.description,
         config=config.model_dump(mode="json", exclude_none=True),
-        secrets=secretstore.dump(secretstore.seal(ctx.box, secrets, [])),
+        secrets=secretstore.write(ctx.box, secretstore.inputs(body.secrets or [])),
         blueprint=(body.blueprint or Blueprint()).model_dump(mode="json"),
         created_at=now,
         updated_at=now,
@@ -75,12 +71,7 @@ async def update_template(
     if body.config is not None:
         template.config = body.config.model_dump(mode="json", exclude_none=True)
     if body.secrets is not None:
-        inputs = [
-            secretstore.SecretInput(key=s.key, value=s.value, description=s.description) for s in body.secrets
-        ]
-        template.secrets = secretstore.dump(
-            secretstore.seal(ctx.box, inputs, secretstore.load(template.secrets))
-        )
+        template.secrets = secretstore.write(ctx.box, secretstore.inputs(body.secrets), template.secrets)
     if body.blueprint is not None:
         template.blueprint = body.blueprint.model_dump(mode="json")
     template.updated_at = utcnow()

@@ -32,9 +32,18 @@ from parley_common.errors import Codes, ParleyError
 router = APIRouter(tags=["tools"])
 
 
-async def _publish_updates(ctx: CatalogContext, changed: list[Agent]) -> None:
-    for agent in changed:
-        await events.publish(ctx.broker, agent, AgentEventKind.UPDATED)
+async def _commit_change(
+    ctx: CatalogContext, db: AsyncSession, agent: Agent | None, org_id: UUID | None
+) -> None:
+    """Commit a change to a tool of `agent` (or, without one, of the org `org_id`) and announce it:
+    it changes the snapshot of every agent whose catalogue holds the tool."""
+    if agent is not None:
+        changed = await agents.bump_versions(db, agent_ids=[agent.id])
+    else:
+        changed = await agents.bump_versions(db, org_id=org_id)
+    await db.commit()
+    for each in changed:
+        await events.publish(ctx.broker, each, AgentEventKind.UPDATED)
 
 
 @owner_routes(
@@ -72,14 +81,9 @@ async def list_catalogue(owner: Owner, db: Db) -> list[ToolDefinition]:
     response_model_exclude_none=True,
 )
 async def create_tool(owner: Owner, body: schemas.CreateToolRequest, ctx: Ctx, db: Db) -> schemas.Tool:
-    if owner.agent is not None:
-        tool = await service.create_tool(ctx, db, body, agent_id=owner.agent.id)
-        changed = await agents.bump_versions(db, agent_ids=[owner.agent.id])
-    else:
-        tool = await service.create_tool(ctx, db, body, org_id=owner.org_id)
-        changed = await agents.bump_versions(db, org_id=owner.org_id)
-    await db.commit()
-    await _publish_updates(ctx, changed)
+    agent_id = owner.agent.id if owner.agent is not None else None
+    tool = await service.create_tool(ctx, db, body, agent_id=agent_id, org_id=owner.org_id)
+    await _commit_change(ctx, db, owner.agent, owner.org_id)
     return service.to_schema(tool)
 
 
@@ -194,9 +198,7 @@ async def update_tool(
 ) -> schemas.Tool:
     tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER, lock=True)
     await service.update_tool(ctx, db, tool, body)
-    changed = await _bump_owner(db, tool, agent)
-    await db.commit()
-    await _publish_updates(ctx, changed)
+    await _commit_change(ctx, db, agent, tool.owner_org_id)
     return service.to_schema(tool)
 
 
@@ -209,14 +211,5 @@ async def update_tool(
 async def delete_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
     tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER, lock=True)
     await service.delete_tool(db, tool)
-    changed = await _bump_owner(db, tool, agent)
-    await db.commit()
-    await _publish_updates(ctx, changed)
+    await _commit_change(ctx, db, agent, tool.owner_org_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-async def _bump_owner(db: AsyncSession, tool: Tool, agent: Agent | None) -> list[Agent]:
-    """A tool change changes the snapshot of every agent whose catalogue holds it."""
-    if agent is not None:
-        return await agents.bump_versions(db, agent_ids=[agent.id])
-    return await agents.bump_versions(db, org_id=tool.owner_org_id)

@@ -82,9 +82,7 @@ async def create_tool(
         url=str(body.webhook.url),
         method=body.webhook.method,
         headers=body.webhook.headers,
-        secret_headers=secretstore.dump(
-            secretstore.seal(ctx.box, _secret_inputs(body.webhook.secret_headers), [])
-        ),
+        secret_headers=secretstore.write(ctx.box, _secret_inputs(body.webhook.secret_headers)),
         timeout_s=body.webhook.timeout_s,
         created_at=now,
         updated_at=now,
@@ -123,9 +121,8 @@ async def update_tool(
         tool.method = body.webhook.method
         tool.headers = body.webhook.headers
         tool.timeout_s = body.webhook.timeout_s
-        existing = secretstore.load(tool.secret_headers)
-        tool.secret_headers = secretstore.dump(
-            secretstore.seal(ctx.box, _secret_inputs(body.webhook.secret_headers), existing)
+        tool.secret_headers = secretstore.write(
+            ctx.box, _secret_inputs(body.webhook.secret_headers), tool.secret_headers
         )
     tool.updated_at = utcnow()
     await _flush_unique(db, tool.name)
