@@ -88,6 +88,19 @@ def live_owner_indexes(table: str) -> None:
         )
 
 
+def unique_per_owner(table: str, column: str, owners: Sequence[str], name: str, also: str = "") -> None:
+    """`column` unique among the live rows of each owner: one partial unique index per owner kind
+    (`name` formatted with it), over the rows where `also` holds too."""
+    for owner in owners:
+        create_index(
+            name.format(owner),
+            table,
+            [f"owner_{owner}_id", column],
+            unique=True,
+            postgresql_where=sa.text(f"deleted_at IS NULL AND {also}owner_{owner}_id IS NOT NULL"),
+        )
+
+
 def drop_index(name: str, table: str) -> None:
     op.drop_index(name, table_name=table, schema=SCHEMA)
 

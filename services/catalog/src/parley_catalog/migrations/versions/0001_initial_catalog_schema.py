@@ -23,6 +23,7 @@ from parley_catalog.migration_columns import (
     search,
     string,
     timestamp,
+    unique_per_owner,
     uuid,
 )
 
@@ -122,14 +123,7 @@ def upgrade() -> None:
         check("tools", "method", "method IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE')"),
         one_owner("tools", "owner_agent_id"),
     )
-    for owner in ("agent", "org"):
-        create_index(
-            f"uq_tools_{owner}_name",
-            "tools",
-            [f"owner_{owner}_id", "name"],
-            unique=True,
-            postgresql_where=sa.text(f"deleted_at IS NULL AND owner_{owner}_id IS NOT NULL"),
-        )
+    unique_per_owner("tools", "name", ("agent", "org"), "uq_tools_{}_name")
 
 
 def downgrade() -> None:

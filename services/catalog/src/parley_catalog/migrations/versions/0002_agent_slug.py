@@ -7,10 +7,9 @@ Create Date: 2026-11-28 10:00:00.000000
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
-from parley_catalog.migration_columns import SCHEMA, create_index, drop_index, string
+from parley_catalog.migration_columns import SCHEMA, drop_index, string, unique_per_owner
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -20,16 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("agents", string("slug", null=True), schema=SCHEMA)
-    for owner in ("user", "org"):
-        create_index(
-            f"ix_agents_{owner}_slug",
-            "agents",
-            [f"owner_{owner}_id", "slug"],
-            unique=True,
-            postgresql_where=sa.text(
-                f"deleted_at IS NULL AND slug IS NOT NULL AND owner_{owner}_id IS NOT NULL"
-            ),
-        )
+    unique_per_owner("agents", "slug", ("user", "org"), "ix_agents_{}_slug", also="slug IS NOT NULL AND ")
 
 
 def downgrade() -> None:
