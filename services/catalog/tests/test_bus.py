@@ -4,14 +4,17 @@ runtime call them."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client
 
+import parley_catalog
 from parley_catalog.context import CatalogContext
 from parley_common import subjects
 from parley_common.auth_contract import CredentialKind, Principal
@@ -146,3 +149,25 @@ async def test_malformed_bus_requests_get_error_replies(nc: Client) -> None:
         subjects.CATALOG_AGENT_RESOLVE, json.dumps({"agent_id": str(uuid.uuid4())}).encode(), timeout=5
     )
     assert json.loads(msg.data)["error"]["code"] == "resource.not_found"
+
+
+# What makes a subscription: a FastStream subscriber, a nats-py subscription, or a durable pull
+# consumer (a `DurableConsumer` subclass started on a connection).
+_SUBSCRIBING = re.compile(
+    r"\.subscriber\(|(?<!\bbus)\.subscribe\(|pull_subscribe\(|\b\w+Consumer\(ctx\.settings"
+)
+
+
+def test_every_subscription_is_declared_in_bus_py() -> None:
+    """bus.py is where a reader finds everything the catalog listens to: no other module subscribes."""
+    package = Path(parley_catalog.__file__).parent
+    elsewhere = [
+        f"{path.relative_to(package)}:{number}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "bus.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if _SUBSCRIBING.search(line)
+    ]
+    assert elsewhere == []
+    declared = _SUBSCRIBING.findall((package / "bus.py").read_text())
+    assert len(declared) == 3  # the answer() helper's subscriber and the two consumers
