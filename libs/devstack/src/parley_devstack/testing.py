@@ -21,10 +21,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from parley_common.settings import CommonSettings
 from parley_devstack.postgres import PostgresServer, create_database, drop_database, with_database
 from parley_devstack.servers import NatsServer, ValkeyServer, stop_all
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class Infra:
     def env(self) -> dict[str, str]:
         """The variables a service reads them from, e.g. for a subprocess."""
         return {"NATS_URL": self.nats_url, "REDIS_URL": self.redis_url, "DATABASE_URL": self.database_url}
+
+    def settings(self, cls: type[SettingsT], **values: Any) -> SettingsT:
+        """A service's settings on these servers, with plain-text logs; `values` set the rest."""
+        urls = {"nats_url": self.nats_url, "redis_url": self.redis_url, "database_url": self.database_url}
+        return cls(**{**urls, "log_json": False, **values})
 
 
 def _docker_available() -> bool:
