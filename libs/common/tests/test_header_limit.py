@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import APIRouter, WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from parley_common.http import create_app, header_bytes
+from parley_common.http import header_bytes
 from parley_common.settings import CommonSettings
+from parley_devstack.testing import probe_app, serving
 
 LIMIT = 4096
 
 
-def app_under_test() -> object:
-    router = APIRouter()
-
-    @router.get("/thing")
-    async def thing() -> dict[str, bool]:
-        return {"ok": True}
-
-    @router.websocket("/ws")
-    async def ws(socket: WebSocket) -> None:
-        await socket.accept()
-        await socket.send_text("hello")
-        await socket.close()
-
-    return create_app(CommonSettings(max_header_bytes=LIMIT), title="t", routers=[router])
+def app_under_test() -> Any:
+    return probe_app(
+        CommonSettings(max_header_bytes=LIMIT), http_path="/thing", ws_path="/ws", greeting="hello"
+    )
 
 
 def test_header_bytes_counts_each_line_as_sent() -> None:
@@ -40,7 +29,7 @@ def test_header_bytes_counts_each_line_as_sent() -> None:
 
 
 async def test_http_over_the_limit_gets_431_envelope() -> None:
-    transport = httpx.ASGITransport(app=app_under_test())  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app_under_test())
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         assert (await client.get("/thing", headers={"x-a": "a" * 3000})).status_code == 200
         refused = await client.get("/thing", headers={"x-a": "a" * LIMIT})
@@ -52,14 +41,8 @@ async def test_http_over_the_limit_gets_431_envelope() -> None:
 
 @pytest.fixture
 async def served() -> AsyncIterator[int]:
-    config = uvicorn.Config(app_under_test(), host="127.0.0.1", port=0, log_config=None, lifespan="off")  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    await task
+    async with serving(app_under_test()) as port:
+        yield port
 
 
 async def test_websocket_upgrade_over_the_limit_gets_the_same_http_answer(served: int) -> None:

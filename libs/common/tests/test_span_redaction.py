@@ -4,22 +4,19 @@ made, and every exporter Parley installs redacts what it sends."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import APIRouter, WebSocket
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from websockets.asyncio.client import connect
 
-from parley_common.http import create_app
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import RedactingSpanExporter, setup_telemetry
+from parley_devstack.testing import probe_app, serving
 
 KEY = "sk_live_" + "Zx9Yw8Vu" * 5
 RESET = "plain-reset-token-0123456789abcdefghij"
@@ -27,26 +24,9 @@ RESET = "plain-reset-token-0123456789abcdefghij"
 
 @pytest.fixture
 async def served() -> AsyncIterator[int]:
-    router = APIRouter()
-
-    @router.get("/probe")
-    async def probe() -> dict[str, bool]:
-        return {"ok": True}
-
-    @router.websocket("/realtime")
-    async def ws(socket: WebSocket) -> None:
-        await socket.accept()
-        await socket.send_text("hi")
-        await socket.close()
-
-    app = create_app(CommonSettings(), title="t", routers=[router])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    await task
+    app = probe_app(CommonSettings(), http_path="/probe", ws_path="/realtime", greeting="hi")
+    async with serving(app) as port:
+        yield port
 
 
 async def test_websocket_server_span_has_no_token(served: int) -> None:

@@ -15,6 +15,7 @@ from parley_auth.app import build_app
 from parley_auth.context import AuthContext
 from parley_auth.migrate import upgrade
 from parley_auth.settings import AuthSettings
+from parley_auth.testing import no_rate_limits
 
 from .support import Accounts, new_client
 
@@ -22,23 +23,14 @@ from .support import Accounts, new_client
 @pytest.fixture(scope="session")
 async def auth_settings(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> AuthSettings:
     await asyncio.to_thread(upgrade, infra.database_url)
-    return AuthSettings(
-        database_url=infra.database_url,
-        nats_url=infra.nats_url,
-        redis_url=infra.redis_url,
+    settings: AuthSettings = infra.settings(
+        AuthSettings,
         auth_token_secret="test-secret-" + uuid.uuid4().hex,
         auth_mail_dir=tmp_path_factory.mktemp("mail"),
         auth_outbox_poll_s=0.05,
-        log_json=False,
-        # Generous limits; rate-limit tests lower them explicitly.
-        auth_rate_login_ip="10000/minute",
-        auth_rate_login_account="10000/minute",
-        auth_rate_signup_ip="10000/minute",
-        auth_rate_recover_ip="10000/minute",
-        auth_rate_recover_account="10000/minute",
-        auth_rate_key_create_ip="10000/minute",
-        auth_rate_key_create_account="10000/minute",
+        **no_rate_limits(),
     )
+    return settings
 
 
 # Module scope: an auth app answers `auth.verify` in the `auth` queue group for as long as it

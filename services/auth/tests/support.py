@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from faststream.nats import NatsBroker
 
+from parley_common.auth_client import AuthClient
+from parley_common.bus import make_broker
+from parley_common.settings import CommonSettings
 from parley_devstack.testing import assert_error
 
 _counter = itertools.count()
@@ -18,6 +24,18 @@ _counter = itertools.count()
 
 def new_client(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", **kwargs)
+
+
+@asynccontextmanager
+async def bus_peer(nats_url: str, *, cache_ttl_s: float) -> AsyncIterator[tuple[NatsBroker, AuthClient]]:
+    """A broker and auth client as in another service."""
+    broker = make_broker(CommonSettings(nats_url=nats_url, service_name="peer"))
+    client = AuthClient(broker, cache_ttl_s=cache_ttl_s)  # subscribes: before the broker starts
+    await broker.start()
+    try:
+        yield broker, client
+    finally:
+        await broker.stop()
 
 
 def unique_email(tag: str = "user") -> str:

@@ -18,21 +18,17 @@ from parley_auth.settings import AuthSettings
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import CredentialKind, MemberRole, Principal, RevokedEvent, VerifyReply
-from parley_common.bus import bus_events, make_broker
+from parley_common.bus import bus_events
 from parley_common.errors import ParleyError
-from parley_common.settings import CommonSettings
 
-from .support import Accounts, mail_files, new_client
+from .support import Accounts, bus_peer, mail_files, new_client
 
 
 @pytest.fixture
 async def peer(auth_settings: AuthSettings, auth_app: object) -> AsyncIterator[tuple[NatsBroker, AuthClient]]:
     """A broker and auth client as in another service (long cache TTL: revocation must beat it)."""
-    broker = make_broker(CommonSettings(nats_url=auth_settings.nats_url, service_name="peer"))
-    client = AuthClient(broker, cache_ttl_s=60.0)
-    await broker.start()
-    yield broker, client
-    await broker.stop()
+    async with bus_peer(auth_settings.nats_url, cache_ttl_s=60.0) as value:
+        yield value
 
 
 async def test_verify_each_credential_kind(accounts: Accounts, peer: tuple[NatsBroker, AuthClient]) -> None:

@@ -38,6 +38,7 @@ from structlog.processors import JSONRenderer, add_log_level, format_exc_info
 from parley_auth.app import build_app
 from parley_auth.migrate import upgrade
 from parley_auth.settings import AuthSettings
+from parley_auth.testing import no_rate_limits
 
 # One test item per API operation, all with the same node id: pytest-xdist would run only one
 # of them, so `make test` runs this module in its own, serial, pytest run.
@@ -47,9 +48,6 @@ MAX_EXAMPLES = 25
 SEED = 20240601
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 PASSWORD = "correct horse battery staple"
-# Every request comes from the one ASGI test client address, so the per-IP limits would turn most of
-# the run into 429s. Rate limiting has its own tests; here it must not hide the endpoints behind it.
-NO_RATE_LIMIT = "1000000/minute"
 # These revoke or delete the credential that calls them.
 SELF_DESTRUCTIVE = {("DELETE", "/users/me"), ("DELETE", "/auth/sessions"), ("DELETE", "/auth/sessions/me")}
 
@@ -140,20 +138,14 @@ class Authenticator:
 @pytest.fixture(scope="module")
 def st_app(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     upgrade(infra.database_url)
-    settings = AuthSettings(
-        database_url=infra.database_url,
-        nats_url=infra.nats_url,
-        redis_url=infra.redis_url,
+    settings = infra.settings(
+        AuthSettings,
         auth_token_secret="schemathesis-" + "x" * 32,
         auth_mail_dir=tmp_path_factory.mktemp("mail"),
-        auth_rate_login_ip=NO_RATE_LIMIT,
-        auth_rate_login_account=NO_RATE_LIMIT,
-        auth_rate_signup_ip=NO_RATE_LIMIT,
-        auth_rate_recover_ip=NO_RATE_LIMIT,
-        auth_rate_recover_account=NO_RATE_LIMIT,
-        auth_rate_key_create_ip=NO_RATE_LIMIT,
-        auth_rate_key_create_account=NO_RATE_LIMIT,
-        auth_rate_token_mint_account=NO_RATE_LIMIT,
+        # Every request comes from the one ASGI test client address, so the per-IP limits would turn
+        # most of the run into 429s. Rate limiting has its own tests; here it must not hide the
+        # endpoints behind it.
+        **no_rate_limits(),
     )
     app = build_app(settings)
     # The app logs every unhandled exception; structlog's default console renderer draws it as a rich

@@ -17,22 +17,17 @@ from parley_auth.settings import AuthSettings
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import CredentialKind, MintTokenReply, Principal, RevokedEvent
-from parley_common.bus import make_broker
 from parley_common.errors import ParleyError
-from parley_common.settings import CommonSettings
 
-from .support import Accounts, new_client
+from .support import Accounts, bus_peer, new_client
 
 AGENT = "4f6c1a52-8a57-4a55-9d53-0d6c2f1d1e01"
 
 
 @pytest.fixture
 async def peer(auth_settings: AuthSettings, auth_app: object) -> AsyncIterator[tuple[NatsBroker, AuthClient]]:
-    broker = make_broker(CommonSettings(nats_url=auth_settings.nats_url, service_name="peer"))
-    client = AuthClient(broker, cache_ttl_s=0)
-    await broker.start()
-    yield broker, client
-    await broker.stop()
+    async with bus_peer(auth_settings.nats_url, cache_ttl_s=0) as value:
+        yield value
 
 
 async def refused(auth: AuthClient, credential: str, code: str, agent: str = AGENT) -> None:

@@ -44,7 +44,7 @@ from parley_common.auth_contract import (
     VerifyRequest,
 )
 from parley_common.bus import bus_events, request
-from parley_common.errors import REGISTRY, Codes, ParleyError
+from parley_common.errors import Codes, Error, ParleyError, reply_error
 
 log = structlog.get_logger(__name__)
 
@@ -147,9 +147,7 @@ class AuthClient:
             timeout=self.timeout_s,
         )
         if not reply.ok or reply.principal is None:
-            raise _as_error(
-                reply.error.code if reply.error else None, reply.error.message if reply.error else None
-            )
+            raise _refusal(reply.error)
         principal = reply.principal
         ttl = self.cache_ttl_s
         if principal.expires_at is not None:
@@ -180,9 +178,7 @@ class AuthClient:
             timeout=self.timeout_s,
         )
         if not reply.ok:
-            raise _as_error(
-                reply.error.code if reply.error else None, reply.error.message if reply.error else None
-            )
+            raise _refusal(reply.error)
         return reply
 
     async def mint_token(
@@ -203,12 +199,10 @@ class AuthClient:
             timeout=self.timeout_s,
         )
         if not reply.ok or reply.token is None:
-            raise _as_error(
-                reply.error.code if reply.error else None, reply.error.message if reply.error else None
-            )
+            raise _refusal(reply.error)
         return reply
 
 
-def _as_error(code: str | None, message: str | None) -> ParleyError:
-    entry = REGISTRY.get(code or "", Codes.UNAUTHENTICATED)
-    return ParleyError(entry, message)
+def _refusal(error: Error | None) -> ParleyError:
+    # Without params: callers pass auth's refusals on with auth's message alone.
+    return reply_error(error, Codes.UNAUTHENTICATED, with_params=False)

@@ -7,7 +7,7 @@ from faststream.nats import NatsBroker
 from parley_common import subjects
 from parley_common.bus import request
 from parley_common.catalog_contract import AgentResolveReply, AgentResolveRequest, AgentSnapshot
-from parley_common.errors import REGISTRY, Codes, ParleyError
+from parley_common.errors import Codes, ParleyError, reply_error
 
 
 async def resolve_agent(broker: NatsBroker, agent_id: str, *, timeout_s: float) -> AgentSnapshot:
@@ -24,5 +24,4 @@ async def resolve_agent(broker: NatsBroker, agent_id: str, *, timeout_s: float) 
         return reply.snapshot
     if reply.error is None:
         raise ParleyError(Codes.NOT_FOUND, params={"resource": "agent"})
-    code = REGISTRY.get(reply.error.code, Codes.NOT_FOUND)
-    raise ParleyError(code, reply.error.message, params=reply.error.params)
+    raise reply_error(reply.error, Codes.NOT_FOUND)

@@ -432,6 +432,16 @@ class ParleyError(Exception):
         return envelope(self.code, self.message, self.params)
 
 
+def reply_error(error: Error | None, default: ErrorCode, *, with_params: bool = True) -> ParleyError:
+    """The refusal in a bus reply's `error`, as the `ParleyError` the replying service raised: its
+    registered code (else `default`), message and params; `default` with its own message when the
+    reply names no error."""
+    if error is None:
+        return ParleyError(default)
+    params = error.params if with_params else None
+    return ParleyError(REGISTRY.get(error.code, default), error.message, params=params)
+
+
 def _render(template: str, params: dict[str, Any] | None) -> str:
     try:
         return template.format(**(params or {}))

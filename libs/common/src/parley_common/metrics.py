@@ -6,24 +6,27 @@ low-cardinality on purpose: no agent, user or conversation ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _latency(name: str, documentation: str, labels: Sequence[str] = ()) -> Histogram:
+    """Every duration Parley measures is a histogram on the same buckets."""
+    return Histogram(name, documentation, labels, buckets=_LATENCY_BUCKETS)
+
 
 # HTTP (every service, recorded by the app factory's middleware)
 HTTP_REQUESTS = Counter(
     "parley_http_requests_total", "HTTP requests handled.", ["service", "method", "route", "status"]
 )
-HTTP_DURATION = Histogram(
-    "parley_http_request_duration_seconds",
-    "HTTP request handling time.",
-    ["service", "method", "route"],
-    buckets=_LATENCY_BUCKETS,
+HTTP_DURATION = _latency(
+    "parley_http_request_duration_seconds", "HTTP request handling time.", ["service", "method", "route"]
 )
 # Bus request/reply as seen by the caller
-BUS_REQUEST_SECONDS = Histogram(
-    "parley_bus_request_seconds", "Bus request/reply round trip.", ["subject"], buckets=_LATENCY_BUCKETS
-)
+BUS_REQUEST_SECONDS = _latency("parley_bus_request_seconds", "Bus request/reply round trip.", ["subject"])
 # Auth
 RATE_LIMIT_REJECTIONS = Counter(
     "parley_rate_limit_rejections_total", "Requests refused by a rate limit.", ["action"]
@@ -38,14 +41,9 @@ WORKER_CAPACITY_IN_USE = Gauge(
     "parley_worker_capacity_in_use", "Share of this worker's session slots in use (0..1)."
 )
 TURNS = Counter("parley_turns_total", "Completed user turns.", ["outcome"])
-TURN_LATENCY = Histogram(
-    "parley_turn_latency_seconds", "User input to turn_complete.", buckets=_LATENCY_BUCKETS
-)
-LLM_TIME_TO_FIRST_TOKEN = Histogram(
-    "parley_llm_time_to_first_token_seconds",
-    "LLM request to first streamed token.",
-    ["provider"],
-    buckets=_LATENCY_BUCKETS,
+TURN_LATENCY = _latency("parley_turn_latency_seconds", "User input to turn_complete.")
+LLM_TIME_TO_FIRST_TOKEN = _latency(
+    "parley_llm_time_to_first_token_seconds", "LLM request to first streamed token.", ["provider"]
 )
 LLM_ERRORS = Counter("parley_llm_errors_total", "LLM calls that failed.", ["provider", "code"])
 JETSTREAM_CONSUMER_PENDING = Gauge(
@@ -53,24 +51,18 @@ JETSTREAM_CONSUMER_PENDING = Gauge(
 )
 # Speech workers
 SPEECH_SESSIONS_ACTIVE = Gauge("parley_speech_sessions_active", "Voice sessions this speech worker holds.")
-SPEECH_STT_SECONDS = Histogram(
-    "parley_speech_stt_seconds",
-    "End of a user turn to its final transcript.",
-    ["engine"],
-    buckets=_LATENCY_BUCKETS,
+SPEECH_STT_SECONDS = _latency(
+    "parley_speech_stt_seconds", "End of a user turn to its final transcript.", ["engine"]
 )
-SPEECH_TTS_FIRST_CHUNK_SECONDS = Histogram(
+SPEECH_TTS_FIRST_CHUNK_SECONDS = _latency(
     "parley_speech_tts_first_chunk_seconds",
     "Synthesis request to its first published audio chunk.",
     ["engine"],
-    buckets=_LATENCY_BUCKETS,
 )
 SPEECH_ERRORS = Counter("parley_speech_errors_total", "Speech engine failures.", ["engine", "code"])
 # WebRTC media workers (docs/webrtc.md).
 MEDIA_CALLS_ACTIVE = Gauge("parley_media_calls_active", "WebRTC calls this media worker holds.")
-MEDIA_ANSWER_SECONDS = Histogram(
-    "parley_media_answer_seconds",
-    "An offer taken to its SDP answer (the /realtime handshake included).",
-    buckets=_LATENCY_BUCKETS,
+MEDIA_ANSWER_SECONDS = _latency(
+    "parley_media_answer_seconds", "An offer taken to its SDP answer (the /realtime handshake included)."
 )
 MEDIA_CALLS_ENDED = Counter("parley_media_calls_ended_total", "WebRTC calls ended, by why.", ["reason"])

@@ -39,7 +39,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
 
 from parley_common import subjects
-from parley_common.errors import REGISTRY, Codes, ErrorEnvelope, ParleyError, envelope
+from parley_common.errors import Codes, ErrorEnvelope, ParleyError, envelope, reply_error
 from parley_common.speech_contract import (
     HDR_CONTROL,
     HDR_SEQ,
@@ -73,12 +73,9 @@ _ONCE = (SpeechStarted, BargeIn, SpeechStopped, NoSpeech)
 
 
 def _raise_reply_error(error: ErrorEnvelope | None, subject: str) -> None:
-    code = REGISTRY.get(error.code) if error is not None else None
-    raise ParleyError(
-        code or Codes.INTERNAL,
-        error.message if error is not None else f"{subject} failed",
-        params=error.params if error else None,
-    )
+    if error is None:
+        raise ParleyError(Codes.INTERNAL, f"{subject} failed")
+    raise reply_error(error, Codes.INTERNAL)
 
 
 async def _request(nc: NatsClient, subject: str, payload: BaseModel, timeout: float) -> bytes:  # noqa: ASYNC109

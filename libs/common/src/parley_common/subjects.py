@@ -91,17 +91,22 @@ def conversation_event(conversation_id: str) -> str:
     return f"{CONVERSATION_EVENTS}.{conversation_id}"
 
 
+def _session(conversation_id: str, leaf: str) -> str:
+    """`session.<conversation_id>.<leaf>`: every subject of one conversation's session."""
+    return f"{SESSION_PREFIX}.{conversation_id}.{leaf}"
+
+
 def session_in(conversation_id: str) -> str:
-    return f"{SESSION_PREFIX}.{conversation_id}.in"
+    return _session(conversation_id, "in")
 
 
 def session_out(conversation_id: str) -> str:
-    return f"{SESSION_PREFIX}.{conversation_id}.out"
+    return _session(conversation_id, "out")
 
 
 def session_ctl(conversation_id: str) -> str:
     """Core NATS (not stored): session timing and the live connection."""
-    return f"{SESSION_PREFIX}.{conversation_id}.ctl"
+    return _session(conversation_id, "ctl")
 
 
 def agent_test_results(run_id: object) -> str:
@@ -110,14 +115,14 @@ def agent_test_results(run_id: object) -> str:
 
 def session_speech(conversation_id: str) -> str:
     """Core NATS (not stored): recognition events of the conversation's voice session."""
-    return f"{SESSION_PREFIX}.{conversation_id}.speech"
+    return _session(conversation_id, "speech")
 
 
 def session_audio_out(conversation_id: str) -> str:
     """Core NATS (never JetStream): the agent's synthesized audio for the conversation's socket.
     Speech workers publish the chunks (headers `Parley-Stream`, `Parley-Seq`, …; paced at most the
     TTS lead ahead of real time); the gateway holding the socket relays them as `audio_delta`."""
-    return f"{SESSION_PREFIX}.{conversation_id}.audio.out"
+    return _session(conversation_id, "audio.out")
 
 
 def speech_audio(worker_id: str, session_key: str) -> str:

@@ -13,18 +13,26 @@ the end, so concurrent or repeated runs never see each other's rows.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import uvicorn
+from fastapi import APIRouter, WebSocket
+
+from parley_common.http import create_app
+from parley_common.settings import CommonSettings
 from parley_devstack.postgres import PostgresServer, create_database, drop_database, with_database
 from parley_devstack.servers import NatsServer, ValkeyServer, stop_all
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,11 @@ class Infra:
     def env(self) -> dict[str, str]:
         """The variables a service reads them from, e.g. for a subprocess."""
         return {"NATS_URL": self.nats_url, "REDIS_URL": self.redis_url, "DATABASE_URL": self.database_url}
+
+    def settings(self, cls: type[SettingsT], **values: Any) -> SettingsT:
+        """A service's settings on these servers, with plain-text logs; `values` set the rest."""
+        urls = {"nats_url": self.nats_url, "redis_url": self.redis_url, "database_url": self.database_url}
+        return cls(**{**urls, "log_json": False, **values})
 
 
 def _docker_available() -> bool:
@@ -142,6 +155,43 @@ def infra() -> Iterator[Infra]:
         yield Infra(
             nats_url=urls["nats"], redis_url=urls["redis"], database_url=with_database(server_url, name)
         )
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[int]:
+    """`app` served by uvicorn on a free loopback port, in this event loop and without its
+    lifespan, for the length of the block; yields the port."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():  # it could not start: raise why
+            await task
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
+
+
+def probe_app(settings: CommonSettings, *, http_path: str, ws_path: str, greeting: str) -> Any:
+    """An app of the app factory with nothing of its own but a JSON route (`{"ok": true}`) and a
+    WebSocket that accepts, sends `greeting` and closes: for tests of what the factory wraps
+    around every route."""
+    router = APIRouter()
+
+    @router.get(http_path)
+    async def probe() -> dict[str, bool]:
+        return {"ok": True}
+
+    @router.websocket(ws_path)
+    async def socket(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text(greeting)
+        await ws.close()
+
+    return create_app(settings, title="probe", routers=[router])
 
 
 _PAGE_URL = re.compile(r"""(?:\b(?:src|href)\s*=\s*|\burl\s*:\s*)["']([^"']+)["']""")

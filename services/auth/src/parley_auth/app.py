@@ -1,4 +1,4 @@
-"""The auth service application: HTTP API, bus handlers, outbox worker."""
+"""The auth service application: HTTP API, bus subscriptions (bus.py), outbox worker."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
-from parley_auth import handlers
+from parley_auth import bus
 from parley_auth.accounts.router import router as accounts_router
 from parley_auth.apikeys.router import router as apikeys_router
 from parley_auth.context import AuthContext
 from parley_auth.db import Database
 from parley_auth.deps import LocalVerifier
-from parley_auth.mail.inbox import MailInbox
 from parley_auth.mail.outbox import run_outbox
 from parley_auth.orgs.router import router as orgs_router
 from parley_auth.security.turnstile import TurnstileVerifier, make_verifier
@@ -37,21 +36,18 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
         or make_verifier(settings.auth_turnstile_secret, settings.auth_turnstile_verify_url),
         broker=kit.broker,
     )
-    handlers.register(kit.broker, ctx)
-    inbox = MailInbox(db.sessions)  # mail requested by other services (`mail.send`)
+    bus.register(kit, ctx)  # every subscription: bus.py
 
     def start_outbox() -> asyncio.Task[None]:
         return asyncio.create_task(run_outbox(settings, db.sessions), name="mail-outbox")
 
     @kit.part
     @asynccontextmanager
-    async def mail(app: FastAPI) -> AsyncIterator[None]:
-        await inbox.start(kit.broker.connection)
+    async def outbox(app: FastAPI) -> AsyncIterator[None]:
         app.state.outbox = start_outbox()
         try:
             yield
         finally:
-            await inbox.stop()
             app.state.outbox.cancel()
             with suppress(asyncio.CancelledError):
                 await app.state.outbox

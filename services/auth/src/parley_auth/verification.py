@@ -11,6 +11,7 @@ has also expired. The session gateway's periodic re-verification of open connect
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
 from uuid import UUID
 
 import jwt
@@ -47,6 +48,23 @@ async def verify_credential(
     return await _verify_session(db, settings, credential)
 
 
+class _Stored(Protocol):
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
+StoredT = TypeVar("StoredT", bound=_Stored)
+
+
+def _unrevoked(row: StoredT | None) -> StoredT:
+    """The stored credential a presented one names: unknown, then revoked, are refused first."""
+    if row is None:
+        raise ParleyError(Codes.UNAUTHENTICATED)
+    if row.revoked_at is not None:
+        raise ParleyError(Codes.CREDENTIAL_REVOKED)
+    return row
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -59,13 +77,11 @@ async def _live_user(db: AsyncSession, user_id: UUID) -> User:
 
 
 async def _verify_session(db: AsyncSession, settings: AuthSettings, token: str) -> Principal:
-    row = await db.scalar(
-        select(UserSession).where(UserSession.token_hash == token_hash(settings.auth_token_secret, token))
+    row = _unrevoked(
+        await db.scalar(
+            select(UserSession).where(UserSession.token_hash == token_hash(settings.auth_token_secret, token))
+        )
     )
-    if row is None:
-        raise ParleyError(Codes.UNAUTHENTICATED)
-    if row.revoked_at is not None:
-        raise ParleyError(Codes.CREDENTIAL_REVOKED)
     if row.expires_at <= _now():
         raise ParleyError(Codes.CREDENTIAL_EXPIRED)
     await _live_user(db, row.user_id)
@@ -79,13 +95,9 @@ async def _verify_session(db: AsyncSession, settings: AuthSettings, token: str) 
 
 
 async def _verify_api_key(db: AsyncSession, settings: AuthSettings, key: str) -> Principal:
-    row = await db.scalar(
-        select(ApiKey).where(ApiKey.key_hash == token_hash(settings.auth_token_secret, key))
+    row = _unrevoked(
+        await db.scalar(select(ApiKey).where(ApiKey.key_hash == token_hash(settings.auth_token_secret, key)))
     )
-    if row is None:
-        raise ParleyError(Codes.UNAUTHENTICATED)
-    if row.revoked_at is not None:
-        raise ParleyError(Codes.CREDENTIAL_REVOKED)
     await _live_user(db, row.created_by_user_id)
     _check_key_unexpired(row)
     now = _now()
@@ -123,11 +135,7 @@ async def _verify_client_token(db: AsyncSession, settings: AuthSettings, token: 
         exp = float(claims["exp"])
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise ParleyError(Codes.UNAUTHENTICATED) from exc
-    row = await db.get(ClientToken, token_id)
-    if row is None:
-        raise ParleyError(Codes.UNAUTHENTICATED)
-    if row.revoked_at is not None:
-        raise ParleyError(Codes.CREDENTIAL_REVOKED)
+    row = _unrevoked(await db.get(ClientToken, token_id))
     # A client token lives only as long as the API key, or the browser session, that minted it.
     key = await db.get(ApiKey, row.api_key_id) if row.api_key_id is not None else None
     session = await db.get(UserSession, row.session_id) if row.session_id is not None else None

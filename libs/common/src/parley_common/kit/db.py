@@ -15,8 +15,10 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from parley_common.errors import ErrorCode, ParleyError
 from parley_common.settings import CommonSettings
 
 # Constraint names Alembic can find again; a named check constraint `x` on table `t` is `ck_t_x`.
@@ -79,3 +81,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def flush_unique(db: AsyncSession, conflict: ErrorCode, params: dict[str, Any] | None = None) -> None:
+    """Flush, where a unique constraint decides (the check before it can lose a race to a
+    concurrent request): a violation rolls the session back and is raised as `conflict`."""
+    try:
+        await db.flush()
+    except IntegrityError as exc:
+        await db.rollback()
+        raise ParleyError(conflict, params=params) from exc

@@ -11,6 +11,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.alias_generators import to_camel
 
 from parley_common.octavus.blocks import DisplayMode
 
@@ -26,41 +27,42 @@ ErrorSource = Literal["platform", "provider", "tool", "client"]
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, frozen=True)
+    # Keys are the camelCase of the field names (`tool_call_id` is `toolCallId` on the wire).
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
 class StartEvent(_Event):
     type: Literal["start"] = "start"
-    message_id: str | None = Field(default=None, alias="messageId")
-    execution_id: str | None = Field(default=None, alias="executionId")  # needed for tool continuation
+    message_id: str | None = None
+    execution_id: str | None = None  # needed for tool continuation
 
 
 class FinishEvent(_Event):
     type: Literal["finish"] = "finish"
-    finish_reason: FinishReason = Field(alias="finishReason")
-    execution_id: str | None = Field(default=None, alias="executionId")
+    finish_reason: FinishReason
+    execution_id: str | None = None
 
 
 class ProviderErrorInfo(_Event):
     name: str
     model: str | None = None
-    status_code: int | None = Field(default=None, alias="statusCode")
-    error_type: str | None = Field(default=None, alias="errorType")
-    request_id: str | None = Field(default=None, alias="requestId")
+    status_code: int | None = None
+    error_type: str | None = None
+    request_id: str | None = None
 
 
 class ToolErrorInfo(_Event):
     name: str
-    call_id: str | None = Field(default=None, alias="callId")
+    call_id: str | None = None
 
 
 class ErrorEvent(_Event):
     type: Literal["error"] = "error"
-    error_type: ErrorType = Field(alias="errorType")
+    error_type: ErrorType
     message: str
     retryable: bool = False
     source: ErrorSource = "platform"
-    retry_after: float | None = Field(default=None, alias="retryAfter")
+    retry_after: float | None = None
     code: str | None = None
     provider: ProviderErrorInfo | None = None
     tool: ToolErrorInfo | None = None
@@ -69,7 +71,7 @@ class ErrorEvent(_Event):
 class TextStartEvent(_Event):
     type: Literal["text-start"] = "text-start"
     id: str
-    response_type: str | None = Field(default=None, alias="responseType")  # text is JSON of this type
+    response_type: str | None = None  # text is JSON of this type
 
 
 class TextDeltaEvent(_Event):
@@ -101,38 +103,38 @@ class ReasoningEndEvent(_Event):
 
 class ToolInputStartEvent(_Event):
     type: Literal["tool-input-start"] = "tool-input-start"
-    tool_call_id: str = Field(alias="toolCallId")
-    tool_name: str = Field(alias="toolName")
+    tool_call_id: str
+    tool_name: str
     title: str | None = None
 
 
 class ToolInputDeltaEvent(_Event):
     type: Literal["tool-input-delta"] = "tool-input-delta"
-    tool_call_id: str = Field(alias="toolCallId")
-    input_text_delta: str = Field(alias="inputTextDelta")  # the client SDK parses it as whole JSON
+    tool_call_id: str
+    input_text_delta: str  # the client SDK parses it as whole JSON
 
 
 class ToolInputEndEvent(_Event):
     type: Literal["tool-input-end"] = "tool-input-end"
-    tool_call_id: str = Field(alias="toolCallId")
+    tool_call_id: str
 
 
 class ToolInputAvailableEvent(_Event):
     type: Literal["tool-input-available"] = "tool-input-available"
-    tool_call_id: str = Field(alias="toolCallId")
-    tool_name: str = Field(alias="toolName")
+    tool_call_id: str
+    tool_name: str
     input: Any = None
 
 
 class ToolOutputAvailableEvent(_Event):
     type: Literal["tool-output-available"] = "tool-output-available"
-    tool_call_id: str = Field(alias="toolCallId")
+    tool_call_id: str
     output: Any = None
 
 
 class ToolOutputErrorEvent(_Event):
     type: Literal["tool-output-error"] = "tool-output-error"
-    tool_call_id: str = Field(alias="toolCallId")
+    tool_call_id: str
     error: str
 
 
@@ -140,28 +142,28 @@ class SourceEvent(_Event):
     """`sourceType: url` needs `url`; `document` needs `mediaType` and `title`."""
 
     type: Literal["source"] = "source"
-    source_type: Literal["url", "document"] = Field(alias="sourceType")
+    source_type: Literal["url", "document"]
     id: str
     url: str | None = None
     title: str | None = None
-    media_type: str | None = Field(default=None, alias="mediaType")
+    media_type: str | None = None
     filename: str | None = None
 
 
 class BlockStartEvent(_Event):
     type: Literal["block-start"] = "block-start"
-    block_id: str = Field(alias="blockId")
-    block_name: str = Field(alias="blockName")
-    block_type: str = Field(alias="blockType")
+    block_id: str
+    block_name: str
+    block_type: str
     display: DisplayMode
     description: str | None = None
-    output_to_chat: bool | None = Field(default=None, alias="outputToChat")
+    output_to_chat: bool | None = None
     thread: str | None = None  # omitted for the main thread
 
 
 class BlockEndEvent(_Event):
     type: Literal["block-end"] = "block-end"
-    block_id: str = Field(alias="blockId")
+    block_id: str
     summary: str | None = None
 
 
@@ -172,49 +174,49 @@ class ResourceUpdateEvent(_Event):
 
 
 class PendingToolCall(_Event):
-    tool_call_id: str = Field(alias="toolCallId")
-    tool_name: str = Field(alias="toolName")
+    tool_call_id: str
+    tool_name: str
     args: dict[str, Any] = Field(default_factory=dict)
     source: Literal["llm", "block"] | None = None
-    output_variable: str | None = Field(default=None, alias="outputVariable")  # block tool-calls
-    block_index: int | None = Field(default=None, alias="blockIndex")  # where the handler resumes
+    output_variable: str | None = None  # block tool-calls
+    block_index: int | None = None  # where the handler resumes
 
 
 class ToolResult(_Event):
     """An entry of the trigger body's `toolResults`."""
 
-    tool_call_id: str = Field(alias="toolCallId")
-    tool_name: str | None = Field(default=None, alias="toolName")
+    tool_call_id: str
+    tool_name: str | None = None
     result: Any = None
     error: str | None = None
-    output_variable: str | None = Field(default=None, alias="outputVariable")
-    block_index: int | None = Field(default=None, alias="blockIndex")
+    output_variable: str | None = None
+    block_index: int | None = None
 
 
 class ToolRequestEvent(_Event):
     """Ends a round: must be followed by `finish` with `finishReason: tool-calls`."""
 
     type: Literal["tool-request"] = "tool-request"
-    tool_calls: list[PendingToolCall] = Field(alias="toolCalls")
+    tool_calls: list[PendingToolCall]
 
 
 class ClientToolRequestEvent(_Event):
     """Made by the server SDK for tools it has no handler for; never sent by the platform."""
 
     type: Literal["client-tool-request"] = "client-tool-request"
-    execution_id: str = Field(alias="executionId")
-    tool_calls: list[PendingToolCall] = Field(alias="toolCalls")
-    server_tool_results: list[ToolResult] | None = Field(default=None, alias="serverToolResults")
+    execution_id: str
+    tool_calls: list[PendingToolCall]
+    server_tool_results: list[ToolResult] | None = None
 
 
 class FileAvailableEvent(_Event):
     type: Literal["file-available"] = "file-available"
     id: str
-    media_type: str = Field(alias="mediaType")
+    media_type: str
     url: str
     filename: str | None = None
     size: int | None = None
-    tool_call_id: str | None = Field(default=None, alias="toolCallId")
+    tool_call_id: str | None = None
 
 
 StreamEvent = Annotated[
@@ -234,12 +236,13 @@ class TriggerBody(BaseModel):
     trigger `{triggerName, input?}`, a server-side continuation (the same plus `executionId?` and
     `toolResults`), or a client continuation `{executionId, toolResults}` without a trigger."""
 
-    model_config = ConfigDict(populate_by_name=True)  # unknown keys ignored, as the Octavus API does
+    # camelCase keys, as _Event; unknown keys ignored, as the Octavus API does.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
-    trigger_name: str | None = Field(default=None, alias="triggerName")
+    trigger_name: str | None = None
     input: dict[str, Any] | None = None
-    execution_id: str | None = Field(default=None, alias="executionId")
-    tool_results: list[ToolResult] | None = Field(default=None, alias="toolResults")
+    execution_id: str | None = None
+    tool_results: list[ToolResult] | None = None
 
 
 def event_json(event: BaseModel) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from parley_common.auth_contract import Principal
 from parley_common.errors import ErrorEnvelope
@@ -21,7 +22,8 @@ MAX_ID = 200
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    # Keys are the camelCase of the field names (`session_id` is `sessionId` on the wire).
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
 # --- internal messages (`GET /api/agent-sessions/:id`) -------------------------------------------
@@ -43,7 +45,7 @@ class MessagePart(_Wire):
     type: Literal["text", "reasoning", "tool-call", "source", "file", "object"]
     visible: bool
     content: str | None = None
-    tool_call: ToolCallInfo | None = Field(default=None, alias="toolCall")
+    tool_call: ToolCallInfo | None = None
     source: dict[str, Any] | None = None
     file: dict[str, Any] | None = None
     object: dict[str, Any] | None = None  # {id, typeName, value}
@@ -54,26 +56,26 @@ class ChatMessage(_Wire):
     id: str
     role: Literal["user", "assistant", "system"]
     parts: list[MessagePart]
-    created_at: str = Field(alias="createdAt")
+    created_at: str
     visible: bool | None = None
     content: str
-    tool_calls: list[ToolCallInfo] | None = Field(default=None, alias="toolCalls")
+    tool_calls: list[ToolCallInfo] | None = None
     reasoning: str | None = None
-    reasoning_signature: str | None = Field(default=None, alias="reasoningSignature")
+    reasoning_signature: str | None = None
 
 
 class SessionState(_Wire):
     """An active session, as `agentSessions.get()` parses it."""
 
     id: str
-    agent_id: str = Field(alias="agentId")
+    agent_id: str
     input: dict[str, Any]
     variables: dict[str, Any]
     resources: dict[str, Any]
     messages: list[ChatMessage]
     status: Literal["active"] = "active"
-    created_at: str = Field(alias="createdAt")
-    updated_at: str = Field(alias="updatedAt")
+    created_at: str
+    updated_at: str
 
 
 # --- UI messages (`?format=ui`, `restore`) --------------------------------------------------------
@@ -90,9 +92,9 @@ class UITextPart(_Wire):
 
 class UIToolCallPart(_Wire):
     type: Literal["tool-call"]
-    tool_call_id: Annotated[str, Field(max_length=MAX_ID)] = Field(alias="toolCallId")
-    tool_name: str = Field(alias="toolName")
-    display_name: str | None = Field(default=None, alias="displayName")
+    tool_call_id: Annotated[str, Field(max_length=MAX_ID)]
+    tool_name: str
+    display_name: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     result: Any = None
     error: str | None = None
@@ -104,9 +106,9 @@ class UIToolCallPart(_Wire):
 
 class UIOperationPart(_Wire):
     type: Literal["operation"]
-    operation_id: str = Field(alias="operationId")
+    operation_id: str
     name: str
-    operation_type: str = Field(alias="operationType")
+    operation_type: str
     status: Literal["running", "done", "cancelled"]
     thread: str | None = None
 
@@ -128,12 +130,12 @@ class UIMessage(_Wire):
     role: Literal["user", "assistant"]
     parts: list[UIPart]
     status: PartStatus = "done"
-    created_at: str = Field(alias="createdAt")
+    created_at: str
 
 
 class UISessionState(_Wire):
-    session_id: str = Field(alias="sessionId")
-    agent_id: str = Field(alias="agentId")
+    session_id: str
+    agent_id: str
     messages: list[UIMessage]
     status: Literal["active"] = "active"
 
@@ -141,18 +143,18 @@ class UISessionState(_Wire):
 class ExpiredSession(_Wire):
     """What both GETs return once a session's state has expired (restore brings it back)."""
 
-    session_id: str = Field(alias="sessionId")
-    agent_id: str = Field(alias="agentId")
+    session_id: str
+    agent_id: str
     status: Literal["expired"] = "expired"
-    created_at: str = Field(alias="createdAt")
+    created_at: str
 
 
 class SessionCreated(_Wire):
-    session_id: str = Field(alias="sessionId")
+    session_id: str
 
 
 class SessionRestored(_Wire):
-    session_id: str = Field(alias="sessionId")
+    session_id: str
     restored: bool
 
 
@@ -160,7 +162,7 @@ class SessionRestored(_Wire):
 
 
 class CreateSessionBody(_Wire):
-    agent_id: Annotated[str, Field(min_length=1, max_length=MAX_ID)] = Field(alias="agentId")
+    agent_id: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
     input: dict[str, Any] | None = None
 
 

@@ -2,6 +2,7 @@
 // turn timings and traces, read and start the agent's adversarial tests. Plain ES modules, no build
 // step, no CDN.
 import { createApi, realtimeUrl } from "./api.js";
+import { appendLine } from "./transcript.js";
 import { createVoice } from "./voice.js";
 
 const $ = (id) => document.getElementById(id);
@@ -118,21 +119,7 @@ $("refresh-agents").addEventListener("click", loadAgents);
 // ------------------------------------------------------------------------------ the conversation
 
 function line(kind, who, text) {
-  const item = document.createElement("li");
-  item.className = kind;
-  if (who) {
-    const label = document.createElement("span");
-    label.className = "who";
-    label.textContent = `${who}:`;
-    item.append(label);
-  }
-  const body = document.createElement("span");
-  body.className = "text";
-  body.textContent = text;
-  item.append(body);
-  $("transcript").append(item);
-  $("transcript").scrollTop = $("transcript").scrollHeight;
-  return body;
+  return appendLine($("transcript"), kind, who, text);
 }
 
 function setStreaming(on) {

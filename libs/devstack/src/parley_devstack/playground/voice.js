@@ -5,6 +5,8 @@
 // client's: POST /api/realtime-token → GET /api/csrf-token → POST /api/realtime/webrtc with the
 // offer, the last two with the minted clientSecret as the bearer credential.
 
+import { appendLine } from "./transcript.js";
+
 // The session's `tick` arrives every second: this long without any message means the call is lost
 // (the media worker died; nothing else could tell the page).
 const SILENCE_LOST_MS = 5000;
@@ -15,21 +17,7 @@ export function createVoice({ api, $, agentId, agentLabel, tracesOn }) {
   function say(id, text) { $(id).textContent = text || ""; }
 
   function line(kind, who, text) {
-    const item = document.createElement("li");
-    item.className = kind;
-    if (who) {
-      const label = document.createElement("span");
-      label.className = "who";
-      label.textContent = `${who}:`;
-      item.append(label);
-    }
-    const body = document.createElement("span");
-    body.className = "text";
-    body.textContent = text;
-    item.append(body);
-    $("voice-transcript").append(item);
-    $("voice-transcript").scrollTop = $("voice-transcript").scrollHeight;
-    return body;
+    return appendLine($("voice-transcript"), kind, who, text);
   }
 
   function setInCall(on) {

@@ -13,7 +13,9 @@ from parley_auth.orgs.service import assert_not_last_owner_anywhere
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.errors import Codes, ParleyError
 
-router = APIRouter()
+router = APIRouter()  # both below, in this order
+auth = APIRouter(tags=["auth"])  # /auth/*
+users = APIRouter(tags=["users"])  # /users/me*
 TurnstileHeader = Annotated[
     str | None,
     Header(alias="X-Turnstile-Token", max_length=4096, include_in_schema=False),
@@ -31,6 +33,13 @@ TURNSTILE_DOC = {
         }
     ]
 }
+
+
+def _signed_out(ctx: Ctx) -> Response:
+    """204, clearing the session cookie of this browser."""
+    out = Response(status_code=status.HTTP_204_NO_CONTENT)
+    out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
+    return out
 
 
 def _user_out(user: User) -> schemas.User:
@@ -57,11 +66,9 @@ async def _open_session(
     return schemas.AuthSessionResponse(expires_at=session.expires_at)
 
 
-@router.post(
+@auth.post(
     "/auth/signup",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.AuthSessionResponse,
-    tags=["auth"],
     operation_id="signup",
     openapi_extra=TURNSTILE_DOC,
     summary="Register a new user account",
@@ -81,11 +88,9 @@ async def signup(
     return await _open_session(request, response, ctx, db, user)
 
 
-@router.post(
+@auth.post(
     "/auth/sessions",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.AuthSessionResponse,
-    tags=["auth"],
     operation_id="createSession",
     openapi_extra=TURNSTILE_DOC,
     summary="Log in and start a session",
@@ -106,10 +111,9 @@ async def login(
     return await _open_session(request, response, ctx, db, user)
 
 
-@router.delete(
+@auth.delete(
     "/auth/sessions",
     status_code=status.HTTP_204_NO_CONTENT,
-    tags=["auth"],
     operation_id="revokeAllSessions",
     summary="Log out of all sessions",
     description="Needs the `account:write` scope (a browser session holds it); an organization's API "
@@ -125,15 +129,12 @@ async def logout_all(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
         user_id=principal.user_id,
         user_kinds=[CredentialKind.SESSION],
     )
-    out = Response(status_code=status.HTTP_204_NO_CONTENT)
-    out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
-    return out
+    return _signed_out(ctx)
 
 
-@router.delete(
+@auth.delete(
     "/auth/sessions/me",
     status_code=status.HTTP_204_NO_CONTENT,
-    tags=["auth"],
     operation_id="revokeSession",
     summary="Log out of the current session",
 )
@@ -141,15 +142,12 @@ async def logout(ctx: Ctx, db: Db, principal: CurrentSession) -> Response:
     await service.revoke_session(db, principal.credential_id)
     await db.commit()
     await ctx.publish_revoked(kind=CredentialKind.SESSION, credential_ids=[principal.credential_id])
-    out = Response(status_code=status.HTTP_204_NO_CONTENT)
-    out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
-    return out
+    return _signed_out(ctx)
 
 
-@router.post(
+@auth.post(
     "/auth/password/recover",
     status_code=status.HTTP_204_NO_CONTENT,
-    tags=["auth"],
     operation_id="recoverPassword",
     openapi_extra=TURNSTILE_DOC,
     summary="Request a password reset email",
@@ -175,10 +173,9 @@ async def recover_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(
+@auth.post(
     "/auth/password/reset",
     status_code=status.HTTP_204_NO_CONTENT,
-    tags=["auth"],
     operation_id="resetPassword",
     summary="Reset password using a recovery token",
     description="Consumes the token and updates the password. All existing sessions are revoked on success.",
@@ -191,11 +188,9 @@ async def reset_password(body: schemas.ResetPasswordRequest, ctx: Ctx, db: Db) -
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get(
+@users.get(
     "/users/me",
-    response_model=schemas.User,
     response_model_exclude_none=True,
-    tags=["users"],
     operation_id="getMe",
     summary="Get the authenticated user's profile",
 )
@@ -203,11 +198,9 @@ async def get_me(db: Db, principal: AccountReader) -> schemas.User:
     return _user_out(await load_user(db, principal))
 
 
-@router.patch(
+@users.patch(
     "/users/me",
-    response_model=schemas.User,
     response_model_exclude_none=True,
-    tags=["users"],
     operation_id="updateMe",
     summary="Update the authenticated user's profile",
 )
@@ -218,11 +211,9 @@ async def update_me(body: schemas.UpdateUserRequest, db: Db, principal: AccountW
     return _user_out(user)
 
 
-@router.patch(
+@users.patch(
     "/users/me/email",
-    response_model=schemas.User,
     response_model_exclude_none=True,
-    tags=["users"],
     operation_id="updateMyEmail",
     summary="Update the authenticated user's email address",
     description="The login email is where password resets go, so changing it needs a browser session "
@@ -251,10 +242,9 @@ async def _confirm_identity(ctx: Ctx, user: User, principal: Principal, password
         raise ParleyError(Codes.CURRENT_PASSWORD_INCORRECT)
 
 
-@router.delete(
+@users.delete(
     "/users/me",
     status_code=status.HTTP_204_NO_CONTENT,
-    tags=["users"],
     operation_id="deleteMe",
     summary="Soft-delete the authenticated user's account",
 )
@@ -265,6 +255,8 @@ async def delete_me(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
     await db.commit()
     # Every kind: the keys, the client tokens they minted and the sessions all die with the account.
     await ctx.publish_revoked(user_id=user.id, credential_ids=keys, user_kinds=list(CredentialKind))
-    out = Response(status_code=status.HTTP_204_NO_CONTENT)
-    out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
-    return out
+    return _signed_out(ctx)
+
+
+router.include_router(auth)
+router.include_router(users)

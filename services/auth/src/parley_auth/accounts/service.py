@@ -7,7 +7,6 @@ from urllib.parse import urlencode
 from uuid import UUID
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_auth.accounts.models import PasswordResetToken, User, UserSession
@@ -16,6 +15,7 @@ from parley_auth.mail import outbox
 from parley_auth.security import credentials
 from parley_auth.settings import AuthSettings
 from parley_common.errors import Codes, ParleyError
+from parley_common.kit.db import flush_unique
 
 
 def now() -> datetime:
@@ -33,11 +33,7 @@ async def create_user(db: AsyncSession, email: str, password: str, name: str) ->
         raise ParleyError(Codes.EMAIL_TAKEN)
     user = User(email=email, name=name, password_hash=credentials.hash_password(password))
     db.add(user)
-    try:
-        await db.flush()
-    except IntegrityError as exc:  # a concurrent sign-up won the race for this email
-        await db.rollback()
-        raise ParleyError(Codes.EMAIL_TAKEN) from exc
+    await flush_unique(db, Codes.EMAIL_TAKEN)  # a concurrent sign-up may win the race for this email
     return user
 
 
@@ -159,11 +155,7 @@ async def change_email(db: AsyncSession, user: User, email: str) -> User:
         raise ParleyError(Codes.EMAIL_TAKEN)
     user.email = email
     user.updated_at = now()
-    try:
-        await db.flush()
-    except IntegrityError as exc:
-        await db.rollback()
-        raise ParleyError(Codes.EMAIL_TAKEN) from exc
+    await flush_unique(db, Codes.EMAIL_TAKEN)
     outbox.enqueue(
         db,
         old,

@@ -30,7 +30,6 @@ def _owned_by(principal: Principal) -> ColumnElement[bool]:
 
 @router.get(
     "/auth/api-keys",
-    response_model=list[schemas.AuthAPIKey],
     response_model_exclude_none=True,
     operation_id="listAPIKeys",
     summary="List API keys owned by the authenticated user",
@@ -46,7 +45,6 @@ async def list_keys(db: Db, principal: KeysReader) -> list[schemas.AuthAPIKey]:
 @router.post(
     "/auth/api-keys",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.AuthAPIKeyResponse,
     response_model_exclude_none=True,
     operation_id="createAPIKey",
     summary="Create a new API key",

@@ -29,7 +29,6 @@ def _member_out(member: Membership) -> schemas.OrgMember:
 
 @router.get(
     "/orgs",
-    response_model=list[schemas.Org],
     response_model_exclude_none=True,
     operation_id="listOrgs",
     summary="List organizations the authenticated user belongs to",
@@ -41,7 +40,6 @@ async def list_orgs(db: Db, principal: OrgReader) -> list[schemas.Org]:
 @router.post(
     "/orgs",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Org,
     response_model_exclude_none=True,
     operation_id="createOrg",
     summary="Create a new organization",
@@ -55,7 +53,6 @@ async def create_org(body: schemas.CreateOrgRequest, db: Db, principal: AccountW
 
 @router.get(
     "/orgs/{orgSlug}",
-    response_model=schemas.Org,
     response_model_exclude_none=True,
     operation_id="getOrg",
     summary="Get an organization by slug",
@@ -67,7 +64,6 @@ async def get_org(org_slug: OrgSlug, db: Db, principal: OrgReader) -> schemas.Or
 
 @router.patch(
     "/orgs/{orgSlug}",
-    response_model=schemas.Org,
     response_model_exclude_none=True,
     operation_id="updateOrg",
     summary="Update an organization (requires admin)",
@@ -97,7 +93,6 @@ async def delete_org(org_slug: OrgSlug, ctx: Ctx, db: Db, principal: OrgWriter) 
 
 @router.get(
     "/orgs/{orgSlug}/members",
-    response_model=list[schemas.OrgMember],
     operation_id="listOrgMembers",
     summary="List members of an organization (requires viewer)",
 )
@@ -109,7 +104,6 @@ async def list_members(org_slug: OrgSlug, db: Db, principal: OrgReader) -> list[
 @router.post(
     "/orgs/{orgSlug}/members",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.OrgMember,
     operation_id="addOrgMember",
     summary="Add a member to an organization (requires admin)",
 )
@@ -124,7 +118,6 @@ async def add_member(
 
 @router.patch(
     "/orgs/{orgSlug}/members/{userID}",
-    response_model=schemas.OrgMember,
     operation_id="updateOrgMember",
     summary="Update a member's role (requires admin)",
 )

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_auth.accounts.models import User
@@ -18,6 +17,7 @@ from parley_auth.apikeys.models import ApiKey
 from parley_auth.orgs.models import Membership, Org
 from parley_common.auth_contract import CredentialKind, MemberRole, Principal
 from parley_common.errors import Codes, ParleyError
+from parley_common.kit.db import flush_unique
 
 ORG_NOT_FOUND = {"resource": "organization"}
 
@@ -73,11 +73,7 @@ async def create_org(db: AsyncSession, user_id: UUID, name: str, slug: str, desc
         raise ParleyError(Codes.ORG_SLUG_TAKEN)
     org = Org(name=name, slug=slug, description=description, created_by=user_id, tier="free")
     db.add(org)
-    try:
-        await db.flush()
-    except IntegrityError as exc:
-        await db.rollback()
-        raise ParleyError(Codes.ORG_SLUG_TAKEN) from exc
+    await flush_unique(db, Codes.ORG_SLUG_TAKEN)
     db.add(Membership(org_id=org.id, user_id=user_id, role=MemberRole.OWNER.value))
     await db.flush()
     return org
@@ -142,11 +138,7 @@ async def add_member(
         raise ParleyError(Codes.MEMBER_EXISTS)
     member = Membership(org_id=org.id, user_id=user_id, role=role.value)
     db.add(member)
-    try:
-        await db.flush()
-    except IntegrityError as exc:
-        await db.rollback()
-        raise ParleyError(Codes.MEMBER_EXISTS) from exc
+    await flush_unique(db, Codes.MEMBER_EXISTS)
     return member
 
 

@@ -40,7 +40,6 @@ async def _mint(
 @router.post(
     "/chat/tokens",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.CreateChatTokenResponse,
     operation_id="createChatToken",
     summary="Create a scoped client token for the chat WebSocket",
 )
@@ -54,7 +53,6 @@ async def create_chat_token(
 @router.post(
     "/voice/tokens",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.CreateVoiceTokenResponse,
     operation_id="createVoiceToken",
     summary="Create a scoped client token for a voice session",
 )

@@ -1,13 +1,23 @@
-"""Bus: `auth.verify`, `auth.authorize` and `auth.token.mint`, request/reply in the `auth` queue group,
-and the service's `health.ping.auth`."""
+"""Every bus subscription of the auth service, declared here next to its handler.
+
+- `auth.verify`, `auth.authorize`, `auth.token.mint`: request/reply in the queue group `auth`, so
+  each request reaches one replica.
+- `mail.send` (stream `MAIL`): the durable pull consumer `auth-mail` shared by the replicas, which
+  queues the mail other services ask for in the outbox (mail/inbox.py).
+- `health.ping.auth`: answered by the service kit (parley_common.kit.service).
+
+What auth publishes (`auth.events.revoked`) is in context.py.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from faststream.nats import NatsBroker
+from fastapi import FastAPI
 
 from parley_auth.context import AuthContext
+from parley_auth.mail.inbox import MailInbox
 from parley_auth.orgs import service as orgs
 from parley_auth.tokens import service as tokens
 from parley_auth.verification import verify_credential
@@ -22,15 +32,11 @@ from parley_common.auth_contract import (
 )
 from parley_common.bus import bus_handler
 from parley_common.errors import Codes, ParleyError
+from parley_common.kit.service import ServiceKit
 
 
-def register(broker: NatsBroker, ctx: AuthContext) -> None:
-    name = ctx.settings.service_name
-
-    # Queue group: any one replica answering proves the service is reachable over the bus.
-    @broker.subscriber(subjects.health_ping(name), queue=name)
-    async def health() -> dict[str, Any]:
-        return {"service": name, "ok": True}
+def register(kit: ServiceKit, ctx: AuthContext) -> None:
+    broker = kit.broker
 
     @broker.subscriber(subjects.AUTH_VERIFY, queue=subjects.QUEUE_AUTH)
     @bus_handler(VerifyRequest)
@@ -68,3 +74,14 @@ def register(broker: NatsBroker, ctx: AuthContext) -> None:
             )
             await db.commit()
         return MintTokenReply(ok=True, token=token, token_id=row.id, expires_at=row.expires_at)
+
+    inbox = MailInbox(ctx.db.sessions)
+
+    @kit.part
+    @asynccontextmanager
+    async def mail_inbox(app: FastAPI) -> AsyncIterator[None]:
+        await inbox.start(broker.connection)
+        try:
+            yield
+        finally:
+            await inbox.stop()
