@@ -9,6 +9,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from parley_common import subjects
 from parley_common.catalog_contract import AgentConfig, AgentResolveReply, AgentSnapshot, AgentStatus
 from parley_common.errors import Codes, ErrorCode, ParleyError
 from parley_common.speech_client import RecognitionClient, TtsStream
-from parley_common.speech_contract import InputFormat, VoiceEngineConfig
+from parley_common.speech_contract import ENGINES, EngineKind, InputFormat, VoiceEngineConfig
 from parley_devstack.servers import free_port
 from parley_devstack.testing import Infra
 from parley_speech.app import build_app
@@ -30,6 +31,7 @@ from parley_speech.engines.deepgram import DeepgramSTT
 from parley_speech.engines.elevenlabs import ElevenLabsTTS
 from parley_speech.engines.espeak import EspeakTTS
 from parley_speech.engines.openai_audio import OpenAISTT, OpenAITTS
+from parley_speech.engines.registry import EngineRegistry
 from parley_speech.settings import SpeechSettings
 
 from .conftest import speak
@@ -368,3 +370,26 @@ async def test_keys_come_from_the_agents_secrets_before_the_settings(
     assert results[without].error is None and results[without].chunks > 0
     await sub.unsubscribe()
     await nc.close()
+
+
+# ------------------------------------------------------------------------------ the registry
+
+
+async def test_the_registry_builds_every_engine_of_the_contract_and_only_those() -> None:
+    settings = SpeechSettings(
+        speech_groq_api_key="k", speech_openai_api_key="k", speech_deepgram_api_key=None
+    )
+    with ThreadPoolExecutor(1) as pool:
+        registry = EngineRegistry(settings, stt_executor=pool, agents=None)
+    for kind, builders in ((EngineKind.STT, registry.stt_builders), (EngineKind.TTS, registry.tts_builders)):
+        assert set(builders) == {name for name, info in ENGINES.items() if kind in info.kinds}
+    groq = (await registry.tts(VoiceEngineConfig(engine="groq", voice="v"), None)).engine
+    openai = (await registry.tts(VoiceEngineConfig(engine="openai"), None)).engine
+    assert isinstance(groq, OpenAITTS) and isinstance(openai, OpenAITTS)
+    assert (groq.base_url, groq.response_format) == ("https://api.groq.com/openai/v1", "wav")
+    assert (openai.base_url, openai.response_format) == ("https://api.openai.com/v1", "pcm")
+    stt = await registry.stt(VoiceEngineConfig(engine="groq", model="m"), None)
+    assert isinstance(stt, OpenAISTT) and (stt.name, stt.model) == ("groq", "m")
+    await fails_with(Codes.SPEECH_KEY_MISSING, registry.stt(VoiceEngineConfig(engine="deepgram"), None))
+    await fails_with(Codes.SPEECH_UNKNOWN_ENGINE, registry.tts(VoiceEngineConfig(engine="deepgram"), None))
+    await registry.aclose()
