@@ -62,13 +62,19 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="module")
 async def deepgram() -> AsyncIterator[FakeDeepgram]:
     async with running(FakeDeepgram()) as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
 
 
 @pytest.fixture(scope="module")
 async def elevenlabs() -> AsyncIterator[FakeElevenLabs]:
     async with running(FakeElevenLabs()) as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
+
+
+# Every fake refuses these keys the way its provider does (fake_providers.py).
+REFUSED = [("bad", Codes.SPEECH_ENGINE_AUTH_FAILED), ("limited", Codes.SPEECH_ENGINE_RATE_LIMITED)]
+SLOW = ("slow", Codes.SPEECH_ENGINE_TIMEOUT)
+DROPPED = ("drop", Codes.SPEECH_ENGINE_DISCONNECTED)
 
 
 async def fails_with(code: ErrorCode, aw: object) -> None:
@@ -94,15 +100,7 @@ async def test_openai_transcription(transcriptions: FakeTranscriptions, http: ht
     )  # too short: no call
 
 
-@pytest.mark.parametrize(
-    ("key", "code"),
-    [
-        ("bad", Codes.SPEECH_ENGINE_AUTH_FAILED),
-        ("limited", Codes.SPEECH_ENGINE_RATE_LIMITED),
-        ("broken", Codes.SPEECH_ENGINE_UNAVAILABLE),
-        ("slow", Codes.SPEECH_ENGINE_TIMEOUT),
-    ],
-)
+@pytest.mark.parametrize(("key", "code"), [*REFUSED, ("broken", Codes.SPEECH_ENGINE_UNAVAILABLE), SLOW])
 async def test_openai_transcription_errors(
     transcriptions: FakeTranscriptions, http: httpx.AsyncClient, key: str, code: ErrorCode
 ) -> None:
@@ -151,9 +149,8 @@ async def test_openai_speech_errors_and_a_cut_stream(
             total += chunk.samples.size
         return total
 
-    await fails_with(Codes.SPEECH_ENGINE_AUTH_FAILED, drain(tts("bad")))
-    await fails_with(Codes.SPEECH_ENGINE_RATE_LIMITED, drain(tts("limited")))
-    await fails_with(Codes.SPEECH_ENGINE_TIMEOUT, drain(tts("slow")))
+    for key, code in [*REFUSED, SLOW]:
+        await fails_with(code, drain(tts(key)))
     got: list[int] = []
     with pytest.raises(ParleyError) as err:
         async for chunk in tts("drop").synthesize("Hello there"):
@@ -190,23 +187,16 @@ async def test_deepgram_keepalive_while_no_audio_flows(deepgram: FakeDeepgram) -
     assert deepgram.received.count({"type": "KeepAlive"}) >= 2
 
 
-@pytest.mark.parametrize(
-    ("key", "code"),
-    [
-        ("bad", Codes.SPEECH_ENGINE_AUTH_FAILED),
-        ("limited", Codes.SPEECH_ENGINE_RATE_LIMITED),
-        ("drop", Codes.SPEECH_ENGINE_DISCONNECTED),
-        ("slow", Codes.SPEECH_ENGINE_TIMEOUT),
-    ],
-)
+@pytest.mark.parametrize(("key", "code"), [*REFUSED, DROPPED, SLOW])
 async def test_deepgram_errors(deepgram: FakeDeepgram, key: str, code: ErrorCode) -> None:
-    stream_ = dg(deepgram, key).stream()
-    with pytest.raises(ParleyError) as err:
+    async def utterance() -> str:
+        stream_ = dg(deepgram, key).stream()
         for i in range(0, SECOND.size, 320):
             await stream_.push(SECOND[i : i + 320])
             await asyncio.sleep(0.001)
-        await stream_.end()
-    assert err.value.code is code
+        return await stream_.end()
+
+    await fails_with(code, utterance())
 
 
 async def test_deepgram_unreachable() -> None:
@@ -247,14 +237,7 @@ async def test_elevenlabs_streaming_text_in(elevenlabs: FakeElevenLabs) -> None:
     assert sum(c.samples.size for c in chunks) > 0
 
 
-@pytest.mark.parametrize(
-    ("key", "code"),
-    [
-        ("bad", Codes.SPEECH_ENGINE_AUTH_FAILED),
-        ("limited", Codes.SPEECH_ENGINE_RATE_LIMITED),
-        ("drop", Codes.SPEECH_ENGINE_DISCONNECTED),
-    ],
-)
+@pytest.mark.parametrize(("key", "code"), [*REFUSED, DROPPED])
 async def test_elevenlabs_errors(elevenlabs: FakeElevenLabs, key: str, code: ErrorCode) -> None:
     async def drain() -> None:
         async for _ in eleven(elevenlabs, key).synthesize("Hello big world"):
