@@ -170,6 +170,17 @@ async def test_data_channel_messages_are_checked_and_forwarded(fake: FakeRealtim
     await until(lambda: not service.calls)
 
 
+async def test_data_channel_messages_beyond_the_rate_are_refused(fake: FakeRealtime) -> None:
+    async with in_call(fake, media_dc_rate_per_s=1) as (_, client):  # a burst of 2, then 1 a second
+        for _ in range(4):
+            client.send({"type": "cancel"})
+        await until(lambda: sum(e["type"] == "error" for e in client.events) >= 2)
+        errors = [e for e in client.events if e["type"] == "error"]
+        assert [e["code"] for e in errors] == ["realtime.rate_limited"] * 2
+        await until(lambda: len(fake.received) >= 2)
+        assert [e["type"] for e in fake.received] == ["cancel", "cancel"]
+
+
 async def test_hanging_up_ends_the_session(fake: FakeRealtime) -> None:
     async with in_call(fake) as (service, _):
         pass  # the client hangs up
