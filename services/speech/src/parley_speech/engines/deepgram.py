@@ -162,15 +162,18 @@ class DeepgramStream(STTStream):
             timeout_s=lambda: self.engine.read_timeout_s if self._closing else None,
             ends_normally=lambda code: self._closing and code in (None, 1000),
         )
-        async for data in messages:
-            kind = data.get("type")
-            if kind == "Results":
-                self._on_results(data)
-            elif kind == "Metadata" and self._closing:
-                continue  # Deepgram sends it last, then closes
-            elif kind == "Error" or "err_code" in data:
-                detail = str(data.get("err_code") or data.get("description") or "error")
-                raise errors.protocol(self.engine.name, detail)
+        try:
+            async for data in messages:
+                kind = data.get("type")
+                if kind == "Results":
+                    self._on_results(data)
+                elif kind == "Metadata" and self._closing:
+                    continue  # Deepgram sends it last, then closes
+                elif kind == "Error" or "err_code" in data:
+                    detail = str(data.get("err_code") or data.get("description") or "error")
+                    raise errors.protocol(self.engine.name, detail)
+        finally:
+            await messages.aclose()
 
     def _on_results(self, data: dict[str, object]) -> None:
         try:
