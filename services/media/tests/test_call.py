@@ -4,6 +4,7 @@ machine's host candidates, DTLS, SRTP, SCTP: the whole WebRTC stack, in one proc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -55,6 +56,19 @@ async def connect(service: MediaService) -> tuple[ClientPeer, str]:
     assert reply.ok and reply.sdp and reply.conversation_id == "conv-1"
     await client.accept(reply.sdp)
     return client, reply.sdp
+
+
+@contextlib.asynccontextmanager
+async def in_call(fake: FakeRealtime, **overrides: object) -> AsyncIterator[tuple[MediaService, ClientPeer]]:
+    """A worker with one call answered and connected, its greeting turn complete; the client
+    peer closed at the end."""
+    service = service_for(fake, **overrides)
+    client, _ = await connect(service)
+    try:
+        await client.wait_event("turn_complete")
+        yield service, client
+    finally:
+        await client.close()
 
 
 async def test_a_call_bridges_audio_both_ways_and_events_on_the_data_channel(fake: FakeRealtime) -> None:
@@ -133,10 +147,7 @@ async def test_an_unreachable_gateway_is_media_unavailable() -> None:
 
 
 async def test_data_channel_messages_are_checked_and_forwarded(fake: FakeRealtime) -> None:
-    service = service_for(fake)
-    client, _ = await connect(service)
-    try:
-        await client.wait_event("turn_complete")
+    async with in_call(fake) as (service, client):
         client.send("not json")
         client.send({"type": "dance"})
         client.send({"type": "input_text", "text": ""})
@@ -156,48 +167,45 @@ async def test_data_channel_messages_are_checked_and_forwarded(fake: FakeRealtim
         # Bad messages were not forwarded; the call goes on.
         assert [e["type"] for e in fake.received] == ["cancel"]
         assert service.calls
-    finally:
-        await client.close()
     await until(lambda: not service.calls)
 
 
+async def test_data_channel_messages_beyond_the_rate_are_refused(fake: FakeRealtime) -> None:
+    async with in_call(fake, media_dc_rate_per_s=1) as (_, client):  # a burst of 2, then 1 a second
+        for _ in range(4):
+            client.send({"type": "cancel"})
+        await until(lambda: sum(e["type"] == "error" for e in client.events) >= 2)
+        errors = [e for e in client.events if e["type"] == "error"]
+        assert [e["code"] for e in errors] == ["realtime.rate_limited"] * 2
+        await until(lambda: len(fake.received) >= 2)
+        assert [e["type"] for e in fake.received] == ["cancel", "cancel"]
+
+
 async def test_hanging_up_ends_the_session(fake: FakeRealtime) -> None:
-    service = service_for(fake)
-    client, _ = await connect(service)
-    await client.wait_event("turn_complete")
-    await client.close()
+    async with in_call(fake) as (service, _):
+        pass  # the client hangs up
     await until(lambda: {"type": "end"} in fake.received)
     await until(lambda: not service.calls)
 
 
 async def test_a_lost_socket_is_told_on_the_data_channel_and_closes_the_peer(fake: FakeRealtime) -> None:
-    service = service_for(fake)
-    client, _ = await connect(service)
-    try:
-        await client.wait_event("turn_complete")
+    async with in_call(fake) as (service, client):
         await fake.drop_all()
         error = await client.wait_event("error")
         assert error["code"] == "webrtc.media_lost"
         await asyncio.wait_for(client.channel_closed.wait(), 10)
         await until(lambda: not service.calls)
         assert {"type": "end"} not in fake.received
-    finally:
-        await client.close()
 
 
 async def test_barge_in_drops_the_agent_s_queued_audio(fake: FakeRealtime) -> None:
     fake.greeting_audio_ms = 20_000
-    service = service_for(fake)
-    client, _ = await connect(service)
-    try:
-        await client.wait_event("turn_complete")
+    async with in_call(fake) as (service, client):
         (call,) = service.calls.values()
         await until(lambda: call.playout.queued_ms > 10_000)
         call._relay(json.dumps({"type": "signal", "name": "barge_in", "data": {}}))
         assert call.playout.queued_ms == 0
         assert (await client.wait_event("signal", name="barge_in"))["type"] == "signal"
-    finally:
-        await client.close()
 
 
 async def test_a_peer_that_never_connects_is_given_up(fake: FakeRealtime) -> None:
@@ -213,26 +221,20 @@ async def test_a_peer_that_never_connects_is_given_up(fake: FakeRealtime) -> Non
 
 
 async def test_a_full_worker_refuses_more_calls(fake: FakeRealtime) -> None:
-    service = service_for(fake, media_max_peers=1)
-    client, _ = await connect(service)
-    await client.wait_event("turn_complete")
-    other = ClientPeer()
-    try:
-        with pytest.raises(ParleyError) as caught:
-            await service.answer(offer_request(await other.offer()))
-        assert caught.value.code.code == "webrtc.media_unavailable"
-        assert len(fake.handshakes) == 1
-    finally:
-        await other.close()
-        await client.close()
+    async with in_call(fake, media_max_peers=1) as (service, _):
+        other = ClientPeer()
+        try:
+            with pytest.raises(ParleyError) as caught:
+                await service.answer(offer_request(await other.offer()))
+            assert caught.value.code.code == "webrtc.media_unavailable"
+            assert len(fake.handshakes) == 1
+        finally:
+            await other.close()
     await until(lambda: not service.calls)
 
 
 async def test_shutdown_tells_every_call_and_ends_it(fake: FakeRealtime) -> None:
-    service = service_for(fake)
-    client, _ = await connect(service)
-    try:
-        await client.wait_event("turn_complete")
+    async with in_call(fake) as (service, client):
         await service.stop()
         assert not service.calls
         error = await client.wait_event("error")
@@ -241,8 +243,6 @@ async def test_shutdown_tells_every_call_and_ends_it(fake: FakeRealtime) -> None
         await client.wait_event("session_closed")
         kinds = [e["type"] for e in client.events]
         assert kinds.index("error") < kinds.index("session_closed")  # told why first
-    finally:
-        await client.close()
 
 
 async def test_the_call_s_socket_continues_the_offer_s_trace(fake: FakeRealtime) -> None:

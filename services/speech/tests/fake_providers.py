@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -73,17 +73,26 @@ def _key_reply(key: str | None) -> Any:
     return None
 
 
-class FakeTranscriptions(FakeServer):  # type: ignore[misc,valid-type]
-    """`POST /v1/audio/transcriptions`; answers `{"text": "heard <ms> ms of <model>"}`."""
+class _OpenAIAudio(FakeServer):  # type: ignore[misc,valid-type]
+    """An OpenAI-compatible audio endpoint: the bearer key is checked first (`_key_reply`)."""
 
-    path = "/v1/audio/transcriptions"
     base_path = "/v1"
 
     def check(self, seen: Any) -> Any:
         key = seen.headers.get("authorization", "").removeprefix("Bearer ")
         refused = _key_reply(key)
-        if refused is not None:
-            return refused
+        return refused if refused is not None else self.answer(seen, key)
+
+    def answer(self, seen: Any, key: str) -> Any:
+        raise NotImplementedError
+
+
+class FakeTranscriptions(_OpenAIAudio):
+    """`POST /v1/audio/transcriptions`; answers `{"text": "heard <ms> ms of <model>"}`."""
+
+    path = "/v1/audio/transcriptions"
+
+    def answer(self, seen: Any, key: str) -> Any:
         ctype = seen.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
             return openai_error(400, "Content-Type must be multipart/form-data")
@@ -106,17 +115,12 @@ class FakeTranscriptions(FakeServer):  # type: ignore[misc,valid-type]
         return json_reply(200, {"text": f" heard {ms} ms of {fields['model'].decode()} {language} "})
 
 
-class FakeSpeech(FakeServer):  # type: ignore[misc,valid-type]
+class FakeSpeech(_OpenAIAudio):
     """`POST /v1/audio/speech`; streams 60 ms of tone per character, PCM or WAV."""
 
     path = "/v1/audio/speech"
-    base_path = "/v1"
 
-    def check(self, seen: Any) -> Any:
-        key = seen.headers.get("authorization", "").removeprefix("Bearer ")
-        refused = _key_reply(key)
-        if refused is not None:
-            return refused
+    def answer(self, seen: Any, key: str) -> Any:
         body = seen.json
         if not isinstance(body, dict) or not body.get("input") or not body.get("voice"):
             return openai_error(400, "input and voice are required")
@@ -143,7 +147,11 @@ class FakeSpeech(FakeServer):  # type: ignore[misc,valid-type]
 
 @dataclass
 class WsFake:
-    """A WebSocket fake; `connections` records each handshake's path and headers."""
+    """A WebSocket fake; `connections` records each handshake's path and headers. The API key is
+    read from the header `key_header` (less `key_prefix`); `refuse` may deny the handshake."""
+
+    key_header: ClassVar[str]
+    key_prefix: ClassVar[str] = ""
 
     server: Server | None = None
     connections: list[tuple[str, Headers]] = field(default_factory=list)
@@ -163,6 +171,25 @@ class WsFake:
         port = next(iter(self.server.sockets)).getsockname()[1]
         return f"ws://127.0.0.1:{port}"
 
+    def key(self, headers: Headers | None) -> str:
+        return headers.get(self.key_header, "").removeprefix(self.key_prefix) if headers else ""
+
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.connections.append((request.path, request.headers))
+        return self.refuse(self.key(request.headers))
+
+    def refuse(self, key: str) -> Response | None:
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        try:
+            await self.serve(ws, self.key(ws.request.headers if ws.request else None))
+        except ConnectionClosed:
+            return
+
+    async def serve(self, ws: ServerConnection, key: str) -> None:
+        raise NotImplementedError
+
 
 def _deny(status: int, body: str) -> Response:
     return Response(
@@ -173,46 +200,41 @@ def _deny(status: int, body: str) -> Response:
 class FakeDeepgram(WsFake):
     """`wss://…/v1/listen`: `Authorization: Token <key>` checked at the handshake (401)."""
 
-    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        self.connections.append((request.path, request.headers))
-        key = request.headers.get("Authorization", "").removeprefix("Token ")
+    key_header = "Authorization"
+    key_prefix = "Token "
+
+    def refuse(self, key: str) -> Response | None:
         if key == "bad":
             return _deny(401, '{"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials."}')
         if key == "limited":
             return _deny(429, '{"err_code": "TOO_MANY_REQUESTS", "err_msg": "Too many requests."}')
         return None
 
-    async def handler(self, ws: ServerConnection) -> None:
-        key = ws.request.headers.get("Authorization", "").removeprefix("Token ") if ws.request else ""
+    async def serve(self, ws: ServerConnection, key: str) -> None:
         audio_bytes = 0
         frames = 0
         drop = self.dropping(key)
-        try:
-            async for message in ws:
-                if isinstance(message, bytes):
-                    audio_bytes += len(message)
-                    frames += 1
-                    if drop and frames == 3:
-                        await ws.close(1011, "NET-0001: internal error")
-                        return
-                    if frames % 5 == 0:
-                        await ws.send(json.dumps(_results(f"partial {audio_bytes // 32} ms", final=False)))
-                    continue
-                data = json.loads(message)
-                self.received.append(data)
-                if data.get("type") == "CloseStream":
-                    if key == "slow":  # never answers: the client times out and leaves
-                        await ws.wait_closed()
-                        return
-                    ms = audio_bytes // 32  # 16 kHz PCM16: 32 bytes a millisecond
-                    await ws.send(json.dumps(_results(f"heard {ms} ms", final=True)))
-                    await ws.send(
-                        json.dumps({"type": "Metadata", "request_id": "fake", "duration": ms / 1000})
-                    )
-                    await ws.close(1000)
+        async for message in ws:
+            if isinstance(message, bytes):
+                audio_bytes += len(message)
+                frames += 1
+                if drop and frames == 3:
+                    await ws.close(1011, "NET-0001: internal error")
                     return
-        except ConnectionClosed:
-            return
+                if frames % 5 == 0:
+                    await ws.send(json.dumps(_results(f"partial {audio_bytes // 32} ms", final=False)))
+                continue
+            data = json.loads(message)
+            self.received.append(data)
+            if data.get("type") == "CloseStream":
+                if key == "slow":  # never answers: the client times out and leaves
+                    await ws.wait_closed()
+                    return
+                ms = audio_bytes // 32  # 16 kHz PCM16: 32 bytes a millisecond
+                await ws.send(json.dumps(_results(f"heard {ms} ms", final=True)))
+                await ws.send(json.dumps({"type": "Metadata", "request_id": "fake", "duration": ms / 1000}))
+                await ws.close(1000)
+                return
 
 
 def _results(text: str, *, final: bool) -> dict[str, Any]:
@@ -232,12 +254,9 @@ class FakeElevenLabs(WsFake):
     """`wss://…/v1/text-to-speech/{voice}/stream-input`: `xi-api-key` checked after the upgrade,
     as ElevenLabs does it: an error message, then a 1008 close."""
 
-    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        self.connections.append((request.path, request.headers))
-        return None
+    key_header = "xi-api-key"
 
-    async def handler(self, ws: ServerConnection) -> None:
-        key = ws.request.headers.get("xi-api-key", "") if ws.request else ""
+    async def serve(self, ws: ServerConnection, key: str) -> None:
         if key in ("bad", "limited"):
             error = "invalid_api_key" if key == "bad" else "quota_exceeded"
             await ws.send(json.dumps({"message": "Refused.", "error": error, "code": 1008}))
@@ -245,26 +264,23 @@ class FakeElevenLabs(WsFake):
             return
         text = ""
         drop = self.dropping(key)
-        try:
-            async for message in ws:
-                data = json.loads(message)
-                self.received.append(data)
-                piece = data.get("text", "")
-                if piece == "":  # end of input
-                    for chunk in _speak(text.strip()):
-                        if drop:
-                            await ws.send(json.dumps(chunk))
-                            await ws.close(1011, "internal")
-                            return
+        async for message in ws:
+            data = json.loads(message)
+            self.received.append(data)
+            piece = data.get("text", "")
+            if piece == "":  # end of input
+                for chunk in _speak(text.strip()):
+                    if drop:
                         await ws.send(json.dumps(chunk))
-                        await asyncio.sleep(0.005)
-                    await ws.send(json.dumps({"isFinal": True}))
-                    await ws.close(1000)
-                    return
-                if piece.strip():
-                    text += piece
-        except ConnectionClosed:
-            return
+                        await ws.close(1011, "internal")
+                        return
+                    await ws.send(json.dumps(chunk))
+                    await asyncio.sleep(0.005)
+                await ws.send(json.dumps({"isFinal": True}))
+                await ws.close(1000)
+                return
+            if piece.strip():
+                text += piece
 
 
 def _speak(text: str) -> list[dict[str, Any]]:
@@ -288,8 +304,11 @@ def _speak(text: str) -> list[dict[str, Any]]:
     return out
 
 
+W = TypeVar("W", bound=WsFake)
+
+
 @contextlib.asynccontextmanager
-async def running(fake: WsFake) -> AsyncIterator[WsFake]:
-    async with serve(fake.handler, "127.0.0.1", 0, process_request=fake.process_request) as server:  # type: ignore[attr-defined]
+async def running(fake: W) -> AsyncIterator[W]:
+    async with serve(fake.handler, "127.0.0.1", 0, process_request=fake.process_request) as server:
         fake.server = server
         yield fake

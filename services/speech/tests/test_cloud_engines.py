@@ -9,6 +9,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from parley_common import subjects
 from parley_common.catalog_contract import AgentConfig, AgentResolveReply, AgentSnapshot, AgentStatus
 from parley_common.errors import Codes, ErrorCode, ParleyError
 from parley_common.speech_client import RecognitionClient, TtsStream
-from parley_common.speech_contract import InputFormat, VoiceEngineConfig
+from parley_common.speech_contract import ENGINES, EngineKind, InputFormat, VoiceEngineConfig
 from parley_devstack.servers import free_port
 from parley_devstack.testing import Infra
 from parley_speech.app import build_app
@@ -30,6 +31,7 @@ from parley_speech.engines.deepgram import DeepgramSTT
 from parley_speech.engines.elevenlabs import ElevenLabsTTS
 from parley_speech.engines.espeak import EspeakTTS
 from parley_speech.engines.openai_audio import OpenAISTT, OpenAITTS
+from parley_speech.engines.registry import EngineRegistry
 from parley_speech.settings import SpeechSettings
 
 from .conftest import speak
@@ -60,13 +62,19 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="module")
 async def deepgram() -> AsyncIterator[FakeDeepgram]:
     async with running(FakeDeepgram()) as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
 
 
 @pytest.fixture(scope="module")
 async def elevenlabs() -> AsyncIterator[FakeElevenLabs]:
     async with running(FakeElevenLabs()) as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
+
+
+# Every fake refuses these keys the way its provider does (fake_providers.py).
+REFUSED = [("bad", Codes.SPEECH_ENGINE_AUTH_FAILED), ("limited", Codes.SPEECH_ENGINE_RATE_LIMITED)]
+SLOW = ("slow", Codes.SPEECH_ENGINE_TIMEOUT)
+DROPPED = ("drop", Codes.SPEECH_ENGINE_DISCONNECTED)
 
 
 async def fails_with(code: ErrorCode, aw: object) -> None:
@@ -92,15 +100,7 @@ async def test_openai_transcription(transcriptions: FakeTranscriptions, http: ht
     )  # too short: no call
 
 
-@pytest.mark.parametrize(
-    ("key", "code"),
-    [
-        ("bad", Codes.SPEECH_ENGINE_AUTH_FAILED),
-        ("limited", Codes.SPEECH_ENGINE_RATE_LIMITED),
-        ("broken", Codes.SPEECH_ENGINE_UNAVAILABLE),
-        ("slow", Codes.SPEECH_ENGINE_TIMEOUT),
-    ],
-)
+@pytest.mark.parametrize(("key", "code"), [*REFUSED, ("broken", Codes.SPEECH_ENGINE_UNAVAILABLE), SLOW])
 async def test_openai_transcription_errors(
     transcriptions: FakeTranscriptions, http: httpx.AsyncClient, key: str, code: ErrorCode
 ) -> None:
@@ -149,9 +149,8 @@ async def test_openai_speech_errors_and_a_cut_stream(
             total += chunk.samples.size
         return total
 
-    await fails_with(Codes.SPEECH_ENGINE_AUTH_FAILED, drain(tts("bad")))
-    await fails_with(Codes.SPEECH_ENGINE_RATE_LIMITED, drain(tts("limited")))
-    await fails_with(Codes.SPEECH_ENGINE_TIMEOUT, drain(tts("slow")))
+    for key, code in [*REFUSED, SLOW]:
+        await fails_with(code, drain(tts(key)))
     got: list[int] = []
     with pytest.raises(ParleyError) as err:
         async for chunk in tts("drop").synthesize("Hello there"):
@@ -188,23 +187,16 @@ async def test_deepgram_keepalive_while_no_audio_flows(deepgram: FakeDeepgram) -
     assert deepgram.received.count({"type": "KeepAlive"}) >= 2
 
 
-@pytest.mark.parametrize(
-    ("key", "code"),
-    [
-        ("bad", Codes.SPEECH_ENGINE_AUTH_FAILED),
-        ("limited", Codes.SPEECH_ENGINE_RATE_LIMITED),
-        ("drop", Codes.SPEECH_ENGINE_DISCONNECTED),
-        ("slow", Codes.SPEECH_ENGINE_TIMEOUT),
-    ],
-)
+@pytest.mark.parametrize(("key", "code"), [*REFUSED, DROPPED, SLOW])
 async def test_deepgram_errors(deepgram: FakeDeepgram, key: str, code: ErrorCode) -> None:
-    stream_ = dg(deepgram, key).stream()
-    with pytest.raises(ParleyError) as err:
+    async def utterance() -> str:
+        stream_ = dg(deepgram, key).stream()
         for i in range(0, SECOND.size, 320):
             await stream_.push(SECOND[i : i + 320])
             await asyncio.sleep(0.001)
-        await stream_.end()
-    assert err.value.code is code
+        return await stream_.end()
+
+    await fails_with(code, utterance())
 
 
 async def test_deepgram_unreachable() -> None:
@@ -245,14 +237,7 @@ async def test_elevenlabs_streaming_text_in(elevenlabs: FakeElevenLabs) -> None:
     assert sum(c.samples.size for c in chunks) > 0
 
 
-@pytest.mark.parametrize(
-    ("key", "code"),
-    [
-        ("bad", Codes.SPEECH_ENGINE_AUTH_FAILED),
-        ("limited", Codes.SPEECH_ENGINE_RATE_LIMITED),
-        ("drop", Codes.SPEECH_ENGINE_DISCONNECTED),
-    ],
-)
+@pytest.mark.parametrize(("key", "code"), [*REFUSED, DROPPED])
 async def test_elevenlabs_errors(elevenlabs: FakeElevenLabs, key: str, code: ErrorCode) -> None:
     async def drain() -> None:
         async for _ in eleven(elevenlabs, key).synthesize("Hello big world"):
@@ -368,3 +353,26 @@ async def test_keys_come_from_the_agents_secrets_before_the_settings(
     assert results[without].error is None and results[without].chunks > 0
     await sub.unsubscribe()
     await nc.close()
+
+
+# ------------------------------------------------------------------------------ the registry
+
+
+async def test_the_registry_builds_every_engine_of_the_contract_and_only_those() -> None:
+    settings = SpeechSettings(
+        speech_groq_api_key="k", speech_openai_api_key="k", speech_deepgram_api_key=None
+    )
+    with ThreadPoolExecutor(1) as pool:
+        registry = EngineRegistry(settings, stt_executor=pool, agents=None)
+    for kind, builders in ((EngineKind.STT, registry.stt_builders), (EngineKind.TTS, registry.tts_builders)):
+        assert set(builders) == {name for name, info in ENGINES.items() if kind in info.kinds}
+    groq = (await registry.tts(VoiceEngineConfig(engine="groq", voice="v"), None)).engine
+    openai = (await registry.tts(VoiceEngineConfig(engine="openai"), None)).engine
+    assert isinstance(groq, OpenAITTS) and isinstance(openai, OpenAITTS)
+    assert (groq.base_url, groq.response_format) == ("https://api.groq.com/openai/v1", "wav")
+    assert (openai.base_url, openai.response_format) == ("https://api.openai.com/v1", "pcm")
+    stt = await registry.stt(VoiceEngineConfig(engine="groq", model="m"), None)
+    assert isinstance(stt, OpenAISTT) and (stt.name, stt.model) == ("groq", "m")
+    await fails_with(Codes.SPEECH_KEY_MISSING, registry.stt(VoiceEngineConfig(engine="deepgram"), None))
+    await fails_with(Codes.SPEECH_UNKNOWN_ENGINE, registry.tts(VoiceEngineConfig(engine="deepgram"), None))
+    await registry.aclose()

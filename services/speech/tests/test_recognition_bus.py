@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import nats
 import numpy as np
 import pytest
 from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from parley_common import subjects
 from parley_common.errors import Codes, ParleyError
@@ -155,27 +157,13 @@ async def test_webm_opus_upload_is_recognised(nc: NatsClient, espeak: EspeakTTS)
 
 
 async def test_duplicates_are_dropped_and_gaps_reported(nc: NatsClient) -> None:
-    request = open_request()
-    reply = SpeechSessionOpened.model_validate_json(
-        (await nc.request(subjects.SPEECH_SESSION_OPEN, request.model_dump_json().encode(), timeout=5)).data
-    )
-    assert reply.ok and reply.audio_subject
-    seen: list[dict[str, object]] = []
-
-    async def collect(msg: object) -> None:
-        seen.append(json.loads(msg.data))  # type: ignore[attr-defined]
-
-    await nc.subscribe(subjects.session_speech(request.conversation_id), cb=collect)
+    audio_subject, _, seen = await open_raw(nc)
     silence = float_to_pcm16(np.zeros(320, np.float32)).tobytes()
     for seq in (0, 1, 1, 2, 5, 3, 6):
-        await nc.publish(reply.audio_subject, silence, headers={HDR_SEQ: str(seq)})
-    await nc.publish(reply.audio_subject, silence)  # no sequence number: refused
-    for _ in range(100):
-        beats = [e for e in seen if e["type"] == "heartbeat"]
-        if beats and beats[-1].get("last_seq") == 6:
-            break
-        await asyncio.sleep(0.05)
-    beat = [e for e in seen if e["type"] == "heartbeat"][-1]
+        await nc.publish(audio_subject, silence, headers={HDR_SEQ: str(seq)})
+    await nc.publish(audio_subject, silence)  # no sequence number: refused
+    await seen.wait_for(lambda: bool(seen.of("heartbeat")) and seen.of("heartbeat")[-1].get("last_seq") == 6)
+    beat = seen.of("heartbeat")[-1]
     assert beat.get("last_seq") == 6 and beat["duplicates"] == 2 and beat["gaps"] == 1
     gaps = [e for e in seen if e["type"] == "audio_gap"]
     assert [(g["from_seq"], g["to_seq"]) for g in gaps] == [(3, 4)]
@@ -258,14 +246,28 @@ async def test_an_idle_session_sleeps_and_wakes_on_the_next_audio(
     await client.close()
 
 
-async def open_raw(nc: NatsClient) -> tuple[str, str, list[dict[str, object]]]:
+class Seen(list[dict[str, object]]):
+    """A session's events as they are on the bus (JSON objects), for what a client would hide."""
+
+    async def collect(self, msg: Msg) -> None:
+        self.append(json.loads(msg.data))
+
+    def of(self, kind: str) -> list[dict[str, object]]:
+        return [e for e in self if e["type"] == kind]
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met in {timeout}s; events: {[e['type'] for e in self]}")
+            await asyncio.sleep(0.05)
+
+
+async def open_raw(nc: NatsClient) -> tuple[str, str, Seen]:
+    """A session opened with a raw subscription to its events (subscribed before the open)."""
     request = open_request()
-    seen: list[dict[str, object]] = []
-
-    async def collect(msg: object) -> None:
-        seen.append(json.loads(msg.data))  # type: ignore[attr-defined]
-
-    await nc.subscribe(subjects.session_speech(request.conversation_id), cb=collect)
+    seen = Seen()
+    await nc.subscribe(subjects.session_speech(request.conversation_id), cb=seen.collect)
     reply = SpeechSessionOpened.model_validate_json(
         (await nc.request(subjects.SPEECH_SESSION_OPEN, request.model_dump_json().encode(), timeout=5)).data
     )
@@ -284,24 +286,15 @@ async def test_a_replay_sized_burst_is_taken_in_and_a_flood_is_cut(nc: NatsClien
     # 20 s at once (what an edge replays after a re-open): processed, nothing refused.
     subject, _, seen = await open_raw(nc)
     await burst(nc, subject, 20)
-    for _ in range(200):
-        if any(
-            e["type"] == "heartbeat" and e.get("last_seq") == 999 and e.get("backlog_ms") == 0 for e in seen
-        ):
-            break
-        await asyncio.sleep(0.05)
-    assert not [e for e in seen if e["type"] in ("error", "closed")]
-    assert any(
-        e["type"] == "heartbeat" and e.get("backlog_ms") == 0 and e.get("last_seq") == 999 for e in seen
+    await seen.wait_for(
+        lambda: any(e.get("last_seq") == 999 and e.get("backlog_ms") == 0 for e in seen.of("heartbeat"))
     )
+    assert not [e for e in seen if e["type"] in ("error", "closed")]
     # 40 s at once is more than an utterance plus the backlog: the session is closed, not grown.
     subject, _, seen = await open_raw(nc)
     await burst(nc, subject, 40)
-    for _ in range(200):
-        if any(e["type"] == "closed" for e in seen):
-            break
-        await asyncio.sleep(0.05)
-    errors = [e for e in seen if e["type"] == "error"]
+    await seen.wait_for(lambda: bool(seen.of("closed")))
+    errors = seen.of("error")
     assert errors and errors[0]["fatal"] is True
     assert errors[0]["error"]["code"] == Codes.SPEECH_BACKLOG_EXCEEDED.code  # type: ignore[index]
     assert [e["reason"] for e in seen if e["type"] == "closed"] == ["backlog_exceeded"]
@@ -314,10 +307,7 @@ async def test_a_worker_that_cannot_keep_up_cuts_the_session(nc: NatsClient, wor
     try:
         subject, _, seen = await open_raw(nc)
         await burst(nc, subject, 5)
-        for _ in range(200):
-            if any(e["type"] == "closed" for e in seen):
-                break
-            await asyncio.sleep(0.05)
+        await seen.wait_for(lambda: bool(seen.of("closed")))
     finally:
         settings.speech_max_backlog_ms = limit
     assert [e["reason"] for e in seen if e["type"] == "closed"] == ["backlog_exceeded"]

@@ -1,6 +1,6 @@
 """A media worker process: the bus handler, its calls, and the small HTTP app for health.
 
-Offers arrive over NATS (handlers.py); HTTP is only there so orchestrators and the devstack edge
+Offers arrive over NATS (bus.py); HTTP is only there so orchestrators and the devstack edge
 probe `/healthz` and `/readyz` the same way as for every other service.
 """
 
@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parley_common.kit.service import ServiceKit
-from parley_media import handlers
+from parley_media import bus
 from parley_media.service import MediaService
 from parley_media.settings import MediaSettings, get_settings
 
@@ -21,7 +21,7 @@ def build_app(settings: MediaSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     kit = ServiceKit(settings)
     service = MediaService(settings)
-    handlers.register(kit.broker, service)
+    bus.register(kit.broker, service)
     kit.health_info = lambda: {"worker_id": service.worker_id, "calls": len(service.calls)}
 
     @kit.part

@@ -1,8 +1,7 @@
 """One WebRTC call: an aiortc peer connection bridged to a voice session on `/realtime`.
 
-The media worker is a Kivox client of the gateway like any other: it opens `/realtime` with the
-call's client token (channel `web-voice`), so every rule of that socket (the credential, the
-agent's access, rate limits, revocation) holds for the call too.
+The media worker is a Kivox client of the gateway like any other (gateway.py opens the socket);
+the page's data-channel messages are checked in datachannel.py.
 
 | peer | `/realtime` |
 | --- | --- |
@@ -34,23 +33,21 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from opentelemetry import propagate
-from pydantic import ValidationError
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError, envelope
+from parley_common.errors import Codes
 from parley_common.media_contract import (
-    DC_CLIENT_MESSAGE,
-    DC_CLIENT_TYPES,
-    WEB_VOICE_CHANNEL,
     DcCancel,
     DcEnd,
     DcInputText,
     DcReady,
     MediaOfferRequest,
 )
+from parley_common.token_bucket import TokenBucket
 from parley_media.audio import DEFAULT_INPUT, DEFAULT_OUTPUT, MicEncoder, PlayoutTrack, parse_format
+from parley_media.datachannel import error_event, parse_client_message
+from parley_media.gateway import open_realtime
 from parley_media.settings import MediaSettings
 
 log = structlog.get_logger(__name__)
@@ -79,25 +76,6 @@ def ice_servers(settings: MediaSettings) -> list[RTCIceServer]:
     return servers
 
 
-def _error_event(code: ErrorCode, message: str | None = None, **params: Any) -> str:
-    env = envelope(code, message, params or None)
-    return json.dumps({"type": "error", "code": env.code, "message": env.message})
-
-
-class _Bucket:
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
 class Call:
     def __init__(
         self,
@@ -119,7 +97,7 @@ class Call:
         self.conversation_id: str | None = None
         self.channel: RTCDataChannel | None = None
         self.backlog: collections.deque[str] = collections.deque(maxlen=settings.media_dc_backlog)
-        self.dc_bucket = _Bucket(settings.media_dc_rate_per_s, 2 * settings.media_dc_rate_per_s)
+        self.dc_bucket = TokenBucket(settings.media_dc_rate_per_s, 2 * settings.media_dc_rate_per_s)
         self.writes: asyncio.Queue[tuple[str, bytes | str]] = asyncio.Queue(_WRITE_QUEUE)
         self.connected = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -195,52 +173,7 @@ class Call:
         return pc.localDescription.sdp
 
     async def _open_session(self) -> None:
-        s = self.settings
-        headers = {"Authorization": f"Bearer {self.request.token.get_secret_value()}"}
-        # The call's socket continues the offer's trace (HTTP → bus → here → /realtime).
-        propagate.inject(headers)
-        try:
-            self.ws = await asyncio.wait_for(
-                connect(
-                    s.media_gateway_url,
-                    additional_headers=headers,
-                    max_size=16 * 1024 * 1024,
-                    open_timeout=s.media_handshake_timeout_s,
-                    ping_interval=20,
-                    ping_timeout=20,
-                ),
-                s.media_handshake_timeout_s,
-            )
-        except (OSError, TimeoutError, InvalidStatus, WebSocketException) as exc:
-            log.warning("media.gateway_unreachable", error=type(exc).__name__, **self.log_fields())
-            raise ParleyError(Codes.WEBRTC_MEDIA_UNAVAILABLE) from exc
-        handshake: dict[str, Any] = {
-            "type": "handshake",
-            "agent_id": self.request.agent_id,
-            "channel": WEB_VOICE_CHANNEL,
-        }
-        if self.request.render_directive:
-            handshake["render_directive"] = self.request.render_directive
-        try:
-            await self.ws.send(json.dumps(handshake))
-            first = await asyncio.wait_for(self.ws.recv(), s.media_handshake_timeout_s)
-        except (ConnectionClosed, TimeoutError) as exc:
-            raise ParleyError(Codes.WEBRTC_MEDIA_UNAVAILABLE) from exc
-        try:
-            reply = json.loads(first)
-        except (TypeError, ValueError):
-            reply = {}
-        if not isinstance(reply, dict):
-            reply = {}
-        if reply.get("type") == "handshake_ok" and isinstance(reply.get("conversation_id"), str):
-            self.conversation_id = reply["conversation_id"]
-            return
-        reason = reply.get("reason") if reply.get("type") == "handshake_error" else None
-        code = REGISTRY.get(reason) if isinstance(reason, str) else None
-        log.info("media.handshake_refused", reason=reason, **self.log_fields())
-        raise ParleyError(
-            code or Codes.WEBRTC_ANSWER_FAILED, params=None if code else {"detail": "bad handshake"}
-        )
+        self.ws, self.conversation_id = await open_realtime(self.settings, self.request, self.log_fields())
 
     async def _abort(self) -> None:
         if self.ws is not None:
@@ -269,7 +202,7 @@ class Call:
         try:
             if reason == "shutdown":
                 self._to_channel(
-                    _error_event(Codes.WEBRTC_MEDIA_LOST, detail="the media worker is shutting down"),
+                    error_event(Codes.WEBRTC_MEDIA_LOST, detail="the media worker is shutting down"),
                     "error",
                 )
             if ws is not None and not self.session_closed and reason != "socket_lost":
@@ -282,7 +215,7 @@ class Call:
                     await asyncio.wait({reader}, timeout=_CLOSE_WAIT_S)
             if reason == "socket_lost" and not self.session_closed:
                 self._to_channel(
-                    _error_event(Codes.WEBRTC_MEDIA_LOST, detail="the voice session's socket closed"),
+                    error_event(Codes.WEBRTC_MEDIA_LOST, detail="the voice session's socket closed"),
                     "error",
                 )
             await self._flush_channel()
@@ -313,7 +246,7 @@ class Call:
     def _attach(self, channel: RTCDataChannel) -> None:
         if self.channel is not None:
             # One events channel per call; another one opened by the page is told so and closed.
-            channel.send(_error_event(Codes.REALTIME_INVALID_FRAME, "Only one data channel per call."))
+            channel.send(error_event(Codes.REALTIME_INVALID_FRAME, "Only one data channel per call."))
             channel.close()
             return
         self.channel = channel
@@ -375,38 +308,11 @@ class Call:
             return
         if not self.dc_bucket.take():
             rate = f"{self.settings.media_dc_rate_per_s:g}"
-            self._to_channel(_error_event(Codes.REALTIME_RATE_LIMITED, rate=rate), "error")
+            self._to_channel(error_event(Codes.REALTIME_RATE_LIMITED, rate=rate), "error")
             return
-        if isinstance(message, bytes):
-            self._to_channel(
-                _error_event(Codes.REALTIME_INVALID_FRAME, "Data-channel messages are JSON text."), "error"
-            )
-            return
-        try:
-            data = json.loads(message)
-        except ValueError:
-            self._to_channel(_error_event(Codes.REALTIME_INVALID_JSON), "error")
-            return
-        if not isinstance(data, dict):
-            self._to_channel(_error_event(Codes.REALTIME_INVALID_JSON), "error")
-            return
-        if data.get("type") not in DC_CLIENT_TYPES:
-            self._to_channel(
-                _error_event(Codes.REALTIME_UNKNOWN_TYPE, type=str(data.get("type"))[:40]), "error"
-            )
-            return
-        try:
-            parsed = DC_CLIENT_MESSAGE.validate_python(data)
-        except ValidationError as exc:
-            detail = exc.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(p) for p in detail["loc"][1:])
-            self._to_channel(
-                _error_event(
-                    Codes.REALTIME_INVALID_FRAME,
-                    f"Invalid {data['type']} message: {where}: {detail['msg']}",
-                ),
-                "error",
-            )
+        parsed = parse_client_message(message)
+        if isinstance(parsed, str):
+            self._to_channel(parsed, "error")
             return
         if isinstance(parsed, DcCancel):
             self.playout.flush()

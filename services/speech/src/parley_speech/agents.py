@@ -1,7 +1,8 @@
 """Agent secrets for cloud speech engines, read through `catalog.agent.resolve` and cached.
 
 Only engines that need a key ask (the offline ones never do). A snapshot is kept for
-`PARLEY_SPEECH_AGENT_CACHE_TTL_S` and dropped on any `catalog.events.agent.*` event for the agent,
+`PARLEY_SPEECH_AGENT_CACHE_TTL_S` and dropped on any `catalog.events.agent.*` event for the agent
+(subscribed in bus.py),
 so a rotated key is used by the next voice session.
 """
 
@@ -12,7 +13,6 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
-from parley_common import subjects
 from parley_common.catalog_client import resolve_agent
 from parley_common.catalog_contract import AgentEvent, AgentSnapshot
 
@@ -21,9 +21,9 @@ class AgentSecrets:
     def __init__(self, broker: NatsBroker, *, ttl_s: float, timeout_s: float) -> None:
         self.broker, self.ttl_s, self.timeout_s = broker, ttl_s, timeout_s
         self._entries: dict[str, tuple[float, AgentSnapshot]] = {}
-        broker.subscriber(f"{subjects.CATALOG_AGENT_EVENTS}.*")(self._on_event)
 
-    async def _on_event(self, body: Any) -> None:
+    def forget(self, body: Any) -> None:
+        """A `catalog.events.agent.*` event (bus.py): that agent's snapshot is stale."""
         try:
             self._entries.pop(str(AgentEvent.model_validate(body).agent_id), None)
         except ValueError:

@@ -1,6 +1,6 @@
 """A speech worker process: the bus handlers, the engines, and the small HTTP app for health.
 
-The work arrives over NATS (handlers.py); HTTP is only there so orchestrators and the devstack
+The work arrives over NATS (bus.py); HTTP is only there so orchestrators and the devstack
 edge probe `/healthz` and `/readyz` the same way as for every other service. The worker is ready
 once its offline models are loaded and NATS answers.
 """
@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parley_common.kit.service import ServiceKit
-from parley_speech import handlers
+from parley_speech import bus
 from parley_speech.agents import AgentSecrets
 from parley_speech.engines.registry import EngineRegistry
 from parley_speech.service import SpeechService
@@ -31,7 +31,7 @@ def build_app(settings: SpeechSettings | None = None) -> FastAPI:
     )
     registry = EngineRegistry(settings, stt_executor=stt_executor, agents=agents)
     speech = SpeechService(settings, registry, vad_executor)
-    handlers.register(kit.broker, speech)
+    bus.register(kit.broker, speech, agents)
     kit.health_info = lambda: {"worker_id": speech.worker_id, "sessions": len(speech.sessions)}
 
     loaded: list[bool] = []

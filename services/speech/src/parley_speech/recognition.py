@@ -55,6 +55,7 @@ from parley_common.speech_contract import (
     SpeechStopped,
     Transcript,
 )
+from parley_speech import bus
 from parley_speech import policy as p
 from parley_speech.audio.formats import (
     Samples,
@@ -181,12 +182,7 @@ class RecognitionSession:
     # ------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        self._sub = await self.ctx.nc.subscribe(
-            self.audio_subject,
-            cb=self._on_message,
-            pending_msgs_limit=20_000,
-            pending_bytes_limit=16 * 1024 * 1024,
-        )
+        self._sub = await bus.subscribe_audio(self.ctx.nc, self.audio_subject, self.on_message)
         self._runner = asyncio.create_task(self._run())
 
     async def close(self, reason: str, *, error: ParleyError | None = None) -> None:
@@ -212,7 +208,7 @@ class RecognitionSession:
 
     # ----------------------------------------------------------------------------- bus intake
 
-    async def _on_message(self, msg: Msg) -> None:
+    async def on_message(self, msg: Msg) -> None:
         """NATS callback: cheap checks only, the work is queued for `_run`."""
         if self.closed or self.closing:
             return

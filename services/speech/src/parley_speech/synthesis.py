@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import structlog
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from parley_common import metrics, subjects
+from parley_common import metrics
 from parley_common.errors import Codes, ParleyError
 from parley_common.speech_contract import (
     HDR_FORMAT,
@@ -40,6 +41,7 @@ from parley_common.speech_contract import (
     TtsReport,
     TtsSynthesizeRequest,
 )
+from parley_speech import bus
 from parley_speech.audio.formats import encode_output
 from parley_speech.audio.resample import StreamResampler
 from parley_speech.engines.registry import TtsChoice
@@ -115,14 +117,11 @@ class TtsJob:
         return self.request.start_seq + self.chunks
 
     async def subscribe_cancel(self) -> None:
-        self._sub = await self.nc.subscribe(
-            subjects.speech_tts_cancel(self.request.stream_id), cb=self._on_cancel
-        )
+        self._sub = await bus.subscribe_cancel(self.nc, self.request.stream_id, self.on_cancel)
 
-    async def _on_cancel(self, msg: object) -> None:
-        data = getattr(msg, "data", b"")
+    async def on_cancel(self, msg: Msg) -> None:
         try:
-            self.cancel_reason = TtsCancel.model_validate_json(data).reason
+            self.cancel_reason = TtsCancel.model_validate_json(msg.data).reason
         except ValueError:
             self.cancel_reason = "cancel"
         self.cancelled.set()

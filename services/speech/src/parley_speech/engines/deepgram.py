@@ -25,19 +25,21 @@ import json
 from urllib.parse import urlencode
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from parley_common.errors import ParleyError
 from parley_speech.audio.formats import Samples, float_to_pcm16
 from parley_speech.engines import errors
 from parley_speech.engines.base import STT_RATE, InterimCallback, STTEngine, STTStream
+from parley_speech.engines.websocket import WebSocketEngine
 
 KEEPALIVE_S = 5.0
 
 
-class DeepgramSTT(STTEngine):
+class DeepgramSTT(STTEngine, WebSocketEngine):
     name = "deepgram"
+    max_message_bytes = 2**22
 
     def __init__(
         self,
@@ -122,24 +124,12 @@ class DeepgramStream(STTStream):
     # ---------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        name = self.engine.name
         try:
-            async with asyncio.timeout(self.engine.connect_timeout_s):
-                ws = await connect(
-                    self.engine.listen_url(self.language),
-                    additional_headers={"Authorization": f"Token {self.engine.api_key}"},
-                    open_timeout=None,
-                    max_size=2**22,
-                )
-        except TimeoutError:
-            self._failure = errors.timeout(name)
-            return
-        except InvalidStatus as exc:
-            body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
-            self._failure = errors.from_status(name, exc.response.status_code, body)
-            return
-        except (InvalidHandshake, OSError) as exc:
-            self._failure = errors.unreachable(name, exc)
+            ws = await self.engine.open_socket(
+                self.engine.listen_url(self.language), {"Authorization": f"Token {self.engine.api_key}"}
+            )
+        except ParleyError as exc:
+            self._failure = exc
             return
         async with ws:
             sender = asyncio.create_task(self._send(ws))
@@ -166,35 +156,24 @@ class DeepgramStream(STTStream):
                 await ws.send(item)
 
     async def _receive(self, ws: ClientConnection) -> None:
-        name = self.engine.name
-        while True:
-            try:
-                # While the utterance goes on the socket may be quiet; after CloseStream it answers.
-                timeout = self.engine.read_timeout_s if self._closing else None
-                message = await asyncio.wait_for(ws.recv(), timeout)
-            except TimeoutError as exc:
-                raise errors.timeout(name) from exc
-            except ConnectionClosed as exc:
-                if self._closing and (exc.rcvd is None or exc.rcvd.code == 1000):
-                    return
-                code = exc.rcvd.code if exc.rcvd is not None else None
-                reason = exc.rcvd.reason if exc.rcvd is not None else ""
-                raise errors.from_close(name, code, reason) from exc
-            if isinstance(message, bytes):
-                continue
-            try:
-                data = json.loads(message)
-            except ValueError as exc:
-                raise errors.protocol(name, "a message is not JSON") from exc
-            if not isinstance(data, dict):
-                raise errors.protocol(name, "a message is not a JSON object")
-            kind = data.get("type")
-            if kind == "Results":
-                self._on_results(data)
-            elif kind == "Metadata" and self._closing:
-                continue  # Deepgram sends it last, then closes
-            elif kind == "Error" or "err_code" in data:
-                raise errors.protocol(name, str(data.get("err_code") or data.get("description") or "error"))
+        messages = self.engine.messages(
+            ws,
+            # While the utterance goes on the socket may be quiet; after CloseStream it answers.
+            timeout_s=lambda: self.engine.read_timeout_s if self._closing else None,
+            ends_normally=lambda code: self._closing and code in (None, 1000),
+        )
+        try:
+            async for data in messages:
+                kind = data.get("type")
+                if kind == "Results":
+                    self._on_results(data)
+                elif kind == "Metadata" and self._closing:
+                    continue  # Deepgram sends it last, then closes
+                elif kind == "Error" or "err_code" in data:
+                    detail = str(data.get("err_code") or data.get("description") or "error")
+                    raise errors.protocol(self.engine.name, detail)
+        finally:
+            await messages.aclose()
 
     def _on_results(self, data: dict[str, object]) -> None:
         try:

@@ -25,21 +25,22 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from parley_common.errors import Codes, ParleyError
 from parley_speech.audio.formats import pcm16_to_float
 from parley_speech.engines import errors
 from parley_speech.engines.base import TtsChunk, TTSEngine
+from parley_speech.engines.websocket import WebSocketEngine
 
 SAMPLE_RATE = 24000
 CHUNK_SCHEDULE = [50, 90, 120, 150]
 
 
-class ElevenLabsTTS(TTSEngine):
+class ElevenLabsTTS(TTSEngine, WebSocketEngine):
     name = "elevenlabs"
     sample_rate = SAMPLE_RATE
+    max_message_bytes = 2**24
 
     def __init__(
         self,
@@ -77,7 +78,9 @@ class ElevenLabsTTS(TTSEngine):
         language: str | None = None,
         model: str | None = None,
     ) -> AsyncIterator[TtsChunk]:
-        ws = await self._connect(voice or self.voice, model, language)
+        ws = await self.open_socket(
+            self.stream_url(voice or self.voice, model, language), {"xi-api-key": self.api_key}
+        )
         sent = 0  # characters sent so far: the alignment counts against them
         sender_error: list[BaseException] = []
 
@@ -99,13 +102,16 @@ class ElevenLabsTTS(TTSEngine):
                 await ws.close()
 
         sender = asyncio.create_task(send())
+        messages = self.messages(
+            ws,
+            timeout_s=lambda: self.read_timeout_s,
+            ends_normally=lambda code: code == 1000 and sender.done(),
+            skip_binary=False,
+        )
         spoken = 0
         try:
             async with ws:
-                while True:
-                    data = await self._receive(ws, done_sending=sender.done())
-                    if data is None:
-                        break
+                async for data in messages:
                     if data.get("error"):
                         raise _error_message(self.name, data)
                     audio = data.get("audio")
@@ -125,45 +131,10 @@ class ElevenLabsTTS(TTSEngine):
                         break
         finally:
             sender.cancel()
+            await messages.aclose()
         if sender_error:
             raise sender_error[0]
         yield TtsChunk(np.zeros(0, np.float32), sent)
-
-    async def _connect(self, voice: str, model: str | None, language: str | None) -> ClientConnection:
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                return await connect(
-                    self.stream_url(voice, model, language),
-                    additional_headers={"xi-api-key": self.api_key},
-                    open_timeout=None,
-                    max_size=2**24,
-                )
-        except TimeoutError as exc:
-            raise errors.timeout(self.name) from exc
-        except InvalidStatus as exc:
-            body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
-            raise errors.from_status(self.name, exc.response.status_code, body) from exc
-        except (InvalidHandshake, OSError) as exc:
-            raise errors.unreachable(self.name, exc) from exc
-
-    async def _receive(self, ws: ClientConnection, *, done_sending: bool) -> dict[str, Any] | None:
-        try:
-            message = await asyncio.wait_for(ws.recv(), self.read_timeout_s)
-        except TimeoutError as exc:
-            raise errors.timeout(self.name) from exc
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else None
-            reason = exc.rcvd.reason if exc.rcvd is not None else ""
-            if code == 1000 and done_sending:
-                return None
-            raise errors.from_close(self.name, code, reason) from exc
-        try:
-            data = json.loads(message)
-        except ValueError as exc:
-            raise errors.protocol(self.name, "a message is not JSON") from exc
-        if not isinstance(data, dict):
-            raise errors.protocol(self.name, "a message is not a JSON object")
-        return data
 
 
 def _error_message(engine: str, data: dict[str, Any]) -> ParleyError:

@@ -8,6 +8,7 @@ settings only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -40,6 +41,40 @@ class TtsChoice:
     language: str | None
 
 
+@dataclass(frozen=True)
+class OpenAICompatible:
+    """Where an OpenAI-compatible audio API is, and what it uses unless the agent says otherwise."""
+
+    base_url: str
+    stt_model: str
+    tts_model: str
+    tts_voice: str
+    tts_format: str = "pcm"  # servers without raw PCM (Groq) stream `wav`
+
+
+def openai_compatible(s: SpeechSettings) -> dict[str, OpenAICompatible]:
+    return {
+        "openai": OpenAICompatible(
+            s.speech_openai_base_url,
+            s.speech_openai_stt_model,
+            s.speech_openai_tts_model,
+            s.speech_openai_tts_voice,
+        ),
+        "groq": OpenAICompatible(
+            s.speech_groq_base_url,
+            s.speech_groq_stt_model,
+            s.speech_groq_tts_model,
+            s.speech_groq_tts_voice,
+            "wav",
+        ),
+    }
+
+
+# (engine name, API key, model or None) -> STT engine; (engine name, API key) -> TTS engine.
+SttBuilder = Callable[[str, str, str | None], STTEngine]
+TtsBuilder = Callable[[str, str], TTSEngine]
+
+
 class EngineRegistry:
     def __init__(
         self, settings: SpeechSettings, *, stt_executor: Executor, agents: AgentSecrets | None
@@ -53,6 +88,20 @@ class EngineRegistry:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.speech_read_timeout_s, connect=settings.speech_connect_timeout_s)
         )
+        self.apis = openai_compatible(settings)
+        # Every engine of the contract's ENGINES, by kind: how it is built for one use.
+        self.stt_builders: dict[str, SttBuilder] = {
+            "whisper": self._whisper,
+            "deepgram": self._deepgram,
+            "openai": self._openai_stt,
+            "groq": self._openai_stt,
+        }
+        self.tts_builders: dict[str, TtsBuilder] = {
+            "espeak": self._espeak,
+            "elevenlabs": self._elevenlabs,
+            "openai": self._openai_tts,
+            "groq": self._openai_tts,
+        }
 
     async def start(self) -> None:
         s = self.settings
@@ -77,6 +126,19 @@ class EngineRegistry:
 
     # ------------------------------------------------------------------------------------------
 
+    async def stt(self, spec: VoiceEngineConfig | None, agent_id: str | None) -> STTEngine:
+        name = self._check(spec, EngineKind.STT, DEFAULT_STT_ENGINE)
+        key = await self._key(name, spec, agent_id)
+        return self.stt_builders[name](name, key, spec.model if spec is not None else None)
+
+    async def tts(self, spec: VoiceEngineConfig | None, agent_id: str | None) -> TtsChoice:
+        name = self._check(spec, EngineKind.TTS, DEFAULT_TTS_ENGINE)
+        key = await self._key(name, spec, agent_id)
+        engine = self.tts_builders[name](name, key)
+        if spec is None:
+            return TtsChoice(engine, None, None, None)
+        return TtsChoice(engine, spec.voice, spec.model, spec.language)
+
     def _check(self, spec: VoiceEngineConfig | None, kind: EngineKind, default: str) -> str:
         name = spec.engine if spec is not None else default
         info = ENGINES.get(name)
@@ -87,8 +149,11 @@ class EngineRegistry:
         return name
 
     async def _key(self, name: str, spec: VoiceEngineConfig | None, agent_id: str | None) -> str:
-        """The agent's secret first (the default name or the one its config gives), then the setting."""
+        """The agent's secret first (the default name or the one its config gives), then the
+        setting; "" for an offline engine, which needs none."""
         info = ENGINES[name]
+        if not info.needs_key:
+            return ""
         secret = (spec.api_key_secret if spec is not None else None) or info.secret
         if agent_id and self.agents is not None:
             value = await self.agents.secret(agent_id, secret)
@@ -101,67 +166,52 @@ class EngineRegistry:
             Codes.SPEECH_KEY_MISSING, params={"engine": name, "secret": secret, "setting": info.setting}
         )
 
-    async def stt(self, spec: VoiceEngineConfig | None, agent_id: str | None) -> STTEngine:
-        name = self._check(spec, EngineKind.STT, DEFAULT_STT_ENGINE)
-        s = self.settings
-        model = spec.model if spec is not None else None
-        if name == "whisper":
-            assert self.whisper is not None, "start() loads the offline engines"
-            return self.whisper
-        key = await self._key(name, spec, agent_id)
-        if name == "deepgram":
-            return DeepgramSTT(
-                url=s.speech_deepgram_url,
-                api_key=key,
-                model=model or s.speech_deepgram_model,
-                endpointing_ms=s.speech_deepgram_endpointing_ms,
-                connect_timeout_s=s.speech_connect_timeout_s,
-                read_timeout_s=s.speech_read_timeout_s,
-            )
-        base_url, default_model = (
-            (s.speech_groq_base_url, s.speech_groq_stt_model)
-            if name == "groq"
-            else (s.speech_openai_base_url, s.speech_openai_stt_model)
-        )
-        return OpenAISTT(name, client=self.http, base_url=base_url, api_key=key, model=model or default_model)
+    # ----------------------------------------------------------------------------- the engines
 
-    async def tts(self, spec: VoiceEngineConfig | None, agent_id: str | None) -> TtsChoice:
-        name = self._check(spec, EngineKind.TTS, DEFAULT_TTS_ENGINE)
+    def _whisper(self, name: str, key: str, model: str | None) -> STTEngine:
+        assert self.whisper is not None, "start() loads the offline engines"
+        return self.whisper
+
+    def _deepgram(self, name: str, key: str, model: str | None) -> STTEngine:
         s = self.settings
-        voice = spec.voice if spec is not None else None
-        model = spec.model if spec is not None else None
-        language = spec.language if spec is not None else None
-        if name == "espeak":
-            assert self.espeak is not None, "start() loads the offline engines"
-            return TtsChoice(self.espeak, voice, None, language)
-        key = await self._key(name, spec, agent_id)
-        engine: TTSEngine
-        if name == "elevenlabs":
-            engine = ElevenLabsTTS(
-                url=s.speech_elevenlabs_url,
-                api_key=key,
-                model=s.speech_elevenlabs_model,
-                voice=s.speech_elevenlabs_voice,
-                connect_timeout_s=s.speech_connect_timeout_s,
-                read_timeout_s=s.speech_read_timeout_s,
-            )
-        elif name == "groq":
-            engine = OpenAITTS(
-                name,
-                client=self.http,
-                base_url=s.speech_groq_base_url,
-                api_key=key,
-                model=s.speech_groq_tts_model,
-                voice=s.speech_groq_tts_voice,
-                response_format="wav",
-            )
-        else:
-            engine = OpenAITTS(
-                name,
-                client=self.http,
-                base_url=s.speech_openai_base_url,
-                api_key=key,
-                model=s.speech_openai_tts_model,
-                voice=s.speech_openai_tts_voice,
-            )
-        return TtsChoice(engine, voice, model, language)
+        return DeepgramSTT(
+            url=s.speech_deepgram_url,
+            api_key=key,
+            model=model or s.speech_deepgram_model,
+            endpointing_ms=s.speech_deepgram_endpointing_ms,
+            connect_timeout_s=s.speech_connect_timeout_s,
+            read_timeout_s=s.speech_read_timeout_s,
+        )
+
+    def _openai_stt(self, name: str, key: str, model: str | None) -> STTEngine:
+        api = self.apis[name]
+        return OpenAISTT(
+            name, client=self.http, base_url=api.base_url, api_key=key, model=model or api.stt_model
+        )
+
+    def _espeak(self, name: str, key: str) -> TTSEngine:
+        assert self.espeak is not None, "start() loads the offline engines"
+        return self.espeak
+
+    def _elevenlabs(self, name: str, key: str) -> TTSEngine:
+        s = self.settings
+        return ElevenLabsTTS(
+            url=s.speech_elevenlabs_url,
+            api_key=key,
+            model=s.speech_elevenlabs_model,
+            voice=s.speech_elevenlabs_voice,
+            connect_timeout_s=s.speech_connect_timeout_s,
+            read_timeout_s=s.speech_read_timeout_s,
+        )
+
+    def _openai_tts(self, name: str, key: str) -> TTSEngine:
+        api = self.apis[name]
+        return OpenAITTS(
+            name,
+            client=self.http,
+            base_url=api.base_url,
+            api_key=key,
+            model=api.tts_model,
+            voice=api.tts_voice,
+            response_format=api.tts_format,
+        )

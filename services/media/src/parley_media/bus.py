@@ -1,7 +1,12 @@
-"""Every bus subscription of a media worker, declared here next to its handler.
+"""Every bus subscription of a media worker, in one place: read this first.
 
-`media.webrtc.offer` is request/reply in the queue group `media`: each offer reaches one worker,
-which then holds the call until it ends.
+| subject | kind | handled by |
+| --- | --- | --- |
+| `media.webrtc.offer` | request/reply, queue group `media` | `MediaService.answer` |
+| `health.ping.media` | request/reply | the service kit (parley_common.kit.service) |
+
+Each offer reaches one worker, which then holds the call until it ends. A call talks to its
+conversation over the gateway's WebSocket (call.py), not the bus: nothing else is subscribed.
 """
 
 from __future__ import annotations

@@ -1,0 +1,24 @@
+"""An in-process token bucket: `burst` takes at once, refilled at `rate` per second. For limits
+kept per connection or per call (frames on a socket, messages on a data channel), where a shared
+store (ratelimit.py, Redis) would cost a round trip per frame."""
+
+from __future__ import annotations
+
+import time
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
