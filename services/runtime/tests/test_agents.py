@@ -28,6 +28,7 @@ from parley_common.errors import Codes, ParleyError, envelope
 from parley_common.settings import CommonSettings
 from parley_devstack.servers import NatsServer
 from parley_runtime.agents import AgentCache
+from parley_runtime.bus import subscribe_agent_events
 
 KNOWN = uuid.uuid4()
 
@@ -63,6 +64,7 @@ async def test_resolves_once_and_forgets_on_events(nats_url: str) -> None:
     await nc.subscribe(subjects.CATALOG_AGENT_RESOLVE, cb=resolve)
     broker = make_broker(CommonSettings(nats_url=nats_url), name="agents-test")
     cache = AgentCache(broker, ttl_s=300, timeout_s=2)
+    subscribe_agent_events(broker, cache.on_event)
     await broker.start()
     try:
         snapshots = await asyncio.gather(*(cache.get(str(KNOWN)) for _ in range(5)))

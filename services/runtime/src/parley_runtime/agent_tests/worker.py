@@ -19,16 +19,15 @@ from dataclasses import dataclass
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from parley_common import subjects
 from parley_common.agent_test_contract import AgentTestJob, ensure_streams
 from parley_common.jetstream import fetch_batch, hand_back
 from parley_common.session_contract import trace_context
 from parley_common.tasks import cancel_and_wait
+from parley_runtime import bus
 from parley_runtime.agent_tests.checkpoint import OwnershipLost
 from parley_runtime.agent_tests.runner import RunnerDeps, TestRunner
 
@@ -65,18 +64,7 @@ class AgentTestWorker:
 
     async def start(self) -> None:
         await ensure_streams(self.js)
-        config = ConsumerConfig(
-            durable_name=subjects.RUNTIME_AGENT_TESTS_CONSUMER,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.ack_wait_s,
-            max_deliver=-1,  # the runner ends a run that keeps failing itself (max attempts)
-            max_ack_pending=-1,
-            filter_subject=subjects.AGENT_TEST_RUN,
-        )
-        await self.js.add_consumer(subjects.AGENT_TESTS_STREAM, config)
-        self._sub = await self.js.pull_subscribe_bind(
-            durable=subjects.RUNTIME_AGENT_TESTS_CONSUMER, stream=subjects.AGENT_TESTS_STREAM
-        )
+        self._sub = await bus.AGENT_TEST_JOBS.bind(self.js, ack_wait_s=self.ack_wait_s)
         self._tasks = [
             asyncio.create_task(self._fetch_loop(), name="agent-tests-fetch"),
             asyncio.create_task(self._heartbeat_loop(), name="agent-tests-heartbeat"),

@@ -18,9 +18,7 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel
 
-from parley_common import subjects
 from parley_common.auth_contract import Principal
-from parley_common.bus import bus_handler
 from parley_common.catalog_contract import AgentSnapshot
 from parley_common.errors import Codes, ParleyError
 from parley_common.octavus import AgentBundle, AgentDefinition, DefinitionError, load_definition
@@ -70,22 +68,6 @@ class OctavusService:
         self.ping_s, self.drain_s = ping_s, drain_s
         self._bundles: dict[tuple[str, int], AgentBundle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._register()
-
-    def _register(self) -> None:
-        queue = subjects.QUEUE_RUNTIME
-        self.broker.subscriber(subjects.OCTAVUS_SESSION_CREATE, queue=queue)(
-            bus_handler(wire.OctavusCreateRequest)(self.create)
-        )
-        self.broker.subscriber(subjects.OCTAVUS_SESSION_GET, queue=queue)(
-            bus_handler(wire.OctavusGetRequest)(self.get)
-        )
-        self.broker.subscriber(subjects.OCTAVUS_SESSION_RESTORE, queue=queue)(
-            bus_handler(wire.OctavusRestoreRequest)(self.restore)
-        )
-        self.broker.subscriber(subjects.OCTAVUS_SESSION_TRIGGER, queue=queue)(
-            bus_handler(wire.OctavusTriggerRequest)(self.trigger)
-        )
 
     async def stop(self) -> None:
         """Let running executions finish (they hold session locks and unsaved state)."""

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
 from parley_common import metrics, subjects
@@ -35,6 +34,7 @@ from parley_common.jetstream import fetch_batch, hand_back
 from parley_common.outages import describe, is_outage
 from parley_common.session_contract import STREAMS, SessionStart, ensure_streams
 from parley_common.tasks import cancel_and_wait
+from parley_runtime import bus
 from parley_runtime.sessions.runner import Deps, SessionRunner
 
 log = structlog.get_logger(__name__)
@@ -84,19 +84,7 @@ class SessionWorker:
     async def start(self) -> None:
         js = self.deps.js
         await ensure_streams(js, OWN_STREAMS)
-        config = ConsumerConfig(
-            durable_name=subjects.RUNTIME_SESSIONS_CONSUMER,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.settings.runtime_claim_ack_wait_s,
-            max_deliver=-1,
-            # Every running session holds one unacked message: no cap below the cluster's capacity.
-            max_ack_pending=-1,
-            filter_subject=subjects.SESSION_START,
-        )
-        await js.add_consumer(subjects.SESSIONS_STREAM, config)
-        self._sub = await js.pull_subscribe_bind(
-            durable=subjects.RUNTIME_SESSIONS_CONSUMER, stream=subjects.SESSIONS_STREAM
-        )
+        self._sub = await bus.SESSION_STARTS.bind(js, ack_wait_s=self.settings.runtime_claim_ack_wait_s)
         self._tasks = [
             asyncio.create_task(self._fetch_loop(), name="sessions-fetch"),
             asyncio.create_task(self._heartbeat_loop(), name="sessions-heartbeat"),
