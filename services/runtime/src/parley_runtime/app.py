@@ -62,7 +62,6 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         nc = broker.connection
         deps = Deps(
             settings=settings,
-            broker=broker,
             nc=nc,
             js=nc.jetstream(),
             store=StateStore.from_settings(redis, settings),

@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
-from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
@@ -88,7 +87,6 @@ class Claim(Protocol):
 @dataclass
 class Deps:
     settings: RuntimeSettings
-    broker: NatsBroker
     nc: Client
     js: JetStreamContext
     store: StateStore
