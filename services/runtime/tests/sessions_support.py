@@ -129,7 +129,7 @@ def session_start(conversation_id: uuid.UUID | None = None) -> SessionStart:
 
 
 @dataclass
-class Client_:
+class Conversation:
     """One conversation as the gateway and the catalog see it."""
 
     conversation_id: uuid.UUID
@@ -172,9 +172,9 @@ class Stack:
             events=BusEvents(),
         )
 
-    async def client(self, conversation_id: uuid.UUID) -> Client_:
+    async def client(self, conversation_id: uuid.UUID) -> Conversation:
         """Reads what the runtime publishes for the conversation (subscribe before it starts)."""
-        client = Client_(conversation_id)
+        client = Conversation(conversation_id)
         conv = str(conversation_id)
 
         async def out(msg: Msg) -> None:

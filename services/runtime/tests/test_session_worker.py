@@ -16,7 +16,7 @@ from parley_common import subjects
 from parley_common.session_contract import SessionStart, trace_headers
 from parley_runtime.sessions.worker import SessionWorker
 
-from .sessions_support import Stack, session_start, stack
+from .sessions_support import Conversation, Stack, session_start, stack
 
 
 @pytest.fixture
@@ -32,12 +32,17 @@ async def rt(nats_url: str, infra: Any) -> AsyncIterator[Stack]:
         yield value
 
 
-async def publish_start(rt: Stack, start: SessionStart) -> None:
+async def open_session(rt: Stack) -> tuple[SessionStart, Conversation]:
+    """Start a session as the gateway does; returns once a worker has greeted."""
+    start = session_start()
+    client = await rt.client(start.conversation_id)
     await rt.nc.jetstream().publish(
         subjects.SESSION_START,
         start.model_dump_json().encode(),
         headers=trace_headers({"Nats-Msg-Id": str(start.conversation_id)}),
     )
+    await client.until("turn_complete")
+    return start, client
 
 
 async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10) -> None:
@@ -56,10 +61,7 @@ async def test_a_claimed_session_is_held_while_it_runs_and_acked_when_it_closes(
     worker = SessionWorker(rt.deps())
     await worker.start()
     try:
-        start = session_start()
-        client = await rt.client(start.conversation_id)
-        await publish_start(rt, start)
-        await client.until("turn_complete")
+        start, client = await open_session(rt)
         assert worker.active == 1 and await unacked(rt) == 1
         # Held past ack_wait: the heartbeats keep it from being redelivered.
         await asyncio.sleep(1.5)
@@ -82,10 +84,7 @@ async def test_a_claimed_session_is_held_while_it_runs_and_acked_when_it_closes(
 async def test_a_stopping_worker_hands_its_sessions_to_another(rt: Stack) -> None:
     first = SessionWorker(rt.deps("worker-a"))
     await first.start()
-    start = session_start()
-    client = await rt.client(start.conversation_id)
-    await publish_start(rt, start)
-    await client.until("turn_complete")
+    start, client = await open_session(rt)
     await first.stop()  # nothing running: handed back at once (nak), lease released
 
     second = SessionWorker(rt.deps("worker-b"))
@@ -106,10 +105,7 @@ async def test_a_stopping_worker_hands_its_sessions_to_another(rt: Stack) -> Non
 async def test_a_redelivered_start_is_left_to_the_living_owner(rt: Stack) -> None:
     owner = SessionWorker(rt.deps("worker-a"))
     await owner.start()
-    start = session_start()
-    client = await rt.client(start.conversation_id)
-    await publish_start(rt, start)
-    await client.until("turn_complete")
+    start, client = await open_session(rt)
     other = SessionWorker(rt.deps("worker-b"))
     await other.start()
     try:

@@ -320,15 +320,7 @@ class Execution:
             id=new_id("call"), name=block.tool, args=args, source="block", output_variable=block.output
         )
         await self._announce_call(call.id, call.name, args)
-        self.session.pending = Pending(
-            execution_id=self.execution_id,
-            message_id=self.message_id,
-            trigger=self.plan.trigger,
-            trigger_input=self.plan.trigger_input,
-            block_index=index,
-            calls=[call],
-        )
-        await self._request_tools(index)
+        await self._pause(index, [call])
         return True
 
     async def _announce_call(self, call_id: str, tool_name: str, args: dict[str, Any]) -> None:
@@ -356,10 +348,29 @@ class Execution:
         )
         self._assistant().parts.append(Part(type="tool-call", tool=part, visible=visible, thread=thread))
 
-    async def _request_tools(self, index: int) -> None:
-        pending = self.session.pending
-        assert pending is not None
-        calls = [
+    async def _pause(
+        self,
+        index: int,
+        calls: list[PendingCall],
+        *,
+        thread: str = MAIN,
+        steps: int = 0,
+        scratch: list[LLMMessage] | None = None,
+    ) -> None:
+        """Stop the execution at block `index` until the caller sends the calls' results."""
+        pending = Pending(
+            execution_id=self.execution_id,
+            message_id=self.message_id,
+            trigger=self.plan.trigger,
+            trigger_input=self.plan.trigger_input,
+            block_index=index,
+            thread=thread,
+            steps=steps,
+            scratch=scratch or [],
+            calls=calls,
+        )
+        self.session.pending = pending
+        requested = [
             ev.PendingToolCall(
                 tool_call_id=c.id,
                 tool_name=c.name,
@@ -370,7 +381,7 @@ class Execution:
             )
             for c in pending.calls
         ]
-        await self.emit(ev.ToolRequestEvent(tool_calls=calls))
+        await self.emit(ev.ToolRequestEvent(tool_calls=requested))
 
     def _apply_results(self, pending: Pending, results: dict[str, ev.ToolResult]) -> int:
         """Record the caller's results; returns the block to go on from."""
@@ -441,21 +452,10 @@ class Execution:
             scratch.append(turn)
             if not turn.tool_calls:
                 break
-            steps += 1
-            self.session.pending = Pending(
-                execution_id=self.execution_id,
-                message_id=self.message_id,
-                trigger=self.plan.trigger,
-                trigger_input=self.plan.trigger_input,
-                block_index=index,
-                thread=thread_name,
-                steps=steps,
-                scratch=scratch,
-                calls=[
-                    PendingCall(id=c.id, name=c.name, args=c.arguments, source="llm") for c in turn.tool_calls
-                ],
-            )
-            await self._request_tools(index)
+            calls = [
+                PendingCall(id=c.id, name=c.name, args=c.arguments, source="llm") for c in turn.tool_calls
+            ]
+            await self._pause(index, calls, thread=thread_name, steps=steps + 1, scratch=scratch)
             return True
         if not block.independent:
             thread.history.extend(scratch)

@@ -388,25 +388,19 @@ class SessionRunner:
         assert turn is not None and turn.task is not None and self.outlet is not None
         try:
             outcome = turn.task.result()
-        except FlowError as exc:
+        except Exception as exc:
+            # A broken flow is the agent's fault (said so); anything else is ours.
+            if not isinstance(exc, FlowError):
+                self.log.exception("session.turn_failed")
             metrics.TURNS.labels("failed").inc()
             self.turn = None
-            await self._close(
-                ConversationEndReason.ERROR,
-                base=turn.work,
-                input_seq=turn.input_seq,
-                error=(Codes.RUNTIME_FLOW_BROKEN, {"detail": str(exc)}),
+            error = (
+                (Codes.RUNTIME_FLOW_BROKEN, {"detail": str(exc)})
+                if isinstance(exc, FlowError)
+                else (Codes.INTERNAL, {})
             )
-            return
-        except Exception:
-            self.log.exception("session.turn_failed")
-            metrics.TURNS.labels("failed").inc()
-            self.turn = None
             await self._close(
-                ConversationEndReason.ERROR,
-                base=turn.work,
-                input_seq=turn.input_seq,
-                error=(Codes.INTERNAL, {}),
+                ConversationEndReason.ERROR, base=turn.work, input_seq=turn.input_seq, error=error
             )
             return
         self.turn = None
