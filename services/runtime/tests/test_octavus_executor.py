@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from parley_common import metrics
 from parley_common.errors import Codes
 from parley_common.octavus import AgentBundle, load_definition, read_agent_dir
 from parley_common.octavus import events as ev
@@ -25,6 +26,7 @@ from parley_runtime.llm import (
     ToolCallStart,
 )
 from parley_runtime.llm.registry import LLMSelection
+from parley_runtime.llm_port import LLMPort
 from parley_runtime.octavus.executor import Execution, Plan
 from parley_runtime.octavus.state import MAIN, Session
 
@@ -90,7 +92,7 @@ class Round:
         self.events: list[dict[str, Any]] = []
         self.registry = Registry(llm)
         self.execution = Execution(
-            bundle=bundle, session=session, registry=self.registry, secrets={}, emit=self._emit, plan=plan
+            bundle=bundle, session=session, llm=LLMPort(self.registry), secrets={}, emit=self._emit, plan=plan
         )
 
     async def _emit(self, event: BaseModel) -> None:
@@ -247,7 +249,10 @@ async def test_a_provider_error_ends_the_round_with_an_error_event(
 ) -> None:
     failing = LLMError(Codes.LLM_RATE_LIMITED, "scripted", retry_after=2.0, upstream_status=429)
     round_ = Round(bundle, session, ScriptedLLM([TextDelta("Hel"), failing]), message("hi"))
+    counted = metrics.LLM_ERRORS.labels("scripted", "llm.rate_limited")
+    before = counted._value.get()
     assert await round_.run() is None
+    assert counted._value.get() == before + 1  # measured like a blueprint agent's call (LLMPort)
     error = round_.events[-1]
     assert error["type"] == "error" and error["errorType"] == "rate_limit_error"
     assert error["retryable"] is True and error["retryAfter"] == 2.0 and error["source"] == "provider"

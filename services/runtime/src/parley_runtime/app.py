@@ -50,7 +50,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         broker=broker,
         store=SessionStore.from_settings(redis, settings),
         agents=agents,
-        registry=llm.registry,
+        llm=llm,
         ping_s=settings.runtime_octavus_keepalive_s,
         drain_s=settings.runtime_drain_timeout_s,
     )

@@ -39,7 +39,6 @@ from parley_runtime.llm import ChatMessage as LLMMessage
 from parley_runtime.llm import (
     ChatRequest,
     LLMError,
-    LLMRegistry,
     ReasoningDelta,
     ReasoningEnd,
     TextDelta,
@@ -49,6 +48,7 @@ from parley_runtime.llm import (
     TurnBuilder,
 )
 from parley_runtime.llm.types import ToolSpec
+from parley_runtime.llm_port import LLMPort
 from parley_runtime.octavus.state import (
     MAIN,
     Message,
@@ -93,7 +93,7 @@ class Plan:
 class Execution:
     bundle: AgentBundle
     session: Session
-    registry: LLMRegistry
+    llm: LLMPort
     secrets: Mapping[str, str]
     emit: Emit
     plan: Plan
@@ -437,7 +437,7 @@ class Execution:
         rounds = config.max_steps if config.agentic else 1
         steps = resume.steps if resume else 0
         scratch = list(resume.scratch) if resume else []
-        selection = self.registry.select(model=config.model, secrets=self.secrets)
+        selection = self.llm.registry.select(model=config.model, secrets=self.secrets)
         visible = not block.independent
         part_thread = None if thread_name == MAIN else thread_name
         while True:
@@ -448,7 +448,7 @@ class Execution:
                 temperature=config.temperature,
                 thinking=config.thinking,
             )
-            turn = await self._stream(selection.provider.stream(request), block, visible, part_thread)
+            turn = await self._stream(self.llm.events(selection, request), block, visible, part_thread)
             scratch.append(turn)
             if not turn.tool_calls:
                 break

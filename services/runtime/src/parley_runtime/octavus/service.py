@@ -26,7 +26,7 @@ from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_runtime.agents import AgentCache
-from parley_runtime.llm import LLMRegistry
+from parley_runtime.llm_port import LLMPort
 from parley_runtime.octavus import views
 from parley_runtime.octavus.executor import Execution, Plan, now_iso
 from parley_runtime.octavus.state import Session
@@ -60,11 +60,11 @@ class OctavusService:
         broker: NatsBroker,
         store: SessionStore,
         agents: AgentCache,
-        registry: LLMRegistry,
+        llm: LLMPort,
         ping_s: float,
         drain_s: float,
     ) -> None:
-        self.broker, self.store, self.agents, self.registry = broker, store, agents, registry
+        self.broker, self.store, self.agents, self.llm = broker, store, agents, llm
         self.ping_s, self.drain_s = ping_s, drain_s
         self._bundles: dict[tuple[str, int], AgentBundle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -202,7 +202,7 @@ class OctavusService:
         execution = Execution(
             bundle=bundle,
             session=session,
-            registry=self.registry,
+            llm=self.llm,
             secrets=snapshot.secrets,
             emit=emit,
             plan=plan,
