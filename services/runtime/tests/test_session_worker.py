@@ -8,9 +8,11 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from nats.js.api import ConsumerInfo
 
 from parley_common import subjects
 from parley_common.session_contract import SessionStart, trace_headers
@@ -52,15 +54,29 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout_s: flo
         await asyncio.sleep(0.05)
 
 
+async def consumer(rt: Stack) -> ConsumerInfo:
+    js = rt.nc.jetstream()
+    info: ConsumerInfo = await js.consumer_info(subjects.SESSIONS_STREAM, subjects.RUNTIME_SESSIONS_CONSUMER)
+    return info
+
+
 async def unacked(rt: Stack) -> int:
-    info = await rt.nc.jetstream().consumer_info(subjects.SESSIONS_STREAM, subjects.RUNTIME_SESSIONS_CONSUMER)
-    return int(info.num_ack_pending or 0)
+    return int((await consumer(rt)).num_ack_pending or 0)
+
+
+@asynccontextmanager
+async def running(rt: Stack, token: str | None = None) -> AsyncIterator[SessionWorker]:
+    """A worker pulling session starts until the block ends (then stopped: drained, handed back)."""
+    worker = SessionWorker(rt.deps(token))
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
 
 
 async def test_a_claimed_session_is_held_while_it_runs_and_acked_when_it_closes(rt: Stack) -> None:
-    worker = SessionWorker(rt.deps())
-    await worker.start()
-    try:
+    async with running(rt) as worker:
         start, client = await open_session(rt)
         assert worker.active == 1 and await unacked(rt) == 1
         # Held past ack_wait: the heartbeats keep it from being redelivered.
@@ -77,19 +93,13 @@ async def test_a_claimed_session_is_held_while_it_runs_and_acked_when_it_closes(
 
         await eventually(released)
         assert await rt.deps().store.lease_holder(start.conversation_id) is None
-    finally:
-        await worker.stop()
 
 
 async def test_a_stopping_worker_hands_its_sessions_to_another(rt: Stack) -> None:
-    first = SessionWorker(rt.deps("worker-a"))
-    await first.start()
-    start, client = await open_session(rt)
-    await first.stop()  # nothing running: handed back at once (nak), lease released
-
-    second = SessionWorker(rt.deps("worker-b"))
-    await second.start()
-    try:
+    async with running(rt, "worker-a"):
+        start, client = await open_session(rt)
+    # Stopped with nothing running: handed back at once (nak), lease released.
+    async with running(rt, "worker-b") as second:
         await eventually(lambda: second.active == 1)
         # The session goes on where it was: no second greeting, the next message answered.
         await rt.say(start.conversation_id, "still there?")
@@ -98,34 +108,24 @@ async def test_a_stopping_worker_hands_its_sessions_to_another(rt: Stack) -> Non
         assert await rt.deps().store.owner(start.conversation_id) == "worker-b"
         await rt.end(start.conversation_id)
         await client.until("session_closed")
-    finally:
-        await second.stop()
 
 
 async def test_a_redelivered_start_is_left_to_the_living_owner(rt: Stack) -> None:
-    owner = SessionWorker(rt.deps("worker-a"))
-    await owner.start()
-    start, client = await open_session(rt)
-    other = SessionWorker(rt.deps("worker-b"))
-    await other.start()
-    try:
-        # The owner's heartbeats stop (as in a long broker outage) but its lease is renewed: the
-        # start message is redelivered to both workers in turn, and only the owner keeps running it.
-        owner._tasks[1].cancel()  # the heartbeat loop
-        renew = asyncio.create_task(_renew(rt, owner, start))
-        await asyncio.sleep(3)
-        assert other.active == 0 and owner.active == 1
-        info = await rt.nc.jetstream().consumer_info(
-            subjects.SESSIONS_STREAM, subjects.RUNTIME_SESSIONS_CONSUMER
-        )
-        assert info.num_redelivered >= 1  # it was offered again, and declined
-        renew.cancel()
-        await rt.say(start.conversation_id, "who answers?")
-        await client.until("turn_complete")
-        assert await rt.deps().store.owner(start.conversation_id) == "worker-a"
-    finally:
-        await other.stop()
-        await owner.stop()
+    async with running(rt, "worker-a") as owner:
+        start, client = await open_session(rt)
+        async with running(rt, "worker-b") as other:
+            # The owner's heartbeats stop (as in a long broker outage) but its lease is renewed:
+            # the start message is redelivered to both workers in turn, and only the owner keeps
+            # running it.
+            owner._tasks[1].cancel()  # the heartbeat loop
+            renew = asyncio.create_task(_renew(rt, owner, start))
+            await asyncio.sleep(3)
+            assert other.active == 0 and owner.active == 1
+            assert ((await consumer(rt)).num_redelivered or 0) >= 1  # offered again, and declined
+            renew.cancel()
+            await rt.say(start.conversation_id, "who answers?")
+            await client.until("turn_complete")
+            assert await rt.deps().store.owner(start.conversation_id) == "worker-a"
 
 
 async def _renew(rt: Stack, worker: SessionWorker, start: SessionStart) -> None:
