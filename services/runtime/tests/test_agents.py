@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,22 +25,13 @@ from parley_common.catalog_contract import (
 )
 from parley_common.errors import Codes, ParleyError, envelope
 from parley_common.settings import CommonSettings
-from parley_devstack.servers import NatsServer
 from parley_runtime.agents import AgentCache
+from parley_runtime.bus import subscribe_agent_events
 
 KNOWN = uuid.uuid4()
 
 
-@pytest.fixture(scope="module")
-async def nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    # Its own server: no real catalog may answer `catalog.agent.resolve` here.
-    server = NatsServer(tmp_path_factory.mktemp("agents-nats"))
-    server.start()
-    await asyncio.to_thread(server.wait_ready, 30)
-    yield server.url
-    await asyncio.to_thread(server.stop)
-
-
+# `nats_url` (conftest.py): a server of this module's own, where no real catalog answers.
 async def test_resolves_once_and_forgets_on_events(nats_url: str) -> None:
     nc = await nats.connect(nats_url)
     asked: list[str] = []
@@ -63,6 +53,7 @@ async def test_resolves_once_and_forgets_on_events(nats_url: str) -> None:
     await nc.subscribe(subjects.CATALOG_AGENT_RESOLVE, cb=resolve)
     broker = make_broker(CommonSettings(nats_url=nats_url), name="agents-test")
     cache = AgentCache(broker, ttl_s=300, timeout_s=2)
+    subscribe_agent_events(broker, cache.on_event)
     await broker.start()
     try:
         snapshots = await asyncio.gather(*(cache.get(str(KNOWN)) for _ in range(5)))

@@ -1,10 +1,10 @@
 """Agent definitions as the runtime executes them: `catalog.agent.resolve`, cached per worker.
 
 A snapshot is cached under its agent id and version. Any `catalog.events.agent.*` event for the
-agent drops it (an update, a status change, a deletion), and so does the TTL, in case an event
-was lost. A running session keeps the snapshot it started with; the next session (or a session
-resumed on another worker) gets the current one. Concurrent sessions of one agent share a single
-resolve request.
+agent (subscribed in bus.py) drops it (an update, a status change, a deletion), and so does the
+TTL, in case an event was lost. A running session keeps the snapshot it started with; the next
+session (or a session resumed on another worker) gets the current one. Concurrent sessions of one
+agent share a single resolve request.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import structlog
 from faststream.nats import NatsBroker
 from pydantic import ValidationError
 
-from parley_common import subjects
 from parley_common.catalog_client import resolve_agent
 from parley_common.catalog_contract import AgentEvent, AgentSnapshot
 
@@ -31,9 +30,8 @@ class AgentCache:
         self.timeout_s = timeout_s
         self._entries: dict[str, tuple[float, AgentSnapshot]] = {}
         self._inflight: dict[str, asyncio.Future[AgentSnapshot]] = {}
-        broker.subscriber(f"{subjects.CATALOG_AGENT_EVENTS}.*")(self._on_event)
 
-    async def _on_event(self, body: Any) -> None:
+    async def on_event(self, body: Any) -> None:
         try:
             event = AgentEvent.model_validate(body)
         except ValidationError:

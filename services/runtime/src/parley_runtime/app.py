@@ -1,6 +1,6 @@
 """Bus wiring of a runtime worker, plus the small HTTP app that exposes its health.
 
-The worker's real work arrives over NATS (sessions/worker.py); HTTP is only there so
+The worker's real work arrives over NATS (every subscription is declared in bus.py); HTTP is only there so
 orchestrators (and the devstack edge) can probe `/healthz` and `/readyz` the same way as for every
 other service.
 """
@@ -21,6 +21,7 @@ from parley_common.bus import bus_events
 from parley_common.kit.service import ServiceKit
 from parley_common.netguard import guarded_client
 from parley_common.session_contract import trace_headers
+from parley_runtime import bus
 from parley_runtime.agent_tests.checkpoint import CheckpointStore
 from parley_runtime.agent_tests.conversation import BusConversation
 from parley_runtime.agent_tests.runner import RunnerDeps
@@ -49,10 +50,11 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         broker=broker,
         store=SessionStore.from_settings(redis, settings),
         agents=agents,
-        registry=llm.registry,
+        llm=llm,
         ping_s=settings.runtime_octavus_keepalive_s,
         drain_s=settings.runtime_drain_timeout_s,
     )
+    bus.register(broker, on_agent_event=agents.on_event, octavus=octavus)
 
     @kit.part
     @asynccontextmanager
@@ -60,7 +62,6 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         nc = broker.connection
         deps = Deps(
             settings=settings,
-            broker=broker,
             nc=nc,
             js=nc.jetstream(),
             store=StateStore.from_settings(redis, settings),

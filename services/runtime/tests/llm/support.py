@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncGenerator
 from typing import Protocol, TypeVar
 
-from parley_runtime.llm import ChatMessage, ChatRequest, HttpOptions, LLMError, LLMEvent, TextDelta, ToolSpec
+import pytest
+
+from parley_runtime.llm import (
+    ChatMessage,
+    ChatRequest,
+    HttpOptions,
+    LLMError,
+    LLMEvent,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+)
 
 KEY = "sk-test-key"
 # Fast retries and short timeouts so failure paths finish in milliseconds.
@@ -19,6 +32,31 @@ WEATHER = ToolSpec(
     description="Current weather of a city",
     parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 )
+
+
+def weather_call_then(
+    user_said: str, *, call_id: str, model: str, result: str | None = "sunny"
+) -> ChatRequest:
+    """A history in which the user spoke after the assistant called `get_weather` (voice
+    barge-in), before its result (if any) was appended."""
+    messages = [
+        ChatMessage(role="user", content="Weather?"),
+        ChatMessage(role="assistant", tool_calls=[ToolCall(id=call_id, name="get_weather")]),
+        ChatMessage(role="user", content=user_said),
+    ]
+    if result is not None:
+        messages.append(ChatMessage(role="tool", tool_call_id=call_id, content=result))
+    return ChatRequest(model=model, messages=messages)
+
+
+async def cancel_when(ready: asyncio.Event, task: asyncio.Task[None], timeout_s: float = 5) -> float:
+    """Once `ready` is set, cancel `task` and see it end cancelled; returns when it was cancelled."""
+    await asyncio.wait_for(ready.wait(), timeout_s)
+    cancelled_at = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return cancelled_at
 
 
 async def drain(stream: AsyncGenerator[LLMEvent, None]) -> list[LLMEvent]:

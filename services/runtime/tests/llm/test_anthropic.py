@@ -31,7 +31,7 @@ from .fakes import (
     anthropic_tool_use,
     rechunk,
 )
-from .support import FAST, HELLO, KEY, WEATHER, drain, drain_error, text_of, tracked
+from .support import FAST, HELLO, KEY, WEATHER, drain, drain_error, text_of, tracked, weather_call_then
 
 
 def provider_for(fake: FakeAnthropic, **kwargs: object) -> AnthropicProvider:
@@ -222,15 +222,7 @@ async def test_a_wrong_key_is_auth_failed() -> None:
 async def test_user_words_said_while_a_tool_ran_follow_its_result() -> None:
     # Voice barge-in: the user spoke before the tool result was appended. The API wants the
     # tool_result blocks first in their user turn.
-    request = ChatRequest(
-        model="claude-fake",
-        messages=[
-            ChatMessage(role="user", content="Weather?"),
-            ChatMessage(role="assistant", tool_calls=[ToolCall(id="toolu_w", name="get_weather")]),
-            ChatMessage(role="user", content="Hurry up"),
-            ChatMessage(role="tool", tool_call_id="toolu_w", content="sunny"),
-        ],
-    )
+    request = weather_call_then("Hurry up", call_id="toolu_w", model="claude-fake")
     with FakeAnthropic([anthropic_text("Sunny.")], api_key=KEY) as fake:
         assert text_of(await drain(provider_for(fake).stream(request))) == "Sunny."
     assert fake.requests[0].json["messages"][2]["content"] == [

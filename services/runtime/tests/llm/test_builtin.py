@@ -25,7 +25,7 @@ from parley_runtime.llm import (
 )
 from parley_runtime.llm.builtin import GREETING
 
-from .support import WEATHER, drain, text_of
+from .support import WEATHER, cancel_when, drain, text_of
 
 FAST = BuiltinProvider(pace_ms=0)
 
@@ -180,12 +180,7 @@ async def test_cancelling_mid_stream_stops_it() -> None:
         async for _ in slow.stream(conversation(("user", "hello there"))):
             first.set()
 
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(first.wait(), 3)
-    cancelled_at = time.monotonic()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    cancelled_at = await cancel_when(first, asyncio.create_task(consume()), timeout_s=3)
     assert time.monotonic() - cancelled_at < 0.1  # well before the next token was due
 
 

@@ -20,6 +20,7 @@ from .fakes import (
     FakeOpenAI,
     FakeServer,
     Reply,
+    Seen,
     Stall,
     anthropic_error,
     anthropic_text,
@@ -27,7 +28,7 @@ from .fakes import (
     openai_text,
     truncate,
 )
-from .support import FAST, HELLO, KEY, drain, drain_error, text_of, tracked
+from .support import FAST, HELLO, KEY, cancel_when, drain, drain_error, text_of, tracked
 
 # Deadline for "the HTTP stream is closed promptly" after cancelling or closing.
 CLOSE_DEADLINE_S = 0.2
@@ -66,6 +67,15 @@ KINDS = pytest.mark.parametrize("kind", [OPENAI, ANTHROPIC], ids=lambda k: k.nam
 
 # Enough of each provider's text stream to carry "Hel" and "lo" (then the scripted cut/stall).
 PREFIX = {"openai": 3, "anthropic": 5}
+
+
+async def left(fake: FakeServer, since: float) -> Seen:
+    """The first request, whose client the server saw leave within the deadline after `since`."""
+    seen = fake.requests[0]
+    assert await asyncio.to_thread(seen.disconnected.wait, 2.0), "the server never saw the client leave"
+    assert seen.disconnected_at is not None
+    assert seen.disconnected_at - since < CLOSE_DEADLINE_S
+    return seen
 
 
 @KINDS
@@ -189,16 +199,8 @@ async def test_cancelling_the_consuming_task_closes_the_stream_promptly(kind: Ki
                 if isinstance(event, TextDelta) and event.text == "lo":
                     got_text.set()
 
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(got_text.wait(), 5)
-        cancelled_at = time.monotonic()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        seen = fake.requests[0]
-        assert await asyncio.to_thread(seen.disconnected.wait, 2.0), "the server never saw the client leave"
-    assert seen.disconnected_at is not None
-    assert seen.disconnected_at - cancelled_at < CLOSE_DEADLINE_S
+        cancelled_at = await cancel_when(got_text, asyncio.create_task(consume()))
+        seen = await left(fake, cancelled_at)
     assert not seen.completed.is_set()
 
 
@@ -216,16 +218,7 @@ async def test_cancelling_a_task_busy_elsewhere_still_closes_the_stream(kind: Ki
             holding.set()
             await asyncio.Event().wait()  # e.g. waiting for TTS to drain
 
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(holding.wait(), 5)
-        cancelled_at = time.monotonic()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        seen = fake.requests[0]
-        assert await asyncio.to_thread(seen.disconnected.wait, 2.0), "the server never saw the client leave"
-    assert seen.disconnected_at is not None
-    assert seen.disconnected_at - cancelled_at < CLOSE_DEADLINE_S
+        await left(fake, await cancel_when(holding, asyncio.create_task(consume())))
 
 
 @KINDS
@@ -236,11 +229,7 @@ async def test_breaking_out_with_aclosing_closes_the_stream(kind: Kind) -> None:
             async for event in stream:
                 if isinstance(event, TextDelta):
                     break
-        closed_at = time.monotonic()
-        seen = fake.requests[0]
-        assert await asyncio.to_thread(seen.disconnected.wait, 2.0), "the server never saw the client leave"
-    assert seen.disconnected_at is not None
-    assert seen.disconnected_at - closed_at < CLOSE_DEADLINE_S
+        await left(fake, time.monotonic())
 
 
 @KINDS

@@ -36,7 +36,7 @@ from .fakes import (
     rechunk,
     sse_data,
 )
-from .support import FAST, HELLO, KEY, WEATHER, drain, drain_error, text_of, tracked
+from .support import FAST, HELLO, KEY, WEATHER, drain, drain_error, text_of, tracked, weather_call_then
 
 
 def provider_for(
@@ -320,15 +320,7 @@ async def test_sse_comments_crlf_and_multiline_data() -> None:
 
 
 async def test_a_result_that_arrived_after_the_user_spoke_is_moved_next_to_its_call() -> None:
-    request = ChatRequest(
-        model="fake-model",
-        messages=[
-            ChatMessage(role="user", content="Weather?"),
-            ChatMessage(role="assistant", tool_calls=[ToolCall(id="call_w", name="get_weather")]),
-            ChatMessage(role="user", content="Hurry up"),
-            ChatMessage(role="tool", tool_call_id="call_w", content="sunny"),
-        ],
-    )
+    request = weather_call_then("Hurry up", call_id="call_w", model="fake-model")
     with FakeOpenAI([openai_text("Sunny.")], api_key=KEY) as fake:
         assert text_of(await drain(provider_for(fake).stream(request))) == "Sunny."  # else a 400
     assert [m["role"] for m in fake.requests[0].json["messages"]] == ["user", "assistant", "tool", "user"]
@@ -336,14 +328,7 @@ async def test_a_result_that_arrived_after_the_user_spoke_is_moved_next_to_its_c
 
 async def test_a_call_left_without_result_is_refused_upstream_not_papered_over() -> None:
     # Answering interrupted calls (e.g. with an error result) is the runtime's decision.
-    request = ChatRequest(
-        model="fake-model",
-        messages=[
-            ChatMessage(role="user", content="Weather?"),
-            ChatMessage(role="assistant", tool_calls=[ToolCall(id="call_w", name="get_weather")]),
-            ChatMessage(role="user", content="Never mind"),
-        ],
-    )
+    request = weather_call_then("Never mind", call_id="call_w", model="fake-model", result=None)
     with FakeOpenAI([openai_text("unused")], api_key=KEY) as fake:
         _, err = await drain_error(provider_for(fake).stream(request))
     assert err.code is Codes.LLM_BAD_REQUEST and "call_w" in (err.detail or "")

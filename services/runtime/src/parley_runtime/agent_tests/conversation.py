@@ -20,7 +20,6 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
@@ -42,6 +41,7 @@ from parley_common.session_contract import (
     SessionStart,
     trace_headers,
 )
+from parley_runtime import bus
 
 log = structlog.get_logger(__name__)
 
@@ -99,13 +99,7 @@ class BusConversation:
                 self.last_index = out.index
                 self._events.put_nowait(out)
 
-        self._sub = await self.js.subscribe(
-            subjects.session_out(conv),
-            stream=subjects.SESSION_OUT_STREAM,
-            cb=output,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
+        self._sub = await bus.session_outputs(self.js, self.conversation_id, output)
 
     async def start(self, start: SessionStart) -> None:
         await self.js.publish(

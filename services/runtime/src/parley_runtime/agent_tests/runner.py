@@ -341,45 +341,46 @@ class TestRunner:
         if bump:
             cp.step += 1
             await self._save(cp)
-        await self.deps.publish(
-            RunProgress(
-                event_id=event_id(cp.run_id, cp.attempt, f"progress:{cp.step}"),
-                run_id=cp.run_id,
-                attempt=cp.attempt,
-                at=datetime.now(UTC),
-                step=cp.step,
-                status=status,
-                conversation_id=cp.conversation_id,
-                turns_done=cp.attacker_turns,
-                engine=cp.engine,
-            )
+        await self._publish(
+            cp,
+            f"progress:{cp.step}",
+            RunProgress,
+            step=cp.step,
+            status=status,
+            conversation_id=cp.conversation_id,
+            turns_done=cp.attacker_turns,
+            engine=cp.engine,
         )
 
     async def _message(self, cp: Checkpoint, line: Line) -> None:
-        await self.deps.publish(
-            RunMessage(
-                event_id=event_id(cp.run_id, cp.attempt, f"message:{line.index}"),
-                run_id=cp.run_id,
-                attempt=cp.attempt,
-                at=datetime.now(UTC),
-                index=line.index,
-                role=line.role,
-                content=line.content,
-            )
+        await self._publish(
+            cp, f"message:{line.index}", RunMessage, index=line.index, role=line.role, content=line.content
         )
 
     async def _finished(self, cp: Checkpoint) -> None:
         assert cp.status is not None
+        await self._publish(
+            cp,
+            "finished",
+            RunFinished,
+            step=cp.step + 1,
+            status=cp.status,
+            turns_done=cp.attacker_turns,
+            remarks=cp.remarks,
+            error=cp.error,
+        )
+
+    async def _publish(
+        self, cp: Checkpoint, name: str, kind: type[RunProgress | RunMessage | RunFinished], **fields: Any
+    ) -> None:
+        """One of the run's events, under an id that is the same for this attempt however often it
+        is published (a republication after a crash is dropped)."""
         await self.deps.publish(
-            RunFinished(
-                event_id=event_id(cp.run_id, cp.attempt, "finished"),
+            kind(
+                event_id=event_id(cp.run_id, cp.attempt, name),
                 run_id=cp.run_id,
                 attempt=cp.attempt,
                 at=datetime.now(UTC),
-                step=cp.step + 1,
-                status=cp.status,
-                turns_done=cp.attacker_turns,
-                remarks=cp.remarks,
-                error=cp.error,
+                **fields,
             )
         )

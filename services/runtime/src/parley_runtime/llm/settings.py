@@ -6,13 +6,24 @@ registry reads it on its own. Per engine: `PARLEY_LLM_<ENGINE>_API_KEY`, `_BASE_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from parley_runtime.llm.engines import ENGINES, EngineName
 from parley_runtime.llm.transport import HttpOptions
+
+_HTTP = HttpOptions()
+# The transport options an operator may set (the others keep HttpOptions' defaults).
+_HTTP_OPTIONS = (
+    "connect_timeout_s",
+    "read_timeout_s",
+    "max_attempts",
+    "retry_initial_s",
+    "retry_max_s",
+    "retry_after_cap_s",
+)
 
 
 @dataclass(frozen=True)
@@ -55,12 +66,13 @@ class LLMSettings(BaseSettings):
     llm_llamacpp_base_url: str | None = None
     llm_llamacpp_model: str | None = "default"  # llama.cpp serves one model and ignores the name
 
-    llm_connect_timeout_s: float = 5.0
-    llm_read_timeout_s: float = 60.0
-    llm_max_attempts: int = 3
-    llm_retry_initial_s: float = 0.5
-    llm_retry_max_s: float = 8.0
-    llm_retry_after_cap_s: float = 30.0
+    # `PARLEY_LLM_<option>` for each of `_HTTP_OPTIONS`; the defaults are HttpOptions' own.
+    llm_connect_timeout_s: float = _HTTP.connect_timeout_s
+    llm_read_timeout_s: float = _HTTP.read_timeout_s
+    llm_max_attempts: int = _HTTP.max_attempts
+    llm_retry_initial_s: float = _HTTP.retry_initial_s
+    llm_retry_max_s: float = _HTTP.retry_max_s
+    llm_retry_after_cap_s: float = _HTTP.retry_after_cap_s
     # Anthropic requires max_tokens; used when a request sets none.
     llm_max_tokens: int = 4096
     # Pause before each token of the built-in engine; 0 = as fast as possible.
@@ -77,11 +89,4 @@ class LLMSettings(BaseSettings):
         )
 
     def http_options(self) -> HttpOptions:
-        return HttpOptions(
-            connect_timeout_s=self.llm_connect_timeout_s,
-            read_timeout_s=self.llm_read_timeout_s,
-            max_attempts=self.llm_max_attempts,
-            retry_initial_s=self.llm_retry_initial_s,
-            retry_max_s=self.llm_retry_max_s,
-            retry_after_cap_s=self.llm_retry_after_cap_s,
-        )
+        return replace(_HTTP, **{name: getattr(self, f"llm_{name}") for name in _HTTP_OPTIONS})

@@ -39,7 +39,6 @@ from parley_runtime.llm import ChatMessage as LLMMessage
 from parley_runtime.llm import (
     ChatRequest,
     LLMError,
-    LLMRegistry,
     ReasoningDelta,
     ReasoningEnd,
     TextDelta,
@@ -49,6 +48,7 @@ from parley_runtime.llm import (
     TurnBuilder,
 )
 from parley_runtime.llm.types import ToolSpec
+from parley_runtime.llm_port import LLMPort
 from parley_runtime.octavus.state import (
     MAIN,
     Message,
@@ -93,7 +93,7 @@ class Plan:
 class Execution:
     bundle: AgentBundle
     session: Session
-    registry: LLMRegistry
+    llm: LLMPort
     secrets: Mapping[str, str]
     emit: Emit
     plan: Plan
@@ -320,15 +320,7 @@ class Execution:
             id=new_id("call"), name=block.tool, args=args, source="block", output_variable=block.output
         )
         await self._announce_call(call.id, call.name, args)
-        self.session.pending = Pending(
-            execution_id=self.execution_id,
-            message_id=self.message_id,
-            trigger=self.plan.trigger,
-            trigger_input=self.plan.trigger_input,
-            block_index=index,
-            calls=[call],
-        )
-        await self._request_tools(index)
+        await self._pause(index, [call])
         return True
 
     async def _announce_call(self, call_id: str, tool_name: str, args: dict[str, Any]) -> None:
@@ -356,10 +348,29 @@ class Execution:
         )
         self._assistant().parts.append(Part(type="tool-call", tool=part, visible=visible, thread=thread))
 
-    async def _request_tools(self, index: int) -> None:
-        pending = self.session.pending
-        assert pending is not None
-        calls = [
+    async def _pause(
+        self,
+        index: int,
+        calls: list[PendingCall],
+        *,
+        thread: str = MAIN,
+        steps: int = 0,
+        scratch: list[LLMMessage] | None = None,
+    ) -> None:
+        """Stop the execution at block `index` until the caller sends the calls' results."""
+        pending = Pending(
+            execution_id=self.execution_id,
+            message_id=self.message_id,
+            trigger=self.plan.trigger,
+            trigger_input=self.plan.trigger_input,
+            block_index=index,
+            thread=thread,
+            steps=steps,
+            scratch=scratch or [],
+            calls=calls,
+        )
+        self.session.pending = pending
+        requested = [
             ev.PendingToolCall(
                 tool_call_id=c.id,
                 tool_name=c.name,
@@ -370,7 +381,7 @@ class Execution:
             )
             for c in pending.calls
         ]
-        await self.emit(ev.ToolRequestEvent(tool_calls=calls))
+        await self.emit(ev.ToolRequestEvent(tool_calls=requested))
 
     def _apply_results(self, pending: Pending, results: dict[str, ev.ToolResult]) -> int:
         """Record the caller's results; returns the block to go on from."""
@@ -426,7 +437,7 @@ class Execution:
         rounds = config.max_steps if config.agentic else 1
         steps = resume.steps if resume else 0
         scratch = list(resume.scratch) if resume else []
-        selection = self.registry.select(model=config.model, secrets=self.secrets)
+        selection = self.llm.registry.select(model=config.model, secrets=self.secrets)
         visible = not block.independent
         part_thread = None if thread_name == MAIN else thread_name
         while True:
@@ -437,25 +448,14 @@ class Execution:
                 temperature=config.temperature,
                 thinking=config.thinking,
             )
-            turn = await self._stream(selection.provider.stream(request), block, visible, part_thread)
+            turn = await self._stream(self.llm.events(selection, request), block, visible, part_thread)
             scratch.append(turn)
             if not turn.tool_calls:
                 break
-            steps += 1
-            self.session.pending = Pending(
-                execution_id=self.execution_id,
-                message_id=self.message_id,
-                trigger=self.plan.trigger,
-                trigger_input=self.plan.trigger_input,
-                block_index=index,
-                thread=thread_name,
-                steps=steps,
-                scratch=scratch,
-                calls=[
-                    PendingCall(id=c.id, name=c.name, args=c.arguments, source="llm") for c in turn.tool_calls
-                ],
-            )
-            await self._request_tools(index)
+            calls = [
+                PendingCall(id=c.id, name=c.name, args=c.arguments, source="llm") for c in turn.tool_calls
+            ]
+            await self._pause(index, calls, thread=thread_name, steps=steps + 1, scratch=scratch)
             return True
         if not block.independent:
             thread.history.extend(scratch)

@@ -18,9 +18,7 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel
 
-from parley_common import subjects
 from parley_common.auth_contract import Principal
-from parley_common.bus import bus_handler
 from parley_common.catalog_contract import AgentSnapshot
 from parley_common.errors import Codes, ParleyError
 from parley_common.octavus import AgentBundle, AgentDefinition, DefinitionError, load_definition
@@ -28,7 +26,7 @@ from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_runtime.agents import AgentCache
-from parley_runtime.llm import LLMRegistry
+from parley_runtime.llm_port import LLMPort
 from parley_runtime.octavus import views
 from parley_runtime.octavus.executor import Execution, Plan, now_iso
 from parley_runtime.octavus.state import Session
@@ -62,30 +60,14 @@ class OctavusService:
         broker: NatsBroker,
         store: SessionStore,
         agents: AgentCache,
-        registry: LLMRegistry,
+        llm: LLMPort,
         ping_s: float,
         drain_s: float,
     ) -> None:
-        self.broker, self.store, self.agents, self.registry = broker, store, agents, registry
+        self.broker, self.store, self.agents, self.llm = broker, store, agents, llm
         self.ping_s, self.drain_s = ping_s, drain_s
         self._bundles: dict[tuple[str, int], AgentBundle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._register()
-
-    def _register(self) -> None:
-        queue = subjects.QUEUE_RUNTIME
-        self.broker.subscriber(subjects.OCTAVUS_SESSION_CREATE, queue=queue)(
-            bus_handler(wire.OctavusCreateRequest)(self.create)
-        )
-        self.broker.subscriber(subjects.OCTAVUS_SESSION_GET, queue=queue)(
-            bus_handler(wire.OctavusGetRequest)(self.get)
-        )
-        self.broker.subscriber(subjects.OCTAVUS_SESSION_RESTORE, queue=queue)(
-            bus_handler(wire.OctavusRestoreRequest)(self.restore)
-        )
-        self.broker.subscriber(subjects.OCTAVUS_SESSION_TRIGGER, queue=queue)(
-            bus_handler(wire.OctavusTriggerRequest)(self.trigger)
-        )
 
     async def stop(self) -> None:
         """Let running executions finish (they hold session locks and unsaved state)."""
@@ -220,7 +202,7 @@ class OctavusService:
         execution = Execution(
             bundle=bundle,
             session=session,
-            registry=self.registry,
+            llm=self.llm,
             secrets=snapshot.secrets,
             emit=emit,
             plan=plan,

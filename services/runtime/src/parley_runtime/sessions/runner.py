@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
-from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
@@ -88,7 +87,6 @@ class Claim(Protocol):
 @dataclass
 class Deps:
     settings: RuntimeSettings
-    broker: NatsBroker
     nc: Client
     js: JetStreamContext
     store: StateStore
@@ -390,25 +388,19 @@ class SessionRunner:
         assert turn is not None and turn.task is not None and self.outlet is not None
         try:
             outcome = turn.task.result()
-        except FlowError as exc:
+        except Exception as exc:
+            # A broken flow is the agent's fault (said so); anything else is ours.
+            if not isinstance(exc, FlowError):
+                self.log.exception("session.turn_failed")
             metrics.TURNS.labels("failed").inc()
             self.turn = None
-            await self._close(
-                ConversationEndReason.ERROR,
-                base=turn.work,
-                input_seq=turn.input_seq,
-                error=(Codes.RUNTIME_FLOW_BROKEN, {"detail": str(exc)}),
+            error = (
+                (Codes.RUNTIME_FLOW_BROKEN, {"detail": str(exc)})
+                if isinstance(exc, FlowError)
+                else (Codes.INTERNAL, {})
             )
-            return
-        except Exception:
-            self.log.exception("session.turn_failed")
-            metrics.TURNS.labels("failed").inc()
-            self.turn = None
             await self._close(
-                ConversationEndReason.ERROR,
-                base=turn.work,
-                input_seq=turn.input_seq,
-                error=(Codes.INTERNAL, {}),
+                ConversationEndReason.ERROR, base=turn.work, input_seq=turn.input_seq, error=error
             )
             return
         self.turn = None

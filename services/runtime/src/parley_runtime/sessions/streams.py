@@ -8,8 +8,8 @@ through a broker outage (`publish_durably`). Each output carries `Nats-Msg-Id`
 `<conversation>:<index>`, so a republication after a crash or a retry is dropped by JetStream
 itself.
 
-Input is read with an `OrderedReader`: its consumer is recreated from the next input as soon as
-the connection to a restarted broker is back.
+Input is read with an `OrderedReader` (declared in bus.py): its consumer is recreated from the
+next input as soon as the connection to a restarted broker is back.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from parley_common.session_contract import (
     SessionOutput,
     trace_headers,
 )
+from parley_runtime import bus
 
 log = structlog.get_logger(__name__)
 _EVENT: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
@@ -107,13 +108,8 @@ class InputFeed:
         self._reader: OrderedReader | None = None
 
     async def open(self, after_seq: int) -> None:
-        self._reader = OrderedReader(
-            self.nc,
-            self.events,
-            stream=subjects.SESSION_IN_STREAM,
-            subject=subjects.session_in(str(self.conversation_id)),
-            on_msg=self._on_msg,
-            after_seq=after_seq,
+        self._reader = bus.session_inputs(
+            self.nc, self.events, self.conversation_id, self._on_msg, after_seq=after_seq
         )
         await self._reader.open()
 

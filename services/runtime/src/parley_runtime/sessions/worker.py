@@ -1,4 +1,5 @@
-"""Claims sessions from the `SESSIONS` work queue and runs each one until it closes.
+"""Claims sessions from the `SESSIONS` work queue and runs each one until it closes (the pulling,
+heartbeats and hand-back every work queue of the runtime shares are in workqueue.py).
 
 Every worker pulls from one durable consumer, so any worker can take any session. A claimed start
 message stays unacknowledged while the session runs: the worker sends `in progress` for it every
@@ -26,16 +27,15 @@ from dataclasses import dataclass
 
 import structlog
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
 
 from parley_common import metrics, subjects
-from parley_common.jetstream import fetch_batch, hand_back
 from parley_common.outages import describe, is_outage
 from parley_common.session_contract import STREAMS, SessionStart, ensure_streams
 from parley_common.tasks import cancel_and_wait
+from parley_runtime import bus
 from parley_runtime.sessions.runner import Deps, SessionRunner
+from parley_runtime.workqueue import Held, QueueWorker
 
 log = structlog.get_logger(__name__)
 
@@ -50,30 +50,24 @@ assert set(OWN_STREAMS) <= set(STREAMS)
 
 
 @dataclass
-class _Claim:
-    msg: Msg
-    task: asyncio.Task[None] | None = None
+class _Claim(Held):
     runner: SessionRunner | None = None
-    acked: bool = False
-
-    @property
-    def deliveries(self) -> int:
-        return self.msg.metadata.num_delivered or 1
-
-    async def ack(self) -> None:
-        if not self.acked:
-            self.acked = True
-            await self.msg.ack()
 
 
-class SessionWorker:
+class SessionWorker(QueueWorker[_Claim]):
+    name = "sessions"
+
     def __init__(self, deps: Deps) -> None:
+        super().__init__(
+            deps.js,
+            bus.SESSION_STARTS,
+            limit=deps.settings.runtime_max_sessions,
+            ack_wait_s=deps.settings.runtime_claim_ack_wait_s,
+        )
         self.deps = deps
         self.settings = deps.settings
-        self.claims: dict[uuid.UUID, _Claim] = {}
-        self._slots = asyncio.Event()
+        self.claims = self.held
         self._tasks: list[asyncio.Task[None]] = []
-        self._sub: JetStreamContext.PullSubscription | None = None
         self._unhook: Callable[[], None] | None = None
         self._lease_trouble = False  # renewing leases failed (logged once per outage)
 
@@ -82,28 +76,14 @@ class SessionWorker:
         return len(self.claims)
 
     async def start(self) -> None:
-        js = self.deps.js
-        await ensure_streams(js, OWN_STREAMS)
-        config = ConsumerConfig(
-            durable_name=subjects.RUNTIME_SESSIONS_CONSUMER,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.settings.runtime_claim_ack_wait_s,
-            max_deliver=-1,
-            # Every running session holds one unacked message: no cap below the cluster's capacity.
-            max_ack_pending=-1,
-            filter_subject=subjects.SESSION_START,
-        )
-        await js.add_consumer(subjects.SESSIONS_STREAM, config)
-        self._sub = await js.pull_subscribe_bind(
-            durable=subjects.RUNTIME_SESSIONS_CONSUMER, stream=subjects.SESSIONS_STREAM
-        )
+        await ensure_streams(self.deps.js, OWN_STREAMS)
         self._tasks = [
-            asyncio.create_task(self._fetch_loop(), name="sessions-fetch"),
+            await self.subscribe(),
             asyncio.create_task(self._heartbeat_loop(), name="sessions-heartbeat"),
             asyncio.create_task(self._pending_loop(), name="sessions-pending"),
         ]
         # Back from a broker outage: tell JetStream at once that every claim is still in progress.
-        self._unhook = self.deps.events.on_reconnect(self._beat)
+        self._unhook = self.deps.events.on_reconnect(self.beat)
 
     async def stop(self) -> None:
         """Drain: stop claiming, let running turns finish (up to the drain timeout), then hand every
@@ -123,27 +103,10 @@ class SessionWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.deps.turn_over.wait(), left)
         await cancel_and_wait(*others)  # heartbeats ran during the drain; now the claims go back
-        await hand_back(self.claims.values())
-        self.claims.clear()
+        await self.hand_back()
         self._gauge()
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
 
-    async def _fetch_loop(self) -> None:
-        assert self._sub is not None
-        while True:
-            free = self.settings.runtime_max_sessions - len(self.claims)
-            if free <= 0:
-                self._slots.clear()
-                await self._slots.wait()
-                continue
-            for msg in await fetch_batch(
-                self._sub, min(free, 32), event="sessions.fetch_failed", pause_s=0.5
-            ):
-                await self._claim(msg)
-
-    async def _claim(self, msg: Msg) -> None:
+    async def claim(self, msg: Msg) -> None:
         try:
             start = SessionStart.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -202,7 +165,7 @@ class SessionWorker:
                     with contextlib.suppress(Exception):
                         await claim.msg.nak(delay=1)
             self._gauge()
-            self._slots.set()
+            self.freed()
 
     def _gauge(self) -> None:
         metrics.SESSIONS_ACTIVE.set(len(self.claims))
@@ -213,7 +176,7 @@ class SessionWorker:
         # are buffered and the leases (Redis) renewed, on time.
         while True:
             await asyncio.sleep(self.settings.runtime_claim_heartbeat_s)
-            await self._beat()
+            await self.beat()
             await self._renew_leases()
 
     async def _pending_loop(self) -> None:
@@ -221,19 +184,6 @@ class SessionWorker:
         while True:
             await self._report_pending()
             await asyncio.sleep(self.settings.runtime_claim_heartbeat_s * 4)
-
-    async def _beat(self) -> None:
-        """`in progress` for every claim (nats-py buffers them while the broker is away)."""
-        # One after the other: each only appends to the connection's write buffer, and a task per
-        # claim (`gather`) cost more than the publish itself.
-        failures: list[Exception] = []
-        for claim in [c for c in self.claims.values() if not c.acked]:
-            try:
-                await claim.msg.in_progress()
-            except Exception as exc:
-                failures.append(exc)
-        if failures:
-            log.warning("sessions.heartbeat_failed", count=len(failures), error=str(failures[0]))
 
     async def _renew_leases(self) -> None:
         running = [conv for conv, c in self.claims.items() if not c.acked]

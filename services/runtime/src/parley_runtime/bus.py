@@ -1,0 +1,147 @@
+"""Every bus subscription of a runtime worker, declared here and nowhere else.
+
+Core NATS (FastStream subscribers, `register`, called once when the app is built):
+- `catalog.events.agent.*`: fan-out to every worker; `agents.AgentCache.on_event`.
+- `octavus.session.{create,get,restore,trigger}`: request/reply in queue `runtime`;
+  `octavus/service.py`.
+- `health.ping.runtime`: request/reply; answered by the service kit (`parley_common.kit`).
+
+JetStream (nats-py directly, the hot path; consumer settings here):
+- `sessions.start` on `SESSIONS`: work queue, durable `runtime`, pulled by `sessions/worker.py`.
+- `agent_tests.run` on `AGENT_TESTS`: work queue, durable `runtime-agent-tests`, pulled by
+  `agent_tests/worker.py`.
+- `session.<id>.in` on `SESSION_IN`: an ordered reader per running session,
+  `sessions/streams.InputFeed` (what the runner turns into turns: sessions/runner.py).
+- `session.<id>.out` on `SESSION_OUT`: an ordered push consumer per agent-test conversation,
+  `agent_tests/conversation.py`.
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from parley_common import subjects
+from parley_common.bus import BusEvents, bus_handler
+from parley_common.jetstream import OrderedReader
+from parley_common.octavus import sessions as wire
+
+OnMsg = Callable[[Msg], Awaitable[None]]
+
+
+class OctavusHandlers(Protocol):
+    """What answers the Octavus session subjects (octavus/service.py)."""
+
+    async def create(self, req: wire.OctavusCreateRequest) -> wire.OctavusReply: ...
+    async def get(self, req: wire.OctavusGetRequest) -> wire.OctavusReply: ...
+    async def restore(self, req: wire.OctavusRestoreRequest) -> wire.OctavusReply: ...
+    async def trigger(self, req: wire.OctavusTriggerRequest) -> wire.OctavusReply: ...
+
+
+# ----------------------------------------------------------------------------- core NATS
+
+
+def subscribe_agent_events(broker: NatsBroker, on_event: Callable[[Any], Awaitable[None]]) -> None:
+    """Agent changes: every worker hears every event (no queue group) and drops its cached copy."""
+    broker.subscriber(f"{subjects.CATALOG_AGENT_EVENTS}.*")(on_event)
+
+
+def subscribe_octavus(broker: NatsBroker, octavus: OctavusHandlers) -> None:
+    """The agent-sessions API, request/reply; the `runtime` queue group spreads it over workers."""
+    queue = subjects.QUEUE_RUNTIME
+    routes: list[tuple[str, Any]] = [
+        (subjects.OCTAVUS_SESSION_CREATE, bus_handler(wire.OctavusCreateRequest)(octavus.create)),
+        (subjects.OCTAVUS_SESSION_GET, bus_handler(wire.OctavusGetRequest)(octavus.get)),
+        (subjects.OCTAVUS_SESSION_RESTORE, bus_handler(wire.OctavusRestoreRequest)(octavus.restore)),
+        (subjects.OCTAVUS_SESSION_TRIGGER, bus_handler(wire.OctavusTriggerRequest)(octavus.trigger)),
+    ]
+    for subject, handler in routes:
+        broker.subscriber(subject, queue=queue)(handler)
+
+
+def register(
+    broker: NatsBroker, *, on_agent_event: Callable[[Any], Awaitable[None]], octavus: OctavusHandlers
+) -> None:
+    """Every core subscription of a worker (before the broker starts)."""
+    subscribe_agent_events(broker, on_agent_event)
+    subscribe_octavus(broker, octavus)
+
+
+# ----------------------------------------------------------------------------- JetStream
+
+
+@dataclass(frozen=True)
+class WorkQueue:
+    """A durable pull consumer every worker shares: each message goes to one worker, which holds
+    it unacked (`in progress` every heartbeat) while it works on it, so a dead worker's messages
+    are redelivered to another after `ack_wait`."""
+
+    stream: str
+    durable: str
+    subject: str
+
+    async def bind(self, js: JetStreamContext, *, ack_wait_s: float) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            # Redelivered without limit: the worker ends what keeps failing itself (max claims /
+            # max attempts), with an answer to the client.
+            max_deliver=-1,
+            # Every running session (or test run) holds one unacked message: no cap below the
+            # cluster's capacity.
+            max_ack_pending=-1,
+            filter_subject=self.subject,
+        )
+        await js.add_consumer(self.stream, config)
+        return await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+
+
+SESSION_STARTS = WorkQueue(
+    stream=subjects.SESSIONS_STREAM,
+    durable=subjects.RUNTIME_SESSIONS_CONSUMER,
+    subject=subjects.SESSION_START,
+)
+AGENT_TEST_JOBS = WorkQueue(
+    stream=subjects.AGENT_TESTS_STREAM,
+    durable=subjects.RUNTIME_AGENT_TESTS_CONSUMER,
+    subject=subjects.AGENT_TEST_RUN,
+)
+
+
+def session_inputs(
+    nc: Client, events: BusEvents, conversation_id: UUID, on_msg: OnMsg, *, after_seq: int
+) -> OrderedReader:
+    """One session's input from `after_seq + 1` on, in order, recreated after a broker restart
+    (open it with `open()`)."""
+    return OrderedReader(
+        nc,
+        events,
+        stream=subjects.SESSION_IN_STREAM,
+        subject=subjects.session_in(str(conversation_id)),
+        on_msg=on_msg,
+        after_seq=after_seq,
+    )
+
+
+async def session_outputs(
+    js: JetStreamContext, conversation_id: UUID, on_msg: OnMsg
+) -> JetStreamContext.PushSubscription:
+    """Everything a session has published so far and publishes from now on (an agent test reads
+    its own conversation this way)."""
+    return await js.subscribe(
+        subjects.session_out(str(conversation_id)),
+        stream=subjects.SESSION_OUT_STREAM,
+        cb=on_msg,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )

@@ -1,0 +1,123 @@
+"""`SessionRunner`: one session from its start message to its end, on a real bus and Redis with a
+fake agent and LLM: turns in input order, cancel, and the exactly-once resume after a crash. The
+whole path through the gateway is in tests/e2e/test_realtime.py and test_faults_*."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from parley_common.conversation_contract import ConversationEnded, ConversationMessage, ConversationStarted
+from parley_common.session_contract import InputCancel
+from parley_runtime.sessions.runner import SessionRunner
+
+from .sessions_support import FakeClaim, Stack, session_start, stack
+
+
+@pytest.fixture
+async def rt(nats_url: str, infra: Any) -> AsyncIterator[Stack]:
+    async with stack(nats_url, infra.redis_url) as value:
+        yield value
+
+
+def texts(events: list[dict[str, Any]]) -> str:
+    return "".join(
+        e.get("chunk", e.get("content", "")) for e in events if e["type"] in ("text_delta", "text_full")
+    )
+
+
+async def test_greets_answers_in_order_and_closes_once(rt: Stack) -> None:
+    start = session_start()
+    client = await rt.client(start.conversation_id)
+    claim = FakeClaim()
+    runner = SessionRunner(rt.deps(), start, claim)
+    task = asyncio.create_task(runner.run())
+
+    assert texts(await client.until("turn_complete")) == "Hi"
+    # Two messages at once: answered one after the other, each in its own turn.
+    await rt.say(start.conversation_id, "one")
+    last = await rt.say(start.conversation_id, "two")
+    assert texts(await client.until("turn_complete")) == "You said: one"
+    assert texts(await client.until("turn_complete")) == "You said: two"
+    assert [h[-1].content for _, h in rt.llm.calls] == ["one", "two"]
+    assert rt.llm.calls[0][0] == "Be brief.\n\nHelp."
+
+    await rt.end(start.conversation_id)
+    closed = await client.until("session_closed")
+    assert closed[-1]["reason"] == "client_end"
+    await asyncio.wait_for(task, 10)
+    assert claim.acks == 1
+
+    state = await rt.deps().store.load(start.conversation_id)
+    assert state is not None and state.phase == "closed" and state.last_input_seq > last
+    assert [(h.role, h.content) for h in state.history] == [
+        ("assistant", "Hi"), ("user", "one"), ("assistant", "You said: one"),
+        ("user", "two"), ("assistant", "You said: two"),
+    ]  # fmt: skip
+    # The transcript, each event once, in order.
+    kinds = [type(e).__name__ for e in client.transcript]
+    assert kinds[0] == ConversationStarted.__name__ and kinds[-1] == ConversationEnded.__name__
+    messages = [e for e in client.transcript if isinstance(e, ConversationMessage)]
+    assert [(m.role.value, m.content, m.seq) for m in messages] == [
+        ("assistant", "Hi", 0), ("user", "one", 1), ("assistant", "You said: one", 2),
+        ("user", "two", 3), ("assistant", "You said: two", 4),
+    ]  # fmt: skip
+
+
+async def test_cancel_ends_the_answer_with_what_was_said(rt: Stack) -> None:
+    start = session_start()
+    client = await rt.client(start.conversation_id)
+    task = asyncio.create_task(SessionRunner(rt.deps(), start, FakeClaim()).run())
+    await client.until("turn_complete")
+
+    rt.llm.hold.clear()  # the LLM stops after its first chunk
+    await rt.say(start.conversation_id, "tell me everything")
+    assert (await client.next()).model_dump(mode="json") == {"type": "text_delta", "chunk": "You said: "}
+    await rt.send(start.conversation_id, InputCancel(at=start.started_at, connection_id="conn-1"))
+    assert [e["type"] for e in await client.until("turn_complete")] == ["turn_complete"]
+
+    state = await rt.deps().store.load(start.conversation_id)
+    assert state is not None and state.history[-1].role == "assistant"
+    assert state.history[-1].content.strip() == "You said:"
+    rt.llm.hold.set()
+    await rt.end(start.conversation_id)
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_new_owner_answers_the_interrupted_message_once(rt: Stack) -> None:
+    start = session_start()
+    client = await rt.client(start.conversation_id)
+    first = asyncio.create_task(SessionRunner(rt.deps("worker-a"), start, FakeClaim()).run())
+    await client.until("turn_complete")
+
+    rt.llm.hold.clear()
+    await rt.say(start.conversation_id, "hello")
+    assert (await client.next()).model_dump(mode="json") == {"type": "text_delta", "chunk": "You said: "}
+    first.cancel()  # the owner dies in the middle of the turn: nothing of it was committed
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+    rt.llm.hold.set()
+    claim = FakeClaim(deliveries=2)
+    second = asyncio.create_task(SessionRunner(rt.deps("worker-b"), start, claim).run())
+    events = await client.until("turn_complete")
+    # The client is told the turn starts again, gets the whole answer, and no second greeting.
+    assert events[0] == {
+        "type": "error",
+        "code": "realtime.turn_restarted",
+        "message": events[0]["message"],
+    }
+    assert texts(events) == "You said: hello"
+    await rt.end(start.conversation_id)
+    await client.until("session_closed")
+    await asyncio.wait_for(second, 10)
+    assert claim.acks == 1
+    # The new owner publishes the committed transcript again under the same event ids (the catalog
+    # keeps one of each); the interrupted turn is in it once.
+    unique = {m.event_id: m for m in client.transcript if isinstance(m, ConversationMessage)}
+    messages = [(m.role.value, m.content) for m in unique.values()]
+    assert messages == [("assistant", "Hi"), ("user", "hello"), ("assistant", "You said: hello")]
+    assert await rt.deps().store.owner(start.conversation_id) == "worker-b"
