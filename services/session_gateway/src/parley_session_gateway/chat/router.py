@@ -7,8 +7,8 @@ from fastapi import APIRouter, Query, WebSocket
 from parley_common.errors import Codes, ParleyError
 from parley_common.http import ERROR_RESPONSES
 from parley_session_gateway.chat.connection import ChatConnection
-from parley_session_gateway.chat.resume import ChatResume
-from parley_session_gateway.sessions import GatewayContext
+from parley_session_gateway.deps import Gateway
+from parley_session_gateway.resume import Resume
 
 router = APIRouter(tags=["chat"])
 
@@ -16,11 +16,11 @@ router = APIRouter(tags=["chat"])
 @router.websocket("/chat/ws")
 async def chat_ws(
     websocket: WebSocket,
+    ctx: Gateway,
     session_id: str | None = Query(default=None, max_length=64),
     last_event: int = Query(default=0, ge=0),
 ) -> None:
-    ctx: GatewayContext = websocket.app.state.realtime
-    resume = ChatResume(session_id=session_id, last_event=last_event) if session_id else None
+    resume = Resume(conversation_id=session_id, last_event=last_event) if session_id else None
     await ChatConnection(ctx, websocket, resume).run()
 
 

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Query, WebSocket
 
 from parley_common.errors import Codes, ParleyError
 from parley_common.http import ERROR_RESPONSES
-from parley_session_gateway.realtime.connection import RealtimeConnection, ResumeRequest
-from parley_session_gateway.sessions import GatewayContext
+from parley_session_gateway.deps import Gateway
+from parley_session_gateway.realtime.connection import RealtimeConnection
+from parley_session_gateway.resume import Resume
 
 router = APIRouter(tags=["realtime"])
 
@@ -15,11 +16,11 @@ router = APIRouter(tags=["realtime"])
 @router.websocket("/realtime")
 async def realtime(
     websocket: WebSocket,
+    ctx: Gateway,
     resume: str | None = Query(default=None, max_length=64),
     last_event: int = Query(default=0, ge=0),
 ) -> None:
-    ctx: GatewayContext = websocket.app.state.realtime
-    request = ResumeRequest(conversation_id=resume, last_event=last_event) if resume else None
+    request = Resume(conversation_id=resume, last_event=last_event) if resume else None
     await RealtimeConnection(ctx, websocket, request).run()
 
 

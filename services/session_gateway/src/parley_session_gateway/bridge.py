@@ -36,6 +36,7 @@ from parley_common.session_contract import (
     input_msg_id,
     trace_headers,
 )
+from parley_session_gateway import bus
 
 log = structlog.get_logger(__name__)
 
@@ -82,14 +83,8 @@ class SessionBridge:
                 return
             await on_control(ctl)
 
-        self._ctl = await self.nc.subscribe(subjects.session_ctl(conv), cb=control)
-        self._out = OrderedReader(
-            self.nc,
-            self.events,
-            stream=subjects.SESSION_OUT_STREAM,
-            subject=subjects.session_out(conv),
-            on_msg=output,
-        )
+        self._ctl = await bus.session_control(self.nc, conv, control)
+        self._out = bus.session_output(self.nc, self.events, conv, output)
         await self._out.open()
 
     async def start(self, start: SessionStart) -> None:
