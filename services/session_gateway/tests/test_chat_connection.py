@@ -6,6 +6,8 @@ and services: tests/e2e/test_chat_ws.py and test_revocation.py.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +27,7 @@ from parley_session_gateway.chat.codec import ChatOutput
 from parley_session_gateway.chat.connection import ChatConnection
 from parley_session_gateway.resume import Resume
 
-from .session_fakes import AGENT, FakeSocket, gateway, principal, running
+from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, gateway, principal, running
 
 TOKEN = "ct_chat_token"
 
@@ -36,6 +38,20 @@ def chat_token(**fields: Any) -> Principal:
         CredentialKind.CLIENT_TOKEN,
         **{"agent_id": AGENT, "token_type": "chat", "expires_at": expires, "org_id": uuid.uuid4(), **fields},
     )
+
+
+@asynccontextmanager
+async def chat(
+    ctx: FakeGateway, auth: FakeAuth, token: Principal | None = None
+) -> AsyncIterator[tuple[ChatConnection, FakeSocket]]:
+    """A `/chat/ws` connection past its `connected`; it must end by the end of the block."""
+    auth.principals[TOKEN] = token or chat_token()
+    ws = FakeSocket({"token": TOKEN})
+    conn = ChatConnection(ctx, ws)  # type: ignore[arg-type]
+    async with running(conn.run):
+        connected = await ws.frame()
+        assert connected == {"type": "connected", "session_id": str(ctx.last.conversation_id)}
+        yield conn, ws
 
 
 def kinds(frames: list[Any]) -> list[tuple[str, int | None]]:
@@ -83,13 +99,8 @@ def test_the_output_codec_streams_numbers_and_skips_what_a_resume_has_seen() -> 
 
 async def test_a_chat_opens_acknowledges_messages_and_streams_the_answer() -> None:
     async with gateway() as (ctx, catalog, auth):
-        auth.principals[TOKEN] = chat_token()
-        ws = FakeSocket({"token": TOKEN})
-        conn = ChatConnection(ctx, ws)  # type: ignore[arg-type]
-        async with running(conn.run):
-            connected = await ws.frame()
+        async with chat(ctx, auth) as (_, ws):
             bridge = ctx.last
-            assert connected == {"type": "connected", "session_id": str(bridge.conversation_id)}
             assert bridge.started is not None and bridge.started.channel == "web-chat"
             assert [r.agent_id for r in catalog.asked] == [AGENT]
 
@@ -114,10 +125,7 @@ async def test_a_chat_opens_acknowledges_messages_and_streams_the_answer() -> No
 
 async def test_bad_frames_get_message_error_with_their_id() -> None:
     async with gateway(gateway_input_burst=3, gateway_input_rate_per_s=0.001) as (ctx, _, auth):
-        auth.principals[TOKEN] = chat_token()
-        ws = FakeSocket({"token": TOKEN})
-        async with running(ChatConnection(ctx, ws).run):  # type: ignore[arg-type]
-            await ws.frame_of("connected")
+        async with chat(ctx, auth) as (_, ws):
             ws.send({"type": "nope", "id": "x1"})
             error = await ws.frame()
             assert (error["type"], error["id"]) == ("message-error", "x1")
@@ -157,10 +165,8 @@ async def test_refusals_close_with_the_chat_close_codes() -> None:
 async def test_a_resume_renumbers_from_the_start_and_sends_only_what_was_missed() -> None:
     async with gateway() as (ctx, _, auth):
         token = chat_token()
-        auth.principals[TOKEN] = token
-        ws = FakeSocket({"token": TOKEN})
-        async with running(ChatConnection(ctx, ws).run):  # type: ignore[arg-type]
-            session_id = (await ws.frame())["session_id"]
+        async with chat(ctx, auth, token) as (_, ws):
+            session_id = str(ctx.last.conversation_id)
             ws.drop()
 
         auth.principals["fresh"] = chat_token(agent_id=token.agent_id, org_id=token.org_id)
@@ -179,11 +185,7 @@ async def test_a_resume_renumbers_from_the_start_and_sends_only_what_was_missed(
 
 async def test_a_revoked_token_ends_the_answer_and_the_session() -> None:
     async with gateway() as (ctx, _, auth):
-        auth.principals[TOKEN] = chat_token()
-        ws = FakeSocket({"token": TOKEN})
-        conn = ChatConnection(ctx, ws)  # type: ignore[arg-type]
-        async with running(conn.run):
-            await ws.frame_of("connected")
+        async with chat(ctx, auth) as (conn, ws):
             await ctx.last.output(ServerTextDelta(chunk="partial"))
             await ws.frame_of("response-chunk")
             conn._revoke(Codes.CREDENTIAL_REVOKED)
@@ -202,15 +204,11 @@ async def test_a_token_refresh_moves_the_expiry_and_expiry_closes_the_socket() -
     async with gateway(**settings) as (ctx, _, auth):
         soon = datetime.now(UTC) + timedelta(seconds=0.3)
         token = chat_token(expires_at=soon)
-        auth.principals[TOKEN] = token
         auth.principals["later"] = chat_token(
             agent_id=token.agent_id, org_id=token.org_id, expires_at=soon + timedelta(seconds=0.4)
         )
         auth.principals["elsewhere"] = chat_token()
-        ws = FakeSocket({"token": TOKEN})
-        conn = ChatConnection(ctx, ws)  # type: ignore[arg-type]
-        async with running(conn.run):
-            await ws.frame_of("connected")
+        async with chat(ctx, auth, token) as (conn, ws):
             ws.send({"type": "token-refresh", "token": "elsewhere"})
             refused = await ws.frame_of("token-refresh-error")
             assert refused["error"].startswith(Codes.CHAT_REFRESH_SCOPE_MISMATCH.code)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from parley_common.auth_contract import CredentialKind
+from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes
 from parley_common.session_contract import (
@@ -24,7 +26,7 @@ from parley_session_gateway.access import Admission
 from parley_session_gateway.realtime.connection import RealtimeConnection
 from parley_session_gateway.resume import Resume, remember
 
-from .session_fakes import AGENT, FakeSocket, gateway, principal, running
+from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, gateway, principal, running
 
 KEY = "pk_test_key"
 
@@ -33,17 +35,25 @@ def handshake(**fields: Any) -> dict[str, Any]:
     return {"type": "handshake", "agent_id": AGENT, **fields}
 
 
+@asynccontextmanager
+async def session(
+    ctx: FakeGateway, auth: FakeAuth, who: Principal | None = None
+) -> AsyncIterator[tuple[RealtimeConnection, FakeSocket]]:
+    """A `/realtime` connection past its `handshake_ok`; it must end by the end of the block."""
+    auth.principals[KEY] = who or principal()
+    ws = FakeSocket({"token": KEY})
+    conn = RealtimeConnection(ctx, ws, None)  # type: ignore[arg-type]
+    async with running(conn.run):
+        ws.send(handshake())
+        ok = await ws.frame()
+        assert ok == {"type": "handshake_ok", "conversation_id": str(ctx.last.conversation_id)}
+        yield conn, ws
+
+
 async def test_a_session_opens_relays_input_and_output_and_ends_with_the_runtime() -> None:
     async with gateway() as (ctx, catalog, auth):
-        auth.principals[KEY] = principal()
-        ws = FakeSocket({"token": KEY})
-        conn = RealtimeConnection(ctx, ws, None)  # type: ignore[arg-type]
-        async with running(conn.run):
-            ws.send(handshake())
-            ok = await ws.frame()
-            assert ok["type"] == "handshake_ok"
+        async with session(ctx, auth) as (conn, ws):
             bridge = ctx.last
-            assert ok["conversation_id"] == str(bridge.conversation_id)
             assert bridge.started is not None and bridge.started.agent_id == AGENT
             assert bridge.started.connection_id == conn.connection_id
             assert [r.agent_id for r in catalog.asked] == [AGENT]
@@ -70,11 +80,7 @@ async def test_a_session_opens_relays_input_and_output_and_ends_with_the_runtime
 
 async def test_a_dropped_socket_tells_the_runtime_and_stays_resumable() -> None:
     async with gateway(gateway_resume_ttl_s=77) as (ctx, _, auth):
-        auth.principals[KEY] = principal()
-        ws = FakeSocket({"token": KEY})
-        async with running(RealtimeConnection(ctx, ws, None).run):  # type: ignore[arg-type]
-            ws.send(handshake())
-            await ws.frame_of("handshake_ok")
+        async with session(ctx, auth) as (_, ws):
             ws.drop()
         bridge = ctx.last
         assert bridge.input_types() == ["disconnected"]
@@ -142,11 +148,7 @@ async def test_a_silent_client_times_out() -> None:
 
 async def test_bad_frames_get_an_error_and_the_session_lives_on() -> None:
     async with gateway(gateway_input_burst=3, gateway_input_rate_per_s=0.001) as (ctx, _, auth):
-        auth.principals[KEY] = principal()
-        ws = FakeSocket({"token": KEY})
-        async with running(RealtimeConnection(ctx, ws, None).run):  # type: ignore[arg-type]
-            ws.send(handshake())  # not counted: read before the loop (binary frames have their own)
-            await ws.frame_of("handshake_ok")
+        async with session(ctx, auth) as (_, ws):  # the handshake is not counted: read before the loop
             ws.send_raw("{")
             assert (await ws.frame())["code"] == Codes.REALTIME_INVALID_JSON.code
             ws.send(handshake())
@@ -163,26 +165,16 @@ async def test_bad_frames_get_an_error_and_the_session_lives_on() -> None:
 
 
 async def test_an_input_the_bus_did_not_store_is_service_unavailable() -> None:
-    async with gateway() as (ctx, _, auth):
-        auth.principals[KEY] = principal()
-        ws = FakeSocket({"token": KEY})
-        async with running(RealtimeConnection(ctx, ws, None).run):  # type: ignore[arg-type]
-            ws.send(handshake())
-            await ws.frame_of("handshake_ok")
-            ctx.last.fail_sends = True
-            ws.send({"type": "input_text", "text": "lost?"})
-            assert (await ws.frame())["code"] == Codes.SERVICE_UNAVAILABLE.code
-            ws.drop()
+    async with gateway() as (ctx, _, auth), session(ctx, auth) as (_, ws):
+        ctx.last.fail_sends = True
+        ws.send({"type": "input_text", "text": "lost?"})
+        assert (await ws.frame())["code"] == Codes.SERVICE_UNAVAILABLE.code
+        ws.drop()
 
 
 async def test_a_revoked_credential_ends_the_session_with_user_exit() -> None:
     async with gateway() as (ctx, _, auth):
-        auth.principals[KEY] = principal()
-        ws = FakeSocket({"token": KEY})
-        conn = RealtimeConnection(ctx, ws, None)  # type: ignore[arg-type]
-        async with running(conn.run):
-            ws.send(handshake())
-            await ws.frame_of("handshake_ok")
+        async with session(ctx, auth) as (conn, ws):
             conn._revoke(Codes.CREDENTIAL_REVOKED)
             error = await ws.frame()
             assert (error["type"], error["code"]) == ("error", "auth.credential_revoked")
@@ -195,12 +187,7 @@ async def test_a_revoked_credential_ends_the_session_with_user_exit() -> None:
 
 async def test_a_newer_connection_supersedes_this_one_and_timing_makes_ticks() -> None:
     async with gateway(gateway_tick_interval_s=0.02) as (ctx, _, auth):
-        auth.principals[KEY] = principal(CredentialKind.SESSION)
-        ws = FakeSocket({"token": KEY})
-        conn = RealtimeConnection(ctx, ws, None)  # type: ignore[arg-type]
-        async with running(conn.run):
-            ws.send(handshake())
-            await ws.frame_of("handshake_ok")
+        async with session(ctx, auth, principal(CredentialKind.SESSION)) as (conn, ws):
             await ctx.last.control(conn.connection_id, deadline_s=60)
             assert conn.acknowledged
             tick = await ws.frame_of("tick")

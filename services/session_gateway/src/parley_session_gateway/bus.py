@@ -28,12 +28,14 @@ which FastStream's declared subscribers are not made for.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import structlog
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
@@ -43,9 +45,29 @@ from parley_common.catalog_contract import AgentAccessReply, AgentAccessRequest
 from parley_common.jetstream import OrderedReader
 from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
 from parley_common.octavus import sessions as octavus_wire
+from parley_common.session_contract import SessionControl, SessionOutput
 from parley_session_gateway.live import LiveConnections
 
 OnMsg = Callable[[Msg], Awaitable[None]]
+M = TypeVar("M", bound=BaseModel)
+
+log = structlog.get_logger(__name__)
+
+
+def parsed(model: type[M], handle: Callable[[M], Awaitable[None]], *, invalid: str, **context: str) -> OnMsg:
+    """A message handler that validates the body as `model` first; an invalid body is logged as
+    `invalid` and dropped (the subscription lives on)."""
+
+    async def on_msg(msg: Msg) -> None:
+        try:
+            item = model.model_validate_json(msg.data)
+        except ValidationError as exc:
+            log.error(invalid, error=str(exc), **context)
+            return
+        await handle(item)
+
+    return on_msg
+
 
 # ----------------------------------------------------------------------------- subscriptions
 
@@ -55,19 +77,24 @@ def listen_revocations(auth: AuthClient, live: LiveConnections) -> None:
     auth.on_revoked(live.on_revoked)
 
 
-async def session_control(nc: Client, conversation_id: str, on_msg: OnMsg) -> Subscription:
+async def session_control(
+    nc: Client, conversation_id: str, handle: Callable[[SessionControl], Awaitable[None]]
+) -> Subscription:
     """Which connection the runtime serves, and the session's timing."""
+    on_msg = parsed(SessionControl, handle, invalid="realtime.bad_control", conversation_id=conversation_id)
     return await nc.subscribe(subjects.session_ctl(conversation_id), cb=on_msg)
 
 
-def session_output(nc: Client, events: BusEvents, conversation_id: str, on_msg: OnMsg) -> OrderedReader:
+def session_output(
+    nc: Client, events: BusEvents, conversation_id: str, handle: Callable[[SessionOutput], Awaitable[None]]
+) -> OrderedReader:
     """The session's events from its start, in order, across broker restarts (call `open()`)."""
     return OrderedReader(
         nc,
         events,
         stream=subjects.SESSION_OUT_STREAM,
         subject=subjects.session_out(conversation_id),
-        on_msg=on_msg,
+        on_msg=parsed(SessionOutput, handle, invalid="realtime.bad_output", conversation_id=conversation_id),
     )
 
 

@@ -4,9 +4,9 @@
 their frames; this base holds everything else:
 
 - **admit**: inside the gateway's admission gate (`GatewayContext.admitting`) the protocol's
-  `_open` verifies the credential (`access.admit`) and resumes (`_resume`) or starts (`_start`) the
-  session on the bus (`bridge.SessionBridge`). A refusal or an outage ends the socket the way the
-  protocol says (`_refuse`, `_unavailable`).
+  `_open` verifies the credential (`_admission`, `access.admit`) and resumes (`_resume`) or
+  starts (`_start`) the session on the bus (`bridge.SessionBridge`). A refusal or an outage ends
+  the socket the way the protocol says (`_refuse`, `_unavailable`).
 - **pump**: client frames to bus input (`_receive_loop`: rate limit, then the protocol's
   `_on_message`; a `ClientFrameError` is answered with the protocol's error event and the session
   lives on), the session's output to frames (`_on_output` → `_relay`), which connection the runtime
@@ -48,7 +48,7 @@ from parley_common.session_contract import (
     SessionInput,
     SessionOutput,
 )
-from parley_session_gateway.access import Admission, Refused
+from parley_session_gateway.access import Admission, Refused, admit
 from parley_session_gateway.bridge import SessionBridge
 from parley_session_gateway.frame_json import ClientFrameError
 from parley_session_gateway.live import Live, Protocol
@@ -142,7 +142,7 @@ class SessionConnection(ABC):
         connections = metrics.WS_CONNECTIONS_ACTIVE.labels(self.protocol)
         connections.inc()
         try:
-            if await self._admit():
+            if await self._admitted():
                 assert self.principal is not None
                 self.live = self.ctx.live.add(self.protocol, self.principal, self.credential, self._revoke)
                 await self._pump()
@@ -152,7 +152,7 @@ class SessionConnection(ABC):
             connections.dec()
             await self._finish()
 
-    async def _admit(self) -> bool:
+    async def _admitted(self) -> bool:
         """True once the session is open and the client greeted."""
         if not await self._before_admission():
             return False
@@ -174,6 +174,19 @@ class SessionConnection(ABC):
             await self._unavailable(outage)
             return False
         return True
+
+    async def _admission(self, credential: str | None, agent_id: str) -> Admission:
+        """The credential verified and the agent granted (`access.admit`); the connection then runs
+        on that credential (revocation follows it)."""
+        admission = await admit(
+            self.ctx.auth,
+            self.ctx.broker,
+            credential=credential,
+            agent_id=agent_id,
+            timeout_s=self.settings.bus_request_timeout_s,
+        )
+        self.principal, self.credential = admission.principal, credential or ""
+        return admission
 
     async def _resume(self, conversation_id: UUID, last_index: int = 0) -> None:
         """Attach to a running session (output after `last_index`) and tell the runtime."""

@@ -35,7 +35,7 @@ from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes, ErrorCode, ParleyError, envelope
 from parley_common.session_contract import InputText, ServerEvent
-from parley_session_gateway.access import Refused, admit, same_agent
+from parley_session_gateway.access import Refused, same_agent
 from parley_session_gateway.chat.codec import ChatOutput
 from parley_session_gateway.chat.frames import (
     ChatFrameError,
@@ -97,14 +97,7 @@ class ChatConnection(SessionConnection):
             record = None
             if self.resume is not None:
                 record = await find_chat(self.ctx.redis, self.resume.conversation_id, principal)
-            admission = await admit(
-                self.ctx.auth,
-                self.ctx.broker,
-                credential=token,
-                agent_id=principal.agent_id,
-                timeout_s=self.settings.bus_request_timeout_s,
-            )
-            self.principal, self.credential = admission.principal, token
+            admission = await self._admission(token, principal.agent_id)
             self.expires_at = principal.expires_at
             ttl = self.settings.gateway_resume_ttl_s
             if record is not None:

@@ -45,7 +45,7 @@ from parley_common.session_contract import (
     SessionInput,
 )
 from parley_common.voice_formats import DirectiveError, VoiceFormats, parse_handshake_voice
-from parley_session_gateway.access import Admission, Refused, admit
+from parley_session_gateway.access import Admission, Refused
 from parley_session_gateway.connection import Loop, SessionConnection, tracer
 from parley_session_gateway.frame_json import ClientFrameError
 from parley_session_gateway.ratelimit import TokenBucket
@@ -98,14 +98,7 @@ class RealtimeConnection(SessionConnection):
         assert hello is not None
         credential = socket_credential(self.ws, self.settings)
         with tracer.start_as_current_span("realtime.handshake", attributes={"agent.id": hello.agent_id}):
-            admission = await admit(
-                self.ctx.auth,
-                self.ctx.broker,
-                credential=credential,
-                agent_id=hello.agent_id,
-                timeout_s=self.settings.bus_request_timeout_s,
-            )
-            self.principal, self.credential = admission.principal, credential or ""
+            admission = await self._admission(credential, hello.agent_id)
             try:
                 voice = parse_handshake_voice(hello.channel, hello.render_directive)
             except DirectiveError as exc:
