@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query
 from starlette.requests import HTTPConnection
 
 from parley_common.ratelimit import RateLimiter
+from parley_session_gateway.resume import Resume
 from parley_session_gateway.sessions import GatewayContext
 
 
@@ -24,3 +26,16 @@ def voice_limiter(conn: HTTPConnection) -> RateLimiter:
 
 
 Gateway = Annotated[GatewayContext, Depends(gateway)]
+
+
+def resume_from(param: str) -> Callable[..., Resume | None]:
+    """A socket's resume request: the conversation in query parameter `param` (`resume` on
+    `/realtime`, `session_id` on `/chat/ws`) and `last_event`; None without one."""
+
+    def resume(
+        conversation_id: str | None = Query(default=None, alias=param, max_length=64),
+        last_event: int = Query(default=0, ge=0),
+    ) -> Resume | None:
+        return Resume(conversation_id=conversation_id, last_event=last_event) if conversation_id else None
+
+    return resume
