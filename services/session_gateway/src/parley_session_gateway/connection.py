@@ -65,6 +65,7 @@ Loop = tuple[str, Coroutine[Any, Any, None], bool]
 
 class SessionConnection(ABC):
     protocol: ClassVar[Protocol]  # the metrics label, the `LiveConnections` kind, log and span names
+    opening: ClassVar[str] = "open"  # what the logs call admission (`<protocol>.<opening>_failed`)
 
     def __init__(self, ctx: GatewayContext, ws: WebSocket, resume: Resume | None) -> None:
         self.ctx = ctx
@@ -160,7 +161,7 @@ class SessionConnection(ABC):
             async with self.ctx.admitting():
                 await self._open()
         except Refused as exc:
-            self.log.info(f"{self.protocol}.refused", reason=exc.reason)
+            self.log.info(f"{self.protocol}.{self.opening}_refused", reason=exc.reason)
             await self._refuse(exc)
             return False
         except WebSocketDisconnect:
@@ -168,9 +169,9 @@ class SessionConnection(ABC):
         except Exception as exc:
             outage = is_outage(exc)
             if outage:  # Redis or the bus is away: a clean refusal, no traceback
-                self.log.warning(f"{self.protocol}.open_unavailable", error=describe(exc))
+                self.log.warning(f"{self.protocol}.{self.opening}_unavailable", error=describe(exc))
             else:
-                self.log.exception(f"{self.protocol}.open_failed")
+                self.log.exception(f"{self.protocol}.{self.opening}_failed")
             await self._unavailable(outage)
             return False
         return True

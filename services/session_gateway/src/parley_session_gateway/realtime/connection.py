@@ -58,6 +58,7 @@ from parley_session_gateway.sessions import GatewayContext
 
 class RealtimeConnection(SessionConnection):
     protocol = "realtime"
+    opening = "handshake"
 
     def __init__(self, ctx: GatewayContext, ws: WebSocket, resume: Resume | None) -> None:
         super().__init__(ctx, ws, resume)
