@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 import structlog
-from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -25,7 +25,6 @@ from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.authenticator import Authenticator, credential_of
 from parley_common.catalog_contract import AgentAccessReply
 from parley_common.chatty_contract import (
-    AGENT_HEADER,
     CSRF_HEADER,
     CsrfTokenResponse,
     ErrorEnvelope,
@@ -35,6 +34,7 @@ from parley_common.chatty_contract import (
     RealtimeWebrtcRequest,
     RealtimeWebrtcUpstreamError,
 )
+from parley_common.chatty_http import BoundAgent
 from parley_common.errors import Codes, ParleyError
 from parley_common.outages import describe, is_outage
 from parley_session_gateway.access import bound_agent
@@ -68,14 +68,6 @@ def _media(request: Request) -> MediaEdge | None:
 
 _authenticate = Authenticator(allowed_kinds=set(CredentialKind))
 Caller = Annotated[Principal, Depends(_authenticate)]
-BoundAgent = Annotated[
-    str | None,
-    Header(
-        alias=AGENT_HEADER,
-        max_length=200,
-        description="Parley: the agent a session cookie or API key is bound to (docs/webrtc.md).",
-    ),
-]
 
 
 def _error(description: str) -> dict[str, Any]:
