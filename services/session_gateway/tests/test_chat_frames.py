@@ -18,7 +18,7 @@ from parley_session_gateway.chat.frames import (
     parse_chat_frame,
     with_artifacts,
 )
-from parley_session_gateway.chat.resume import ChatRecord
+from parley_session_gateway.resume import ChatRecord
 
 
 def test_valid_frames_parse_to_their_models() -> None:

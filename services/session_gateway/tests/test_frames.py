@@ -7,8 +7,8 @@ import json
 import pytest
 
 from parley_common.session_contract import ClientHandshake, ClientInputText
+from parley_session_gateway.ratelimit import TokenBucket
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
-from parley_session_gateway.realtime.ratelimit import TokenBucket
 
 
 def test_valid_frames_parse_to_their_models() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.websockets import WebSocket
 
-from parley_session_gateway.realtime.access import Refused
+from parley_session_gateway.access import Refused
 from parley_session_gateway.realtime.origin import allowed_origins, origin_of, socket_credential
 from parley_session_gateway.settings import GatewaySettings
 

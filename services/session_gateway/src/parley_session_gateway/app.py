@@ -15,6 +15,7 @@ from parley_common.authenticator import install_authenticator
 from parley_common.kit.service import ServiceKit
 from parley_common.ratelimit import RateLimiter
 from parley_common.session_contract import ensure_streams
+from parley_session_gateway import bus
 from parley_session_gateway.chat.router import router as chat_router
 from parley_session_gateway.live import LiveConnections
 from parley_session_gateway.octavus.router import router as octavus_router
@@ -36,7 +37,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         broker, cache_ttl_s=settings.gateway_auth_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
     )
     live = LiveConnections(auth, settings.gateway_reverify_interval_s)
-    auth.on_revoked(live.on_revoked)
+    bus.listen_revocations(auth, live)
 
     @kit.part
     @asynccontextmanager

@@ -25,9 +25,10 @@ from parley_common.bus import bus_events
 from parley_common.errors import Codes
 from parley_common.session_contract import SessionStart
 from parley_common.voice_formats import VoiceFormats
+from parley_session_gateway.access import Admission, Refused
+from parley_session_gateway.bridge import OnControl, OnOutput, SessionBridge
 from parley_session_gateway.live import LiveConnections
-from parley_session_gateway.realtime.access import Admission, Refused, remember
-from parley_session_gateway.realtime.bridge import OnControl, OnOutput, SessionBridge
+from parley_session_gateway.resume import remember
 from parley_session_gateway.settings import GatewaySettings
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from parley_common.errors import Codes, ErrorCode, envelope
-from parley_session_gateway.frame_json import BadFrame, clean_str, decode_object
+from parley_session_gateway.frame_json import BadFrame, ClientFrameError, clean_str, decode_object
 
 # ------------------------------------------------------------------------------ client → server
 
@@ -114,7 +114,7 @@ SessionFrame = ResponseStart | ResponseChunk | ResponseEnd | SessionClosed | Mes
 # ------------------------------------------------------------------------------ parsing
 
 
-class ChatFrameError(Exception):
+class ChatFrameError(ClientFrameError):
     """An invalid client frame: answered with `message-error` (echoing `id` when there is one)."""
 
     def __init__(self, code: ErrorCode, params: dict[str, Any] | None = None, frame_id: str | None = None):

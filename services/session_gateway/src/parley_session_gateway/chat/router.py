@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, WebSocket
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, WebSocket
 
 from parley_common.errors import Codes, ParleyError
 from parley_common.http import ERROR_RESPONSES
 from parley_session_gateway.chat.connection import ChatConnection
-from parley_session_gateway.chat.resume import ChatResume
-from parley_session_gateway.sessions import GatewayContext
+from parley_session_gateway.deps import Gateway, resume_from
+from parley_session_gateway.resume import Resume
 
 router = APIRouter(tags=["chat"])
 
 
 @router.websocket("/chat/ws")
 async def chat_ws(
-    websocket: WebSocket,
-    session_id: str | None = Query(default=None, max_length=64),
-    last_event: int = Query(default=0, ge=0),
+    websocket: WebSocket, ctx: Gateway, resume: Annotated[Resume | None, Depends(resume_from("session_id"))]
 ) -> None:
-    ctx: GatewayContext = websocket.app.state.realtime
-    resume = ChatResume(session_id=session_id, last_event=last_event) if session_id else None
     await ChatConnection(ctx, websocket, resume).run()
 
 

@@ -27,11 +27,12 @@ from pydantic import BaseModel, ValidationError
 from parley_common import subjects
 from parley_common.auth_contract import Principal
 from parley_common.authenticator import credential_of
-from parley_common.bus import request as bus_request
 from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError
 from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
 from parley_common.octavus.routes import OctavusRoute, api_key
+from parley_session_gateway import bus
+from parley_session_gateway.deps import Gateway as Ctx
 from parley_session_gateway.live import Live, LiveConnections
 from parley_session_gateway.sessions import GatewayContext
 
@@ -40,14 +41,6 @@ router = APIRouter(prefix="/api/agent-sessions", tags=["octavus"], route_class=O
 SCOPE = "sessions:write"
 
 SessionId = Annotated[str, Path(min_length=1, max_length=wire.MAX_ID, description="The session's id.")]
-
-
-def _ctx(request: Request) -> GatewayContext:
-    ctx: GatewayContext = request.app.state.realtime
-    return ctx
-
-
-Ctx = Annotated[GatewayContext, Depends(_ctx)]
 
 
 Key = Annotated[Principal, Depends(api_key(SCOPE))]
@@ -59,7 +52,7 @@ MIN_TIMEOUT_S = 10.0
 
 async def _ask(ctx: GatewayContext, subject: str, payload: BaseModel) -> wire.OctavusReply:
     timeout = max(ctx.settings.bus_request_timeout_s, MIN_TIMEOUT_S)
-    reply = await bus_request(ctx.broker, subject, payload, wire.OctavusReply, timeout=timeout)
+    reply = await bus.octavus(ctx.broker, subject, payload, timeout_s=timeout)
     if not reply.ok:
         err = reply.error
         code = REGISTRY.get(err.code if err else "", Codes.INTERNAL)
@@ -133,9 +126,7 @@ async def restore_session(
 async def trigger_session(
     session_id: SessionId, body: ev.TriggerBody, ctx: Ctx, principal: Key, request: Request
 ) -> StreamingResponse:
-    nc = ctx.broker.connection
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)  # before asking: the worker may start sending at once
+    inbox, sub = await bus.octavus_stream(ctx.broker.connection)  # before asking: it may send at once
     try:
         req = wire.OctavusTriggerRequest(principal=principal, session_id=session_id, body=body, stream=inbox)
         await _ask(ctx, subjects.OCTAVUS_SESSION_TRIGGER, req)

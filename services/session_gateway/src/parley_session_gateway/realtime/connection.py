@@ -1,11 +1,12 @@
-"""One `/realtime` WebSocket: the handshake, then frames to bus input and bus output to frames.
+"""One `/realtime` WebSocket: the Kivox frames of a session (docs/realtime.md).
 
-No conversation logic lives here. The connection validates frames (each invalid one is answered
-with an `error` event and dropped; the session lives on), enforces the frame size and rate limits,
-forwards input to the session's runtime, relays the runtime's events in order, and makes a `tick`
-every second from the timing the runtime publishes. It is registered in the gateway's
-`LiveConnections` while open: when auth revokes its credential it ends the session (`user_exit`)
-and closes with 4401 `auth.credential_revoked` (docs/realtime.md).
+The skeleton (admission, resume or start, the pumps, revocation, the end) is
+`connection.SessionConnection`'s; this is what Kivox adds: the `handshake` frame before admission
+(`handshake_ok` / `handshake_error`), text and audio frames in (each invalid one is answered with an
+`error` event and dropped; audio has its own rate limit), the runtime's events out as they are
+(`audio_delta` plus its binary frame), a `tick` every second from the timing the runtime publishes,
+and a voice session's audio (`VoiceLink`). A revoked credential gets `error` and `session_closed`
+(`user_exit`) before the 4401 close.
 """
 
 from __future__ import annotations
@@ -13,24 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import structlog
-from opentelemetry import trace
 from pydantic import BaseModel
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.types import Message
+from starlette.websockets import WebSocket
 
-from parley_common import metrics
-from parley_common.auth_contract import Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes, ErrorCode, envelope
-from parley_common.outages import describe, is_outage
 from parley_common.session_contract import (
     ClientCancel,
-    ClientConnected,
-    ClientDisconnected,
     ClientEndSession,
     ClientHandshake,
     ClientInputAudio,
@@ -42,164 +36,86 @@ from parley_common.session_contract import (
     InputText,
     ServerAudioDelta,
     ServerError,
+    ServerEvent,
     ServerHandshakeError,
     ServerHandshakeOK,
     ServerSessionClosed,
     ServerTick,
     SessionControl,
     SessionInput,
-    SessionOutput,
 )
 from parley_common.voice_formats import DirectiveError, VoiceFormats, parse_handshake_voice
-from parley_session_gateway.live import Live
-from parley_session_gateway.realtime.access import Admission, Refused, admit, check_resume, touch
-from parley_session_gateway.realtime.bridge import SessionBridge
+from parley_session_gateway.access import Admission, Refused
+from parley_session_gateway.connection import Loop, SessionConnection, tracer
+from parley_session_gateway.frame_json import ClientFrameError
+from parley_session_gateway.ratelimit import TokenBucket
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 from parley_session_gateway.realtime.origin import socket_credential
-from parley_session_gateway.realtime.ratelimit import TokenBucket
 from parley_session_gateway.realtime.voice import VoiceLink
-from parley_session_gateway.sessions import GatewayContext, open_session
-
-log = structlog.get_logger(__name__)
-tracer = trace.get_tracer("parley.session_gateway")
-
-# Application close codes (parley_common.errors.CloseCodes).
-CLOSE_HANDSHAKE_FAILED = CloseCodes.HANDSHAKE_FAILED
-CLOSE_SUPERSEDED = CloseCodes.SUPERSEDED
+from parley_session_gateway.resume import Resume, check_resume
+from parley_session_gateway.sessions import GatewayContext
 
 
-@dataclass(frozen=True)
-class ResumeRequest:
-    conversation_id: str
-    last_event: int
+class RealtimeConnection(SessionConnection):
+    protocol = "realtime"
+    opening = "handshake"
 
-
-class RealtimeConnection:
-    def __init__(self, ctx: GatewayContext, ws: WebSocket, resume: ResumeRequest | None) -> None:
-        self.ctx = ctx
-        self.settings = ctx.settings
-        self.ws = ws
-        self.resume = resume
-        self.connection_id = uuid.uuid4().hex
-        self.bridge: SessionBridge | None = None
-        self.bucket = TokenBucket(self.settings.gateway_input_rate_per_s, self.settings.gateway_input_burst)
+    def __init__(self, ctx: GatewayContext, ws: WebSocket, resume: Resume | None) -> None:
+        super().__init__(ctx, ws, resume)
         self.audio_bucket = TokenBucket(
             self.settings.gateway_audio_frames_per_s, self.settings.gateway_audio_frames_burst
         )
+        self.hello: ClientHandshake | None = None
         self.voice: VoiceLink | None = None  # a voice session's audio in and out (realtime/voice.py)
         self.audio_mode: Literal["utterance", "stream"] | None = None
         self.timing: SessionControl | None = None
-        self.acknowledged = False  # the runtime has confirmed this connection as the live one
-        self.session_closed = False
-        self.superseded = False
-        self.principal: Principal | None = None
-        self.credential = ""  # kept for the revocation backstop's re-verification; never logged
-        self.live: Live | None = None
-        self.revoked: ErrorCode | None = None  # the credential was revoked: the session ends
-        self._sealed = False  # the last frame is out: nothing may follow it
-        self._send_lock = asyncio.Lock()
-        self._done = asyncio.Event()
-        self._greeted = asyncio.Event()  # handshake_ok is out: events may follow
-        self.log = log.bind(connection_id=self.connection_id)
 
-    # ----------------------------------------------------------------------------- lifecycle
+    # ----------------------------------------------------------------------------- handshake
 
-    async def run(self) -> None:
-        await self.ws.accept()
-        connections = metrics.WS_CONNECTIONS_ACTIVE.labels("realtime")
-        connections.inc()
-        try:
-            hello = await self._handshake_frame()
-            if hello is None:
-                return
-            try:
-                async with self.ctx.admitting():
-                    await self._open(hello)
-            except Refused as exc:
-                self.log.info("realtime.handshake_refused", reason=exc.reason)
-                await self._refuse(exc.reason)
-                return
-            except WebSocketDisconnect:
-                raise
-            except Exception as exc:
-                if is_outage(exc):  # Redis or the bus is away: a clean refusal, no traceback
-                    self.log.warning("realtime.handshake_unavailable", error=describe(exc))
-                else:
-                    self.log.exception("realtime.handshake_failed")
-                await self._refuse(Codes.SERVICE_UNAVAILABLE.code)
-                return
-            assert self.principal is not None
-            self.live = self.ctx.live.add("realtime", self.principal, self.credential, self._revoke)
-            receiver = asyncio.create_task(self._receive_loop(), name="realtime-receive")
-            ticker = asyncio.create_task(self._tick_loop(), name="realtime-tick")
-            closer = asyncio.create_task(self._done.wait())
-            await asyncio.wait({receiver, closer}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (receiver, ticker, closer):
-                task.cancel()
-            for task in (receiver, ticker, closer):
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-                    await task
-        except WebSocketDisconnect:
-            pass
-        finally:
-            connections.dec()
-            await self._finish()
-
-    async def _handshake_frame(self) -> ClientHandshake | None:
+    async def _before_admission(self) -> bool:
+        """The `handshake` frame, within `gateway_handshake_timeout_s`."""
         try:
             message = await asyncio.wait_for(self.ws.receive(), self.settings.gateway_handshake_timeout_s)
         except TimeoutError:
-            await self._refuse(Codes.REALTIME_HANDSHAKE_TIMEOUT.code)
-            return None
+            await self._refuse(Refused(Codes.REALTIME_HANDSHAKE_TIMEOUT))
+            return False
         if message["type"] == "websocket.disconnect":
-            return None
+            return False
         text = message.get("text")
         try:
             if text is None or len(text) > self.settings.gateway_max_text_frame_bytes:
                 raise FrameError(Codes.REALTIME_HANDSHAKE_REQUIRED)
             frame = parse_client_frame(text)
         except FrameError:
-            await self._refuse(Codes.REALTIME_HANDSHAKE_REQUIRED.code)
-            return None
+            frame = None
         if not isinstance(frame, ClientHandshake):
-            await self._refuse(Codes.REALTIME_HANDSHAKE_REQUIRED.code)
-            return None
-        return frame
+            await self._refuse(Refused(Codes.REALTIME_HANDSHAKE_REQUIRED))
+            return False
+        self.hello = frame
+        return True
 
-    async def _open(self, hello: ClientHandshake) -> None:
-        ctx = self.ctx
+    async def _open(self) -> None:
+        hello = self.hello
+        assert hello is not None
         credential = socket_credential(self.ws, self.settings)
         with tracer.start_as_current_span("realtime.handshake", attributes={"agent.id": hello.agent_id}):
-            admission = await admit(
-                ctx.auth,
-                ctx.broker,
-                credential=credential,
-                agent_id=hello.agent_id,
-                timeout_s=self.settings.bus_request_timeout_s,
-            )
-            self.principal, self.credential = admission.principal, credential or ""
+            admission = await self._admission(credential, hello.agent_id)
             try:
                 voice = parse_handshake_voice(hello.channel, hello.render_directive)
             except DirectiveError as exc:
                 raise Refused(exc.code) from None
             if self.resume is not None:
-                conversation_id = await check_resume(ctx.redis, self.resume.conversation_id, admission)
+                conversation_id = await check_resume(self.ctx.redis, self.resume.conversation_id, admission)
                 if voice.formats is not None:
                     await self._voice_link(conversation_id, admission, voice.formats)
-                self.bridge = ctx.bridge(conversation_id, self.resume.last_event)
-                await self.bridge.attach(self._on_output, self._on_control)
-                await self.bridge.send(self._input(ClientConnected))
+                await self._resume(conversation_id, self.resume.last_event)
             else:
                 conversation_id = uuid.uuid4()
                 if voice.formats is not None:
                     # Subscribed to the agent's audio before the session starts (the greeting).
                     await self._voice_link(conversation_id, admission, voice.formats)
-                self.bridge = await open_session(
-                    ctx,
+                await self._start(
                     admission,
-                    connection_id=self.connection_id,
-                    on_output=self._on_output,
-                    on_control=self._on_control,
                     channel=hello.channel,
                     render_directive=voice.render_directive,
                     voice=voice.formats,
@@ -231,83 +147,51 @@ class RealtimeConnection:
         )
         await self.voice.start()
 
-    def _revoke(self, code: ErrorCode) -> None:
-        """The credential was revoked (`LiveConnections`): end the session, close the socket."""
-        if not (self.session_closed or self.superseded):
-            self.revoked = code
-            self._done.set()
+    async def _refuse(self, exc: Refused) -> None:
+        """`handshake_error` with the reason, then close (`HANDSHAKE_FAILED`)."""
+        reason = exc.reason
+        try:
+            await self._send(ServerHandshakeError(reason=reason))
+        except Exception:
+            return
+        await self._close(CloseCodes.HANDSHAKE_FAILED, reason)
+
+    async def _unavailable(self, outage: bool) -> None:
+        await self._refuse(Refused(Codes.SERVICE_UNAVAILABLE))
 
     async def _finish(self) -> None:
-        if self.live is not None:
-            self.ctx.live.remove(self.live)
         if self.voice is not None:
             with contextlib.suppress(Exception):
                 await self.voice.close()
-        bridge = self.bridge
-        if self.revoked is not None:
-            await self._close_revoked(self.revoked)
-        if bridge is not None:
-            if self.revoked is not None:
-                # A revoked credential ends what it opened: the runtime closes the session
-                # (`user_exit` in the transcript) instead of waiting for a reconnect.
-                with contextlib.suppress(Exception):
-                    await bridge.send(self._input(InputEnd, reason=ConversationEndReason.USER_EXIT))
-            elif not self.session_closed and not self.superseded:
-                # The socket dropped: the runtime keeps the session for its grace period.
-                with contextlib.suppress(Exception):
-                    await bridge.send(self._input(ClientDisconnected))
-                    await touch(self.ctx.redis, bridge.conversation_id, self.settings.gateway_resume_ttl_s)
-            await bridge.detach()
-        if self.ws.application_state is not WebSocketState.DISCONNECTED:
-            with contextlib.suppress(Exception):
-                await self.ws.close()
+        await super()._finish()
 
-    async def _close_revoked(self, code: ErrorCode) -> None:
-        """`error` with the code, `session_closed` (`user_exit`), then close 4401 with the code."""
-        frames = [
+    def _revoked_frames(self, code: ErrorCode) -> list[BaseModel]:
+        """`error` with the code, then `session_closed` (`user_exit`)."""
+        return [
             ServerError(code=code.code, message=envelope(code).message),
             ServerSessionClosed(reason=ConversationEndReason.USER_EXIT),
         ]
-        with contextlib.suppress(Exception):
-            async with self._send_lock:
-                self._sealed = True
-                for frame in frames:
-                    await self.ws.send_text(frame.model_dump_json())
-        with contextlib.suppress(Exception):
-            await self.ws.close(code=CloseCodes.UNAUTHORIZED, reason=code.code)
-        self.log.info("realtime.credential_revoked", code=code.code)
-
-    async def _refuse(self, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await self._send(ServerHandshakeError(reason=reason))
-            await self.ws.close(code=CLOSE_HANDSHAKE_FAILED, reason=reason[:120])
 
     # ----------------------------------------------------------------------------- client → bus
 
-    async def _receive_loop(self) -> None:
-        while True:
-            message = await self.ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text, data = message.get("text"), message.get("bytes")
-            # Audio frames (binary, and the small JSON headers announcing them) have their own budget.
-            audio = data is not None or (text is not None and len(text) < 128 and '"input_audio' in text)
-            bucket = self.audio_bucket if audio else self.bucket
-            if not bucket.take():
-                rate = (
-                    self.settings.gateway_audio_frames_per_s
-                    if audio
-                    else self.settings.gateway_input_rate_per_s
-                )
-                await self._error(Codes.REALTIME_RATE_LIMITED, {"rate": f"{rate:g}"})
-                continue
-            try:
-                if text is not None:
-                    await self._on_text(text)
-                elif data is not None:
-                    await self._on_binary(data)
-            except FrameError as exc:
-                await self._send(exc.event())
+    def _refusal(
+        self, code: ErrorCode, params: dict[str, Any] | None = None, frame_id: str | None = None
+    ) -> ClientFrameError:
+        return FrameError(code, params)
+
+    def _budget(self, message: Message) -> tuple[TokenBucket, float]:
+        text, data = message.get("text"), message.get("bytes")
+        # Audio frames (binary, and the small JSON headers announcing them) have their own budget.
+        if data is not None or (text is not None and len(text) < 128 and '"input_audio' in text):
+            return self.audio_bucket, self.settings.gateway_audio_frames_per_s
+        return self.bucket, self.settings.gateway_input_rate_per_s
+
+    async def _on_message(self, message: Message) -> None:
+        text, data = message.get("text"), message.get("bytes")
+        if text is not None:
+            await self._on_text(text)
+        elif data is not None:
+            await self._on_binary(data)
 
     async def _on_text(self, text: str) -> None:
         self.audio_mode = None  # an utterance's binary frames end at the next JSON message
@@ -325,7 +209,7 @@ class RealtimeConnection:
         if isinstance(frame, ClientInputText):
             if self.voice is not None:
                 self.voice.user_input()
-            await self._forward(self._input(InputText, text=frame.text), "input_text")
+            await self._forward(self._input(InputText, text=frame.text), {"input.type": "input_text"})
         elif isinstance(frame, ClientInputAudio):
             self.audio_mode = "utterance"
             if self.voice is not None:
@@ -335,9 +219,9 @@ class RealtimeConnection:
         elif isinstance(frame, ClientCancel):
             if self.voice is not None:
                 await self.voice.interrupt()  # no further audio of this turn reaches the socket
-            await self._forward(self._input(InputCancel), "cancel")
+            await self._forward(self._input(InputCancel), {"input.type": "cancel"})
         elif isinstance(frame, ClientEndSession):
-            await self._forward(self._input(InputEnd), "end")
+            await self._forward(self._input(InputEnd), {"input.type": "end"})
 
     async def _on_binary(self, data: bytes) -> None:
         mode = self.audio_mode
@@ -357,67 +241,37 @@ class RealtimeConnection:
             raise FrameError(Codes.REALTIME_UNEXPECTED_BINARY)
 
     async def _forward_voice(self, item: SessionInput, client_id: str | None) -> None:
-        """A voice session's input (a transcript's turn, a barge-in's cancel), stored durably."""
-        assert self.bridge is not None
+        """A voice session's input (a transcript's turn, a barge-in's cancel), stored durably; a
+        failure is reported to the client (no client frame to answer)."""
         kind = getattr(item, "type", "input")
-        with tracer.start_as_current_span("realtime.input", attributes={"input.type": f"voice.{kind}"}):
-            try:
-                await self.bridge.send(item, client_id)
-            except Exception as exc:
-                self.log.warning("realtime.input_publish_failed", error=str(exc))
-                await self._send(FrameError(Codes.SERVICE_UNAVAILABLE).event())
-
-    async def _forward(self, item: SessionInput, kind: str) -> None:
-        assert self.bridge is not None
-        # A trace starts at each input; the runtime's turn continues it (W3C headers on the bus).
-        with tracer.start_as_current_span("realtime.input", attributes={"input.type": kind}):
-            try:
-                await self.bridge.send(item)
-            except Exception as exc:
-                self.log.warning("realtime.input_publish_failed", error=str(exc))
-                raise FrameError(Codes.SERVICE_UNAVAILABLE) from exc
-
-    def _input(self, model: type[BaseModel], **fields: Any) -> Any:
-        return model(at=datetime.now(UTC), connection_id=self.connection_id, **fields)
+        try:
+            await self._forward(item, {"input.type": f"voice.{kind}"}, client_id)
+        except FrameError as exc:
+            await self._send(exc.event())
 
     # ----------------------------------------------------------------------------- bus → client
 
-    async def _on_output(self, out: SessionOutput) -> None:
-        # The runtime may be faster than the handshake reply; it must still come first.
-        await self._greeted.wait()
-        event = out.event
-        try:
-            if isinstance(event, ServerAudioDelta):
-                # JSON header, then the audio itself in the immediately following binary frame.
-                async with self._send_lock:
-                    if self._sealed:
-                        return
-                    await self.ws.send_text(event.model_dump_json(include={"type", "size"}))
-                    await self.ws.send_bytes(event.audio)
-            else:
-                await self._send(event)
-            if self.voice is not None:
-                await self.voice.observe(event)
-        except Exception as exc:  # the socket is gone; the runtime's events stay in the stream
-            self.log.info("realtime.send_failed", error=str(exc))
-            self._done.set()
-            return
-        if isinstance(event, ServerSessionClosed):
-            self.session_closed = True
-            self._done.set()
+    async def _relay(self, event: ServerEvent) -> None:
+        if isinstance(event, ServerAudioDelta):
+            # JSON header, then the audio itself in the immediately following binary frame.
+            async with self._send_lock:
+                if self._sealed:
+                    return
+                await self.ws.send_text(event.model_dump_json(include={"type", "size"}))
+                await self.ws.send_bytes(event.audio)
+        else:
+            await self._send(event)
+        if self.voice is not None:
+            await self.voice.observe(event)
 
     async def _on_control(self, control: SessionControl) -> None:
         await self._greeted.wait()
-        if control.connection_id == self.connection_id:
-            self.acknowledged = True
-        elif self.acknowledged and control.connection_id is not None:
-            # A reconnect resumed this conversation elsewhere: this socket is stale.
-            self.superseded = True
-            self._done.set()
-            with contextlib.suppress(Exception):
-                await self.ws.close(code=CLOSE_SUPERSEDED, reason="superseded by a newer connection")
-            return
-        self.timing = control
+        await super()._on_control(control)
+        if not self.superseded:
+            self.timing = control  # what the ticks count from
+
+    def _loops(self) -> list[Loop]:
+        return [("tick", self._tick_loop(), False)]
 
     async def _tick_loop(self) -> None:
         while True:
@@ -448,11 +302,3 @@ class RealtimeConnection:
             )
             await self.ws.send_bytes(audio)
             return True
-
-    async def _send(self, frame: BaseModel) -> None:
-        async with self._send_lock:
-            if not self._sealed:  # after a revocation's last frame, nothing more goes out
-                await self.ws.send_text(frame.model_dump_json())
-
-    async def _error(self, code: ErrorCode, params: dict[str, Any]) -> None:
-        await self._send(ServerError(code=code.code, message=envelope(code, params=params).message))

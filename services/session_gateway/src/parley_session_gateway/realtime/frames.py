@@ -18,12 +18,12 @@ from parley_common.session_contract import (
     ClientMessage,
     ServerError,
 )
-from parley_session_gateway.frame_json import BadFrame, decode_object
+from parley_session_gateway.frame_json import BadFrame, ClientFrameError, decode_object
 
 _CLIENT: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
 
-class FrameError(Exception):
+class FrameError(ClientFrameError):
     def __init__(self, code: ErrorCode, params: dict[str, Any] | None = None) -> None:
         self.code = code
         self.params = params or {}

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 
 from parley_common.authenticator import MAX_CREDENTIAL
 from parley_common.errors import Codes
-from parley_session_gateway.realtime.access import Refused
+from parley_session_gateway.access import Refused
 from parley_session_gateway.settings import GatewaySettings
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

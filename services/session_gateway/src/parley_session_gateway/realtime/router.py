@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, WebSocket
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, WebSocket
 
 from parley_common.errors import Codes, ParleyError
 from parley_common.http import ERROR_RESPONSES
-from parley_session_gateway.realtime.connection import RealtimeConnection, ResumeRequest
-from parley_session_gateway.sessions import GatewayContext
+from parley_session_gateway.deps import Gateway, resume_from
+from parley_session_gateway.realtime.connection import RealtimeConnection
+from parley_session_gateway.resume import Resume
 
 router = APIRouter(tags=["realtime"])
 
 
 @router.websocket("/realtime")
 async def realtime(
-    websocket: WebSocket,
-    resume: str | None = Query(default=None, max_length=64),
-    last_event: int = Query(default=0, ge=0),
+    websocket: WebSocket, ctx: Gateway, resume: Annotated[Resume | None, Depends(resume_from("resume"))]
 ) -> None:
-    ctx: GatewayContext = websocket.app.state.realtime
-    request = ResumeRequest(conversation_id=resume, last_event=last_event) if resume else None
-    await RealtimeConnection(ctx, websocket, request).run()
+    await RealtimeConnection(ctx, websocket, resume).run()
 
 
 @router.get(

@@ -35,7 +35,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
-from parley_common import subjects
 from parley_common.errors import Codes, ErrorCode, ParleyError, envelope
 from parley_common.session_contract import (
     InputCancel,
@@ -65,6 +64,7 @@ from parley_common.speech_contract import (
     Transcript,
 )
 from parley_common.voice_formats import VoiceFormats, detect_container
+from parley_session_gateway import bus
 from parley_session_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -123,11 +123,12 @@ class VoiceLink:
 
     async def start(self) -> None:
         """Subscribe to the agent's audio (before the session starts: the greeting is spoken)."""
-        self._audio_sub = await self.nc.subscribe(
-            subjects.session_audio_out(str(self.conversation_id)),
-            cb=self._on_audio,
-            pending_msgs_limit=self.settings.gateway_audio_out_buffer_msgs,
-            pending_bytes_limit=self.settings.gateway_audio_out_buffer_bytes,
+        self._audio_sub = await bus.agent_audio(
+            self.nc,
+            str(self.conversation_id),
+            self._on_audio,
+            max_msgs=self.settings.gateway_audio_out_buffer_msgs,
+            max_bytes=self.settings.gateway_audio_out_buffer_bytes,
         )
 
     async def close(self) -> None:

@@ -14,14 +14,13 @@ import structlog
 from faststream.nats import NatsBroker
 from pydantic import SecretStr
 
-from parley_common import subjects
 from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import Principal
-from parley_common.bus import request
 from parley_common.catalog_contract import AgentAccessReply
 from parley_common.errors import REGISTRY, Codes, ParleyError
-from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
+from parley_common.media_contract import MediaOfferRequest
 from parley_common.outages import describe, is_outage
+from parley_session_gateway import bus
 from parley_session_gateway.webrtc.sdp import Offer
 
 log = structlog.get_logger(__name__)
@@ -69,12 +68,8 @@ class BusMediaEdge:
         deadline = time.monotonic() + self.answer_timeout_s
         for attempt in range(1, BUSY_ATTEMPTS + 1):
             try:
-                reply = await request(
-                    self.broker,
-                    subjects.MEDIA_WEBRTC_OFFER,
-                    offer_request,
-                    MediaOfferReply,
-                    timeout=max(0.1, deadline - time.monotonic()),
+                reply = await bus.media_offer(
+                    self.broker, offer_request, timeout_s=max(0.1, deadline - time.monotonic())
                 )
             except ParleyError as exc:
                 if exc.code is Codes.BUS_TIMEOUT:

@@ -1,7 +1,7 @@
 """HTTP: `POST /api/realtime-token`, `GET /api/csrf-token` and `POST /api/realtime/webrtc`, the
 ServiceAi voice-session routes (docs/webrtc.md). Statuses and bodies are the contract's.
 
-Any credential kind may call them; binding.py decides which agent the request is for. The offer
+Any credential kind may call them; `access.bound_agent` decides which agent the request is for. The offer
 is checked here (rate limit, credential, binding, CSRF token, SDP); what answers it is the
 `MediaEdge` on `app.state.webrtc_media`, and until one is installed a valid offer gets 501
 `webrtc.unavailable`.
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 import structlog
-from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -25,7 +25,6 @@ from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.authenticator import Authenticator, credential_of
 from parley_common.catalog_contract import AgentAccessReply
 from parley_common.chatty_contract import (
-    AGENT_HEADER,
     CSRF_HEADER,
     CsrfTokenResponse,
     ErrorEnvelope,
@@ -35,12 +34,12 @@ from parley_common.chatty_contract import (
     RealtimeWebrtcRequest,
     RealtimeWebrtcUpstreamError,
 )
+from parley_common.chatty_http import BoundAgent
 from parley_common.errors import Codes, ParleyError
 from parley_common.outages import describe, is_outage
-from parley_common.ratelimit import RateLimiter
-from parley_session_gateway.sessions import GatewayContext
+from parley_session_gateway.access import bound_agent
+from parley_session_gateway.deps import Gateway, gateway, voice_limiter
 from parley_session_gateway.webrtc import csrf
-from parley_session_gateway.webrtc.binding import bound_agent
 from parley_session_gateway.webrtc.media import MintFailed
 from parley_session_gateway.webrtc.sdp import Offer, invalid, parse_offer
 
@@ -63,30 +62,12 @@ class SdpResponse(Response):
     media_type = "application/sdp"
 
 
-def _ctx(request: Request) -> GatewayContext:
-    ctx: GatewayContext = request.app.state.realtime
-    return ctx
-
-
-def _limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = request.app.state.voice_limiter
-    return limiter
-
-
 def _media(request: Request) -> MediaEdge | None:
     return getattr(request.app.state, "webrtc_media", None)
 
 
 _authenticate = Authenticator(allowed_kinds=set(CredentialKind))
 Caller = Annotated[Principal, Depends(_authenticate)]
-BoundAgent = Annotated[
-    str | None,
-    Header(
-        alias=AGENT_HEADER,
-        max_length=200,
-        description="Parley: the agent a session cookie or API key is bound to (docs/webrtc.md).",
-    ),
-]
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -139,15 +120,15 @@ def _fallback(message: str) -> JSONResponse:
 )
 async def create_realtime_token(
     request: Request,
+    ctx: Gateway,
     agent: BoundAgent = None,
     body: Annotated[SkipJsonSchema[None] | RealtimeTokenRequest, Body()] = None,
 ) -> Any:
-    ctx = _ctx(request)
     settings = ctx.settings
     try:
         # Inside: auth or the bus being away is a mint failure too (the contract's fallback).
         principal = await _authenticate(request)
-        await _limiter(request).hit(
+        await voice_limiter(request).hit(
             "realtime-token", settings.gateway_rate_realtime_token, _caller_key(principal)
         )
         binding = await bound_agent(ctx.broker, principal, agent, timeout_s=settings.bus_request_timeout_s)
@@ -206,8 +187,7 @@ async def create_realtime_token(
         403: _error("Caller lacks the chatty-voice entitlement."),
     },
 )
-async def get_csrf_token(request: Request, principal: Caller, agent: BoundAgent = None) -> CsrfTokenResponse:
-    ctx = _ctx(request)
+async def get_csrf_token(ctx: Gateway, principal: Caller, agent: BoundAgent = None) -> CsrfTokenResponse:
     await bound_agent(ctx.broker, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
     return CsrfTokenResponse(token=await csrf.mint(ctx.redis, principal))
 
@@ -215,7 +195,8 @@ async def get_csrf_token(request: Request, principal: Caller, agent: BoundAgent 
 async def _per_ip(request: Request) -> None:
     """3 offers a minute per client address, before anything else is looked at."""
     address = request.client.host if request.client else "unknown"
-    await _limiter(request).hit("webrtc-offer", _ctx(request).settings.gateway_rate_webrtc_ip, address)
+    limit = gateway(request).settings.gateway_rate_webrtc_ip
+    await voice_limiter(request).hit("webrtc-offer", limit, address)
 
 
 class _OfferRoute(APIRoute):
@@ -285,11 +266,11 @@ offer_router = APIRouter(tags=["chatty"], route_class=_OfferRoute)
 )
 async def exchange_sdp(
     request: Request,
+    ctx: Gateway,
     principal: Caller,
     agent: BoundAgent = None,
     body: Annotated[SkipJsonSchema[None] | RealtimeWebrtcRequest, Body()] = None,
 ) -> Response:
-    ctx = _ctx(request)
     binding = await bound_agent(ctx.broker, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
     await csrf.check(ctx.redis, request.headers.get(CSRF_HEADER), principal)
     if body is None:

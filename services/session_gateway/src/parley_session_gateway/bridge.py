@@ -20,9 +20,7 @@ from uuid import UUID
 
 import structlog
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import ValidationError
 
 from parley_common import subjects
 from parley_common.bus import BusEvents
@@ -36,6 +34,7 @@ from parley_common.session_contract import (
     input_msg_id,
     trace_headers,
 )
+from parley_session_gateway import bus
 
 log = structlog.get_logger(__name__)
 
@@ -63,33 +62,14 @@ class SessionBridge:
     async def attach(self, on_output: OnOutput, on_control: OnControl) -> None:
         conv = str(self.conversation_id)
 
-        async def output(msg: Msg) -> None:
-            try:
-                out = SessionOutput.model_validate_json(msg.data)
-            except ValidationError as exc:
-                log.error("realtime.bad_output", conversation_id=conv, error=str(exc))
-                return
+        async def output(out: SessionOutput) -> None:
             if out.index <= self.last_index:
                 return
             self.last_index = out.index
             await on_output(out)
 
-        async def control(msg: Msg) -> None:
-            try:
-                ctl = SessionControl.model_validate_json(msg.data)
-            except ValidationError as exc:
-                log.error("realtime.bad_control", conversation_id=conv, error=str(exc))
-                return
-            await on_control(ctl)
-
-        self._ctl = await self.nc.subscribe(subjects.session_ctl(conv), cb=control)
-        self._out = OrderedReader(
-            self.nc,
-            self.events,
-            stream=subjects.SESSION_OUT_STREAM,
-            subject=subjects.session_out(conv),
-            on_msg=output,
-        )
+        self._ctl = await bus.session_control(self.nc, conv, on_control)
+        self._out = bus.session_output(self.nc, self.events, conv, output)
         await self._out.open()
 
     async def start(self, start: SessionStart) -> None:

@@ -5,24 +5,26 @@ browsers cannot set headers on a WebSocket). auth verifies it over the bus (`Aut
 briefly, revocations honoured); a client token must name the handshake's agent; then the catalog
 answers `catalog.agent.access` (the agent exists, and is live or the caller may use a draft).
 Every refusal is a `ParleyError` whose code becomes the `handshake_error` reason.
+The WebRTC routes (docs/webrtc.md#which-agent-a-caller-is-bound-to) ask the catalog the same
+question for the agent a request is bound to (`bound_agent`): a client token is bound to the agent
+it was minted for (an `X-Parley-Agent` naming another is refused); a session cookie or an API key
+names the agent in `X-Parley-Agent`. Anything refused there is 403 `chatty.not_entitled`, whether
+the agent exists or not.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from uuid import UUID
 
 from faststream.nats import NatsBroker
-from redis.asyncio import Redis
 
-from parley_common import subjects
 from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import CredentialKind, Principal
-from parley_common.bus import request
-from parley_common.catalog_contract import AgentAccessReply, AgentAccessRequest
+from parley_common.catalog_contract import AgentAccessReply
 from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError
 from parley_common.speech_contract import AgentVoiceConfig
+from parley_session_gateway import bus
 
 SESSION_SCOPE = "sessions:write"  # what an API key needs to open a session with an agent
 
@@ -66,13 +68,7 @@ async def admit(
         # A key made for, say, managing keys must not talk to agents (docs/auth.md).
         raise Refused(Codes.INSUFFICIENT_SCOPE)
     try:
-        reply = await request(
-            broker,
-            subjects.CATALOG_AGENT_ACCESS,
-            AgentAccessRequest(agent_id=agent_id, principal=principal),
-            AgentAccessReply,
-            timeout=timeout_s,
-        )
+        reply = await bus.agent_access(broker, agent_id, principal, timeout_s=timeout_s)
     except ParleyError as exc:
         raise Refused(exc.code, message=exc.message) from exc
     if not reply.ok:
@@ -86,42 +82,30 @@ async def admit(
     return Admission(principal=principal, agent_id=canonical, voice=reply.voice_config)
 
 
-# ---------------------------------------------------------------------------------- resumption
+# ---------------------------------------------------------------------------------- WebRTC binding
 
 
-def _key(conversation_id: UUID) -> str:
-    return f"parley:gw:session:{conversation_id}"
+def not_entitled(detail: str) -> ParleyError:
+    return ParleyError(Codes.CHATTY_NOT_ENTITLED, params={"detail": detail})
 
 
-def _owner(principal: Principal) -> str:
-    # A user reconnects with a fresh credential (a new client token, another cookie): the user is
-    # the owner. Principals without a user (none today) fall back to the credential itself.
-    return f"user:{principal.user_id}" if principal.user_id else f"credential:{principal.credential_id}"
-
-
-async def remember(redis: Redis, conversation_id: UUID, admission: Admission, ttl_s: int) -> None:
-    body = json.dumps({"owner": _owner(admission.principal), "agent_id": admission.agent_id})
-    await redis.set(_key(conversation_id), body, ex=ttl_s)
-
-
-async def touch(redis: Redis, conversation_id: UUID, ttl_s: int) -> None:
-    """A socket of this conversation just closed: it stays resumable for another `ttl_s`."""
-    await redis.expire(_key(conversation_id), ttl_s)
-
-
-async def check_resume(redis: Redis, conversation_id: str, admission: Admission) -> UUID:
-    """The conversation this caller may resume, or `realtime.session_not_found`."""
-    refused = Refused(Codes.REALTIME_SESSION_NOT_FOUND, message=None)
-    try:
-        conv = UUID(conversation_id)
-    except ValueError:
-        raise refused from None
-    raw = await redis.get(_key(conv))
-    if raw is None:
-        raise refused
-    meta = json.loads(raw)
-    if meta.get("owner") != _owner(admission.principal) or not same_agent(
-        meta.get("agent_id"), admission.agent_id
-    ):
-        raise refused
-    return conv
+async def bound_agent(
+    broker: NatsBroker, principal: Principal, named: str | None, *, timeout_s: float
+) -> AgentAccessReply:
+    """The catalog's answer for the agent the request is bound to (`agent_id`, owner, model,
+    voice), or the 403 that says why there is none."""
+    if principal.kind is CredentialKind.CLIENT_TOKEN:
+        if named and not same_agent(named, principal.agent_id):
+            raise not_entitled("X-Parley-Agent names another agent than the client token's")
+        agent_id = principal.agent_id
+    else:
+        agent_id = named
+    if not agent_id:
+        raise ParleyError(Codes.CHATTY_AGENT_REQUIRED)
+    reply = await bus.agent_access(broker, agent_id, principal, timeout_s=timeout_s)
+    if reply.ok and reply.agent_id:
+        return reply
+    code = reply.error.code if reply.error else Codes.NOT_FOUND.code
+    if code == Codes.NOT_FOUND.code:
+        raise not_entitled("no agent of that id that this credential may talk to")
+    raise ParleyError(REGISTRY.get(code, Codes.FORBIDDEN), reply.error.message if reply.error else None)

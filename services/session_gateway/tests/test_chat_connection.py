@@ -1,0 +1,221 @@
+"""`ChatConnection` and its output codec (`ChatOutput`) without a server: the test plays the chat
+client on a `FakeSocket` and the runtime on a `FakeBridge` (session_fakes.py). Over real sockets
+and services: tests/e2e/test_chat_ws.py and test_revocation.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.conversation_contract import ConversationEndReason
+from parley_common.errors import CloseCodes, Codes
+from parley_common.session_contract import (
+    InputText,
+    ServerError,
+    ServerEvent,
+    ServerSessionClosed,
+    ServerTextDelta,
+    ServerTextFull,
+    ServerTurnComplete,
+)
+from parley_session_gateway.chat.codec import ChatOutput
+from parley_session_gateway.chat.connection import ChatConnection
+from parley_session_gateway.resume import Resume
+
+from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, gateway, principal, running
+
+TOKEN = "ct_chat_token"
+
+
+def chat_token(**fields: Any) -> Principal:
+    expires = datetime.now(UTC) + timedelta(minutes=10)
+    return principal(
+        CredentialKind.CLIENT_TOKEN,
+        **{"agent_id": AGENT, "token_type": "chat", "expires_at": expires, "org_id": uuid.uuid4(), **fields},
+    )
+
+
+@asynccontextmanager
+async def chat(
+    ctx: FakeGateway, auth: FakeAuth, token: Principal | None = None
+) -> AsyncIterator[tuple[ChatConnection, FakeSocket]]:
+    """A `/chat/ws` connection past its `connected`; it must end by the end of the block."""
+    auth.principals[TOKEN] = token or chat_token()
+    ws = FakeSocket({"token": TOKEN})
+    conn = ChatConnection(ctx, ws)  # type: ignore[arg-type]
+    async with running(conn.run):
+        connected = await ws.frame()
+        assert connected == {"type": "connected", "session_id": str(ctx.last.conversation_id)}
+        yield conn, ws
+
+
+def kinds(frames: list[Any]) -> list[tuple[str, int | None]]:
+    return [(frame.type, frame.seq) for frame in frames]
+
+
+def test_the_output_codec_streams_numbers_and_skips_what_a_resume_has_seen() -> None:
+    started = datetime.now(UTC) - timedelta(seconds=3)
+    first = ChatOutput("s", started)
+    events: list[ServerEvent] = [
+        ServerTextDelta(chunk="Hel"),
+        ServerTextDelta(chunk="lo"),
+        ServerTurnComplete(),
+        ServerTextFull(content="Whole"),
+        ServerError(code="runtime.llm_failed", message="The model failed."),
+        ServerSessionClosed(reason=ConversationEndReason.TIMEOUT),
+    ]
+    made = [frame for event in events for frame in first.frames(event)]
+    assert kinds(made) == [
+        ("response-start", 1),
+        ("response-chunk", 2),
+        ("response-chunk", 3),
+        ("response-end", 4),
+        ("response-start", 5),
+        ("response-chunk", 6),
+        ("message-error", 7),
+        ("response-end", 8),
+        ("session-closed", 9),
+    ]
+    assert made[3].model_dump()["content"] == "Hello" and made[7].model_dump()["content"] == "Whole"
+    closed = made[-1].model_dump()
+    assert (closed["status"], closed["reason"], closed["session_id"]) == ("timeout", "timeout", "s")
+    assert closed["duration"] >= 3
+
+    # The same output read again after `last_event=7`: numbered alike, only what follows is sent,
+    # and the end again even when it was seen.
+    again = ChatOutput("s", started, seen=7)
+    assert kinds([f for event in events for f in again.frames(event)]) == [
+        ("response-end", 8),
+        ("session-closed", 9),
+    ]
+    seen_all = ChatOutput("s", started, seen=9)
+    assert kinds([f for event in events for f in seen_all.frames(event)]) == [("session-closed", 9)]
+
+
+async def test_a_chat_opens_acknowledges_messages_and_streams_the_answer() -> None:
+    async with gateway() as (ctx, catalog, auth):
+        async with chat(ctx, auth) as (_, ws):
+            bridge = ctx.last
+            assert bridge.started is not None and bridge.started.channel == "web-chat"
+            assert [r.agent_id for r in catalog.asked] == [AGENT]
+
+            ws.send({"type": "message", "content": "hi", "id": "m1"})
+            assert await ws.frame_of("message-ack") == {"type": "message-ack", "id": "m1", "message": "hi"}
+            item, client_id = bridge.inputs[0]
+            assert isinstance(item, InputText) and (item.text, client_id) == ("hi", "m1")
+
+            await bridge.output(ServerTextDelta(chunk="Hel"))
+            await bridge.output(ServerTextDelta(chunk="lo"))
+            await bridge.output(ServerTurnComplete())
+            assert await ws.frame() == {"type": "response-start", "content": "", "seq": 1}
+            assert await ws.frame() == {"type": "response-chunk", "content": "Hel", "seq": 2}
+            assert await ws.frame() == {"type": "response-chunk", "content": "lo", "seq": 3}
+            assert await ws.frame() == {"type": "response-end", "content": "Hello", "seq": 4}
+            await bridge.output(ServerSessionClosed(reason=ConversationEndReason.FLOW_END))
+            closed = await ws.frame()
+            assert (closed["type"], closed["status"], closed["seq"]) == ("session-closed", "completed", 5)
+            assert await ws.wait_closed() == (1000, "")
+        assert bridge.input_types() == ["input_text"] and bridge.detached
+
+
+async def test_bad_frames_get_message_error_with_their_id() -> None:
+    async with gateway(gateway_input_burst=3, gateway_input_rate_per_s=0.001) as (ctx, _, auth):
+        async with chat(ctx, auth) as (_, ws):
+            ws.send({"type": "nope", "id": "x1"})
+            error = await ws.frame()
+            assert (error["type"], error["id"]) == ("message-error", "x1")
+            assert error["error"].startswith(Codes.REALTIME_UNKNOWN_TYPE.code) and "seq" not in error
+            ws.send_raw(data=b"binary")
+            assert (await ws.frame())["error"].startswith(Codes.REALTIME_INVALID_JSON.code)
+            ctx.last.fail_sends = True
+            ws.send({"type": "message", "content": "lost?", "id": "m2"})
+            unavailable = await ws.frame()
+            assert unavailable["id"] == "m2"
+            assert unavailable["error"].startswith(Codes.SERVICE_UNAVAILABLE.code)
+            ws.send({"type": "message", "content": "over the limit"})
+            assert (await ws.frame())["error"].startswith(Codes.REALTIME_RATE_LIMITED.code)
+            ctx.last.fail_sends = False
+            ws.drop()
+        assert ctx.last.input_types() == ["disconnected"]
+
+
+async def test_refusals_close_with_the_chat_close_codes() -> None:
+    async with gateway() as (ctx, _, auth):
+        auth.principals["voice"] = chat_token(token_type="voice")
+        for query in ({}, {"token": "unknown"}, {"token": "voice"}):
+            ws = FakeSocket(query)
+            async with running(ChatConnection(ctx, ws).run):  # type: ignore[arg-type]
+                code, _ = await ws.wait_closed()
+                assert code == CloseCodes.UNAUTHORIZED, query
+
+        # A session that is not this token's to resume: `message-error`, then 4404.
+        auth.principals[TOKEN] = chat_token()
+        ws = FakeSocket({"token": TOKEN})
+        async with running(ChatConnection(ctx, ws, Resume(str(uuid.uuid4()), 0)).run):  # type: ignore[arg-type]
+            assert (await ws.frame())["error"].startswith(Codes.REALTIME_SESSION_NOT_FOUND.code)
+            assert await ws.wait_closed() == (CloseCodes.NOT_FOUND, Codes.REALTIME_SESSION_NOT_FOUND.code)
+        assert ctx.bridges == [] and len(ctx.live) == 0
+
+
+async def test_a_resume_renumbers_from_the_start_and_sends_only_what_was_missed() -> None:
+    async with gateway() as (ctx, _, auth):
+        token = chat_token()
+        async with chat(ctx, auth, token) as (_, ws):
+            session_id = str(ctx.last.conversation_id)
+            ws.drop()
+
+        auth.principals["fresh"] = chat_token(agent_id=token.agent_id, org_id=token.org_id)
+        ws = FakeSocket({"token": "fresh"})
+        async with running(ChatConnection(ctx, ws, Resume(session_id, 2)).run):  # type: ignore[arg-type]
+            assert await ws.frame() == {"type": "connected", "session_id": session_id}
+            bridge = ctx.last
+            assert (str(bridge.conversation_id), bridge.last_index) == (session_id, 0)  # from the start
+            assert bridge.input_types() == ["connected"]
+            for chunk in ("a", "b", "c"):
+                await bridge.output(ServerTextDelta(chunk=chunk))
+            assert await ws.frame() == {"type": "response-chunk", "content": "b", "seq": 3}
+            assert await ws.frame() == {"type": "response-chunk", "content": "c", "seq": 4}
+            ws.drop()
+
+
+async def test_a_revoked_token_ends_the_answer_and_the_session() -> None:
+    async with gateway() as (ctx, _, auth):
+        async with chat(ctx, auth) as (conn, ws):
+            await ctx.last.output(ServerTextDelta(chunk="partial"))
+            await ws.frame_of("response-chunk")
+            conn._revoke(Codes.CREDENTIAL_REVOKED)
+            assert await ws.frame() == {"type": "response-end", "content": "partial"}  # no `seq`
+            error = await ws.frame()
+            assert error["type"] == "message-error" and error["error"].startswith("auth.credential_revoked")
+            closed = await ws.frame()
+            assert (closed["type"], closed["reason"]) == ("session-closed", "user_exit")
+            assert "seq" not in closed
+            assert await ws.wait_closed() == (CloseCodes.UNAUTHORIZED, "auth.credential_revoked")
+        assert ctx.last.input_types() == ["end"]
+
+
+async def test_a_token_refresh_moves_the_expiry_and_expiry_closes_the_socket() -> None:
+    settings = {"gateway_chat_expiry_margin_s": 0, "gateway_chat_refresh_lead_s": 0.2}
+    async with gateway(**settings) as (ctx, _, auth):
+        soon = datetime.now(UTC) + timedelta(seconds=0.3)
+        token = chat_token(expires_at=soon)
+        auth.principals["later"] = chat_token(
+            agent_id=token.agent_id, org_id=token.org_id, expires_at=soon + timedelta(seconds=0.4)
+        )
+        auth.principals["elsewhere"] = chat_token()
+        async with chat(ctx, auth, token) as (conn, ws):
+            ws.send({"type": "token-refresh", "token": "elsewhere"})
+            refused = await ws.frame_of("token-refresh-error")
+            assert refused["error"].startswith(Codes.CHAT_REFRESH_SCOPE_MISMATCH.code)
+            await ws.frame_of("token-refresh-required")
+            ws.send({"type": "token-refresh", "token": "later"})
+            await ws.frame_of("token-refresh-ack")
+            assert conn.credential == "later"
+            await ws.frame_of("token-refresh-required")
+            await ws.frame_of("token-expired")
+            assert await ws.wait_closed() == (CloseCodes.UNAUTHORIZED, Codes.CHAT_TOKEN_EXPIRED.code)

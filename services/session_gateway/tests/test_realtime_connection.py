@@ -1,0 +1,198 @@
+"""`RealtimeConnection` (and the `SessionConnection` skeleton under it) without a server: the test
+plays the client on a `FakeSocket` and the runtime on a `FakeBridge`; the catalog answers on the
+in-memory broker (session_fakes.py). The same paths over real sockets and services are
+tests/e2e/test_realtime.py, test_revocation.py and test_realtime_fence.py.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.conversation_contract import ConversationEndReason
+from parley_common.errors import CloseCodes, Codes
+from parley_common.session_contract import (
+    InputText,
+    ServerAudioDelta,
+    ServerSessionClosed,
+    ServerTextDelta,
+    ServerTurnComplete,
+)
+from parley_session_gateway.access import Admission
+from parley_session_gateway.realtime.connection import RealtimeConnection
+from parley_session_gateway.resume import Resume, remember
+
+from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, gateway, principal, running
+
+KEY = "pk_test_key"
+
+
+def handshake(**fields: Any) -> dict[str, Any]:
+    return {"type": "handshake", "agent_id": AGENT, **fields}
+
+
+@asynccontextmanager
+async def session(
+    ctx: FakeGateway, auth: FakeAuth, who: Principal | None = None
+) -> AsyncIterator[tuple[RealtimeConnection, FakeSocket]]:
+    """A `/realtime` connection past its `handshake_ok`; it must end by the end of the block."""
+    auth.principals[KEY] = who or principal()
+    ws = FakeSocket({"token": KEY})
+    conn = RealtimeConnection(ctx, ws, None)  # type: ignore[arg-type]
+    async with running(conn.run):
+        ws.send(handshake())
+        ok = await ws.frame()
+        assert ok == {"type": "handshake_ok", "conversation_id": str(ctx.last.conversation_id)}
+        yield conn, ws
+
+
+async def test_a_session_opens_relays_input_and_output_and_ends_with_the_runtime() -> None:
+    async with gateway() as (ctx, catalog, auth):
+        async with session(ctx, auth) as (conn, ws):
+            bridge = ctx.last
+            assert bridge.started is not None and bridge.started.agent_id == AGENT
+            assert bridge.started.connection_id == conn.connection_id
+            assert [r.agent_id for r in catalog.asked] == [AGENT]
+
+            ws.send({"type": "input_text", "text": "hello"})
+            item = await bridge.wait_input("input_text")
+            assert isinstance(item, InputText) and item.text == "hello"
+            assert item.connection_id == conn.connection_id
+
+            await bridge.output(ServerTextDelta(chunk="hi"))
+            assert await ws.frame() == {"type": "text_delta", "chunk": "hi"}
+            await bridge.output(ServerAudioDelta(size=3, audio=b"abc"))
+            assert await ws.frame() == {"type": "audio_delta", "size": 3}
+            assert await ws.outgoing.get() == b"abc"
+            await bridge.output(ServerTurnComplete())
+            assert (await ws.frame())["type"] == "turn_complete"
+            await bridge.output(ServerSessionClosed(reason=ConversationEndReason.FLOW_END))
+            assert (await ws.frame())["type"] == "session_closed"
+            assert await ws.wait_closed() == (1000, "")
+        # The runtime ended it: no `disconnected` (nor anything else) follows, the bus side is let go.
+        assert bridge.input_types() == ["input_text"]
+        assert bridge.detached and len(ctx.live) == 0
+
+
+async def test_a_dropped_socket_tells_the_runtime_and_stays_resumable() -> None:
+    async with gateway(gateway_resume_ttl_s=77) as (ctx, _, auth):
+        async with session(ctx, auth) as (_, ws):
+            ws.drop()
+        bridge = ctx.last
+        assert bridge.input_types() == ["disconnected"]
+        assert ctx.redis.ttls[f"parley:gw:session:{bridge.conversation_id}"] == 77  # type: ignore[attr-defined]
+
+
+async def test_a_resume_attaches_after_the_last_event_and_says_connected() -> None:
+    async with gateway() as (ctx, _, auth):
+        owner = principal()
+        auth.principals[KEY] = owner
+        conversation_id = uuid.uuid4()
+        await remember(ctx.redis, conversation_id, Admission(principal=owner, agent_id=AGENT), 60)
+        ws = FakeSocket({"token": KEY})
+        async with running(RealtimeConnection(ctx, ws, Resume(str(conversation_id), 5)).run):  # type: ignore[arg-type]
+            ws.send(handshake())
+            assert (await ws.frame())["conversation_id"] == str(conversation_id)
+            bridge = ctx.last
+            assert (bridge.conversation_id, bridge.last_index, bridge.started) == (conversation_id, 5, None)
+            assert bridge.input_types() == ["connected"]
+            ws.drop()
+
+        # Someone else's conversation, or none: not found (never saying which).
+        ws = FakeSocket({"token": "other"})
+        auth.principals["other"] = principal()
+        async with running(RealtimeConnection(ctx, ws, Resume(str(conversation_id), 0)).run):  # type: ignore[arg-type]
+            ws.send(handshake())
+            assert await ws.frame() == {"type": "handshake_error", "reason": "realtime.session_not_found"}
+            assert await ws.wait_closed() == (CloseCodes.HANDSHAKE_FAILED, "realtime.session_not_found")
+
+
+async def test_refusals_answer_handshake_error_and_close() -> None:
+    async with gateway() as (ctx, catalog, auth):
+        auth.principals[KEY] = principal()
+        cases: list[tuple[dict[str, str], dict[str, Any] | str, str]] = [
+            ({"token": KEY}, {"type": "input_text", "text": "hi"}, "realtime.handshake_required"),
+            ({"token": KEY}, "{not json", "realtime.handshake_required"),
+            ({}, handshake(), "auth.unauthenticated"),
+            ({"token": "unknown"}, handshake(), "auth.unauthenticated"),
+        ]
+        for query, first, reason in cases:
+            ws = FakeSocket(query)
+            async with running(RealtimeConnection(ctx, ws, None).run):  # type: ignore[arg-type]
+                if isinstance(first, str):
+                    ws.send_raw(first)
+                else:
+                    ws.send(first)
+                assert await ws.frame() == {"type": "handshake_error", "reason": reason}, first
+                assert await ws.wait_closed() == (CloseCodes.HANDSHAKE_FAILED, reason)
+
+        # The catalog's own code is the reason, verbatim.
+        catalog.refuse("catalog.agent_not_live")
+        ws = FakeSocket({"token": KEY})
+        async with running(RealtimeConnection(ctx, ws, None).run):  # type: ignore[arg-type]
+            ws.send(handshake())
+            assert await ws.frame() == {"type": "handshake_error", "reason": "catalog.agent_not_live"}
+        assert ctx.bridges == [] and len(ctx.live) == 0
+
+
+async def test_a_silent_client_times_out() -> None:
+    async with gateway(gateway_handshake_timeout_s=0.05) as (ctx, _, _auth):
+        ws = FakeSocket()
+        async with running(RealtimeConnection(ctx, ws, None).run):  # type: ignore[arg-type]
+            assert await ws.frame() == {"type": "handshake_error", "reason": "realtime.handshake_timeout"}
+
+
+async def test_bad_frames_get_an_error_and_the_session_lives_on() -> None:
+    async with gateway(gateway_input_burst=3, gateway_input_rate_per_s=0.001) as (ctx, _, auth):
+        async with session(ctx, auth) as (_, ws):  # the handshake is not counted: read before the loop
+            ws.send_raw("{")
+            assert (await ws.frame())["code"] == Codes.REALTIME_INVALID_JSON.code
+            ws.send(handshake())
+            assert (await ws.frame())["code"] == Codes.REALTIME_ALREADY_STARTED.code
+            ws.send_raw(data=b"\x00\x01")
+            assert (await ws.frame())["code"] == Codes.REALTIME_UNEXPECTED_BINARY.code
+            ws.send({"type": "input_text", "text": "still here"})
+            await ctx.last.wait_input("input_text")
+            ws.send({"type": "input_text", "text": "over the limit"})
+            limited = await ws.frame()
+            assert limited["type"] == "error" and limited["code"] == Codes.REALTIME_RATE_LIMITED.code
+            ws.drop()
+        assert ctx.last.input_types() == ["input_text", "disconnected"]
+
+
+async def test_an_input_the_bus_did_not_store_is_service_unavailable() -> None:
+    async with gateway() as (ctx, _, auth), session(ctx, auth) as (_, ws):
+        ctx.last.fail_sends = True
+        ws.send({"type": "input_text", "text": "lost?"})
+        assert (await ws.frame())["code"] == Codes.SERVICE_UNAVAILABLE.code
+        ws.drop()
+
+
+async def test_a_revoked_credential_ends_the_session_with_user_exit() -> None:
+    async with gateway() as (ctx, _, auth):
+        async with session(ctx, auth) as (conn, ws):
+            conn._revoke(Codes.CREDENTIAL_REVOKED)
+            error = await ws.frame()
+            assert (error["type"], error["code"]) == ("error", "auth.credential_revoked")
+            assert await ws.frame() == {"type": "session_closed", "reason": "user_exit"}
+            assert await ws.wait_closed() == (CloseCodes.UNAUTHORIZED, "auth.credential_revoked")
+        end = ctx.last.inputs[-1][0]
+        assert json.loads(end.model_dump_json())["reason"] == "user_exit"
+        assert ctx.last.input_types() == ["end"]
+
+
+async def test_a_newer_connection_supersedes_this_one_and_timing_makes_ticks() -> None:
+    async with gateway(gateway_tick_interval_s=0.02) as (ctx, _, auth):
+        async with session(ctx, auth, principal(CredentialKind.SESSION)) as (conn, ws):
+            await ctx.last.control(conn.connection_id, deadline_s=60)
+            assert conn.acknowledged
+            tick = await ws.frame_of("tick")
+            assert 0 < tick["remaining_ms"] <= 60_000
+            await ctx.last.control("another-connection")
+            assert await ws.wait_closed() == (CloseCodes.SUPERSEDED, "superseded by a newer connection")
+        # The other connection serves the session now: this one neither ends nor leaves it.
+        assert ctx.last.input_types() == [] and conn.superseded
