@@ -9,8 +9,10 @@ silence, the microphone staying open with silence afterwards. So endpointing her
 the socket figure cannot avoid either: waiting for the audio to arrive, the VAD windows, the
 silence window. What this leaves out is what the platform adds: the sockets, the gateway, NATS.
 
-The LLM and TTS steps: the built-in engine's first delta on the transcript, and espeak-ng's first
-chunk of the answer the runtime speaks (`You said: "…".`).
+Synthesis also runs the worker's own code (`SpeechService.synthesize` → `TtsJob`: espeak-ng,
+resampling to the socket's 24 kHz, 40 ms chunks, publication) on that bus, timed from the request
+to the first audio chunk published, for the answer the runtime speaks (`You said: "…".`). The LLM
+step is the built-in engine's first delta on the transcript.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from typing import Any, cast
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from parley_common import subjects
 from parley_common.speech_contract import (
     HDR_SEQ,
     SpeechEvent,
     SpeechSessionOpen,
     SpeechStopped,
     Transcript,
+    TtsCancel,
+    TtsSynthesizeRequest,
     parse_speech_event,
 )
 from parley_runtime.llm import BuiltinProvider, ChatMessage, ChatRequest, TextDelta
@@ -57,11 +62,12 @@ class _Sub:
 
 
 class Loopback:
-    """Just what a speech worker's session uses of a NATS client, within this process."""
+    """Just what a speech worker uses of a NATS client, within this process."""
 
     def __init__(self) -> None:
         self.subs: dict[str, Callable[[Msg], Awaitable[None]]] = {}
         self.events: list[tuple[float, SpeechEvent]] = []
+        self.first: dict[str, float] = {}  # subject → when something was first published on it
 
     async def subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]], **_: Any) -> _Sub:
         self.subs[subject] = cb
@@ -75,6 +81,7 @@ class Loopback:
             await cb(Msg(cast(Any, self), subject=subject, data=payload, headers=headers))
             return
         now = time.monotonic()
+        self.first.setdefault(subject, now)
         try:
             event = parse_speech_event(payload)
         except ValidationError:
@@ -166,8 +173,24 @@ class InProcess:
                 break
         return time.perf_counter() - started
 
-    async def tts_first(self, text: str) -> float:
-        started = time.perf_counter()
-        async for _ in self.tts.synthesize(f'You said: "{text}".'):
-            break
-        return time.perf_counter() - started
+    async def tts_first(self, text: str, limit_s: float = 10.0) -> float:
+        """The request → the first audio chunk published (the job is cancelled there)."""
+        stream = f"bench-{secrets.token_hex(4)}"
+        request = TtsSynthesizeRequest(
+            stream_id=stream,
+            text=f'You said: "{text}".',
+            audio_subject=f"bench.audio.{stream}",
+            report_subject=f"bench.report.{stream}",
+        )
+        started = time.monotonic()
+        await self.service.synthesize(request)
+        while request.audio_subject not in self.bus.first:
+            if time.monotonic() - started > limit_s:
+                raise TimeoutError("no audio from the in-process synthesis")
+            await asyncio.sleep(0.0005)
+        first = self.bus.first[request.audio_subject] - started
+        self.bus.first.clear()
+        await self.bus.publish(
+            subjects.speech_tts_cancel(stream), TtsCancel(stream_id=stream).model_dump_json().encode()
+        )
+        return first
