@@ -236,7 +236,7 @@ async def measure_latency(
     try:
         for i in range(warmup + iterations):
             clip = clips[i % len(clips)]
-            turn = await session.ask(clip)
+            turn = await session.ask(clip, limit_s=60)
             if i >= warmup and turn.first_audio is not None:
                 over.append(stages(turn))
                 inproc.append(await baseline(turn, clip, local))
