@@ -14,11 +14,19 @@ speech:
 - TTS first audio: → the first `audio_delta` (espeak-ng, relayed by the gateway);
 - total: end of speech → first `audio_delta` at the client.
 
-The in-process baseline runs the same steps in this process, without the bus, the sockets or the
-services: the endpointing delay the policy makes on that audio (where Silero put the end of speech,
-plus the silence window, minus where the speech really ended), whisper on the same utterance,
-the built-in engine's first delta, espeak-ng's first chunk. Platform overhead = total - their sum,
-with the worker's own recognition time (`stt_ms` of the transcript) as the in-process STT.
+The in-process baseline (bench/voice_baseline.py) runs the identical steps in this process at the
+identical pace, without the sockets, the gateway, the bus or the other services: after each
+question, the same 20 ms frames of the same clip go at real-time pace (sleeping to the wall clock,
+at the same phase against the 32 ms VAD windows) into the speech worker's own recognition code
+(`SpeechService.open_session`: VAD thread, Silero, turn policy, whisper) on a loopback bus, timed
+exactly like the socket: endpointing from the instant the last speech frame was sent to the end of
+turn (`speech_stopped` emitted), STT from there to the final transcript; then the built-in engine's
+first delta on that transcript and espeak-ng's first chunk of the answer.
+
+Platform overhead = socket total - (in-process endpointing + the worker's own recognition time
+(`stt_ms` of its transcript, since whisper's time varies with the load more than anything the
+platform adds) + in-process LLM and TTS first output): what the sockets, the gateway, NATS, the
+durable turn input, the runtime and the synthesis request add to the same steps at the same pace.
 
 Capacity: for each level N, N voice sessions speak `--utterances` questions each, at the same time,
 on the one speech worker; it prints p50/p90 end of speech → final transcript and the largest N whose
@@ -34,7 +42,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,23 +51,20 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.realtime import Platform, percentile, publish_agent, table
+from bench.voice_baseline import FRAME_MS, SILENCE, InProcess
 from parley_common.logging import setup_logging
 from parley_devstack.servers import ManagedProcess, free_port
 from parley_devstack.testing import infra
-from parley_runtime.llm import BuiltinProvider, ChatMessage, ChatRequest, TextDelta
 from parley_speech.audio.formats import float_to_pcm16
 from parley_speech.audio.resample import resample
 from parley_speech.engines.espeak import EspeakTTS
-from parley_speech.engines.whisper import WhisperSTT
 
 QUESTIONS = (
     "What is the weather in Paris today?",
     "Can you book a table for two tonight?",
     "How long does the train to Berlin take?",
 )
-FRAME_MS = 20
 RATE = 16000
-END_OF_TURN_MS = 400  # PARLEY_SPEECH_END_OF_TURN_SILENCE_MS (its default)
 STAGES = ("endpointing", "STT", "LLM first text", "TTS first audio", "total")
 
 
@@ -101,17 +105,13 @@ async def make_clips(tts: EspeakTTS) -> list[Clip]:
     return clips
 
 
-SILENCE = b"\x00" * (RATE * FRAME_MS // 1000 * 2)
-
-
 @dataclass
 class Turn:
     """One spoken question over the socket: wall times (monotonic) and the worker's positions."""
 
+    speech_start_frame: int = 0  # the clip's first frame: its phase against the VAD windows
     speech_end: float = 0.0
-    speech_end_pos_ms: int = 0
     stopped: float | None = None
-    stopped_at_ms: int | None = None
     transcript: float | None = None
     first_text: float | None = None
     first_audio: float | None = None
@@ -141,7 +141,6 @@ class VoiceSession:
             await self.ws.send(frame)
             if self.sent == self.speaking_until and self.turn is not None:
                 self.turn.speech_end = time.monotonic()
-                self.turn.speech_end_pos_ms = (self.sent + 1) * FRAME_MS
             self.sent += 1
 
     async def listen(self) -> None:
@@ -155,7 +154,7 @@ class VoiceSession:
                 continue
             kind = event["type"]
             if kind == "signal" and event["name"] == "speech_stopped" and turn.stopped is None:
-                turn.stopped, turn.stopped_at_ms = now, int(event["data"]["at_ms"])
+                turn.stopped = now
             elif kind == "signal" and event["name"] == "transcript" and event["data"]["final"]:
                 turn.transcript = turn.transcript or now
                 turn.stt_ms = event["data"].get("stt_ms")
@@ -171,7 +170,8 @@ class VoiceSession:
 
     async def ask(self, clip: Clip, limit_s: float = 30.0) -> Turn:
         turn = self.turn = Turn()
-        self.speaking_until = self.sent + len(self.pending) + len(clip.frames) - 1
+        turn.speech_start_frame = self.sent + len(self.pending)
+        self.speaking_until = turn.speech_start_frame + len(clip.frames) - 1
         self.pending.extend(clip.frames)
         await asyncio.wait_for(turn.done.wait(), limit_s)
         self.turn = None
@@ -210,59 +210,38 @@ def stages(turn: Turn) -> dict[str, float]:
     }
 
 
-async def baseline(
-    turn: Turn, clip: Clip, whisper: WhisperSTT, tts: EspeakTTS, llm: BuiltinProvider
-) -> dict[str, float]:
-    """The same steps in this process: the policy's delay on that audio, whisper, builtin, espeak."""
-    assert turn.stopped_at_ms is not None
-    endpointing = max(0.0, (turn.stopped_at_ms + END_OF_TURN_MS - turn.speech_end_pos_ms) / 1000)
-    started = time.perf_counter()
-    text = await whisper.recognize(np.concatenate([np.zeros(RATE // 4, np.float32), clip.samples]))
-    stt = time.perf_counter() - started
-    request = ChatRequest(model="builtin", messages=[ChatMessage(role="user", content=text)])
-    started = time.perf_counter()
-    llm_first = 0.0
-    async for item in llm.stream(request):
-        if isinstance(item, TextDelta):
-            llm_first = time.perf_counter() - started
-            break
-    answer = f'You said: "{text}".'
-    started = time.perf_counter()
-    tts_first = 0.0
-    async for _ in tts.synthesize(answer):
-        tts_first = time.perf_counter() - started
-        break
+async def baseline(turn: Turn, clip: Clip, inproc: InProcess) -> dict[str, float]:
+    """The same steps in this process at the same pace (bench/voice_baseline.py)."""
+    heard = await inproc.recognize(clip.frames, turn.speech_start_frame)
+    llm_first = await inproc.llm_first(heard.text)
+    tts_first = await inproc.tts_first(heard.text)
     worker_stt = (turn.stt_ms or 0) / 1000
     return {
-        "endpointing": endpointing,
-        "STT": stt,
+        "endpointing": heard.endpointing,
+        "STT": heard.stt,
         "LLM first text": llm_first,
         "TTS first audio": tts_first,
-        "total": endpointing + stt + llm_first + tts_first,
+        "total": heard.endpointing + heard.stt + llm_first + tts_first,
         # What the steps took where they ran (recognition measured by the worker itself).
-        "platform_baseline": endpointing + worker_stt + llm_first + tts_first,
+        "platform_baseline": heard.endpointing + worker_stt + llm_first + tts_first,
     }
 
 
 async def measure_latency(
-    url: str, key: str, agent_id: str, clips: list[Clip], *, iterations: int, warmup: int, tts: EspeakTTS
+    url: str, key: str, agent_id: str, clips: list[Clip], *, iterations: int, warmup: int, local: InProcess
 ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
     over: list[dict[str, float]] = []
     inproc: list[dict[str, float]] = []
-    pool = ThreadPoolExecutor(1)
-    whisper = WhisperSTT(pool, num_workers=1)
-    llm = BuiltinProvider(pace_ms=0)
     session, tasks = await open_session(url, key, agent_id)
     try:
         for i in range(warmup + iterations):
             clip = clips[i % len(clips)]
-            turn = await session.ask(clip)
+            turn = await session.ask(clip, limit_s=60)
             if i >= warmup and turn.first_audio is not None:
                 over.append(stages(turn))
-                inproc.append(await baseline(turn, clip, whisper, tts, llm))
+                inproc.append(await baseline(turn, clip, local))
     finally:
         await close_session(session, tasks)
-        pool.shutdown(wait=False)
     return over, inproc
 
 
@@ -320,8 +299,8 @@ def report(
     rows.append(["platform overhead", ms(percentile(overhead, 50)), ms(percentile(overhead, 99)), "", ""])
     table(["stage", "socket p50", "socket p99", "in-process p50", "in-process p99"], rows, out)
     print(
-        "platform overhead = total over the socket"
-        " - (in-process endpointing + the worker's own STT time + in-process LLM and TTS)",
+        "platform overhead = total over the socket - (in-process endpointing at the same pace"
+        " + the worker's own STT time + in-process LLM and TTS)",
         file=out,
     )
     print("\nconcurrent voice sessions on one speech worker (end of speech → final transcript):", file=out)
@@ -337,17 +316,17 @@ def report(
 async def run(stack: Any, *, iterations: int, warmup: int, levels: Sequence[int], utterances: int) -> None:
     with tempfile.TemporaryDirectory(prefix="parley-bench-voice-") as tmp:
         platform = VoicePlatform(stack, Path(tmp))
-        tts = EspeakTTS(processes=1)
+        local = InProcess()
         async with AsyncExitStack() as cleanup:
             cleanup.callback(platform.stop)
             await asyncio.to_thread(platform.start)
-            await tts.start()
-            cleanup.push_async_callback(tts.aclose)
-            clips = await make_clips(tts)
+            await local.start()
+            cleanup.push_async_callback(local.aclose)
+            clips = await make_clips(local.tts)
             key, agent_id = await publish_agent(platform)
             url = f"ws://127.0.0.1:{platform.ports['gateway']}/realtime"
             over, inproc = await measure_latency(
-                url, key, agent_id, clips, iterations=iterations, warmup=warmup, tts=tts
+                url, key, agent_id, clips, iterations=iterations, warmup=warmup, local=local
             )
             capacity = await measure_capacity(url, key, agent_id, clips, levels=levels, utterances=utterances)
     report(over, inproc, capacity, sys.stdout)

@@ -14,6 +14,7 @@ import numpy as np
 from parley_speech.engines.espeak import EspeakTTS
 from parley_speech.engines.silero import SileroModel
 from parley_speech.engines.whisper import WhisperSTT
+from parley_speech.policy import EndOfTurn, PolicyConfig, TurnPolicy
 
 from .conftest import speak, words
 
@@ -55,6 +56,33 @@ async def test_silero_hears_speech_in_tts_and_none_in_silence_or_noise(
     for quiet in (silence, noise):
         assert max(silero.probabilities(quiet)) < 0.5
         assert silero.stream().push(quiet) == []
+
+
+async def test_turn_ends_in_the_frame_where_the_silence_window_ends(
+    espeak: EspeakTTS, silero: SileroModel
+) -> None:
+    """The policy clocked by `heard_ms` (audio received) instead of `position_ms` (whole 32 ms VAD
+    windows) makes the same decision, in the 20 ms frame where the 400 ms silence ends."""
+    audio = await speak(espeak, SENTENCE)
+    earlier = 0
+    for lead in range(0, 160, 20):  # every phase of 20 ms frames against 32 ms windows
+        padded = np.concatenate([np.zeros(8000 + lead * 16, np.float32), audio, np.zeros(16000, np.float32)])
+        ends: dict[str, tuple[EndOfTurn, int]] = {}
+        for clock in ("position_ms", "heard_ms"):
+            vad, policy = silero.stream(), TurnPolicy(PolicyConfig(end_of_turn_silence_ms=400))
+            for i in range(0, padded.size, 320):
+                actions = [a for e in vad.push(padded[i : i + 320]) for a in policy.on_vad(e)]
+                actions += policy.on_time(getattr(vad, clock))
+                end = next((a for a in actions if isinstance(a, EndOfTurn)), None)
+                if end is not None:
+                    ends[clock] = (end, (i + 320) // 16)
+                    break
+        (by_window, window_ms), (by_frame, frame_ms) = ends["position_ms"], ends["heard_ms"]
+        assert by_frame == by_window
+        assert frame_ms == -(-(by_frame.end_ms + 400) // 20) * 20, (lead, by_frame, frame_ms)
+        assert frame_ms <= window_ms
+        earlier += window_ms - frame_ms
+    assert earlier >= 4 * 20  # 16 ms on average over the phases
 
 
 async def test_espeak_streams_small_chunks_with_text_alignment(espeak: EspeakTTS) -> None:

@@ -355,7 +355,7 @@ class RecognitionSession:
     def _process_sync(
         self, chunks: list[tuple[int, bytes]]
     ) -> list[tuple[Samples, list[VadEvent], int] | ParleyError]:
-        """In the VAD pool: per chunk, bytes → 16 kHz float → VAD events (and the VAD position)."""
+        """In the VAD pool: per chunk, bytes → 16 kHz float → VAD events (and the audio position)."""
         out: list[tuple[Samples, list[VadEvent], int] | ParleyError] = []
         for _, data in chunks:
             try:
@@ -367,7 +367,9 @@ class RecognitionSession:
                 continue
             assert self.resampler is not None
             samples = self.resampler.push(samples)
-            out.append((samples, self.vad.push(samples), self.vad.position_ms))
+            # The policy's clock: the end of turn falls in the 20 ms chunk where the silence window
+            # ends, not up to a 32 ms VAD window later (VadStream.heard_ms says why that is safe).
+            out.append((samples, self.vad.push(samples), self.vad.heard_ms))
         return out
 
     async def _bad_audio(self, exc: ParleyError) -> None:

@@ -92,7 +92,18 @@ class VadStream:
 
     @property
     def position_ms(self) -> int:
+        """The end of the last window classified."""
         return self._windows * WINDOW_MS
+
+    @property
+    def heard_ms(self) -> int:
+        """How far the audio is known for turn-taking: all that was pushed (up to 31 ms past the
+        last whole window) while nobody speaks and the last window was below the threshold, else
+        `position_ms`. A start needs two windows above the threshold, so the window completing the
+        partial one could not make one: waiting for it changes no decision, only delays it."""
+        if self.speaking or self._above or self.start_windows < 2:
+            return self.position_ms
+        return (self._windows * WINDOW + self._pending.size) * 1000 // STT_RATE
 
     def push(self, samples: Samples) -> list[VadEvent]:
         audio = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
