@@ -50,26 +50,28 @@ def workers(
             subprocess.Popen([sys.executable, "-m", "parley_speech"], env=env, stdout=log, stderr=log)
         )
         ports.append(port)
-    deadline = time.monotonic() + 60
-    for proc, port in zip(procs, ports, strict=True):
-        while True:
-            assert proc.poll() is None, f"speech worker exited; see {logs}"
+    try:  # the workers are stopped even when they never got ready
+        deadline = time.monotonic() + 60
+        for proc, port in zip(procs, ports, strict=True):
+            while True:
+                assert proc.poll() is None, f"speech worker exited; see {logs}"
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "speech worker not ready"
+                time.sleep(0.2)
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "speech worker not ready"
-            time.sleep(0.2)
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 async def test_worker_killed_mid_utterance_the_session_moves_and_nothing_is_lost(
