@@ -7,7 +7,7 @@ import json
 import pytest
 
 from parley_common.session_contract import ClientHandshake, ClientInputText
-from parley_session_gateway.ratelimit import TokenBucket
+from parley_common.token_bucket import TokenBucket
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
 
 from parley_common.settings import CommonSettings
 
 
 class MediaSettings(CommonSettings):
-    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore", populate_by_name=True)
-
     service_name: str = "media"
 
     # The session gateway's own `/realtime` WebSocket, reached directly (not through the edge):

@@ -48,11 +48,11 @@ from parley_common.session_contract import (
     SessionInput,
     SessionOutput,
 )
+from parley_common.token_bucket import TokenBucket
 from parley_session_gateway.access import Admission, Refused, admit
 from parley_session_gateway.bridge import SessionBridge
 from parley_session_gateway.frame_json import ClientFrameError
 from parley_session_gateway.live import Live, Protocol
-from parley_session_gateway.ratelimit import TokenBucket
 from parley_session_gateway.resume import Resume, touch
 from parley_session_gateway.sessions import GatewayContext, open_session
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from parley_common import subjects
 from parley_common.auth_contract import Principal
 from parley_common.authenticator import credential_of
-from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError
+from parley_common.errors import Codes, ErrorCode, ParleyError, reply_error
 from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
 from parley_common.octavus.routes import OctavusRoute, api_key
@@ -54,9 +54,7 @@ async def _ask(ctx: GatewayContext, subject: str, payload: BaseModel) -> wire.Oc
     timeout = max(ctx.settings.bus_request_timeout_s, MIN_TIMEOUT_S)
     reply = await bus.octavus(ctx.broker, subject, payload, timeout_s=timeout)
     if not reply.ok:
-        err = reply.error
-        code = REGISTRY.get(err.code if err else "", Codes.INTERNAL)
-        raise ParleyError(code, err.message if err else None, params=err.params if err else None)
+        raise reply_error(reply.error, Codes.INTERNAL)
     return reply
 
 

@@ -44,11 +44,11 @@ from parley_common.session_contract import (
     SessionControl,
     SessionInput,
 )
+from parley_common.token_bucket import TokenBucket
 from parley_common.voice_formats import DirectiveError, VoiceFormats, parse_handshake_voice
 from parley_session_gateway.access import Admission, Refused
 from parley_session_gateway.connection import Loop, SessionConnection, tracer
 from parley_session_gateway.frame_json import ClientFrameError
-from parley_session_gateway.ratelimit import TokenBucket
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 from parley_session_gateway.realtime.origin import socket_credential
 from parley_session_gateway.realtime.voice import VoiceLink

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import Principal
 from parley_common.catalog_contract import AgentAccessReply
-from parley_common.errors import REGISTRY, Codes, ParleyError
+from parley_common.errors import Codes, ParleyError, reply_error
 from parley_common.media_contract import MediaOfferRequest
 from parley_common.outages import describe, is_outage
 from parley_session_gateway import bus
@@ -91,10 +91,8 @@ class BusMediaEdge:
                 call_id=reply.peer_id,
             )
             return reply.sdp
-        code = REGISTRY.get(reply.error.code, Codes.WEBRTC_ANSWER_FAILED) if reply.error else None
-        if code is None:
+        if reply.error is None:
             raise ParleyError(
                 Codes.WEBRTC_ANSWER_FAILED, params={"detail": "the media worker gave no answer"}
             )
-        assert reply.error is not None
-        raise ParleyError(code, reply.error.message, params=reply.error.params)
+        raise reply_error(reply.error, Codes.WEBRTC_ANSWER_FAILED)
