@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Body, Depends, Header
+from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse
 from pydantic.json_schema import SkipJsonSchema
 
@@ -24,13 +24,13 @@ from parley_common.auth_contract import MemberRole, Principal
 from parley_common.authenticator import Authenticator
 from parley_common.catalog_contract import ToolResult
 from parley_common.chatty_contract import (
-    AGENT_HEADER,
     ChattyAiContextResponse,
     ChattyExecuteRequest,
     ChattyExecuteResponse,
     ChattyToolDefinition,
     ErrorEnvelope,
 )
+from parley_common.chatty_http import BoundAgent
 from parley_common.errors import Codes
 from parley_common.http import UpgradeRequiredEnvelope
 
@@ -45,14 +45,6 @@ ChattyReader = Annotated[
 ChattyWriter = Annotated[
     Principal,
     Depends(Authenticator(required_scopes={"agents:write"}, wrong_kind=Codes.CHATTY_NOT_ENTITLED)),
-]
-BoundAgent = Annotated[
-    str | None,
-    Header(
-        alias=AGENT_HEADER,
-        max_length=200,
-        description="Parley: the agent a session cookie or API key is bound to (docs/webrtc.md).",
-    ),
 ]
 
 _UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {

@@ -14,7 +14,6 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
@@ -26,7 +25,8 @@ from parley_catalog.timeutil import utcnow
 from parley_catalog.tools import schemas, webhook
 from parley_catalog.tools.models import Tool
 from parley_common.catalog_contract import ToolDefinition, ToolFunction, ToolResult
-from parley_common.errors import Codes, ParleyError
+from parley_common.errors import Codes
+from parley_common.kit.db import flush_unique
 
 
 def to_schema(tool: Tool) -> schemas.Tool:
@@ -88,16 +88,8 @@ async def create_tool(
         updated_at=now,
     )
     db.add(tool)
-    await _flush_unique(db, body.name)
+    await flush_unique(db, Codes.TOOL_NAME_TAKEN, {"name": body.name})
     return tool
-
-
-async def _flush_unique(db: AsyncSession, name: str) -> None:
-    try:
-        await db.flush()
-    except IntegrityError as exc:
-        await db.rollback()
-        raise ParleyError(Codes.TOOL_NAME_TAKEN, params={"name": name}) from exc
 
 
 async def get_tool(db: AsyncSession, tool_id: UUID, *, lock: bool = False) -> Tool:
@@ -125,7 +117,7 @@ async def update_tool(
             ctx.box, _secret_inputs(body.webhook.secret_headers), tool.secret_headers
         )
     tool.updated_at = utcnow()
-    await _flush_unique(db, tool.name)
+    await flush_unique(db, Codes.TOOL_NAME_TAKEN, {"name": tool.name})
 
 
 async def delete_tool(db: AsyncSession, tool: Tool) -> None:
