@@ -21,7 +21,8 @@ at the same phase against the 32 ms VAD windows) into the speech worker's own re
 (`SpeechService.open_session`: VAD thread, Silero, turn policy, whisper) on a loopback bus, timed
 exactly like the socket: endpointing from the instant the last speech frame was sent to the end of
 turn (`speech_stopped` emitted), STT from there to the final transcript; then the built-in engine's
-first delta on that transcript and espeak-ng's first chunk of the answer.
+first delta on that transcript, and the worker's own synthesis job (`SpeechService.synthesize`:
+espeak-ng, resampling, 40 ms chunks) from the request to its first chunk published.
 
 Platform overhead = socket total - (in-process endpointing + the worker's own recognition time
 (`stt_ms` of its transcript, since whisper's time varies with the load more than anything the
