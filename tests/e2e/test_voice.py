@@ -1,3 +1,5 @@
+# One piece (~490 lines): every case shares one module-scoped stack and speech worker (starting them
+# takes most of a minute), and the espeak-ng/whisper helpers above; split, each part would start its own.
 """Voice on `/realtime` end to end, over the real stack (test_realtime's, plus a speech worker
 process): speech made by espeak-ng goes in as PCM16 at real-time pace (or as a WebM/Opus upload, or
 μ-law), the speech worker recognises it, the runtime answers and has the answer spoken, and the

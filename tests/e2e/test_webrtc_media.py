@@ -1,3 +1,6 @@
+# One piece (~530 lines): every call shares one module-scoped `parley run` (media and speech workers
+# included, most of a minute to start) and the aiortc caller helpers above; split, each part would
+# start its own.
 """WebRTC calls end to end: `parley run` (what `make run` starts: a speech worker and a media
 worker included) and an aiortc client doing what a browser page does, through the edge:
 
