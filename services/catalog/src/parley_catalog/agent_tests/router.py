@@ -23,8 +23,9 @@ from parley_catalog.pagination import DEFAULT_LIMIT, Limit
 from parley_catalog.params import AgentID
 from parley_common.agent_test_contract import RunStatus
 from parley_common.auth_contract import MemberRole
+from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["adversarial-tests"])
+router = APIRouter(tags=["adversarial-tests"], route_class=ContractRoute)
 
 TestID = Annotated[UUID, Path(alias="id", description="Adversarial test ID.")]
 RunID = Annotated[UUID, Path(alias="run_id", description="Test run ID.")]
@@ -45,8 +46,6 @@ AgentQuery = Annotated[UUID, Query(description="The agent the tests belong to.")
 
 @router.get(
     "/nodes/{node_id}/adversarial-tests",
-    response_model=schemas.AdversarialTestList,
-    response_model_exclude_none=True,
     operation_id="listNodeAdversarialTests",
     summary="List an agent's adversarial tests that target one node (requires viewer)",
 )
@@ -60,8 +59,6 @@ async def list_node_tests(
 
 @router.get(
     "/adversarial-tests/effective-scope",
-    response_model=schemas.AdversarialTestEffectiveScope,
-    response_model_exclude_none=True,
     operation_id="getAdversarialTestEffectiveScope",
     summary="Which tests apply to the agent's current version, and its latest result (requires viewer)",
 )
@@ -86,8 +83,6 @@ async def effective_scope(
 @router.post(
     "/adversarial-tests/run",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=schemas.RunAdversarialTestResponse,
-    response_model_exclude_none=True,
     operation_id="runAdversarialTests",
     summary="Run an agent's tests, or some of them (requires member)",
     description="Queues one run per test (a batch) and answers at once; poll "
@@ -106,8 +101,6 @@ async def run_tests(
 
 @router.get(
     "/adversarial-tests/runs",
-    response_model=schemas.GetAdversarialTestRunsResponse,
-    response_model_exclude_none=True,
     operation_id="listAdversarialTestRuns",
     summary="List an agent's test runs with their remarks, newest first (requires viewer)",
     description="Cursor pagination: pass `next_cursor` back as `after`.",
@@ -131,8 +124,6 @@ async def list_runs(
 
 @router.get(
     "/adversarial-tests/runs/{run_id}",
-    response_model=schemas.AdversarialTestRun,
-    response_model_exclude_none=True,
     operation_id="getAdversarialTestRun",
     summary="Get one test run with its progress and remarks (requires viewer)",
 )
@@ -143,8 +134,6 @@ async def get_run(run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader) -> s
 
 @router.get(
     "/adversarial-tests/runs/{run_id}/messages",
-    response_model=schemas.GetAdversarialTestRunMessagesResponse,
-    response_model_exclude_none=True,
     operation_id="listAdversarialTestRunMessages",
     summary="The transcript of a test run, in order (requires viewer)",
 )
@@ -162,8 +151,6 @@ async def run_messages(
 
 @router.get(
     "/adversarial-tests/{id}",
-    response_model=schemas.AdversarialTest,
-    response_model_exclude_none=True,
     operation_id="getAdversarialTest",
     summary="Get an adversarial test (requires viewer)",
 )
@@ -174,8 +161,6 @@ async def get_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsReader) -
 
 @router.patch(
     "/adversarial-tests/{id}",
-    response_model=schemas.AdversarialTest,
-    response_model_exclude_none=True,
     operation_id="patchAdversarialTest",
     summary="Edit an adversarial test (requires member)",
     description="Fields given replace the stored ones; `node_id: null` detaches the test from its node. "
@@ -208,8 +193,6 @@ async def delete_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsWriter
 
 @router.get(
     "/agents/{agentID}/adversarial-tests",
-    response_model=schemas.AdversarialTestList,
-    response_model_exclude_none=True,
     operation_id="listAgentAdversarialTests",
     summary="List an agent's adversarial tests (requires viewer)",
 )
@@ -225,8 +208,6 @@ async def list_agent_tests(
 @router.post(
     "/agents/{agentID}/adversarial-tests",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.AdversarialTest,
-    response_model_exclude_none=True,
     operation_id="createAgentAdversarialTest",
     summary="Create an adversarial test for an agent (requires member)",
 )
@@ -241,8 +222,6 @@ async def create_agent_test(
 
 @router.post(
     "/agents/{agentID}/adversarial-tests/generate",
-    response_model=schemas.GenerateAdversarialTestsResponse,
-    response_model_exclude_none=True,
     operation_id="generateAgentAdversarialTests",
     summary="Generate the agent's starter suite from its prompt, nodes and tools (requires member)",
     description="One test per category that applies (prompt extraction, prompt injection, false "
@@ -262,8 +241,6 @@ async def generate_tests(
 
 @router.get(
     "/agents/{agentID}/adversarial-tests/result",
-    response_model=schemas.AgentTestResult,
-    response_model_exclude_none=True,
     operation_id="getAgentAdversarialTestResult",
     summary="The agent's latest test result, as the publish gate sees it (requires viewer)",
 )
@@ -295,8 +272,6 @@ def _settings_out(row: AgentTestSettings | None) -> schemas.AgentTestSettingsOut
     operation_id="get{}AdversarialTestSettings",
     scope="agents:read",
     min_role=MemberRole.VIEWER,
-    response_model=schemas.AgentTestSettingsOut,
-    response_model_exclude_none=True,
 )
 async def get_settings(owner: Owner, db: Db) -> schemas.AgentTestSettingsOut:
     return _settings_out(
@@ -315,8 +290,6 @@ async def get_settings(owner: Owner, db: Db) -> schemas.AgentTestSettingsOut:
     operation_id="put{}AdversarialTestSettings",
     scope="agents:write",
     min_role=MemberRole.ADMIN,
-    response_model=schemas.AgentTestSettingsOut,
-    response_model_exclude_none=True,
 )
 async def put_settings(
     owner: Owner, body: schemas.AgentTestSettingsBody, db: Db

@@ -17,8 +17,9 @@ from parley_catalog.templates import service as templates
 from parley_common.auth_contract import MemberRole
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentEventKind, AgentStatus
+from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(tags=["agents"], route_class=ContractRoute)
 
 
 @owner_routes(
@@ -32,8 +33,6 @@ router = APIRouter(tags=["agents"])
     operation_id="list{}Agents",
     scope="agents:read",
     min_role=MemberRole.VIEWER,
-    response_model=schemas.AgentPage,
-    response_model_exclude_none=True,
 )
 async def list_agents(owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]) -> schemas.AgentPage:
     return await search_page(db, Agent, owner.owns(Agent), query, schemas.AgentPage, service.to_schema)
@@ -51,8 +50,6 @@ async def list_agents(owner: Owner, db: Db, query: Annotated[ListQuery, Depends(
     scope="agents:write",
     min_role=MemberRole.MEMBER,
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Agent,
-    response_model_exclude_none=True,
 )
 async def create_agent(owner: Owner, body: schemas.CreateAgentRequest, ctx: Ctx, db: Db) -> schemas.Agent:
     """Create an agent (from a template the caller may view, when one is named) and announce it."""
@@ -69,10 +66,8 @@ async def create_agent(owner: Owner, body: schemas.CreateAgentRequest, ctx: Ctx,
 
 @router.get(
     "/agents/{agentID}",
-    response_model=schemas.Agent,
     operation_id="getAgent",
     summary="Get an agent by ID (requires viewer)",
-    response_model_exclude_none=True,
 )
 async def get_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.Agent:
     agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
@@ -81,10 +76,8 @@ async def get_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
 
 @router.patch(
     "/agents/{agentID}",
-    response_model=schemas.Agent,
     operation_id="updateAgent",
     summary="Update an agent's config, secrets, or blueprint (requires member)",
-    response_model_exclude_none=True,
 )
 async def update_agent(
     agent_id: AgentID, body: schemas.UpdateAgentRequest, ctx: Ctx, db: Db, principal: AgentsWriter
@@ -113,7 +106,6 @@ async def delete_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWri
 
 @router.patch(
     "/agents/{agentID}/status",
-    response_model=schemas.Agent,
     operation_id="updateAgentStatus",
     summary="Transition an agent's status (requires admin)",
     description=(
@@ -122,7 +114,6 @@ async def delete_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWri
         "the owner gates publishing on agent tests, a passing test run of this version (409 "
         "`agent.tests_failed` / `agent.tests_not_run`)."
     ),
-    response_model_exclude_none=True,
 )
 async def update_agent_status(
     agent_id: AgentID, body: schemas.UpdateAgentStatusRequest, ctx: Ctx, db: Db, principal: AgentsWriter
@@ -139,14 +130,12 @@ async def update_agent_status(
 
 @router.post(
     "/agents/{agentID}/lint",
-    response_model=schemas.AgentLintDiagnostics,
     operation_id="lintAgent",
     summary="Lint an agent's blueprint (requires viewer)",
     description=(
         "Pass a `blueprint` in the request body to lint that instead of the agent's saved blueprint. "
         "Useful for pre-save validation in the editor."
     ),
-    response_model_exclude_none=True,
     # The contract's body is a `LintAgentRequest` and required; an empty body or `{}` (lint the
     # saved blueprint) is still accepted.
     openapi_extra={"requestBody": {"required": True}},

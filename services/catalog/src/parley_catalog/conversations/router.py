@@ -17,8 +17,9 @@ from parley_catalog.deps import AgentsWriter, Ctx, Db, HistoryReader
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit
 from parley_catalog.params import AgentID, ConversationID
 from parley_common.auth_contract import MemberRole, Principal
+from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["conversations"])
+router = APIRouter(tags=["conversations"], route_class=ContractRoute)
 
 
 async def _load(
@@ -35,8 +36,6 @@ async def _load(
 
 @router.get(
     "/agents/{agentID}/conversations",
-    response_model=schemas.ConversationPage,
-    response_model_exclude_none=True,
     operation_id="listAgentConversations",
     summary="List conversations for an agent (requires viewer)",
     description="Newest first. Cursor pagination: pass `next_cursor` back as `after`.",
@@ -55,8 +54,6 @@ async def list_agent_conversations(
 
 @router.get(
     "/conversations/{conversationID}",
-    response_model=schemas.Conversation,
-    response_model_exclude_none=True,
     operation_id="getConversation",
     summary="Get a conversation by ID (requires viewer on the parent agent)",
 )
@@ -84,8 +81,6 @@ async def delete_conversation(
 
 @router.get(
     "/conversations/{conversationID}/messages",
-    response_model=schemas.ConversationMessagePage,
-    response_model_exclude_none=True,
     operation_id="listConversationMessages",
     summary="List messages in a conversation (requires viewer on the parent agent)",
     description="In conversation order (`seq`). Cursor pagination: pass `next_cursor` back as `after`.",

@@ -30,7 +30,6 @@ By = Annotated[Literal["slug", "id"] | None, Query(description="`slug`: the path
 
 @router.post(
     "/validate",
-    response_model=ValidationResult,
     operation_id="octavusValidateAgent",
     summary="Validate an Octavus agent definition without saving it (`octavus validate`)",
 )
@@ -42,7 +41,6 @@ async def validate_agent(body: schemas.DefinitionBody, ctx: Ctx, principal: KeyR
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.WriteResult,
     operation_id="octavusCreateAgent",
     summary="Create an Octavus protocol agent in the API key's project (`octavus sync`, new slug)",
     description="422 `request.validation_failed` when the definition has errors (listed in "
@@ -60,7 +58,6 @@ async def create_agent(
 
 @router.get(
     "",
-    response_model=schemas.AgentList,
     operation_id="octavusListAgents",
     summary="List the Octavus protocol agents of the API key's project (`octavus list`)",
 )
@@ -71,7 +68,6 @@ async def list_agents(ctx: Ctx, db: Db, principal: KeyReader) -> schemas.AgentLi
 
 @router.get(
     "/{ref}",
-    response_model=schemas.AgentOut,
     response_model_exclude_none=True,
     operation_id="octavusGetAgent",
     summary="Get an Octavus protocol agent by ID, or by slug with `?by=slug` (`octavus get`)",
@@ -87,7 +83,6 @@ async def get_agent(ref: AgentRef, ctx: Ctx, db: Db, principal: KeyReader, by: B
 
 @router.patch(
     "/{ref}",
-    response_model=schemas.WriteResult,
     operation_id="octavusUpdateAgent",
     summary="Replace an Octavus agent's protocol and prompts (`octavus sync`, existing slug)",
     description="Settings are kept (sync never changes them). 422 `request.validation_failed` "

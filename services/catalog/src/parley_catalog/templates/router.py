@@ -13,8 +13,9 @@ from parley_catalog.params import TemplateID
 from parley_catalog.templates import schemas, service
 from parley_catalog.templates.models import Template
 from parley_common.auth_contract import MemberRole
+from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["templates"])
+router = APIRouter(tags=["templates"], route_class=ContractRoute)
 
 
 @owner_routes(
@@ -28,8 +29,6 @@ router = APIRouter(tags=["templates"])
     operation_id="list{}Templates",
     scope="agents:read",
     min_role=MemberRole.VIEWER,
-    response_model=schemas.TemplatePage,
-    response_model_exclude_none=True,
 )
 async def list_templates(
     owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]
@@ -51,8 +50,6 @@ async def list_templates(
     scope="agents:write",
     min_role=MemberRole.MEMBER,
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Template,
-    response_model_exclude_none=True,
 )
 async def create_template(
     owner: Owner, body: schemas.CreateTemplateRequest, ctx: Ctx, db: Db
@@ -66,11 +63,9 @@ async def create_template(
 
 @router.get(
     "/templates/{templateID}",
-    response_model=schemas.Template,
     operation_id="getTemplate",
     summary="Get a template by ID",
     description="Requires viewer if org-owned; a user's templates are visible to that user only.",
-    response_model_exclude_none=True,
 )
 async def get_template(
     template_id: TemplateID, ctx: Ctx, db: Db, principal: AgentsReader
@@ -81,10 +76,8 @@ async def get_template(
 
 @router.patch(
     "/templates/{templateID}",
-    response_model=schemas.Template,
     operation_id="updateTemplate",
     summary="Update a template (requires member if org-owned)",
-    response_model_exclude_none=True,
 )
 async def update_template(
     template_id: TemplateID, body: schemas.UpdateTemplateRequest, ctx: Ctx, db: Db, principal: AgentsWriter

@@ -28,8 +28,9 @@ from parley_catalog.tools.models import Tool
 from parley_common.auth_contract import MemberRole, Principal
 from parley_common.catalog_contract import AgentEventKind, ToolDefinition, ToolResult
 from parley_common.errors import Codes, ParleyError
+from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["tools"])
+router = APIRouter(tags=["tools"], route_class=ContractRoute)
 
 
 async def _commit_change(
@@ -58,7 +59,6 @@ async def _commit_change(
     operation_id="list{}Tools",
     scope="agents:read",
     min_role=MemberRole.VIEWER,
-    response_model=list[ToolDefinition],
 )
 async def list_catalogue(owner: Owner, db: Db) -> list[ToolDefinition]:
     return [service.definition(t) for t in await _catalogue(db, owner)]
@@ -77,8 +77,6 @@ async def list_catalogue(owner: Owner, db: Db) -> list[ToolDefinition]:
     min_role=MemberRole.MEMBER,
     lock=True,
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Tool,
-    response_model_exclude_none=True,
 )
 async def create_tool(owner: Owner, body: schemas.CreateToolRequest, ctx: Ctx, db: Db) -> schemas.Tool:
     agent_id = owner.agent.id if owner.agent is not None else None
@@ -102,8 +100,6 @@ _EXECUTE = "Answered with 200 whenever the executor runs: failures are `{success
     operation_id="execute{}Tool",
     scope="agents:write",
     min_role=MemberRole.MEMBER,
-    response_model=ToolResult,
-    response_model_exclude_none=True,
 )
 async def execute_tool(owner: Owner, body: schemas.ExecuteToolRequest, ctx: Ctx, db: Db) -> ToolResult:
     catalogue = await _catalogue(db, owner)
@@ -120,8 +116,6 @@ async def _catalogue(db: AsyncSession, owner: Owner) -> list[Tool]:
 
 @router.get(
     "/tools",
-    response_model=list[schemas.Tool],
-    response_model_exclude_none=True,
     operation_id="listTools",
     summary="The tool records of an agent or an organization (requires viewer)",
     description="Exactly one of `agent_id` and `org_slug`. Agent tools only (not the inherited org tools).",
@@ -176,8 +170,6 @@ async def _load_tool(
 
 @router.get(
     "/tools/{toolID}",
-    response_model=schemas.Tool,
-    response_model_exclude_none=True,
     operation_id="getTool",
     summary="Get a tool record (requires viewer on its agent or organization)",
 )
@@ -188,8 +180,6 @@ async def get_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsReader) -
 
 @router.patch(
     "/tools/{toolID}",
-    response_model=schemas.Tool,
-    response_model_exclude_none=True,
     operation_id="updateTool",
     summary="Update a tool (requires member on its agent or organization)",
 )
