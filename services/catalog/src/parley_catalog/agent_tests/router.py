@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import Path, Query, Response, status
 
 from parley_catalog.agent_tests import runs, schemas, service
 from parley_catalog.agent_tests.models import AgentTestSettings
@@ -21,11 +21,11 @@ from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit
 from parley_catalog.params import AgentID
+from parley_catalog.routing import contract_router
 from parley_common.agent_test_contract import RunStatus
 from parley_common.auth_contract import MemberRole
-from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["adversarial-tests"], route_class=ContractRoute)
+router = contract_router("adversarial-tests")
 
 TestID = Annotated[UUID, Path(alias="id", description="Adversarial test ID.")]
 RunID = Annotated[UUID, Path(alias="run_id", description="Test run ID.")]
@@ -46,10 +46,9 @@ AgentQuery = Annotated[UUID, Query(description="The agent the tests belong to.")
 
 @router.get(
     "/nodes/{node_id}/adversarial-tests",
-    operation_id="listNodeAdversarialTests",
     summary="List an agent's adversarial tests that target one node (requires viewer)",
 )
-async def list_node_tests(
+async def list_node_adversarial_tests(
     node_id: NodeID, agent_id: AgentQuery, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.AdversarialTestList:
     agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
@@ -59,10 +58,9 @@ async def list_node_tests(
 
 @router.get(
     "/adversarial-tests/effective-scope",
-    operation_id="getAdversarialTestEffectiveScope",
     summary="Which tests apply to the agent's current version, and its latest result (requires viewer)",
 )
-async def effective_scope(
+async def get_adversarial_test_effective_scope(
     agent_id: AgentQuery, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.AdversarialTestEffectiveScope:
     agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
@@ -83,12 +81,11 @@ async def effective_scope(
 @router.post(
     "/adversarial-tests/run",
     status_code=status.HTTP_202_ACCEPTED,
-    operation_id="runAdversarialTests",
     summary="Run an agent's tests, or some of them (requires member)",
     description="Queues one run per test (a batch) and answers at once; poll "
     "`GET /adversarial-tests/runs?agent_id=…&batch_id=…` for progress and verdicts.",
 )
-async def run_tests(
+async def run_adversarial_tests(
     body: schemas.RunAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.RunAdversarialTestResponse:
     agent = await agents.load_for(ctx, db, principal, body.agent_id, MemberRole.MEMBER)
@@ -101,11 +98,10 @@ async def run_tests(
 
 @router.get(
     "/adversarial-tests/runs",
-    operation_id="listAdversarialTestRuns",
     summary="List an agent's test runs with their remarks, newest first (requires viewer)",
     description="Cursor pagination: pass `next_cursor` back as `after`.",
 )
-async def list_runs(
+async def list_adversarial_test_runs(
     agent_id: AgentQuery,
     ctx: Ctx,
     db: Db,
@@ -124,20 +120,20 @@ async def list_runs(
 
 @router.get(
     "/adversarial-tests/runs/{run_id}",
-    operation_id="getAdversarialTestRun",
     summary="Get one test run with its progress and remarks (requires viewer)",
 )
-async def get_run(run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.AdversarialTestRun:
+async def get_adversarial_test_run(
+    run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader
+) -> schemas.AdversarialTestRun:
     run = await runs.load_run(ctx, db, principal, run_id)
     return (await runs.with_remarks(db, [run]))[0]
 
 
 @router.get(
     "/adversarial-tests/runs/{run_id}/messages",
-    operation_id="listAdversarialTestRunMessages",
     summary="The transcript of a test run, in order (requires viewer)",
 )
-async def run_messages(
+async def list_adversarial_test_run_messages(
     run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.GetAdversarialTestRunMessagesResponse:
     run = await runs.load_run(ctx, db, principal, run_id)
@@ -151,22 +147,22 @@ async def run_messages(
 
 @router.get(
     "/adversarial-tests/{id}",
-    operation_id="getAdversarialTest",
     summary="Get an adversarial test (requires viewer)",
 )
-async def get_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.AdversarialTest:
+async def get_adversarial_test(
+    test_id: TestID, ctx: Ctx, db: Db, principal: AgentsReader
+) -> schemas.AdversarialTest:
     test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.VIEWER)
     return service.to_schema(test)
 
 
 @router.patch(
     "/adversarial-tests/{id}",
-    operation_id="patchAdversarialTest",
     summary="Edit an adversarial test (requires member)",
     description="Fields given replace the stored ones; `node_id: null` detaches the test from its node. "
     "Runs already started keep the test as it was.",
 )
-async def patch_test(
+async def patch_adversarial_test(
     test_id: TestID, body: schemas.PatchAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.AdversarialTest:
     test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.MEMBER, lock=True)
@@ -178,10 +174,9 @@ async def patch_test(
 @router.delete(
     "/adversarial-tests/{id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteAdversarialTest",
     summary="Delete an adversarial test; its past runs stay (requires member)",
 )
-async def delete_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
+async def delete_adversarial_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
     test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.MEMBER, lock=True)
     await db.delete(test)
     await db.commit()
@@ -193,10 +188,9 @@ async def delete_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsWriter
 
 @router.get(
     "/agents/{agentID}/adversarial-tests",
-    operation_id="listAgentAdversarialTests",
     summary="List an agent's adversarial tests (requires viewer)",
 )
-async def list_agent_tests(
+async def list_agent_adversarial_tests(
     agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.AdversarialTestList:
     agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
@@ -208,10 +202,9 @@ async def list_agent_tests(
 @router.post(
     "/agents/{agentID}/adversarial-tests",
     status_code=status.HTTP_201_CREATED,
-    operation_id="createAgentAdversarialTest",
     summary="Create an adversarial test for an agent (requires member)",
 )
-async def create_agent_test(
+async def create_agent_adversarial_test(
     agent_id: AgentID, body: schemas.CreateAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.AdversarialTest:
     agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER)
@@ -222,13 +215,12 @@ async def create_agent_test(
 
 @router.post(
     "/agents/{agentID}/adversarial-tests/generate",
-    operation_id="generateAgentAdversarialTests",
     summary="Generate the agent's starter suite from its prompt, nodes and tools (requires member)",
     description="One test per category that applies (prompt extraction, prompt injection, false "
     "promises, language switch when the agent has a language). Categories the agent already has a "
     "generated test of are kept as they are, so calling it again adds only what is missing.",
 )
-async def generate_tests(
+async def generate_agent_adversarial_tests(
     agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.GenerateAdversarialTestsResponse:
     agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER, lock=True)
@@ -241,10 +233,9 @@ async def generate_tests(
 
 @router.get(
     "/agents/{agentID}/adversarial-tests/result",
-    operation_id="getAgentAdversarialTestResult",
     summary="The agent's latest test result, as the publish gate sees it (requires viewer)",
 )
-async def agent_result(
+async def get_agent_adversarial_test_result(
     agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.AgentTestResult:
     agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Response, status
+from fastapi import Body, Depends, Response, status
 
 from parley_catalog.agent_tests import service as agent_tests
 from parley_catalog.agents import events, schemas, service
@@ -13,13 +13,13 @@ from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.pagination import ListQuery, search_page
 from parley_catalog.params import AgentID
+from parley_catalog.routing import contract_router
 from parley_catalog.templates import service as templates
 from parley_common.auth_contract import MemberRole
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentEventKind, AgentStatus
-from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["agents"], route_class=ContractRoute)
+router = contract_router("agents")
 
 
 @owner_routes(
@@ -66,7 +66,6 @@ async def create_agent(owner: Owner, body: schemas.CreateAgentRequest, ctx: Ctx,
 
 @router.get(
     "/agents/{agentID}",
-    operation_id="getAgent",
     summary="Get an agent by ID (requires viewer)",
 )
 async def get_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.Agent:
@@ -76,7 +75,6 @@ async def get_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
 
 @router.patch(
     "/agents/{agentID}",
-    operation_id="updateAgent",
     summary="Update an agent's config, secrets, or blueprint (requires member)",
 )
 async def update_agent(
@@ -93,7 +91,6 @@ async def update_agent(
 @router.delete(
     "/agents/{agentID}",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteAgent",
     summary="Soft-delete an agent (requires admin)",
 )
 async def delete_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
@@ -106,7 +103,6 @@ async def delete_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWri
 
 @router.patch(
     "/agents/{agentID}/status",
-    operation_id="updateAgentStatus",
     summary="Transition an agent's status (requires admin)",
     description=(
         "draft → live, draft → archived, live → draft, live → archived, archived → draft. Going live "
@@ -130,7 +126,6 @@ async def update_agent_status(
 
 @router.post(
     "/agents/{agentID}/lint",
-    operation_id="lintAgent",
     summary="Lint an agent's blueprint (requires viewer)",
     description=(
         "Pass a `blueprint` in the request body to lint that instead of the agent's saved blueprint. "

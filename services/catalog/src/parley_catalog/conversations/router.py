@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Response, status
+from fastapi import Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.access import owning_agent
@@ -16,10 +16,10 @@ from parley_catalog.cursor import After
 from parley_catalog.deps import AgentsWriter, Ctx, Db, HistoryReader
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit
 from parley_catalog.params import AgentID, ConversationID
+from parley_catalog.routing import contract_router
 from parley_common.auth_contract import MemberRole, Principal
-from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["conversations"], route_class=ContractRoute)
+router = contract_router("conversations")
 
 
 async def _load(
@@ -36,7 +36,6 @@ async def _load(
 
 @router.get(
     "/agents/{agentID}/conversations",
-    operation_id="listAgentConversations",
     summary="List conversations for an agent (requires viewer)",
     description="Newest first. Cursor pagination: pass `next_cursor` back as `after`.",
 )
@@ -54,7 +53,6 @@ async def list_agent_conversations(
 
 @router.get(
     "/conversations/{conversationID}",
-    operation_id="getConversation",
     summary="Get a conversation by ID (requires viewer on the parent agent)",
 )
 async def get_conversation(
@@ -67,7 +65,6 @@ async def get_conversation(
 @router.delete(
     "/conversations/{conversationID}",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteConversation",
     summary="Soft-delete a conversation (requires admin on the parent agent)",
 )
 async def delete_conversation(
@@ -81,7 +78,6 @@ async def delete_conversation(
 
 @router.get(
     "/conversations/{conversationID}/messages",
-    operation_id="listConversationMessages",
     summary="List messages in a conversation (requires viewer on the parent agent)",
     description="In conversation order (`seq`). Cursor pagination: pass `next_cursor` back as `after`.",
 )

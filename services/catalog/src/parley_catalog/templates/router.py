@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import Depends, Response, status
 
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.pagination import ListQuery, search_page
 from parley_catalog.params import TemplateID
+from parley_catalog.routing import contract_router
 from parley_catalog.templates import schemas, service
 from parley_catalog.templates.models import Template
 from parley_common.auth_contract import MemberRole
-from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["templates"], route_class=ContractRoute)
+router = contract_router("templates")
 
 
 @owner_routes(
@@ -63,7 +63,6 @@ async def create_template(
 
 @router.get(
     "/templates/{templateID}",
-    operation_id="getTemplate",
     summary="Get a template by ID",
     description="Requires viewer if org-owned; a user's templates are visible to that user only.",
 )
@@ -76,7 +75,6 @@ async def get_template(
 
 @router.patch(
     "/templates/{templateID}",
-    operation_id="updateTemplate",
     summary="Update a template (requires member if org-owned)",
 )
 async def update_template(
@@ -91,7 +89,6 @@ async def update_template(
 @router.delete(
     "/templates/{templateID}",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteTemplate",
     summary="Soft-delete a template (requires admin if org-owned)",
 )
 async def delete_template(template_id: TemplateID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:

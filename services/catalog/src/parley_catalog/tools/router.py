@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.access import check_owner, org_by_slug, owning_agent
@@ -23,14 +23,14 @@ from parley_catalog.context import CatalogContext
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.owner import AGENT, ORG, Owner, owner_routes
 from parley_catalog.params import ToolID
+from parley_catalog.routing import contract_router
 from parley_catalog.tools import schemas, service
 from parley_catalog.tools.models import Tool
 from parley_common.auth_contract import MemberRole, Principal
 from parley_common.catalog_contract import AgentEventKind, ToolDefinition, ToolResult
 from parley_common.errors import Codes, ParleyError
-from parley_common.kit.routes import ContractRoute
 
-router = APIRouter(tags=["tools"], route_class=ContractRoute)
+router = contract_router("tools")
 
 
 async def _commit_change(
@@ -116,7 +116,6 @@ async def _catalogue(db: AsyncSession, owner: Owner) -> list[Tool]:
 
 @router.get(
     "/tools",
-    operation_id="listTools",
     summary="The tool records of an agent or an organization (requires viewer)",
     description="Exactly one of `agent_id` and `org_slug`. Agent tools only (not the inherited org tools).",
 )
@@ -170,7 +169,6 @@ async def _load_tool(
 
 @router.get(
     "/tools/{toolID}",
-    operation_id="getTool",
     summary="Get a tool record (requires viewer on its agent or organization)",
 )
 async def get_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.Tool:
@@ -180,7 +178,6 @@ async def get_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsReader) -
 
 @router.patch(
     "/tools/{toolID}",
-    operation_id="updateTool",
     summary="Update a tool (requires member on its agent or organization)",
 )
 async def update_tool(
@@ -195,7 +192,6 @@ async def update_tool(
 @router.delete(
     "/tools/{toolID}",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteTool",
     summary="Delete a tool (requires member on its agent or organization)",
 )
 async def delete_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:

@@ -1,0 +1,24 @@
+"""The catalog's contract routers: `ContractRoute` (None fields left out of every response, the
+response model from the return annotation) and the operation id from the endpoint's name.
+
+An endpoint `list_agent_conversations` is the operation `listAgentConversations`, so the contract's
+operation id is written once, as the function's name. Routes registered for several owners
+(`owner_routes`) give theirs explicitly.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+
+from parley_common.kit.routes import ContractRoute
+
+
+def operation_id(route: APIRoute) -> str:
+    """`route`'s endpoint name in camelCase: `get_agent` → `getAgent`."""
+    head, *rest = route.name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def contract_router(tag: str) -> APIRouter:
+    return APIRouter(tags=[tag], route_class=ContractRoute, generate_unique_id_function=operation_id)
