@@ -8,16 +8,20 @@ admin (the role that publishes). Everything of an agent another caller cannot se
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import Path, Query, Response, status
 
 from parley_catalog.agent_tests import runs, schemas, service
-from parley_catalog.agent_tests.models import AgentTestSettings
+from parley_catalog.agent_tests.models import AgentTest, AgentTestRun, AgentTestSettings
 from parley_catalog.agents import service as agents
+from parley_catalog.agents.deps import ViewedAgent
+from parley_catalog.agents.models import Agent
 from parley_catalog.cursor import After
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.loaded import loaded
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit
 from parley_catalog.params import AgentID
@@ -38,7 +42,21 @@ NodeID = Annotated[
         description="A node of the agent's flow: a blueprint node id, or an Octavus trigger name.",
     ),
 ]
-AgentQuery = Annotated[UUID, Query(description="The agent the tests belong to.")]
+AgentQuery = Annotated[UUID, Query(alias="agent_id", description="The agent the tests belong to.")]
+
+ViewedTest = Annotated[
+    tuple[AgentTest, Agent], loaded(service.load_test, TestID, AgentsReader, MemberRole.VIEWER)
+]
+DeletedTest = Annotated[
+    tuple[AgentTest, Agent],
+    loaded(partial(service.load_test, lock=True), TestID, AgentsWriter, MemberRole.MEMBER),
+]
+ViewedRun = Annotated[AgentTestRun, loaded(runs.load_run, RunID, AgentsReader, MemberRole.VIEWER)]
+# `?agent_id=`, read by a viewer; `/agents/{agentID}/…` changed by a member (one change at a time).
+QueriedAgent = Annotated[Agent, loaded(agents.load_for, AgentQuery, AgentsReader, MemberRole.VIEWER)]
+ChangedAgent = Annotated[
+    Agent, loaded(partial(agents.load_for, lock=True), AgentID, AgentsWriter, MemberRole.MEMBER)
+]
 
 
 # ------------------------------------------------------------------------------ SDK routes
@@ -61,9 +79,8 @@ async def list_node_adversarial_tests(
     summary="Which tests apply to the agent's current version, and its latest result (requires viewer)",
 )
 async def get_adversarial_test_effective_scope(
-    agent_id: AgentQuery, ctx: Ctx, db: Db, principal: AgentsReader
+    agent: QueriedAgent, db: Db
 ) -> schemas.AdversarialTestEffectiveScope:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
     shape, applies, excluded = await service.effective_scope(db, agent)
     return schemas.AdversarialTestEffectiveScope(
         agent_id=agent.id,
@@ -122,10 +139,7 @@ async def list_adversarial_test_runs(
     "/adversarial-tests/runs/{run_id}",
     summary="Get one test run with its progress and remarks (requires viewer)",
 )
-async def get_adversarial_test_run(
-    run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader
-) -> schemas.AdversarialTestRun:
-    run = await runs.load_run(ctx, db, principal, run_id)
+async def get_adversarial_test_run(run: ViewedRun, db: Db) -> schemas.AdversarialTestRun:
     return (await runs.with_remarks(db, [run]))[0]
 
 
@@ -134,9 +148,8 @@ async def get_adversarial_test_run(
     summary="The transcript of a test run, in order (requires viewer)",
 )
 async def list_adversarial_test_run_messages(
-    run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader
+    run: ViewedRun, db: Db
 ) -> schemas.GetAdversarialTestRunMessagesResponse:
-    run = await runs.load_run(ctx, db, principal, run_id)
     messages = await runs.run_messages(db, run)
     return schemas.GetAdversarialTestRunMessagesResponse(
         run_id=run.id,
@@ -149,10 +162,8 @@ async def list_adversarial_test_run_messages(
     "/adversarial-tests/{id}",
     summary="Get an adversarial test (requires viewer)",
 )
-async def get_adversarial_test(
-    test_id: TestID, ctx: Ctx, db: Db, principal: AgentsReader
-) -> schemas.AdversarialTest:
-    test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.VIEWER)
+async def get_adversarial_test(viewed: ViewedTest) -> schemas.AdversarialTest:
+    test, _ = viewed
     return service.to_schema(test)
 
 
@@ -176,8 +187,8 @@ async def patch_adversarial_test(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete an adversarial test; its past runs stay (requires member)",
 )
-async def delete_adversarial_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
-    test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.MEMBER, lock=True)
+async def delete_adversarial_test(deleted: DeletedTest, db: Db) -> Response:
+    test, _ = deleted
     await db.delete(test)
     await db.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -190,10 +201,7 @@ async def delete_adversarial_test(test_id: TestID, ctx: Ctx, db: Db, principal: 
     "/agents/{agentID}/adversarial-tests",
     summary="List an agent's adversarial tests (requires viewer)",
 )
-async def list_agent_adversarial_tests(
-    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
-) -> schemas.AdversarialTestList:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+async def list_agent_adversarial_tests(agent: ViewedAgent, db: Db) -> schemas.AdversarialTestList:
     return schemas.AdversarialTestList(
         items=[service.to_schema(t) for t in await service.list_tests(db, agent.id)]
     )
@@ -221,9 +229,8 @@ async def create_agent_adversarial_test(
     "generated test of are kept as they are, so calling it again adds only what is missing.",
 )
 async def generate_agent_adversarial_tests(
-    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWriter
+    agent: ChangedAgent, db: Db
 ) -> schemas.GenerateAdversarialTestsResponse:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER, lock=True)
     created, existing = await service.generate(db, agent)
     await db.commit()
     return schemas.GenerateAdversarialTestsResponse(
@@ -235,10 +242,7 @@ async def generate_agent_adversarial_tests(
     "/agents/{agentID}/adversarial-tests/result",
     summary="The agent's latest test result, as the publish gate sees it (requires viewer)",
 )
-async def get_agent_adversarial_test_result(
-    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
-) -> schemas.AgentTestResult:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+async def get_agent_adversarial_test_result(agent: ViewedAgent, db: Db) -> schemas.AgentTestResult:
     _, applies, _ = await service.effective_scope(db, agent)
     return await service.latest_result(db, agent, applies)
 

@@ -191,9 +191,11 @@ async def list_runs(
     return schemas.GetAdversarialTestRunsResponse(items=await with_remarks(db, rows), next_cursor=next_cursor)
 
 
-async def load_run(ctx: CatalogContext, db: AsyncSession, principal: Principal, run_id: UUID) -> AgentTestRun:
+async def load_run(
+    ctx: CatalogContext, db: AsyncSession, principal: Principal, run_id: UUID, min_role: MemberRole
+) -> AgentTestRun:
     run = await db.get(AgentTestRun, run_id)
-    await owning_agent(ctx, db, principal, run.agent_id if run else None, MemberRole.VIEWER, "test run")
+    await owning_agent(ctx, db, principal, run.agent_id if run else None, min_role, "test run")
     assert run is not None  # owning_agent found its agent
     return run
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import Body, Depends, Response, status
 
 from parley_catalog.agent_tests import service as agent_tests
 from parley_catalog.agents import events, schemas, service
+from parley_catalog.agents.deps import ViewedAgent
 from parley_catalog.agents.models import Agent
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.loaded import loaded
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.pagination import ListQuery, search_page
 from parley_catalog.params import AgentID
@@ -20,6 +23,9 @@ from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentEventKind, AgentStatus
 
 router = contract_router("agents")
+DeletedAgent = Annotated[
+    Agent, loaded(partial(service.load_for, lock=True), AgentID, AgentsWriter, MemberRole.ADMIN)
+]
 
 
 @owner_routes(
@@ -68,8 +74,7 @@ async def create_agent(owner: Owner, body: schemas.CreateAgentRequest, ctx: Ctx,
     "/agents/{agentID}",
     summary="Get an agent by ID (requires viewer)",
 )
-async def get_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.Agent:
-    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+async def get_agent(agent: ViewedAgent) -> schemas.Agent:
     return service.to_schema(agent)
 
 
@@ -93,8 +98,7 @@ async def update_agent(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Soft-delete an agent (requires admin)",
 )
-async def delete_agent(agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
-    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.ADMIN, lock=True)
+async def delete_agent(agent: DeletedAgent, ctx: Ctx, db: Db) -> Response:
     await service.delete_agent(db, agent)
     await db.commit()
     await events.publish(ctx.broker, agent, AgentEventKind.DELETED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import Response, status
@@ -14,6 +15,7 @@ from parley_catalog.conversations import schemas, service
 from parley_catalog.conversations.models import Conversation
 from parley_catalog.cursor import After
 from parley_catalog.deps import AgentsWriter, Ctx, Db, HistoryReader
+from parley_catalog.loaded import loaded
 from parley_catalog.pagination import DEFAULT_LIMIT, Limit
 from parley_catalog.params import AgentID, ConversationID
 from parley_catalog.routing import contract_router
@@ -32,6 +34,10 @@ async def _load(
     )
     assert conversation is not None  # owning_agent found its agent
     return conversation
+
+
+ViewedConversation = Annotated[Conversation, loaded(_load, ConversationID, HistoryReader, MemberRole.VIEWER)]
+DeletedConversation = Annotated[Conversation, loaded(_load, ConversationID, AgentsWriter, MemberRole.ADMIN)]
 
 
 @router.get(
@@ -55,10 +61,7 @@ async def list_agent_conversations(
     "/conversations/{conversationID}",
     summary="Get a conversation by ID (requires viewer on the parent agent)",
 )
-async def get_conversation(
-    conversation_id: ConversationID, ctx: Ctx, db: Db, principal: HistoryReader
-) -> schemas.Conversation:
-    conversation = await _load(ctx, db, principal, conversation_id, MemberRole.VIEWER)
+async def get_conversation(conversation: ViewedConversation) -> schemas.Conversation:
     return service.to_schema(conversation)
 
 
@@ -67,10 +70,7 @@ async def get_conversation(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Soft-delete a conversation (requires admin on the parent agent)",
 )
-async def delete_conversation(
-    conversation_id: ConversationID, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> Response:
-    conversation = await _load(ctx, db, principal, conversation_id, MemberRole.ADMIN)
+async def delete_conversation(conversation: DeletedConversation, db: Db) -> Response:
     await service.delete_conversation(db, conversation)
     await db.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Response, status
 
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.loaded import loaded
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.pagination import ListQuery, search_page
 from parley_catalog.params import TemplateID
@@ -16,6 +18,10 @@ from parley_catalog.templates.models import Template
 from parley_common.auth_contract import MemberRole
 
 router = contract_router("templates")
+ViewedTemplate = Annotated[Template, loaded(service.load_for, TemplateID, AgentsReader, MemberRole.VIEWER)]
+DeletedTemplate = Annotated[
+    Template, loaded(partial(service.load_for, lock=True), TemplateID, AgentsWriter, MemberRole.ADMIN)
+]
 
 
 @owner_routes(
@@ -66,10 +72,7 @@ async def create_template(
     summary="Get a template by ID",
     description="Requires viewer if org-owned; a user's templates are visible to that user only.",
 )
-async def get_template(
-    template_id: TemplateID, ctx: Ctx, db: Db, principal: AgentsReader
-) -> schemas.Template:
-    template = await service.load_for(ctx, db, principal, template_id, MemberRole.VIEWER)
+async def get_template(template: ViewedTemplate) -> schemas.Template:
     return service.to_schema(template)
 
 
@@ -91,8 +94,7 @@ async def update_template(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Soft-delete a template (requires admin if org-owned)",
 )
-async def delete_template(template_id: TemplateID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
-    template = await service.load_for(ctx, db, principal, template_id, MemberRole.ADMIN, lock=True)
+async def delete_template(template: DeletedTemplate, db: Db) -> Response:
     await service.delete_template(db, template)
     await db.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 from uuid import UUID
 
@@ -21,6 +22,7 @@ from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
+from parley_catalog.loaded import loaded
 from parley_catalog.owner import AGENT, ORG, Owner, owner_routes
 from parley_catalog.params import ToolID
 from parley_catalog.routing import contract_router
@@ -167,12 +169,19 @@ async def _load_tool(
     return tool, agent
 
 
+# The tool and, for an agent tool, its agent.
+ViewedTool = Annotated[tuple[Tool, Agent | None], loaded(_load_tool, ToolID, AgentsReader, MemberRole.VIEWER)]
+DeletedTool = Annotated[
+    tuple[Tool, Agent | None], loaded(partial(_load_tool, lock=True), ToolID, AgentsWriter, MemberRole.MEMBER)
+]
+
+
 @router.get(
     "/tools/{toolID}",
     summary="Get a tool record (requires viewer on its agent or organization)",
 )
-async def get_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.Tool:
-    tool, _ = await _load_tool(ctx, db, principal, tool_id, MemberRole.VIEWER)
+async def get_tool(viewed: ViewedTool) -> schemas.Tool:
+    tool, _ = viewed
     return service.to_schema(tool)
 
 
@@ -194,8 +203,8 @@ async def update_tool(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a tool (requires member on its agent or organization)",
 )
-async def delete_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
-    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER, lock=True)
+async def delete_tool(deleted: DeletedTool, ctx: Ctx, db: Db) -> Response:
+    tool, agent = deleted
     await service.delete_tool(db, tool)
     await _commit_change(ctx, db, agent, tool.owner_org_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
