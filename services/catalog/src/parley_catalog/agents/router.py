@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import Body, Depends, Response, status
+from fastapi import Body, Response, status
 
 from parley_catalog.agent_tests import service as agent_tests
 from parley_catalog.agents import events, schemas, service
@@ -14,7 +14,7 @@ from parley_catalog.agents.models import Agent
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.loaded import loaded
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
-from parley_catalog.pagination import ListQuery, search_page
+from parley_catalog.pagination import owned_list_routes
 from parley_catalog.params import AgentID
 from parley_catalog.routing import contract_router
 from parley_catalog.templates import service as templates
@@ -28,20 +28,7 @@ DeletedAgent = Annotated[
 ]
 
 
-@owner_routes(
-    router,
-    "GET",
-    "/agents",
-    summaries={
-        USER: "List agents owned by the authenticated user",
-        ORG: "List agents owned by an organization (requires viewer)",
-    },
-    operation_id="list{}Agents",
-    scope="agents:read",
-    min_role=MemberRole.VIEWER,
-)
-async def list_agents(owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]) -> schemas.AgentPage:
-    return await search_page(db, Agent, owner.owns(Agent), query, schemas.AgentPage, service.to_schema)
+owned_list_routes(router, "/agents", Agent, schemas.AgentPage, service.to_schema)
 
 
 @owner_routes(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import Depends, Response, status
+from fastapi import Response, status
 
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.loaded import loaded
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
-from parley_catalog.pagination import ListQuery, search_page
+from parley_catalog.pagination import owned_list_routes
 from parley_catalog.params import TemplateID
 from parley_catalog.routing import contract_router
 from parley_catalog.templates import schemas, service
@@ -24,24 +24,7 @@ DeletedTemplate = Annotated[
 ]
 
 
-@owner_routes(
-    router,
-    "GET",
-    "/templates",
-    summaries={
-        USER: "List templates owned by the authenticated user",
-        ORG: "List templates owned by an organization (requires viewer)",
-    },
-    operation_id="list{}Templates",
-    scope="agents:read",
-    min_role=MemberRole.VIEWER,
-)
-async def list_templates(
-    owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]
-) -> schemas.TemplatePage:
-    return await search_page(
-        db, Template, owner.owns(Template), query, schemas.TemplatePage, service.to_schema
-    )
+owned_list_routes(router, "/templates", Template, schemas.TemplatePage, service.to_schema)
 
 
 @owner_routes(

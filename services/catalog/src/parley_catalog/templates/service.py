@@ -8,12 +8,11 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import load_owned
+from parley_catalog.access import OwnedLoader
 from parley_catalog.context import CatalogContext
 from parley_catalog.templates import schemas
 from parley_catalog.templates.models import Template
 from parley_catalog.timeutil import utcnow
-from parley_common.auth_contract import MemberRole, Principal
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentConfig
 
@@ -48,16 +47,8 @@ async def create_template(
     return template
 
 
-async def load_for(
-    ctx: CatalogContext,
-    db: AsyncSession,
-    principal: Principal,
-    template_id: UUID,
-    min_role: MemberRole,
-    *,
-    lock: bool = False,
-) -> Template:
-    return await load_owned(ctx, db, principal, Template, template_id, min_role, "template", lock=lock)
+# The template if the caller holds `min_role` on its owner (a user's: that user alone), else 404 / 403.
+load_for = OwnedLoader(Template, "template")
 
 
 async def update_template(

@@ -20,7 +20,7 @@ from parley_catalog import secretstore
 from parley_catalog.access import live_row, not_found
 from parley_catalog.agents.schemas import AgentSecret
 from parley_catalog.context import CatalogContext
-from parley_catalog.convert import from_row
+from parley_catalog.convert import from_row, record_from_row
 from parley_catalog.timeutil import utcnow
 from parley_catalog.tools import schemas, webhook
 from parley_catalog.tools.models import Tool
@@ -142,14 +142,7 @@ async def execute(
         )
     headers = dict(tool.headers)
     headers.update(secretstore.reveal(ctx.box, secretstore.load(tool.secret_headers)))
-    call = webhook.WebhookCall(
-        name=tool.name,
-        url=tool.url,
-        method=tool.method,
-        headers=headers,
-        timeout_s=tool.timeout_s,
-        arguments=body.arguments,
-    )
+    call = record_from_row(webhook.WebhookCall, tool, headers=headers, arguments=body.arguments)
     return await webhook.execute(ctx.http, call, ctx.settings)
 
 
