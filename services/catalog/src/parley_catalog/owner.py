@@ -20,12 +20,14 @@ from typing import Annotated, Any, get_type_hints
 from uuid import UUID
 
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement
 
 from parley_catalog.access import org_by_slug, personal_owner
 from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
 from parley_catalog.deps import Ctx, Db
+from parley_catalog.pagination import ListQuery, search_page
 from parley_catalog.params import AgentID, OrgSlug
 from parley_common.auth_contract import MemberRole, Principal
 from parley_common.authenticator import Authenticator
@@ -143,3 +145,28 @@ def _with_owner(
     )
     route.__name__ = f"{endpoint.__name__}_{kind.word.lower()}"
     return route
+
+
+def owned_list_routes(
+    router: APIRouter, path: str, model: Any, page: type[BaseModel], to_schema: Callable[[Any], BaseModel]
+) -> None:
+    """`GET /users/me<path>` and `GET /orgs/{orgSlug}<path>` (viewer): the owner's `model` rows as
+    `page`s (see `search_page`). The operation ids and summaries name the path's resource:
+    `listUserAgents`, "List agents owned by the authenticated user"."""
+    noun = path.strip("/")
+
+    @owner_routes(
+        router,
+        "GET",
+        path,
+        summaries={
+            USER: f"List {noun} owned by the authenticated user",
+            ORG: f"List {noun} owned by an organization (requires viewer)",
+        },
+        operation_id=f"list{{}}{noun.capitalize()}",
+        scope="agents:read",
+        min_role=MemberRole.VIEWER,
+        response_model=page,
+    )
+    async def list_owned(owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]) -> BaseModel:
+        return await search_page(db, model, owner.owns(model), query, page, to_schema)

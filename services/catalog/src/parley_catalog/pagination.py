@@ -1,5 +1,4 @@
-"""The page-numbered, searchable lists (agents, templates): their query parameters, their query and
-their routes."""
+"""The page-numbered, searchable lists (agents, templates): their query parameters and their query."""
 
 from __future__ import annotations
 
@@ -7,15 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Query
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley_catalog.deps import Db
-from parley_catalog.owner import ORG, USER, Owner, owner_routes
 from parley_catalog.search import tsquery, tsquery_text
-from parley_common.auth_contract import MemberRole
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -71,28 +67,3 @@ async def search_page(
         select(model).where(*where).order_by(*order).limit(query.limit).offset(query.offset)
     )
     return page(items=[to_schema(row) for row in rows], total=total, limit=query.limit, page=query.page)
-
-
-def owned_list_routes(
-    router: APIRouter, path: str, model: Any, page: type[BaseModel], to_schema: Callable[[Any], BaseModel]
-) -> None:
-    """`GET /users/me<path>` and `GET /orgs/{orgSlug}<path>` (viewer): the owner's `model` rows as
-    `page`s (see `search_page`). The operation ids and summaries name the path's resource:
-    `listUserAgents`, "List agents owned by the authenticated user"."""
-    noun = path.strip("/")
-
-    @owner_routes(
-        router,
-        "GET",
-        path,
-        summaries={
-            USER: f"List {noun} owned by the authenticated user",
-            ORG: f"List {noun} owned by an organization (requires viewer)",
-        },
-        operation_id=f"list{{}}{noun.capitalize()}",
-        scope="agents:read",
-        min_role=MemberRole.VIEWER,
-        response_model=page,
-    )
-    async def list_owned(owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]) -> BaseModel:
-        return await search_page(db, model, owner.owns(model), query, page, to_schema)

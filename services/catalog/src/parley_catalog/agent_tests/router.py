@@ -19,11 +19,10 @@ from parley_catalog.agent_tests.models import AgentTest, AgentTestRun, AgentTest
 from parley_catalog.agents import service as agents
 from parley_catalog.agents.deps import ViewedAgent
 from parley_catalog.agents.models import Agent
-from parley_catalog.cursor import After
+from parley_catalog.cursor import CursorPage
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
-from parley_catalog.loaded import loaded
+from parley_catalog.loaded import Loader, loaded, loader
 from parley_catalog.owner import ORG, USER, Owner, owner_routes
-from parley_catalog.pagination import DEFAULT_LIMIT, Limit
 from parley_catalog.params import AgentID
 from parley_catalog.routing import contract_router
 from parley_common.agent_test_contract import RunStatus
@@ -44,13 +43,10 @@ NodeID = Annotated[
 ]
 AgentQuery = Annotated[UUID, Query(alias="agent_id", description="The agent the tests belong to.")]
 
-ViewedTest = Annotated[
-    tuple[AgentTest, Agent], loaded(service.load_test, TestID, AgentsReader, MemberRole.VIEWER)
-]
-DeletedTest = Annotated[
-    tuple[AgentTest, Agent],
-    loaded(partial(service.load_test, lock=True), TestID, AgentsWriter, MemberRole.MEMBER),
-]
+TestOf = tuple[AgentTest, Agent]  # the test and its agent
+ViewedTest = Annotated[TestOf, loaded(service.load_test, TestID, AgentsReader, MemberRole.VIEWER)]
+_locked_test = partial(service.load_test, lock=True)
+DeletedTest = Annotated[TestOf, loaded(_locked_test, TestID, AgentsWriter, MemberRole.MEMBER)]
 ViewedRun = Annotated[AgentTestRun, loaded(runs.load_run, RunID, AgentsReader, MemberRole.VIEWER)]
 # `?agent_id=`, read by a viewer; `/agents/{agentID}/…` changed by a member (one change at a time).
 QueriedAgent = Annotated[Agent, loaded(agents.load_for, AgentQuery, AgentsReader, MemberRole.VIEWER)]
@@ -123,16 +119,13 @@ async def list_adversarial_test_runs(
     ctx: Ctx,
     db: Db,
     principal: AgentsReader,
+    page: CursorPage,
     test_id: Annotated[UUID | None, Query()] = None,
     batch_id: Annotated[UUID | None, Query()] = None,
     status: Annotated[RunStatus | None, Query()] = None,
-    after: After = None,
-    limit: Limit = DEFAULT_LIMIT,
 ) -> schemas.GetAdversarialTestRunsResponse:
     agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
-    return await runs.list_runs(
-        db, agent.id, test_id=test_id, batch_id=batch_id, status=status, after=after, limit=limit
-    )
+    return await runs.list_runs(db, agent.id, test_id=test_id, batch_id=batch_id, status=status, page=page)
 
 
 @router.get(
@@ -174,9 +167,11 @@ async def get_adversarial_test(viewed: ViewedTest) -> schemas.AdversarialTest:
     "Runs already started keep the test as it was.",
 )
 async def patch_adversarial_test(
-    test_id: TestID, body: schemas.PatchAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
+    load: Annotated[Loader[TestOf], loader(_locked_test, TestID, AgentsWriter, MemberRole.MEMBER)],
+    body: schemas.PatchAdversarialTestBody,
+    db: Db,
 ) -> schemas.AdversarialTest:
-    test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.MEMBER, lock=True)
+    test, _ = await load()
     service.patch_test(test, body)
     await db.commit()
     return service.to_schema(test)
@@ -213,10 +208,11 @@ async def list_agent_adversarial_tests(agent: ViewedAgent, db: Db) -> schemas.Ad
     summary="Create an adversarial test for an agent (requires member)",
 )
 async def create_agent_adversarial_test(
-    agent_id: AgentID, body: schemas.CreateAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
+    load: Annotated[Loader[Agent], loader(agents.load_for, AgentID, AgentsWriter, MemberRole.MEMBER)],
+    body: schemas.CreateAdversarialTestBody,
+    db: Db,
 ) -> schemas.AdversarialTest:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER)
-    test = await service.create_test(db, agent, body)
+    test = await service.create_test(db, await load(), body)
     await db.commit()
     return service.to_schema(test)
 

@@ -164,8 +164,7 @@ async def list_runs(
     test_id: UUID | None,
     batch_id: UUID | None,
     status: RunStatus | None,
-    after: str | None,
-    limit: int,
+    page: cursor.CursorQuery,
 ) -> schemas.GetAdversarialTestRunsResponse:
     where: list[ColumnElement[bool]] = [AgentTestRun.agent_id == agent_id]
     if test_id is not None:
@@ -174,8 +173,8 @@ async def list_runs(
         where.append(AgentTestRun.batch_id == batch_id)
     if status is not None:
         where.append(AgentTestRun.status == status.value)
-    if after is not None:
-        key = cursor.decode(after, RunKey)
+    if page.after is not None:
+        key = cursor.decode(page.after, RunKey)
         where.append(
             or_(
                 AgentTestRun.created_at < key.created_at,
@@ -186,7 +185,7 @@ async def list_runs(
         select(AgentTestRun).where(*where).order_by(AgentTestRun.created_at.desc(), AgentTestRun.id.desc())
     )
     rows, next_cursor = await cursor.page(
-        db, query, limit, lambda r: RunKey(created_at=r.created_at, id=r.id)
+        db, query, page.limit, lambda r: RunKey(created_at=r.created_at, id=r.id)
     )
     return schemas.GetAdversarialTestRunsResponse(items=await with_remarks(db, rows), next_cursor=next_cursor)
 

@@ -12,9 +12,8 @@ from parley_catalog.agents import events, schemas, service
 from parley_catalog.agents.deps import ViewedAgent
 from parley_catalog.agents.models import Agent
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
-from parley_catalog.loaded import loaded
-from parley_catalog.owner import ORG, USER, Owner, owner_routes
-from parley_catalog.pagination import owned_list_routes
+from parley_catalog.loaded import Loader, loaded, loader
+from parley_catalog.owner import ORG, USER, Owner, owned_list_routes, owner_routes
 from parley_catalog.params import AgentID
 from parley_catalog.routing import contract_router
 from parley_catalog.templates import service as templates
@@ -23,9 +22,12 @@ from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentEventKind, AgentStatus
 
 router = contract_router("agents")
-DeletedAgent = Annotated[
-    Agent, loaded(partial(service.load_for, lock=True), AgentID, AgentsWriter, MemberRole.ADMIN)
-]
+_locked = partial(service.load_for, lock=True)
+DeletedAgent = Annotated[Agent, loaded(_locked, AgentID, AgentsWriter, MemberRole.ADMIN)]
+# Routes with a body load the agent once it is read (see parley_catalog.loaded).
+Viewed = Annotated[Loader[Agent], loader(service.load_for, AgentID, AgentsReader, MemberRole.VIEWER)]
+Changed = Annotated[Loader[Agent], loader(_locked, AgentID, AgentsWriter, MemberRole.MEMBER)]
+Published = Annotated[Loader[Agent], loader(_locked, AgentID, AgentsWriter, MemberRole.ADMIN)]
 
 
 owned_list_routes(router, "/agents", Agent, schemas.AgentPage, service.to_schema)
@@ -52,8 +54,7 @@ async def create_agent(owner: Owner, body: schemas.CreateAgentRequest, ctx: Ctx,
     agent = await service.create_agent(
         ctx, db, body, owner_user_id=owner.user_id, owner_org_id=owner.org_id, template=template
     )
-    await db.commit()
-    await events.publish(ctx.broker, agent, AgentEventKind.CREATED)
+    await events.commit(db, ctx.broker, agent, AgentEventKind.CREATED)
     return service.to_schema(agent)
 
 
@@ -69,14 +70,10 @@ async def get_agent(agent: ViewedAgent) -> schemas.Agent:
     "/agents/{agentID}",
     summary="Update an agent's config, secrets, or blueprint (requires member)",
 )
-async def update_agent(
-    agent_id: AgentID, body: schemas.UpdateAgentRequest, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> schemas.Agent:
-    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER, lock=True)
+async def update_agent(load: Changed, body: schemas.UpdateAgentRequest, ctx: Ctx, db: Db) -> schemas.Agent:
+    agent = await load()
     changed = await service.update_agent(ctx, db, agent, body)
-    await db.commit()
-    if changed:
-        await events.publish(ctx.broker, agent, AgentEventKind.UPDATED)
+    await events.commit(db, ctx.broker, agent, AgentEventKind.UPDATED, changed=changed)
     return service.to_schema(agent)
 
 
@@ -87,8 +84,7 @@ async def update_agent(
 )
 async def delete_agent(agent: DeletedAgent, ctx: Ctx, db: Db) -> Response:
     await service.delete_agent(db, agent)
-    await db.commit()
-    await events.publish(ctx.broker, agent, AgentEventKind.DELETED)
+    await events.commit(db, ctx.broker, agent, AgentEventKind.DELETED)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -103,15 +99,13 @@ async def delete_agent(agent: DeletedAgent, ctx: Ctx, db: Db) -> Response:
     ),
 )
 async def update_agent_status(
-    agent_id: AgentID, body: schemas.UpdateAgentStatusRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+    load: Published, body: schemas.UpdateAgentStatusRequest, ctx: Ctx, db: Db
 ) -> schemas.Agent:
-    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.ADMIN, lock=True)
+    agent = await load()
     if body.status is AgentStatus.LIVE and agent.status != AgentStatus.LIVE.value:
         await agent_tests.check_publish_gate(db, agent)  # 409 when the owner gates on tests
     changed = await service.set_status(db, agent, body.status, keys=ctx.settings)
-    await db.commit()
-    if changed:
-        await events.publish(ctx.broker, agent, AgentEventKind.STATUS_CHANGED)
+    await events.commit(db, ctx.broker, agent, AgentEventKind.STATUS_CHANGED, changed=changed)
     return service.to_schema(agent)
 
 
@@ -127,13 +121,12 @@ async def update_agent_status(
     openapi_extra={"requestBody": {"required": True}},
 )
 async def lint_agent(
-    agent_id: AgentID,
+    load: Viewed,
     ctx: Ctx,
     db: Db,
-    principal: AgentsReader,
     body: Annotated[schemas.LintAgentRequest, Body(default_factory=schemas.LintAgentRequest)],
 ) -> schemas.AgentLintDiagnostics:
-    agent = await service.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+    agent = await load()
     blueprint = body.blueprint if body.blueprint else Blueprint.model_validate(agent.blueprint)
     diagnostics = await service.lint_agent_blueprint(db, agent, blueprint)
     diagnostics += service.lint_agent_voice(agent, ctx.settings)

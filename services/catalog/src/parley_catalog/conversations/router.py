@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.access import owning_agent
 from parley_catalog.agents import service as agents
+from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.conversations import schemas, service
 from parley_catalog.conversations.models import Conversation
-from parley_catalog.cursor import After
-from parley_catalog.deps import AgentsWriter, Ctx, Db, HistoryReader
-from parley_catalog.loaded import loaded
-from parley_catalog.pagination import DEFAULT_LIMIT, Limit
+from parley_catalog.cursor import CursorPage
+from parley_catalog.deps import AgentsWriter, Db, HistoryReader
+from parley_catalog.loaded import Loader, loaded, loader
 from parley_catalog.params import AgentID, ConversationID
 from parley_catalog.routing import contract_router
 from parley_common.auth_contract import MemberRole, Principal
@@ -46,15 +46,11 @@ DeletedConversation = Annotated[Conversation, loaded(_load, ConversationID, Agen
     description="Newest first. Cursor pagination: pass `next_cursor` back as `after`.",
 )
 async def list_agent_conversations(
-    agent_id: AgentID,
-    ctx: Ctx,
+    load: Annotated[Loader[Agent], loader(agents.load_for, AgentID, HistoryReader, MemberRole.VIEWER)],
     db: Db,
-    principal: HistoryReader,
-    after: After = None,
-    limit: Limit = DEFAULT_LIMIT,
+    page: CursorPage,
 ) -> schemas.ConversationPage:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
-    return await service.list_conversations(db, agent.id, after=after, limit=limit)
+    return await service.list_conversations(db, (await load()).id, page)
 
 
 @router.get(
@@ -82,12 +78,8 @@ async def delete_conversation(conversation: DeletedConversation, db: Db) -> Resp
     description="In conversation order (`seq`). Cursor pagination: pass `next_cursor` back as `after`.",
 )
 async def list_conversation_messages(
-    conversation_id: ConversationID,
-    ctx: Ctx,
+    load: Annotated[Loader[Conversation], loader(_load, ConversationID, HistoryReader, MemberRole.VIEWER)],
     db: Db,
-    principal: HistoryReader,
-    after: After = None,
-    limit: Limit = DEFAULT_LIMIT,
+    page: CursorPage,
 ) -> schemas.ConversationMessagePage:
-    conversation = await _load(ctx, db, principal, conversation_id, MemberRole.VIEWER)
-    return await service.list_messages(db, conversation.id, after=after, limit=limit)
+    return await service.list_messages(db, (await load()).id, page)

@@ -171,18 +171,18 @@ async def visible_conversation(db: AsyncSession, conversation_id: UUID) -> Conve
 
 
 async def list_conversations(
-    db: AsyncSession, agent_id: UUID, *, after: str | None, limit: int
+    db: AsyncSession, agent_id: UUID, page: cursor.CursorQuery
 ) -> schemas.ConversationPage:
     query = select(Conversation).where(
         Conversation.agent_id == agent_id,
         Conversation.deleted_at.is_(None),
         Conversation.started_at.is_not(None),
     )
-    if after:
-        key = cursor.decode(after, ConversationKey)
+    if page.after:
+        key = cursor.decode(page.after, ConversationKey)
         query = query.where(tuple_(Conversation.started_at, Conversation.id) < tuple_(key.started_at, key.id))
     query = query.order_by(Conversation.started_at.desc(), Conversation.id.desc())
-    rows, next_cursor = await cursor.page(db, query, limit, _conversation_key)
+    rows, next_cursor = await cursor.page(db, query, page.limit, _conversation_key)
     return schemas.ConversationPage(
         items=[to_schema(r) for r in rows], next_cursor=next_cursor or "", has_more=next_cursor is not None
     )
@@ -194,14 +194,14 @@ def _conversation_key(row: Conversation) -> ConversationKey:
 
 
 async def list_messages(
-    db: AsyncSession, conversation_id: UUID, *, after: str | None, limit: int
+    db: AsyncSession, conversation_id: UUID, page: cursor.CursorQuery
 ) -> schemas.ConversationMessagePage:
     query = select(Message).where(Message.conversation_id == conversation_id)
-    if after:
-        key = cursor.decode(after, MessageKey)
+    if page.after:
+        key = cursor.decode(page.after, MessageKey)
         query = query.where(tuple_(Message.seq, Message.id) > tuple_(key.seq, key.id))
     rows, next_cursor = await cursor.page(
-        db, query.order_by(Message.seq, Message.id), limit, lambda m: MessageKey(seq=m.seq, id=m.id)
+        db, query.order_by(Message.seq, Message.id), page.limit, lambda m: MessageKey(seq=m.seq, id=m.id)
     )
     items = [schemas.ConversationMessage.model_validate(r, from_attributes=True) for r in rows]
     return schemas.ConversationMessagePage(

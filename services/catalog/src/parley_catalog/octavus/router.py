@@ -51,8 +51,7 @@ async def create_agent(
 ) -> schemas.WriteResult:
     project = await service.project_of(ctx, principal, MemberRole.MEMBER)
     agent = await service.create(ctx, db, project, body)
-    await db.commit()
-    await events.publish(ctx.broker, agent, AgentEventKind.CREATED)
+    await events.commit(db, ctx.broker, agent, AgentEventKind.CREATED)
     return schemas.WriteResult(agentId=str(agent.id), message="Agent created")
 
 
@@ -97,9 +96,7 @@ async def update_agent(
     else:
         agent = await service.find_by_id(db, project, ref, lock=True)
     changed = await service.update(ctx, db, agent, body)
-    await db.commit()
-    if changed:
-        await events.publish(ctx.broker, agent, AgentEventKind.UPDATED)
+    await events.commit(db, ctx.broker, agent, AgentEventKind.UPDATED, changed=changed)
     return schemas.WriteResult(
         agentId=str(agent.id), message="Agent updated" if changed else "Agent unchanged"
     )

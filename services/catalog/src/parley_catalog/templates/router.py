@@ -8,9 +8,8 @@ from typing import Annotated
 from fastapi import Response, status
 
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
-from parley_catalog.loaded import loaded
-from parley_catalog.owner import ORG, USER, Owner, owner_routes
-from parley_catalog.pagination import owned_list_routes
+from parley_catalog.loaded import Loader, loaded, loader
+from parley_catalog.owner import ORG, USER, Owner, owned_list_routes, owner_routes
 from parley_catalog.params import TemplateID
 from parley_catalog.routing import contract_router
 from parley_catalog.templates import schemas, service
@@ -19,9 +18,8 @@ from parley_common.auth_contract import MemberRole
 
 router = contract_router("templates")
 ViewedTemplate = Annotated[Template, loaded(service.load_for, TemplateID, AgentsReader, MemberRole.VIEWER)]
-DeletedTemplate = Annotated[
-    Template, loaded(partial(service.load_for, lock=True), TemplateID, AgentsWriter, MemberRole.ADMIN)
-]
+_locked = partial(service.load_for, lock=True)
+DeletedTemplate = Annotated[Template, loaded(_locked, TemplateID, AgentsWriter, MemberRole.ADMIN)]
 
 
 owned_list_routes(router, "/templates", Template, schemas.TemplatePage, service.to_schema)
@@ -64,9 +62,12 @@ async def get_template(template: ViewedTemplate) -> schemas.Template:
     summary="Update a template (requires member if org-owned)",
 )
 async def update_template(
-    template_id: TemplateID, body: schemas.UpdateTemplateRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+    load: Annotated[Loader[Template], loader(_locked, TemplateID, AgentsWriter, MemberRole.MEMBER)],
+    body: schemas.UpdateTemplateRequest,
+    ctx: Ctx,
+    db: Db,
 ) -> schemas.Template:
-    template = await service.load_for(ctx, db, principal, template_id, MemberRole.MEMBER, lock=True)
+    template = await load()
     await service.update_template(ctx, db, template, body)
     await db.commit()
     return service.to_schema(template)

@@ -22,7 +22,7 @@ from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
-from parley_catalog.loaded import loaded
+from parley_catalog.loaded import Loader, loaded, loader
 from parley_catalog.owner import AGENT, ORG, Owner, owner_routes
 from parley_catalog.params import ToolID
 from parley_catalog.routing import contract_router
@@ -169,11 +169,10 @@ async def _load_tool(
     return tool, agent
 
 
-# The tool and, for an agent tool, its agent.
-ViewedTool = Annotated[tuple[Tool, Agent | None], loaded(_load_tool, ToolID, AgentsReader, MemberRole.VIEWER)]
-DeletedTool = Annotated[
-    tuple[Tool, Agent | None], loaded(partial(_load_tool, lock=True), ToolID, AgentsWriter, MemberRole.MEMBER)
-]
+ToolOf = tuple[Tool, Agent | None]  # the tool and, for an agent tool, its agent
+_locked = partial(_load_tool, lock=True)
+ViewedTool = Annotated[ToolOf, loaded(_load_tool, ToolID, AgentsReader, MemberRole.VIEWER)]
+DeletedTool = Annotated[ToolOf, loaded(_locked, ToolID, AgentsWriter, MemberRole.MEMBER)]
 
 
 @router.get(
@@ -190,9 +189,12 @@ async def get_tool(viewed: ViewedTool) -> schemas.Tool:
     summary="Update a tool (requires member on its agent or organization)",
 )
 async def update_tool(
-    tool_id: ToolID, body: schemas.UpdateToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+    load: Annotated[Loader[ToolOf], loader(_locked, ToolID, AgentsWriter, MemberRole.MEMBER)],
+    body: schemas.UpdateToolRequest,
+    ctx: Ctx,
+    db: Db,
 ) -> schemas.Tool:
-    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER, lock=True)
+    tool, agent = await load()
     await service.update_tool(ctx, db, tool, body)
     await _commit_change(ctx, db, agent, tool.owner_org_id)
     return service.to_schema(tool)
