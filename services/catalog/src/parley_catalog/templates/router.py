@@ -19,6 +19,7 @@ from parley_common.auth_contract import MemberRole
 router = contract_router("templates")
 ViewedTemplate = Annotated[Template, loaded(service.load_for, TemplateID, AgentsReader, MemberRole.VIEWER)]
 _locked = partial(service.load_for, lock=True)
+ChangedTemplate = Annotated[Loader[Template], loader(_locked, TemplateID, AgentsWriter, MemberRole.MEMBER)]
 DeletedTemplate = Annotated[Template, loaded(_locked, TemplateID, AgentsWriter, MemberRole.ADMIN)]
 
 
@@ -62,10 +63,7 @@ async def get_template(template: ViewedTemplate) -> schemas.Template:
     summary="Update a template (requires member if org-owned)",
 )
 async def update_template(
-    load: Annotated[Loader[Template], loader(_locked, TemplateID, AgentsWriter, MemberRole.MEMBER)],
-    body: schemas.UpdateTemplateRequest,
-    ctx: Ctx,
-    db: Db,
+    load: ChangedTemplate, body: schemas.UpdateTemplateRequest, ctx: Ctx, db: Db
 ) -> schemas.Template:
     template = await load()
     await service.update_template(ctx, db, template, body)
