@@ -87,6 +87,19 @@ def _agent(scope: str, min_role: MemberRole, lock: bool) -> Resolver:
     return agent_owner
 
 
+@dataclass(frozen=True)
+class Access:
+    """What an owner route requires: the credential's scope and, where the owner is an organization
+    (or an agent's owner), the caller's role there."""
+
+    scope: str
+    min_role: MemberRole
+
+
+READ = Access("agents:read", MemberRole.VIEWER)
+WRITE = Access("agents:write", MemberRole.MEMBER)
+ADMINISTER = Access("agents:write", MemberRole.ADMIN)
+
 USER = OwnerKind("/users/me", "User", _user)
 ORG = OwnerKind("/orgs/{orgSlug}", "Org", _org)
 AGENT = OwnerKind("/agents/{agentID}", "Agent", _agent)
@@ -99,22 +112,21 @@ def owner_routes(
     *,
     summaries: Mapping[OwnerKind, str],
     operation_id: str,
-    scope: str,
-    min_role: MemberRole,
+    access: Access,
     lock: bool = False,
     descriptions: Mapping[OwnerKind, str] | None = None,
     **route: Any,
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Register the decorated endpoint at `<owner prefix><path>` for each owner in `summaries`.
 
-    `operation_id` has one `{}` for the owner's word; `min_role` applies where the owner is an
-    organization (or an agent's owner); `lock` locks an agent owner's row for the request."""
+    `operation_id` has one `{}` for the owner's word; `lock` locks an agent owner's row for the
+    request."""
 
     def decorate(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         for kind, summary in summaries.items():
             router.add_api_route(
                 kind.prefix + path,
-                _with_owner(endpoint, kind, kind.resolver(scope, min_role, lock)),
+                _with_owner(endpoint, kind, kind.resolver(access.scope, access.min_role, lock)),
                 methods=[method],
                 operation_id=operation_id.format(kind.word),
                 summary=summary,
@@ -164,8 +176,7 @@ def owned_list_routes(
             ORG: f"List {noun} owned by an organization (requires viewer)",
         },
         operation_id=f"list{{}}{noun.capitalize()}",
-        scope="agents:read",
-        min_role=MemberRole.VIEWER,
+        access=READ,
         response_model=page,
     )
     async def list_owned(owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]) -> BaseModel:

@@ -8,7 +8,10 @@ operation id is written once, as the function's name. Routes registered for seve
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Response, status
 from fastapi.routing import APIRoute
 
 from parley_common.kit.routes import ContractRoute
@@ -22,3 +25,12 @@ def operation_id(route: APIRoute) -> str:
 
 def contract_router(tag: str) -> APIRouter:
     return APIRouter(tags=[tag], route_class=ContractRoute, generate_unique_id_function=operation_id)
+
+
+def deleting(
+    router: APIRouter, path: str, *, summary: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`DELETE path` on `router`: once the endpoint returns (`None`), 204 with no body."""
+    return router.delete(
+        path, status_code=status.HTTP_204_NO_CONTENT, response_class=Response, summary=summary
+    )

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Path, Query, Response, status
+from fastapi import Path, Query, status
 
 from parley_catalog.agent_tests import runs, schemas, service
 from parley_catalog.agent_tests.models import AgentTest, AgentTestRun, AgentTestSettings
@@ -22,9 +22,9 @@ from parley_catalog.agents.models import Agent
 from parley_catalog.cursor import CursorPage
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.loaded import Loader, loaded, loader
-from parley_catalog.owner import ORG, USER, Owner, owner_routes
+from parley_catalog.owner import ADMINISTER, ORG, READ, USER, Owner, owner_routes
 from parley_catalog.params import AgentID
-from parley_catalog.routing import contract_router
+from parley_catalog.routing import contract_router, deleting
 from parley_common.agent_test_contract import RunStatus
 from parley_common.auth_contract import MemberRole
 
@@ -178,16 +178,15 @@ async def patch_adversarial_test(
     return service.to_schema(test)
 
 
-@router.delete(
+@deleting(
+    router,
     "/adversarial-tests/{id}",
-    status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete an adversarial test; its past runs stay (requires member)",
 )
-async def delete_adversarial_test(deleted: DeletedTest, db: Db) -> Response:
+async def delete_adversarial_test(deleted: DeletedTest, db: Db) -> None:
     test, _ = deleted
     await db.delete(test)
     await db.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 # ------------------------------------------------------------------------------ under the agent
@@ -260,8 +259,7 @@ def _settings_out(row: AgentTestSettings | None) -> schemas.AgentTestSettingsOut
         ORG: "Agent-test settings of an organization's agents (requires viewer)",
     },
     operation_id="get{}AdversarialTestSettings",
-    scope="agents:read",
-    min_role=MemberRole.VIEWER,
+    access=READ,
 )
 async def get_settings(owner: Owner, db: Db) -> schemas.AgentTestSettingsOut:
     return _settings_out(
@@ -278,8 +276,7 @@ async def get_settings(owner: Owner, db: Db) -> schemas.AgentTestSettingsOut:
         ORG: "Set whether the organization's agents need passing tests to go live (requires admin)",
     },
     operation_id="put{}AdversarialTestSettings",
-    scope="agents:write",
-    min_role=MemberRole.ADMIN,
+    access=ADMINISTER,
 )
 async def put_settings(
     owner: Owner, body: schemas.AgentTestSettingsBody, db: Db

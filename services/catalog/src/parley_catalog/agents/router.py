@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import Body, Response, status
+from fastapi import Body, status
 
 from parley_catalog.agent_tests import service as agent_tests
 from parley_catalog.agents import events, schemas, service
@@ -13,9 +13,9 @@ from parley_catalog.agents.deps import ViewedAgent
 from parley_catalog.agents.models import Agent
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.loaded import Loader, loaded, loader
-from parley_catalog.owner import ORG, USER, Owner, owned_list_routes, owner_routes
+from parley_catalog.owner import ORG, USER, WRITE, Owner, owned_list_routes, owner_routes
 from parley_catalog.params import AgentID
-from parley_catalog.routing import contract_router
+from parley_catalog.routing import contract_router, deleting
 from parley_catalog.templates import service as templates
 from parley_common.auth_contract import MemberRole
 from parley_common.blueprint import Blueprint
@@ -42,8 +42,7 @@ owned_list_routes(router, "/agents", Agent, schemas.AgentPage, service.to_schema
         ORG: "Create an agent owned by an organization (requires member)",
     },
     operation_id="create{}Agent",
-    scope="agents:write",
-    min_role=MemberRole.MEMBER,
+    access=WRITE,
     status_code=status.HTTP_201_CREATED,
 )
 async def create_agent(owner: Owner, body: schemas.CreateAgentRequest, ctx: Ctx, db: Db) -> schemas.Agent:
@@ -77,15 +76,10 @@ async def update_agent(load: Changed, body: schemas.UpdateAgentRequest, ctx: Ctx
     return service.to_schema(agent)
 
 
-@router.delete(
-    "/agents/{agentID}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    summary="Soft-delete an agent (requires admin)",
-)
-async def delete_agent(agent: DeletedAgent, ctx: Ctx, db: Db) -> Response:
+@deleting(router, "/agents/{agentID}", summary="Soft-delete an agent (requires admin)")
+async def delete_agent(agent: DeletedAgent, ctx: Ctx, db: Db) -> None:
     await service.delete_agent(db, agent)
     await events.commit(db, ctx.broker, agent, AgentEventKind.DELETED)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.patch(

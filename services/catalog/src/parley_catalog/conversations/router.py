@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.access import owning_agent
@@ -18,7 +17,7 @@ from parley_catalog.cursor import CursorPage
 from parley_catalog.deps import AgentsWriter, Db, HistoryReader
 from parley_catalog.loaded import Loader, loaded, loader
 from parley_catalog.params import AgentID, ConversationID
-from parley_catalog.routing import contract_router
+from parley_catalog.routing import contract_router, deleting
 from parley_common.auth_contract import MemberRole, Principal
 
 router = contract_router("conversations")
@@ -60,15 +59,14 @@ async def get_conversation(conversation: ViewedConversation) -> schemas.Conversa
     return service.to_schema(conversation)
 
 
-@router.delete(
+@deleting(
+    router,
     "/conversations/{conversationID}",
-    status_code=status.HTTP_204_NO_CONTENT,
     summary="Soft-delete a conversation (requires admin on the parent agent)",
 )
-async def delete_conversation(conversation: DeletedConversation, db: Db) -> Response:
+async def delete_conversation(conversation: DeletedConversation, db: Db) -> None:
     await service.delete_conversation(db, conversation)
     await db.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(

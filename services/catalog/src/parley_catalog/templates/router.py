@@ -5,13 +5,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import Response, status
+from fastapi import status
 
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.loaded import Loader, loaded, loader
-from parley_catalog.owner import ORG, USER, Owner, owned_list_routes, owner_routes
+from parley_catalog.owner import ORG, USER, WRITE, Owner, owned_list_routes, owner_routes
 from parley_catalog.params import TemplateID
-from parley_catalog.routing import contract_router
+from parley_catalog.routing import contract_router, deleting
 from parley_catalog.templates import schemas, service
 from parley_catalog.templates.models import Template
 from parley_common.auth_contract import MemberRole
@@ -35,8 +35,7 @@ owned_list_routes(router, "/templates", Template, schemas.TemplatePage, service.
         ORG: "Create a template owned by an organization (requires member)",
     },
     operation_id="create{}Template",
-    scope="agents:write",
-    min_role=MemberRole.MEMBER,
+    access=WRITE,
     status_code=status.HTTP_201_CREATED,
 )
 async def create_template(
@@ -71,12 +70,7 @@ async def update_template(
     return service.to_schema(template)
 
 
-@router.delete(
-    "/templates/{templateID}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    summary="Soft-delete a template (requires admin if org-owned)",
-)
-async def delete_template(template: DeletedTemplate, db: Db) -> Response:
+@deleting(router, "/templates/{templateID}", summary="Soft-delete a template (requires admin if org-owned)")
+async def delete_template(template: DeletedTemplate, db: Db) -> None:
     await service.delete_template(db, template)
     await db.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)

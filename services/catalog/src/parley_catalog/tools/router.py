@@ -13,7 +13,7 @@ from functools import partial
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Query, Response, status
+from fastapi import Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.access import check_owner, org_by_slug, owning_agent
@@ -23,9 +23,9 @@ from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.loaded import Loader, loaded, loader
-from parley_catalog.owner import AGENT, ORG, Owner, owner_routes
+from parley_catalog.owner import AGENT, ORG, READ, WRITE, Owner, owner_routes
 from parley_catalog.params import ToolID
-from parley_catalog.routing import contract_router
+from parley_catalog.routing import contract_router, deleting
 from parley_catalog.tools import schemas, service
 from parley_catalog.tools.models import Tool
 from parley_common.auth_contract import MemberRole, Principal
@@ -59,8 +59,7 @@ async def _commit_change(
     },
     descriptions={AGENT: "Its own tools, then its organization's tools whose names it does not use itself."},
     operation_id="list{}Tools",
-    scope="agents:read",
-    min_role=MemberRole.VIEWER,
+    access=READ,
 )
 async def list_catalogue(owner: Owner, db: Db) -> list[ToolDefinition]:
     return [service.definition(t) for t in await _catalogue(db, owner)]
@@ -75,8 +74,7 @@ async def list_catalogue(owner: Owner, db: Db) -> list[ToolDefinition]:
         ORG: "Define a webhook tool shared by an organization's agents (requires member)",
     },
     operation_id="create{}Tool",
-    scope="agents:write",
-    min_role=MemberRole.MEMBER,
+    access=WRITE,
     lock=True,
     status_code=status.HTTP_201_CREATED,
 )
@@ -100,8 +98,7 @@ _EXECUTE = "Answered with 200 whenever the executor runs: failures are `{success
     },
     descriptions={AGENT: _EXECUTE, ORG: _EXECUTE},
     operation_id="execute{}Tool",
-    scope="agents:write",
-    min_role=MemberRole.MEMBER,
+    access=WRITE,
 )
 async def execute_tool(owner: Owner, body: schemas.ExecuteToolRequest, ctx: Ctx, db: Db) -> ToolResult:
     catalogue = await _catalogue(db, owner)
@@ -196,13 +193,8 @@ async def update_tool(load: ChangedTool, body: schemas.UpdateToolRequest, ctx: C
     return service.to_schema(tool)
 
 
-@router.delete(
-    "/tools/{toolID}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    summary="Delete a tool (requires member on its agent or organization)",
-)
-async def delete_tool(deleted: DeletedTool, ctx: Ctx, db: Db) -> Response:
+@deleting(router, "/tools/{toolID}", summary="Delete a tool (requires member on its agent or organization)")
+async def delete_tool(deleted: DeletedTool, ctx: Ctx, db: Db) -> None:
     tool, agent = deleted
     await service.delete_tool(db, tool)
     await _commit_change(ctx, db, agent, tool.owner_org_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
