@@ -81,6 +81,17 @@ class Owned(Protocol):
 Row = TypeVar("Row", bound=Base)
 
 
+class OwnerIds(Protocol):
+    """Who owns a new agent or template: a user or an organization, the other one `None` (an
+    `owner.Owner` of a route, an Octavus project)."""
+
+    @property
+    def user_id(self) -> UUID | None: ...
+
+    @property
+    def org_id(self) -> UUID | None: ...
+
+
 async def live_row(db: AsyncSession, model: type[Row], row_id: UUID, *, lock: bool = False) -> Row | None:
     """The row of `model` with `row_id` unless soft-deleted (`deleted_at` set); `lock`: locked for
     the transaction and read afresh."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, get_type_hints
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement
 
@@ -181,3 +181,23 @@ def owned_list_routes(
     )
     async def list_owned(owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]) -> BaseModel:
         return await search_page(db, model, owner.owns(model), query, page, to_schema)
+
+
+def owned_create_routes(
+    router: APIRouter, path: str, noun: str
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """`POST /users/me<path>` and `POST /orgs/{orgSlug}<path>` (member), 201: the decorated
+    endpoint creates `noun` ("an agent") for its `owner`; the operation ids are `createUserAgent`,
+    `createOrgAgent`."""
+    return owner_routes(
+        router,
+        "POST",
+        path,
+        summaries={
+            USER: f"Create {noun} owned by the authenticated user",
+            ORG: f"Create {noun} owned by an organization (requires member)",
+        },
+        operation_id="create{}" + noun.split()[-1].capitalize(),
+        access=WRITE,
+        status_code=status.HTTP_201_CREATED,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import Body, status
+from fastapi import Body
 
 from parley_catalog.agent_tests import service as agent_tests
 from parley_catalog.agents import events, schemas, service
@@ -13,7 +13,7 @@ from parley_catalog.agents.deps import ViewedAgent
 from parley_catalog.agents.models import Agent
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.loaded import Loader, loaded, loader
-from parley_catalog.owner import ORG, USER, WRITE, Owner, owned_list_routes, owner_routes
+from parley_catalog.owner import Owner, owned_create_routes, owned_list_routes
 from parley_catalog.params import AgentID
 from parley_catalog.routing import contract_router, deleting
 from parley_catalog.templates import service as templates
@@ -33,26 +33,13 @@ Published = Annotated[Loader[Agent], loader(_locked, AgentID, AgentsWriter, Memb
 owned_list_routes(router, "/agents", Agent, schemas.AgentPage, service.to_schema)
 
 
-@owner_routes(
-    router,
-    "POST",
-    "/agents",
-    summaries={
-        USER: "Create an agent owned by the authenticated user",
-        ORG: "Create an agent owned by an organization (requires member)",
-    },
-    operation_id="create{}Agent",
-    access=WRITE,
-    status_code=status.HTTP_201_CREATED,
-)
+@owned_create_routes(router, "/agents", "an agent")
 async def create_agent(owner: Owner, body: schemas.CreateAgentRequest, ctx: Ctx, db: Db) -> schemas.Agent:
     """Create an agent (from a template the caller may view, when one is named) and announce it."""
     template = None
     if body.template_id is not None:
         template = await templates.load_for(ctx, db, owner.principal, body.template_id, MemberRole.VIEWER)
-    agent = await service.create_agent(
-        ctx, db, body, owner_user_id=owner.user_id, owner_org_id=owner.org_id, template=template
-    )
+    agent = await service.create_agent(ctx, db, body, owner, template=template)
     await events.commit(db, ctx.broker, agent, AgentEventKind.CREATED)
     return service.to_schema(agent)
 

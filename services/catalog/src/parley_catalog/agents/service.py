@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import OwnedLoader, live_row
+from parley_catalog.access import OwnedLoader, OwnerIds, live_row
 from parley_catalog.agents import schemas
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
@@ -58,9 +58,8 @@ async def create_agent(
     ctx: CatalogContext,
     db: AsyncSession,
     body: schemas.CreateAgentRequest,
+    owner: OwnerIds,
     *,
-    owner_user_id: UUID | None = None,
-    owner_org_id: UUID | None = None,
     template: Template | None = None,
     protocol: dict[str, Any] | None = None,
 ) -> Agent:
@@ -77,8 +76,8 @@ async def create_agent(
         stored = secretstore.merge(stored, secretstore.seal(ctx.box, secretstore.inputs(body.secrets), []))
     now = utcnow()
     agent = Agent(
-        owner_user_id=owner_user_id,
-        owner_org_id=owner_org_id,
+        owner_user_id=owner.user_id,
+        owner_org_id=owner.org_id,
         template_id=template.id if template else None,
         config=config,
         secrets=secretstore.dump(stored),

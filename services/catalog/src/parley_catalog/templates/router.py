@@ -5,11 +5,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import status
-
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
 from parley_catalog.loaded import Loader, loaded, loader
-from parley_catalog.owner import ORG, USER, WRITE, Owner, owned_list_routes, owner_routes
+from parley_catalog.owner import Owner, owned_create_routes, owned_list_routes
 from parley_catalog.params import TemplateID
 from parley_catalog.routing import contract_router, deleting
 from parley_catalog.templates import schemas, service
@@ -26,24 +24,11 @@ DeletedTemplate = Annotated[Template, loaded(_locked, TemplateID, AgentsWriter, 
 owned_list_routes(router, "/templates", Template, schemas.TemplatePage, service.to_schema)
 
 
-@owner_routes(
-    router,
-    "POST",
-    "/templates",
-    summaries={
-        USER: "Create a template owned by the authenticated user",
-        ORG: "Create a template owned by an organization (requires member)",
-    },
-    operation_id="create{}Template",
-    access=WRITE,
-    status_code=status.HTTP_201_CREATED,
-)
+@owned_create_routes(router, "/templates", "a template")
 async def create_template(
     owner: Owner, body: schemas.CreateTemplateRequest, ctx: Ctx, db: Db
 ) -> schemas.Template:
-    template = await service.create_template(
-        ctx, db, body, owner_user_id=owner.user_id, owner_org_id=owner.org_id
-    )
+    template = await service.create_template(ctx, db, body, owner)
     await db.commit()
     return service.to_schema(template)
 

@@ -3,12 +3,10 @@ viewer to read, member to create or update, admin to delete."""
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import OwnedLoader
+from parley_catalog.access import OwnedLoader, OwnerIds
 from parley_catalog.context import CatalogContext
 from parley_catalog.templates import schemas
 from parley_catalog.templates.models import Template
@@ -22,18 +20,13 @@ def to_schema(template: Template) -> schemas.Template:
 
 
 async def create_template(
-    ctx: CatalogContext,
-    db: AsyncSession,
-    body: schemas.CreateTemplateRequest,
-    *,
-    owner_user_id: UUID | None = None,
-    owner_org_id: UUID | None = None,
+    ctx: CatalogContext, db: AsyncSession, body: schemas.CreateTemplateRequest, owner: OwnerIds
 ) -> Template:
     config = body.config or AgentConfig(name=body.name, description=body.description)
     now = utcnow()
     template = Template(
-        owner_user_id=owner_user_id,
-        owner_org_id=owner_org_id,
+        owner_user_id=owner.user_id,
+        owner_org_id=owner.org_id,
         name=body.name,
         description=body.description,
         config=config.model_dump(mode="json", exclude_none=True),
