@@ -48,8 +48,8 @@ ViewedTest = Annotated[TestOf, loaded(service.load_test, TestID, AgentsReader, M
 _locked_test = partial(service.load_test, lock=True)
 DeletedTest = Annotated[TestOf, loaded(_locked_test, TestID, AgentsWriter, MemberRole.MEMBER)]
 # Routes with a body load their row once it is read (see parley_catalog.loaded).
-ChangedTest = Annotated[Loader[TestOf], loader(_locked_test, TestID, AgentsWriter, MemberRole.MEMBER)]
-TestedAgent = Annotated[Loader[Agent], loader(agents.load_for, AgentID, AgentsWriter, MemberRole.MEMBER)]
+LoadChangedTest = Annotated[Loader[TestOf], loader(_locked_test, TestID, AgentsWriter, MemberRole.MEMBER)]
+LoadTestedAgent = Annotated[Loader[Agent], loader(agents.load_for, AgentID, AgentsWriter, MemberRole.MEMBER)]
 ViewedRun = Annotated[AgentTestRun, loaded(runs.load_run, RunID, AgentsReader, MemberRole.VIEWER)]
 # `?agent_id=`, read by a viewer; `/agents/{agentID}/…` changed by a member (one change at a time).
 QueriedAgent = Annotated[Agent, loaded(agents.load_for, AgentQuery, AgentsReader, MemberRole.VIEWER)]
@@ -170,7 +170,7 @@ async def get_adversarial_test(viewed: ViewedTest) -> schemas.AdversarialTest:
     "Runs already started keep the test as it was.",
 )
 async def patch_adversarial_test(
-    load: ChangedTest, body: schemas.PatchAdversarialTestBody, db: Db
+    load: LoadChangedTest, body: schemas.PatchAdversarialTestBody, db: Db
 ) -> schemas.AdversarialTest:
     test, _ = await load()
     service.patch_test(test, body)
@@ -208,7 +208,7 @@ async def list_agent_adversarial_tests(agent: ViewedAgent, db: Db) -> schemas.Ad
     summary="Create an adversarial test for an agent (requires member)",
 )
 async def create_agent_adversarial_test(
-    load: TestedAgent, body: schemas.CreateAdversarialTestBody, db: Db
+    load: LoadTestedAgent, body: schemas.CreateAdversarialTestBody, db: Db
 ) -> schemas.AdversarialTest:
     test = await service.create_test(db, await load(), body)
     await db.commit()

@@ -25,9 +25,9 @@ router = contract_router("agents")
 _locked = partial(service.load_for, lock=True)
 DeletedAgent = Annotated[Agent, loaded(_locked, AgentID, AgentsWriter, MemberRole.ADMIN)]
 # Routes with a body load the agent once it is read (see parley_catalog.loaded).
-Viewed = Annotated[Loader[Agent], loader(service.load_for, AgentID, AgentsReader, MemberRole.VIEWER)]
-Changed = Annotated[Loader[Agent], loader(_locked, AgentID, AgentsWriter, MemberRole.MEMBER)]
-Published = Annotated[Loader[Agent], loader(_locked, AgentID, AgentsWriter, MemberRole.ADMIN)]
+LoadViewed = Annotated[Loader[Agent], loader(service.load_for, AgentID, AgentsReader, MemberRole.VIEWER)]
+LoadChanged = Annotated[Loader[Agent], loader(_locked, AgentID, AgentsWriter, MemberRole.MEMBER)]
+LoadPublished = Annotated[Loader[Agent], loader(_locked, AgentID, AgentsWriter, MemberRole.ADMIN)]
 
 
 owned_list_routes(router, "/agents", Agent, schemas.AgentPage, service.to_schema)
@@ -56,7 +56,9 @@ async def get_agent(agent: ViewedAgent) -> schemas.Agent:
     "/agents/{agentID}",
     summary="Update an agent's config, secrets, or blueprint (requires member)",
 )
-async def update_agent(load: Changed, body: schemas.UpdateAgentRequest, ctx: Ctx, db: Db) -> schemas.Agent:
+async def update_agent(
+    load: LoadChanged, body: schemas.UpdateAgentRequest, ctx: Ctx, db: Db
+) -> schemas.Agent:
     agent = await load()
     changed = await service.update_agent(ctx, db, agent, body)
     await events.commit(db, ctx.broker, agent, AgentEventKind.UPDATED, changed=changed)
@@ -80,7 +82,7 @@ async def delete_agent(agent: DeletedAgent, ctx: Ctx, db: Db) -> None:
     ),
 )
 async def update_agent_status(
-    load: Published, body: schemas.UpdateAgentStatusRequest, ctx: Ctx, db: Db
+    load: LoadPublished, body: schemas.UpdateAgentStatusRequest, ctx: Ctx, db: Db
 ) -> schemas.Agent:
     agent = await load()
     if body.status is AgentStatus.LIVE and agent.status != AgentStatus.LIVE.value:
@@ -102,7 +104,7 @@ async def update_agent_status(
     openapi_extra={"requestBody": {"required": True}},
 )
 async def lint_agent(
-    load: Viewed,
+    load: LoadViewed,
     ctx: Ctx,
     db: Db,
     body: Annotated[schemas.LintAgentRequest, Body(default_factory=schemas.LintAgentRequest)],

@@ -36,10 +36,12 @@ async def _load(
 
 
 ViewedConversation = Annotated[Conversation, loaded(_load, ConversationID, HistoryReader, MemberRole.VIEWER)]
-# Lists (cursor parameters besides the id) load the agent or conversation once every input is read.
-HistoryOf = Annotated[Loader[Agent], loader(agents.load_for, AgentID, HistoryReader, MemberRole.VIEWER)]
-Conversed = Annotated[Loader[Conversation], loader(_load, ConversationID, HistoryReader, MemberRole.VIEWER)]
 DeletedConversation = Annotated[Conversation, loaded(_load, ConversationID, AgentsWriter, MemberRole.ADMIN)]
+# Lists (cursor parameters besides the id) load the agent or conversation once every input is read.
+LoadListedAgent = Annotated[Loader[Agent], loader(agents.load_for, AgentID, HistoryReader, MemberRole.VIEWER)]
+LoadListedConversation = Annotated[
+    Loader[Conversation], loader(_load, ConversationID, HistoryReader, MemberRole.VIEWER)
+]
 
 
 @router.get(
@@ -47,7 +49,9 @@ DeletedConversation = Annotated[Conversation, loaded(_load, ConversationID, Agen
     summary="List conversations for an agent (requires viewer)",
     description="Newest first. Cursor pagination: pass `next_cursor` back as `after`.",
 )
-async def list_agent_conversations(load: HistoryOf, db: Db, page: CursorPage) -> schemas.ConversationPage:
+async def list_agent_conversations(
+    load: LoadListedAgent, db: Db, page: CursorPage
+) -> schemas.ConversationPage:
     return await service.list_conversations(db, (await load()).id, page)
 
 
@@ -75,6 +79,6 @@ async def delete_conversation(conversation: DeletedConversation, db: Db) -> None
     description="In conversation order (`seq`). Cursor pagination: pass `next_cursor` back as `after`.",
 )
 async def list_conversation_messages(
-    load: Conversed, db: Db, page: CursorPage
+    load: LoadListedConversation, db: Db, page: CursorPage
 ) -> schemas.ConversationMessagePage:
     return await service.list_messages(db, (await load()).id, page)

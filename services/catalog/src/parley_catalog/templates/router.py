@@ -17,7 +17,9 @@ from parley_common.auth_contract import MemberRole
 router = contract_router("templates")
 ViewedTemplate = Annotated[Template, loaded(service.load_for, TemplateID, AgentsReader, MemberRole.VIEWER)]
 _locked = partial(service.load_for, lock=True)
-ChangedTemplate = Annotated[Loader[Template], loader(_locked, TemplateID, AgentsWriter, MemberRole.MEMBER)]
+LoadChangedTemplate = Annotated[
+    Loader[Template], loader(_locked, TemplateID, AgentsWriter, MemberRole.MEMBER)
+]
 DeletedTemplate = Annotated[Template, loaded(_locked, TemplateID, AgentsWriter, MemberRole.ADMIN)]
 
 
@@ -47,7 +49,7 @@ async def get_template(template: ViewedTemplate) -> schemas.Template:
     summary="Update a template (requires member if org-owned)",
 )
 async def update_template(
-    load: ChangedTemplate, body: schemas.UpdateTemplateRequest, ctx: Ctx, db: Db
+    load: LoadChangedTemplate, body: schemas.UpdateTemplateRequest, ctx: Ctx, db: Db
 ) -> schemas.Template:
     template = await load()
     await service.update_template(ctx, db, template, body)

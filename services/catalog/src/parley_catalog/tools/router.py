@@ -169,7 +169,7 @@ async def _load_tool(
 ToolOf = tuple[Tool, Agent | None]  # the tool and, for an agent tool, its agent
 _locked = partial(_load_tool, lock=True)
 ViewedTool = Annotated[ToolOf, loaded(_load_tool, ToolID, AgentsReader, MemberRole.VIEWER)]
-ChangedTool = Annotated[Loader[ToolOf], loader(_locked, ToolID, AgentsWriter, MemberRole.MEMBER)]
+LoadChangedTool = Annotated[Loader[ToolOf], loader(_locked, ToolID, AgentsWriter, MemberRole.MEMBER)]
 DeletedTool = Annotated[ToolOf, loaded(_locked, ToolID, AgentsWriter, MemberRole.MEMBER)]
 
 
@@ -186,7 +186,9 @@ async def get_tool(viewed: ViewedTool) -> schemas.Tool:
     "/tools/{toolID}",
     summary="Update a tool (requires member on its agent or organization)",
 )
-async def update_tool(load: ChangedTool, body: schemas.UpdateToolRequest, ctx: Ctx, db: Db) -> schemas.Tool:
+async def update_tool(
+    load: LoadChangedTool, body: schemas.UpdateToolRequest, ctx: Ctx, db: Db
+) -> schemas.Tool:
     tool, agent = await load()
     await service.update_tool(ctx, db, tool, body)
     await _commit_change(ctx, db, agent, tool.owner_org_id)
