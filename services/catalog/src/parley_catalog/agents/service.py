@@ -22,7 +22,7 @@ from parley_catalog.lint.rules import Diagnostic
 from parley_catalog.lint.service import lint_blueprint
 from parley_catalog.lint.voice import lint_voice
 from parley_catalog.templates.models import Template
-from parley_catalog.timeutil import utcnow
+from parley_catalog.timeutil import created_now, utcnow
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentConfig, AgentStatus
 from parley_common.errors import Codes, ParleyError
@@ -74,7 +74,6 @@ async def create_agent(
         blueprint = _dump_blueprint(body.blueprint)
     if body.secrets is not None:
         stored = secretstore.merge(stored, secretstore.seal(ctx.box, secretstore.inputs(body.secrets), []))
-    now = utcnow()
     agent = Agent(
         owner_user_id=owner.user_id,
         owner_org_id=owner.org_id,
@@ -85,8 +84,7 @@ async def create_agent(
         protocol=protocol,
         status=AgentStatus.DRAFT.value,
         version=1,
-        created_at=now,
-        updated_at=now,
+        **created_now(),
     )
     db.add(agent)
     await db.flush()

@@ -10,7 +10,7 @@ from parley_catalog.access import OwnedLoader, OwnerIds
 from parley_catalog.context import CatalogContext
 from parley_catalog.templates import schemas
 from parley_catalog.templates.models import Template
-from parley_catalog.timeutil import utcnow
+from parley_catalog.timeutil import created_now, utcnow
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentConfig
 
@@ -23,7 +23,6 @@ async def create_template(
     ctx: CatalogContext, db: AsyncSession, body: schemas.CreateTemplateRequest, owner: OwnerIds
 ) -> Template:
     config = body.config or AgentConfig(name=body.name, description=body.description)
-    now = utcnow()
     template = Template(
         owner_user_id=owner.user_id,
         owner_org_id=owner.org_id,
@@ -32,8 +31,7 @@ async def create_template(
         config=config.model_dump(mode="json", exclude_none=True),
         secrets=secretstore.write(ctx.box, secretstore.inputs(body.secrets or [])),
         blueprint=(body.blueprint or Blueprint()).model_dump(mode="json"),
-        created_at=now,
-        updated_at=now,
+        **created_now(),
     )
     db.add(template)
     await db.flush()
