@@ -1,9 +1,11 @@
-"""The catalog's contract routers: `ContractRoute` (None fields left out of every response, the
-response model from the return annotation) and the operation id from the endpoint's name.
+"""How the catalog declares its routes.
 
-An endpoint `list_agent_conversations` is the operation `listAgentConversations`, so the contract's
-operation id is written once, as the function's name. Routes registered for several owners
-(`owner_routes`) give theirs explicitly.
+- `contract_router`: `ContractRoute` (None fields left out of every response, the response model
+  from the return annotation) and the operation id from the endpoint's name (`operation_ids`): an
+  endpoint `list_agent_conversations` is the operation `listAgentConversations`, so the contract's
+  operation id is written once, as the function's name. Routes registered for several owners
+  (`owner.owner_routes`) give theirs explicitly; the Octavus router prefixes its own (`octavus`).
+- `deleting`: a DELETE answered 204 with no body.
 """
 
 from __future__ import annotations
@@ -17,14 +19,19 @@ from fastapi.routing import APIRoute
 from parley_common.kit.routes import ContractRoute
 
 
-def operation_id(route: APIRoute) -> str:
-    """`route`'s endpoint name in camelCase: `get_agent` → `getAgent`."""
-    head, *rest = route.name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
+def operation_ids(prefix: str = "") -> Callable[[APIRoute], str]:
+    """The operation id of a route: its endpoint's name in camelCase after `prefix`, `get_agent` →
+    `getAgent` (with the prefix `octavus`: `octavusGetAgent`)."""
+
+    def operation_id(route: APIRoute) -> str:
+        head, *rest = [prefix, *route.name.split("_")] if prefix else route.name.split("_")
+        return head + "".join(word.capitalize() for word in rest)
+
+    return operation_id
 
 
 def contract_router(tag: str) -> APIRouter:
-    return APIRouter(tags=[tag], route_class=ContractRoute, generate_unique_id_function=operation_id)
+    return APIRouter(tags=[tag], route_class=ContractRoute, generate_unique_id_function=operation_ids())
 
 
 def deleting(

@@ -15,12 +15,18 @@ from parley_catalog.agents import events
 from parley_catalog.deps import Ctx, Db
 from parley_catalog.octavus import schemas, service
 from parley_catalog.octavus.auth import KeyReader, KeyWriter
+from parley_catalog.routing import operation_ids
 from parley_common.auth_contract import MemberRole
 from parley_common.catalog_contract import AgentEventKind
 from parley_common.octavus import ValidationResult
 from parley_common.octavus.routes import OctavusRoute
 
-router = APIRouter(prefix="/api/agents", tags=["octavus"], route_class=OctavusRoute)
+router = APIRouter(
+    prefix="/api/agents",
+    tags=["octavus"],
+    route_class=OctavusRoute,
+    generate_unique_id_function=operation_ids("octavus"),
+)
 
 AgentRef = Annotated[
     str, Path(min_length=1, max_length=200, description="Agent ID, or its slug with `?by=slug`.")
@@ -30,7 +36,6 @@ By = Annotated[Literal["slug", "id"] | None, Query(description="`slug`: the path
 
 @router.post(
     "/validate",
-    operation_id="octavusValidateAgent",
     summary="Validate an Octavus agent definition without saving it (`octavus validate`)",
 )
 async def validate_agent(body: schemas.DefinitionBody, ctx: Ctx, principal: KeyReader) -> ValidationResult:
@@ -41,7 +46,6 @@ async def validate_agent(body: schemas.DefinitionBody, ctx: Ctx, principal: KeyR
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    operation_id="octavusCreateAgent",
     summary="Create an Octavus protocol agent in the API key's project (`octavus sync`, new slug)",
     description="422 `request.validation_failed` when the definition has errors (listed in "
     "`params.errors`), 409 `resource.conflict` when the slug is taken in the project.",
@@ -57,7 +61,6 @@ async def create_agent(
 
 @router.get(
     "",
-    operation_id="octavusListAgents",
     summary="List the Octavus protocol agents of the API key's project (`octavus list`)",
 )
 async def list_agents(ctx: Ctx, db: Db, principal: KeyReader) -> schemas.AgentList:
@@ -68,7 +71,6 @@ async def list_agents(ctx: Ctx, db: Db, principal: KeyReader) -> schemas.AgentLi
 @router.get(
     "/{ref}",
     response_model_exclude_none=True,
-    operation_id="octavusGetAgent",
     summary="Get an Octavus protocol agent by ID, or by slug with `?by=slug` (`octavus get`)",
 )
 async def get_agent(ref: AgentRef, ctx: Ctx, db: Db, principal: KeyReader, by: By = None) -> schemas.AgentOut:
@@ -82,7 +84,6 @@ async def get_agent(ref: AgentRef, ctx: Ctx, db: Db, principal: KeyReader, by: B
 
 @router.patch(
     "/{ref}",
-    operation_id="octavusUpdateAgent",
     summary="Replace an Octavus agent's protocol and prompts (`octavus sync`, existing slug)",
     description="Settings are kept (sync never changes them). 422 `request.validation_failed` "
     "when the new definition has errors.",
