@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from parley_catalog.app import build_app
 from parley_common.chatty_contract import AGENT_HEADER, ChattyToolDefinition
 
@@ -60,12 +62,26 @@ def bound(agent: dict[str, Any]) -> dict[str, str]:
     return {AGENT_HEADER: agent["id"]}
 
 
-async def test_tools_are_the_bare_array_of_the_bound_agent(world: World, fake: FakeWebhook) -> None:
-    alice = await world.user()
-    agent = await agent_with_tools(alice, fake)
-    resp = await alice.catalog.get("/api/chatty-voice/tools", headers=bound(agent))
+@pytest.fixture
+async def alice(world: World) -> User:
+    return await world.user()
+
+
+@pytest.fixture
+async def agent(alice: User, fake: FakeWebhook) -> dict[str, Any]:
+    """Alice's agent with the weather and loose tools, bound to each request by `bound(agent)`."""
+    return await agent_with_tools(alice, fake)
+
+
+async def get_ok(user: User, path: str, agent: dict[str, Any]) -> Any:
+    """The 200 JSON body of a Chatty GET for `agent`."""
+    resp = await user.catalog.get(path, headers=bound(agent))
     assert resp.status_code == 200, resp.text
-    tools = resp.json()
+    return resp.json()
+
+
+async def test_tools_are_the_bare_array_of_the_bound_agent(alice: User, agent: dict[str, Any]) -> None:
+    tools = await get_ok(alice, "/api/chatty-voice/tools", agent)
     assert isinstance(tools, list)
     assert tools == [
         {
@@ -80,10 +96,8 @@ async def test_tools_are_the_bare_array_of_the_bound_agent(world: World, fake: F
 
 
 async def test_execute_by_function_or_legacy_name(
-    world: World, fake: FakeWebhook, allow_private: None
+    alice: User, agent: dict[str, Any], allow_private: None
 ) -> None:
-    alice = await world.user()
-    agent = await agent_with_tools(alice, fake)
     run = await alice.catalog.post(
         "/api/chatty-voice/tools/execute",
         headers=bound(agent),
@@ -118,12 +132,8 @@ async def test_execute_by_function_or_legacy_name(
     )
 
 
-async def test_ai_context_from_prompt_and_flow(world: World, fake: FakeWebhook) -> None:
-    alice = await world.user()
-    agent = await agent_with_tools(alice, fake)
-    resp = await alice.catalog.get("/api/chatty-voice/ai-context", headers=bound(agent))
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
+async def test_ai_context_from_prompt_and_flow(alice: User, agent: dict[str, Any]) -> None:
+    body = await get_ok(alice, "/api/chatty-voice/ai-context", agent)
     assert set(body) == {"instructions", "knowledgeBaseLoaded", "workflowStagesLoaded", "timestamp"}
     assert body["instructions"] == (
         "You are Acme's field assistant.\n\n"
@@ -132,7 +142,7 @@ async def test_ai_context_from_prompt_and_flow(world: World, fake: FakeWebhook) 
     assert body["workflowStagesLoaded"] is True and body["knowledgeBaseLoaded"] is False
     assert datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00")).tzinfo is not None
     bare = await alice.create_agent()
-    empty = (await alice.catalog.get("/api/chatty-voice/ai-context", headers=bound(bare))).json()
+    empty = await get_ok(alice, "/api/chatty-voice/ai-context", bare)
     assert empty["instructions"] == "" and empty["workflowStagesLoaded"] is False
 
 

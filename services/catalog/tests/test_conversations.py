@@ -35,6 +35,16 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
+async def alice(world: World) -> User:
+    return await world.user()
+
+
+@pytest.fixture
+async def agent(alice: User) -> dict[str, Any]:
+    return await alice.create_agent()
+
+
+@pytest.fixture
 async def js(ctx: CatalogContext) -> AsyncIterator[JetStreamContext]:
     nc: Client = await nats.connect(ctx.settings.nats_url)
     yield nc.jetstream()
@@ -105,9 +115,9 @@ async def drained(js: JetStreamContext, durable: str = "catalog-conversations") 
     return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
-async def test_persist_and_page_through_history(world: World, js: JetStreamContext) -> None:
-    alice = await world.user()
-    agent = await alice.create_agent()
+async def test_persist_and_page_through_history(
+    alice: User, agent: dict[str, Any], js: JetStreamContext
+) -> None:
     conv = uuid.uuid4()
     await publish(js, conv, started(conv, agent["id"]))
     contents = [f"message {i}" for i in range(5)]
@@ -154,9 +164,7 @@ async def test_persist_and_page_through_history(world: World, js: JetStreamConte
     assert set(first["items"][0]) == {"id", "conversation_id", "role", "content", "created_at"}
 
 
-async def test_conversation_list_pagination(world: World, js: JetStreamContext) -> None:
-    alice = await world.user()
-    agent = await alice.create_agent()
+async def test_conversation_list_pagination(alice: User, agent: dict[str, Any], js: JetStreamContext) -> None:
     convs = [uuid.uuid4() for _ in range(5)]
     for i, conv in enumerate(convs):
         await publish(js, conv, started(conv, agent["id"], at=T0 + timedelta(minutes=i)))
@@ -193,9 +201,7 @@ async def _has(user: User, conversation_id: uuid.UUID) -> bool:
     return (await user.catalog.get(f"/conversations/{conversation_id}")).status_code == 200
 
 
-async def test_invalid_cursors_and_limits(world: World) -> None:
-    alice = await world.user()
-    agent = await alice.create_agent()
+async def test_invalid_cursors_and_limits(alice: User, agent: dict[str, Any]) -> None:
     path = f"/agents/{agent['id']}/conversations"
     for cursor in ("garbage", "e30", "eyJzdGFydGVkX2F0IjogMX0", "!!!", "W10"):
         assert_error(await alice.catalog.get(path, params={"after": cursor}), 400, "request.invalid_cursor")
@@ -205,10 +211,8 @@ async def test_invalid_cursors_and_limits(world: World) -> None:
 
 
 async def test_replays_never_duplicate(
-    world: World, js: JetStreamContext, ctx: CatalogContext, catalog_app: FastAPI
+    alice: User, agent: dict[str, Any], js: JetStreamContext, ctx: CatalogContext, catalog_app: FastAPI
 ) -> None:
-    alice = await world.user()
-    agent = await alice.create_agent()
     conv = uuid.uuid4()
     events: list[BaseModel] = [
         started(conv, agent["id"]),
@@ -236,9 +240,7 @@ async def test_replays_never_duplicate(
     assert [m["content"] for m in await all_messages(alice, conv)] == ["hi", "hello"]
 
 
-async def test_events_in_any_order(world: World, js: JetStreamContext) -> None:
-    alice = await world.user()
-    agent = await alice.create_agent()
+async def test_events_in_any_order(alice: User, agent: dict[str, Any], js: JetStreamContext) -> None:
     conv = uuid.uuid4()
     await publish(js, conv, ended(conv, ConversationEndReason.USER_EXIT))
     await publish(js, conv, message(conv, 1, "second"))
@@ -260,10 +262,8 @@ async def test_events_in_any_order(world: World, js: JetStreamContext) -> None:
 
 
 async def test_malformed_events_are_dropped_without_blocking(
-    world: World, js: JetStreamContext, ctx: CatalogContext, catalog_app: FastAPI
+    alice: User, agent: dict[str, Any], js: JetStreamContext, ctx: CatalogContext, catalog_app: FastAPI
 ) -> None:
-    alice = await world.user()
-    agent = await alice.create_agent()
     conv = uuid.uuid4()
     consumer: ConversationConsumer = catalog_app.state.consumer
     malformed, retried = consumer.malformed, consumer.retried
@@ -289,10 +289,8 @@ async def test_malformed_events_are_dropped_without_blocking(
 
 
 async def test_database_outage_loses_nothing(
-    world: World, js: JetStreamContext, catalog_app: FastAPI
+    alice: User, agent: dict[str, Any], js: JetStreamContext, catalog_app: FastAPI
 ) -> None:
-    alice = await world.user()
-    agent = await alice.create_agent()
     consumer: ConversationConsumer = catalog_app.state.consumer
     nc = catalog_app.state.broker.connection
     settings = catalog_app.state.ctx.settings
@@ -380,7 +378,8 @@ async def test_old_event_ids_are_pruned(ctx: CatalogContext, catalog_app: FastAP
 
 
 async def test_a_fetch_is_applied_in_one_transaction_and_split_when_it_fails(
-    world: World,
+    alice: User,
+    agent: dict[str, Any],
     js: JetStreamContext,
     ctx: CatalogContext,
     catalog_app: FastAPI,
@@ -391,8 +390,6 @@ async def test_a_fetch_is_applied_in_one_transaction_and_split_when_it_fails(
     from parley_catalog.conversations import consumer as consumer_module
     from parley_catalog.conversations import service
 
-    alice = await world.user()
-    agent = await alice.create_agent()
     consumer: ConversationConsumer = catalog_app.state.consumer
     nc = catalog_app.state.broker.connection
     batches: list[int] = []

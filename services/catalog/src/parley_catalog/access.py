@@ -13,7 +13,8 @@ agent of a test, a run, a conversation, a tool).
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, cast
 from uuid import UUID
 
 from sqlalchemy import select
@@ -80,6 +81,17 @@ class Owned(Protocol):
 Row = TypeVar("Row", bound=Base)
 
 
+class OwnerIds(Protocol):
+    """Who owns a new agent or template: a user or an organization, the other one `None` (an
+    `owner.Owner` of a route, an Octavus project)."""
+
+    @property
+    def user_id(self) -> UUID | None: ...
+
+    @property
+    def org_id(self) -> UUID | None: ...
+
+
 async def live_row(db: AsyncSession, model: type[Row], row_id: UUID, *, lock: bool = False) -> Row | None:
     """The row of `model` with `row_id` unless soft-deleted (`deleted_at` set); `lock`: locked for
     the transaction and read afresh."""
@@ -113,6 +125,26 @@ async def load_owned(
         if row is None:
             raise not_found(resource)
     return row
+
+
+@dataclass(frozen=True)
+class OwnedLoader(Generic[Row]):
+    """`load_owned` for one table: `load_for(ctx, db, principal, row_id, min_role, lock=False)`."""
+
+    model: type[Row]
+    resource: str
+
+    async def __call__(
+        self,
+        ctx: CatalogContext,
+        db: AsyncSession,
+        principal: Principal,
+        row_id: UUID,
+        min_role: MemberRole,
+        *,
+        lock: bool = False,
+    ) -> Row:
+        return await load_owned(ctx, db, principal, self.model, row_id, min_role, self.resource, lock=lock)
 
 
 async def owning_agent(

@@ -10,13 +10,15 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-from fastapi import Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley_catalog.pagination import DEFAULT_LIMIT, Limit
 from parley_common.errors import Codes, ParleyError
 
 K = TypeVar("K", bound=BaseModel)
@@ -26,6 +28,17 @@ After = Annotated[
     str | None,
     Query(max_length=512, description="Opaque cursor returned in the previous response's `next_cursor`."),
 ]
+
+
+@dataclass
+class CursorQuery:
+    """`?after=&limit=` of a cursor-paginated list (a FastAPI dependency: `Depends()`)."""
+
+    after: After = None
+    limit: Limit = DEFAULT_LIMIT
+
+
+CursorPage = Annotated[CursorQuery, Depends()]
 
 
 def encode(key: BaseModel) -> str:

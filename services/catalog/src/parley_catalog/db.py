@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from sqlalchemy import Index, text
 from sqlalchemy.orm import DeclarativeBase
 
 from parley_common.kit.db import TYPE_ANNOTATION_MAP, Database, schema_metadata
@@ -14,4 +17,11 @@ class Base(DeclarativeBase):
     type_annotation_map = TYPE_ANNOTATION_MAP
 
 
-__all__ = ["SCHEMA", "Base", "Database"]
+def unique_per_owner(name: str, owner: str, column: str, *, not_null: Sequence[str] = ()) -> Index:
+    """A unique index on (`owner`, `column`) over the live (not soft-deleted) rows that `owner`
+    owns and that have each column of `not_null`: a deleted row frees its value."""
+    where = " AND ".join(["deleted_at IS NULL", *(f"{c} IS NOT NULL" for c in [*not_null, owner])])
+    return Index(name, owner, column, unique=True, postgresql_where=text(where))
+
+
+__all__ = ["SCHEMA", "Base", "Database", "unique_per_owner"]

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any, get_type_hints
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, status
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement
 
 from parley_catalog.access import org_by_slug, personal_owner
 from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
 from parley_catalog.deps import Ctx, Db
+from parley_catalog.pagination import ListQuery, search_page
 from parley_catalog.params import AgentID, OrgSlug
 from parley_common.auth_contract import MemberRole, Principal
 from parley_common.authenticator import Authenticator
@@ -85,6 +87,19 @@ def _agent(scope: str, min_role: MemberRole, lock: bool) -> Resolver:
     return agent_owner
 
 
+@dataclass(frozen=True)
+class Access:
+    """What an owner route requires: the credential's scope and, where the owner is an organization
+    (or an agent's owner), the caller's role there."""
+
+    scope: str
+    min_role: MemberRole
+
+
+READ = Access("agents:read", MemberRole.VIEWER)
+WRITE = Access("agents:write", MemberRole.MEMBER)
+ADMINISTER = Access("agents:write", MemberRole.ADMIN)
+
 USER = OwnerKind("/users/me", "User", _user)
 ORG = OwnerKind("/orgs/{orgSlug}", "Org", _org)
 AGENT = OwnerKind("/agents/{agentID}", "Agent", _agent)
@@ -97,22 +112,21 @@ def owner_routes(
     *,
     summaries: Mapping[OwnerKind, str],
     operation_id: str,
-    scope: str,
-    min_role: MemberRole,
+    access: Access,
     lock: bool = False,
     descriptions: Mapping[OwnerKind, str] | None = None,
     **route: Any,
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Register the decorated endpoint at `<owner prefix><path>` for each owner in `summaries`.
 
-    `operation_id` has one `{}` for the owner's word; `min_role` applies where the owner is an
-    organization (or an agent's owner); `lock` locks an agent owner's row for the request."""
+    `operation_id` has one `{}` for the owner's word; `lock` locks an agent owner's row for the
+    request."""
 
     def decorate(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         for kind, summary in summaries.items():
             router.add_api_route(
                 kind.prefix + path,
-                _with_owner(endpoint, kind, kind.resolver(scope, min_role, lock)),
+                _with_owner(endpoint, kind, kind.resolver(access.scope, access.min_role, lock)),
                 methods=[method],
                 operation_id=operation_id.format(kind.word),
                 summary=summary,
@@ -143,3 +157,47 @@ def _with_owner(
     )
     route.__name__ = f"{endpoint.__name__}_{kind.word.lower()}"
     return route
+
+
+def owned_list_routes(
+    router: APIRouter, path: str, model: Any, page: type[BaseModel], to_schema: Callable[[Any], BaseModel]
+) -> None:
+    """`GET /users/me<path>` and `GET /orgs/{orgSlug}<path>` (viewer): the owner's `model` rows as
+    `page`s (see `search_page`). The operation ids and summaries name the path's resource:
+    `listUserAgents`, "List agents owned by the authenticated user"."""
+    noun = path.strip("/")
+
+    @owner_routes(
+        router,
+        "GET",
+        path,
+        summaries={
+            USER: f"List {noun} owned by the authenticated user",
+            ORG: f"List {noun} owned by an organization (requires viewer)",
+        },
+        operation_id=f"list{{}}{noun.capitalize()}",
+        access=READ,
+        response_model=page,
+    )
+    async def list_owned(owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]) -> BaseModel:
+        return await search_page(db, model, owner.owns(model), query, page, to_schema)
+
+
+def owned_create_routes(
+    router: APIRouter, path: str, noun: str
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """`POST /users/me<path>` and `POST /orgs/{orgSlug}<path>` (member), 201: the decorated
+    endpoint creates `noun` ("an agent") for its `owner`; the operation ids are `createUserAgent`,
+    `createOrgAgent`."""
+    return owner_routes(
+        router,
+        "POST",
+        path,
+        summaries={
+            USER: f"Create {noun} owned by the authenticated user",
+            ORG: f"Create {noun} owned by an organization (requires member)",
+        },
+        operation_id="create{}" + noun.split()[-1].capitalize(),
+        access=WRITE,
+        status_code=status.HTTP_201_CREATED,
+    )

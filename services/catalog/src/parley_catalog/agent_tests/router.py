@@ -8,23 +8,27 @@ admin (the role that publishes). Everything of an agent another caller cannot se
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import Path, Query, status
 
 from parley_catalog.agent_tests import runs, schemas, service
-from parley_catalog.agent_tests.models import AgentTestSettings
+from parley_catalog.agent_tests.models import AgentTest, AgentTestRun, AgentTestSettings
 from parley_catalog.agents import service as agents
-from parley_catalog.cursor import After
+from parley_catalog.agents.deps import ViewedAgent
+from parley_catalog.agents.models import Agent
+from parley_catalog.cursor import CursorPage
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
-from parley_catalog.owner import ORG, USER, Owner, owner_routes
-from parley_catalog.pagination import DEFAULT_LIMIT, Limit
+from parley_catalog.loaded import Loader, loaded, loader
+from parley_catalog.owner import ADMINISTER, ORG, READ, USER, Owner, owner_routes
 from parley_catalog.params import AgentID
+from parley_catalog.routing import contract_router, deleting
 from parley_common.agent_test_contract import RunStatus
 from parley_common.auth_contract import MemberRole
 
-router = APIRouter(tags=["adversarial-tests"])
+router = contract_router("adversarial-tests")
 
 TestID = Annotated[UUID, Path(alias="id", description="Adversarial test ID.")]
 RunID = Annotated[UUID, Path(alias="run_id", description="Test run ID.")]
@@ -37,7 +41,21 @@ NodeID = Annotated[
         description="A node of the agent's flow: a blueprint node id, or an Octavus trigger name.",
     ),
 ]
-AgentQuery = Annotated[UUID, Query(description="The agent the tests belong to.")]
+AgentQuery = Annotated[UUID, Query(alias="agent_id", description="The agent the tests belong to.")]
+
+TestOf = tuple[AgentTest, Agent]  # the test and its agent
+ViewedTest = Annotated[TestOf, loaded(service.load_test, TestID, AgentsReader, MemberRole.VIEWER)]
+_locked_test = partial(service.load_test, lock=True)
+DeletedTest = Annotated[TestOf, loaded(_locked_test, TestID, AgentsWriter, MemberRole.MEMBER)]
+# Routes with a body load their row once it is read (see parley_catalog.loaded).
+LoadChangedTest = Annotated[Loader[TestOf], loader(_locked_test, TestID, AgentsWriter, MemberRole.MEMBER)]
+LoadTestedAgent = Annotated[Loader[Agent], loader(agents.load_for, AgentID, AgentsWriter, MemberRole.MEMBER)]
+ViewedRun = Annotated[AgentTestRun, loaded(runs.load_run, RunID, AgentsReader, MemberRole.VIEWER)]
+# `?agent_id=`, read by a viewer; `/agents/{agentID}/…` changed by a member (one change at a time).
+QueriedAgent = Annotated[Agent, loaded(agents.load_for, AgentQuery, AgentsReader, MemberRole.VIEWER)]
+ChangedAgent = Annotated[
+    Agent, loaded(partial(agents.load_for, lock=True), AgentID, AgentsWriter, MemberRole.MEMBER)
+]
 
 
 # ------------------------------------------------------------------------------ SDK routes
@@ -45,12 +63,9 @@ AgentQuery = Annotated[UUID, Query(description="The agent the tests belong to.")
 
 @router.get(
     "/nodes/{node_id}/adversarial-tests",
-    response_model=schemas.AdversarialTestList,
-    response_model_exclude_none=True,
-    operation_id="listNodeAdversarialTests",
     summary="List an agent's adversarial tests that target one node (requires viewer)",
 )
-async def list_node_tests(
+async def list_node_adversarial_tests(
     node_id: NodeID, agent_id: AgentQuery, ctx: Ctx, db: Db, principal: AgentsReader
 ) -> schemas.AdversarialTestList:
     agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
@@ -60,15 +75,11 @@ async def list_node_tests(
 
 @router.get(
     "/adversarial-tests/effective-scope",
-    response_model=schemas.AdversarialTestEffectiveScope,
-    response_model_exclude_none=True,
-    operation_id="getAdversarialTestEffectiveScope",
     summary="Which tests apply to the agent's current version, and its latest result (requires viewer)",
 )
-async def effective_scope(
-    agent_id: AgentQuery, ctx: Ctx, db: Db, principal: AgentsReader
+async def get_adversarial_test_effective_scope(
+    agent: QueriedAgent, db: Db
 ) -> schemas.AdversarialTestEffectiveScope:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
     shape, applies, excluded = await service.effective_scope(db, agent)
     return schemas.AdversarialTestEffectiveScope(
         agent_id=agent.id,
@@ -86,14 +97,11 @@ async def effective_scope(
 @router.post(
     "/adversarial-tests/run",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=schemas.RunAdversarialTestResponse,
-    response_model_exclude_none=True,
-    operation_id="runAdversarialTests",
     summary="Run an agent's tests, or some of them (requires member)",
     description="Queues one run per test (a batch) and answers at once; poll "
     "`GET /adversarial-tests/runs?agent_id=…&batch_id=…` for progress and verdicts.",
 )
-async def run_tests(
+async def run_adversarial_tests(
     body: schemas.RunAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
 ) -> schemas.RunAdversarialTestResponse:
     agent = await agents.load_for(ctx, db, principal, body.agent_id, MemberRole.MEMBER)
@@ -106,52 +114,38 @@ async def run_tests(
 
 @router.get(
     "/adversarial-tests/runs",
-    response_model=schemas.GetAdversarialTestRunsResponse,
-    response_model_exclude_none=True,
-    operation_id="listAdversarialTestRuns",
     summary="List an agent's test runs with their remarks, newest first (requires viewer)",
     description="Cursor pagination: pass `next_cursor` back as `after`.",
 )
-async def list_runs(
+async def list_adversarial_test_runs(
     agent_id: AgentQuery,
     ctx: Ctx,
     db: Db,
     principal: AgentsReader,
+    page: CursorPage,
     test_id: Annotated[UUID | None, Query()] = None,
     batch_id: Annotated[UUID | None, Query()] = None,
     status: Annotated[RunStatus | None, Query()] = None,
-    after: After = None,
-    limit: Limit = DEFAULT_LIMIT,
 ) -> schemas.GetAdversarialTestRunsResponse:
     agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
-    return await runs.list_runs(
-        db, agent.id, test_id=test_id, batch_id=batch_id, status=status, after=after, limit=limit
-    )
+    return await runs.list_runs(db, agent.id, test_id=test_id, batch_id=batch_id, status=status, page=page)
 
 
 @router.get(
     "/adversarial-tests/runs/{run_id}",
-    response_model=schemas.AdversarialTestRun,
-    response_model_exclude_none=True,
-    operation_id="getAdversarialTestRun",
     summary="Get one test run with its progress and remarks (requires viewer)",
 )
-async def get_run(run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.AdversarialTestRun:
-    run = await runs.load_run(ctx, db, principal, run_id)
+async def get_adversarial_test_run(run: ViewedRun, db: Db) -> schemas.AdversarialTestRun:
     return (await runs.with_remarks(db, [run]))[0]
 
 
 @router.get(
     "/adversarial-tests/runs/{run_id}/messages",
-    response_model=schemas.GetAdversarialTestRunMessagesResponse,
-    response_model_exclude_none=True,
-    operation_id="listAdversarialTestRunMessages",
     summary="The transcript of a test run, in order (requires viewer)",
 )
-async def run_messages(
-    run_id: RunID, ctx: Ctx, db: Db, principal: AgentsReader
+async def list_adversarial_test_run_messages(
+    run: ViewedRun, db: Db
 ) -> schemas.GetAdversarialTestRunMessagesResponse:
-    run = await runs.load_run(ctx, db, principal, run_id)
     messages = await runs.run_messages(db, run)
     return schemas.GetAdversarialTestRunMessagesResponse(
         run_id=run.id,
@@ -162,45 +156,37 @@ async def run_messages(
 
 @router.get(
     "/adversarial-tests/{id}",
-    response_model=schemas.AdversarialTest,
-    response_model_exclude_none=True,
-    operation_id="getAdversarialTest",
     summary="Get an adversarial test (requires viewer)",
 )
-async def get_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.AdversarialTest:
-    test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.VIEWER)
+async def get_adversarial_test(viewed: ViewedTest) -> schemas.AdversarialTest:
+    test, _ = viewed
     return service.to_schema(test)
 
 
 @router.patch(
     "/adversarial-tests/{id}",
-    response_model=schemas.AdversarialTest,
-    response_model_exclude_none=True,
-    operation_id="patchAdversarialTest",
     summary="Edit an adversarial test (requires member)",
     description="Fields given replace the stored ones; `node_id: null` detaches the test from its node. "
     "Runs already started keep the test as it was.",
 )
-async def patch_test(
-    test_id: TestID, body: schemas.PatchAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
+async def patch_adversarial_test(
+    load: LoadChangedTest, body: schemas.PatchAdversarialTestBody, db: Db
 ) -> schemas.AdversarialTest:
-    test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.MEMBER, lock=True)
+    test, _ = await load()
     service.patch_test(test, body)
     await db.commit()
     return service.to_schema(test)
 
 
-@router.delete(
+@deleting(
+    router,
     "/adversarial-tests/{id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteAdversarialTest",
     summary="Delete an adversarial test; its past runs stay (requires member)",
 )
-async def delete_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
-    test, _ = await service.load_test(ctx, db, principal, test_id, MemberRole.MEMBER, lock=True)
+async def delete_adversarial_test(deleted: DeletedTest, db: Db) -> None:
+    test, _ = deleted
     await db.delete(test)
     await db.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 # ------------------------------------------------------------------------------ under the agent
@@ -208,15 +194,9 @@ async def delete_test(test_id: TestID, ctx: Ctx, db: Db, principal: AgentsWriter
 
 @router.get(
     "/agents/{agentID}/adversarial-tests",
-    response_model=schemas.AdversarialTestList,
-    response_model_exclude_none=True,
-    operation_id="listAgentAdversarialTests",
     summary="List an agent's adversarial tests (requires viewer)",
 )
-async def list_agent_tests(
-    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
-) -> schemas.AdversarialTestList:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+async def list_agent_adversarial_tests(agent: ViewedAgent, db: Db) -> schemas.AdversarialTestList:
     return schemas.AdversarialTestList(
         items=[service.to_schema(t) for t in await service.list_tests(db, agent.id)]
     )
@@ -225,34 +205,26 @@ async def list_agent_tests(
 @router.post(
     "/agents/{agentID}/adversarial-tests",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.AdversarialTest,
-    response_model_exclude_none=True,
-    operation_id="createAgentAdversarialTest",
     summary="Create an adversarial test for an agent (requires member)",
 )
-async def create_agent_test(
-    agent_id: AgentID, body: schemas.CreateAdversarialTestBody, ctx: Ctx, db: Db, principal: AgentsWriter
+async def create_agent_adversarial_test(
+    load: LoadTestedAgent, body: schemas.CreateAdversarialTestBody, db: Db
 ) -> schemas.AdversarialTest:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER)
-    test = await service.create_test(db, agent, body)
+    test = await service.create_test(db, await load(), body)
     await db.commit()
     return service.to_schema(test)
 
 
 @router.post(
     "/agents/{agentID}/adversarial-tests/generate",
-    response_model=schemas.GenerateAdversarialTestsResponse,
-    response_model_exclude_none=True,
-    operation_id="generateAgentAdversarialTests",
     summary="Generate the agent's starter suite from its prompt, nodes and tools (requires member)",
     description="One test per category that applies (prompt extraction, prompt injection, false "
     "promises, language switch when the agent has a language). Categories the agent already has a "
     "generated test of are kept as they are, so calling it again adds only what is missing.",
 )
-async def generate_tests(
-    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsWriter
+async def generate_agent_adversarial_tests(
+    agent: ChangedAgent, db: Db
 ) -> schemas.GenerateAdversarialTestsResponse:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.MEMBER, lock=True)
     created, existing = await service.generate(db, agent)
     await db.commit()
     return schemas.GenerateAdversarialTestsResponse(
@@ -262,15 +234,9 @@ async def generate_tests(
 
 @router.get(
     "/agents/{agentID}/adversarial-tests/result",
-    response_model=schemas.AgentTestResult,
-    response_model_exclude_none=True,
-    operation_id="getAgentAdversarialTestResult",
     summary="The agent's latest test result, as the publish gate sees it (requires viewer)",
 )
-async def agent_result(
-    agent_id: AgentID, ctx: Ctx, db: Db, principal: AgentsReader
-) -> schemas.AgentTestResult:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
+async def get_agent_adversarial_test_result(agent: ViewedAgent, db: Db) -> schemas.AgentTestResult:
     _, applies, _ = await service.effective_scope(db, agent)
     return await service.latest_result(db, agent, applies)
 
@@ -293,10 +259,7 @@ def _settings_out(row: AgentTestSettings | None) -> schemas.AgentTestSettingsOut
         ORG: "Agent-test settings of an organization's agents (requires viewer)",
     },
     operation_id="get{}AdversarialTestSettings",
-    scope="agents:read",
-    min_role=MemberRole.VIEWER,
-    response_model=schemas.AgentTestSettingsOut,
-    response_model_exclude_none=True,
+    access=READ,
 )
 async def get_settings(owner: Owner, db: Db) -> schemas.AgentTestSettingsOut:
     return _settings_out(
@@ -313,10 +276,7 @@ async def get_settings(owner: Owner, db: Db) -> schemas.AgentTestSettingsOut:
         ORG: "Set whether the organization's agents need passing tests to go live (requires admin)",
     },
     operation_id="put{}AdversarialTestSettings",
-    scope="agents:write",
-    min_role=MemberRole.ADMIN,
-    response_model=schemas.AgentTestSettingsOut,
-    response_model_exclude_none=True,
+    access=ADMINISTER,
 )
 async def put_settings(
     owner: Owner, body: schemas.AgentTestSettingsBody, db: Db

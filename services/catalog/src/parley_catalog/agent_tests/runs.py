@@ -164,8 +164,7 @@ async def list_runs(
     test_id: UUID | None,
     batch_id: UUID | None,
     status: RunStatus | None,
-    after: str | None,
-    limit: int,
+    page: cursor.CursorQuery,
 ) -> schemas.GetAdversarialTestRunsResponse:
     where: list[ColumnElement[bool]] = [AgentTestRun.agent_id == agent_id]
     if test_id is not None:
@@ -174,8 +173,8 @@ async def list_runs(
         where.append(AgentTestRun.batch_id == batch_id)
     if status is not None:
         where.append(AgentTestRun.status == status.value)
-    if after is not None:
-        key = cursor.decode(after, RunKey)
+    if page.after is not None:
+        key = cursor.decode(page.after, RunKey)
         where.append(
             or_(
                 AgentTestRun.created_at < key.created_at,
@@ -186,14 +185,16 @@ async def list_runs(
         select(AgentTestRun).where(*where).order_by(AgentTestRun.created_at.desc(), AgentTestRun.id.desc())
     )
     rows, next_cursor = await cursor.page(
-        db, query, limit, lambda r: RunKey(created_at=r.created_at, id=r.id)
+        db, query, page.limit, lambda r: RunKey(created_at=r.created_at, id=r.id)
     )
     return schemas.GetAdversarialTestRunsResponse(items=await with_remarks(db, rows), next_cursor=next_cursor)
 
 
-async def load_run(ctx: CatalogContext, db: AsyncSession, principal: Principal, run_id: UUID) -> AgentTestRun:
+async def load_run(
+    ctx: CatalogContext, db: AsyncSession, principal: Principal, run_id: UUID, min_role: MemberRole
+) -> AgentTestRun:
     run = await db.get(AgentTestRun, run_id)
-    await owning_agent(ctx, db, principal, run.agent_id if run else None, MemberRole.VIEWER, "test run")
+    await owning_agent(ctx, db, principal, run.agent_id if run else None, min_role, "test run")
     assert run is not None  # owning_agent found its agent
     return run
 

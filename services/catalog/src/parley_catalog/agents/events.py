@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import structlog
 from faststream.nats import NatsBroker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.agents.models import Agent
 from parley_catalog.timeutil import utcnow
@@ -23,3 +24,12 @@ async def publish(broker: NatsBroker, agent: Agent, kind: AgentEventKind) -> Non
         await broker.publish(event, subjects.agent_event(kind.value))
     except Exception as exc:
         log.warning("catalog.agent_event_publish_failed", agent_id=str(agent.id), kind=kind, error=str(exc))
+
+
+async def commit(
+    db: AsyncSession, broker: NatsBroker, agent: Agent, kind: AgentEventKind, *, changed: bool = True
+) -> None:
+    """Commit the request's change to `agent` and, when there was one, announce it."""
+    await db.commit()
+    if changed:
+        await publish(broker, agent, kind)

@@ -10,7 +10,7 @@ from sqlalchemy import CheckConstraint, Computed, Index, text
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
-from parley_catalog.db import Base
+from parley_catalog.db import Base, unique_per_owner
 from parley_catalog.timeutil import utcnow
 
 # Search over the config's name and description. The `simple` dictionary (no stemming, no stop
@@ -34,20 +34,8 @@ class Agent(Base):
             "ix_agents_owner_org", "owner_org_id", "created_at", postgresql_where=text("deleted_at IS NULL")
         ),
         # Octavus agents are found by slug within their owner (the API key's project).
-        Index(
-            "ix_agents_user_slug",
-            "owner_user_id",
-            "slug",
-            unique=True,
-            postgresql_where=text("deleted_at IS NULL AND slug IS NOT NULL AND owner_user_id IS NOT NULL"),
-        ),
-        Index(
-            "ix_agents_org_slug",
-            "owner_org_id",
-            "slug",
-            unique=True,
-            postgresql_where=text("deleted_at IS NULL AND slug IS NOT NULL AND owner_org_id IS NOT NULL"),
-        ),
+        unique_per_owner("ix_agents_user_slug", "owner_user_id", "slug", not_null=["slug"]),
+        unique_per_owner("ix_agents_org_slug", "owner_org_id", "slug", not_null=["slug"]),
     )
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import live_row, load_owned
+from parley_catalog.access import OwnedLoader, OwnerIds, live_row
 from parley_catalog.agents import schemas
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
@@ -22,8 +22,7 @@ from parley_catalog.lint.rules import Diagnostic
 from parley_catalog.lint.service import lint_blueprint
 from parley_catalog.lint.voice import lint_voice
 from parley_catalog.templates.models import Template
-from parley_catalog.timeutil import utcnow
-from parley_common.auth_contract import MemberRole, Principal
+from parley_catalog.timeutil import created_now, utcnow
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentConfig, AgentStatus
 from parley_common.errors import Codes, ParleyError
@@ -59,9 +58,8 @@ async def create_agent(
     ctx: CatalogContext,
     db: AsyncSession,
     body: schemas.CreateAgentRequest,
+    owner: OwnerIds,
     *,
-    owner_user_id: UUID | None = None,
-    owner_org_id: UUID | None = None,
     template: Template | None = None,
     protocol: dict[str, Any] | None = None,
 ) -> Agent:
@@ -76,10 +74,9 @@ async def create_agent(
         blueprint = _dump_blueprint(body.blueprint)
     if body.secrets is not None:
         stored = secretstore.merge(stored, secretstore.seal(ctx.box, secretstore.inputs(body.secrets), []))
-    now = utcnow()
     agent = Agent(
-        owner_user_id=owner_user_id,
-        owner_org_id=owner_org_id,
+        owner_user_id=owner.user_id,
+        owner_org_id=owner.org_id,
         template_id=template.id if template else None,
         config=config,
         secrets=secretstore.dump(stored),
@@ -87,8 +84,7 @@ async def create_agent(
         protocol=protocol,
         status=AgentStatus.DRAFT.value,
         version=1,
-        created_at=now,
-        updated_at=now,
+        **created_now(),
     )
     db.add(agent)
     await db.flush()
@@ -100,17 +96,8 @@ async def get_live_row(db: AsyncSession, agent_id: UUID, *, lock: bool = False) 
     return await live_row(db, Agent, agent_id, lock=lock)
 
 
-async def load_for(
-    ctx: CatalogContext,
-    db: AsyncSession,
-    principal: Principal,
-    agent_id: UUID,
-    min_role: MemberRole,
-    *,
-    lock: bool = False,
-) -> Agent:
-    """The agent if the caller holds `min_role` on its owner, else 404 / 403."""
-    return await load_owned(ctx, db, principal, Agent, agent_id, min_role, "agent", lock=lock)
+# The agent if the caller holds `min_role` on its owner, else 404 / 403.
+load_for = OwnedLoader(Agent, "agent")
 
 
 async def lint_agent_blueprint(db: AsyncSession, agent: Agent, blueprint: Blueprint) -> list[Diagnostic]:

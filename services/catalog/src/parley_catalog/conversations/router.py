@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.access import owning_agent
 from parley_catalog.agents import service as agents
+from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.conversations import schemas, service
 from parley_catalog.conversations.models import Conversation
-from parley_catalog.cursor import After
-from parley_catalog.deps import AgentsWriter, Ctx, Db, HistoryReader
-from parley_catalog.pagination import DEFAULT_LIMIT, Limit
+from parley_catalog.cursor import CursorPage
+from parley_catalog.deps import AgentsWriter, Db, HistoryReader
+from parley_catalog.loaded import Loader, loaded, loader
 from parley_catalog.params import AgentID, ConversationID
+from parley_catalog.routing import contract_router, deleting
 from parley_common.auth_contract import MemberRole, Principal
 
-router = APIRouter(tags=["conversations"])
+router = contract_router("conversations")
 
 
 async def _load(
@@ -33,70 +35,50 @@ async def _load(
     return conversation
 
 
+ViewedConversation = Annotated[Conversation, loaded(_load, ConversationID, HistoryReader, MemberRole.VIEWER)]
+DeletedConversation = Annotated[Conversation, loaded(_load, ConversationID, AgentsWriter, MemberRole.ADMIN)]
+# Lists (cursor parameters besides the id) load the agent or conversation once every input is read.
+LoadListedAgent = Annotated[Loader[Agent], loader(agents.load_for, AgentID, HistoryReader, MemberRole.VIEWER)]
+LoadListedConversation = Annotated[
+    Loader[Conversation], loader(_load, ConversationID, HistoryReader, MemberRole.VIEWER)
+]
+
+
 @router.get(
     "/agents/{agentID}/conversations",
-    response_model=schemas.ConversationPage,
-    response_model_exclude_none=True,
-    operation_id="listAgentConversations",
     summary="List conversations for an agent (requires viewer)",
     description="Newest first. Cursor pagination: pass `next_cursor` back as `after`.",
 )
 async def list_agent_conversations(
-    agent_id: AgentID,
-    ctx: Ctx,
-    db: Db,
-    principal: HistoryReader,
-    after: After = None,
-    limit: Limit = DEFAULT_LIMIT,
+    load: LoadListedAgent, db: Db, page: CursorPage
 ) -> schemas.ConversationPage:
-    agent = await agents.load_for(ctx, db, principal, agent_id, MemberRole.VIEWER)
-    return await service.list_conversations(db, agent.id, after=after, limit=limit)
+    return await service.list_conversations(db, (await load()).id, page)
 
 
 @router.get(
     "/conversations/{conversationID}",
-    response_model=schemas.Conversation,
-    response_model_exclude_none=True,
-    operation_id="getConversation",
     summary="Get a conversation by ID (requires viewer on the parent agent)",
 )
-async def get_conversation(
-    conversation_id: ConversationID, ctx: Ctx, db: Db, principal: HistoryReader
-) -> schemas.Conversation:
-    conversation = await _load(ctx, db, principal, conversation_id, MemberRole.VIEWER)
+async def get_conversation(conversation: ViewedConversation) -> schemas.Conversation:
     return service.to_schema(conversation)
 
 
-@router.delete(
+@deleting(
+    router,
     "/conversations/{conversationID}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteConversation",
     summary="Soft-delete a conversation (requires admin on the parent agent)",
 )
-async def delete_conversation(
-    conversation_id: ConversationID, ctx: Ctx, db: Db, principal: AgentsWriter
-) -> Response:
-    conversation = await _load(ctx, db, principal, conversation_id, MemberRole.ADMIN)
+async def delete_conversation(conversation: DeletedConversation, db: Db) -> None:
     await service.delete_conversation(db, conversation)
     await db.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
     "/conversations/{conversationID}/messages",
-    response_model=schemas.ConversationMessagePage,
-    response_model_exclude_none=True,
-    operation_id="listConversationMessages",
     summary="List messages in a conversation (requires viewer on the parent agent)",
     description="In conversation order (`seq`). Cursor pagination: pass `next_cursor` back as `after`.",
 )
 async def list_conversation_messages(
-    conversation_id: ConversationID,
-    ctx: Ctx,
-    db: Db,
-    principal: HistoryReader,
-    after: After = None,
-    limit: Limit = DEFAULT_LIMIT,
+    load: LoadListedConversation, db: Db, page: CursorPage
 ) -> schemas.ConversationMessagePage:
-    conversation = await _load(ctx, db, principal, conversation_id, MemberRole.VIEWER)
-    return await service.list_messages(db, conversation.id, after=after, limit=limit)
+    return await service.list_messages(db, (await load()).id, page)

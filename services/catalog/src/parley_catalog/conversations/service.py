@@ -9,7 +9,7 @@ not a transaction per event.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, cast
 from uuid import UUID
@@ -107,50 +107,36 @@ async def _insert_messages(db: AsyncSession, rows: list[dict[str, Any]]) -> None
 
 async def _started(db: AsyncSession, event: ConversationStarted) -> None:
     # An `ended` may have arrived first and left a row without agent: fill it in, keep its status.
-    stmt = insert(Conversation).values(
-        id=event.conversation_id,
-        agent_id=event.agent_id,
-        status="active",
-        channel=event.channel,
-        user_id=event.user_id,
-        started_at=event.at,
-        updated_at=utcnow(),
-    )
-    await db.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[Conversation.id],
-            set_={
-                "agent_id": stmt.excluded.agent_id,
-                "channel": stmt.excluded.channel,
-                "user_id": stmt.excluded.user_id,
-                "started_at": stmt.excluded.started_at,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-    )
+    values = {
+        "agent_id": event.agent_id,
+        "channel": event.channel,
+        "user_id": event.user_id,
+        "started_at": event.at,
+    }
+    await _upsert(db, event.conversation_id, {**values, "status": "active"}, overwrite=values)
 
 
 async def _ended(db: AsyncSession, event: ConversationEnded) -> None:
-    stmt = insert(Conversation).values(
-        id=event.conversation_id,
-        status="ended",
-        summary=event.summary,
-        end_reason=event.end_reason.value,
-        ended_at=event.at,
-        updated_at=utcnow(),
+    values = {"status": "ended", "end_reason": event.end_reason.value, "ended_at": event.at}
+    await _upsert(
+        db, event.conversation_id, {**values, "summary": event.summary}, overwrite=values, fill=["summary"]
     )
-    await db.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[Conversation.id],
-            set_={
-                "status": "ended",
-                "summary": func.coalesce(stmt.excluded.summary, Conversation.summary),
-                "end_reason": stmt.excluded.end_reason,
-                "ended_at": stmt.excluded.ended_at,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-    )
+
+
+async def _upsert(
+    db: AsyncSession,
+    conversation_id: UUID,
+    values: dict[str, Any],
+    *,
+    overwrite: Iterable[str],
+    fill: Iterable[str] = (),
+) -> None:
+    """Insert the conversation with `values`, or update the existing row: the columns `overwrite`
+    take the new values, the columns `fill` a new value that is not null, and `updated_at` is set."""
+    stmt = insert(Conversation).values(id=conversation_id, updated_at=utcnow(), **values)
+    set_: dict[str, Any] = {name: stmt.excluded[name] for name in [*overwrite, "updated_at"]}
+    set_.update({name: func.coalesce(stmt.excluded[name], getattr(Conversation, name)) for name in fill})
+    await db.execute(stmt.on_conflict_do_update(index_elements=[Conversation.id], set_=set_))
 
 
 def to_schema(row: Conversation) -> schemas.Conversation:
@@ -171,18 +157,18 @@ async def visible_conversation(db: AsyncSession, conversation_id: UUID) -> Conve
 
 
 async def list_conversations(
-    db: AsyncSession, agent_id: UUID, *, after: str | None, limit: int
+    db: AsyncSession, agent_id: UUID, page: cursor.CursorQuery
 ) -> schemas.ConversationPage:
     query = select(Conversation).where(
         Conversation.agent_id == agent_id,
         Conversation.deleted_at.is_(None),
         Conversation.started_at.is_not(None),
     )
-    if after:
-        key = cursor.decode(after, ConversationKey)
+    if page.after:
+        key = cursor.decode(page.after, ConversationKey)
         query = query.where(tuple_(Conversation.started_at, Conversation.id) < tuple_(key.started_at, key.id))
     query = query.order_by(Conversation.started_at.desc(), Conversation.id.desc())
-    rows, next_cursor = await cursor.page(db, query, limit, _conversation_key)
+    rows, next_cursor = await cursor.page(db, query, page.limit, _conversation_key)
     return schemas.ConversationPage(
         items=[to_schema(r) for r in rows], next_cursor=next_cursor or "", has_more=next_cursor is not None
     )
@@ -194,14 +180,14 @@ def _conversation_key(row: Conversation) -> ConversationKey:
 
 
 async def list_messages(
-    db: AsyncSession, conversation_id: UUID, *, after: str | None, limit: int
+    db: AsyncSession, conversation_id: UUID, page: cursor.CursorQuery
 ) -> schemas.ConversationMessagePage:
     query = select(Message).where(Message.conversation_id == conversation_id)
-    if after:
-        key = cursor.decode(after, MessageKey)
+    if page.after:
+        key = cursor.decode(page.after, MessageKey)
         query = query.where(tuple_(Message.seq, Message.id) > tuple_(key.seq, key.id))
     rows, next_cursor = await cursor.page(
-        db, query.order_by(Message.seq, Message.id), limit, lambda m: MessageKey(seq=m.seq, id=m.id)
+        db, query.order_by(Message.seq, Message.id), page.limit, lambda m: MessageKey(seq=m.seq, id=m.id)
     )
     items = [schemas.ConversationMessage.model_validate(r, from_attributes=True) for r in rows]
     return schemas.ConversationMessagePage(

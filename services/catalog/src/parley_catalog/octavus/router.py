@@ -15,12 +15,18 @@ from parley_catalog.agents import events
 from parley_catalog.deps import Ctx, Db
 from parley_catalog.octavus import schemas, service
 from parley_catalog.octavus.auth import KeyReader, KeyWriter
+from parley_catalog.routing import operation_ids
 from parley_common.auth_contract import MemberRole
 from parley_common.catalog_contract import AgentEventKind
 from parley_common.octavus import ValidationResult
 from parley_common.octavus.routes import OctavusRoute
 
-router = APIRouter(prefix="/api/agents", tags=["octavus"], route_class=OctavusRoute)
+router = APIRouter(
+    prefix="/api/agents",
+    tags=["octavus"],
+    route_class=OctavusRoute,
+    generate_unique_id_function=operation_ids("octavus"),
+)
 
 AgentRef = Annotated[
     str, Path(min_length=1, max_length=200, description="Agent ID, or its slug with `?by=slug`.")
@@ -30,8 +36,6 @@ By = Annotated[Literal["slug", "id"] | None, Query(description="`slug`: the path
 
 @router.post(
     "/validate",
-    response_model=ValidationResult,
-    operation_id="octavusValidateAgent",
     summary="Validate an Octavus agent definition without saving it (`octavus validate`)",
 )
 async def validate_agent(body: schemas.DefinitionBody, ctx: Ctx, principal: KeyReader) -> ValidationResult:
@@ -42,8 +46,6 @@ async def validate_agent(body: schemas.DefinitionBody, ctx: Ctx, principal: KeyR
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.WriteResult,
-    operation_id="octavusCreateAgent",
     summary="Create an Octavus protocol agent in the API key's project (`octavus sync`, new slug)",
     description="422 `request.validation_failed` when the definition has errors (listed in "
     "`params.errors`), 409 `resource.conflict` when the slug is taken in the project.",
@@ -53,15 +55,12 @@ async def create_agent(
 ) -> schemas.WriteResult:
     project = await service.project_of(ctx, principal, MemberRole.MEMBER)
     agent = await service.create(ctx, db, project, body)
-    await db.commit()
-    await events.publish(ctx.broker, agent, AgentEventKind.CREATED)
+    await events.commit(db, ctx.broker, agent, AgentEventKind.CREATED)
     return schemas.WriteResult(agentId=str(agent.id), message="Agent created")
 
 
 @router.get(
     "",
-    response_model=schemas.AgentList,
-    operation_id="octavusListAgents",
     summary="List the Octavus protocol agents of the API key's project (`octavus list`)",
 )
 async def list_agents(ctx: Ctx, db: Db, principal: KeyReader) -> schemas.AgentList:
@@ -71,9 +70,7 @@ async def list_agents(ctx: Ctx, db: Db, principal: KeyReader) -> schemas.AgentLi
 
 @router.get(
     "/{ref}",
-    response_model=schemas.AgentOut,
     response_model_exclude_none=True,
-    operation_id="octavusGetAgent",
     summary="Get an Octavus protocol agent by ID, or by slug with `?by=slug` (`octavus get`)",
 )
 async def get_agent(ref: AgentRef, ctx: Ctx, db: Db, principal: KeyReader, by: By = None) -> schemas.AgentOut:
@@ -87,8 +84,6 @@ async def get_agent(ref: AgentRef, ctx: Ctx, db: Db, principal: KeyReader, by: B
 
 @router.patch(
     "/{ref}",
-    response_model=schemas.WriteResult,
-    operation_id="octavusUpdateAgent",
     summary="Replace an Octavus agent's protocol and prompts (`octavus sync`, existing slug)",
     description="Settings are kept (sync never changes them). 422 `request.validation_failed` "
     "when the new definition has errors.",
@@ -102,9 +97,7 @@ async def update_agent(
     else:
         agent = await service.find_by_id(db, project, ref, lock=True)
     changed = await service.update(ctx, db, agent, body)
-    await db.commit()
-    if changed:
-        await events.publish(ctx.broker, agent, AgentEventKind.UPDATED)
+    await events.commit(db, ctx.broker, agent, AgentEventKind.UPDATED, changed=changed)
     return schemas.WriteResult(
         agentId=str(agent.id), message="Agent updated" if changed else "Agent unchanged"
     )

@@ -161,8 +161,7 @@ async def create(
             ctx,
             db,
             agent_schemas.CreateAgentRequest(config=config),
-            owner_user_id=project.user_id,
-            owner_org_id=project.org_id,
+            project,
             protocol=_stored(settings, body.protocol, body.prompts),
         )
         agent.slug = settings.slug

@@ -2,107 +2,62 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
-
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
-from parley_catalog.owner import ORG, USER, Owner, owner_routes
-from parley_catalog.pagination import ListQuery, search_page
+from parley_catalog.loaded import Loader, loaded, loader
+from parley_catalog.owner import Owner, owned_create_routes, owned_list_routes
 from parley_catalog.params import TemplateID
+from parley_catalog.routing import contract_router, deleting
 from parley_catalog.templates import schemas, service
 from parley_catalog.templates.models import Template
 from parley_common.auth_contract import MemberRole
 
-router = APIRouter(tags=["templates"])
+router = contract_router("templates")
+ViewedTemplate = Annotated[Template, loaded(service.load_for, TemplateID, AgentsReader, MemberRole.VIEWER)]
+_locked = partial(service.load_for, lock=True)
+LoadChangedTemplate = Annotated[
+    Loader[Template], loader(_locked, TemplateID, AgentsWriter, MemberRole.MEMBER)
+]
+DeletedTemplate = Annotated[Template, loaded(_locked, TemplateID, AgentsWriter, MemberRole.ADMIN)]
 
 
-@owner_routes(
-    router,
-    "GET",
-    "/templates",
-    summaries={
-        USER: "List templates owned by the authenticated user",
-        ORG: "List templates owned by an organization (requires viewer)",
-    },
-    operation_id="list{}Templates",
-    scope="agents:read",
-    min_role=MemberRole.VIEWER,
-    response_model=schemas.TemplatePage,
-    response_model_exclude_none=True,
-)
-async def list_templates(
-    owner: Owner, db: Db, query: Annotated[ListQuery, Depends()]
-) -> schemas.TemplatePage:
-    return await search_page(
-        db, Template, owner.owns(Template), query, schemas.TemplatePage, service.to_schema
-    )
+owned_list_routes(router, "/templates", Template, schemas.TemplatePage, service.to_schema)
 
 
-@owner_routes(
-    router,
-    "POST",
-    "/templates",
-    summaries={
-        USER: "Create a template owned by the authenticated user",
-        ORG: "Create a template owned by an organization (requires member)",
-    },
-    operation_id="create{}Template",
-    scope="agents:write",
-    min_role=MemberRole.MEMBER,
-    status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Template,
-    response_model_exclude_none=True,
-)
+@owned_create_routes(router, "/templates", "a template")
 async def create_template(
     owner: Owner, body: schemas.CreateTemplateRequest, ctx: Ctx, db: Db
 ) -> schemas.Template:
-    template = await service.create_template(
-        ctx, db, body, owner_user_id=owner.user_id, owner_org_id=owner.org_id
-    )
+    template = await service.create_template(ctx, db, body, owner)
     await db.commit()
     return service.to_schema(template)
 
 
 @router.get(
     "/templates/{templateID}",
-    response_model=schemas.Template,
-    operation_id="getTemplate",
     summary="Get a template by ID",
     description="Requires viewer if org-owned; a user's templates are visible to that user only.",
-    response_model_exclude_none=True,
 )
-async def get_template(
-    template_id: TemplateID, ctx: Ctx, db: Db, principal: AgentsReader
-) -> schemas.Template:
-    template = await service.load_for(ctx, db, principal, template_id, MemberRole.VIEWER)
+async def get_template(template: ViewedTemplate) -> schemas.Template:
     return service.to_schema(template)
 
 
 @router.patch(
     "/templates/{templateID}",
-    response_model=schemas.Template,
-    operation_id="updateTemplate",
     summary="Update a template (requires member if org-owned)",
-    response_model_exclude_none=True,
 )
 async def update_template(
-    template_id: TemplateID, body: schemas.UpdateTemplateRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+    load: LoadChangedTemplate, body: schemas.UpdateTemplateRequest, ctx: Ctx, db: Db
 ) -> schemas.Template:
-    template = await service.load_for(ctx, db, principal, template_id, MemberRole.MEMBER, lock=True)
+    template = await load()
     await service.update_template(ctx, db, template, body)
     await db.commit()
     return service.to_schema(template)
 
 
-@router.delete(
-    "/templates/{templateID}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteTemplate",
-    summary="Soft-delete a template (requires admin if org-owned)",
-)
-async def delete_template(template_id: TemplateID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
-    template = await service.load_for(ctx, db, principal, template_id, MemberRole.ADMIN, lock=True)
+@deleting(router, "/templates/{templateID}", summary="Soft-delete a template (requires admin if org-owned)")
+async def delete_template(template: DeletedTemplate, db: Db) -> None:
     await service.delete_template(db, template)
     await db.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)

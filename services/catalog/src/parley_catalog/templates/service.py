@@ -3,17 +3,14 @@ viewer to read, member to create or update, admin to delete."""
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import secretstore
-from parley_catalog.access import load_owned
+from parley_catalog.access import OwnedLoader, OwnerIds
 from parley_catalog.context import CatalogContext
 from parley_catalog.templates import schemas
 from parley_catalog.templates.models import Template
-from parley_catalog.timeutil import utcnow
-from parley_common.auth_contract import MemberRole, Principal
+from parley_catalog.timeutil import created_now, utcnow
 from parley_common.blueprint import Blueprint
 from parley_common.catalog_contract import AgentConfig
 
@@ -23,41 +20,26 @@ def to_schema(template: Template) -> schemas.Template:
 
 
 async def create_template(
-    ctx: CatalogContext,
-    db: AsyncSession,
-    body: schemas.CreateTemplateRequest,
-    *,
-    owner_user_id: UUID | None = None,
-    owner_org_id: UUID | None = None,
+    ctx: CatalogContext, db: AsyncSession, body: schemas.CreateTemplateRequest, owner: OwnerIds
 ) -> Template:
     config = body.config or AgentConfig(name=body.name, description=body.description)
-    now = utcnow()
     template = Template(
-        owner_user_id=owner_user_id,
-        owner_org_id=owner_org_id,
+        owner_user_id=owner.user_id,
+        owner_org_id=owner.org_id,
         name=body.name,
         description=body.description,
         config=config.model_dump(mode="json", exclude_none=True),
         secrets=secretstore.write(ctx.box, secretstore.inputs(body.secrets or [])),
         blueprint=(body.blueprint or Blueprint()).model_dump(mode="json"),
-        created_at=now,
-        updated_at=now,
+        **created_now(),
     )
     db.add(template)
     await db.flush()
     return template
 
 
-async def load_for(
-    ctx: CatalogContext,
-    db: AsyncSession,
-    principal: Principal,
-    template_id: UUID,
-    min_role: MemberRole,
-    *,
-    lock: bool = False,
-) -> Template:
-    return await load_owned(ctx, db, principal, Template, template_id, min_role, "template", lock=lock)
+# The template if the caller holds `min_role` on its owner (a user's: that user alone), else 404 / 403.
+load_for = OwnedLoader(Template, "template")
 
 
 async def update_template(

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import CheckConstraint, Index, text
+from sqlalchemy import CheckConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from parley_catalog.db import Base
+from parley_catalog.db import Base, unique_per_owner
 from parley_catalog.timeutil import utcnow
 
 
@@ -19,20 +19,8 @@ class Tool(Base):
         CheckConstraint("(owner_agent_id IS NULL) <> (owner_org_id IS NULL)", name="one_owner"),
         CheckConstraint("method IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE')", name="method"),
         # Names are unique per owner among live tools; a deleted tool frees its name.
-        Index(
-            "uq_tools_agent_name",
-            "owner_agent_id",
-            "name",
-            unique=True,
-            postgresql_where=text("deleted_at IS NULL AND owner_agent_id IS NOT NULL"),
-        ),
-        Index(
-            "uq_tools_org_name",
-            "owner_org_id",
-            "name",
-            unique=True,
-            postgresql_where=text("deleted_at IS NULL AND owner_org_id IS NOT NULL"),
-        ),
+        unique_per_owner("uq_tools_agent_name", "owner_agent_id", "name"),
+        unique_per_owner("uq_tools_org_name", "owner_org_id", "name"),
     )
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid4)

@@ -9,10 +9,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog.access import check_owner, org_by_slug, owning_agent
@@ -21,15 +22,17 @@ from parley_catalog.agents import service as agents
 from parley_catalog.agents.models import Agent
 from parley_catalog.context import CatalogContext
 from parley_catalog.deps import AgentsReader, AgentsWriter, Ctx, Db
-from parley_catalog.owner import AGENT, ORG, Owner, owner_routes
+from parley_catalog.loaded import Loader, loaded, loader
+from parley_catalog.owner import AGENT, ORG, READ, WRITE, Owner, owner_routes
 from parley_catalog.params import ToolID
+from parley_catalog.routing import contract_router, deleting
 from parley_catalog.tools import schemas, service
 from parley_catalog.tools.models import Tool
 from parley_common.auth_contract import MemberRole, Principal
 from parley_common.catalog_contract import AgentEventKind, ToolDefinition, ToolResult
 from parley_common.errors import Codes, ParleyError
 
-router = APIRouter(tags=["tools"])
+router = contract_router("tools")
 
 
 async def _commit_change(
@@ -56,9 +59,7 @@ async def _commit_change(
     },
     descriptions={AGENT: "Its own tools, then its organization's tools whose names it does not use itself."},
     operation_id="list{}Tools",
-    scope="agents:read",
-    min_role=MemberRole.VIEWER,
-    response_model=list[ToolDefinition],
+    access=READ,
 )
 async def list_catalogue(owner: Owner, db: Db) -> list[ToolDefinition]:
     return [service.definition(t) for t in await _catalogue(db, owner)]
@@ -73,12 +74,9 @@ async def list_catalogue(owner: Owner, db: Db) -> list[ToolDefinition]:
         ORG: "Define a webhook tool shared by an organization's agents (requires member)",
     },
     operation_id="create{}Tool",
-    scope="agents:write",
-    min_role=MemberRole.MEMBER,
+    access=WRITE,
     lock=True,
     status_code=status.HTTP_201_CREATED,
-    response_model=schemas.Tool,
-    response_model_exclude_none=True,
 )
 async def create_tool(owner: Owner, body: schemas.CreateToolRequest, ctx: Ctx, db: Db) -> schemas.Tool:
     agent_id = owner.agent.id if owner.agent is not None else None
@@ -100,10 +98,7 @@ _EXECUTE = "Answered with 200 whenever the executor runs: failures are `{success
     },
     descriptions={AGENT: _EXECUTE, ORG: _EXECUTE},
     operation_id="execute{}Tool",
-    scope="agents:write",
-    min_role=MemberRole.MEMBER,
-    response_model=ToolResult,
-    response_model_exclude_none=True,
+    access=WRITE,
 )
 async def execute_tool(owner: Owner, body: schemas.ExecuteToolRequest, ctx: Ctx, db: Db) -> ToolResult:
     catalogue = await _catalogue(db, owner)
@@ -120,9 +115,6 @@ async def _catalogue(db: AsyncSession, owner: Owner) -> list[Tool]:
 
 @router.get(
     "/tools",
-    response_model=list[schemas.Tool],
-    response_model_exclude_none=True,
-    operation_id="listTools",
     summary="The tool records of an agent or an organization (requires viewer)",
     description="Exactly one of `agent_id` and `org_slug`. Agent tools only (not the inherited org tools).",
 )
@@ -174,42 +166,37 @@ async def _load_tool(
     return tool, agent
 
 
+ToolOf = tuple[Tool, Agent | None]  # the tool and, for an agent tool, its agent
+_locked = partial(_load_tool, lock=True)
+ViewedTool = Annotated[ToolOf, loaded(_load_tool, ToolID, AgentsReader, MemberRole.VIEWER)]
+LoadChangedTool = Annotated[Loader[ToolOf], loader(_locked, ToolID, AgentsWriter, MemberRole.MEMBER)]
+DeletedTool = Annotated[ToolOf, loaded(_locked, ToolID, AgentsWriter, MemberRole.MEMBER)]
+
+
 @router.get(
     "/tools/{toolID}",
-    response_model=schemas.Tool,
-    response_model_exclude_none=True,
-    operation_id="getTool",
     summary="Get a tool record (requires viewer on its agent or organization)",
 )
-async def get_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsReader) -> schemas.Tool:
-    tool, _ = await _load_tool(ctx, db, principal, tool_id, MemberRole.VIEWER)
+async def get_tool(viewed: ViewedTool) -> schemas.Tool:
+    tool, _ = viewed
     return service.to_schema(tool)
 
 
 @router.patch(
     "/tools/{toolID}",
-    response_model=schemas.Tool,
-    response_model_exclude_none=True,
-    operation_id="updateTool",
     summary="Update a tool (requires member on its agent or organization)",
 )
 async def update_tool(
-    tool_id: ToolID, body: schemas.UpdateToolRequest, ctx: Ctx, db: Db, principal: AgentsWriter
+    load: LoadChangedTool, body: schemas.UpdateToolRequest, ctx: Ctx, db: Db
 ) -> schemas.Tool:
-    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER, lock=True)
+    tool, agent = await load()
     await service.update_tool(ctx, db, tool, body)
     await _commit_change(ctx, db, agent, tool.owner_org_id)
     return service.to_schema(tool)
 
 
-@router.delete(
-    "/tools/{toolID}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteTool",
-    summary="Delete a tool (requires member on its agent or organization)",
-)
-async def delete_tool(tool_id: ToolID, ctx: Ctx, db: Db, principal: AgentsWriter) -> Response:
-    tool, agent = await _load_tool(ctx, db, principal, tool_id, MemberRole.MEMBER, lock=True)
+@deleting(router, "/tools/{toolID}", summary="Delete a tool (requires member on its agent or organization)")
+async def delete_tool(deleted: DeletedTool, ctx: Ctx, db: Db) -> None:
+    tool, agent = deleted
     await service.delete_tool(db, tool)
     await _commit_change(ctx, db, agent, tool.owner_org_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)

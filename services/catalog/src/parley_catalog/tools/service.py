@@ -20,8 +20,8 @@ from parley_catalog import secretstore
 from parley_catalog.access import live_row, not_found
 from parley_catalog.agents.schemas import AgentSecret
 from parley_catalog.context import CatalogContext
-from parley_catalog.convert import from_row
-from parley_catalog.timeutil import utcnow
+from parley_catalog.convert import from_row, record_from_row
+from parley_catalog.timeutil import created_now, utcnow
 from parley_catalog.tools import schemas, webhook
 from parley_catalog.tools.models import Tool
 from parley_common.catalog_contract import ToolDefinition, ToolFunction, ToolResult
@@ -60,8 +60,15 @@ async def agent_catalogue(db: AsyncSession, agent_id: UUID, org_id: UUID | None)
     return own + [t for t in await owned_tools(db, org_id=org_id) if t.name not in names]
 
 
-def _secret_inputs(headers: dict[str, str]) -> list[secretstore.SecretInput]:
-    return [secretstore.SecretInput(key=k, value=v) for k, v in headers.items()]
+def _set_webhook(ctx: CatalogContext, tool: Tool, webhook: schemas.WebhookIn) -> None:
+    """Write `webhook` into the tool's columns, for a new tool or over a stored one (a secret
+    header sent back with its mask keeps its stored value)."""
+    tool.url = str(webhook.url)
+    tool.method = webhook.method
+    tool.headers = webhook.headers
+    tool.timeout_s = webhook.timeout_s
+    secret_headers = [secretstore.SecretInput(key=k, value=v) for k, v in webhook.secret_headers.items()]
+    tool.secret_headers = secretstore.write(ctx.box, secret_headers, tool.secret_headers or ())
 
 
 async def create_tool(
@@ -72,21 +79,15 @@ async def create_tool(
     agent_id: UUID | None = None,
     org_id: UUID | None = None,
 ) -> Tool:
-    now = utcnow()
     tool = Tool(
         owner_agent_id=agent_id,
         owner_org_id=org_id,
         name=body.name,
         description=body.description,
         parameters=body.parameters,
-        url=str(body.webhook.url),
-        method=body.webhook.method,
-        headers=body.webhook.headers,
-        secret_headers=secretstore.write(ctx.box, _secret_inputs(body.webhook.secret_headers)),
-        timeout_s=body.webhook.timeout_s,
-        created_at=now,
-        updated_at=now,
+        **created_now(),
     )
+    _set_webhook(ctx, tool, body.webhook)
     db.add(tool)
     await flush_unique(db, Codes.TOOL_NAME_TAKEN, {"name": body.name})
     return tool
@@ -109,13 +110,7 @@ async def update_tool(
     if body.parameters is not None:
         tool.parameters = body.parameters
     if body.webhook is not None:
-        tool.url = str(body.webhook.url)
-        tool.method = body.webhook.method
-        tool.headers = body.webhook.headers
-        tool.timeout_s = body.webhook.timeout_s
-        tool.secret_headers = secretstore.write(
-            ctx.box, _secret_inputs(body.webhook.secret_headers), tool.secret_headers
-        )
+        _set_webhook(ctx, tool, body.webhook)
     tool.updated_at = utcnow()
     await flush_unique(db, Codes.TOOL_NAME_TAKEN, {"name": tool.name})
 
@@ -142,14 +137,7 @@ async def execute(
         )
     headers = dict(tool.headers)
     headers.update(secretstore.reveal(ctx.box, secretstore.load(tool.secret_headers)))
-    call = webhook.WebhookCall(
-        name=tool.name,
-        url=tool.url,
-        method=tool.method,
-        headers=headers,
-        timeout_s=tool.timeout_s,
-        arguments=body.arguments,
-    )
+    call = record_from_row(webhook.WebhookCall, tool, headers=headers, arguments=body.arguments)
     return await webhook.execute(ctx.http, call, ctx.settings)
 
 
