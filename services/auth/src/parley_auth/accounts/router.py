@@ -10,12 +10,13 @@ from parley_auth.accounts import schemas, service
 from parley_auth.accounts.models import User
 from parley_auth.deps import AccountReader, AccountWriter, Ctx, CurrentSession, Db, client_ip, load_user
 from parley_auth.orgs.service import assert_not_last_owner_anywhere
+from parley_auth.routing import contract_router, no_content
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.errors import Codes, ParleyError
 
 router = APIRouter()  # both below, in this order
-auth = APIRouter(tags=["auth"])  # /auth/*
-users = APIRouter(tags=["users"])  # /users/me*
+auth = contract_router("auth")  # /auth/*
+users = contract_router("users")  # /users/me*
 TurnstileHeader = Annotated[
     str | None,
     Header(alias="X-Turnstile-Token", max_length=4096, include_in_schema=False),
@@ -69,7 +70,6 @@ async def _open_session(
 @auth.post(
     "/auth/signup",
     status_code=status.HTTP_201_CREATED,
-    operation_id="signup",
     openapi_extra=TURNSTILE_DOC,
     summary="Register a new user account",
 )
@@ -91,11 +91,10 @@ async def signup(
 @auth.post(
     "/auth/sessions",
     status_code=status.HTTP_201_CREATED,
-    operation_id="createSession",
     openapi_extra=TURNSTILE_DOC,
     summary="Log in and start a session",
 )
-async def login(
+async def create_session(
     body: schemas.LoginRequest,
     request: Request,
     response: Response,
@@ -114,12 +113,11 @@ async def login(
 @auth.delete(
     "/auth/sessions",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="revokeAllSessions",
     summary="Log out of all sessions",
     description="Needs the `account:write` scope (a browser session holds it); an organization's API "
     "key cannot.",
 )
-async def logout_all(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
+async def revoke_all_sessions(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
     assert principal.user_id is not None
     revoked = await service.revoke_all_sessions(db, principal.user_id)
     await db.commit()
@@ -133,12 +131,9 @@ async def logout_all(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
 
 
 @auth.delete(
-    "/auth/sessions/me",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="revokeSession",
-    summary="Log out of the current session",
+    "/auth/sessions/me", status_code=status.HTTP_204_NO_CONTENT, summary="Log out of the current session"
 )
-async def logout(ctx: Ctx, db: Db, principal: CurrentSession) -> Response:
+async def revoke_session(ctx: Ctx, db: Db, principal: CurrentSession) -> Response:
     await service.revoke_session(db, principal.credential_id)
     await db.commit()
     await ctx.publish_revoked(kind=CredentialKind.SESSION, credential_ids=[principal.credential_id])
@@ -148,7 +143,6 @@ async def logout(ctx: Ctx, db: Db, principal: CurrentSession) -> Response:
 @auth.post(
     "/auth/password/recover",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="recoverPassword",
     openapi_extra=TURNSTILE_DOC,
     summary="Request a password reset email",
     description="Always returns 204 regardless of whether the email exists, to prevent email enumeration.",
@@ -167,16 +161,15 @@ async def recover_password(
         await ctx.limiter.hit("recover:account", ctx.settings.auth_rate_recover_account, str(body.email))
     except ParleyError:
         # Per-account throttling stays silent: a 429 here would reveal that the address is known.
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
+        return no_content()
     await service.request_password_reset(db, ctx.settings, str(body.email))
     await db.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @auth.post(
     "/auth/password/reset",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="resetPassword",
     summary="Reset password using a recovery token",
     description="Consumes the token and updates the password. All existing sessions are revoked on success.",
 )
@@ -185,25 +178,15 @@ async def reset_password(body: schemas.ResetPasswordRequest, ctx: Ctx, db: Db) -
     await db.commit()
     sessions = [CredentialKind.SESSION]
     await ctx.publish_revoked(kind=CredentialKind.SESSION, user_id=user_id, user_kinds=sessions)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
-@users.get(
-    "/users/me",
-    response_model_exclude_none=True,
-    operation_id="getMe",
-    summary="Get the authenticated user's profile",
-)
+@users.get("/users/me", summary="Get the authenticated user's profile")
 async def get_me(db: Db, principal: AccountReader) -> schemas.User:
     return _user_out(await load_user(db, principal))
 
 
-@users.patch(
-    "/users/me",
-    response_model_exclude_none=True,
-    operation_id="updateMe",
-    summary="Update the authenticated user's profile",
-)
+@users.patch("/users/me", summary="Update the authenticated user's profile")
 async def update_me(body: schemas.UpdateUserRequest, db: Db, principal: AccountWriter) -> schemas.User:
     user = await load_user(db, principal)
     await service.update_profile(db, user, fields=body.model_dump(exclude_unset=True))
@@ -213,8 +196,6 @@ async def update_me(body: schemas.UpdateUserRequest, db: Db, principal: AccountW
 
 @users.patch(
     "/users/me/email",
-    response_model_exclude_none=True,
-    operation_id="updateMyEmail",
     summary="Update the authenticated user's email address",
     description="The login email is where password resets go, so changing it needs a browser session "
     "or, with an API key, the account's current password in `current_password` (a Parley extension; "
@@ -245,7 +226,6 @@ async def _confirm_identity(ctx: Ctx, user: User, principal: Principal, password
 @users.delete(
     "/users/me",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteMe",
     summary="Soft-delete the authenticated user's account",
 )
 async def delete_me(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
