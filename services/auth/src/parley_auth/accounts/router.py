@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi.types import DecoratedCallable
 
 from parley_auth.accounts import schemas, service
 from parley_auth.accounts.models import User
+from parley_auth.context import AuthContext
 from parley_auth.deps import AccountReader, AccountWriter, Ctx, CurrentSession, Db, client_ip, load_user
 from parley_auth.orgs.service import assert_not_last_owner_anywhere
 from parley_auth.routing import contract_router, no_content
@@ -36,9 +40,40 @@ TURNSTILE_DOC = {
 }
 
 
+@dataclass
+class Challenge:
+    """The gate of a public form: the caller's rate limits first, then the Turnstile challenge."""
+
+    ctx: AuthContext
+    ip: str
+    token: str | None
+
+    async def admit(self, *limits: tuple[str, str, str]) -> None:
+        """Count the attempt against each `(action, limit, identifier)`, then check the challenge."""
+        for action, limit, identifier in limits:
+            await self.ctx.limiter.hit(action, limit, identifier)
+        await self.ctx.turnstile.verify(self.token, self.ip)
+
+
+def _challenge(request: Request, ctx: Ctx, turnstile: TurnstileHeader = None) -> Challenge:
+    return Challenge(ctx, client_ip(request), turnstile)
+
+
+Challenged = Annotated[Challenge, Depends(_challenge)]
+
+
+def _challenged(
+    path: str, status_code: int, summary: str, description: str | None = None
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """POST `path`, a public form behind the challenge (`Challenged`), documented with its header."""
+    return auth.post(
+        path, status_code=status_code, openapi_extra=TURNSTILE_DOC, summary=summary, description=description
+    )
+
+
 def _signed_out(ctx: Ctx) -> Response:
     """204, clearing the session cookie of this browser."""
-    out = Response(status_code=status.HTTP_204_NO_CONTENT)
+    out = no_content()
     out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
     return out
 
@@ -67,45 +102,23 @@ async def _open_session(
     return schemas.AuthSessionResponse(expires_at=session.expires_at)
 
 
-@auth.post(
-    "/auth/signup",
-    status_code=status.HTTP_201_CREATED,
-    openapi_extra=TURNSTILE_DOC,
-    summary="Register a new user account",
-)
+@_challenged("/auth/signup", status.HTTP_201_CREATED, "Register a new user account")
 async def signup(
-    body: schemas.SignupRequest,
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    db: Db,
-    turnstile: TurnstileHeader = None,
+    body: schemas.SignupRequest, request: Request, response: Response, ctx: Ctx, db: Db, gate: Challenged
 ) -> schemas.AuthSessionResponse:
-    ip = client_ip(request)
-    await ctx.limiter.hit("signup", ctx.settings.auth_rate_signup_ip, ip)
-    await ctx.turnstile.verify(turnstile, ip)
+    await gate.admit(("signup", ctx.settings.auth_rate_signup_ip, gate.ip))
     user = await service.create_user(db, str(body.email), body.password, body.name)
     return await _open_session(request, response, ctx, db, user)
 
 
-@auth.post(
-    "/auth/sessions",
-    status_code=status.HTTP_201_CREATED,
-    openapi_extra=TURNSTILE_DOC,
-    summary="Log in and start a session",
-)
+@_challenged("/auth/sessions", status.HTTP_201_CREATED, "Log in and start a session")
 async def create_session(
-    body: schemas.LoginRequest,
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    db: Db,
-    turnstile: TurnstileHeader = None,
+    body: schemas.LoginRequest, request: Request, response: Response, ctx: Ctx, db: Db, gate: Challenged
 ) -> schemas.AuthSessionResponse:
-    ip = client_ip(request)
-    await ctx.limiter.hit("login:ip", ctx.settings.auth_rate_login_ip, ip)
-    await ctx.limiter.hit("login:account", ctx.settings.auth_rate_login_account, str(body.email))
-    await ctx.turnstile.verify(turnstile, ip)
+    await gate.admit(
+        ("login:ip", ctx.settings.auth_rate_login_ip, gate.ip),
+        ("login:account", ctx.settings.auth_rate_login_account, str(body.email)),
+    )
     user = await service.authenticate(db, str(body.email), body.password)
     return await _open_session(request, response, ctx, db, user)
 
@@ -140,23 +153,16 @@ async def revoke_session(ctx: Ctx, db: Db, principal: CurrentSession) -> Respons
     return _signed_out(ctx)
 
 
-@auth.post(
+@_challenged(
     "/auth/password/recover",
-    status_code=status.HTTP_204_NO_CONTENT,
-    openapi_extra=TURNSTILE_DOC,
-    summary="Request a password reset email",
-    description="Always returns 204 regardless of whether the email exists, to prevent email enumeration.",
+    status.HTTP_204_NO_CONTENT,
+    "Request a password reset email",
+    "Always returns 204 regardless of whether the email exists, to prevent email enumeration.",
 )
 async def recover_password(
-    body: schemas.RecoverPasswordRequest,
-    request: Request,
-    ctx: Ctx,
-    db: Db,
-    turnstile: TurnstileHeader = None,
+    body: schemas.RecoverPasswordRequest, ctx: Ctx, db: Db, gate: Challenged
 ) -> Response:
-    ip = client_ip(request)
-    await ctx.limiter.hit("recover:ip", ctx.settings.auth_rate_recover_ip, ip)
-    await ctx.turnstile.verify(turnstile, ip)
+    await gate.admit(("recover:ip", ctx.settings.auth_rate_recover_ip, gate.ip))
     try:
         await ctx.limiter.hit("recover:account", ctx.settings.auth_rate_recover_account, str(body.email))
     except ParleyError:
