@@ -19,6 +19,7 @@ from parley_common.auth_contract import CredentialKind, MemberRole, Principal
 from parley_common.errors import Codes, ParleyError
 
 router = contract_router("auth")
+KeyID = Annotated[UUID, Path(alias="keyID")]
 
 
 def _owned_by(principal: Principal) -> ColumnElement[bool]:
@@ -92,12 +93,7 @@ async def create_api_key(
 
 
 @router.delete("/auth/api-keys/{keyID}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an API key")
-async def revoke_api_key(
-    key_id: Annotated[UUID, Path(alias="keyID")],
-    ctx: Ctx,
-    db: Db,
-    principal: KeysWriter,
-) -> Response:
+async def revoke_api_key(key_id: KeyID, ctx: Ctx, db: Db, principal: KeysWriter) -> Response:
     row = await db.scalar(
         select(ApiKey).where(ApiKey.id == key_id, _owned_by(principal), ApiKey.revoked_at.is_(None))
     )
