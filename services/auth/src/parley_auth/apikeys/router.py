@@ -81,15 +81,7 @@ async def create_api_key(
     )
     db.add(row)
     await db.commit()
-    return schemas.AuthAPIKeyResponse(
-        id=row.id,
-        name=row.name,
-        prefix=row.prefix,
-        key=raw,
-        scopes=row.scopes,
-        expires_at=row.expires_at,
-        created_at=row.created_at,
-    )
+    return schemas.AuthAPIKeyResponse.of(row, key=raw)
 
 
 @router.delete("/auth/api-keys/{keyID}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an API key")
