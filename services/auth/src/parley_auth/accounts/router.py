@@ -55,7 +55,7 @@ class Challenge:
         await self.ctx.turnstile.verify(self.token, self.ip)
 
 
-def _challenge(request: Request, ctx: Ctx, turnstile: TurnstileHeader = None) -> Challenge:
+async def _challenge(request: Request, ctx: Ctx, turnstile: TurnstileHeader = None) -> Challenge:
     return Challenge(ctx, client_ip(request), turnstile)
 
 
