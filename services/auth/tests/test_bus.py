@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from parley_common.auth_contract import CredentialKind, MemberRole, Principal, R
 from parley_common.bus import bus_events
 from parley_common.errors import ParleyError
 
-from .support import Accounts, bus_peer, mail_files, new_client
+from .support import Account, Accounts, bus_peer, mail_files, new_client
 
 
 @pytest.fixture
@@ -29,6 +30,22 @@ async def peer(auth_settings: AuthSettings, auth_app: object) -> AsyncIterator[t
     """A broker and auth client as in another service (long cache TTL: revocation must beat it)."""
     async with bus_peer(auth_settings.nats_url, cache_ttl_s=60.0) as value:
         yield value
+
+
+@dataclass
+class Keyed:
+    """A fresh user with one API key, and the peer that verifies it."""
+
+    broker: NatsBroker
+    auth: AuthClient
+    user: Account
+    key: str
+
+
+@pytest.fixture
+async def keyed(accounts: Accounts, peer: tuple[NatsBroker, AuthClient]) -> Keyed:
+    user = await accounts.create()
+    return Keyed(*peer, user, await user.api_key())
 
 
 async def test_verify_each_credential_kind(accounts: Accounts, peer: tuple[NatsBroker, AuthClient]) -> None:
@@ -98,12 +115,8 @@ async def _rejected_within(auth: AuthClient, credential: str, seconds: float) ->
     raise AssertionError(f"credential still accepted {seconds}s after revocation")
 
 
-async def test_revocation_visible_within_one_second(
-    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
-) -> None:
-    _, auth = peer
-    user = await accounts.create()
-    key = await user.api_key()
+async def test_revocation_visible_within_one_second(keyed: Keyed) -> None:
+    auth, user, key = keyed.auth, keyed.user, keyed.key
     session = user.client.cookies["kivox_session"]
     await auth.verify(key)
     await auth.verify(session)  # both now cached for 60 s in the peer
@@ -205,12 +218,8 @@ async def test_each_revocation_event_says_what_it_revokes(
         assert not any(event.revokes(p) for p in bystanders), event
 
 
-async def test_cached_verifications_stay_off_the_bus_and_one_request_serves_a_burst(
-    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
-) -> None:
-    _, auth = peer
-    user = await accounts.create()
-    key = await user.api_key()
+async def test_cached_verifications_stay_off_the_bus_and_one_request_serves_a_burst(keyed: Keyed) -> None:
+    auth, key = keyed.auth, keyed.key
     first = auth.requests
     burst = await asyncio.gather(*(auth.verify(key) for _ in range(50)))  # 50 sockets opening at once
     assert {p.credential_id for p in burst} == {burst[0].credential_id}
@@ -225,12 +234,8 @@ async def test_cached_verifications_stay_off_the_bus_and_one_request_serves_a_bu
     assert auth.requests - first == 3
 
 
-async def test_an_answer_in_flight_when_a_revocation_arrives_is_not_cached(
-    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
-) -> None:
-    _, auth = peer
-    user = await accounts.create()
-    key = await user.api_key()
+async def test_an_answer_in_flight_when_a_revocation_arrives_is_not_cached(keyed: Keyed) -> None:
+    auth, key = keyed.auth, keyed.key
     asked = asyncio.ensure_future(auth.verify(key))
     await asyncio.sleep(0)  # the request is on its way
     await auth._on_revoked(b'{"at": "2026-01-01T00:00:00Z"}')  # some revocation, arriving meanwhile
@@ -240,14 +245,10 @@ async def test_an_answer_in_flight_when_a_revocation_arrives_is_not_cached(
     assert auth.requests == before + 1  # asked again: the earlier answer might predate the revocation
 
 
-async def test_a_reconnect_forgets_what_was_cached(
-    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
-) -> None:
+async def test_a_reconnect_forgets_what_was_cached(keyed: Keyed) -> None:
     """Revocations published while a service was cut from NATS never reach it: after a reconnect
     every credential is verified afresh."""
-    broker, auth = peer
-    user = await accounts.create()
-    key = await user.api_key()
+    broker, auth, key = keyed.broker, keyed.auth, keyed.key
     await auth.verify(key)
     before = auth.requests
     await bus_events(broker).reconnected()
@@ -256,14 +257,10 @@ async def test_a_reconnect_forgets_what_was_cached(
     assert auth.requests == before + 1
 
 
-async def test_a_client_token_is_not_cached_past_its_expiry(
-    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
-) -> None:
-    _, auth = peer
-    user = await accounts.create()
-    key = await user.api_key()
-    async with new_client(accounts.app, headers={"Authorization": f"Bearer {key}"}) as keyed:
-        resp = await keyed.post("/chat/tokens", json={"workflow_id": "wf", "ttl_seconds": 60})
+async def test_a_client_token_is_not_cached_past_its_expiry(keyed: Keyed, accounts: Accounts) -> None:
+    auth, key = keyed.auth, keyed.key
+    async with new_client(accounts.app, headers={"Authorization": f"Bearer {key}"}) as client:
+        resp = await client.post("/chat/tokens", json={"workflow_id": "wf", "ttl_seconds": 60})
     token = resp.json()["token"]
     principal = await auth.verify(token)
     assert principal.expires_at is not None
@@ -271,12 +268,8 @@ async def test_a_client_token_is_not_cached_past_its_expiry(
     assert deadline - time.monotonic() <= 60.5  # the 60 s cache TTL of this peer, but also the token's
 
 
-async def test_a_backstop_verification_takes_only_a_fresh_cached_answer(
-    accounts: Accounts, peer: tuple[NatsBroker, AuthClient]
-) -> None:
-    _, auth = peer
-    user = await accounts.create()
-    key = await user.api_key()
+async def test_a_backstop_verification_takes_only_a_fresh_cached_answer(keyed: Keyed) -> None:
+    auth, key = keyed.auth, keyed.key
     await auth.verify(key)
     before = auth.requests
     await auth.verify(key, max_age_s=5.0)  # cached a moment ago: fresh enough

@@ -29,27 +29,27 @@ class User(TimestampMixin, Base):
     deleted_at: Mapped[datetime | None]
 
 
-class UserSession(Base):
-    """A cookie session. Only the keyed hash of the token is stored."""
-
-    __tablename__ = "sessions"
+class UserSecret:
+    """A token handed to a user that expires: only its keyed hash is stored."""
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=new_uuid)
     user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+
+
+class UserSession(UserSecret, Base):
+    """A cookie session."""
+
+    __tablename__ = "sessions"
+
     revoked_at: Mapped[datetime | None]
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip: Mapped[str | None] = mapped_column(String(64))
 
 
-class PasswordResetToken(Base):
+class PasswordResetToken(UserSecret, Base):
     __tablename__ = "password_reset_tokens"
 
-    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_uuid)
-    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi.types import DecoratedCallable
 
 from parley_auth.accounts import schemas, service
 from parley_auth.accounts.models import User
+from parley_auth.context import AuthContext
 from parley_auth.deps import AccountReader, AccountWriter, Ctx, CurrentSession, Db, client_ip, load_user
 from parley_auth.orgs.service import assert_not_last_owner_anywhere
+from parley_auth.routing import contract_router, no_content
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.errors import Codes, ParleyError
 
 router = APIRouter()  # both below, in this order
-auth = APIRouter(tags=["auth"])  # /auth/*
-users = APIRouter(tags=["users"])  # /users/me*
+auth = contract_router("auth")  # /auth/*
+users = contract_router("users")  # /users/me*
 TurnstileHeader = Annotated[
     str | None,
     Header(alias="X-Turnstile-Token", max_length=4096, include_in_schema=False),
@@ -35,9 +40,40 @@ TURNSTILE_DOC = {
 }
 
 
+@dataclass
+class Challenge:
+    """The gate of a public form: the caller's rate limits first, then the Turnstile challenge."""
+
+    ctx: AuthContext
+    ip: str
+    token: str | None
+
+    async def admit(self, *limits: tuple[str, str, str]) -> None:
+        """Count the attempt against each `(action, limit, identifier)`, then check the challenge."""
+        for action, limit, identifier in limits:
+            await self.ctx.limiter.hit(action, limit, identifier)
+        await self.ctx.turnstile.verify(self.token, self.ip)
+
+
+async def _challenge(request: Request, ctx: Ctx, turnstile: TurnstileHeader = None) -> Challenge:
+    return Challenge(ctx, client_ip(request), turnstile)
+
+
+Challenged = Annotated[Challenge, Depends(_challenge)]
+
+
+def _challenged(
+    path: str, status_code: int, summary: str, description: str | None = None
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """POST `path`, a public form behind the challenge (`Challenged`), documented with its header."""
+    return auth.post(
+        path, status_code=status_code, openapi_extra=TURNSTILE_DOC, summary=summary, description=description
+    )
+
+
 def _signed_out(ctx: Ctx) -> Response:
     """204, clearing the session cookie of this browser."""
-    out = Response(status_code=status.HTTP_204_NO_CONTENT)
+    out = no_content()
     out.delete_cookie(ctx.settings.auth_cookie_name, path="/")
     return out
 
@@ -66,47 +102,23 @@ async def _open_session(
     return schemas.AuthSessionResponse(expires_at=session.expires_at)
 
 
-@auth.post(
-    "/auth/signup",
-    status_code=status.HTTP_201_CREATED,
-    operation_id="signup",
-    openapi_extra=TURNSTILE_DOC,
-    summary="Register a new user account",
-)
+@_challenged("/auth/signup", status.HTTP_201_CREATED, "Register a new user account")
 async def signup(
-    body: schemas.SignupRequest,
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    db: Db,
-    turnstile: TurnstileHeader = None,
+    body: schemas.SignupRequest, request: Request, response: Response, ctx: Ctx, db: Db, gate: Challenged
 ) -> schemas.AuthSessionResponse:
-    ip = client_ip(request)
-    await ctx.limiter.hit("signup", ctx.settings.auth_rate_signup_ip, ip)
-    await ctx.turnstile.verify(turnstile, ip)
+    await gate.admit(("signup", ctx.settings.auth_rate_signup_ip, gate.ip))
     user = await service.create_user(db, str(body.email), body.password, body.name)
     return await _open_session(request, response, ctx, db, user)
 
 
-@auth.post(
-    "/auth/sessions",
-    status_code=status.HTTP_201_CREATED,
-    operation_id="createSession",
-    openapi_extra=TURNSTILE_DOC,
-    summary="Log in and start a session",
-)
-async def login(
-    body: schemas.LoginRequest,
-    request: Request,
-    response: Response,
-    ctx: Ctx,
-    db: Db,
-    turnstile: TurnstileHeader = None,
+@_challenged("/auth/sessions", status.HTTP_201_CREATED, "Log in and start a session")
+async def create_session(
+    body: schemas.LoginRequest, request: Request, response: Response, ctx: Ctx, db: Db, gate: Challenged
 ) -> schemas.AuthSessionResponse:
-    ip = client_ip(request)
-    await ctx.limiter.hit("login:ip", ctx.settings.auth_rate_login_ip, ip)
-    await ctx.limiter.hit("login:account", ctx.settings.auth_rate_login_account, str(body.email))
-    await ctx.turnstile.verify(turnstile, ip)
+    await gate.admit(
+        ("login:ip", ctx.settings.auth_rate_login_ip, gate.ip),
+        ("login:account", ctx.settings.auth_rate_login_account, str(body.email)),
+    )
     user = await service.authenticate(db, str(body.email), body.password)
     return await _open_session(request, response, ctx, db, user)
 
@@ -114,12 +126,11 @@ async def login(
 @auth.delete(
     "/auth/sessions",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="revokeAllSessions",
     summary="Log out of all sessions",
     description="Needs the `account:write` scope (a browser session holds it); an organization's API "
     "key cannot.",
 )
-async def logout_all(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
+async def revoke_all_sessions(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
     assert principal.user_id is not None
     revoked = await service.revoke_all_sessions(db, principal.user_id)
     await db.commit()
@@ -133,50 +144,38 @@ async def logout_all(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:
 
 
 @auth.delete(
-    "/auth/sessions/me",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="revokeSession",
-    summary="Log out of the current session",
+    "/auth/sessions/me", status_code=status.HTTP_204_NO_CONTENT, summary="Log out of the current session"
 )
-async def logout(ctx: Ctx, db: Db, principal: CurrentSession) -> Response:
+async def revoke_session(ctx: Ctx, db: Db, principal: CurrentSession) -> Response:
     await service.revoke_session(db, principal.credential_id)
     await db.commit()
     await ctx.publish_revoked(kind=CredentialKind.SESSION, credential_ids=[principal.credential_id])
     return _signed_out(ctx)
 
 
-@auth.post(
+@_challenged(
     "/auth/password/recover",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="recoverPassword",
-    openapi_extra=TURNSTILE_DOC,
-    summary="Request a password reset email",
-    description="Always returns 204 regardless of whether the email exists, to prevent email enumeration.",
+    status.HTTP_204_NO_CONTENT,
+    "Request a password reset email",
+    "Always returns 204 regardless of whether the email exists, to prevent email enumeration.",
 )
 async def recover_password(
-    body: schemas.RecoverPasswordRequest,
-    request: Request,
-    ctx: Ctx,
-    db: Db,
-    turnstile: TurnstileHeader = None,
+    body: schemas.RecoverPasswordRequest, ctx: Ctx, db: Db, gate: Challenged
 ) -> Response:
-    ip = client_ip(request)
-    await ctx.limiter.hit("recover:ip", ctx.settings.auth_rate_recover_ip, ip)
-    await ctx.turnstile.verify(turnstile, ip)
+    await gate.admit(("recover:ip", ctx.settings.auth_rate_recover_ip, gate.ip))
     try:
         await ctx.limiter.hit("recover:account", ctx.settings.auth_rate_recover_account, str(body.email))
     except ParleyError:
         # Per-account throttling stays silent: a 429 here would reveal that the address is known.
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
+        return no_content()
     await service.request_password_reset(db, ctx.settings, str(body.email))
     await db.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
 @auth.post(
     "/auth/password/reset",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="resetPassword",
     summary="Reset password using a recovery token",
     description="Consumes the token and updates the password. All existing sessions are revoked on success.",
 )
@@ -185,25 +184,15 @@ async def reset_password(body: schemas.ResetPasswordRequest, ctx: Ctx, db: Db) -
     await db.commit()
     sessions = [CredentialKind.SESSION]
     await ctx.publish_revoked(kind=CredentialKind.SESSION, user_id=user_id, user_kinds=sessions)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()
 
 
-@users.get(
-    "/users/me",
-    response_model_exclude_none=True,
-    operation_id="getMe",
-    summary="Get the authenticated user's profile",
-)
+@users.get("/users/me", summary="Get the authenticated user's profile")
 async def get_me(db: Db, principal: AccountReader) -> schemas.User:
     return _user_out(await load_user(db, principal))
 
 
-@users.patch(
-    "/users/me",
-    response_model_exclude_none=True,
-    operation_id="updateMe",
-    summary="Update the authenticated user's profile",
-)
+@users.patch("/users/me", summary="Update the authenticated user's profile")
 async def update_me(body: schemas.UpdateUserRequest, db: Db, principal: AccountWriter) -> schemas.User:
     user = await load_user(db, principal)
     await service.update_profile(db, user, fields=body.model_dump(exclude_unset=True))
@@ -213,8 +202,6 @@ async def update_me(body: schemas.UpdateUserRequest, db: Db, principal: AccountW
 
 @users.patch(
     "/users/me/email",
-    response_model_exclude_none=True,
-    operation_id="updateMyEmail",
     summary="Update the authenticated user's email address",
     description="The login email is where password resets go, so changing it needs a browser session "
     "or, with an API key, the account's current password in `current_password` (a Parley extension; "
@@ -245,7 +232,6 @@ async def _confirm_identity(ctx: Ctx, user: User, principal: Principal, password
 @users.delete(
     "/users/me",
     status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="deleteMe",
     summary="Soft-delete the authenticated user's account",
 )
 async def delete_me(ctx: Ctx, db: Db, principal: AccountWriter) -> Response:

@@ -6,18 +6,20 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import Path, Request, Response, status
 from sqlalchemy import ColumnElement, and_, or_, select
 
 from parley_auth.apikeys import schemas
 from parley_auth.apikeys.models import ApiKey
 from parley_auth.deps import Ctx, Db, KeysReader, KeysWriter, client_ip
 from parley_auth.orgs import service as orgs
+from parley_auth.routing import contract_router, no_content
 from parley_auth.security import credentials
 from parley_common.auth_contract import CredentialKind, MemberRole, Principal
 from parley_common.errors import Codes, ParleyError
 
-router = APIRouter(tags=["auth"])
+router = contract_router("auth")
+KeyID = Annotated[UUID, Path(alias="keyID")]
 
 
 def _owned_by(principal: Principal) -> ColumnElement[bool]:
@@ -30,26 +32,18 @@ def _owned_by(principal: Principal) -> ColumnElement[bool]:
 
 @router.get(
     "/auth/api-keys",
-    response_model_exclude_none=True,
-    operation_id="listAPIKeys",
     summary="List API keys owned by the authenticated user",
     description="With an organization's API key: only the keys of that organization its creator made.",
 )
-async def list_keys(db: Db, principal: KeysReader) -> list[schemas.AuthAPIKey]:
+async def list_api_keys(db: Db, principal: KeysReader) -> list[schemas.AuthAPIKey]:
     rows = await db.scalars(
         select(ApiKey).where(_owned_by(principal), ApiKey.revoked_at.is_(None)).order_by(ApiKey.created_at)
     )
     return [schemas.AuthAPIKey.model_validate(r, from_attributes=True) for r in rows]
 
 
-@router.post(
-    "/auth/api-keys",
-    status_code=status.HTTP_201_CREATED,
-    response_model_exclude_none=True,
-    operation_id="createAPIKey",
-    summary="Create a new API key",
-)
-async def create_key(
+@router.post("/auth/api-keys", status_code=status.HTTP_201_CREATED, summary="Create a new API key")
+async def create_api_key(
     body: schemas.CreateAPIKeyRequest,
     request: Request,
     ctx: Ctx,
@@ -87,29 +81,11 @@ async def create_key(
     )
     db.add(row)
     await db.commit()
-    return schemas.AuthAPIKeyResponse(
-        id=row.id,
-        name=row.name,
-        prefix=row.prefix,
-        key=raw,
-        scopes=row.scopes,
-        expires_at=row.expires_at,
-        created_at=row.created_at,
-    )
+    return schemas.AuthAPIKeyResponse.of(row, key=raw)
 
 
-@router.delete(
-    "/auth/api-keys/{keyID}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    operation_id="revokeAPIKey",
-    summary="Revoke an API key",
-)
-async def revoke_key(
-    key_id: Annotated[UUID, Path(alias="keyID")],
-    ctx: Ctx,
-    db: Db,
-    principal: KeysWriter,
-) -> Response:
+@router.delete("/auth/api-keys/{keyID}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an API key")
+async def revoke_api_key(key_id: KeyID, ctx: Ctx, db: Db, principal: KeysWriter) -> Response:
     row = await db.scalar(
         select(ApiKey).where(ApiKey.id == key_id, _owned_by(principal), ApiKey.revoked_at.is_(None))
     )
@@ -118,4 +94,4 @@ async def revoke_key(
     row.revoked_at = datetime.now(UTC)
     await db.commit()
     await ctx.publish_revoked(kind=CredentialKind.API_KEY, credential_ids=[row.id])
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return no_content()

@@ -39,6 +39,11 @@ class AuthAPIKeyResponse(BaseModel):
     expires_at: datetime | None = None
     created_at: datetime
 
+    @classmethod
+    def of(cls, row: object, *, key: str) -> AuthAPIKeyResponse:
+        """The stored key `row`, with its raw value `key` (which is not stored)."""
+        return cls(key=key, **{name: getattr(row, name) for name in cls.model_fields if name != "key"})
+
 
 class CreateAPIKeyRequest(BaseModel):
     name: KeyName

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from parley_auth.deps import Ctx, Db, Minter
+from parley_auth.routing import contract_router
 from parley_auth.tokens import schemas, service
 from parley_auth.tokens.models import ClientToken
 from parley_common.auth_contract import Principal
 
-router = APIRouter(tags=["tokens"])
+router = contract_router("tokens")
 
 
 async def _mint(
@@ -40,7 +41,6 @@ async def _mint(
 @router.post(
     "/chat/tokens",
     status_code=status.HTTP_201_CREATED,
-    operation_id="createChatToken",
     summary="Create a scoped client token for the chat WebSocket",
 )
 async def create_chat_token(
@@ -53,7 +53,6 @@ async def create_chat_token(
 @router.post(
     "/voice/tokens",
     status_code=status.HTTP_201_CREATED,
-    operation_id="createVoiceToken",
     summary="Create a scoped client token for a voice session",
 )
 async def create_voice_token(
