@@ -90,6 +90,23 @@ class Plan:
 
 
 @dataclass
+class ProtocolEngine:
+    """The Octavus engine (`engine.Engine[Session, Plan, FinishEvent | None]`), built for one
+    round with where its events go: a turn is one `Execution` of the plan on the session."""
+
+    bundle: AgentBundle
+    llm: LLMPort
+    secrets: Mapping[str, str]
+    emit: Emit
+
+    async def turn(self, state: Session, given: Plan) -> ev.FinishEvent | None:
+        execution = Execution(
+            bundle=self.bundle, session=state, llm=self.llm, secrets=self.secrets, emit=self.emit, plan=given
+        )
+        return await execution.run()
+
+
+@dataclass
 class Execution:
     bundle: AgentBundle
     session: Session

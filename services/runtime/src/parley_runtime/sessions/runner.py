@@ -63,6 +63,7 @@ from parley_runtime.agents import AgentCache
 from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.blueprint.interpreter import Interpreter, Outcome, WebhookCall, WebhookResult
 from parley_runtime.blueprint.webhook import call_webhook
+from parley_runtime.engine import Engine
 from parley_runtime.llm_port import LLMPort
 from parley_runtime.sessions.deltas import DeltaCoalescer
 from parley_runtime.sessions.state import HistoryItem, SessionState
@@ -321,10 +322,9 @@ class SessionRunner:
         turn = Turn(input_seq=input_seq, work=work)
         if work.voice_output is not None:
             turn.voice = self._turn_voice(work.voice_output)
-        io = _TurnIO(self, turn)
-        interpreter = Interpreter(
+        engine: Engine[SessionState, str | None, Outcome] = Interpreter(
             self.graph,
-            io,
+            _TurnIO(self, turn),
             system_prompt=self.snapshot.config.global_system_prompt,
             secrets=self.snapshot.secrets,
             max_steps=self.deps.settings.runtime_max_steps_per_turn,
@@ -341,10 +341,9 @@ class SessionRunner:
                     user_id=work.user_id,
                 )
             )
-            body: Awaitable[Outcome] = interpreter.start(work)
-        else:
-            body = interpreter.user_input(work, text)
-        turn.task = asyncio.create_task(self._traced_turn(body, headers, input_seq), name="turn")
+        turn.task = asyncio.create_task(
+            self._traced_turn(engine.turn(work, text), headers, input_seq), name="turn"
+        )
         self.turn = turn
         # Busy: no silence timeout while the runtime is working (new deadline for the ticks).
         task = asyncio.ensure_future(self._publish_timing())
