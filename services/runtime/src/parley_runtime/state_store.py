@@ -10,7 +10,8 @@ each engine's choice.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Generic, TypeVar
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
@@ -21,18 +22,20 @@ S = TypeVar("S", bound=BaseModel)
 T = TypeVar("T")
 
 
+@dataclass
 class RedisStateStore(Generic[S]):
+    """A subclass (a dataclass too, `kw_only`) names its state model, its key layout and its log
+    field, and adds its own settings."""
+
+    state_model: ClassVar[type[BaseModel]]
     key_format: ClassVar[str]  # with `{id}` (the session's) and `{part}` ("state", "owner", ...)
     log_id: ClassVar[str]  # the log field naming the session in outage warnings
 
-    def __init__(
-        self, redis: Redis, state_model: type[S], *, ttl_s: int, max_bytes: int, outage_timeout_s: float
-    ) -> None:
-        self.redis = redis
-        self.state_model = state_model
-        self.ttl_s = ttl_s
-        self.max_bytes = max_bytes
-        self.outage_timeout_s = outage_timeout_s
+    redis: Redis
+    _: KW_ONLY
+    ttl_s: int
+    max_bytes: int
+    outage_timeout_s: float = 30.0
 
     def key(self, session_id: object, part: str) -> str:
         return self.key_format.format(id=session_id, part=part)
@@ -44,7 +47,7 @@ class RedisStateStore(Generic[S]):
 
     def decode(self, raw: Any) -> S | None:
         """The state read from Redis (None: there is none)."""
-        return None if raw is None else self.state_model.model_validate_json(raw)
+        return None if raw is None else cast(S, self.state_model.model_validate_json(raw))
 
     def encode(self, state: S) -> bytes:
         """JSON of the state within `max_bytes`: `shrink` makes room while it can; a state still too

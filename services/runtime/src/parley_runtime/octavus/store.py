@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError
@@ -22,23 +23,14 @@ from parley_runtime.settings import RuntimeSettings
 from parley_runtime.state_store import RedisStateStore
 
 
+@dataclass(kw_only=True)
 class SessionStore(RedisStateStore[Session]):
+    state_model = Session
     key_format = "parley:octavus:{part}:{id}"
     log_id = "session_id"
 
-    def __init__(
-        self,
-        redis: Redis,
-        *,
-        ttl_s: int,
-        tombstone_ttl_s: int,
-        max_bytes: int,
-        lock_ttl_s: float = 15.0,
-        outage_timeout_s: float = 30.0,
-    ) -> None:
-        super().__init__(redis, Session, ttl_s=ttl_s, max_bytes=max_bytes, outage_timeout_s=outage_timeout_s)
-        self.tombstone_ttl_s = tombstone_ttl_s
-        self.lock_ttl_s = lock_ttl_s
+    tombstone_ttl_s: int
+    lock_ttl_s: float = 15.0
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: RuntimeSettings) -> SessionStore:

@@ -18,6 +18,7 @@ commits once Redis is back instead of crashing its session. They are all safe to
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
@@ -58,28 +59,19 @@ class StateTooLarge(Exception):
     pass
 
 
+@dataclass(kw_only=True)
 class StateStore(RedisStateStore[SessionState]):
+    state_model = SessionState
     key_format = "parley:rt:session:{id}:{part}"
     log_id = "conversation_id"
 
-    def __init__(
-        self,
-        redis: Redis,
-        *,
-        ttl_s: int,
-        closed_ttl_s: int,
-        max_bytes: int,
-        lease_ms: int = 4500,
-        outage_timeout_s: float = 30.0,
-    ) -> None:
-        super().__init__(
-            redis, SessionState, ttl_s=ttl_s, max_bytes=max_bytes, outage_timeout_s=outage_timeout_s
-        )
-        self.closed_ttl_s = closed_ttl_s
-        self.lease_ms = lease_ms
-        self._save: Any = redis.register_script(_SAVE)
-        self._renew: Any = redis.register_script(_RENEW)
-        self._release: Any = redis.register_script(_RELEASE)
+    closed_ttl_s: int
+    lease_ms: int = 4500
+
+    def __post_init__(self) -> None:
+        self._save: Any = self.redis.register_script(_SAVE)
+        self._renew: Any = self.redis.register_script(_RENEW)
+        self._release: Any = self.redis.register_script(_RELEASE)
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: RuntimeSettings) -> StateStore:
