@@ -1,4 +1,4 @@
-"""`engine.Engine`, the one interface a turn runs through: the blueprint interpreter (with the
+"""`engine.SessionEngine`, the one interface a turn runs through: the blueprint interpreter (with the
 recording `TurnIO` of test_interpreter.py) and the Octavus protocol engine (with the scripted LLM
 of test_octavus_executor.py) both implement it, and the same generic driver runs either."""
 
@@ -13,7 +13,7 @@ from parley_common.octavus import AgentBundle
 from parley_common.octavus import events as ev
 from parley_runtime.blueprint.graph import Graph
 from parley_runtime.blueprint.interpreter import Interpreter, Outcome
-from parley_runtime.engine import Engine
+from parley_runtime.engine import SessionEngine
 from parley_runtime.llm_port import LLMPort
 from parley_runtime.octavus.executor import Plan, ProtocolEngine
 from parley_runtime.octavus.state import Session
@@ -27,9 +27,9 @@ In = TypeVar("In")
 R = TypeVar("R")
 
 
-async def drive(engine: Engine[S, In, R], state: S, *inputs: In) -> list[R]:
+async def drive(engine: SessionEngine[S, In, R], state: S, *inputs: In) -> list[R]:
     """What a driver does with an engine, whichever it is: one turn per input on the state."""
-    assert isinstance(engine, Engine)
+    assert isinstance(engine, SessionEngine)
     return [await engine.turn(state, given) for given in inputs]
 
 
@@ -43,7 +43,7 @@ async def test_the_blueprint_interpreter_is_an_engine() -> None:
         [{"source": "s", "target": "d"}, {"source": "d", "target": "e"}],
     )
     world, work = World(), state()
-    engine: Engine[SessionState, str | None, Outcome] = Interpreter(
+    engine: SessionEngine[SessionState, str | None, Outcome] = Interpreter(
         Graph.of(flow), world, system_prompt=None, secrets={}, max_steps=10, history_limit=10
     )
 
@@ -66,7 +66,7 @@ async def test_the_octavus_protocol_engine_is_an_engine(bundle: AgentBundle) -> 
 
     registry = Registry(ScriptedLLM(text("Hello there"), text("Sure thing")))
     session = new_session()
-    engine: Engine[Session, Plan, ev.FinishEvent | None] = ProtocolEngine(
+    engine: SessionEngine[Session, Plan, ev.FinishEvent | None] = ProtocolEngine(
         bundle=bundle, llm=LLMPort(registry), secrets={}, emit=emit
     )
     try:

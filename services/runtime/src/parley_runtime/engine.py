@@ -13,7 +13,8 @@ An engine is built for one turn with that turn's I/O (where its events go, the L
 on the state it is given, changing it in place (the driver commits it, or drops it when the turn is
 abandoned), and says how the turn ended. What differs stays behind this interface (the graph walk,
 the block executor); what is the same is shared: the state store base (`state_store.py`), the LLM
-(`llm_port.LLMPort`) and the work queue (`workqueue.py`).
+(`llm_port.LLMPort`) and the work queue (`workqueue.py`). (The LLM engines of `llm/engines.py`
+are another thing: the providers an answer comes from.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ EndT = TypeVar("EndT", covariant=True)
 
 
 @runtime_checkable
-class Engine(Protocol[StateT, InputT, EndT]):
+class SessionEngine(Protocol[StateT, InputT, EndT]):
     async def turn(self, state: StateT, given: InputT) -> EndT:
         """Run one turn on `state` with what started it (`given`); how it ended."""
         ...

@@ -88,7 +88,7 @@ class Outcome:
 
 
 class Interpreter:
-    """The blueprint engine (`engine.Engine[SessionState, str | None, Outcome]`), built for one
+    """The blueprint engine (`engine.SessionEngine[SessionState, str | None, Outcome]`), built for one
     turn with its I/O."""
 
     def __init__(

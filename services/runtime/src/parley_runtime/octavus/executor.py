@@ -91,7 +91,7 @@ class Plan:
 
 @dataclass
 class ProtocolEngine:
-    """The Octavus engine (`engine.Engine[Session, Plan, FinishEvent | None]`), built for one
+    """The Octavus engine (`engine.SessionEngine[Session, Plan, FinishEvent | None]`), built for one
     round with where its events go: a turn is one `Execution` of the plan on the session."""
 
     bundle: AgentBundle

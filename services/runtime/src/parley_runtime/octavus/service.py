@@ -26,7 +26,7 @@ from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_runtime.agents import AgentCache
-from parley_runtime.engine import Engine
+from parley_runtime.engine import SessionEngine
 from parley_runtime.llm_port import LLMPort
 from parley_runtime.octavus import views
 from parley_runtime.octavus.executor import Plan, ProtocolEngine, now_iso
@@ -200,7 +200,7 @@ class OctavusService:
                 await publish(wire.StreamFrame(seq=-1))
 
         pinger = asyncio.create_task(keepalive())
-        engine: Engine[Session, Plan, ev.FinishEvent | None] = ProtocolEngine(
+        engine: SessionEngine[Session, Plan, ev.FinishEvent | None] = ProtocolEngine(
             bundle=bundle, llm=self.llm, secrets=snapshot.secrets, emit=emit
         )
         try:

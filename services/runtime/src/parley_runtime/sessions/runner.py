@@ -59,7 +59,7 @@ from parley_common.tasks import cancel_and_wait
 from parley_runtime.agents import AgentCache
 from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.blueprint.interpreter import Interpreter, Outcome
-from parley_runtime.engine import Engine
+from parley_runtime.engine import SessionEngine
 from parley_runtime.llm_port import LLMPort
 from parley_runtime.sessions.state import SessionState
 from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
@@ -318,7 +318,7 @@ class SessionRunner:
         turn = Turn(input_seq=input_seq, work=work)
         if work.voice_output is not None:
             turn.voice = self._turn_voice(work.voice_output)
-        engine: Engine[SessionState, str | None, Outcome] = Interpreter(
+        engine: SessionEngine[SessionState, str | None, Outcome] = Interpreter(
             self.graph,
             SessionTurnIO(self, turn),
             system_prompt=self.snapshot.config.global_system_prompt,
