@@ -57,7 +57,7 @@ class WebhookResult:
 
 
 class TurnIO(Protocol):
-    """What a turn may do to the world. Implemented by the session runner."""
+    """What a turn may do to the world. Implemented by `sessions/turn_io.SessionTurnIO`."""
 
     def now(self) -> datetime: ...
 
