@@ -3,28 +3,18 @@ and the message views (internal, UI, restore). The whole path is in tests/e2e/te
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from parley_common.errors import ParleyError
-from parley_common.octavus import AgentBundle, load_definition, read_agent_dir
+from parley_common.octavus import AgentBundle
 from parley_common.octavus import sessions as wire
 from parley_common.octavus.events import ToolResult, TriggerBody
 from parley_runtime.octavus import views
 from parley_runtime.octavus.service import make_plan
 from parley_runtime.octavus.state import MAIN, Message, Part, Pending, PendingCall, Session, ToolCallPart
 from parley_runtime.octavus.values import check_input, tool_parameters
-
-AGENT = Path(__file__).parents[3] / "tests/e2e/octavus_agents/support"
-
-
-@pytest.fixture(scope="module")
-def bundle() -> AgentBundle:
-    d = read_agent_dir(AGENT)
-    loaded, _ = load_definition(d.protocol, d.settings.model_dump(), d.prompt_map())
-    return loaded
 
 
 def session(**kw: Any) -> Session:

@@ -5,7 +5,6 @@ The bus around it (triggers, SSE frames) is in tests/e2e/test_octavus_sessions.p
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from pydantic import BaseModel
 
 from parley_common import metrics
 from parley_common.errors import Codes
-from parley_common.octavus import AgentBundle, load_definition, read_agent_dir
+from parley_common.octavus import AgentBundle
 from parley_common.octavus import events as ev
 from parley_runtime.llm import (
     ChatRequest,
@@ -29,8 +28,6 @@ from parley_runtime.llm.registry import LLMSelection
 from parley_runtime.llm_port import LLMPort
 from parley_runtime.octavus.executor import Execution, Plan
 from parley_runtime.octavus.state import MAIN, Session
-
-AGENT = Path(__file__).parents[3] / "tests/e2e/octavus_agents/support"
 
 Script = list[LLMEvent | LLMError]
 
@@ -69,13 +66,6 @@ def text(answer: str) -> Script:
 
 def tool_call(call_id: str, name: str, args: dict[str, Any]) -> Script:
     return [ToolCallStart(call_id, name), ToolCallEnd(call_id, name, args), Finish("tool_calls")]
-
-
-@pytest.fixture(scope="module")
-def bundle() -> AgentBundle:
-    d = read_agent_dir(AGENT)
-    loaded, _ = load_definition(d.protocol, d.settings.model_dump(), d.prompt_map())
-    return loaded
 
 
 def new_session() -> Session:

@@ -1,4 +1,5 @@
-"""Session state in Redis: fenced by owner, bounded in size, with a TTL."""
+"""Session state in Redis: fenced by owner, bounded in size, with a TTL; and the Octavus sessions'
+store on the same base (`state_store.RedisStateStore`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 from redis.asyncio import Redis
 
 from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.errors import ParleyError
 from parley_common.session_contract import SessionStart
+from parley_runtime.octavus.state import Session
+from parley_runtime.octavus.store import SessionStore
 from parley_runtime.sessions.state import SessionState
 from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
 
@@ -102,3 +106,25 @@ async def test_a_lease_that_lapsed_while_redis_was_away_is_renewed_by_its_holder
     await redis.delete(f"parley:rt:session:{conv}:lease")  # as if it expired during an outage
     await store.renew_leases([conv], "worker-a")
     assert await store.lease_holder(conv) == "worker-a"
+
+
+async def test_an_octavus_session_is_kept_with_its_tombstone_and_bounded(redis: Redis) -> None:
+    store = SessionStore(redis, ttl_s=100, tombstone_ttl_s=50, max_bytes=2_000)
+    session = Session(id=str(uuid.uuid4()), agent_id="a1", created_at="t0", updated_at="t0")
+    assert await store.create(session)
+    assert not await store.create(session)  # the id is taken
+    session.variables["x"] = 1
+    await store.save(session)
+    loaded = await store.load(session.id)
+    assert loaded is not None and loaded.variables == {"x": 1}
+    assert 90 <= await redis.ttl(f"parley:octavus:state:{session.id}") <= 100
+    assert 140 <= await redis.ttl(f"parley:octavus:tomb:{session.id}") <= 150
+    await redis.delete(f"parley:octavus:state:{session.id}")  # expired
+    assert await store.load(session.id) is None
+    tomb = await store.tombstone(session.id)
+    assert tomb is not None and tomb.agent_id == "a1" and tomb.created_at == "t0"
+
+    session.variables["blob"] = "y" * 3_000  # an Octavus state is never trimmed: refused
+    with pytest.raises(ParleyError) as err:
+        await store.save(session)
+    assert err.value.code.code == "octavus.session_too_large"

@@ -3,21 +3,8 @@
 from __future__ import annotations
 
 from parley_common.errors import Codes
-from parley_runtime.llm import (
-    AnthropicProvider,
-    ChatMessage,
-    ChatRequest,
-    Finish,
-    ReasoningDelta,
-    ReasoningEnd,
-    ReasoningPart,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
-    Usage,
-)
+from parley_runtime.llm import AnthropicProvider
+from parley_runtime.llm import types as t
 
 from .fakes import (
     FakeAnthropic,
@@ -41,7 +28,7 @@ def provider_for(fake: FakeAnthropic, **kwargs: object) -> AnthropicProvider:
 async def test_streams_text_and_sends_headers_and_body_of_the_messages_api() -> None:
     with FakeAnthropic([anthropic_text(["Hi", " there"], usage=(9, 4))], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(HELLO))
-    assert events == [TextDelta("Hi"), TextDelta(" there"), Usage(9, 4), Finish("stop", "end_turn")]
+    assert events == [t.TextDelta("Hi"), t.TextDelta(" there"), t.Usage(9, 4), t.Finish("stop", "end_turn")]
     (seen,) = fake.requests
     assert seen.path == "/v1/messages"
     assert seen.headers["x-api-key"] == KEY and seen.headers["anthropic-version"] == "2023-06-01"
@@ -66,15 +53,15 @@ async def test_tool_use_assembles_partial_json_split_at_awkward_bytes() -> None:
     request = HELLO.model_copy(update={"tools": [WEATHER]})
     with FakeAnthropic([reply], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(request))
-    assert events[0] == TextDelta("Checking.")
-    assert events[1] == ToolCallStart("toolu_1", "get_weather")
-    deltas = [e.arguments_delta for e in events if isinstance(e, ToolCallDelta) and e.id == "toolu_1"]
+    assert events[0] == t.TextDelta("Checking.")
+    assert events[1] == t.ToolCallStart("toolu_1", "get_weather")
+    deltas = [e.arguments_delta for e in events if isinstance(e, t.ToolCallDelta) and e.id == "toolu_1"]
     assert "".join(deltas) == '{"city": "São Paulo"}' and len(deltas) > 1
-    assert [e for e in events if isinstance(e, ToolCallEnd)] == [
-        ToolCallEnd("toolu_1", "get_weather", {"city": "São Paulo"}),
-        ToolCallEnd("toolu_2", "get_time", {}),
+    assert [e for e in events if isinstance(e, t.ToolCallEnd)] == [
+        t.ToolCallEnd("toolu_1", "get_weather", {"city": "São Paulo"}),
+        t.ToolCallEnd("toolu_2", "get_time", {}),
     ]
-    assert events[-2:] == [Usage(30, 11), Finish("tool_calls", "tool_use")]
+    assert events[-2:] == [t.Usage(30, 11), t.Finish("tool_calls", "tool_use")]
     assert fake.requests[0].json["tools"] == [
         {"name": "get_weather", "description": WEATHER.description, "input_schema": WEATHER.parameters}
     ]
@@ -86,10 +73,10 @@ async def test_thinking_streams_reasoning_with_its_signature() -> None:
     with FakeAnthropic([reply], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(request))
     assert events[:4] == [
-        ReasoningDelta("2+2"),
-        ReasoningDelta("=4"),
-        ReasoningEnd("2+2=4", signature="EqQBCgIYAhIM"),
-        TextDelta("Four."),
+        t.ReasoningDelta("2+2"),
+        t.ReasoningDelta("=4"),
+        t.ReasoningEnd("2+2=4", signature="EqQBCgIYAhIM"),
+        t.TextDelta("Four."),
     ]
     body = fake.requests[0].json
     # 5,000-token budget; max_tokens raised above it; temperature dropped (the API forbids both).
@@ -106,28 +93,28 @@ async def test_a_small_thinking_budget_is_raised_to_the_api_minimum() -> None:
 
 
 async def test_a_conversation_maps_to_system_alternating_turns_and_tool_results() -> None:
-    request = ChatRequest(
+    request = t.ChatRequest(
         model="claude-fake",
         temperature=1.7,
         messages=[
-            ChatMessage(role="system", content="You are terse."),
-            ChatMessage(role="user", content="Weather in Paris and Rome?"),
-            ChatMessage(
+            t.ChatMessage(role="system", content="You are terse."),
+            t.ChatMessage(role="user", content="Weather in Paris and Rome?"),
+            t.ChatMessage(
                 role="assistant",
                 content="Let me check.",
                 reasoning=[
-                    ReasoningPart(text="two cities", signature="sig1"),
-                    ReasoningPart(text="unsigned"),
+                    t.ReasoningPart(text="two cities", signature="sig1"),
+                    t.ReasoningPart(text="unsigned"),
                 ],
                 tool_calls=[
-                    ToolCall(id="toolu_p", name="get_weather", arguments={"city": "Paris"}),
-                    ToolCall(id="toolu_r", name="get_weather", arguments={"city": "Rome"}),
+                    t.ToolCall(id="toolu_p", name="get_weather", arguments={"city": "Paris"}),
+                    t.ToolCall(id="toolu_r", name="get_weather", arguments={"city": "Rome"}),
                 ],
             ),
-            ChatMessage(role="tool", tool_call_id="toolu_p", content="21C"),
-            ChatMessage(role="tool", tool_call_id="toolu_r", content=""),
-            ChatMessage(role="system", content="Answer in one line."),
-            ChatMessage(role="user", content="Thanks"),
+            t.ChatMessage(role="tool", tool_call_id="toolu_p", content="21C"),
+            t.ChatMessage(role="tool", tool_call_id="toolu_r", content=""),
+            t.ChatMessage(role="system", content="Answer in one line."),
+            t.ChatMessage(role="user", content="Thanks"),
         ],
         tools=[WEATHER],
     )
@@ -178,10 +165,10 @@ async def test_redacted_thinking_and_cached_usage() -> None:
     with FakeAnthropic([anthropic_stream(events_in)], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(HELLO))
     assert events == [
-        ReasoningEnd("", redacted="opaque=="),
-        TextDelta("ok"),
-        Usage(125, 3),
-        Finish("length", "max_tokens"),
+        t.ReasoningEnd("", redacted="opaque=="),
+        t.TextDelta("ok"),
+        t.Usage(125, 3),
+        t.Finish("length", "max_tokens"),
     ]
 
 

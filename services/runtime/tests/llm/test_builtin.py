@@ -8,21 +8,8 @@ import time
 
 import pytest
 
-from parley_runtime.llm import (
-    BuiltinProvider,
-    ChatMessage,
-    ChatRequest,
-    Finish,
-    LLMSettings,
-    ReasoningDelta,
-    ReasoningEnd,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
-    Usage,
-)
+from parley_runtime.llm import BuiltinProvider, LLMSettings
+from parley_runtime.llm import types as t
 from parley_runtime.llm.builtin import GREETING
 
 from .support import WEATHER, cancel_when, drain, text_of
@@ -30,10 +17,10 @@ from .support import WEATHER, cancel_when, drain, text_of
 FAST = BuiltinProvider(pace_ms=0)
 
 
-def conversation(*messages: tuple[str, str], **kwargs: object) -> ChatRequest:
-    return ChatRequest(
+def conversation(*messages: tuple[str, str], **kwargs: object) -> t.ChatRequest:
+    return t.ChatRequest(
         model="any",
-        messages=[ChatMessage(role=role, content=content) for role, content in messages],
+        messages=[t.ChatMessage(role=role, content=content) for role, content in messages],
         **kwargs,
     )
 
@@ -47,8 +34,8 @@ async def test_the_same_request_yields_the_same_events() -> None:
     other = conversation(
         ("user", "hi"), ("assistant", "hello"), ("user", 'call get_weather {"city": "Oslo"}'), tools=[WEATHER]
     )
-    other_ids = {e.id for e in await drain(FAST.stream(other)) if isinstance(e, ToolCallStart)}
-    assert other_ids and other_ids.isdisjoint({e.id for e in first if isinstance(e, ToolCallStart)})
+    other_ids = {e.id for e in await drain(FAST.stream(other)) if isinstance(e, t.ToolCallStart)}
+    assert other_ids and other_ids.isdisjoint({e.id for e in first if isinstance(e, t.ToolCallStart)})
 
 
 async def test_echoes_the_last_user_message_word_by_word() -> None:
@@ -56,12 +43,12 @@ async def test_echoes_the_last_user_message_word_by_word() -> None:
         FAST.stream(conversation(("user", "first"), ("assistant", "ok"), ("user", "  Hello\n  world  ")))
     )
     assert events == [
-        TextDelta("You "),
-        TextDelta("said: "),
-        TextDelta('"Hello '),
-        TextDelta('world".'),
-        Usage(input_tokens=4, output_tokens=4),
-        Finish("stop"),
+        t.TextDelta("You "),
+        t.TextDelta("said: "),
+        t.TextDelta('"Hello '),
+        t.TextDelta('world".'),
+        t.Usage(input_tokens=4, output_tokens=4),
+        t.Finish("stop"),
     ]
 
 
@@ -91,20 +78,20 @@ async def test_call_trigger_emits_a_tool_call() -> None:
     request = conversation(("user", 'Call get_weather {"city": "Oslo", "days": 3}'), tools=[WEATHER])
     events = await drain(FAST.stream(request))
     start = events[0]
-    assert isinstance(start, ToolCallStart) and start.name == "get_weather" and start.id.startswith("call_")
-    deltas = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert isinstance(start, t.ToolCallStart) and start.name == "get_weather" and start.id.startswith("call_")
+    deltas = [e for e in events if isinstance(e, t.ToolCallDelta)]
     assert "".join(d.arguments_delta for d in deltas) == '{"city":"Oslo","days":3}'
     assert all(len(d.arguments_delta) <= 16 for d in deltas)
     assert events[-3:] == [
-        ToolCallEnd(start.id, "get_weather", {"city": "Oslo", "days": 3}),
-        Usage(input_tokens=6, output_tokens=len(deltas)),
-        Finish("tool_calls"),
+        t.ToolCallEnd(start.id, "get_weather", {"city": "Oslo", "days": 3}),
+        t.Usage(input_tokens=6, output_tokens=len(deltas)),
+        t.Finish("tool_calls"),
     ]
 
 
 async def test_call_without_arguments_passes_an_empty_object() -> None:
     events = await drain(FAST.stream(conversation(("user", "call get_weather"), tools=[WEATHER])))
-    assert next(e for e in events if isinstance(e, ToolCallEnd)).arguments == {}
+    assert next(e for e in events if isinstance(e, t.ToolCallEnd)).arguments == {}
 
 
 @pytest.mark.parametrize("message", ['call get_weather {"city": ', "call get_weather [1]"])
@@ -115,44 +102,44 @@ async def test_call_with_bad_arguments_explains_instead(message: str) -> None:
 
 async def test_call_of_an_unavailable_tool_is_just_echoed() -> None:
     events = await drain(FAST.stream(conversation(("user", 'call launch_rockets {"n": 1}'), tools=[WEATHER])))
-    assert not any(isinstance(e, ToolCallStart) for e in events)
+    assert not any(isinstance(e, t.ToolCallStart) for e in events)
     assert text_of(events).startswith('You said: "call launch_rockets')
 
 
 async def test_answers_a_tool_result_with_the_tool_name() -> None:
-    request = ChatRequest(
+    request = t.ChatRequest(
         model="any",
         tools=[WEATHER],
         messages=[
-            ChatMessage(role="user", content="call get_weather"),
-            ChatMessage(role="assistant", tool_calls=[ToolCall(id="c1", name="get_weather")]),
-            ChatMessage(role="tool", tool_call_id="c1", content=json.dumps({"temp": 21})),
+            t.ChatMessage(role="user", content="call get_weather"),
+            t.ChatMessage(role="assistant", tool_calls=[t.ToolCall(id="c1", name="get_weather")]),
+            t.ChatMessage(role="tool", tool_call_id="c1", content=json.dumps({"temp": 21})),
         ],
     )
     events = await drain(FAST.stream(request))
     assert text_of(events) == 'The get_weather tool returned: {"temp": 21}'
-    assert events[-1] == Finish("stop")  # the agent loop ends here
+    assert events[-1] == t.Finish("stop")  # the agent loop ends here
 
 
 async def test_max_tokens_truncates_with_finish_length() -> None:
     events = await drain(FAST.stream(conversation(("user", "one two three four five"), max_tokens=3)))
-    assert [e for e in events if isinstance(e, TextDelta)] == [
-        TextDelta("You "),
-        TextDelta("said: "),
-        TextDelta('"one '),
+    assert [e for e in events if isinstance(e, t.TextDelta)] == [
+        t.TextDelta("You "),
+        t.TextDelta("said: "),
+        t.TextDelta('"one '),
     ]
-    assert events[-1] == Finish("length")
+    assert events[-1] == t.Finish("length")
 
 
 async def test_thinking_streams_a_reasoning_block_first() -> None:
     events = await drain(FAST.stream(conversation(("user", "two words"), thinking=True)))
-    reasoning = [e for e in events if isinstance(e, ReasoningDelta)]
+    reasoning = [e for e in events if isinstance(e, t.ReasoningDelta)]
     end = events[len(reasoning)]
-    assert isinstance(end, ReasoningEnd) and end.text == "".join(r.text for r in reasoning)
+    assert isinstance(end, t.ReasoningEnd) and end.text == "".join(r.text for r in reasoning)
     assert (
         end.text == "The last message is from the user and has 2 words. I answer with the built-in template."
     )
-    assert isinstance(events[len(reasoning) + 1], TextDelta)
+    assert isinstance(events[len(reasoning) + 1], t.TextDelta)
 
 
 async def test_pace_spaces_the_tokens() -> None:

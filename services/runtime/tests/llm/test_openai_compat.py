@@ -7,22 +7,8 @@ import json
 import pytest
 
 from parley_common.errors import Codes
-from parley_runtime.llm import (
-    ChatMessage,
-    ChatRequest,
-    Finish,
-    OpenAICompatProvider,
-    OpenAIDialect,
-    ReasoningDelta,
-    ReasoningEnd,
-    ReasoningPart,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
-    Usage,
-)
+from parley_runtime.llm import OpenAICompatProvider, OpenAIDialect
+from parley_runtime.llm import types as t
 from parley_runtime.llm.engines import ENGINES
 
 from .fakes import (
@@ -51,11 +37,11 @@ async def test_streams_text_usage_and_finish_and_sends_the_real_request() -> Non
     with FakeOpenAI([openai_text(["Hel", "lo", " there"], usage=(11, 3))], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(HELLO))
     assert events == [
-        TextDelta("Hel"),
-        TextDelta("lo"),
-        TextDelta(" there"),
-        Usage(11, 3),
-        Finish("stop", "stop"),
+        t.TextDelta("Hel"),
+        t.TextDelta("lo"),
+        t.TextDelta(" there"),
+        t.Usage(11, 3),
+        t.Finish("stop", "stop"),
     ]
     (seen,) = fake.requests
     assert seen.method == "POST" and seen.path == "/v1/chat/completions"
@@ -74,7 +60,7 @@ async def test_bytes_split_mid_line_and_mid_character_reassemble() -> None:
     with FakeOpenAI([reply], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(HELLO))
     assert text_of(events) == "".join(text)
-    assert events[-1] == Finish("stop", "stop")
+    assert events[-1] == t.Finish("stop", "stop")
 
 
 async def test_parallel_tool_calls_assemble_across_fragments() -> None:
@@ -86,17 +72,17 @@ async def test_parallel_tool_calls_assemble_across_fragments() -> None:
     request = HELLO.model_copy(update={"tools": [WEATHER]})
     with FakeOpenAI([reply], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(request))
-    ends = [e for e in events if isinstance(e, ToolCallEnd)]
+    ends = [e for e in events if isinstance(e, t.ToolCallEnd)]
     assert ends == [
-        ToolCallEnd("call_a", "get_weather", {"city": "Paris", "days": [1, 2]}),
-        ToolCallEnd("call_b", "get_time", {"tz": "Europe/Paris"}),
+        t.ToolCallEnd("call_a", "get_weather", {"city": "Paris", "days": [1, 2]}),
+        t.ToolCallEnd("call_b", "get_time", {"tz": "Europe/Paris"}),
     ]
     for call_id, name, raw in calls:
-        start = events.index(ToolCallStart(call_id, name))
-        deltas = [e for e in events if isinstance(e, ToolCallDelta) and e.id == call_id]
+        start = events.index(t.ToolCallStart(call_id, name))
+        deltas = [e for e in events if isinstance(e, t.ToolCallDelta) and e.id == call_id]
         assert "".join(d.arguments_delta for d in deltas) == raw
         assert start < events.index(deltas[0])
-    assert events[-2:] == [Usage(20, 9), Finish("tool_calls", "tool_calls")]
+    assert events[-2:] == [t.Usage(20, 9), t.Finish("tool_calls", "tool_calls")]
     assert fake.requests[0].json["tools"] == [
         {
             "type": "function",
@@ -122,10 +108,10 @@ async def test_interleaved_fragments_and_arguments_before_the_name() -> None:
     with FakeOpenAI([openai_stream(chunks)], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(HELLO))
     # b's name came after its first fragment: its start carries the buffered fragment first.
-    assert events.index(ToolCallStart("c1", "b")) < events.index(ToolCallDelta("c1", '{"y": '))
-    assert [e for e in events if isinstance(e, ToolCallEnd)] == [
-        ToolCallEnd("c0", "a", {"x": 1}),
-        ToolCallEnd("c1", "b", {"y": 2}),
+    assert events.index(t.ToolCallStart("c1", "b")) < events.index(t.ToolCallDelta("c1", '{"y": '))
+    assert [e for e in events if isinstance(e, t.ToolCallEnd)] == [
+        t.ToolCallEnd("c0", "a", {"x": 1}),
+        t.ToolCallEnd("c1", "b", {"y": 2}),
     ]
 
 
@@ -141,11 +127,11 @@ async def test_gemini_style_calls_without_index_and_finish_stop() -> None:
     chunks.append(openai_chunk({}, "stop"))
     with FakeOpenAI([openai_stream(chunks)], api_key=KEY) as fake:
         events = await drain(provider_for(fake, name="gemini").stream(HELLO))
-    assert [e for e in events if isinstance(e, ToolCallEnd)] == [
-        ToolCallEnd("g1", "f", {"n": 1}),
-        ToolCallEnd("g2", "f", {"n": 2}),
+    assert [e for e in events if isinstance(e, t.ToolCallEnd)] == [
+        t.ToolCallEnd("g1", "f", {"n": 1}),
+        t.ToolCallEnd("g2", "f", {"n": 2}),
     ]
-    assert events[-1] == Finish("tool_calls", "stop")
+    assert events[-1] == t.Finish("tool_calls", "stop")
 
 
 async def test_deepseek_reasoning_content_becomes_a_closed_reasoning_block() -> None:
@@ -153,10 +139,10 @@ async def test_deepseek_reasoning_content_becomes_a_closed_reasoning_block() -> 
     with FakeOpenAI([reply], api_key=KEY) as fake:
         events = await drain(provider_for(fake, name="deepseek").stream(HELLO))
     assert events[:4] == [
-        ReasoningDelta("2+2"),
-        ReasoningDelta(" is 4"),
-        ReasoningEnd("2+2 is 4"),
-        TextDelta("The answer"),
+        t.ReasoningDelta("2+2"),
+        t.ReasoningDelta(" is 4"),
+        t.ReasoningEnd("2+2 is 4"),
+        t.TextDelta("The answer"),
     ]
 
 
@@ -167,7 +153,7 @@ async def test_deepseek_reasoning_content_becomes_a_closed_reasoning_block() -> 
 async def test_finish_reasons_map_and_keep_the_raw_value(raw: str, reason: str) -> None:
     with FakeOpenAI([openai_text("x", finish=raw)], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(HELLO))
-    assert events[-1] == Finish(reason, raw)  # type: ignore[arg-type]
+    assert events[-1] == t.Finish(reason, raw)  # type: ignore[arg-type]
 
 
 async def test_invalid_tool_arguments_fail_the_turn_with_protocol_error() -> None:
@@ -176,8 +162,8 @@ async def test_invalid_tool_arguments_fail_the_turn_with_protocol_error() -> Non
         events, err = await drain_error(provider_for(fake).stream(HELLO))
     assert err.code is Codes.LLM_PROTOCOL_ERROR and err.provider == "openai"
     assert "get_weather" in err.params["detail"]  # type: ignore[index]
-    assert ToolCallStart("call_x", "get_weather") in events
-    assert not any(isinstance(e, ToolCallEnd | Finish) for e in events)
+    assert t.ToolCallStart("call_x", "get_weather") in events
+    assert not any(isinstance(e, t.ToolCallEnd | t.Finish) for e in events)
 
 
 async def test_non_object_tool_arguments_are_a_protocol_error() -> None:
@@ -200,7 +186,7 @@ async def test_a_stream_that_ends_without_finish_or_done_is_a_protocol_error() -
     reply = openai_stream([openai_chunk({"content": "Hi"})], done=False)
     with FakeOpenAI([reply], api_key=KEY) as fake:
         events, err = await drain_error(provider_for(fake).stream(HELLO))
-    assert events == [TextDelta("Hi")]
+    assert events == [t.TextDelta("Hi")]
     assert err.code is Codes.LLM_PROTOCOL_ERROR
 
 
@@ -217,17 +203,17 @@ async def test_a_json_answer_instead_of_a_stream_is_understood_as_an_error() -> 
 
 
 async def test_a_whole_tool_round_trip_is_accepted_by_the_wire_checks() -> None:
-    request = ChatRequest(
+    request = t.ChatRequest(
         model="fake-model",
         messages=[
-            ChatMessage(role="system", content="Be brief."),
-            ChatMessage(role="user", content="Weather in Paris?"),
-            ChatMessage(
+            t.ChatMessage(role="system", content="Be brief."),
+            t.ChatMessage(role="user", content="Weather in Paris?"),
+            t.ChatMessage(
                 role="assistant",
-                tool_calls=[ToolCall(id="call_1", name="get_weather", arguments={"city": "Paris"})],
-                reasoning=[ReasoningPart(text="need weather")],
+                tool_calls=[t.ToolCall(id="call_1", name="get_weather", arguments={"city": "Paris"})],
+                reasoning=[t.ReasoningPart(text="need weather")],
             ),
-            ChatMessage(role="tool", tool_call_id="call_1", name="get_weather", content='{"temp": 21}'),
+            t.ChatMessage(role="tool", tool_call_id="call_1", name="get_weather", content='{"temp": 21}'),
         ],
         tools=[WEATHER],
         temperature=0.2,
@@ -255,12 +241,12 @@ async def test_a_whole_tool_round_trip_is_accepted_by_the_wire_checks() -> None:
 
 
 async def test_engine_dialects_shape_the_request() -> None:
-    request = ChatRequest(
+    request = t.ChatRequest(
         model="m",
         messages=[
-            ChatMessage(role="user", content="hi"),
-            ChatMessage(role="assistant", tool_calls=[ToolCall(id="abcdefghi", name="f")]),
-            ChatMessage(role="tool", tool_call_id="abcdefghi", name="f", content="ok"),
+            t.ChatMessage(role="user", content="hi"),
+            t.ChatMessage(role="assistant", tool_calls=[t.ToolCall(id="abcdefghi", name="f")]),
+            t.ChatMessage(role="tool", tool_call_id="abcdefghi", name="f", content="ok"),
         ],
         max_tokens=64,
         thinking="high",
@@ -279,7 +265,7 @@ async def test_engine_dialects_shape_the_request() -> None:
 async def test_a_request_without_model_fails_before_any_http_call() -> None:
     with FakeOpenAI([], api_key=KEY) as fake:
         provider = tracked(OpenAICompatProvider(name="vllm", base_url=fake.base_url, options=FAST))
-        _, err = await drain_error(provider.stream(ChatRequest(messages=HELLO.messages)))
+        _, err = await drain_error(provider.stream(t.ChatRequest(messages=HELLO.messages)))
     assert err.code is Codes.LLM_BAD_REQUEST and fake.requests == []
 
 
@@ -288,7 +274,7 @@ async def test_the_default_model_fills_in_and_a_keyless_server_gets_no_auth_head
         provider = OpenAICompatProvider(
             name="ollama", base_url=fake.base_url, default_model="llama3.2", options=FAST
         )
-        await drain(provider.stream(ChatRequest(messages=HELLO.messages)))
+        await drain(provider.stream(t.ChatRequest(messages=HELLO.messages)))
         await provider.aclose()
     assert fake.requests[0].json["model"] == "llama3.2"
     assert "authorization" not in fake.requests[0].headers
@@ -316,7 +302,7 @@ async def test_sse_comments_crlf_and_multiline_data() -> None:
     )
     with FakeOpenAI([rechunk(Reply(steps=[body]), size=5, pause=0.001)], api_key=KEY) as fake:
         events = await drain(provider_for(fake).stream(HELLO))
-    assert events == [TextDelta("multi"), Finish("stop", "stop")]
+    assert events == [t.TextDelta("multi"), t.Finish("stop", "stop")]
 
 
 async def test_a_result_that_arrived_after_the_user_spoke_is_moved_next_to_its_call() -> None:

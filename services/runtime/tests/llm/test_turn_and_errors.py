@@ -13,26 +13,15 @@ import pytest
 from parley_common.errors import Codes
 from parley_runtime.llm import (
     BuiltinProvider,
-    ChatMessage,
-    ChatRequest,
-    Finish,
     LLMError,
-    LLMEvent,
-    ReasoningEnd,
-    ReasoningPart,
-    TextDelta,
-    ToolCall,
-    ToolCallEnd,
-    ToolCallStart,
-    ToolSpec,
     TurnBuilder,
-    Usage,
     collect,
 )
+from parley_runtime.llm import types as t
 from parley_runtime.llm.errors import error_from_payload, error_from_status, parse_retry_after
 
 
-async def events_then(*events: LLMEvent, error: LLMError | None = None) -> AsyncGenerator[LLMEvent, None]:
+async def events_then(*events: t.LLMEvent, error: LLMError | None = None) -> AsyncGenerator[t.LLMEvent, None]:
     for event in events:
         yield event
     if error is not None:
@@ -42,32 +31,32 @@ async def events_then(*events: LLMEvent, error: LLMError | None = None) -> Async
 async def test_collect_builds_the_assistant_message_for_the_next_request() -> None:
     turn = await collect(
         events_then(
-            ReasoningEnd("plan", signature="s"),
-            TextDelta("Checking "),
-            TextDelta("now."),
-            ToolCallStart("c1", "get_weather"),
-            ToolCallEnd("c1", "get_weather", {"city": "Oslo"}),
-            Usage(10, 5),
-            Finish("tool_calls", "tool_use"),
+            t.ReasoningEnd("plan", signature="s"),
+            t.TextDelta("Checking "),
+            t.TextDelta("now."),
+            t.ToolCallStart("c1", "get_weather"),
+            t.ToolCallEnd("c1", "get_weather", {"city": "Oslo"}),
+            t.Usage(10, 5),
+            t.Finish("tool_calls", "tool_use"),
         )
     )
-    assert turn.message == ChatMessage(
+    assert turn.message == t.ChatMessage(
         role="assistant",
         content="Checking now.",
-        tool_calls=[ToolCall(id="c1", name="get_weather", arguments={"city": "Oslo"})],
-        reasoning=[ReasoningPart(text="plan", signature="s")],
+        tool_calls=[t.ToolCall(id="c1", name="get_weather", arguments={"city": "Oslo"})],
+        reasoning=[t.ReasoningPart(text="plan", signature="s")],
     )
     assert (turn.finish, turn.raw_finish, turn.usage, turn.error) == (
         "tool_calls",
         "tool_use",
-        Usage(10, 5),
+        t.Usage(10, 5),
         None,
     )
 
 
 async def test_collect_keeps_partial_output_of_a_failed_turn() -> None:
     err = LLMError(Codes.LLM_UNAVAILABLE, "openai", "cut")
-    turn = await collect(events_then(TextDelta("Hel"), ToolCallStart("c", "f"), error=err))
+    turn = await collect(events_then(t.TextDelta("Hel"), t.ToolCallStart("c", "f"), error=err))
     assert (turn.message.content, turn.message.tool_calls, turn.finish, turn.error) == (
         "Hel",
         [],
@@ -79,7 +68,7 @@ async def test_collect_keeps_partial_output_of_a_failed_turn() -> None:
 async def test_a_cancelled_turn_keeps_what_was_said() -> None:
     builder = TurnBuilder()
     stream = BuiltinProvider(pace_ms=0).stream(
-        ChatRequest(messages=[ChatMessage(role="user", content="a b c")])
+        t.ChatRequest(messages=[t.ChatMessage(role="user", content="a b c")])
     )
     async for event in stream:
         builder.add(event)
@@ -93,12 +82,12 @@ async def test_a_cancelled_turn_keeps_what_was_said() -> None:
 async def test_collect_propagates_cancellation_and_closes_the_stream() -> None:
     inside, closed = asyncio.Event(), asyncio.Event()
 
-    async def hanging() -> AsyncGenerator[LLMEvent, None]:
+    async def hanging() -> AsyncGenerator[t.LLMEvent, None]:
         try:
-            yield TextDelta("a")
+            yield t.TextDelta("a")
             inside.set()
             await asyncio.Event().wait()
-            yield TextDelta("never")
+            yield t.TextDelta("never")
         finally:
             closed.set()
 
@@ -173,11 +162,11 @@ def test_in_stream_error_payloads() -> None:
 
 def test_requests_validate_their_shape() -> None:
     with pytest.raises(ValueError, match="tool_call_id"):
-        ChatMessage(role="tool", content="x")
+        t.ChatMessage(role="tool", content="x")
     with pytest.raises(ValueError, match="only assistant"):
-        ChatMessage(role="user", tool_calls=[ToolCall(id="c", name="f")])
+        t.ChatMessage(role="user", tool_calls=[t.ToolCall(id="c", name="f")])
     with pytest.raises(ValueError, match="pattern"):
-        ToolSpec(name="has spaces")
-    assert ChatRequest(messages=[], thinking=True).thinking_budget() == 10_000
-    assert ChatRequest(messages=[], thinking=12_000).thinking_level() == "high"
-    assert ChatRequest(messages=[], thinking=0).thinking_budget() is None
+        t.ToolSpec(name="has spaces")
+    assert t.ChatRequest(messages=[], thinking=True).thinking_budget() == 10_000
+    assert t.ChatRequest(messages=[], thinking=12_000).thinking_level() == "high"
+    assert t.ChatRequest(messages=[], thinking=0).thinking_budget() is None

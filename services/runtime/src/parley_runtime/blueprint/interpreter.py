@@ -22,20 +22,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
-from parley_common.blueprint import (
-    NODE_DATA,
-    BlueprintNode,
-    DialogData,
-    EmailNotifyData,
-    EndData,
-    EvalData,
-    NodeType,
-    SetVarData,
-    StartData,
-    TerminateData,
-    TransferData,
-    WebhookData,
-)
+from parley_common import blueprint as bp
 from parley_common.conversation_contract import ConversationEndReason, MessageRole
 from parley_common.errors import Codes, ErrorCode
 from parley_common.session_contract import (
@@ -70,7 +57,7 @@ class WebhookResult:
 
 
 class TurnIO(Protocol):
-    """What a turn may do to the world. Implemented by the session runner."""
+    """What a turn may do to the world. Implemented by `sessions/turn_io.SessionTurnIO`."""
 
     def now(self) -> datetime: ...
 
@@ -101,6 +88,9 @@ class Outcome:
 
 
 class Interpreter:
+    """The blueprint engine (`engine.SessionEngine[SessionState, str | None, Outcome]`), built for one
+    turn with its I/O."""
+
     def __init__(
         self,
         graph: Graph,
@@ -121,6 +111,12 @@ class Interpreter:
 
     # ----------------------------------------------------------------------------- turns
 
+    async def turn(self, state: SessionState, given: str | None) -> Outcome:
+        """One turn: the start of the flow (`given` is None) or the user's message `given`."""
+        if given is None:
+            return await self.start(state)
+        return await self.user_input(state, given)
+
     async def start(self, state: SessionState) -> Outcome:
         return await self._run_from(state, self.graph.start_id)
 
@@ -134,7 +130,7 @@ class Interpreter:
         node = self.graph.node(state.node_id)
         with _node_span(node.id, node.type):
             data = self._data(node.id, node.type, node.data)
-            assert isinstance(data, DialogData)
+            assert isinstance(data, bp.DialogData)
             state.node_turns += 1
             if data.save_reply_as:
                 state.variables[data.save_reply_as] = text
@@ -157,17 +153,19 @@ class Interpreter:
             node_id = self._next(state, node.id, branch)
         raise FlowError(f"more than {self.max_steps} steps without waiting for the user")
 
-    async def _execute(self, state: SessionState, node: BlueprintNode) -> tuple[Outcome | None, str | None]:
+    async def _execute(
+        self, state: SessionState, node: bp.BlueprintNode
+    ) -> tuple[Outcome | None, str | None]:
         """One node's work: the outcome when the turn ends at this node, else the branch to leave by."""
         data = self._data(node.id, node.type, node.data)
         self._step += 1
-        if isinstance(data, StartData):
+        if isinstance(data, bp.StartData):
             # Defaults: values given by whoever opened the session (a client token's data) win.
             for name, value in data.variables.items():
                 state.variables.setdefault(name, value)
             if data.greeting:
                 await self._say(state, node.id, data.greeting)
-        elif isinstance(data, DialogData):
+        elif isinstance(data, bp.DialogData):
             state.node_id, state.node_turns = node.id, 0
             if data.message is not None:
                 await self._say(state, node.id, data.message)
@@ -176,25 +174,25 @@ class Interpreter:
             if data.wait_for_input:
                 state.phase = "waiting"
                 return Outcome(), None
-        elif isinstance(data, EndData):
+        elif isinstance(data, bp.EndData):
             if data.message:
                 await self._say(state, node.id, data.message)
             await self.io.emit(ServerFlowComplete())
             return Outcome(closed=ConversationEndReason.FLOW_END), None
-        elif isinstance(data, EvalData):
+        elif isinstance(data, bp.EvalData):
             return None, "true" if await self._evaluate(state, node.id, data.expression) else "false"
-        elif isinstance(data, SetVarData):
+        elif isinstance(data, bp.SetVarData):
             for assignment in data.assignments:
                 state.variables[assignment.name] = await self._evaluate(state, node.id, assignment.value)
-        elif isinstance(data, WebhookData):
+        elif isinstance(data, bp.WebhookData):
             return None, await self._webhook(state, node.id, data)
-        elif isinstance(data, EmailNotifyData):
+        elif isinstance(data, bp.EmailNotifyData):
             await self._mail(state, node.id, data)
-        elif isinstance(data, TransferData):
+        elif isinstance(data, bp.TransferData):
             reason = await self._render(state, node.id, data.reason)
             await self.io.emit(ServerTransfer(agent_id=data.agent_id, reason=reason))
             return Outcome(closed=ConversationEndReason.AGENT_TRANSFER, summary=reason or None), None
-        elif isinstance(data, TerminateData):
+        elif isinstance(data, bp.TerminateData):
             if data.message:
                 await self._say(state, node.id, data.message)
             return Outcome(closed=ConversationEndReason.SCRIPT_TERMINATE, summary=data.reason), None
@@ -209,7 +207,7 @@ class Interpreter:
 
         return self.graph.next(node_id, holds, branch)
 
-    def _leave_dialog(self, state: SessionState, node_id: str, data: DialogData) -> bool:
+    def _leave_dialog(self, state: SessionState, node_id: str, data: bp.DialogData) -> bool:
         if data.exit_when is None and data.max_turns is None:
             return True
         if data.max_turns is not None and state.node_turns >= data.max_turns:
@@ -224,7 +222,7 @@ class Interpreter:
     @staticmethod
     def _data(node_id: str, node_type: str, raw: dict[str, Any]) -> BaseModel:
         try:
-            model = NODE_DATA[NodeType(node_type)]
+            model = bp.NODE_DATA[bp.NodeType(node_type)]
         except ValueError as exc:
             raise FlowError(f"node {node_id!r} has the unknown type {node_type!r}") from exc
         try:
@@ -245,7 +243,7 @@ class Interpreter:
             state.message(MessageRole.ASSISTANT, kept, self.io.now())
             state.remember("assistant", kept, self.history_limit)
 
-    async def _llm_answer(self, state: SessionState, node_id: str, data: DialogData) -> None:
+    async def _llm_answer(self, state: SessionState, node_id: str, data: bp.DialogData) -> None:
         parts = [self.system_prompt.strip()]
         if data.prompt:
             parts.append((await self._render(state, node_id, data.prompt)).strip())
@@ -256,7 +254,7 @@ class Interpreter:
             state.message(MessageRole.ASSISTANT, text, self.io.now())
             state.remember("assistant", text, self.history_limit)
 
-    async def _webhook(self, state: SessionState, node_id: str, data: WebhookData) -> str:
+    async def _webhook(self, state: SessionState, node_id: str, data: bp.WebhookData) -> str:
         scope = {**state.variables, "secrets": self.secrets}
         body: str | dict[str, Any] | None
         if isinstance(data.body, dict):
@@ -280,7 +278,7 @@ class Interpreter:
             await self.io.error(Codes.RUNTIME_WEBHOOK_FAILED, {"node_id": node_id, "detail": result.error})
         return "success" if result.ok else "error"
 
-    async def _mail(self, state: SessionState, node_id: str, data: EmailNotifyData) -> None:
+    async def _mail(self, state: SessionState, node_id: str, data: bp.EmailNotifyData) -> None:
         request = MailRequest(
             # Same turn, same step: the same id after a crash, so the outbox sends it once.
             mail_id=stable_id(state.conversation_id, f"mail:{state.turn_no}:{self._step}:{node_id}"),

@@ -5,28 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from parley_runtime.llm import types as t
 from parley_runtime.llm.errors import error_from_payload, protocol_error
 from parley_runtime.llm.history import results_after_calls
 from parley_runtime.llm.toolcalls import ToolCallBuffer
-from parley_runtime.llm.types import (
-    ChatMessage,
-    ChatRequest,
-    Finish,
-    FinishReason,
-    LLMEvent,
-    ReasoningDelta,
-    ReasoningEnd,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
-    Usage,
-)
 
 API_VERSION = "2023-06-01"
 MIN_THINKING_BUDGET = 1024  # the API's lower bound for `budget_tokens`
 
-_FINISH: dict[str, FinishReason] = {
+_FINISH: dict[str, t.FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -37,7 +24,7 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
-def build_body(request: ChatRequest, model: str, *, default_max_tokens: int) -> dict[str, Any]:
+def build_body(request: t.ChatRequest, model: str, *, default_max_tokens: int) -> dict[str, Any]:
     system, messages = messages_to_wire(request.messages)
     # The API requires max_tokens.
     max_tokens = request.max_tokens or default_max_tokens
@@ -47,11 +34,11 @@ def build_body(request: ChatRequest, model: str, *, default_max_tokens: int) -> 
     if request.tools:
         body["tools"] = [
             {
-                "name": t.name,
-                **({"description": t.description} if t.description else {}),
-                "input_schema": t.parameters,
+                "name": tool.name,
+                **({"description": tool.description} if tool.description else {}),
+                "input_schema": tool.parameters,
             }
-            for t in request.tools
+            for tool in request.tools
         ]
     budget = request.thinking_budget()
     if budget is not None:
@@ -66,7 +53,7 @@ def build_body(request: ChatRequest, model: str, *, default_max_tokens: int) -> 
     return body
 
 
-def messages_to_wire(messages: list[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
+def messages_to_wire(messages: list[t.ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
     """System messages (wherever they are) become the `system` field; tool results become
     `tool_result` blocks of a user turn; consecutive turns of one role are merged, since the API
     wants user and assistant to alternate."""
@@ -100,7 +87,7 @@ def messages_to_wire(messages: list[ChatMessage]) -> tuple[str, list[dict[str, A
     return "\n\n".join(system), turns
 
 
-def _assistant_blocks(m: ChatMessage) -> list[dict[str, Any]]:
+def _assistant_blocks(m: t.ChatMessage) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for part in m.reasoning:  # only verifiable blocks can be sent back
         if part.redacted:
@@ -133,7 +120,7 @@ class EventDecoder:
         self._stop_reason: str | None = None
         self.done = False
 
-    def feed(self, payload: Any) -> list[LLMEvent]:
+    def feed(self, payload: Any) -> list[t.LLMEvent]:
         if not isinstance(payload, dict):
             raise protocol_error(self.provider, "stream event is not a JSON object")
         kind = payload.get("type")
@@ -164,53 +151,53 @@ class EventDecoder:
             raise protocol_error(self.provider, f"event for unknown content block {payload.get('index')!r}")
         return block
 
-    def _start(self, payload: dict[str, Any]) -> list[LLMEvent]:
+    def _start(self, payload: dict[str, Any]) -> list[t.LLMEvent]:
         content = payload.get("content_block") or {}
         kind = str(content.get("type"))
         block = self._blocks[payload.get("index", len(self._blocks))] = _Block(kind)
         if kind == "text" and content.get("text"):
-            return [TextDelta(content["text"])]
+            return [t.TextDelta(content["text"])]
         if kind == "tool_use":
             block.tool = ToolCallBuffer(str(content.get("id")), str(content.get("name")))
             if isinstance(content.get("input"), dict):
                 block.initial_input = content["input"]
-            return [ToolCallStart(block.tool.id, block.tool.name)]
+            return [t.ToolCallStart(block.tool.id, block.tool.name)]
         if kind == "thinking" and content.get("thinking"):
             block.thinking.append(content["thinking"])
-            return [ReasoningDelta(content["thinking"])]
+            return [t.ReasoningDelta(content["thinking"])]
         if kind == "redacted_thinking":
             block.redacted = str(content.get("data", ""))
         return []
 
-    def _delta(self, payload: dict[str, Any]) -> list[LLMEvent]:
+    def _delta(self, payload: dict[str, Any]) -> list[t.LLMEvent]:
         block = self._block(payload)
         delta = payload.get("delta") or {}
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
-            return [TextDelta(delta["text"])]
+            return [t.TextDelta(delta["text"])]
         if kind == "input_json_delta" and block.tool is not None and delta.get("partial_json"):
             block.tool.parts.append(delta["partial_json"])
-            return [ToolCallDelta(block.tool.id, delta["partial_json"])]
+            return [t.ToolCallDelta(block.tool.id, delta["partial_json"])]
         if kind == "thinking_delta" and delta.get("thinking"):
             block.thinking.append(delta["thinking"])
-            return [ReasoningDelta(delta["thinking"])]
+            return [t.ReasoningDelta(delta["thinking"])]
         if kind == "signature_delta":
             block.signature = (block.signature or "") + str(delta.get("signature", ""))
         return []
 
-    def _stop(self, payload: dict[str, Any]) -> list[LLMEvent]:
+    def _stop(self, payload: dict[str, Any]) -> list[t.LLMEvent]:
         block = self._block(payload)
         if block.tool is not None:
             if not block.tool.parts and block.initial_input:
-                return [ToolCallEnd(block.tool.id, block.tool.name, block.initial_input)]
+                return [t.ToolCallEnd(block.tool.id, block.tool.name, block.initial_input)]
             return [block.tool.end(self.provider)]
         if block.kind == "thinking":
-            return [ReasoningEnd("".join(block.thinking), signature=block.signature)]
+            return [t.ReasoningEnd("".join(block.thinking), signature=block.signature)]
         if block.kind == "redacted_thinking":
-            return [ReasoningEnd("", redacted=block.redacted)]
+            return [t.ReasoningEnd("", redacted=block.redacted)]
         return []
 
-    def end(self) -> list[LLMEvent]:
+    def end(self) -> list[t.LLMEvent]:
         if not self.done:
             raise protocol_error(self.provider, "the stream ended before message_stop")
         u = self._usage
@@ -219,4 +206,4 @@ class EventDecoder:
             u.get(k, 0) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         )
         reason = _FINISH.get(self._stop_reason or "end_turn", "stop")
-        return [Usage(prompt, u.get("output_tokens", 0)), Finish(reason, self._stop_reason)]
+        return [t.Usage(prompt, u.get("output_tokens", 0)), t.Finish(reason, self._stop_reason)]

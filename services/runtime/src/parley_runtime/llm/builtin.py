@@ -15,22 +15,9 @@ import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from parley_runtime.llm import types as t
 from parley_runtime.llm.builtin_roles import disclosure_reply, scripted_reply
 from parley_runtime.llm.transport import traced
-from parley_runtime.llm.types import (
-    ChatMessage,
-    ChatRequest,
-    Finish,
-    FinishReason,
-    LLMEvent,
-    ReasoningDelta,
-    ReasoningEnd,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
-    Usage,
-)
 
 GREETING = "Hello! How can I help you today?"
 QUOTE_LIMIT = 200
@@ -49,49 +36,49 @@ class BuiltinProvider:
     def __repr__(self) -> str:
         return f"BuiltinProvider(pace_ms={self.pace_s * 1000:g})"
 
-    def stream(self, request: ChatRequest) -> AsyncGenerator[LLMEvent, None]:
+    def stream(self, request: t.ChatRequest) -> AsyncGenerator[t.LLMEvent, None]:
         return traced(self.name, request.model or self.name, self._events(request))
 
-    async def _events(self, request: ChatRequest) -> AsyncGenerator[LLMEvent, None]:
+    async def _events(self, request: t.ChatRequest) -> AsyncGenerator[t.LLMEvent, None]:
         emitted = 0
         if request.thinking_budget() is not None:
             thought = _reasoning(request)
             for token in _TOKEN.findall(thought):
                 await self._pause()
                 emitted += 1
-                yield ReasoningDelta(token)
-            yield ReasoningEnd(thought)
+                yield t.ReasoningDelta(token)
+            yield t.ReasoningEnd(thought)
         call = _tool_call(request)
         if call is not None:
             name, arguments = call
             call_id = _call_id(request, name, arguments)
-            yield ToolCallStart(call_id, name)
+            yield t.ToolCallStart(call_id, name)
             encoded = json.dumps(arguments, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
             for i in range(0, len(encoded), ARGUMENT_CHUNK):
                 await self._pause()
                 emitted += 1
-                yield ToolCallDelta(call_id, encoded[i : i + ARGUMENT_CHUNK])
-            yield ToolCallEnd(call_id, name, arguments)
-            yield Usage(_input_tokens(request), emitted)
-            yield Finish("tool_calls")
+                yield t.ToolCallDelta(call_id, encoded[i : i + ARGUMENT_CHUNK])
+            yield t.ToolCallEnd(call_id, name, arguments)
+            yield t.Usage(_input_tokens(request), emitted)
+            yield t.Finish("tool_calls")
             return
         tokens = _TOKEN.findall(reply_text(request))
-        reason: FinishReason = "stop"
+        reason: t.FinishReason = "stop"
         if request.max_tokens is not None and len(tokens) > request.max_tokens:
             tokens, reason = tokens[: request.max_tokens], "length"
         for token in tokens:
             await self._pause()
             emitted += 1
-            yield TextDelta(token)
-        yield Usage(_input_tokens(request), emitted)
-        yield Finish(reason)
+            yield t.TextDelta(token)
+        yield t.Usage(_input_tokens(request), emitted)
+        yield t.Finish(reason)
 
     async def _pause(self) -> None:
         # sleep(0) still yields to the loop, so even pace 0 can be cancelled between tokens.
         await asyncio.sleep(self.pace_s)
 
 
-def reply_text(request: ChatRequest) -> str:
+def reply_text(request: t.ChatRequest) -> str:
     """The text reply (when the request does not trigger a tool call)."""
     scripted = scripted_reply(request)  # simulated user or auditor of an agent test
     if scripted is not None:
@@ -102,7 +89,7 @@ def reply_text(request: ChatRequest) -> str:
     if last.role == "tool":
         return f"The {_tool_name(request.messages, last)} tool returned: {_quote(last.content)}"
     match = _TRIGGER.fullmatch(last.content)
-    if match and match.group(1) in {t.name for t in request.tools}:
+    if match and match.group(1) in {tool.name for tool in request.tools}:
         return f"I cannot call {match.group(1)}: its arguments must be a JSON object."
     disclosed = disclosure_reply(request)
     if disclosed is not None:
@@ -114,16 +101,16 @@ def reply_text(request: ChatRequest) -> str:
         else f'You said: "{_quote(last.content)}".'
     )
     if request.tools:
-        text += " Tools I can call: " + ", ".join(t.name for t in request.tools) + "."
+        text += " Tools I can call: " + ", ".join(tool.name for tool in request.tools) + "."
     return text
 
 
-def _tool_call(request: ChatRequest) -> tuple[str, dict[str, Any]] | None:
+def _tool_call(request: t.ChatRequest) -> tuple[str, dict[str, Any]] | None:
     last = _last_turn(request.messages)
     if last is None or last.role != "user":
         return None
     match = _TRIGGER.fullmatch(last.content)
-    if not match or match.group(1) not in {t.name for t in request.tools}:
+    if not match or match.group(1) not in {tool.name for tool in request.tools}:
         return None
     raw = match.group(2) or ""
     if not raw:
@@ -135,17 +122,17 @@ def _tool_call(request: ChatRequest) -> tuple[str, dict[str, Any]] | None:
     return (match.group(1), arguments) if isinstance(arguments, dict) else None
 
 
-def _last_turn(messages: list[ChatMessage]) -> ChatMessage | None:
+def _last_turn(messages: list[t.ChatMessage]) -> t.ChatMessage | None:
     return next((m for m in reversed(messages) if m.role != "system"), None)
 
 
-def _persona(messages: list[ChatMessage]) -> str | None:
+def _persona(messages: list[t.ChatMessage]) -> str | None:
     system = "\n".join(m.content for m in messages if m.role == "system")
     match = _PERSONA.search(system)
     return match.group(1).strip().rstrip(",;:") if match else None
 
 
-def _tool_name(messages: list[ChatMessage], result: ChatMessage) -> str:
+def _tool_name(messages: list[t.ChatMessage], result: t.ChatMessage) -> str:
     if result.name:
         return result.name
     for m in messages:
@@ -160,18 +147,18 @@ def _quote(text: str) -> str:
     return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 1] + "…"
 
 
-def _reasoning(request: ChatRequest) -> str:
+def _reasoning(request: t.ChatRequest) -> str:
     last = _last_turn(request.messages)
     words = len(last.content.split()) if last else 0
     role = last.role if last else "nobody"
     return f"The last message is from the {role} and has {words} words. I answer with the built-in template."
 
 
-def _input_tokens(request: ChatRequest) -> int:
+def _input_tokens(request: t.ChatRequest) -> int:
     return sum(len(m.content.split()) for m in request.messages)
 
 
-def _call_id(request: ChatRequest, name: str, arguments: dict[str, Any]) -> str:
+def _call_id(request: t.ChatRequest, name: str, arguments: dict[str, Any]) -> str:
     # Unique per position in the conversation, identical for identical requests.
     seed = json.dumps([len(request.messages), name, arguments], sort_keys=True)
     return "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]

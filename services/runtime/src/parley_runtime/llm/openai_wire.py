@@ -6,22 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from parley_runtime.llm import types as t
 from parley_runtime.llm.errors import error_from_payload, protocol_error
 from parley_runtime.llm.history import results_after_calls
 from parley_runtime.llm.toolcalls import ToolCallBuffer
-from parley_runtime.llm.types import (
-    ChatMessage,
-    ChatRequest,
-    Finish,
-    FinishReason,
-    LLMEvent,
-    ReasoningDelta,
-    ReasoningEnd,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallStart,
-    Usage,
-)
 
 
 @dataclass(frozen=True)
@@ -38,7 +26,7 @@ class OpenAIDialect:
     tool_message_name: bool = False
 
 
-_FINISH: dict[str, FinishReason] = {
+_FINISH: dict[str, t.FinishReason] = {
     "stop": "stop",
     "eos": "stop",
     "content_filter": "stop",
@@ -50,7 +38,7 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
-def build_body(request: ChatRequest, model: str, dialect: OpenAIDialect) -> dict[str, Any]:
+def build_body(request: t.ChatRequest, model: str, dialect: OpenAIDialect) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "messages": [message_to_wire(m, dialect) for m in results_after_calls(request.messages)],
@@ -63,12 +51,12 @@ def build_body(request: ChatRequest, model: str, dialect: OpenAIDialect) -> dict
             {
                 "type": "function",
                 "function": {
-                    "name": t.name,
-                    **({"description": t.description} if t.description else {}),
-                    "parameters": t.parameters,
+                    "name": tool.name,
+                    **({"description": tool.description} if tool.description else {}),
+                    "parameters": tool.parameters,
                 },
             }
-            for t in request.tools
+            for tool in request.tools
         ]
     if request.temperature is not None:
         body["temperature"] = request.temperature
@@ -80,7 +68,7 @@ def build_body(request: ChatRequest, model: str, dialect: OpenAIDialect) -> dict
     return body
 
 
-def message_to_wire(message: ChatMessage, dialect: OpenAIDialect) -> dict[str, Any]:
+def message_to_wire(message: t.ChatMessage, dialect: OpenAIDialect) -> dict[str, Any]:
     # Reasoning is never sent back: DeepSeek rejects `reasoning_content` in input messages.
     if message.role == "assistant":
         out: dict[str, Any] = {"role": "assistant", "content": message.content}
@@ -122,37 +110,37 @@ class ChunkDecoder:
         self._key_by_id: dict[str, int] = {}
         self._reasoning: list[str] | None = None
         self._finish_raw: str | None = None
-        self._usage: Usage | None = None
+        self._usage: t.Usage | None = None
         self._made_tool_calls = False
 
-    def feed(self, chunk: Any) -> list[LLMEvent]:
+    def feed(self, chunk: Any) -> list[t.LLMEvent]:
         if not isinstance(chunk, dict):
             raise protocol_error(self.provider, "stream chunk is not a JSON object")
         if chunk.get("error"):
             raise error_from_payload(self.provider, chunk)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self._usage = Usage(
+            self._usage = t.Usage(
                 int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
             )
-        events: list[LLMEvent] = []
+        events: list[t.LLMEvent] = []
         for choice in chunk.get("choices") or []:
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 events += self._choice(choice)
         return events
 
-    def _choice(self, choice: dict[str, Any]) -> list[LLMEvent]:
-        events: list[LLMEvent] = []
+    def _choice(self, choice: dict[str, Any]) -> list[t.LLMEvent]:
+        events: list[t.LLMEvent] = []
         delta = choice.get("delta") or {}
         # DeepSeek and vLLM: `reasoning_content`; OpenRouter and newer vLLM: `reasoning`.
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             self._reasoning = [*(self._reasoning or []), reasoning]
-            events.append(ReasoningDelta(reasoning))
+            events.append(t.ReasoningDelta(reasoning))
         content = delta.get("content")
         if isinstance(content, str) and content:
             events += self._close_reasoning()
-            events.append(TextDelta(content))
+            events.append(t.TextDelta(content))
         for fragment in delta.get("tool_calls") or []:
             events += self._close_reasoning()
             events += self._tool_fragment(fragment)
@@ -165,7 +153,7 @@ class ChunkDecoder:
             events += self._end_calls()
         return events
 
-    def _tool_fragment(self, fragment: Any) -> list[LLMEvent]:
+    def _tool_fragment(self, fragment: Any) -> list[t.LLMEvent]:
         if not isinstance(fragment, dict):
             raise protocol_error(self.provider, "tool call fragment is not a JSON object")
         function = fragment.get("function") or {}
@@ -182,32 +170,32 @@ class ChunkDecoder:
         if buf is None:
             buf = self._calls[key] = ToolCallBuffer(id=str(call_id or f"call_{key}"), name="")
             self._key_by_id[buf.id] = key
-        events: list[LLMEvent] = []
+        events: list[t.LLMEvent] = []
         name = function.get("name")
         if isinstance(name, str) and name and not buf.name:
             buf.name = name
         if buf.name and key not in self._started:
             self._started.add(key)
-            events.append(ToolCallStart(buf.id, buf.name))
+            events.append(t.ToolCallStart(buf.id, buf.name))
             if buf.parts:  # arguments that came before the name
-                events.append(ToolCallDelta(buf.id, "".join(buf.parts)))
+                events.append(t.ToolCallDelta(buf.id, "".join(buf.parts)))
         arguments = function.get("arguments")
         if isinstance(arguments, dict):  # a few servers send the object itself
             arguments = json.dumps(arguments)
         if isinstance(arguments, str) and arguments:
             buf.parts.append(arguments)
             if key in self._started:
-                events.append(ToolCallDelta(buf.id, arguments))
+                events.append(t.ToolCallDelta(buf.id, arguments))
         return events
 
-    def _close_reasoning(self) -> list[LLMEvent]:
+    def _close_reasoning(self) -> list[t.LLMEvent]:
         if self._reasoning is None:
             return []
         text, self._reasoning = "".join(self._reasoning), None
-        return [ReasoningEnd(text)]
+        return [t.ReasoningEnd(text)]
 
-    def _end_calls(self) -> list[LLMEvent]:
-        events: list[LLMEvent] = []
+    def _end_calls(self) -> list[t.LLMEvent]:
+        events: list[t.LLMEvent] = []
         for key in sorted(self._calls):
             buf = self._calls[key]
             if not buf.name:
@@ -218,7 +206,7 @@ class ChunkDecoder:
         self._started.clear()
         return events
 
-    def end(self, saw_done: bool) -> list[LLMEvent]:
+    def end(self, saw_done: bool) -> list[t.LLMEvent]:
         """Called when the stream is over (`[DONE]` or end of body)."""
         if self._finish_raw is None and not saw_done:
             raise protocol_error(self.provider, "the stream ended without a finish_reason or [DONE]")
@@ -228,5 +216,5 @@ class ChunkDecoder:
         reason = _FINISH.get(self._finish_raw or "stop", "stop")
         if self._made_tool_calls and reason == "stop":
             reason = "tool_calls"  # Gemini says "stop" after tool calls
-        events.append(Finish(reason, self._finish_raw))
+        events.append(t.Finish(reason, self._finish_raw))
         return events

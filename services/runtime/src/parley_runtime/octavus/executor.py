@@ -90,6 +90,23 @@ class Plan:
 
 
 @dataclass
+class ProtocolEngine:
+    """The Octavus engine (`engine.SessionEngine[Session, Plan, FinishEvent | None]`), built for one
+    round with where its events go: a turn is one `Execution` of the plan on the session."""
+
+    bundle: AgentBundle
+    llm: LLMPort
+    secrets: Mapping[str, str]
+    emit: Emit
+
+    async def turn(self, state: Session, given: Plan) -> ev.FinishEvent | None:
+        execution = Execution(
+            bundle=self.bundle, session=state, llm=self.llm, secrets=self.secrets, emit=self.emit, plan=given
+        )
+        return await execution.run()
+
+
+@dataclass
 class Execution:
     bundle: AgentBundle
     session: Session
@@ -270,36 +287,25 @@ class Execution:
         return "\n\n".join(f"**{m.role.capitalize()}**: {m.content}" for m in turns)
 
     def _start_thread(self, block: StartThread) -> None:
-        agent = self.bundle.protocol.agent
-        assert agent is not None  # interactive protocols have one (checked when the session starts)
-        self.session.threads[block.thread] = Thread(
-            config=ThreadConfig(
-                model=block.model or agent.model,
-                system=block.system or agent.system,
-                # Unset keys inherit; `tools: []` set on the block means "no tools".
-                input=bindings(block.input if "input" in block.model_fields_set else agent.input),
-                tools=block.tools if "tools" in block.model_fields_set else agent.tools,
-                agentic=agent.agentic if block.agentic is None else block.agentic,
-                max_steps=block.max_steps or agent.max_steps,
-                temperature=agent.temperature if block.temperature is None else block.temperature,
-                thinking=block.thinking or agent.thinking,
-            )
-        )
+        self.session.threads[block.thread] = Thread(config=self._thread_config(block))
 
     def _config(self, thread: Thread) -> ThreadConfig:
-        if thread.config is not None:
-            return thread.config
+        return thread.config if thread.config is not None else self._thread_config(_INHERIT_ALL)
+
+    def _thread_config(self, block: StartThread) -> ThreadConfig:
+        """A thread's LLM settings: the agent's, except what the start-thread block sets."""
         agent = self.bundle.protocol.agent
-        assert agent is not None
+        assert agent is not None  # interactive protocols have one (checked when the session starts)
         return ThreadConfig(
-            model=agent.model,
-            system=agent.system,
-            input=bindings(agent.input),
-            tools=agent.tools,
-            agentic=agent.agentic,
-            max_steps=agent.max_steps,
-            temperature=agent.temperature,
-            thinking=agent.thinking,
+            model=block.model or agent.model,
+            system=block.system or agent.system,
+            # Unset keys inherit; `tools: []` set on the block means "no tools".
+            input=bindings(block.input if "input" in block.model_fields_set else agent.input),
+            tools=block.tools if "tools" in block.model_fields_set else agent.tools,
+            agentic=agent.agentic if block.agentic is None else block.agentic,
+            max_steps=block.max_steps or agent.max_steps,
+            temperature=agent.temperature if block.temperature is None else block.temperature,
+            thinking=block.thinking or agent.thinking,
         )
 
     # --- tools --------------------------------------------------------------------------------
@@ -541,6 +547,10 @@ class Execution:
         if self._text_id is not None:
             await self.emit(ev.TextEndEvent(id=self._text_id))
             self._text_id = None
+
+
+# The main thread's settings are the agent's: a start-thread block that sets none of its own.
+_INHERIT_ALL = StartThread(block="start-thread", thread=MAIN)
 
 
 def _parse(text: str) -> Any:

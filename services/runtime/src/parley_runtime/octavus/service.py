@@ -26,9 +26,10 @@ from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_runtime.agents import AgentCache
+from parley_runtime.engine import SessionEngine
 from parley_runtime.llm_port import LLMPort
 from parley_runtime.octavus import views
-from parley_runtime.octavus.executor import Execution, Plan, now_iso
+from parley_runtime.octavus.executor import Plan, ProtocolEngine, now_iso
 from parley_runtime.octavus.state import Session
 from parley_runtime.octavus.store import SessionStore
 from parley_runtime.octavus.values import check_input
@@ -199,18 +200,13 @@ class OctavusService:
                 await publish(wire.StreamFrame(seq=-1))
 
         pinger = asyncio.create_task(keepalive())
-        execution = Execution(
-            bundle=bundle,
-            session=session,
-            llm=self.llm,
-            secrets=snapshot.secrets,
-            emit=emit,
-            plan=plan,
+        engine: SessionEngine[Session, Plan, ev.FinishEvent | None] = ProtocolEngine(
+            bundle=bundle, llm=self.llm, secrets=snapshot.secrets, emit=emit
         )
         try:
             finish: BaseModel | None = None
             try:
-                finish = await execution.run()
+                finish = await engine.turn(session, plan)
             except Exception:
                 log.exception("octavus.execution_failed", session_id=session.id)
                 finish = _internal_error()

@@ -11,39 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError
 
 from parley_common.errors import Codes, ParleyError
-from parley_common.outages import OUTAGE_ERRORS, until_available
+from parley_common.outages import OUTAGE_ERRORS
 from parley_runtime.octavus.state import Session, Tombstone
 from parley_runtime.settings import RuntimeSettings
-
-PREFIX = "parley:octavus"
-
-
-def _key(kind: str, session_id: str) -> str:
-    return f"{PREFIX}:{kind}:{session_id}"
+from parley_runtime.state_store import RedisStateStore
 
 
-class SessionStore:
-    def __init__(
-        self,
-        redis: Redis,
-        *,
-        ttl_s: int,
-        tombstone_ttl_s: int,
-        max_bytes: int,
-        lock_ttl_s: float = 15.0,
-        outage_timeout_s: float = 30.0,
-    ) -> None:
-        self.redis = redis
-        self.ttl_s = ttl_s
-        self.tombstone_ttl_s = tombstone_ttl_s
-        self.max_bytes = max_bytes
-        self.lock_ttl_s = lock_ttl_s
-        self.outage_timeout_s = outage_timeout_s
+@dataclass(kw_only=True)
+class SessionStore(RedisStateStore[Session]):
+    state_model = Session
+    key_format = "parley:octavus:{part}:{id}"
+    log_id = "session_id"
+
+    tombstone_ttl_s: int
+    lock_ttl_s: float = 15.0
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: RuntimeSettings) -> SessionStore:
@@ -56,18 +43,15 @@ class SessionStore:
         )
 
     async def load(self, session_id: str) -> Session | None:
-        raw = await self.redis.get(_key("state", session_id))
-        return None if raw is None else Session.model_validate_json(raw)
+        return self.decode(await self.redis.get(self.key(session_id, "state")))
 
     async def tombstone(self, session_id: str) -> Tombstone | None:
-        raw = await self.redis.get(_key("tomb", session_id))
+        raw = await self.redis.get(self.key(session_id, "tomb"))
         return None if raw is None else Tombstone.model_validate_json(raw)
 
     async def save(self, session: Session) -> None:
         """Write the state and push both expiries forward (expiry counts from the last activity)."""
-        data = session.model_dump_json(exclude_defaults=False)
-        if len(data) > self.max_bytes:
-            raise ParleyError(Codes.OCTAVUS_SESSION_TOO_LARGE, params={"limit": self.max_bytes})
+        data = self.encode(session)
         tomb = Tombstone(
             agent_id=session.agent_id,
             created_at=session.created_at,
@@ -77,18 +61,19 @@ class SessionStore:
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(_key("state", session.id), data, ex=self.ttl_s)
+                pipe.set(self.key(session.id, "state"), data, ex=self.ttl_s)
                 tomb_ttl = self.ttl_s + self.tombstone_ttl_s
-                pipe.set(_key("tomb", session.id), tomb.model_dump_json(), ex=tomb_ttl)
+                pipe.set(self.key(session.id, "tomb"), tomb.model_dump_json(), ex=tomb_ttl)
                 await pipe.execute()
 
-        await until_available(
-            write, deadline_s=self.outage_timeout_s, what="octavus session save", session_id=session.id
-        )
+        await self._retried(write, "octavus session save", session.id)
+
+    def too_large(self, size: int) -> Exception:
+        return ParleyError(Codes.OCTAVUS_SESSION_TOO_LARGE, params={"limit": self.max_bytes})
 
     async def create(self, session: Session) -> bool:
         """Store a new session; False when the id is taken (live or expired)."""
-        if not await self.redis.set(_key("tomb", session.id), "{}", nx=True, ex=60):
+        if not await self.redis.set(self.key(session.id, "tomb"), "{}", nx=True, ex=60):
             return False
         await self.save(session)
         return True
@@ -97,7 +82,7 @@ class SessionStore:
     async def locked(self, session_id: str) -> AsyncIterator[None]:
         """Hold the session's lock (409 `octavus.session_busy` when another execution has it),
         extended in the background so a long execution keeps it and a dead worker's expires."""
-        lock = self.redis.lock(_key("lock", session_id), timeout=self.lock_ttl_s, blocking=False)
+        lock = self.redis.lock(self.key(session_id, "lock"), timeout=self.lock_ttl_s, blocking=False)
         if not await lock.acquire():
             raise ParleyError(Codes.OCTAVUS_SESSION_BUSY)
 

@@ -44,12 +44,9 @@ from parley_common.session_contract import (
     InputCancel,
     InputEnd,
     InputText,
-    MailRequest,
     ServerError,
     ServerEvent,
     ServerSessionClosed,
-    ServerTextDelta,
-    ServerTextFull,
     ServerTurnComplete,
     SessionControl,
     SessionStart,
@@ -61,13 +58,13 @@ from parley_common.speech_contract import OutputFormat
 from parley_common.tasks import cancel_and_wait
 from parley_runtime.agents import AgentCache
 from parley_runtime.blueprint.graph import FlowError, Graph
-from parley_runtime.blueprint.interpreter import Interpreter, Outcome, WebhookCall, WebhookResult
-from parley_runtime.blueprint.webhook import call_webhook
+from parley_runtime.blueprint.interpreter import Interpreter, Outcome
+from parley_runtime.engine import SessionEngine
 from parley_runtime.llm_port import LLMPort
-from parley_runtime.sessions.deltas import DeltaCoalescer
-from parley_runtime.sessions.state import HistoryItem, SessionState
+from parley_runtime.sessions.state import SessionState
 from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
 from parley_runtime.sessions.streams import InputFeed, Outlet, Received, last_output_index
+from parley_runtime.sessions.turn_io import SessionTurnIO
 from parley_runtime.sessions.voice import TurnVoice
 from parley_runtime.settings import RuntimeSettings
 
@@ -193,7 +190,7 @@ class SessionRunner:
         if not await self._load_agent():
             return False
         if last_out > self.state.out_index:
-            await self._error(Codes.REALTIME_TURN_RESTARTED, {})
+            await self.error(Codes.REALTIME_TURN_RESTARTED, {})
         await self.inputs.open(self.state.last_input_seq)
         await self._publish_timing()
         if self.state.phase == "new":
@@ -286,7 +283,7 @@ class SessionRunner:
                 self.state.disconnected_at = item.at
         elif isinstance(item, InputAudio) and not self.state.audio_warned:
             self.state.audio_warned = True
-            await self._error(Codes.REALTIME_AUDIO_UNSUPPORTED, {})
+            await self.error(Codes.REALTIME_AUDIO_UNSUPPORTED, {})
         if self.turn is None and not self.pending:
             # Processed here and now, with nothing earlier still waiting: record it. (Otherwise a
             # later commit records it, or the next owner replays it: control input is idempotent.)
@@ -321,10 +318,9 @@ class SessionRunner:
         turn = Turn(input_seq=input_seq, work=work)
         if work.voice_output is not None:
             turn.voice = self._turn_voice(work.voice_output)
-        io = _TurnIO(self, turn)
-        interpreter = Interpreter(
+        engine: SessionEngine[SessionState, str | None, Outcome] = Interpreter(
             self.graph,
-            io,
+            SessionTurnIO(self, turn),
             system_prompt=self.snapshot.config.global_system_prompt,
             secrets=self.snapshot.secrets,
             max_steps=self.deps.settings.runtime_max_steps_per_turn,
@@ -341,10 +337,9 @@ class SessionRunner:
                     user_id=work.user_id,
                 )
             )
-            body: Awaitable[Outcome] = interpreter.start(work)
-        else:
-            body = interpreter.user_input(work, text)
-        turn.task = asyncio.create_task(self._traced_turn(body, headers, input_seq), name="turn")
+        turn.task = asyncio.create_task(
+            self._traced_turn(engine.turn(work, text), headers, input_seq), name="turn"
+        )
         self.turn = turn
         # Busy: no silence timeout while the runtime is working (new deadline for the ticks).
         task = asyncio.ensure_future(self._publish_timing())
@@ -355,7 +350,7 @@ class SessionRunner:
         voice = self.snapshot.config.voice
 
         async def on_error(error: ErrorEnvelope) -> None:
-            await self._emit(ServerError(code=error.code, message=error.message))
+            await self.emit(ServerError(code=error.code, message=error.message))
 
         return TurnVoice(
             self.deps.nc,
@@ -494,7 +489,7 @@ class SessionRunner:
             input_seq = input_seq or running.input_seq
         work = self._merge(base if base is not None else self.state.model_copy(deep=True), input_seq)
         if error is not None:
-            await self._error(*error)
+            await self.error(*error)
         work.phase = "closed"
         work.end_reason = reason
         work.outbox.append(
@@ -552,113 +547,14 @@ class SessionRunner:
 
     # ----------------------------------------------------------------------------- output
 
-    async def _emit(self, event: ServerEvent) -> None:
+    async def emit(self, event: ServerEvent) -> None:
         assert self.outlet is not None
         await self.outlet.emit(event)
 
-    async def _error(self, code: ErrorCode, params: dict[str, Any]) -> None:
-        await self._emit(ServerError(code=code.code, message=envelope(code, params=params).message))
+    async def error(self, code: ErrorCode, params: dict[str, Any]) -> None:
+        await self.emit(ServerError(code=code.code, message=envelope(code, params=params).message))
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("session.background_failed", error=str(task.exception()))
-
-
-@dataclass
-class _TurnIO:
-    """What the interpreter may do during one turn (see interpreter.TurnIO)."""
-
-    runner: SessionRunner
-    turn: Turn
-    deltas: list[str] = field(default_factory=list)
-
-    def now(self) -> datetime:
-        return _now()
-
-    async def emit(self, event: ServerEvent) -> None:
-        await self.runner._emit(event)
-
-    async def say(self, text: str) -> str:
-        await self.runner._emit(ServerTextFull(content=text))
-        voice = self.turn.voice
-        if voice is None:
-            return text
-        # A voice session: the flow goes on once it is spoken; interrupted, the transcript keeps
-        # what was spoken of it.
-        kept = await voice.say(text)
-        return text if kept is None else text[:kept].rstrip()
-
-    async def error(self, code: ErrorCode, params: dict[str, Any]) -> None:
-        await self.runner._error(code, params)
-
-    async def answer(self, system: str, history: list[HistoryItem]) -> str:
-        runner, turn = self.runner, self.turn
-        assert runner.snapshot is not None
-        parts: list[str] = []
-
-        async def send(text: str) -> None:
-            await runner._emit(ServerTextDelta(chunk=text))
-
-        deltas = DeltaCoalescer(send, runner.deps.settings.runtime_delta_window_ms / 1000)
-
-        # A voice session speaks the answer sentence by sentence while the LLM writes it.
-        voice = turn.voice
-        spoken = voice.message() if voice is not None and not voice.cancelled.is_set() else None
-
-        async def on_text(chunk: str) -> None:
-            parts.append(chunk)
-            await deltas.add(chunk)
-            if spoken is not None:
-                spoken.push(chunk)
-
-        stream = asyncio.create_task(runner.deps.llm.stream(runner.snapshot, system, history, on_text))
-        turn.llm_task = stream
-        if turn.cancel_requested:
-            stream.cancel()
-        try:
-            await stream
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                if spoken is not None:
-                    spoken.task.cancel()
-                raise  # the whole turn is being abandoned (end, timeout, shutdown)
-            # `cancel` from the client: the answer is what was streamed so far.
-        except ParleyError as exc:
-            await runner._emit(ServerError(code=exc.code.code, message=exc.message))
-        except Exception as exc:
-            runner.log.exception("session.llm_failed")
-            await runner._error(Codes.RUNTIME_LLM_FAILED, {"detail": type(exc).__name__})
-        finally:
-            turn.llm_task = None
-            # Whatever was held back goes out: the transcript keeps exactly what the client saw.
-            await deltas.close()
-        text = "".join(parts)
-        if spoken is not None:
-            spoken.finish()
-            kept = await spoken.result()  # once the last audio is out, or cancelled
-            if kept is not None:
-                # Interrupted: the transcript (and what the LLM remembers) is what was spoken.
-                text = text[:kept].rstrip()
-        return text
-
-    async def webhook(self, call: WebhookCall) -> WebhookResult:
-        settings = self.runner.deps.settings
-        with tracer.start_as_current_span("runtime.webhook", attributes={"node.id": call.node_id}):
-            return await call_webhook(
-                self.runner.deps.http,
-                call,
-                max_bytes=settings.runtime_webhook_max_response_bytes,
-            )
-
-    async def mail(self, request: MailRequest) -> None:
-        deps = self.runner.deps
-        await publish_durably(
-            deps.nc,
-            subjects.MAIL_SEND,
-            request.model_dump_json().encode(),
-            msg_id=str(request.mail_id),
-            headers=trace_headers(),
-            timeout_s=deps.settings.bus_publish_timeout_s,
-        )

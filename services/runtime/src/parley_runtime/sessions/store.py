@@ -17,17 +17,16 @@ commits once Redis is back instead of crashing its session. They are all safe to
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 from uuid import UUID
 
 from redis.asyncio import Redis
 
-from parley_common.outages import until_available
 from parley_runtime.sessions.state import SessionState
 from parley_runtime.settings import RuntimeSettings
-
-T = TypeVar("T")
+from parley_runtime.state_store import RedisStateStore
 
 _SAVE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -60,30 +59,19 @@ class StateTooLarge(Exception):
     pass
 
 
-def _key(conversation_id: UUID, part: str) -> str:
-    return f"parley:rt:session:{conversation_id}:{part}"
+@dataclass(kw_only=True)
+class StateStore(RedisStateStore[SessionState]):
+    state_model = SessionState
+    key_format = "parley:rt:session:{id}:{part}"
+    log_id = "conversation_id"
 
+    closed_ttl_s: int
+    lease_ms: int = 4500
 
-class StateStore:
-    def __init__(
-        self,
-        redis: Redis,
-        *,
-        ttl_s: int,
-        closed_ttl_s: int,
-        max_bytes: int,
-        lease_ms: int = 4500,
-        outage_timeout_s: float = 30.0,
-    ) -> None:
-        self.redis = redis
-        self.ttl_s = ttl_s
-        self.closed_ttl_s = closed_ttl_s
-        self.max_bytes = max_bytes
-        self.lease_ms = lease_ms
-        self.outage_timeout_s = outage_timeout_s
-        self._save: Any = redis.register_script(_SAVE)
-        self._renew: Any = redis.register_script(_RENEW)
-        self._release: Any = redis.register_script(_RELEASE)
+    def __post_init__(self) -> None:
+        self._save: Any = self.redis.register_script(_SAVE)
+        self._renew: Any = self.redis.register_script(_RENEW)
+        self._release: Any = self.redis.register_script(_RELEASE)
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: RuntimeSettings) -> StateStore:
@@ -96,21 +84,16 @@ class StateStore:
             outage_timeout_s=settings.runtime_state_outage_s,
         )
 
-    async def _retried(self, call: Callable[[], Awaitable[T]], what: str, conversation_id: UUID) -> T:
-        return await until_available(
-            call, deadline_s=self.outage_timeout_s, what=what, conversation_id=str(conversation_id)
-        )
-
     async def claim(self, conversation_id: UUID, token: str) -> int:
         """Take the session over; returns how many times it has been claimed (1: the first owner).
         Unconditional: JetStream delivering the start message to us is what makes us the owner."""
 
         async def write() -> int:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(_key(conversation_id, "owner"), token, ex=self.ttl_s)
-                pipe.set(_key(conversation_id, "lease"), token, px=self.lease_ms)
-                pipe.incr(_key(conversation_id, "claims"))
-                pipe.expire(_key(conversation_id, "claims"), self.ttl_s)
+                pipe.set(self.key(conversation_id, "owner"), token, ex=self.ttl_s)
+                pipe.set(self.key(conversation_id, "lease"), token, px=self.lease_ms)
+                pipe.incr(self.key(conversation_id, "claims"))
+                pipe.expire(self.key(conversation_id, "claims"), self.ttl_s)
                 results = await pipe.execute()
             return int(results[2])
 
@@ -118,52 +101,48 @@ class StateStore:
 
     async def load(self, conversation_id: UUID) -> SessionState | None:
         raw = await self._retried(
-            lambda: self.redis.get(_key(conversation_id, "state")), "session load", conversation_id
+            lambda: self.redis.get(self.key(conversation_id, "state")), "session load", conversation_id
         )
-        if raw is None:
-            return None
-        return SessionState.model_validate_json(raw)
+        return self.decode(raw)
 
     async def save(self, state: SessionState, token: str) -> None:
         body = self.encode(state)
         ttl = self.closed_ttl_s if state.phase == "closed" else self.ttl_s
-        keys = [_key(state.conversation_id, "owner"), _key(state.conversation_id, "state")]
+        keys = [self.key(state.conversation_id, "owner"), self.key(state.conversation_id, "state")]
         ok = await self._retried(
             lambda: self._save(keys=keys, args=[token, body, ttl]), "session save", state.conversation_id
         )
         if not ok:
             raise OwnershipLost(str(state.conversation_id))
 
-    def encode(self, state: SessionState) -> bytes:
-        """JSON of the state within `max_bytes`: the oldest history goes first; a state still too
-        large (huge variables) is refused."""
-        body = state.model_dump_json().encode()
-        while len(body) > self.max_bytes and state.history:
-            drop = max(1, len(state.history) // 4)
-            del state.history[:drop]
-            body = state.model_dump_json().encode()
-        if len(body) > self.max_bytes:
-            raise StateTooLarge(f"session state is {len(body)} bytes; the limit is {self.max_bytes}")
-        return body
+    def shrink(self, state: SessionState) -> bool:
+        """The oldest history goes first (a quarter at a time)."""
+        if not state.history:
+            return False
+        del state.history[: max(1, len(state.history) // 4)]
+        return True
+
+    def too_large(self, size: int) -> Exception:
+        return StateTooLarge(f"session state is {size} bytes; the limit is {self.max_bytes}")
 
     async def owner(self, conversation_id: UUID) -> str | None:
-        raw = await self.redis.get(_key(conversation_id, "owner"))
+        raw = await self.redis.get(self.key(conversation_id, "owner"))
         return None if raw is None else cast(bytes, raw).decode()
 
     # ----------------------------------------------------------------------------- leases
 
     async def lease_holder(self, conversation_id: UUID) -> str | None:
         """Who holds the session's lease (None: nobody, its owner is gone). Not retried."""
-        raw = await self.redis.get(_key(conversation_id, "lease"))
+        raw = await self.redis.get(self.key(conversation_id, "lease"))
         return None if raw is None else cast(bytes, raw).decode()
 
     async def renew_leases(self, conversation_ids: Sequence[UUID], token: str) -> None:
         """One round trip for every session this worker runs (called every claim heartbeat)."""
         if conversation_ids:
-            keys = [_key(c, "lease") for c in conversation_ids]
+            keys = [self.key(c, "lease") for c in conversation_ids]
             await self._renew(keys=keys, args=[token, self.lease_ms])
 
     async def release(self, conversation_id: UUID, token: str) -> None:
         """Give the lease up (the session is closed or handed over): the next worker offered the
         session takes it at once."""
-        await self._release(keys=[_key(conversation_id, "lease")], args=[token])
+        await self._release(keys=[self.key(conversation_id, "lease")], args=[token])
