@@ -17,6 +17,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from parley_session_gateway.frame_json import nesting
+
 INVALID_JSON = "realtime.invalid_json"
 UNKNOWN_TYPE = "realtime.unknown_type"
 INVALID_FRAME = "realtime.invalid_frame"
@@ -46,20 +48,12 @@ _leaves = (
 )
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
 # Any JSON value the gateway accepts as such (well within its nesting limit).
 json_values = st.recursive(
     _leaves,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(clean_text, inner, max_size=3),
     max_leaves=8,
-).filter(lambda v: _depth(v) <= 6)
+).filter(lambda v: nesting(v) <= 6)
 # Extra fields next to the known ones (ignored by the gateway when they are clean).
 extra_fields = st.dictionaries(clean_text.filter(lambda k: k not in ("type", "id")), json_values, max_size=3)
 

@@ -19,7 +19,7 @@ from parley_session_gateway.chat.codec import ChatOutput
 from parley_session_gateway.chat.connection import ChatConnection
 from parley_session_gateway.resume import Resume
 
-from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, gateway, principal, running
+from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, connect, gateway, principal
 
 TOKEN = "ct_chat_token"
 
@@ -38,9 +38,7 @@ async def chat(
 ) -> AsyncIterator[tuple[ChatConnection, FakeSocket]]:
     """A `/chat/ws` connection past its `connected`; it must end by the end of the block."""
     auth.principals[TOKEN] = token or chat_token()
-    ws = FakeSocket({"token": TOKEN})
-    conn = ChatConnection(ctx, ws)  # type: ignore[arg-type]
-    async with running(conn.run):
+    async with connect(ctx, ChatConnection, {"token": TOKEN}) as (conn, ws):
         connected = await ws.frame()
         assert connected == {"type": "connected", "session_id": str(ctx.last.conversation_id)}
         yield conn, ws
@@ -140,15 +138,13 @@ async def test_refusals_close_with_the_chat_close_codes() -> None:
     async with gateway() as (ctx, _, auth):
         auth.principals["voice"] = chat_token(token_type="voice")
         for query in ({}, {"token": "unknown"}, {"token": "voice"}):
-            ws = FakeSocket(query)
-            async with running(ChatConnection(ctx, ws).run):  # type: ignore[arg-type]
+            async with connect(ctx, ChatConnection, query) as (_, ws):
                 code, _ = await ws.wait_closed()
                 assert code == CloseCodes.UNAUTHORIZED, query
 
         # A session that is not this token's to resume: `message-error`, then 4404.
         auth.principals[TOKEN] = chat_token()
-        ws = FakeSocket({"token": TOKEN})
-        async with running(ChatConnection(ctx, ws, Resume(str(uuid.uuid4()), 0)).run):  # type: ignore[arg-type]
+        async with connect(ctx, ChatConnection, {"token": TOKEN}, Resume(str(uuid.uuid4()), 0)) as (_, ws):
             assert (await ws.frame())["error"].startswith(Codes.REALTIME_SESSION_NOT_FOUND.code)
             assert await ws.wait_closed() == (CloseCodes.NOT_FOUND, Codes.REALTIME_SESSION_NOT_FOUND.code)
         assert ctx.bridges == [] and len(ctx.live) == 0
@@ -162,8 +158,7 @@ async def test_a_resume_renumbers_from_the_start_and_sends_only_what_was_missed(
             ws.drop()
 
         auth.principals["fresh"] = chat_token(agent_id=token.agent_id, org_id=token.org_id)
-        ws = FakeSocket({"token": "fresh"})
-        async with running(ChatConnection(ctx, ws, Resume(session_id, 2)).run):  # type: ignore[arg-type]
+        async with connect(ctx, ChatConnection, {"token": "fresh"}, Resume(session_id, 2)) as (_, ws):
             assert await ws.frame() == {"type": "connected", "session_id": session_id}
             bridge = ctx.last
             assert (str(bridge.conversation_id), bridge.last_index) == (session_id, 0)  # from the start

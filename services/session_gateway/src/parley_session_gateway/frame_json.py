@@ -105,6 +105,16 @@ def decode_object(text: str) -> dict[str, Any]:
     return raw
 
 
+def nesting(value: Any) -> int:
+    """How deep objects and arrays nest in a decoded JSON value (0 for a scalar). Recursive: for
+    values `decode_object` has already bounded by `MAX_DEPTH`."""
+    if isinstance(value, dict):
+        return 1 + max((nesting(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((nesting(v) for v in value), default=0)
+    return 0
+
+
 def _walk(root: Any) -> str | None:
     """Raise `BadFrame("depth")` on nesting over `MAX_DEPTH`; return the first uncarriable value
     (`"<path>: <problem>"`), None when there is none. Iterative: no recursion to exhaust."""
