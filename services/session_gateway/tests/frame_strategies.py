@@ -186,19 +186,16 @@ def planted_defect(draw: st.DrawFn, bases: list[dict[str, Any]]) -> Case:
     return Case(text, INVALID_FRAME, f"{defect} in a {where} value")
 
 
+def _cases(
+    known: frozenset[str], mistyped: st.SearchStrategy[Case], bases: list[dict[str, Any]]
+) -> st.SearchStrategy[Case]:
+    """Every shape of malformed frame of one protocol (its types, its field errors, its valid frames)."""
+    return st.one_of(not_an_object(), unknown_type(known), mistyped, planted_defect(bases))
+
+
 def kivox_cases() -> st.SearchStrategy[Case]:
-    return st.one_of(
-        not_an_object(),
-        unknown_type(KIVOX_TYPES),
-        kivox_missing_or_mistyped(),
-        planted_defect(_KIVOX_BASES),
-    )
+    return _cases(KIVOX_TYPES, kivox_missing_or_mistyped(), _KIVOX_BASES)
 
 
 def chat_cases() -> st.SearchStrategy[Case]:
-    return st.one_of(
-        not_an_object(),
-        unknown_type(CHAT_TYPES),
-        chat_missing_or_mistyped(),
-        planted_defect(_CHAT_BASES),
-    )
+    return _cases(CHAT_TYPES, chat_missing_or_mistyped(), _CHAT_BASES)

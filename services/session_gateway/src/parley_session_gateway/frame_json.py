@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from parley_common.errors import ErrorCode
+
 MAX_DEPTH = 32  # objects and arrays inside each other: Kivox frames are flat, chat artifacts reach 18
 MAX_INT_DIGITS = 100  # longer integers are "out of range" (Python refuses > 4300 digits anyway)
 
@@ -31,6 +33,8 @@ Problem = Literal["json", "depth", "value"]
 class ClientFrameError(Exception):
     """A client frame refused with a code: each protocol answers it with its own error event
     (`event()`), and the session lives on."""
+
+    code: ErrorCode
 
     def event(self) -> BaseModel:
         raise NotImplementedError
