@@ -5,7 +5,8 @@ the socket runs the connection (resuming what its resume query parameter names),
 `GET` of the same path, documented with the protocol in its docstring, answers 426.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the socket endpoint's annotations, which
+# name this call's `resume_query`, so they are evaluated where the endpoint is defined.
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated
