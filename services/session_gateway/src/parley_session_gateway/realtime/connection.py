@@ -138,8 +138,7 @@ class RealtimeConnection(SessionConnection):
             self.settings,
             outlets,
             conversation_id=conversation_id,
-            agent_id=admission.agent_id,
-            agent_voice=admission.voice,
+            admission=admission,
             connection_id=self.connection_id,
             formats=formats,
         )

@@ -53,7 +53,6 @@ from parley_common.speech_client import RecognitionClient
 from parley_common.speech_contract import (
     HDR_SEQ,
     HDR_STREAM,
-    AgentVoiceConfig,
     BargeIn,
     InputFormat,
     NoSpeech,
@@ -66,6 +65,7 @@ from parley_common.speech_contract import (
 )
 from parley_common.voice_formats import VoiceFormats, detect_container
 from parley_session_gateway import bus
+from parley_session_gateway.access import Admission
 from parley_session_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -96,14 +96,13 @@ class VoiceLink:
         outlets: VoiceOutlets,
         *,
         conversation_id: UUID,
-        agent_id: str,
-        agent_voice: AgentVoiceConfig | None = None,
+        admission: Admission,
         connection_id: str,
         formats: VoiceFormats,
     ) -> None:
         self.nc, self.settings = nc, settings
-        self.conversation_id, self.agent_id = conversation_id, agent_id
-        self.agent_voice = agent_voice
+        self.conversation_id, self.agent_id = conversation_id, admission.agent_id
+        self.agent_voice = admission.voice  # the agent's `config.voice`
         self.connection_id = connection_id
         self.formats = formats
         self.out = outlets
