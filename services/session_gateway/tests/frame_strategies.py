@@ -17,6 +17,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from parley_session_gateway.frame_json import nesting
+
 INVALID_JSON = "realtime.invalid_json"
 UNKNOWN_TYPE = "realtime.unknown_type"
 INVALID_FRAME = "realtime.invalid_frame"
@@ -46,20 +48,12 @@ _leaves = (
 )
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
 # Any JSON value the gateway accepts as such (well within its nesting limit).
 json_values = st.recursive(
     _leaves,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(clean_text, inner, max_size=3),
     max_leaves=8,
-).filter(lambda v: _depth(v) <= 6)
+).filter(lambda v: nesting(v) <= 6)
 # Extra fields next to the known ones (ignored by the gateway when they are clean).
 extra_fields = st.dictionaries(clean_text.filter(lambda k: k not in ("type", "id")), json_values, max_size=3)
 
@@ -192,19 +186,16 @@ def planted_defect(draw: st.DrawFn, bases: list[dict[str, Any]]) -> Case:
     return Case(text, INVALID_FRAME, f"{defect} in a {where} value")
 
 
+def _cases(
+    known: frozenset[str], mistyped: st.SearchStrategy[Case], bases: list[dict[str, Any]]
+) -> st.SearchStrategy[Case]:
+    """Every shape of malformed frame of one protocol (its types, its field errors, its valid frames)."""
+    return st.one_of(not_an_object(), unknown_type(known), mistyped, planted_defect(bases))
+
+
 def kivox_cases() -> st.SearchStrategy[Case]:
-    return st.one_of(
-        not_an_object(),
-        unknown_type(KIVOX_TYPES),
-        kivox_missing_or_mistyped(),
-        planted_defect(_KIVOX_BASES),
-    )
+    return _cases(KIVOX_TYPES, kivox_missing_or_mistyped(), _KIVOX_BASES)
 
 
 def chat_cases() -> st.SearchStrategy[Case]:
-    return st.one_of(
-        not_an_object(),
-        unknown_type(CHAT_TYPES),
-        chat_missing_or_mistyped(),
-        planted_defect(_CHAT_BASES),
-    )
+    return _cases(CHAT_TYPES, chat_missing_or_mistyped(), _CHAT_BASES)

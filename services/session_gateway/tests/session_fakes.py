@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from faststream.nats import NatsBroker, TestNatsBroker
@@ -37,7 +37,9 @@ from parley_common.session_contract import (
     SessionStart,
 )
 from parley_session_gateway.bridge import OnControl, OnOutput
+from parley_session_gateway.connection import SessionConnection
 from parley_session_gateway.live import LiveConnections
+from parley_session_gateway.resume import Resume
 from parley_session_gateway.sessions import GatewayContext
 from parley_session_gateway.settings import GatewaySettings
 
@@ -289,6 +291,7 @@ async def gateway(**settings: Any) -> AsyncIterator[tuple[FakeGateway, Catalog, 
 
 
 Runner = Callable[[], Coroutine[Any, Any, None]]
+Conn = TypeVar("Conn", bound=SessionConnection)
 
 
 @asynccontextmanager
@@ -300,6 +303,21 @@ async def running(run: Runner) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait_for(task, WAIT_S)
     finally:
         task.cancel()
+
+
+@asynccontextmanager
+async def connect(
+    ctx: FakeGateway,
+    make: type[Conn],
+    query: dict[str, str] | None = None,
+    resume: Resume | None = None,
+) -> AsyncIterator[tuple[Conn, FakeSocket]]:
+    """A connection of class `make` on a `FakeSocket` opened with `query`, running; it must end by
+    the end of the block."""
+    ws = FakeSocket(query)
+    conn = make(ctx, ws, resume)  # type: ignore[arg-type]
+    async with running(conn.run):
+        yield conn, ws
 
 
 def error_code(frame: dict[str, Any]) -> str:

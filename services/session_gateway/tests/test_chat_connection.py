@@ -11,23 +11,15 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from parley_common import session_contract as sc
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes
-from parley_common.session_contract import (
-    InputText,
-    ServerError,
-    ServerEvent,
-    ServerSessionClosed,
-    ServerTextDelta,
-    ServerTextFull,
-    ServerTurnComplete,
-)
 from parley_session_gateway.chat.codec import ChatOutput
 from parley_session_gateway.chat.connection import ChatConnection
 from parley_session_gateway.resume import Resume
 
-from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, gateway, principal, running
+from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, connect, gateway, principal
 
 TOKEN = "ct_chat_token"
 
@@ -46,9 +38,7 @@ async def chat(
 ) -> AsyncIterator[tuple[ChatConnection, FakeSocket]]:
     """A `/chat/ws` connection past its `connected`; it must end by the end of the block."""
     auth.principals[TOKEN] = token or chat_token()
-    ws = FakeSocket({"token": TOKEN})
-    conn = ChatConnection(ctx, ws)  # type: ignore[arg-type]
-    async with running(conn.run):
+    async with connect(ctx, ChatConnection, {"token": TOKEN}) as (conn, ws):
         connected = await ws.frame()
         assert connected == {"type": "connected", "session_id": str(ctx.last.conversation_id)}
         yield conn, ws
@@ -61,13 +51,13 @@ def kinds(frames: list[Any]) -> list[tuple[str, int | None]]:
 def test_the_output_codec_streams_numbers_and_skips_what_a_resume_has_seen() -> None:
     started = datetime.now(UTC) - timedelta(seconds=3)
     first = ChatOutput("s", started)
-    events: list[ServerEvent] = [
-        ServerTextDelta(chunk="Hel"),
-        ServerTextDelta(chunk="lo"),
-        ServerTurnComplete(),
-        ServerTextFull(content="Whole"),
-        ServerError(code="runtime.llm_failed", message="The model failed."),
-        ServerSessionClosed(reason=ConversationEndReason.TIMEOUT),
+    events: list[sc.ServerEvent] = [
+        sc.ServerTextDelta(chunk="Hel"),
+        sc.ServerTextDelta(chunk="lo"),
+        sc.ServerTurnComplete(),
+        sc.ServerTextFull(content="Whole"),
+        sc.ServerError(code="runtime.llm_failed", message="The model failed."),
+        sc.ServerSessionClosed(reason=ConversationEndReason.TIMEOUT),
     ]
     made = [frame for event in events for frame in first.frames(event)]
     assert kinds(made) == [
@@ -107,16 +97,16 @@ async def test_a_chat_opens_acknowledges_messages_and_streams_the_answer() -> No
             ws.send({"type": "message", "content": "hi", "id": "m1"})
             assert await ws.frame_of("message-ack") == {"type": "message-ack", "id": "m1", "message": "hi"}
             item, client_id = bridge.inputs[0]
-            assert isinstance(item, InputText) and (item.text, client_id) == ("hi", "m1")
+            assert isinstance(item, sc.InputText) and (item.text, client_id) == ("hi", "m1")
 
-            await bridge.output(ServerTextDelta(chunk="Hel"))
-            await bridge.output(ServerTextDelta(chunk="lo"))
-            await bridge.output(ServerTurnComplete())
+            await bridge.output(sc.ServerTextDelta(chunk="Hel"))
+            await bridge.output(sc.ServerTextDelta(chunk="lo"))
+            await bridge.output(sc.ServerTurnComplete())
             assert await ws.frame() == {"type": "response-start", "content": "", "seq": 1}
             assert await ws.frame() == {"type": "response-chunk", "content": "Hel", "seq": 2}
             assert await ws.frame() == {"type": "response-chunk", "content": "lo", "seq": 3}
             assert await ws.frame() == {"type": "response-end", "content": "Hello", "seq": 4}
-            await bridge.output(ServerSessionClosed(reason=ConversationEndReason.FLOW_END))
+            await bridge.output(sc.ServerSessionClosed(reason=ConversationEndReason.FLOW_END))
             closed = await ws.frame()
             assert (closed["type"], closed["status"], closed["seq"]) == ("session-closed", "completed", 5)
             assert await ws.wait_closed() == (1000, "")
@@ -148,15 +138,13 @@ async def test_refusals_close_with_the_chat_close_codes() -> None:
     async with gateway() as (ctx, _, auth):
         auth.principals["voice"] = chat_token(token_type="voice")
         for query in ({}, {"token": "unknown"}, {"token": "voice"}):
-            ws = FakeSocket(query)
-            async with running(ChatConnection(ctx, ws).run):  # type: ignore[arg-type]
+            async with connect(ctx, ChatConnection, query) as (_, ws):
                 code, _ = await ws.wait_closed()
                 assert code == CloseCodes.UNAUTHORIZED, query
 
         # A session that is not this token's to resume: `message-error`, then 4404.
         auth.principals[TOKEN] = chat_token()
-        ws = FakeSocket({"token": TOKEN})
-        async with running(ChatConnection(ctx, ws, Resume(str(uuid.uuid4()), 0)).run):  # type: ignore[arg-type]
+        async with connect(ctx, ChatConnection, {"token": TOKEN}, Resume(str(uuid.uuid4()), 0)) as (_, ws):
             assert (await ws.frame())["error"].startswith(Codes.REALTIME_SESSION_NOT_FOUND.code)
             assert await ws.wait_closed() == (CloseCodes.NOT_FOUND, Codes.REALTIME_SESSION_NOT_FOUND.code)
         assert ctx.bridges == [] and len(ctx.live) == 0
@@ -170,14 +158,13 @@ async def test_a_resume_renumbers_from_the_start_and_sends_only_what_was_missed(
             ws.drop()
 
         auth.principals["fresh"] = chat_token(agent_id=token.agent_id, org_id=token.org_id)
-        ws = FakeSocket({"token": "fresh"})
-        async with running(ChatConnection(ctx, ws, Resume(session_id, 2)).run):  # type: ignore[arg-type]
+        async with connect(ctx, ChatConnection, {"token": "fresh"}, Resume(session_id, 2)) as (_, ws):
             assert await ws.frame() == {"type": "connected", "session_id": session_id}
             bridge = ctx.last
             assert (str(bridge.conversation_id), bridge.last_index) == (session_id, 0)  # from the start
             assert bridge.input_types() == ["connected"]
             for chunk in ("a", "b", "c"):
-                await bridge.output(ServerTextDelta(chunk=chunk))
+                await bridge.output(sc.ServerTextDelta(chunk=chunk))
             assert await ws.frame() == {"type": "response-chunk", "content": "b", "seq": 3}
             assert await ws.frame() == {"type": "response-chunk", "content": "c", "seq": 4}
             ws.drop()
@@ -186,7 +173,7 @@ async def test_a_resume_renumbers_from_the_start_and_sends_only_what_was_missed(
 async def test_a_revoked_token_ends_the_answer_and_the_session() -> None:
     async with gateway() as (ctx, _, auth):
         async with chat(ctx, auth) as (conn, ws):
-            await ctx.last.output(ServerTextDelta(chunk="partial"))
+            await ctx.last.output(sc.ServerTextDelta(chunk="partial"))
             await ws.frame_of("response-chunk")
             conn._revoke(Codes.CREDENTIAL_REVOKED)
             assert await ws.frame() == {"type": "response-end", "content": "partial"}  # no `seq`

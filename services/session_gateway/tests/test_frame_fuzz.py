@@ -12,16 +12,19 @@ Three properties, each over many generated frames:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
-from parley_common.session_contract import InputText, SessionInputEnvelope
+from parley_common.session_contract import ClientInputText, InputText, SessionInputEnvelope
 from parley_session_gateway.chat.frames import ChatFrameError, ChatMessage, parse_chat_frame
-from parley_session_gateway.frame_json import MAX_DEPTH
+from parley_session_gateway.frame_json import MAX_DEPTH, ClientFrameError
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 
 from .frame_strategies import MAX_NESTING, Case, chat_cases, kivox_cases
@@ -72,45 +75,47 @@ def _bus_roundtrip(text: str) -> None:
     assert SessionInputEnvelope.model_validate_json(wire).input == item
 
 
+@dataclass(frozen=True)
+class Parser:
+    """One protocol's parser, its frame error, its malformed cases, and the text an accepted frame
+    puts on the bus (None for a frame without text)."""
+
+    parse: Callable[[str], BaseModel]
+    error: type[ClientFrameError]
+    cases: Callable[[], st.SearchStrategy[Case]]
+    text: Callable[[Any], str | None]
+
+
+KIVOX = Parser(
+    parse_client_frame, FrameError, kivox_cases, lambda f: f.text if isinstance(f, ClientInputText) else None
+)
+CHAT = Parser(
+    parse_chat_frame, ChatFrameError, chat_cases, lambda f: f.content if isinstance(f, ChatMessage) else None
+)
+BOTH = pytest.mark.parametrize("parser", [KIVOX, CHAT], ids=["kivox", "chat"])
+
+
+@BOTH
 @FUZZ
-@given(_frames)
-def test_any_text_is_a_frame_or_a_precise_error_kivox(text: str) -> None:
+@given(text=_frames)
+def test_any_text_is_a_frame_or_a_precise_error(parser: Parser, text: str) -> None:
     try:
-        frame = parse_client_frame(text)
-    except FrameError as exc:
+        frame = parser.parse(text)
+    except parser.error as exc:
         exc.event().model_dump_json().encode()  # the event itself can be sent
         return
     frame.model_dump_json().encode()
-    if frame.type == "input_text":
-        _bus_roundtrip(frame.text)
+    if (sent := parser.text(frame)) is not None:
+        _bus_roundtrip(sent)
 
 
+@BOTH
 @FUZZ
-@given(_frames)
-def test_any_text_is_a_frame_or_a_precise_error_chat(text: str) -> None:
-    try:
-        frame = parse_chat_frame(text)
-    except ChatFrameError as exc:
-        exc.event().model_dump_json().encode()
-        return
-    frame.model_dump_json().encode()
-    if isinstance(frame, ChatMessage):
-        _bus_roundtrip(frame.content)
-
-
-@FUZZ
-@given(kivox_cases())
-def test_each_malformed_kivox_frame_gets_its_code(case: Case) -> None:
-    with pytest.raises(FrameError) as caught:
-        parse_client_frame(case.frame)
-    assert caught.value.code.code == case.code, (case.shape, case.frame[:200], caught.value.event())
-
-
-@FUZZ
-@given(chat_cases())
-def test_each_malformed_chat_frame_gets_its_code(case: Case) -> None:
-    with pytest.raises(ChatFrameError) as caught:
-        parse_chat_frame(case.frame)
+@given(data=st.data())
+def test_each_malformed_frame_gets_its_code(parser: Parser, data: st.DataObject) -> None:
+    case = data.draw(parser.cases(), label="case")
+    with pytest.raises(parser.error) as caught:
+        parser.parse(case.frame)
     assert caught.value.code.code == case.code, (case.shape, case.frame[:200], caught.value.event())
 
 

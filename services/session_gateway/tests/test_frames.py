@@ -20,22 +20,24 @@ def test_valid_frames_parse_to_their_models() -> None:
         assert parse_client_frame(json.dumps({"type": kind})).type == kind
 
 
+# By the code each is answered with: the frames, each with what its message must contain.
+PROBLEMS: dict[str, list[tuple[str, str]]] = {
+    "realtime.invalid_json": [("{", ""), ('"text"', ""), ("[]", "")],
+    "realtime.unknown_type": [('{"type": "dance"}', '"dance"'), ('{"type": 7}', "7"), ("{}", "null")],
+    "realtime.invalid_frame": [
+        ('{"type": "handshake"}', "agent_id"),
+        ('{"type": "handshake", "agent_id": ""}', "agent_id"),
+        ('{"type": "input_text"}', "text"),
+        ('{"type": "input_text", "text": ["a"]}', "text"),
+        ('{"type": "input_text", "text": "  "}', "empty"),
+        ('{"type": "input_text", "text": "a\\u0000"}', "NUL"),
+    ],
+}
+
+
 @pytest.mark.parametrize(
     ("frame", "code", "in_message"),
-    [
-        ("{", "realtime.invalid_json", ""),
-        ('"text"', "realtime.invalid_json", ""),
-        ("[]", "realtime.invalid_json", ""),
-        ('{"type": "dance"}', "realtime.unknown_type", '"dance"'),
-        ('{"type": 7}', "realtime.unknown_type", "7"),
-        ("{}", "realtime.unknown_type", "null"),
-        ('{"type": "handshake"}', "realtime.invalid_frame", "agent_id"),
-        ('{"type": "handshake", "agent_id": ""}', "realtime.invalid_frame", "agent_id"),
-        ('{"type": "input_text"}', "realtime.invalid_frame", "text"),
-        ('{"type": "input_text", "text": ["a"]}', "realtime.invalid_frame", "text"),
-        ('{"type": "input_text", "text": "  "}', "realtime.invalid_frame", "empty"),
-        ('{"type": "input_text", "text": "a\\u0000"}', "realtime.invalid_frame", "NUL"),
-    ],
+    [(frame, code, part) for code, cases in PROBLEMS.items() for frame, part in cases],
 )
 def test_each_problem_has_its_code(frame: str, code: str, in_message: str) -> None:
     with pytest.raises(FrameError) as caught:

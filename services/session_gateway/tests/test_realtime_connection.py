@@ -26,7 +26,7 @@ from parley_session_gateway.access import Admission
 from parley_session_gateway.realtime.connection import RealtimeConnection
 from parley_session_gateway.resume import Resume, remember
 
-from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, gateway, principal, running
+from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, connect, gateway, principal
 
 KEY = "pk_test_key"
 
@@ -41,9 +41,7 @@ async def session(
 ) -> AsyncIterator[tuple[RealtimeConnection, FakeSocket]]:
     """A `/realtime` connection past its `handshake_ok`; it must end by the end of the block."""
     auth.principals[KEY] = who or principal()
-    ws = FakeSocket({"token": KEY})
-    conn = RealtimeConnection(ctx, ws, None)  # type: ignore[arg-type]
-    async with running(conn.run):
+    async with connect(ctx, RealtimeConnection, {"token": KEY}) as (conn, ws):
         ws.send(handshake())
         ok = await ws.frame()
         assert ok == {"type": "handshake_ok", "conversation_id": str(ctx.last.conversation_id)}
@@ -93,8 +91,10 @@ async def test_a_resume_attaches_after_the_last_event_and_says_connected() -> No
         auth.principals[KEY] = owner
         conversation_id = uuid.uuid4()
         await remember(ctx.redis, conversation_id, Admission(principal=owner, agent_id=AGENT), 60)
-        ws = FakeSocket({"token": KEY})
-        async with running(RealtimeConnection(ctx, ws, Resume(str(conversation_id), 5)).run):  # type: ignore[arg-type]
+        async with connect(ctx, RealtimeConnection, {"token": KEY}, Resume(str(conversation_id), 5)) as (
+            _,
+            ws,
+        ):
             ws.send(handshake())
             assert (await ws.frame())["conversation_id"] == str(conversation_id)
             bridge = ctx.last
@@ -103,9 +103,11 @@ async def test_a_resume_attaches_after_the_last_event_and_says_connected() -> No
             ws.drop()
 
         # Someone else's conversation, or none: not found (never saying which).
-        ws = FakeSocket({"token": "other"})
         auth.principals["other"] = principal()
-        async with running(RealtimeConnection(ctx, ws, Resume(str(conversation_id), 0)).run):  # type: ignore[arg-type]
+        async with connect(ctx, RealtimeConnection, {"token": "other"}, Resume(str(conversation_id), 0)) as (
+            _,
+            ws,
+        ):
             ws.send(handshake())
             assert await ws.frame() == {"type": "handshake_error", "reason": "realtime.session_not_found"}
             assert await ws.wait_closed() == (CloseCodes.HANDSHAKE_FAILED, "realtime.session_not_found")
@@ -121,8 +123,7 @@ async def test_refusals_answer_handshake_error_and_close() -> None:
             ({"token": "unknown"}, handshake(), "auth.unauthenticated"),
         ]
         for query, first, reason in cases:
-            ws = FakeSocket(query)
-            async with running(RealtimeConnection(ctx, ws, None).run):  # type: ignore[arg-type]
+            async with connect(ctx, RealtimeConnection, query) as (_, ws):
                 if isinstance(first, str):
                     ws.send_raw(first)
                 else:
@@ -132,18 +133,18 @@ async def test_refusals_answer_handshake_error_and_close() -> None:
 
         # The catalog's own code is the reason, verbatim.
         catalog.refuse("catalog.agent_not_live")
-        ws = FakeSocket({"token": KEY})
-        async with running(RealtimeConnection(ctx, ws, None).run):  # type: ignore[arg-type]
+        async with connect(ctx, RealtimeConnection, {"token": KEY}) as (_, ws):
             ws.send(handshake())
             assert await ws.frame() == {"type": "handshake_error", "reason": "catalog.agent_not_live"}
         assert ctx.bridges == [] and len(ctx.live) == 0
 
 
 async def test_a_silent_client_times_out() -> None:
-    async with gateway(gateway_handshake_timeout_s=0.05) as (ctx, _, _auth):
-        ws = FakeSocket()
-        async with running(RealtimeConnection(ctx, ws, None).run):  # type: ignore[arg-type]
-            assert await ws.frame() == {"type": "handshake_error", "reason": "realtime.handshake_timeout"}
+    async with (
+        gateway(gateway_handshake_timeout_s=0.05) as (ctx, _, _auth),
+        connect(ctx, RealtimeConnection) as (_, ws),
+    ):
+        assert await ws.frame() == {"type": "handshake_error", "reason": "realtime.handshake_timeout"}
 
 
 async def test_bad_frames_get_an_error_and_the_session_lives_on() -> None:

@@ -13,8 +13,11 @@ from pydantic import BaseModel
 
 from parley_common.session_contract import ServerTextDelta, ServerTurnComplete, SessionInput
 from parley_common.voice_formats import VoiceFormats
-from parley_session_gateway.realtime.voice import VoiceLink
+from parley_session_gateway.access import Admission
+from parley_session_gateway.realtime.voice import VoiceLink, VoiceOutlets
 from parley_session_gateway.settings import GatewaySettings
+
+from .session_fakes import principal
 
 
 @dataclass
@@ -50,14 +53,11 @@ def link(socket: Socket, **settings: Any) -> VoiceLink:
     voice = VoiceLink(
         None,  # type: ignore[arg-type]  # no bus needed for what is tested here
         GatewaySettings(**settings),
+        VoiceOutlets(greeted, socket.send_frame, socket.send_audio, socket.forward),
         conversation_id=uuid.uuid4(),
-        agent_id="agent",
+        admission=Admission(principal=principal(), agent_id="agent"),
         connection_id=uuid.uuid4().hex,
         formats=VoiceFormats(),
-        greeted=greeted,
-        send_frame=socket.send_frame,
-        send_audio=socket.send_audio,
-        forward=socket.forward,
     )
     socket.muted = voice
     return voice

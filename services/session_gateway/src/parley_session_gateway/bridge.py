@@ -16,53 +16,41 @@ took, and reported as failed only when it was not stored within `bus_publish_tim
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from uuid import UUID
 
 import structlog
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
+from pydantic import BaseModel
 
+from parley_common import session_contract as sc
 from parley_common import subjects
 from parley_common.bus import BusEvents
 from parley_common.jetstream import OrderedReader, publish_durably
-from parley_common.session_contract import (
-    SessionControl,
-    SessionInput,
-    SessionInputEnvelope,
-    SessionOutput,
-    SessionStart,
-    input_msg_id,
-    trace_headers,
-)
 from parley_session_gateway import bus
 
 log = structlog.get_logger(__name__)
 
-OnOutput = Callable[[SessionOutput], Awaitable[None]]
-OnControl = Callable[[SessionControl], Awaitable[None]]
+OnOutput = Callable[[sc.SessionOutput], Awaitable[None]]
+OnControl = Callable[[sc.SessionControl], Awaitable[None]]
 
 
+@dataclass
 class SessionBridge:
-    def __init__(
-        self,
-        nc: Client,
-        events: BusEvents,
-        conversation_id: UUID,
-        last_index: int = 0,
-        *,
-        publish_timeout_s: float = 30.0,
-    ) -> None:
-        self.nc, self.events = nc, events
-        self.conversation_id = conversation_id
-        self.last_index = last_index
-        self.publish_timeout_s = publish_timeout_s
-        self._out: OrderedReader | None = None
-        self._ctl: Subscription | None = None
+    nc: Client
+    events: BusEvents
+    conversation_id: UUID
+    last_index: int = 0
+    _: KW_ONLY
+    publish_timeout_s: float = 30.0
+    _out: OrderedReader | None = field(default=None, init=False, repr=False)
+    _ctl: Subscription | None = field(default=None, init=False, repr=False)
 
     async def attach(self, on_output: OnOutput, on_control: OnControl) -> None:
         conv = str(self.conversation_id)
 
-        async def output(out: SessionOutput) -> None:
+        async def output(out: sc.SessionOutput) -> None:
             if out.index <= self.last_index:
                 return
             self.last_index = out.index
@@ -72,28 +60,29 @@ class SessionBridge:
         self._out = bus.session_output(self.nc, self.events, conv, output)
         await self._out.open()
 
-    async def start(self, start: SessionStart) -> None:
-        await publish_durably(
-            self.nc,
-            subjects.SESSION_START,
-            start.model_dump_json().encode(),
-            # One start per conversation, however many attempts it takes.
-            msg_id=str(start.conversation_id),
-            headers=trace_headers(),
-            timeout_s=self.publish_timeout_s,
-        )
+    async def start(self, start: sc.SessionStart) -> None:
+        # One start per conversation, however many attempts it takes.
+        await self._publish(subjects.SESSION_START, start, msg_id=str(start.conversation_id))
 
     async def send(
-        self, item: SessionInput, client_id: str | None = None, timeout_s: float | None = None
+        self, item: sc.SessionInput, client_id: str | None = None, timeout_s: float | None = None
     ) -> None:
         """Store one input (returns once JetStream has it); `client_id` is the client's own id of
         the message, when its protocol has one: a resend with the same id is stored once."""
+        subject = subjects.session_in(str(self.conversation_id))
+        envelope = sc.SessionInputEnvelope(input=item)
+        await self._publish(subject, envelope, sc.input_msg_id(self.conversation_id, client_id), timeout_s)
+
+    async def _publish(
+        self, subject: str, message: BaseModel, msg_id: str, timeout_s: float | None = None
+    ) -> None:
+        """Stored once under `msg_id`, retried while the broker is away, with the trace context."""
         await publish_durably(
             self.nc,
-            subjects.session_in(str(self.conversation_id)),
-            SessionInputEnvelope(input=item).model_dump_json().encode(),
-            msg_id=input_msg_id(self.conversation_id, client_id),
-            headers=trace_headers(),
+            subject,
+            message.model_dump_json().encode(),
+            msg_id=msg_id,
+            headers=sc.trace_headers(),
             timeout_s=self.publish_timeout_s if timeout_s is None else timeout_s,
         )
 

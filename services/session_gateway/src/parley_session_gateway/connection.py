@@ -24,7 +24,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 from uuid import UUID
 
 import structlog
@@ -54,7 +54,7 @@ from parley_session_gateway.bridge import SessionBridge
 from parley_session_gateway.frame_json import ClientFrameError
 from parley_session_gateway.live import Live, Protocol
 from parley_session_gateway.resume import Resume, touch
-from parley_session_gateway.sessions import GatewayContext, open_session
+from parley_session_gateway.sessions import GatewayContext, StartOptions, open_session
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer("parley.session_gateway")
@@ -195,8 +195,8 @@ class SessionConnection(ABC):
         await self.bridge.attach(self._on_output, self._on_control)
         await self.bridge.send(self._input(ClientConnected))
 
-    async def _start(self, admission: Admission, **start: Any) -> None:
-        """A new session with the admitted agent (`open_session`'s keywords)."""
+    async def _start(self, admission: Admission, **start: Unpack[StartOptions]) -> None:
+        """A new session with the admitted agent."""
         self.bridge = await open_session(
             self.ctx,
             admission,

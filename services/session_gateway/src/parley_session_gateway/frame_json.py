@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from parley_common.errors import ErrorCode
+
 MAX_DEPTH = 32  # objects and arrays inside each other: Kivox frames are flat, chat artifacts reach 18
 MAX_INT_DIGITS = 100  # longer integers are "out of range" (Python refuses > 4300 digits anyway)
 
@@ -31,6 +33,8 @@ Problem = Literal["json", "depth", "value"]
 class ClientFrameError(Exception):
     """A client frame refused with a code: each protocol answers it with its own error event
     (`event()`), and the session lives on."""
+
+    code: ErrorCode
 
     def event(self) -> BaseModel:
         raise NotImplementedError
@@ -103,6 +107,16 @@ def decode_object(text: str) -> dict[str, Any]:
     if value_problem is not None:
         raise BadFrame("value", value_problem, raw)
     return raw
+
+
+def nesting(value: Any) -> int:
+    """How deep objects and arrays nest in a decoded JSON value (0 for a scalar). Recursive: for
+    values `decode_object` has already bounded by `MAX_DEPTH`."""
+    if isinstance(value, dict):
+        return 1 + max((nesting(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((nesting(v) for v in value), default=0)
+    return 0
 
 
 def _walk(root: Any) -> str | None:

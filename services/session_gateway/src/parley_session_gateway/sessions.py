@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypedDict, Unpack
 from uuid import UUID
 
 from faststream.nats import NatsBroker
@@ -66,6 +67,15 @@ class GatewayContext:
             self._gate.release()
 
 
+class StartOptions(TypedDict, total=False):
+    """What a protocol's handshake may say about its new session (all optional)."""
+
+    channel: str | None
+    render_directive: str | None
+    voice: VoiceFormats | None  # a voice session's audio formats
+    conversation_id: UUID | None  # chosen ahead (a voice link subscribes before the start)
+
+
 async def open_session(
     ctx: GatewayContext,
     admission: Admission,
@@ -73,22 +83,19 @@ async def open_session(
     connection_id: str,
     on_output: OnOutput,
     on_control: OnControl,
-    channel: str | None = None,
-    render_directive: str | None = None,
-    voice: VoiceFormats | None = None,
-    conversation_id: UUID | None = None,
+    **options: Unpack[StartOptions],
 ) -> SessionBridge:
     """A new conversation with the admitted agent, attached before the runtime can answer."""
-    conversation_id = conversation_id or uuid.uuid4()
+    conversation_id = options.get("conversation_id") or uuid.uuid4()
     await remember(ctx.redis, conversation_id, admission, ctx.settings.gateway_resume_ttl_s)
     bridge = ctx.bridge(conversation_id)
     start = SessionStart(
         conversation_id=conversation_id,
         agent_id=admission.agent_id,
         principal=admission.principal,
-        channel=channel,
-        render_directive=render_directive,
-        voice=voice,
+        channel=options.get("channel"),
+        render_directive=options.get("render_directive"),
+        voice=options.get("voice"),
         started_at=datetime.now(UTC),
         connection_id=connection_id,
         # A client token's `data` (from whoever minted it) becomes the session's variables.

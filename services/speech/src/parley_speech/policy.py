@@ -42,17 +42,19 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
-class UtteranceBegan:
+class _Utterance:
+    """What every decision about an utterance names: which one, and where its speech began."""
+
+    utterance: int
+    start_ms: int
+
+
+class UtteranceBegan(_Utterance):
     """Possible speech from `start_ms`: start feeding STT (with pre-roll)."""
 
-    utterance: int
-    start_ms: int
 
-
-@dataclass(frozen=True)
-class SpeechConfirmed:
-    utterance: int
-    start_ms: int
+class SpeechConfirmed(_Utterance):
+    """The utterance has enough speech to count (a turn, or a barge-in while the agent speaks)."""
 
 
 @dataclass(frozen=True)
@@ -62,19 +64,18 @@ class BargeIn:
 
 
 @dataclass(frozen=True)
-class EndOfTurn:
-    utterance: int
-    start_ms: int
+class _Ended(_Utterance):
     end_ms: int  # where speech ended
 
 
+class EndOfTurn(_Ended):
+    """The user's turn: recognize what was fed to STT."""
+
+
 @dataclass(frozen=True)
-class Discarded:
+class Discarded(_Ended):
     """Not a turn (noise, too short, echo): drop what was fed to STT."""
 
-    utterance: int
-    start_ms: int
-    end_ms: int
     reason: str
 
 

@@ -12,15 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
+from parley_common import session_contract as sc
 from parley_common.conversation_contract import ConversationEndReason
-from parley_common.session_contract import (
-    ServerError,
-    ServerEvent,
-    ServerSessionClosed,
-    ServerTextDelta,
-    ServerTextFull,
-    ServerTurnComplete,
-)
 from parley_session_gateway.chat.frames import (
     MessageError,
     ResponseChunk,
@@ -44,7 +37,7 @@ class ChatOutput:
         self.seq = 0  # session frames made so far (sent, or skipped as seen before a resume)
         self.turn: list[str] | None = None  # text of the response being streamed
 
-    def frames(self, event: ServerEvent) -> list[SessionFrame]:
+    def frames(self, event: sc.ServerEvent) -> list[SessionFrame]:
         """The frames to send for one output event (numbered; those seen before a resume left out)."""
         made = self._make(event)
         out: list[SessionFrame] = []
@@ -56,24 +49,24 @@ class ChatOutput:
                 out.append(frame)
         return out
 
-    def _make(self, event: ServerEvent) -> list[SessionFrame]:
+    def _make(self, event: sc.ServerEvent) -> list[SessionFrame]:
         frames: list[SessionFrame] = []
-        if isinstance(event, ServerTextDelta):
+        if isinstance(event, sc.ServerTextDelta):
             if self.turn is None:
                 self.turn = []
                 frames.append(ResponseStart())
             self.turn.append(event.chunk)
             frames.append(ResponseChunk(content=event.chunk))
-        elif isinstance(event, ServerTextFull):
+        elif isinstance(event, sc.ServerTextFull):
             if self.turn is None:  # a whole message without deltas
                 frames += [ResponseStart(), ResponseChunk(content=event.content)]
             self.turn = [event.content]
-        elif isinstance(event, ServerTurnComplete | ServerSessionClosed) and self.turn is not None:
+        elif isinstance(event, sc.ServerTurnComplete | sc.ServerSessionClosed) and self.turn is not None:
             frames.append(self.end_of_turn())
             self.turn = None
-        elif isinstance(event, ServerError):
+        elif isinstance(event, sc.ServerError):
             frames.append(MessageError(error=f"{event.code}: {event.message}"))
-        if isinstance(event, ServerSessionClosed):
+        if isinstance(event, sc.ServerSessionClosed):
             frames.append(self.closed(event.reason))
         return frames
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from parley_common.errors import Codes, ErrorCode, envelope
-from parley_session_gateway.frame_json import BadFrame, ClientFrameError, clean_str, decode_object
+from parley_session_gateway.frame_json import BadFrame, ClientFrameError, clean_str, decode_object, nesting
 
 # ------------------------------------------------------------------------------ client → server
 
@@ -164,14 +164,6 @@ def parse_chat_frame(text: str) -> ChatClientFrame:
 ARTIFACTS_MAX_DEPTH = 16  # nesting levels inside one artifact
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
 def check_artifacts(frame: ChatMessage, *, max_items: int, max_bytes: int) -> str | None:
     """The message's artifacts as the JSON the agent gets, None without any; bad ones are refused.
 
@@ -188,7 +180,7 @@ def check_artifacts(frame: ChatMessage, *, max_items: int, max_bytes: int) -> st
     if len(artifacts) > max_items:
         raise refuse(f"artifacts: {len(artifacts)} artifacts, at most {max_items} are accepted")
     for n, artifact in enumerate(artifacts):
-        if _depth(artifact) > ARTIFACTS_MAX_DEPTH:
+        if nesting(artifact) > ARTIFACTS_MAX_DEPTH:
             raise refuse(f"artifacts.{n}: nested deeper than {ARTIFACTS_MAX_DEPTH} levels")
     encoded = json.dumps(artifacts, ensure_ascii=False)
     size = len(encoded.encode())

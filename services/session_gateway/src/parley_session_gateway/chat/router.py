@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query, WebSocket
+from fastapi import APIRouter, Query
 
 from parley_common.errors import Codes, ParleyError
-from parley_common.http import ERROR_RESPONSES
 from parley_session_gateway.chat.connection import ChatConnection
-from parley_session_gateway.deps import Gateway, resume_from
-from parley_session_gateway.resume import Resume
+from parley_session_gateway.socket_route import socket_route
 
 router = APIRouter(tags=["chat"])
 
 
-@router.websocket("/chat/ws")
-async def chat_ws(
-    websocket: WebSocket, ctx: Gateway, resume: Annotated[Resume | None, Depends(resume_from("session_id"))]
-) -> None:
-    await ChatConnection(ctx, websocket, resume).run()
-
-
-@router.get(
+@socket_route(
+    router,
     "/chat/ws",
+    ChatConnection,
+    resume_query="session_id",
     operation_id="chatWebSocket",
     summary="Chat with an agent (WebSocket, scoped client token)",
-    responses={426: ERROR_RESPONSES["default"]},
-    status_code=101,
-    response_description="Switching Protocols: the chat session begins.",
+    begins="the chat session begins.",
 )
 async def chat_ws_http(
     token: str | None = Query(default=None, description="Chat client token from POST /chat/tokens."),

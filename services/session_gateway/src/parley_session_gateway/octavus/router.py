@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -37,7 +38,20 @@ from parley_session_gateway.live import Live, LiveConnections
 from parley_session_gateway.sessions import GatewayContext
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/api/agent-sessions", tags=["octavus"], route_class=OctavusRoute)
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Each route's OpenAPI operation id: `octavus` and its endpoint's name in camel case
+    (`create_session` → `octavusCreateSession`)."""
+    return "octavus" + "".join(word.capitalize() for word in route.name.split("_"))
+
+
+router = APIRouter(
+    prefix="/api/agent-sessions",
+    tags=["octavus"],
+    route_class=OctavusRoute,
+    generate_unique_id_function=_operation_id,
+)
 SCOPE = "sessions:write"
 
 SessionId = Annotated[str, Path(min_length=1, max_length=wire.MAX_ID, description="The session's id.")]
@@ -65,7 +79,6 @@ def _json(reply: wire.OctavusReply) -> Response:
 @router.post(
     "",
     response_model=wire.SessionCreated,
-    operation_id="octavusCreateSession",
     summary="Create an agent session (`agentSessions.create(agentId, input)`)",
     description="`input` is checked against the protocol's `input:`; 400 `octavus.invalid_input` names "
     "the first problem. The agent must be an interactive protocol agent of the API key's project.",
@@ -81,7 +94,6 @@ async def create_session(body: wire.CreateSessionBody, ctx: Ctx, principal: Key)
 @router.get(
     "/{session_id}",
     response_model=wire.SessionState | wire.UISessionState | wire.ExpiredSession,
-    operation_id="octavusGetSession",
     summary="Session state: internal messages, or UI messages with `?format=ui`",
     description='An expired session answers `{sessionId, agentId, status: "expired", createdAt}` '
     "(both formats); restore it to go on.",
@@ -99,7 +111,6 @@ async def get_session(
 @router.post(
     "/{session_id}/restore",
     response_model=wire.SessionRestored,
-    operation_id="octavusRestoreSession",
     summary="Restore an expired session from the UI messages the app kept (`restored: false` if active)",
 )
 async def restore_session(
@@ -111,7 +122,6 @@ async def restore_session(
 
 @router.post(
     "/{session_id}/trigger",
-    operation_id="octavusTriggerSession",
     summary="Run a trigger, or continue a paused execution with `toolResults`; streams SSE events",
     response_class=StreamingResponse,
     responses={

@@ -51,7 +51,7 @@ from parley_session_gateway.connection import Loop, SessionConnection, tracer
 from parley_session_gateway.frame_json import ClientFrameError
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 from parley_session_gateway.realtime.origin import socket_credential
-from parley_session_gateway.realtime.voice import VoiceLink
+from parley_session_gateway.realtime.voice import VoiceLink, VoiceOutlets
 from parley_session_gateway.resume import Resume, check_resume
 from parley_session_gateway.sessions import GatewayContext
 
@@ -132,18 +132,15 @@ class RealtimeConnection(SessionConnection):
     async def _voice_link(
         self, conversation_id: uuid.UUID, admission: Admission, formats: VoiceFormats
     ) -> None:
+        outlets = VoiceOutlets(self._greeted, self._send, self._send_agent_audio, self._forward_voice)
         self.voice = VoiceLink(
             self.ctx.broker.connection,
             self.settings,
+            outlets,
             conversation_id=conversation_id,
-            agent_id=admission.agent_id,
-            agent_voice=admission.voice,
+            admission=admission,
             connection_id=self.connection_id,
             formats=formats,
-            greeted=self._greeted,
-            send_frame=self._send,
-            send_audio=self._send_agent_audio,
-            forward=self._forward_voice,
         )
         await self.voice.start()
 

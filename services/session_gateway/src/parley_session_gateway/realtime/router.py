@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query, WebSocket
+from fastapi import APIRouter, Query
 
 from parley_common.errors import Codes, ParleyError
-from parley_common.http import ERROR_RESPONSES
-from parley_session_gateway.deps import Gateway, resume_from
 from parley_session_gateway.realtime.connection import RealtimeConnection
-from parley_session_gateway.resume import Resume
+from parley_session_gateway.socket_route import socket_route
 
 router = APIRouter(tags=["realtime"])
 
 
-@router.websocket("/realtime")
-async def realtime(
-    websocket: WebSocket, ctx: Gateway, resume: Annotated[Resume | None, Depends(resume_from("resume"))]
-) -> None:
-    await RealtimeConnection(ctx, websocket, resume).run()
-
-
-@router.get(
+@socket_route(
+    router,
     "/realtime",
+    RealtimeConnection,
+    resume_query="resume",
     operation_id="realtimeWebSocket",
     summary="Kivox realtime conversation (WebSocket)",
-    responses={426: ERROR_RESPONSES["default"]},
-    status_code=101,
-    response_description="Switching Protocols: the WebSocket session begins.",
+    begins="the WebSocket session begins.",
 )
 async def realtime_http(
     token: str | None = Query(

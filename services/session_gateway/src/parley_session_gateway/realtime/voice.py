@@ -26,6 +26,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -52,7 +53,6 @@ from parley_common.speech_client import RecognitionClient
 from parley_common.speech_contract import (
     HDR_SEQ,
     HDR_STREAM,
-    AgentVoiceConfig,
     BargeIn,
     InputFormat,
     NoSpeech,
@@ -65,6 +65,7 @@ from parley_common.speech_contract import (
 )
 from parley_common.voice_formats import VoiceFormats, detect_container
 from parley_session_gateway import bus
+from parley_session_gateway.access import Admission
 from parley_session_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -76,29 +77,35 @@ Forward = Callable[[SessionInput, str | None], Awaitable[None]]
 _UPLOAD_PIECE = 512 * 1024  # NATS messages stay well under the default 1 MiB payload limit
 
 
+@dataclass(frozen=True)
+class VoiceOutlets:
+    """The connection's side of a voice link: what it waits for before sending anything (set once
+    `handshake_ok` went out), where its frames and agent audio go, and where recognised input goes."""
+
+    greeted: asyncio.Event
+    send_frame: SendFrame
+    send_audio: SendAudio
+    forward: Forward
+
+
 class VoiceLink:
     def __init__(
         self,
         nc: Client,
         settings: GatewaySettings,
+        outlets: VoiceOutlets,
         *,
         conversation_id: UUID,
-        agent_id: str,
-        agent_voice: AgentVoiceConfig | None = None,
+        admission: Admission,
         connection_id: str,
         formats: VoiceFormats,
-        greeted: asyncio.Event,
-        send_frame: SendFrame,
-        send_audio: SendAudio,
-        forward: Forward,
     ) -> None:
         self.nc, self.settings = nc, settings
-        self.conversation_id, self.agent_id = conversation_id, agent_id
-        self.agent_voice = agent_voice
+        self.conversation_id, self.agent_id = conversation_id, admission.agent_id
+        self.agent_voice = admission.voice  # the agent's `config.voice`
         self.connection_id = connection_id
         self.formats = formats
-        self.greeted = greeted
-        self.send_frame, self.send_audio, self.forward = send_frame, send_audio, forward
+        self.out = outlets
         self.log = log.bind(conversation_id=str(conversation_id))
         self._clients: dict[str, RecognitionClient] = {}
         self._opening = asyncio.Lock()
@@ -269,7 +276,7 @@ class VoiceLink:
         return number
 
     async def _on_speech(self, recogniser: str, event: SpeechEvent) -> None:
-        await self.greeted.wait()
+        await self.out.greeted.wait()
         if self.closed:
             return
         if isinstance(event, SpeechStarted):
@@ -281,7 +288,7 @@ class VoiceLink:
         elif isinstance(event, BargeIn):
             await self.interrupt()
             await self._signal("barge_in", utterance=self._utterance(recogniser, event.utterance))
-            await self.forward(self._input(InputCancel), None)
+            await self.out.forward(self._input(InputCancel), None)
         elif isinstance(event, Transcript):
             utterance = self._utterance(recogniser, event.utterance)
             text = event.text.strip().replace("\x00", "")
@@ -295,17 +302,19 @@ class VoiceLink:
                 )
                 self.answering = True  # a turn follows
                 # One turn per utterance, however often it is recognised (idempotent id).
-                await self.forward(self._input(InputText, text=text), f"voice:{recogniser}:{event.utterance}")
+                await self.out.forward(
+                    self._input(InputText, text=text), f"voice:{recogniser}:{event.utterance}"
+                )
         elif isinstance(event, NoSpeech):
             await self._signal("no_speech", utterance=self._utterance(recogniser, event.utterance))
         elif isinstance(event, SpeechError):
-            await self.send_frame(ServerError(code=event.error.code, message=event.error.message))
+            await self.out.send_frame(ServerError(code=event.error.code, message=event.error.message))
 
     async def _signal(self, name: str, **data: object) -> None:
-        await self.send_frame(ServerSignal(name=name, data=dict(data)))
+        await self.out.send_frame(ServerSignal(name=name, data=dict(data)))
 
     async def _error(self, code: ErrorCode, params: dict[str, object]) -> None:
-        await self.send_frame(ServerError(code=code.code, message=envelope(code, params=params).message))
+        await self.out.send_frame(ServerError(code=code.code, message=envelope(code, params=params).message))
 
     def _input(self, model: type[BaseModel], **fields: object) -> SessionInput:
         return model(at=datetime.now(UTC), connection_id=self.connection_id, **fields)  # type: ignore[return-value]
@@ -344,7 +353,7 @@ class VoiceLink:
                 await client.control("agent_speaking", speaking=speaking)
 
     async def _on_audio(self, msg: Msg) -> None:
-        await self.greeted.wait()
+        await self.out.greeted.wait()
         headers = msg.headers or {}
         stream = headers.get(HDR_STREAM, "")
         try:
@@ -362,7 +371,7 @@ class VoiceLink:
             self.dropped += 1  # a duplicate
             return
         self._seq = seq
-        if not await self.send_audio(msg.data):
+        if not await self.out.send_audio(msg.data):
             return
         self.relayed += 1
         await self._set_speaking(True)

@@ -21,19 +21,10 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 
+from parley_common import chatty_contract as cc
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.authenticator import Authenticator, credential_of
 from parley_common.catalog_contract import AgentAccessReply
-from parley_common.chatty_contract import (
-    CSRF_HEADER,
-    CsrfTokenResponse,
-    ErrorEnvelope,
-    RealtimeTokenMetadata,
-    RealtimeTokenRequest,
-    RealtimeTokenResponse,
-    RealtimeWebrtcRequest,
-    RealtimeWebrtcUpstreamError,
-)
 from parley_common.chatty_http import BoundAgent
 from parley_common.errors import Codes, ParleyError
 from parley_common.outages import describe, is_outage
@@ -71,7 +62,7 @@ Caller = Annotated[Principal, Depends(_authenticate)]
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorEnvelope, "description": description}
+    return {"model": cc.ErrorEnvelope, "description": description}
 
 
 def _component(model: type[BaseModel]) -> str:
@@ -80,7 +71,7 @@ def _component(model: type[BaseModel]) -> str:
 
 def _json_error(description: str) -> dict[str, Any]:
     """An error of the SDP route, whose own answers are `application/sdp`: said explicitly."""
-    schema = {"$ref": _component(ErrorEnvelope)}
+    schema = {"$ref": _component(cc.ErrorEnvelope)}
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
@@ -92,13 +83,13 @@ def _caller_key(principal: Principal) -> str:
 
 
 def _fallback(message: str) -> JSONResponse:
-    body = RealtimeTokenResponse(fallback=True, directWebRTC=False, useWebRTC=False, message=message)
+    body = cc.RealtimeTokenResponse(fallback=True, directWebRTC=False, useWebRTC=False, message=message)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=500)
 
 
 @router.post(
     "/api/realtime-token",
-    response_model=RealtimeTokenResponse,
+    response_model=cc.RealtimeTokenResponse,
     response_model_exclude_none=True,
     operation_id="createRealtimeToken",
     summary="Mint a short-lived realtime client secret for the bound agent (single union object).",
@@ -113,7 +104,7 @@ def _fallback(message: str) -> JSONResponse:
         405: _error("Method Not Allowed (POST only)."),
         429: _error("Per-user rate limit on token mint."),
         500: {
-            "model": RealtimeTokenResponse,
+            "model": cc.RealtimeTokenResponse,
             "description": "Mint failure — body still carries `fallback: true`.",
         },
     },
@@ -122,7 +113,7 @@ async def create_realtime_token(
     request: Request,
     ctx: Gateway,
     agent: BoundAgent = None,
-    body: Annotated[SkipJsonSchema[None] | RealtimeTokenRequest, Body()] = None,
+    body: Annotated[SkipJsonSchema[None] | cc.RealtimeTokenRequest, Body()] = None,
 ) -> Any:
     settings = ctx.settings
     try:
@@ -157,7 +148,7 @@ async def create_realtime_token(
     )
     if body is not None and body.directWebRTC:
         message += " Parley terminates WebRTC itself; there is no direct branch."
-    return RealtimeTokenResponse(
+    return cc.RealtimeTokenResponse(
         sessionId=str(minted.token_id),
         model=binding.model,
         voice=binding.voice,
@@ -166,7 +157,7 @@ async def create_realtime_token(
         directWebRTC=False,
         useWebRTC=media,
         expiresInSeconds=max(0, int((minted.expires_at - datetime.now(UTC)).total_seconds())),
-        metadata=RealtimeTokenMetadata(organizationId=str(binding.owner_org_id))
+        metadata=cc.RealtimeTokenMetadata(organizationId=str(binding.owner_org_id))
         if binding.owner_org_id
         else None,
         message=message,
@@ -175,7 +166,6 @@ async def create_realtime_token(
 
 @router.get(
     "/api/csrf-token",
-    response_model=CsrfTokenResponse,
     operation_id="getCsrfToken",
     summary="Mint a short-lived CSRF token for the WebRTC SDP exchange.",
     description=(
@@ -187,9 +177,9 @@ async def create_realtime_token(
         403: _error("Caller lacks the chatty-voice entitlement."),
     },
 )
-async def get_csrf_token(ctx: Gateway, principal: Caller, agent: BoundAgent = None) -> CsrfTokenResponse:
+async def get_csrf_token(ctx: Gateway, principal: Caller, agent: BoundAgent = None) -> cc.CsrfTokenResponse:
     await bound_agent(ctx.broker, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
-    return CsrfTokenResponse(token=await csrf.mint(ctx.redis, principal))
+    return cc.CsrfTokenResponse(token=await csrf.mint(ctx.redis, principal))
 
 
 async def _per_ip(request: Request) -> None:
@@ -234,7 +224,7 @@ offer_router = APIRouter(tags=["chatty"], route_class=_OfferRoute)
     openapi_extra={
         "parameters": [
             {
-                "name": CSRF_HEADER,
+                "name": cc.CSRF_HEADER,
                 "in": "header",
                 "required": True,
                 "schema": {"type": "string"},
@@ -256,7 +246,7 @@ offer_router = APIRouter(tags=["chatty"], route_class=_OfferRoute)
         503: _json_error("Parley: no media worker could take the call (`webrtc.media_unavailable`)."),
         502: {
             "description": "Local failure minting a client secret.",
-            "content": {"application/json": {"schema": RealtimeWebrtcUpstreamError.model_json_schema()}},
+            "content": {"application/json": {"schema": cc.RealtimeWebrtcUpstreamError.model_json_schema()}},
         },
         "default": {
             "description": "Any other error: treat a non-200 answer as opaque unless it is JSON.",
@@ -269,10 +259,10 @@ async def exchange_sdp(
     ctx: Gateway,
     principal: Caller,
     agent: BoundAgent = None,
-    body: Annotated[SkipJsonSchema[None] | RealtimeWebrtcRequest, Body()] = None,
+    body: Annotated[SkipJsonSchema[None] | cc.RealtimeWebrtcRequest, Body()] = None,
 ) -> Response:
     binding = await bound_agent(ctx.broker, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
-    await csrf.check(ctx.redis, request.headers.get(CSRF_HEADER), principal)
+    await csrf.check(ctx.redis, request.headers.get(cc.CSRF_HEADER), principal)
     if body is None:
         raise invalid('the body must be JSON {"sdp": "<offer>"}')
     offer = parse_offer(body.sdp)
@@ -284,7 +274,7 @@ async def exchange_sdp(
     try:
         answer = await media.answer(offer, binding, principal, found[0])
     except MintFailed:
-        upstream = RealtimeWebrtcUpstreamError(
+        upstream = cc.RealtimeWebrtcUpstreamError(
             error="The call's client secret could not be minted.", status=502
         )
         return JSONResponse(upstream.model_dump(exclude_none=True), status_code=502)

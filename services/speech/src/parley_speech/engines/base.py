@@ -17,6 +17,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -118,6 +119,14 @@ class TtsChunk:
     text_end: int | None = None
 
 
+class VoiceChoice(TypedDict, total=False):
+    """What a synthesis may choose (None or absent: the engine's own): `TTSEngine.stream`'s keywords."""
+
+    voice: str | None
+    language: str | None
+    model: str | None
+
+
 class TTSEngine(ABC):
     name: str
     sample_rate: int
@@ -129,12 +138,7 @@ class TTSEngine(ABC):
         """Audio of `text` as it is made. Closing the iterator early stops the synthesis."""
 
     async def stream(
-        self,
-        texts: AsyncIterator[str],
-        *,
-        voice: str | None = None,
-        language: str | None = None,
-        model: str | None = None,
+        self, texts: AsyncIterator[str], **choice: Unpack[VoiceChoice]
     ) -> AsyncIterator[TtsChunk]:
         """Streaming form: text deltas in, audio out, sentence by sentence (engines with a native
         text stream override this). `text_end` offsets are into the concatenated deltas."""
@@ -142,7 +146,7 @@ class TTSEngine(ABC):
 
         async def speak(sentences: list[Sentence]) -> AsyncIterator[TtsChunk]:
             for sentence in sentences:
-                audio = self.synthesize(sentence.text, voice=voice, language=language, model=model)
+                audio = self.synthesize(sentence.text, **choice)
                 async for chunk in audio:
                     end = None if chunk.text_end is None else sentence.start + chunk.text_end
                     yield TtsChunk(chunk.samples, end)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from typing import Unpack
 from urllib.parse import urlencode
 
 import numpy as np
@@ -32,7 +33,7 @@ from parley_common.errors import ParleyError
 from parley_speech.audio.formats import Samples, float_to_pcm16
 from parley_speech.engines import errors
 from parley_speech.engines.base import STT_RATE, InterimCallback, STTEngine, STTStream
-from parley_speech.engines.websocket import WebSocketEngine
+from parley_speech.engines.websocket import SocketOptions, WebSocketEngine
 
 KEEPALIVE_S = 5.0
 
@@ -44,18 +45,15 @@ class DeepgramSTT(STTEngine, WebSocketEngine):
     def __init__(
         self,
         *,
-        url: str,
-        api_key: str,
         model: str,
         endpointing_ms: int = 300,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 15.0,
         keepalive_s: float = KEEPALIVE_S,
+        **socket: Unpack[SocketOptions],
     ) -> None:
-        self.url, self.api_key, self.model = url, api_key, model
+        WebSocketEngine.__init__(self, **socket)
+        self.model = model
         self.keepalive_s = keepalive_s
         self.endpointing_ms = endpointing_ms
-        self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
 
     def stream(self, *, language: str | None = None, on_interim: InterimCallback | None = None) -> STTStream:
         return DeepgramStream(self, language=language, on_interim=on_interim)

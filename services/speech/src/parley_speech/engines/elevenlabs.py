@@ -21,7 +21,7 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote, urlencode
 
 import numpy as np
@@ -30,8 +30,8 @@ from websockets.exceptions import ConnectionClosed
 from parley_common.errors import Codes, ParleyError
 from parley_speech.audio.formats import pcm16_to_float
 from parley_speech.engines import errors
-from parley_speech.engines.base import TtsChunk, TTSEngine
-from parley_speech.engines.websocket import WebSocketEngine
+from parley_speech.engines.base import TtsChunk, TTSEngine, VoiceChoice
+from parley_speech.engines.websocket import SocketOptions, WebSocketEngine
 
 SAMPLE_RATE = 24000
 CHUNK_SCHEDULE = [50, 90, 120, 150]
@@ -42,21 +42,14 @@ class ElevenLabsTTS(TTSEngine, WebSocketEngine):
     sample_rate = SAMPLE_RATE
     max_message_bytes = 2**24
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        api_key: str,
-        model: str,
-        voice: str,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 15.0,
-    ) -> None:
-        self.url, self.api_key, self.model, self.voice = url.rstrip("/"), api_key, model, voice
-        self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
+    def __init__(self, *, model: str, voice: str, **socket: Unpack[SocketOptions]) -> None:
+        WebSocketEngine.__init__(self, **socket)
+        self.url = self.url.rstrip("/")
+        self.model, self.voice = model, voice
 
-    def stream_url(self, voice: str, model: str | None, language: str | None) -> str:
-        params = {"model_id": model or self.model, "output_format": f"pcm_{SAMPLE_RATE}"}
+    def stream_url(self, choice: VoiceChoice) -> str:
+        voice, language = choice.get("voice") or self.voice, choice.get("language")
+        params = {"model_id": choice.get("model") or self.model, "output_format": f"pcm_{SAMPLE_RATE}"}
         if language:
             params["language_code"] = language.split("-")[0].lower()
         return f"{self.url}/text-to-speech/{quote(voice, safe='')}/stream-input?{urlencode(params)}"
@@ -71,16 +64,9 @@ class ElevenLabsTTS(TTSEngine, WebSocketEngine):
             yield chunk
 
     async def stream(
-        self,
-        texts: AsyncIterator[str],
-        *,
-        voice: str | None = None,
-        language: str | None = None,
-        model: str | None = None,
+        self, texts: AsyncIterator[str], **choice: Unpack[VoiceChoice]
     ) -> AsyncIterator[TtsChunk]:
-        ws = await self.open_socket(
-            self.stream_url(voice or self.voice, model, language), {"xi-api-key": self.api_key}
-        )
+        ws = await self.open_socket(self.stream_url(choice), {"xi-api-key": self.api_key})
         sent = 0  # characters sent so far: the alignment counts against them
         sender_error: list[BaseException] = []
 

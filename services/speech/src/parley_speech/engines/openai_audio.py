@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import AsyncIterator
+from typing import TypedDict, Unpack
 
 import httpx
 
@@ -27,12 +28,31 @@ def _language(language: str | None) -> str | None:
     return language.split("-")[0].lower() if language else None
 
 
-class OpenAISTT(STTEngine):
-    def __init__(
-        self, name: str, *, client: httpx.AsyncClient, base_url: str, api_key: str, model: str
-    ) -> None:
+class Endpoint(TypedDict):
+    """Where an OpenAI-compatible audio API is and how it is reached: the keywords both engines'
+    constructors share (`OpenAIAudio.__init__`)."""
+
+    client: httpx.AsyncClient
+    base_url: str
+    api_key: str
+
+
+class OpenAIAudio:
+    """What the STT and TTS engines of one OpenAI-compatible API share: its name, client and URL."""
+
+    def __init__(self, name: str, *, client: httpx.AsyncClient, base_url: str, api_key: str) -> None:
         self.name = name
-        self.client, self.base_url, self.api_key, self.model = client, base_url.rstrip("/"), api_key, model
+        self.client, self.base_url, self.api_key = client, base_url.rstrip("/"), api_key
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+class OpenAISTT(OpenAIAudio, STTEngine):
+    def __init__(self, name: str, *, model: str, **endpoint: Unpack[Endpoint]) -> None:
+        super().__init__(name, **endpoint)
+        self.model = model
 
     async def recognize(self, samples: Samples, *, language: str | None = None) -> str:
         if samples.size < STT_RATE // 10:
@@ -43,7 +63,7 @@ class OpenAISTT(STTEngine):
         try:
             response = await self.client.post(
                 f"{self.base_url}/audio/transcriptions",
-                headers={"Authorization": f"Bearer {self.api_key}"},
+                headers=self.auth,
                 data=data,
                 files={"file": ("utterance.wav", wav_bytes(samples, STT_RATE), "audio/wav")},
             )
@@ -62,20 +82,11 @@ class OpenAISTT(STTEngine):
         return text.strip()
 
 
-class OpenAITTS(TTSEngine):
+class OpenAITTS(OpenAIAudio, TTSEngine):
     def __init__(
-        self,
-        name: str,
-        *,
-        client: httpx.AsyncClient,
-        base_url: str,
-        api_key: str,
-        model: str,
-        voice: str,
-        response_format: str = "pcm",
+        self, name: str, *, model: str, voice: str, response_format: str = "pcm", **endpoint: Unpack[Endpoint]
     ) -> None:
-        self.name = name
-        self.client, self.base_url, self.api_key = client, base_url.rstrip("/"), api_key
+        super().__init__(name, **endpoint)
         self.model, self.voice, self.response_format = model, voice, response_format
         self.sample_rate = 24000
 
@@ -88,7 +99,7 @@ class OpenAITTS(TTSEngine):
             "voice": voice or self.voice,
             "response_format": self.response_format,
         }
-        headers = {"Authorization": f"Bearer {self.api_key}"}
+        headers = self.auth
         reader = _PcmReader(self.name, self.response_format)
         try:
             async with self.client.stream(

@@ -27,8 +27,9 @@ from parley_speech.engines.base import STTEngine, TTSEngine
 from parley_speech.engines.deepgram import DeepgramSTT
 from parley_speech.engines.elevenlabs import ElevenLabsTTS
 from parley_speech.engines.espeak import EspeakTTS
-from parley_speech.engines.openai_audio import OpenAISTT, OpenAITTS
+from parley_speech.engines.openai_audio import Endpoint, OpenAISTT, OpenAITTS
 from parley_speech.engines.silero import SileroModel
+from parley_speech.engines.websocket import SocketOptions
 from parley_speech.engines.whisper import WhisperSTT
 from parley_speech.settings import SpeechSettings
 
@@ -172,22 +173,30 @@ class EngineRegistry:
         assert self.whisper is not None, "start() loads the offline engines"
         return self.whisper
 
-    def _deepgram(self, name: str, key: str, model: str | None) -> STTEngine:
+    def _socket(self, url: str, key: str) -> SocketOptions:
+        """A WebSocket engine's endpoint: the URL from the settings, their timeouts."""
         s = self.settings
-        return DeepgramSTT(
-            url=s.speech_deepgram_url,
+        return SocketOptions(
+            url=url,
             api_key=key,
-            model=model or s.speech_deepgram_model,
-            endpointing_ms=s.speech_deepgram_endpointing_ms,
             connect_timeout_s=s.speech_connect_timeout_s,
             read_timeout_s=s.speech_read_timeout_s,
         )
 
-    def _openai_stt(self, name: str, key: str, model: str | None) -> STTEngine:
-        api = self.apis[name]
-        return OpenAISTT(
-            name, client=self.http, base_url=api.base_url, api_key=key, model=model or api.stt_model
+    def _endpoint(self, name: str, key: str) -> Endpoint:
+        """An OpenAI-compatible engine's endpoint: the shared HTTP client, the API's base URL."""
+        return Endpoint(client=self.http, base_url=self.apis[name].base_url, api_key=key)
+
+    def _deepgram(self, name: str, key: str, model: str | None) -> STTEngine:
+        s = self.settings
+        return DeepgramSTT(
+            model=model or s.speech_deepgram_model,
+            endpointing_ms=s.speech_deepgram_endpointing_ms,
+            **self._socket(s.speech_deepgram_url, key),
         )
+
+    def _openai_stt(self, name: str, key: str, model: str | None) -> STTEngine:
+        return OpenAISTT(name, model=model or self.apis[name].stt_model, **self._endpoint(name, key))
 
     def _espeak(self, name: str, key: str) -> TTSEngine:
         assert self.espeak is not None, "start() loads the offline engines"
@@ -196,22 +205,17 @@ class EngineRegistry:
     def _elevenlabs(self, name: str, key: str) -> TTSEngine:
         s = self.settings
         return ElevenLabsTTS(
-            url=s.speech_elevenlabs_url,
-            api_key=key,
             model=s.speech_elevenlabs_model,
             voice=s.speech_elevenlabs_voice,
-            connect_timeout_s=s.speech_connect_timeout_s,
-            read_timeout_s=s.speech_read_timeout_s,
+            **self._socket(s.speech_elevenlabs_url, key),
         )
 
     def _openai_tts(self, name: str, key: str) -> TTSEngine:
         api = self.apis[name]
         return OpenAITTS(
             name,
-            client=self.http,
-            base_url=api.base_url,
-            api_key=key,
             model=api.tts_model,
             voice=api.tts_voice,
             response_format=api.tts_format,
+            **self._endpoint(name, key),
         )

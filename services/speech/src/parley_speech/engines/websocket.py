@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -17,14 +17,28 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from parley_speech.engines import errors
 
 
+class SocketOptions(TypedDict, total=False):
+    """Where a WebSocket engine connects and how long it waits: the keywords its constructor
+    shares with every other WebSocket engine (`WebSocketEngine.__init__`)."""
+
+    url: Required[str]
+    api_key: Required[str]
+    connect_timeout_s: float
+    read_timeout_s: float
+
+
 class WebSocketEngine:
     """A provider reached over one WebSocket per utterance or sentence."""
 
     name: str
-    connect_timeout_s: float
-    read_timeout_s: float
     # The largest message the provider may send (audio messages of a TTS are large).
     max_message_bytes: int
+
+    def __init__(
+        self, *, url: str, api_key: str, connect_timeout_s: float = 5.0, read_timeout_s: float = 15.0
+    ) -> None:
+        self.url, self.api_key = url, api_key
+        self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
 
     async def open_socket(self, url: str, headers: dict[str, str]) -> ClientConnection:
         """Connected, or the handshake's failure as a ParleyError (a refused key: its status)."""
