@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from parley_common.errors import ErrorEnvelope
+from parley_common.errors import BusReply
 
 
 class MemberRole(StrEnum):
@@ -79,10 +79,8 @@ class VerifyRequest(BaseModel):
     kind: CredentialKind | None = None
 
 
-class VerifyReply(BaseModel):
-    ok: bool
+class VerifyReply(BusReply):
     principal: Principal | None = None
-    error: ErrorEnvelope | None = None
 
 
 class MintTokenRequest(BaseModel):
@@ -98,12 +96,10 @@ class MintTokenRequest(BaseModel):
     ttl_seconds: int = Field(ge=60, le=86400)
 
 
-class MintTokenReply(BaseModel):
-    ok: bool
+class MintTokenReply(BusReply):
     token: str | None = None
     token_id: UUID | None = None
     expires_at: datetime | None = None
-    error: ErrorEnvelope | None = None
 
 
 class AuthorizeRequest(BaseModel):
@@ -114,11 +110,9 @@ class AuthorizeRequest(BaseModel):
     min_role: MemberRole = MemberRole.VIEWER
 
 
-class AuthorizeReply(BaseModel):
-    ok: bool
+class AuthorizeReply(BusReply):
     org_id: UUID | None = None
     role: MemberRole | None = None
-    error: ErrorEnvelope | None = None
 
 
 class RevokedEvent(BaseModel):
