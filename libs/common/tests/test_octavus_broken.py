@@ -42,6 +42,11 @@ handlers:
 """
 
 
+def agent_with(line: str) -> str:
+    """HEAD with `line` added to its agent section, as line 9."""
+    return y(HEAD).replace("  system: system\n", f"  system: system\n  {line}\n")
+
+
 def err(path: str, message: str, line: int | None) -> Expected:
     return ("error", path, message, line)
 
@@ -89,17 +94,17 @@ CASES: list[tuple[str, str, list[Expected]]] = [
     ),
     (
         "agent-key-typo",
-        y(HEAD).replace("  system: system\n", "  system: system\n  maxStep: 3\n"),
+        agent_with("maxStep: 3"),
         [err("agent.maxStep", "unknown key `maxStep` (did you mean `maxSteps`?)", 9)],
     ),
     (
         "agent-thinking-level",
-        y(HEAD).replace("  system: system\n", "  system: system\n  thinking: extreme\n"),
+        agent_with("thinking: extreme"),
         [err("agent.thinking", "must be 'low', 'medium' or 'high' (got 'extreme')", 9)],
     ),
     (
         "agent-temperature-range",
-        y(HEAD).replace("  system: system\n", "  system: system\n  temperature: 3\n"),
+        agent_with("temperature: 3"),
         [err("agent.temperature", "must be less than or equal to 2", 9)],
     ),
     (
@@ -124,7 +129,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
     ),
     (
         "agent-unknown-tool",
-        y(HEAD).replace("  system: system\n", "  system: system\n  tools: [get-user-acount]\n")
+        agent_with("tools: [get-user-acount]")
         + "tools:\n  get-user-account:\n    description: Look up the account\n",
         [
             err("agent.tools[0]", "unknown tool `get-user-acount` (did you mean `get-user-account`?)", 9),
@@ -139,7 +144,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
     ),
     (
         "agent-input-undeclared",
-        y(HEAD).replace("  system: system\n", "  system: system\n  input: [COMPANY_NAME]\n"),
+        agent_with("input: [COMPANY_NAME]"),
         [
             err(
                 "agent.input[0]",
