@@ -31,6 +31,11 @@ class MemberRole(StrEnum):
 _RANK = {MemberRole.VIEWER: 1, MemberRole.MEMBER: 2, MemberRole.ADMIN: 3, MemberRole.OWNER: 4}
 
 
+# The HttpOnly browser session cookie auth sets and the catalog and the gateway read (part of the
+# client contract); each service's `*_cookie_name` setting defaults to it.
+SESSION_COOKIE = "kivox_session"
+
+
 class CredentialKind(StrEnum):
     SESSION = "session"  # browser cookie session
     API_KEY = "api_key"  # `sk_live_…` bearer key
