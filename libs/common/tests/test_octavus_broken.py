@@ -42,6 +42,19 @@ handlers:
 """
 
 
+def agent_with(line: str) -> str:
+    """HEAD with `line` added to its agent section, as line 9."""
+    return y(HEAD).replace("  system: system\n", f"  system: system\n  {line}\n")
+
+
+def err(path: str, message: str, line: int | None) -> Expected:
+    return ("error", path, message, line)
+
+
+def warn(path: str, message: str, line: int | None) -> Expected:
+    return ("warning", path, message, line)
+
+
 def issues(protocol: str, prompts: dict[str, str] | None = None, settings: Any = None) -> list[Expected]:
     found = validate_definition(
         protocol, INTERACTIVE if settings is None else settings, PROMPTS if prompts is None else prompts
@@ -53,94 +66,74 @@ CASES: list[tuple[str, str, list[Expected]]] = [
     (
         "yaml-syntax-error",
         y(HEAD) + "    Respond: {block: next-message\n",
-        [("error", "protocol", "YAML syntax error: expected ',' or '}', but got '<stream end>'", 17)],
+        [err("protocol", "YAML syntax error: expected ',' or '}', but got '<stream end>'", 17)],
     ),
     (
         "yaml-tab-indent",
         "triggers:\n\tuser-message: {}\n",
-        [("error", "protocol", "YAML syntax error: found character '\\t' that cannot start any token", 2)],
+        [err("protocol", "YAML syntax error: found character '\\t' that cannot start any token", 2)],
     ),
     (
         "not-a-mapping",
         "- input\n- agent\n",
-        [("error", "protocol", "protocol.yaml must be a mapping of sections", 1)],
+        [err("protocol", "protocol.yaml must be a mapping of sections", 1)],
     ),
-    ("empty", "# nothing yet\n", [("error", "protocol", "protocol.yaml is empty", None)]),
+    ("empty", "# nothing yet\n", [err("protocol", "protocol.yaml is empty", None)]),
     (
         "section-typo",
         y(HEAD).replace("handlers:", "handler:"),
         [
-            ("error", "handler", "unknown section `handler` (did you mean `handlers`?)", 9),
-            ("error", "triggers.user-message", "trigger `user-message` has no handler", 3),
+            err("handler", "unknown section `handler` (did you mean `handlers`?)", 9),
+            err("triggers.user-message", "trigger `user-message` has no handler", 3),
         ],
     ),
     (
         "unsupported-section",
         y(HEAD) + "skills:\n  qr-code: { description: QR codes }\n",
-        [("error", "skills", "unknown section `skills`: Octavus skills are not supported by Parley", 16)],
+        [err("skills", "unknown section `skills`: Octavus skills are not supported by Parley", 16)],
     ),
     (
         "agent-key-typo",
-        y(HEAD).replace("  system: system\n", "  system: system\n  maxStep: 3\n"),
-        [("error", "agent.maxStep", "unknown key `maxStep` (did you mean `maxSteps`?)", 9)],
+        agent_with("maxStep: 3"),
+        [err("agent.maxStep", "unknown key `maxStep` (did you mean `maxSteps`?)", 9)],
     ),
     (
         "agent-thinking-level",
-        y(HEAD).replace("  system: system\n", "  system: system\n  thinking: extreme\n"),
-        [("error", "agent.thinking", "must be 'low', 'medium' or 'high' (got 'extreme')", 9)],
+        agent_with("thinking: extreme"),
+        [err("agent.thinking", "must be 'low', 'medium' or 'high' (got 'extreme')", 9)],
     ),
     (
         "agent-temperature-range",
-        y(HEAD).replace("  system: system\n", "  system: system\n  temperature: 3\n"),
-        [("error", "agent.temperature", "must be less than or equal to 2", 9)],
+        agent_with("temperature: 3"),
+        [err("agent.temperature", "must be less than or equal to 2", 9)],
     ),
     (
         "agent-missing",
         y(HEAD).replace("agent:\n  model: openai/gpt-4o\n  system: system\n", ""),
-        [("error", "agent", "missing `agent` section: interactive agents need `model` and `system`", None)],
+        [err("agent", "missing `agent` section: interactive agents need `model` and `system`", None)],
     ),
     (
         "agent-missing-system",
         y(HEAD).replace("  system: system\n", ""),
-        [("error", "agent.system", "missing required key `system`", 6)],
+        [err("agent.system", "missing required key `system`", 6)],
     ),
     (
         "agent-model-format",
         y(HEAD).replace("openai/gpt-4o", "gpt-4o"),
-        [
-            (
-                "error",
-                "agent.model",
-                "model must be `provider/model-id`, e.g. `openai/gpt-4o` (got `gpt-4o`)",
-                7,
-            )
-        ],
+        [err("agent.model", "model must be `provider/model-id`, e.g. `openai/gpt-4o` (got `gpt-4o`)", 7)],
     ),
     (
         "agent-system-prompt-missing",
         y(HEAD).replace("system: system", "system: sytem"),
-        [
-            (
-                "error",
-                "agent.system",
-                "prompt `sytem` not found in prompts/ (have: `system`, `user-message`)",
-                8,
-            )
-        ],
+        [err("agent.system", "prompt `sytem` not found in prompts/ (have: `system`, `user-message`)", 8)],
     ),
     (
         "agent-unknown-tool",
-        y(HEAD).replace("  system: system\n", "  system: system\n  tools: [get-user-acount]\n")
+        agent_with("tools: [get-user-acount]")
         + "tools:\n  get-user-account:\n    description: Look up the account\n",
         [
-            (
-                "error",
-                "agent.tools[0]",
-                "unknown tool `get-user-acount` (did you mean `get-user-account`?)",
-                9,
-            ),
-            (
-                "warning",
+            err("agent.tools[0]", "unknown tool `get-user-acount` (did you mean `get-user-account`?)", 9),
+            warn(
                 "tools.get-user-account",
                 "tool `get-user-account` is never used: list it in `agent.tools` (or a start-thread's "
                 "`tools`) "
@@ -151,10 +144,9 @@ CASES: list[tuple[str, str, list[Expected]]] = [
     ),
     (
         "agent-input-undeclared",
-        y(HEAD).replace("  system: system\n", "  system: system\n  input: [COMPANY_NAME]\n"),
+        agent_with("input: [COMPANY_NAME]"),
         [
-            (
-                "error",
+            err(
                 "agent.input[0]",
                 "`COMPANY_NAME` is not declared in input, resources, variables or the trigger's input",
                 9,
@@ -164,14 +156,13 @@ CASES: list[tuple[str, str, list[Expected]]] = [
     (
         "trigger-without-handler",
         y(HEAD).replace("agent:", "  request-human:\n    description: Talk to a human\nagent:"),
-        [("error", "triggers.request-human", "trigger `request-human` has no handler", 6)],
+        [err("triggers.request-human", "trigger `request-human` has no handler", 6)],
     ),
     (
         "handler-for-unknown-trigger",
         y(HEAD) + "  user-mesage:\n    Respond:\n      block: next-message\n",
         [
-            (
-                "error",
+            err(
                 "handlers.user-mesage",
                 "handler for undeclared trigger `user-mesage` (did you mean `user-message`?)",
                 16,
@@ -182,8 +173,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
         "block-without-kind",
         y(HEAD) + "    Respond:\n      thread: main\n",
         [
-            (
-                "error",
+            err(
                 "handlers.user-message[1]",
                 "missing required key `block` (one of add-message, next-message, "
                 "tool-call, set-resource, serialize-thread, start-thread, generate-image)",
@@ -195,8 +185,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
         "block-unknown-kind",
         y(HEAD) + "    Respond:\n      type: next-mesage\n",
         [
-            (
-                "error",
+            err(
                 "handlers.user-message[1].type",
                 "unknown block kind `next-mesage` (did you mean `next-message`?)",
                 17,
@@ -206,14 +195,13 @@ CASES: list[tuple[str, str, list[Expected]]] = [
     (
         "block-kind-twice",
         y(HEAD) + "    Respond:\n      type: next-message\n      block: next-message\n",
-        [("error", "handlers.user-message[1]", "give the block kind once: `block` or `type`, not both", 16)],
+        [err("handlers.user-message[1]", "give the block kind once: `block` or `type`, not both", 16)],
     ),
     (
         "block-not-a-mapping",
         y(HEAD) + "    Respond: next-message\n",
         [
-            (
-                "error",
+            err(
                 "handlers.user-message[1]",
                 "a block must be a mapping with a `block` kind and its settings",
                 16,
@@ -223,21 +211,13 @@ CASES: list[tuple[str, str, list[Expected]]] = [
     (
         "add-message-role",
         y(HEAD).replace("role: user", "role: bot"),
-        [
-            (
-                "error",
-                "handlers.user-message[0].role",
-                "must be 'user', 'assistant' or 'system' (got 'bot')",
-                13,
-            )
-        ],
+        [err("handlers.user-message[0].role", "must be 'user', 'assistant' or 'system' (got 'bot')", 13)],
     ),
     (
         "add-message-unknown-key",
         y(HEAD).replace("      role: user\n", "      role: user\n      visibility: false\n"),
         [
-            (
-                "error",
+            err(
                 "handlers.user-message[0].visibility",
                 "unknown key `visibility` (did you mean `visible`?)",
                 14,
@@ -248,8 +228,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
         "add-message-prompt-missing",
         y(HEAD).replace("prompt: user-message", "prompt: user-msg"),
         [
-            (
-                "error",
+            err(
                 "handlers.user-message[0].prompt",
                 "prompt `user-msg` not found in prompts/ (have: `system`, `user-message`)",
                 14,
@@ -260,15 +239,13 @@ CASES: list[tuple[str, str, list[Expected]]] = [
         "add-message-undeclared-input",
         y(HEAD).replace("input: [USER_MESSAGE]", "input: [USER_MSG]"),
         [
-            (
-                "error",
+            err(
                 "handlers.user-message[0].input[0]",
                 "`USER_MSG` is not declared in input, resources, "
                 "variables or the trigger's input (did you mean `USER_MESSAGE`?)",
                 15,
             ),
-            (
-                "warning",
+            warn(
                 "handlers.user-message[0]",
                 "prompt `user-message` uses `{{USER_MESSAGE}}`, which this "
                 "block does not pass in `input`; it renders empty",
@@ -280,15 +257,13 @@ CASES: list[tuple[str, str, list[Expected]]] = [
         "add-message-input-entry",
         y(HEAD).replace("input: [USER_MESSAGE]", "input: [{A: B, C: D}]"),
         [
-            (
-                "error",
+            err(
                 "handlers.user-message[0].input",
                 "entry {'A': 'B', 'C': 'D'} must be a variable name or one `NAME: VARIABLE` pair",
                 15,
             ),
             # The block is still checked without its broken `input`, so this follows from it.
-            (
-                "warning",
+            warn(
                 "handlers.user-message[0]",
                 "prompt `user-message` uses `{{USER_MESSAGE}}`, which this "
                 "block does not pass in `input`; it renders empty",
@@ -302,8 +277,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
         + "  request-human:\n    Echo:\n      block: add-message\n      role: user\n"
         "      prompt: user-message\n      input: [USER_MESSAGE]\n",
         [
-            (
-                "error",
+            err(
                 "handlers.request-human[0].input[0]",
                 "`USER_MESSAGE` is not declared in input, resources, variables or the trigger's input",
                 22,
@@ -314,8 +288,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
         "duplicate-block-name",
         y(HEAD) + "    Add user message:\n      block: next-message\n",
         [
-            (
-                "error",
+            err(
                 'handlers.user-message["Add user message"]',
                 "duplicate key `Add user message`: YAML keeps only the last one",
                 16,
@@ -326,8 +299,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
         "prompt-undeclared-placeholder",
         y(HEAD),
         [
-            (
-                "error",
+            err(
                 "prompts.system",
                 "`{{COMPANY}}` uses `COMPANY`, which is not declared in input, resources, "
                 "variables or the trigger's input",
@@ -339,8 +311,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
         "prompt-not-passed",
         "input:\n  COMPANY_NAME: { type: string }\n" + y(HEAD),
         [
-            (
-                "warning",
+            warn(
                 "agent.system",
                 "prompt `system` uses `{{COMPANY_NAME}}`, which this block does not pass in "
                 "`input`; it renders empty",
@@ -351,14 +322,7 @@ CASES: list[tuple[str, str, list[Expected]]] = [
     (
         "prompt-malformed-placeholder",
         y(HEAD),
-        [
-            (
-                "warning",
-                "prompts.user-message",
-                "`{{user message}}` is not a variable reference; it stays as text",
-                1,
-            )
-        ],
+        [warn("prompts.user-message", "`{{user message}}` is not a variable reference; it stays as text", 1)],
     ),
 ]
 PROMPT_OVERRIDES: dict[str, dict[str, str]] = {
@@ -468,14 +432,12 @@ RICH_CASES: dict[str, str] = {
 RICH_EXPECTED: dict[str, list[Expected]] = {
     "rich-base": [],
     "tool-call-unknown-tool": [
-        (
-            "error",
+        err(
             "handlers.request-human[2].tool",
             "unknown tool `create-ticket` (did you mean `create-support-ticket`?)",
             32,
         ),
-        (
-            "warning",
+        warn(
             "tools.create-support-ticket",
             "tool `create-support-ticket` is never used: list it in `agent.tools` (or a start-thread's "
             "`tools`) or call it with a tool-call block",
@@ -483,40 +445,35 @@ RICH_EXPECTED: dict[str, list[Expected]] = {
         ),
     ],
     "tool-call-unknown-parameter": [
-        (
-            "error",
+        err(
             "handlers.request-human[2].input.urgency",
             "tool `create-support-ticket` has no parameter `urgency`",
             33,
         ),
     ],
     "tool-call-missing-parameter": [
-        (
-            "error",
+        err(
             "handlers.request-human[2].input",
             "missing required parameter `priority` of tool `create-support-ticket`",
             33,
         ),
     ],
     "tool-call-literal-like-variable": [
-        (
-            "warning",
+        warn(
             "handlers.request-human[2].input.priority",
             "`HIGH` is not a declared variable, so it is passed as a literal string",
             33,
         ),
     ],
     "tool-call-output-undeclared": [
-        (
-            "error",
+        err(
             "handlers.request-human[2].output",
             "output `TICKETS` is not declared in `variables` (did you mean `TICKET`?)",
             34,
         ),
     ],
     "tool-call-output-resource": [
-        (
-            "error",
+        err(
             "handlers.request-human[2].output",
             "`CONVERSATION_SUMMARY` is a resource: outputs go to `variables`; write resources with "
             "set-resource",
@@ -524,27 +481,24 @@ RICH_EXPECTED: dict[str, list[Expected]] = {
         ),
     ],
     "tool-call-output-input": [
-        (
-            "error",
+        err(
             "handlers.request-human[2].output",
             "`COMPANY_NAME` is a session input, which is immutable: declare an output in `variables`",
             34,
         ),
     ],
     "set-resource-not-a-resource": [
-        (
-            "error",
+        err(
             "handlers.request-human[1].resource",
             "`SUMMARY` is not declared in `resources` (it is declared in variables)",
             28,
         ),
     ],
     "set-resource-readonly": [
-        ("error", "handlers.request-human[1].resource", "resource `POLICY` is readonly", 28),
+        err("handlers.request-human[1].resource", "resource `POLICY` is readonly", 28),
     ],
     "set-resource-undeclared-value": [
-        (
-            "error",
+        err(
             "handlers.request-human[1].value",
             "`SUMARY` is not declared in input, resources, variables or the trigger's input (did you mean "
             "`SUMMARY`?)",
@@ -552,111 +506,91 @@ RICH_EXPECTED: dict[str, list[Expected]] = {
         ),
     ],
     "serialize-thread-format": [
-        ("error", "handlers.request-human[0].format", "must be 'markdown' or 'json' (got 'html')", 26),
+        err("handlers.request-human[0].format", "must be 'markdown' or 'json' (got 'html')", 26),
     ],
     "thread-not-started": [
-        (
-            "error",
-            "handlers.request-human[0].thread",
-            "thread `summary` is not opened by any start-thread block",
-            26,
+        err(
+            "handlers.request-human[0].thread", "thread `summary` is not opened by any start-thread block", 26
         ),
     ],
     "thread-used-before-start": [
-        (
-            "error",
-            "handlers.request-human[0].thread",
-            "thread `summary` is used before its start-thread block",
-            26,
-        ),
+        err("handlers.request-human[0].thread", "thread `summary` is used before its start-thread block", 26),
     ],
     "start-thread-main": [
-        (
-            "error",
+        err(
             "handlers.request-human[3].thread",
             "the main thread is configured by `agent`, not by start-thread",
             37,
         ),
     ],
     "start-thread-unknown-tool-and-model": [
-        (
-            "error",
+        err(
             "handlers.request-human[3].model",
             "model must be `provider/model-id`, e.g. `openai/gpt-4o` (got `gpt4`)",
             40,
         ),
-        ("error", "handlers.request-human[3].tools[0]", "unknown tool `search`", 39),
+        err("handlers.request-human[3].tools[0]", "unknown tool `search`", 39),
     ],
     "response-type-unknown": [
-        ("error", "handlers.request-human[3].responseType", "unknown type `Reply`", 37),
+        err("handlers.request-human[3].responseType", "unknown type `Reply`", 37),
     ],
     "response-type-not-object": [
-        ("error", "handlers.request-human[3].responseType", "responseType `Tags` must be an object type", 37),
+        err("handlers.request-human[3].responseType", "responseType `Tags` must be an object type", 37),
     ],
     "independent-without-output": [
-        (
-            "warning",
+        warn(
             "handlers.request-human[3]",
             "an independent next-message without `output` discards what it generates",
             35,
         ),
     ],
     "duplicate-declaration": [
-        ("error", "variables.COMPANY_NAME", "`COMPANY_NAME` is already declared in input", 10),
+        err("variables.COMPANY_NAME", "`COMPANY_NAME` is already declared in input", 10),
     ],
     "unknown-custom-type": [
-        ("error", "variables.TICKET.type", "unknown type `Ticket`", 9),
+        err("variables.TICKET.type", "unknown type `Ticket`", 9),
     ],
     "bad-data-type": [
-        (
-            "error",
+        err(
             "variables.TICKET.type",
             "must be a built-in type, a custom type, or either with `[]` (got 'map<string>')",
             9,
         ),
     ],
     "union-members": [
-        ("error", "types.Result.anyOf[0]", "`Ok` needs a `status` property with a `const` value", 37),
-        (
-            "error",
-            "types.Result.anyOf[1]",
-            "union member `Missing` must be an object type declared in `types`",
-            37,
-        ),
+        err("types.Result.anyOf[0]", "`Ok` needs a `status` property with a `const` value", 37),
+        err("types.Result.anyOf[1]", "union member `Missing` must be an object type declared in `types`", 37),
     ],
     "naming-conventions": [
-        ("warning", "input.companyName", "variable names are UPPERCASE_SNAKE_CASE: `companyName`", 3),
-        ("warning", "triggers.RequestHuman", "trigger names are lowercase-with-dashes: `RequestHuman`", 17),
+        warn("input.companyName", "variable names are UPPERCASE_SNAKE_CASE: `companyName`", 3),
+        warn("triggers.RequestHuman", "trigger names are lowercase-with-dashes: `RequestHuman`", 17),
     ],
     "tool-definition-typo": [
-        (
-            "error",
+        err(
             "tools.create-support-ticket.parameter",
             "unknown key `parameter` (did you mean `parameters`?)",
             13,
         ),
     ],
     "tool-definition-missing-description": [
-        ("error", "tools.create-support-ticket.description", "missing required key `description`", 11),
+        err("tools.create-support-ticket.description", "missing required key `description`", 11),
     ],
     "interactive-with-steps": [
-        ("error", "steps", "`steps` is only for worker agents (settings.format is interactive)", 35),
-        ("error", "output", "`output` is only for worker agents (settings.format is interactive)", 36),
+        err("steps", "`steps` is only for worker agents (settings.format is interactive)", 35),
+        err("output", "`output` is only for worker agents (settings.format is interactive)", 36),
     ],
     "generate-image": [
-        (
-            "error",
+        err(
             "handlers.request-human[3].size",
             "must be '1024x1024', '1792x1024' or '1024x1792' (got '512x512')",
             39,
         ),
-        (
-            "error",
+        err(
             "handlers.request-human[3].prompt",
             "`IMAGE_PROMPT` is not declared in input, resources, variables or the trigger's input",
             37,
         ),
-        ("error", "handlers.request-human[3].output", "output `IMAGE` is not declared in `variables`", 40),
+        err("handlers.request-human[3].output", "output `IMAGE` is not declared in `variables`", 40),
     ],
 }
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import nats
@@ -26,19 +27,22 @@ from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
 
+from parley_devstack import servers as srv
 from parley_devstack.edge import DEV_ROUTES, EDGE_ROUTES, CaddyServer, caddyfile
 from parley_devstack.postgres import PostgresServer, create_database, drop_database, with_database
-from parley_devstack.servers import (
-    RESERVED_PORTS,
-    ManagedProcess,
-    NatsServer,
-    ServerError,
-    ValkeyServer,
-    free_port,
-    port_is_free,
-    stop_all,
-    tcp_open,
-)
+
+P = TypeVar("P", bound=srv.ManagedProcess)
+
+
+@contextlib.contextmanager
+def running(server: P, timeout: float) -> Iterator[P]:
+    """`server` started and ready for the block, stopped after it."""
+    server.start()
+    try:
+        server.wait_ready(timeout)
+        yield server
+    finally:
+        server.stop()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -50,9 +54,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
 
 
 def test_free_port_skips_reserved_and_repeats() -> None:
-    ports = [free_port() for _ in range(50)]
+    ports = [srv.free_port() for _ in range(50)]
     assert len(set(ports)) == 50
-    assert not RESERVED_PORTS & set(ports)
+    assert not srv.RESERVED_PORTS & set(ports)
 
 
 def _time_wait_on(port: int) -> bool:
@@ -69,7 +73,7 @@ def test_port_in_time_wait_is_free() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        assert not port_is_free(port)
+        assert not srv.port_is_free(port)
         client = socket.create_connection(("127.0.0.1", port))
         served, _ = listener.accept()
         served.close()  # the server closes first: its side ends in TIME_WAIT
@@ -77,61 +81,45 @@ def test_port_in_time_wait_is_free() -> None:
     wait_until(lambda: _time_wait_on(port), what=f"a TIME_WAIT connection on port {port}")
     with socket.socket() as plain, pytest.raises(OSError):
         plain.bind(("127.0.0.1", port))  # what the check did before: "port ... is in use"
-    assert port_is_free(port)
+    assert srv.port_is_free(port)
 
 
 async def test_nats_with_jetstream(tmp_path: Path) -> None:
-    server = NatsServer(tmp_path / "nats", log_path=tmp_path / "nats.log")
-    server.start()
-    try:
-        server.wait_ready(20)
+    with running(srv.NatsServer(tmp_path / "nats", log_path=tmp_path / "nats.log"), 20) as server:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
         await js.add_stream(name="T", subjects=["t.>"])
         ack = await js.publish("t.1", b"hello")
         assert ack.stream == "T"
         await nc.close()
-    finally:
-        server.stop()
     assert server.returncode is not None
-    assert not tcp_open(server.port)
+    assert not srv.tcp_open(server.port)
     # JetStream wrote into the data dir we gave it.
     assert any((tmp_path / "nats").rglob("*"))
 
 
 def test_valkey_keeps_data_across_restarts(tmp_path: Path) -> None:
-    port = free_port()
-    first = ValkeyServer(tmp_path / "valkey", port=port, persistent=True, log_path=tmp_path / "v1.log")
-    first.start()
-    try:
-        first.wait_ready(20)
+    port = srv.free_port()
+    with running(
+        srv.ValkeyServer(tmp_path / "valkey", port=port, persistent=True, log_path=tmp_path / "v1.log"), 20
+    ) as first:
         redis.Redis.from_url(first.url).set("k", "v")
-    finally:
-        first.stop()
-    assert not tcp_open(port)
+    assert not srv.tcp_open(port)
 
-    second = ValkeyServer(tmp_path / "valkey", port=port, persistent=True, log_path=tmp_path / "v2.log")
-    second.start()
-    try:
-        second.wait_ready(20)
+    with running(
+        srv.ValkeyServer(tmp_path / "valkey", port=port, persistent=True, log_path=tmp_path / "v2.log"), 20
+    ) as second:
         assert redis.Redis.from_url(second.url).get("k") == b"v"
-    finally:
-        second.stop()
 
 
 def test_valkey_ephemeral_writes_nothing(tmp_path: Path) -> None:
-    server = ValkeyServer(tmp_path / "valkey", persistent=False)
-    server.start()
-    try:
-        server.wait_ready(20)
+    with running(srv.ValkeyServer(tmp_path / "valkey", persistent=False), 20) as server:
         redis.Redis.from_url(server.url).set("k", "v")
-    finally:
-        server.stop()
     assert list((tmp_path / "valkey").iterdir()) == []
 
 
 async def test_postgres_databases_and_restart(pg_tmp: Path) -> None:
-    port = free_port()
+    port = srv.free_port()
     data = pg_tmp / "pg" / "data"
     server = PostgresServer(data, port=port, durable=True, log_path=pg_tmp / "pg.log")
     assert not server.initialized
@@ -148,12 +136,9 @@ async def test_postgres_databases_and_restart(pg_tmp: Path) -> None:
     finally:
         server.stop()
     assert server.returncode == 0  # fast shutdown, not a kill
-    assert not tcp_open(port)
+    assert not srv.tcp_open(port)
 
-    again = PostgresServer(data, port=port, durable=True, log_path=pg_tmp / "pg2.log")
-    again.start()
-    try:
-        again.wait_ready(30)
+    with running(PostgresServer(data, port=port, durable=True, log_path=pg_tmp / "pg2.log"), 30) as again:
         conn = await asyncpg.connect(again.url("parley"))
         assert await conn.fetchval("SELECT v FROM t") == "kept"
         await conn.close()
@@ -161,8 +146,6 @@ async def test_postgres_databases_and_restart(pg_tmp: Path) -> None:
         conn = await asyncpg.connect(again.url())
         assert await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = 'parley'") == 0
         await conn.close()
-    finally:
-        again.stop()
 
 
 def test_with_database_keeps_the_rest_of_the_url() -> None:
@@ -178,19 +161,21 @@ def test_create_database_rejects_unsafe_names() -> None:
 # ------------------------------------------------------------------------------- processes
 
 
-class NeverReady(ManagedProcess):
+class NeverReady(srv.ManagedProcess):
     def probe(self) -> bool:
         return False
 
 
-def test_wait_ready_reports_an_early_exit_with_its_log(tmp_path: Path) -> None:
-    proc = NeverReady(
-        "broken",
-        [sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"],
-        log_path=tmp_path / "broken.log",
-    )
+def never_ready(tmp_path: Path, name: str, code: str) -> NeverReady:
+    """A started Python process running `code` that never passes its probe, logging to `<name>.log`."""
+    proc = NeverReady(name, [sys.executable, "-c", code], log_path=tmp_path / f"{name}.log")
     proc.start()
-    with pytest.raises(ServerError, match=r"(?s)broken exited with code 3.*bad config"):
+    return proc
+
+
+def test_wait_ready_reports_an_early_exit_with_its_log(tmp_path: Path) -> None:
+    proc = never_ready(tmp_path, "broken", "import sys; print('bad config'); sys.exit(3)")
+    with pytest.raises(srv.ServerError, match=r"(?s)broken exited with code 3.*bad config"):
         proc.wait_ready(10)
 
 
@@ -200,7 +185,7 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
         "import signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
         f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
     )
-    proc = ManagedProcess("stubborn", [sys.executable, "-c", code])
+    proc = srv.ManagedProcess("stubborn", [sys.executable, "-c", code])
     proc.start()
     wait_until(ready.exists, what="child to install its handler")
     started = time.monotonic()
@@ -210,12 +195,14 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
 
 
 def test_stop_all_hurry_skips_the_grace_period() -> None:
-    procs = [ManagedProcess(f"p{i}", [sys.executable, "-c", "import time; time.sleep(60)"]) for i in range(2)]
+    procs = [
+        srv.ManagedProcess(f"p{i}", [sys.executable, "-c", "import time; time.sleep(60)"]) for i in range(2)
+    ]
     for p in procs:
         p.stop_signal = signal.SIGCONT  # a signal they ignore, so only SIGKILL ends them
         p.start()
     started = time.monotonic()
-    stop_all(procs, timeout=30, hurry=lambda: True)
+    srv.stop_all(procs, timeout=30, hurry=lambda: True)
     assert time.monotonic() - started < 5
     assert all(p.returncode == -signal.SIGKILL for p in procs)
 
@@ -245,15 +232,10 @@ def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
 
 
 def test_wait_ready_times_out_with_the_log(tmp_path: Path) -> None:
-    proc = NeverReady(
-        "slow",
-        [sys.executable, "-c", "print('still booting', flush=True); import time; time.sleep(60)"],
-        log_path=tmp_path / "slow.log",
-    )
-    proc.start()
+    proc = never_ready(tmp_path, "slow", "print('still booting', flush=True); import time; time.sleep(60)")
     try:
         wait_until(lambda: "booting" in (tmp_path / "slow.log").read_text(), what="log line")
-        with pytest.raises(ServerError, match=r"(?s)slow not ready after 0s.*still booting"):
+        with pytest.raises(srv.ServerError, match=r"(?s)slow not ready after 0s.*still booting"):
             proc.wait_ready(0.2)
     finally:
         proc.stop(timeout=2)
@@ -338,7 +320,7 @@ def test_caddy_routes_each_path_to_its_service(tmp_path: Path, upstreams: dict[s
 
     caddy = CaddyServer(
         tmp_path / "caddy",
-        port=free_port(),
+        port=srv.free_port(),
         upstreams=upstreams,
         fallback=upstreams["edge_meta"],
         log_path=tmp_path / "caddy.log",
@@ -352,7 +334,7 @@ def test_caddy_routes_each_path_to_its_service(tmp_path: Path, upstreams: dict[s
         caddy.stop()
     assert {p: g["upstream"] for p, g in got.items()} == dict(ROUTING)
     assert all(g["path"] == p for p, g in got.items())  # paths are passed through untouched
-    assert not tcp_open(caddy.port)
+    assert not srv.tcp_open(caddy.port)
 
 
 def raw_request(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -385,18 +367,18 @@ def edge_with_meta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaddySe
     """The make-run edge on a port other than 8080 with the real edge-meta as its fallback, and a
     catalog upstream that is down."""
     tmp_path = tmp_path_factory.mktemp("edge")
-    meta_port = free_port()
-    meta = ManagedProcess(
+    meta_port = srv.free_port()
+    meta = srv.ManagedProcess(
         "edge_meta",
         [sys.executable, "-m", "parley_devstack.edge_meta"],
         env={**os.environ, "PARLEY_HTTP_PORT": str(meta_port), "PARLEY_EDGE_PEERS": ""},
         log_path=tmp_path / "edge_meta.log",
     )
-    meta.probe = lambda: tcp_open(meta_port)  # type: ignore[method-assign]
+    meta.probe = lambda: srv.tcp_open(meta_port)  # type: ignore[method-assign]
     caddy = CaddyServer(
         tmp_path / "caddy",
-        port=free_port(),
-        upstreams={"catalog": f"127.0.0.1:{free_port()}", "edge_meta": f"127.0.0.1:{meta_port}"},
+        port=srv.free_port(),
+        upstreams={"catalog": f"127.0.0.1:{srv.free_port()}", "edge_meta": f"127.0.0.1:{meta_port}"},
         fallback=f"127.0.0.1:{meta_port}",
         log_path=tmp_path / "caddy.log",
     )
@@ -407,7 +389,7 @@ def edge_with_meta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaddySe
         caddy.wait_ready(20)
         yield caddy
     finally:
-        stop_all([caddy, meta], timeout=5)
+        srv.stop_all([caddy, meta], timeout=5)
 
 
 def test_caddy_errors_are_envelopes_with_the_real_public_url(edge_with_meta: CaddyServer) -> None:
@@ -447,8 +429,8 @@ def test_caddy_answers_for_a_dead_upstream_with_the_envelope(tmp_path: Path) -> 
 
     caddy = CaddyServer(
         tmp_path / "caddy",
-        port=free_port(),
-        upstreams={"catalog": f"127.0.0.1:{free_port()}"},
+        port=srv.free_port(),
+        upstreams={"catalog": f"127.0.0.1:{srv.free_port()}"},
         docs_url="https://parley.example.com/errors",
     )
     caddy.start()
@@ -483,7 +465,7 @@ def test_caddy_proxies_websockets(tmp_path: Path) -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         port = server.socket.getsockname()[1]
         caddy = CaddyServer(
-            tmp_path / "caddy", port=free_port(), upstreams={"session_gateway": f"127.0.0.1:{port}"}
+            tmp_path / "caddy", port=srv.free_port(), upstreams={"session_gateway": f"127.0.0.1:{port}"}
         )
         caddy.start()
         try:
@@ -510,10 +492,9 @@ def test_caddy_spreads_sockets_over_several_gateways(tmp_path: Path) -> None:
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     addresses = " ".join(f"127.0.0.1:{s.socket.getsockname()[1]}" for s in servers)
-    caddy = CaddyServer(tmp_path / "caddy", port=free_port(), upstreams={"session_gateway": addresses})
-    caddy.start()
-    try:
-        caddy.wait_ready(20)
+    with running(
+        CaddyServer(tmp_path / "caddy", port=srv.free_port(), upstreams={"session_gateway": addresses}), 20
+    ) as caddy:
         sockets = [ws_connect(f"ws://127.0.0.1:{caddy.port}/realtime", open_timeout=5) for _ in range(4)]
         answered = []
         for ws in sockets:
@@ -522,7 +503,5 @@ def test_caddy_spreads_sockets_over_several_gateways(tmp_path: Path) -> None:
         assert sorted(answered) == ["a", "a", "b", "b"]
         for ws in sockets:
             ws.close()
-    finally:
-        caddy.stop()
         for server in servers:
             server.shutdown()

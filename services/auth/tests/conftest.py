@@ -16,6 +16,7 @@ from parley_auth.context import AuthContext
 from parley_auth.migrate import upgrade
 from parley_auth.settings import AuthSettings
 from parley_auth.testing import no_rate_limits
+from parley_devstack.testing import app_context, started
 
 from .support import Accounts, new_client
 
@@ -38,15 +39,13 @@ async def auth_settings(infra: Any, tmp_path_factory: pytest.TempPathFactory) ->
 # (their apps have other token secrets).
 @pytest.fixture(scope="module")
 async def auth_app(auth_settings: AuthSettings) -> AsyncIterator[FastAPI]:
-    app = build_app(auth_settings)
-    async with app.router.lifespan_context(app):
+    async with started(build_app(auth_settings)) as app:
         yield app
 
 
 @pytest.fixture
 def ctx(auth_app: FastAPI) -> AuthContext:
-    context: AuthContext = auth_app.state.ctx
-    return context
+    return app_context(auth_app, AuthContext)
 
 
 @pytest.fixture(autouse=True)

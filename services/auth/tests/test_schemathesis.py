@@ -16,29 +16,21 @@ Checks: no 5xx, status code, content type and response schema conformance. The r
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import schemathesis
-import structlog
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
-from structlog.processors import JSONRenderer, add_log_level, format_exc_info
 
 from parley_auth.app import build_app
 from parley_auth.migrate import upgrade
 from parley_auth.settings import AuthSettings
 from parley_auth.testing import no_rate_limits
+from parley_devstack import api_fuzz as fuzz
+from parley_devstack.testing import Infra
 
 # One test item per API operation, all with the same node id: pytest-xdist would run only one
 # of them, so `make test` runs this module in its own, serial, pytest run.
@@ -46,7 +38,6 @@ pytestmark = pytest.mark.serial
 
 MAX_EXAMPLES = 25
 SEED = 20240601
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 PASSWORD = "correct horse battery staple"
 # These revoke or delete the credential that calls them.
 SELF_DESTRUCTIVE = {("DELETE", "/users/me"), ("DELETE", "/auth/sessions"), ("DELETE", "/auth/sessions/me")}
@@ -66,7 +57,6 @@ class Api:
 
     app: Any
     cookie_name: str
-    seq: Iterator[int] = field(default_factory=itertools.count)
 
     def call(self, method: str, path: str, *, session: str | None = None, json: Any = None) -> Any:
         # A fresh client per call, so no cookie leaks from one call into the next.
@@ -76,11 +66,8 @@ class Api:
         assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text}"
         return resp
 
-    def unique(self, prefix: str) -> str:
-        return f"{prefix}-{next(self.seq)}-{uuid.uuid4().hex[:8]}"
-
     def new_account(self) -> Account:
-        email = f"{self.unique('st')}@example.com"
+        email = f"{fuzz.unique('st')}@example.com"
         resp = self.call("POST", "/auth/signup", json={"email": email, "password": PASSWORD, "name": "Fuzz"})
         session = resp.cookies[self.cookie_name]
         user_id = self.call("GET", "/users/me", session=session).json()["id"]
@@ -88,7 +75,7 @@ class Api:
         return Account(user_id=user_id, email=email, session=session, api_key=key["key"])
 
     def new_org(self, owner: Account) -> str:
-        slug = self.unique("org")
+        slug = fuzz.unique("org")
         self.call("POST", "/orgs", session=owner.session, json={"name": "Fuzz org", "slug": slug})
         return slug
 
@@ -136,7 +123,7 @@ class Authenticator:
 # Module scope: the app's `auth.verify` subscriber joins the `auth` queue group on the session's NATS,
 # where it must not stay to answer other modules' requests with a different token secret.
 @pytest.fixture(scope="module")
-def st_app(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def st_app(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     upgrade(infra.database_url)
     settings = infra.settings(
         AuthSettings,
@@ -148,16 +135,8 @@ def st_app(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any
         **no_rate_limits(),
     )
     app = build_app(settings)
-    # The app logs every unhandled exception; structlog's default console renderer draws it as a rich
-    # traceback with locals, about a second each, which makes shrinking a failure take minutes.
-    saved_processors = structlog.get_config()["processors"]
-    structlog.configure(processors=[add_log_level, format_exc_info, JSONRenderer()])
-    try:
+    with fuzz.fuzzing():
         yield app
-    finally:
-        # Schemathesis started the lifespan (broker, outbox, DB pool); stop it while the infra is up.
-        asgi.shutdown_lifespans()
-        structlog.configure(processors=saved_processors)
 
 
 @pytest.fixture(scope="module")
@@ -166,23 +145,8 @@ def authenticator(st_app: Any) -> Authenticator:
     return Authenticator(api=api, main=api.new_account(), other=api.new_account(), login=api.new_account())
 
 
-def _load_schema() -> schemathesis.BaseSchema:
-    """The schema is read from an app that is never started (no I/O): collection needs it before `infra`.
-
-    (`schemathesis.pytest.from_fixture` would defer loading to a fixture, but schemathesis 4.32 breaks
-    on pytest 9.2 there: it sets `request.node._nodeid`, which pytest 9.2 no longer has.) The cases are
-    sent to the real app of the `st_app` fixture.
-    """
-    config = schemathesis.Config.from_dict(
-        {
-            "seed": SEED,
-            "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
-        }
-    )
-    return schemathesis.openapi.from_dict(build_app(AuthSettings()).openapi(), config=config)
-
-
-schema = _load_schema()
+# Read from an app that is never started; the cases are sent to the real app of `st_app`.
+schema = fuzz.load_schema(build_app(AuthSettings()), seed=SEED, max_examples=MAX_EXAMPLES)
 
 
 @schema.parametrize()
@@ -191,12 +155,4 @@ def test_auth_api_conforms_to_its_openapi(
     case: schemathesis.Case[Any], use_key: bool, use_real_ids: bool, st_app: Any, authenticator: Authenticator
 ) -> None:
     headers = authenticator.prepare(case, use_key=use_key, use_real_ids=use_real_ids)
-    try:
-        case.call_and_validate(app=st_app, headers=headers, checks=CHECKS)
-    except Exception as exc:
-        # An exception the app did not handle comes straight out of the in-process transport (Starlette
-        # re-raises it after answering 500), and schemathesis then describes the case as generated,
-        # before the real identifiers were plugged in. Say what was actually sent.
-        credential = "API key" if use_key else "session cookie"
-        exc.add_note(f"Sent: {case.method} {case.formatted_path} with a {credential}, body {case.body!r}")
-        raise
+    fuzz.call_and_validate(case, st_app, headers, use_key=use_key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,77 +20,53 @@ from fastapi import FastAPI
 from parley_auth.app import build_app as build_auth_app
 from parley_auth.migrate import upgrade as upgrade_auth
 from parley_auth.settings import AuthSettings
+from parley_auth.testing import no_rate_limits
 from parley_catalog.app import build_app
 from parley_catalog.context import CatalogContext
 from parley_catalog.migrate import upgrade as upgrade_catalog
 from parley_catalog.settings import CatalogSettings
+from parley_devstack.testing import Infra, app_context, started
 
 from .fake_webhook import FakeWebhook, running
 from .support import World
 
 AUTH_SECRET = "catalog-tests-auth-secret-0123456789abcdef"
 SECRET_KEY = "catalog-tests-secret-key-0123456789abcdef"
-NO_LIMIT = "1000000/minute"
 
 
-def auth_settings_for(infra: Any, mail_dir: Any) -> AuthSettings:
-    return AuthSettings(
-        database_url=infra.database_url,
-        nats_url=infra.nats_url,
-        redis_url=infra.redis_url,
-        auth_token_secret=AUTH_SECRET,
-        auth_mail_dir=mail_dir,
-        log_json=False,
-        auth_rate_login_ip=NO_LIMIT,
-        auth_rate_login_account=NO_LIMIT,
-        auth_rate_signup_ip=NO_LIMIT,
-        auth_rate_recover_ip=NO_LIMIT,
-        auth_rate_recover_account=NO_LIMIT,
-        auth_rate_key_create_ip=NO_LIMIT,
-        auth_rate_key_create_account=NO_LIMIT,
-        auth_rate_token_mint_account=NO_LIMIT,
+def auth_settings_for(infra: Infra, mail_dir: Path) -> AuthSettings:
+    return infra.settings(
+        AuthSettings, auth_token_secret=AUTH_SECRET, auth_mail_dir=mail_dir, **no_rate_limits()
     )
 
 
-def catalog_settings_for(infra: Any, **overrides: Any) -> CatalogSettings:
-    values: dict[str, Any] = {
-        "database_url": infra.database_url,
-        "nats_url": infra.nats_url,
-        "redis_url": infra.redis_url,
-        "catalog_secret_key": SECRET_KEY,
-        "log_json": False,
-        "catalog_conversations_retry_delay_s": 0.2,
-        "catalog_tools_retry_backoff_s": 0.01,
-    }
-    values.update(overrides)
-    return CatalogSettings(**values)
+def catalog_settings_for(infra: Infra, **overrides: Any) -> CatalogSettings:
+    fast_retries = {"catalog_conversations_retry_delay_s": 0.2, "catalog_tools_retry_backoff_s": 0.01}
+    return infra.settings(CatalogSettings, catalog_secret_key=SECRET_KEY, **{**fast_retries, **overrides})
 
 
 @pytest.fixture(scope="session")
-async def migrated(infra: Any) -> Any:
+async def migrated(infra: Infra) -> Infra:
     await asyncio.to_thread(upgrade_auth, infra.database_url)
     await asyncio.to_thread(upgrade_catalog, infra.database_url)
     return infra
 
 
 @pytest.fixture(scope="module")
-async def auth_app(migrated: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FastAPI]:
-    app = build_auth_app(auth_settings_for(migrated, tmp_path_factory.mktemp("mail")))
-    async with app.router.lifespan_context(app):
+async def auth_app(migrated: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FastAPI]:
+    async with started(build_auth_app(auth_settings_for(migrated, tmp_path_factory.mktemp("mail")))) as app:
         yield app
 
 
 @pytest.fixture(scope="module")
-async def catalog_app(migrated: Any, auth_app: FastAPI) -> AsyncIterator[FastAPI]:
-    app = build_app(catalog_settings_for(migrated))
-    async with app.router.lifespan_context(app):
+async def catalog_app(migrated: Infra, auth_app: FastAPI) -> AsyncIterator[FastAPI]:
+    async with started(build_app(catalog_settings_for(migrated))) as app:
         yield app
 
 
 @pytest.fixture
 def ctx(catalog_app: FastAPI) -> CatalogContext:
-    context: CatalogContext = catalog_app.state.ctx
-    return context
+    return app_context(catalog_app, CatalogContext)
 
 
 @pytest.fixture

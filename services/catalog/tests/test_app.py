@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from parley_catalog.app import build_app
 from parley_catalog.settings import CatalogSettings
-from parley_devstack.testing import Infra, assert_not_ready_without, assert_serves, unreachable
+from parley_devstack.testing import Infra, assert_ready_exactly_with
 
 
-async def test_ready_and_answers_health_ping(infra: Infra) -> None:
-    app = build_app(CatalogSettings(nats_url=infra.nats_url, database_url=infra.database_url))
-    await assert_serves(app, infra.nats_url, "catalog", {"nats", "postgres"})
-
-
-async def test_not_ready_without_postgres(infra: Infra) -> None:
-    app = build_app(CatalogSettings(nats_url=infra.nats_url, database_url=unreachable("postgresql")))
-    await assert_not_ready_without(app, "postgres")
+async def test_ready_exactly_when_nats_and_postgres_answer(infra: Infra) -> None:
+    await assert_ready_exactly_with(build_app, CatalogSettings, infra, "catalog", "postgres")

@@ -10,39 +10,32 @@ caller's org), so success paths are exercised too, not only 401/404/422.
 Checks: no 5xx, status codes, content types and response schemas conform to the catalog's
 OpenAPI. Deterministic (fixed seed, derandomized), bounded by `MAX_EXAMPLES` per operation.
 (`schemathesis.pytest.from_fixture` breaks on pytest 9.2, so the schema is read from an app that
-is never started; see services/auth/tests/test_schemathesis.py.)
+is never started; see `parley_devstack.api_fuzz.load_schema`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import nats
 import pytest
 import schemathesis
-import structlog
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
-from structlog.processors import JSONRenderer, add_log_level, format_exc_info
 
 from parley_auth.app import build_app as build_auth_app
 from parley_catalog.app import build_app
 from parley_catalog.settings import CatalogSettings
 from parley_common import subjects
+from parley_devstack import api_fuzz as fuzz
+from parley_devstack.testing import Infra
 
 from .conftest import auth_settings_for, catalog_settings_for
 from .support import COOKIE, PASSWORD, valid_blueprint
@@ -53,7 +46,6 @@ pytestmark = pytest.mark.serial
 
 MAX_EXAMPLES = 20
 SEED = 20261121
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @dataclass
@@ -69,7 +61,6 @@ class Api:
 
     auth_app: Any
     catalog_app: Any
-    seq: Iterator[int] = field(default_factory=itertools.count)
 
     def call(self, app: Any, method: str, path: str, *, session: str, json_body: Any = None) -> Any:
         with asgi.get_client(app) as client:
@@ -77,11 +68,8 @@ class Api:
         assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text}"
         return resp.json() if resp.content else None
 
-    def unique(self, prefix: str) -> str:
-        return f"{prefix}-{next(self.seq)}-{uuid.uuid4().hex[:8]}"
-
     def new_account(self) -> Account:
-        email = f"{self.unique('st')}@example.com"
+        email = f"{fuzz.unique('st')}@example.com"
         with asgi.get_client(self.auth_app) as client:
             resp = client.post("/auth/signup", json={"email": email, "password": PASSWORD, "name": "Fuzz"})
             assert resp.status_code == 201, resp.text
@@ -92,7 +80,7 @@ class Api:
         return Account(user_id=user["id"], session=session, api_key=key["key"])
 
     def new_org(self, owner: Account) -> str:
-        slug = self.unique("org")
+        slug = fuzz.unique("org")
         self.call(
             self.auth_app, "POST", "/orgs", session=owner.session, json_body={"name": "Fuzz", "slug": slug}
         )
@@ -175,9 +163,7 @@ class Authenticator:
                 )
                 params["templateID"] = template["id"]
             if "conversationID" in params:
-                params["conversationID"] = self.conversations[
-                    len(self.api.unique("c")) % len(self.conversations)
-                ]
+                params["conversationID"] = self.conversations[len(fuzz.unique("c")) % len(self.conversations)]
             if "toolID" in params:
                 body: dict[str, Any] = {
                     "name": f"tool_{uuid.uuid4().hex[:8]}",
@@ -213,22 +199,15 @@ class Authenticator:
 # Module scope: these apps join the `auth`/`catalog` queue groups on the session's NATS; they share
 # the secrets of every other test app, and are stopped before the next module starts its own.
 @pytest.fixture(scope="module")
-def st_apps(migrated: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+def st_apps(migrated: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     auth_app = build_auth_app(auth_settings_for(migrated, tmp_path_factory.mktemp("mail")))
     catalog_app = build_app(catalog_settings_for(migrated))
-    # The apps log every unhandled exception; structlog's console renderer draws rich tracebacks
-    # with locals, about a second each, which makes shrinking a failure take minutes.
-    saved_processors = structlog.get_config()["processors"]
-    structlog.configure(processors=[add_log_level, format_exc_info, JSONRenderer()])
-    try:
+    with fuzz.fuzzing():
         yield auth_app, catalog_app
-    finally:
-        asgi.shutdown_lifespans()
-        structlog.configure(processors=saved_processors)
 
 
 @pytest.fixture(scope="module")
-def authenticator(st_apps: tuple[Any, Any], migrated: Any) -> Authenticator:
+def authenticator(st_apps: tuple[Any, Any], migrated: Infra) -> Authenticator:
     api = Api(*st_apps)
     main = api.new_account()
     slug = api.new_org(main)
@@ -246,17 +225,7 @@ def authenticator(st_apps: tuple[Any, Any], migrated: Any) -> Authenticator:
     return Authenticator(api, main, slug, shared["id"], conversations)
 
 
-def _load_schema() -> schemathesis.BaseSchema:
-    config = schemathesis.Config.from_dict(
-        {
-            "seed": SEED,
-            "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
-        }
-    )
-    return schemathesis.openapi.from_dict(build_app(CatalogSettings()).openapi(), config=config)
-
-
-schema = _load_schema()
+schema = fuzz.load_schema(build_app(CatalogSettings()), seed=SEED, max_examples=MAX_EXAMPLES)
 
 
 @schema.parametrize()
@@ -270,9 +239,4 @@ def test_catalog_api_conforms_to_its_openapi(
     authenticator: Authenticator,
 ) -> None:
     headers = authenticator.prepare(case, use_key=use_key, use_real_ids=use_real_ids, in_org=in_org)
-    try:
-        case.call_and_validate(app=st_apps[1], headers=headers, checks=CHECKS)
-    except Exception as exc:
-        credential = "API key" if use_key else "session cookie"
-        exc.add_note(f"Sent: {case.method} {case.formatted_path} with a {credential}, body {case.body!r}")
-        raise
+    fuzz.call_and_validate(case, st_apps[1], headers, use_key=use_key)

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from parley_devstack.testing import Infra, assert_not_ready_without, assert_serves, unreachable
+from parley_devstack.testing import Infra, assert_ready_exactly_with
 from parley_session_gateway.app import build_app
 from parley_session_gateway.settings import GatewaySettings
 
 
-async def test_ready_and_answers_health_ping(infra: Infra) -> None:
-    app = build_app(GatewaySettings(nats_url=infra.nats_url, redis_url=infra.redis_url))
-    await assert_serves(app, infra.nats_url, "session_gateway", {"nats", "redis"})
-
-
-async def test_not_ready_without_redis(infra: Infra) -> None:
-    app = build_app(GatewaySettings(nats_url=infra.nats_url, redis_url=unreachable("redis")))
-    await assert_not_ready_without(app, "redis")
+async def test_ready_exactly_when_nats_and_redis_answer(infra: Infra) -> None:
+    await assert_ready_exactly_with(build_app, GatewaySettings, infra, "session_gateway", "redis")

@@ -28,36 +28,23 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import BaseModel, Field
 
 from parley_common import subjects
 from parley_common.auth_contract import Principal
 from parley_common.errors import ErrorEnvelope
+from parley_common.jetstream import by_name, file_stream
 from parley_common.settings import common_settings
 
 # ------------------------------------------------------------------------------ streams
 
 _DAY = 24 * 3600.0
-STREAMS: dict[str, StreamConfig] = {
-    subjects.AGENT_TESTS_STREAM: StreamConfig(
-        name=subjects.AGENT_TESTS_STREAM,
-        subjects=[subjects.AGENT_TEST_RUN],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        max_age=_DAY,
-        duplicate_window=600.0,
-    ),
-    subjects.AGENT_TEST_RESULTS_STREAM: StreamConfig(
-        name=subjects.AGENT_TEST_RESULTS_STREAM,
-        subjects=[f"{subjects.AGENT_TEST_RESULTS}.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=7 * _DAY,
-        duplicate_window=600.0,
-    ),
-}
+STREAMS: dict[str, StreamConfig] = by_name(
+    file_stream(subjects.AGENT_TESTS_STREAM, subjects.AGENT_TEST_RUN, _DAY, 600.0, work_queue=True),
+    file_stream(subjects.AGENT_TEST_RESULTS_STREAM, f"{subjects.AGENT_TEST_RESULTS}.>", 7 * _DAY, 600.0),
+)
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int | None = None) -> None:

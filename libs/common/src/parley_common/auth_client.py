@@ -29,26 +29,14 @@ import structlog
 from faststream.nats import NatsBroker
 from pydantic import ValidationError
 
+from parley_common import auth_contract as auth
 from parley_common import subjects
-from parley_common.auth_contract import (
-    MAX_CREDENTIAL_LENGTH,
-    AuthorizeReply,
-    AuthorizeRequest,
-    CredentialKind,
-    MemberRole,
-    MintTokenReply,
-    MintTokenRequest,
-    Principal,
-    RevokedEvent,
-    VerifyReply,
-    VerifyRequest,
-)
 from parley_common.bus import bus_events, request
 from parley_common.errors import Codes, Error, ParleyError, reply_error
 
 log = structlog.get_logger(__name__)
 
-OnRevoked = Callable[[RevokedEvent], Awaitable[None]]
+OnRevoked = Callable[[auth.RevokedEvent], Awaitable[None]]
 
 
 DEFAULT_CACHE_TTL_S = 30.0
@@ -63,10 +51,10 @@ class AuthClient:
         self.cache_ttl_s = cache_ttl_s
         self.timeout_s = timeout_s
         # credential → (valid until, fetched at, principal), monotonic clock
-        self._cache: dict[str, tuple[float, float, Principal]] = {}
+        self._cache: dict[str, tuple[float, float, auth.Principal]] = {}
         # Bumped by every clearing: an answer asked for before it is not cached.
         self._generation = 0
-        self._inflight: dict[str, asyncio.Future[Principal]] = {}
+        self._inflight: dict[str, asyncio.Future[auth.Principal]] = {}
         self._listeners: list[OnRevoked] = []
         self.requests = 0  # verifications that crossed the bus (for tests and benchmarks)
         # No queue group: every replica of every service gets every revocation.
@@ -92,9 +80,9 @@ class AuthClient:
         self.forget()
         try:
             if isinstance(body, bytes | str):
-                event = RevokedEvent.model_validate_json(body)
+                event = auth.RevokedEvent.model_validate_json(body)
             else:
-                event = RevokedEvent.model_validate(body)
+                event = auth.RevokedEvent.model_validate(body)
         except ValidationError as exc:
             log.warning("auth.bad_revocation_event", error=str(exc.errors(include_input=False)[:1]))
             return
@@ -105,11 +93,11 @@ class AuthClient:
                 log.exception("auth.revocation_listener_failed")
 
     async def verify(
-        self, credential: str, kind: CredentialKind | None = None, *, max_age_s: float | None = None
-    ) -> Principal:
+        self, credential: str, kind: auth.CredentialKind | None = None, *, max_age_s: float | None = None
+    ) -> auth.Principal:
         """The credential's principal, from the cache when it holds an answer (no older than
         `max_age_s`, when given: a backstop re-verification wants auth's word of the last moment)."""
-        if not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
+        if not credential or len(credential) > auth.MAX_CREDENTIAL_LENGTH:
             # Nothing auth issued looks like this: refused here, without asking over the bus.
             raise ParleyError(Codes.UNAUTHENTICATED)
         key = credential if kind is None else f"{kind.value}:{credential}"
@@ -130,20 +118,20 @@ class AuthClient:
         # Shielded: one caller giving up (a socket closed) does not cancel the others' answer.
         return await asyncio.shield(pending)
 
-    def _settled(self, key: str, done: asyncio.Future[Principal]) -> None:
+    def _settled(self, key: str, done: asyncio.Future[auth.Principal]) -> None:
         self._inflight.pop(key, None)
         if not done.cancelled():
             done.exception()  # retrieved here too: every caller may have gone
 
     async def _ask(
-        self, key: str, credential: str, kind: CredentialKind | None, generation: int
-    ) -> Principal:
+        self, key: str, credential: str, kind: auth.CredentialKind | None, generation: int
+    ) -> auth.Principal:
         self.requests += 1
         reply = await request(
             self.broker,
             subjects.AUTH_VERIFY,
-            VerifyRequest(credential=credential, kind=kind),
-            VerifyReply,
+            auth.VerifyRequest(credential=credential, kind=kind),
+            auth.VerifyReply,
             timeout=self.timeout_s,
         )
         if not reply.ok or reply.principal is None:
@@ -164,17 +152,17 @@ class AuthClient:
 
     async def authorize(
         self,
-        principal: Principal,
-        min_role: MemberRole,
+        principal: auth.Principal,
+        min_role: auth.MemberRole,
         *,
         org_id: UUID | None = None,
         org_slug: str | None = None,
-    ) -> AuthorizeReply:
+    ) -> auth.AuthorizeReply:
         reply = await request(
             self.broker,
             subjects.AUTH_AUTHORIZE,
-            AuthorizeRequest(principal=principal, org_id=org_id, org_slug=org_slug, min_role=min_role),
-            AuthorizeReply,
+            auth.AuthorizeRequest(principal=principal, org_id=org_id, org_slug=org_slug, min_role=min_role),
+            auth.AuthorizeReply,
             timeout=self.timeout_s,
         )
         if not reply.ok:
@@ -183,19 +171,19 @@ class AuthClient:
 
     async def mint_token(
         self, credential: str, agent_id: str, *, ttl_seconds: int, kind: Literal["chat", "voice"] = "voice"
-    ) -> MintTokenReply:
+    ) -> auth.MintTokenReply:
         """A short-lived client token for `agent_id`, minted by auth for the caller whose
         `credential` this is (`auth.token.mint`); auth's refusal is raised as its `ParleyError`."""
         reply = await request(
             self.broker,
             subjects.AUTH_TOKEN_MINT,
-            MintTokenRequest(
+            auth.MintTokenRequest(
                 credential=credential,
                 agent_id=agent_id,
                 ttl_seconds=ttl_seconds,
                 token_type=kind,
             ),
-            MintTokenReply,
+            auth.MintTokenReply,
             timeout=self.timeout_s,
         )
         if not reply.ok or reply.token is None:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from parley_common.errors import ErrorEnvelope
+from parley_common.errors import BusReply
 
 
 class MemberRole(StrEnum):
@@ -29,6 +29,11 @@ class MemberRole(StrEnum):
 
 
 _RANK = {MemberRole.VIEWER: 1, MemberRole.MEMBER: 2, MemberRole.ADMIN: 3, MemberRole.OWNER: 4}
+
+
+# The HttpOnly browser session cookie auth sets and the catalog and the gateway read (part of the
+# client contract); each service's `*_cookie_name` setting defaults to it.
+SESSION_COOKIE = "kivox_session"
 
 
 class CredentialKind(StrEnum):
@@ -79,10 +84,8 @@ class VerifyRequest(BaseModel):
     kind: CredentialKind | None = None
 
 
-class VerifyReply(BaseModel):
-    ok: bool
+class VerifyReply(BusReply):
     principal: Principal | None = None
-    error: ErrorEnvelope | None = None
 
 
 class MintTokenRequest(BaseModel):
@@ -98,12 +101,10 @@ class MintTokenRequest(BaseModel):
     ttl_seconds: int = Field(ge=60, le=86400)
 
 
-class MintTokenReply(BaseModel):
-    ok: bool
+class MintTokenReply(BusReply):
     token: str | None = None
     token_id: UUID | None = None
     expires_at: datetime | None = None
-    error: ErrorEnvelope | None = None
 
 
 class AuthorizeRequest(BaseModel):
@@ -114,11 +115,9 @@ class AuthorizeRequest(BaseModel):
     min_role: MemberRole = MemberRole.VIEWER
 
 
-class AuthorizeReply(BaseModel):
-    ok: bool
+class AuthorizeReply(BusReply):
     org_id: UUID | None = None
     role: MemberRole | None = None
-    error: ErrorEnvelope | None = None
 
 
 class RevokedEvent(BaseModel):

@@ -11,7 +11,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field
 
 from parley_common.auth_contract import Principal
 from parley_common.blueprint import Blueprint
-from parley_common.errors import ErrorEnvelope
+from parley_common.errors import BusReply
 from parley_common.speech_contract import AgentVoiceConfig
 
 
@@ -53,12 +53,10 @@ class AgentAccessRequest(BaseModel):
     principal: Principal
 
 
-class AgentAccessReply(BaseModel):
-    ok: bool
+class AgentAccessReply(BusReply):
     agent_id: str | None = None
     status: AgentStatus | None = None
     version: int | None = None
-    error: ErrorEnvelope | None = None
     # What `POST /api/realtime-token` tells about the agent (docs/webrtc.md): its owner org, its
     # LLM (`engine/model`) and TTS voice, when it names them.
     owner_org_id: UUID | None = None
@@ -118,10 +116,8 @@ class AgentSnapshot(BaseModel):
     tools: list[ToolDefinition] = Field(default_factory=list)
 
 
-class AgentResolveReply(BaseModel):
-    ok: bool
+class AgentResolveReply(BusReply):
     snapshot: AgentSnapshot | None = None
-    error: ErrorEnvelope | None = None
 
 
 class AgentEventKind(StrEnum):

@@ -30,6 +30,14 @@ class Error(BaseModel):
 ErrorEnvelope = Error
 
 
+class BusReply(BaseModel):
+    """The reply of every bus request: `ok`, or the refusal's envelope in `error` (the shape
+    `parley_common.bus.bus_handler` answers a malformed request with). Replies add what they carry."""
+
+    ok: bool
+    error: ErrorEnvelope | None = None
+
+
 @dataclass(frozen=True)
 class ErrorCode:
     code: str

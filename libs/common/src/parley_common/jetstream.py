@@ -33,7 +33,15 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from parley_common.bus import BusEvents
 from parley_common.outages import OUTAGE_ERRORS, describe
@@ -210,6 +218,33 @@ async def hand_back(held: Iterable[Held]) -> None:
         if not entry.acked:
             with contextlib.suppress(Exception):
                 await entry.msg.nak()
+
+
+def file_stream(
+    name: str,
+    subject: str,
+    max_age: float,
+    duplicate_window: float,
+    *,
+    work_queue: bool = False,
+    **limits: Any,
+) -> StreamConfig:
+    """A stream Parley defines, on disk, of one subject (pattern): a work queue (a message leaves at
+    its ack) or kept within limits (`max_age` seconds, and `limits` such as `max_msgs_per_subject`).
+    A message published again under its `Nats-Msg-Id` within `duplicate_window` seconds is stored once."""
+    return StreamConfig(
+        name=name,
+        subjects=[subject],
+        retention=RetentionPolicy.WORK_QUEUE if work_queue else RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=max_age,
+        duplicate_window=duplicate_window,
+        **limits,
+    )
+
+
+def by_name(*streams: StreamConfig) -> dict[str, StreamConfig]:
+    return {stream.name: stream for stream in streams if stream.name}
 
 
 def shared_durable(ack_wait_s: float = 30, **extra: object) -> ConsumerConfig:

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_serializer
 
-from parley_common.errors import ErrorEnvelope
+from parley_common.errors import BusReply
 
 # The channel a WebRTC call's conversation is recorded with (the runtime's `channel` variable).
 WEB_VOICE_CHANNEL = "web-voice"
@@ -50,13 +50,11 @@ class MediaOfferRequest(BaseModel):
         return token.get_secret_value()
 
 
-class MediaOfferReply(BaseModel):
-    ok: bool
+class MediaOfferReply(BusReply):
     sdp: str | None = None
     worker_id: str | None = None
     peer_id: str | None = None
     conversation_id: str | None = None
-    error: ErrorEnvelope | None = None
 
 
 # ------------------------------------------------------------------------------- data channel

@@ -37,7 +37,7 @@ from uuid import UUID
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -46,6 +46,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from parley_common import subjects
 from parley_common.auth_contract import Principal
 from parley_common.conversation_contract import ConversationEndReason
+from parley_common.jetstream import by_name, file_stream
 from parley_common.settings import common_settings
 from parley_common.voice_formats import VoiceFormats
 
@@ -310,55 +311,32 @@ class MailRequest(BaseModel):
 # whose worker died or whose client reconnects, and are bounded per conversation.
 _DAY = 24 * 3600.0
 INPUT_DEDUPE_WINDOW_S = 120.0
-STREAMS: dict[str, StreamConfig] = {
-    subjects.SESSIONS_STREAM: StreamConfig(
-        name=subjects.SESSIONS_STREAM,
-        subjects=[subjects.SESSION_START],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        max_age=_DAY + 3600,  # longer than the longest session (24 h)
-        duplicate_window=120.0,
-    ),
-    subjects.SESSION_IN_STREAM: StreamConfig(
-        name=subjects.SESSION_IN_STREAM,
-        subjects=[subjects.session_in("*")],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=6 * 3600.0,
+STREAMS: dict[str, StreamConfig] = by_name(
+    # Kept longer than the longest session (24 h).
+    file_stream(subjects.SESSIONS_STREAM, subjects.SESSION_START, _DAY + 3600, 120.0, work_queue=True),
+    # An input published again under the same id within the window is stored once (a retry
+    # through a broker outage, a chat message resent with its `id`); see docs/realtime.md.
+    file_stream(
+        subjects.SESSION_IN_STREAM,
+        subjects.session_in("*"),
+        6 * 3600.0,
+        INPUT_DEDUPE_WINDOW_S,
         max_msgs_per_subject=20_000,
         discard=DiscardPolicy.OLD,
-        # An input published again under the same id within this window is stored once (a retry
-        # through a broker outage, a chat message resent with its `id`); see docs/realtime.md.
-        duplicate_window=INPUT_DEDUPE_WINDOW_S,
     ),
-    subjects.SESSION_OUT_STREAM: StreamConfig(
-        name=subjects.SESSION_OUT_STREAM,
-        subjects=[subjects.session_out("*")],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=6 * 3600.0,
+    # Ids are `<conversation>:<index>`: a republication after a crash is stored once.
+    file_stream(
+        subjects.SESSION_OUT_STREAM,
+        subjects.session_out("*"),
+        6 * 3600.0,
+        120.0,
         max_msgs_per_subject=50_000,
         discard=DiscardPolicy.OLD,
-        duplicate_window=120.0,  # `<conversation>:<index>`: a republication after a crash
     ),
     # Owned by the catalog (it consumes it); the same definition, so whoever starts first creates it.
-    subjects.CONVERSATIONS_STREAM: StreamConfig(
-        name=subjects.CONVERSATIONS_STREAM,
-        subjects=[f"{subjects.CONVERSATION_EVENTS}.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=7 * _DAY,
-        duplicate_window=120.0,
-    ),
-    subjects.MAIL_STREAM: StreamConfig(
-        name=subjects.MAIL_STREAM,
-        subjects=[subjects.MAIL_SEND],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        max_age=7 * _DAY,
-        duplicate_window=600.0,
-    ),
-}
+    file_stream(subjects.CONVERSATIONS_STREAM, f"{subjects.CONVERSATION_EVENTS}.>", 7 * _DAY, 120.0),
+    file_stream(subjects.MAIL_STREAM, subjects.MAIL_SEND, 7 * _DAY, 600.0, work_queue=True),
+)
 
 
 _ENSURE_PATIENCE_S = 60.0

@@ -35,7 +35,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from parley_common.errors import ErrorEnvelope
+from parley_common.errors import BusReply, ErrorEnvelope
 
 # --------------------------------------------------------------------------------------- engines
 
@@ -261,13 +261,11 @@ class SpeechSessionOpen(BaseModel):
     events_subject: Subject | None = None
 
 
-class SpeechSessionOpened(BaseModel):
-    ok: bool
+class SpeechSessionOpened(BusReply):
     worker_id: str | None = None
     audio_subject: str | None = None
     # The worker's heartbeat period: an edge hearing nothing for three of them re-opens elsewhere.
     heartbeat_s: float | None = None
-    error: ErrorEnvelope | None = None
 
 
 ControlType = Literal["utterance_start", "utterance_end", "agent_speaking", "flush", "close"]
@@ -287,36 +285,44 @@ class _Event(BaseModel):
     worker_id: str
     # Per (session, generation) counter, from 1: a gap means an event was lost.
     n: int
+    # Each event narrows it to its own literal (the key keeps this place).
+    type: str
 
 
-class SpeechStarted(_Event):
-    type: Literal["speech_started"] = "speech_started"
+class _UtteranceEvent(_Event):
+    """An event of one utterance of the user (numbered per session, from 1)."""
+
     utterance: int
-    # Position in the session's audio (ms since the open) where speech began, and its chunk.
+
+
+class _SpeechAt(_UtteranceEvent):
+    # Position in the session's audio (ms since the open) where it happened.
     at_ms: int
+
+
+class _SpeechEdge(_SpeechAt):
+    # The audio chunk where speech began or ended.
     seq: int | None = None
 
 
-class SpeechStopped(_Event):
+class SpeechStarted(_SpeechEdge):
+    type: Literal["speech_started"] = "speech_started"
+
+
+class SpeechStopped(_SpeechEdge):
     """End of the user's turn: speech ended at `at_ms`, and silence held for the policy's window."""
 
     type: Literal["speech_stopped"] = "speech_stopped"
-    utterance: int
-    at_ms: int
-    seq: int | None = None
 
 
-class BargeIn(_Event):
+class BargeIn(_SpeechAt):
     """User speech, long enough, while the agent speaks: stop the agent's audio."""
 
     type: Literal["barge_in"] = "barge_in"
-    utterance: int
-    at_ms: int
 
 
-class Transcript(_Event):
+class Transcript(_UtteranceEvent):
     type: Literal["transcript"] = "transcript"
-    utterance: int
     final: bool
     text: str
     language: str | None = None
@@ -327,11 +333,10 @@ class Transcript(_Event):
     stt_ms: int | None = None
 
 
-class NoSpeech(_Event):
+class NoSpeech(_UtteranceEvent):
     """An utterance (an upload, or a flush) held no speech: there is no turn."""
 
     type: Literal["no_speech"] = "no_speech"
-    utterance: int
 
 
 class AudioGap(_Event):
@@ -415,10 +420,8 @@ class TtsSynthesizeRequest(BaseModel):
     realtime: bool = True
 
 
-class TtsAccepted(BaseModel):
-    ok: bool
+class TtsAccepted(BusReply):
     worker_id: str | None = None
-    error: ErrorEnvelope | None = None
 
 
 class TtsReport(BaseModel):

@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from parley_devstack.postgres import PostgresServer, create_database, drop_datab
 from parley_devstack.servers import NatsServer, ValkeyServer, stop_all
 
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,20 @@ async def serving(app: Any) -> AsyncIterator[int]:
         await task
 
 
+@asynccontextmanager
+async def started(app: Any) -> AsyncIterator[Any]:
+    """`app` with its lifespan running (broker, pools, background tasks) for the length of the block."""
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def app_context(app: Any, kind: type[T]) -> T:
+    """The service context a started `app` keeps in `app.state.ctx`, checked to be a `kind`."""
+    context = app.state.ctx
+    assert isinstance(context, kind), f"app.state.ctx is a {type(context).__name__}, not a {kind.__name__}"
+    return context
+
+
 def probe_app(settings: CommonSettings, *, http_path: str, ws_path: str, greeting: str) -> Any:
     """An app of the app factory with nothing of its own but a JSON route (`{"ok": true}`) and a
     WebSocket that accepts, sends `greeting` and closes: for tests of what the factory wraps
@@ -245,17 +260,33 @@ def assert_error(resp: Any, status: int, code: str | None = None) -> dict[str, A
 async def assert_serves(app: Any, nats_url: str, service: str, checks: set[str]) -> None:
     """With its lifespan running, `app` is ready (every one of `checks` ok) and `service` answers
     the bus health ping."""
-    async with app.router.lifespan_context(app):
+    async with started(app):
         assert await readiness(app) == (200, dict.fromkeys(checks, "ok"))
         assert await health_ping(nats_url, service) == {"service": service, "ok": True}
 
 
 async def assert_not_ready_without(app: Any, down: str) -> None:
     """With its lifespan running, `app` is not ready, and says it is `down` (NATS answering)."""
-    async with app.router.lifespan_context(app):
+    async with started(app):
         status, checks = await readiness(app)
     assert (status, checks["nats"]) == (503, "ok")
     assert checks[down] != "ok"
+
+
+# A readiness check's name, the settings field of its server's URL, and that URL's scheme.
+_STORES = {"redis": ("redis_url", "redis"), "postgres": ("database_url", "postgresql")}
+
+
+async def assert_ready_exactly_with(
+    build_app: Callable[[SettingsT], Any], settings: type[SettingsT], infra: Infra, service: str, store: str
+) -> None:
+    """The app of `service` is ready exactly when NATS and its `store` (redis, postgres) answer, and
+    answers its bus health ping: served on `infra`, then with the store's URL pointing nowhere."""
+    field, scheme = _STORES[store]
+    urls: dict[str, Any] = {"nats_url": infra.nats_url, field: getattr(infra, field)}
+    await assert_serves(build_app(settings(**urls)), infra.nats_url, service, {"nats", store})
+    urls[field] = unreachable(scheme)
+    await assert_not_ready_without(build_app(settings(**urls)), store)
 
 
 def unreachable(scheme: str) -> str:

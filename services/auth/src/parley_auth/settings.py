@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from parley_common.auth_contract import SESSION_COOKIE
 from parley_common.kit.db import DatabaseSettings
 
 
@@ -17,7 +18,7 @@ class AuthSettings(DatabaseSettings):
     auth_token_secret: str = "dev-insecure-change-me"
     db_pool_size: int = Field(default=10, ge=1)
     # Cookie name is part of the client contract (HttpOnly cookie `kivox_session`).
-    auth_cookie_name: str = "kivox_session"
+    auth_cookie_name: str = SESSION_COOKIE
     auth_session_ttl_hours: int = Field(default=24 * 14, ge=1)
     auth_reset_token_ttl_minutes: int = Field(default=30, ge=1)
     # Cloudflare Turnstile: verification is on exactly when a secret is configured.

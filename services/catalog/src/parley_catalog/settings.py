@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from pydantic import Field
 
+from parley_common.auth_contract import SESSION_COOKIE
 from parley_common.kit.db import DatabaseSettings
 from parley_common.speech_contract import SpeechProviderKeys
 
@@ -20,7 +21,7 @@ class CatalogSettings(DatabaseSettings, SpeechProviderKeys):
     # decrypts (see docs/catalog.md). `make run` generates one per install; production must set it.
     catalog_secret_key: str = DEV_SECRET_KEY
     # The browser session cookie auth sets (part of the client contract).
-    catalog_cookie_name: str = "kivox_session"
+    catalog_cookie_name: str = SESSION_COOKIE
     # How long a verified credential is reused without asking auth again (revocations clear it).
     # Verified credentials are reused this long (never past their expiry); revocations pushed by
     # auth clear them at once (parley_common.auth_client).

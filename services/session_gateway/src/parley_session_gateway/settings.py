@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from pydantic import Field
 
+from parley_common.auth_contract import SESSION_COOKIE
 from parley_common.settings import CommonSettings
 
 
@@ -13,7 +14,7 @@ class GatewaySettings(CommonSettings):
     service_name: str = "session_gateway"
 
     # Browser session cookie (part of the client contract).
-    gateway_cookie_name: str = "kivox_session"
+    gateway_cookie_name: str = SESSION_COOKIE
     # Origins whose pages may open a socket authenticated by that cookie (comma-separated, e.g.
     # "https://app.example.com,https://studio.example.com"). Empty: the origin of `public_url`.
     gateway_allowed_origins: str = ""

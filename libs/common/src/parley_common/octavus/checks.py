@@ -10,16 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from parley_common.octavus.blocks import (
-    AddMessage,
-    GenerateImage,
-    NextMessage,
-    SerializeThread,
-    SetResource,
-    StartThread,
-    ToolCall,
-    bindings,
-)
+from parley_common.octavus import blocks
 from parley_common.octavus.issues import Issue
 from parley_common.octavus.models import AgentFormat, ArrayType, ObjectType, Protocol, UnionType
 from parley_common.octavus.names import (
@@ -71,7 +62,7 @@ class Checker:
             self.interactive_shape()
             self.agent()
             started = {s.block.thread for sites in self.parsed.handlers.values() for s in sites
-                       if isinstance(s.block, StartThread)}  # fmt: skip
+                       if isinstance(s.block, blocks.StartThread)}  # fmt: skip
             for trigger, sites in self.parsed.handlers.items():
                 scope = dict(self.session)
                 if trigger in self.protocol.triggers:
@@ -205,7 +196,7 @@ class Checker:
         self.model_id(at.at("model"), agent.model)
         if self.prompt_exists(at.at("system"), agent.system):
             self.prompt_uses.append(
-                PromptUse(agent.system, {n for n, _ in bindings(agent.input)}, at.at("system"))
+                PromptUse(agent.system, {n for n, _ in blocks.bindings(agent.input)}, at.at("system"))
             )
         self.input_bindings(at, agent.input, self.session)
         self.tool_list(at, agent.tools)
@@ -237,7 +228,7 @@ class Checker:
 
     def input_bindings(self, at: Where, items: list[str | dict[str, str]], scope: dict[str, str]) -> None:
         for i, item in enumerate(items):
-            for _name, ref in bindings([item]):
+            for _name, ref in blocks.bindings([item]):
                 self.reference(
                     at.at("input", i) if isinstance(item, str) else at.at("input", i, _name), ref, scope
                 )
@@ -272,34 +263,34 @@ class Checker:
         started_elsewhere: Iterable[str] = (),
     ) -> None:
         started: set[str] = set()
-        later = {s.block.thread for s in sites if isinstance(s.block, StartThread)}
+        later = {s.block.thread for s in sites if isinstance(s.block, blocks.StartThread)}
         elsewhere = set(started_elsewhere) - later if not worker else set()
         for site in sites:
             block, at = site.block, site.at
             if block is None:
                 continue
-            if isinstance(block, (AddMessage, NextMessage, SerializeThread)):
+            if isinstance(block, (blocks.AddMessage, blocks.NextMessage, blocks.SerializeThread)):
                 self.thread(at, block.thread, started, later, elsewhere, worker)
-            if isinstance(block, AddMessage):
+            if isinstance(block, blocks.AddMessage):
                 if self.prompt_exists(at.at("prompt"), block.prompt):
                     self.prompt_uses.append(
-                        PromptUse(block.prompt, {n for n, _ in bindings(block.input)}, at)
+                        PromptUse(block.prompt, {n for n, _ in blocks.bindings(block.input)}, at)
                     )
                 self.input_bindings(at, block.input, scope)
                 if block.ui_content is not None:
                     self.reference(at.at("uiContent"), block.ui_content, scope)
-            elif isinstance(block, NextMessage):
+            elif isinstance(block, blocks.NextMessage):
                 self.next_message(at, block)
-            elif isinstance(block, ToolCall):
+            elif isinstance(block, blocks.ToolCall):
                 self.tool_call(at, block, scope)
-            elif isinstance(block, SetResource):
+            elif isinstance(block, blocks.SetResource):
                 self.set_resource(at, block, scope)
-            elif isinstance(block, SerializeThread):
+            elif isinstance(block, blocks.SerializeThread):
                 self.output(at.at("output"), block.output)
-            elif isinstance(block, StartThread):
+            elif isinstance(block, blocks.StartThread):
                 self.start_thread(at, block, scope, worker)
                 started.add(block.thread)
-            elif isinstance(block, GenerateImage):
+            elif isinstance(block, blocks.GenerateImage):
                 self.reference(at.at("prompt"), block.prompt, scope)
                 self.output(at.at("output"), block.output)
 
@@ -325,7 +316,7 @@ class Checker:
         else:
             self.report.add(at.at("thread"), f"thread `{thread}` is not opened by any start-thread block")
 
-    def next_message(self, at: Where, block: NextMessage) -> None:
+    def next_message(self, at: Where, block: blocks.NextMessage) -> None:
         self.output(at.at("output"), block.output)
         if block.independent and block.output is None:
             self.report.warn(at, "an independent next-message without `output` discards what it generates")
@@ -341,7 +332,7 @@ class Checker:
                     at.at("responseType"), f"responseType `{block.response_type}` must be an object type"
                 )
 
-    def tool_call(self, at: Where, block: ToolCall, scope: dict[str, str]) -> None:
+    def tool_call(self, at: Where, block: blocks.ToolCall, scope: dict[str, str]) -> None:
         self.used_tools.add(block.tool)
         self.output(at.at("output"), block.output)
         tool = self.protocol.tools.get(block.tool)
@@ -371,7 +362,7 @@ class Checker:
                     at.at("input"), f"missing required parameter `{param}` of tool `{block.tool}`"
                 )
 
-    def set_resource(self, at: Where, block: SetResource, scope: dict[str, str]) -> None:
+    def set_resource(self, at: Where, block: blocks.SetResource, scope: dict[str, str]) -> None:
         resource = self.protocol.resources.get(block.resource)
         if resource is None and block.resource in self.broken("resources"):
             pass
@@ -390,7 +381,7 @@ class Checker:
             if root is not None and VARIABLE.match(root):
                 self.reference(at.at("value"), block.value, scope)
 
-    def start_thread(self, at: Where, block: StartThread, scope: dict[str, str], worker: bool) -> None:
+    def start_thread(self, at: Where, block: blocks.StartThread, scope: dict[str, str], worker: bool) -> None:
         if block.thread == MAIN_THREAD:
             self.report.add(at.at("thread"), "the main thread is configured by `agent`, not by start-thread")
         if block.model is not None:
@@ -404,7 +395,7 @@ class Checker:
                 )
         elif self.prompt_exists(at.at("system"), block.system):
             self.prompt_uses.append(
-                PromptUse(block.system, {n for n, _ in bindings(block.input)}, at.at("system"))
+                PromptUse(block.system, {n for n, _ in blocks.bindings(block.input)}, at.at("system"))
             )
         self.input_bindings(at, block.input, scope)
         self.tool_list(at, block.tools)

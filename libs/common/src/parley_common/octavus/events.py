@@ -68,73 +68,77 @@ class ErrorEvent(_Event):
     tool: ToolErrorInfo | None = None
 
 
-class TextStartEvent(_Event):
-    type: Literal["text-start"] = "text-start"
+class _PartEvent(_Event):
+    """An event of one text or reasoning part, named by the `id` its `*-start` event gave it."""
+
+    type: str  # each event's own literal; the key stays first
     id: str
+
+
+class _PartDeltaEvent(_PartEvent):
+    delta: str
+
+
+class TextStartEvent(_PartEvent):
+    type: Literal["text-start"] = "text-start"
     response_type: str | None = None  # text is JSON of this type
 
 
-class TextDeltaEvent(_Event):
+class TextDeltaEvent(_PartDeltaEvent):
     type: Literal["text-delta"] = "text-delta"
-    id: str
-    delta: str
 
 
-class TextEndEvent(_Event):
+class TextEndEvent(_PartEvent):
     type: Literal["text-end"] = "text-end"
-    id: str
 
 
-class ReasoningStartEvent(_Event):
+class ReasoningStartEvent(_PartEvent):
     type: Literal["reasoning-start"] = "reasoning-start"
-    id: str
 
 
-class ReasoningDeltaEvent(_Event):
+class ReasoningDeltaEvent(_PartDeltaEvent):
     type: Literal["reasoning-delta"] = "reasoning-delta"
-    id: str
-    delta: str
 
 
-class ReasoningEndEvent(_Event):
+class ReasoningEndEvent(_PartEvent):
     type: Literal["reasoning-end"] = "reasoning-end"
-    id: str
 
 
-class ToolInputStartEvent(_Event):
-    type: Literal["tool-input-start"] = "tool-input-start"
+class _ToolCallEvent(_Event):
+    """An event of one tool call, from its input streaming in to its output."""
+
+    type: str  # each event's own literal; the key stays first
     tool_call_id: str
+
+
+class ToolInputStartEvent(_ToolCallEvent):
+    type: Literal["tool-input-start"] = "tool-input-start"
     tool_name: str
     title: str | None = None
 
 
-class ToolInputDeltaEvent(_Event):
+class ToolInputDeltaEvent(_ToolCallEvent):
     type: Literal["tool-input-delta"] = "tool-input-delta"
-    tool_call_id: str
     input_text_delta: str  # the client SDK parses it as whole JSON
 
 
-class ToolInputEndEvent(_Event):
+class ToolInputEndEvent(_ToolCallEvent):
     type: Literal["tool-input-end"] = "tool-input-end"
-    tool_call_id: str
 
 
-class ToolInputAvailableEvent(_Event):
+class ToolInputAvailableEvent(_ToolCallEvent):
     type: Literal["tool-input-available"] = "tool-input-available"
-    tool_call_id: str
     tool_name: str
     input: Any = None
 
 
-class ToolOutputAvailableEvent(_Event):
+class ToolOutputAvailableEvent(_ToolCallEvent):
     type: Literal["tool-output-available"] = "tool-output-available"
-    tool_call_id: str
     output: Any = None
 
 
-class ToolOutputErrorEvent(_Event):
+class ToolOutputErrorEvent(_ToolCallEvent):
     type: Literal["tool-output-error"] = "tool-output-error"
-    tool_call_id: str
     error: str
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from parley_common.auth_contract import Principal
-from parley_common.errors import ErrorEnvelope
+from parley_common.errors import BusReply
 from parley_common.octavus.events import TriggerBody
 
 MAX_ID = 200
@@ -201,14 +201,12 @@ class OctavusTriggerRequest(BaseModel):
     stream: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 
 
-class OctavusReply(BaseModel):
+class OctavusReply(BusReply):
     """Reply to every request above: the HTTP status and JSON body to answer with (the body as
     JSON text, so optional keys stay absent and user values stay exactly as they were)."""
 
-    ok: bool
     status: int = 200
     body: str | None = None
-    error: ErrorEnvelope | None = None
 
 
 class StreamFrame(BaseModel):
