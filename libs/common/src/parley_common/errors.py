@@ -1,3 +1,5 @@
+# One piece (~470 lines): the one registry of error codes (a table, one entry a code) and the
+# envelope they are sent in; a test keeps docs/errors.md in step with it.
 """The `Error` envelope of the spec and the one registry of error codes.
 
 Every error any service returns (HTTP body, WebSocket `error` event, bus error reply) uses a code

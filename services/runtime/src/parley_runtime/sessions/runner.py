@@ -1,3 +1,5 @@
+# One piece (~560 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
+# replay them on takeover) spans the loop, the turn and the commit; split, no module shows it whole.
 """One session on its owning worker: inputs in, turns of the blueprint, events out, until it closes.
 
 Exactly-once across a crash: a turn (the start of the flow, or one user input) runs on a copy of
