@@ -122,7 +122,12 @@ class RealtimeConnection(SessionConnection):
                     conversation_id=conversation_id,
                 )
         self.log = self.log.bind(conversation_id=str(conversation_id))
-        self.log.info("realtime.session_open", resumed=self.resume is not None, agent_id=admission.agent_id)
+        # The one line per opening at INFO (uvicorn's own are DEBUG, `parley_common.logging`): who,
+        # from where, which session.
+        client = self.ws.client.host if self.ws.client is not None else None
+        self.log.info(
+            "realtime.session_open", resumed=self.resume is not None, agent_id=admission.agent_id, client=client
+        )
         await self._send(ServerHandshakeOK(conversation_id=str(conversation_id)))
         if self.voice is not None:
             # Not numbered (like ticks): the gateway's own, not the conversation's.
