@@ -181,7 +181,7 @@ async def test_an_ordered_reader_answers_flow_control_without_nats_pys_poller(
     reader = OrderedReader(nc, events, stream="TEST", subject=subject, on_msg=on_msg)
     await reader.open()
     try:
-        assert reader._sub is not None
+        assert reader._sub is not None and reader._sub._sub._jsi is not None
         assert reader._sub._sub._jsi._fctask is None  # nats-py's poller is gone
         await asyncio.wait_for(_until(lambda: len(got) == count), 60)
         assert got == list(range(1, count + 1))
