@@ -393,6 +393,8 @@ class Admission:
     spread: dict[str, float] = field(default_factory=dict)
     # CPU seconds per second of each group while the admitted sessions were held open and silent.
     idle_rate: dict[str, float] = field(default_factory=dict)
+    # CPU seconds of each group while the sessions were being opened (handshake to greeting).
+    open_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -432,9 +434,11 @@ async def admission_phase(
             failures.append(f"{type(exc).__name__}: {str(exc)[:140]}")
 
     stack.toggle_profiles()
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), stack.cpu()
     await asyncio.gather(*(open_at(i / rate) for i in range(count)))
     elapsed = time.perf_counter() - started
+    await asyncio.sleep(0.5)  # what an opening leaves behind (its greeting's transcript) belongs to it
+    open_cpu = delta(stack.cpu(), cpu_before)
     await asyncio.to_thread(stack.toggle_profiles, "admission")
     await asyncio.sleep(settle_s)  # garbage, buffers and caches settle before memory is read
     rss_after = stack.rss()
@@ -443,6 +447,7 @@ async def admission_phase(
     result = Admission(
         count, len(held), len(failures), elapsed, rss_before, rss_after, open_ms, verifies, failures, spread
     )
+    result.open_cpu = open_cpu
     if hold_s > 0:
         # Held open and silent: what the stack spends on them per second (ticks, heartbeats, polls).
         stack.toggle_profiles()
@@ -600,6 +605,13 @@ def report(
         )
         for reason, times in Counter(admission.failures).most_common(5):
             w(f"  failed {times}x: {reason}")
+        opened = max(admission.admitted, 1)
+        by_cost = sorted(admission.open_cpu.items(), key=lambda kv: -kv[1])
+        w(
+            f"CPU per session opened: {sum(admission.open_cpu.values()) * 1000 / opened:.1f} ms ("
+            + ", ".join(f"{k} {v * 1000 / opened:.2f}" for k, v in by_cost if v > 0)
+            + ")"
+        )
         w(
             f"the gateway's auth.verify requests over the bus while opening them: "
             f"{admission.verifies_over_bus:.0f} ({admission.verifies_over_bus / max(admission.asked, 1):.2f}"
