@@ -48,7 +48,7 @@ class _PerConnectionAtDebug(logging.Filter):
     """uvicorn's per-WebSocket INFO lines, logged at DEBUG instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.INFO and record.msg in _PER_CONNECTION:
+        if record.levelno == logging.INFO and isinstance(record.msg, str) and record.msg in _PER_CONNECTION:
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True
