@@ -37,7 +37,8 @@ async def test_each_connection_once_per_interval_spread_over_it() -> None:
     await asyncio.sleep(INTERVAL_S * 3)
     for conn in conns:
         gaps = [b - a for a, b in zip(conn.at, conn.at[1:], strict=False)]
-        assert len(gaps) >= 2 and all(abs(g - INTERVAL_S) < INTERVAL_S / 2 for g in gaps), gaps
+        assert len(gaps) >= 2 and min(gaps) > INTERVAL_S / 2, gaps  # never twice in one interval
+        assert INTERVAL_S * 0.8 < sum(gaps) / len(gaps) < INTERVAL_S * 1.5, gaps
     # Joined one after the other over an interval: ticked one after the other, not all at once.
     firsts = [c.at[0] for c in conns]
     assert firsts == sorted(firsts) and firsts[-1] - firsts[0] >= INTERVAL_S / 2
@@ -55,8 +56,10 @@ async def test_the_first_tick_one_interval_after_joining_and_none_after_leaving(
     await asyncio.sleep(INTERVAL_S * 0.55)
     joined = loop.time()
     ticker.add(late)
-    await asyncio.sleep(INTERVAL_S * 1.6)
-    assert INTERVAL_S * 0.8 <= late.at[0] - joined <= INTERVAL_S * 1.3
+    async with asyncio.timeout(5):
+        while not late.at:
+            await asyncio.sleep(0.01)
+    assert INTERVAL_S * 0.8 <= late.at[0] - joined <= INTERVAL_S * 2  # not at once: an interval on
     ticker.discard(late)
     ticked = len(late.at)
     await asyncio.sleep(INTERVAL_S * 1.5)
