@@ -17,7 +17,9 @@ not on the text path) as a child process, reads the pids of everything it starte
    p50/p99 turn latency (`input_text` → `turn_complete`) and the largest level under 100 ms p99.
 4. **Admission and idle sessions**: `--idle` sessions opened at `--open-rate` per second
    (handshake → greeting complete), the rate achieved and how many failed; then, with all of them
-   held idle, the resident memory each process grew by, per session.
+   held idle, the resident memory each process grew by, per session, and the CPU each process
+   spends per second while they stay silent (`--idle-hold` seconds: ticks, claim heartbeats,
+   polling), also per session.
 5. **auth.verify**: p50/p99 of a raw NATS request to `auth.verify` (what every cache miss costs)
    and of `AuthClient.verify` as callers use it (cached, revocation pushed over the bus).
 
@@ -389,6 +391,10 @@ class Admission:
     verifies_over_bus: float
     failures: list[str]
     spread: dict[str, float] = field(default_factory=dict)
+    # CPU seconds per second of each group while the admitted sessions were held open and silent.
+    idle_rate: dict[str, float] = field(default_factory=dict)
+    # CPU seconds of each group while the sessions were being opened (handshake to greeting).
+    open_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -396,7 +402,15 @@ class Admission:
 
 
 async def admission_phase(
-    stack: Stack, ws_url: str, key: str, agent_id: str, *, count: int, rate: float, settle_s: float = 3.0
+    stack: Stack,
+    ws_url: str,
+    key: str,
+    agent_id: str,
+    *,
+    count: int,
+    rate: float,
+    hold_s: float = 0.0,
+    settle_s: float = 3.0,
 ) -> Admission:
     await asyncio.sleep(2.0)
     rss_before = stack.rss()
@@ -420,9 +434,11 @@ async def admission_phase(
             failures.append(f"{type(exc).__name__}: {str(exc)[:140]}")
 
     stack.toggle_profiles()
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), stack.cpu()
     await asyncio.gather(*(open_at(i / rate) for i in range(count)))
     elapsed = time.perf_counter() - started
+    await asyncio.sleep(0.5)  # what an opening leaves behind (its greeting's transcript) belongs to it
+    open_cpu = delta(stack.cpu(), cpu_before)
     await asyncio.to_thread(stack.toggle_profiles, "admission")
     await asyncio.sleep(settle_s)  # garbage, buffers and caches settle before memory is read
     rss_after = stack.rss()
@@ -431,6 +447,16 @@ async def admission_phase(
     result = Admission(
         count, len(held), len(failures), elapsed, rss_before, rss_after, open_ms, verifies, failures, spread
     )
+    result.open_cpu = open_cpu
+    if hold_s > 0:
+        # Held open and silent: what the stack spends on them per second (ticks, heartbeats, polls).
+        stack.toggle_profiles()
+        idle_before, idle_started = stack.cpu(), time.perf_counter()
+        await asyncio.sleep(hold_s)
+        result.idle_rate = {
+            k: v / (time.perf_counter() - idle_started) for k, v in delta(stack.cpu(), idle_before).items()
+        }
+        await asyncio.to_thread(stack.toggle_profiles, "idle")
     closing = asyncio.Semaphore(200)
 
     async def close(s: Session) -> None:
@@ -579,6 +605,13 @@ def report(
         )
         for reason, times in Counter(admission.failures).most_common(5):
             w(f"  failed {times}x: {reason}")
+        opened = max(admission.admitted, 1)
+        by_cost = sorted(admission.open_cpu.items(), key=lambda kv: -kv[1])
+        w(
+            f"CPU per session opened: {sum(admission.open_cpu.values()) * 1000 / opened:.1f} ms ("
+            + ", ".join(f"{k} {v * 1000 / opened:.2f}" for k, v in by_cost if v > 0)
+            + ")"
+        )
         w(
             f"the gateway's auth.verify requests over the bus while opening them: "
             f"{admission.verifies_over_bus:.0f} ({admission.verifies_over_bus / max(admission.asked, 1):.2f}"
@@ -601,6 +634,15 @@ def report(
             f" {stack_kib:.1f} KiB/session (target <= {TARGET_STACK_KIB_PER_SESSION:.0f}:"
             f" {mark(stack_kib <= TARGET_STACK_KIB_PER_SESSION)})"
         )
+        if admission.idle_rate:
+            rows = [
+                (k, f"{v * 1000:.1f}", f"{v * 1e6 / n:.1f}")
+                for k, v in sorted(admission.idle_rate.items(), key=lambda kv: -kv[1])
+            ]
+            whole_idle = sum(admission.idle_rate.values())
+            rows.append(("whole stack", f"{whole_idle * 1000:.1f}", f"{whole_idle * 1e6 / n:.1f}"))
+            w(f"the {admission.admitted} sessions held open and silent:")
+            table(("process", "idle CPU ms/s", "µs/s per session"), rows, out)
         w()
     if cpu.kill is not None:
         k = cpu.kill
@@ -700,7 +742,9 @@ async def run(args: Any, out: TextIO) -> None:
                 else []
             )
             admission = (
-                await admission_phase(stack, ws_url, key, agent_id, count=args.idle, rate=args.open_rate)
+                await admission_phase(
+                    stack, ws_url, key, agent_id, count=args.idle, rate=args.open_rate, hold_s=args.idle_hold
+                )
                 if args.idle
                 else None
             )
@@ -744,6 +788,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--level-turns", type=int, default=3, help="messages per session per level")
     parser.add_argument("--idle", type=int, default=2000, help="idle sessions to open and hold (0: skip)")
     parser.add_argument("--open-rate", type=float, default=500.0, help="sessions opened per second")
+    parser.add_argument(
+        "--idle-hold",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="hold the admitted sessions open and silent this long, measuring the stack's CPU (0: skip)",
+    )
     parser.add_argument("--verify-iterations", type=int, default=2000)
     parser.add_argument(
         "--message-bytes",
@@ -762,7 +813,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="cProfile every Python process during the CPU and admission phases into DIR/<phase>/",
+        help="cProfile every Python process during the CPU, admission and idle phases into DIR/<phase>/",
     )
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the stack's logs here at the end")
     args = parser.parse_args(list(argv) if argv is not None else None)

@@ -42,6 +42,8 @@ def render(*, cpu_s: float, verifies: float, kill: KillReport | None = None) -> 
         verifies_over_bus=verifies,
         failures=[],
         spread={"runtime-1": 500, "runtime-2": 500, "session_gateway-1": 500, "session_gateway-2": 500},
+        idle_rate={"gateway": 0.06, "caddy": 0.03},
+        open_cpu={"gateway": 5.0, "caddy": 1.0},
     )
     out = io.StringIO()
     report(
@@ -65,6 +67,10 @@ def test_every_figure_has_its_target_and_a_mark_that_follows_it() -> None:
     assert "gateway 40.0 KiB/session (target <= 64: ok)" in text
     assert "stack 130.0 KiB/session (target <= 150: ok)" in text
     assert "idle sessions held: 1000 (target >= 10000: MISSED)" in text
+    assert "CPU per session opened: 6.0 ms (gateway 5.00, caddy 1.00)" in text
+    idle = text[text.index("the 1000 sessions held open and silent:") :]
+    rows = {line.split()[0]: line.split()[-2:] for line in idle.splitlines()[2:5]}
+    assert rows == {"gateway": ["60.0", "60.0"], "caddy": ["30.0", "30.0"], "whole": ["90.0", "90.0"]}
     assert "bus): ok" in text
     assert "session_gateway-2" in text and "== Spread over gateways and workers" in text
 

@@ -51,3 +51,34 @@ def test_no_credential_reaches_a_line_even_at_debug(capsys: pytest.CaptureFixtur
     assert lines[1]["token"] == "[redacted]" and lines[1]["headers"]["Authorization"] == "[redacted]"
     assert "bad credential [redacted]" in lines[2]["exception"]
     structlog.reset_defaults()
+
+
+def test_uvicorns_per_websocket_lines_are_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    uvicorn = logging.getLogger("uvicorn.error")
+
+    def upgrade() -> None:
+        uvicorn.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/realtime")
+        uvicorn.info("connection open")
+        uvicorn.info('%s - "WebSocket %s" 403', "127.0.0.1:6", "/realtime")
+        uvicorn.info("connection closed")
+        uvicorn.info("Application startup complete.")
+
+    setup_logging("unit", "INFO", json_output=True)
+    upgrade()
+    at_info = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert [(line["event"], line["level"]) for line in at_info] == [
+        ('127.0.0.1:6 - "WebSocket /realtime" 403', "info"),  # a refusal stays
+        ("Application startup complete.", "info"),
+    ]
+    setup_logging("unit", "DEBUG", json_output=True)
+    upgrade()
+    at_debug = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert [(line["event"], line["level"]) for line in at_debug] == [
+        ('127.0.0.1:5 - "WebSocket /realtime" [accepted]', "debug"),
+        ("connection open", "debug"),
+        ('127.0.0.1:6 - "WebSocket /realtime" 403', "info"),
+        ("connection closed", "debug"),
+        ("Application startup complete.", "info"),
+    ]
+    assert len(uvicorn.filters) == 1  # set up twice, filtered once
+    structlog.reset_defaults()

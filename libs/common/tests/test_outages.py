@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -148,6 +149,50 @@ async def test_an_ordered_reader_is_back_right_after_a_broker_restart(
         assert got == [(1, b"m1"), (2, b"m2"), (3, b"m3")]
     finally:
         await reader.close()
+
+
+async def test_an_ordered_reader_answers_flow_control_without_nats_pys_poller(
+    broker_and_client: tuple[Nats, Client, BusEvents, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader stops nats-py's 250 ms flow-control task; a backlog far larger than the server
+    sends an ordered consumer before it wants a flow-control reply still arrives whole, in order,
+    the replies published as the requests came."""
+    _server, nc, events, subject = broker_and_client
+    count, payload = 3000, b"x" * 4096  # 12 MB
+    for _ in range(count):
+        await nc.publish(subject, payload)
+    await nc.flush()
+    await asyncio.wait_for(_until_stored(nc, count), 30)
+    replies: list[str] = []
+    publish = nc.publish
+
+    async def counting(subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
+        if subject.startswith("$JS.FC."):
+            replies.append(subject)
+        await publish(subject, payload, reply, headers)
+
+    monkeypatch.setattr(nc, "publish", counting)
+    got: list[int] = []
+
+    async def on_msg(msg: Msg) -> None:
+        got.append(msg.metadata.sequence.stream)
+        await asyncio.sleep(0)
+
+    reader = OrderedReader(nc, events, stream="TEST", subject=subject, on_msg=on_msg)
+    await reader.open()
+    try:
+        assert reader._sub is not None and reader._sub._sub._jsi is not None
+        assert reader._sub._sub._jsi._fctask is None  # nats-py's poller is gone
+        await asyncio.wait_for(_until(lambda: len(got) == count), 60)
+        assert got == list(range(1, count + 1))
+        assert replies  # the server asked for flow control, and was answered
+    finally:
+        await reader.close()
+
+
+async def _until_stored(nc: Client, count: int) -> None:
+    while await _count(nc) < count:
+        await asyncio.sleep(0.05)
 
 
 async def _until(probe: Callable[[], bool]) -> None:

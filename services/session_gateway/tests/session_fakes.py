@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from faststream.nats import NatsBroker, TestNatsBroker
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Address, Headers, QueryParams
 from starlette.types import Message
 from starlette.websockets import WebSocketState
 
@@ -52,6 +52,7 @@ class FakeSocket:
         self.query_params = QueryParams(query or {})
         self.headers = Headers({})
         self.cookies: dict[str, str] = {}
+        self.client: Address | None = Address("203.0.113.7", 50123)
         self.application_state = WebSocketState.CONNECTING
         self.incoming: asyncio.Queue[Message] = asyncio.Queue()
         self.outgoing: asyncio.Queue[str | bytes] = asyncio.Queue()

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes
@@ -74,6 +76,20 @@ async def test_a_session_opens_relays_input_and_output_and_ends_with_the_runtime
         # The runtime ended it: no `disconnected` (nor anything else) follows, the bus side is let go.
         assert bridge.input_types() == ["input_text"]
         assert bridge.detached and len(ctx.live) == 0
+
+
+async def test_an_opening_is_one_info_line_saying_who_from_where() -> None:
+    # uvicorn's own lines for the socket are DEBUG (parley_common.logging); this one stays at INFO.
+    async with gateway() as (ctx, _, auth):
+        with capture_logs() as logs:
+            async with session(ctx, auth) as (_, ws):
+                ws.drop()
+    opened = [
+        (e["log_level"], e["agent_id"], e["client"], e["resumed"])
+        for e in logs
+        if "session_open" in e["event"]
+    ]
+    assert opened == [("info", AGENT, "203.0.113.7", False)]
 
 
 async def test_a_dropped_socket_tells_the_runtime_and_stays_resumable() -> None:

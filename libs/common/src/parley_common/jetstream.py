@@ -17,6 +17,10 @@ restarted server has lost it, and nats-py notices only after two missed idle hea
 A reader records the stream sequence of the last message it handed on and, on every reconnect,
 creates its consumer again from the next one at once (retrying while JetStream is still loading),
 dropping anything at or below that sequence if both consumers deliver for a moment.
+
+A reader also stops the task nats-py gives every ordered consumer to answer flow control later
+(`without_flow_control_poller`): with a callback it never has anything to send, and it woke four
+times a second for every open session, in the gateway and in the runtime each.
 """
 
 from __future__ import annotations
@@ -107,6 +111,24 @@ async def publish_durably(
 OnMsg = Callable[[Msg], Awaitable[None]]
 
 
+def without_flow_control_poller(sub: JetStreamContext.PushSubscription) -> None:
+    """Stop the flow-control task nats-py starts for an ordered consumer delivered to a callback.
+
+    nats-py answers a flow-control request once every data message received before it has been
+    delivered, and it starts a task per ordered consumer that checks every 250 ms for a reply it
+    deferred. With a callback nothing is ever deferred: it counts a message delivered as soon as it
+    is received (`get_js_delivered()` is `Subscription.delivered`, bumped on receipt), so the reply
+    is published right away in `_process_msg` and the task never sends anything; it only wakes four
+    times a second for as long as the consumer lives. Without a callback (`next_msg`) replies can be
+    deferred, so the task is left alone; so it is if nats-py no longer has it."""
+    inner = getattr(sub, "_sub", None)
+    jsi = getattr(inner, "_jsi", None)
+    task = getattr(jsi, "_fctask", None)
+    if isinstance(task, asyncio.Task) and getattr(inner, "_cb", None) is not None:
+        task.cancel()
+        jsi._fctask = None  # type: ignore[union-attr]
+
+
 class OrderedReader:
     """One subject of a stream, in order, from `after_seq + 1` on, across broker restarts."""
 
@@ -142,6 +164,7 @@ class OrderedReader:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             config=ConsumerConfig(opt_start_seq=self.last_seq + 1),
         )
+        without_flow_control_poller(self._sub)
 
     async def _deliver(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream

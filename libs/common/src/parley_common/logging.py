@@ -8,6 +8,11 @@ No credential reaches a log line: the last step before rendering is `parley_comm
 (query strings such as uvicorn's `WebSocket /realtime?token=…`, Parley's key and token shapes,
 cookie and authorization values, secret-named fields, tracebacks included). Libraries that dump raw
 traffic or SQL parameters at DEBUG (frames, headers, rows) stay at INFO or WARNING whatever the level.
+
+uvicorn's lines for every WebSocket it accepts, opens and closes are DEBUG here, not INFO: at
+thousands of sessions they were most of a gateway's log and a measurable part of opening a session
+(structlog renders and redacts each); the gateway's own `<protocol>.session_open` line says who
+opened which session from where. A refused upgrade (`"WebSocket …" 403`) stays at INFO.
 """
 
 from __future__ import annotations
@@ -34,6 +39,22 @@ _FLOORS = {
     "asyncpg": logging.INFO,
     "aiosmtplib": logging.INFO,
 }
+
+# uvicorn's per-WebSocket INFO lines (the message templates its WebSocket protocols log with).
+_PER_CONNECTION = frozenset({'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"})
+
+
+class _PerConnectionAtDebug(logging.Filter):
+    """uvicorn's per-WebSocket INFO lines, logged at DEBUG instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and isinstance(record.msg, str) and record.msg in _PER_CONNECTION:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+_per_connection_at_debug = _PerConnectionAtDebug()
 
 
 def _add_trace_ids(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -78,4 +99,5 @@ def setup_logging(service: str, level: str = "INFO", json_output: bool = True) -
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []  # propagate to the root handler instead
         logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.error").addFilter(_per_connection_at_debug)  # once: the same object
     structlog.contextvars.bind_contextvars(service=service)

@@ -31,6 +31,7 @@ from parley_session_gateway.bridge import OnControl, OnOutput, SessionBridge
 from parley_session_gateway.live import LiveConnections
 from parley_session_gateway.resume import remember
 from parley_session_gateway.settings import GatewaySettings
+from parley_session_gateway.ticks import Ticker
 
 
 @dataclass
@@ -40,6 +41,9 @@ class GatewayContext:
     auth: AuthClient
     redis: Redis
     live: LiveConnections  # open connections by credential, closed when it is revoked
+    ticks: Ticker | None = field(
+        default=None, repr=False
+    )  # realtime ticks' timer (ticks.py), made at first use
     _gate: asyncio.Semaphore | None = field(default=None, repr=False)
 
     def bridge(self, conversation_id: UUID, last_index: int = 0) -> SessionBridge:

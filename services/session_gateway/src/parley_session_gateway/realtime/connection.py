@@ -4,7 +4,8 @@ The skeleton (admission, resume or start, the pumps, revocation, the end) is
 `connection.SessionConnection`'s; this is what Kivox adds: the `handshake` frame before admission
 (`handshake_ok` / `handshake_error`), text and audio frames in (each invalid one is answered with an
 `error` event and dropped; audio has its own rate limit), the runtime's events out as they are
-(`audio_delta` plus its binary frame), a `tick` every second from the timing the runtime publishes,
+(`audio_delta` plus its binary frame), a `tick` every second from the timing the runtime publishes
+(sent on the gateway's one timer, ticks.py),
 and a voice session's audio (`VoiceLink`). A revoked credential gets `error` and `session_closed`
 (`user_exit`) before the 4401 close.
 """
@@ -47,13 +48,14 @@ from parley_common.session_contract import (
 from parley_common.token_bucket import TokenBucket
 from parley_common.voice_formats import DirectiveError, VoiceFormats, parse_handshake_voice
 from parley_session_gateway.access import Admission, Refused
-from parley_session_gateway.connection import Loop, SessionConnection, tracer
+from parley_session_gateway.connection import SessionConnection, tracer
 from parley_session_gateway.frame_json import ClientFrameError
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 from parley_session_gateway.realtime.origin import socket_credential
 from parley_session_gateway.realtime.voice import VoiceLink, VoiceOutlets
 from parley_session_gateway.resume import Resume, check_resume
 from parley_session_gateway.sessions import GatewayContext
+from parley_session_gateway.ticks import Ticker
 
 
 class RealtimeConnection(SessionConnection):
@@ -69,6 +71,7 @@ class RealtimeConnection(SessionConnection):
         self.voice: VoiceLink | None = None  # a voice session's audio in and out (realtime/voice.py)
         self.audio_mode: Literal["utterance", "stream"] | None = None
         self.timing: SessionControl | None = None
+        self._ticking: asyncio.Task[None] | None = None  # the tick being sent (`tick`)
 
     # ----------------------------------------------------------------------------- handshake
 
@@ -122,7 +125,15 @@ class RealtimeConnection(SessionConnection):
                     conversation_id=conversation_id,
                 )
         self.log = self.log.bind(conversation_id=str(conversation_id))
-        self.log.info("realtime.session_open", resumed=self.resume is not None, agent_id=admission.agent_id)
+        # The one line per opening at INFO (uvicorn's own are DEBUG, `parley_common.logging`): who,
+        # from where, which session.
+        client = self.ws.client.host if self.ws.client is not None else None
+        self.log.info(
+            "realtime.session_open",
+            resumed=self.resume is not None,
+            agent_id=admission.agent_id,
+            client=client,
+        )
         await self._send(ServerHandshakeOK(conversation_id=str(conversation_id)))
         if self.voice is not None:
             # Not numbered (like ticks): the gateway's own, not the conversation's.
@@ -267,25 +278,38 @@ class RealtimeConnection(SessionConnection):
         if not self.superseded:
             self.timing = control  # what the ticks count from
 
-    def _loops(self) -> list[Loop]:
-        return [("tick", self._tick_loop(), False)]
+    async def _pump(self) -> None:
+        # Ticked by the gateway's one timer (ticks.py) while the session runs.
+        ticks = self.ctx.ticks
+        if ticks is None:
+            ticks = self.ctx.ticks = Ticker(self.settings.gateway_tick_interval_s)
+        ticks.add(self)
+        try:
+            await super()._pump()
+        finally:
+            ticks.discard(self)
+            if self._ticking is not None:
+                self._ticking.cancel()
 
-    async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.gateway_tick_interval_s)
-            timing = self.timing
-            if timing is None:
-                continue
-            now = datetime.now(UTC)
-            remaining = (timing.deadline_at - now).total_seconds() if timing.deadline_at else 0.0
-            elapsed = (now - timing.started_at).total_seconds()
-            tick = ServerTick(
-                remaining_ms=max(0, int(remaining * 1000)), elapsed_ms=max(0, int(elapsed * 1000))
-            )
-            try:
-                await self._send(tick)
-            except Exception:  # the socket is gone: the receive loop notices and ends the connection
-                return
+    def tick(self) -> None:
+        """The ticker's call, every tick interval: a `tick` from the runtime's timing, sent by a
+        short task of its own. A previous tick still waiting on the socket (a client that stopped
+        reading) is not joined by another."""
+        timing = self.timing
+        if timing is None or self._ticking is not None:
+            return
+        now = datetime.now(UTC)
+        remaining = (timing.deadline_at - now).total_seconds() if timing.deadline_at else 0.0
+        elapsed = (now - timing.started_at).total_seconds()
+        frame = ServerTick(remaining_ms=max(0, int(remaining * 1000)), elapsed_ms=max(0, int(elapsed * 1000)))
+        self._ticking = asyncio.create_task(self._send_tick(frame), name="realtime-tick")
+
+    async def _send_tick(self, frame: ServerTick) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the socket is gone: the receive loop ends the connection
+                await self._send(frame)
+        finally:
+            self._ticking = None
 
     # ----------------------------------------------------------------------------- sending
 
