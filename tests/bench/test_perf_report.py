@@ -9,14 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.perf import (
-    Admission,
-    CpuPhase,
-    KillReport,
-    VerifyFigures,
-    group_of,
-    report,
-)
+from bench.perf_report import Admission, CpuPhase, KillReport, VerifyFigures, report
+from bench.perf_stack import group_of
 from bench.realtime import Latency, Level
 
 
