@@ -473,7 +473,11 @@ async def test_a_batch_of_many_conversations_is_stored_as_if_one_by_one(
         }
     agent_id = uuid.UUID(agent["id"])
     assert (rows[a].agent_id, rows[a].status, rows[a].end_reason) == (agent_id, "ended", "user_exit")
-    assert (rows[b].channel, rows[b].started_at, rows[b].status) == ("voice", T0 + timedelta(seconds=1), "ended")
+    assert (rows[b].channel, rows[b].started_at, rows[b].status) == (
+        "voice",
+        T0 + timedelta(seconds=1),
+        "ended",
+    )
     assert (rows[b].end_reason, rows[b].summary) == ("user_exit", "done")
     assert (rows[c].agent_id, rows[c].status, rows[c].end_reason) == (agent_id, "active", None)
     assert [await counts(ctx, conv) for conv in (a, b, c)] == [(1, 0), (1, 1), (1, 1)]
