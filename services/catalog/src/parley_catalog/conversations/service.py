@@ -3,8 +3,8 @@
 Events are applied in one transaction together with the insert of their `event_id`s into
 `processed_events`; a replayed event hits that primary key and changes nothing. Messages are also
 keyed by their own `message_id`, so even a re-sent message under a new event id is stored once.
-A batch of events costs a few statements (one multi-row insert of the ids, one of the messages),
-not a transaction per event.
+A batch of events costs a few statements (one multi-row insert of the ids, one of the messages,
+one upsert of the conversations started, one of those ended), not a transaction per event.
 """
 
 from __future__ import annotations
