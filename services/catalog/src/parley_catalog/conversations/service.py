@@ -146,8 +146,10 @@ async def apply_events(db: AsyncSession, events: Sequence[AnyEvent]) -> list[boo
 
 
 async def _upsert_all(db: AsyncSession, stmt: Insert, rows: list[dict[str, Any]]) -> None:
-    """`stmt` over `rows` in their order. One statement cannot update a row twice (PostgreSQL
-    refuses), so a conversation seen again starts a new statement after the rows before it."""
+    """`stmt` over `rows` in their order. Without RETURNING, SQLAlchemy hands the rows to asyncpg's
+    executemany (the prepared statement once per row, in order); were they ever folded into one
+    multi-row INSERT, PostgreSQL would refuse to update a row twice in it, so a conversation seen
+    again starts a new execution after the rows before it."""
     group: list[dict[str, Any]] = []
     ids: set[UUID] = set()
     for row in rows:
