@@ -428,3 +428,56 @@ async def test_a_fetch_is_applied_in_one_transaction_and_split_when_it_fails(
     await consumer.start(nc)
     await eventually(lambda: drained(js))
     assert await counts(ctx, other) == (0, 5)
+
+
+async def test_a_batch_of_many_conversations_is_stored_as_if_one_by_one(
+    agent: dict[str, Any], ctx: CatalogContext
+) -> None:
+    """`apply_events` stores each kind of event with one statement over its rows: the result is
+    that of applying them in order, for conversations opened together, a `started` after its
+    `ended`, and two `started`s or `ended`s of one conversation (the later wins, a summary is
+    kept when the later has none)."""
+    from parley_catalog.conversations import service
+
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    b_again = started(b, agent["id"], at=T0 + timedelta(seconds=1))
+    b_again.channel = "voice"
+    b_end_later = ended(b, ConversationEndReason.USER_EXIT)
+    b_end_later.summary = None
+    events: list[service.AnyEvent] = [
+        ended(a, ConversationEndReason.USER_EXIT),
+        started(b, agent["id"]),
+        message(b, 0, "hello b", MessageRole.ASSISTANT),
+        started(c, agent["id"]),
+        message(c, 0, "hello c", MessageRole.ASSISTANT),
+        started(a, agent["id"]),
+        b_again,
+        ended(b),
+        b_end_later,
+    ]
+    events.append(events[4])  # a duplicate inside the batch
+    async with ctx.db.sessions() as db:
+        applied = await service.apply_events(db, events)
+        await db.commit()
+    assert applied == [True] * 9 + [False]
+    async with ctx.db.engine.connect() as conn:
+        rows = {
+            r.id: r
+            for r in await conn.execute(
+                text(
+                    "SELECT id, agent_id, status, channel, started_at, end_reason, summary "
+                    "FROM catalog.conversations WHERE id IN (:a, :b, :c)"
+                ),
+                {"a": a, "b": b, "c": c},
+            )
+        }
+    agent_id = uuid.UUID(agent["id"])
+    assert (rows[a].agent_id, rows[a].status, rows[a].end_reason) == (agent_id, "ended", "user_exit")
+    assert (rows[b].channel, rows[b].started_at, rows[b].status) == (
+        "voice",
+        T0 + timedelta(seconds=1),
+        "ended",
+    )
+    assert (rows[b].end_reason, rows[b].summary) == ("user_exit", "done")
+    assert (rows[c].agent_id, rows[c].status, rows[c].end_reason) == (agent_id, "active", None)
+    assert [await counts(ctx, conv) for conv in (a, b, c)] == [(1, 0), (1, 1), (1, 1)]

@@ -3,8 +3,8 @@
 Events are applied in one transaction together with the insert of their `event_id`s into
 `processed_events`; a replayed event hits that primary key and changes nothing. Messages are also
 keyed by their own `message_id`, so even a re-sent message under a new event id is stored once.
-A batch of events costs a few statements (one multi-row insert of the ids, one of the messages),
-not a transaction per event.
+A batch of events costs a few statements (one multi-row insert of the ids, one of the messages,
+one upsert of the conversations started, one of those ended), not a transaction per event.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import Table, delete, func, select, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley_catalog import cursor
@@ -47,9 +47,12 @@ class MessageKey(BaseModel):
 
 
 # Built once and executed with a list of rows (SQLAlchemy's "insertmanyvalues": one statement per
-# batch, compiled once, where `.values([...])` compiled anew for every batch size).
+# batch, compiled once, where `.values([...])` compiled anew for every batch size). The
+# conversations' upserts too: an ORM `insert(Conversation).values(...)` built per event cost the
+# catalog more CPU than anything else when sessions open (its ORM bulk path, its cache key).
 _PROCESSED = cast(Table, ProcessedEvent.__table__)
 _MESSAGES = cast(Table, Message.__table__)
+_CONVERSATIONS = cast(Table, Conversation.__table__)
 _CLAIM = (
     insert(_PROCESSED)
     .on_conflict_do_nothing(index_elements=[_PROCESSED.c.event_id])
@@ -58,20 +61,43 @@ _CLAIM = (
 _INSERT_MESSAGES = insert(_MESSAGES).on_conflict_do_nothing(index_elements=[_MESSAGES.c.id])
 
 
+def _upsert(overwrite: Iterable[str], fill: Iterable[str] = ()) -> Insert:
+    """Insert a conversation row, or update the existing one: the columns `overwrite` take the new
+    values, the columns `fill` a new value that is not null, and `updated_at` is set."""
+    stmt = insert(_CONVERSATIONS)
+    set_: dict[str, Any] = {name: stmt.excluded[name] for name in [*overwrite, "updated_at"]}
+    set_.update({name: func.coalesce(stmt.excluded[name], _CONVERSATIONS.c[name]) for name in fill})
+    return stmt.on_conflict_do_update(index_elements=[_CONVERSATIONS.c.id], set_=set_)
+
+
+# An `ended` may have arrived first and left a row without agent: `started` fills it in and keeps
+# its status.
+_UPSERT_STARTED = _upsert(["agent_id", "channel", "user_id", "started_at"])
+_UPSERT_ENDED = _upsert(["status", "end_reason", "ended_at"], fill=["summary"])
+
+
 async def apply_event(db: AsyncSession, event: AnyEvent) -> bool:
     """Persist one event; False when it was already applied. The caller commits."""
     return (await apply_events(db, [event]))[0]
 
 
 async def apply_events(db: AsyncSession, events: Sequence[AnyEvent]) -> list[bool]:
-    """Persist events in their order; for each, False when it was already applied (before, or
-    earlier in `events`). The caller commits."""
+    """Persist events; for each, False when it was already applied (before, or earlier in
+    `events`). The caller commits.
+
+    Nothing has a foreign key (models.py), and a `started` and an `ended` of one conversation
+    set different columns, so the messages, the `started`s and the `ended`s are each stored with
+    one statement over their rows; two events of one kind for one conversation are applied in
+    their order (`_upsert_all`)."""
     if not events:
         return []
     rows = [{"event_id": e.event_id, "type": e.type, "conversation_id": e.conversation_id} for e in events]
     claimed = set((await db.execute(_CLAIM, rows)).scalars())
     applied: list[bool] = []
     messages: list[dict[str, Any]] = []
+    started: list[dict[str, Any]] = []
+    ended: list[dict[str, Any]] = []
+    now = utcnow()
     for event in events:
         first = event.event_id in claimed
         claimed.discard(event.event_id)  # the same event twice in one batch is applied once
@@ -89,54 +115,51 @@ async def apply_events(db: AsyncSession, events: Sequence[AnyEvent]) -> list[boo
                     "created_at": event.at,
                 }
             )
-            continue
-        await _insert_messages(db, messages)
-        messages = []
-        if isinstance(event, ConversationStarted):
-            await _started(db, event)
+        elif isinstance(event, ConversationStarted):
+            started.append(
+                {
+                    "id": event.conversation_id,
+                    "agent_id": event.agent_id,
+                    "channel": event.channel,
+                    "user_id": event.user_id,
+                    "started_at": event.at,
+                    "status": "active",
+                    "updated_at": now,
+                }
+            )
         else:
-            await _ended(db, event)
-    await _insert_messages(db, messages)
+            ended.append(
+                {
+                    "id": event.conversation_id,
+                    "status": "ended",
+                    "end_reason": event.end_reason.value,
+                    "ended_at": event.at,
+                    "summary": event.summary,
+                    "updated_at": now,
+                }
+            )
+    if messages:
+        await db.execute(_INSERT_MESSAGES, messages)
+    await _upsert_all(db, _UPSERT_STARTED, started)
+    await _upsert_all(db, _UPSERT_ENDED, ended)
     return applied
 
 
-async def _insert_messages(db: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await db.execute(_INSERT_MESSAGES, rows)
-
-
-async def _started(db: AsyncSession, event: ConversationStarted) -> None:
-    # An `ended` may have arrived first and left a row without agent: fill it in, keep its status.
-    values = {
-        "agent_id": event.agent_id,
-        "channel": event.channel,
-        "user_id": event.user_id,
-        "started_at": event.at,
-    }
-    await _upsert(db, event.conversation_id, {**values, "status": "active"}, overwrite=values)
-
-
-async def _ended(db: AsyncSession, event: ConversationEnded) -> None:
-    values = {"status": "ended", "end_reason": event.end_reason.value, "ended_at": event.at}
-    await _upsert(
-        db, event.conversation_id, {**values, "summary": event.summary}, overwrite=values, fill=["summary"]
-    )
-
-
-async def _upsert(
-    db: AsyncSession,
-    conversation_id: UUID,
-    values: dict[str, Any],
-    *,
-    overwrite: Iterable[str],
-    fill: Iterable[str] = (),
-) -> None:
-    """Insert the conversation with `values`, or update the existing row: the columns `overwrite`
-    take the new values, the columns `fill` a new value that is not null, and `updated_at` is set."""
-    stmt = insert(Conversation).values(id=conversation_id, updated_at=utcnow(), **values)
-    set_: dict[str, Any] = {name: stmt.excluded[name] for name in [*overwrite, "updated_at"]}
-    set_.update({name: func.coalesce(stmt.excluded[name], getattr(Conversation, name)) for name in fill})
-    await db.execute(stmt.on_conflict_do_update(index_elements=[Conversation.id], set_=set_))
+async def _upsert_all(db: AsyncSession, stmt: Insert, rows: list[dict[str, Any]]) -> None:
+    """`stmt` over `rows` in their order. Without RETURNING, SQLAlchemy hands the rows to asyncpg's
+    executemany (the prepared statement once per row, in order); were they ever folded into one
+    multi-row INSERT, PostgreSQL would refuse to update a row twice in it, so a conversation seen
+    again starts a new execution after the rows before it."""
+    group: list[dict[str, Any]] = []
+    ids: set[UUID] = set()
+    for row in rows:
+        if row["id"] in ids:
+            await db.execute(stmt, group)
+            group, ids = [], set()
+        group.append(row)
+        ids.add(row["id"])
+    if group:
+        await db.execute(stmt, group)
 
 
 def to_schema(row: Conversation) -> schemas.Conversation:
