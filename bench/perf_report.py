@@ -142,21 +142,7 @@ def report(
     w(f"target whole stack <= {TARGET_CPU_MS_PER_TURN} ms: {mark(whole <= TARGET_CPU_MS_PER_TURN)}")
     w()
     w("== Added latency over the in-process engine (through the edge)")
-    rows = []
-    for lat in latency:
-        lp50, lp99 = percentile(lat.local, 50), percentile(lat.local, 99)
-        fp50, fp99 = percentile(lat.full, 50), percentile(lat.full, 99)
-        rows.append(
-            (
-                lat.metric,
-                f"{lp50:.3f}",
-                f"{lp99:.3f}",
-                f"{fp50:.3f}",
-                f"{fp99:.3f}",
-                f"{fp50 - lp50:.3f}",
-                f"{fp99 - lp99:.3f}",
-            )
-        )
+    rows = [realtime.latency_row(lat) for lat in latency]
     table(
         ("metric (ms)", "local p50", "local p99", "full p50", "full p99", "added p50", "added p99"), rows, out
     )

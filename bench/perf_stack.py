@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -131,20 +132,29 @@ class Stack:
                 self.proc.kill()
                 self.proc.wait()
 
-    def cpu(self, by_process: bool = False) -> dict[str, float]:
-        """CPU seconds used so far by each group, or each process (children included, reaped or
-        live)."""
+    def _summed(self, measure: Callable[[psutil.Process], float], by_process: bool) -> dict[str, float]:
+        """`measure` summed over each process and its children, by group or by process (a process
+        gone meanwhile counts what could still be read)."""
         out: dict[str, float] = {}
         for name, proc in self.processes.items():
             total = 0.0
             with suppress(psutil.Error):
                 for p in [proc, *proc.children(recursive=True)]:
                     with suppress(psutil.Error):
-                        t = p.cpu_times()
-                        total += t.user + t.system + t.children_user + t.children_system
+                        total += measure(p)
             key = name if by_process else group_of(name)
             out[key] = out.get(key, 0.0) + total
         return out
+
+    def cpu(self, by_process: bool = False) -> dict[str, float]:
+        """CPU seconds used so far by each group, or each process (children included, reaped or
+        live)."""
+
+        def seconds(p: psutil.Process) -> float:
+            t = p.cpu_times()
+            return float(t.user + t.system + t.children_user + t.children_system)
+
+        return self._summed(seconds, by_process)
 
     def gauge(self, name: str, metric: str) -> float:
         """The sum of a metric's samples on a process's /metrics."""
@@ -163,15 +173,7 @@ class Stack:
 
     def rss(self) -> dict[str, float]:
         """Resident bytes of each group (a process with its children)."""
-        out: dict[str, float] = {}
-        for name, proc in self.processes.items():
-            total = 0.0
-            with suppress(psutil.Error):
-                for p in [proc, *proc.children(recursive=True)]:
-                    with suppress(psutil.Error):
-                        total += p.memory_info().rss
-            out[group_of(name)] = out.get(group_of(name), 0.0) + total
-        return out
+        return self._summed(lambda p: float(p.memory_info().rss), by_process=False)
 
 
 def bus_requests(port: int, subject: str) -> float:

@@ -344,6 +344,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> 
         print("  ".join(cells).rstrip(), file=out)
 
 
+def latency_row(lat: Latency, unit: str = "") -> tuple[str, ...]:
+    """A metric's p50 and p99 in-process, through the full path, and what the full path adds."""
+    lp50, lp99 = percentile(lat.local, 50), percentile(lat.local, 99)
+    fp50, fp99 = percentile(lat.full, 50), percentile(lat.full, 99)
+    figures = (lp50, lp99, fp50, fp99, fp50 - lp50, fp99 - lp99)
+    return (lat.metric, *(f"{v:.3f}{unit}" for v in figures))
+
+
 def report(
     latency: Sequence[Latency],
     levels: Sequence[Level],
@@ -363,21 +371,9 @@ def report(
     )
     rows = []
     for lat in latency:
-        lp50, lp99 = percentile(lat.local, 50), percentile(lat.local, 99)
-        fp50, fp99 = percentile(lat.full, 50), percentile(lat.full, 99)
-        rows.append(
-            (
-                lat.metric,
-                f"{lp50:.3f} ms",
-                f"{lp99:.3f} ms",
-                f"{fp50:.3f} ms",
-                f"{fp99:.3f} ms",
-                f"{fp50 - lp50:.3f} ms",
-                f"{fp99 - lp99:.3f} ms",
-                f"{fp50 / lp50:.2f}x",
-                f"{fp99 / lp99:.2f}x",
-            )
-        )
+        ratio50 = percentile(lat.full, 50) / percentile(lat.local, 50)
+        ratio99 = percentile(lat.full, 99) / percentile(lat.local, 99)
+        rows.append((*latency_row(lat, " ms"), f"{ratio50:.2f}x", f"{ratio99:.2f}x"))
     header = ("metric", "in-process p50", "in-process p99", "full p50", "full p99")
     header += ("added p50", "added p99", "ratio p50", "ratio p99")
     table(header, rows, out)
