@@ -14,8 +14,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from fastapi import FastAPI
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from parley_auth.app import build_app as build_auth_app
 from parley_auth.migrate import upgrade as upgrade_auth
@@ -28,7 +31,7 @@ from parley_catalog.settings import CatalogSettings
 from parley_devstack.testing import Infra, app_context, started
 
 from .fake_webhook import FakeWebhook, running
-from .support import World
+from .support import User, World
 
 AUTH_SECRET = "catalog-tests-auth-secret-0123456789abcdef"
 SECRET_KEY = "catalog-tests-secret-key-0123456789abcdef"
@@ -89,3 +92,21 @@ def allow_private(ctx: CatalogContext) -> Iterator[None]:
     ctx.settings.catalog_tools_allow_private = True
     yield
     ctx.settings.catalog_tools_allow_private = False
+
+
+# The people, agent and bus connection of the conversation tests.
+@pytest.fixture
+async def alice(world: World) -> User:
+    return await world.user()
+
+
+@pytest.fixture
+async def agent(alice: User) -> dict[str, Any]:
+    return await alice.create_agent()
+
+
+@pytest.fixture
+async def js(ctx: CatalogContext) -> AsyncIterator[JetStreamContext]:
+    nc: Client = await nats.connect(ctx.settings.nats_url)
+    yield nc.jetstream()
+    await nc.close()
