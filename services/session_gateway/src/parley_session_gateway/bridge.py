@@ -22,6 +22,7 @@ from uuid import UUID
 import structlog
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
+from opentelemetry import context as otel_context
 from pydantic import BaseModel
 
 from parley_common import session_contract as sc
@@ -56,9 +57,17 @@ class SessionBridge:
             self.last_index = out.index
             await on_output(out)
 
-        self._ctl = await bus.session_control(self.nc, conv, on_control)
-        self._out = bus.session_output(self.nc, self.events, conv, output)
-        await self._out.open()
+        # nats-py runs each subscription's callbacks in a task of its own, which keeps a copy of
+        # the context it was made in for the session's lifetime: made inside the handshake's span,
+        # it would hold that span (ended, and exported) in memory as long as the socket stays open.
+        # Nothing on the output path is traced, so its tasks start from an empty trace context.
+        token = otel_context.attach(otel_context.Context())
+        try:
+            self._ctl = await bus.session_control(self.nc, conv, on_control)
+            self._out = bus.session_output(self.nc, self.events, conv, output)
+            await self._out.open()
+        finally:
+            otel_context.detach(token)
 
     async def start(self, start: sc.SessionStart) -> None:
         # One start per conversation, however many attempts it takes.
