@@ -1,0 +1,57 @@
+"""`SessionBridge.attach` subscribes outside the caller's trace context.
+
+nats-py starts a task per subscription, and a task keeps a copy of the context it was created in
+for as long as it runs (the session's lifetime): subscribed inside the handshake's span, both
+readers would keep that span in memory while the socket stays open (docs/performance.md, "Memory
+per idle session in the gateway"). The caller's context is back once `attach` returns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from parley_session_gateway.bridge import SessionBridge
+
+
+class _Sub:
+    async def unsubscribe(self) -> None:
+        return None
+
+
+class _Nats:
+    """Records the span current when each subscription is made (what its task would keep)."""
+
+    def __init__(self) -> None:
+        self.spans: list[trace.Span] = []
+
+    async def subscribe(self, subject: str, **_: Any) -> _Sub:
+        self.spans.append(trace.get_current_span())
+        return _Sub()
+
+    def jetstream(self) -> _Nats:
+        return self
+
+
+class _Events:
+    def on_reconnect(self, _: Any) -> Any:
+        return lambda: None
+
+
+async def _ignore(_: Any) -> None:
+    return None
+
+
+async def test_the_readers_are_subscribed_without_the_callers_span() -> None:
+    nc = _Nats()
+    bridge = SessionBridge(cast(Any, nc), cast(Any, _Events()), uuid.uuid4())
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("realtime.handshake") as handshake:
+        await bridge.attach(_ignore, _ignore)
+        assert trace.get_current_span() is handshake
+    assert len(nc.spans) == 2  # the control subject and the output's ordered consumer
+    assert all(not span.get_span_context().is_valid for span in nc.spans)
+    await bridge.detach()
