@@ -215,13 +215,17 @@ class Held(Protocol):
     acked: bool
 
 
+FETCH_TIMEOUT_S = 1.0  # how long a fetch waits for messages (its pull request's expiry)
+STOP_GRACE_S = FETCH_TIMEOUT_S + 2.0  # how long `DurableConsumer.stop` lets a fetch and its batch end
+
+
 async def fetch_batch(
     sub: JetStreamContext.PullSubscription, batch: int, *, event: str, pause_s: float = 1.0, **log_fields: Any
 ) -> list[Msg]:
     """Up to `batch` messages, or none after a quiet second. Connection trouble is logged as `event`
     and waited out for `pause_s` (the client reconnects by itself), then none."""
     try:
-        return await sub.fetch(batch, timeout=1.0)
+        return await sub.fetch(batch, timeout=FETCH_TIMEOUT_S)
     except (NatsTimeoutError, TimeoutError):
         return []
     except asyncio.CancelledError:
@@ -305,6 +309,7 @@ class DurableConsumer:
         self.config = config or shared_durable()
         self._sub: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         # Messages this process applied, and those it found already applied (replays).
         self.applied = 0
         self.duplicates = 0
@@ -332,10 +337,17 @@ class DurableConsumer:
         self._sub = await js.pull_subscribe(
             self.subject, durable=self.durable, stream=self.stream, config=self.config
         )
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
+            # Let the fetch under way end (its pull request expires on the server just before the
+            # client's timeout) and its batch be handled and acked, rather than cancel them: a
+            # batch cut short, or a pull request left open on the server and handed the next
+            # messages, leaves messages unacked until their ack wait (30 s) runs out.
+            self._stopping.set()
+            await asyncio.wait({self._task}, timeout=STOP_GRACE_S)
             await cancel_and_wait(self._task)
             self._task = None
         if self._sub is not None:
@@ -345,7 +357,7 @@ class DurableConsumer:
 
     async def _run(self) -> None:
         assert self._sub is not None
-        while True:
+        while not self._stopping.is_set():
             await self.tick()
             messages = await fetch_batch(
                 self._sub,
