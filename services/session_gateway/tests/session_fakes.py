@@ -123,14 +123,16 @@ class FakeBridge:
         self.inputs: list[tuple[SessionInput, str | None]] = []
         self.started: SessionStart | None = None
         self.detached = False
+        self.new: bool | None = None  # what `attach` was told
         self.fail_sends = False
         self.stored = asyncio.Event()
         self._on_output: OnOutput | None = None
         self._on_control: OnControl | None = None
         self._index = last_index
 
-    async def attach(self, on_output: OnOutput, on_control: OnControl) -> None:
+    async def attach(self, on_output: OnOutput, on_control: OnControl, *, new: bool = False) -> None:
         self._on_output, self._on_control = on_output, on_control
+        self.new = new
 
     async def start(self, start: SessionStart) -> None:
         self.started = start

@@ -83,6 +83,12 @@ class Runtime:
         out = SessionOutput(index=self.index[conversation], event=event)
         await self.js.publish(subjects.session_out(conversation), out.model_dump_json().encode())
 
+    async def output_consumers(self, conversation: str) -> list[str]:
+        """The JetStream consumers reading this conversation's output."""
+        subject = subjects.session_out(conversation)
+        consumers = await self.js.consumers_info(subjects.SESSION_OUT_STREAM)
+        return [c.name for c in consumers if c.config.filter_subject == subject]
+
     async def timing(self, conversation: str, connection_id: str, remaining_s: float) -> None:
         now = datetime.now(UTC)
         control = SessionControl(
@@ -186,6 +192,8 @@ async def test_frames_become_inputs_and_audio_travels_both_ways(gateway: tuple[s
         assert json.loads(await ws.recv()) == {"type": "text_full", "content": "hi"}
         assert json.loads(await ws.recv()) == {"type": "audio_delta", "size": 4}
         assert await ws.recv() == b"\x00\x01\x02\x03"
+        # A new session's output comes over core NATS: no JetStream consumer reads it.
+        assert await runtime.output_consumers(conversation) == []
 
         # Ticks come from the runtime's timing, every tick interval.
         await runtime.timing(conversation, start.connection_id, remaining_s=30)

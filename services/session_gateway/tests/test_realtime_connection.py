@@ -54,6 +54,7 @@ async def test_a_session_opens_relays_input_and_output_and_ends_with_the_runtime
     async with gateway() as (ctx, catalog, auth):
         async with session(ctx, auth) as (conn, ws):
             bridge = ctx.last
+            assert bridge.new is True  # attached before the start: nothing to catch up on
             assert bridge.started is not None and bridge.started.agent_id == AGENT
             assert bridge.started.connection_id == conn.connection_id
             assert [r.agent_id for r in catalog.asked] == [AGENT]
@@ -115,6 +116,7 @@ async def test_a_resume_attaches_after_the_last_event_and_says_connected() -> No
             assert (await ws.frame())["conversation_id"] == str(conversation_id)
             bridge = ctx.last
             assert (bridge.conversation_id, bridge.last_index, bridge.started) == (conversation_id, 5, None)
+            assert bridge.new is False  # caught up from the stream after event 5
             assert bridge.input_types() == ["connected"]
             ws.drop()
 

@@ -57,7 +57,7 @@ ATTEMPT_S = 2.0  # one attempt's wait for the ack (then retried under the same i
 _POLL_S = 0.05
 
 
-async def _connected(nc: Client, deadline: float) -> bool:
+async def wait_connected(nc: Client, deadline: float) -> bool:
     """Wait until the connection is up (True), or the deadline passes (False)."""
     while not nc.is_connected:
         if nc.is_closed:
@@ -86,7 +86,7 @@ async def publish_durably(
     attempts = 0
     last: BaseException = TimeoutError(f"not connected to NATS within {timeout_s} s")
     while True:
-        if not await _connected(nc, deadline):
+        if not await wait_connected(nc, deadline):
             break
         left = deadline - time.monotonic()
         if left <= 0:

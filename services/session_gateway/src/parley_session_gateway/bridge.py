@@ -1,10 +1,13 @@
 """One WebSocket connection's side of the session bus.
 
-Output is read from `SESSION_OUT` with an ordered consumer from the start of the conversation,
-and events at or below the last index the client has seen are skipped: a fresh session sees
-everything, a resumed one exactly what it missed, and a redelivered or republished event never
-twice. The consumer is recreated from the next message as soon as the NATS connection comes back
-(`OrderedReader`), so output flows again right after a broker restart.
+Output is read over core NATS from `session.<id>.out`, the subject `SESSION_OUT` stores
+(`NumberedReader`): each event's `index` is handed on once, in order, after the last index the
+client has seen. The stream is read only to fill what core NATS may have missed: at attach for a
+resumed session (the client's `last_event` may be behind), after every reconnect to NATS, and when
+an index arrives beyond the next one expected. A new session (attached before `sessions.start` is
+published, so nothing can precede the subscription) makes no JetStream request at all. A fresh
+session sees everything, a resumed one exactly what it missed, and a redelivered or republished
+event never twice.
 
 Input is published to `SESSION_IN` and acknowledged by JetStream before the next frame is read, so
 an input the gateway accepted is never lost, even when the runtime worker dies. Each input carries a
@@ -28,7 +31,8 @@ from pydantic import BaseModel
 from parley_common import session_contract as sc
 from parley_common import subjects
 from parley_common.bus import BusEvents
-from parley_common.jetstream import OrderedReader, publish_durably
+from parley_common.jetstream import publish_durably
+from parley_common.numbered import NumberedReader
 from parley_session_gateway import bus
 
 log = structlog.get_logger(__name__)
@@ -45,15 +49,15 @@ class SessionBridge:
     last_index: int = 0
     _: KW_ONLY
     publish_timeout_s: float = 30.0
-    _out: OrderedReader | None = field(default=None, init=False, repr=False)
+    _out: NumberedReader[sc.SessionOutput] | None = field(default=None, init=False, repr=False)
     _ctl: Subscription | None = field(default=None, init=False, repr=False)
 
-    async def attach(self, on_output: OnOutput, on_control: OnControl) -> None:
+    async def attach(self, on_output: OnOutput, on_control: OnControl, *, new: bool = False) -> None:
+        """Subscribe to the session's control and output (after `last_index`); `new`: the session
+        is not started yet, so the stream has nothing to catch up on."""
         conv = str(self.conversation_id)
 
         async def output(out: sc.SessionOutput) -> None:
-            if out.index <= self.last_index:
-                return
             self.last_index = out.index
             await on_output(out)
 
@@ -64,8 +68,8 @@ class SessionBridge:
         token = otel_context.attach(otel_context.Context())
         try:
             self._ctl = await bus.session_control(self.nc, conv, on_control)
-            self._out = bus.session_output(self.nc, self.events, conv, output)
-            await self._out.open()
+            self._out = bus.session_output(self.nc, self.events, conv, output, after=self.last_index)
+            await self._out.open(catch_up=not new)
         finally:
             otel_context.detach(token)
 

@@ -6,8 +6,9 @@ Subscriptions (the gateway handles these), each opened by the function named her
   broker; `listen_revocations` hands it to `live.LiveConnections.on_revoked`.
 - `session.<id>.ctl`: core, per connection (`session_control`), handled by
   `connection.SessionConnection._on_control` through `bridge.SessionBridge`.
-- `session.<id>.out` (stream `SESSION_OUT`): JetStream ordered consumer, per connection
-  (`session_output`), handled by `connection.SessionConnection._on_output`.
+- `session.<id>.out` (stored by stream `SESSION_OUT`): core, per connection (`session_output`, a
+  `NumberedReader`), handled by `connection.SessionConnection._on_output`; the stream is read
+  with a temporary ordered consumer only to catch up (a resume, a reconnect, a gap in the indices).
 - `session.<id>.audio.out`: core with a bounded buffer, per voice socket (`agent_audio`),
   handled by `realtime.voice.VoiceLink`.
 - an inbox per Octavus trigger: core, read with `next_msg` (`octavus_stream`), relayed as SSE by
@@ -42,8 +43,8 @@ from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import Principal
 from parley_common.bus import BusEvents, request
 from parley_common.catalog_contract import AgentAccessReply, AgentAccessRequest
-from parley_common.jetstream import OrderedReader
 from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
+from parley_common.numbered import NumberedReader
 from parley_common.octavus import sessions as octavus_wire
 from parley_common.session_contract import SessionControl, SessionOutput
 from parley_session_gateway.live import LiveConnections
@@ -54,17 +55,28 @@ M = TypeVar("M", bound=BaseModel)
 log = structlog.get_logger(__name__)
 
 
+def decoder(model: type[M], *, invalid: str, **context: str) -> Callable[[bytes], M | None]:
+    """Validate a body as `model`; an invalid one is logged as `invalid` and gives None."""
+
+    def decode(data: bytes) -> M | None:
+        try:
+            return model.model_validate_json(data)
+        except ValidationError as exc:
+            log.error(invalid, error=str(exc), **context)
+            return None
+
+    return decode
+
+
 def parsed(model: type[M], handle: Callable[[M], Awaitable[None]], *, invalid: str, **context: str) -> OnMsg:
     """A message handler that validates the body as `model` first; an invalid body is logged as
     `invalid` and dropped (the subscription lives on)."""
+    decode = decoder(model, invalid=invalid, **context)
 
     async def on_msg(msg: Msg) -> None:
-        try:
-            item = model.model_validate_json(msg.data)
-        except ValidationError as exc:
-            log.error(invalid, error=str(exc), **context)
-            return
-        await handle(item)
+        item = decode(msg.data)
+        if item is not None:
+            await handle(item)
 
     return on_msg
 
@@ -86,15 +98,24 @@ async def session_control(
 
 
 def session_output(
-    nc: Client, events: BusEvents, conversation_id: str, handle: Callable[[SessionOutput], Awaitable[None]]
-) -> OrderedReader:
-    """The session's events from its start, in order, across broker restarts (call `open()`)."""
-    return OrderedReader(
+    nc: Client,
+    events: BusEvents,
+    conversation_id: str,
+    handle: Callable[[SessionOutput], Awaitable[None]],
+    *,
+    after: int,
+) -> NumberedReader[SessionOutput]:
+    """The session's events after index `after`, each once, in order, across broker restarts
+    (call `open()`)."""
+    return NumberedReader(
         nc,
         events,
         stream=subjects.SESSION_OUT_STREAM,
         subject=subjects.session_out(conversation_id),
-        on_msg=parsed(SessionOutput, handle, invalid="realtime.bad_output", conversation_id=conversation_id),
+        decode=decoder(SessionOutput, invalid="realtime.bad_output", conversation_id=conversation_id),
+        index_of=lambda out: out.index,
+        deliver=handle,
+        after=after,
     )
 
 

@@ -106,7 +106,7 @@ async def open_session(
         variables=dict(admission.principal.data or {}),
     )
     try:
-        await bridge.attach(on_output, on_control)
+        await bridge.attach(on_output, on_control, new=True)
         await bridge.start(start)
     except BaseException:
         await bridge.detach()  # nothing started: no consumer left behind
