@@ -169,6 +169,7 @@ async def test_what_was_published_while_away_comes_after_a_reconnect(
     publisher = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:
         await harness.reader()
+        await harness.nc.flush()  # subscribed before another connection publishes
         await harness.store(1, publisher)
         await _until(lambda: harness.got == [1])
         server.signal(signal.SIGKILL)

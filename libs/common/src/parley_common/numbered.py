@@ -87,6 +87,7 @@ class NumberedReader(Generic[T]):
         self._unhook: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wanted = False
+        self._closed = False
         self._round = 0  # incremented when a catch-up round takes its first look
 
     async def open(self, *, catch_up: bool) -> None:
@@ -97,6 +98,7 @@ class NumberedReader(Generic[T]):
             self.request_catch_up()
 
     async def close(self) -> None:
+        self._closed = True
         if self._unhook is not None:
             self._unhook()
             self._unhook = None
@@ -159,6 +161,8 @@ class NumberedReader(Generic[T]):
 
     def request_catch_up(self) -> None:
         """Read the stream for anything missed (a round starts, or one more follows the current)."""
+        if self._closed:
+            return
         self._wanted = True
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._catch_up(), name=f"catch-up {self.subject}")
