@@ -31,7 +31,6 @@ does not fill never stalls the reader.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -53,7 +52,7 @@ T = TypeVar("T")
 
 SETTLE_S = 0.25  # between a catch-up's two looks at the stream
 RETRY_S = 0.5  # before a catch-up round interrupted by an error starts again
-STALL_S = 5.0  # a catch-up's read that delivers nothing for this long gives up (stream purged?)
+STALL_S = 5.0  # a catch-up's read that receives nothing for this long gives up (stream purged?)
 
 
 class NumberedReader(Generic[T]):
@@ -210,27 +209,26 @@ class NumberedReader(Generic[T]):
         last = await self._last_stored()
         if last <= self.last_index:
             return last
-        reached = asyncio.Event()
-        delivered = 0
+        # The consumer's callback only queues: this task hands on, so closing the consumer (or
+        # its restart after a reconnect) can never cut a hand-over short.
+        received: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def on_msg(msg: Msg) -> None:
-            nonlocal delivered
-            delivered += 1
-            await self._on_stream(msg)
-            if self.last_index >= last or msg.metadata.num_pending == 0:
-                reached.set()
+            received.put_nowait(msg)
 
         reader = OrderedReader(self.nc, self.events, stream=self.stream, subject=self.subject, on_msg=on_msg)
         async with self.events.consumer_gate:
             await reader.open()
         try:
-            while not reached.is_set():
-                seen = delivered
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(reached.wait(), STALL_S)
-                if not reached.is_set() and delivered == seen:
+            while self.last_index < last:
+                try:
+                    msg = await asyncio.wait_for(received.get(), STALL_S)
+                except TimeoutError:  # the stream no longer has it (purged, expired)
                     log.warning("bus.catch_up_stalled", subject=self.subject, last=last, at=self.last_index)
                     break
+                await self._on_stream(msg)
+                if msg.metadata.num_pending == 0:
+                    break  # the end of the stream: whatever is missing is not there
         finally:
             await reader.close()
         return last
