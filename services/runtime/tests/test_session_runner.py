@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from parley_common.conversation_contract import ConversationEnded, ConversationMessage, ConversationStarted
+from parley_common.conversation_contract import (
+    ConversationEnded,
+    ConversationEventBatch,
+    ConversationMessage,
+    ConversationStarted,
+    conversation_msg_id,
+)
 from parley_common.session_contract import InputCancel
 from parley_runtime.sessions.runner import SessionRunner
 
@@ -65,6 +71,15 @@ async def test_greets_answers_in_order_and_closes_once(rt: Stack) -> None:
         ("assistant", "Hi", 0), ("user", "one", 1), ("assistant", "You said: one", 2),
         ("user", "two", 3), ("assistant", "You said: two", 4),
     ]  # fmt: skip
+    # Each commit's events in one message, under an id made from theirs.
+    published = [
+        (headers["Nats-Msg-Id"], body.events if isinstance(body, ConversationEventBatch) else [body])
+        for headers, body in client.transcript_msgs
+    ]
+    assert [[e.type.split(".")[1] for e in events] for _, events in published] == [
+        ["started", "message"], ["message", "message"], ["message", "message"], ["ended"],
+    ]  # fmt: skip
+    assert [msg_id for msg_id, _ in published] == [conversation_msg_id(events) for _, events in published]
 
 
 async def test_cancel_ends_the_answer_with_what_was_said(rt: Stack) -> None:
@@ -120,4 +135,9 @@ async def test_a_new_owner_answers_the_interrupted_message_once(rt: Stack) -> No
     unique = {m.event_id: m for m in client.transcript if isinstance(m, ConversationMessage)}
     messages = [(m.role.value, m.content) for m in unique.values()]
     assert messages == [("assistant", "Hi"), ("user", "hello"), ("assistant", "You said: hello")]
+    # The greeting's commit, published again by the new owner, is the same message (the same
+    # `Nats-Msg-Id`: JetStream stores it once).
+    opening_id, opening = client.transcript_msgs[0][0]["Nats-Msg-Id"], client.transcript_msgs[0][1]
+    assert isinstance(opening, ConversationEventBatch) and len(opening.events) == 2
+    assert [headers["Nats-Msg-Id"] for headers, _ in client.transcript_msgs].count(opening_id) == 2
     assert await rt.deps().store.owner(start.conversation_id) == "worker-b"

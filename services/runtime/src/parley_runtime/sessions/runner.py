@@ -1,4 +1,4 @@
-# One piece (~560 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
+# One piece (~580 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
 # replay them on takeover) spans the loop, the turn and the commit; split, no module shows it whole.
 """One session on its owning worker: inputs in, turns of the blueprint, events out, until it closes.
 
@@ -36,7 +36,13 @@ from opentelemetry import trace
 from parley_common import metrics, subjects
 from parley_common.bus import BusEvents
 from parley_common.catalog_contract import AgentSnapshot
-from parley_common.conversation_contract import ConversationEnded, ConversationEndReason, ConversationStarted
+from parley_common.conversation_contract import (
+    ConversationEnded,
+    ConversationEndReason,
+    ConversationStarted,
+    conversation_body,
+    conversation_msg_id,
+)
 from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
 from parley_common.jetstream import publish_durably
 from parley_common.session_contract import (
@@ -444,25 +450,34 @@ class SessionRunner:
 
     async def _flush(self, state: SessionState, published_up_to: int = 0) -> None:
         """Publish what a commit produced: the events that end the turn first (the client waits
-        for them), then the transcript events, together (the catalog orders them by `seq`)."""
+        for them), then the transcript events, as one message (the catalog orders them by `seq`;
+        its id comes from theirs, so the same outbox published again is the same message)."""
         assert self.outlet is not None
         for out in state.tail:
             if out.index > published_up_to:
                 await self.outlet.publish_acked(out)
-        subject = subjects.conversation_event(str(self.conversation_id))
-        await asyncio.gather(
-            *(
-                publish_durably(
-                    self.deps.nc,
-                    subject,
-                    event.model_dump_json().encode(),
-                    msg_id=str(event.event_id),
-                    headers=trace_headers(),
-                    timeout_s=self.deps.settings.bus_publish_timeout_s,
-                )
-                for event in state.outbox
+        if state.outbox:
+            subject = subjects.conversation_event(str(self.conversation_id))
+            body = conversation_body(state.outbox)
+            # Long messages that would not fit one NATS message together go one by one.
+            bodies = (
+                [(body, state.outbox)]
+                if len(state.outbox) == 1 or len(body) <= self.deps.nc.max_payload // 2
+                else [(conversation_body([event]), [event]) for event in state.outbox]
             )
-        )
+            await asyncio.gather(
+                *(
+                    publish_durably(
+                        self.deps.nc,
+                        subject,
+                        data,
+                        msg_id=conversation_msg_id(events),
+                        headers=trace_headers(),
+                        timeout_s=self.deps.settings.bus_publish_timeout_s,
+                    )
+                    for data, events in bodies
+                )
+            )
         state.outbox, state.tail = [], []
 
     async def _abandon_turn(self) -> None:
