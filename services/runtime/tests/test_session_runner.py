@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
+from opentelemetry import trace
 
+from parley_common import subjects
 from parley_common.conversation_contract import (
     ConversationEnded,
     ConversationEventBatch,
@@ -17,7 +20,9 @@ from parley_common.conversation_contract import (
     ConversationStarted,
     conversation_msg_id,
 )
-from parley_common.session_contract import InputCancel
+from parley_common.session_contract import InputCancel, SessionOutput
+from parley_common.settings import CommonSettings
+from parley_common.telemetry import setup_telemetry
 from parley_runtime.sessions.runner import SessionRunner
 
 from .sessions_support import FakeClaim, Stack, session_start, stack
@@ -141,3 +146,30 @@ async def test_a_new_owner_answers_the_interrupted_message_once(rt: Stack) -> No
     assert isinstance(opening, ConversationEventBatch) and len(opening.events) == 2
     assert [headers["Nats-Msg-Id"] for headers, _ in client.transcript_msgs].count(opening_id) == 2
     assert await rt.deps().store.owner(start.conversation_id) == "worker-b"
+
+
+async def test_text_deltas_carry_no_trace_context(rt: Stack) -> None:
+    """Nothing reads a trace context from `SESSION_OUT`; a delta carries its `Nats-Msg-Id` only
+    (the turn itself continues the input's trace, `tests/e2e/test_realtime_tracing.py`)."""
+    setup_telemetry(CommonSettings())  # real spans, so a context would be injected
+    start = session_start()
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    async def out(msg: Msg) -> None:
+        seen.append((SessionOutput.model_validate_json(msg.data).event.type, dict(msg.headers or {})))
+
+    sub = await rt.nc.subscribe(subjects.session_out(str(start.conversation_id)), cb=out)
+    client = await rt.client(start.conversation_id)
+    task = asyncio.create_task(SessionRunner(rt.deps(), start, FakeClaim()).run())
+    try:
+        await client.until("turn_complete")
+        with trace.get_tracer("test").start_as_current_span("test.input"):
+            await rt.say(start.conversation_id, "hello")  # the input carries its trace context
+        await client.until("turn_complete")
+        await rt.end(start.conversation_id)
+        await client.until("session_closed")
+        await asyncio.wait_for(task, 10)
+    finally:
+        await sub.unsubscribe()
+    deltas = [headers for kind, headers in seen if kind == "text_delta"]
+    assert len(deltas) == 2 and all(set(headers) == {"Nats-Msg-Id"} for headers in deltas), seen
