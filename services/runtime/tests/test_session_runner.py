@@ -148,6 +148,28 @@ async def test_a_new_owner_answers_the_interrupted_message_once(rt: Stack) -> No
     assert await rt.deps().store.owner(start.conversation_id) == "worker-b"
 
 
+async def test_an_outbox_too_long_for_one_message_goes_event_by_event(rt: Stack) -> None:
+    rt.nc._max_payload = 800  # a commit's events over half of it are published one by one
+    start = session_start()
+    client = await rt.client(start.conversation_id)
+    task = asyncio.create_task(SessionRunner(rt.deps(), start, FakeClaim()).run())
+    await client.until("turn_complete")
+    await rt.say(start.conversation_id, "hello")
+    await client.until("turn_complete")
+    await rt.end(start.conversation_id)
+    await client.until("session_closed")
+    await asyncio.wait_for(task, 10)
+    bodies = [body for _, body in client.transcript_msgs]
+    assert bodies and not any(isinstance(body, ConversationEventBatch) for body in bodies)
+    assert sorted(e.type for e in client.transcript) == sorted(
+        ["conversation.started", *["conversation.message"] * 3, "conversation.ended"]
+    )
+    # Each under its own event id, as before batches.
+    assert {headers["Nats-Msg-Id"] for headers, _ in client.transcript_msgs} == {
+        str(e.event_id) for e in client.transcript
+    }
+
+
 async def test_text_deltas_carry_no_trace_context(rt: Stack) -> None:
     """Nothing reads a trace context from `SESSION_OUT`; a delta carries its `Nats-Msg-Id` only
     (the turn itself continues the input's trace, `tests/e2e/test_realtime_tracing.py`)."""

@@ -39,6 +39,7 @@ from parley_common.catalog_contract import AgentSnapshot
 from parley_common.conversation_contract import (
     ConversationEnded,
     ConversationEndReason,
+    ConversationEvent,
     ConversationStarted,
     conversation_body,
     conversation_msg_id,
@@ -458,26 +459,22 @@ class SessionRunner:
                 await self.outlet.publish_acked(out)
         if state.outbox:
             subject = subjects.conversation_event(str(self.conversation_id))
-            body = conversation_body(state.outbox)
-            # Long messages that would not fit one NATS message together go one by one.
-            bodies = (
-                [(body, state.outbox)]
-                if len(state.outbox) == 1 or len(body) <= self.deps.nc.max_payload // 2
-                else [(conversation_body([event]), [event]) for event in state.outbox]
-            )
-            await asyncio.gather(
-                *(
-                    publish_durably(
-                        self.deps.nc,
-                        subject,
-                        data,
-                        msg_id=conversation_msg_id(events),
-                        headers=trace_headers(),
-                        timeout_s=self.deps.settings.bus_publish_timeout_s,
-                    )
-                    for data, events in bodies
+
+            async def publish(data: bytes, events: list[ConversationEvent]) -> None:
+                await publish_durably(
+                    self.deps.nc,
+                    subject,
+                    data,
+                    msg_id=conversation_msg_id(events),
+                    headers=trace_headers(),
+                    timeout_s=self.deps.settings.bus_publish_timeout_s,
                 )
-            )
+
+            body = conversation_body(state.outbox)
+            if len(state.outbox) == 1 or len(body) <= self.deps.nc.max_payload // 2:
+                await publish(body, state.outbox)
+            else:  # long messages that would not fit one NATS message together go one by one
+                await asyncio.gather(*(publish(conversation_body([e]), [e]) for e in state.outbox))
         state.outbox, state.tail = [], []
 
     async def _abandon_turn(self) -> None:
