@@ -10,7 +10,8 @@ write. A worker that takes the session over after a crash:
 1. loads the committed state and reads the index of the last event that reached
    `session.<id>.out`; if it is beyond what the state accounts for, a turn was cut short after the
    client saw part of it, so the client first gets `error` `realtime.turn_restarted`;
-2. publishes the committed `outbox` and `tail` again (the catalog drops transcript events it has by
+2. publishes the committed `outbox` and `tail` again (the outbox as the same message, its
+   `Nats-Msg-Id` made from its events' ids; the catalog drops transcript events it has by
    `event_id`; tail events the stream already holds are skipped);
 3. reads input again from the first one the state has not processed, so the interrupted user
    message is answered again, from the committed state, and committed once.
