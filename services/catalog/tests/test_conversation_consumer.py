@@ -15,11 +15,14 @@ from sqlalchemy import text
 
 from parley_catalog.context import CatalogContext
 from parley_catalog.conversations.consumer import ConversationConsumer
+from parley_catalog.conversations.service import AnyEvent
 from parley_catalog.db import Database
 from parley_common import subjects
 from parley_common.conversation_contract import (
     ConversationEndReason,
     MessageRole,
+    conversation_body,
+    conversation_msg_id,
 )
 from parley_devstack.servers import free_port
 
@@ -112,6 +115,40 @@ async def test_malformed_events_are_dropped_without_blocking(
     assert consumer.malformed - malformed == len(garbage) and consumer.retried == retried  # none retried
     assert [m["content"] for m in await all_messages(alice, conv)] == ["valid"]
     assert await counts(ctx, conv) == (1, 1)
+
+
+async def test_a_commits_events_in_one_message_are_each_stored_once(
+    alice: User, agent: dict[str, Any], js: JetStreamContext, ctx: CatalogContext, catalog_app: FastAPI
+) -> None:
+    """The runtime publishes the events of one commit as one message (`conversation_body`): each
+    is stored, each only once across messages (a batch published again, a batch holding an event
+    already stored on its own), and one that cannot be stored leaves the others stored."""
+    consumer: ConversationConsumer = catalog_app.state.consumer
+    conv = uuid.uuid4()
+    first: list[AnyEvent] = [started(conv, agent["id"]), message(conv, 0, "hi", MessageRole.ASSISTANT)]
+    second: list[AnyEvent] = [message(conv, 1, "question"), message(conv, 2, "answer", MessageRole.ASSISTANT)]
+    bad = message(conv, 3, "nul \u0000 inside")
+    third: list[AnyEvent] = [bad, message(conv, 4, "after the bad one", MessageRole.ASSISTANT)]
+    applied, duplicates, malformed = consumer.applied, consumer.duplicates, consumer.malformed
+    await publish(js, conv, second[0])  # one of them on its own first
+    for events in (first, second, first, third):  # `first` again: a runtime's republication
+        await publish(js, conv, conversation_body(events))
+    await eventually(lambda: drained(js))
+    assert [m["content"] for m in await all_messages(alice, conv)] == [
+        "hi", "question", "answer", "after the bad one",
+    ]  # fmt: skip
+    assert (consumer.applied - applied, consumer.duplicates - duplicates) == (5, 3)
+    assert consumer.malformed - malformed == 1
+    assert await counts(ctx, conv) == (1, 4)
+    # Both forms, fetched together or alone, give the same: a fresh consumer replays them all.
+    await consumer.stop()
+    await js.delete_consumer(subjects.CONVERSATIONS_STREAM, "catalog-conversations")
+    await consumer.start(catalog_app.state.broker.connection)
+    await eventually(lambda: drained(js), timeout=30)
+    assert await counts(ctx, conv) == (1, 4)
+    assert conversation_msg_id(first) == conversation_msg_id(list(first))  # from the ids, in order
+    assert conversation_msg_id(first) != conversation_msg_id(first[::-1])
+    assert conversation_msg_id(first[:1]) == str(first[0].event_id)  # one event: its own id
 
 
 async def test_database_outage_loses_nothing(

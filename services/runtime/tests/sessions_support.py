@@ -25,7 +25,11 @@ from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.blueprint import Blueprint
 from parley_common.bus import BusEvents, make_broker
 from parley_common.catalog_contract import AgentConfig, AgentSnapshot, AgentStatus
-from parley_common.conversation_contract import ConversationEvent
+from parley_common.conversation_contract import (
+    ConversationEvent,
+    ConversationEventBatch,
+    ConversationEventBody,
+)
 from parley_common.session_contract import (
     InputEnd,
     InputText,
@@ -47,7 +51,7 @@ from parley_runtime.sessions.worker import OWN_STREAMS
 from parley_runtime.settings import RuntimeSettings
 
 AGENT_ID = uuid.uuid4()
-_CONVERSATION_EVENT: TypeAdapter[ConversationEvent] = TypeAdapter(ConversationEvent)
+_CONVERSATION_BODY: TypeAdapter[ConversationEventBody] = TypeAdapter(ConversationEventBody)
 
 
 def greeting_then_dialog() -> Blueprint:
@@ -134,7 +138,8 @@ class Conversation:
 
     conversation_id: uuid.UUID
     out: asyncio.Queue[SessionOutput] = field(default_factory=asyncio.Queue)
-    transcript: list[ConversationEvent] = field(default_factory=list)
+    transcript: list[ConversationEvent] = field(default_factory=list)  # the events, in order
+    transcript_msgs: list[tuple[dict[str, str], ConversationEventBody]] = field(default_factory=list)
 
     async def next(self, timeout_s: float = 10) -> ServerEvent:
         return (await asyncio.wait_for(self.out.get(), timeout_s)).event
@@ -181,7 +186,9 @@ class Stack:
             client.out.put_nowait(SessionOutput.model_validate_json(msg.data))
 
         async def transcript(msg: Msg) -> None:
-            client.transcript.append(_CONVERSATION_EVENT.validate_json(msg.data))
+            body = _CONVERSATION_BODY.validate_json(msg.data)
+            client.transcript_msgs.append((dict(msg.headers or {}), body))
+            client.transcript.extend(body.events if isinstance(body, ConversationEventBatch) else [body])
 
         self.subs.append(await self.nc.subscribe(subjects.session_out(conv), cb=out))
         self.subs.append(await self.nc.subscribe(subjects.conversation_event(conv), cb=transcript))

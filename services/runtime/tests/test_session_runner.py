@@ -9,9 +9,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
+from opentelemetry import trace
 
-from parley_common.conversation_contract import ConversationEnded, ConversationMessage, ConversationStarted
-from parley_common.session_contract import InputCancel
+from parley_common import subjects
+from parley_common.conversation_contract import (
+    ConversationEnded,
+    ConversationEventBatch,
+    ConversationMessage,
+    ConversationStarted,
+    conversation_msg_id,
+)
+from parley_common.session_contract import InputCancel, SessionOutput
+from parley_common.settings import CommonSettings
+from parley_common.telemetry import setup_telemetry
 from parley_runtime.sessions.runner import SessionRunner
 
 from .sessions_support import FakeClaim, Stack, session_start, stack
@@ -65,6 +76,15 @@ async def test_greets_answers_in_order_and_closes_once(rt: Stack) -> None:
         ("assistant", "Hi", 0), ("user", "one", 1), ("assistant", "You said: one", 2),
         ("user", "two", 3), ("assistant", "You said: two", 4),
     ]  # fmt: skip
+    # Each commit's events in one message, under an id made from theirs.
+    published = [
+        (headers["Nats-Msg-Id"], body.events if isinstance(body, ConversationEventBatch) else [body])
+        for headers, body in client.transcript_msgs
+    ]
+    assert [[e.type.split(".")[1] for e in events] for _, events in published] == [
+        ["started", "message"], ["message", "message"], ["message", "message"], ["ended"],
+    ]  # fmt: skip
+    assert [msg_id for msg_id, _ in published] == [conversation_msg_id(events) for _, events in published]
 
 
 async def test_cancel_ends_the_answer_with_what_was_said(rt: Stack) -> None:
@@ -120,4 +140,58 @@ async def test_a_new_owner_answers_the_interrupted_message_once(rt: Stack) -> No
     unique = {m.event_id: m for m in client.transcript if isinstance(m, ConversationMessage)}
     messages = [(m.role.value, m.content) for m in unique.values()]
     assert messages == [("assistant", "Hi"), ("user", "hello"), ("assistant", "You said: hello")]
+    # The greeting's commit, published again by the new owner, is the same message (the same
+    # `Nats-Msg-Id`: JetStream stores it once).
+    opening_id, opening = client.transcript_msgs[0][0]["Nats-Msg-Id"], client.transcript_msgs[0][1]
+    assert isinstance(opening, ConversationEventBatch) and len(opening.events) == 2
+    assert [headers["Nats-Msg-Id"] for headers, _ in client.transcript_msgs].count(opening_id) == 2
     assert await rt.deps().store.owner(start.conversation_id) == "worker-b"
+
+
+async def test_an_outbox_too_long_for_one_message_goes_event_by_event(rt: Stack) -> None:
+    rt.nc._max_payload = 800  # a commit's events over half of it are published one by one
+    start = session_start()
+    client = await rt.client(start.conversation_id)
+    task = asyncio.create_task(SessionRunner(rt.deps(), start, FakeClaim()).run())
+    await client.until("turn_complete")
+    await rt.say(start.conversation_id, "hello")
+    await client.until("turn_complete")
+    await rt.end(start.conversation_id)
+    await client.until("session_closed")
+    await asyncio.wait_for(task, 10)
+    bodies = [body for _, body in client.transcript_msgs]
+    assert bodies and not any(isinstance(body, ConversationEventBatch) for body in bodies)
+    assert sorted(e.type for e in client.transcript) == sorted(
+        ["conversation.started", *["conversation.message"] * 3, "conversation.ended"]
+    )
+    # Each under its own event id, as before batches.
+    assert {headers["Nats-Msg-Id"] for headers, _ in client.transcript_msgs} == {
+        str(e.event_id) for e in client.transcript
+    }
+
+
+async def test_text_deltas_carry_no_trace_context(rt: Stack) -> None:
+    """Nothing reads a trace context from `SESSION_OUT`; a delta carries its `Nats-Msg-Id` only
+    (the turn itself continues the input's trace, `tests/e2e/test_realtime_tracing.py`)."""
+    setup_telemetry(CommonSettings())  # real spans, so a context would be injected
+    start = session_start()
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    async def out(msg: Msg) -> None:
+        seen.append((SessionOutput.model_validate_json(msg.data).event.type, dict(msg.headers or {})))
+
+    sub = await rt.nc.subscribe(subjects.session_out(str(start.conversation_id)), cb=out)
+    client = await rt.client(start.conversation_id)
+    task = asyncio.create_task(SessionRunner(rt.deps(), start, FakeClaim()).run())
+    try:
+        await client.until("turn_complete")
+        with trace.get_tracer("test").start_as_current_span("test.input"):
+            await rt.say(start.conversation_id, "hello")  # the input carries its trace context
+        await client.until("turn_complete")
+        await rt.end(start.conversation_id)
+        await client.until("session_closed")
+        await asyncio.wait_for(task, 10)
+    finally:
+        await sub.unsubscribe()
+    deltas = [headers for kind, headers in seen if kind == "text_delta"]
+    assert len(deltas) == 2 and all(set(headers) == {"Nats-Msg-Id"} for headers in deltas), seen

@@ -1,9 +1,16 @@
 """Conversation events: published by runtimes on the durable `CONVERSATIONS` stream and
 persisted by the catalog. Every event has a unique `event_id`; persistence is idempotent on it,
-so redelivery and replays never duplicate a message."""
+so redelivery and replays never duplicate a message.
+
+A message on the stream holds one event, or the events of one commit of a session's state
+(`ConversationEventBatch`: usually the user's message and the agent's answer), published together
+under a `Nats-Msg-Id` derived from their ids (`conversation_msg_id`), so a republication after a
+crash is the same message."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -65,3 +72,36 @@ class ConversationEnded(_ConversationEvent):
 ConversationEvent = Annotated[
     ConversationStarted | ConversationMessage | ConversationEnded, Field(discriminator="type")
 ]
+
+
+class ConversationEventBatch(BaseModel):
+    """Events published as one message, in their order (the catalog applies them together and
+    still drops each one it already has, by `event_id`)."""
+
+    type: Literal["conversation.batch"] = "conversation.batch"
+    events: Annotated[list[ConversationEvent], Field(min_length=1)]
+
+
+# What one message on `conv.events.<conversation_id>` holds.
+ConversationEventBody = Annotated[
+    ConversationStarted | ConversationMessage | ConversationEnded | ConversationEventBatch,
+    Field(discriminator="type"),
+]
+
+
+def conversation_body(
+    events: Sequence[ConversationStarted | ConversationMessage | ConversationEnded],
+) -> bytes:
+    """The message body of `events` (one of them alone, several as a batch)."""
+    if len(events) == 1:
+        return events[0].model_dump_json().encode()
+    return ConversationEventBatch(events=list(events)).model_dump_json().encode()
+
+
+def conversation_msg_id(events: Sequence[_ConversationEvent]) -> str:
+    """The `Nats-Msg-Id` of the message holding `events`: one event's own id, or a digest of the
+    ids of several in their order (the same events published again are the same message)."""
+    if len(events) == 1:
+        return str(events[0].event_id)
+    digest = hashlib.sha256("\n".join(str(e.event_id) for e in events).encode()).hexdigest()
+    return f"batch-{digest[:40]}"

@@ -3,10 +3,13 @@
 One durable pull consumer (`catalog-conversations` on stream `CONVERSATIONS`, subjects
 `conv.events.>`) shared by every catalog replica. The messages of one fetch are applied in one
 transaction (`apply_events`) and acked after its commit; should that transaction fail, each
-message of the batch is handled on its own, as follows. Per message:
+message of the batch is handled on its own, as follows. A message holds one event, or the events
+of one commit of a runtime (`ConversationEventBatch`); each event is applied once, by its
+`event_id`, whichever message brought it. Per message:
 
 - not an event (bad JSON, unknown type, out-of-range values): logged and terminated, never
-  redelivered, and it holds up nothing else;
+  redelivered, and it holds up nothing else (an event of a batch that PostgreSQL could not store
+  is logged and left out, the others are stored);
 - applied (or found already applied: replays change nothing): acked;
 - the database is unreachable: negatively acked with a delay, redelivered until it is back;
 - any other failure: retried a few times, then logged and terminated.
@@ -29,11 +32,11 @@ from opentelemetry.trace import Link
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 
-from parley_catalog.conversations.service import AnyEvent, apply_event, apply_events, prune_processed
+from parley_catalog.conversations.service import AnyEvent, apply_events, prune_processed
 from parley_catalog.db import Database
 from parley_catalog.settings import CatalogSettings
 from parley_common import subjects
-from parley_common.conversation_contract import ConversationEvent
+from parley_common.conversation_contract import ConversationEventBatch, ConversationEventBody
 from parley_common.jetstream import DurableConsumer
 from parley_common.session_contract import STREAMS
 from parley_common.settings import common_settings
@@ -41,7 +44,7 @@ from parley_common.settings import common_settings
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
 
-EVENTS: TypeAdapter[AnyEvent] = TypeAdapter(ConversationEvent)
+BODIES: TypeAdapter[AnyEvent | ConversationEventBatch] = TypeAdapter(ConversationEventBody)
 SUBJECTS = f"{subjects.CONVERSATION_EVENTS}.>"
 # Failures that are not a database outage get this many deliveries before the message is dropped.
 MAX_UNEXPECTED_DELIVERIES = 5
@@ -60,21 +63,34 @@ class MalformedEvent(ValueError):
     pass
 
 
-def parse(data: bytes) -> AnyEvent:
-    """The event in a message body, or `MalformedEvent` if PostgreSQL could not store it as is."""
+def parse(data: bytes) -> tuple[list[AnyEvent], list[str]]:
+    """The events in a message body that PostgreSQL can store as they are, and what is wrong with
+    each of the others; `MalformedEvent` if the body is neither an event nor a batch of them."""
     try:
-        event = EVENTS.validate_json(data)
+        body = BODIES.validate_json(data)
     except ValidationError as exc:
         detail = exc.errors(include_url=False, include_input=False)[0]
         raise MalformedEvent(f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}") from exc
+    events: list[AnyEvent] = []
+    problems: list[str] = []
+    for event in body.events if isinstance(body, ConversationEventBatch) else [body]:
+        problem = _unstorable(event)
+        if problem is not None:
+            problems.append(problem)
+        elif event.at.tzinfo is None:  # a naive time from a runtime is taken as UTC, not server-local
+            events.append(event.model_copy(update={"at": event.at.replace(tzinfo=UTC)}))
+        else:
+            events.append(event)
+    return events, problems
+
+
+def _unstorable(event: AnyEvent) -> str | None:
     texts = [getattr(event, name, None) for name in ("content", "summary", "channel")]
     if any(isinstance(t, str) and "\x00" in t for t in texts):
-        raise MalformedEvent("NUL characters cannot be stored")
+        return "NUL characters cannot be stored"
     if getattr(event, "seq", 0) > _MAX_BIGINT:
-        raise MalformedEvent("seq is out of range")
-    if event.at.tzinfo is None:  # a naive time from a runtime is taken as UTC, not server-local
-        event = event.model_copy(update={"at": event.at.replace(tzinfo=UTC)})
-    return event
+        return "seq is out of range"
+    return None
 
 
 async def ensure_stream(js: JetStreamContext, max_age_s: float) -> float:
@@ -152,31 +168,49 @@ class ConversationConsumer(DurableConsumer):
         if len(messages) == 1:
             await self.handle(messages[0])
             return
-        parsed: list[tuple[Msg, AnyEvent]] = []
+        parsed: list[tuple[Msg, list[AnyEvent]]] = []
         for msg in messages:
-            try:
-                parsed.append((msg, parse(msg.data)))
-            except MalformedEvent as exc:
-                log.warning("catalog.conversation_event_malformed", subject=msg.subject, detail=str(exc))
-                self.malformed += 1
-                await msg.term()
+            events = await self._parse(msg)
+            if events:
+                parsed.append((msg, events))
         if not parsed:
             return
         links = [Link(ctx) for msg, _ in parsed if (ctx := _span_context(msg)) is not None]
+        events = [event for _, of_msg in parsed for event in of_msg]
         with tracer.start_as_current_span(
-            "catalog.persist_conversation_events", links=links, attributes={"parley.events": len(parsed)}
+            "catalog.persist_conversation_events", links=links, attributes={"parley.events": len(events)}
         ):
             try:
                 async with self.db.sessions() as session:
-                    applied = await apply_events(session, [event for _, event in parsed])
+                    applied = iter(await apply_events(session, events))
                     await session.commit()
             except Exception as exc:
-                log.info("catalog.conversation_batch_split", events=len(parsed), error=type(exc).__name__)
+                log.info("catalog.conversation_batch_split", events=len(events), error=type(exc).__name__)
                 for msg, _ in parsed:
                     await self.handle(msg)
                 return
-        for (msg, _), was_applied in zip(parsed, applied, strict=True):
-            await self.ack(msg, applied=was_applied)
+        for msg, of_msg in parsed:
+            await self._ack_events(msg, [next(applied) for _ in of_msg])
+
+    async def _parse(self, msg: Msg) -> list[AnyEvent]:
+        """The message's events that can be stored; the others are logged (and counted), and a
+        message with none is terminated."""
+        try:
+            events, problems = parse(msg.data)
+        except MalformedEvent as exc:
+            events, problems = [], [str(exc)]
+        for problem in problems:
+            log.warning("catalog.conversation_event_malformed", subject=msg.subject, detail=problem)
+            self.malformed += 1
+        if not events:
+            await msg.term()
+        return events
+
+    async def _ack_events(self, msg: Msg, applied: list[bool]) -> None:
+        """Ack a message handled for good, counting each of its events applied or found applied."""
+        self.applied += sum(applied)
+        self.duplicates += len(applied) - sum(applied)
+        await msg.ack()
 
     async def handle(self, msg: Msg) -> None:
         with tracer.start_as_current_span(
@@ -185,35 +219,28 @@ class ConversationConsumer(DurableConsumer):
             await self._handle(msg)
 
     async def _handle(self, msg: Msg) -> None:
-        try:
-            event = parse(msg.data)
-        except MalformedEvent as exc:
-            log.warning("catalog.conversation_event_malformed", subject=msg.subject, detail=str(exc))
-            self.malformed += 1
-            await msg.term()
+        events = await self._parse(msg)
+        if not events:
             return
+        event_id = ",".join(str(event.event_id) for event in events)
         try:
             async with self.db.sessions() as session:
-                applied = await apply_event(session, event)
+                applied = await apply_events(session, events)
                 await session.commit()
         except _PERMANENT as exc:
-            log.error(
-                "catalog.conversation_event_rejected", event_id=str(event.event_id), error=str(exc)[:300]
-            )
+            log.error("catalog.conversation_event_rejected", event_id=event_id, error=str(exc)[:300])
             self.dropped += 1
             await msg.term()
             return
         except _TRANSIENT as exc:
-            log.warning(
-                "catalog.conversation_event_retry", event_id=str(event.event_id), error=str(exc)[:300]
-            )
+            log.warning("catalog.conversation_event_retry", event_id=event_id, error=str(exc)[:300])
             self.retried += 1
             await msg.nak(delay=self.settings.catalog_conversations_retry_delay_s)
             return
         except Exception as exc:
-            await self._unexpected(msg, event.event_id, exc)
+            await self._unexpected(msg, event_id, exc)
             return
-        await self.ack(msg, applied=applied)
+        await self._ack_events(msg, applied)
 
     async def _unexpected(self, msg: Msg, event_id: Any, exc: Exception) -> None:
         deliveries = msg.metadata.num_delivered or 1

@@ -76,11 +76,6 @@ _UPSERT_STARTED = _upsert(["agent_id", "channel", "user_id", "started_at"])
 _UPSERT_ENDED = _upsert(["status", "end_reason", "ended_at"], fill=["summary"])
 
 
-async def apply_event(db: AsyncSession, event: AnyEvent) -> bool:
-    """Persist one event; False when it was already applied. The caller commits."""
-    return (await apply_events(db, [event]))[0]
-
-
 async def apply_events(db: AsyncSession, events: Sequence[AnyEvent]) -> list[bool]:
     """Persist events; for each, False when it was already applied (before, or earlier in
     `events`). The caller commits.

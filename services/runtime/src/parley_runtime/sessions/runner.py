@@ -1,4 +1,4 @@
-# One piece (~560 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
+# One piece (~580 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
 # replay them on takeover) spans the loop, the turn and the commit; split, no module shows it whole.
 """One session on its owning worker: inputs in, turns of the blueprint, events out, until it closes.
 
@@ -10,7 +10,8 @@ write. A worker that takes the session over after a crash:
 1. loads the committed state and reads the index of the last event that reached
    `session.<id>.out`; if it is beyond what the state accounts for, a turn was cut short after the
    client saw part of it, so the client first gets `error` `realtime.turn_restarted`;
-2. publishes the committed `outbox` and `tail` again (the catalog drops transcript events it has by
+2. publishes the committed `outbox` and `tail` again (the outbox as the same message, its
+   `Nats-Msg-Id` made from its events' ids; the catalog drops transcript events it has by
    `event_id`; tail events the stream already holds are skipped);
 3. reads input again from the first one the state has not processed, so the interrupted user
    message is answered again, from the committed state, and committed once.
@@ -36,7 +37,14 @@ from opentelemetry import trace
 from parley_common import metrics, subjects
 from parley_common.bus import BusEvents
 from parley_common.catalog_contract import AgentSnapshot
-from parley_common.conversation_contract import ConversationEnded, ConversationEndReason, ConversationStarted
+from parley_common.conversation_contract import (
+    ConversationEnded,
+    ConversationEndReason,
+    ConversationEvent,
+    ConversationStarted,
+    conversation_body,
+    conversation_msg_id,
+)
 from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
 from parley_common.jetstream import publish_durably
 from parley_common.session_contract import (
@@ -444,25 +452,30 @@ class SessionRunner:
 
     async def _flush(self, state: SessionState, published_up_to: int = 0) -> None:
         """Publish what a commit produced: the events that end the turn first (the client waits
-        for them), then the transcript events, together (the catalog orders them by `seq`)."""
+        for them), then the transcript events, as one message (the catalog orders them by `seq`;
+        its id comes from theirs, so the same outbox published again is the same message)."""
         assert self.outlet is not None
         for out in state.tail:
             if out.index > published_up_to:
                 await self.outlet.publish_acked(out)
-        subject = subjects.conversation_event(str(self.conversation_id))
-        await asyncio.gather(
-            *(
-                publish_durably(
+        if state.outbox:
+            subject = subjects.conversation_event(str(self.conversation_id))
+
+            async def publish(data: bytes, events: list[ConversationEvent]) -> None:
+                await publish_durably(
                     self.deps.nc,
                     subject,
-                    event.model_dump_json().encode(),
-                    msg_id=str(event.event_id),
+                    data,
+                    msg_id=conversation_msg_id(events),
                     headers=trace_headers(),
                     timeout_s=self.deps.settings.bus_publish_timeout_s,
                 )
-                for event in state.outbox
-            )
-        )
+
+            body = conversation_body(state.outbox)
+            if len(state.outbox) == 1 or len(body) <= self.deps.nc.max_payload // 2:
+                await publish(body, state.outbox)
+            else:  # long messages that would not fit one NATS message together go one by one
+                await asyncio.gather(*(publish(conversation_body([e]), [e]) for e in state.outbox))
         state.outbox, state.tail = [], []
 
     async def _abandon_turn(self) -> None:

@@ -70,8 +70,13 @@ class Outlet:
         return out
 
     async def emit(self, event: ServerEvent) -> SessionOutput:
+        """Publish an event of a turn under way (text deltas, mostly). It carries no trace context
+        (nothing reads one from `SESSION_OUT`): the event that ends the turn does
+        (`publish_acked`). Injected per delta, it cost an inject here and a header to parse in the
+        gateway per delta."""
         out = self.reserve(event)
-        await self.nc.publish(self.subject, out.model_dump_json().encode(), headers=self._headers(out))
+        headers = {"Nats-Msg-Id": self._msg_id(out)}
+        await self.nc.publish(self.subject, out.model_dump_json().encode(), headers=headers)
         return out
 
     async def publish_acked(self, out: SessionOutput) -> None:
@@ -86,9 +91,6 @@ class Outlet:
 
     def _msg_id(self, out: SessionOutput) -> str:
         return f"{self.conversation_id}:{out.index}"
-
-    def _headers(self, out: SessionOutput) -> dict[str, str]:
-        return trace_headers({"Nats-Msg-Id": self._msg_id(out)})
 
 
 @dataclass(frozen=True)
