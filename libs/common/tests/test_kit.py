@@ -1,8 +1,10 @@
 """The service kit: one lifespan (parts around the broker, Redis and the database closed last),
-readiness of what it was given, and the health ping with a service's own additions."""
+readiness of what it was given, and the health ping with a service's own additions; a served
+process freezes what its startup built out of the garbage collector."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from parley_common.kit.db import Database
+from parley_common.kit.runner import freeze_after_startup
 from parley_common.kit.service import Part, ServiceKit
 from parley_common.settings import CommonSettings
 from parley_devstack.servers import free_port
@@ -74,3 +77,22 @@ async def test_a_kit_without_redis_says_so(infra: Infra) -> None:
     kit = ServiceKit(settings(infra))
     with pytest.raises(RuntimeError, match="redis=True"):
         _ = kit.redis
+
+
+async def test_a_served_app_freezes_what_its_startup_built() -> None:
+    """Full collections then walk only what came after the startup (the sessions), not the
+    modules, routes, schemas and pools that live as long as the process."""
+    built: list[object] = []
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        built.append(object())
+        yield
+
+    app = freeze_after_startup(FastAPI(lifespan=lifespan))
+    assert gc.get_freeze_count() == 0
+    try:
+        async with app.router.lifespan_context(app):
+            assert built and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import nats
 from fastapi import FastAPI
 
+from parley_catalog.agents import events
 from parley_common import subjects
+from parley_common.catalog_contract import AgentEvent, AgentEventKind
 
 from .support import User, World, assert_error, eventually, unique, valid_blueprint
 
@@ -239,6 +242,34 @@ async def test_agent_events_published_on_every_change(world: World, ctx: Any) ->
         ("catalog.events.agent.deleted", "deleted", 4),
     ]
     assert [e["status"] for e in events] == ["draft", "draft", "live", "live"]
+
+
+async def test_agent_events_reach_nats_before_the_change_is_answered() -> None:
+    """The gateways reuse access answers until an event names the agent: the events of a change
+    are flushed (a round trip to the server) before the route answers; while NATS is away they
+    wait in the client's buffer and nothing blocks the answer."""
+    order: list[str] = []
+
+    class Connection:
+        is_connected = True
+
+        async def flush(self, timeout: float) -> None:
+            order.append("flush")
+
+    class Broker:
+        connection = Connection()
+
+        async def publish(self, event: AgentEvent, subject: str) -> None:
+            order.append(f"{subject} {event.agent_id}")
+
+    changed = [SimpleNamespace(id=uuid.uuid4(), version=2, status="live") for _ in range(3)]
+    await events.publish_all(Broker(), changed, AgentEventKind.UPDATED)  # type: ignore[arg-type]
+    assert order == [*(f"catalog.events.agent.updated {a.id}" for a in changed), "flush"]
+
+    order.clear()
+    Connection.is_connected = False
+    await events.publish(Broker(), changed[0], AgentEventKind.DELETED)  # type: ignore[arg-type]
+    assert order == [f"catalog.events.agent.deleted {changed[0].id}"]
 
 
 async def test_create_from_template(world: World) -> None:

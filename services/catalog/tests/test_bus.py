@@ -98,6 +98,27 @@ async def test_access_rules(world: World, nc: Client) -> None:
     assert not (await access(nc, live["id"], person(owner))).ok
 
 
+async def test_only_a_live_agents_answer_is_shared(world: World, nc: Client) -> None:
+    """`shared` tells the gateway it may reuse the answer for principals of the same kind, org and
+    named agent: only where no membership was asked (a live agent). A draft's viewer check asked
+    auth about the caller's role, which no agent event announces a change of."""
+    owner, viewer = await world.user("owner"), await world.user("viewer")
+    slug, org_id = await world.org(owner, {"viewer": viewer})
+    agent = await owner.create_agent(f"/orgs/{slug}/agents", blueprint=valid_blueprint())
+
+    draft = await access(nc, agent["id"], person(viewer))
+    assert draft.ok and draft.status == "draft" and not draft.shared
+    await owner.catalog.patch(f"/agents/{agent['id']}/status", json={"status": "live"})
+    live = await access(nc, agent["id"], person(viewer))
+    assert live.ok and live.status == "live" and live.shared
+    assert (await access(nc, agent["id"], client_token(owner, agent["id"], org_id))).shared
+    await owner.catalog.patch(f"/agents/{agent['id']}/status", json={"status": "archived"})
+    archived = await access(nc, agent["id"], person(viewer))
+    assert archived.ok and not archived.shared
+    refused = await access(nc, agent["id"], person(await world.user("stranger")))
+    assert not refused.ok and not refused.shared
+
+
 async def test_resolve_snapshot_and_versions(world: World, nc: Client) -> None:
     alice = await world.user()
     agent = await alice.create_agent(

@@ -23,6 +23,8 @@ from parley_common.conversation_contract import (
 from parley_common.session_contract import InputCancel, SessionOutput
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import setup_telemetry
+from parley_runtime.sessions import runner as runner_module
+from parley_runtime.sessions import streams
 from parley_runtime.sessions.runner import SessionRunner
 
 from .sessions_support import FakeClaim, Stack, session_start, stack
@@ -195,3 +197,42 @@ async def test_text_deltas_carry_no_trace_context(rt: Stack) -> None:
         await sub.unsubscribe()
     deltas = [headers for kind, headers in seen if kind == "text_delta"]
     assert len(deltas) == 2 and all(set(headers) == {"Nats-Msg-Id"} for headers in deltas), seen
+
+
+async def test_only_a_session_held_before_asks_for_its_last_output(
+    rt: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A brand-new session (its start message's first delivery, its first claim, no state) skips
+    the JetStream read of its last output: nothing can have published any. A session a worker
+    may have held before (a redelivery, a second claim) reads it, so a turn cut short is still
+    restarted and not doubled (test above)."""
+    asked: list[Any] = []
+    real = streams.last_output_index
+
+    async def counted(js: Any, conversation_id: Any) -> int:
+        asked.append(conversation_id)
+        return await real(js, conversation_id)
+
+    monkeypatch.setattr(runner_module, "last_output_index", counted)
+
+    async def claimed(start: Any, claim: FakeClaim, worker: str, *, greeting: bool) -> None:
+        client = await rt.client(start.conversation_id)
+        runner = SessionRunner(rt.deps(worker), start, claim)
+        task = asyncio.create_task(runner.run())
+        if greeting:
+            await client.until("turn_complete")
+        while runner.outlet is None:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    new = session_start()
+    await claimed(new, FakeClaim(), "worker-a", greeting=True)
+    assert asked == []
+    # Claimed a second time, on a first delivery (its greeting committed: none again).
+    await claimed(new, FakeClaim(), "worker-b", greeting=False)
+    assert asked == [new.conversation_id]
+    redelivered = session_start()  # no state, first claim, but delivered before
+    await claimed(redelivered, FakeClaim(deliveries=2), "worker-a", greeting=True)
+    assert asked == [new.conversation_id, redelivered.conversation_id]

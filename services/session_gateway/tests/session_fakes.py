@@ -36,6 +36,7 @@ from parley_common.session_contract import (
     SessionOutput,
     SessionStart,
 )
+from parley_session_gateway.agent_access import AgentAccess
 from parley_session_gateway.bridge import OnControl, OnOutput
 from parley_session_gateway.connection import SessionConnection
 from parley_session_gateway.live import LiveConnections
@@ -281,6 +282,7 @@ async def gateway(**settings: Any) -> AsyncIterator[tuple[FakeGateway, Catalog, 
     catalog = Catalog(broker)
     auth = FakeAuth()
     config = GatewaySettings(log_json=False, **settings)
+    access = AgentAccess(broker, ttl_s=config.gateway_agent_access_cache_ttl_s)
     async with TestNatsBroker(broker) as test_broker:
         ctx = FakeGateway(
             settings=config,
@@ -288,6 +290,7 @@ async def gateway(**settings: Any) -> AsyncIterator[tuple[FakeGateway, Catalog, 
             auth=auth,  # type: ignore[arg-type]
             redis=FakeRedis(),  # type: ignore[arg-type]
             live=LiveConnections(auth, config.gateway_reverify_interval_s),  # type: ignore[arg-type]
+            access=access,
         )
         ctx.bridges = []
         yield ctx, catalog, auth

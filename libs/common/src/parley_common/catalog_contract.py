@@ -65,6 +65,12 @@ class AgentAccessReply(BusReply):
     # The agent's `config.voice` (engines, policy; secret *names* only): the gateway opens a voice
     # session's recognition with it.
     voice_config: AgentVoiceConfig | None = None
+    # True: this answer depends only on the agent as it is now and on the principal's `kind`,
+    # `org_id` and `agent_id` (a live agent: no membership was asked), so the asker may give it to
+    # any principal alike in those until a `catalog.events.agent.*` event names this agent (the
+    # gateway's `agent_access.AgentAccess`). False (a draft, checked against the caller's role in
+    # its org, which no event announces): ask again every time.
+    shared: bool = False
 
 
 class AgentResolveRequest(BaseModel):

@@ -78,9 +78,14 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# What every pattern above needs somewhere in the text (a superset: case folded, anywhere): most
+# strings of a log line (ids, names, codes) have none of it and skip the eight passes.
+_MAYBE = re.compile(r"(?i)[=:]|sk_live_|ps_|eyj|bearer|basic")
+
+
 def redact_text(text: str) -> str:
     """`text` with every credential shape above replaced by `[redacted]`."""
-    if not text:
+    if not text or _MAYBE.search(text) is None:
         return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
@@ -117,11 +122,18 @@ def redact_value(value: Any, key: str | None = None) -> Any:
 
 
 def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    """structlog processor: every field of a log line, the message and any traceback included."""
-    return {k: redact_value(v, k if k not in _LOG_FIELDS else None) for k, v in event_dict.items()}
+    """structlog processor: every field of a log line, the message and any traceback included
+    (not the level, logger name and time, which the logging setup itself writes)."""
+    return {
+        k: v if k in _OWN_FIELDS else redact_value(v, k if k not in _LOG_FIELDS else None)
+        for k, v in event_dict.items()
+    }
 
 
 # Fields structlog itself adds: their names are never credentials (`event` is the message).
 _LOG_FIELDS = frozenset(
     {"event", "level", "logger", "timestamp", "exception", "trace_id", "span_id", "service"}
 )
+# ... and of those, the ones structlog's processors always overwrite (`add_log_level`,
+# `add_logger_name`, `TimeStamper`): their values are never a caller's.
+_OWN_FIELDS = frozenset({"level", "logger", "timestamp"})

@@ -151,6 +151,11 @@ async def access(ctx: CatalogContext, req: AgentAccessRequest) -> AgentAccessRep
     config = AgentConfig.model_validate(agent.config)
     return AgentAccessReply(
         ok=True,
+        # A live agent's answer read nothing of the principal but its kind, org and named agent
+        # (above), and nothing outside the agent's row: the gateway may reuse it until an agent
+        # event (agents/events.py) names the agent. Keep it so: a check of anything else here
+        # (a membership, a scope, the user) must set this to False for the answers it decides.
+        shared=agent.status == AgentStatus.LIVE.value,
         agent_id=str(agent.id),
         status=AgentStatus(agent.status),
         version=agent.version,

@@ -3,7 +3,8 @@
 The credential is the `kivox_session` cookie, or `?token=` (an API key or a scoped client token:
 browsers cannot set headers on a WebSocket). auth verifies it over the bus (`AuthClient`, cached
 briefly, revocations honoured); a client token must name the handshake's agent; then the catalog
-answers `catalog.agent.access` (the agent exists, and is live or the caller may use a draft).
+answers `catalog.agent.access` (the agent exists, and is live or the caller may use a draft;
+asked through `agent_access.AgentAccess`, which reuses what the catalog says about live agents).
 Every refusal is a `ParleyError` whose code becomes the `handshake_error` reason.
 The WebRTC routes (docs/webrtc.md#which-agent-a-caller-is-bound-to) ask the catalog the same
 question for the agent a request is bound to (`bound_agent`): a client token is bound to the agent
@@ -17,14 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from faststream.nats import NatsBroker
-
 from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.catalog_contract import AgentAccessReply
 from parley_common.errors import REGISTRY, Codes, ErrorCode, ParleyError
 from parley_common.speech_contract import AgentVoiceConfig
-from parley_session_gateway import bus
+from parley_session_gateway.agent_access import AgentAccess
 
 SESSION_SCOPE = "sessions:write"  # what an API key needs to open a session with an agent
 
@@ -54,7 +53,7 @@ def same_agent(a: str | None, b: str | None) -> bool:
 
 
 async def admit(
-    auth: AuthClient, broker: NatsBroker, *, credential: str | None, agent_id: str, timeout_s: float
+    auth: AuthClient, access: AgentAccess, *, credential: str | None, agent_id: str, timeout_s: float
 ) -> Admission:
     if not credential:
         raise Refused(Codes.UNAUTHENTICATED)
@@ -68,7 +67,7 @@ async def admit(
         # A key made for, say, managing keys must not talk to agents (docs/auth.md).
         raise Refused(Codes.INSUFFICIENT_SCOPE)
     try:
-        reply = await bus.agent_access(broker, agent_id, principal, timeout_s=timeout_s)
+        reply = await access.ask(agent_id, principal, timeout_s=timeout_s)
     except ParleyError as exc:
         raise Refused(exc.code, message=exc.message) from exc
     if not reply.ok:
@@ -90,7 +89,7 @@ def not_entitled(detail: str) -> ParleyError:
 
 
 async def bound_agent(
-    broker: NatsBroker, principal: Principal, named: str | None, *, timeout_s: float
+    access: AgentAccess, principal: Principal, named: str | None, *, timeout_s: float
 ) -> AgentAccessReply:
     """The catalog's answer for the agent the request is bound to (`agent_id`, owner, model,
     voice), or the 403 that says why there is none."""
@@ -102,7 +101,7 @@ async def bound_agent(
         agent_id = named
     if not agent_id:
         raise ParleyError(Codes.CHATTY_AGENT_REQUIRED)
-    reply = await bus.agent_access(broker, agent_id, principal, timeout_s=timeout_s)
+    reply = await access.ask(agent_id, principal, timeout_s=timeout_s)
     if reply.ok and reply.agent_id:
         return reply
     code = reply.error.code if reply.error else Codes.NOT_FOUND.code

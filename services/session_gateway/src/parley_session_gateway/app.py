@@ -16,6 +16,7 @@ from parley_common.kit.service import ServiceKit
 from parley_common.ratelimit import RateLimiter
 from parley_common.session_contract import ensure_streams
 from parley_session_gateway import bus
+from parley_session_gateway.agent_access import AgentAccess
 from parley_session_gateway.chat.router import router as chat_router
 from parley_session_gateway.live import LiveConnections
 from parley_session_gateway.octavus.router import router as octavus_router
@@ -37,6 +38,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         broker, cache_ttl_s=settings.gateway_auth_cache_ttl_s, timeout_s=settings.bus_request_timeout_s
     )
     live = LiveConnections(auth, settings.gateway_reverify_interval_s)
+    access = AgentAccess(broker, ttl_s=settings.gateway_agent_access_cache_ttl_s)
     bus.listen_revocations(auth, live)
 
     @kit.part
@@ -56,7 +58,9 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         description="Realtime WebSocket, chat WebSocket and agent-session streaming endpoints.",
         routers=[realtime_router, chat_router, octavus_router, webrtc_router],
     )
-    app.state.realtime = GatewayContext(settings=settings, broker=broker, auth=auth, redis=redis, live=live)
+    app.state.realtime = GatewayContext(
+        settings=settings, broker=broker, auth=auth, redis=redis, live=live, access=access
+    )
     app.state.voice_limiter = RateLimiter(
         settings.redis_url, redis.connection_pool, key_prefix="parley:gw:rl"
     )

@@ -4,6 +4,8 @@ Subscriptions (the gateway handles these), each opened by the function named her
 
 - `auth.events.revoked`: core, fan-out (no queue group), subscribed by `AuthClient` on the app's
   broker; `listen_revocations` hands it to `live.LiveConnections.on_revoked`.
+- `catalog.events.agent.*`: core, fan-out, subscribed by `agent_access.AgentAccess` on the app's
+  broker: an agent changed, so the catalog's answers about it kept there are dropped.
 - `session.<id>.ctl`: core, per connection (`session_control`), handled by
   `connection.SessionConnection._on_control` through `bridge.SessionBridge`.
 - `session.<id>.out` (stored by stream `SESSION_OUT`): core, per connection (`session_output`, a
@@ -16,7 +18,8 @@ Subscriptions (the gateway handles these), each opened by the function named her
 - `session.<id>.speech`: core, per recognition, subscribed by `parley_common.speech_client.
   RecognitionClient` for `realtime.voice.VoiceLink`.
 
-Requests (core request/reply, the gateway asks): `catalog.agent.access` (`agent_access`),
+Requests (core request/reply, the gateway asks): `catalog.agent.access` (`agent_access`, through
+`agent_access.AgentAccess`),
 `media.webrtc.offer` (`media_offer`), the Octavus session subjects (`octavus`), and auth's
 `auth.verify` / `auth.token.mint` through `AuthClient`; a recognition's `speech.session.open`
 through `RecognitionClient`. Publications: `sessions.start` and

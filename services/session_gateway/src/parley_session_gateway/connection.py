@@ -181,7 +181,7 @@ class SessionConnection(ABC):
         on that credential (revocation follows it)."""
         admission = await admit(
             self.ctx.auth,
-            self.ctx.broker,
+            self.ctx.access,
             credential=credential,
             agent_id=agent_id,
             timeout_s=self.settings.bus_request_timeout_s,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Query
@@ -25,14 +25,21 @@ def voice_limiter(conn: HTTPConnection) -> RateLimiter:
     return limiter
 
 
-Gateway = Annotated[GatewayContext, Depends(gateway)]
+async def _gateway(conn: HTTPConnection) -> GatewayContext:
+    """`gateway` as a dependency. A coroutine: FastAPI runs a plain function's dependency in its
+    thread pool, a hop to a worker thread and back for every socket opened."""
+    return gateway(conn)
 
 
-def resume_from(param: str) -> Callable[..., Resume | None]:
+Gateway = Annotated[GatewayContext, Depends(_gateway)]
+
+
+def resume_from(param: str) -> Callable[..., Awaitable[Resume | None]]:
     """A socket's resume request: the conversation in query parameter `param` (`resume` on
-    `/realtime`, `session_id` on `/chat/ws`) and `last_event`; None without one."""
+    `/realtime`, `session_id` on `/chat/ws`) and `last_event`; None without one. (A coroutine, as
+    `Gateway`'s is, so it runs in the event loop.)"""
 
-    def resume(
+    async def resume(
         conversation_id: str | None = Query(default=None, alias=param, max_length=64),
         last_event: int = Query(default=0, ge=0),
     ) -> Resume | None:

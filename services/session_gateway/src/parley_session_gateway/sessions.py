@@ -27,6 +27,7 @@ from parley_common.errors import Codes
 from parley_common.session_contract import SessionStart
 from parley_common.voice_formats import VoiceFormats
 from parley_session_gateway.access import Admission, Refused
+from parley_session_gateway.agent_access import AgentAccess
 from parley_session_gateway.bridge import OnControl, OnOutput, SessionBridge
 from parley_session_gateway.live import LiveConnections
 from parley_session_gateway.resume import remember
@@ -41,6 +42,7 @@ class GatewayContext:
     auth: AuthClient
     redis: Redis
     live: LiveConnections  # open connections by credential, closed when it is revoked
+    access: AgentAccess  # `catalog.agent.access`, live agents' answers reused (agent_access.py)
     ticks: Ticker | None = field(
         default=None, repr=False
     )  # realtime ticks' timer (ticks.py), made at first use

@@ -54,6 +54,9 @@ class GatewaySettings(CommonSettings):
     # Verified credentials are reused this long (never past their expiry); revocations pushed by
     # auth clear them at once (parley_common.auth_client).
     gateway_auth_cache_ttl_s: float = Field(default=30.0, ge=0)
+    # The catalog's answers about live agents (`catalog.agent.access`) are reused this long; the
+    # catalog's agent events drop them at once (agent_access.py). 0: ask for every socket.
+    gateway_agent_access_cache_ttl_s: float = Field(default=30.0, ge=0)
     # Open connections end at once when auth revokes their credential (`auth.events.revoked`);
     # should that event be lost, each connection's credential is verified again this often.
     gateway_reverify_interval_s: float = Field(default=30.0, gt=0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+import gc
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
 
 import uvicorn
 from fastapi import FastAPI
@@ -15,12 +17,34 @@ from parley_common.telemetry import setup_telemetry
 S = TypeVar("S", bound=CommonSettings)
 
 
+def freeze_after_startup(app: FastAPI) -> FastAPI:
+    """Once `app`'s lifespan has started, move everything alive to the collector's permanent
+    generation (`gc.freeze()`, after a collection).
+
+    What a service builds to start (its modules, the app and its routes, pydantic's schemas, the
+    broker, the pools) lives as long as the process, yet every full collection walked all of it:
+    with a few hundred sockets opening, the gateway's full collections took ~130 ms each and a
+    quarter of its CPU. Frozen, they walk only what came after (the sessions). Only for a served
+    process (`serve`): a test that starts many apps in one process would keep each one's objects."""
+    started = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(the_app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
+        async with started(the_app) as state:
+            gc.collect()
+            gc.freeze()
+            yield state
+
+    app.router.lifespan_context = cast(Any, lifespan)  # a state, if the app's lifespan yields one, passed on
+    return app
+
+
 def serve(app: FastAPI, settings: CommonSettings) -> None:
     """Run `app` until SIGINT/SIGTERM; uvicorn drains in-flight requests before exiting."""
     setup_logging(settings.service_name, settings.log_level, settings.log_json)
     setup_telemetry(settings)
     uvicorn.run(
-        app,
+        freeze_after_startup(app),
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,

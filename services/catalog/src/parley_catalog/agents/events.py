@@ -1,6 +1,9 @@
-"""Agent change events on `catalog.events.agent.<kind>`: runtimes drop cached snapshots on them."""
+"""Agent change events on `catalog.events.agent.<kind>`: runtimes drop cached snapshots on them,
+and the session gateway the access answers it reuses (`parley_session_gateway.agent_access`)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import structlog
 from faststream.nats import NatsBroker
@@ -13,17 +16,40 @@ from parley_common.catalog_contract import AgentEvent, AgentEventKind, AgentStat
 
 log = structlog.get_logger(__name__)
 
+# How long a change's answer may wait for NATS to confirm it holds the events (see `publish_all`).
+FLUSH_TIMEOUT_S = 1
+
 
 async def publish(broker: NatsBroker, agent: Agent, kind: AgentEventKind) -> None:
+    await publish_all(broker, [agent], kind)
+
+
+async def publish_all(broker: NatsBroker, agents: Sequence[Agent], kind: AgentEventKind) -> None:
     """Best effort, after the commit: a runtime that misses one still sees the new `version` the
-    next time it resolves the agent, so a lost event delays a refresh and never corrupts one."""
-    event = AgentEvent(
-        kind=kind, agent_id=agent.id, version=agent.version, status=AgentStatus(agent.status), at=utcnow()
-    )
+    next time it resolves the agent, so a lost event delays a refresh and never corrupts one; the
+    gateway's access answers also expire (and are dropped when its connection comes back).
+
+    The events are flushed to NATS before the change is answered: a client told "deleted" (or
+    "paused") that opens a socket at once finds the gateways already holding the event, as it found
+    the row changed when every socket asked the catalog."""
+    for agent in agents:
+        event = AgentEvent(
+            kind=kind, agent_id=agent.id, version=agent.version, status=AgentStatus(agent.status), at=utcnow()
+        )
+        try:
+            await broker.publish(event, subjects.agent_event(kind.value))
+        except Exception as exc:
+            log.warning(
+                "catalog.agent_event_publish_failed", agent_id=str(agent.id), kind=kind, error=str(exc)
+            )
+    if not agents:
+        return
     try:
-        await broker.publish(event, subjects.agent_event(kind.value))
+        nc = broker.connection
+        if nc.is_connected:  # away: the events wait in its buffer, and the gateways forget on reconnect
+            await nc.flush(timeout=FLUSH_TIMEOUT_S)
     except Exception as exc:
-        log.warning("catalog.agent_event_publish_failed", agent_id=str(agent.id), kind=kind, error=str(exc))
+        log.warning("catalog.agent_event_flush_failed", kind=kind, error=str(exc))
 
 
 async def commit(

@@ -45,8 +45,7 @@ async def _commit_change(
     else:
         changed = await agents.bump_versions(db, org_id=org_id)
     await db.commit()
-    for each in changed:
-        await events.publish(ctx.broker, each, AgentEventKind.UPDATED)
+    await events.publish_all(ctx.broker, changed, AgentEventKind.UPDATED)
 
 
 @owner_routes(

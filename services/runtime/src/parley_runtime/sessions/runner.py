@@ -177,7 +177,10 @@ class SessionRunner:
         stored = await deps.store.load(self.conversation_id)
         if stored is not None:
             self.state = stored
-        last_out = await last_output_index(deps.js, self.conversation_id)
+        # A session no worker ever held (its start message's first delivery, its first claim, no
+        # state) has published nothing yet: no need to ask SESSION_OUT for its last event.
+        brand_new = stored is None and claims == 1 and self.claim.deliveries == 1
+        last_out = 0 if brand_new else await last_output_index(deps.js, self.conversation_id)
         self.outlet = Outlet(
             deps.nc,
             self.conversation_id,

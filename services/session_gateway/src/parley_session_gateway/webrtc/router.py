@@ -122,7 +122,7 @@ async def create_realtime_token(
         await voice_limiter(request).hit(
             "realtime-token", settings.gateway_rate_realtime_token, _caller_key(principal)
         )
-        binding = await bound_agent(ctx.broker, principal, agent, timeout_s=settings.bus_request_timeout_s)
+        binding = await bound_agent(ctx.access, principal, agent, timeout_s=settings.bus_request_timeout_s)
         found = credential_of(request, settings.gateway_cookie_name)
         assert found is not None  # the Authenticator verified this very credential
         minted = await ctx.auth.mint_token(
@@ -178,7 +178,7 @@ async def create_realtime_token(
     },
 )
 async def get_csrf_token(ctx: Gateway, principal: Caller, agent: BoundAgent = None) -> cc.CsrfTokenResponse:
-    await bound_agent(ctx.broker, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
+    await bound_agent(ctx.access, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
     return cc.CsrfTokenResponse(token=await csrf.mint(ctx.redis, principal))
 
 
@@ -261,7 +261,7 @@ async def exchange_sdp(
     agent: BoundAgent = None,
     body: Annotated[SkipJsonSchema[None] | cc.RealtimeWebrtcRequest, Body()] = None,
 ) -> Response:
-    binding = await bound_agent(ctx.broker, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
+    binding = await bound_agent(ctx.access, principal, agent, timeout_s=ctx.settings.bus_request_timeout_s)
     await csrf.check(ctx.redis, request.headers.get(cc.CSRF_HEADER), principal)
     if body is None:
         raise invalid('the body must be JSON {"sdp": "<offer>"}')
