@@ -4,12 +4,27 @@
 *caller* is cancelled while it waits (a shutdown, a test's timeout), the CancelledError meant for it
 is suppressed too and the caller runs on. `asyncio.wait` waits for the task without raising what
 the task raised, while a cancellation of the caller still propagates.
+
+A cancellation can also be lost inside the task: Python 3.11's `asyncio.wait_for` returns the
+result, and drops the cancel, when the awaited future completes in the same loop iteration as the
+cancel arrives (nats-py awaits every request reply, JetStream publish acks included, through it).
+A session runner cancelled just as its commit's ack came back then ran on, waiting for input, and
+the drain that cancelled it waited forever. So a task still running `RECANCEL_S` after its cancel is
+cancelled again (and logged).
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# How long a cancelled task may take to clean up before it is cancelled again: far beyond any
+# cleanup here (closing a subscription, a last publish), short enough that a lost cancel is not felt.
+RECANCEL_S = 2.0
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
@@ -21,9 +36,13 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
     running = [t for t in tasks if t is not None]
     for task in running:
         task.cancel()
-    pending = [t for t in running if not t.done()]
-    if pending:
-        await asyncio.wait(pending)
+    pending = {t for t in running if not t.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        for task in pending:  # its cancel was lost (see above), or its cleanup is stuck
+            name = task.get_name() if isinstance(task, asyncio.Task) else repr(task)
+            log.warning("task.cancelled_again", task=name)
+            task.cancel()
     for task in running:
         if not task.cancelled():
             task.exception()  # mark retrieved: no "exception was never retrieved" warning

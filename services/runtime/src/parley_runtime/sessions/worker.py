@@ -91,9 +91,7 @@ class SessionWorker(QueueWorker[_Claim]):
         if self._unhook is not None:
             self._unhook()
         fetch, *others = self._tasks
-        fetch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await fetch
+        await cancel_and_wait(fetch)  # its fetch may lose a cancel (tasks.py): cancelled until it ends
         self.deps.draining.set()  # no new turn starts; queued input stays for the next owner
         deadline = time.monotonic() + self.settings.runtime_drain_timeout_s
         while (left := deadline - time.monotonic()) > 0:
