@@ -107,10 +107,14 @@ async def cpu_phase(
             samples.append(ms)
             timed.append((started, ms))
             await asyncio.sleep(think_ms / 1000 * random.uniform(0.8, 1.2))
-        # Nothing more may come but ticks: another turn_complete would be a turn answered twice.
+        # For one second nothing more may come but ticks: another turn_complete would be a turn
+        # answered twice. (One second in all: ticks come every second, so waiting for a second of
+        # silence could last as long as the ticks kept their time, and the phase with it.)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
         with suppress(TimeoutError):
-            while True:
-                event = json.loads(await asyncio.wait_for(session.ws.recv(), 1.0))
+            while (left := deadline - loop.time()) > 0:
+                event = json.loads(await asyncio.wait_for(session.ws.recv(), left))
                 if event["type"] in ("turn_complete", "text_delta", "text_full"):
                     doubled += 1
 
