@@ -311,6 +311,13 @@ class MailRequest(BaseModel):
 # whose worker died or whose client reconnects, and are bounded per conversation.
 _DAY = 24 * 3600.0
 INPUT_DEDUPE_WINDOW_S = 120.0
+# Every open session reads its input with an ordered consumer of `SESSION_IN` (and a client's
+# resume or a reconnect reads `SESSION_OUT` with a short-lived one). nats-server 2.15 caps a stream
+# without a limit of its own at 1,000 consumers (`default_max_consumers`; 0 or -1 now mean "the
+# default"), which capped a deployment at 1,000 concurrent sessions: the 1,001st failed to claim
+# and, retried, was closed with `runtime.session_failed`. So the two set a limit far above what a
+# deployment holds.
+SESSION_STREAM_MAX_CONSUMERS = 1_000_000
 STREAMS: dict[str, StreamConfig] = by_name(
     # Kept longer than the longest session (24 h).
     file_stream(subjects.SESSIONS_STREAM, subjects.SESSION_START, _DAY + 3600, 120.0, work_queue=True),
@@ -323,6 +330,7 @@ STREAMS: dict[str, StreamConfig] = by_name(
         INPUT_DEDUPE_WINDOW_S,
         max_msgs_per_subject=20_000,
         discard=DiscardPolicy.OLD,
+        max_consumers=SESSION_STREAM_MAX_CONSUMERS,
     ),
     # Ids are `<conversation>:<index>`: a republication after a crash is stored once.
     file_stream(
@@ -332,6 +340,7 @@ STREAMS: dict[str, StreamConfig] = by_name(
         120.0,
         max_msgs_per_subject=50_000,
         discard=DiscardPolicy.OLD,
+        max_consumers=SESSION_STREAM_MAX_CONSUMERS,
     ),
     # Owned by the catalog (it consumes it); the same definition, so whoever starts first creates it.
     file_stream(subjects.CONVERSATIONS_STREAM, f"{subjects.CONVERSATION_EVENTS}.>", 7 * _DAY, 120.0),
