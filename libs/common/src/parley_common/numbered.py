@@ -130,12 +130,16 @@ class NumberedReader(Generic[T]):
             self._held.setdefault(index, (item, self._round))
             return
         await self._hand_on(index, item)
-        while (held := self._held.pop(self.last_index + 1, None)) is not None:
-            await self._hand_on(self.last_index + 1, held[0])
+        await self._hand_on_held()
 
     async def _hand_on(self, index: int, item: T) -> None:
         self.last_index = index
         await self.deliver(item)
+
+    async def _hand_on_held(self) -> None:
+        """Hand on the held numbers that now follow the last one, in order."""
+        while (held := self._held.pop(self.last_index + 1, None)) is not None:
+            await self._hand_on(self.last_index + 1, held[0])
 
     async def _release(self, below: int | None = None) -> None:
         """Hand on, in order, what is held below `below` (None: everything): the stream has nothing
@@ -144,8 +148,7 @@ class NumberedReader(Generic[T]):
             item, _ = self._held.pop(index)
             if index > self.last_index:
                 await self._hand_on(index, item)
-        while (held := self._held.pop(self.last_index + 1, None)) is not None:
-            await self._hand_on(self.last_index + 1, held[0])
+        await self._hand_on_held()
 
     async def _on_stream(self, msg: Msg) -> None:
         item = self.decode(msg.data)
