@@ -5,6 +5,7 @@ out, so a consumer started right after would not see them for that long."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -51,5 +52,59 @@ async def test_a_batch_under_way_is_finished_and_acked_by_stop(infra: Any) -> No
         info = await js.consumer_info(stream, "gated")
         assert (info.num_ack_pending, info.num_pending) == (0, 0)
     finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
+class Timed(DurableConsumer):
+    """Records when each batch was handled and what it held."""
+
+    def __init__(self, stream: str, subject: str, batch_wait_s: float) -> None:
+        super().__init__(subject=subject, stream=stream, durable="timed")
+        self.batch_wait_s = batch_wait_s
+        self.batches: list[tuple[float, list[bytes]]] = []
+
+    async def handle_batch(self, messages: list[Msg]) -> None:
+        if messages:
+            self.batches.append((time.monotonic(), [msg.data for msg in messages]))
+        for msg in messages:
+            await self.ack(msg, applied=True)
+
+    def handled_at(self, data: bytes) -> float:
+        return next(at for at, batch in self.batches if data in batch)
+
+
+async def test_messages_gather_into_batches_under_load_and_come_at_once_after_a_quiet_spell(
+    infra: Any,
+) -> None:
+    """`batch_wait_s` paces the batches under load; it does not delay a message that comes after a
+    quiet spell, nor the next one (it used to follow every batch, whatever came before)."""
+    stream = f"TEST_{uuid.uuid4().hex[:8].upper()}"
+    subject = f"test.{stream}"
+    nc = await nats.connect(infra.nats_url)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
+    consumer = Timed(stream, subject, batch_wait_s=1.5)
+    try:
+        await consumer.start(nc)
+        await asyncio.sleep(1.7)  # quiet for longer than batch_wait_s
+        for data in (b"alone", b"next"):
+            sent = time.monotonic()
+            await js.publish(subject, data)
+            while not any(data in batch for _, batch in consumer.batches):
+                await asyncio.sleep(0.01)
+            assert consumer.handled_at(data) - sent < 0.7, data
+
+        burst = [f"burst-{i}".encode() for i in range(10)]
+        for data in burst:  # one every 50 ms: within the pause after `next`
+            await js.publish(subject, data)
+            await asyncio.sleep(0.05)
+        while sum(len(batch) for _, batch in consumer.batches) < 12:
+            await asyncio.sleep(0.01)
+        assert [batch for _, batch in consumer.batches[2:]] == [burst]  # one batch, in order
+        # ... no earlier than batch_wait_s after the batch before it
+        assert consumer.batches[2][0] - consumer.batches[1][0] >= 1.4
+    finally:
+        await consumer.stop()
         await js.delete_stream(stream)
         await nc.close()

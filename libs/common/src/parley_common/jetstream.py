@@ -299,7 +299,10 @@ class DurableConsumer:
 
     name = "consumer"  # the task's name, and `consumer` in the logs
     batch = 64
-    batch_wait_s = 0.0  # pause after a fetch that did not fill a batch (0: fetch again at once)
+    # Under load, the shortest time between two batches (the second fetched after the first was
+    # handled): messages arriving one by one gather into one batch (0: fetch again at once). After
+    # a quiet spell at least that long, the first messages are handled as soon as they come.
+    batch_wait_s = 0.0
     fetch_retry_s = 1.0
 
     def __init__(
@@ -357,6 +360,8 @@ class DurableConsumer:
 
     async def _run(self) -> None:
         assert self._sub is not None
+        loop = asyncio.get_running_loop()
+        waiting_since = loop.time()  # the first fetch after the last batch started then
         while not self._stopping.is_set():
             await self.tick()
             messages = await fetch_batch(
@@ -367,9 +372,20 @@ class DurableConsumer:
                 consumer=self.name,
             )
             await self.handle_batch(messages)
-            if self.batch_wait_s and len(messages) < self.batch:
-                # Not saturated: let the next messages gather into one batch.
-                await asyncio.sleep(self.batch_wait_s)
+            if not messages:
+                continue
+            if len(messages) < self.batch:
+                await self._gather(waiting_since + self.batch_wait_s - loop.time())
+            waiting_since = loop.time()
+
+    async def _gather(self, pause_s: float) -> None:
+        """Let the next messages gather into one batch for what is left of `batch_wait_s` since the
+        previous batch was handled (under load a fetch comes back at once). Messages that came after
+        a quiet spell at least that long are followed by the next fetch at once, so that an event
+        arriving alone is handled as soon as it comes. `stop` ends the pause."""
+        if pause_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause_s)
 
     async def handle_batch(self, messages: list[Msg]) -> None:
         """What a fetch does: each message on its own, unless a subclass handles them together."""
