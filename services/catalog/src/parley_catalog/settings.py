@@ -39,9 +39,9 @@ class CatalogSettings(DatabaseSettings, SpeechProviderKeys):
     # Retention of the CONVERSATIONS stream when the catalog creates it (it never alters an existing one).
     catalog_conversations_max_age_days: float = Field(default=7, gt=0)
     catalog_conversations_batch: int = Field(default=64, ge=1, le=1000)
-    # Under load, the shortest time between the starts of two fetches (after one that did not fill
-    # a batch), so events arriving one by one are stored a batch per transaction (history is up to
-    # this much later); after a quiet spell an event is stored as soon as it comes.
+    # Under load, the shortest time between two batches, so events arriving one by one are stored a
+    # batch per transaction (history is up to this much later); an event that comes after a quiet
+    # spell at least this long is stored as soon as it comes.
     catalog_conversations_batch_wait_s: float = Field(default=0.2, ge=0, le=5)
     # How long a message failing for a transient reason (database down) waits before redelivery.
     catalog_conversations_retry_delay_s: float = Field(default=2.0, ge=0)
