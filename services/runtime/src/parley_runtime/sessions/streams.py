@@ -34,6 +34,7 @@ from parley_common.session_contract import (
     SessionInput,
     SessionInputEnvelope,
     SessionOutput,
+    SessionTiming,
     trace_headers,
 )
 from parley_runtime import bus
@@ -63,18 +64,18 @@ class Outlet:
         self.next_index = next_index
         self.publish_timeout_s = publish_timeout_s
 
-    def reserve(self, event: ServerEvent) -> SessionOutput:
+    def reserve(self, event: ServerEvent, timing: SessionTiming | None = None) -> SessionOutput:
         """Number an event without publishing it (a tail event, published after the commit)."""
-        out = SessionOutput(index=self.next_index, event=event)
+        out = SessionOutput(index=self.next_index, event=event, timing=timing)
         self.next_index += 1
         return out
 
-    async def emit(self, event: ServerEvent) -> SessionOutput:
+    async def emit(self, event: ServerEvent, timing: SessionTiming | None = None) -> SessionOutput:
         """Publish an event of a turn under way (text deltas, mostly). It carries no trace context
         (nothing reads one from `SESSION_OUT`): the event that ends the turn does
         (`publish_acked`). Injected per delta, it cost an inject here and a header to parse in the
         gateway per delta."""
-        out = self.reserve(event)
+        out = self.reserve(event, timing)
         headers = {"Nats-Msg-Id": self._msg_id(out)}
         await self.nc.publish(self.subject, out.model_dump_json().encode(), headers=headers)
         return out
