@@ -335,9 +335,9 @@ class SessionRunner:
         self, input_seq: int | None, text: str | None, headers: Mapping[str, str] | None = None
     ) -> None:
         assert self.graph is not None and self.snapshot is not None
-        # A deep copy made by pydantic-core (several times cheaper than `model_copy(deep=True)`,
-        # which is `copy.deepcopy`); what the turn publishes starts empty.
-        work = SessionState.model_validate(self.state.model_dump(exclude={"outbox", "tail"}))
+        # A copy the turn may change (the committed state stays as it was should the turn fail or
+        # be abandoned); what the turn publishes starts empty.
+        work = self.state.working_copy()
         turn = Turn(input_seq=input_seq, work=work)
         if work.voice_output is not None:
             turn.voice = self._turn_voice(work.voice_output)
