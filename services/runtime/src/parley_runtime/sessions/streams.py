@@ -61,6 +61,7 @@ class Outlet:
         self.nc = nc
         self.conversation_id = conversation_id
         self.subject = subjects.session_out(str(conversation_id))
+        self._id_prefix = f"{conversation_id}:"  # each output's `Nats-Msg-Id`, without a str(UUID)
         self.next_index = next_index
         self.publish_timeout_s = publish_timeout_s
 
@@ -91,7 +92,7 @@ class Outlet:
         )
 
     def _msg_id(self, out: SessionOutput) -> str:
-        return f"{self.conversation_id}:{out.index}"
+        return f"{self._id_prefix}{out.index}"
 
 
 @dataclass(frozen=True)
