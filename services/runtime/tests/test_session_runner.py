@@ -172,9 +172,11 @@ async def test_an_outbox_too_long_for_one_message_goes_event_by_event(rt: Stack)
     }
 
 
-async def test_text_deltas_carry_no_trace_context(rt: Stack) -> None:
-    """Nothing reads a trace context from `SESSION_OUT`; a delta carries its `Nats-Msg-Id` only
-    (the turn itself continues the input's trace, `tests/e2e/test_realtime_tracing.py`)."""
+async def test_text_deltas_carry_no_headers(rt: Stack) -> None:
+    """Nothing reads a trace context from `SESSION_OUT` (the turn itself continues the input's
+    trace, `tests/e2e/test_realtime_tracing.py`), and a delta is never published again, so it needs
+    no `Nats-Msg-Id`: it carries no header. The event that ends the turn keeps its id (a new owner
+    republishes a committed tail)."""
     setup_telemetry(CommonSettings())  # real spans, so a context would be injected
     start = session_start()
     seen: list[tuple[str, dict[str, str]]] = []
@@ -196,7 +198,9 @@ async def test_text_deltas_carry_no_trace_context(rt: Stack) -> None:
     finally:
         await sub.unsubscribe()
     deltas = [headers for kind, headers in seen if kind == "text_delta"]
-    assert len(deltas) == 2 and all(set(headers) == {"Nats-Msg-Id"} for headers in deltas), seen
+    assert len(deltas) == 2 and all(headers == {} for headers in deltas), seen
+    tails = [headers for kind, headers in seen if kind in ("turn_complete", "session_closed")]
+    assert len(tails) == 3 and all("Nats-Msg-Id" in headers for headers in tails), seen
 
 
 async def test_only_a_session_held_before_asks_for_its_last_output(
