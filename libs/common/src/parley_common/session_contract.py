@@ -306,8 +306,8 @@ class SessionControl(SessionTiming):
     Published when the runtime claims a session, when a client (re)connects, and when a turn runs
     for a while without output (its first output would have carried the busy timing); a turn
     otherwise carries its timing in its outputs (`SessionOutput.timing`). `index`: the last output
-    index the runtime had numbered when it published this (None from older runtimes: always the
-    newest), so an output's timing at or below it is older than this."""
+    index the runtime had numbered when it published this, so an output's timing at or below it
+    is older than this (None from older runtimes: see `timing_rank`)."""
 
     type: Literal["timing"] = "timing"
     connection_id: str | None = None
