@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from parley_common.session_contract import (
     InputAudio,
     ServerAudioDelta,
     ServerSessionClosed,
     ServerTextDelta,
+    ServerTurnComplete,
+    SessionControl,
     SessionInputEnvelope,
     SessionOutput,
+    SessionTiming,
     stable_id,
+    timing_rank,
 )
 
 
@@ -44,3 +48,26 @@ def test_stable_ids_are_deterministic_per_conversation() -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     assert stable_id(a, "message:0") == stable_id(a, "message:0")
     assert len({stable_id(a, "message:0"), stable_id(a, "message:1"), stable_id(b, "message:0")}) == 3
+
+
+def test_a_timing_travels_on_an_output_only_when_it_changed_and_ranks_by_index() -> None:
+    """A turn's outputs carry its timing (`SessionOutput.timing`, left out when None, so a text
+    delta is as it was); control messages carry the last index numbered when they were sent
+    (None from an older runtime: as of the last output the reader handed on)."""
+    delta = SessionOutput(index=4, event=ServerTextDelta(chunk="Hi"))
+    assert delta.model_dump_json() == '{"index":4,"event":{"type":"text_delta","chunk":"Hi"}}'
+    now = datetime.now(UTC)
+    timing = SessionTiming(started_at=now, deadline_at=now + timedelta(seconds=60))
+    done = SessionOutput(index=5, event=ServerTurnComplete(), timing=timing)
+    assert SessionOutput.model_validate_json(done.model_dump_json()) == done
+    # What an older gateway reads (extra fields are ignored) and what an older runtime sends.
+    assert SessionOutput.model_validate_json(done.model_dump_json()).event == ServerTurnComplete()
+    old = SessionControl.model_validate_json(
+        '{"type": "timing", "started_at": "2026-01-01T00:00:00Z", "connection_id": "c"}'
+    )
+    assert old.index is None and old.deadline_at is None
+
+    control = SessionControl(started_at=now, connection_id="c", index=5)
+    assert timing_rank(done, 9) == (5, 0) < timing_rank(control, 9) == (5, 1)
+    assert timing_rank(SessionOutput(index=6, event=ServerTurnComplete()), 0) > timing_rank(control, 0)
+    assert timing_rank(old, 7) == (7, 1)

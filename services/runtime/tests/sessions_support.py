@@ -93,18 +93,21 @@ class FixedAgent(AgentCache):
 
 class EchoLLM(LLMPort):
     """Answers `You said: <last message>` in two chunks. While `hold` is clear it stops after the
-    first chunk until it is set (or the stream is cancelled)."""
+    first chunk until it is set (or the stream is cancelled); while `begin` is clear, before it."""
 
     def __init__(self) -> None:
         super().__init__(LLMRegistry())
         self.hold = asyncio.Event()
         self.hold.set()
+        self.begin = asyncio.Event()
+        self.begin.set()
         self.calls: list[tuple[str, list[HistoryItem]]] = []
 
     async def stream(
         self, snapshot: AgentSnapshot, system: str, history: list[HistoryItem], on_text: OnText
     ) -> None:
         self.calls.append((system, list(history)))
+        await self.begin.wait()
         await on_text("You said: ")
         await self.hold.wait()
         await on_text(history[-1].content if history else "")

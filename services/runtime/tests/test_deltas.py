@@ -47,3 +47,26 @@ async def test_spaced_deltas_pass_through_and_close_flushes() -> None:
     await held.add("3")
     await held.close()  # the answer ended: nothing may stay behind
     assert sent == ["x", "y", "1", "23"]
+
+
+async def test_the_end_of_an_answer_waits_for_a_delta_being_sent() -> None:
+    """A held-back delta whose window ended is being sent when the answer ends (`close`): it goes
+    out, before anything `close` sends (it was cancelled half-way before)."""
+    gate = asyncio.Event()
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        if text == "b":
+            await gate.wait()  # a slow publish
+        sent.append(text)
+
+    deltas = DeltaCoalescer(send, window_s=0.01)
+    await deltas.add("a")
+    await deltas.add("b")
+    await asyncio.sleep(0.05)  # the window ended: "b" is on its way
+    closing = asyncio.create_task(deltas.close())
+    await asyncio.sleep(0.02)
+    assert not closing.done()
+    gate.set()
+    await asyncio.wait_for(closing, 2)
+    assert sent == ["a", "b"]

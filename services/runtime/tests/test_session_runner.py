@@ -20,7 +20,7 @@ from parley_common.conversation_contract import (
     ConversationStarted,
     conversation_msg_id,
 )
-from parley_common.session_contract import InputCancel, SessionOutput
+from parley_common.session_contract import ClientConnected, InputCancel, SessionControl, SessionOutput
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import setup_telemetry
 from parley_runtime.sessions import runner as runner_module
@@ -172,9 +172,11 @@ async def test_an_outbox_too_long_for_one_message_goes_event_by_event(rt: Stack)
     }
 
 
-async def test_text_deltas_carry_no_trace_context(rt: Stack) -> None:
-    """Nothing reads a trace context from `SESSION_OUT`; a delta carries its `Nats-Msg-Id` only
-    (the turn itself continues the input's trace, `tests/e2e/test_realtime_tracing.py`)."""
+async def test_text_deltas_carry_no_headers(rt: Stack) -> None:
+    """Nothing reads a trace context from `SESSION_OUT` (the turn itself continues the input's
+    trace, `tests/e2e/test_realtime_tracing.py`), and a delta is never published again, so it needs
+    no `Nats-Msg-Id`: it carries no header. The event that ends the turn keeps its id (a new owner
+    republishes a committed tail)."""
     setup_telemetry(CommonSettings())  # real spans, so a context would be injected
     start = session_start()
     seen: list[tuple[str, dict[str, str]]] = []
@@ -196,7 +198,9 @@ async def test_text_deltas_carry_no_trace_context(rt: Stack) -> None:
     finally:
         await sub.unsubscribe()
     deltas = [headers for kind, headers in seen if kind == "text_delta"]
-    assert len(deltas) == 2 and all(set(headers) == {"Nats-Msg-Id"} for headers in deltas), seen
+    assert len(deltas) == 2 and all(headers == {} for headers in deltas), seen
+    tails = [headers for kind, headers in seen if kind in ("turn_complete", "session_closed")]
+    assert len(tails) == 3 and all("Nats-Msg-Id" in headers for headers in tails), seen
 
 
 async def test_only_a_session_held_before_asks_for_its_last_output(
@@ -238,3 +242,71 @@ async def test_only_a_session_held_before_asks_for_its_last_output(
     redelivered = session_start()  # no state, first claim, but delivered before
     await claimed(redelivered, FakeClaim(deliveries=2), "worker-a", greeting=True)
     assert asked == [new.conversation_id, redelivered.conversation_id]
+
+
+async def test_a_turn_carries_its_timing_in_its_outputs_not_in_control_messages(
+    rt: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text turn publishes no `session.<id>.ctl` message: its first output carries the busy
+    timing (no silence limit), its `turn_complete` the waiting one. Control messages (which name
+    the live connection) come at the claim, when a client connects, and when a turn says nothing
+    for `busy_timing_delay_s`; each carries the last output index numbered when it was sent."""
+    monkeypatch.setattr(SessionRunner, "busy_timing_delay_s", 0.2)
+    start = session_start()
+    conv = str(start.conversation_id)
+    controls: list[SessionControl] = []
+
+    async def on_ctl(msg: Msg) -> None:
+        controls.append(SessionControl.model_validate_json(msg.data))
+
+    sub = await rt.nc.subscribe(subjects.session_ctl(conv), cb=on_ctl)
+    client = await rt.client(start.conversation_id)
+
+    async def turn() -> list[SessionOutput]:
+        outs = [await asyncio.wait_for(client.out.get(), 10)]
+        while outs[-1].event.type != "turn_complete":
+            outs.append(await asyncio.wait_for(client.out.get(), 10))
+        return outs
+
+    runner = SessionRunner(rt.deps(), start, FakeClaim())
+    task = asyncio.create_task(runner.run())
+    try:
+        greeting = await turn()
+        end = start.started_at + runner.timers.max_duration
+        for _ in range(3):
+            await rt.say(start.conversation_id, "hello")
+            outs = await turn()
+            assert [o.timing is not None for o in outs] == [True] + [False] * (len(outs) - 2) + [True]
+            busy, waiting = outs[0].timing, outs[-1].timing
+            assert busy is not None and busy.started_at == start.started_at and busy.deadline_at == end
+            assert waiting is not None and waiting.deadline_at is not None
+            assert busy.started_at + runner.timers.max_silence < waiting.deadline_at < end
+        # The claim's control message only, before the greeting's first output.
+        assert [(c.index, c.connection_id, c.deadline_at) for c in controls] == [(0, "conn-1", end)]
+        assert greeting[0].timing is not None and greeting[-1].timing is not None
+
+        # A client connects: the live connection and the timing, as of the last index numbered.
+        await rt.send(start.conversation_id, ClientConnected(at=start.started_at, connection_id="conn-2"))
+        while len(controls) < 2:
+            await asyncio.sleep(0.01)
+        assert (controls[1].index, controls[1].connection_id) == (outs[-1].index, "conn-2")
+        assert waiting is not None and controls[1].deadline_at == waiting.deadline_at
+
+        # A turn that says nothing for a while publishes its busy timing instead.
+        rt.llm.begin.clear()
+        await rt.say(start.conversation_id, "slow")
+        while len(controls) < 3:
+            await asyncio.sleep(0.01)
+        assert (controls[2].index, controls[2].connection_id, controls[2].deadline_at) == (
+            outs[-1].index, "conn-2", end,
+        )  # fmt: skip
+        rt.llm.begin.set()
+        slow = await turn()
+        assert [o.timing is not None for o in slow] == [False] * (len(slow) - 1) + [True]
+        await rt.end(start.conversation_id)
+        await client.until("session_closed")
+        await asyncio.wait_for(task, 10)
+        assert len(controls) == 3
+    finally:
+        rt.llm.begin.set()
+        await sub.unsubscribe()

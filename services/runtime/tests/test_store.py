@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from parley_common.auth_contract import CredentialKind, Principal
+from parley_common.conversation_contract import MessageRole
 from parley_common.errors import ParleyError
 from parley_common.session_contract import SessionStart
 from parley_runtime.octavus.state import Session
@@ -128,3 +129,26 @@ async def test_an_octavus_session_is_kept_with_its_tombstone_and_bounded(redis: 
     with pytest.raises(ParleyError) as err:
         await store.save(session)
     assert err.value.code.code == "octavus.session_too_large"
+
+
+def test_a_turns_working_copy_leaves_the_committed_state_as_it_was() -> None:
+    """What a turn does to its copy (`SessionState.working_copy`) never reaches the state it was
+    made from: the history, the variables (nested values too), the outbox, the tail, the fields."""
+    state = new_state()
+    state.remember("user", "hi", 10)
+    state.variables["profile"] = {"tags": ["a"], "address": {"city": "Oslo"}}
+    state.variables["items"] = [1, 2]
+    state.message(MessageRole.USER, "hi", datetime.now(UTC))
+    before = state.model_dump_json()
+
+    work = state.working_copy()
+    assert work.model_dump(exclude={"outbox", "tail"}) == state.model_dump(exclude={"outbox", "tail"})
+    assert work.outbox == [] and work.tail == []
+    work.remember("assistant", "hello", 1)  # drops the oldest too
+    work.variables["profile"]["tags"].append("b")
+    work.variables["profile"]["address"]["city"] = "Bergen"
+    work.variables["items"].append(3)
+    work.variables["new"] = "x"
+    work.message(MessageRole.ASSISTANT, "hello", datetime.now(UTC))
+    work.phase, work.node_turns, work.turn_no = "closed", 5, 9
+    assert state.model_dump_json() == before

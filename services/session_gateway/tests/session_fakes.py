@@ -35,6 +35,7 @@ from parley_common.session_contract import (
     SessionInput,
     SessionOutput,
     SessionStart,
+    SessionTiming,
 )
 from parley_session_gateway.agent_access import AgentAccess
 from parley_session_gateway.bridge import OnControl, OnOutput
@@ -151,16 +152,30 @@ class FakeBridge:
 
     # what the test (the runtime) does
 
-    async def output(self, event: ServerEvent) -> None:
+    async def output(
+        self, event: ServerEvent, *, index: int | None = None, deadline_s: float | None = None
+    ) -> None:
+        """An output (the next index, or `index`: one replayed), with a timing if `deadline_s`."""
         assert self._on_output is not None
-        self._index += 1
-        await self._on_output(SessionOutput(index=self._index, event=event))
+        if index is None:
+            self._index += 1
+            index = self._index
+        timing = None
+        if deadline_s is not None:
+            now = datetime.now(UTC)
+            timing = SessionTiming(started_at=now, deadline_at=now + timedelta(seconds=deadline_s))
+        self.last_index = max(self.last_index, index)
+        await self._on_output(SessionOutput(index=index, event=event, timing=timing))
 
-    async def control(self, connection_id: str | None, deadline_s: float | None = None) -> None:
+    async def control(
+        self, connection_id: str | None, deadline_s: float | None = None, *, index: int | None = None
+    ) -> None:
         assert self._on_control is not None
         now = datetime.now(UTC)
         deadline = now + timedelta(seconds=deadline_s) if deadline_s is not None else None
-        control = SessionControl(started_at=now, deadline_at=deadline, connection_id=connection_id)
+        control = SessionControl(
+            started_at=now, deadline_at=deadline, connection_id=connection_id, index=index
+        )
         await self._on_control(control)
 
     def input_types(self) -> list[str]:

@@ -30,10 +30,12 @@ from parley_common.catalog_contract import AgentAccessReply, AgentStatus
 from parley_common.session_contract import (
     ServerAudioDelta,
     ServerTextFull,
+    ServerTurnComplete,
     SessionControl,
     SessionInputEnvelope,
     SessionOutput,
     SessionStart,
+    SessionTiming,
 )
 from parley_devstack.servers import NatsServer, free_port
 from parley_session_gateway.app import build_app
@@ -78,9 +80,17 @@ class Runtime:
         )
         await self.js.subscribe("session.*.in", stream=subjects.SESSION_IN_STREAM, cb=inputs)
 
-    async def emit(self, conversation: str, event: Any) -> None:
+    async def emit(self, conversation: str, event: Any, remaining_s: float | None = None) -> None:
+        """The next output; with `remaining_s`, it carries the session's timing (a turn's first
+        output, and its end, do)."""
         self.index[conversation] = self.index.get(conversation, 0) + 1
-        out = SessionOutput(index=self.index[conversation], event=event)
+        timing = None
+        if remaining_s is not None:
+            now = datetime.now(UTC)
+            timing = SessionTiming(
+                started_at=now - timedelta(seconds=5), deadline_at=now + timedelta(seconds=remaining_s)
+            )
+        out = SessionOutput(index=self.index[conversation], event=event, timing=timing)
         await self.js.publish(subjects.session_out(conversation), out.model_dump_json().encode())
 
     async def output_consumers(self, conversation: str) -> list[str]:
@@ -89,12 +99,15 @@ class Runtime:
         consumers = await self.js.consumers_info(subjects.SESSION_OUT_STREAM)
         return [c.name for c in consumers if c.config.filter_subject == subject]
 
-    async def timing(self, conversation: str, connection_id: str, remaining_s: float) -> None:
+    async def timing(
+        self, conversation: str, connection_id: str, remaining_s: float, *, index: int | None = None
+    ) -> None:
         now = datetime.now(UTC)
         control = SessionControl(
             started_at=now - timedelta(seconds=5),
             deadline_at=now + timedelta(seconds=remaining_s),
             connection_id=connection_id,
+            index=index,
         )
         await self.nc.publish(subjects.session_ctl(conversation), control.model_dump_json().encode())
 
@@ -233,3 +246,30 @@ async def test_a_resumed_connection_supersedes_the_old_one(gateway: tuple[str, R
             await asyncio.wait_for(old.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
     await new.close()
+
+
+async def test_ticks_follow_the_timing_a_turns_outputs_carry(gateway: tuple[str, Runtime]) -> None:
+    """A turn publishes no control message: its first output carries the busy timing and its
+    `turn_complete` the waiting one, and the ticks follow them."""
+    url, runtime = gateway
+    ws, conversation = await handshake(url)
+
+    async def tick(remaining: tuple[float, float]) -> None:
+        async def seen() -> None:
+            while True:
+                event = json.loads(await ws.recv())
+                if event["type"] == "tick" and remaining[0] < event["remaining_ms"] / 1000 <= remaining[1]:
+                    return
+
+        await asyncio.wait_for(seen(), 5)
+
+    try:
+        start = await asyncio.wait_for(runtime.starts.get(), 10)
+        await runtime.timing(conversation, start.connection_id, remaining_s=30, index=0)  # the claim
+        await tick((25, 30))
+        await runtime.emit(conversation, ServerTextFull(content="hi"), remaining_s=3600)
+        await tick((3590, 3600))
+        await runtime.emit(conversation, ServerTurnComplete(), remaining_s=60)
+        await tick((55, 60))
+    finally:
+        await ws.close()

@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -215,3 +216,40 @@ async def test_a_newer_connection_supersedes_this_one_and_timing_makes_ticks() -
             assert await ws.wait_closed() == (CloseCodes.SUPERSEDED, "superseded by a newer connection")
         # The other connection serves the session now: this one neither ends nor leaves it.
         assert ctx.last.input_types() == [] and conn.superseded
+
+
+def remaining_s(conn: RealtimeConnection) -> float:
+    assert conn.timing is not None and conn.timing.deadline_at is not None
+    return (conn.timing.deadline_at - datetime.now(UTC)).total_seconds()
+
+
+async def test_ticks_follow_the_most_recent_timing_by_output_index() -> None:
+    """A turn's outputs carry its timing (no control message per turn); outputs are replayed on a
+    resume or a catch-up, so an older one's timing never replaces a newer one's, and a control
+    message wins a tie with the output of its index. Outputs never supersede a connection."""
+    async with gateway(gateway_tick_interval_s=0.02) as (ctx, _, auth), session(ctx, auth) as (conn, ws):
+        bridge = ctx.last
+        await bridge.control(conn.connection_id, deadline_s=600, index=0)  # the claim
+        assert 590 < remaining_s(conn) <= 600
+        await bridge.output(ServerTextDelta(chunk="Hi"), deadline_s=3600)  # a turn began: 1
+        assert 3590 < remaining_s(conn) <= 3600
+        await bridge.output(ServerTurnComplete(), deadline_s=300)  # it ended: 2
+        assert 290 < remaining_s(conn) <= 300
+        assert 290_000 < (await ws.frame_of("tick"))["remaining_ms"] <= 300_000
+        # Replayed (a catch-up): older than what is kept.
+        await bridge.output(ServerTextDelta(chunk="Hi"), index=1, deadline_s=3600)
+        assert 290 < remaining_s(conn) <= 300
+        # A control message of index 2 was published after output 2; one of index 1 before it.
+        await bridge.control(conn.connection_id, deadline_s=200, index=1)
+        assert 290 < remaining_s(conn) <= 300
+        await bridge.control(conn.connection_id, deadline_s=200, index=2)
+        assert 190 < remaining_s(conn) <= 200
+        await bridge.output(ServerTurnComplete(), index=2, deadline_s=300)
+        assert 190 < remaining_s(conn) <= 200
+        # An older runtime's control message (no index) counts as of the last output seen.
+        await bridge.control(conn.connection_id, deadline_s=100)
+        assert 90 < remaining_s(conn) <= 100
+        await bridge.output(ServerTextDelta(chunk="x"), deadline_s=50)  # 3
+        assert 40 < remaining_s(conn) <= 50
+        assert conn.acknowledged and not conn.superseded
+        ws.drop()

@@ -15,8 +15,9 @@ describes every frame. The bus carries them between the session gateway and the 
   through a broker outage, or a chat message resent with its `id`, is stored once.
 - `session.<id>.out` (stream `SESSION_OUT`): `SessionOutput`s, the server events, numbered per
   conversation (`index` 1, 2, …). A reconnecting client resumes after the last index it has seen.
-- `session.<id>.ctl` (core NATS, not stored): `SessionControl`, the timing from which the gateway
-  makes `tick` events, and which connection is the live one.
+- `session.<id>.ctl` (core NATS, not stored): `SessionControl`, which connection is the live one,
+  and the timing from which the gateway makes `tick` events when no output carries it (a turn's
+  outputs carry the timing it changes, `SessionOutput.timing`).
 - `mail.send` (stream `MAIL`, work queue): `MailRequest`s from EMAIL_NOTIFY nodes, delivered by the
   auth service's outbox, idempotent on `mail_id`.
 
@@ -277,21 +278,50 @@ class SessionInputEnvelope(BaseModel):
     input: SessionInput
 
 
+class SessionTiming(BaseModel):
+    """What the gateway's `tick` frames count from: when the session started, and when it times
+    out if nothing changes (its duration or silence limit; None: never)."""
+
+    started_at: datetime
+    deadline_at: datetime | None = None
+
+
 class SessionOutput(BaseModel):
-    """`session.<id>.out`: one server event and its per-conversation index (1-based, gapless)."""
+    """`session.<id>.out`: one server event and its per-conversation index (1-based, gapless).
+
+    `timing`: the session's timing as of this output, when it changed (a turn's first output: the
+    runtime is busy, no silence limit; the event that ends the turn: waiting again). Outputs are
+    stored and replayed (a resume, a catch-up), so a timing is as old as its `index`: a gateway
+    keeps the one of the highest index, a control message's (`SessionControl.index`) winning a tie.
+    Left out of the JSON when None (older gateways ignore the field)."""
 
     index: int = Field(ge=1)
     event: ServerEvent
+    timing: SessionTiming | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
-class SessionControl(BaseModel):
-    """`session.<id>.ctl` (core NATS): session timing, and the connection the runtime serves."""
+class SessionControl(SessionTiming):
+    """`session.<id>.ctl` (core NATS): session timing, and the connection the runtime serves.
+
+    Published when the runtime claims a session, when a client (re)connects, and when a turn runs
+    for a while without output (its first output would have carried the busy timing); a turn
+    otherwise carries its timing in its outputs (`SessionOutput.timing`). `index`: the last output
+    index the runtime had numbered when it published this, so an output's timing at or below it
+    is older than this (None from older runtimes: see `timing_rank`)."""
 
     type: Literal["timing"] = "timing"
-    started_at: datetime
-    # When the session times out if nothing changes (duration or silence limit), None if never.
-    deadline_at: datetime | None = None
     connection_id: str | None = None
+    index: int | None = None
+
+
+def timing_rank(message: SessionOutput | SessionControl, handed_on: int) -> tuple[int, int]:
+    """How recent the timing a message carries is: a reader keeps the timing of the highest rank
+    (an equal rank replaces it: a control message published after another at the same index).
+    `handed_on`: the last output index the reader has handed on, the rank of a control message of
+    an older runtime, which says nothing (it was the newest when it came)."""
+    if isinstance(message, SessionControl):
+        return (handed_on if message.index is None else message.index, 1)
+    return (message.index, 0)
 
 
 class MailRequest(BaseModel):

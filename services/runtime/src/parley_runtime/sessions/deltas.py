@@ -10,31 +10,36 @@ ends even if nothing follows, so a slow stream is never delayed by more than `wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 
 class DeltaCoalescer:
+    """Per chunk, an append (and, when nothing is held back, a clock read); per window, a loop
+    timer, not a task: an answer that ends within its window (the usual burst) flushes at `close`
+    and never wakes one up."""
+
     def __init__(self, send: Callable[[str], Awaitable[None]], window_s: float) -> None:
         self.send = send
         self.window_s = window_s
         self._pending: list[str] = []
         self._sent_at = float("-inf")
-        self._timer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None  # a flush the timer started
 
     async def add(self, chunk: str) -> None:
         self._pending.append(chunk)
+        if self._timer is not None:
+            return  # held back: the timer sends it with the rest
         wait = self._sent_at + self.window_s - time.monotonic()
         if wait <= 0:
             await self.flush()
-        elif self._timer is None:
-            self._timer = asyncio.create_task(self._flush_later(wait))
+        else:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._window_ended)
 
-    async def _flush_later(self, wait: float) -> None:
-        await asyncio.sleep(wait)
+    def _window_ended(self) -> None:
         self._timer = None
-        await self.flush()
+        self._flushing = asyncio.ensure_future(self.flush())
 
     async def flush(self) -> None:
         if not self._pending:
@@ -49,6 +54,7 @@ class DeltaCoalescer:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None and not flushing.done():
+            await asyncio.shield(flushing)  # what it sends goes out before what follows
         await self.flush()

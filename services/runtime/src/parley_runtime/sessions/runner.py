@@ -1,4 +1,4 @@
-# One piece (~580 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
+# One piece (~620 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
 # replay them on takeover) spans the loop, the turn and the commit; split, no module shows it whole.
 """One session on its owning worker: inputs in, turns of the blueprint, events out, until it closes.
 
@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
 import structlog
@@ -60,6 +60,7 @@ from parley_common.session_contract import (
     ServerTurnComplete,
     SessionControl,
     SessionStart,
+    SessionTiming,
     stable_id,
     trace_context,
     trace_headers,
@@ -130,18 +131,28 @@ def _now() -> datetime:
 
 
 class SessionRunner:
+    # A turn's timing (busy: no silence limit) goes out with its first output; a turn that has said
+    # nothing this long after it began publishes it on the control subject instead, so the
+    # gateway's ticks show it within about a tick.
+    busy_timing_delay_s: ClassVar[float] = 1.0
+
     def __init__(self, deps: Deps, start: SessionStart, claim: Claim) -> None:
         self.deps = deps
         self.start = start
         self.claim = claim
         self.conversation_id = start.conversation_id
-        self.log = log.bind(conversation_id=str(start.conversation_id))
+        self.conv = str(start.conversation_id)  # made once (a `str(UUID)` is ~1 µs; a turn used several)
+        self.log = log.bind(conversation_id=self.conv)
         self.state = SessionState.new(start)
         self.outlet: Outlet | None = None
         self.inputs = InputFeed(deps.nc, deps.events, start.conversation_id)
         self.turn: Turn | None = None
         self.pending: deque[Received] = deque()
         self.closed = False
+        # The timing the next output carries (a turn began), and the timer that publishes it on
+        # the control subject should the turn say nothing for `busy_timing_delay_s`.
+        self._timing: SessionTiming | None = None
+        self._timing_timer: asyncio.TimerHandle | None = None
         self.snapshot: AgentSnapshot | None = None
         self.graph: Graph | None = None
         self.timers = _Timers(
@@ -156,9 +167,7 @@ class SessionRunner:
         # The session continues the trace of its handshake (turns continue their inputs' traces).
         token = otel_context.attach(trace_context(headers))
         try:
-            with tracer.start_as_current_span(
-                "runtime.claim", attributes={"conversation.id": str(self.conversation_id)}
-            ):
+            with tracer.start_as_current_span("runtime.claim", attributes={"conversation.id": self.conv}):
                 resumed = await self._resume()
             if resumed:
                 await self._loop()
@@ -325,9 +334,9 @@ class SessionRunner:
         self, input_seq: int | None, text: str | None, headers: Mapping[str, str] | None = None
     ) -> None:
         assert self.graph is not None and self.snapshot is not None
-        # A deep copy made by pydantic-core (several times cheaper than `model_copy(deep=True)`,
-        # which is `copy.deepcopy`); what the turn publishes starts empty.
-        work = SessionState.model_validate(self.state.model_dump(exclude={"outbox", "tail"}))
+        # A copy the turn may change (the committed state stays as it was should the turn fail or
+        # be abandoned); what the turn publishes starts empty.
+        work = self.state.working_copy()
         turn = Turn(input_seq=input_seq, work=work)
         if work.voice_output is not None:
             turn.voice = self._turn_voice(work.voice_output)
@@ -354,9 +363,13 @@ class SessionRunner:
             self._traced_turn(engine.turn(work, text), headers, input_seq), name="turn"
         )
         self.turn = turn
-        # Busy: no silence timeout while the runtime is working (new deadline for the ticks).
-        task = asyncio.ensure_future(self._publish_timing())
-        task.add_done_callback(_log_failure)
+        # Busy: no silence timeout while the runtime is working (a new deadline for the ticks),
+        # carried by the turn's first output (`emit`), or published if that is slow to come.
+        self._timing = self._current_timing()
+        self._cancel_timing_timer()
+        self._timing_timer = asyncio.get_running_loop().call_later(
+            self.busy_timing_delay_s, self._timing_overdue, turn
+        )
 
     def _turn_voice(self, output: OutputFormat) -> TurnVoice:
         assert self.snapshot is not None
@@ -367,7 +380,7 @@ class SessionRunner:
 
         return TurnVoice(
             self.deps.nc,
-            str(self.conversation_id),
+            self.conv,
             output,
             voice.tts if voice is not None else None,
             str(self.snapshot.agent_id),
@@ -384,7 +397,7 @@ class SessionRunner:
         try:
             with tracer.start_as_current_span(
                 "runtime.turn",
-                attributes={"conversation.id": str(self.conversation_id), "input.seq": seq or 0},
+                attributes={"conversation.id": self.conv, "input.seq": seq or 0},
             ):
                 return await body
         finally:
@@ -394,6 +407,8 @@ class SessionRunner:
     async def _finish_turn(self) -> None:
         turn = self.turn
         assert turn is not None and turn.task is not None and self.outlet is not None
+        self._timing = None  # the turn's end carries its own (or the session closes)
+        self._cancel_timing_timer()
         try:
             outcome = turn.task.result()
         except Exception as exc:
@@ -422,13 +437,13 @@ class SessionRunner:
             return
         work = self._merge(turn.work, turn.input_seq)
         work.last_activity_at = _now()  # silence counts from the end of the runtime's turn
-        work.tail = [self.outlet.reserve(ServerTurnComplete())]
+        # Waiting again (unless more input is pending): `turn_complete` carries the new deadline.
+        work.tail = [self.outlet.reserve(ServerTurnComplete(), self._current_timing(work))]
         work.out_index = self.outlet.next_index - 1
         if not await self._commit(work):
             return
         if turn.input_seq is not None:
             metrics.TURN_LATENCY.observe(time.perf_counter() - turn.started)
-        await self._publish_timing()
         await self._take_pending()
 
     def _merge(self, work: SessionState, input_seq: int | None) -> SessionState:
@@ -462,7 +477,7 @@ class SessionRunner:
             if out.index > published_up_to:
                 await self.outlet.publish_acked(out)
         if state.outbox:
-            subject = subjects.conversation_event(str(self.conversation_id))
+            subject = subjects.conversation_event(self.conv)
 
             async def publish(data: bytes, events: list[ConversationEvent]) -> None:
                 await publish_durably(
@@ -482,6 +497,8 @@ class SessionRunner:
         state.outbox, state.tail = [], []
 
     async def _abandon_turn(self) -> None:
+        self._timing = None
+        self._cancel_timing_timer()
         turn, self.turn = self.turn, None
         if turn is not None and turn.task is not None and not turn.task.done():
             metrics.TURNS.labels("abandoned").inc()
@@ -551,23 +568,47 @@ class SessionRunner:
         elif now >= self.state.deadline(self.timers.max_duration, self.timers.max_silence, idle=self._idle()):
             await self._close(ConversationEndReason.TIMEOUT)
 
+    def _current_timing(self, state: SessionState | None = None) -> SessionTiming:
+        state = state if state is not None else self.state
+        return SessionTiming(
+            started_at=state.started_at,
+            deadline_at=state.deadline(self.timers.max_duration, self.timers.max_silence, idle=self._idle()),
+        )
+
     async def _publish_timing(self) -> None:
+        """The timing and the live connection on the control subject (a claim, a client that
+        (re)connected, a turn slow to say anything), as of the last output index numbered."""
+        assert self.outlet is not None
+        self._timing = None
+        self._cancel_timing_timer()
+        timing = self._current_timing()
         control = SessionControl(
-            started_at=self.state.started_at,
-            deadline_at=self.state.deadline(
-                self.timers.max_duration, self.timers.max_silence, idle=self._idle()
-            ),
+            started_at=timing.started_at,
+            deadline_at=timing.deadline_at,
             connection_id=self.state.connection_id,
+            index=self.outlet.next_index - 1,
         )
-        await self.deps.nc.publish(
-            subjects.session_ctl(str(self.conversation_id)), control.model_dump_json().encode()
-        )
+        await self.deps.nc.publish(subjects.session_ctl(self.conv), control.model_dump_json().encode())
+
+    def _timing_overdue(self, turn: Turn) -> None:
+        self._timing_timer = None
+        if self._timing is not None and self.turn is turn and not self.closed:
+            task = asyncio.ensure_future(self._publish_timing())
+            task.add_done_callback(_log_failure)
+
+    def _cancel_timing_timer(self) -> None:
+        timer, self._timing_timer = self._timing_timer, None
+        if timer is not None:
+            timer.cancel()
 
     # ----------------------------------------------------------------------------- output
 
     async def emit(self, event: ServerEvent) -> None:
         assert self.outlet is not None
-        await self.outlet.emit(event)
+        timing, self._timing = self._timing, None
+        if timing is not None:
+            self._cancel_timing_timer()
+        await self.outlet.emit(event, timing)
 
     async def error(self, code: ErrorCode, params: dict[str, Any]) -> None:
         await self.emit(ServerError(code=code.code, message=envelope(code, params=params).message))

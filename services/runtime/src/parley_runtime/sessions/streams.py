@@ -4,9 +4,10 @@ Output goes out as plain NATS publishes on the stream's subject (JetStream store
 and the worker does not wait for an ack per text delta; while the broker is away nats-py buffers
 them and sends them, in order, once it is back); the events that end a turn are published with an
 ack, which also confirms everything published before them on the connection, and are retried
-through a broker outage (`publish_durably`). Each output carries `Nats-Msg-Id`
-`<conversation>:<index>`, so a republication after a crash or a retry is dropped by JetStream
-itself.
+through a broker outage (`publish_durably`). Those carry `Nats-Msg-Id` `<conversation>:<index>`,
+so a republication after a crash (a committed tail) or a retry is dropped by JetStream itself. A
+text delta is published once and never again (a worker taking the session over numbers after the
+last stored index and republishes only the committed tail), so it carries no header at all.
 
 Input is read with an `OrderedReader` (declared in bus.py): its consumer is recreated from the
 next input as soon as the connection to a restarted broker is back.
@@ -34,6 +35,7 @@ from parley_common.session_contract import (
     SessionInput,
     SessionInputEnvelope,
     SessionOutput,
+    SessionTiming,
     trace_headers,
 )
 from parley_runtime import bus
@@ -60,23 +62,24 @@ class Outlet:
         self.nc = nc
         self.conversation_id = conversation_id
         self.subject = subjects.session_out(str(conversation_id))
+        self._id_prefix = f"{conversation_id}:"  # each output's `Nats-Msg-Id`, without a str(UUID)
         self.next_index = next_index
         self.publish_timeout_s = publish_timeout_s
 
-    def reserve(self, event: ServerEvent) -> SessionOutput:
+    def reserve(self, event: ServerEvent, timing: SessionTiming | None = None) -> SessionOutput:
         """Number an event without publishing it (a tail event, published after the commit)."""
-        out = SessionOutput(index=self.next_index, event=event)
+        out = SessionOutput(index=self.next_index, event=event, timing=timing)
         self.next_index += 1
         return out
 
-    async def emit(self, event: ServerEvent) -> SessionOutput:
-        """Publish an event of a turn under way (text deltas, mostly). It carries no trace context
-        (nothing reads one from `SESSION_OUT`): the event that ends the turn does
-        (`publish_acked`). Injected per delta, it cost an inject here and a header to parse in the
-        gateway per delta."""
-        out = self.reserve(event)
-        headers = {"Nats-Msg-Id": self._msg_id(out)}
-        await self.nc.publish(self.subject, out.model_dump_json().encode(), headers=headers)
+    async def emit(self, event: ServerEvent, timing: SessionTiming | None = None) -> SessionOutput:
+        """Publish an event of a turn under way (text deltas, mostly), once, without headers: no
+        trace context (nothing reads one from `SESSION_OUT`), and no `Nats-Msg-Id` (nothing
+        publishes it again; JetStream's duplicate tracking of every delta and the gateway's header
+        parsing cost ~8-10 µs a delta between them). The event that ends the turn has both
+        (`publish_acked`)."""
+        out = self.reserve(event, timing)
+        await self.nc.publish(self.subject, out.model_dump_json().encode())
         return out
 
     async def publish_acked(self, out: SessionOutput) -> None:
@@ -90,7 +93,7 @@ class Outlet:
         )
 
     def _msg_id(self, out: SessionOutput) -> str:
-        return f"{self.conversation_id}:{out.index}"
+        return f"{self._id_prefix}{out.index}"
 
 
 @dataclass(frozen=True)

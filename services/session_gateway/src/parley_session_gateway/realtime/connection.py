@@ -4,8 +4,9 @@ The skeleton (admission, resume or start, the pumps, revocation, the end) is
 `connection.SessionConnection`'s; this is what Kivox adds: the `handshake` frame before admission
 (`handshake_ok` / `handshake_error`), text and audio frames in (each invalid one is answered with an
 `error` event and dropped; audio has its own rate limit), the runtime's events out as they are
-(`audio_delta` plus its binary frame), a `tick` every second from the timing the runtime publishes
-(sent on the gateway's one timer, ticks.py),
+(`audio_delta` plus its binary frame), a `tick` every second from the timing the runtime gives
+(on an output, or on the control subject; the most recent by output index counts) (sent on the
+gateway's one timer, ticks.py),
 and a voice session's audio (`VoiceLink`). A revoked credential gets `error` and `session_closed`
 (`user_exit`) before the 4401 close.
 """
@@ -44,6 +45,9 @@ from parley_common.session_contract import (
     ServerTick,
     SessionControl,
     SessionInput,
+    SessionOutput,
+    SessionTiming,
+    timing_rank,
 )
 from parley_common.token_bucket import TokenBucket
 from parley_common.voice_formats import DirectiveError, VoiceFormats, parse_handshake_voice
@@ -70,7 +74,8 @@ class RealtimeConnection(SessionConnection):
         self.hello: ClientHandshake | None = None
         self.voice: VoiceLink | None = None  # a voice session's audio in and out (realtime/voice.py)
         self.audio_mode: Literal["utterance", "stream"] | None = None
-        self.timing: SessionControl | None = None
+        self.timing: SessionTiming | None = None
+        self._timing_rank: tuple[int, int] | None = None  # how recent `timing` is (`timing_rank`)
         self._ticking: asyncio.Task[None] | None = None  # the tick being sent (`tick`)
 
     # ----------------------------------------------------------------------------- handshake
@@ -272,11 +277,23 @@ class RealtimeConnection(SessionConnection):
         if self.voice is not None:
             await self.voice.observe(event)
 
+    async def _on_output(self, out: SessionOutput) -> None:
+        if out.timing is not None:  # a turn began or ended
+            self._keep_timing(out.timing, timing_rank(out, out.index))
+        await super()._on_output(out)
+
     async def _on_control(self, control: SessionControl) -> None:
         await self._greeted.wait()
         await super()._on_control(control)
         if not self.superseded:
-            self.timing = control  # what the ticks count from
+            handed_on = self.bridge.last_index if self.bridge is not None else 0
+            self._keep_timing(control, timing_rank(control, handed_on))
+
+    def _keep_timing(self, timing: SessionTiming, rank: tuple[int, int]) -> None:
+        """What the ticks count from: the most recent timing (outputs are replayed on a resume or
+        a catch-up, and their timing must not replace a newer one)."""
+        if self._timing_rank is None or rank >= self._timing_rank:
+            self.timing, self._timing_rank = timing, rank
 
     async def _pump(self) -> None:
         # Ticked by the gateway's one timer (ticks.py) while the session runs.
