@@ -6,12 +6,18 @@ import uuid
 from datetime import UTC, datetime
 
 from parley_common.session_contract import (
+    ClientConnected,
+    ClientDisconnected,
     InputAudio,
+    InputCancel,
+    InputEnd,
+    InputText,
     ServerAudioDelta,
     ServerSessionClosed,
     ServerTextDelta,
     SessionInputEnvelope,
     SessionOutput,
+    input_envelope_json,
     stable_id,
 )
 
@@ -44,3 +50,21 @@ def test_stable_ids_are_deterministic_per_conversation() -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     assert stable_id(a, "message:0") == stable_id(a, "message:0")
     assert len({stable_id(a, "message:0"), stable_id(a, "message:1"), stable_id(b, "message:0")}) == 3
+
+
+def test_an_envelope_written_without_the_model_is_the_same_bytes() -> None:
+    """`input_envelope_json` (what the gateway publishes) is `SessionInputEnvelope`'s own JSON for
+    every kind of input, and reads back as the same input."""
+    now = datetime.now(UTC)
+    items = [
+        InputText(at=now, connection_id="c", text='h\u00e9llo "q" \\ \u2028 </script> \U0001f600'),
+        InputAudio(at=now, connection_id="c", mode="stream", audio=bytes(range(256))),
+        InputCancel(at=now, connection_id="c"),
+        InputEnd(at=now, connection_id="c"),
+        ClientConnected(at=now, connection_id="c"),
+        ClientDisconnected(at=now, connection_id="c"),
+    ]
+    for item in items:
+        body = input_envelope_json(item)
+        assert body == SessionInputEnvelope(input=item).model_dump_json().encode()
+        assert SessionInputEnvelope.model_validate_json(body).input == item
