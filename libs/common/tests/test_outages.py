@@ -27,12 +27,14 @@ from fastapi import APIRouter
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
+from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from parley_common.bus import BusEvents, make_broker, request
 from parley_common.http import create_app
 from parley_common.jetstream import OrderedReader, publish_durably
+from parley_common.outages import OUTAGE_ERRORS
 from parley_common.redis_client import make_redis
 from parley_common.settings import CommonSettings
 from parley_devstack.servers import NatsServer, ValkeyServer
@@ -103,6 +105,30 @@ async def test_a_publication_through_a_broker_restart_is_stored_once(
     await publishing
     again = await publish_durably(nc, subject, b"once", msg_id="m-1", timeout_s=5)
     assert again.duplicate
+    assert await _count(nc) == 1
+
+
+async def test_a_publication_is_acked_or_fails_as_jetstream_says(
+    broker_and_client: tuple[Nats, Client, BusEvents, str],
+) -> None:
+    """`publish_durably`'s own request (no `JetStreamContext`) reports what `js.publish` did: the
+    ack (a copy within the window marked duplicate), no stream as `NoStreamResponseError` (an
+    outage: retried until the deadline), an API error raised at once."""
+    _server, nc, _, subject = broker_and_client
+    first = await publish_durably(nc, subject, b"a", msg_id="a-1", timeout_s=5)
+    assert (first.stream, first.seq, first.duplicate) == ("TEST", 1, None)
+    again = await publish_durably(nc, subject, b"a", msg_id="a-1", timeout_s=5)
+    assert (again.stream, again.seq, again.duplicate) == ("TEST", 1, True)
+    started = time.monotonic()
+    with pytest.raises(NoStreamResponseError):
+        await publish_durably(nc, f"nostream.{uuid.uuid4().hex}", b"x", msg_id="x-1", timeout_s=0.5)
+    assert time.monotonic() - started >= 0.4  # retried while it lasted
+    started = time.monotonic()
+    with pytest.raises(APIError) as refused:
+        await publish_durably(
+            nc, subject, b"b", msg_id="b-1", timeout_s=5, headers={"Nats-Expected-Stream": "OTHER"}
+        )
+    assert not isinstance(refused.value, OUTAGE_ERRORS) and time.monotonic() - started < 1
     assert await _count(nc) == 1
 
 

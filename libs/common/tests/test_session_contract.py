@@ -6,7 +6,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from parley_common.session_contract import (
+    ClientConnected,
+    ClientDisconnected,
     InputAudio,
+    InputCancel,
+    InputEnd,
+    InputText,
     ServerAudioDelta,
     ServerSessionClosed,
     ServerTextDelta,
@@ -15,6 +20,7 @@ from parley_common.session_contract import (
     SessionInputEnvelope,
     SessionOutput,
     SessionTiming,
+    input_envelope_json,
     stable_id,
     timing_rank,
 )
@@ -71,3 +77,21 @@ def test_a_timing_travels_on_an_output_only_when_it_changed_and_ranks_by_index()
     assert timing_rank(done, 9) == (5, 0) < timing_rank(control, 9) == (5, 1)
     assert timing_rank(SessionOutput(index=6, event=ServerTurnComplete()), 0) > timing_rank(control, 0)
     assert timing_rank(old, 7) == (7, 1)
+
+
+def test_an_envelope_written_without_the_model_is_the_same_bytes() -> None:
+    """`input_envelope_json` (what the gateway publishes) is `SessionInputEnvelope`'s own JSON for
+    every kind of input, and reads back as the same input."""
+    now = datetime.now(UTC)
+    items = [
+        InputText(at=now, connection_id="c", text='h\u00e9llo "q" \\ \u2028 </script> \U0001f600'),
+        InputAudio(at=now, connection_id="c", mode="stream", audio=bytes(range(256))),
+        InputCancel(at=now, connection_id="c"),
+        InputEnd(at=now, connection_id="c"),
+        ClientConnected(at=now, connection_id="c"),
+        ClientDisconnected(at=now, connection_id="c"),
+    ]
+    for item in items:
+        body = input_envelope_json(item)
+        assert body == SessionInputEnvelope(input=item).model_dump_json().encode()
+        assert SessionInputEnvelope.model_validate_json(body).input == item

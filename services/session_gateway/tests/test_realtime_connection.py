@@ -13,6 +13,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from structlog.testing import capture_logs
 
 from parley_common.auth_contract import CredentialKind, Principal
@@ -25,6 +29,8 @@ from parley_common.session_contract import (
     ServerTextDelta,
     ServerTurnComplete,
 )
+from parley_common.settings import CommonSettings
+from parley_common.telemetry import setup_telemetry
 from parley_session_gateway.access import Admission
 from parley_session_gateway.realtime.connection import RealtimeConnection
 from parley_session_gateway.resume import Resume, remember
@@ -190,6 +196,39 @@ async def test_an_input_the_bus_did_not_store_is_service_unavailable() -> None:
         ws.send({"type": "input_text", "text": "lost?"})
         assert (await ws.frame())["code"] == Codes.SERVICE_UNAVAILABLE.code
         ws.drop()
+
+
+async def test_each_input_is_one_span_current_while_it_is_stored() -> None:
+    """`realtime.input`: current while the bridge stores the input (its trace context goes on the
+    bus), ended after; an input the bus did not store ends it with the refusal recorded."""
+    exporter = InMemorySpanExporter()
+    setup_telemetry(CommonSettings()).add_span_processor(SimpleSpanProcessor(exporter))
+    current: list[trace.SpanContext] = []
+    async with gateway() as (ctx, _, auth), session(ctx, auth) as (_, ws):
+        bridge = ctx.last
+        send = bridge.send
+
+        async def seen(item: Any, client_id: str | None = None, timeout_s: float | None = None) -> None:
+            current.append(trace.get_current_span().get_span_context())
+            await send(item, client_id, timeout_s)
+
+        bridge.send = seen  # type: ignore[method-assign]
+        ws.send({"type": "input_text", "text": "stored"})
+        await bridge.wait_input("input_text")
+        bridge.fail_sends = True
+        ws.send({"type": "input_text", "text": "lost?"})
+        assert (await ws.frame())["code"] == Codes.SERVICE_UNAVAILABLE.code
+        ws.drop()
+    stored, lost = [s for s in exporter.get_finished_spans() if s.name == "realtime.input"][:2]
+    assert [stored.context, lost.context] == current[:2]
+    assert dict(stored.attributes or {}) == {"input.type": "input_text"}
+    assert stored.status.status_code is StatusCode.UNSET and not stored.events
+    assert stored.end_time is not None and trace.get_current_span() is trace.INVALID_SPAN
+    assert lost.status.status_code is StatusCode.ERROR
+    assert (lost.status.description or "").startswith("FrameError: ")
+    (event,) = lost.events
+    assert event.name == "exception"
+    assert str((event.attributes or {})["exception.type"]).endswith(".FrameError")
 
 
 async def test_a_revoked_credential_ends_the_session_with_user_exit() -> None:

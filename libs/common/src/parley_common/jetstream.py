@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError
+from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -46,6 +47,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats.js.errors import APIError, NoStreamResponseError
 
 from parley_common.bus import BusEvents
 from parley_common.outages import OUTAGE_ERRORS, describe
@@ -55,6 +57,8 @@ log = structlog.get_logger(__name__)
 
 ATTEMPT_S = 2.0  # one attempt's wait for the ack (then retried under the same id)
 _POLL_S = 0.05
+# What JetStream's ack of a plain publish holds (anything more is read by `PubAck.from_response`).
+_PUB_ACK_FIELDS = frozenset({"stream", "seq", "domain", "duplicate"})
 
 
 async def wait_connected(nc: Client, deadline: float) -> bool:
@@ -79,21 +83,20 @@ async def publish_durably(
 ) -> PubAck:
     """Publish to a stream and wait for its ack, retried under `msg_id` until `timeout_s` passed
     (then the last error is raised: the message may not have been stored)."""
-    js = nc.jetstream()
-    sent_headers = {**(headers or {}), "Nats-Msg-Id": msg_id}
+    sent_headers = {**headers, "Nats-Msg-Id": msg_id} if headers else {"Nats-Msg-Id": msg_id}
     deadline = time.monotonic() + timeout_s
     delay = _POLL_S
     attempts = 0
     last: BaseException = TimeoutError(f"not connected to NATS within {timeout_s} s")
     while True:
-        if not await wait_connected(nc, deadline):
+        if not nc.is_connected and not await wait_connected(nc, deadline):
             break
         left = deadline - time.monotonic()
         if left <= 0:
             break
         attempts += 1
         try:
-            ack = await js.publish(subject, payload, timeout=min(ATTEMPT_S, left), headers=sent_headers)
+            ack = await _publish_once(nc, subject, payload, min(ATTEMPT_S, left), sent_headers)
         except OUTAGE_ERRORS as exc:
             last = exc
             if attempts == 1:
@@ -106,6 +109,25 @@ async def publish_durably(
         delay = min(delay * 2, 0.5)
     log.warning("bus.publish_failed", subject=subject, attempts=attempts, error=describe(last))
     raise last
+
+
+async def _publish_once(
+    nc: Client, subject: str, payload: bytes, wait_s: float, headers: dict[str, str]
+) -> PubAck:
+    """One JetStream publish and its ack: `JetStreamContext.publish` without the context, which
+    `nc.jetstream()` builds anew each time (an email header parser, an event, a semaphore), and
+    the ack read into `PubAck` directly. The same request and the same errors: no responders (no
+    stream, or JetStream away) as `NoStreamResponseError`, an API error as its `APIError`."""
+    try:
+        msg = await nc.request(subject, payload, timeout=wait_s, headers=headers)
+    except NoRespondersError:
+        raise NoStreamResponseError from None
+    resp = json.loads(msg.data)
+    if "error" in resp:
+        raise APIError.from_error(resp["error"])
+    if resp.keys() <= _PUB_ACK_FIELDS:
+        return PubAck(**resp)
+    return PubAck.from_response(resp)
 
 
 OnMsg = Callable[[Msg], Awaitable[None]]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -286,6 +287,12 @@ class SessionTiming(BaseModel):
     deadline_at: datetime | None = None
 
 
+def input_envelope_json(item: BaseModel) -> bytes:
+    """`SessionInputEnvelope(input=item).model_dump_json()`, encoded, without building the envelope
+    (which validates `item` against the union again): the same bytes."""
+    return b'{"input":' + item.model_dump_json().encode() + b"}"
+
+
 class SessionOutput(BaseModel):
     """`session.<id>.out`: one server event and its per-conversation index (1-based, gapless).
 
@@ -451,7 +458,7 @@ def input_msg_id(conversation_id: UUID, client_id: str | None = None) -> str:
     one (the chat `message.id`: a resend is the same message), else a fresh one made here. Hashed,
     so any client string is a safe header value; scoped to the conversation."""
     if client_id is None:
-        return f"{conversation_id}:in:{uuid.uuid4().hex}"
+        return f"{conversation_id}:in:{os.urandom(16).hex()}"  # 32 hex digits, as `uuid4().hex` gave
     digest = hashlib.sha256(client_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return f"{conversation_id}:in:c{digest}"
 

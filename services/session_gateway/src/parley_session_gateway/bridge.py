@@ -26,7 +26,6 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from opentelemetry import context as otel_context
-from pydantic import BaseModel
 
 from parley_common import session_contract as sc
 from parley_common import subjects
@@ -75,7 +74,9 @@ class SessionBridge:
 
     async def start(self, start: sc.SessionStart) -> None:
         # One start per conversation, however many attempts it takes.
-        await self._publish(subjects.SESSION_START, start, msg_id=str(start.conversation_id))
+        await self._publish(
+            subjects.SESSION_START, start.model_dump_json().encode(), msg_id=str(start.conversation_id)
+        )
 
     async def send(
         self, item: sc.SessionInput, client_id: str | None = None, timeout_s: float | None = None
@@ -83,17 +84,17 @@ class SessionBridge:
         """Store one input (returns once JetStream has it); `client_id` is the client's own id of
         the message, when its protocol has one: a resend with the same id is stored once."""
         subject = subjects.session_in(str(self.conversation_id))
-        envelope = sc.SessionInputEnvelope(input=item)
+        envelope = sc.input_envelope_json(item)
         await self._publish(subject, envelope, sc.input_msg_id(self.conversation_id, client_id), timeout_s)
 
     async def _publish(
-        self, subject: str, message: BaseModel, msg_id: str, timeout_s: float | None = None
+        self, subject: str, payload: bytes, msg_id: str, timeout_s: float | None = None
     ) -> None:
         """Stored once under `msg_id`, retried while the broker is away, with the trace context."""
         await publish_durably(
             self.nc,
             subject,
-            message.model_dump_json().encode(),
+            payload,
             msg_id=msg_id,
             headers=sc.trace_headers(),
             timeout_s=self.publish_timeout_s if timeout_s is None else timeout_s,

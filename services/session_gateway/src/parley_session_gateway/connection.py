@@ -28,7 +28,9 @@ from typing import Any, ClassVar, Unpack
 from uuid import UUID
 
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -285,12 +287,23 @@ class SessionConnection(ABC):
         and `service.unavailable` to the client when it could not be stored."""
         assert self.bridge is not None
         # A trace starts at each input; the runtime's turn continues it (W3C headers on the bus).
-        with tracer.start_as_current_span(f"{self.protocol}.input", attributes=attributes):
+        # What `start_as_current_span` does (current while the input is sent, the exception that
+        # ends it recorded), without its two context-manager layers: one span per input.
+        span = tracer.start_span(f"{self.protocol}.input", attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             try:
                 await self.bridge.send(item, client_id)
             except Exception as exc:
                 self.log.warning(f"{self.protocol}.input_publish_failed", error=str(exc))
                 raise self._refusal(Codes.SERVICE_UNAVAILABLE, frame_id=client_id) from exc
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     def _input(self, model: type[BaseModel], **fields: Any) -> Any:
         return model(at=datetime.now(UTC), connection_id=self.connection_id, **fields)
@@ -299,7 +312,8 @@ class SessionConnection(ABC):
 
     async def _on_output(self, out: SessionOutput) -> None:
         # The runtime may be faster than the greeting; it must still come first.
-        await self._greeted.wait()
+        if not self._greeted.is_set():
+            await self._greeted.wait()
         event = out.event
         try:
             await self._relay(event)

@@ -93,10 +93,14 @@ def _where(path: str, key: str | int) -> str:
     return f"{path}.{part}" if path else part
 
 
+# One decoder for every frame (`json.loads` with hooks builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_int=_int)
+
+
 def decode_object(text: str) -> dict[str, Any]:
     """The frame as a JSON object whose every string and number can be carried, else `BadFrame`."""
     try:
-        raw = json.loads(text, parse_constant=_not_json, parse_int=_int)
+        raw = _DECODER.decode(text)
     except RecursionError as exc:
         raise BadFrame("depth", f"nested deeper than {MAX_DEPTH} levels") from exc
     except ValueError as exc:
