@@ -173,8 +173,8 @@ class SessionRunner:
     async def _resume(self) -> bool:
         """Take the session over (new or after a crash); False when it is already over."""
         deps = self.deps
-        claims = await deps.store.claim(self.conversation_id, deps.token)
-        stored = await deps.store.load(self.conversation_id)
+        claimed = await deps.store.claim(self.conversation_id, deps.token)
+        claims, stored = claimed.claims, claimed.state
         if stored is not None:
             self.state = stored
         # A session no worker ever held (its start message's first delivery, its first claim, no
