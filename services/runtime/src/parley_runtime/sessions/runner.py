@@ -204,7 +204,8 @@ class SessionRunner:
             return False
         if last_out > self.state.out_index:
             await self.error(Codes.REALTIME_TURN_RESTARTED, {})
-        await self.inputs.open(self.state.last_input_seq)
+        # A new session's input consumer is made when it has input (see streams.py).
+        await self.inputs.open(self.state.last_input_seq, lazily=brand_new)
         await self._publish_timing()
         if self.state.phase == "new":
             self._begin_turn(None, None)
