@@ -10,6 +10,7 @@ from uuid import UUID
 
 import pytest
 from nats.aio.msg import Msg
+from structlog.testing import capture_logs
 
 from parley_common import subjects
 from parley_runtime import bus
@@ -85,32 +86,31 @@ async def test_input_sent_before_the_claim_is_answered(rt: Stack, deaf_bell: Non
         task.cancel()
 
 
-async def test_input_stored_after_the_first_look_is_found_by_the_second(
+async def test_the_stream_is_looked_at_once_after_subscribing(
     rt: Stack, deaf_bell: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A message routed before the worker subscribed and stored after its first look at the
-    stream: the second look, `RECHECK_S` later, finds it."""
+    """Input routed just before the worker subscribed, and stored a moment later, is not heard: the
+    one look at the stream, `RECHECK_S` after subscribing, finds it."""
+    monkeypatch.setattr(streams, "RECHECK_S", 1.0)
     looks: list[int] = []
     look = streams.stored_input_after
-    start = session_start()
-    conv = start.conversation_id
 
-    async def slow_store(js: Any, conversation_id: UUID, seq: int) -> bool:
+    async def counted(js: Any, conversation_id: UUID, seq: int) -> bool:
         looks.append(seq)
-        if len(looks) == 1:
-            found = await look(js, conversation_id, seq)
-            await rt.say(conv, "late")  # stored just after the first look saw nothing
-            return found
         return await look(js, conversation_id, seq)
 
-    monkeypatch.setattr(streams, "stored_input_after", slow_store)
+    monkeypatch.setattr(streams, "stored_input_after", counted)
+    start = session_start()
+    conv = start.conversation_id
     client = await rt.client(conv)
     runner = SessionRunner(rt.deps(), start, FakeClaim())
     task = asyncio.create_task(runner.run())
     try:
-        await client.until("turn_complete")  # the greeting
-        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: late"
-        assert len(looks) == 2
+        await client.until("turn_complete")  # the greeting: subscribed, not looked yet
+        assert looks == []
+        await rt.say(conv, "unheard")
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: unheard"
+        assert looks == [0]
         await rt.end(conv)
         await asyncio.wait_for(task, 10)
     finally:
@@ -138,6 +138,21 @@ async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconn
         await asyncio.wait_for(task, 10)
     finally:
         task.cancel()
+
+
+async def test_only_a_session_held_before_logs_its_claim_at_info(rt: Stack) -> None:
+    for deliveries, level in ((1, "debug"), (2, "info")):
+        start = session_start()
+        client = await rt.client(start.conversation_id)
+        with capture_logs() as logs:
+            task = asyncio.create_task(SessionRunner(rt.deps(), start, FakeClaim(deliveries)).run())
+            await client.until("turn_complete")
+        try:
+            assert [e["log_level"] for e in logs if e["event"] == "session.claimed"] == [level]
+            await rt.end(start.conversation_id)
+            await asyncio.wait_for(task, 10)
+        finally:
+            task.cancel()
 
 
 async def test_a_session_held_before_reads_its_input_at_once(rt: Stack) -> None:

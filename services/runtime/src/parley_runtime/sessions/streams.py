@@ -16,10 +16,10 @@ and an idle heartbeat every 5 s for the session's life, and a session that is op
 spoken to needs none. Until then the worker hears the input subject over core NATS (a sign only:
 the input is still read from the stream, from the first sequence the state has not processed,
 so what is processed and in which order is what it was). What core NATS cannot tell is covered
-by looking at the stream: right after subscribing (input sent before the worker claimed the
-session), once more `RECHECK_S` later (a message routed before the subscription and stored a
-moment later), and by opening the consumer at once after a reconnect (core messages sent while
-the connection was away are lost).
+by looking at the stream once, `RECHECK_S` after subscribing (input sent before the worker claimed
+the session waits that long; a message routed just before the subscription and stored a moment
+later is found then too), and by creating the consumer at once after a reconnect (core messages
+sent while the connection was away are lost).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from parley_common.tasks import cancel_and_wait
 from parley_runtime import bus
 
 log = structlog.get_logger(__name__)
-RECHECK_S = 0.25  # a new session without input looks at the stream again this long after the first look
+RECHECK_S = 0.25  # a new session looks at the stream for input this long after it subscribed
 _EVENT: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
 
 
@@ -159,11 +159,10 @@ class InputFeed:
         self._rung.set()
 
     async def _read_once_there_is_input(self, after_seq: int) -> None:
-        if not await self._stored(after_seq):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rung.wait(), RECHECK_S)
-            if not self._rung.is_set() and not await self._stored(after_seq):
-                await self._rung.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._rung.wait(), RECHECK_S)
+        if not self._rung.is_set() and not await self._stored(after_seq):
+            await self._rung.wait()
         self._stop_listening()
         delay = 0.05
         while True:
