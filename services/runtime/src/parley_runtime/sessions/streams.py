@@ -167,7 +167,9 @@ class InputFeed:
         delay = 0.05
         while True:
             try:
-                await self._read(after_seq)
+                # A few at a time, as readers come back after a reconnect (which rings them all).
+                async with self.events.consumer_gate:
+                    await self._read(after_seq)
                 return
             except Exception as exc:  # JetStream away or busy: the input waits in the stream
                 log.warning(
