@@ -85,7 +85,7 @@ async def test_the_lease_belongs_to_the_owner_and_claims_are_counted(redis: Redi
     store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=100_000, lease_ms=2000)
     conv = new_state().conversation_id
     assert await store.lease_holder(conv) is None
-    assert await store.claim(conv, "worker-a") == 1
+    assert (await store.claim(conv, "worker-a")).claims == 1
     assert await store.lease_holder(conv) == "worker-a"
     # Another worker's heartbeat or release never touches a lease it does not hold.
     await store.renew_leases([conv], "worker-b")
@@ -96,8 +96,41 @@ async def test_the_lease_belongs_to_the_owner_and_claims_are_counted(redis: Redi
     # Handed over: the lease goes, the next claimant takes it and is counted.
     await store.release(conv, "worker-a")
     assert await store.lease_holder(conv) is None
-    assert await store.claim(conv, "worker-b") == 2
+    assert (await store.claim(conv, "worker-b")).claims == 2
     assert await store.lease_holder(conv) == "worker-b"
+
+
+async def test_a_claim_reads_the_committed_state_in_the_same_round_trip(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking a session over and reading what its last owner committed is one command (one
+    script), the state read once the fence names the new owner."""
+    store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=100_000, lease_ms=2000)
+    state = new_state()
+    conv = state.conversation_id
+    commands: list[object] = []
+    execute: Any = redis.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        commands.append(args[0])
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(redis, "execute_command", counted)
+    first = await store.claim(conv, "worker-a")
+    assert (first.claims, first.state) == (1, None)
+    assert len(commands) == 1
+    state.variables["x"] = 1
+    await store.save(state, "worker-a")
+    commands.clear()
+    taken = await store.claim(conv, "worker-b")
+    assert len(commands) == 1
+    assert taken.claims == 2 and taken.state is not None and taken.state.variables["x"] == 1
+    assert await store.owner(conv) == "worker-b" and await store.lease_holder(conv) == "worker-b"
+    assert 1000 < await redis.pttl(f"parley:rt:session:{conv}:lease") <= 2000
+    assert 90 <= await redis.ttl(f"parley:rt:session:{conv}:owner") <= 100
+    assert 90 <= await redis.ttl(f"parley:rt:session:{conv}:claims") <= 100
+    with pytest.raises(OwnershipLost):
+        await store.save(state, "worker-a")
 
 
 async def test_a_lease_that_lapsed_while_redis_was_away_is_renewed_by_its_holder(redis: Redis) -> None:

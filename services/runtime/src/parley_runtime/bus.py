@@ -11,7 +11,9 @@ JetStream (nats-py directly, the hot path; consumer settings here):
 - `agent_tests.run` on `AGENT_TESTS`: work queue, durable `runtime-agent-tests`, pulled by
   `agent_tests/worker.py`.
 - `session.<id>.in` on `SESSION_IN`: an ordered reader per running session,
-  `sessions/streams.InputFeed` (what the runner turns into turns: sessions/runner.py).
+  `sessions/streams.InputFeed` (what the runner turns into turns: sessions/runner.py); a new
+  session creates it at its first input, heard on the subject over core NATS until then
+  (`input_bell`).
 - `session.<id>.out` on `SESSION_OUT`: an ordered push consumer per agent-test conversation,
   `agent_tests/conversation.py`.
 
@@ -27,6 +29,7 @@ from uuid import UUID
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -131,6 +134,12 @@ def session_inputs(
         on_msg=on_msg,
         after_seq=after_seq,
     )
+
+
+async def input_bell(nc: Client, conversation_id: UUID, on_msg: OnMsg) -> Subscription:
+    """A core subscription to the session's input subject: only a sign that input has come (the
+    input itself is read from the stream, `session_inputs`)."""
+    return await nc.subscribe(subjects.session_in(str(conversation_id)), cb=on_msg)
 
 
 async def session_outputs(

@@ -28,6 +28,17 @@ from parley_runtime.sessions.state import SessionState
 from parley_runtime.settings import RuntimeSettings
 from parley_runtime.state_store import RedisStateStore
 
+# KEYS: owner, lease, claims, state; ARGV: token, ttl in s, lease in ms. Takes the session over
+# and returns how many times it has been claimed and its committed state (nil: none), read after
+# the fence moved to us: one round trip for what every claim needs.
+_CLAIM = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+local claims = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return {claims, redis.call('GET', KEYS[4])}
+"""
+
 _SAVE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
@@ -51,6 +62,12 @@ return 0
 """
 
 
+@dataclass(frozen=True)
+class Claimed:
+    claims: int  # how many times the session has been claimed (1: the first owner)
+    state: SessionState | None  # its committed state (None: nothing committed yet)
+
+
 class OwnershipLost(Exception):
     """Another worker owns this session now."""
 
@@ -69,6 +86,7 @@ class StateStore(RedisStateStore[SessionState]):
     lease_ms: int = 4500
 
     def __post_init__(self) -> None:
+        self._claim: Any = self.redis.register_script(_CLAIM)
         self._save: Any = self.redis.register_script(_SAVE)
         self._renew: Any = self.redis.register_script(_RENEW)
         self._release: Any = self.redis.register_script(_RELEASE)
@@ -84,20 +102,16 @@ class StateStore(RedisStateStore[SessionState]):
             outage_timeout_s=settings.runtime_state_outage_s,
         )
 
-    async def claim(self, conversation_id: UUID, token: str) -> int:
-        """Take the session over; returns how many times it has been claimed (1: the first owner).
+    async def claim(self, conversation_id: UUID, token: str) -> Claimed:
+        """Take the session over, and read its committed state, in one round trip (one script).
         Unconditional: JetStream delivering the start message to us is what makes us the owner."""
-
-        async def write() -> int:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self.key(conversation_id, "owner"), token, ex=self.ttl_s)
-                pipe.set(self.key(conversation_id, "lease"), token, px=self.lease_ms)
-                pipe.incr(self.key(conversation_id, "claims"))
-                pipe.expire(self.key(conversation_id, "claims"), self.ttl_s)
-                results = await pipe.execute()
-            return int(results[2])
-
-        return await self._retried(write, "session claim", conversation_id)
+        keys = [self.key(conversation_id, part) for part in ("owner", "lease", "claims", "state")]
+        claims, raw = await self._retried(
+            lambda: self._claim(keys=keys, args=[token, self.ttl_s, self.lease_ms]),
+            "session claim",
+            conversation_id,
+        )
+        return Claimed(int(claims), self.decode(raw))
 
     async def load(self, conversation_id: UUID) -> SessionState | None:
         raw = await self._retried(

@@ -10,19 +10,31 @@ text delta is published once and never again (a worker taking the session over n
 last stored index and republishes only the committed tail), so it carries no header at all.
 
 Input is read with an `OrderedReader` (declared in bus.py): its consumer is recreated from the
-next input as soon as the connection to a restarted broker is back.
+next input as soon as the connection to a restarted broker is back. A brand-new session creates
+that consumer only once it has input (`InputFeed.open(..., lazily=True)`): a consumer costs the
+broker a JetStream API call at the opening (~0.3 ms of nats-server CPU, as much again in the worker)
+and an idle heartbeat every 5 s for the session's life, and a session that is opened and never
+spoken to needs none. Until then the worker hears the input subject over core NATS (a sign only:
+the input is still read from the stream, from the first sequence the state has not processed,
+so what is processed and in which order is what it was). What core NATS cannot tell is covered
+by looking at the stream once, `RECHECK_S` after subscribing (input sent before the worker claimed
+the session waits that long; a message routed just before the subscription and stored a moment
+later is found then too), and by creating the consumer at once after a reconnect (core messages
+sent while the connection was away are lost).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
@@ -30,6 +42,7 @@ from pydantic import TypeAdapter, ValidationError
 from parley_common import subjects
 from parley_common.bus import BusEvents
 from parley_common.jetstream import OrderedReader, publish_durably
+from parley_common.outages import describe
 from parley_common.session_contract import (
     ServerEvent,
     SessionInput,
@@ -38,10 +51,21 @@ from parley_common.session_contract import (
     SessionTiming,
     trace_headers,
 )
+from parley_common.tasks import cancel_and_wait
 from parley_runtime import bus
 
 log = structlog.get_logger(__name__)
+RECHECK_S = 0.25  # a new session looks at the stream for input this long after it subscribed
 _EVENT: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
+
+
+async def stored_input_after(js: JetStreamContext, conversation_id: UUID, seq: int) -> bool:
+    """Whether `SESSION_IN` holds an input of this conversation beyond stream sequence `seq`."""
+    try:
+        msg = await js.get_last_msg(subjects.SESSION_IN_STREAM, subjects.session_in(str(conversation_id)))
+    except NotFoundError:
+        return False
+    return (msg.seq or 0) > seq
 
 
 async def last_output_index(js: JetStreamContext, conversation_id: UUID) -> int:
@@ -111,12 +135,78 @@ class InputFeed:
         self.conversation_id = conversation_id
         self.queue: asyncio.Queue[Received] = asyncio.Queue()
         self._reader: OrderedReader | None = None
+        self._bell: Subscription | None = None
+        self._rung = asyncio.Event()  # input was heard, or the connection came back
+        self._waiting: asyncio.Task[None] | None = None
+        self._unhook: Callable[[], None] | None = None
 
-    async def open(self, after_seq: int) -> None:
-        self._reader = bus.session_inputs(
-            self.nc, self.events, self.conversation_id, self._on_msg, after_seq=after_seq
-        )
-        await self._reader.open()
+    @property
+    def reading(self) -> bool:
+        """The stream is being read (its consumer exists)."""
+        return self._reader is not None
+
+    async def open(self, after_seq: int, *, lazily: bool = False) -> None:
+        """Read input from `after_seq + 1` on; `lazily`: once there is any (a new session)."""
+        if not lazily:
+            await self._read(after_seq)
+            return
+
+        async def ring(_: Msg) -> None:
+            self._rung.set()
+
+        self._bell = await bus.input_bell(self.nc, self.conversation_id, ring)
+        self._unhook = self.events.on_reconnect(self._ring)
+        self._waiting = asyncio.create_task(self._read_once_there_is_input(after_seq), name="input-bell")
+
+    async def _ring(self) -> None:
+        self._rung.set()
+
+    async def _read_once_there_is_input(self, after_seq: int) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._rung.wait(), RECHECK_S)
+        if not self._rung.is_set() and not await self._stored(after_seq):
+            await self._rung.wait()
+        self._stop_listening()
+        delay = 0.05
+        while True:
+            try:
+                # A few at a time, as readers come back after a reconnect (which rings them all).
+                async with self.events.consumer_gate:
+                    await self._read(after_seq)
+                return
+            except Exception as exc:  # JetStream away or busy: the input waits in the stream
+                log.warning(
+                    "session.input_open_retrying",
+                    conversation_id=str(self.conversation_id),
+                    error=describe(exc),
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _stored(self, after_seq: int) -> bool:
+        try:
+            return await stored_input_after(self.nc.jetstream(), self.conversation_id, after_seq)
+        except Exception:  # cannot tell: read the stream
+            return True
+
+    def _stop_listening(self) -> None:
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
+        bell, self._bell = self._bell, None
+        if bell is not None:
+            task = asyncio.ensure_future(bell.unsubscribe())
+            task.add_done_callback(_ignore_failure)
+
+    async def _read(self, after_seq: int) -> None:
+        conv, on_msg = self.conversation_id, self._on_msg
+        reader = self._reader = bus.session_inputs(self.nc, self.events, conv, on_msg, after_seq=after_seq)
+        try:
+            await reader.open()
+        except BaseException:
+            self._reader = None
+            await reader.close()
+            raise
 
     async def _on_msg(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
@@ -130,6 +220,15 @@ class InputFeed:
         self.queue.put_nowait(Received(seq=seq, input=parsed, headers=dict(msg.headers or {})))
 
     async def close(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            await cancel_and_wait(waiting)
+        self._stop_listening()
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.close()
+
+
+def _ignore_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # the connection may be closing: the server drops the subscription

@@ -1,0 +1,172 @@
+"""A new session's input: no JetStream consumer until it has input, and no input missed for it
+(sent before the claim, heard late, sent while the connection was away). See sessions/streams.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+import pytest
+from nats.aio.msg import Msg
+from structlog.testing import capture_logs
+
+from parley_common import subjects
+from parley_runtime import bus
+from parley_runtime.sessions import streams
+from parley_runtime.sessions.runner import SessionRunner
+
+from .sessions_support import FakeClaim, Stack, session_start, stack
+
+
+@pytest.fixture
+async def rt(nats_url: str, infra: Any) -> AsyncIterator[Stack]:
+    async with stack(nats_url, infra.redis_url) as value:
+        yield value
+
+
+async def input_consumers(rt: Stack, conversation_id: UUID) -> int:
+    subject = subjects.session_in(str(conversation_id))
+    infos = await rt.nc.jetstream().consumers_info(subjects.SESSION_IN_STREAM)
+    return sum(1 for info in infos if info.config.filter_subject == subject)
+
+
+def texts(events: list[dict[str, Any]]) -> str:
+    return "".join(e.get("chunk", "") for e in events if e["type"] == "text_delta")
+
+
+@pytest.fixture
+def deaf_bell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Core NATS never tells the worker about input (as if it had been sent before the worker
+    subscribed, or while its connection was away): only the stream can."""
+    listen = bus.input_bell
+
+    async def deaf(nc: Any, conversation_id: UUID, on_msg: Callable[[Msg], Awaitable[None]]) -> Any:
+        return await listen(nc, f"{conversation_id}-nothing", on_msg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bus, "input_bell", deaf)
+
+
+async def test_a_new_session_reads_its_input_from_the_stream_once_it_has_any(rt: Stack) -> None:
+    start = session_start()
+    conv = start.conversation_id
+    client = await rt.client(conv)
+    runner = SessionRunner(rt.deps(), start, FakeClaim())
+    task = asyncio.create_task(runner.run())
+    try:
+        await client.until("turn_complete")  # the greeting
+        await asyncio.sleep(streams.RECHECK_S + 0.1)
+        assert await input_consumers(rt, conv) == 0 and not runner.inputs.reading
+        await rt.say(conv, "one")
+        await rt.say(conv, "two")
+        assert texts(await client.until("turn_complete")) == "You said: one"
+        assert texts(await client.until("turn_complete")) == "You said: two"
+        assert runner.inputs.reading and await input_consumers(rt, conv) == 1
+        await rt.end(conv)
+        await client.until("session_closed")
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+
+
+async def test_input_sent_before_the_claim_is_answered(rt: Stack, deaf_bell: None) -> None:
+    start = session_start()
+    conv = start.conversation_id
+    client = await rt.client(conv)
+    await rt.say(conv, "early")
+    runner = SessionRunner(rt.deps(), start, FakeClaim())
+    task = asyncio.create_task(runner.run())
+    try:
+        await client.until("turn_complete")  # the greeting
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: early"
+        await rt.end(conv)
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+
+
+async def test_the_stream_is_looked_at_once_after_subscribing(
+    rt: Stack, deaf_bell: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Input routed just before the worker subscribed, and stored a moment later, is not heard: the
+    one look at the stream, `RECHECK_S` after subscribing, finds it."""
+    monkeypatch.setattr(streams, "RECHECK_S", 1.0)
+    looks: list[int] = []
+    look = streams.stored_input_after
+
+    async def counted(js: Any, conversation_id: UUID, seq: int) -> bool:
+        looks.append(seq)
+        return await look(js, conversation_id, seq)
+
+    monkeypatch.setattr(streams, "stored_input_after", counted)
+    start = session_start()
+    conv = start.conversation_id
+    client = await rt.client(conv)
+    runner = SessionRunner(rt.deps(), start, FakeClaim())
+    task = asyncio.create_task(runner.run())
+    try:
+        await client.until("turn_complete")  # the greeting: subscribed, not looked yet
+        assert looks == []
+        await rt.say(conv, "unheard")
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: unheard"
+        assert looks == [0]
+        await rt.end(conv)
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+
+
+async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconnect(
+    rt: Stack, deaf_bell: None
+) -> None:
+    start = session_start()
+    conv = start.conversation_id
+    client = await rt.client(conv)
+    deps = rt.deps()
+    runner = SessionRunner(deps, start, FakeClaim())
+    task = asyncio.create_task(runner.run())
+    try:
+        await client.until("turn_complete")  # the greeting
+        await asyncio.sleep(streams.RECHECK_S + 0.1)  # both looks at the stream are over
+        await rt.say(conv, "while away")
+        await asyncio.sleep(0.3)
+        assert not runner.inputs.reading  # nothing heard: waits
+        await deps.events.reconnected()
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: while away"
+        await rt.end(conv)
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+
+
+async def test_only_a_session_held_before_logs_its_claim_at_info(rt: Stack) -> None:
+    for deliveries, level in ((1, "debug"), (2, "info")):
+        start = session_start()
+        client = await rt.client(start.conversation_id)
+        with capture_logs() as logs:
+            task = asyncio.create_task(SessionRunner(rt.deps(), start, FakeClaim(deliveries)).run())
+            await client.until("turn_complete")
+        try:
+            assert [e["log_level"] for e in logs if e["event"] == "session.claimed"] == [level]
+            await rt.end(start.conversation_id)
+            await asyncio.wait_for(task, 10)
+        finally:
+            task.cancel()
+
+
+async def test_a_session_held_before_reads_its_input_at_once(rt: Stack) -> None:
+    """A redelivered start (another worker may have run it; input may be waiting) creates its
+    consumer at the claim, as before."""
+    start = session_start()
+    conv = start.conversation_id
+    client = await rt.client(conv)
+    runner = SessionRunner(rt.deps(), start, FakeClaim(deliveries=2))
+    task = asyncio.create_task(runner.run())
+    try:
+        await client.until("turn_complete")
+        assert runner.inputs.reading and await input_consumers(rt, conv) == 1
+        await rt.end(conv)
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
