@@ -56,7 +56,7 @@ async def test_a_new_session_reads_its_input_from_the_stream_once_it_has_any(rt:
     task = asyncio.create_task(runner.run())
     try:
         await client.until("turn_complete")  # the greeting
-        await asyncio.sleep(streams.RECHECK_S + 0.1)
+        await asyncio.sleep(streams.RECHECKS_S[0] + 0.1)
         assert await input_consumers(rt, conv) == 0 and not runner.inputs.reading
         await rt.say(conv, "one")
         await rt.say(conv, "two")
@@ -90,8 +90,8 @@ async def test_the_stream_is_looked_at_once_after_subscribing(
     rt: Stack, deaf_bell: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Input routed just before the worker subscribed, and stored a moment later, is not heard: the
-    one look at the stream, `RECHECK_S` after subscribing, finds it."""
-    monkeypatch.setattr(streams, "RECHECK_S", 1.0)
+    first look at the stream, `RECHECKS_S[0]` after subscribing, finds it."""
+    monkeypatch.setattr(streams, "RECHECKS_S", (1.0, 30.0))
     looks: list[int] = []
     look = streams.stored_input_after
 
@@ -117,9 +117,42 @@ async def test_the_stream_is_looked_at_once_after_subscribing(
         task.cancel()
 
 
-async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconnect(
-    rt: Stack, deaf_bell: None
+async def test_input_stored_after_the_first_look_is_found_by_a_later_one(
+    rt: Stack, deaf_bell: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An input the bell missed and the first look did not see yet (a loaded broker stored it
+    late) waits for a later look, then one every `RECHECK_EVERY_S`: never for ever."""
+    monkeypatch.setattr(streams, "RECHECKS_S", (0.1, 0.2))
+    monkeypatch.setattr(streams, "RECHECK_EVERY_S", 0.3)
+    looks: list[int] = []
+    look = streams.stored_input_after
+
+    async def counted(js: Any, conversation_id: UUID, seq: int) -> bool:
+        looks.append(seq)
+        return await look(js, conversation_id, seq)
+
+    monkeypatch.setattr(streams, "stored_input_after", counted)
+    start = session_start()
+    conv = start.conversation_id
+    client = await rt.client(conv)
+    runner = SessionRunner(rt.deps(), start, FakeClaim())
+    task = asyncio.create_task(runner.run())
+    try:
+        await client.until("turn_complete")  # the greeting
+        await asyncio.sleep(0.6)  # the two first looks and one periodic look found nothing
+        assert len(looks) >= 3 and not runner.inputs.reading
+        await rt.say(conv, "stored late")
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: stored late"
+        await rt.end(conv)
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+
+
+async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconnect(
+    rt: Stack, deaf_bell: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "RECHECKS_S", (0.25, 30.0))
     start = session_start()
     conv = start.conversation_id
     client = await rt.client(conv)
@@ -128,7 +161,7 @@ async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconn
     task = asyncio.create_task(runner.run())
     try:
         await client.until("turn_complete")  # the greeting
-        await asyncio.sleep(streams.RECHECK_S + 0.1)  # both looks at the stream are over
+        await asyncio.sleep(streams.RECHECKS_S[0] + 0.1)  # the first look is over, the next far
         await rt.say(conv, "while away")
         await asyncio.sleep(0.3)
         assert not runner.inputs.reading  # nothing heard: waits

@@ -17,16 +17,18 @@ and an idle heartbeat every 5 s for the session's life, and a session that is op
 spoken to needs none. Until then the worker hears the input subject over core NATS (a sign only:
 the input is still read from the stream, from the first sequence the state has not processed,
 so what is processed and in which order is what it was). What core NATS cannot tell is covered
-by looking at the stream once, `RECHECK_S` after subscribing (input sent before the worker claimed
-the session waits that long; a message routed just before the subscription and stored a moment
-later is found then too), and by creating the consumer at once after a reconnect (core messages
-sent while the connection was away are lost).
+by looking at the stream `RECHECKS_S` after subscribing (input sent before the worker claimed
+the session waits 0.25 s; a message routed just before the subscription but stored by a loaded
+broker later than that is found at a later look, then once a minute, so no first message waits
+forever), and by creating the consumer at once after a reconnect (core messages sent while the
+connection was away are lost).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from uuid import UUID
@@ -55,7 +57,11 @@ from parley_common.tasks import cancel_and_wait
 from parley_runtime import bus
 
 log = structlog.get_logger(__name__)
-RECHECK_S = 0.25  # a new session looks at the stream for input this long after it subscribed
+# When a new session looks at the stream for input, in seconds after it subscribed (then every
+# `RECHECK_EVERY_S`): the first look finds input sent before the claim; the later ones bound how
+# long an input the bell missed (routed before the subscription, stored later) can wait.
+RECHECKS_S = (0.25, 1.0, 5.0, 30.0)
+RECHECK_EVERY_S = 60.0
 _EVENT: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
 
 
@@ -162,10 +168,14 @@ class InputFeed:
         self._rung.set()
 
     async def _read_once_there_is_input(self, after_seq: int) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._rung.wait(), RECHECK_S)
-        if not self._rung.is_set() and not await self._stored(after_seq):
-            await self._rung.wait()
+        looked = 0.0
+        periodic = itertools.count(RECHECKS_S[-1] + RECHECK_EVERY_S, RECHECK_EVERY_S)
+        for at in itertools.chain(RECHECKS_S, periodic):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rung.wait(), at - looked)
+            looked = at
+            if self._rung.is_set() or await self._stored(after_seq):
+                break
         self._stop_listening()
         delay = 0.05
         while True:
