@@ -1,3 +1,5 @@
+# One piece (470 lines): the session bus's contract, the frames and events both sides share and
+# their ids; split, the unions and the models in them would be spread over modules.
 """Realtime sessions: the Kivox WebSocket frames and the bus contract between gateway and runtimes.
 
 Frames (what a client and the gateway exchange on `/realtime`) follow `ClientMessage` and
