@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
@@ -17,7 +18,7 @@ from parley_runtime import bus
 from parley_runtime.sessions import streams
 from parley_runtime.sessions.runner import SessionRunner
 
-from .sessions_support import FakeClaim, Stack, session_start, stack
+from .sessions_support import Conversation, FakeClaim, Stack, session_start, stack
 
 
 @pytest.fixture
@@ -48,14 +49,39 @@ def deaf_bell(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bus, "input_bell", deaf)
 
 
-async def test_a_new_session_reads_its_input_from_the_stream_once_it_has_any(rt: Stack) -> None:
+@contextlib.asynccontextmanager
+async def greeted(rt: Stack) -> AsyncIterator[tuple[UUID, Conversation, SessionRunner]]:
+    """A brand-new session run to its greeting; ended, and its runner awaited, on the way out."""
     start = session_start()
     conv = start.conversation_id
     client = await rt.client(conv)
     runner = SessionRunner(rt.deps(), start, FakeClaim())
     task = asyncio.create_task(runner.run())
     try:
-        await client.until("turn_complete")  # the greeting
+        await client.until("turn_complete")  # the greeting: subscribed, not looked yet
+        yield conv, client, runner
+        await rt.end(conv)
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+
+
+@pytest.fixture
+def looks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sequences the worker looked at the stream after (one per look)."""
+    seen: list[int] = []
+    look = streams.stored_input_after
+
+    async def counted(js: Any, conversation_id: UUID, seq: int) -> bool:
+        seen.append(seq)
+        return await look(js, conversation_id, seq)
+
+    monkeypatch.setattr(streams, "stored_input_after", counted)
+    return seen
+
+
+async def test_a_new_session_reads_its_input_from_the_stream_once_it_has_any(rt: Stack) -> None:
+    async with greeted(rt) as (conv, client, runner):
         await asyncio.sleep(streams.RECHECKS_S[0] + 0.1)
         assert await input_consumers(rt, conv) == 0 and not runner.inputs.reading
         await rt.say(conv, "one")
@@ -63,11 +89,6 @@ async def test_a_new_session_reads_its_input_from_the_stream_once_it_has_any(rt:
         assert texts(await client.until("turn_complete")) == "You said: one"
         assert texts(await client.until("turn_complete")) == "You said: two"
         assert runner.inputs.reading and await input_consumers(rt, conv) == 1
-        await rt.end(conv)
-        await client.until("session_closed")
-        await asyncio.wait_for(task, 10)
-    finally:
-        task.cancel()
 
 
 async def test_input_sent_before_the_claim_is_answered(rt: Stack, deaf_bell: None) -> None:
@@ -87,66 +108,30 @@ async def test_input_sent_before_the_claim_is_answered(rt: Stack, deaf_bell: Non
 
 
 async def test_the_stream_is_looked_at_once_after_subscribing(
-    rt: Stack, deaf_bell: None, monkeypatch: pytest.MonkeyPatch
+    rt: Stack, deaf_bell: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Input routed just before the worker subscribed, and stored a moment later, is not heard: the
     first look at the stream, `RECHECKS_S[0]` after subscribing, finds it."""
     monkeypatch.setattr(streams, "RECHECKS_S", (1.0, 30.0))
-    looks: list[int] = []
-    look = streams.stored_input_after
-
-    async def counted(js: Any, conversation_id: UUID, seq: int) -> bool:
-        looks.append(seq)
-        return await look(js, conversation_id, seq)
-
-    monkeypatch.setattr(streams, "stored_input_after", counted)
-    start = session_start()
-    conv = start.conversation_id
-    client = await rt.client(conv)
-    runner = SessionRunner(rt.deps(), start, FakeClaim())
-    task = asyncio.create_task(runner.run())
-    try:
-        await client.until("turn_complete")  # the greeting: subscribed, not looked yet
+    async with greeted(rt) as (conv, client, _):
         assert looks == []
         await rt.say(conv, "unheard")
         assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: unheard"
         assert looks == [0]
-        await rt.end(conv)
-        await asyncio.wait_for(task, 10)
-    finally:
-        task.cancel()
 
 
 async def test_input_stored_after_the_first_look_is_found_by_a_later_one(
-    rt: Stack, deaf_bell: None, monkeypatch: pytest.MonkeyPatch
+    rt: Stack, deaf_bell: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An input the bell missed and the first look did not see yet (a loaded broker stored it
     late) waits for a later look, then one every `RECHECK_EVERY_S`: never for ever."""
     monkeypatch.setattr(streams, "RECHECKS_S", (0.1, 0.2))
     monkeypatch.setattr(streams, "RECHECK_EVERY_S", 0.3)
-    looks: list[int] = []
-    look = streams.stored_input_after
-
-    async def counted(js: Any, conversation_id: UUID, seq: int) -> bool:
-        looks.append(seq)
-        return await look(js, conversation_id, seq)
-
-    monkeypatch.setattr(streams, "stored_input_after", counted)
-    start = session_start()
-    conv = start.conversation_id
-    client = await rt.client(conv)
-    runner = SessionRunner(rt.deps(), start, FakeClaim())
-    task = asyncio.create_task(runner.run())
-    try:
-        await client.until("turn_complete")  # the greeting
+    async with greeted(rt) as (conv, client, runner):
         await asyncio.sleep(0.6)  # the two first looks and one periodic look found nothing
         assert len(looks) >= 3 and not runner.inputs.reading
         await rt.say(conv, "stored late")
         assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: stored late"
-        await rt.end(conv)
-        await asyncio.wait_for(task, 10)
-    finally:
-        task.cancel()
 
 
 async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconnect(

@@ -1,4 +1,4 @@
-# One piece (470 lines): the session bus's contract, the frames and events both sides share and
+# One piece (471 lines): the session bus's contract, the frames and events both sides share and
 # their ids; split, the unions and the models in them would be spread over modules.
 """Realtime sessions: the Kivox WebSocket frames and the bus contract between gateway and runtimes.
 
