@@ -368,8 +368,8 @@ class SessionRunner:
         self.turn = turn
         # Busy: no silence timeout while the runtime is working (a new deadline for the ticks),
         # carried by the turn's first output (`emit`), or published if that is slow to come.
+        self._take_timing()
         self._timing = self._current_timing()
-        self._cancel_timing_timer()
         self._timing_timer = asyncio.get_running_loop().call_later(
             self.busy_timing_delay_s, self._timing_overdue, turn
         )
@@ -410,8 +410,7 @@ class SessionRunner:
     async def _finish_turn(self) -> None:
         turn = self.turn
         assert turn is not None and turn.task is not None and self.outlet is not None
-        self._timing = None  # the turn's end carries its own (or the session closes)
-        self._cancel_timing_timer()
+        self._take_timing()  # the turn's end carries its own (or the session closes)
         try:
             outcome = turn.task.result()
         except Exception as exc:
@@ -500,8 +499,7 @@ class SessionRunner:
         state.outbox, state.tail = [], []
 
     async def _abandon_turn(self) -> None:
-        self._timing = None
-        self._cancel_timing_timer()
+        self._take_timing()
         turn, self.turn = self.turn, None
         if turn is not None and turn.task is not None and not turn.task.done():
             metrics.TURNS.labels("abandoned").inc()
@@ -582,8 +580,7 @@ class SessionRunner:
         """The timing and the live connection on the control subject (a claim, a client that
         (re)connected, a turn slow to say anything), as of the last output index numbered."""
         assert self.outlet is not None
-        self._timing = None
-        self._cancel_timing_timer()
+        self._take_timing()
         timing = self._current_timing()
         control = SessionControl(
             started_at=timing.started_at,
@@ -599,19 +596,20 @@ class SessionRunner:
             task = asyncio.ensure_future(self._publish_timing())
             task.add_done_callback(_log_failure)
 
-    def _cancel_timing_timer(self) -> None:
+    def _take_timing(self) -> SessionTiming | None:
+        """The timing waiting for the turn's first output, if any, taken: neither that output nor
+        the timer will send it again."""
+        timing, self._timing = self._timing, None
         timer, self._timing_timer = self._timing_timer, None
         if timer is not None:
             timer.cancel()
+        return timing
 
     # ----------------------------------------------------------------------------- output
 
     async def emit(self, event: ServerEvent) -> None:
         assert self.outlet is not None
-        timing, self._timing = self._timing, None
-        if timing is not None:
-            self._cancel_timing_timer()
-        await self.outlet.emit(event, timing)
+        await self.outlet.emit(event, self._take_timing())
 
     async def error(self, code: ErrorCode, params: dict[str, Any]) -> None:
         await self.emit(ServerError(code=code.code, message=envelope(code, params=params).message))

@@ -156,15 +156,12 @@ class InputFeed:
         if not lazily:
             await self._read(after_seq)
             return
-
-        async def ring(_: Msg) -> None:
-            self._rung.set()
-
-        self._bell = await bus.input_bell(self.nc, self.conversation_id, ring)
+        self._bell = await bus.input_bell(self.nc, self.conversation_id, self._ring)
         self._unhook = self.events.on_reconnect(self._ring)
         self._waiting = asyncio.create_task(self._read_once_there_is_input(after_seq), name="input-bell")
 
-    async def _ring(self) -> None:
+    async def _ring(self, _: Msg | None = None) -> None:
+        """Input was heard on the bell (a message), or the connection came back (none)."""
         self._rung.set()
 
     async def _read_once_there_is_input(self, after_seq: int) -> None:
