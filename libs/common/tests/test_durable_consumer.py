@@ -102,8 +102,9 @@ async def test_messages_gather_into_batches_under_load_and_come_at_once_after_a_
         while sum(len(batch) for _, batch in consumer.batches) < 12:
             await asyncio.sleep(0.01)
         assert [batch for _, batch in consumer.batches[2:]] == [burst]  # one batch, in order
-        # ... no earlier than batch_wait_s after the batch before it
-        assert consumer.batches[2][0] - consumer.batches[1][0] >= 1.4
+        # ... no earlier than batch_wait_s after the fetch that brought `next` began (it began once
+        # `alone` was handled; `next` itself may be handled any time after, on a loaded machine)
+        assert consumer.batches[2][0] - consumer.batches[0][0] >= 1.5
     finally:
         await consumer.stop()
         await js.delete_stream(stream)
