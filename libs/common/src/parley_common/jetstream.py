@@ -58,7 +58,7 @@ log = structlog.get_logger(__name__)
 ATTEMPT_S = 2.0  # one attempt's wait for the ack (then retried under the same id)
 _POLL_S = 0.05
 # What JetStream's ack of a plain publish holds (anything more is read by `PubAck.from_response`).
-_PUB_ACK_FIELDS = frozenset({"stream", "seq", "domain", "duplicate"})
+PUB_ACK_FIELDS = frozenset({"stream", "seq", "domain", "duplicate"})
 
 
 async def wait_connected(nc: Client, deadline: float) -> bool:
@@ -125,7 +125,7 @@ async def _publish_once(
     resp = json.loads(msg.data)
     if "error" in resp:
         raise APIError.from_error(resp["error"])
-    if resp.keys() <= _PUB_ACK_FIELDS:
+    if resp.keys() <= PUB_ACK_FIELDS:
         return PubAck(**resp)
     return PubAck.from_response(resp)
 

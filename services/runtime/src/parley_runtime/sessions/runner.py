@@ -35,18 +35,17 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from parley_common import metrics, subjects
+from parley_common.acked_together import Publication, publish_durably_together
 from parley_common.bus import BusEvents
 from parley_common.catalog_contract import AgentSnapshot
 from parley_common.conversation_contract import (
     ConversationEnded,
     ConversationEndReason,
-    ConversationEvent,
     ConversationStarted,
     conversation_body,
     conversation_msg_id,
 )
 from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
-from parley_common.jetstream import publish_durably
 from parley_common.session_contract import (
     ClientConnected,
     ClientDisconnected,
@@ -194,7 +193,6 @@ class SessionRunner:
             deps.nc,
             self.conversation_id,
             max(self.state.out_index, last_out) + 1,
-            publish_timeout_s=deps.settings.bus_publish_timeout_s,
         )
         # At INFO when the session was held before (a takeover, a redelivery): a brand-new one is
         # the gateway's `<protocol>.session_open` line already, and a line cost ~45 µs per opening.
@@ -473,29 +471,25 @@ class SessionRunner:
     async def _flush(self, state: SessionState, published_up_to: int = 0) -> None:
         """Publish what a commit produced: the events that end the turn first (the client waits
         for them), then the transcript events, as one message (the catalog orders them by `seq`;
-        its id comes from theirs, so the same outbox published again is the same message)."""
+        its id comes from theirs, so the same outbox published again is the same message). All of
+        them are sent together and their acks awaited together (one round trip, not one each);
+        each is stored once under its id, whatever is retried."""
         assert self.outlet is not None
-        for out in state.tail:
-            if out.index > published_up_to:
-                await self.outlet.publish_acked(out)
+        headers = trace_headers()  # one turn's context for all of them
+        publications = [self.outlet.acked(out, headers) for out in state.tail if out.index > published_up_to]
         if state.outbox:
             subject = subjects.conversation_event(self.conv)
-
-            async def publish(data: bytes, events: list[ConversationEvent]) -> None:
-                await publish_durably(
-                    self.deps.nc,
-                    subject,
-                    data,
-                    msg_id=conversation_msg_id(events),
-                    headers=trace_headers(),
-                    timeout_s=self.deps.settings.bus_publish_timeout_s,
-                )
-
             body = conversation_body(state.outbox)
             if len(state.outbox) == 1 or len(body) <= self.deps.nc.max_payload // 2:
-                await publish(body, state.outbox)
+                batches = [(body, state.outbox)]
             else:  # long messages that would not fit one NATS message together go one by one
-                await asyncio.gather(*(publish(conversation_body([e]), [e]) for e in state.outbox))
+                batches = [(conversation_body([e]), [e]) for e in state.outbox]
+            publications += [
+                Publication(subject, data, conversation_msg_id(events), headers) for data, events in batches
+            ]
+        await publish_durably_together(
+            self.deps.nc, publications, timeout_s=self.deps.settings.bus_publish_timeout_s
+        )
         state.outbox, state.tail = [], []
 
     async def _abandon_turn(self) -> None:

@@ -42,8 +42,9 @@ from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
 
 from parley_common import subjects
+from parley_common.acked_together import Publication
 from parley_common.bus import BusEvents
-from parley_common.jetstream import OrderedReader, publish_durably
+from parley_common.jetstream import OrderedReader
 from parley_common.outages import describe
 from parley_common.session_contract import (
     ServerEvent,
@@ -51,7 +52,6 @@ from parley_common.session_contract import (
     SessionInputEnvelope,
     SessionOutput,
     SessionTiming,
-    trace_headers,
 )
 from parley_common.tasks import cancel_and_wait
 from parley_runtime import bus
@@ -86,15 +86,12 @@ async def last_output_index(js: JetStreamContext, conversation_id: UUID) -> int:
 class Outlet:
     """Numbers and publishes one session's server events."""
 
-    def __init__(
-        self, nc: Client, conversation_id: UUID, next_index: int, *, publish_timeout_s: float
-    ) -> None:
+    def __init__(self, nc: Client, conversation_id: UUID, next_index: int) -> None:
         self.nc = nc
         self.conversation_id = conversation_id
         self.subject = subjects.session_out(str(conversation_id))
         self._id_prefix = f"{conversation_id}:"  # each output's `Nats-Msg-Id`, without a str(UUID)
         self.next_index = next_index
-        self.publish_timeout_s = publish_timeout_s
 
     def reserve(self, event: ServerEvent, timing: SessionTiming | None = None) -> SessionOutput:
         """Number an event without publishing it (a tail event, published after the commit)."""
@@ -107,20 +104,15 @@ class Outlet:
         trace context (nothing reads one from `SESSION_OUT`), and no `Nats-Msg-Id` (nothing
         publishes it again; JetStream's duplicate tracking of every delta and the gateway's header
         parsing cost ~8-10 µs a delta between them). The event that ends the turn has both
-        (`publish_acked`)."""
+        (`acked`)."""
         out = self.reserve(event, timing)
         await self.nc.publish(self.subject, out.model_dump_json().encode())
         return out
 
-    async def publish_acked(self, out: SessionOutput) -> None:
-        await publish_durably(
-            self.nc,
-            self.subject,
-            out.model_dump_json().encode(),
-            msg_id=self._msg_id(out),
-            headers=trace_headers(),
-            timeout_s=self.publish_timeout_s,
-        )
+    def acked(self, out: SessionOutput, headers: Mapping[str, str] | None = None) -> Publication:
+        """A reserved event as a publication to be acked (`publish_durably_together`), under its
+        `Nats-Msg-Id`, with the trace context given."""
+        return Publication(self.subject, out.model_dump_json().encode(), self._msg_id(out), headers)
 
     def _msg_id(self, out: SessionOutput) -> str:
         return f"{self._id_prefix}{out.index}"
