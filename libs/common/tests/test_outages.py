@@ -1,7 +1,7 @@
 """The bus and Redis helpers against servers this test kills and restarts (nats-server, valkey).
 
 - `publish_durably` stores a message once however many attempts a broker restart cost, and
-  reports failure only for a message that was not stored;
+  reports failure only for a message that was not stored; so does `publish_durably_together`;
 - an `OrderedReader` gets messages again right after a restarted broker is back (nats-py alone
   notices the lost consumer only after two missed idle heartbeats, 10-20 s);
 - `bus.request` sends a request again while nobody is subscribed to answer it;
@@ -31,6 +31,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from parley_common.acked_together import Publication, publish_durably_together
 from parley_common.bus import BusEvents, make_broker, request
 from parley_common.http import create_app
 from parley_common.jetstream import OrderedReader, publish_durably
@@ -130,6 +131,60 @@ async def test_a_publication_is_acked_or_fails_as_jetstream_says(
         )
     assert not isinstance(refused.value, OUTAGE_ERRORS) and time.monotonic() - started < 1
     assert await _count(nc) == 1
+
+
+async def test_publications_together_are_each_stored_once_and_acked_in_order(
+    broker_and_client: tuple[Nats, Client, BusEvents, str],
+) -> None:
+    """`publish_durably_together` (a turn's tail and transcript): sent together, acked in the order
+    given, each stored once under its id (sent again, every one a duplicate); one without a stream,
+    or one JetStream refuses, fails as `publish_durably` fails it, and the others are stored."""
+    _server, nc, _, subject = broker_and_client
+    batch = [Publication(subject, f"m{i}".encode(), f"t-{i}", {"traceparent": "x"}) for i in range(3)]
+    acks = await publish_durably_together(nc, batch, timeout_s=5)
+    assert [(a.stream, a.seq, a.duplicate) for a in acks] == [
+        ("TEST", 1, None),
+        ("TEST", 2, None),
+        ("TEST", 3, None),
+    ]
+    again = await publish_durably_together(nc, batch, timeout_s=5)
+    assert [(a.seq, a.duplicate) for a in again] == [(1, True), (2, True), (3, True)]
+    stored = await nc.jetstream().get_msg("TEST", 2)
+    assert stored.data == b"m1" and (stored.headers or {}).get("Nats-Msg-Id") == "t-1"
+    with pytest.raises(NoStreamResponseError):
+        await publish_durably_together(
+            nc,
+            [Publication(subject, b"kept", "t-3"), Publication(f"nostream.{uuid.uuid4().hex}", b"x", "x-1")],
+            timeout_s=0.5,
+        )
+    with pytest.raises(APIError) as refused:
+        await publish_durably_together(
+            nc,
+            [
+                Publication(subject, b"b", "b-1", {"Nats-Expected-Stream": "OTHER"}),
+                Publication(subject, b"c", "c-1"),
+            ],
+            timeout_s=5,
+        )
+    assert not isinstance(refused.value, OUTAGE_ERRORS)
+    assert await _count(nc) == 5  # m0-m2, "kept", "c"; nothing twice, "b" refused
+
+
+async def test_publications_together_through_a_broker_restart_are_stored_once(
+    broker_and_client: tuple[Nats, Client, BusEvents, str],
+) -> None:
+    server, nc, _, subject = broker_and_client
+    first = [Publication(subject, b"a", "r-a"), Publication(subject, b"b", "r-b")]
+    await publish_durably_together(nc, first, timeout_s=5)
+    server.kill()
+    later = [*first, Publication(subject, b"c", "r-c"), Publication(subject, b"d", "r-d")]
+    publishing = asyncio.create_task(publish_durably_together(nc, later, timeout_s=30))
+    await asyncio.sleep(1.0)  # the broker stays away for a while
+    assert not publishing.done()
+    await server.restart()
+    acks = await publishing
+    assert [(a.seq, bool(a.duplicate)) for a in acks] == [(1, True), (2, True), (3, False), (4, False)]
+    assert await _count(nc) == 4
 
 
 async def test_a_publication_reported_failed_was_not_stored(
