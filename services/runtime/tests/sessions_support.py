@@ -43,7 +43,7 @@ from parley_common.session_contract import (
 )
 from parley_runtime.agents import AgentCache
 from parley_runtime.llm import LLMRegistry
-from parley_runtime.llm_port import LLMPort, OnText
+from parley_runtime.llm_port import ChatReuse, LLMPort, OnText
 from parley_runtime.sessions.runner import Deps
 from parley_runtime.sessions.state import HistoryItem
 from parley_runtime.sessions.store import StateStore
@@ -104,7 +104,12 @@ class EchoLLM(LLMPort):
         self.calls: list[tuple[str, list[HistoryItem]]] = []
 
     async def stream(
-        self, snapshot: AgentSnapshot, system: str, history: list[HistoryItem], on_text: OnText
+        self,
+        snapshot: AgentSnapshot,
+        system: str,
+        history: list[HistoryItem],
+        on_text: OnText,
+        reuse: ChatReuse | None = None,
     ) -> None:
         self.calls.append((system, list(history)))
         await self.begin.wait()

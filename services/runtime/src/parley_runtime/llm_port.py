@@ -20,6 +20,34 @@ from parley_runtime.llm import ChatMessage, ChatRequest, LLMEvent, LLMRegistry, 
 from parley_runtime.sessions.state import HistoryItem
 
 OnText = Callable[[str], Awaitable[None]]
+# A session's `ChatMessage`s of its history from its previous request, by history item (the item
+# kept too: an `id` is only unique while its object lives). See `chat_messages`.
+ChatReuse = dict[int, tuple[HistoryItem, ChatMessage]]
+
+
+def chat_messages(history: list[HistoryItem], reuse: ChatReuse | None = None) -> list[ChatMessage]:
+    """The request's messages of `history`. With `reuse` (one session's, kept from turn to turn),
+    the message made for a history item at an earlier turn is used again: a turn's working copy
+    shares the committed items, which are never edited (sessions/state.py), and nothing edits a
+    request's messages, so only the turn's new items are built (and validated); a full history
+    (`runtime_history_max_messages`, 100) was 100 messages built per turn. Entries of items no
+    longer in the history are dropped."""
+    if reuse is None:
+        return [ChatMessage(role=item.role, content=item.content) for item in history]
+    kept: ChatReuse = {}
+    messages: list[ChatMessage] = []
+    for item in history:
+        hit = reuse.get(id(item))
+        message = (
+            hit[1]
+            if hit is not None and hit[0] is item
+            else ChatMessage(role=item.role, content=item.content)
+        )
+        kept[id(item)] = (item, message)
+        messages.append(message)
+    reuse.clear()
+    reuse.update(kept)
+    return messages
 
 
 class LLMPort:
@@ -47,13 +75,19 @@ class LLMPort:
             raise
 
     async def stream(
-        self, snapshot: AgentSnapshot, system: str, history: list[HistoryItem], on_text: OnText
+        self,
+        snapshot: AgentSnapshot,
+        system: str,
+        history: list[HistoryItem],
+        on_text: OnText,
+        reuse: ChatReuse | None = None,
     ) -> None:
-        """A blueprint agent's answer: its engine and model, the system prompt and the history;
-        each text delta goes to `on_text` as it arrives."""
+        """A blueprint agent's answer: its engine and model, the system prompt and the history
+        (its messages made again only for new items, given the session's `reuse`); each text
+        delta goes to `on_text` as it arrives."""
         selection = self.registry.for_agent(snapshot.config, snapshot.secrets)
         messages = [ChatMessage(role="system", content=system)] if system else []
-        messages += [ChatMessage(role=item.role, content=item.content) for item in history]
+        messages += chat_messages(history, reuse)
         request = ChatRequest(model=selection.model, messages=messages)
         async with aclosing(self.events(selection, request)) as events:
             async for event in events:

@@ -70,7 +70,7 @@ from parley_runtime.agents import AgentCache
 from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.blueprint.interpreter import Interpreter, Outcome
 from parley_runtime.engine import SessionEngine
-from parley_runtime.llm_port import LLMPort
+from parley_runtime.llm_port import ChatReuse, LLMPort
 from parley_runtime.sessions.state import SessionState
 from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
 from parley_runtime.sessions.streams import InputFeed, Outlet, Received, last_output_index
@@ -147,6 +147,7 @@ class SessionRunner:
         self.inputs = InputFeed(deps.nc, deps.events, start.conversation_id)
         self.turn: Turn | None = None
         self.pending: deque[Received] = deque()
+        self.chat_reuse: ChatReuse = {}  # the history's LLM messages, from turn to turn (llm_port.py)
         self.closed = False
         # The timing the next output carries (a turn began), and the timer that publishes it on
         # the control subject should the turn say nothing for `busy_timing_delay_s`.

@@ -79,7 +79,9 @@ class SessionTurnIO:
             if spoken is not None:
                 spoken.push(chunk)
 
-        stream = asyncio.create_task(runner.deps.llm.stream(runner.snapshot, system, history, on_text))
+        stream = asyncio.create_task(
+            runner.deps.llm.stream(runner.snapshot, system, history, on_text, runner.chat_reuse)
+        )
         turn.llm_task = stream
         if turn.cancel_requested:
             stream.cancel()
