@@ -65,14 +65,19 @@ class _AckInbox:
 _INBOXES: weakref.WeakKeyDictionary[Client, _AckInbox] = weakref.WeakKeyDictionary()
 
 
-async def _inbox(nc: Client) -> _AckInbox:
+async def _inbox(nc: Client) -> _AckInbox | None:
+    """The connection's ack inbox; None when it cannot subscribe (draining, closing): then each
+    publication goes alone, as `publish_durably` would have sent it."""
     inbox = _INBOXES.get(nc)
     if inbox is None:
         inbox = _INBOXES[nc] = _AckInbox(nc)
     if inbox.sub is None:
         async with inbox.lock:
             if inbox.sub is None:
-                inbox.sub = await nc.subscribe(f"{inbox.prefix}*", cb=inbox.deliver)
+                try:
+                    inbox.sub = await nc.subscribe(f"{inbox.prefix}*", cb=inbox.deliver)
+                except Exception:
+                    return None
     return inbox
 
 
@@ -99,9 +104,9 @@ async def publish_durably_together(
     """Each publication stored as `publish_durably` stores it, the acks in the same order; sent
     together, awaited together. Raises what `publish_durably` raises for the first one that fails
     (the others may be stored: their ids make a later publication of them a no-op)."""
-    if len(publications) < 2 or not nc.is_connected:
+    inbox = await _inbox(nc) if len(publications) > 1 and nc.is_connected else None
+    if inbox is None:
         return [await _alone(nc, p, timeout_s) for p in publications]
-    inbox = await _inbox(nc)
     loop = asyncio.get_running_loop()
     sent: list[tuple[str, asyncio.Future[Msg]]] = []
     try:
