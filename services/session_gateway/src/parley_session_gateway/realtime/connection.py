@@ -63,7 +63,7 @@ from parley_session_gateway.ticks import Ticker
 
 def tick_json(remaining_ms: int, elapsed_ms: int) -> str:
     """`ServerTick(remaining_ms=…, elapsed_ms=…).model_dump_json()`, the same text, written without
-    building the model (~1 µs instead of ~5; a tick per session per second)."""
+    building the model (~0.25 µs instead of ~2.6; a tick per session per second)."""
     return f'{{"type":"tick","remaining_ms":{remaining_ms},"elapsed_ms":{elapsed_ms}}}'
 
 
