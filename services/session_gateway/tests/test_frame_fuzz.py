@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from parley_common.session_contract import ClientInputText, InputText, SessionInputEnvelope
+from parley_session_gateway import frame_json
 from parley_session_gateway.chat.frames import ChatFrameError, ChatMessage, parse_chat_frame
-from parley_session_gateway.frame_json import MAX_DEPTH, ClientFrameError
+from parley_session_gateway.frame_json import MAX_DEPTH, BadFrame, ClientFrameError, decode_object
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 
 from .frame_strategies import MAX_NESTING, Case, chat_cases, kivox_cases
@@ -147,3 +148,35 @@ def test_regressions(frame: str, code: str, detail: str) -> None:
     with pytest.raises(ChatFrameError) as chat:
         parse_chat_frame(frame.replace("input_text", "message").replace('"text"', '"content"'))
     assert chat.value.event().error.startswith(code), chat.value.event()
+
+
+def _outcome(decode: Callable[[str], Any], text: str) -> Any:
+    try:
+        return ("frame", decode(text))
+    except BadFrame as exc:
+        return ("bad", exc.problem, exc.detail)
+
+
+_raw_text = st.text(st.characters(exclude_categories=[]), max_size=30)  # written as is, not escaped
+_flat = st.lists(
+    st.tuples(
+        _raw_text,
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), _raw_text, st.just([]), st.just({})),
+    ),
+    max_size=4,
+)
+
+
+@FUZZ
+@given(pairs=_flat, ascii_only=st.booleans())
+def test_a_plain_frame_skips_the_walk_and_decodes_the_same(
+    pairs: list[tuple[str, Any]], ascii_only: bool
+) -> None:
+    """`decode_object`'s shortcut for a flat frame without escapes (`_plain`) answers exactly what
+    the walk answers, whatever the strings hold as written (NUL, lone surrogates, any code point)."""
+    text = json.dumps({"type": "input_text", **dict(pairs)}, ensure_ascii=ascii_only)
+    fast = _outcome(decode_object, text)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(frame_json, "_plain", lambda text, raw: False)
+        walked = _outcome(decode_object, text)
+    assert repr(fast) == repr(walked)  # repr: NaN compares unequal to itself

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from parley_common.session_contract import ClientHandshake, ClientInputText
+from parley_common.session_contract import ClientHandshake, ClientInputText, ServerTick
 from parley_common.token_bucket import TokenBucket
+from parley_session_gateway.realtime.connection import tick_json
 from parley_session_gateway.realtime.frames import FrameError, parse_client_frame
 
 
@@ -55,3 +56,9 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert not bucket.take()
     bucket.stamp -= 0.002  # two tokens later
     assert bucket.take() and bucket.take()
+
+
+def test_a_tick_written_by_hand_is_the_models_json() -> None:
+    for remaining, elapsed in [(0, 0), (1, 999), (60_000, 123_456), (2**40, 7)]:
+        expected = ServerTick(remaining_ms=remaining, elapsed_ms=elapsed).model_dump_json()
+        assert tick_json(remaining, elapsed) == expected

@@ -337,7 +337,10 @@ class SessionConnection(ABC):
             await self._close(CloseCodes.SUPERSEDED, "superseded by a newer connection")
 
     async def _send(self, frame: BaseModel) -> None:
-        text = self._encode(frame)
+        await self._send_text(self._encode(frame))
+
+    async def _send_text(self, text: str) -> None:
+        """One text frame as it is (already the protocol's JSON)."""
         async with self._send_lock:
             if not self._sealed:  # after a revocation's last frame, nothing more goes out
                 await self.ws.send_text(text)

@@ -105,12 +105,29 @@ def decode_object(text: str) -> dict[str, Any]:
         raise BadFrame("depth", f"nested deeper than {MAX_DEPTH} levels") from exc
     except ValueError as exc:
         raise BadFrame("json") from exc
+    if type(raw) is dict and _plain(text, raw):
+        return raw
     value_problem = _walk(raw)
     if not isinstance(raw, dict):
         raise BadFrame("json")
     if value_problem is not None:
         raise BadFrame("value", value_problem, raw)
     return raw
+
+
+def _plain(text: str, raw: dict[str, Any]) -> bool:
+    """True when `_walk` has nothing to find in `raw`, told without walking it (a Kivox frame such as
+    `input_text`): a flat object decoded from a carriable text without a backslash. Without escapes
+    every key and string is a piece of the text as written, so carriable too (a NUL or a lone
+    surrogate only gets in through an escape, or is in the text); no nesting; and no number out of
+    range (`_int` makes a long integer `inf`, a float; a float is left to the walk)."""
+    if "\\" in text or not carriable(text):
+        return False
+    for value in raw.values():
+        kind = type(value)
+        if not (kind is str or kind is int or kind is bool or value is None):
+            return False
+    return True
 
 
 def nesting(value: Any) -> int:

@@ -42,7 +42,6 @@ from parley_common.session_contract import (
     ServerHandshakeError,
     ServerHandshakeOK,
     ServerSessionClosed,
-    ServerTick,
     SessionControl,
     SessionInput,
     SessionOutput,
@@ -60,6 +59,12 @@ from parley_session_gateway.realtime.voice import VoiceLink, VoiceOutlets
 from parley_session_gateway.resume import Resume, check_resume
 from parley_session_gateway.sessions import GatewayContext
 from parley_session_gateway.ticks import Ticker
+
+
+def tick_json(remaining_ms: int, elapsed_ms: int) -> str:
+    """`ServerTick(remaining_ms=…, elapsed_ms=…).model_dump_json()`, the same text, written without
+    building the model (~0.25 µs instead of ~2.6; a tick per session per second)."""
+    return f'{{"type":"tick","remaining_ms":{remaining_ms},"elapsed_ms":{elapsed_ms}}}'
 
 
 class RealtimeConnection(SessionConnection):
@@ -318,13 +323,13 @@ class RealtimeConnection(SessionConnection):
         now = datetime.now(UTC)
         remaining = (timing.deadline_at - now).total_seconds() if timing.deadline_at else 0.0
         elapsed = (now - timing.started_at).total_seconds()
-        frame = ServerTick(remaining_ms=max(0, int(remaining * 1000)), elapsed_ms=max(0, int(elapsed * 1000)))
+        frame = tick_json(max(0, int(remaining * 1000)), max(0, int(elapsed * 1000)))
         self._ticking = asyncio.create_task(self._send_tick(frame), name="realtime-tick")
 
-    async def _send_tick(self, frame: ServerTick) -> None:
+    async def _send_tick(self, frame: str) -> None:
         try:
             with contextlib.suppress(Exception):  # the socket is gone: the receive loop ends the connection
-                await self._send(frame)
+                await self._send_text(frame)
         finally:
             self._ticking = None
 
