@@ -63,14 +63,19 @@ class GatewayContext:
         """Hold one of the admission slots while a handshake is being admitted."""
         if self._gate is None:
             self._gate = asyncio.Semaphore(self.settings.gateway_handshake_concurrency)
-        try:
-            await asyncio.wait_for(self._gate.acquire(), self.settings.gateway_handshake_queue_s)
-        except TimeoutError:
-            raise Refused(Codes.REALTIME_SERVER_BUSY) from None
+        gate = self._gate
+        if not gate.locked():
+            await gate.acquire()  # a free slot: taken at once (no timer, no task)
+        else:
+            try:
+                async with asyncio.timeout(self.settings.gateway_handshake_queue_s):
+                    await gate.acquire()
+            except TimeoutError:
+                raise Refused(Codes.REALTIME_SERVER_BUSY) from None
         try:
             yield
         finally:
-            self._gate.release()
+            gate.release()
 
 
 class StartOptions(TypedDict, total=False):

@@ -160,8 +160,10 @@ class InputFeed:
         looked = 0.0
         periodic = itertools.count(RECHECKS_S[-1] + RECHECK_EVERY_S, RECHECK_EVERY_S)
         for at in itertools.chain(RECHECKS_S, periodic):
+            # `asyncio.timeout`, not `wait_for`: no task made for each wait (~40 µs of CPU each).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rung.wait(), at - looked)
+                async with asyncio.timeout(at - looked):
+                    await self._rung.wait()
             looked = at
             if self._rung.is_set() or await self._stored(after_seq):
                 break

