@@ -198,6 +198,19 @@ def test_edge_errors_are_envelopes_with_the_public_docs_url(caddy: str, tmp_path
     assert blocks == make_run_edge.edge_error_responses(placeholder)
 
 
+def test_gateway_proxy_options_match_make_run() -> None:
+    """The session gateway's reverse_proxy sets the same WebSocket copy buffer as `make run`'s edge
+    (parley_devstack.edge.EDGE_STREAM_BUFFER) and flushes every write in both."""
+    text = (REPO / "deploy/caddy/Caddyfile").read_text()
+    block = re.search(r"^\treverse_proxy session-gateway:8000 \{\n(.*?)\n\t\}$", text, flags=re.M | re.S)
+    assert block is not None
+    options = dict(line.split(None, 1) for line in block.group(1).split("\n"))
+    make_run = make_run_edge.caddyfile(9999, {"session_gateway": "127.0.0.1:1"})
+    assert options["stream_buffer_size"] == make_run_edge.EDGE_STREAM_BUFFER
+    assert f"\t\tstream_buffer_size {make_run_edge.EDGE_STREAM_BUFFER}\n" in make_run
+    assert options["flush_interval"] == "-1" and "\t\tflush_interval -1\n" in make_run
+
+
 def test_big_headers_pass_the_edge_to_the_services_limit(edge: tuple[str, dict[str, Any]]) -> None:
     """60 KB of headers (over Caddy's default limit) are not refused by Caddy's parser in plain
     text: they reach the service, whose own limit answers with the 431 envelope

@@ -473,6 +473,10 @@ def test_caddy_proxies_websockets(tmp_path: Path) -> None:
             with ws_connect(f"ws://127.0.0.1:{caddy.port}/chat/ws", open_timeout=5) as ws:
                 ws.send("hi")
                 assert ws.recv(timeout=5) == "echo:hi"
+                # Frames far bigger than the edge's stream buffer (EDGE_STREAM_BUFFER) pass whole.
+                big = "".join(chr(0x61 + i % 26) for i in range(300_000))
+                ws.send(big)
+                assert ws.recv(timeout=5) == f"echo:{big}"
         finally:
             caddy.stop()
             server.shutdown()

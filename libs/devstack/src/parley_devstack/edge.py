@@ -37,6 +37,16 @@ EDGE_ROUTES: list[tuple[str, list[str]]] = [
 # Request headers Caddy parses at most; bigger ones get Go's plain-text 431. Below it, every
 # service refuses more than `max_header_bytes` (32 KiB) with the 431 envelope.
 EDGE_MAX_HEADER_BYTES = "1MB"
+# Copy buffer Caddy allocates per direction for each upgraded (WebSocket) connection
+# (`stream_buffer_size`; its default is 32 KiB). Caddy v2.11 makes the two buffers
+# (reverseproxy/streaming.go, switchProtocolCopier.buffer) and hands them to io.CopyBuffer, which
+# never uses them here: the client side is a connection that implements io.ReaderFrom and
+# io.WriterTo (the access log's caddyhttp.hijackedConn around *net.TCPConn), so Go's net package
+# copies with 32 KiB buffers of its own. The default made 64 KiB of garbage per opened socket and
+# about 13 KiB of the edge's resident memory per open socket; had Caddy used the buffer, 4 KiB
+# would still carry any frame (a bigger one takes several reads). compose's deploy/caddy/Caddyfile
+# sets the same (tests/deploy/test_caddy.py compares).
+EDGE_STREAM_BUFFER = "4KiB"
 # Routes only `make run` has: the local trace viewer of `parley run --traces`. Kept out of
 # EDGE_ROUTES, which compose's Caddyfile and the Kubernetes Ingress must match path for path.
 DEV_ROUTES: list[tuple[str, list[str]]] = [("traceview", ["/traces*"])]
@@ -89,8 +99,12 @@ def caddyfile(
             continue
         plain = [p for p in patterns if "*" not in p.rstrip("*")]
         globbed = [p for p in patterns if "*" in p.rstrip("*")]
-        # Streaming responses (SSE) must reach the client as they are written.
-        options = " {\n\t\tflush_interval -1\n\t}" if owner == "session_gateway" else ""
+        # Streaming responses (SSE) must reach the client as they are written; see EDGE_STREAM_BUFFER.
+        options = (
+            f" {{\n\t\tflush_interval -1\n\t\tstream_buffer_size {EDGE_STREAM_BUFFER}\n\t}}"
+            if owner == "session_gateway"
+            else ""
+        )
         if " " in upstream:  # several processes: new connections go to the one with the fewest
             options = (options[:-3] if options else " {") + "\n\t\tlb_policy least_conn\n\t}"
         if globbed:
