@@ -15,6 +15,7 @@ credentials). What the catalog publishes: agent events (agents/events.py) and ag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -51,7 +52,6 @@ from parley_common.jetstream import DurableConsumer
 from parley_common.kit.service import ServiceKit
 
 Req = TypeVar("Req", bound=BaseModel)
-C = TypeVar("C", bound=DurableConsumer)
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,12 @@ def subscribe(kit: ServiceKit, ctx: CatalogContext) -> Consumers:
     """Declare every subscription; the kit's lifespan starts them with the broker."""
     answer(kit.broker, subjects.CATALOG_AGENT_ACCESS, AgentAccessRequest, ctx, access)
     answer(kit.broker, subjects.CATALOG_AGENT_RESOLVE, AgentResolveRequest, ctx, resolve)
-    return Consumers(
-        conversations=consume(kit, ConversationConsumer(ctx.settings, ctx.db)),
-        test_results=consume(kit, ResultConsumer(ctx.settings, ctx.db)),
+    consumers = Consumers(
+        conversations=ConversationConsumer(ctx.settings, ctx.db),
+        test_results=ResultConsumer(ctx.settings, ctx.db),
     )
+    consume(kit, consumers.conversations, consumers.test_results)
+    return consumers
 
 
 def answer(
@@ -90,19 +92,22 @@ def answer(
     broker.subscriber(subject, queue=subjects.QUEUE_CATALOG)(bus_handler(request_model)(reply))
 
 
-def consume(kit: ServiceKit, consumer: C) -> C:
-    """Run a durable pull loop while the broker is up: started after it, stopped before it."""
+def consume(kit: ServiceKit, *consumers: DurableConsumer) -> None:
+    """Run durable pull loops while the broker is up: started after it, stopped before it, and
+    stopped together: each lets the fetch under way end first (up to `FETCH_TIMEOUT_S`), so one
+    after the other would add those waits up at every shutdown."""
 
     @kit.part
     @asynccontextmanager
     async def running(_: FastAPI) -> AsyncIterator[None]:
+        started: list[DurableConsumer] = []
         try:
-            await consumer.start(kit.broker.connection)
+            for consumer in consumers:
+                await consumer.start(kit.broker.connection)
+                started.append(consumer)
             yield
         finally:
-            await consumer.stop()
-
-    return consumer
+            await asyncio.gather(*(consumer.stop() for consumer in started))
 
 
 # ------------------------------------------------------------------------------ request/reply
