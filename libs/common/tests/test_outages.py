@@ -16,7 +16,7 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -311,15 +311,6 @@ async def test_a_request_nobody_received_is_sent_again_until_someone_answers(tmp
 
 
 # ------------------------------------------------------------------------------------ Redis
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
-    server = ValkeyServer(tmp_path / "valkey", persistent=False, log_path=tmp_path / "valkey.log")
-    server.start()
-    server.wait_ready(30)
-    yield server
-    server.stop()
 
 
 async def test_a_burst_queues_on_the_bounded_pool(valkey: ValkeyServer) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
@@ -15,15 +13,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from parley_common.redis_client import _WriteWithoutTask, make_pool, make_redis
 from parley_common.settings import CommonSettings
 from parley_devstack.servers import ValkeyServer
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
-    server = ValkeyServer(tmp_path / "valkey", persistent=False, log_path=tmp_path / "valkey.log")
-    server.start()
-    server.wait_ready(30)
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize(
