@@ -238,16 +238,22 @@ class Held(Protocol):
 
 
 FETCH_TIMEOUT_S = 1.0  # how long a fetch waits for messages (its pull request's expiry)
-STOP_GRACE_S = FETCH_TIMEOUT_S + 2.0  # how long `DurableConsumer.stop` lets a fetch and its batch end
+STOP_GRACE_S = 2.0  # how long `DurableConsumer.stop` lets a batch end, beyond the fetch's own timeout
 
 
 async def fetch_batch(
-    sub: JetStreamContext.PullSubscription, batch: int, *, event: str, pause_s: float = 1.0, **log_fields: Any
+    sub: JetStreamContext.PullSubscription,
+    batch: int,
+    *,
+    event: str,
+    pause_s: float = 1.0,
+    timeout_s: float = FETCH_TIMEOUT_S,
+    **log_fields: Any,
 ) -> list[Msg]:
-    """Up to `batch` messages, or none after a quiet second. Connection trouble is logged as `event`
-    and waited out for `pause_s` (the client reconnects by itself), then none."""
+    """Up to `batch` messages, or none after a quiet `timeout_s`. Connection trouble is logged as
+    `event` and waited out for `pause_s` (the client reconnects by itself), then none."""
     try:
-        return await sub.fetch(batch, timeout=FETCH_TIMEOUT_S)
+        return await sub.fetch(batch, timeout=timeout_s)
     except (NatsTimeoutError, TimeoutError):
         return []
     except asyncio.CancelledError:
@@ -326,6 +332,9 @@ class DurableConsumer:
     # a quiet spell at least that long, the first messages are handled as soon as they come.
     batch_wait_s = 0.0
     fetch_retry_s = 1.0
+    # How long a quiet fetch waits; `stop` waits for the one under way, so a test that restarts
+    # an app many times may shorten it.
+    fetch_timeout_s = FETCH_TIMEOUT_S
 
     def __init__(
         self, *, subject: str, stream: str, durable: str, config: ConsumerConfig | None = None
@@ -372,7 +381,7 @@ class DurableConsumer:
             # batch cut short, or a pull request left open on the server and handed the next
             # messages, leaves messages unacked until their ack wait (30 s) runs out.
             self._stopping.set()
-            await asyncio.wait({self._task}, timeout=STOP_GRACE_S)
+            await asyncio.wait({self._task}, timeout=self.fetch_timeout_s + STOP_GRACE_S)
             await cancel_and_wait(self._task)
             self._task = None
         if self._sub is not None:
@@ -391,6 +400,7 @@ class DurableConsumer:
                 self.batch,
                 event="jetstream.fetch_failed",
                 pause_s=self.fetch_retry_s,
+                timeout_s=self.fetch_timeout_s,
                 consumer=self.name,
             )
             await self.handle_batch(messages)
