@@ -1,16 +1,20 @@
 """`redis_client`'s connections: a command's write is bounded by `socket_timeout` without a task of
-its own (`_WriteWithoutTask`), for every kind of connection a URL picks, with redis-py's errors."""
+its own (`_WriteWithoutTask`), for every kind of connection a URL picks, with redis-py's errors; and
+`RedisLine`, a connection of its own shared by many tasks, with the pool's errors."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from parley_common.redis_client import _WriteWithoutTask, make_pool, make_redis
+from parley_common.redis_client import LineScript, RedisLine, _WriteWithoutTask, make_pool, make_redis
 from parley_common.settings import CommonSettings
 from parley_devstack.servers import ValkeyServer
 
@@ -68,3 +72,73 @@ async def test_a_write_the_server_does_not_take_times_out_as_redis_py_does(valke
         valkey.signal(signal.SIGCONT)
         await conn.disconnect()
         await pool.aclose()
+
+
+# ------------------------------------------------------------------------------------ RedisLine
+
+
+_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('INCR', KEYS[2])"
+
+
+async def test_a_line_answers_each_of_many_tasks_with_its_own_reply(valkey: ValkeyServer) -> None:
+    redis = make_redis(CommonSettings(redis_url=valkey.url))
+    line = RedisLine(redis.connection_pool)
+    try:
+        client_id = await line.execute("CLIENT", "ID")
+        gc.collect()  # redis-py's connection that made it is gone: the line's connection stays
+        replies = await asyncio.gather(*(line.execute("INCRBY", f"n{i}", i) for i in range(200)))
+        assert replies == list(range(200))
+        assert await line.execute("SET", "k", b"v\r\n" * 1000) == b"OK"
+        assert await line.execute("GET", "k") == b"v\r\n" * 1000
+        assert await line.execute("GET", "missing") is None
+        with pytest.raises(ResponseError):
+            await line.execute("INCR", "k")  # an error reply is raised, the line goes on
+        # A caller cancelled before its reply: the next caller still gets its own.
+        cancelled = asyncio.ensure_future(line.execute("INCRBY", "n1", 10))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        assert await line.execute("GET", "n1") == b"11"
+        # A script Redis does not know (a restarted Redis has none) is sent whole.
+        script = LineScript(line, _SCRIPT)
+        assert await script(keys=["s", "c"], args=[b"x"]) == 1
+        await redis.script_flush()
+        assert await script(keys=["s", "c"], args=[b"y"]) == 2
+        assert await redis.get("s") == b"y"
+        assert await line.execute("CLIENT", "ID") == client_id  # one connection all along
+    finally:
+        await line.aclose()
+        await redis.aclose()
+
+
+async def test_a_line_fails_over_a_restart_as_the_pool_does_and_connects_again(valkey: ValkeyServer) -> None:
+    redis = make_redis(CommonSettings(redis_url=valkey.url, redis_retries=0))
+    line = RedisLine(redis.connection_pool)
+    try:
+        assert await line.execute("SET", "k", "v") == b"OK"
+        valkey.stop()
+        with pytest.raises(RedisConnectionError):
+            await line.execute("GET", "k")
+        valkey.restart()
+        valkey.wait_ready(30)
+        assert await line.execute("SET", "k", "w") == b"OK"
+        assert await line.execute("GET", "k") == b"w"
+    finally:
+        await line.aclose()
+        await redis.aclose()
+
+
+async def test_a_line_times_out_a_reply_that_does_not_come(valkey: ValkeyServer) -> None:
+    redis = make_redis(CommonSettings(redis_url=valkey.url, redis_socket_timeout_s=0.2, redis_retries=0))
+    line = RedisLine(redis.connection_pool)
+    try:
+        assert await line.execute("PING") == b"PONG"
+        valkey.signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await asyncio.wait_for(line.execute("PING"), 2)
+        finally:
+            valkey.signal(signal.SIGCONT)
+        assert await line.execute("PING") == b"PONG"  # a new connection
+    finally:
+        await line.aclose()
+        await redis.aclose()

@@ -170,14 +170,17 @@ class Stack:
     agents: FixedAgent
     http: httpx.AsyncClient
     subs: list[Any] = field(default_factory=list)
+    stores: list[StateStore] = field(default_factory=list)
 
     def deps(self, token: str | None = None) -> Deps:
         """A worker's dependencies (each worker its own `token`, the fence of session ownership)."""
+        store = StateStore.from_settings(self.redis, self.settings)
+        self.stores.append(store)
         return Deps(
             settings=self.settings,
             nc=self.nc,
             js=self.nc.jetstream(),
-            store=StateStore.from_settings(self.redis, self.settings),
+            store=store,
             agents=self.agents,
             http=self.http,
             llm=self.llm,
@@ -242,5 +245,7 @@ async def stack(nats_url: str, redis_url: str, **settings: Any) -> AsyncIterator
             await sub.unsubscribe()
         await result.http.aclose()
         await llm.aclose()
+        for store in result.stores:
+            await store.aclose()
         await redis.aclose()
         await nc.close()

@@ -22,14 +22,18 @@ Octavus stores), so all of them behave alike when Redis is busy or restarts:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis._parsers.base import BaseParser
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from parley_common.settings import CommonSettings
@@ -103,3 +107,255 @@ def make_pool(settings: CommonSettings) -> BlockingConnectionPool:
 def make_redis(settings: CommonSettings) -> Redis:
     """A client on a pool of its own (one per process: build it once and share it)."""
     return Redis(connection_pool=make_pool(settings))
+
+
+# ------------------------------------------------------------------------------------ a line
+
+
+class _Push:
+    """A RESP3 push message (`>`): not the reply to any command; skipped."""
+
+
+_PUSH = _Push()
+
+
+def _pack(args: tuple[bytes | str | int, ...]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _error(text: bytes) -> Exception:
+    """An error reply as redis-py's exception for it (`NoScriptError`, `BusyLoadingError`, ...)."""
+    error: Exception = BaseParser.parse_error(text.decode(errors="replace"))  # type: ignore[no-untyped-call]
+    return error
+
+
+def _parse(buf: bytearray, pos: int) -> tuple[Any, int] | None:
+    """One RESP2/RESP3 reply from `pos`: (value, where the next one starts), None if incomplete.
+    An error reply is returned as redis-py's exception for it (not raised)."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return None
+    kind, line, after = buf[pos], bytes(buf[pos + 1 : end]), end + 2
+    if kind == 0x3A or kind == 0x28:  # ':' integer, '(' big number
+        return int(line), after
+    if kind == 0x2B:  # '+' simple string
+        return line, after
+    if kind == 0x2D:  # '-' error
+        return _error(line), after
+    if kind in (0x24, 0x3D, 0x21):  # '$' bulk, '=' verbatim, '!' bulk error
+        size = int(line)
+        if size < 0:
+            return None, after
+        if len(buf) < after + size + 2:
+            return None
+        data = bytes(buf[after : after + size])
+        after += size + 2
+        if kind == 0x21:
+            return _error(data), after
+        return (data[4:] if kind == 0x3D else data), after
+    if kind == 0x5F:  # '_' null
+        return None, after
+    if kind == 0x2C:  # ',' double
+        return float(line), after
+    if kind == 0x23:  # '#' boolean
+        return line == b"t", after
+    if kind in (0x2A, 0x7E, 0x3E, 0x25, 0x7C):  # '*' array, '~' set, '>' push, '%' map, '|' attribute
+        count = int(line)
+        if count < 0:
+            return None, after
+        items: list[Any] = []
+        for _ in range(count * 2 if kind in (0x25, 0x7C) else count):
+            parsed = _parse(buf, after)
+            if parsed is None:
+                return None
+            item, after = parsed
+            items.append(item)
+        if kind == 0x3E:
+            return _PUSH, after
+        if kind == 0x25:
+            return dict(zip(items[::2], items[1::2], strict=True)), after
+        if kind == 0x7C:  # attributes come before the reply they describe: the reply is next
+            return _parse(buf, after)
+        return items, after
+    raise InvalidResponse(f"Protocol error, got {chr(kind)!r} as reply type byte")
+
+
+class _Link(asyncio.Protocol):
+    """One connection of a `RedisLine`: the commands written and waiting for their replies, in
+    order (Redis answers a connection's commands in the order it got them)."""
+
+    def __init__(self, transport: asyncio.Transport, timeout: float | None) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.buf = bytearray()
+        self.replies = 0  # read so far (the watchdog's measure of progress)
+        self.closed = False
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.writable: asyncio.Future[None] | None = None  # set while the transport asks to wait
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable, self.writable = self.writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def send(self, data: bytes) -> asyncio.Future[Any]:
+        reply = asyncio.get_running_loop().create_future()
+        self.waiting.append(reply)
+        self.transport.write(data)
+        if self._watchdog is None and self.timeout:
+            self._arm()
+        return reply
+
+    def _arm(self) -> None:
+        self._watchdog = asyncio.get_running_loop().call_later(self.timeout or 0, self._check, self.replies)
+
+    def _check(self, replies: int) -> None:
+        self._watchdog = None
+        if not self.waiting or self.closed:
+            return
+        if self.replies == replies:  # a command waited a whole `timeout` and no reply came
+            self.fail(RedisTimeoutError("Timeout reading from socket"))
+        else:
+            self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        try:
+            while pos < len(buf):
+                parsed = _parse(buf, pos)
+                if parsed is None:
+                    break
+                value, pos = parsed
+                if value is _PUSH:
+                    continue
+                self.replies += 1
+                reply = self.waiting.popleft()  # IndexError: a reply nobody asked for
+                if not reply.done():  # its caller may have been cancelled
+                    if isinstance(value, Exception):
+                        reply.set_exception(value)
+                    else:
+                        reply.set_result(value)
+        except (IndexError, ValueError, InvalidResponse) as exc:
+            self.fail(RedisConnectionError(f"Protocol error: {exc!r}"))
+            return
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(RedisConnectionError("Connection closed by server."))
+
+    def fail(self, error: Exception) -> None:
+        """The connection is given up: every command waiting on it fails with `error` (it may or
+        may not have run: only commands safe to repeat go over a line)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self.resume_writing()
+        waiting, self.waiting = self.waiting, deque()
+        for reply in waiting:
+            if not reply.done():
+                reply.set_exception(error)
+        self.transport.close()
+
+
+class RedisLine:
+    """One connection of its own, beside the pool, for a hot command every task of the process
+    sends (the runtime's state save): a command is written at once and its reply handed back from
+    the connection's data callback, in order, so there is no pool checkout and release, no retry
+    wrapper, no task and no reader coroutine per command. Commands from many tasks share it
+    (pipelined: written one after the other, answered in that order).
+
+    The connection is made as the pool makes its own (`connection_class`, `connection_kwargs`:
+    the URL's host or socket, TLS, credentials, database, protocol; the connect timeout and its
+    retries), then its transport is handed to `_Link`. The same errors as through the pool: the
+    connection lost fails every command waiting on it with redis-py's `ConnectionError`; no reply
+    for `socket_timeout` while a command waits (checked once per `socket_timeout`, so within one
+    to two of them) fails them with its `TimeoutError` and drops the connection; an error reply is
+    raised as redis-py raises it (`NoScriptError`, `BusyLoadingError`, `ResponseError`, ...).
+    The next command connects again. Commands are not retried here: a caller waits an outage out
+    (`parley_common.outages.until_available`), so only commands safe to repeat belong here."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._link: _Link | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        kwargs = pool.connection_kwargs
+        self._timeout: float | None = kwargs.get("socket_timeout")
+
+    async def execute(self, *args: bytes | str | int) -> Any:
+        link = self._link
+        if link is None or link.closed:
+            link = await self._connect()
+        reply = link.send(_pack(args))
+        if link.writable is not None:  # the transport's buffer is full: Redis is not reading
+            try:
+                async with asyncio.timeout(self._timeout or None):
+                    await asyncio.shield(link.writable)
+            except TimeoutError:
+                link.fail(RedisTimeoutError("Timeout writing to socket"))
+        return await reply
+
+    async def _connect(self) -> _Link:
+        async with self._lock:
+            if self._closed:
+                raise RedisConnectionError("The line is closed.")
+            link = self._link
+            if link is not None and not link.closed:
+                return link  # another task connected meanwhile
+            pool = self._pool
+            connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+            await connection.connect()  # type: ignore[no-untyped-call]
+            writer = connection._writer
+            reader = connection._reader
+            assert writer is not None and reader is not None
+            transport = writer.transport
+            link = _Link(transport, self._timeout)  # type: ignore[arg-type]
+            transport.set_protocol(link)
+            # The transport is the link's now: redis-py's connection, once collected, would close
+            # the writer it still names (`AbstractConnection.__del__`), and asyncio's stream
+            # writer closes its transport when it is collected: the link keeps the streams.
+            link.streams = (reader, writer)
+            connection._writer = connection._reader = None
+            leftover = bytes(getattr(reader, "_buffer", b""))
+            if leftover:  # nothing is expected after the handshake's replies
+                link.data_received(leftover)
+            self._link = link
+            return link
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            self._closed = True
+            if self._link is not None:
+                self._link.fail(RedisConnectionError("The line is closed."))
+                self._link = None
+
+
+class LineScript:
+    """A Lua script run over a `RedisLine` (`EVALSHA`, and `EVAL` when Redis does not know it: a
+    restarted Redis has no scripts, as redis-py's `Script` does)."""
+
+    def __init__(self, line: RedisLine, script: str) -> None:
+        self.line = line
+        self.script = script
+        self.sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, keys: list[str], args: list[bytes | str | int]) -> Any:
+        try:
+            return await self.line.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.line.execute("EVAL", self.script, len(keys), *keys, *args)

@@ -84,6 +84,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
             await octavus.stop()
             await tests.stop()
             await worker.stop()
+            await deps.store.aclose()
             await deps.http.aclose()
             await llm.aclose()
 

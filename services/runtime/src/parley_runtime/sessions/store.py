@@ -24,6 +24,7 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from parley_common.redis_client import LineScript, RedisLine
 from parley_runtime.sessions.state import SessionState
 from parley_runtime.settings import RuntimeSettings
 from parley_runtime.state_store import RedisStateStore
@@ -87,7 +88,11 @@ class StateStore(RedisStateStore[SessionState]):
 
     def __post_init__(self) -> None:
         self._claim: Any = self.redis.register_script(_CLAIM)
-        self._save: Any = self.redis.register_script(_SAVE)
+        # A turn's commit, the one Redis command of every turn, goes over a connection of its own
+        # (`RedisLine`: no pool checkout and release, no retry wrapper, no reader per command);
+        # everything else goes through the pool.
+        self._line = RedisLine(self.redis.connection_pool)
+        self._save = LineScript(self._line, _SAVE)
         self._renew: Any = self.redis.register_script(_RENEW)
         self._release: Any = self.redis.register_script(_RELEASE)
 
@@ -128,6 +133,10 @@ class StateStore(RedisStateStore[SessionState]):
         )
         if not ok:
             raise OwnershipLost(str(state.conversation_id))
+
+    async def aclose(self) -> None:
+        """Close the save's own connection (the pool is its owner's to close)."""
+        await self._line.aclose()
 
     def shrink(self, state: SessionState) -> bool:
         """The oldest history goes first (a quarter at a time)."""
