@@ -219,3 +219,17 @@ async def test_the_looks_of_many_new_sessions_are_one_request(
 
     monkeypatch.setattr(together.js, "add_consumer", away)
     assert await asyncio.gather(*(together.stored(conv, 0) for conv in quiet)) == [True] * 5
+
+
+async def test_input_heard_while_a_look_waits_for_others_is_read_at_once(
+    rt: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look waits for other sessions' looks (up to a second for the later ones); input the bell
+    hears meanwhile does not wait for it."""
+    monkeypatch.setattr(streams, "RECHECKS_S", (0.05, 30.0))
+    monkeypatch.setattr(streams, "FIRST_LOOK_WINDOW_S", 30.0)
+    async with greeted(rt) as (conv, client, runner):
+        await asyncio.sleep(0.2)  # the first look is waiting for others
+        assert runner.inputs._looking is not None
+        await rt.say(conv, "heard")
+        assert texts(await client.until("turn_complete", timeout_s=3)) == "You said: heard"

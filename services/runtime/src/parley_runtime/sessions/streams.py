@@ -117,6 +117,12 @@ class InputLooks:
         within `patience_s` together with the other sessions' looks."""
         if after_seq:
             return await stored_input_after(self.js, conversation_id, after_seq)
+        return await self.ask(conversation_id, patience_s)
+
+    def ask(self, conversation_id: UUID, patience_s: float) -> asyncio.Future[bool]:
+        """Whether `SESSION_IN` holds any input of this conversation, answered within `patience_s`
+        (plus the request) together with the other sessions' looks. Cancelled or answered by its
+        caller first (the bell rang), the answer is left alone."""
         loop = asyncio.get_running_loop()
         due = loop.time() + patience_s
         if self._due is None or due < self._due.when():
@@ -125,7 +131,7 @@ class InputLooks:
             self._due = loop.call_at(due, self._send)
         answer: asyncio.Future[bool] = loop.create_future()
         self._batch.append((conversation_id, answer))
-        return await answer  # cancelled (the session closed): its answer is not waited for
+        return answer
 
     def _send(self) -> None:
         batch, self._batch, self._due = self._batch, [], None
@@ -233,6 +239,7 @@ class InputFeed:
         self._reader: OrderedReader | None = None
         self._bell: Subscription | None = None
         self._rung = asyncio.Event()  # input was heard, or the connection came back
+        self._looking: asyncio.Future[bool] | None = None  # a look waiting for the others'
         self._waiting: asyncio.Task[None] | None = None
         self._unhook: Callable[[], None] | None = None
 
@@ -253,6 +260,9 @@ class InputFeed:
     async def _ring(self, _: Msg | None = None) -> None:
         """Input was heard on the bell (a message), or the connection came back (none)."""
         self._rung.set()
+        looking = self._looking
+        if looking is not None and not looking.done():
+            looking.set_result(True)  # no need to wait for the look: read the stream now
 
     async def _read_once_there_is_input(self, after_seq: int) -> None:
         subscribed = asyncio.get_running_loop().time()  # the looks are timed from here
@@ -284,11 +294,16 @@ class InputFeed:
 
     async def _stored(self, after_seq: int, patience_s: float) -> bool:
         try:
-            return await self.looks.stored(self.conversation_id, after_seq, patience_s)
+            if after_seq:
+                return await self.looks.stored(self.conversation_id, after_seq)
+            self._looking = self.looks.ask(self.conversation_id, patience_s)
+            return await self._looking
         except asyncio.CancelledError:
             raise
         except Exception:  # cannot tell: read the stream
             return True
+        finally:
+            self._looking = None
 
     def _stop_listening(self) -> None:
         if self._unhook is not None:
