@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from nats.aio.msg import Msg
@@ -127,6 +127,7 @@ async def test_input_stored_after_the_first_look_is_found_by_a_later_one(
     late) waits for a later look, then one every `RECHECK_EVERY_S`: never for ever."""
     monkeypatch.setattr(streams, "RECHECKS_S", (0.1, 0.2))
     monkeypatch.setattr(streams, "RECHECK_EVERY_S", 0.3)
+    monkeypatch.setattr(streams, "LATER_LOOK_WINDOW_S", 0.0)  # no other session's look to wait for
     async with greeted(rt) as (conv, client, runner):
         await asyncio.sleep(0.6)  # the two first looks and one periodic look found nothing
         assert len(looks) >= 3 and not runner.inputs.reading
@@ -188,3 +189,47 @@ async def test_a_session_held_before_reads_its_input_at_once(rt: Stack) -> None:
         await asyncio.wait_for(task, 10)
     finally:
         task.cancel()
+
+
+async def test_the_looks_of_many_new_sessions_are_one_request(
+    rt: Stack, looks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looks due together are one JetStream request (a consumer filtered on their subjects, never
+    read); only when it counts input does each session get a look of its own, to say which."""
+    monkeypatch.setattr(streams, "LOOKS_TOGETHER_MIN", 3)
+    together = streams.InputLooks(rt.nc)
+    quiet = [uuid4() for _ in range(5)]
+    patience = [0.5, 0.05, 0.5, 0.5, 0.5]  # sent when the most impatient is due
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(together.stored(conv, 0, p) for conv, p in zip(quiet, patience, strict=True))), 0.4
+    )
+    assert answers == [False] * 5 and looks == []  # one request answered for all five
+    assert await asyncio.gather(*(together.stored(conv, 0) for conv in quiet[:2])) == [False] * 2
+    assert looks == [0, 0]  # too few together: one look each
+    spoken = uuid4()
+    await rt.say(spoken, "hello")
+    lone = asyncio.ensure_future(together.stored(uuid4(), 0))
+    lone.cancel()  # a session that closed while waiting: the others are answered all the same
+    answers = await asyncio.gather(*(together.stored(conv, 0) for conv in [*quiet, spoken]))
+    assert answers == [False] * 5 + [True]
+    assert len(looks) == 2 + 6  # input counted: each one looked at on its own
+
+    async def away(*_: Any, **__: Any) -> Any:
+        raise TimeoutError
+
+    monkeypatch.setattr(together.js, "add_consumer", away)
+    assert await asyncio.gather(*(together.stored(conv, 0) for conv in quiet)) == [True] * 5
+
+
+async def test_input_heard_while_a_look_waits_for_others_is_read_at_once(
+    rt: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look waits for other sessions' looks (up to a second for the later ones); input the bell
+    hears meanwhile does not wait for it."""
+    monkeypatch.setattr(streams, "RECHECKS_S", (0.05, 30.0))
+    monkeypatch.setattr(streams, "FIRST_LOOK_WINDOW_S", 30.0)
+    async with greeted(rt) as (conv, client, runner):
+        await asyncio.sleep(0.2)  # the first look is waiting for others
+        assert runner.inputs._looking is not None
+        await rt.say(conv, "heard")
+        assert texts(await client.until("turn_complete", timeout_s=3)) == "You said: heard"

@@ -73,7 +73,7 @@ from parley_runtime.engine import SessionEngine
 from parley_runtime.llm_port import ChatReuse, LLMPort
 from parley_runtime.sessions.state import SessionState
 from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
-from parley_runtime.sessions.streams import InputFeed, Outlet, Received, last_output_index
+from parley_runtime.sessions.streams import InputFeed, InputLooks, Outlet, Received, last_output_index
 from parley_runtime.sessions.turn_io import SessionTurnIO
 from parley_runtime.sessions.voice import TurnVoice
 from parley_runtime.settings import RuntimeSettings
@@ -105,6 +105,11 @@ class Deps:
     # Set while the worker drains: running turns finish, no new one starts.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     turn_over: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a turn ends
+    # The worker's looks at its new sessions' input, made together (streams.py).
+    looks: InputLooks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.looks = InputLooks(self.nc)
 
 
 @dataclass
@@ -144,7 +149,7 @@ class SessionRunner:
         self.log = log.bind(conversation_id=self.conv)
         self.state = SessionState.new(start)
         self.outlet: Outlet | None = None
-        self.inputs = InputFeed(deps.nc, deps.events, start.conversation_id)
+        self.inputs = InputFeed(deps.nc, deps.events, start.conversation_id, deps.looks)
         self.turn: Turn | None = None
         self.pending: deque[Received] = deque()
         self.chat_reuse: ChatReuse = {}  # the history's LLM messages, from turn to turn (llm_port.py)

@@ -21,7 +21,8 @@ by looking at the stream `RECHECKS_S` after subscribing (input sent before the w
 the session waits 0.25 s; a message routed just before the subscription but stored by a loaded
 broker later than that is found at a later look, then once a minute, so no first message waits
 forever), and by creating the consumer at once after a reconnect (core messages sent while the
-connection was away are lost).
+connection was away are lost). A worker's looks are made together (`InputLooks`): the sessions
+due for a look within a moment of each other are asked about in one JetStream request.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
 
@@ -62,6 +64,14 @@ log = structlog.get_logger(__name__)
 # long an input the bell missed (routed before the subscription, stored later) can wait.
 RECHECKS_S = (0.25, 1.0, 5.0, 30.0)
 RECHECK_EVERY_S = 60.0
+# How long a look waits for other sessions' looks to go with it (`InputLooks`): the first (input
+# sent before the claim waits for it) little, the later ones (a safety net) longer; how many looks
+# make one request worth a consumer (fewer: a request each, as one costs the broker less than a
+# consumer then); how long the broker keeps that consumer (never read: the broker removes it).
+FIRST_LOOK_WINDOW_S = 0.1
+LATER_LOOK_WINDOW_S = 1.0
+LOOKS_TOGETHER_MIN = 6
+LOOK_CONSUMER_INACTIVE_S = 1.0
 _EVENT: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
 
 
@@ -72,6 +82,97 @@ async def stored_input_after(js: JetStreamContext, conversation_id: UUID, seq: i
     except NotFoundError:
         return False
     return (msg.seq or 0) > seq
+
+
+class InputLooks:
+    """One worker's looks at its new sessions' input, made together.
+
+    A look asked for one session (`stored`) waits up to its `patience_s` for the looks of other
+    sessions; when the most impatient one is due, one request answers for all of them: an
+    ephemeral consumer of `SESSION_IN` filtered on their input subjects, created and never read,
+    whose `num_pending` is how many inputs the stream holds for them (the broker deletes it after
+    `LOOK_CONSUMER_INACTIVE_S`). Nothing pending: none has input (the common case; one request
+    instead of one per session). Something pending: each is looked at on its own, as before, to
+    say which. Fewer than `LOOKS_TOGETHER_MIN` due together are looked at one by one. Only looks
+    from sequence 0 (a new session's, all `InputFeed` makes) go together; another is always a look
+    of its own. A request that fails answers "cannot tell" (True) for every session in it, as a
+    look of its own did.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self._js: JetStreamContext | None = None
+        self._batch: list[tuple[UUID, asyncio.Future[bool]]] = []
+        self._due: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            self._js = self.nc.jetstream()
+        return self._js
+
+    async def stored(self, conversation_id: UUID, after_seq: int, patience_s: float = 0.0) -> bool:
+        """Whether `SESSION_IN` holds an input of this conversation beyond `after_seq`, asked
+        within `patience_s` together with the other sessions' looks."""
+        if after_seq:
+            return await stored_input_after(self.js, conversation_id, after_seq)
+        return await self.ask(conversation_id, patience_s)
+
+    def ask(self, conversation_id: UUID, patience_s: float) -> asyncio.Future[bool]:
+        """Whether `SESSION_IN` holds any input of this conversation, answered within `patience_s`
+        (plus the request) together with the other sessions' looks. Cancelled or answered by its
+        caller first (the bell rang), the answer is left alone."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + patience_s
+        if self._due is None or due < self._due.when():
+            if self._due is not None:
+                self._due.cancel()
+            self._due = loop.call_at(due, self._send)
+        answer: asyncio.Future[bool] = loop.create_future()
+        self._batch.append((conversation_id, answer))
+        return answer
+
+    def _send(self) -> None:
+        batch, self._batch, self._due = self._batch, [], None
+        task = asyncio.ensure_future(self._look(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _look(self, batch: list[tuple[UUID, asyncio.Future[bool]]]) -> None:
+        waiting = [(conv, answer) for conv, answer in batch if not answer.done()]
+        found: set[UUID] | None  # None: cannot tell
+        try:
+            found = await self._with_input([conv for conv, _ in waiting])
+        except Exception:  # cannot tell: every session in it reads the stream
+            found = None
+        for conv, answer in waiting:
+            if not answer.done():
+                answer.set_result(found is None or conv in found)
+
+    async def _with_input(self, conversations: list[UUID]) -> set[UUID]:
+        if len(conversations) >= LOOKS_TOGETHER_MIN:
+            info = await self.js.add_consumer(
+                subjects.SESSION_IN_STREAM,
+                ConsumerConfig(
+                    filter_subjects=[subjects.session_in(str(conv)) for conv in conversations],
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_policy=AckPolicy.NONE,
+                    num_replicas=1,
+                    mem_storage=True,
+                    inactive_threshold=LOOK_CONSUMER_INACTIVE_S,
+                ),
+            )
+            if not info.num_pending:
+                return set()
+        found: set[UUID] = set()
+        for conv in conversations:  # a few, or some of them have input: which
+            try:
+                if await stored_input_after(self.js, conv, 0):
+                    found.add(conv)
+            except Exception:  # cannot tell: read the stream
+                found.add(conv)
+        return found
 
 
 async def last_output_index(js: JetStreamContext, conversation_id: UUID) -> int:
@@ -128,13 +229,17 @@ class Received:
 class InputFeed:
     """The session's input, in stream order, from the first sequence not yet processed."""
 
-    def __init__(self, nc: Client, events: BusEvents, conversation_id: UUID) -> None:
+    def __init__(
+        self, nc: Client, events: BusEvents, conversation_id: UUID, looks: InputLooks | None = None
+    ) -> None:
         self.nc, self.events = nc, events
         self.conversation_id = conversation_id
+        self.looks = looks if looks is not None else InputLooks(nc)  # the worker's, shared
         self.queue: asyncio.Queue[Received] = asyncio.Queue()
         self._reader: OrderedReader | None = None
         self._bell: Subscription | None = None
         self._rung = asyncio.Event()  # input was heard, or the connection came back
+        self._looking: asyncio.Future[bool] | None = None  # a look waiting for the others'
         self._waiting: asyncio.Task[None] | None = None
         self._unhook: Callable[[], None] | None = None
 
@@ -155,17 +260,20 @@ class InputFeed:
     async def _ring(self, _: Msg | None = None) -> None:
         """Input was heard on the bell (a message), or the connection came back (none)."""
         self._rung.set()
+        looking = self._looking
+        if looking is not None and not looking.done():
+            looking.set_result(True)  # no need to wait for the look: read the stream now
 
     async def _read_once_there_is_input(self, after_seq: int) -> None:
-        looked = 0.0
+        subscribed = asyncio.get_running_loop().time()  # the looks are timed from here
         periodic = itertools.count(RECHECKS_S[-1] + RECHECK_EVERY_S, RECHECK_EVERY_S)
         for at in itertools.chain(RECHECKS_S, periodic):
             # `asyncio.timeout`, not `wait_for`: no task made for each wait (~40 µs of CPU each).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(at - looked):
+                async with asyncio.timeout_at(subscribed + at):
                     await self._rung.wait()
-            looked = at
-            if self._rung.is_set() or await self._stored(after_seq):
+            patience = FIRST_LOOK_WINDOW_S if at == RECHECKS_S[0] else LATER_LOOK_WINDOW_S
+            if self._rung.is_set() or await self._stored(after_seq, patience):
                 break
         self._stop_listening()
         delay = 0.05
@@ -184,11 +292,18 @@ class InputFeed:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _stored(self, after_seq: int) -> bool:
+    async def _stored(self, after_seq: int, patience_s: float) -> bool:
         try:
-            return await stored_input_after(self.nc.jetstream(), self.conversation_id, after_seq)
+            if after_seq:
+                return await self.looks.stored(self.conversation_id, after_seq)
+            self._looking = self.looks.ask(self.conversation_id, patience_s)
+            return await self._looking
+        except asyncio.CancelledError:
+            raise
         except Exception:  # cannot tell: read the stream
             return True
+        finally:
+            self._looking = None
 
     def _stop_listening(self) -> None:
         if self._unhook is not None:
