@@ -98,8 +98,10 @@ class InlineSubscription:
         return self._sub.subject
 
     async def unsubscribe(self) -> None:
-        self._routes.handlers.pop(self._sub._id, None)
+        # The handler stays until nats-py has let the subscription go (it raises when the
+        # connection is closed or draining: then messages may still come, and go to the handler).
         await self._sub.unsubscribe()
+        self._routes.handlers.pop(self._sub._id, None)
 
 
 async def subscribe_inline(nc: Client, subject: str, handler: InlineHandler) -> InlineSubscription:
@@ -125,7 +127,31 @@ async def subscribe_inline(nc: Client, subject: str, handler: InlineHandler) -> 
     if task is not None:
         task.cancel()
         sub._wait_for_msgs_task = None
+    sub._pending_queue = _NO_QUEUE  # type: ignore[assignment]  # its queue too (~2.5 KiB: four deques)
     return InlineSubscription(routes, sub)
+
+
+class _NoQueue:
+    """What nats-py reads of an inline subscription's pending queue: always empty. Nothing is put
+    in it (its messages go to the handler); should nats-py ever do so, the message is dropped."""
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+    def put_nowait(self, msg: Msg) -> None:
+        log.warning("bus.inline_message_dropped", subject=msg.subject)
+
+    def task_done(self) -> None:
+        return None
+
+    async def join(self) -> None:
+        return None
+
+
+_NO_QUEUE = _NoQueue()
 
 
 # ----------------------------------------------------------------------------- eager start
