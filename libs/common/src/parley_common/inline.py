@@ -68,7 +68,7 @@ class _Routes:
         stats["in_bytes"] += len(data)
         try:
             handler(subject, data, headers)
-        except Exception:
+        except (Exception, asyncio.CancelledError):  # the handler's own: never the read loop's
             log.exception("bus.inline_handler_failed", subject=subject.decode(errors="replace"))
 
 
