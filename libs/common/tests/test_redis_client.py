@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+from importlib import metadata
+from unittest import mock
 
 import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
@@ -142,3 +144,10 @@ async def test_a_line_times_out_a_reply_that_does_not_come(valkey: ValkeyServer)
     finally:
         await line.aclose()
         await redis.aclose()
+
+
+def test_a_new_connection_neither_reads_package_metadata_nor_sends_client_setinfo() -> None:
+    pool = make_pool(CommonSettings(redis_url="redis://127.0.0.1:1/0"))
+    with mock.patch.object(metadata, "version", side_effect=AssertionError("metadata read")):
+        connection = pool.make_connection()  # type: ignore[no-untyped-call]
+    assert connection.driver_info is None
