@@ -30,8 +30,7 @@ run: install
 	$(UV) run --frozen parley run $(if $(PARLEY_TRACES),--traces)
 
 # The suite runs a test module per process, PYTEST_WORKERS at a time (default 2: most e2e time is
-# spent waiting on sockets and subprocesses, so two share two cores well), longest first (the order
-# `parley_devstack.pytest_plugin` collects them in; xdist's own reorder is off). Modules marked `serial`
+# spent waiting on sockets and subprocesses, so two share two cores well). Modules marked `serial`
 # (schemathesis: many items under one node id, which pytest-xdist would run once) run after, each in
 # a pytest of its own, two at once (each keeps one core busy); their output follows, module by
 # module. On shared servers (NATS_URL set) one at a time: both would answer in the `auth` group.
@@ -40,7 +39,7 @@ test: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
-	$(UV) run --frozen pytest -n $${PYTEST_WORKERS:-2} --dist loadfile --no-loadscope-reorder -m "not serial"
+	$(UV) run --frozen pytest -n $${PYTEST_WORKERS:-2} --dist loadfile -m "not serial"
 	@rm -rf test-artifacts/serial && mkdir -p test-artifacts/serial
 	$(SERIAL_MODULES) | xargs -P $$([ -n "$${NATS_URL:-}" ] && echo 1 || echo 2) -I{} \
 	  sh -c '$(UV) run --frozen pytest -m serial {} > test-artifacts/serial/$$(echo {} | tr / _).log 2>&1'; \
