@@ -1,10 +1,9 @@
 """`SessionBridge.attach` subscribes outside the caller's trace context.
 
-Each reader keeps a copy of the context it was subscribed in for the session's lifetime (nats-py's
-task per subscription did; the inline readers run their hand-overs in it): subscribed inside the
-handshake's span, both readers would keep that span in memory while the socket stays open
-(docs/performance.md, "Memory per idle session in the gateway"). The caller's context is back
-once `attach` returns.
+nats-py starts a task per subscription, and a task keeps a copy of the context it was created in
+for as long as it runs (the session's lifetime): subscribed inside the handshake's span, both
+readers would keep that span in memory while the socket stays open (docs/performance.md, "Memory
+per idle session in the gateway"). The caller's context is back once `attach` returns.
 """
 
 from __future__ import annotations
@@ -21,14 +20,6 @@ from parley_session_gateway.bridge import SessionBridge
 
 
 class _Sub:
-    """What `parley_common.inline` reads of nats-py's subscription."""
-
-    def __init__(self, sid: int) -> None:
-        self._id = sid
-        self._pending_queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._pending_size = 0
-        self._wait_for_msgs_task = None
-
     async def unsubscribe(self) -> None:
         return None
 
@@ -38,17 +29,10 @@ class _Nats:
 
     def __init__(self) -> None:
         self.spans: list[trace.Span] = []
-        self.stats = {"in_msgs": 0, "in_bytes": 0}
-
-    async def _process_msg(self, *_: Any) -> None:
-        return None
-
-    def new_inbox(self) -> str:
-        return "_INBOX.test"
 
     async def subscribe(self, subject: str, **_: Any) -> _Sub:
         self.spans.append(trace.get_current_span())
-        return _Sub(len(self.spans))
+        return _Sub()
 
     def jetstream(self) -> _Nats:
         return self

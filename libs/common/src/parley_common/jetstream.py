@@ -50,7 +50,6 @@ from nats.js.api import (
 from nats.js.errors import APIError, NoStreamResponseError
 
 from parley_common.bus import BusEvents
-from parley_common.inline import ack_inbox, status_of
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.tasks import cancel_and_wait
 
@@ -118,45 +117,12 @@ async def _publish_once(
     """One JetStream publish and its ack: `JetStreamContext.publish` without the context, which
     `nc.jetstream()` builds anew each time (an email header parser, an event, a semaphore), and
     the ack read into `PubAck` directly. The same request and the same errors: no responders (no
-    stream, or JetStream away) as `NoStreamResponseError`, an API error as its `APIError`, no ack
-    within `wait_s` as nats-py's `TimeoutError`.
-
-    The ack comes to the client's inline ack inbox (`inline.AckInbox`): completed in nats-py's read
-    loop, without `nc.request`'s per-request token, `wait_for`, `Msg` and its subscription's task
-    hop. Should that inbox be unavailable (the connection closing), `nc.request` does it."""
-    inbox = await ack_inbox(nc)
-    if inbox is None:
-        return _read_ack(*await _request(nc, subject, payload, wait_s, headers))
-    reply, future = inbox.expect()
-    timer = asyncio.get_running_loop().call_later(wait_s, _time_out, future)
-    try:
-        await nc.publish(subject, payload, reply=reply, headers=headers)
-        data, raw_headers = await future
-    finally:
-        timer.cancel()
-        inbox.forget(reply)
-    if status_of(raw_headers) == b"503":
-        raise NoStreamResponseError
-    return _read_ack(data, raw_headers)
-
-
-def _time_out(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(NatsTimeoutError())
-
-
-async def _request(
-    nc: Client, subject: str, payload: bytes, wait_s: float, headers: dict[str, str]
-) -> tuple[bytes, bytes | None]:
+    stream, or JetStream away) as `NoStreamResponseError`, an API error as its `APIError`."""
     try:
         msg = await nc.request(subject, payload, timeout=wait_s, headers=headers)
     except NoRespondersError:
         raise NoStreamResponseError from None
-    return msg.data, None
-
-
-def _read_ack(data: bytes, headers: bytes | None) -> PubAck:
-    resp = json.loads(data)
+    resp = json.loads(msg.data)
     if "error" in resp:
         raise APIError.from_error(resp["error"])
     if resp.keys() <= PUB_ACK_FIELDS:

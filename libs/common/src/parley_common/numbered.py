@@ -20,11 +20,6 @@ stream stores a message a moment after core delivered it, so a message published
 subscription was being made may not be stored yet at the first look). Messages that arrive over
 core meanwhile are handed on at once when they are the next number, and held otherwise.
 
-Core delivery is handled in nats-py's read loop (`inline.subscribe_inline`): no queue and task per
-reader; each message is decoded there and its hand-over run at once (`inline.start_eagerly`), given
-a task only when it must wait (the lock, held by a catch-up or a delivery still waiting on its
-consumer; `deliver` waiting). Those tasks wait on the lock in the order the messages arrived.
-
 Numbers may be missing for good: a plain publish lost with the publisher's connection leaves a gap
 in the stream too. So a message the stream delivers stands for every missing number below it (it
 releases what is held below it), and at the end of a catch-up whatever is held is handed on in
@@ -36,7 +31,6 @@ does not fill never stalls the reader.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -44,11 +38,11 @@ from typing import Generic, TypeVar
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError
 from nats.js.errors import NotFoundError
 
 from parley_common.bus import BusEvents
-from parley_common.inline import InlineSubscription, start_eagerly, subscribe_inline
 from parley_common.jetstream import OrderedReader, wait_connected
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.tasks import cancel_and_wait
@@ -88,9 +82,7 @@ class NumberedReader(Generic[T]):
         self.catch_ups = 0  # rounds run (for tests and logs)
         self._held: dict[int, tuple[T, int]] = {}  # number → (item, the round it arrived in)
         self._lock = asyncio.Lock()  # one hand-over at a time, from core or from the stream
-        self._sub: InlineSubscription | None = None
-        self._context = contextvars.Context()  # where core hand-overs run (set at `open`)
-        self._waiting: set[asyncio.Task[None]] = set()  # core hand-overs that had to wait
+        self._sub: Subscription | None = None
         self._unhook: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wanted = False
@@ -98,10 +90,8 @@ class NumberedReader(Generic[T]):
         self._round = 0  # incremented when a catch-up round takes its first look
 
     async def open(self, *, catch_up: bool) -> None:
-        """Subscribe; `catch_up`: the stream may already hold numbers after `after`. Core
-        hand-overs run in a copy of the caller's context (as a subscription's task did)."""
-        self._context = contextvars.copy_context()
-        self._sub = await subscribe_inline(self.nc, self.subject, self._on_core_inline)
+        """Subscribe; `catch_up`: the stream may already hold numbers after `after`."""
+        self._sub = await self.nc.subscribe(self.subject, cb=self._on_core)
         self._unhook = self.events.on_reconnect(self._reconnected)
         if catch_up:
             self.request_catch_up()
@@ -114,8 +104,6 @@ class NumberedReader(Generic[T]):
         task, self._task = self._task, None
         await cancel_and_wait(task)
         sub, self._sub = self._sub, None
-        for waiting in list(self._waiting):  # as nats-py stopped a subscription's task: not awaited
-            waiting.cancel()
         if sub is not None:
             try:
                 await sub.unsubscribe()
@@ -124,20 +112,10 @@ class NumberedReader(Generic[T]):
 
     # ----------------------------------------------------------------------------- hand-over
 
-    def _on_core_inline(self, subject: bytes, data: bytes, headers: bytes | None) -> None:
-        """A core message, in nats-py's read loop: decoded, and handed over now or, when that must
-        wait, by a task of its own."""
-        if self._closed:
-            return
-        item = self.decode(data)
+    async def _on_core(self, msg: Msg) -> None:
+        item = self.decode(msg.data)
         if item is None:
             return
-        task = start_eagerly(self._take(item), self._context)
-        if task is not None:
-            self._waiting.add(task)
-            task.add_done_callback(self._waiting.discard)
-
-    async def _take(self, item: T) -> None:
         async with self._lock:
             await self._offer(self.index_of(item), item)
             gap = bool(self._held)

@@ -18,19 +18,18 @@ took, and reported as failed only when it was not stored within `bus_publish_tim
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
 from uuid import UUID
 
 import structlog
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 from opentelemetry import context as otel_context
 
 from parley_common import session_contract as sc
 from parley_common import subjects
 from parley_common.bus import BusEvents
-from parley_common.inline import SequencedSubscription
 from parley_common.jetstream import publish_durably
 from parley_common.numbered import NumberedReader
 from parley_session_gateway import bus
@@ -38,7 +37,7 @@ from parley_session_gateway import bus
 log = structlog.get_logger(__name__)
 
 OnOutput = Callable[[sc.SessionOutput], Awaitable[None]]
-OnControl = Callable[[sc.SessionControl], Coroutine[Any, Any, None]]
+OnControl = Callable[[sc.SessionControl], Awaitable[None]]
 
 
 @dataclass
@@ -50,7 +49,7 @@ class SessionBridge:
     _: KW_ONLY
     publish_timeout_s: float = 30.0
     _out: NumberedReader[sc.SessionOutput] | None = field(default=None, init=False, repr=False)
-    _ctl: SequencedSubscription | None = field(default=None, init=False, repr=False)
+    _ctl: Subscription | None = field(default=None, init=False, repr=False)
 
     async def attach(self, on_output: OnOutput, on_control: OnControl, *, new: bool = False) -> None:
         """Subscribe to the session's control and output (after `last_index`); `new`: the session

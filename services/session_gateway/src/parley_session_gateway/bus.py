@@ -6,10 +6,10 @@ Subscriptions (the gateway handles these), each opened by the function named her
   broker; `listen_revocations` hands it to `live.LiveConnections.on_revoked`.
 - `catalog.events.agent.*`: core, fan-out, subscribed by `agent_access.AgentAccess` on the app's
   broker: an agent changed, so the catalog's answers about it kept there are dropped.
-- `session.<id>.ctl`: core, per connection (`session_control`, inline), handled by
+- `session.<id>.ctl`: core, per connection (`session_control`), handled by
   `connection.SessionConnection._on_control` through `bridge.SessionBridge`.
 - `session.<id>.out` (stored by stream `SESSION_OUT`): core, per connection (`session_output`, a
-  `NumberedReader`, inline), handled by `connection.SessionConnection._on_output`; the stream is read
+  `NumberedReader`), handled by `connection.SessionConnection._on_output`; the stream is read
   with a temporary ordered consumer only to catch up (a resume, a reconnect, a gap in the indices).
 - `session.<id>.audio.out`: core with a bounded buffer, per voice socket (`agent_audio`),
   handled by `realtime.voice.VoiceLink`.
@@ -26,15 +26,13 @@ through `RecognitionClient`. Publications: `sessions.start` and
 `session.<id>.in`, durably, in `bridge.SessionBridge`.
 
 Every subscription is nats-py's own (`broker.connection`): they are opened and closed per socket,
-which FastStream's declared subscribers are not made for. The two every socket holds (output and
-control) are read inline (`parley_common.inline`): their messages are handled in nats-py's read
-loop, without a queue and a task per subscription.
+which FastStream's declared subscribers are not made for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from faststream.nats import NatsBroker
@@ -48,7 +46,6 @@ from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import Principal
 from parley_common.bus import BusEvents, request
 from parley_common.catalog_contract import AgentAccessReply, AgentAccessRequest
-from parley_common.inline import SequencedSubscription, subscribe_sequenced
 from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
 from parley_common.numbered import NumberedReader
 from parley_common.octavus import sessions as octavus_wire
@@ -96,18 +93,11 @@ def listen_revocations(auth: AuthClient, live: LiveConnections) -> None:
 
 
 async def session_control(
-    nc: Client, conversation_id: str, handle: Callable[[SessionControl], Coroutine[Any, Any, None]]
-) -> SequencedSubscription:
-    """Which connection the runtime serves, and the session's timing; handled in nats-py's read
-    loop, one message after the other (`inline.subscribe_sequenced`: no queue and task held per
-    socket)."""
-    decode = decoder(SessionControl, invalid="realtime.bad_control", conversation_id=conversation_id)
-
-    def start(data: bytes) -> Coroutine[Any, Any, None] | None:
-        item = decode(data)
-        return None if item is None else handle(item)
-
-    return await subscribe_sequenced(nc, subjects.session_ctl(conversation_id), start)
+    nc: Client, conversation_id: str, handle: Callable[[SessionControl], Awaitable[None]]
+) -> Subscription:
+    """Which connection the runtime serves, and the session's timing."""
+    on_msg = parsed(SessionControl, handle, invalid="realtime.bad_control", conversation_id=conversation_id)
+    return await nc.subscribe(subjects.session_ctl(conversation_id), cb=on_msg)
 
 
 def session_output(

@@ -25,7 +25,6 @@ from starlette.websockets import WebSocket
 
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes, ErrorCode, envelope
-from parley_common.inline import start_eagerly
 from parley_common.session_contract import (
     ClientCancel,
     ClientEndSession,
@@ -316,9 +315,9 @@ class RealtimeConnection(SessionConnection):
                 self._ticking.cancel()
 
     def tick(self) -> None:
-        """The ticker's call, every tick interval: a `tick` from the runtime's timing, sent at
-        once, by a short task of its own only when it has to wait. A previous tick still waiting
-        on the socket (a client that stopped reading) is not joined by another."""
+        """The ticker's call, every tick interval: a `tick` from the runtime's timing, sent by a
+        short task of its own. A previous tick still waiting on the socket (a client that stopped
+        reading) is not joined by another."""
         timing = self.timing
         if timing is None or self._ticking is not None:
             return
@@ -326,8 +325,7 @@ class RealtimeConnection(SessionConnection):
         remaining = (timing.deadline_at - now).total_seconds() if timing.deadline_at else 0.0
         elapsed = (now - timing.started_at).total_seconds()
         frame = tick_json(max(0, int(remaining * 1000)), max(0, int(elapsed * 1000)))
-        # Sent now; only a send that has to wait (a client that stopped reading) gets a task.
-        self._ticking = start_eagerly(self._send_tick(frame))
+        self._ticking = asyncio.create_task(self._send_tick(frame), name="realtime-tick")
 
     async def _send_tick(self, frame: str) -> None:
         try:
