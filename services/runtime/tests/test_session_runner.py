@@ -20,7 +20,14 @@ from parley_common.conversation_contract import (
     ConversationStarted,
     conversation_msg_id,
 )
-from parley_common.session_contract import ClientConnected, InputCancel, SessionControl, SessionOutput
+from parley_common.session_contract import (
+    ClientConnected,
+    InputCancel,
+    ServerTextDelta,
+    ServerTextFull,
+    SessionControl,
+    SessionOutput,
+)
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import setup_telemetry
 from parley_runtime.sessions import runner as runner_module
@@ -310,3 +317,52 @@ async def test_a_turn_carries_its_timing_in_its_outputs_not_in_control_messages(
     finally:
         rt.llm.begin.set()
         await sub.unsubscribe()
+
+
+async def test_an_answers_last_text_goes_out_with_the_turns_end(nats_url: str, infra: Any) -> None:
+    """The text an answer held back at its end is published with the turn's end (one write), not
+    when its delta window ends: with a window of a minute, the turn still ends at once, the text
+    complete and in order, the delta still without headers."""
+    async with stack(nats_url, infra.redis_url, runtime_delta_window_ms=60_000) as slow_window:
+        start = session_start()
+        seen: list[tuple[int, str, dict[str, str]]] = []
+
+        async def out(msg: Msg) -> None:
+            output = SessionOutput.model_validate_json(msg.data)
+            seen.append((output.index, output.event.type, dict(msg.headers or {})))
+
+        sub = await slow_window.nc.subscribe(subjects.session_out(str(start.conversation_id)), cb=out)
+        client = await slow_window.client(start.conversation_id)
+        task = asyncio.create_task(SessionRunner(slow_window.deps(), start, FakeClaim()).run())
+        try:
+            await client.until("turn_complete")
+            await slow_window.say(start.conversation_id, "hello")
+            answer = await client.until("turn_complete", timeout_s=10)  # not the window's minute
+            assert texts(answer) == "You said: hello"
+            assert [e["type"] for e in answer] == ["text_delta", "text_delta", "turn_complete"]
+            await slow_window.end(start.conversation_id)
+            await client.until("session_closed")
+            await asyncio.wait_for(task, 10)
+        finally:
+            await sub.unsubscribe()
+        assert [index for index, _, _ in seen] == list(range(1, len(seen) + 1))
+        assert all(headers == {} for _, kind, headers in seen if kind == "text_delta"), seen
+
+
+async def test_a_held_event_goes_out_before_the_next_one_or_when_its_time_is_up(rt: Stack) -> None:
+    conv = session_start().conversation_id
+    client = await rt.client(conv)
+    outlet = streams.Outlet(rt.nc, conv, next_index=1)
+    await outlet.hold(ServerTextDelta(chunk="held"), within_s=60)
+    await outlet.emit(ServerTextFull(content="next"))  # a later output: the held one first
+    assert [await client.next() for _ in range(2)] == [
+        ServerTextDelta(chunk="held"),
+        ServerTextFull(content="next"),
+    ]
+    await outlet.hold(ServerTextDelta(chunk="alone"), within_s=0.05)  # nothing follows it
+    assert await client.next(timeout_s=5) == ServerTextDelta(chunk="alone")
+    await outlet.hold(ServerTextDelta(chunk="taken"), within_s=0.05)
+    taken = outlet.take_held()  # the caller publishes it (a turn's end): the timer does not
+    assert taken is not None and taken.index == 4 and outlet.take_held() is None
+    await asyncio.sleep(0.2)
+    assert client.out.empty()

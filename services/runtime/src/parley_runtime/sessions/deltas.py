@@ -4,7 +4,9 @@ A model's tokens often arrive in bursts (several SSE events in one read, or a lo
 pace at all). Each delta costs a bus message, a stored stream entry and a WebSocket frame, so the
 deltas that arrive within `window` of the last one sent are merged into the next. The first delta
 of an answer, and any after a pause, go out immediately; a delta held back goes out when the window
-ends even if nothing follows, so a slow stream is never delayed by more than `window`.
+ends even if nothing follows, so a slow stream is never delayed by more than `window`. What `close`
+sends (the answer's last text) goes to `send_last`, which the session runner holds for the turn's
+end (one write for both, `Outlet.hold`), again for at most `window`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ class DeltaCoalescer:
     timer, not a task: an answer that ends within its window (the usual burst) flushes at `close`
     and never wakes one up."""
 
-    def __init__(self, send: Callable[[str], Awaitable[None]], window_s: float) -> None:
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        window_s: float,
+        send_last: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.send = send
+        self.send_last = send_last or send  # what `close` sends (the answer's last text) goes here
         self.window_s = window_s
         self._pending: list[str] = []
         self._sent_at = float("-inf")
@@ -41,13 +49,13 @@ class DeltaCoalescer:
         self._timer = None
         self._flushing = asyncio.ensure_future(self.flush())
 
-    async def flush(self) -> None:
+    async def flush(self, last: bool = False) -> None:
         if not self._pending:
             return
         text = "".join(self._pending)
         self._pending.clear()
         self._sent_at = time.monotonic()
-        await self.send(text)
+        await (self.send_last if last else self.send)(text)
 
     async def close(self) -> None:
         """Send what is held back; call when the answer ends (however it ends)."""
@@ -57,4 +65,4 @@ class DeltaCoalescer:
         flushing, self._flushing = self._flushing, None
         if flushing is not None and not flushing.done():
             await asyncio.shield(flushing)  # what it sends goes out before what follows
-        await self.flush()
+        await self.flush(last=True)

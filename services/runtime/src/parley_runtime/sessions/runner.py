@@ -1,4 +1,4 @@
-# One piece (~620 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
+# One piece (~640 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
 # replay them on takeover) spans the loop, the turn and the commit; split, no module shows it whole.
 """One session on its owning worker: inputs in, turns of the blueprint, events out, until it closes.
 
@@ -20,6 +20,7 @@ write. A worker that takes the session over after a crash:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Mapping
@@ -180,6 +181,9 @@ class SessionRunner:
             self.log.warning("session.ownership_lost")
         finally:
             await self._abandon_turn()
+            if self.outlet is not None:
+                with contextlib.suppress(Exception):  # stopping: as its own delta would have
+                    await self.outlet.release_held()
             await self.inputs.close()
             self.deps.turn_over.set()
             otel_context.detach(token)
@@ -444,7 +448,10 @@ class SessionRunner:
         work = self._merge(turn.work, turn.input_seq)
         work.last_activity_at = _now()  # silence counts from the end of the runtime's turn
         # Waiting again (unless more input is pending): `turn_complete` carries the new deadline.
-        work.tail = [self.outlet.reserve(ServerTurnComplete(), self._current_timing(work))]
+        # The answer's last text, if held back, ends the turn with it: one write, both committed.
+        held = self.outlet.take_held()
+        end = self.outlet.reserve(ServerTurnComplete(), self._current_timing(work))
+        work.tail = [held, end] if held is not None else [end]
         work.out_index = self.outlet.next_index - 1
         if not await self._commit(work):
             return
@@ -482,7 +489,14 @@ class SessionRunner:
         each is stored once under its id, whatever is retried."""
         assert self.outlet is not None
         headers = trace_headers()  # one turn's context for all of them
-        publications = [self.outlet.acked(out, headers) for out in state.tail if out.index > published_up_to]
+        publications: list[Publication] = []
+        for out in state.tail:
+            if out.index <= published_up_to:
+                continue
+            if out.event.type == "text_delta":  # an answer's last text, held: plain, as `emit` sends it
+                await self.outlet.publish(out)
+            else:
+                publications.append(self.outlet.acked(out, headers))
         if state.outbox:
             subject = subjects.conversation_event(self.conv)
             body = conversation_body(state.outbox)
@@ -537,7 +551,9 @@ class SessionRunner:
                 summary=summary,
             )
         )
-        work.tail = [self.outlet.reserve(ServerSessionClosed(reason=reason))]
+        held = self.outlet.take_held()
+        end = self.outlet.reserve(ServerSessionClosed(reason=reason))
+        work.tail = [held, end] if held is not None else [end]
         work.out_index = self.outlet.next_index - 1
         self.closed = True
         try:
@@ -610,6 +626,13 @@ class SessionRunner:
     async def emit(self, event: ServerEvent) -> None:
         assert self.outlet is not None
         await self.outlet.emit(event, self._take_timing())
+
+    async def emit_last(self, event: ServerEvent) -> None:
+        """`emit`, for the last event of an answer: held (`Outlet.hold`) for at most a delta window,
+        so that a turn ending with it publishes both in one write."""
+        assert self.outlet is not None
+        window = self.deps.settings.runtime_delta_window_ms / 1000
+        await self.outlet.hold(event, window, self._take_timing())
 
     async def error(self, code: ErrorCode, params: dict[str, Any]) -> None:
         await self.emit(ServerError(code=code.code, message=envelope(code, params=params).message))

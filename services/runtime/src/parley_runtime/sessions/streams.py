@@ -6,8 +6,10 @@ them and sends them, in order, once it is back); the events that end a turn are 
 ack, which also confirms everything published before them on the connection, and are retried
 through a broker outage (`publish_durably`). Those carry `Nats-Msg-Id` `<conversation>:<index>`,
 so a republication after a crash (a committed tail) or a retry is dropped by JetStream itself. A
-text delta is published once and never again (a worker taking the session over numbers after the
-last stored index and republishes only the committed tail), so it carries no header at all.
+text delta carries no header at all: it is published once (a worker taking the session over numbers
+after the last stored index and republishes only what of the committed tail is not stored). An
+answer's last delta is held back for the turn's end (`Outlet.hold`): it is committed in the tail and
+published, still plain, in the same write as the end.
 
 Input is read with an `OrderedReader` (declared in bus.py): its consumer is recreated from the
 next input as soon as the connection to a restarted broker is back. A brand-new session creates
@@ -185,7 +187,13 @@ async def last_output_index(js: JetStreamContext, conversation_id: UUID) -> int:
 
 
 class Outlet:
-    """Numbers and publishes one session's server events."""
+    """Numbers and publishes one session's server events.
+
+    One event may be *held* (`hold`): numbered now, published with whatever is published next, or
+    within `within_s` if nothing is. An answer's last text delta is held so that it goes out with
+    the turn's end (`take_held`, then committed in the tail) in one write instead of two: a message
+    on its own costs each process it crosses a wake-up and a socket read or write
+    (docs/performance.md, change 44)."""
 
     def __init__(self, nc: Client, conversation_id: UUID, next_index: int) -> None:
         self.nc = nc
@@ -193,6 +201,8 @@ class Outlet:
         self.subject = subjects.session_out(str(conversation_id))
         self._id_prefix = f"{conversation_id}:"  # each output's `Nats-Msg-Id`, without a str(UUID)
         self.next_index = next_index
+        self._held: SessionOutput | None = None
+        self._held_timer: asyncio.TimerHandle | None = None
 
     def reserve(self, event: ServerEvent, timing: SessionTiming | None = None) -> SessionOutput:
         """Number an event without publishing it (a tail event, published after the commit)."""
@@ -205,10 +215,40 @@ class Outlet:
         trace context (nothing reads one from `SESSION_OUT`), and no `Nats-Msg-Id` (nothing
         publishes it again; JetStream's duplicate tracking of every delta and the gateway's header
         parsing cost ~8-10 µs a delta between them). The event that ends the turn has both
-        (`acked`)."""
+        (`acked`). A held event goes out first."""
+        await self.release_held()
         out = self.reserve(event, timing)
-        await self.nc.publish(self.subject, out.model_dump_json().encode())
+        await self.publish(out)
         return out
+
+    async def publish(self, out: SessionOutput) -> None:
+        """A numbered event, published as `emit` publishes it."""
+        await self.nc.publish(self.subject, out.model_dump_json().encode())
+
+    async def hold(self, event: ServerEvent, within_s: float, timing: SessionTiming | None = None) -> None:
+        """Number `event` now and publish it with the next publication, or after `within_s`."""
+        await self.release_held()
+        self._held = self.reserve(event, timing)
+        self._held_timer = asyncio.get_running_loop().call_later(within_s, self._held_overdue)
+
+    def take_held(self) -> SessionOutput | None:
+        """The held event, now the caller's to publish (a turn's end commits it in its tail)."""
+        held, self._held = self._held, None
+        timer, self._held_timer = self._held_timer, None
+        if timer is not None:
+            timer.cancel()
+        return held
+
+    async def release_held(self) -> None:
+        """Publish the held event, if any, as `emit` would have."""
+        held = self.take_held()
+        if held is not None:
+            await self.publish(held)
+
+    def _held_overdue(self) -> None:
+        self._held_timer = None
+        task = asyncio.ensure_future(self.release_held())
+        task.add_done_callback(_ignore_failure)  # a lost plain publish: a gap, as for `emit`
 
     def acked(self, out: SessionOutput, headers: Mapping[str, str] | None = None) -> Publication:
         """A reserved event as a publication to be acked (`publish_durably_together`), under its

@@ -67,7 +67,10 @@ class SessionTurnIO:
         async def send(text: str) -> None:
             await runner.emit(ServerTextDelta(chunk=text))
 
-        deltas = DeltaCoalescer(send, runner.deps.settings.runtime_delta_window_ms / 1000)
+        async def send_last(text: str) -> None:  # usually followed at once by the turn's end
+            await runner.emit_last(ServerTextDelta(chunk=text))
+
+        deltas = DeltaCoalescer(send, runner.deps.settings.runtime_delta_window_ms / 1000, send_last)
 
         # A voice session speaks the answer sentence by sentence while the LLM writes it.
         voice = turn.voice
