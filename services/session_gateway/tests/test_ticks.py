@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from parley_common.auth_contract import CredentialKind
+from parley_common.session_contract import ServerTextDelta, ServerTurnComplete
 from parley_session_gateway.ticks import SLOTS, Ticker
 
 from .session_fakes import gateway, principal
@@ -105,3 +106,47 @@ async def test_a_socket_that_stopped_taking_frames_holds_up_only_its_own_ticks()
             stuck_ws.drop()
             fine_ws.drop()
         assert len(ctx.ticks) == 0
+
+
+async def test_restart_moves_a_connection_to_an_interval_from_now() -> None:
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(INTERVAL_S)
+    conn = Counted(loop)
+    ticker.add(conn)
+    async with asyncio.timeout(5):
+        while not conn.at:
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(INTERVAL_S / 2)
+    restarted = loop.time()
+    ticker.restart(conn)  # ticked otherwise half an interval after its last tick
+    async with asyncio.timeout(5):
+        while len(conn.at) < 2:
+            await asyncio.sleep(0.005)
+    assert conn.at[1] - restarted >= INTERVAL_S * 0.8  # not half an interval after restarting
+    ticker.restart(Counted(loop))  # not registered: nothing happens
+    assert len(ticker) == 1
+    ticker.discard(conn)
+
+
+async def test_a_turns_end_brings_a_tick_and_the_next_tick_an_interval_later() -> None:
+    """`turn_complete` is followed at once by a tick with the new deadline (one write with it
+    through corked_ws), and the timer's own next tick for that socket comes an interval on."""
+    async with (
+        gateway(gateway_tick_interval_s=0.5) as (ctx, _, auth),
+        session(ctx, auth, principal(CredentialKind.SESSION)) as (conn, ws),
+    ):
+        bridge = ctx.last
+        await bridge.control(conn.connection_id, deadline_s=600, index=0)
+        await ws.frame_of("tick")  # the timer's
+        loop = asyncio.get_running_loop()
+        await bridge.output(ServerTextDelta(chunk="Hi"), deadline_s=3600)
+        assert await ws.frame() == {"type": "text_delta", "chunk": "Hi"}
+        ended = loop.time()
+        await bridge.output(ServerTurnComplete(), deadline_s=300)
+        assert (await ws.frame())["type"] == "turn_complete"
+        tick = await ws.frame()
+        assert tick["type"] == "tick" and 290_000 < tick["remaining_ms"] <= 300_000
+        assert loop.time() - ended < 0.25  # at once, not the timer's
+        await ws.frame_of("tick")
+        assert loop.time() - ended >= 0.4  # the timer's next: an interval after the end's
+        ws.drop()

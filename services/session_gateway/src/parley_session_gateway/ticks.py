@@ -48,6 +48,14 @@ class Ticker:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="gateway-ticks")
 
+    def restart(self, conn: Ticked) -> None:
+        """`conn` was just sent a tick otherwise: its next one comes one interval from now."""
+        slot = self._slot_of.get(conn)
+        if slot is not None and slot != self._visited:
+            del self._slots[slot][conn]
+            self._slots[self._visited][conn] = None
+            self._slot_of[conn] = self._visited
+
     def discard(self, conn: Ticked) -> None:
         slot = self._slot_of.pop(conn, None)
         if slot is not None:

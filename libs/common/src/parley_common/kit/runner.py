@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -39,8 +40,9 @@ def freeze_after_startup(app: FastAPI) -> FastAPI:
     return app
 
 
-def serve(app: FastAPI, settings: CommonSettings) -> None:
-    """Run `app` until SIGINT/SIGTERM; uvicorn drains in-flight requests before exiting."""
+def serve(app: FastAPI, settings: CommonSettings, ws: type[asyncio.Protocol] | str = "auto") -> None:
+    """Run `app` until SIGINT/SIGTERM; uvicorn drains in-flight requests before exiting. `ws`:
+    uvicorn's WebSocket protocol (the gateway's writes a loop turn's frames together)."""
     setup_logging(settings.service_name, settings.log_level, settings.log_json)
     setup_telemetry(settings)
     uvicorn.run(
@@ -54,10 +56,15 @@ def serve(app: FastAPI, settings: CommonSettings) -> None:
         timeout_graceful_shutdown=10,
         # Frames are small JSON events: compressing each costs CPU on both ends and saves little.
         ws_per_message_deflate=False,
+        ws=ws,
     )
 
 
-def run(build_app: Callable[[S], FastAPI], get_settings: Callable[[], S]) -> None:
+def run(
+    build_app: Callable[[S], FastAPI],
+    get_settings: Callable[[], S],
+    ws: type[asyncio.Protocol] | str = "auto",
+) -> None:
     """`python -m <service>`: read the settings, build the app with them, serve it."""
     settings = get_settings()
-    serve(build_app(settings), settings)
+    serve(build_app(settings), settings, ws)

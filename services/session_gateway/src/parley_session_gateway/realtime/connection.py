@@ -287,6 +287,16 @@ class RealtimeConnection(SessionConnection):
         if out.timing is not None:  # a turn began or ended
             self._keep_timing(out.timing, timing_rank(out, out.index))
         await super()._on_output(out)
+        ticks = self.ctx.ticks
+        if out.event.type == "turn_complete" and ticks is not None and self._ticking is None:
+            # The turn's end brings the tick with the new deadline: it shares the end's write
+            # (corked_ws.py), and the timer's next tick for this socket comes an interval later,
+            # so a session that speaks every few seconds costs no write of its own for its ticks.
+            frame = self._tick_frame()
+            if frame is not None:
+                ticks.restart(self)
+                with contextlib.suppress(Exception):  # the socket is gone: the receive loop ends it
+                    await self._send_text(frame)
 
     async def _on_control(self, control: SessionControl) -> None:
         await self._greeted.wait()
@@ -318,14 +328,19 @@ class RealtimeConnection(SessionConnection):
         """The ticker's call, every tick interval: a `tick` from the runtime's timing, sent by a
         short task of its own. A previous tick still waiting on the socket (a client that stopped
         reading) is not joined by another."""
+        frame = self._tick_frame() if self._ticking is None else None
+        if frame is not None:
+            self._ticking = asyncio.create_task(self._send_tick(frame), name="realtime-tick")
+
+    def _tick_frame(self) -> str | None:
+        """A `tick` as of now, from the runtime's timing (None before there is one)."""
         timing = self.timing
-        if timing is None or self._ticking is not None:
-            return
+        if timing is None:
+            return None
         now = datetime.now(UTC)
         remaining = (timing.deadline_at - now).total_seconds() if timing.deadline_at else 0.0
         elapsed = (now - timing.started_at).total_seconds()
-        frame = tick_json(max(0, int(remaining * 1000)), max(0, int(elapsed * 1000)))
-        self._ticking = asyncio.create_task(self._send_tick(frame), name="realtime-tick")
+        return tick_json(max(0, int(remaining * 1000)), max(0, int(elapsed * 1000)))
 
     async def _send_tick(self, frame: str) -> None:
         try:

@@ -1,0 +1,91 @@
+"""uvicorn's WebSocket protocol, with the frames sent to one socket in one turn of the event loop
+written together.
+
+uvicorn writes each frame to the socket as it is sent: one `write` system call each, and for the
+edge (Caddy) and the client one wake-up and read each. A turn's last text delta and its
+`turn_complete` reach the gateway in one NATS read and are sent one after the other, so they can
+share a write. `CorkedTransport` collects what is written during one turn of the loop and writes it
+at the next (a `call_soon`: microseconds later, nothing waits on a timer); a frame sent alone still
+costs one write. Everything else (close, flow control, addresses) is the transport's own, and a
+close or an abort writes or drops what is collected first, as the transport would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+
+class CorkedTransport(asyncio.Transport):
+    """A transport whose writes of one loop turn go out as one write."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._corked: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._corked:
+            self._loop.call_soon(self._uncork)
+        self._corked.append(bytes(data))
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, []
+        if corked and not self._transport.is_closing():
+            self._transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def close(self) -> None:
+        self._uncork()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._corked = []
+        self._transport.abort()
+
+    def write_eof(self) -> None:
+        self._uncork()
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._corked)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+
+class CorkedWebSocketsProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's `websockets-sansio` protocol over a `CorkedTransport` (`uvicorn.run(ws=...)`)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(CorkedTransport(cast(asyncio.Transport, transport), self.loop))

@@ -1,0 +1,121 @@
+"""corked_ws: the frames of one loop turn in one write, in order, and a socket that still works
+like uvicorn's own (handshake, frames both ways, close) behind a real uvicorn server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import connect
+
+from parley_session_gateway.corked_ws import CorkedTransport, CorkedWebSocketsProtocol
+
+
+class Recorded(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = self.aborted = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def test_writes_of_one_loop_turn_are_one_write_in_order() -> None:
+    raw = Recorded()
+    corked = CorkedTransport(raw, asyncio.get_running_loop())
+    corked.write(b"a")
+    corked.write(b"bc")
+    corked.writelines([b"d", b"e"])
+    assert raw.writes == [] and corked.get_write_buffer_size() == 5
+    await asyncio.sleep(0)
+    assert raw.writes == [b"abcde"]
+    corked.write(b"f")  # alone in its turn: written as it is
+    await asyncio.sleep(0)
+    corked.write(b"g")
+    await asyncio.sleep(0)
+    assert raw.writes == [b"abcde", b"f", b"g"]
+
+
+async def test_close_writes_what_is_collected_first_and_abort_drops_it() -> None:
+    raw = Recorded()
+    corked = CorkedTransport(raw, asyncio.get_running_loop())
+    corked.write(b"last words")
+    corked.close()
+    assert raw.writes == [b"last words"] and raw.closed
+    await asyncio.sleep(0)  # the turn's own uncork finds nothing more
+    assert raw.writes == [b"last words"]
+
+    raw = Recorded()
+    corked = CorkedTransport(raw, asyncio.get_running_loop())
+    corked.write(b"never sent")
+    corked.abort()
+    await asyncio.sleep(0)
+    assert raw.writes == [] and raw.aborted
+
+
+async def _echo_burst(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:
+        text = await websocket.receive_text()
+        if text == "bye":
+            await websocket.send_text("closing")
+            await websocket.close(code=1000)
+            return
+        for i in range(3):  # three frames in one loop turn: one write
+            await websocket.send_text(f"{text}-{i}")
+
+
+@contextlib.asynccontextmanager
+async def _server() -> AsyncIterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = uvicorn.Config(
+        Starlette(routes=[WebSocketRoute("/ws", _echo_burst)]),
+        host="127.0.0.1",
+        port=port,
+        ws=CorkedWebSocketsProtocol,
+        log_config=None,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_real_socket_behind_uvicorn_gets_every_frame_in_order_and_the_close() -> None:
+    async with _server() as port, connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        for word in ("one", "two"):
+            await ws.send(word)
+            assert [await ws.recv() for _ in range(3)] == [f"{word}-{i}" for i in range(3)]
+        await ws.send("bye")
+        assert await ws.recv() == "closing"
+        await ws.wait_closed()
+        assert ws.close_code == 1000
