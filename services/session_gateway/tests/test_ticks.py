@@ -108,7 +108,7 @@ async def test_a_socket_that_stopped_taking_frames_holds_up_only_its_own_ticks()
         assert len(ctx.ticks) == 0
 
 
-async def test_restart_moves_a_connection_to_an_interval_from_now() -> None:
+async def test_a_tick_due_within_half_an_interval_may_come_early_and_the_next_an_interval_on() -> None:
     loop = asyncio.get_running_loop()
     ticker = Ticker(INTERVAL_S)
     conn = Counted(loop)
@@ -116,21 +116,22 @@ async def test_restart_moves_a_connection_to_an_interval_from_now() -> None:
     async with asyncio.timeout(5):
         while not conn.at:
             await asyncio.sleep(0.005)
-    await asyncio.sleep(INTERVAL_S / 2)
-    restarted = loop.time()
-    ticker.restart(conn)  # ticked otherwise half an interval after its last tick
+    assert not ticker.tick_early(conn)  # just ticked: the next is a whole interval away
+    await asyncio.sleep(INTERVAL_S * 0.65)
+    early = loop.time()
+    assert ticker.tick_early(conn)  # due within half an interval: the caller sends it now
     async with asyncio.timeout(5):
         while len(conn.at) < 2:
             await asyncio.sleep(0.005)
-    assert conn.at[1] - restarted >= INTERVAL_S * 0.8  # not half an interval after restarting
-    ticker.restart(Counted(loop))  # not registered: nothing happens
+    assert conn.at[1] - early >= INTERVAL_S * 0.8  # the timer's next: an interval after the early one
+    assert not ticker.tick_early(Counted(loop))  # not registered
     assert len(ticker) == 1
     ticker.discard(conn)
 
 
-async def test_a_turns_end_brings_a_tick_and_the_next_tick_an_interval_later() -> None:
-    """`turn_complete` is followed at once by a tick with the new deadline (one write with it
-    through corked_ws), and the timer's own next tick for that socket comes an interval on."""
+async def test_a_turns_end_brings_a_tick_due_soon_in_its_write() -> None:
+    """A tick due within half an interval is sent right after `turn_complete`, with the new
+    deadline (one write with it through corked_ws); one due later is left to the timer."""
     async with (
         gateway(gateway_tick_interval_s=0.5) as (ctx, _, auth),
         session(ctx, auth, principal(CredentialKind.SESSION)) as (conn, ws),
@@ -139,6 +140,12 @@ async def test_a_turns_end_brings_a_tick_and_the_next_tick_an_interval_later() -
         await bridge.control(conn.connection_id, deadline_s=600, index=0)
         await ws.frame_of("tick")  # the timer's
         loop = asyncio.get_running_loop()
+        ticked = loop.time()
+        await bridge.output(ServerTurnComplete(), deadline_s=400)  # the next tick is an interval away
+        assert (await ws.frame())["type"] == "turn_complete"
+        assert (await ws.frame())["type"] == "tick"
+        assert loop.time() - ticked >= 0.4  # the timer's, not an early one
+        await asyncio.sleep(0.3)  # the next tick is due within half an interval
         await bridge.output(ServerTextDelta(chunk="Hi"), deadline_s=3600)
         assert await ws.frame() == {"type": "text_delta", "chunk": "Hi"}
         ended = loop.time()
@@ -146,7 +153,7 @@ async def test_a_turns_end_brings_a_tick_and_the_next_tick_an_interval_later() -
         assert (await ws.frame())["type"] == "turn_complete"
         tick = await ws.frame()
         assert tick["type"] == "tick" and 290_000 < tick["remaining_ms"] <= 300_000
-        assert loop.time() - ended < 0.25  # at once, not the timer's
+        assert loop.time() - ended < 0.15  # at once, with the end
         await ws.frame_of("tick")
-        assert loop.time() - ended >= 0.4  # the timer's next: an interval after the end's
+        assert loop.time() - ended >= 0.4  # the timer's next: an interval after the early one
         ws.drop()

@@ -48,13 +48,20 @@ class Ticker:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="gateway-ticks")
 
-    def restart(self, conn: Ticked) -> None:
-        """`conn` was just sent a tick otherwise: its next one comes one interval from now."""
+    def tick_early(self, conn: Ticked) -> bool:
+        """True when `conn`'s next tick is due within half an interval: the caller sends it now
+        (with other frames, in one write), and the one after comes an interval from now. Ticks
+        only ever come earlier, never later, and no more often than without it."""
         slot = self._slot_of.get(conn)
-        if slot is not None and slot != self._visited:
-            del self._slots[slot][conn]
-            self._slots[self._visited][conn] = None
-            self._slot_of[conn] = self._visited
+        if slot is None:
+            return False
+        visits = (slot - self._visited) % SLOTS  # until its group is visited (0: a whole interval)
+        if visits == 0 or visits > SLOTS // 2:
+            return False
+        del self._slots[slot][conn]
+        self._slots[self._visited][conn] = None
+        self._slot_of[conn] = self._visited
+        return True
 
     def discard(self, conn: Ticked) -> None:
         slot = self._slot_of.pop(conn, None)

@@ -289,12 +289,11 @@ class RealtimeConnection(SessionConnection):
         await super()._on_output(out)
         ticks = self.ctx.ticks
         if out.event.type == "turn_complete" and ticks is not None and self._ticking is None:
-            # The turn's end brings the tick with the new deadline: it shares the end's write
-            # (corked_ws.py), and the timer's next tick for this socket comes an interval later,
-            # so a session that speaks every few seconds costs no write of its own for its ticks.
+            # A tick due soon comes with the turn's end, with the new deadline, in the same write
+            # (corked_ws.py); the timer's next one for this socket comes an interval later. A
+            # session answered about every interval then costs no write of its own for its ticks.
             frame = self._tick_frame()
-            if frame is not None:
-                ticks.restart(self)
+            if frame is not None and ticks.tick_early(self):
                 with contextlib.suppress(Exception):  # the socket is gone: the receive loop ends it
                     await self._send_text(frame)
 
