@@ -15,7 +15,8 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
-from parley_session_gateway.corked_ws import CorkedTransport, CorkedWebSocketsProtocol
+from parley_session_gateway.connection import SendTurns
+from parley_session_gateway.corked_ws import SEND_TEXT_NOW, CorkedTransport, CorkedWebSocketsProtocol
 
 
 class Recorded(asyncio.Transport):
@@ -73,14 +74,23 @@ async def test_close_writes_what_is_collected_first_and_abort_drops_it() -> None
     assert raw.writes == [] and raw.aborted
 
 
+LATE: list[bool] = []
+
+
 async def _echo_burst(websocket: WebSocket) -> None:
+    send_now = websocket.scope["extensions"][SEND_TEXT_NOW]
     await websocket.accept()
     while True:
         text = await websocket.receive_text()
         if text == "bye":
             await websocket.send_text("closing")
             await websocket.close(code=1000)
+            LATE.append(send_now("too late"))  # closed: declined, nothing written
             return
+        if text == "now":  # written at once, in order with what ASGI sent before it
+            await websocket.send_text("before")
+            assert send_now("now-0") and send_now("now-1")
+            continue
         for i in range(3):  # three frames in one loop turn: one write
             await websocket.send_text(f"{text}-{i}")
 
@@ -115,7 +125,36 @@ async def test_a_real_socket_behind_uvicorn_gets_every_frame_in_order_and_the_cl
         for word in ("one", "two"):
             await ws.send(word)
             assert [await ws.recv() for _ in range(3)] == [f"{word}-{i}" for i in range(3)]
+        await ws.send("now")
+        assert [await ws.recv() for _ in range(3)] == ["before", "now-0", "now-1"]
         await ws.send("bye")
         assert await ws.recv() == "closing"
         await ws.wait_closed()
         assert ws.close_code == 1000
+    assert LATE == [False]
+
+
+async def test_a_socket_is_not_idle_while_a_send_waits_for_its_turn() -> None:
+    """`SendTurns.idle` (when a frame may be written at once) stays False from a send's wait to its
+    end, including after the lock was released to it and before it woke, when `Lock.locked()` is
+    already False: a frame written then would overtake it."""
+    turns = SendTurns()
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def send(name: str, hold: asyncio.Event | None = None) -> None:
+        async with turns:
+            order.append(name)
+            if hold is not None:
+                await hold.wait()
+
+    first = asyncio.create_task(send("first", gate))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(send("second"))
+    await asyncio.sleep(0)
+    assert not turns.idle
+    gate.set()
+    await asyncio.sleep(0)  # the first sent and released the lock to the second, not yet awake
+    assert first.done() and not turns._lock.locked() and not turns.idle
+    await second
+    assert turns.idle and order == ["first", "second"]

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Unpack
 from uuid import UUID
@@ -53,6 +53,7 @@ from parley_common.session_contract import (
 from parley_common.token_bucket import TokenBucket
 from parley_session_gateway.access import Admission, Refused, admit
 from parley_session_gateway.bridge import SessionBridge
+from parley_session_gateway.corked_ws import SEND_TEXT_NOW
 from parley_session_gateway.frame_json import ClientFrameError
 from parley_session_gateway.live import Live, Protocol
 from parley_session_gateway.resume import Resume, touch
@@ -85,7 +86,10 @@ class SessionConnection(ABC):
         self.session_closed = False
         self.superseded = False
         self._sealed = False  # the last frame is out: nothing may follow it
-        self._send_lock = asyncio.Lock()
+        self._send_lock = SendTurns()
+        # corked_ws's text frame written at once (a served gateway; None in tests' fake sockets)
+        extensions = getattr(ws, "scope", {}).get("extensions") or {}
+        self._write_now: Callable[[str], bool] | None = extensions.get(SEND_TEXT_NOW)
         self._done = asyncio.Event()
         self._greeted = asyncio.Event()  # the protocol's greeting is out: events may follow
         self.log = log.bind(connection_id=self.connection_id, protocol=self.protocol)
@@ -341,6 +345,39 @@ class SessionConnection(ABC):
 
     async def _send_text(self, text: str) -> None:
         """One text frame as it is (already the protocol's JSON)."""
-        async with self._send_lock:
-            if not self._sealed:  # after a revocation's last frame, nothing more goes out
-                await self.ws.send_text(text)
+        if not self._send_text_now(text):
+            async with self._send_lock:
+                if not self._sealed:  # after a revocation's last frame, nothing more goes out
+                    await self.ws.send_text(text)
+
+    def _send_text_now(self, text: str) -> bool:
+        """The frame written at once, without waiting (corked_ws's `SEND_TEXT_NOW`), when nothing
+        else is being sent or waiting to be, so the order holds; False: send it the usual way."""
+        write_now = self._write_now
+        return write_now is not None and self._send_lock.idle and not self._sealed and write_now(text)
+
+
+class SendTurns:
+    """`async with`: a socket's sends one at a time, in order (an `asyncio.Lock`); `idle` when no
+    send is under way or waiting for its turn (a released lock's next holder may not have woken
+    yet, which `Lock.locked()` does not show)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._users = 0
+
+    @property
+    def idle(self) -> bool:
+        return self._users == 0
+
+    async def __aenter__(self) -> None:
+        self._users += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._users -= 1
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._users -= 1

@@ -8,6 +8,13 @@ share a write. `CorkedTransport` collects what is written during one turn of the
 at the next (a `call_soon`: microseconds later, nothing waits on a timer); a frame sent alone still
 costs one write. Everything else (close, flow control, addresses) is the transport's own, and a
 close or an abort writes or drops what is collected first, as the transport would have.
+
+The protocol also offers the app a text frame written at once (`SEND_TEXT_NOW`, an ASGI scope
+extension: `(text) -> bool`): what uvicorn's `send` does for a text frame, without a task, an await
+or Starlette's and uvicorn's layers in between (~10 µs a frame). It declines (False) whenever
+`send` would do more than write (not open, closing, the socket paused for writing); the app then
+sends as usual. The gateway uses it only when nothing else is being sent on the socket, so frames
+keep their order.
 """
 
 from __future__ import annotations
@@ -16,6 +23,10 @@ import asyncio
 from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+from websockets.http11 import Request
+
+SEND_TEXT_NOW = "parley.send_text_now"
 
 
 class CorkedTransport(asyncio.Transport):
@@ -89,3 +100,26 @@ class CorkedWebSocketsProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(CorkedTransport(cast(asyncio.Transport, transport), self.loop))
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # none when the upgrade was refused
+        if scope is not None:
+            scope["extensions"][SEND_TEXT_NOW] = self.send_text_now
+
+    def send_text_now(self, text: str) -> bool:
+        """A text frame written now, as `send` writes one; False when `send` would do more."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+        ):
+            return False
+        try:
+            self.conn.send_text(text.encode())
+        except InvalidState:
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True

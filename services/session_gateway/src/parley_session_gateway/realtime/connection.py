@@ -324,11 +324,12 @@ class RealtimeConnection(SessionConnection):
                 self._ticking.cancel()
 
     def tick(self) -> None:
-        """The ticker's call, every tick interval: a `tick` from the runtime's timing, sent by a
-        short task of its own. A previous tick still waiting on the socket (a client that stopped
-        reading) is not joined by another."""
+        """The ticker's call, every tick interval: a `tick` from the runtime's timing, written at
+        once when nothing else is being sent (`_send_text_now`), else by a short task of its own. A
+        previous tick still waiting on the socket (a client that stopped reading) is not joined by
+        another."""
         frame = self._tick_frame() if self._ticking is None else None
-        if frame is not None:
+        if frame is not None and not self._send_text_now(frame):  # no task when it can go at once
             self._ticking = asyncio.create_task(self._send_tick(frame), name="realtime-tick")
 
     def _tick_frame(self) -> str | None:
