@@ -66,16 +66,29 @@ class Harness:
         """Published as the runtime's acked events are: stored, and delivered over core."""
         await publish_durably(nc or self.nc, self.subject, _body(index), msg_id=f"m{index}", timeout_s=10)
 
+    def describe(self) -> str:
+        readers = [
+            f"last={r.last_index} held={sorted(r._held)} rounds={r.catch_ups} subscribed={r._sub is not None}"
+            for r in self.readers
+        ]
+        return f"got={self.got} readers={readers} connected={self.nc.is_connected}"
+
     async def consumers(self) -> int:
         return int((await self.nc.jetstream().stream_info(STREAM)).state.consumer_count)
 
 
-async def _until(probe: Callable[[], bool], timeout: float = 5) -> None:
+async def _until(probe: Callable[[], bool], timeout: float = 5, harness: Harness | None = None) -> None:
     async def wait() -> None:
         while not probe():
             await asyncio.sleep(0.02)
 
-    await asyncio.wait_for(wait(), timeout)
+    try:
+        await asyncio.wait_for(wait(), timeout)
+    except TimeoutError:
+        if harness is None:
+            raise
+        # What the readers were at, so that a rare failure explains itself in a CI log.
+        raise AssertionError(f"not within {timeout} s: {harness.describe()}") from None
 
 
 async def _until_no_consumer(harness: Harness) -> None:
@@ -115,7 +128,7 @@ async def test_a_new_reader_needs_no_consumer_and_drops_duplicates_and_reorders(
         await harness.nc.publish(harness.subject, _body(index))
     await _until(lambda: harness.got == [1, 2, 3])
     await harness.store(4)
-    await _until(lambda: harness.got == [1, 2, 3, 4])
+    await _until(lambda: harness.got == [1, 2, 3, 4], harness=harness)
     assert await harness.consumers() == 0
     await asyncio.sleep(0.5)  # any catch-up the reordering asked for is over, and added nothing
     assert harness.got == [1, 2, 3, 4]
@@ -171,7 +184,7 @@ async def test_what_was_published_while_away_comes_after_a_reconnect(
         await harness.reader()
         await harness.nc.flush()  # subscribed before another connection publishes
         await harness.store(1, publisher)
-        await _until(lambda: harness.got == [1])
+        await _until(lambda: harness.got == [1], harness=harness)
         server.signal(signal.SIGKILL)
         assert server.proc is not None
         server.proc.wait(10)
@@ -185,9 +198,9 @@ async def test_what_was_published_while_away_comes_after_a_reconnect(
         await harness.store(2, publisher)
         await harness.store(3, publisher)
         # Nothing more is published: 2 and 3 come from the stream once the reader is back.
-        await _until(lambda: harness.got == [1, 2, 3], timeout=15)
+        await _until(lambda: harness.got == [1, 2, 3], timeout=15, harness=harness)
         assert harness.events.reconnects == 1
         await harness.store(4, publisher)
-        await _until(lambda: harness.got == [1, 2, 3, 4])
+        await _until(lambda: harness.got == [1, 2, 3, 4], harness=harness)
     finally:
         await publisher.close()
