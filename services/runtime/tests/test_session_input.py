@@ -147,7 +147,9 @@ async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconn
     task = asyncio.create_task(runner.run())
     try:
         await client.until("turn_complete")  # the greeting
-        await asyncio.sleep(streams.RECHECKS_S[0] + 0.1)  # the first look is over, the next far
+        # The first look (at 0.25 s, then up to its window waiting for others' looks) is over, the
+        # next far: the input comes after it, with margin for a loaded machine.
+        await asyncio.sleep(streams.RECHECKS_S[0] + streams.FIRST_LOOK_WINDOW_S + 0.3)
         await rt.say(conv, "while away")
         await asyncio.sleep(0.3)
         assert not runner.inputs.reading  # nothing heard: waits
