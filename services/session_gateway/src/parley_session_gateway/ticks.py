@@ -58,9 +58,8 @@ class Ticker:
         visits = (slot - self._visited) % SLOTS  # until its group is visited (0: a whole interval)
         if visits == 0 or visits > SLOTS // 2:
             return False
-        del self._slots[slot][conn]
-        self._slots[self._visited][conn] = None
-        self._slot_of[conn] = self._visited
+        self.discard(conn)
+        self.add(conn)  # into the group visited last, as a connection that just joined
         return True
 
     def discard(self, conn: Ticked) -> None:

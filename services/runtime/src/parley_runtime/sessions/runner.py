@@ -59,6 +59,7 @@ from parley_common.session_contract import (
     ServerSessionClosed,
     ServerTurnComplete,
     SessionControl,
+    SessionOutput,
     SessionStart,
     SessionTiming,
     stable_id,
@@ -448,16 +449,21 @@ class SessionRunner:
         work = self._merge(turn.work, turn.input_seq)
         work.last_activity_at = _now()  # silence counts from the end of the runtime's turn
         # Waiting again (unless more input is pending): `turn_complete` carries the new deadline.
-        # The answer's last text, if held back, ends the turn with it: one write, both committed.
-        held = self.outlet.take_held()
-        end = self.outlet.reserve(ServerTurnComplete(), self._current_timing(work))
-        work.tail = [held, end] if held is not None else [end]
+        work.tail = self._tail(ServerTurnComplete(), self._current_timing(work))
         work.out_index = self.outlet.next_index - 1
         if not await self._commit(work):
             return
         if turn.input_seq is not None:
             metrics.TURN_LATENCY.observe(time.perf_counter() - turn.started)
         await self._take_pending()
+
+    def _tail(self, end: ServerEvent, timing: SessionTiming | None = None) -> list[SessionOutput]:
+        """The events that end the turn, numbered: the answer's last text if it was held back (so
+        both are committed and go out in one write), then `end`."""
+        assert self.outlet is not None
+        held = self.outlet.take_held()
+        closing = self.outlet.reserve(end, timing)
+        return [held, closing] if held is not None else [closing]
 
     def _merge(self, work: SessionState, input_seq: int | None) -> SessionState:
         """The turn's state, with what the input loop owns (connection, processed control input)."""
@@ -551,9 +557,7 @@ class SessionRunner:
                 summary=summary,
             )
         )
-        held = self.outlet.take_held()
-        end = self.outlet.reserve(ServerSessionClosed(reason=reason))
-        work.tail = [held, end] if held is not None else [end]
+        work.tail = self._tail(ServerSessionClosed(reason=reason))
         work.out_index = self.outlet.next_index - 1
         self.closed = True
         try:

@@ -292,8 +292,8 @@ class RealtimeConnection(SessionConnection):
             # A tick due soon comes with the turn's end, with the new deadline, in the same write
             # (corked_ws.py); the timer's next one for this socket comes an interval later. A
             # session answered about every interval then costs no write of its own for its ticks.
-            frame = self._tick_frame()
-            if frame is not None and ticks.tick_early(self):
+            frame = self._tick_frame() if self.timing is not None and ticks.tick_early(self) else None
+            if frame is not None:
                 with contextlib.suppress(Exception):  # the socket is gone: the receive loop ends it
                     await self._send_text(frame)
 
