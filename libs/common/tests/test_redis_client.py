@@ -146,6 +146,36 @@ async def test_a_line_times_out_a_reply_that_does_not_come(valkey: ValkeyServer)
         await redis.aclose()
 
 
+async def test_a_command_the_line_loses_goes_through_the_pool_and_its_retries(valkey: ValkeyServer) -> None:
+    settings = CommonSettings(redis_url=valkey.url, redis_socket_timeout_s=0.2, redis_retries=20)
+    redis = make_redis(settings)
+    line = RedisLine(redis.connection_pool)
+    try:
+        await line.write(redis, "SET", "k", "over the line", "EX", 60)
+        pool = redis.connection_pool
+        assert not pool._available_connections and not pool._in_use_connections  # the line's own
+        assert await line.execute("GET", "k") == b"over the line"
+        # Redis hangs with a command in flight: the line gives up on it after its timeout (it
+        # does not retry a command; only its connecting is retried)...
+        loop = asyncio.get_running_loop()
+        valkey.signal(signal.SIGSTOP)
+        loop.call_later(1.0, valkey.signal, signal.SIGCONT)
+        with pytest.raises(RedisTimeoutError):
+            await line.execute("GET", "k")
+        await asyncio.sleep(1.0)
+        assert await line.execute("PING") == b"PONG"  # the line connected again
+        # ...and the pool's retries carry it once Redis goes on.
+        valkey.signal(signal.SIGSTOP)
+        loop.call_later(1.0, valkey.signal, signal.SIGCONT)
+        await line.write(redis, "SET", "k", "through the pool", "EX", 60)
+        assert await redis.get("k") == b"through the pool"
+        assert 0 < await redis.ttl("k") <= 60
+    finally:
+        valkey.signal(signal.SIGCONT)
+        await line.aclose()
+        await redis.aclose()
+
+
 def test_a_new_connection_neither_reads_package_metadata_nor_sends_client_setinfo() -> None:
     pool = make_pool(CommonSettings(redis_url="redis://127.0.0.1:1/0"))
     with mock.patch.object(metadata, "version", side_effect=AssertionError("metadata read")):

@@ -14,6 +14,7 @@ from parley_common.auth_client import AuthClient
 from parley_common.authenticator import install_authenticator
 from parley_common.kit.service import ServiceKit
 from parley_common.ratelimit import RateLimiter
+from parley_common.redis_client import RedisLine
 from parley_common.session_contract import ensure_streams
 from parley_session_gateway import bus
 from parley_session_gateway.agent_access import AgentAccess
@@ -40,6 +41,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
     live = LiveConnections(auth, settings.gateway_reverify_interval_s)
     access = AgentAccess(broker, ttl_s=settings.gateway_agent_access_cache_ttl_s)
     bus.listen_revocations(auth, live)
+    line = RedisLine(redis.connection_pool)
 
     @kit.part
     @asynccontextmanager
@@ -52,6 +54,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await line.aclose()
 
     app = kit.build_app(
         title="Parley session gateway",
@@ -59,7 +62,7 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         routers=[realtime_router, chat_router, octavus_router, webrtc_router],
     )
     app.state.realtime = GatewayContext(
-        settings=settings, broker=broker, auth=auth, redis=redis, live=live, access=access
+        settings=settings, broker=broker, auth=auth, redis=redis, live=live, access=access, line=line
     )
     app.state.voice_limiter = RateLimiter(
         settings.redis_url, redis.connection_pool, key_prefix="parley:gw:rl"
