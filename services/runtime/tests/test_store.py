@@ -104,21 +104,24 @@ async def test_a_claim_reads_the_committed_state_in_the_same_round_trip(
     redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Taking a session over and reading what its last owner committed is one command (one
-    script), the state read once the fence names the new owner."""
+    script), the state read once the fence names the new owner. It goes over the store's own
+    connection (`RedisLine`), as the save does: the pool is not used."""
     store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=100_000, lease_ms=2000)
     state = new_state()
     conv = state.conversation_id
     commands: list[object] = []
-    execute: Any = redis.execute_command
+    execute: Any = store._line.execute
 
-    async def counted(*args: Any, **options: Any) -> Any:
+    async def counted(*args: Any) -> Any:
         commands.append(args[0])
-        return await execute(*args, **options)
+        return await execute(*args)
 
-    monkeypatch.setattr(redis, "execute_command", counted)
+    monkeypatch.setattr(store._line, "execute", counted)
     first = await store.claim(conv, "worker-a")
     assert (first.claims, first.state) == (1, None)
     assert len(commands) == 1
+    pool: Any = redis.connection_pool
+    assert not pool._available_connections and not pool._in_use_connections
     state.variables["x"] = 1
     await store.save(state, "worker-a")
     commands.clear()

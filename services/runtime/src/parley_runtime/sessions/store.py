@@ -87,11 +87,12 @@ class StateStore(RedisStateStore[SessionState]):
     lease_ms: int = 4500
 
     def __post_init__(self) -> None:
-        self._claim: Any = self.redis.register_script(_CLAIM)
-        # A turn's commit, the one Redis command of every turn, goes over a connection of its own
-        # (`RedisLine`: no pool checkout and release, no retry wrapper, no reader per command);
-        # everything else goes through the pool.
+        # A turn's commit, the one Redis command of every turn, and a session's claim, the one of
+        # every opening, go over a connection of their own (`RedisLine`: no pool checkout and
+        # release, no retry wrapper, no reader per command); everything else goes through the
+        # pool. Both are retried through outages here (`_retried`), as through the pool.
         self._line = RedisLine(self.redis.connection_pool)
+        self._claim = LineScript(self._line, _CLAIM)
         self._save = LineScript(self._line, _SAVE)
         self._renew: Any = self.redis.register_script(_RENEW)
         self._release: Any = self.redis.register_script(_RELEASE)
