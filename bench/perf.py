@@ -52,6 +52,7 @@ from bench.perf_report import (
     CpuPhase,
     KillReport,
     VerifyFigures,
+    figures,
     report,
 )
 from bench.perf_stack import Stack, bus_requests, delta, publish_agent
@@ -265,6 +266,7 @@ async def run(args: Any, out: TextIO) -> None:
             profile_dir=profile_dir,
             gateways=args.gateways,
             nats_nodes=args.nats_cluster,
+            python=args.stack_python or sys.executable,
         )
         try:
             await asyncio.to_thread(stack.start)
@@ -306,6 +308,8 @@ async def run(args: Any, out: TextIO) -> None:
             if args.keep_logs:
                 dest = Path(args.keep_logs)
                 shutil.copytree(stack.home / "logs", dest, dirs_exist_ok=True)
+    if args.json:
+        await asyncio.to_thread(Path(args.json).write_text, json.dumps(figures(cpu, admission), indent=2))
     report(
         latency=latency,
         cpu=cpu,
@@ -368,6 +372,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="cProfile every Python process during the CPU, admission and idle phases into DIR/<phase>/",
     )
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the stack's logs here at the end")
+    parser.add_argument(
+        "--stack-python",
+        metavar="PATH",
+        help="start parley run with this interpreter (another checkout's .venv/bin/python): its services,"
+        " this bench's load and measurements (bench.perf_pair)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the CPU figures by process here as JSON")
     args = parser.parse_args(list(argv) if argv is not None else None)
     args.levels = [level for level in args.levels if level > 0]  # `--levels 0`: no capacity phase
     if args.levels != sorted(args.levels):

@@ -91,6 +91,40 @@ class VerifyFigures:
     client: list[float]
 
 
+# ------------------------------------------------------------------------------------ figures
+
+Figures = dict[str, dict[str, float]]
+
+
+def figures(cpu: CpuPhase, admission: Admission | None) -> Figures:
+    """The CPU figures by process group (and the whole stack), as `--json` writes them and
+    `bench.perf_pair` compares them."""
+    per_turn = cpu.per_turn_ms()
+    out: Figures = {"CPU ms per turn": {**per_turn, "whole stack": sum(per_turn.values())}}
+    if admission is not None and admission.open_cpu:
+        opened = max(admission.admitted, 1)
+        per_opening = {k: v * 1000 / opened for k, v in admission.open_cpu.items()}
+        out["CPU ms per session opened"] = {**per_opening, "whole stack": sum(per_opening.values())}
+        out["sessions admitted per s"] = {"whole stack": admission.rate}
+    return out
+
+
+def compare(base: Figures, branch: Figures, out: TextIO) -> None:
+    """Each figure of both runs by process, and the change from `base` to `branch`."""
+    for name, by_base in base.items():
+        by_branch = branch.get(name, {})
+        print(f"== {name}", file=out)
+        rows: list[tuple[str, ...]] = []
+        for group in sorted(by_base, key=lambda g: (g == "whole stack", -by_base[g])):
+            if group not in by_branch:
+                continue
+            b, n = by_base[group], by_branch[group]
+            change = f"{100 * (n - b) / b:+.1f} %" if b > 0 else "-"
+            rows.append((group, f"{b:.3f}", f"{n:.3f}", change))
+        table(("process", "base", "this tree", "change"), rows, out)
+    out.flush()
+
+
 # ------------------------------------------------------------------------------------ report
 
 

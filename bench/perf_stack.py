@@ -56,7 +56,9 @@ class Stack:
         profile_dir: Path | None = None,
         gateways: int = 1,
         nats_nodes: int = 1,
+        python: str = sys.executable,
     ) -> None:
+        self.python = python  # another checkout's interpreter runs that checkout's services
         self.gateways = gateways
         self.nats_nodes = nats_nodes
         self.home = workdir / "parley"
@@ -85,7 +87,7 @@ class Stack:
         self.ports: dict[str, int] = {}
 
     def start(self, timeout: float = 240.0) -> None:
-        cmd = [sys.executable, "-m", "parley_devstack", "run", "--data-dir", str(self.home)]
+        cmd = [self.python, "-m", "parley_devstack", "run", "--data-dir", str(self.home)]
         cmd += ["--port", str(self.port), "--workers", str(self.workers), "--gateways", str(self.gateways)]
         cmd += ["--nats-cluster", str(self.nats_nodes)]
         with self.log.open("wb") as out:

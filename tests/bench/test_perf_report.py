@@ -7,14 +7,17 @@ import io
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.perf_report import Admission, CpuPhase, KillReport, VerifyFigures, report
+from bench import perf_pair
+from bench.perf_report import Admission, CpuPhase, KillReport, VerifyFigures, compare, figures, report
 from bench.perf_stack import group_of
 from bench.realtime import Latency, Level
 
 
-def render(*, cpu_s: float, verifies: float, kill: KillReport | None = None) -> str:
+def phases(cpu_s: float, kill: KillReport | None = None) -> tuple[CpuPhase, Admission]:
     cpu = CpuPhase(
         sessions=10,
         turns=1000,
@@ -33,12 +36,18 @@ def render(*, cpu_s: float, verifies: float, kill: KillReport | None = None) -> 
         rss_before={"gateway": 0.0, "caddy": 0.0},
         rss_after={"gateway": 40 * 1024 * 1000.0, "caddy": 90 * 1024 * 1000.0},
         open_ms=[10.0, 20.0],
-        verifies_over_bus=verifies,
+        verifies_over_bus=0,
         failures=[],
         spread={"runtime-1": 500, "runtime-2": 500, "session_gateway-1": 500, "session_gateway-2": 500},
         idle_rate={"gateway": 0.06, "caddy": 0.03},
         open_cpu={"gateway": 5.0, "caddy": 1.0},
     )
+    return cpu, admission
+
+
+def render(*, cpu_s: float, verifies: float, kill: KillReport | None = None) -> str:
+    cpu, admission = phases(cpu_s, kill)
+    admission.verifies_over_bus = verifies
     out = io.StringIO()
     report(
         latency=[Latency("input_text → first text_delta", [0.1] * 10, [1.0] * 10)],
@@ -91,3 +100,43 @@ def test_processes_are_grouped_as_the_report_shows_them() -> None:
         "gateway",
         "postgres",
     ]
+
+
+def test_the_figures_written_as_json_are_the_reports_by_process() -> None:
+    cpu, admission = phases(cpu_s=2.0)
+    got = figures(cpu, admission)
+    assert got["CPU ms per turn"] == pytest.approx(
+        {"runtime (all workers)": 1.2, "gateway": 0.8, "whole stack": 2.0}
+    )
+    assert got["CPU ms per session opened"] == pytest.approx(
+        {"gateway": 5.0, "caddy": 1.0, "whole stack": 6.0}
+    )
+    assert got["sessions admitted per s"] == pytest.approx({"whole stack": 1000 / 1.5})
+    assert set(figures(cpu, None)) == {"CPU ms per turn"}  # no admission phase
+
+
+def test_a_pair_is_compared_process_by_process() -> None:
+    base = {
+        "CPU ms per turn": {"gateway": 1.0, "runtime (all workers)": 2.0, "whole stack": 3.0, "gone": 1.0}
+    }
+    this = {"CPU ms per turn": {"gateway": 0.9, "runtime (all workers)": 2.2, "whole stack": 3.1}}
+    out = io.StringIO()
+    compare(base, this, out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "== CPU ms per turn"
+    assert lines[1].split() == ["process", "base", "this", "tree", "change"]
+    rows = [line.split() for line in lines[2:]]
+    assert rows[0][:2] == ["runtime", "(all"] and rows[0][-2:] == ["+10.0", "%"]  # the largest first
+    assert rows[1] == ["gateway", "1.000", "0.900", "-10.0", "%"]
+    assert rows[-1] == ["whole", "stack", "3.000", "3.100", "+3.3", "%"]  # the whole stack last
+    assert len(rows) == 3  # a process only one run had is left out
+
+
+def test_a_pair_without_a_base_is_skipped_and_a_missing_base_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    perf_pair.main([])  # what `make bench` does: no base to compare with
+    assert "bench.perf_pair: skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        perf_pair.main(["--base-python", str(tmp_path / "nothing" / "python")])
+    assert "no such interpreter" in capsys.readouterr().err
