@@ -1,19 +1,18 @@
-"""The resume records on a real Redis: written over the gateway's own connection (`RedisLine`), not
-through the pool, and found again by the resume checks."""
+"""The resume records on a real Redis (the test session's): written over the gateway's own
+connection (`RedisLine`), not through the pool, and found again by the resume checks."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from parley_common.redis_client import RedisLine, make_redis
 from parley_common.settings import CommonSettings
-from parley_devstack.servers import ValkeyServer
 from parley_session_gateway.access import Admission, Refused
 from parley_session_gateway.resume import check_resume, find_chat, remember, remember_chat
 
@@ -21,17 +20,8 @@ from .session_fakes import AGENT, principal
 
 
 @pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
-    server = ValkeyServer(tmp_path / "valkey", persistent=False, log_path=tmp_path / "valkey.log")
-    server.start()
-    server.wait_ready(30)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def redis(valkey: ValkeyServer) -> AsyncIterator[Redis]:
-    client = make_redis(CommonSettings(redis_url=valkey.url))
+async def redis(infra: Any) -> AsyncIterator[Redis]:
+    client = make_redis(CommonSettings(redis_url=infra.redis_url))
     yield client
     await client.aclose()
 
