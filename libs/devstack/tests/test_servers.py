@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -57,6 +58,26 @@ def test_free_port_skips_reserved_and_repeats() -> None:
     ports = [srv.free_port() for _ in range(50)]
     assert len(set(ports)) == 50
     assert not srv.RESERVED_PORTS & set(ports)
+
+
+def test_free_ports_are_below_the_range_outgoing_connections_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An outgoing connection's local port comes from `ip_local_port_range`: a port handed out there
+    # could be taken before the server binds it.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    if low - srv._LISTEN_FROM < 2_000:
+        pytest.skip(f"this machine's outgoing range starts at {low}: free_port falls back to bind(0)")
+    ports = [srv.free_port() for _ in range(50)]
+    assert all(srv._LISTEN_FROM <= port < low for port in ports)
+    # A port someone listens on is passed over for the next pick.
+    taken, other = ports[0], ports[1]
+    srv._allocated.discard(other)
+    picks = iter([taken, other])
+    monkeypatch.setattr(random, "randint", lambda a, b: next(picks))
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", taken))
+        listening.listen()
+        srv._allocated.discard(taken)
+        assert srv.free_port() == other
 
 
 def _time_wait_on(port: int) -> bool:

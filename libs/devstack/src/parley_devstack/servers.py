@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -45,13 +46,44 @@ _allocated: set[int] = set()
 _alloc_lock = threading.Lock()
 
 
+_LISTEN_FROM = 10_000  # the lowest port `free_port` hands out below the outgoing range
+
+
+def _listen_range() -> tuple[int, int] | None:
+    """Ports below the kernel's range for outgoing connections (`ip_local_port_range`), None if it
+    leaves too few. A port the kernel picked (`bind(0)`) comes from that range, where any outgoing
+    connection of the machine may take it between the pick and the server's own bind (a test stack
+    saw `address already in use` that way); a port below it is never given to one."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (_LISTEN_FROM, low - 1) if low - _LISTEN_FROM >= 2_000 else None
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A port that is free right now and not handed out before by this process."""
+    """A port that is free right now and not handed out before by this process: below the
+    outgoing range where the machine has one, else one the kernel picks."""
+    span = _listen_range()
     with _alloc_lock:
-        for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((host, 0))
-                port = int(sock.getsockname()[1])
+        for _ in range(200):
+            if span is not None:
+                port = random.randint(*span)  # noqa: S311 (a port number, not a secret)
+                if not _bindable(host, port):
+                    continue
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind((host, 0))
+                    port = int(sock.getsockname()[1])
             if port not in _allocated and port not in RESERVED_PORTS:
                 _allocated.add(port)
                 return port
