@@ -186,7 +186,9 @@ async def admission_phase(
         await asyncio.sleep(delay)
         started = time.perf_counter()
         try:
-            held.append(await Session.open(ws_url, key, agent_id))
+            session = await Session.open(ws_url, key, agent_id)
+            session.hold()  # read as a client does, or the server's keepalive closes it (realtime.py)
+            held.append(session)
             open_ms.append((time.perf_counter() - started) * 1000)
         except Exception as exc:  # counted: refused, timed out, reset
             failures.append(f"{type(exc).__name__}: {str(exc)[:140]}")
@@ -200,12 +202,14 @@ async def admission_phase(
     await asyncio.to_thread(stack.toggle_profiles, "admission")
     await asyncio.sleep(settle_s)  # garbage, buffers and caches settle before memory is read
     rss_after = stack.rss()
+    open_at_rss = sum(s.is_open for s in held)
     spread = await asyncio.to_thread(stack.spread_of)
     verifies = await asyncio.to_thread(verifications) - verifies
     result = Admission(
         count, len(held), len(failures), elapsed, rss_before, rss_after, open_ms, verifies, failures, spread
     )
     result.open_cpu = open_cpu
+    result.open_at_rss = open_at_rss
     if hold_s > 0:
         # Held open and silent: what the stack spends on them per second (ticks, heartbeats, polls).
         stack.toggle_profiles()
@@ -215,6 +219,7 @@ async def admission_phase(
             k: v / (time.perf_counter() - idle_started) for k, v in delta(stack.cpu(), idle_before).items()
         }
         await asyncio.to_thread(stack.toggle_profiles, "idle")
+    result.still_open = sum(s.is_open for s in held)  # closed meanwhile: not held
     closing = asyncio.Semaphore(200)
 
     async def close(s: Session) -> None:

@@ -79,6 +79,14 @@ class Admission:
     idle_rate: dict[str, float] = field(default_factory=dict)
     # CPU seconds of each group while the sessions were being opened (handshake to greeting).
     open_cpu: dict[str, float] = field(default_factory=dict)
+    # Of the admitted sessions, those whose socket was still open when memory was read, and at the
+    # end of the hold (None: not counted): a session the server closed is not held.
+    open_at_rss: int | None = None
+    still_open: int | None = None
+
+    @property
+    def held(self) -> int:
+        return self.admitted if self.still_open is None else self.still_open
 
     @property
     def rate(self) -> float:
@@ -229,7 +237,7 @@ def report(
             " per session; the rest answered from its cache)"
         )
         grown = delta(admission.rss_after, admission.rss_before)
-        n = max(admission.admitted, 1)
+        n = max(admission.admitted if admission.open_at_rss is None else admission.open_at_rss, 1)
         rows = [
             (k, f"{admission.rss_after[k] / 2**20:.0f}", f"{v / 1024 / n:.1f}")
             for k, v in sorted(grown.items(), key=lambda kv: -kv[1])
@@ -238,21 +246,25 @@ def report(
         rows.append(("whole stack", f"{sum(admission.rss_after.values()) / 2**20:.0f}", f"{stack_kib:.1f}"))
         table(("process", "RSS MiB", "KiB/session"), rows, out)
         gw = grown.get("gateway", 0.0) / 1024 / n
+        lost = admission.admitted - admission.held
         w(
-            f"idle sessions held: {admission.admitted} (target >= {TARGET_IDLE_SESSIONS}:"
-            f" {mark(admission.admitted >= TARGET_IDLE_SESSIONS)}); gateway {gw:.1f} KiB/session (target <="
+            f"idle sessions held: {admission.held}"
+            + (f" ({lost} of the admitted closed by the stack before the end)" if lost else "")
+            + f" (target >= {TARGET_IDLE_SESSIONS}:"
+            f" {mark(admission.held >= TARGET_IDLE_SESSIONS)}); gateway {gw:.1f} KiB/session (target <="
             f" {TARGET_GATEWAY_KIB_PER_SESSION:.0f}: {mark(gw <= TARGET_GATEWAY_KIB_PER_SESSION)}), stack"
             f" {stack_kib:.1f} KiB/session (target <= {TARGET_STACK_KIB_PER_SESSION:.0f}:"
             f" {mark(stack_kib <= TARGET_STACK_KIB_PER_SESSION)})"
         )
         if admission.idle_rate:
             rows = [
-                (k, f"{v * 1000:.1f}", f"{v * 1e6 / n:.1f}")
+                (k, f"{v * 1000:.1f}", f"{v * 1e6 / max(admission.held, 1):.1f}")
                 for k, v in sorted(admission.idle_rate.items(), key=lambda kv: -kv[1])
             ]
             whole_idle = sum(admission.idle_rate.values())
-            rows.append(("whole stack", f"{whole_idle * 1000:.1f}", f"{whole_idle * 1e6 / n:.1f}"))
-            w(f"the {admission.admitted} sessions held open and silent:")
+            per = whole_idle * 1e6 / max(admission.held, 1)
+            rows.append(("whole stack", f"{whole_idle * 1000:.1f}", f"{per:.1f}"))
+            w(f"the {admission.held} sessions held open and silent:")
             table(("process", "idle CPU ms/s", "µs/s per session"), rows, out)
         w()
     if cpu.kill is not None:

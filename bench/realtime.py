@@ -37,13 +37,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack, aclosing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from parley_common.logging import setup_logging
 from parley_devstack.servers import ManagedProcess, free_port, stop_all
@@ -191,6 +193,23 @@ async def publish_agent(platform: Platform) -> tuple[str, str]:
 class Session:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
+        self._reader: asyncio.Task[None] | None = None
+
+    def hold(self) -> None:
+        """Keep the session open and silent as a client does: read (and drop) what the server
+        sends. A socket nobody reads stops being read after websockets' 16 queued frames (16
+        ticks), so it no longer answers the server's keepalive pings and is closed ~40 s later."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._discard())
+
+    async def _discard(self) -> None:
+        with suppress(ConnectionClosed):
+            while True:
+                await self.ws.recv()
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws.state is State.OPEN
 
     @classmethod
     async def open(cls, url: str, key: str, agent_id: str) -> Session:
@@ -225,6 +244,10 @@ class Session:
         return (first - started) * 1000, (done - started) * 1000
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reader
         await self.ws.send(json.dumps({"type": "end"}))
         await self.ws.close()
 

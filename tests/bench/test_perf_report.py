@@ -140,3 +140,24 @@ def test_a_pair_without_a_base_is_skipped_and_a_missing_base_refused(
     with pytest.raises(SystemExit):
         perf_pair.main(["--base-python", str(tmp_path / "nothing" / "python")])
     assert "no such interpreter" in capsys.readouterr().err
+
+
+def test_sessions_the_stack_closed_before_the_end_are_not_counted_as_held() -> None:
+    cpu, admission = phases(cpu_s=2.0)
+    admission.open_at_rss, admission.still_open = 800, 600
+    out = io.StringIO()
+    report(
+        latency=[Latency("input_text → first text_delta", [0.1] * 10, [1.0] * 10)],
+        cpu=cpu,
+        levels=[],
+        admission=admission,
+        verify=VerifyFigures(bus=[3.0] * 100, client=[0.002] * 100),
+        think_ms=1000.0,
+        out=out,
+    )
+    text = out.getvalue()
+    assert "idle sessions held: 600 (400 of the admitted closed by the stack before the end)" in text
+    assert "gateway 50.0 KiB/session" in text  # memory over the 800 open when it was read
+    assert "the 600 sessions held open and silent:" in text
+    idle = text[text.index("the 600 sessions held open and silent:") :]
+    assert idle.splitlines()[2].split()[-1] == "100.0"  # the gateway's 0.06 s/s over 600
