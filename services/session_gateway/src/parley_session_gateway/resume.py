@@ -85,8 +85,8 @@ def _owner(principal: Principal) -> str:
 
 async def _set(redis: Redis, line: RedisLine | None, key: str, body: str, ttl_s: int) -> None:
     # Over the gateway's own connection when it has one (`RedisLine`: no pool checkout, retry
-    # wrapper or reader per command, a tenth of every opening's CPU in the gateway otherwise);
-    # through the pool, with its retries, when the line fails.
+    # wrapper or reader per command; ~90 µs of CPU less per opening, docs/performance.md change
+    # 48); through the pool, with its retries, when the line loses the command.
     if line is None:
         await redis.set(key, body, ex=ttl_s)
     else:
