@@ -151,7 +151,7 @@ async def test_a_command_the_line_loses_goes_through_the_pool_and_its_retries(va
     redis = make_redis(settings)
     line = RedisLine(redis.connection_pool)
     try:
-        await line.write(redis, "SET", "k", "over the line", "EX", 60)
+        await line.write("SET", "k", "over the line", "EX", 60)
         pool = redis.connection_pool
         assert not pool._available_connections and not pool._in_use_connections  # the line's own
         assert await line.execute("GET", "k") == b"over the line"
@@ -167,7 +167,7 @@ async def test_a_command_the_line_loses_goes_through_the_pool_and_its_retries(va
         # ...and the pool's retries carry it once Redis goes on.
         valkey.signal(signal.SIGSTOP)
         loop.call_later(1.0, valkey.signal, signal.SIGCONT)
-        await line.write(redis, "SET", "k", "through the pool", "EX", 60)
+        await line.write("SET", "k", "through the pool", "EX", 60)
         assert await redis.get("k") == b"through the pool"
         assert 0 < await redis.ttl("k") <= 60
     finally:

@@ -235,6 +235,18 @@ class FakeRedis:
         return _Pipeline(self)
 
 
+class FakeLine:
+    """`RedisLine.write` into a `FakeRedis` (the only command the gateway writes over it: `SET`)."""
+
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+
+    async def write(self, *args: bytes | str | int) -> None:
+        command, key, value, ex, ttl_s = args
+        assert (command, ex) == ("SET", "EX"), args
+        await self.redis.set(str(key), str(value), ex=int(ttl_s))
+
+
 class FakeAuth:
     """`AuthClient.verify` as a table: a principal per credential, else `auth.unauthenticated`."""
 
@@ -298,14 +310,16 @@ async def gateway(**settings: Any) -> AsyncIterator[tuple[FakeGateway, Catalog, 
     auth = FakeAuth()
     config = GatewaySettings(log_json=False, **settings)
     access = AgentAccess(broker, ttl_s=config.gateway_agent_access_cache_ttl_s)
+    redis = FakeRedis()
     async with TestNatsBroker(broker) as test_broker:
         ctx = FakeGateway(
             settings=config,
             broker=test_broker,
             auth=auth,  # type: ignore[arg-type]
-            redis=FakeRedis(),  # type: ignore[arg-type]
+            redis=redis,  # type: ignore[arg-type]
             live=LiveConnections(auth, config.gateway_reverify_interval_s),  # type: ignore[arg-type]
             access=access,
+            line=FakeLine(redis),  # type: ignore[arg-type]
         )
         ctx.bridges = []
         yield ctx, catalog, auth

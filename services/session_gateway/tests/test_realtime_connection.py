@@ -114,7 +114,7 @@ async def test_a_resume_attaches_after_the_last_event_and_says_connected() -> No
         owner = principal()
         auth.principals[KEY] = owner
         conversation_id = uuid.uuid4()
-        await remember(ctx.redis, conversation_id, Admission(principal=owner, agent_id=AGENT), 60)
+        await remember(ctx.line, conversation_id, Admission(principal=owner, agent_id=AGENT), 60)
         async with connect(ctx, RealtimeConnection, {"token": KEY}, Resume(str(conversation_id), 5)) as (
             _,
             ws,

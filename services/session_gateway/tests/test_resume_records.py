@@ -35,7 +35,7 @@ async def test_a_session_is_remembered_over_the_line_and_resumed_by_its_owner(re
     line = RedisLine(redis.connection_pool)
     owner, conversation_id = principal(), uuid.uuid4()
     try:
-        await remember(redis, conversation_id, Admission(principal=owner, agent_id=AGENT), 77, line)
+        await remember(line, conversation_id, Admission(principal=owner, agent_id=AGENT), 77)
         assert _pooled(redis) == 0  # nothing went through the pool
         assert await check_resume(redis, str(conversation_id), Admission(principal=owner, agent_id=AGENT))
         assert 0 < await redis.ttl(f"parley:gw:session:{conversation_id}") <= 77
@@ -51,7 +51,7 @@ async def test_a_chat_session_is_remembered_over_the_line(redis: Redis) -> None:
     token, conversation_id = principal(agent_id=AGENT), uuid.uuid4()
     started = datetime.now(UTC)
     try:
-        await remember_chat(redis, conversation_id, token, AGENT, started, 60, line)
+        await remember_chat(line, conversation_id, token, AGENT, started, 60)
         assert _pooled(redis) == 0
         record = await find_chat(redis, str(conversation_id), token)
         assert (record.conversation_id, record.started_at) == (conversation_id, started)

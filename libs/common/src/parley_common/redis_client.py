@@ -295,6 +295,7 @@ class RedisLine:
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+        self._pooled = Redis(connection_pool=pool)  # `write`'s way round a lost command
         self._link: _Link | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -314,16 +315,16 @@ class RedisLine:
                 link.fail(RedisTimeoutError("Timeout writing to socket"))
         return await reply
 
-    async def write(self, redis: Redis, *args: bytes | str | int) -> None:
+    async def write(self, *args: bytes | str | int) -> None:
         """A write whose reply is not needed (`SET ... EX`), over the line; if the line's
         connection failed or timed out under it (the line retries its connecting, never a
-        command), once more through `redis`'s pool, whose retries ride out a Redis restart as every
+        command), once more through the pool, whose retries ride out a Redis restart as every
         other command's do. Only for writes safe to repeat, from a caller that does not wait an
         outage out itself (a handshake)."""
         try:
             await self.execute(*args)
         except (RedisConnectionError, RedisTimeoutError):
-            await redis.execute_command(*args)  # type: ignore[no-untyped-call]
+            await self._pooled.execute_command(*args)  # type: ignore[no-untyped-call]
 
     async def _connect(self) -> _Link:
         async with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import random
 import signal
@@ -49,6 +50,7 @@ _alloc_lock = threading.Lock()
 _LISTEN_FROM = 10_000  # the lowest port `free_port` hands out below the outgoing range
 
 
+@functools.cache
 def _listen_range() -> tuple[int, int] | None:
     """Ports below the kernel's range for outgoing connections (`ip_local_port_range`), None if it
     leaves too few. A port the kernel picked (`bind(0)`) comes from that range, where any outgoing
@@ -61,15 +63,6 @@ def _listen_range() -> tuple[int, int] | None:
     return (_LISTEN_FROM, low - 1) if low - _LISTEN_FROM >= 2_000 else None
 
 
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port(host: str = LOOPBACK) -> int:
     """A port that is free right now and not handed out before by this process: below the
     outgoing range where the machine has one, else one the kernel picks."""
@@ -78,7 +71,7 @@ def free_port(host: str = LOOPBACK) -> int:
         for _ in range(200):
             if span is not None:
                 port = random.randint(*span)  # noqa: S311 (a port number, not a secret)
-                if not _bindable(host, port):
+                if not port_is_free(port, host):
                     continue
             else:
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -83,21 +83,14 @@ def _owner(principal: Principal) -> str:
     return f"user:{principal.user_id}" if principal.user_id else f"credential:{principal.credential_id}"
 
 
-async def _set(redis: Redis, line: RedisLine | None, key: str, body: str, ttl_s: int) -> None:
-    # Over the gateway's own connection when it has one (`RedisLine`: no pool checkout, retry
-    # wrapper or reader per command; ~90 µs of CPU less per opening, docs/performance.md change
-    # 48); through the pool, with its retries, when the line loses the command.
-    if line is None:
-        await redis.set(key, body, ex=ttl_s)
-    else:
-        await line.write(redis, "SET", key, body, "EX", ttl_s)
+# Records are written over the gateway's own connection (`RedisLine`: no pool checkout, retry
+# wrapper or reader per command; ~90 µs of CPU less per opening, docs/performance.md change 48),
+# and through the pool, with its retries, when the line loses the write.
 
 
-async def remember(
-    redis: Redis, conversation_id: UUID, admission: Admission, ttl_s: int, line: RedisLine | None = None
-) -> None:
+async def remember(line: RedisLine, conversation_id: UUID, admission: Admission, ttl_s: int) -> None:
     body = json.dumps({"owner": _owner(admission.principal), "agent_id": admission.agent_id})
-    await _set(redis, line, _key(conversation_id), body, ttl_s)
+    await line.write("SET", _key(conversation_id), body, "EX", ttl_s)
 
 
 async def check_resume(redis: Redis, conversation_id: str, admission: Admission) -> UUID:
@@ -131,13 +124,12 @@ class ChatRecord:
 
 
 async def remember_chat(
-    redis: Redis,
+    line: RedisLine,
     conversation_id: UUID,
     principal: Principal,
     agent_id: str,
     started_at: datetime,
     ttl_s: int,
-    line: RedisLine | None = None,
 ) -> None:
     body = {
         "agent_id": agent_id,
@@ -146,7 +138,7 @@ async def remember_chat(
         "env": principal.env.value if principal.env else None,
         "started_at": started_at.isoformat(),
     }
-    await _set(redis, line, _chat_key(conversation_id), json.dumps(body), ttl_s)
+    await line.write("SET", _chat_key(conversation_id), json.dumps(body), "EX", ttl_s)
 
 
 async def find_chat(redis: Redis, session_id: str, principal: Principal) -> ChatRecord:

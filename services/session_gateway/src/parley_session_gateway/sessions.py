@@ -44,7 +44,7 @@ class GatewayContext:
     redis: Redis
     live: LiveConnections  # open connections by credential, closed when it is revoked
     access: AgentAccess  # `catalog.agent.access`, live agents' answers reused (agent_access.py)
-    line: RedisLine | None = None  # the resume records' own connection (resume.py)
+    line: RedisLine  # the resume records' own connection (resume.py)
     ticks: Ticker | None = field(
         default=None, repr=False
     )  # realtime ticks' timer (ticks.py), made at first use
@@ -100,7 +100,7 @@ async def open_session(
 ) -> SessionBridge:
     """A new conversation with the admitted agent, attached before the runtime can answer."""
     conversation_id = options.get("conversation_id") or uuid.uuid4()
-    await remember(ctx.redis, conversation_id, admission, ctx.settings.gateway_resume_ttl_s, ctx.line)
+    await remember(ctx.line, conversation_id, admission, ctx.settings.gateway_resume_ttl_s)
     bridge = ctx.bridge(conversation_id)
     start = SessionStart(
         conversation_id=conversation_id,

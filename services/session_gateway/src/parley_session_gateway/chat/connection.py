@@ -110,9 +110,7 @@ class ChatConnection(SessionConnection):
                 await self._start(admission, channel="web-chat")
                 assert self.bridge is not None
                 conv = self.bridge.conversation_id
-                await remember_chat(
-                    self.ctx.redis, conv, principal, admission.agent_id, started_at, ttl, self.ctx.line
-                )
+                await remember_chat(self.ctx.line, conv, principal, admission.agent_id, started_at, ttl)
         assert self.bridge is not None
         session_id = str(self.bridge.conversation_id)
         seen = self.resume.last_event if self.resume else 0
