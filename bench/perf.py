@@ -47,6 +47,7 @@ from typing import Any, TextIO
 import psutil
 
 from bench import realtime
+from bench.client_loop import run_client
 from bench.perf_report import (
     Admission,
     CpuPhase,
@@ -139,17 +140,17 @@ async def cpu_phase(
     }
     stack.toggle_profiles()
     before, before_each = stack.cpu(), stack.cpu(by_process=True)
-    started = time.perf_counter()
+    started, client_before = time.perf_counter(), time.process_time()
     killer = asyncio.create_task(kill_later()) if kill else None
     await asyncio.gather(*(active(s) for s in opened))
     if killer is not None:
         await killer
     await asyncio.sleep(0.5)  # what a turn leaves behind (persisting its messages) belongs to it
-    elapsed = time.perf_counter() - started
+    elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_before
     used, used_each = delta(stack.cpu(), before), delta(stack.cpu(by_process=True), before_each)
     await asyncio.to_thread(stack.toggle_profiles, "turns")
     await asyncio.gather(*(s.close() for s in opened), return_exceptions=True)
-    phase = CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each)
+    phase = CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each, client_cpu)
     if kill is not None and killed_at is not None:
         # Turns under way at the kill or started in the seconds after it: how long they stalled.
         around = [ms for t0, ms in timed if killed_at - 1.0 <= t0 <= killed_at + 5.0]
@@ -194,11 +195,11 @@ async def admission_phase(
             failures.append(f"{type(exc).__name__}: {str(exc)[:140]}")
 
     stack.toggle_profiles()
-    started, cpu_before = time.perf_counter(), stack.cpu()
+    started, cpu_before, client_before = time.perf_counter(), stack.cpu(), time.process_time()
     await asyncio.gather(*(open_at(i / rate) for i in range(count)))
     elapsed = time.perf_counter() - started
     await asyncio.sleep(0.5)  # what an opening leaves behind (its greeting's transcript) belongs to it
-    open_cpu = delta(stack.cpu(), cpu_before)
+    open_cpu, client_cpu = delta(stack.cpu(), cpu_before), time.process_time() - client_before
     await asyncio.to_thread(stack.toggle_profiles, "admission")
     await asyncio.sleep(settle_s)  # garbage, buffers and caches settle before memory is read
     rss_after = stack.rss()
@@ -208,7 +209,7 @@ async def admission_phase(
     result = Admission(
         count, len(held), len(failures), elapsed, rss_before, rss_after, open_ms, verifies, failures, spread
     )
-    result.open_cpu = open_cpu
+    result.open_cpu, result.client_cpu = open_cpu, client_cpu
     result.open_at_rss = open_at_rss
     if hold_s > 0:
         # Held open and silent: what the stack spends on them per second (ticks, heartbeats, polls).
@@ -397,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.message_bytes > len(realtime.MESSAGE):
         realtime.MESSAGE += " " + "x" * (args.message_bytes - len(realtime.MESSAGE) - 1)
     setup_logging("bench", "WARNING", json_output=False)
-    asyncio.run(run(args, sys.stdout))
+    run_client(run(args, sys.stdout))
 
 
 if __name__ == "__main__":

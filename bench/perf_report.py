@@ -50,6 +50,8 @@ class CpuPhase:
     # CPU seconds per second of each group with the same sessions open and silent.
     idle_rate: dict[str, float] = field(default_factory=dict)
     per_process: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process
+    # CPU seconds of the bench's own process (the clients), which shares the stack's cores.
+    client_cpu: float | None = None
     kill: KillReport | None = None
 
     def per_turn_ms(self) -> dict[str, float]:
@@ -79,6 +81,7 @@ class Admission:
     idle_rate: dict[str, float] = field(default_factory=dict)
     # CPU seconds of each group while the sessions were being opened (handshake to greeting).
     open_cpu: dict[str, float] = field(default_factory=dict)
+    client_cpu: float | None = None  # the bench's own CPU seconds meanwhile (its clients)
     # Of the admitted sessions, those whose socket was still open when memory was read, and at the
     # end of the hold (None: not counted): a session the server closed is not held.
     open_at_rss: int | None = None
@@ -182,6 +185,9 @@ def report(
         " same sessions open and silent; marginal: per turn beyond that idle rate"
     )
     w(f"target whole stack <= {TARGET_CPU_MS_PER_TURN} ms: {mark(whole <= TARGET_CPU_MS_PER_TURN)}")
+    if cpu.client_cpu is not None:
+        per_turn_client = cpu.client_cpu * 1000 / max(cpu.turns, 1)
+        w(f"the bench's own clients, on the same cores: {per_turn_client:.3f} ms/turn")
     w()
     w("== Added latency over the in-process engine (through the edge)")
     rows = [realtime.latency_row(lat) for lat in latency]
@@ -231,6 +237,11 @@ def report(
             + ", ".join(f"{k} {v * 1000 / opened:.2f}" for k, v in by_cost if v > 0)
             + ")"
         )
+        if admission.client_cpu is not None:
+            w(
+                f"the bench's own clients, on the same cores: {admission.client_cpu * 1000 / opened:.1f} ms"
+                " per session opened (their connects, handshakes, and reading what the held ones are sent)"
+            )
         w(
             f"the gateway's auth.verify requests over the bus while opening them: "
             f"{admission.verifies_over_bus:.0f} ({admission.verifies_over_bus / max(admission.asked, 1):.2f}"

@@ -47,6 +47,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from bench.client_loop import run_client
 from parley_common.logging import setup_logging
 from parley_devstack.servers import ManagedProcess, free_port, stop_all
 from parley_devstack.testing import infra
@@ -213,7 +214,11 @@ class Session:
 
     @classmethod
     async def open(cls, url: str, key: str, agent_id: str) -> Session:
-        ws = await connect(f"{url}?token={key}", max_size=None, open_timeout=60)
+        # As a browser's WebSocket: no proxy lookup in the environment per connect, no pings of
+        # its own (the server's keepalive pings are answered).
+        ws = await connect(
+            f"{url}?token={key}", max_size=None, open_timeout=60, proxy=None, ping_interval=None
+        )
         await ws.send(json.dumps({"type": "handshake", "agent_id": agent_id}))
         reply = json.loads(await ws.recv())
         if reply["type"] != "handshake_ok":
@@ -465,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--levels must be ascending")
     setup_logging("bench", "WARNING", json_output=False)
     with infra() as stack:
-        asyncio.run(
+        run_client(
             run(
                 stack,
                 iterations=args.iterations,

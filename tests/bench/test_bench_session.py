@@ -5,14 +5,18 @@ phase's held sessions were before `hold`, for any hold longer than ~40 s at the 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
 
+import pytest
+import uvloop
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.client_loop import run_client
 from bench.realtime import Session
 
 
@@ -38,3 +42,36 @@ async def test_a_held_session_stays_open_and_an_unread_one_is_closed_by_the_keep
         await held.close()
         assert not held.is_open
         unread.ws.transport.abort()  # dead already: no closing handshake to wait for
+
+
+async def _agent(ws: ServerConnection) -> None:
+    # The gateway's side of an opening: handshake_ok, the greeting's turn_complete, then silence.
+    await ws.recv()
+    await ws.send('{"type": "handshake_ok"}')
+    await ws.send('{"type": "turn_complete"}')
+    await ws.wait_closed()
+
+
+async def test_a_session_opens_as_a_browser_does_without_proxies_or_pings_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A proxy named in the environment that nobody listens on: a client that looked it up would
+    # be refused (websockets consults these on every connect unless told not to).
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    for name in ("ws_proxy", "http_proxy", "all_proxy", "HTTP_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{dead.getsockname()[1]}")
+    async with serve(_agent, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        session = await Session.open(f"ws://127.0.0.1:{port}/realtime", "key", "agent")
+        assert session.is_open
+        assert session.ws.ping_interval is None  # only the server's keepalive pings, answered
+        await session.close()
+    dead.close()
+
+
+def test_the_benches_clients_run_on_uvloop() -> None:
+    async def loop_kind() -> type:
+        return type(asyncio.get_running_loop())
+
+    assert run_client(loop_kind()) is uvloop.Loop

@@ -161,3 +161,23 @@ def test_sessions_the_stack_closed_before_the_end_are_not_counted_as_held() -> N
     assert "the 600 sessions held open and silent:" in text
     idle = text[text.index("the 600 sessions held open and silent:") :]
     assert idle.splitlines()[2].split()[-1] == "100.0"  # the gateway's 0.06 s/s over 600
+
+
+def test_the_bench_clients_own_cpu_is_reported_beside_the_stacks() -> None:
+    assert "the bench's own clients" not in render(cpu_s=2.0, verifies=0)  # not measured: not printed
+    cpu, admission = phases(cpu_s=2.0)
+    cpu.client_cpu, admission.client_cpu = 1.5, 3.0
+    out = io.StringIO()
+    report(
+        latency=[Latency("input_text → first text_delta", [0.1] * 10, [1.0] * 10)],
+        cpu=cpu,
+        levels=[],
+        admission=admission,
+        verify=VerifyFigures(bus=[3.0] * 100, client=[0.002] * 100),
+        think_ms=1000.0,
+        out=out,
+    )
+    text = out.getvalue()
+    assert "the bench's own clients, on the same cores: 1.500 ms/turn" in text  # 1.5 s over 1,000 turns
+    assert "the bench's own clients, on the same cores: 3.0 ms per session opened" in text
+    assert "target whole stack <= 2.5 ms: ok" in text  # the clients' CPU is not the stack's
