@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from parley_common.kit.db import Database
 from parley_common.kit.runner import freeze_after_startup
@@ -96,3 +97,25 @@ async def test_a_served_app_freezes_what_its_startup_built() -> None:
             assert built and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+async def test_a_served_app_collects_with_the_configured_thresholds() -> None:
+    """Full collections walk every live session: the service's thresholds space them out."""
+    before = gc.get_threshold()
+    app = freeze_after_startup(FastAPI(), CommonSettings().gc_thresholds)
+    try:
+        async with app.router.lifespan_context(app):
+            assert gc.get_threshold() == (10_000, 10, 100)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_gc_thresholds_are_read_from_the_environment_and_zero_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PARLEY_GC_THRESHOLDS", "[700, 10, 10]")
+    assert CommonSettings().gc_thresholds == (700, 10, 10)  # Python's own
+    monkeypatch.setenv("PARLEY_GC_THRESHOLDS", "[0, 10, 10]")  # the collector off: refused
+    with pytest.raises(ValidationError, match="at least 1"):
+        CommonSettings()

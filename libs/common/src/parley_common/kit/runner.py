@@ -18,9 +18,10 @@ from parley_common.telemetry import setup_telemetry
 S = TypeVar("S", bound=CommonSettings)
 
 
-def freeze_after_startup(app: FastAPI) -> FastAPI:
+def freeze_after_startup(app: FastAPI, thresholds: tuple[int, int, int] | None = None) -> FastAPI:
     """Once `app`'s lifespan has started, move everything alive to the collector's permanent
-    generation (`gc.freeze()`, after a collection).
+    generation (`gc.freeze()`, after a collection), then collect with `thresholds`
+    (`CommonSettings.gc_thresholds`; None: leave them).
 
     What a service builds to start (its modules, the app and its routes, pydantic's schemas, the
     broker, the pools) lives as long as the process, yet every full collection walked all of it:
@@ -34,6 +35,8 @@ def freeze_after_startup(app: FastAPI) -> FastAPI:
         async with started(the_app) as state:
             gc.collect()
             gc.freeze()
+            if thresholds is not None:
+                gc.set_threshold(*thresholds)
             yield state
 
     app.router.lifespan_context = cast(Any, lifespan)  # a state, if the app's lifespan yields one, passed on
@@ -46,7 +49,7 @@ def serve(app: FastAPI, settings: CommonSettings, ws: type[asyncio.Protocol] | s
     setup_logging(settings.service_name, settings.log_level, settings.log_json)
     setup_telemetry(settings)
     uvicorn.run(
-        freeze_after_startup(app),
+        freeze_after_startup(app, settings.gc_thresholds),
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
