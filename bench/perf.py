@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import json
 import random
-import resource
 import shutil
 import sys
 import tempfile
@@ -68,6 +67,7 @@ from parley_common.auth_contract import VerifyReply, VerifyRequest
 from parley_common.bus import make_broker, request
 from parley_common.logging import setup_logging
 from parley_common.settings import CommonSettings
+from parley_devstack.servers import raise_descriptor_limit
 
 # ------------------------------------------------------------------------------------ phases
 
@@ -392,9 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.profile:
         args.profile = Path(args.profile).resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_descriptor_limit()  # a socket per session held
     if args.message_bytes > len(realtime.MESSAGE):
         realtime.MESSAGE += " " + "x" * (args.message_bytes - len(realtime.MESSAGE) - 1)
     setup_logging("bench", "WARNING", json_output=False)

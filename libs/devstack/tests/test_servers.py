@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -530,3 +531,28 @@ def test_caddy_spreads_sockets_over_several_gateways(tmp_path: Path) -> None:
             ws.close()
         for server in servers:
             server.shutdown()
+
+
+def _limited(soft: int, hard: int) -> Callable[[], None]:
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("want", [2048, srv.DESCRIPTORS])
+def test_parley_run_raises_its_open_files_limit_for_the_edge(want: int) -> None:
+    """The edge holds two descriptors per proxied WebSocket: `parley run` raises the limit it and
+    its children get (from 1024 with a hard limit of 4096 here), the hard one too where it may
+    (CAP_SYS_RESOURCE), else as far as the hard one goes; never lower than it was."""
+    code = (
+        "import resource, sys; from parley_devstack.servers import raise_descriptor_limit as r;"
+        " got = r(int(sys.argv[1])); print(got, *resource.getrlimit(resource.RLIMIT_NOFILE))"
+    )
+    limited = _limited(1024, 4096)
+    argv = [sys.executable, "-c", code, str(want)]
+    out = subprocess.run(argv, preexec_fn=limited, capture_output=True, text=True, check=True).stdout.split()
+    got, soft, hard = map(int, out)
+    assert got == soft
+    if want <= 4096:  # within the hard limit: anyone may
+        assert (soft, hard) == (want, 4096)
+    else:  # the hard limit raised too when privileged, else the soft one up to it
+        assert (soft, hard) in ((want, want), (4096, 4096))
+    assert srv.raise_descriptor_limit(want=16) >= 16  # never lowers it (this process's is above 16)

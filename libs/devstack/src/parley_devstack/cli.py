@@ -45,6 +45,7 @@ import httpx
 from parley_devstack.edge import CaddyServer
 from parley_devstack.postgres import PostgresServer, create_database
 from parley_devstack.servers import (
+    DESCRIPTORS,
     LOOPBACK,
     Cancelled,
     ManagedProcess,
@@ -53,6 +54,7 @@ from parley_devstack.servers import (
     ValkeyServer,
     free_port,
     port_is_free,
+    raise_descriptor_limit,
     stop_all,
     tail,
 )
@@ -187,6 +189,7 @@ class DevStack:
         self.specs: list[ServiceSpec] = []
         self.ports: dict[str, int] = {}
         self.supervisor = Supervisor(self._report, restart_policy)
+        self.descriptors = DESCRIPTORS  # the open-files limit in force, once `run` has raised it
         self._stop = threading.Event()
         self._signals = 0
         self._first_signal = 0.0
@@ -223,6 +226,7 @@ class DevStack:
         started = time.monotonic()
         try:
             self._acquire_lock()
+            self.descriptors = raise_descriptor_limit()
             self.start()
             self.summary(time.monotonic() - started)
             return self.supervise()
@@ -519,6 +523,11 @@ class DevStack:
         if self.traces:
             say(f"  traces       {self.url}/traces")
         say(f"  infra        {nats.url}  {valkey.url}  {pg.url(DATABASE)}")
+        if self.descriptors < DESCRIPTORS:
+            say(
+                f"  note         open files are limited to {self.descriptors} here (ulimit -n): the edge"
+                f" holds two per WebSocket, so at most ~{self.descriptors // 2 - 100} sessions at once"
+            )
         say("Press Ctrl-C to stop.")
 
     # ------------------------------------------------------------------------------ supervision

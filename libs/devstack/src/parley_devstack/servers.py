@@ -15,6 +15,7 @@ import ctypes
 import functools
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -81,6 +82,29 @@ def free_port(host: str = LOOPBACK) -> int:
                 _allocated.add(port)
                 return port
     raise ServerError("no free TCP port found")
+
+
+# Open files `parley run` asks for, for itself and what it starts: the edge holds two descriptors
+# per WebSocket it proxies (the client's and the gateway's), so the 20,000 a shell often allows
+# stop it short of 10,000 sessions.
+DESCRIPTORS = 65_536
+
+
+def raise_descriptor_limit(want: int = DESCRIPTORS) -> int:
+    """Raise this process's open-files limit to `want` (children inherit it): the hard limit too
+    when privileged (as root), else the soft limit as far as the hard one goes. Never lowers it.
+    Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):  # not privileged: up to the hard limit
+            want = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
