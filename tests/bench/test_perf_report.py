@@ -45,20 +45,24 @@ def phases(cpu_s: float, kill: KillReport | None = None) -> tuple[CpuPhase, Admi
     return cpu, admission
 
 
-def render(*, cpu_s: float, verifies: float, kill: KillReport | None = None) -> str:
-    cpu, admission = phases(cpu_s, kill)
-    admission.verifies_over_bus = verifies
+def report_text(cpu: CpuPhase, admission: Admission, levels: list[Level]) -> str:
     out = io.StringIO()
     report(
         latency=[Latency("input_text → first text_delta", [0.1] * 10, [1.0] * 10)],
         cpu=cpu,
-        levels=[Level(600, [50.0] * 100)],
+        levels=levels,
         admission=admission,
         verify=VerifyFigures(bus=[3.0] * 100, client=[0.002] * 100),
         think_ms=1000.0,
         out=out,
     )
     return out.getvalue()
+
+
+def render(*, cpu_s: float, verifies: float, kill: KillReport | None = None) -> str:
+    cpu, admission = phases(cpu_s, kill)
+    admission.verifies_over_bus = verifies
+    return report_text(cpu, admission, [Level(600, [50.0] * 100)])
 
 
 def test_every_figure_has_its_target_and_a_mark_that_follows_it() -> None:
@@ -145,17 +149,7 @@ def test_a_pair_without_a_base_is_skipped_and_a_missing_base_refused(
 def test_sessions_the_stack_closed_before_the_end_are_not_counted_as_held() -> None:
     cpu, admission = phases(cpu_s=2.0)
     admission.open_at_rss, admission.still_open = 800, 600
-    out = io.StringIO()
-    report(
-        latency=[Latency("input_text → first text_delta", [0.1] * 10, [1.0] * 10)],
-        cpu=cpu,
-        levels=[],
-        admission=admission,
-        verify=VerifyFigures(bus=[3.0] * 100, client=[0.002] * 100),
-        think_ms=1000.0,
-        out=out,
-    )
-    text = out.getvalue()
+    text = report_text(cpu, admission, [])
     assert "idle sessions held: 600 (400 of the admitted closed by the stack before the end)" in text
     assert "gateway 50.0 KiB/session" in text  # memory over the 800 open when it was read
     assert "the 600 sessions held open and silent:" in text
@@ -167,17 +161,7 @@ def test_the_bench_clients_own_cpu_is_reported_beside_the_stacks() -> None:
     assert "the bench's own clients" not in render(cpu_s=2.0, verifies=0)  # not measured: not printed
     cpu, admission = phases(cpu_s=2.0)
     cpu.client_cpu, admission.client_cpu = 1.5, 3.0
-    out = io.StringIO()
-    report(
-        latency=[Latency("input_text → first text_delta", [0.1] * 10, [1.0] * 10)],
-        cpu=cpu,
-        levels=[],
-        admission=admission,
-        verify=VerifyFigures(bus=[3.0] * 100, client=[0.002] * 100),
-        think_ms=1000.0,
-        out=out,
-    )
-    text = out.getvalue()
+    text = report_text(cpu, admission, [])
     assert "the bench's own clients, on the same cores: 1.500 ms/turn" in text  # 1.5 s over 1,000 turns
     assert "the bench's own clients, on the same cores: 3.0 ms per session opened" in text
     assert "target whole stack <= 2.5 ms: ok" in text  # the clients' CPU is not the stack's
