@@ -85,14 +85,16 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 # Open files `parley run` asks for, for itself and what it starts: the edge holds two descriptors
-# per WebSocket it proxies (the client's and the gateway's), so the 20,000 a shell often allows
-# stop it short of 10,000 sessions.
+# per WebSocket it proxies (the client's and the gateway's), the gateway one. A shell's usual soft
+# limit (1,024) would stop a gateway near 1,000 sessions; a hard limit of 20,000 (the machine the
+# bench ran on) stops the edge at ~9,990.
 DESCRIPTORS = 65_536
 
 
 def raise_descriptor_limit(want: int = DESCRIPTORS) -> int:
     """Raise this process's open-files limit to `want` (children inherit it): the hard limit too
-    when privileged (as root), else the soft limit as far as the hard one goes. Never lowers it.
+    when privileged (CAP_SYS_RESOURCE), else the soft limit as far as the hard one goes. Never
+    lowers it.
     Returns the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= want:
