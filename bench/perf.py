@@ -139,7 +139,7 @@ async def cpu_phase(
         k: v / (time.perf_counter() - idle_started) for k, v in delta(stack.cpu(), idle_before).items()
     }
     stack.toggle_profiles()
-    before, before_each = stack.cpu(), stack.cpu(by_process=True)
+    before, before_each, gc_before = stack.cpu(), stack.cpu(by_process=True), stack.gc_seconds()
     started, client_before = time.perf_counter(), time.process_time()
     killer = asyncio.create_task(kill_later()) if kill else None
     await asyncio.gather(*(active(s) for s in opened))
@@ -148,9 +148,11 @@ async def cpu_phase(
     await asyncio.sleep(0.5)  # what a turn leaves behind (persisting its messages) belongs to it
     elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_before
     used, used_each = delta(stack.cpu(), before), delta(stack.cpu(by_process=True), before_each)
+    gc_used = delta(stack.gc_seconds(), gc_before)
     await asyncio.to_thread(stack.toggle_profiles, "turns")
     await asyncio.gather(*(s.close() for s in opened), return_exceptions=True)
     phase = CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each, client_cpu)
+    phase.gc_s = gc_used
     if kill is not None and killed_at is not None:
         # Turns under way at the kill or started in the seconds after it: how long they stalled.
         around = [ms for t0, ms in timed if killed_at - 1.0 <= t0 <= killed_at + 5.0]
@@ -195,11 +197,13 @@ async def admission_phase(
             failures.append(f"{type(exc).__name__}: {str(exc)[:140]}")
 
     stack.toggle_profiles()
+    gc_before = await asyncio.to_thread(stack.gc_seconds)
     started, cpu_before, client_before = time.perf_counter(), stack.cpu(), time.process_time()
     await asyncio.gather(*(open_at(i / rate) for i in range(count)))
     elapsed = time.perf_counter() - started
     await asyncio.sleep(0.5)  # what an opening leaves behind (its greeting's transcript) belongs to it
     open_cpu, client_cpu = delta(stack.cpu(), cpu_before), time.process_time() - client_before
+    open_gc = delta(await asyncio.to_thread(stack.gc_seconds), gc_before)
     await asyncio.to_thread(stack.toggle_profiles, "admission")
     await asyncio.sleep(settle_s)  # garbage, buffers and caches settle before memory is read
     rss_after = stack.rss()
@@ -209,7 +213,7 @@ async def admission_phase(
     result = Admission(
         count, len(held), len(failures), elapsed, rss_before, rss_after, open_ms, verifies, failures, spread
     )
-    result.open_cpu, result.client_cpu = open_cpu, client_cpu
+    result.open_cpu, result.client_cpu, result.open_gc = open_cpu, client_cpu, open_gc
     result.open_at_rss = open_at_rss
     if hold_s > 0:
         # Held open and silent: what the stack spends on them per second (ticks, heartbeats, polls).

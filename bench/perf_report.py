@@ -52,6 +52,8 @@ class CpuPhase:
     per_process: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process
     # CPU seconds of the bench's own process (the clients), which shares the stack's cores.
     client_cpu: float | None = None
+    # Seconds each group spent in the garbage collector meanwhile (part of its CPU).
+    gc_s: dict[str, float] = field(default_factory=dict)
     kill: KillReport | None = None
 
     def per_turn_ms(self) -> dict[str, float]:
@@ -82,6 +84,7 @@ class Admission:
     # CPU seconds of each group while the sessions were being opened (handshake to greeting).
     open_cpu: dict[str, float] = field(default_factory=dict)
     client_cpu: float | None = None  # the bench's own CPU seconds meanwhile (its clients)
+    open_gc: dict[str, float] = field(default_factory=dict)  # garbage collection meanwhile, by group
     # Of the admitted sessions, those whose socket was still open when memory was read, and at the
     # end of the hold (None: not counted): a session the server closed is not held.
     open_at_rss: int | None = None
@@ -118,6 +121,15 @@ def figures(cpu: CpuPhase, admission: Admission | None) -> Figures:
         out["CPU ms per session opened"] = {**per_opening, "whole stack": sum(per_opening.values())}
         out["sessions admitted per s"] = {"whole stack": admission.rate}
     return out
+
+
+def gc_line(gc_s: dict[str, float], count: int, unit: str, out: TextIO) -> None:
+    """Of the CPU above, the garbage collector's (`parley_gc_seconds_total`), when any was read."""
+    spent = sorted(((k, v) for k, v in gc_s.items() if v > 0), key=lambda kv: -kv[1])
+    if spent:
+        per = 1000 / max(count, 1)
+        each = ", ".join(f"{k} {v * per:.3f}" for k, v in spent)
+        print(f"of which garbage collection: {sum(v for _, v in spent) * per:.3f} {unit} ({each})", file=out)
 
 
 def compare(base: Figures, branch: Figures, out: TextIO) -> None:
@@ -185,6 +197,7 @@ def report(
         " same sessions open and silent; marginal: per turn beyond that idle rate"
     )
     w(f"target whole stack <= {TARGET_CPU_MS_PER_TURN} ms: {mark(whole <= TARGET_CPU_MS_PER_TURN)}")
+    gc_line(cpu.gc_s, cpu.turns, "ms/turn", out)
     if cpu.client_cpu is not None:
         per_turn_client = cpu.client_cpu * 1000 / max(cpu.turns, 1)
         w(f"the bench's own clients, on the same cores: {per_turn_client:.3f} ms/turn")
@@ -237,6 +250,7 @@ def report(
             + ", ".join(f"{k} {v * 1000 / opened:.2f}" for k, v in by_cost if v > 0)
             + ")"
         )
+        gc_line(admission.open_gc, opened, "ms per session opened", out)
         if admission.client_cpu is not None:
             w(
                 f"the bench's own clients, on the same cores: {admission.client_cpu * 1000 / opened:.1f} ms"

@@ -163,6 +163,18 @@ class Stack:
         text = httpx.get(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5).text
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric))
 
+    def gc_seconds(self) -> dict[str, float]:
+        """Seconds each group of Python processes has spent in the garbage collector so far (their
+        `parley_gc_seconds_total`; a tree without the metric reads 0)."""
+        out: dict[str, float] = {}
+        for name in self.ports:
+            if name.startswith(("nats", "valkey", "postgres", "caddy")):
+                continue
+            with suppress(httpx.HTTPError):
+                seconds = self.gauge(name, "parley_gc_seconds_total{")
+                out[group_of(name)] = out.get(group_of(name), 0.0) + seconds
+        return out
+
     def spread_of(self) -> dict[str, float]:
         """Realtime sockets per gateway, sessions per runtime worker."""
         out: dict[str, float] = {}

@@ -165,3 +165,14 @@ def test_the_bench_clients_own_cpu_is_reported_beside_the_stacks() -> None:
     assert "the bench's own clients, on the same cores: 1.500 ms/turn" in text  # 1.5 s over 1,000 turns
     assert "the bench's own clients, on the same cores: 3.0 ms per session opened" in text
     assert "target whole stack <= 2.5 ms: ok" in text  # the clients' CPU is not the stack's
+
+
+def test_the_garbage_collectors_share_is_printed_when_the_stack_counts_it() -> None:
+    assert "garbage collection" not in render(cpu_s=2.0, verifies=0)  # a tree without the metric
+    cpu, admission = phases(cpu_s=2.0)
+    cpu.gc_s = {"gateway": 0.1, "runtime (all workers)": 0.2, "auth": 0.0}
+    admission.open_gc = {"gateway": 0.3}
+    text = report_text(cpu, admission, [])
+    # 0.3 s over 1,000 turns; 0.3 s over 1,000 sessions opened; a group that spent nothing left out
+    assert "of which garbage collection: 0.300 ms/turn (runtime (all workers) 0.200, gateway 0.100)" in text
+    assert "of which garbage collection: 0.300 ms per session opened (gateway 0.300)" in text

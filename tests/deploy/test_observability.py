@@ -56,6 +56,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "parley_media_calls_active": ("gauge", ()),
     "parley_media_answer_seconds": ("histogram", ()),
     "parley_media_calls_ended_total": ("counter", ("reason",)),
+    "parley_gc_seconds_total": ("counter", ("generation",)),
 }
 # Labels Prometheus adds to every series (target labels), and the histogram bucket label.
 TARGET_LABELS = {"job", "instance", "le"}

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
+from parley_common import metrics
 from parley_common.kit.db import Database
 from parley_common.kit.runner import freeze_after_startup
 from parley_common.kit.service import Part, ServiceKit
@@ -119,3 +121,24 @@ def test_gc_thresholds_are_read_from_the_environment_and_zero_is_refused(
     monkeypatch.setenv("PARLEY_GC_THRESHOLDS", "[0, 10, 10]")  # the collector off: refused
     with pytest.raises(ValidationError, match="at least 1"):
         CommonSettings()
+
+
+async def test_a_served_app_counts_the_collectors_time_by_generation() -> None:
+    """`parley_gc_seconds_total{generation}`: what the thresholds tune, on every service's /metrics."""
+
+    def seconds(generation: int) -> float:
+        return REGISTRY.get_sample_value("parley_gc_seconds_total", {"generation": str(generation)}) or 0.0
+
+    before = gc.get_threshold()
+    app = freeze_after_startup(FastAPI(), CommonSettings().gc_thresholds)
+    try:
+        async with app.router.lifespan_context(app):
+            full, young = seconds(2), seconds(0)
+            gc.collect()
+            gc.collect(0)
+            assert seconds(2) > full and seconds(0) > young
+        async with app.router.lifespan_context(app):  # a second start: still one callback
+            assert sum(cb is metrics._on_gc for cb in gc.callbacks) == 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

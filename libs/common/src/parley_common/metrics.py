@@ -6,7 +6,10 @@ low-cardinality on purpose: no agent, user or conversation ids.
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -66,3 +69,23 @@ MEDIA_ANSWER_SECONDS = _latency(
     "parley_media_answer_seconds", "An offer taken to its SDP answer (the /realtime handshake included)."
 )
 MEDIA_CALLS_ENDED = Counter("parley_media_calls_ended_total", "WebRTC calls ended, by why.", ["reason"])
+# The garbage collector (every served process; `observe_gc`): what `PARLEY_GC_THRESHOLDS` tunes.
+GC_SECONDS = Counter(
+    "parley_gc_seconds_total", "Time spent in the cyclic garbage collector, by generation.", ["generation"]
+)
+_GC_BY_GENERATION = [GC_SECONDS.labels(generation=str(g)) for g in range(3)]
+_gc_started = 0.0
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    else:  # the collector holds the GIL throughout: wall time is its CPU time
+        _GC_BY_GENERATION[info["generation"]].inc(time.perf_counter() - _gc_started)
+
+
+def observe_gc() -> None:
+    """Count the collector's time in `parley_gc_seconds_total` (once per process)."""
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)

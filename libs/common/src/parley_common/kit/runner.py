@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from parley_common.logging import setup_logging
+from parley_common.metrics import observe_gc
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import setup_telemetry
 
@@ -21,7 +22,8 @@ S = TypeVar("S", bound=CommonSettings)
 def freeze_after_startup(app: FastAPI, thresholds: tuple[int, int, int] | None = None) -> FastAPI:
     """Once `app`'s lifespan has started, move everything alive to the collector's permanent
     generation (`gc.freeze()`, after a collection), then collect with `thresholds`
-    (`CommonSettings.gc_thresholds`; None: leave them).
+    (`CommonSettings.gc_thresholds`; None: leave them) and count the collector's time
+    (`parley_gc_seconds_total`).
 
     What a service builds to start (its modules, the app and its routes, pydantic's schemas, the
     broker, the pools) lives as long as the process, yet every full collection walked all of it:
@@ -37,6 +39,7 @@ def freeze_after_startup(app: FastAPI, thresholds: tuple[int, int, int] | None =
             gc.freeze()
             if thresholds is not None:
                 gc.set_threshold(*thresholds)
+            observe_gc()
             yield state
 
     app.router.lifespan_context = cast(Any, lifespan)  # a state, if the app's lifespan yields one, passed on
