@@ -525,7 +525,7 @@ class DevStack:
         say(f"  infra        {nats.url}  {valkey.url}  {pg.url(DATABASE)}")
         if self.descriptors < DESCRIPTORS:
             say(
-                f"  note         open files are limited to {self.descriptors} here (ulimit -n): the edge"
+                f"  note         open files are limited to {self.descriptors} here (ulimit -Hn): the edge"
                 f" holds two per WebSocket, so at most ~{self.descriptors // 2 - 100} sessions at once"
             )
         say("Press Ctrl-C to stop.")
