@@ -151,8 +151,8 @@ async def cpu_phase(
     gc_used = delta(stack.gc_seconds(), gc_before)
     await asyncio.to_thread(stack.toggle_profiles, "turns")
     await asyncio.gather(*(s.close() for s in opened), return_exceptions=True)
-    phase = CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each, client_cpu)
-    phase.gc_s = gc_used
+    phase = CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each)
+    phase.client_cpu, phase.gc_s = client_cpu, gc_used
     if kill is not None and killed_at is not None:
         # Turns under way at the kill or started in the seconds after it: how long they stalled.
         around = [ms for t0, ms in timed if killed_at - 1.0 <= t0 <= killed_at + 5.0]

@@ -31,6 +31,10 @@ GROUPS = {
 }
 
 
+# Processes of the stack that are not Python services (no cProfile hook, no Parley /metrics).
+NOT_PYTHON = ("nats", "valkey", "postgres", "caddy")
+
+
 def group_of(name: str) -> str:
     if name.startswith("nats"):
         return "nats-server"  # every node of a cluster
@@ -116,7 +120,7 @@ class Stack:
         if where is None:
             return
         for name, proc in self.processes.items():
-            if not name.startswith(("nats", "valkey", "postgres", "caddy")):
+            if not name.startswith(NOT_PYTHON):
                 with suppress(psutil.Error):
                     proc.send_signal(signal.SIGUSR2)
         if phase is not None:
@@ -168,11 +172,11 @@ class Stack:
         `parley_gc_seconds_total`; a tree without the metric reads 0)."""
         out: dict[str, float] = {}
         for name in self.ports:
-            if name.startswith(("nats", "valkey", "postgres", "caddy")):
+            if name.startswith(NOT_PYTHON):
                 continue
+            group = group_of(name)
             with suppress(httpx.HTTPError):
-                seconds = self.gauge(name, "parley_gc_seconds_total{")
-                out[group_of(name)] = out.get(group_of(name), 0.0) + seconds
+                out[group] = out.get(group, 0.0) + self.gauge(name, "parley_gc_seconds_total{")
         return out
 
     def spread_of(self) -> dict[str, float]:
