@@ -16,7 +16,7 @@ from parley_common.errors import ParleyError
 from parley_common.session_contract import SessionStart
 from parley_runtime.octavus.state import Session
 from parley_runtime.octavus.store import SessionStore
-from parley_runtime.sessions.state import SessionState
+from parley_runtime.sessions.state import HistoryItem, SessionState
 from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
 
 
@@ -71,7 +71,8 @@ async def test_state_is_bounded_by_dropping_the_oldest_history(redis: Redis) -> 
         state.remember("user", f"message {i} " + "x" * 100, limit=1000)
     await store.save(state, "w")
     raw = await redis.get(f"parley:rt:session:{state.conversation_id}:state")
-    assert raw is not None and len(raw) <= 8_000
+    items = await redis.lrange(f"parley:rt:session:{state.conversation_id}:history", 0, -1)
+    assert raw is not None and len(raw) + sum(len(item) for item in items) <= 8_000
     loaded = await store.load(state.conversation_id)
     assert loaded is not None and 0 < len(loaded.history) < 100
     assert loaded.history[-1].content.startswith("message 99 ")  # the newest are kept
@@ -188,3 +189,125 @@ def test_a_turns_working_copy_leaves_the_committed_state_as_it_was() -> None:
     work.message(MessageRole.ASSISTANT, "hello", datetime.now(UTC))
     work.phase, work.node_turns, work.turn_no = "closed", 5, 9
     assert state.model_dump_json() == before
+
+
+def _key(state: SessionState, part: str) -> str:
+    return f"parley:rt:session:{state.conversation_id}:{part}"
+
+
+async def test_a_save_sends_the_history_the_turn_appended_not_the_whole_history(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history is a list of its own: a turn's save sends what the turn appended and trims
+    what it dropped, so it stays the size of the turn however long the conversation is; what is
+    read back is the history as the turn left it."""
+    store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=1_000_000)
+    sent: list[int] = []
+    execute: Any = store._line.execute
+
+    async def measured(*args: Any) -> Any:
+        sent.append(sum(len(a) for a in args if isinstance(a, bytes | str)))
+        return await execute(*args)
+
+    monkeypatch.setattr(store._line, "execute", measured)
+    state = new_state()
+    claimed = await store.claim(state.conversation_id, "w")
+    assert claimed.state is None
+    for turn in range(60):
+        work = state.working_copy()
+        work.remember("user", f"question {turn} " + "q" * 2_000, limit=50)
+        work.remember("assistant", f"answer {turn} " + "a" * 2_000, limit=50)
+        await store.save(work, "w")
+        state = work
+    assert max(sent[-10:]) < 6_000 < 50 * 2_000  # two items a save, not the fifty kept
+    loaded = await store.load(state.conversation_id)
+    assert loaded is not None
+    assert [(i.role, i.content) for i in loaded.history] == [(i.role, i.content) for i in state.history]
+    assert len(loaded.history) == 50 and loaded.history[0].content.startswith("question 35 ")
+    assert '"history":' not in (await redis.get(_key(state, "state")) or b"").decode()
+    assert 90 <= await redis.ttl(_key(state, "history")) <= 100
+    taken = await store.claim(state.conversation_id, "v")  # a new owner reads the same history
+    assert taken.state is not None and taken.state.model_dump() == loaded.model_dump()
+
+    state.history.clear()  # what a session closed with a state too large keeps
+    state.phase = "closed"
+    await store.save(state, "v")
+    assert not await redis.exists(_key(state, "history"))
+    loaded = await store.load(state.conversation_id)
+    assert loaded is not None and loaded.history == []
+
+
+async def test_a_save_repeated_after_redis_applied_it_appends_nothing_twice(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save is retried when its connection breaks, also after Redis applied it (the reply was
+    lost): the count of items ever appended tells the script the items are there already."""
+    store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=100_000)
+    state = new_state()
+    await store.claim(state.conversation_id, "w")
+    state.remember("user", "hello", limit=10)
+    await store.save(state, "w")
+    work = state.working_copy()
+    work.remember("assistant", "hi there", limit=10)
+    execute: Any = store._line.execute
+
+    async def applied_then_broken(*args: Any) -> Any:
+        await execute(*args)
+        return await execute(*args)  # the retry, after the first reply was lost
+
+    monkeypatch.setattr(store._line, "execute", applied_then_broken)
+    await store.save(work, "w")
+    monkeypatch.setattr(store._line, "execute", execute)
+    items = await redis.lrange(_key(state, "history"), 0, -1)
+    assert [HistoryItem.model_validate_json(i).content for i in items] == ["hello", "hi there"]
+
+
+async def test_a_history_redis_no_longer_holds_is_saved_whole(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state saved before the history had a list of its own is read with the history inside it
+    and saved whole the next time; so is one whose list is gone or behind: the save is refused
+    without writing anything, and made again with every item."""
+    store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=100_000)
+    state = new_state()
+    await store.claim(state.conversation_id, "w")
+    state.history = [
+        HistoryItem(role="user", content="before"),
+        HistoryItem(role="assistant", content="split"),
+    ]
+    await redis.set(_key(state, "state"), state.model_dump_json())  # with the history inside
+    old = await store.claim(state.conversation_id, "w")
+    assert old.state is not None and [i.content for i in old.state.history] == ["before", "split"]
+    work = old.state.working_copy()
+    work.remember("user", "after", limit=10)
+    await store.save(work, "w")
+    loaded = await store.load(state.conversation_id)
+    assert loaded is not None and [i.content for i in loaded.history] == ["before", "split", "after"]
+
+    await redis.delete(_key(state, "history"))  # gone (evicted, say)
+    work = loaded.working_copy()
+    work.remember("assistant", "again", limit=10)
+    scripts: list[Any] = []
+    execute: Any = store._line.execute
+
+    async def counted(*args: Any) -> Any:
+        scripts.append(await execute(*args))
+        return scripts[-1]
+
+    monkeypatch.setattr(store._line, "execute", counted)
+    await store.save(work, "w")
+    assert scripts == [-1, 1]
+    loaded = await store.load(state.conversation_id)
+    assert loaded is not None
+    assert [i.content for i in loaded.history] == ["before", "split", "after", "again"]
+
+
+async def test_a_save_that_lost_the_session_writes_no_history(redis: Redis) -> None:
+    store = StateStore(redis, ttl_s=100, closed_ttl_s=10, max_bytes=100_000)
+    state = new_state()
+    await store.claim(state.conversation_id, "a")
+    await store.claim(state.conversation_id, "b")
+    state.remember("user", "late", limit=10)
+    with pytest.raises(OwnershipLost):
+        await store.save(state, "a")
+    assert not await redis.exists(_key(state, "history"), _key(state, "history_seq"), _key(state, "state"))

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from parley_common.conversation_contract import (
     ConversationEndReason,
@@ -31,6 +31,20 @@ Phase = Literal["new", "waiting", "closed"]
 class HistoryItem(BaseModel):
     role: Literal["user", "assistant"]
     content: str
+    # Its JSON, made once (an item is never edited): the store pushes it and counts its size.
+    _json: bytes | None = PrivateAttr(default=None)
+
+    def json_bytes(self) -> bytes:
+        if self._json is None:
+            self._json = self.model_dump_json().encode()
+        return self._json
+
+    @classmethod
+    def stored(cls, raw: bytes) -> HistoryItem:
+        """An item as read from its list in Redis."""
+        item = cls.model_validate_json(raw)
+        item._json = bytes(raw)
+        return item
 
 
 class SessionState(BaseModel):
@@ -45,7 +59,10 @@ class SessionState(BaseModel):
     node_id: str | None = None
     node_turns: int = 0  # user turns taken in the current DIALOG node
     variables: dict[str, Any] = Field(default_factory=dict)
+    # Appended only through `remember` (which counts it in `history_seq`), dropped only from the
+    # front: the store saves only what a turn appended (sessions/store.py).
     history: list[HistoryItem] = Field(default_factory=list)
+    history_seq: int = 0  # history items ever appended
     turn_no: int = 0  # committed turns, for deterministic ids of what a turn does
     msg_seq: int = 0  # transcript messages committed
     last_input_seq: int = 0  # SESSION_IN stream sequence of the last input fully processed
@@ -59,6 +76,9 @@ class SessionState(BaseModel):
     end_reason: ConversationEndReason | None = None
     outbox: list[ConversationEvent] = Field(default_factory=list)
     tail: list[SessionOutput] = Field(default_factory=list)
+    # `history_seq` as last saved or loaded (-1: unknown, the next save writes the whole history).
+    # A turn's working copy carries it over from the committed state.
+    _saved_seq: int = PrivateAttr(default=0)
 
     @classmethod
     def new(cls, start: SessionStart) -> SessionState:
@@ -98,6 +118,34 @@ class SessionState(BaseModel):
             update={"history": list(self.history), "variables": variables, "outbox": [], "tail": []}
         )
 
+    def read_back(self, items: list[bytes]) -> SessionState:
+        """This state as read from Redis, its history from its own list (`items`). A state saved
+        with its history inside (before the history had a list) has it already, and is saved whole
+        next time."""
+        if self.history:
+            self.history_seq = max(self.history_seq, len(self.history))
+            self._saved_seq = -1
+        else:
+            self.history = [HistoryItem.stored(raw) for raw in items]
+            self._saved_seq = self.history_seq
+        return self
+
+    def history_since_save(self) -> list[HistoryItem] | None:
+        """The history items appended since this state (or the one its working copy was made from)
+        was last saved or read back; every item kept when more were appended than are kept. None:
+        not known, the whole history is to be saved."""
+        appended = self.history_seq - self._saved_seq
+        if self._saved_seq < 0 or appended < 0:
+            return None
+        return self.history[max(0, len(self.history) - appended) :]
+
+    @property
+    def saved_seq(self) -> int:
+        return self._saved_seq
+
+    def saved(self) -> None:
+        self._saved_seq = self.history_seq
+
     def message(self, role: MessageRole, content: str, at: datetime) -> ConversationMessage:
         """Append a transcript message to the outbox, numbered after the committed ones."""
         seq = self.msg_seq
@@ -116,6 +164,7 @@ class SessionState(BaseModel):
 
     def remember(self, role: Literal["user", "assistant"], content: str, limit: int) -> None:
         self.history.append(HistoryItem(role=role, content=content))
+        self.history_seq += 1
         if len(self.history) > limit:
             del self.history[: len(self.history) - limit]
 

@@ -13,15 +13,24 @@ session whose lease another worker still holds leaves it to that owner (see work
 Redis may be away for a moment (a restart): every read and write here is retried while it fails
 with a connection error, for up to `outage_timeout_s`, so a turn that commits during the outage
 commits once Redis is back instead of crashing its session. They are all safe to repeat.
+
+The history the LLM sees is kept apart from the rest of the state, as a Redis list of its items'
+JSON (`…:history`), next to how many items were ever appended (`…:history_seq`): a save sends the
+state without its history and only the items the turn appended, and trims what it dropped, so a
+turn's write stays the size of the turn, not of the conversation (a full history of 2 KB messages
+was a 200 KB `SET` every turn). The count makes a save safe to repeat: one that Redis already
+applied (its reply lost to a broken connection) pushes nothing again. A save that does not build
+on what Redis holds (a state from before the split, a list gone) writes the whole history instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
+import structlog
 from redis.asyncio import Redis
 
 from parley_common.redis_client import LineScript, RedisLine
@@ -29,19 +38,45 @@ from parley_runtime.sessions.state import SessionState
 from parley_runtime.settings import RuntimeSettings
 from parley_runtime.state_store import RedisStateStore
 
-# KEYS: owner, lease, claims, state; ARGV: token, ttl in s, lease in ms. Takes the session over
-# and returns how many times it has been claimed and its committed state (nil: none), read after
-# the fence moved to us: one round trip for what every claim needs.
+# KEYS: owner, lease, claims, state, history; ARGV: token, ttl in s, lease in ms. Takes the
+# session over and returns how many times it has been claimed, its committed state (nil: none) and
+# its history's items, read after the fence moved to us: one round trip for what every claim needs.
 _CLAIM = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 local claims = redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
-return {claims, redis.call('GET', KEYS[4])}
+return {claims, redis.call('GET', KEYS[4]), redis.call('LRANGE', KEYS[5], 0, -1)}
 """
 
+# KEYS: owner, state, history, history_seq. ARGV: token, state (without history), ttl in s, the
+# history_seq the save builds on, the new history_seq, how many items the history keeps, whole
+# (1: the items are the whole history), then the items appended since (or all of them).
+# Returns 1, 0 (not the owner: nothing written) or -1 (Redis does not hold what the save builds
+# on: nothing written, send the whole history).
 _SAVE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local seq, keep = tonumber(ARGV[5]), tonumber(ARGV[6])
+if ARGV[7] == '1' then
+  redis.call('DEL', KEYS[3])
+  for i = 8, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+else
+  local have = tonumber(redis.call('GET', KEYS[4]) or '0')
+  local len = redis.call('LLEN', KEYS[3])
+  if have ~= seq then
+    if have ~= tonumber(ARGV[4]) or len + #ARGV - 7 < keep then return -1 end
+    for i = 8, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+  elseif len < keep then  -- (equal: this save was applied already, its reply lost)
+    return -1
+  end
+end
+if keep == 0 then
+  redis.call('DEL', KEYS[3])
+else
+  redis.call('LTRIM', KEYS[3], -keep, -1)
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+redis.call('SET', KEYS[4], seq, 'EX', ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
@@ -61,6 +96,11 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+log = structlog.get_logger(__name__)
+
+_HISTORY = {"history"}
 
 
 @dataclass(frozen=True)
@@ -111,29 +151,63 @@ class StateStore(RedisStateStore[SessionState]):
     async def claim(self, conversation_id: UUID, token: str) -> Claimed:
         """Take the session over, and read its committed state, in one round trip (one script).
         Unconditional: JetStream delivering the start message to us is what makes us the owner."""
-        keys = [self.key(conversation_id, part) for part in ("owner", "lease", "claims", "state")]
-        claims, raw = await self._retried(
+        parts = ("owner", "lease", "claims", "state", "history")
+        keys = [self.key(conversation_id, part) for part in parts]
+        claims, raw, items = await self._retried(
             lambda: self._claim(keys=keys, args=[token, self.ttl_s, self.lease_ms]),
             "session claim",
             conversation_id,
         )
-        return Claimed(int(claims), self.decode(raw))
+        return Claimed(int(claims), self._read_back(raw, items))
 
     async def load(self, conversation_id: UUID) -> SessionState | None:
-        raw = await self._retried(
-            lambda: self.redis.get(self.key(conversation_id, "state")), "session load", conversation_id
-        )
-        return self.decode(raw)
+        async def read() -> list[Any]:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(self.key(conversation_id, "state"))
+                pipe.lrange(self.key(conversation_id, "history"), 0, -1)
+                return await pipe.execute()
+
+        raw, items = await self._retried(read, "session load", conversation_id)
+        return self._read_back(raw, items)
+
+    def _read_back(self, raw: Any, items: list[bytes]) -> SessionState | None:
+        state = self.decode(raw)
+        return None if state is None else state.read_back(items)
 
     async def save(self, state: SessionState, token: str) -> None:
-        body = self.encode(state)
+        """Write the state (without its history) and the history items the turn appended, trim
+        what it dropped; the whole history when Redis does not hold what the save builds on."""
+        body = self._body(state)
         ttl = self.closed_ttl_s if state.phase == "closed" else self.ttl_s
-        keys = [self.key(state.conversation_id, "owner"), self.key(state.conversation_id, "state")]
-        ok = await self._retried(
-            lambda: self._save(keys=keys, args=[token, body, ttl]), "session save", state.conversation_id
-        )
-        if not ok:
-            raise OwnershipLost(str(state.conversation_id))
+        conv = state.conversation_id
+        keys = [self.key(conv, part) for part in ("owner", "state", "history", "history_seq")]
+        head: list[bytes | str | int] = [token, body, ttl, state.saved_seq, state.history_seq]
+        head.append(len(state.history))
+        appended = state.history_since_save()
+
+        def write(whole: bool) -> Awaitable[Any]:
+            items = state.history if whole or appended is None else appended
+            args = [*head, int(whole or appended is None), *(item.json_bytes() for item in items)]
+            return self._save(keys=keys, args=args)
+
+        done = await self._retried(lambda: write(False), "session save", conv)
+        if done == -1:
+            log.warning("session.history_saved_whole", conversation_id=str(conv))
+            done = await self._retried(lambda: write(True), "session save", conv)
+        if not done:
+            raise OwnershipLost(str(conv))
+        state.saved()
+
+    def _body(self, state: SessionState) -> bytes:
+        """The state's JSON without its history, the two within `max_bytes` together: the oldest
+        history goes first (`shrink`); a state still too large is refused."""
+        body = state.model_dump_json(exclude=_HISTORY).encode()
+        size = len(body) + sum(len(item.json_bytes()) for item in state.history)
+        while size > self.max_bytes and self.shrink(state):
+            size = len(body) + sum(len(item.json_bytes()) for item in state.history)
+        if size > self.max_bytes:
+            raise self.too_large(size)
+        return body
 
     async def aclose(self) -> None:
         """Close the save's own connection (the pool is its owner's to close)."""
