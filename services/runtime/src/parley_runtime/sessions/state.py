@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from uuid import UUID
 
 from pydantic import BaseModel, Field, PrivateAttr
@@ -31,20 +31,6 @@ Phase = Literal["new", "waiting", "closed"]
 class HistoryItem(BaseModel):
     role: Literal["user", "assistant"]
     content: str
-    # Its JSON, made once (an item is never edited): the store pushes it and counts its size.
-    _json: bytes | None = PrivateAttr(default=None)
-
-    def json_bytes(self) -> bytes:
-        if self._json is None:
-            self._json = self.model_dump_json().encode()
-        return self._json
-
-    @classmethod
-    def stored(cls, raw: bytes) -> HistoryItem:
-        """An item as read from its list in Redis."""
-        item = cls.model_validate_json(raw)
-        item._json = bytes(raw)
-        return item
 
 
 class SessionState(BaseModel):
@@ -79,6 +65,12 @@ class SessionState(BaseModel):
     # `history_seq` as last saved or loaded (-1: unknown, the next save writes the whole history).
     # A turn's working copy carries it over from the committed state.
     _saved_seq: int = PrivateAttr(default=0)
+    # At least the size of the history's JSON as last saved or read back (its items' JSON, summed):
+    # what was saved, plus what a turn appends, bounds a save's history without measuring each item.
+    _saved_bytes: int = PrivateAttr(default=0)
+    # The size of each history item's JSON, by item (never edited), measured once, for when the
+    # history is measured item by item. Shared with working copies (they share the items).
+    _sizes: dict[int, tuple[HistoryItem, int]] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def new(cls, start: SessionStart) -> SessionState:
@@ -119,32 +111,54 @@ class SessionState(BaseModel):
         )
 
     def read_back(self, items: list[bytes]) -> SessionState:
-        """This state as read from Redis, its history from its own list (`items`). A state saved
-        with its history inside (before the history had a list) has it already, and is saved whole
-        next time."""
+        """This state as read from Redis, its history from its own list (`items`, each an item's
+        JSON). A state saved with its history inside (before the history had a list) has it
+        already, and is saved whole next time."""
         if self.history:
             self.history_seq = max(self.history_seq, len(self.history))
             self._saved_seq = -1
+            self._saved_bytes = self.history_bytes()
         else:
-            self.history = [HistoryItem.stored(raw) for raw in items]
+            self.history = [HistoryItem.model_validate_json(raw) for raw in items]
+            self._sizes = {id(item): (item, len(raw)) for item, raw in zip(self.history, items, strict=True)}
             self._saved_seq = self.history_seq
+            self._saved_bytes = sum(len(raw) for raw in items)
         return self
 
-    def history_since_save(self) -> list[HistoryItem] | None:
-        """The history items appended since this state (or the one its working copy was made from)
-        was last saved or read back; every item kept when more were appended than are kept. None:
-        not known, the whole history is to be saved."""
-        appended = self.history_seq - self._saved_seq
-        if self._saved_seq < 0 or appended < 0:
-            return None
-        return self.history[max(0, len(self.history) - appended) :]
+    def history_bytes(self) -> int:
+        """The size of the history's items' JSON, summed (each item measured once)."""
+        private = self._private()
+        sizes, total = private["_sizes"], 0
+        for item in self.history:
+            known = sizes.get(id(item))
+            if known is None or known[0] is not item:
+                known = sizes[id(item)] = (item, len(item.model_dump_json().encode()))
+            total += known[1]
+        if len(sizes) > 2 * len(self.history) + 8:  # forget the items dropped since
+            private["_sizes"] = {id(item): sizes[id(item)] for item in self.history}
+        return total
 
-    @property
-    def saved_seq(self) -> int:
-        return self._saved_seq
+    def history_to_save(self) -> tuple[int, int, list[HistoryItem] | None]:
+        """`history_seq` as last saved or read back (by this state or the one its working copy was
+        made from), the size of the history's JSON then, and the history items appended since
+        (every item kept, when more were appended than are kept; None: not known, the whole
+        history is to be saved)."""
+        private = self._private()
+        saved = private["_saved_seq"]
+        appended = self.history_seq - saved
+        if saved < 0 or appended < 0:
+            return saved, private["_saved_bytes"], None
+        return saved, private["_saved_bytes"], self.history[max(0, len(self.history) - appended) :]
 
-    def saved(self) -> None:
-        self._saved_seq = self.history_seq
+    def saved(self, history_bytes: int) -> None:
+        """Saved, with a history of at most `history_bytes` of JSON."""
+        private = self._private()
+        private["_saved_seq"], private["_saved_bytes"] = self.history_seq, history_bytes
+
+    def _private(self) -> dict[str, Any]:
+        # Pydantic's private attributes, read without its `__getattr__` (~1.4 µs a read here): the
+        # store reads them every save.
+        return cast(dict[str, Any], self.__pydantic_private__)
 
     def message(self, role: MessageRole, content: str, at: datetime) -> ConversationMessage:
         """Append a transcript message to the outbox, numbered after the committed ones."""

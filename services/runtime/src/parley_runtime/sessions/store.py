@@ -34,7 +34,7 @@ import structlog
 from redis.asyncio import Redis
 
 from parley_common.redis_client import LineScript, RedisLine
-from parley_runtime.sessions.state import SessionState
+from parley_runtime.sessions.state import HistoryItem, SessionState
 from parley_runtime.settings import RuntimeSettings
 from parley_runtime.state_store import RedisStateStore
 
@@ -101,6 +101,10 @@ return 0
 log = structlog.get_logger(__name__)
 
 _HISTORY = {"history"}
+
+
+def _json(item: HistoryItem) -> bytes:
+    return item.model_dump_json().encode()
 
 
 @dataclass(frozen=True)
@@ -177,18 +181,18 @@ class StateStore(RedisStateStore[SessionState]):
     async def save(self, state: SessionState, token: str) -> None:
         """Write the state (without its history) and the history items the turn appended, trim
         what it dropped; the whole history when Redis does not hold what the save builds on."""
-        body = self._body(state)
-        ttl = self.closed_ttl_s if state.phase == "closed" else self.ttl_s
         conv = state.conversation_id
-        keys = [self.key(conv, part) for part in ("owner", "state", "history", "history_seq")]
-        head: list[bytes | str | int] = [token, body, ttl, state.saved_seq, state.history_seq]
-        head.append(len(state.history))
-        appended = state.history_since_save()
+        prefix = self.key(conv, "")
+        keys = [prefix + part for part in ("owner", "state", "history", "history_seq")]
+        body, history_bytes, appended = self._encode(state)
+        ttl = self.closed_ttl_s if state.phase == "closed" else self.ttl_s
+        saved_seq = state.history_to_save()[0]
+        head: list[bytes | str | int] = [token, body, ttl, saved_seq, state.history_seq, len(state.history)]
 
         def write(whole: bool) -> Awaitable[Any]:
-            items = state.history if whole or appended is None else appended
-            args = [*head, int(whole or appended is None), *(item.json_bytes() for item in items)]
-            return self._save(keys=keys, args=args)
+            if whole or appended is None:
+                return self._save(keys=keys, args=[*head, 1, *(_json(item) for item in state.history)])
+            return self._save(keys=keys, args=[*head, 0, *appended])
 
         done = await self._retried(lambda: write(False), "session save", conv)
         if done == -1:
@@ -196,18 +200,28 @@ class StateStore(RedisStateStore[SessionState]):
             done = await self._retried(lambda: write(True), "session save", conv)
         if not done:
             raise OwnershipLost(str(conv))
-        state.saved()
+        state.saved(history_bytes)
 
-    def _body(self, state: SessionState) -> bytes:
-        """The state's JSON without its history, the two within `max_bytes` together: the oldest
-        history goes first (`shrink`); a state still too large is refused."""
+    def _encode(self, state: SessionState) -> tuple[bytes, int, list[bytes] | None]:
+        """The state's JSON without its history, at least the size of its history's JSON (the two
+        within `max_bytes` together), and the JSON of the history items to append (None: the
+        whole history is to be written). The history as saved plus what the turn appended bounds
+        its size (what the turn dropped only makes it smaller); over the limit, it is measured item
+        by item, and the oldest history goes first (`shrink`); a state still too large is refused."""
         body = state.model_dump_json(exclude=_HISTORY).encode()
-        size = len(body) + sum(len(item.json_bytes()) for item in state.history)
-        while size > self.max_bytes and self.shrink(state):
-            size = len(body) + sum(len(item.json_bytes()) for item in state.history)
-        if size > self.max_bytes:
-            raise self.too_large(size)
-        return body
+        _, saved_bytes, appended = state.history_to_save()
+        if appended is not None:
+            json = [_json(item) for item in appended]
+            history = saved_bytes + sum(len(data) for data in json)
+            if len(body) + history <= self.max_bytes:
+                return body, history, json
+        history = state.history_bytes()
+        while len(body) + history > self.max_bytes and self.shrink(state):
+            history = state.history_bytes()
+        if len(body) + history > self.max_bytes:
+            raise self.too_large(len(body) + history)
+        appended = state.history_to_save()[2]
+        return body, history, None if appended is None else [_json(item) for item in appended]
 
     async def aclose(self) -> None:
         """Close the save's own connection (the pool is its owner's to close)."""
