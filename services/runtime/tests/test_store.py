@@ -285,8 +285,10 @@ async def test_a_history_redis_no_longer_holds_is_saved_whole(
     assert loaded is not None and [i.content for i in loaded.history] == ["before", "split", "after"]
 
     await redis.delete(_key(state, "history"))  # gone (evicted, say)
+    loaded.history_seq += 2_500  # and thousands of messages appended, more than one command takes
+    loaded.history += [HistoryItem(role="user", content=str(i)) for i in range(2_500)]
     work = loaded.working_copy()
-    work.remember("assistant", "again", limit=10)
+    work.remember("assistant", "again", limit=10_000)
     scripts: list[Any] = []
     execute: Any = store._line.execute
 
@@ -299,7 +301,11 @@ async def test_a_history_redis_no_longer_holds_is_saved_whole(
     assert scripts == [-1, 1]
     loaded = await store.load(state.conversation_id)
     assert loaded is not None
-    assert [i.content for i in loaded.history] == ["before", "split", "after", "again"]
+    assert [i.content for i in loaded.history] == [
+        *("before", "split", "after"),
+        *(str(i) for i in range(2_500)),
+        "again",
+    ]
 
 
 async def test_a_save_that_lost_the_session_writes_no_history(redis: Redis) -> None:

@@ -56,16 +56,19 @@ return {claims, redis.call('GET', KEYS[4]), redis.call('LRANGE', KEYS[5], 0, -1)
 # on: nothing written, send the whole history).
 _SAVE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local seq, keep = tonumber(ARGV[5]), tonumber(ARGV[6])
+local seq, keep, len = tonumber(ARGV[5]), tonumber(ARGV[6]), 0
+local function push()  -- the items, a thousand a command (Lua's unpack has a limit)
+  for i = 8, #ARGV, 1000 do len = redis.call('RPUSH', KEYS[3], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+end
 if ARGV[7] == '1' then
   redis.call('DEL', KEYS[3])
-  for i = 8, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+  push()
 else
   local have = tonumber(redis.call('GET', KEYS[4]) or '0')
-  local len = redis.call('LLEN', KEYS[3])
+  len = redis.call('LLEN', KEYS[3])
   if have ~= seq then
     if have ~= tonumber(ARGV[4]) or len + #ARGV - 7 < keep then return -1 end
-    for i = 8, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+    push()
   elseif len < keep then  -- (equal: this save was applied already, its reply lost)
     return -1
   end
@@ -73,7 +76,7 @@ end
 if keep == 0 then
   redis.call('DEL', KEYS[3])
 else
-  redis.call('LTRIM', KEYS[3], -keep, -1)
+  if len > keep then redis.call('LTRIM', KEYS[3], -keep, -1) end
   redis.call('EXPIRE', KEYS[3], ARGV[3])
 end
 redis.call('SET', KEYS[4], seq, 'EX', ARGV[3])
