@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench._smoke import run
+
 MS = r"\d+\.\d{3} ms"
 RATIO = r"\d+\.\d{2}x"
 ROW = re.compile(rf"^(session|api_key|client_token)\s+{MS}\s+{MS}\s+{MS}\s+{MS}\s+{RATIO}\s+{RATIO}$", re.M)
@@ -21,16 +19,7 @@ def test_auth_verify_bench_prints_both_paths_and_their_ratio(infra: Any) -> None
     # same `auth` queue group on the session's NATS would take a share of the bench's requests.
     env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
     env.update(REDIS_URL=infra.redis_url, DATABASE_URL=infra.database_url)
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.auth_verify", "--iterations", "20", "--warmup", "2"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    out = run("auth_verify", "--iterations", "20", "--warmup", "2", env=env, timeout=180)
     header = next(line for line in out.splitlines() if line.startswith("credential"))
     columns = "credential  in-process p50  in-process p99  bus p50  bus p99  ratio p50  ratio p99"
     assert header.split() == columns.split(), out

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench._smoke import run
+
 ROW = re.compile(
     r"^(ten-turn conversations|long conversation), .+?\s+\d+\.\d µs\s+\d+\.\d µs\s+\d+\.\d{2}x$", re.M
 )
@@ -18,16 +16,7 @@ ROW = re.compile(
 
 def test_state_save_bench_prints_both_saves_and_their_ratio(infra: Any) -> None:
     env = {**os.environ, "REDIS_URL": infra.redis_url}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.state_save", "--turns", "20", "--rounds", "2"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    out = run("state_save", "--turns", "20", "--rounds", "2", env=env, timeout=120)
     assert out.splitlines()[0].split() == ["conversation", "whole", "document", "history", "list", "ratio"], (
         out
     )

@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench._smoke import run
 
 
 def test_voice_engines_bench_reports_every_figure() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.voice_engines",
-            "--utterances",
-            "1",
-            "--sessions",
-            "1",
-            "--seconds",
-            "4",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    out = run("voice_engines", "--utterances", "1", "--sessions", "1", "--seconds", "4")
     assert re.search(r"per utterance\s+p50\s+\d+\.\d ms\s+p99", out), out
     assert re.search(r"first audio\s+p50\s+\d+\.\d ms", out), out
     assert re.search(r"VAD Silero v6: \d+ µs per 20 ms frame", out), out

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench._smoke import run
+
 MS = r"\d+\.\d{3} ms"
 RATIO = r"\d+\.\d{2}x"
 LATENCY = re.compile(
@@ -25,16 +23,7 @@ def test_realtime_bench_prints_latency_ratios_and_capacity(infra: Any) -> None:
     env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
     env.update(REDIS_URL=infra.redis_url, DATABASE_URL=infra.database_url)
     argv = ["--iterations", "10", "--warmup", "2", "--levels", "2,4", "--turns", "2", "--think-ms", "100"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.realtime", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    out = run("realtime", *argv, env=env)
     assert sorted(m.group(1) for m in LATENCY.finditer(out)) == ["first text_delta", "turn_complete"], out
     assert "ratio = full path / in-process" in out
     levels = [(int(m.group(1)), int(m.group(2))) for m in LEVEL.finditer(out)]
