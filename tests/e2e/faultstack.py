@@ -145,7 +145,6 @@ async def fault_stack(
         PYTHONUNBUFFERED="1",
         PARLEY_AUTH_TOKEN_SECRET=secrets.token_urlsafe(32),
         PARLEY_AUTH_MAIL_DIR=str(mail_dir),
-        PARLEY_AUTH_OUTBOX_POLL_S="0.05",
         PARLEY_CATALOG_SECRET_KEY=secrets.token_urlsafe(32),
         PARLEY_CATALOG_CONVERSATIONS_RETRY_DELAY_S="0.2",
         PARLEY_RUNTIME_BUILTIN_PACE_MS=str(PACE_MS),

@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
 from email import message_from_bytes
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -92,3 +93,25 @@ async def test_outbox_retries_with_backoff_when_smtp_down(ctx: AuthContext, paus
     await outbox.drain_once(down, ctx.db.sessions)
     async with ctx.db.sessions() as db:
         assert (await db.get(OutboxMail, row.id)).attempts == 1  # type: ignore[union-attr]
+
+
+async def test_mail_goes_out_when_its_transaction_commits_not_when_the_outbox_polls(
+    auth_app: FastAPI, ctx: AuthContext
+) -> None:
+    """The app's outbox looks on its own only every 600 s here (conftest): a mail queued in a
+    transaction is delivered because the commit woke it, and not before the commit."""
+    sink = Path(ctx.settings.auth_mail_dir)
+
+    def delivered() -> list[Path]:
+        return [p for p in sink.glob("*.eml") if "To: wake@example.com" in p.read_text()]
+
+    async with ctx.db.sessions() as db:
+        outbox.enqueue(db, "wake@example.com", "Woken", "Body text")
+        await db.flush()
+        await asyncio.sleep(0.3)
+        assert delivered() == []  # not committed: nothing to deliver yet
+        await db.commit()
+    async with asyncio.timeout(5):
+        while not delivered():
+            await asyncio.sleep(0.05)
+    assert len(delivered()) == 1

@@ -145,7 +145,6 @@ async def stack(
             **common,
             auth_token_secret=secrets.token_urlsafe(32),
             auth_mail_dir=mail_dir,
-            auth_outbox_poll_s=0.05,
             log_json=False,
             auth_rate_signup_ip=NO_LIMIT,
             auth_rate_key_create_ip=NO_LIMIT,

@@ -14,7 +14,7 @@ from parley_auth.apikeys.router import router as apikeys_router
 from parley_auth.context import AuthContext
 from parley_auth.db import Database
 from parley_auth.deps import LocalVerifier
-from parley_auth.mail.outbox import run_outbox
+from parley_auth.mail.outbox import WAKE, run_outbox
 from parley_auth.orgs.router import router as orgs_router
 from parley_auth.security.turnstile import TurnstileVerifier, make_verifier
 from parley_auth.settings import AuthSettings, get_settings
@@ -38,8 +38,11 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
     )
     bus.register(kit, ctx)  # every subscription: bus.py
 
+    outbox_wake = asyncio.Event()  # set when a transaction that queued mail commits (mail/outbox.py)
+    db.sessions.configure(info={WAKE: outbox_wake})
+
     def start_outbox() -> asyncio.Task[None]:
-        return asyncio.create_task(run_outbox(settings, db.sessions), name="mail-outbox")
+        return asyncio.create_task(run_outbox(settings, db.sessions, outbox_wake), name="mail-outbox")
 
     @kit.part
     @asynccontextmanager

@@ -32,7 +32,9 @@ class AuthSettings(DatabaseSettings):
     auth_smtp_starttls: bool = True
     auth_mail_from: str = "Parley <no-reply@parley.local>"
     auth_mail_dir: Path = Path(".parley/mail")
-    auth_outbox_poll_s: float = 1.0
+    # Mail goes out when its transaction commits; this is how often the outbox looks besides
+    # (retries that came due, mail queued by a replica that stopped before sending it).
+    auth_outbox_poll_s: float = Field(default=10.0, gt=0)
     # Rate limits ("N/period" strings of the `limits` library), per client IP and per account.
     auth_rate_login_ip: str = "30/minute"
     auth_rate_login_account: str = "10/minute"

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley_auth.mail.models import OutboxMail
+from parley_auth.mail.outbox import wake_after_commit
 from parley_common import subjects
 from parley_common.jetstream import DurableConsumer
 from parley_common.session_contract import MailRequest, ensure_streams
@@ -33,6 +34,7 @@ async def store(sessions: async_sessionmaker[AsyncSession], request: MailRequest
     )
     async with sessions() as db, db.begin():
         result = await db.execute(statement)
+        wake_after_commit(db)
     return bool(getattr(result, "rowcount", 0))
 
 

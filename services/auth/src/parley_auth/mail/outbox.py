@@ -2,12 +2,18 @@
 
 Delivery goes over SMTP when `PARLEY_AUTH_SMTP_HOST` is set, otherwise each message is written as
 an `.eml` file to the mail sink directory (`PARLEY_AUTH_MAIL_DIR`, `.parley/mail` under make run).
+
+The task wakes when a transaction that queued mail commits (`wake_after_commit`: the sessions'
+factory carries the task's `asyncio.Event` in `Session.info`), so mail goes out at once without a
+query a second. It also looks every `PARLEY_AUTH_OUTBOX_POLL_S` (10 s) for what no wake-up
+announced: retries that came due, mail another replica queued before it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -15,7 +21,7 @@ from pathlib import Path
 
 import aiosmtplib
 import structlog
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley_auth.mail.models import OutboxMail
@@ -23,10 +29,21 @@ from parley_auth.settings import AuthSettings
 
 log = structlog.get_logger(__name__)
 MAX_ATTEMPTS = 8
+BATCH = 20
+WAKE = "parley_auth.outbox_wake"  # the key of the outbox task's Event in a session's `info`
 
 
 def enqueue(db: AsyncSession, to: str, subject: str, body: str) -> None:
     db.add(OutboxMail(to_addr=to, subject=subject, body=body))
+    wake_after_commit(db)
+
+
+def wake_after_commit(db: AsyncSession) -> None:
+    """Wake the outbox task once `db`'s transaction has committed (before, it would not see the
+    mail). A session from a factory without the task's Event (a script's) wakes nothing."""
+    wake: asyncio.Event | None = db.info.get(WAKE)
+    if wake is not None:
+        event.listen(db.sync_session, "after_commit", lambda _session: wake.set(), once=True)
 
 
 def build_message(settings: AuthSettings, row: OutboxMail) -> EmailMessage:
@@ -64,7 +81,7 @@ async def deliver(settings: AuthSettings, row: OutboxMail) -> None:
 
 
 async def drain_once(
-    settings: AuthSettings, sessions: async_sessionmaker[AsyncSession], batch: int = 20
+    settings: AuthSettings, sessions: async_sessionmaker[AsyncSession], batch: int = BATCH
 ) -> int:
     """Deliver due messages; rows are locked with SKIP LOCKED so replicas never send one twice."""
     sent = 0
@@ -98,12 +115,20 @@ async def drain_once(
     return sent
 
 
-async def run_outbox(settings: AuthSettings, sessions: async_sessionmaker[AsyncSession]) -> None:
+async def run_outbox(
+    settings: AuthSettings, sessions: async_sessionmaker[AsyncSession], wake: asyncio.Event
+) -> None:
+    """Deliver what is due whenever `wake` is set, and every `auth_outbox_poll_s` besides."""
     while True:
+        wake.clear()  # before the drain: mail committed during it wakes the next one
+        sent = 0
         try:
-            await drain_once(settings, sessions)
+            sent = await drain_once(settings, sessions)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the database may be restarting; keep the loop alive
             log.warning("mail.outbox_error", error=str(exc))
-        await asyncio.sleep(settings.auth_outbox_poll_s)
+        if sent >= BATCH:  # a full batch: more may be waiting
+            continue
+        with suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), settings.auth_outbox_poll_s)
