@@ -1,0 +1,87 @@
+"""The served processes' uvicorn (`kit.runner.QuietServer`): it wakes once a second, not ten times,
+still answers with a Date header, and a signal to stop stops it at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from parley_common.kit.runner import QuietServer
+from parley_devstack.servers import free_port
+
+
+async def test_it_wakes_once_a_second_and_answers_with_a_date() -> None:
+    app = FastAPI()
+
+    @app.get("/")
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    port = free_port()
+    server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    ticks: list[int] = []
+    on_tick = server.on_tick
+
+    async def counted(counter: int) -> bool:
+        ticks.append(counter)
+        return await on_tick(counter)
+
+    server.on_tick = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        ticks.clear()
+        await asyncio.sleep(2.5)
+        assert 2 <= len(ticks) <= 4  # uvicorn's own loop: 25
+        assert all(counter % 10 == 0 for counter in ticks)  # each refreshes the Date header
+        async with httpx.AsyncClient() as client:
+            reply = await client.get(f"http://127.0.0.1:{port}/")
+        assert reply.json() == {"ok": True}
+        assert abs(time.time() - parsedate_to_datetime(reply.headers["date"]).timestamp()) < 3
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+SERVED = """
+import sys
+from fastapi import FastAPI
+from parley_common.kit import runner
+from parley_common.settings import CommonSettings
+
+runner.QuietServer.TICK_S = 60  # without the wake-up, a stop would wait for the next tick
+settings = CommonSettings(service_name="quiet", http_host="127.0.0.1", http_port=int(sys.argv[1]))
+runner.serve(FastAPI(), settings)
+"""
+
+
+def test_a_signal_to_stop_stops_it_at_once() -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVED, str(port)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        started = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert time.monotonic() - started < 5  # not the 60 s tick
+    finally:
+        proc.kill()
+        proc.wait()
