@@ -115,11 +115,20 @@ def figures(cpu: CpuPhase, admission: Admission | None) -> Figures:
     `bench.perf_pair` compares them."""
     per_turn = cpu.per_turn_ms()
     out: Figures = {"CPU ms per turn": {**per_turn, "whole stack": sum(per_turn.values())}}
+    if cpu.idle_rate:  # what the stack spends whatever the load: ticks, heartbeats, polls
+        idle = {k: v * 1000 for k, v in cpu.idle_rate.items()}
+        out["idle CPU ms per s (the CPU phase's sessions open, silent)"] = {
+            **idle,
+            "whole stack": sum(idle.values()),
+        }
     if admission is not None and admission.open_cpu:
         opened = max(admission.admitted, 1)
         per_opening = {k: v * 1000 / opened for k, v in admission.open_cpu.items()}
         out["CPU ms per session opened"] = {**per_opening, "whole stack": sum(per_opening.values())}
         out["sessions admitted per s"] = {"whole stack": admission.rate}
+    if admission is not None and admission.idle_rate:
+        held = {k: v * 1e6 / max(admission.held, 1) for k, v in admission.idle_rate.items()}
+        out["idle CPU µs per s per held session"] = {**held, "whole stack": sum(held.values())}
     return out
 
 

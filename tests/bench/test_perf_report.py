@@ -116,7 +116,16 @@ def test_the_figures_written_as_json_are_the_reports_by_process() -> None:
         {"gateway": 5.0, "caddy": 1.0, "whole stack": 6.0}
     )
     assert got["sessions admitted per s"] == pytest.approx({"whole stack": 1000 / 1.5})
-    assert set(figures(cpu, None)) == {"CPU ms per turn"}  # no admission phase
+    assert got["idle CPU ms per s (the CPU phase's sessions open, silent)"] == pytest.approx(
+        {"runtime (all workers)": 10.0, "gateway": 10.0, "whole stack": 20.0}
+    )
+    assert got["idle CPU µs per s per held session"] == pytest.approx(
+        {"gateway": 60.0, "caddy": 30.0, "whole stack": 90.0}
+    )
+    assert set(figures(cpu, None)) == {  # no admission phase
+        "CPU ms per turn",
+        "idle CPU ms per s (the CPU phase's sessions open, silent)",
+    }
 
 
 def test_a_pair_is_compared_process_by_process() -> None:
