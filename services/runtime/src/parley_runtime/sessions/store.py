@@ -187,9 +187,8 @@ class StateStore(RedisStateStore[SessionState]):
         conv = state.conversation_id
         prefix = self.key(conv, "")
         keys = [prefix + part for part in ("owner", "state", "history", "history_seq")]
-        body, history_bytes, appended = self._encode(state)
+        body, history_bytes, saved_seq, appended = self._encode(state)
         ttl = self.closed_ttl_s if state.phase == "closed" else self.ttl_s
-        saved_seq = state.history_to_save()[0]
         head: list[bytes | str | int] = [token, body, ttl, saved_seq, state.history_seq, len(state.history)]
 
         def write(whole: bool) -> Awaitable[Any]:
@@ -205,26 +204,27 @@ class StateStore(RedisStateStore[SessionState]):
             raise OwnershipLost(str(conv))
         state.saved(history_bytes)
 
-    def _encode(self, state: SessionState) -> tuple[bytes, int, list[bytes] | None]:
+    def _encode(self, state: SessionState) -> tuple[bytes, int, int, list[bytes] | None]:
         """The state's JSON without its history, at least the size of its history's JSON (the two
-        within `max_bytes` together), and the JSON of the history items to append (None: the
-        whole history is to be written). The history as saved plus what the turn appended bounds
-        its size (what the turn dropped only makes it smaller); over the limit, it is measured item
-        by item, and the oldest history goes first (`shrink`); a state still too large is refused."""
+        within `max_bytes` together), the `history_seq` the save builds on, and the JSON of the
+        history items to append (None: the whole history is to be written). The history as saved
+        plus what the turn appended bounds its size (what the turn dropped only makes it smaller);
+        over the limit, it is measured item by item, and the oldest history goes first (`shrink`);
+        a state still too large is refused."""
         body = state.model_dump_json(exclude=_HISTORY).encode()
-        _, saved_bytes, appended = state.history_to_save()
+        saved_seq, saved_bytes, appended = state.history_to_save()
         if appended is not None:
             json = [_json(item) for item in appended]
             history = saved_bytes + sum(len(data) for data in json)
             if len(body) + history <= self.max_bytes:
-                return body, history, json
+                return body, history, saved_seq, json
         history = state.history_bytes()
         while len(body) + history > self.max_bytes and self.shrink(state):
             history = state.history_bytes()
         if len(body) + history > self.max_bytes:
             raise self.too_large(len(body) + history)
-        appended = state.history_to_save()[2]
-        return body, history, None if appended is None else [_json(item) for item in appended]
+        appended = state.history_to_save()[2]  # what is left of it after `shrink`
+        return body, history, saved_seq, None if appended is None else [_json(item) for item in appended]
 
     async def aclose(self) -> None:
         """Close the save's own connection (the pool is its owner's to close)."""
