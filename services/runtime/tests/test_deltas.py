@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from parley_runtime.sessions.deltas import DeltaCoalescer
+from parley_runtime.settings import RuntimeSettings
 
 
 async def test_a_burst_is_sent_as_the_first_chunk_then_one_more() -> None:
@@ -70,3 +71,25 @@ async def test_the_end_of_an_answer_waits_for_a_delta_being_sent() -> None:
     gate.set()
     await asyncio.wait_for(closing, 2)
     assert sent == ["a", "b"]
+
+
+async def test_a_models_pace_is_merged_by_the_default_window() -> None:
+    """Tokens 10 ms apart (a model's pace): the first goes out at once, the rest a few per delta,
+    not one message each (each costs a bus message, a stored entry and a frame per process)."""
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    window_s = RuntimeSettings().runtime_delta_window_ms / 1000
+    deltas = DeltaCoalescer(send, window_s)
+    words = [f"w{i} " for i in range(20)]
+    for i, word in enumerate(words):
+        await deltas.add(word)
+        if i == 0:
+            assert sent == ["w0 "]  # the first token is never held
+        await asyncio.sleep(0.01)
+    await deltas.close()
+    assert "".join(sent) == "".join(words)
+    # ~200 ms of tokens in windows of 50 ms: about five messages (a slow machine sends fewer).
+    assert len(sent) <= 8, sent

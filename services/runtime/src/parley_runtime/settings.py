@@ -39,8 +39,10 @@ class RuntimeSettings(CommonSettings):
     runtime_max_steps_per_turn: int = Field(default=200, ge=1)
     # Agent snapshots are cached (dropped on catalog agent events, and after this TTL anyway).
     runtime_agent_cache_ttl_s: float = Field(default=300.0, ge=0)
-    # Text deltas arriving within this window of the last one sent are merged into the next.
-    runtime_delta_window_ms: float = Field(default=5.0, ge=0)
+    # Text deltas arriving within this window of the last one sent are merged into the next. A
+    # model's tokens come 5-50 ms apart, each a bus message, a stored entry and a frame through
+    # every process: 50 ms (20 updates a second, the first delta at once) is 2-10 tokens a message.
+    runtime_delta_window_ms: float = Field(default=50.0, ge=0)
     # Voice sessions: a sentence sent to speech synthesis is cut at this length (at a comma or space).
     runtime_voice_sentence_max_chars: int = Field(default=250, ge=20, le=2000)
     # WEBHOOK nodes: private/loopback destinations are refused unless allowed (SSRF guard).
