@@ -83,6 +83,7 @@ async def cpu_phase(
     think_ms: float,
     idle_s: float = 4.0,
     kill: str | None = None,
+    pace_ms: float = 0.0,
 ) -> CpuPhase:
     opening = asyncio.Semaphore(32)
 
@@ -141,6 +142,7 @@ async def cpu_phase(
     stack.toggle_profiles()
     before, before_each, gc_before = stack.cpu(), stack.cpu(by_process=True), stack.gc_seconds()
     started, client_before = time.perf_counter(), time.process_time()
+    deltas_before = sum(s.deltas for s in opened)
     killer = asyncio.create_task(kill_later()) if kill else None
     await asyncio.gather(*(active(s) for s in opened))
     if killer is not None:
@@ -153,6 +155,7 @@ async def cpu_phase(
     await asyncio.gather(*(s.close() for s in opened), return_exceptions=True)
     phase = CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each)
     phase.client_cpu, phase.gc_s = client_cpu, gc_used
+    phase.deltas, phase.pace_ms = sum(s.deltas for s in opened) - deltas_before, pace_ms
     if kill is not None and killed_at is not None:
         # Turns under way at the kill or started in the seconds after it: how long they stalled.
         around = [ms for t0, ms in timed if killed_at - 1.0 <= t0 <= killed_at + 5.0]
@@ -297,6 +300,7 @@ async def run(args: Any, out: TextIO) -> None:
                 turns=args.turns,
                 think_ms=args.think_ms,
                 kill=args.kill_nats,
+                pace_ms=float(extra.get("PARLEY_RUNTIME_BUILTIN_PACE_MS", 0)),
             )
             levels = (
                 await measure_capacity(

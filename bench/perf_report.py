@@ -55,6 +55,8 @@ class CpuPhase:
     # Seconds each group spent in the garbage collector meanwhile (part of its CPU).
     gc_s: dict[str, float] = field(default_factory=dict)
     kill: KillReport | None = None
+    deltas: int = 0  # text_delta frames the clients read during the phase
+    pace_ms: float = 0.0  # the built-in engine's pause before each word (PARLEY_RUNTIME_BUILTIN_PACE_MS)
 
     def per_turn_ms(self) -> dict[str, float]:
         return {k: v * 1000 / max(self.turns, 1) for k, v in self.cpu_s.items()}
@@ -177,12 +179,14 @@ def report(
     def w(*parts: object) -> None:
         print(*parts, file=out)
 
-    w("== CPU per turn (text turn, built-in engine, zero pace)")
+    pace = "zero pace" if not cpu.pace_ms else f"{cpu.pace_ms:g} ms before each word, as a model"
+    w(f"== CPU per turn (text turn, built-in engine, {pace})")
     w(
         f"{cpu.sessions} sessions x one {len(realtime.MESSAGE)}-byte message per {think_ms:.0f} ms;"
         f" {cpu.turns} turns in"
         f" {cpu.seconds:.1f} s; turn latency p50 {percentile(cpu.latencies, 50):.1f} ms,"
-        f" p99 {percentile(cpu.latencies, 99):.1f} ms"
+        f" p99 {percentile(cpu.latencies, 99):.1f} ms;"
+        f" {cpu.deltas / max(cpu.turns, 1):.1f} text deltas a turn"
     )
     per_turn, marginal = cpu.per_turn_ms(), cpu.marginal_ms()
     rows: list[tuple[str, ...]] = [

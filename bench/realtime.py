@@ -195,6 +195,7 @@ class Session:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self._reader: asyncio.Task[None] | None = None
+        self.deltas = 0  # text_delta events read by `until` (a turn's messages through the stack)
 
     def hold(self) -> None:
         """Keep the session open and silent as a client does: read (and drop) what the server
@@ -232,6 +233,8 @@ class Session:
         seen: float | None = None
         while True:
             event = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
+            if event["type"] == "text_delta":
+                self.deltas += 1
             if first is not None and seen is None and event["type"] == first:
                 seen = time.perf_counter()
             if event["type"] == kind:

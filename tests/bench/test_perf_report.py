@@ -75,6 +75,7 @@ def test_every_figure_has_its_target_and_a_mark_that_follows_it() -> None:
     assert "stack 130.0 KiB/session (target <= 150: ok)" in text
     assert "idle sessions held: 1000 (target >= 10000: MISSED)" in text
     assert "CPU per session opened: 6.0 ms (gateway 5.00, caddy 1.00)" in text
+    assert "== CPU per turn (text turn, built-in engine, zero pace)" in text
     idle = text[text.index("the 1000 sessions held open and silent:") :]
     rows = {line.split()[0]: line.split()[-2:] for line in idle.splitlines()[2:5]}
     assert rows == {"gateway": ["60.0", "60.0"], "caddy": ["30.0", "30.0"], "whole": ["90.0", "90.0"]}
@@ -185,3 +186,13 @@ def test_the_garbage_collectors_share_is_printed_when_the_stack_counts_it() -> N
     # 0.3 s over 1,000 turns; 0.3 s over 1,000 sessions opened; a group that spent nothing left out
     assert "of which garbage collection: 0.300 ms/turn (runtime (all workers) 0.200, gateway 0.100)" in text
     assert "of which garbage collection: 0.300 ms per session opened (gateway 0.300)" in text
+
+
+def test_the_cpu_phase_says_how_many_text_deltas_a_turn_took_and_at_what_pace() -> None:
+    """At a model's pace each token may be a delta, each a message through every process: the
+    report says how many a turn took and the engine's pace (`--env PARLEY_RUNTIME_BUILTIN_PACE_MS`)."""
+    cpu, admission = phases(2.0)
+    cpu.deltas, cpu.pace_ms = 2400, 20.0
+    text = report_text(cpu, admission, [])
+    assert "== CPU per turn (text turn, built-in engine, 20 ms before each word, as a model)" in text
+    assert "; 2.4 text deltas a turn" in text
