@@ -20,7 +20,7 @@ async def test_a_burst_is_sent_as_the_first_chunk_then_one_more() -> None:
     for word in ["a ", "b ", "c ", "d"]:
         await deltas.add(word)
     assert [t for _, t in sent] == ["a "]  # at once
-    # Nothing more arrives: the held-back words go out when the window ends, by themselves.
+    # Nothing more arrives: the held-back words go out after the window, by themselves.
     deadline = time.monotonic() + 2
     while len(sent) < 2:
         assert time.monotonic() < deadline, "held-back deltas were never sent"
@@ -93,3 +93,32 @@ async def test_a_models_pace_is_merged_by_the_default_window() -> None:
     assert "".join(sent) == "".join(words)
     # ~200 ms of tokens in windows of 50 ms: about five messages (a slow machine sends fewer).
     assert len(sent) <= 8, sent
+
+
+async def test_a_steady_stream_flushes_as_its_chunks_arrive_not_by_a_timer() -> None:
+    """Held text goes out with the first chunk after the window, in that chunk's loop turn: a
+    stream at a steady pace wakes nothing up between its chunks. Only a pause lets the timer send
+    it, one window after the window ended."""
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    window = 0.5
+    deltas = DeltaCoalescer(send, window_s=window)
+    started = time.monotonic()
+    await deltas.add("a")
+    await deltas.add("b")
+    await asyncio.sleep(window * 1.2)  # the window ended; no chunk since
+    assert sent == ["a"]  # still held: the next chunk takes it
+    await deltas.add("c")
+    assert sent == ["a", "bc"]  # at once, with the chunk
+    await deltas.add("d")  # then the stream pauses
+    deadline = time.monotonic() + 5
+    while len(sent) < 3:
+        assert time.monotonic() < deadline, "held text was never sent"
+        await asyncio.sleep(0.01)
+    assert sent == ["a", "bc", "d"]
+    assert time.monotonic() - started >= window * 1.2 + window  # the timer: one window late
+    await deltas.close()
+    assert sent == ["a", "bc", "d"]

@@ -3,10 +3,12 @@
 A model's tokens often arrive in bursts (several SSE events in one read, or a local engine with no
 pace at all). Each delta costs a bus message, a stored stream entry and a WebSocket frame, so the
 deltas that arrive within `window` of the last one sent are merged into the next. The first delta
-of an answer, and any after a pause, go out immediately; a delta held back goes out when the window
-ends even if nothing follows, so a slow stream is never delayed by more than `window`. What `close`
-sends (the answer's last text) goes to `send_last`, which the session runner holds for the turn's
-end (one write for both, `Outlet.hold`), again for at most `window`.
+of an answer, and any after a pause, go out immediately. What is held back goes out with the first
+chunk that arrives after the window has ended: a steady stream is sent as it arrives, without a
+wake-up of its own (a process woken from idle pays for it: `python -m bench.wakeup`). If nothing
+arrives, a timer sends it one window later, so held text is never later than twice the window.
+What `close` sends (the answer's last text) goes to `send_last`, which the session runner holds
+for the turn's end (one write for both, `Outlet.hold`), again for at most `window`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from collections.abc import Awaitable, Callable
 
 
 class DeltaCoalescer:
-    """Per chunk, an append (and, when nothing is held back, a clock read); per window, a loop
-    timer, not a task: an answer that ends within its window (the usual burst) flushes at `close`
-    and never wakes one up."""
+    """Per chunk, an append and a clock read; per window, a loop timer, not a task, that fires only
+    when the stream pauses: an answer that ends within its window (the usual burst) flushes at
+    `close`, and a steady stream flushes as its chunks arrive."""
 
     def __init__(
         self,
@@ -37,13 +39,15 @@ class DeltaCoalescer:
 
     async def add(self, chunk: str) -> None:
         self._pending.append(chunk)
-        if self._timer is not None:
-            return  # held back: the timer sends it with the rest
         wait = self._sent_at + self.window_s - time.monotonic()
         if wait <= 0:
-            await self.flush()
-        else:
-            self._timer = asyncio.get_running_loop().call_later(wait, self._window_ended)
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+            await self.flush()  # the window has ended: this chunk takes what was held with it
+        elif self._timer is None:
+            # Only if the stream pauses: one window after this one ends.
+            self._timer = asyncio.get_running_loop().call_later(wait + self.window_s, self._window_ended)
 
     def _window_ended(self) -> None:
         self._timer = None
