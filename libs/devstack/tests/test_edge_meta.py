@@ -147,6 +147,30 @@ async def test_openapi_merges_peers_and_skips_those_down() -> None:
     assert doc["info"]["x-parley-unavailable"] == ["session_gateway"]
 
 
+async def test_openapi_waits_longer_for_a_peer_than_readiness_does() -> None:
+    """A service makes its OpenAPI document on the first request, slowly on a busy machine: the
+    merged document waits `edge_openapi_timeout_s` for it, readiness only `edge_peer_timeout_s`."""
+    import asyncio
+
+    class Slow(httpx.AsyncBaseTransport):  # times out as httpcore does, on the request's budget
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            delay = 0.3
+            if delay > request.extensions["timeout"]["read"]:
+                raise httpx.ReadTimeout("timed out", request=request)
+            await asyncio.sleep(delay)
+            return openapi({"/agents": {"get": {"summary": "list"}}}, {})(request)
+
+    settings = EdgeMetaSettings(
+        edge_peers="catalog=http://catalog.test", edge_peer_timeout_s=0.1, edge_openapi_timeout_s=2.0
+    )
+    app = build_app(settings, transport=Slow())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge") as client:
+        assert (await client.get("/readyz")).json()["services"] == {"catalog": "timeout"}
+        doc = (await client.get("/openapi.json")).json()
+    assert "x-parley-unavailable" not in doc["info"]
+    assert set(doc["paths"]) == {"/agents"}
+
+
 def test_merge_keeps_every_component_section() -> None:
     merged = merge_openapi(
         [

@@ -63,8 +63,11 @@ class EdgeMetaSettings(CommonSettings):
     service_name: str = "edge_meta"
     # `name=http://host:port,...`; the order is the merge order of the OpenAPI documents.
     edge_peers: str = ""
-    # Per-peer budget for /readyz and /openapi.json; the edge's own answer stays fast.
+    # Per-peer budget for /readyz; the edge's own answer stays fast.
     edge_peer_timeout_s: float = 2.0
+    # Per-peer budget for /openapi.json: a service makes its document on the first request (the
+    # catalog's takes ~0.5 s of CPU), which on a busy two-core machine took more than 2 s.
+    edge_openapi_timeout_s: float = 15.0
     # The error reference served at /errors (relative paths are resolved from the working dir).
     edge_errors_doc: Path = Path("docs/errors.md")
     # `.parley/run.json` of `parley run`, for its restart counts; unset elsewhere.
@@ -113,9 +116,9 @@ async def _peer_ready(client: httpx.AsyncClient, url: str) -> str:
     return "; ".join(failing) if failing else f"HTTP {response.status_code}"
 
 
-async def _peer_openapi(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:
+async def _peer_openapi(client: httpx.AsyncClient, url: str, timeout_s: float) -> dict[str, Any] | None:
     try:
-        response = await client.get(f"{url}/openapi.json")
+        response = await client.get(f"{url}/openapi.json", timeout=timeout_s)
         response.raise_for_status()
         doc = response.json()
     except (httpx.HTTPError, ValueError):
@@ -219,7 +222,8 @@ def build_app(
 
     @app.get("/openapi.json")
     async def openapi() -> JSONResponse:
-        docs = await asyncio.gather(*(_peer_openapi(client, url) for url in peers.values()))
+        timeout_s = settings.edge_openapi_timeout_s
+        docs = await asyncio.gather(*(_peer_openapi(client, url, timeout_s) for url in peers.values()))
         merged = merge_openapi(
             [d for d in docs if d is not None], title="Parley API", version=settings.api_version
         )
