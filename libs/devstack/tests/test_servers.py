@@ -120,6 +120,17 @@ async def test_nats_with_jetstream(tmp_path: Path) -> None:
     assert any((tmp_path / "nats").rglob("*"))
 
 
+def test_nats_runs_on_one_go_processor_unless_the_environment_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running(srv.NatsServer(tmp_path / "nats", log_path=tmp_path / "nats.log"), 20) as server:
+        assert server.pid is not None
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+        assert b"GOMAXPROCS=1" in environ
+    monkeypatch.setenv("GOMAXPROCS", "3")
+    assert srv.NatsServer(tmp_path / "nats2").env == {**os.environ, "GOMAXPROCS": "3"}
+
+
 def test_valkey_keeps_data_across_restarts(tmp_path: Path) -> None:
     port = srv.free_port()
     with running(

@@ -347,7 +347,11 @@ class NatsServer(ManagedProcess):
         if cluster_port is not None:
             argv += ["--cluster_name", "parley", "--cluster", f"nats://{LOOPBACK}:{cluster_port}"]
             argv += ["--routes", ",".join(f"nats://{LOOPBACK}:{p}" for p in routes)]
-        super().__init__(name, argv, log_path=log_path)
+        # One Go processor unless the environment names another count: on cores it shares with the
+        # Python services, a second one's threads spin and wake each other per message (16 % less
+        # of nats-server's CPU per turn with one, and a shorter queue at 600 sessions; see
+        # docs/performance.md, change 57).
+        super().__init__(name, argv, log_path=log_path, env={"GOMAXPROCS": "1", **os.environ})
 
     @property
     def url(self) -> str:
