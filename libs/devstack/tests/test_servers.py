@@ -363,6 +363,8 @@ def test_caddy_routes_each_path_to_its_service(tmp_path: Path, upstreams: dict[s
         caddy.wait_ready(20)
         with httpx.Client(base_url=caddy.url, timeout=5) as client:
             got = {path: client.get(path).json() for path, _ in ROUTING}
+        assert caddy.pid is not None  # on one Go processor, as NATS (servers.py, edge.py)
+        assert b"GOMAXPROCS=1" in Path(f"/proc/{caddy.pid}/environ").read_bytes().split(b"\0")
     finally:
         caddy.stop()
     assert {p: g["upstream"] for p, g in got.items()} == dict(ROUTING)

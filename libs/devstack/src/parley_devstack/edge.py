@@ -200,7 +200,9 @@ class CaddyServer(ManagedProcess):
             "--adapter",
             "caddyfile",
         ]
-        env = dict(os.environ)
+        # One Go processor unless the environment names another count, as NATS (servers.py): Caddy
+        # spent 14-31 % less CPU per session opened and ~20 % less per held socket with one.
+        env = {"GOMAXPROCS": "1", **os.environ}
         # Keep Caddy's state (autosave, certificates it never needs) out of the user's home.
         env.update(XDG_CONFIG_HOME=str(config_dir / "config"), XDG_DATA_HOME=str(config_dir / "data"))
         super().__init__("caddy", argv, env=env, log_path=log_path)
