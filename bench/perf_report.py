@@ -282,7 +282,7 @@ def report(
         ]
         stack_kib = sum(grown.values()) / 1024 / n
         rows.append(("whole stack", f"{sum(admission.rss_after.values()) / 2**20:.0f}", f"{stack_kib:.1f}"))
-        table(("process", "RSS MiB", "KiB/session"), rows, out)
+        table(("process", "PSS MiB", "KiB/session"), rows, out)
         gw = grown.get("gateway", 0.0) / 1024 / n
         lost = admission.admitted - admission.held
         w(

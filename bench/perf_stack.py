@@ -190,8 +190,19 @@ class Stack:
         return out
 
     def rss(self) -> dict[str, float]:
-        """Resident bytes of each group (a process with its children)."""
-        return self._summed(lambda p: float(p.memory_info().rss), by_process=False)
+        """Resident bytes of each group (a process with its children), each process's proportional
+        set size: a page several processes map counts a share in each. RSS would count it whole in
+        each, and PostgreSQL's backends all map the shared buffers the catalog's writes touch
+        (docs/performance.md, "Memory: proportional, not resident"). RSS where PSS is unreadable."""
+        return self._summed(proportional_bytes, by_process=False)
+
+
+def proportional_bytes(p: psutil.Process) -> float:
+    """`p`'s proportional set size (Linux's smaps), or its RSS where that is not readable."""
+    try:
+        return float(p.memory_full_info().pss)
+    except (AttributeError, psutil.AccessDenied):
+        return float(p.memory_info().rss)
 
 
 def bus_requests(port: int, subject: str) -> float:
