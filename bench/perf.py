@@ -177,7 +177,7 @@ async def admission_phase(
     settle_s: float = 3.0,
 ) -> Admission:
     await asyncio.sleep(2.0)
-    rss_before = stack.rss()
+    rss_before = stack.memory()
     gateways = [stack.ports[n] for n in stack.processes if n.startswith("session_gateway")]
 
     def verifications() -> float:
@@ -209,7 +209,7 @@ async def admission_phase(
     open_gc = delta(await asyncio.to_thread(stack.gc_seconds), gc_before)
     await asyncio.to_thread(stack.toggle_profiles, "admission")
     await asyncio.sleep(settle_s)  # garbage, buffers and caches settle before memory is read
-    rss_after = stack.rss()
+    rss_after = stack.memory()
     open_at_rss = sum(s.is_open for s in held)
     spread = await asyncio.to_thread(stack.spread_of)
     verifies = await asyncio.to_thread(verifications) - verifies

@@ -189,7 +189,7 @@ class Stack:
                 out[name] = self.gauge(name, "parley_sessions_active")
         return out
 
-    def rss(self) -> dict[str, float]:
+    def memory(self) -> dict[str, float]:
         """Resident bytes of each group (a process with its children), each process's proportional
         set size: a page several processes map counts a share in each. RSS would count it whole in
         each, and PostgreSQL's backends all map the shared buffers the catalog's writes touch

@@ -120,13 +120,17 @@ async def test_nats_with_jetstream(tmp_path: Path) -> None:
     assert any((tmp_path / "nats").rglob("*"))
 
 
+def environ_of(pid: int) -> list[bytes]:
+    """A running process's environment, `NAME=value` entries."""
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
 def test_nats_runs_on_one_go_processor_unless_the_environment_says(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with running(srv.NatsServer(tmp_path / "nats", log_path=tmp_path / "nats.log"), 20) as server:
         assert server.pid is not None
-        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
-        assert b"GOMAXPROCS=1" in environ
+        assert b"GOMAXPROCS=1" in environ_of(server.pid)
     monkeypatch.setenv("GOMAXPROCS", "3")
     assert srv.NatsServer(tmp_path / "nats2").env == {**os.environ, "GOMAXPROCS": "3"}
 
@@ -364,7 +368,7 @@ def test_caddy_routes_each_path_to_its_service(tmp_path: Path, upstreams: dict[s
         with httpx.Client(base_url=caddy.url, timeout=5) as client:
             got = {path: client.get(path).json() for path, _ in ROUTING}
         assert caddy.pid is not None  # on one Go processor, as NATS (servers.py, edge.py)
-        assert b"GOMAXPROCS=1" in Path(f"/proc/{caddy.pid}/environ").read_bytes().split(b"\0")
+        assert b"GOMAXPROCS=1" in environ_of(caddy.pid)
     finally:
         caddy.stop()
     assert {p: g["upstream"] for p, g in got.items()} == dict(ROUTING)

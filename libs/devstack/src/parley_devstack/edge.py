@@ -5,12 +5,11 @@ holds no credential."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from parley_devstack.servers import LOOPBACK, ManagedProcess, tcp_open, venv_binary
+from parley_devstack.servers import LOOPBACK, ManagedProcess, go_env, tcp_open, venv_binary
 
 # The edge's routing table, in match order: the more specific prefixes first, because
 # `/users/me/agents` belongs to the catalog while the rest of `/users/*` belongs to auth.
@@ -200,9 +199,7 @@ class CaddyServer(ManagedProcess):
             "--adapter",
             "caddyfile",
         ]
-        # One Go processor unless the environment names another count, as NATS (servers.py): Caddy
-        # spent 14-31 % less CPU per session opened and ~20 % less per held socket with one.
-        env = {"GOMAXPROCS": "1", **os.environ}
+        env = go_env()
         # Keep Caddy's state (autosave, certificates it never needs) out of the user's home.
         env.update(XDG_CONFIG_HOME=str(config_dir / "config"), XDG_DATA_HOME=str(config_dir / "data"))
         super().__init__("caddy", argv, env=env, log_path=log_path)

@@ -314,6 +314,14 @@ def stop_all(processes: Iterable[ManagedProcess], timeout: float = 10.0, hurry: 
         p.close_log()
 
 
+def go_env() -> dict[str, str]:
+    """The environment of a Go server (NATS, the edge): one Go processor unless the environment
+    names another count. On cores it shares with the Python services, a second processor's threads
+    spin and wake each other per message: nats-server spent 16 % less CPU per turn with one, Caddy
+    14-31 % less per session opened (docs/performance.md, changes 57-58)."""
+    return {"GOMAXPROCS": "1", **os.environ}
+
+
 # --------------------------------------------------------------------------------------- NATS
 
 
@@ -347,11 +355,7 @@ class NatsServer(ManagedProcess):
         if cluster_port is not None:
             argv += ["--cluster_name", "parley", "--cluster", f"nats://{LOOPBACK}:{cluster_port}"]
             argv += ["--routes", ",".join(f"nats://{LOOPBACK}:{p}" for p in routes)]
-        # One Go processor unless the environment names another count: on cores it shares with the
-        # Python services, a second one's threads spin and wake each other per message (16 % less
-        # of nats-server's CPU per turn with one, and a shorter queue at 600 sessions; see
-        # docs/performance.md, change 57).
-        super().__init__(name, argv, log_path=log_path, env={"GOMAXPROCS": "1", **os.environ})
+        super().__init__(name, argv, log_path=log_path, env=go_env())
 
     @property
     def url(self) -> str:
