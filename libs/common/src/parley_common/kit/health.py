@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from faststream.nats import NatsBroker
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:  # only the services with a database import SQLAlchemy (~1 s of a start-up)
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 Check = Callable[[], Awaitable[None]]
 
@@ -62,6 +64,8 @@ def redis_check(redis: Redis) -> Check:
 
 
 def sqlalchemy_check(engine: AsyncEngine) -> Check:
+    from sqlalchemy import text
+
     async def check() -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

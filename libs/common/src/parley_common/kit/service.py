@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
 from faststream.nats import NatsBroker
@@ -32,11 +32,13 @@ from redis.asyncio import Redis
 
 from parley_common.bus import make_broker
 from parley_common.http import create_app
-from parley_common.kit.db import Database
 from parley_common.kit.health import Check, Readiness, nats_check, redis_check, sqlalchemy_check
 from parley_common.redis_client import make_redis
 from parley_common.settings import CommonSettings
 from parley_common.subjects import health_ping
+
+if TYPE_CHECKING:  # a service with a database imports it (and SQLAlchemy, ~1 s of a start-up) itself
+    from parley_common.kit.db import Database
 
 Part = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
