@@ -6,6 +6,7 @@ import asyncio
 import email
 import json
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from faststream.nats import NatsBroker
 
+from parley_auth.security import credentials
 from parley_auth.settings import AuthSettings
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
@@ -277,3 +279,55 @@ async def test_a_backstop_verification_takes_only_a_fresh_cached_answer(keyed: K
     await asyncio.sleep(0.06)
     await auth.verify(key, max_age_s=0.05)  # older than asked for: auth is asked again
     assert auth.requests == before + 1
+
+
+class HeldHasher:
+    """argon2 that waits for the test before it hashes or checks: while a login is inside it, the
+    process must still answer the bus. `stalled` says it waited out its 10 s (nobody released it:
+    it held the event loop, so the test could not)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.entered, self.release, self.stalled = threading.Event(), threading.Event(), threading.Event()
+
+    def _hold(self) -> None:
+        self.entered.set()
+        if not self.release.wait(10):
+            self.stalled.set()
+
+    def hash(self, password: str) -> str:
+        self._hold()
+        return str(self.inner.hash(password))
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        self._hold()
+        return bool(self.inner.verify(password_hash, password))
+
+    def check_needs_rehash(self, password_hash: str) -> bool:
+        return bool(self.inner.check_needs_rehash(password_hash))
+
+
+async def test_a_login_hashing_its_password_does_not_hold_up_verification(
+    keyed: Keyed, anon: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password's argon2 takes ~0.14 s of CPU here; on the event loop it held up every
+    `auth.verify` of the platform behind each login (a burst of sign-ups timed them out)."""
+    held = HeldHasher(credentials._hasher)
+    monkeypatch.setattr(credentials, "_hasher", held)
+    login = asyncio.ensure_future(
+        anon.post("/auth/sessions", json={"email": keyed.user.email, "password": keyed.user.password})
+    )
+    try:
+        assert await asyncio.to_thread(held.entered.wait, 10), "the login never reached argon2"
+        # A cache miss, as a gateway's first look at a key is: over the bus, to this process.
+        msg = await keyed.broker.request(
+            json.dumps({"credential": keyed.key}).encode(), subjects.AUTH_VERIFY, timeout=5.0
+        )
+        reply = VerifyReply.model_validate_json(msg.body)
+        assert not held.stalled.is_set(), "argon2 held the event loop"
+        assert reply.ok and reply.principal is not None and reply.principal.user_id == keyed.user.id
+    finally:
+        held.release.set()
+        resp = await login
+    assert resp.status_code == 201, resp.text
+    assert not held.stalled.is_set()

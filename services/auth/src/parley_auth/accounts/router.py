@@ -225,7 +225,7 @@ async def _confirm_identity(ctx: Ctx, user: User, principal: Principal, password
         return
     # Guesses here count against the same per-account budget as logins.
     await ctx.limiter.hit("login:account", ctx.settings.auth_rate_login_account, user.email)
-    if not service.password_matches(user, password):
+    if not await service.password_matches(user, password):
         raise ParleyError(Codes.CURRENT_PASSWORD_INCORRECT)
 
 

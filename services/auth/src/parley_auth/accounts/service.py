@@ -31,7 +31,7 @@ async def find_live_user_by_email(db: AsyncSession, email: str) -> User | None:
 async def create_user(db: AsyncSession, email: str, password: str, name: str) -> User:
     if await find_live_user_by_email(db, email) is not None:
         raise ParleyError(Codes.EMAIL_TAKEN)
-    user = User(email=email, name=name, password_hash=credentials.hash_password(password))
+    user = User(email=email, name=name, password_hash=await credentials.hash_password(password))
     db.add(user)
     await flush_unique(db, Codes.EMAIL_TAKEN)  # a concurrent sign-up may win the race for this email
     return user
@@ -40,10 +40,10 @@ async def create_user(db: AsyncSession, email: str, password: str, name: str) ->
 async def authenticate(db: AsyncSession, email: str, password: str) -> User:
     user = await find_live_user_by_email(db, email)
     # verify_password runs argon2 even without a user, so timing does not reveal accounts.
-    if not credentials.verify_password(user.password_hash if user else None, password) or user is None:
+    if not await credentials.verify_password(user.password_hash if user else None, password) or user is None:
         raise ParleyError(Codes.INVALID_CREDENTIALS)
     if credentials.needs_rehash(user.password_hash):
-        user.password_hash = credentials.hash_password(password)
+        user.password_hash = await credentials.hash_password(password)
     return user
 
 
@@ -121,7 +121,7 @@ async def reset_password(db: AsyncSession, settings: AuthSettings, token: str, p
     if user is None or user.deleted_at is not None:
         raise ParleyError(Codes.RESET_TOKEN_INVALID)
     row.used_at = now()
-    user.password_hash = credentials.hash_password(password)
+    user.password_hash = await credentials.hash_password(password)
     # Every other outstanding reset token of this user dies with this one.
     await db.execute(
         update(PasswordResetToken)
@@ -142,8 +142,8 @@ async def update_profile(db: AsyncSession, user: User, *, fields: dict[str, obje
     return user
 
 
-def password_matches(user: User, password: str) -> bool:
-    return credentials.verify_password(user.password_hash, password)
+async def password_matches(user: User, password: str) -> bool:
+    return await credentials.verify_password(user.password_hash, password)
 
 
 async def change_email(db: AsyncSession, user: User, email: str) -> User:
