@@ -326,6 +326,15 @@ def test_shared_environment(compose: dict[str, Any]) -> None:
         assert urlsplit(interpolate_defaults(env["DATABASE_URL"])).scheme == "postgresql"
 
 
+def test_the_go_servers_run_on_one_processor_unless_told(compose: dict[str, Any]) -> None:
+    """nats-server and Caddy share the machine's cores with the services, as under `parley run`:
+    one Go processor each unless PARLEY_GO_MAXPROCS says otherwise (docs/operations.md)."""
+    svc = services(compose)
+    for name in ("nats", "edge"):
+        value = svc[name]["environment"]["GOMAXPROCS"]
+        assert value == "${PARLEY_GO_MAXPROCS:-1}" and interpolate_defaults(value) == "1", name
+
+
 def test_database_credentials_match_postgres(compose: dict[str, Any]) -> None:
     svc = services(compose)
     pg = {k: interpolate_defaults(v) for k, v in svc["postgres"]["environment"].items()}
