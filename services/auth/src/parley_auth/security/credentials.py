@@ -6,7 +6,8 @@ them safely (no dictionary to attack); passwords are low-entropy and get argon2i
 A password's hash or check takes ~0.14 s of CPU (64 MiB, three passes) and would stall the event
 loop that long: every other request of the process, `auth.verify` over the bus above all, waited
 behind each login, and a burst of sign-ups timed verifications out (504). So they run on threads
-of their own (argon2 releases the GIL), at most one per core at once (each holds 64 MiB).
+of their own (argon2 releases the GIL), two at once: each holds 64 MiB, and the process must stay
+within its memory limit (512 MiB on Kubernetes) whatever a burst of logins asks; more would queue.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +26,8 @@ SESSION_PREFIX = "ps_"
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Hash of a random password: lets login spend the same time whether or not the account exists.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
-_ARGON2 = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="argon2")
+HASHING_THREADS = 2
+_ARGON2 = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="argon2")
 
 
 async def hash_password(password: str) -> str:
