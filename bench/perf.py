@@ -84,6 +84,7 @@ async def cpu_phase(
     idle_s: float = 4.0,
     kill: str | None = None,
     pace_ms: float = 0.0,
+    engine: str = "built-in engine",
 ) -> CpuPhase:
     opening = asyncio.Semaphore(32)
 
@@ -156,6 +157,7 @@ async def cpu_phase(
     phase = CpuPhase(sessions, len(samples), elapsed, used, samples, idle_rate, used_each)
     phase.client_cpu, phase.gc_s = client_cpu, gc_used
     phase.deltas, phase.pace_ms = sum(s.deltas for s in opened) - deltas_before, pace_ms
+    phase.engine = engine
     if kill is not None and killed_at is not None:
         # Turns under way at the kill or started in the seconds after it: how long they stalled.
         around = [ms for t0, ms in timed if killed_at - 1.0 <= t0 <= killed_at + 5.0]
@@ -271,6 +273,14 @@ async def verify_phase(stack: Stack, key: str, *, iterations: int) -> VerifyFigu
 async def run(args: Any, out: TextIO) -> None:
     with tempfile.TemporaryDirectory(prefix="parley-bench-perf-") as tmp:
         extra = dict(kv.split("=", 1) for kv in args.env)
+        pace_ms, engine = float(extra.get("PARLEY_RUNTIME_BUILTIN_PACE_MS", 0)), "built-in engine"
+        provider, provider_requests = None, None
+        if args.provider == "openai":
+            from bench import sse_provider  # it loads the fakes from tests/
+
+            provider, base_url = await asyncio.to_thread(sse_provider.start, args.provider_pace_ms)
+            extra = {**sse_provider.environment(base_url), **extra}
+            pace_ms, engine = args.provider_pace_ms, "OpenAI-compatible SSE over HTTP (bench.sse_provider)"
         profile_dir: Path | None = args.profile
         stack = Stack(
             Path(tmp),
@@ -300,7 +310,8 @@ async def run(args: Any, out: TextIO) -> None:
                 turns=args.turns,
                 think_ms=args.think_ms,
                 kill=args.kill_nats,
-                pace_ms=float(extra.get("PARLEY_RUNTIME_BUILTIN_PACE_MS", 0)),
+                pace_ms=pace_ms,
+                engine=engine,
             )
             levels = (
                 await measure_capacity(
@@ -319,9 +330,14 @@ async def run(args: Any, out: TextIO) -> None:
             verify = await verify_phase(stack, key, iterations=args.verify_iterations)
         finally:
             await asyncio.to_thread(stack.stop)
+            if provider is not None:
+                from bench import sse_provider
+
+                provider_requests = await asyncio.to_thread(sse_provider.stop, provider)
             if args.keep_logs:
                 dest = Path(args.keep_logs)
                 shutil.copytree(stack.home / "logs", dest, dirs_exist_ok=True)
+    cpu.provider_requests = provider_requests
     if args.json:
         await asyncio.to_thread(Path(args.json).write_text, json.dumps(figures(cpu, admission), indent=2))
     report(
@@ -373,6 +389,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="pad each user message to this size (the answer echoes it)",
     )
     parser.add_argument("--direct", action="store_true", help="connect to the gateway, not through Caddy")
+    parser.add_argument(
+        "--provider",
+        choices=["builtin", "openai"],
+        default="builtin",
+        help="the model: the built-in engine, or OpenAI's Chat Completions SSE from a local server"
+        " (bench.sse_provider, a process of its own) through the runtime's HTTP provider",
+    )
+    parser.add_argument(
+        "--provider-pace-ms", type=float, default=20.0, help="--provider openai: pause before each chunk"
+    )
     parser.add_argument(
         "--env",
         action="append",

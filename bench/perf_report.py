@@ -56,7 +56,10 @@ class CpuPhase:
     gc_s: dict[str, float] = field(default_factory=dict)
     kill: KillReport | None = None
     deltas: int = 0  # text_delta frames the clients read during the phase
-    pace_ms: float = 0.0  # the built-in engine's pause before each word (PARLEY_RUNTIME_BUILTIN_PACE_MS)
+    # The model's pause before each word (PARLEY_RUNTIME_BUILTIN_PACE_MS, or --provider-pace-ms).
+    pace_ms: float = 0.0
+    engine: str = "built-in engine"  # or the local provider of `--provider openai`
+    provider_requests: int | None = None  # chat completions that provider answered in the whole run
 
     def per_turn_ms(self) -> dict[str, float]:
         return {k: v * 1000 / max(self.turns, 1) for k, v in self.cpu_s.items()}
@@ -180,7 +183,7 @@ def report(
         print(*parts, file=out)
 
     pace = "zero pace" if not cpu.pace_ms else f"{cpu.pace_ms:g} ms before each word, as a model"
-    w(f"== CPU per turn (text turn, built-in engine, {pace})")
+    w(f"== CPU per turn (text turn, {cpu.engine}, {pace})")
     w(
         f"{cpu.sessions} sessions x one {len(realtime.MESSAGE)}-byte message per {think_ms:.0f} ms;"
         f" {cpu.turns} turns in"
@@ -214,6 +217,11 @@ def report(
     if cpu.client_cpu is not None:
         per_turn_client = cpu.client_cpu * 1000 / max(cpu.turns, 1)
         w(f"the bench's own clients, on the same cores: {per_turn_client:.3f} ms/turn")
+    if cpu.provider_requests is not None:
+        w(
+            f"the provider (a process of its own, not counted) answered {cpu.provider_requests} chat"
+            " completions in the whole run; the latency below compares with the built-in engine in-process"
+        )
     w()
     w("== Added latency over the in-process engine (through the edge)")
     rows = [realtime.latency_row(lat) for lat in latency]
