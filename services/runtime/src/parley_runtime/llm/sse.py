@@ -21,36 +21,15 @@ class SSEEvent:
     data: str
 
 
-async def lines(response: httpx.Response) -> AsyncGenerator[str, None]:
-    """The body's lines (ending in CR, LF or CRLF), whole and decoded, however the network split
-    them. Split here on bytes rather than through httpx's `aiter_lines`, which stacks a text
-    decoder and a line decoder (two more generators) on every chunk: a model's stream is a chunk
-    per token. A line's end is ASCII, so a whole line never ends inside a UTF-8 character."""
-    pending = b""
-    async for chunk in response.aiter_bytes():
-        pending += chunk
-        if pending.endswith(b"\r"):  # maybe the first half of a CRLF: wait for what follows
-            parts, pending = pending[:-1].splitlines(keepends=True), b"\r"
-            if parts and not parts[-1].endswith((b"\n", b"\r")):
-                pending = parts.pop() + pending
-        else:
-            parts = pending.splitlines(keepends=True)
-            pending = parts.pop() if parts and not parts[-1].endswith((b"\n", b"\r")) else b""
-        for part in parts:
-            yield part.rstrip(b"\r\n").decode("utf-8", "replace")
-    if pending:
-        yield pending.rstrip(b"\r\n").decode("utf-8", "replace")
-
-
 async def sse_events(response: httpx.Response, provider: str) -> AsyncGenerator[SSEEvent, None]:
     """Parse `event:`/`data:` fields into events; network failures become `LLMError`s.
 
-    Lines (and UTF-8 characters) split across network reads are reassembled (`lines`). A final
-    event without its blank line is still delivered: some servers omit it after `[DONE]`.
+    httpx reassembles lines (and UTF-8 characters) split across network reads. A final event
+    without its blank line is still delivered: some servers omit it after `[DONE]`.
     """
     event, data = "", list[str]()
     try:
-        async for line in lines(response):
+        async for line in response.aiter_lines():
             if not line:
                 if data:
                     yield SSEEvent(event or "message", "\n".join(data))
