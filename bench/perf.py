@@ -45,7 +45,7 @@ from typing import Any, TextIO
 
 import psutil
 
-from bench import realtime
+from bench import realtime, sse_provider
 from bench.client_loop import run_client
 from bench.perf_report import (
     Admission,
@@ -276,8 +276,6 @@ async def run(args: Any, out: TextIO) -> None:
         pace_ms, engine = float(extra.get("PARLEY_RUNTIME_BUILTIN_PACE_MS", 0)), "built-in engine"
         provider, provider_requests = None, None
         if args.provider == "openai":
-            from bench import sse_provider  # it loads the fakes from tests/
-
             provider, base_url = await asyncio.to_thread(sse_provider.start, args.provider_pace_ms)
             extra = {**sse_provider.environment(base_url), **extra}
             pace_ms, engine = args.provider_pace_ms, "OpenAI-compatible SSE over HTTP (bench.sse_provider)"
@@ -331,8 +329,6 @@ async def run(args: Any, out: TextIO) -> None:
         finally:
             await asyncio.to_thread(stack.stop)
             if provider is not None:
-                from bench import sse_provider
-
                 provider_requests = await asyncio.to_thread(sse_provider.stop, provider)
             if args.keep_logs:
                 dest = Path(args.keep_logs)

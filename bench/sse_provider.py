@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.llm_fakes import FakeOpenAI, Pause, openai_text
-
 API_KEY = "sk-bench"
 MODEL = "bench-model"
 GREETING = "Hello! How can I help you today?"
@@ -34,20 +32,6 @@ def answer_text(messages: list[dict[str, Any]]) -> str:
     if last is None or last.get("role") != "user":
         return GREETING
     return f'You said: "{" ".join(str(last.get("content", "")).split())}".'
-
-
-def reply_for(pace_s: float) -> Any:
-    def reply(seen: Any) -> Any:
-        answer = openai_text(_WORD.findall(answer_text(seen.json["messages"])))
-        steps: list[Any] = []
-        for step in answer.steps:  # each SSE chunk its own write, `pace_s` after the one before
-            if steps and pace_s:
-                steps.append(Pause(pace_s))
-            steps.append(step)
-        answer.steps = steps
-        return answer
-
-    return reply
 
 
 def environment(base_url: str) -> dict[str, str]:
@@ -88,7 +72,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pace-ms", type=float, default=20.0, help="pause before each SSE chunk")
     args = parser.parse_args(argv)
-    fake = FakeOpenAI(reply_for(args.pace_ms / 1000), api_key=API_KEY)
+    # Only the server process loads the fakes (from tests/); `bench.perf` imports this module.
+    from tests.e2e.llm_fakes import FakeOpenAI, Pause, openai_text
+
+    pace_s = args.pace_ms / 1000
+
+    def reply(seen: Any) -> Any:
+        answer = openai_text(_WORD.findall(answer_text(seen.json["messages"])))
+        steps: list[Any] = []
+        for step in answer.steps:  # each SSE chunk its own write, `pace_s` after the one before
+            if steps and pace_s:
+                steps.append(Pause(pace_s))
+            steps.append(step)
+        answer.steps = steps
+        return answer
+
+    fake = FakeOpenAI(reply, api_key=API_KEY)
     counted = fake.requests = _Counted()  # a long bench would otherwise keep every request
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
