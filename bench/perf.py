@@ -287,6 +287,7 @@ async def run(args: Any, out: TextIO) -> None:
             profile_dir=profile_dir,
             gateways=args.gateways,
             nats_nodes=args.nats_cluster,
+            edges=args.edges,
             python=args.stack_python or sys.executable,
         )
         try:
@@ -356,6 +357,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="runtime workers of parley run")
     parser.add_argument("--gateways", type=int, default=1, help="session gateways of parley run")
     parser.add_argument("--nats-cluster", type=int, default=1, metavar="N", help="NATS nodes of parley run")
+    parser.add_argument(
+        "--edges",
+        type=int,
+        default=1,
+        help="Caddy processes of parley run on the edge's port (each holds two open files per socket)",
+    )
     parser.add_argument(
         "--kill-nats",
         metavar="NODE",

@@ -325,9 +325,9 @@ def report(
         for reason, times in Counter(k.failures).most_common(3):
             w(f"  failed {times}x: {reason}")
         w()
-    several = [k for k in cpu.per_process if k.startswith(("session_gateway", "runtime-"))]
-    if len(several) > 2 or any(k.startswith("session_gateway-") for k in several):
-        w("== Spread over gateways and workers")
+    several = [k for k in cpu.per_process if k.startswith(("session_gateway", "runtime-", "caddy-"))]
+    if len(several) > 2 or any(k.startswith(("session_gateway-", "caddy-")) for k in several):
+        w("== Spread over edges, gateways and workers")
         held = admission.spread if admission is not None else {}
         rows = [
             (
@@ -338,7 +338,7 @@ def report(
             for name in sorted(several)
         ]
         table(("process", "CPU ms/turn (CPU phase)", "sessions held (idle phase)"), rows, out)
-        w("(a gateway counts its realtime sockets, a worker the sessions it owns)")
+        w("(an edge counts its client sockets, a gateway its realtime sockets, a worker its sessions)")
         w()
     w("== auth.verify")
     rows = [

@@ -42,6 +42,8 @@ def group_of(name: str) -> str:
         return "runtime (all workers)"
     if name.startswith("session_gateway"):
         return "gateway"
+    if name.startswith("caddy"):
+        return "caddy"  # every edge process (`--edges N`)
     return GROUPS.get(name, name)
 
 
@@ -60,10 +62,12 @@ class Stack:
         profile_dir: Path | None = None,
         gateways: int = 1,
         nats_nodes: int = 1,
+        edges: int = 1,
         python: str = sys.executable,
     ) -> None:
         self.python = python  # another checkout's interpreter runs that checkout's services
         self.gateways = gateways
+        self.edges = edges
         self.nats_nodes = nats_nodes
         self.home = workdir / "parley"
         self.port = free_port()
@@ -94,6 +98,8 @@ class Stack:
         cmd = [self.python, "-m", "parley_devstack", "run", "--data-dir", str(self.home)]
         cmd += ["--port", str(self.port), "--workers", str(self.workers), "--gateways", str(self.gateways)]
         cmd += ["--nats-cluster", str(self.nats_nodes)]
+        if self.edges != 1:  # asked only then: a base checkout's `parley run` may predate the option
+            cmd += ["--edges", str(self.edges)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -180,10 +186,13 @@ class Stack:
         return out
 
     def spread_of(self) -> dict[str, float]:
-        """Realtime sockets per gateway, sessions per runtime worker."""
+        """Client sockets per edge process (of several), realtime sockets per gateway, sessions per
+        runtime worker."""
         out: dict[str, float] = {}
-        for name in self.processes:
-            if name.startswith("session_gateway"):
+        for name, proc in self.processes.items():
+            if name.startswith("caddy-"):
+                out[name] = float(client_sockets(proc, self.port))
+            elif name.startswith("session_gateway"):
                 out[name] = self.gauge(name, 'parley_ws_connections_active{protocol="realtime"}')
             elif name.startswith("runtime-"):
                 out[name] = self.gauge(name, "parley_sessions_active")
@@ -203,6 +212,15 @@ def proportional_bytes(p: psutil.Process) -> float:
         return float(p.memory_full_info().pss)
     except (AttributeError, psutil.AccessDenied):
         return float(p.memory_info().rss)
+
+
+def client_sockets(proc: psutil.Process, port: int) -> int:
+    """The connections `proc` has accepted on `port` that are still established."""
+    try:
+        conns = proc.net_connections(kind="tcp")
+    except psutil.Error:
+        return 0
+    return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
 
 
 def bus_requests(port: int, subject: str) -> float:

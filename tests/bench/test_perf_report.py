@@ -25,7 +25,14 @@ def phases(cpu_s: float, kill: KillReport | None = None) -> tuple[CpuPhase, Admi
         cpu_s={"runtime (all workers)": cpu_s * 0.6, "gateway": cpu_s * 0.4},
         latencies=[5.0, 6.0, 7.0],
         idle_rate={"runtime (all workers)": 0.01, "gateway": 0.01},
-        per_process={"runtime-1": 1.0, "runtime-2": 1.0, "session_gateway-1": 0.5, "session_gateway-2": 0.5},
+        per_process={
+            "runtime-1": 1.0,
+            "runtime-2": 1.0,
+            "session_gateway-1": 0.5,
+            "session_gateway-2": 0.5,
+            "caddy-1": 0.2,
+            "caddy-2": 0.2,
+        },
         kill=kill,
     )
     admission = Admission(
@@ -38,7 +45,14 @@ def phases(cpu_s: float, kill: KillReport | None = None) -> tuple[CpuPhase, Admi
         open_ms=[10.0, 20.0],
         verifies_over_bus=0,
         failures=[],
-        spread={"runtime-1": 500, "runtime-2": 500, "session_gateway-1": 500, "session_gateway-2": 500},
+        spread={
+            "runtime-1": 500,
+            "runtime-2": 500,
+            "session_gateway-1": 500,
+            "session_gateway-2": 500,
+            "caddy-1": 496,
+            "caddy-2": 504,
+        },
         idle_rate={"gateway": 0.06, "caddy": 0.03},
         open_cpu={"gateway": 5.0, "caddy": 1.0},
     )
@@ -80,7 +94,9 @@ def test_every_figure_has_its_target_and_a_mark_that_follows_it() -> None:
     rows = {line.split()[0]: line.split()[-2:] for line in idle.splitlines()[2:5]}
     assert rows == {"gateway": ["60.0", "60.0"], "caddy": ["30.0", "30.0"], "whole": ["90.0", "90.0"]}
     assert "bus): ok" in text
-    assert "session_gateway-2" in text and "== Spread over gateways and workers" in text
+    assert "session_gateway-2" in text and "== Spread over edges, gateways and workers" in text
+    spread = {line.split()[0]: line.split()[1:] for line in text.split("== Spread")[1].splitlines()[2:8]}
+    assert spread["caddy-1"] == ["0.200", "496"] and spread["caddy-2"] == ["0.200", "504"]
 
     text = render(cpu_s=12.0, verifies=50)  # 12 ms per turn; 5 % of verifications over the bus
     assert "target whole stack <= 2.5 ms: MISSED" in text

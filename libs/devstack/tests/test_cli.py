@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from parley_devstack import cli
-from parley_devstack.cli import SECRET_NAMES, load_secrets, main, module_runnable, service_specs
+from parley_devstack.cli import SECRET_NAMES, edge_names, load_secrets, main, module_runnable, service_specs
 from parley_devstack.servers import free_port
 
 
@@ -52,6 +52,11 @@ def test_service_specs_run_the_requested_number_of_gateways_on_one_route() -> No
     gateways = [s for s in service_specs(1, 0, gateways=2) if s.module == "parley_session_gateway"]
     assert [s.name for s in gateways] == ["session_gateway-1", "session_gateway-2"]
     assert {s.route for s in gateways} == {"session_gateway"}
+
+
+def test_several_edges_are_named_apart_and_one_keeps_its_name() -> None:
+    assert edge_names(1) == ["caddy"]
+    assert edge_names(3) == ["caddy-1", "caddy-2", "caddy-3"]
 
 
 def test_service_specs_start_the_speech_pool(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -550,6 +550,53 @@ def test_caddy_spreads_sockets_over_several_gateways(tmp_path: Path) -> None:
             server.shutdown()
 
 
+def test_several_edges_share_one_port_and_outlive_each_other(tmp_path: Path) -> None:
+    """`parley run --edges N`: N Caddy processes bound to one port, each holding some of the sockets
+    (an edge holds two open files per socket, so N hold N times as many); one that stops leaves
+    the port served by the others."""
+
+    def echo(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(f"echo:{message!s}")
+
+    server = ws_serve(echo, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    upstream = f"127.0.0.1:{server.socket.getsockname()[1]}"
+    port = srv.free_port()
+    edges = [
+        CaddyServer(tmp_path / name, port=port, upstreams={"session_gateway": upstream}, name=name)
+        for name in ("caddy-1", "caddy-2")
+    ]
+    try:
+        for edge in edges:
+            edge.start()
+            edge.wait_ready(20)
+        assert [e.name for e in edges] == ["caddy-1", "caddy-2"]
+
+        def held(edge: CaddyServer) -> int:
+            assert edge.proc is not None
+            conns = psutil.Process(edge.proc.pid).net_connections(kind="tcp")
+            return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+        with contextlib.ExitStack() as open_sockets:
+            for _ in range(24):
+                ws = open_sockets.enter_context(ws_connect(f"ws://127.0.0.1:{port}/realtime", open_timeout=5))
+                ws.send("hi")
+                assert ws.recv(timeout=5) == "echo:hi"
+            # Linux hashes each new connection to one of the listeners (2 * 2**-24 that one gets all).
+            assert sorted(held(e) > 0 for e in edges) == [True, True]
+            assert sum(held(e) for e in edges) == 24
+        edges[0].stop()
+        for _ in range(8):  # every new socket now reaches the edge left
+            with ws_connect(f"ws://127.0.0.1:{port}/realtime", open_timeout=5) as ws:
+                ws.send("again")
+                assert ws.recv(timeout=5) == "echo:again"
+    finally:
+        for edge in edges:
+            edge.stop()
+        server.shutdown()
+
+
 def _limited(soft: int, hard: int) -> Callable[[], None]:
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

@@ -148,6 +148,12 @@ class StartupError(Exception):
     pass
 
 
+def edge_names(edges: int) -> list[str]:
+    """The edge's Caddy processes: several share the port (CaddyServer), each with a name, a
+    directory and a log of its own."""
+    return ["caddy"] if edges <= 1 else [f"caddy-{i}" for i in range(1, edges + 1)]
+
+
 def say(message: str = "") -> None:
     # The terminal may be gone (SIGHUP); shutting down matters more than telling about it.
     with contextlib.suppress(OSError):
@@ -169,6 +175,7 @@ class DevStack:
         workers: int = 2,
         *,
         gateways: int = 1,
+        edges: int = 1,
         nats_nodes: int = 1,
         traces: bool = False,
         restart_policy: RestartPolicy | None = None,
@@ -177,6 +184,7 @@ class DevStack:
         self.port = port
         self.workers = workers
         self.gateways = gateways
+        self.edges = edges
         self.nats_nodes = nats_nodes
         self.traces = traces
         self.logs = self.home / "logs"
@@ -411,17 +419,19 @@ class DevStack:
         upstreams["edge_meta"] = f"{LOOPBACK}:{self.ports['edge_meta']}"
         if "traceview" in self.ports:
             upstreams["traceview"] = f"{LOOPBACK}:{self.ports['traceview']}"
-        caddy = CaddyServer(
-            self.home / "caddy",
-            port=self.port,
-            upstreams=upstreams,
-            fallback=upstreams["edge_meta"],
-            docs_url=env["PARLEY_DOCS_URL"],
-            log_path=fresh_log(self.logs / "caddy.log"),
-        )
+        for name in edge_names(self.edges):
+            caddy = CaddyServer(
+                self.home / name,
+                port=self.port,
+                upstreams=upstreams,
+                fallback=upstreams["edge_meta"],
+                docs_url=env["PARLEY_DOCS_URL"],
+                log_path=fresh_log(self.logs / f"{name}.log"),
+                name=name,
+            )
+            self.edge.append(caddy)
+            caddy.start()
         self.ports["caddy"] = self.port
-        self.edge.append(caddy)
-        caddy.start()
         self._record()
 
     def _migration(self, module: str, env: dict[str, str]) -> ManagedProcess:
@@ -525,8 +535,9 @@ class DevStack:
         say(f"  infra        {nats.url}  {valkey.url}  {pg.url(DATABASE)}")
         if self.descriptors < DESCRIPTORS:
             say(
-                f"  note         open files are limited to {self.descriptors} here (ulimit -Hn): the edge"
-                f" holds two per WebSocket, so at most ~{self.descriptors // 2 - 100} sessions at once"
+                f"  note         open files are limited to {self.descriptors} here (ulimit -Hn): an edge"
+                f" process holds two per WebSocket, so at most ~{self.edges * (self.descriptors // 2 - 100)}"
+                " sessions at once (--edges N: N times as many)"
             )
         say("Press Ctrl-C to stop.")
 
@@ -622,6 +633,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="number of session gateway processes behind the edge (default: 1)",
     )
     run.add_argument(
+        "--edges",
+        type=int,
+        default=1,
+        help="number of Caddy processes sharing the edge's port; Linux spreads new connections"
+        " over them (default: 1)",
+    )
+    run.add_argument(
         "--nats-cluster",
         type=int,
         default=1,
@@ -640,6 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.port,
             max(1, args.workers),
             gateways=max(1, args.gateways),
+            edges=max(1, args.edges),
             nats_nodes=max(1, args.nats_cluster),
             traces=args.traces,
         ).run()

@@ -174,7 +174,12 @@ def edge_error_responses(docs_url: str) -> list[tuple[str, str, str]]:
 
 
 class CaddyServer(ManagedProcess):
-    """Caddy as the one-origin edge on 127.0.0.1:`port`, configured from `caddyfile()`."""
+    """Caddy as the one-origin edge on 127.0.0.1:`port`, configured from `caddyfile()`.
+
+    Several may serve the same port (`parley run --edges N`, each with a `name` and `config_dir`
+    of its own): Caddy binds its listeners with SO_REUSEPORT, and Linux spreads new connections
+    over the processes bound to a port. Each process holds two open files per proxied WebSocket,
+    so N of them hold N times the sockets one process's open-files limit allows."""
 
     def __init__(
         self,
@@ -185,6 +190,7 @@ class CaddyServer(ManagedProcess):
         fallback: str | None = None,
         docs_url: str | None = None,
         log_path: Path | None = None,
+        name: str = "caddy",
     ) -> None:
         self.port = port
         config_dir = config_dir.resolve()
@@ -202,7 +208,7 @@ class CaddyServer(ManagedProcess):
         env = go_env()
         # Keep Caddy's state (autosave, certificates it never needs) out of the user's home.
         env.update(XDG_CONFIG_HOME=str(config_dir / "config"), XDG_DATA_HOME=str(config_dir / "data"))
-        super().__init__("caddy", argv, env=env, log_path=log_path)
+        super().__init__(name, argv, env=env, log_path=log_path)
 
     @property
     def url(self) -> str:
