@@ -1,0 +1,57 @@
+"""The gateway's WebSocket routes straight from the server, past the layers that only serve HTTP.
+
+Every socket's handler ran inside each layer of the app's middleware and routing (Starlette's and
+FastAPI's error handling, telemetry and body limits, Parley's access log and client-version gate,
+the router and the included routers): 27 awaiting coroutines and their closures, held for as long
+as the socket is open, in every one of thousands of held sockets, and walked through at every
+opening (docs/performance.md, "Opening a session: the socket's lane past the HTTP layers"). None
+of them acts on a WebSocket: the OpenTelemetry middleware leaves sockets out (a turn's trace is
+the services' own spans), the body limit, the access log and the version gate are HTTP's, and
+the socket routes take no dependencies. The one that does, the header limit, is applied here too.
+
+`SocketLane` is installed as the app's outermost middleware (inside Starlette's own error
+middleware, so `scope["app"]` is set); a WebSocket whose path is one of `routes` goes to its
+endpoint, everything else (HTTP, lifespan, other paths) down the app as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from fastapi import APIRouter, WebSocket
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from parley_common.http import HeaderLimitMiddleware, header_bytes
+
+Endpoint = Callable[[WebSocket], Awaitable[None]]
+
+
+def socket_endpoints(routers: Sequence[APIRouter]) -> dict[str, Endpoint]:
+    """The WebSocket routes of `routers` with a fixed path, by path."""
+    return {
+        route.path: route.endpoint
+        for router in routers
+        for route in router.routes
+        if isinstance(route, WebSocketRoute) and not route.param_convertors
+    }
+
+
+class SocketLane:
+    def __init__(self, app: ASGIApp, *, routes: Mapping[str, Endpoint], header_limit: int) -> None:
+        self.app = app
+        self.routes = dict(routes)
+        self.header_limit = header_limit
+        # Only a socket over the limit goes this way: its refusal is the HTTP stack's own.
+        self._refuse = HeaderLimitMiddleware(self.app, header_limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            endpoint = self.routes.get(scope["path"])
+            if endpoint is not None:
+                if header_bytes(scope) > self.header_limit:
+                    await self._refuse(scope, receive, send)
+                    return
+                await endpoint(WebSocket(scope, receive=receive, send=send))
+                return
+        await self.app(scope, receive, send)
