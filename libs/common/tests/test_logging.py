@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 import structlog
@@ -81,4 +82,40 @@ def test_uvicorns_per_websocket_lines_are_debug(capsys: pytest.CaptureFixture[st
         ("Application startup complete.", "info"),
     ]
     assert len(uvicorn.filters) == 1  # set up twice, filtered once
+    structlog.reset_defaults()
+
+
+def test_our_lines_are_written_without_a_log_record(capsys: pytest.CaptureFixture[str]) -> None:
+    """Our structlog lines skip the standard library's record, caller lookup and handler chain; the
+    line is the same JSON object, with the logger's name."""
+    setup_logging("unit", "INFO", json_output=True)
+    made: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record)
+        return record
+
+    logging.setLogRecordFactory(counting)
+    try:
+        structlog.get_logger("parley.test").info("ours", answer=42)
+        structlog.get_logger("parley.test").debug("below the level")
+        logging.getLogger("uvicorn.error").warning("theirs")
+    finally:
+        logging.setLogRecordFactory(factory)
+    assert made and {r.name for r in made} == {"uvicorn.error"}  # theirs only (the formatter copies it)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert [line["event"] for line in lines] == ["ours", "theirs"]
+    assert {k: lines[0][k] for k in ("level", "logger", "service", "answer")} == {
+        "level": "info",
+        "logger": "parley.test",
+        "service": "unit",
+        "answer": 42,
+    }
+    assert lines[0]["timestamp"].endswith("Z")
+    setup_logging("unit", "INFO", json_output=False)
+    structlog.get_logger("parley.test").warning("readable", n=1)
+    console = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().err)  # without its colours
+    assert "readable" in console and "n=1" in console and "[parley.test]" in console
     structlog.reset_defaults()
