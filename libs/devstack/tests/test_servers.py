@@ -25,6 +25,7 @@ import nats
 import psutil
 import pytest
 import redis
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
@@ -552,8 +553,9 @@ def test_caddy_spreads_sockets_over_several_gateways(tmp_path: Path) -> None:
 
 def test_several_edges_share_one_port_and_outlive_each_other(tmp_path: Path) -> None:
     """`parley run --edges N`: N Caddy processes bound to one port, each holding some of the sockets
-    (an edge holds two open files per socket, so N hold N times as many); one that stops leaves
-    the port served by the others."""
+    (an edge holds two open files per socket, so N hold N times as many). One killed closes its
+    own sockets (their clients see the close, and may reconnect) and no other: the rest go on, and
+    every new socket reaches an edge left."""
 
     def echo(ws: ServerConnection) -> None:
         for message in ws:
@@ -579,14 +581,27 @@ def test_several_edges_share_one_port_and_outlive_each_other(tmp_path: Path) -> 
             return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
 
         with contextlib.ExitStack() as open_sockets:
+            sockets = []
             for _ in range(24):
                 ws = open_sockets.enter_context(ws_connect(f"ws://127.0.0.1:{port}/realtime", open_timeout=5))
                 ws.send("hi")
                 assert ws.recv(timeout=5) == "echo:hi"
+                sockets.append(ws)
             # Linux hashes each new connection to one of the listeners (2 * 2**-24 that one gets all).
-            assert sorted(held(e) > 0 for e in edges) == [True, True]
-            assert sum(held(e) for e in edges) == 24
-        edges[0].stop()
+            on_first, on_second = held(edges[0]), held(edges[1])
+            assert on_first > 0 and on_second > 0 and on_first + on_second == 24
+            assert edges[0].proc is not None
+            edges[0].proc.kill()  # SIGKILL: no goodbye to its sockets
+            edges[0].proc.wait(10)
+            survived = closed = 0
+            for ws in sockets:
+                try:
+                    ws.send("still there?")
+                    assert ws.recv(timeout=5) == "echo:still there?"
+                    survived += 1
+                except ConnectionClosed:
+                    closed += 1
+            assert (survived, closed) == (on_second, on_first)
         for _ in range(8):  # every new socket now reaches the edge left
             with ws_connect(f"ws://127.0.0.1:{port}/realtime", open_timeout=5) as ws:
                 ws.send("again")
