@@ -19,7 +19,9 @@ not on the text path) as a child process, reads the pids of everything it starte
    (handshake → greeting complete), the rate achieved and how many failed; then, with all of them
    held idle, the resident memory each process grew by, per session, and the CPU each process
    spends per second while they stay silent (`--idle-hold` seconds: ticks, claim heartbeats,
-   polling), also per session.
+   polling), also per session. By default 10,000 sessions, the target's count (memory per session
+   at a thousand understates it, docs/performance.md, "The thirteenth round"), through as many
+   edge processes as this machine's open-files limit needs (`--edges`, `edges_for`).
 5. **auth.verify**: p50/p99 of a raw NATS request to `auth.verify` (what every cache miss costs)
    and of `AuthClient.verify` as callers use it (cached, revocation pushed over the bus).
 
@@ -34,6 +36,7 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -67,7 +70,7 @@ from parley_common.auth_contract import VerifyReply, VerifyRequest
 from parley_common.bus import make_broker, request
 from parley_common.logging import setup_logging
 from parley_common.settings import CommonSettings
-from parley_devstack.servers import raise_descriptor_limit
+from parley_devstack.servers import DESCRIPTORS, raise_descriptor_limit
 
 # ------------------------------------------------------------------------------------ phases
 
@@ -287,7 +290,7 @@ async def run(args: Any, out: TextIO) -> None:
             profile_dir=profile_dir,
             gateways=args.gateways,
             nats_nodes=args.nats_cluster,
-            edges=args.edges,
+            edges=args.edges or edges_for(args.idle),
             python=args.stack_python or sys.executable,
         )
         try:
@@ -348,6 +351,17 @@ async def run(args: Any, out: TextIO) -> None:
     )
 
 
+def edges_for(sessions: int, open_files: int | None = None) -> int:
+    """Edge processes enough to hold `sessions` sockets: one holds two open files per socket, and
+    `parley run` raises its limit at most to the hard one (`open_files`, default this process's)."""
+    if open_files is None:
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if open_files == resource.RLIM_INFINITY:
+        return 1
+    per_edge = max(1, min(open_files, DESCRIPTORS) // 2 - 100)  # listeners, logs, the upstreams' idle
+    return max(1, -(-sessions // per_edge))
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -361,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--edges",
         type=int,
         default=1,
-        help="Caddy processes of parley run on the edge's port (each holds two open files per socket)",
+        help="Caddy processes of parley run on the edge's port, each holding two open files per socket"
+        " (default: as many as --idle needs under this machine's open-files limit)",
     )
     parser.add_argument(
         "--kill-nats",
@@ -375,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--think-ms", type=float, default=1000.0, help="pause between a session's messages")
     parser.add_argument("--levels", type=_ints, default=[100, 300, 600], help="capacity levels, ascending")
     parser.add_argument("--level-turns", type=int, default=3, help="messages per session per level")
-    parser.add_argument("--idle", type=int, default=2000, help="idle sessions to open and hold (0: skip)")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle sessions to open and hold (0: skip)")
     parser.add_argument("--open-rate", type=float, default=500.0, help="sessions opened per second")
     parser.add_argument(
         "--idle-hold",

@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import perf_pair
+from bench.perf import edges_for
 from bench.perf_report import Admission, CpuPhase, KillReport, VerifyFigures, compare, figures, report
 from bench.perf_stack import group_of
 from bench.realtime import Latency, Level
@@ -212,3 +213,13 @@ def test_the_cpu_phase_says_how_many_text_deltas_a_turn_took_and_at_what_pace() 
     text = report_text(cpu, admission, [])
     assert "== CPU per turn (text turn, built-in engine, 20 ms before each word, as a model)" in text
     assert "; 2.4 text deltas a turn" in text
+
+
+def test_the_bench_starts_as_many_edges_as_its_sessions_need_under_the_open_files_limit() -> None:
+    """An edge holds two open files per socket: 10,000 sessions need two edges where a process may
+    open 20,000 files, one where `parley run` may raise the limit to 65,536."""
+    assert edges_for(10_000, 20_000) == 2
+    assert edges_for(9_000, 20_000) == 1
+    assert edges_for(30_000, 20_000) == 4
+    assert edges_for(10_000, 1 << 20) == 1  # parley run raises to 65,536: one holds ~32,000
+    assert edges_for(0, 20_000) == 1
