@@ -290,7 +290,7 @@ async def run(args: Any, out: TextIO) -> None:
             profile_dir=profile_dir,
             gateways=args.gateways,
             nats_nodes=args.nats_cluster,
-            edges=args.edges or edges_for(args.idle),
+            edges=args.edges,
             python=args.stack_python or sys.executable,
         )
         try:
@@ -367,6 +367,23 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    parser = options()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    args.levels = [level for level in args.levels if level > 0]  # `--levels 0`: no capacity phase
+    if args.levels != sorted(args.levels):
+        parser.error("--levels must be ascending")
+    args.edges = args.edges or edges_for(args.idle)
+    if args.profile:
+        args.profile = Path(args.profile).resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+    raise_descriptor_limit()  # a socket per session held
+    if args.message_bytes > len(realtime.MESSAGE):
+        realtime.MESSAGE += " " + "x" * (args.message_bytes - len(realtime.MESSAGE) - 1)
+    setup_logging("bench", "WARNING", json_output=False)
+    run_client(run(args, sys.stdout))
+
+
+def options() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="runtime workers of parley run")
     parser.add_argument("--gateways", type=int, default=1, help="session gateways of parley run")
@@ -374,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--edges",
         type=int,
-        default=1,
+        default=0,
         help="Caddy processes of parley run on the edge's port, each holding two open files per socket"
         " (default: as many as --idle needs under this machine's open-files limit)",
     )
@@ -437,18 +454,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         " this bench's load and measurements (bench.perf_pair)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the CPU figures by process here as JSON")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    args.levels = [level for level in args.levels if level > 0]  # `--levels 0`: no capacity phase
-    if args.levels != sorted(args.levels):
-        parser.error("--levels must be ascending")
-    if args.profile:
-        args.profile = Path(args.profile).resolve()
-        args.profile.mkdir(parents=True, exist_ok=True)
-    raise_descriptor_limit()  # a socket per session held
-    if args.message_bytes > len(realtime.MESSAGE):
-        realtime.MESSAGE += " " + "x" * (args.message_bytes - len(realtime.MESSAGE) - 1)
-    setup_logging("bench", "WARNING", json_output=False)
-    run_client(run(args, sys.stdout))
+    return parser
 
 
 if __name__ == "__main__":

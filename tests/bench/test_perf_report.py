@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import perf_pair
-from bench.perf import edges_for
+from bench.perf import edges_for, options
 from bench.perf_report import Admission, CpuPhase, KillReport, VerifyFigures, compare, figures, report
 from bench.perf_stack import group_of
 from bench.realtime import Latency, Level
@@ -223,3 +223,6 @@ def test_the_bench_starts_as_many_edges_as_its_sessions_need_under_the_open_file
     assert edges_for(30_000, 20_000) == 4
     assert edges_for(10_000, 1 << 20) == 1  # parley run raises to 65,536: one holds ~32,000
     assert edges_for(0, 20_000) == 1
+    # Unless asked for, the bench's `parley run` gets as many as its --idle needs (0: decided then).
+    assert options().parse_args([]).edges == 0 and options().parse_args([]).idle == 10_000
+    assert options().parse_args(["--edges", "3"]).edges == 3
