@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import json
 import random
-import resource
 import shutil
 import sys
 import tempfile
@@ -58,7 +57,7 @@ from bench.perf_report import (
     figures,
     report,
 )
-from bench.perf_stack import Stack, bus_requests, delta, publish_agent
+from bench.perf_stack import Stack, bus_requests, delta, edges_for, publish_agent
 from bench.realtime import (
     Session,
     measure_capacity,
@@ -70,7 +69,7 @@ from parley_common.auth_contract import VerifyReply, VerifyRequest
 from parley_common.bus import make_broker, request
 from parley_common.logging import setup_logging
 from parley_common.settings import CommonSettings
-from parley_devstack.servers import DESCRIPTORS, raise_descriptor_limit
+from parley_devstack.servers import raise_descriptor_limit
 
 # ------------------------------------------------------------------------------------ phases
 
@@ -349,17 +348,6 @@ async def run(args: Any, out: TextIO) -> None:
         think_ms=args.think_ms,
         out=out,
     )
-
-
-def edges_for(sessions: int, open_files: int | None = None) -> int:
-    """Edge processes enough to hold `sessions` sockets: one holds two open files per socket, and
-    `parley run` raises its limit at most to the hard one (`open_files`, default this process's)."""
-    if open_files is None:
-        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if open_files == resource.RLIM_INFINITY:
-        return 1
-    per_edge = max(1, min(open_files, DESCRIPTORS) // 2 - 100)  # listeners, logs, the upstreams' idle
-    return max(1, -(-sessions // per_edge))
 
 
 def _ints(text: str) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import httpx
 import psutil
 
 from bench import realtime
-from parley_devstack.servers import free_port
+from parley_devstack.servers import DESCRIPTORS, free_port
 
 # Processes of `parley run` grouped as the report shows them.
 GROUPS = {
@@ -212,6 +213,17 @@ def proportional_bytes(p: psutil.Process) -> float:
         return float(p.memory_full_info().pss)
     except (AttributeError, psutil.AccessDenied):
         return float(p.memory_info().rss)
+
+
+def edges_for(sessions: int, open_files: int | None = None) -> int:
+    """Edge processes enough to hold `sessions` sockets: one holds two open files per socket, and
+    `parley run` raises its limit at most to the hard one (`open_files`, default this process's)."""
+    if open_files is None:
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if open_files == resource.RLIM_INFINITY:
+        return 1
+    per_edge = max(1, min(open_files, DESCRIPTORS) // 2 - 100)  # listeners, logs, the upstreams' idle
+    return max(1, -(-sessions // per_edge))
 
 
 def client_sockets(proc: psutil.Process, port: int) -> int:

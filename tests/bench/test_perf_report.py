@@ -12,9 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import perf_pair
-from bench.perf import edges_for, options
+from bench.perf import options
 from bench.perf_report import Admission, CpuPhase, KillReport, VerifyFigures, compare, figures, report
-from bench.perf_stack import group_of
+from bench.perf_stack import edges_for, group_of
 from bench.realtime import Latency, Level
 
 

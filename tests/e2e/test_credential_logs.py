@@ -236,7 +236,7 @@ async def test_no_credential_in_any_log_span_or_metric(workdir: Path, crm: str) 
                 return (listing, spans) if traced else None
 
             listing, spans = await asyncio.to_thread(
-                poll, traces, 60, "the flow's traces", parley.assert_running
+                poll, traces, 120, "the flow's traces", parley.assert_running
             )
             ports = parley.state()["processes"]
             metrics = {
