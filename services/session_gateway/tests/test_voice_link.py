@@ -4,13 +4,13 @@ are bounded."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
+from parley_common.flag import Flag
 from parley_common.session_contract import ServerTextDelta, ServerTurnComplete, SessionInput
 from parley_common.voice_formats import VoiceFormats
 from parley_session_gateway.access import Admission
@@ -48,7 +48,7 @@ class Socket:
 
 
 def link(socket: Socket, **settings: Any) -> VoiceLink:
-    greeted = asyncio.Event()
+    greeted = Flag()
     greeted.set()
     voice = VoiceLink(
         None,  # type: ignore[arg-type]  # no bus needed for what is tested here

@@ -39,6 +39,7 @@ from parley_common import metrics
 from parley_common.auth_contract import Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes, ErrorCode
+from parley_common.flag import Flag
 from parley_common.outages import describe, is_outage
 from parley_common.session_contract import (
     ClientConnected,
@@ -90,8 +91,9 @@ class SessionConnection(ABC):
         # corked_ws's text frame written at once (a served gateway; None in tests' fake sockets)
         extensions = getattr(ws, "scope", {}).get("extensions") or {}
         self._write_now: Callable[[str], bool] | None = extensions.get(SEND_TEXT_NOW)
-        self._done = asyncio.Event()
-        self._greeted = asyncio.Event()  # the protocol's greeting is out: events may follow
+        # Flags, not asyncio.Events: each Event kept a 760-byte deque for the socket's life (flag.py).
+        self._done = Flag()
+        self._greeted = Flag()  # the protocol's greeting is out: events may follow
         self.log = log.bind(connection_id=self.connection_id, protocol=self.protocol)
 
     # ----------------------------------------------------------------------------- what differs

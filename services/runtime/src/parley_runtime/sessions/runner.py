@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -153,7 +152,8 @@ class SessionRunner:
         self.outlet: Outlet | None = None
         self.inputs = InputFeed(deps.nc, deps.events, start.conversation_id, deps.looks)
         self.turn: Turn | None = None
-        self.pending: deque[Received] = deque()
+        # Input waiting for the turn under way: a list, not a deque (760 bytes even when empty).
+        self.pending: list[Received] = []
         self.chat_reuse: ChatReuse = {}  # the history's LLM messages, from turn to turn (llm_port.py)
         self.closed = False
         # The timing the next output carries (a turn began), and the timer that publishes it on
@@ -293,7 +293,7 @@ class SessionRunner:
 
     async def _take_pending(self) -> None:
         while self.pending and self.turn is None and not self.closed and not self.deps.draining.is_set():
-            await self._handle(self.pending.popleft())
+            await self._handle(self.pending.pop(0))
 
     async def _handle(self, received: Received) -> None:
         item = received.input

@@ -48,6 +48,7 @@ from pydantic import TypeAdapter, ValidationError
 from parley_common import subjects
 from parley_common.acked_together import Publication
 from parley_common.bus import BusEvents
+from parley_common.flag import Flag
 from parley_common.jetstream import OrderedReader
 from parley_common.outages import describe
 from parley_common.session_contract import (
@@ -278,7 +279,7 @@ class InputFeed:
         self.queue: asyncio.Queue[Received] = asyncio.Queue()
         self._reader: OrderedReader | None = None
         self._bell: Subscription | None = None
-        self._rung = asyncio.Event()  # input was heard, or the connection came back
+        self._rung = Flag()  # input was heard, or the connection came back
         self._looking: asyncio.Future[bool] | None = None  # a look waiting for the others'
         self._waiting: asyncio.Task[None] | None = None
         self._unhook: Callable[[], None] | None = None

@@ -37,6 +37,7 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel
 
 from parley_common.errors import Codes, ErrorCode, ParleyError, envelope
+from parley_common.flag import Flag
 from parley_common.session_contract import (
     InputCancel,
     InputText,
@@ -82,7 +83,7 @@ class VoiceOutlets:
     """The connection's side of a voice link: what it waits for before sending anything (set once
     `handshake_ok` went out), where its frames and agent audio go, and where recognised input goes."""
 
-    greeted: asyncio.Event
+    greeted: Flag
     send_frame: SendFrame
     send_audio: SendAudio
     forward: Forward
