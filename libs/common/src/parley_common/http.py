@@ -137,9 +137,16 @@ class HeaderLimitMiddleware:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or header_bytes(scope) <= self.limit:
+        if scope["type"] not in ("http", "websocket") or not self.too_large(scope):
             await self.app(scope, receive, send)
             return
+        await self.refuse(scope, receive, send)
+
+    def too_large(self, scope: Scope) -> bool:
+        return header_bytes(scope) > self.limit
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The 431 answer (a refused upgrade for a WebSocket without the HTTP-response extension)."""
         response = error_response(Codes.HEADERS_TOO_LARGE, params={"limit": self.limit})
         if scope["type"] == "http":
             await response(scope, receive, send)

@@ -22,7 +22,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from parley_common.http import HeaderLimitMiddleware, header_bytes
+from parley_common.http import HeaderLimitMiddleware
 
 Endpoint = Callable[[WebSocket], Awaitable[None]]
 
@@ -41,16 +41,16 @@ class SocketLane:
     def __init__(self, app: ASGIApp, *, routes: Mapping[str, Endpoint], header_limit: int) -> None:
         self.app = app
         self.routes = dict(routes)
-        self.header_limit = header_limit
-        # Only a socket over the limit goes this way: its refusal is the HTTP stack's own.
-        self._refuse = HeaderLimitMiddleware(self.app, header_limit)
+        # The HTTP stack's own check and refusal (431 and the envelope), not around the endpoint:
+        # a layer around it would be one more coroutine held for the socket's life.
+        self.headers = HeaderLimitMiddleware(app, header_limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             endpoint = self.routes.get(scope["path"])
             if endpoint is not None:
-                if header_bytes(scope) > self.header_limit:
-                    await self._refuse(scope, receive, send)
+                if self.headers.too_large(scope):
+                    await self.headers.refuse(scope, receive, send)
                     return
                 await endpoint(WebSocket(scope, receive=receive, send=send))
                 return
