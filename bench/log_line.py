@@ -7,6 +7,11 @@ frame looked up, the root handler's filters, the formatter's processors), in one
 The line is the gateway's `realtime.session_open` (one per session opened; each HTTP request's
 access line costs the same), rendered as JSON to /dev/null. See docs/performance.md, "Log lines
 that write themselves".
+
+Then a socket's two per-connection lines that nobody reads below DEBUG (uvicorn's "[accepted]",
+websockets' "connection open"): dropped by the logger's filter once their record is built, against
+dropped before it by the gateway's `PerConnectionLogger` (docs/performance.md, "The fourteenth
+round").
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from parley_common.logging import setup_logging
+from parley_common.logging import PerConnectionLogger, setup_logging
 from parley_common.redact import redact_event
 
 
@@ -55,6 +60,15 @@ def line_us(setup: Callable[[], None], count: int) -> float:
     return (time.process_time() - started) / count * 1e6
 
 
+def socket_lines_us(logger: logging.Logger | PerConnectionLogger, count: int) -> float:
+    """CPU per socket of the two lines uvicorn's WebSocket protocol logs as it opens one."""
+    started = time.process_time()
+    for _ in range(count):
+        logger.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5555", "/realtime?token=x")
+        logger.info("connection open")
+    return (time.process_time() - started) / count * 1e6
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.log_line", description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20000, help="lines per round and path")
@@ -62,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     paths = {"through logging": through_logging, "written directly": written_directly}
     best = {name: float("inf") for name in paths}
+    uvicorn = logging.getLogger("uvicorn.error")
+    sockets: dict[str, logging.Logger | PerConnectionLogger] = {
+        "the filter": uvicorn,
+        "PerConnectionLogger": PerConnectionLogger(uvicorn),
+    }
+    best_socket = {name: float("inf") for name in sockets}
     stderr = sys.stderr
     with open(os.devnull, "w") as devnull:
         sys.stderr = devnull
@@ -69,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             for _ in range(args.rounds):  # alternated, so both see the same machine
                 for name, setup in paths.items():
                     best[name] = min(best[name], line_us(setup, args.count))
+                setup_logging("bench", "INFO", json_output=True)
+                for name, logger in sockets.items():
+                    best_socket[name] = min(best_socket[name], socket_lines_us(logger, args.count))
         finally:
             sys.stderr = stderr
             structlog.reset_defaults()
@@ -77,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("path              CPU µs/line  ratio")
     for name, us in best.items():
         print(f"{name:<18}{us:>11.1f}{us / base:>7.2f}")
+    base = best_socket["the filter"]
+    print("a socket's lines dropped by   CPU µs/socket  ratio")
+    for name, us in best_socket.items():
+        print(f"{name:<29}{us:>14.2f}{us / base:>7.2f}")
 
 
 if __name__ == "__main__":

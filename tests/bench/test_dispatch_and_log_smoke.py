@@ -21,3 +21,5 @@ def test_log_line_prints_both_paths_against_the_one_through_logging() -> None:
     rows = dict(re.findall(r"^(through logging|written directly)\s+\d+\.\d\s+(\d\.\d\d)$", out, re.M))
     assert set(rows) == {"through logging", "written directly"}, out
     assert rows["through logging"] == "1.00", out
+    sockets = dict(re.findall(r"^(the filter|PerConnectionLogger)\s+\d+\.\d\d\s+(\d\.\d\d)$", out, re.M))
+    assert set(sockets) == {"the filter", "PerConnectionLogger"} and sockets["the filter"] == "1.00", out

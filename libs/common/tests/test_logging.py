@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+from unittest import mock
 
 import pytest
 import structlog
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from parley_common.logging import setup_logging
+from parley_common.logging import PerConnectionLogger, setup_logging
 
 
 def test_structlog_and_stdlib_lines_are_json_with_trace_ids(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,25 +55,34 @@ def test_no_credential_reaches_a_line_even_at_debug(capsys: pytest.CaptureFixtur
     structlog.reset_defaults()
 
 
-def test_uvicorns_per_websocket_lines_are_debug(capsys: pytest.CaptureFixture[str]) -> None:
+def _socket_lines(logger: logging.Logger | PerConnectionLogger) -> None:
+    """What uvicorn's WebSocket protocol (and websockets under it) log for sockets, and one more."""
+    logger.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/realtime")
+    logger.info("connection open")
+    logger.info('%s - "WebSocket %s" 403', "127.0.0.1:6", "/realtime")
+    logger.info("connection closed")
+    logger.info("Application startup complete.")
+
+
+@pytest.mark.parametrize("adapted", [False, True], ids=["filtered", "PerConnectionLogger"])
+def test_uvicorns_per_websocket_lines_are_debug(capsys: pytest.CaptureFixture[str], adapted: bool) -> None:
+    """The same lines whether uvicorn's logger or the gateway's `PerConnectionLogger` logs them; the
+    adapter drops the per-socket ones before a record is built, the filter only after."""
     uvicorn = logging.getLogger("uvicorn.error")
-
-    def upgrade() -> None:
-        uvicorn.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/realtime")
-        uvicorn.info("connection open")
-        uvicorn.info('%s - "WebSocket %s" 403', "127.0.0.1:6", "/realtime")
-        uvicorn.info("connection closed")
-        uvicorn.info("Application startup complete.")
-
+    logger = PerConnectionLogger(uvicorn) if adapted else uvicorn
     setup_logging("unit", "INFO", json_output=True)
-    upgrade()
+    real = logging.Logger.makeRecord
+    with mock.patch.object(logging.Logger, "makeRecord", autospec=True, side_effect=real) as built:
+        _socket_lines(logger)
     at_info = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert [(line["event"], line["level"]) for line in at_info] == [
         ('127.0.0.1:6 - "WebSocket /realtime" 403', "info"),  # a refusal stays
         ("Application startup complete.", "info"),
     ]
+    assert built.call_count == (2 if adapted else 5)
+    assert not adapted or logger.level == uvicorn.level  # uvicorn's protocols read it
     setup_logging("unit", "DEBUG", json_output=True)
-    upgrade()
+    _socket_lines(logger)
     at_debug = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert [(line["event"], line["level"]) for line in at_debug] == [
         ('127.0.0.1:5 - "WebSocket /realtime" [accepted]', "debug"),

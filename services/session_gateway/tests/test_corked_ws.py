@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest import mock
 
+import structlog
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
+from parley_common.logging import setup_logging
 from parley_session_gateway.connection import SendTurns
 from parley_session_gateway.corked_ws import SEND_TEXT_NOW, CorkedTransport, CorkedWebSocketsProtocol
 
@@ -132,6 +136,26 @@ async def test_a_real_socket_behind_uvicorn_gets_every_frame_in_order_and_the_cl
         await ws.wait_closed()
         assert ws.close_code == 1000
     assert LATE == [False]
+
+
+async def test_a_socket_opened_and_closed_builds_no_log_record_of_its_own() -> None:
+    """uvicorn's and websockets' per-connection INFO lines ("[accepted]", "connection open",
+    "connection closed") are dropped before a record is built (`PerConnectionLogger`)."""
+    setup_logging("unit", "INFO", json_output=True)
+    real = logging.Logger.makeRecord
+    try:
+        async with _server() as port:
+            with mock.patch.object(logging.Logger, "makeRecord", autospec=True, side_effect=real) as built:
+                async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                    await ws.send("one")
+                    assert [await ws.recv() for _ in range(3)] == [f"one-{i}" for i in range(3)]
+                    await ws.send("bye")
+                    assert await ws.recv() == "closing"
+                    await ws.wait_closed()
+                await asyncio.sleep(0.1)  # the server's side of the close
+    finally:
+        structlog.reset_defaults()
+    assert built.call_count == 0
 
 
 async def test_a_socket_is_not_idle_while_a_send_waits_for_its_turn() -> None:

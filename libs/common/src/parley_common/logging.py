@@ -16,7 +16,9 @@ traffic or SQL parameters at DEBUG (frames, headers, rows) stay at INFO or WARNI
 uvicorn's lines for every WebSocket it accepts, opens and closes are DEBUG here, not INFO: at
 thousands of sessions they were most of a gateway's log and a measurable part of opening a session
 (structlog renders and redacts each); the gateway's own `<protocol>.session_open` line says who
-opened which session from where. A refused upgrade (`"WebSocket …" 403`) stays at INFO.
+opened which session from where. A refused upgrade (`"WebSocket …" 403`) stays at INFO. The
+gateway's WebSocket protocol logs through `PerConnectionLogger`, which drops those lines before
+their record is built.
 """
 
 from __future__ import annotations
@@ -59,6 +61,27 @@ class _PerConnectionAtDebug(logging.Filter):
 
 
 _per_connection_at_debug = _PerConnectionAtDebug()
+
+
+class PerConnectionLogger(logging.LoggerAdapter[logging.Logger]):
+    """`logger` as a WebSocket protocol holds it (uvicorn's, and the websockets connection it
+    makes): its per-connection INFO lines are dropped before a `LogRecord` is built unless the
+    root logger takes DEBUG (then `_PerConnectionAtDebug` logs them at DEBUG, as for any other
+    protocol). The filter alone drops them only after the record, its caller's frame and the
+    logger's filters: two lines per socket opened and one per socket closed, ~9 µs of the
+    gateway's CPU a socket (docs/performance.md, "The fourteenth round")."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger)
+
+    @property
+    def level(self) -> int:  # uvicorn's protocols compare it to their TRACE level
+        return self.logger.level
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if msg in _PER_CONNECTION and not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return
+        self.logger.info(msg, *args, **kwargs)
 
 
 def _add_trace_ids(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:

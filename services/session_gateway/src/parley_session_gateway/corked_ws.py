@@ -20,13 +20,18 @@ keep their order.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request
 
+from parley_common.logging import PerConnectionLogger
+
 SEND_TEXT_NOW = "parley.send_text_now"
+# One for every connection: what uvicorn's protocol and its websockets connection log through.
+_QUIET = PerConnectionLogger(logging.getLogger("uvicorn.error"))
 
 
 class CorkedTransport(asyncio.Transport):
@@ -96,7 +101,13 @@ class CorkedTransport(asyncio.Transport):
 
 
 class CorkedWebSocketsProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's `websockets-sansio` protocol over a `CorkedTransport` (`uvicorn.run(ws=...)`)."""
+    """uvicorn's `websockets-sansio` protocol over a `CorkedTransport` (`uvicorn.run(ws=...)`),
+    whose per-connection INFO lines are dropped before they are built (`PerConnectionLogger`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # An adapter where a Logger is declared: `info` and `level` its own, the rest delegated.
+        self.logger = self.conn.logger = _QUIET  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(CorkedTransport(cast(asyncio.Transport, transport), self.loop))
