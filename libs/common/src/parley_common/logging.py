@@ -71,9 +71,6 @@ class PerConnectionLogger(logging.LoggerAdapter[logging.Logger]):
     logger's filters: two lines per socket opened and one per socket closed, ~9 µs of the
     gateway's CPU a socket (docs/performance.md, "The fourteenth round")."""
 
-    def __init__(self, logger: logging.Logger) -> None:
-        super().__init__(logger)
-
     @property
     def level(self) -> int:  # uvicorn's protocols compare it to their TRACE level
         return self.logger.level

@@ -80,6 +80,12 @@ class ServiceSpec:
     route: str | None  # owner name in the edge routing table, None if not behind the edge
 
 
+def process_names(name: str, count: int) -> list[str]:
+    """One process keeps its plain name; several of the same kind are numbered `name-1` … `name-N`
+    (their log files, directories and edge peers follow)."""
+    return [name] if count <= 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+
+
 def speech_workers() -> int:
     """Speech worker processes (`PARLEY_SPEECH_WORKERS`, default 1): CPU-bound, so one per spare
     core at most."""
@@ -105,8 +111,10 @@ def service_specs(
         ServiceSpec("catalog", "parley_catalog", "catalog"),
     ]
     # Several gateways share the edge's gateway routes (Caddy balances new connections over them).
-    names = ["session_gateway"] if gateways <= 1 else [f"session_gateway-{i}" for i in range(1, gateways + 1)]
-    specs += [ServiceSpec(name, "parley_session_gateway", "session_gateway") for name in names]
+    specs += [
+        ServiceSpec(name, "parley_session_gateway", "session_gateway")
+        for name in process_names("session_gateway", gateways)
+    ]
     specs += [ServiceSpec(f"runtime-{i}", "parley_runtime", None) for i in range(1, workers + 1)]
     # The speech pool (VAD, STT, TTS), scaled apart from the runtime workers.
     count = speech_workers() if speech is None else speech
@@ -151,7 +159,7 @@ class StartupError(Exception):
 def edge_names(edges: int) -> list[str]:
     """The edge's Caddy processes: several share the port (CaddyServer), each with a name, a
     directory and a log of its own."""
-    return ["caddy"] if edges <= 1 else [f"caddy-{i}" for i in range(1, edges + 1)]
+    return process_names("caddy", edges)
 
 
 def say(message: str = "") -> None:
