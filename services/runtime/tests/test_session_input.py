@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from structlog.testing import capture_logs
 
 from parley_common import subjects
 from parley_runtime import bus
+from parley_runtime.sessions import runner as runner_module
 from parley_runtime.sessions import streams
 from parley_runtime.sessions.runner import SessionRunner
 
@@ -235,3 +240,52 @@ async def test_input_heard_while_a_look_waits_for_others_is_read_at_once(
         assert runner.inputs._looking is not None
         await rt.say(conv, "heard")
         assert texts(await client.until("turn_complete", timeout_s=3)) == "You said: heard"
+
+
+async def test_a_sessions_input_readers_start_outside_the_claims_span(
+    rt: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bell's subscription, the look's task and the reader it opens run for the session's life,
+    and each task keeps the context it was made in: made inside `runtime.claim`, they would keep
+    that span (ended, exported) in memory as long as the session is held."""
+    monkeypatch.setattr(runner_module, "tracer", TracerProvider().get_tracer("test"))
+    seen: dict[str, trace.Span] = {}
+    listen, read = bus.input_bell, streams.InputFeed._read
+
+    async def bell(nc: Any, conversation_id: UUID, on_msg: Callable[[Msg], Awaitable[None]]) -> Any:
+        seen["bell"] = trace.get_current_span()
+        return await listen(nc, conversation_id, on_msg)
+
+    async def reader(feed: streams.InputFeed, after_seq: int) -> None:
+        seen["reader"] = trace.get_current_span()  # in the look's task, once there is input
+        await read(feed, after_seq)
+
+    monkeypatch.setattr(bus, "input_bell", bell)
+    monkeypatch.setattr(streams.InputFeed, "_read", reader)
+    async with greeted(rt) as (conv, client, _):
+        await rt.say(conv, "one")
+        assert texts(await client.until("turn_complete")) == "You said: one"
+    assert set(seen) == {"bell", "reader"}
+    assert all(not span.get_span_context().is_valid for span in seen.values()), seen
+
+
+async def test_a_held_session_keeps_neither_its_start_message_nor_a_task_per_wait(rt: Stack) -> None:
+    """What a held session keeps for its life: its state, not the start message it was made from;
+    its input loop waits on one flag, not on a task reading a queue."""
+    start = session_start()
+    conv = start.conversation_id
+    client = await rt.client(conv)
+    runner = SessionRunner(rt.deps(), start, FakeClaim())
+    start_ref = weakref.ref(start)
+    del start
+    task = asyncio.create_task(runner.run())
+    try:
+        await client.until("turn_complete")  # the greeting: held, waiting for input
+        gc.collect()
+        assert start_ref() is None
+        waits = [t.get_coro().__qualname__ for t in asyncio.all_tasks()]  # type: ignore[union-attr]
+        assert not any(name.startswith("Queue.") for name in waits), waits
+        await rt.end(conv)
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()

@@ -8,9 +8,11 @@ attributes, names and status texts through `parley_common.redact`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
@@ -101,3 +103,16 @@ def setup_telemetry(settings: CommonSettings, exporter: SpanExporter | None = No
     trace.set_tracer_provider(provider)
     _configured = True
     return provider
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Run the block in an empty trace context. For what starts long-lived tasks (nats-py's task per
+    subscription, a session's own tasks): a task keeps a copy of the context it was made in for as
+    long as it runs, so one made inside a span would keep that span (ended, exported) in memory for
+    the life of a connection or a session."""
+    token = otel_context.attach(otel_context.Context())
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

@@ -25,13 +25,13 @@ from uuid import UUID
 import structlog
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
-from opentelemetry import context as otel_context
 
 from parley_common import session_contract as sc
 from parley_common import subjects
 from parley_common.bus import BusEvents
 from parley_common.jetstream import publish_durably
 from parley_common.numbered import NumberedReader
+from parley_common.telemetry import untraced
 from parley_session_gateway import bus
 
 log = structlog.get_logger(__name__)
@@ -64,13 +64,10 @@ class SessionBridge:
         # the context it was made in for the session's lifetime: made inside the handshake's span,
         # it would hold that span (ended, and exported) in memory as long as the socket stays open.
         # Nothing on the output path is traced, so its tasks start from an empty trace context.
-        token = otel_context.attach(otel_context.Context())
-        try:
+        with untraced():
             self._ctl = await bus.session_control(self.nc, conv, on_control)
             self._out = bus.session_output(self.nc, self.events, conv, output, after=self.last_index)
             await self._out.open(catch_up=not new)
-        finally:
-            otel_context.detach(token)
 
     async def start(self, start: sc.SessionStart) -> None:
         # One start per conversation, however many attempts it takes.

@@ -46,6 +46,7 @@ from parley_common.conversation_contract import (
     conversation_msg_id,
 )
 from parley_common.errors import Codes, ErrorCode, ErrorEnvelope, ParleyError, envelope
+from parley_common.flag import Flag
 from parley_common.session_contract import (
     ClientConnected,
     ClientDisconnected,
@@ -143,14 +144,15 @@ class SessionRunner:
 
     def __init__(self, deps: Deps, start: SessionStart, claim: Claim) -> None:
         self.deps = deps
-        self.start = start
         self.claim = claim
         self.conversation_id = start.conversation_id
         self.conv = str(start.conversation_id)  # made once (a `str(UUID)` is ~1 µs; a turn used several)
         self.log = log.bind(conversation_id=self.conv)
         self.state = SessionState.new(start)
         self.outlet: Outlet | None = None
-        self.inputs = InputFeed(deps.nc, deps.events, start.conversation_id, deps.looks)
+        # What wakes the input loop: an input read, or the turn's task done (`_loop`).
+        self._wake = Flag()
+        self.inputs = InputFeed(deps.nc, deps.events, start.conversation_id, deps.looks, self._wake)
         self.turn: Turn | None = None
         # Input waiting for the turn under way: a list, not a deque (760 bytes even when empty).
         self.pending: list[Received] = []
@@ -253,28 +255,31 @@ class SessionRunner:
         return True
 
     async def _loop(self) -> None:
-        getter: asyncio.Task[Received] | None = None
-        try:
-            while not self.closed:
-                if getter is None:
-                    getter = asyncio.ensure_future(self.inputs.queue.get())
-                waits: set[asyncio.Future[Any]] = {getter}
-                if self.turn is not None and self.turn.task is not None:
-                    waits.add(self.turn.task)
+        """Wake for the turn's end, an input read, or the next deadline; handle the turn's end
+        first, then one input. One flag (`_wake`) for the first two: no task per `get` and no
+        `asyncio.wait` per wake-up (~12 µs of CPU a turn, and ~1.5 KiB a held session)."""
+        wake, inputs = self._wake, self.inputs
+        while not self.closed:
+            task = self.turn.task if self.turn is not None else None
+            if not inputs.received and (task is None or not task.done()):
+                wake.clear()
                 timeout = max(0.0, (self._next_deadline() - _now()).total_seconds())
-                done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if self.turn is not None and self.turn.task is not None and self.turn.task in done:
-                    await self._finish_turn()
-                    self.deps.turn_over.set()
-                if getter in done:
-                    received, getter = getter.result(), None
+                try:
+                    async with asyncio.timeout(timeout):
+                        await wake.wait()
+                except TimeoutError:
                     if not self.closed:
-                        await self._on_input(received)
-                if not done and not self.closed:
-                    await self._on_deadline()
-        finally:
-            if getter is not None:
-                getter.cancel()
+                        await self._on_deadline()
+                    continue
+            if task is not None and task.done() and self.turn is not None and self.turn.task is task:
+                await self._finish_turn()
+                self.deps.turn_over.set()
+            received = inputs.take()
+            if received is not None and not self.closed:
+                await self._on_input(received)
+
+    def _turn_done(self, _: asyncio.Task[Outcome]) -> None:
+        self._wake.set()
 
     # ----------------------------------------------------------------------------- input
 
@@ -374,6 +379,7 @@ class SessionRunner:
         turn.task = asyncio.create_task(
             self._traced_turn(engine.turn(work, text), headers, input_seq), name="turn"
         )
+        turn.task.add_done_callback(self._turn_done)
         self.turn = turn
         # Busy: no silence timeout while the runtime is working (a new deadline for the ticks),
         # carried by the turn's first output (`emit`), or published if that is slow to come.

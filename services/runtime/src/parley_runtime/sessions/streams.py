@@ -59,6 +59,7 @@ from parley_common.session_contract import (
     SessionTiming,
 )
 from parley_common.tasks import cancel_and_wait
+from parley_common.telemetry import untraced
 from parley_runtime import bus
 
 log = structlog.get_logger(__name__)
@@ -268,15 +269,24 @@ class Received:
 
 
 class InputFeed:
-    """The session's input, in stream order, from the first sequence not yet processed."""
+    """The session's input, in stream order, from the first sequence not yet processed: each
+    message read is appended to `received` and sets `arrived` (the session runner's one wake-up,
+    which it shares with its turn's end). A list and a flag, not an `asyncio.Queue` (three deques
+    and an event, ~3 KiB for the session's life, and a task per `get`)."""
 
     def __init__(
-        self, nc: Client, events: BusEvents, conversation_id: UUID, looks: InputLooks | None = None
+        self,
+        nc: Client,
+        events: BusEvents,
+        conversation_id: UUID,
+        looks: InputLooks | None = None,
+        arrived: Flag | None = None,
     ) -> None:
         self.nc, self.events = nc, events
         self.conversation_id = conversation_id
         self.looks = looks if looks is not None else InputLooks(nc)  # the worker's, shared
-        self.queue: asyncio.Queue[Received] = asyncio.Queue()
+        self.received: list[Received] = []  # read, not yet taken (`take`): a few at most
+        self.arrived = arrived if arrived is not None else Flag()
         self._reader: OrderedReader | None = None
         self._bell: Subscription | None = None
         self._rung = Flag()  # input was heard, or the connection came back
@@ -290,13 +300,24 @@ class InputFeed:
         return self._reader is not None
 
     async def open(self, after_seq: int, *, lazily: bool = False) -> None:
-        """Read input from `after_seq + 1` on; `lazily`: once there is any (a new session)."""
-        if not lazily:
-            await self._read(after_seq)
-            return
-        self._bell = await bus.input_bell(self.nc, self.conversation_id, self._ring)
-        self._unhook = self.events.on_reconnect(self._ring)
-        self._waiting = asyncio.create_task(self._read_once_there_is_input(after_seq), name="input-bell")
+        """Read input from `after_seq + 1` on; `lazily`: once there is any (a new session).
+
+        Outside the caller's trace context: nats-py runs each subscription's callbacks in a task of
+        its own, and a task keeps the context it was made in for as long as it runs (the session's
+        life); made inside the claim's span, the bell's, the reader's and the look's tasks would
+        keep that span, ended and exported, in memory. A turn's trace comes from its input's
+        headers, not from here."""
+        with untraced():
+            if not lazily:
+                await self._read(after_seq)
+                return
+            self._bell = await bus.input_bell(self.nc, self.conversation_id, self._ring)
+            self._unhook = self.events.on_reconnect(self._ring)
+            self._waiting = asyncio.create_task(self._read_once_there_is_input(after_seq), name="input-bell")
+
+    def take(self) -> Received | None:
+        """The next input read (in stream order), or None."""
+        return self.received.pop(0) if self.received else None
 
     async def _ring(self, _: Msg | None = None) -> None:
         """Input was heard on the bell (a message), or the connection came back (none)."""
@@ -374,7 +395,8 @@ class InputFeed:
                 "session.bad_input", conversation_id=str(self.conversation_id), seq=seq, error=str(exc)
             )
             parsed = None
-        self.queue.put_nowait(Received(seq=seq, input=parsed, headers=dict(msg.headers or {})))
+        self.received.append(Received(seq=seq, input=parsed, headers=dict(msg.headers or {})))
+        self.arrived.set()
 
     async def close(self) -> None:
         waiting, self._waiting = self._waiting, None
