@@ -79,11 +79,14 @@ async def test_close_writes_what_is_collected_first_and_abort_drops_it() -> None
 
 
 LATE: list[bool] = []
+KEPT: list[tuple[Any, Any]] = []  # what the protocol holds of the upgrade once the socket is accepted
 
 
 async def _echo_burst(websocket: WebSocket) -> None:
     send_now = websocket.scope["extensions"][SEND_TEXT_NOW]
     await websocket.accept()
+    protocol = send_now.__self__
+    KEPT.append((protocol.request, protocol.response))
     while True:
         text = await websocket.receive_text()
         if text == "bye":
@@ -136,6 +139,16 @@ async def test_a_real_socket_behind_uvicorn_gets_every_frame_in_order_and_the_cl
         await ws.wait_closed()
         assert ws.close_code == 1000
     assert LATE == [False]
+
+
+async def test_an_accepted_socket_keeps_neither_the_upgrades_request_nor_its_response() -> None:
+    """Both sides' headers, which nothing reads once the accept is written, are not kept for the
+    socket's life (the app has the request's in its scope)."""
+    KEPT.clear()
+    async with _server() as port, connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        await ws.send("one")
+        assert [await ws.recv() for _ in range(3)] == [f"one-{i}" for i in range(3)]
+    assert KEPT == [(None, None)]
 
 
 async def test_a_socket_opened_and_closed_builds_no_log_record_of_its_own() -> None:

@@ -102,7 +102,8 @@ class CorkedTransport(asyncio.Transport):
 
 class CorkedWebSocketsProtocol(WebSocketsSansIOProtocol):
     """uvicorn's `websockets-sansio` protocol over a `CorkedTransport` (`uvicorn.run(ws=...)`),
-    whose per-connection INFO lines are dropped before they are built (`PerConnectionLogger`)."""
+    whose per-connection INFO lines are dropped before they are built (`PerConnectionLogger`) and
+    which lets go of the upgrade's request and response once the socket is accepted."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -117,6 +118,13 @@ class CorkedWebSocketsProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)  # none when the upgrade was refused
         if scope is not None:
             scope["extensions"][SEND_TEXT_NOW] = self.send_text_now
+
+    def start_keepalive(self) -> None:
+        # uvicorn calls this once, right after it has written the accept. It never reads the
+        # upgrade's request or its own response again, and the two hold both sides' headers
+        # (~5 KiB) for as long as the socket stays open; the app has its own copy in the scope.
+        self.request = self.response = None  # type: ignore[assignment]
+        super().start_keepalive()
 
     def send_text_now(self, text: str) -> bool:
         """A text frame written now, as `send` writes one; False when `send` would do more."""
