@@ -18,9 +18,10 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
+from parley_common.flag import Flag
 from parley_common.logging import setup_logging
 from parley_session_gateway.connection import SendTurns
-from parley_session_gateway.corked_ws import SEND_TEXT_NOW, CorkedTransport, CorkedWebSocketsProtocol
+from parley_session_gateway.corked_ws import SEND_TEXT_NOW, CorkedTransport, CorkedWebSocketsProtocol, Inbox
 
 
 class Recorded(asyncio.Transport):
@@ -80,6 +81,7 @@ async def test_close_writes_what_is_collected_first_and_abort_drops_it() -> None
 
 LATE: list[bool] = []
 KEPT: list[tuple[Any, Any]] = []  # what the protocol holds of the upgrade once the socket is accepted
+PRIMITIVES: list[tuple[type, type]] = []  # the protocol's receive queue and `writable`, by type
 
 
 async def _echo_burst(websocket: WebSocket) -> None:
@@ -87,6 +89,7 @@ async def _echo_burst(websocket: WebSocket) -> None:
     await websocket.accept()
     protocol = send_now.__self__
     KEPT.append((protocol.request, protocol.response))
+    PRIMITIVES.append((type(protocol.queue), type(protocol.writable)))
     while True:
         text = await websocket.receive_text()
         if text == "bye":
@@ -128,6 +131,7 @@ async def _server() -> AsyncIterator[int]:
 
 
 async def test_a_real_socket_behind_uvicorn_gets_every_frame_in_order_and_the_close() -> None:
+    PRIMITIVES.clear()
     async with _server() as port, connect(f"ws://127.0.0.1:{port}/ws") as ws:
         for word in ("one", "two"):
             await ws.send(word)
@@ -139,6 +143,30 @@ async def test_a_real_socket_behind_uvicorn_gets_every_frame_in_order_and_the_cl
         await ws.wait_closed()
         assert ws.close_code == 1000
     assert LATE == [False]
+    assert [(Inbox, Flag)] == PRIMITIVES  # not asyncio's Queue and Event: ~3.7 KiB less a socket
+
+
+async def test_the_inbox_hands_out_messages_in_order_and_wakes_every_reader() -> None:
+    inbox = Inbox()
+    assert inbox.empty() and inbox.qsize() == 0
+    inbox.put_nowait("a")
+    inbox.put_nowait("b")
+    assert inbox.qsize() == 2 and await inbox.get() == "a" and await inbox.get() == "b"
+    readers = [asyncio.create_task(inbox.get()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert not any(r.done() for r in readers)
+    inbox.put_nowait("c")
+    await asyncio.sleep(0)
+    assert sum(r.done() for r in readers) == 1  # one message, one reader; the other waits on
+    inbox.put_nowait("d")
+    assert sorted(await asyncio.gather(*readers)) == ["c", "d"] and inbox.empty()
+    waiting = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    waiting.cancel()  # a cancelled read takes nothing
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    inbox.put_nowait("e")
+    assert await inbox.get() == "e"
 
 
 async def test_an_accepted_socket_keeps_neither_the_upgrades_request_nor_its_response() -> None:

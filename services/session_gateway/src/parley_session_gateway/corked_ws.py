@@ -27,6 +27,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request
 
+from parley_common.flag import Flag
 from parley_common.logging import PerConnectionLogger
 
 SEND_TEXT_NOW = "parley.send_text_now"
@@ -100,15 +101,49 @@ class CorkedTransport(asyncio.Transport):
         return self._transport.get_protocol()
 
 
+class Inbox:
+    """What uvicorn's WebSocket protocol asks of its receive queue (`put_nowait`, `get`, `empty`,
+    `qsize`), in a list and a `Flag`: an `asyncio.Queue` is three deques and an event, ~3 KiB for
+    each open socket. It never holds more than a message or two: uvicorn stops reading the socket
+    after each message until the app has taken what is queued."""
+
+    __slots__ = ("_items", "_ready")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._ready = Flag()
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 class CorkedWebSocketsProtocol(WebSocketsSansIOProtocol):
     """uvicorn's `websockets-sansio` protocol over a `CorkedTransport` (`uvicorn.run(ws=...)`),
     whose per-connection INFO lines are dropped before they are built (`PerConnectionLogger`) and
-    which lets go of the upgrade's request and response once the socket is accepted."""
+    which lets go of the upgrade's request and response once the socket is accepted; its receive
+    queue is an `Inbox` and its `writable` event a `Flag`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # An adapter where a Logger is declared: `info` and `level` its own, the rest delegated.
         self.logger = self.conn.logger = _QUIET  # type: ignore[assignment]
+        # The same primitives, without their deques (~3.7 KiB a socket, for the socket's life).
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(CorkedTransport(cast(asyncio.Transport, transport), self.loop))
