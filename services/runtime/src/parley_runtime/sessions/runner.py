@@ -1,4 +1,4 @@
-# One piece (~640 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
+# One piece (~650 lines): the exactly-once protocol below (commit a turn with its outbox and tail,
 # replay them on takeover) spans the loop, the turn and the commit; split, no module shows it whole.
 """One session on its owning worker: inputs in, turns of the blueprint, events out, until it closes.
 
