@@ -271,7 +271,7 @@ class SessionRunner:
                     if not self.closed:
                         await self._on_deadline()
                     continue
-            if task is not None and task.done() and self.turn is not None and self.turn.task is task:
+            if task is not None and task.done():  # still `self.turn`'s: only this loop ends one
                 await self._finish_turn()
                 self.deps.turn_over.set()
             received = inputs.take()
