@@ -24,6 +24,7 @@ from parley_common.bus import BusEvents
 from parley_common.jetstream import publish_durably
 from parley_common.numbered import NumberedReader
 from parley_devstack.servers import NatsServer
+from parley_devstack.testing import subscribed
 
 STREAM = "NUMBERED"
 
@@ -182,7 +183,7 @@ async def test_what_was_published_while_away_comes_after_a_reconnect(
     publisher = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     try:
         await harness.reader()
-        await harness.nc.flush()  # subscribed before another connection publishes
+        await subscribed(harness.nc)  # before another connection publishes
         await harness.store(1, publisher)
         await _until(lambda: harness.got == [1], harness=harness)
         server.signal(signal.SIGKILL)

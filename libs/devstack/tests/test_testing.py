@@ -1,7 +1,10 @@
-"""`parley_devstack.testing.infra`: embedded servers by default, given URLs when set, and always a
-fresh PostgreSQL database of its own."""
+"""`parley_devstack.testing`: `infra` gives embedded servers by default, given URLs when set, and
+always a fresh PostgreSQL database of its own; `subscribed` waits until the server has a
+connection's subscriptions."""
 
 from __future__ import annotations
+
+import asyncio
 
 import asyncpg
 import nats
@@ -10,7 +13,7 @@ import redis.asyncio as aioredis
 
 from parley_devstack.postgres import with_database
 from parley_devstack.servers import tcp_open
-from parley_devstack.testing import infra
+from parley_devstack.testing import infra, subscribed
 
 URL_VARS = ("NATS_URL", "REDIS_URL", "DATABASE_URL")
 
@@ -77,3 +80,42 @@ def test_the_plugin_provides_the_infra_fixture(infra: object) -> None:
     from parley_devstack.testing import Infra
 
     assert isinstance(infra, Infra)
+
+
+async def _protocol_recorder(received: list[str]) -> tuple[asyncio.Server, int]:
+    """A NATS server as far as a connect, a subscribe and a flush go: it records each command
+    line in the order it arrives and answers every PING."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b'INFO {"server_id":"recorder","version":"2.10.0","max_payload":1048576,"headers":true}\r\n'
+        )
+        while line := await reader.readline():
+            received.append(line.decode().split(" ", 1)[0].strip())
+            if line.startswith(b"PING"):
+                writer.write(b"PONG\r\n")
+                await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_subscribed_returns_only_after_the_server_answered_a_ping_sent_after_the_sub() -> None:
+    received: list[str] = []
+    server, port = await _protocol_recorder(received)
+    nc = await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False)
+    try:
+
+        async def ignore(_msg: object) -> None:
+            pass
+
+        del received[:]  # the connect's own CONNECT and PING
+        await nc.subscribe("some.subject", cb=ignore)
+        await subscribed(nc)
+        # Every PING answered is before the helper returned; the last one follows the SUB.
+        assert "SUB" in received
+        assert received.index("SUB") < len(received) - 1 - received[::-1].index("PING")
+    finally:
+        await nc.close()
+        server.close()
+        await server.wait_closed()

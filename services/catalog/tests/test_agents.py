@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from parley_catalog.agents import events
 from parley_common import subjects
 from parley_common.catalog_contract import AgentEvent, AgentEventKind
+from parley_devstack.testing import subscribed
 
 from .support import User, World, assert_error, eventually, unique, valid_blueprint
 
@@ -219,7 +220,7 @@ async def test_agent_events_published_on_every_change(world: World, ctx: Any) ->
         seen.append({"subject": msg.subject, **json.loads(msg.data)})
 
     await nc.subscribe(f"{subjects.CATALOG_AGENT_EVENTS}.>", cb=collect)
-    await nc.flush()
+    await subscribed(nc)
     try:
         agent = await alice.create_agent(blueprint=valid_blueprint())
         await alice.catalog.patch(f"/agents/{agent['id']}", json={"config": {"name": "n"}})

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from parley_catalog.octavus.router import router as octavus_router
 from parley_common import subjects
 from parley_common.octavus import read_agent_dir
+from parley_devstack.testing import subscribed
 
 from .support import User, World, eventually
 
@@ -103,7 +104,7 @@ async def test_create_get_list_and_patch(world: World, ctx: Any) -> None:
         seen.append(json.loads(msg.data))
 
     await nc.subscribe(f"{subjects.CATALOG_AGENT_EVENTS}.>", cb=collect)
-    await nc.flush()
+    await subscribed(nc)
     try:
         created = await api.post("/api/agents", json=body)
         assert created.status_code == 201, created.text

@@ -18,6 +18,7 @@ from parley_common import subjects
 from parley_common.auth_contract import CredentialKind, MintTokenReply, Principal
 from parley_common.catalog_contract import AgentAccessReply
 from parley_common.errors import Codes, ParleyError, envelope
+from parley_devstack.testing import subscribed
 from parley_session_gateway.webrtc.media import BusMediaEdge, MintFailed
 from parley_session_gateway.webrtc.sdp import parse_offer
 
@@ -72,7 +73,7 @@ async def worker(infra: Any) -> AsyncIterator[list[dict[str, Any]]]:
         await msg.respond(json.dumps(reply).encode())
 
     sub = await nc.subscribe(subjects.MEDIA_WEBRTC_OFFER, queue=subjects.QUEUE_MEDIA, cb=answer)
-    await nc.flush()
+    await subscribed(nc)
     yield seen
     await sub.unsubscribe()
     await nc.close()

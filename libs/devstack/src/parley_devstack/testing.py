@@ -246,6 +246,18 @@ async def health_ping(nats_url: str, service: str) -> dict[str, Any]:
     return answer
 
 
+async def subscribed(nc: Any) -> None:
+    """Return once the server has every subscription `nc` (a nats-py client) made so far, so a
+    message another connection publishes next reaches it.
+
+    `nc.flush()` alone does not promise that: nats-py (2.16) writes the flush's PING straight to
+    the socket while a new SUB still waits for its flusher task, so the PONG can come back before
+    the server has the SUB. By the time the first PONG is read the flusher has written the SUB
+    (it was woken first), so the second PING follows it on the wire, and its PONG proves it."""
+    await nc.flush()
+    await nc.flush()
+
+
 def assert_error(resp: Any, status: int, code: str | None = None) -> dict[str, Any]:
     """`resp` (an httpx response) is the `Error` envelope with `status`, and `code` when given."""
     assert resp.status_code == status, f"{resp.status_code} {resp.text}"
