@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
@@ -17,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
+from websockets.datastructures import Headers
 
 from parley_common.flag import Flag
 from parley_common.logging import setup_logging
@@ -171,11 +174,21 @@ async def test_the_inbox_hands_out_messages_in_order_and_wakes_every_reader() ->
 
 async def test_an_accepted_socket_keeps_neither_the_upgrades_request_nor_its_response() -> None:
     """Both sides' headers, which nothing reads once the accept is written, are not kept for the
-    socket's life (the app has the request's in its scope)."""
+    socket's life (the app has the request's in its scope), neither by uvicorn nor by websockets'
+    parser (which goes on reading frames in the generator that read the request)."""
     KEPT.clear()
-    async with _server() as port, connect(f"ws://127.0.0.1:{port}/ws") as ws:
+    probe = uuid.uuid4().hex
+    async with (
+        _server() as port,
+        connect(f"ws://127.0.0.1:{port}/ws", additional_headers={"X-Probe": probe}) as ws,
+    ):
         await ws.send("one")
         assert [await ws.recv() for _ in range(3)] == [f"one-{i}" for i in range(3)]
+        gc.collect()
+        # The client's own request has the header; no other Headers object may.
+        kept = [h for h in gc.get_objects() if isinstance(h, Headers) and probe in h.values()]
+        assert ws.request is not None
+        assert [id(h) for h in kept] == [id(ws.request.headers)]
     assert KEPT == [(None, None)]
 
 

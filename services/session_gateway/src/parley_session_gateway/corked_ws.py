@@ -158,6 +158,10 @@ class CorkedWebSocketsProtocol(WebSocketsSansIOProtocol):
         # uvicorn calls this once, right after it has written the accept. It never reads the
         # upgrade's request or its own response again, and the two hold both sides' headers
         # (~5 KiB) for as long as the socket stays open; the app has its own copy in the scope.
+        # websockets' parser holds the request too (the generator that read it keeps it as a
+        # local while it goes on reading frames), so its headers are emptied, not only let go.
+        if self.request is not None:
+            self.request.headers.clear()
         self.request = self.response = None  # type: ignore[assignment]
         super().start_keepalive()
 
