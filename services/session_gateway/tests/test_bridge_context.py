@@ -25,14 +25,29 @@ class _Sub:
 
 
 class _Nats:
-    """Records the span current when each subscription is made (what its task would keep)."""
+    """Records the span current when each subscription is made (what its task would keep): by
+    `subscribe`, or by the steps of it `parley_common.held_subscription` takes."""
+
+    is_closed = is_draining = is_reconnecting = False
+    _error_cb = None
 
     def __init__(self) -> None:
         self.spans: list[trace.Span] = []
+        self._sid = 0
+        self._subs: dict[int, Any] = {}
 
     async def subscribe(self, subject: str, **_: Any) -> _Sub:
         self.spans.append(trace.get_current_span())
         return _Sub()
+
+    async def _send_subscribe(self, sub: Any) -> None:
+        self.spans.append(trace.get_current_span())
+
+    def _remove_sub(self, sid: int) -> None:
+        self._subs.pop(sid, None)
+
+    async def _send_unsubscribe(self, sid: int, limit: int = 0) -> None:
+        return None
 
     def jetstream(self) -> _Nats:
         return self

@@ -43,6 +43,7 @@ from nats.errors import ConnectionClosedError
 from nats.js.errors import NotFoundError
 
 from parley_common.bus import BusEvents
+from parley_common.held_subscription import subscribe_held
 from parley_common.jetstream import OrderedReader, wait_connected
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.tasks import cancel_and_wait
@@ -91,7 +92,7 @@ class NumberedReader(Generic[T]):
 
     async def open(self, *, catch_up: bool) -> None:
         """Subscribe; `catch_up`: the stream may already hold numbers after `after`."""
-        self._sub = await self.nc.subscribe(self.subject, cb=self._on_core)
+        self._sub = await subscribe_held(self.nc, self.subject, self._on_core)
         self._unhook = self.events.on_reconnect(self._reconnected)
         if catch_up:
             self.request_catch_up()

@@ -13,7 +13,7 @@ JetStream (nats-py directly, the hot path; consumer settings here):
 - `session.<id>.in` on `SESSION_IN`: an ordered reader per running session,
   `sessions/streams.InputFeed` (what the runner turns into turns: sessions/runner.py); a new
   session creates it at its first input, heard on the subject over core NATS until then
-  (`input_bell`).
+  (`input_bell`, a `parley_common.held_subscription`: no queue or task while the session is quiet).
 - `session.<id>.out` on `SESSION_OUT`: an ordered push consumer per agent-test conversation,
   `agent_tests/conversation.py`.
 
@@ -35,6 +35,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from parley_common import subjects
 from parley_common.bus import BusEvents, bus_handler
+from parley_common.held_subscription import subscribe_held
 from parley_common.jetstream import OrderedReader
 from parley_common.octavus import sessions as wire
 
@@ -139,7 +140,7 @@ def session_inputs(
 async def input_bell(nc: Client, conversation_id: UUID, on_msg: OnMsg) -> Subscription:
     """A core subscription to the session's input subject: only a sign that input has come (the
     input itself is read from the stream, `session_inputs`)."""
-    return await nc.subscribe(subjects.session_in(str(conversation_id)), cb=on_msg)
+    return await subscribe_held(nc, subjects.session_in(str(conversation_id)), on_msg)
 
 
 async def session_outputs(

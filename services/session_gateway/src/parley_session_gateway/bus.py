@@ -26,7 +26,8 @@ through `RecognitionClient`. Publications: `sessions.start` and
 `session.<id>.in`, durably, in `bridge.SessionBridge`.
 
 Every subscription is nats-py's own (`broker.connection`): they are opened and closed per socket,
-which FastStream's declared subscribers are not made for.
+which FastStream's declared subscribers are not made for. The two every session holds (`ctl` and
+`out`) are `parley_common.held_subscription`s: no queue or task while the session is quiet.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from parley_common.auth_client import AuthClient
 from parley_common.auth_contract import Principal
 from parley_common.bus import BusEvents, request
 from parley_common.catalog_contract import AgentAccessReply, AgentAccessRequest
+from parley_common.held_subscription import subscribe_held
 from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
 from parley_common.numbered import NumberedReader
 from parley_common.octavus import sessions as octavus_wire
@@ -97,7 +99,7 @@ async def session_control(
 ) -> Subscription:
     """Which connection the runtime serves, and the session's timing."""
     on_msg = parsed(SessionControl, handle, invalid="realtime.bad_control", conversation_id=conversation_id)
-    return await nc.subscribe(subjects.session_ctl(conversation_id), cb=on_msg)
+    return await subscribe_held(nc, subjects.session_ctl(conversation_id), on_msg)
 
 
 def session_output(
