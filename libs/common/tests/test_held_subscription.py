@@ -127,6 +127,22 @@ async def test_a_callbacks_error_goes_to_the_error_callback_and_delivery_goes_on
     assert [str(e) for e in errors.seen] == ["bad message"]
 
 
+async def test_a_callbacks_own_cancellation_does_not_end_the_subscription(nc: Client) -> None:
+    got: list[bytes] = []
+
+    async def on(msg: Msg) -> None:
+        if msg.data == b"cancelled":
+            never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            never.cancel()
+            await never  # raises CancelledError in the callback; its task is not being cancelled
+        got.append(msg.data)
+
+    await subscribe_held(nc, "held.cancelled", on)
+    for data in (b"a", b"cancelled", b"b"):
+        await nc.publish("held.cancelled", data)
+    await _until(lambda: got == [b"a", b"b"])
+
+
 async def test_past_its_pending_limit_a_subscription_drops_and_reports_a_slow_consumer(
     nc: Client, errors: Errors
 ) -> None:

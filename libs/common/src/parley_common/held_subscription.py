@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import (
@@ -31,6 +32,8 @@ from nats.aio.subscription import (
     Subscription,
 )
 from nats.errors import ConnectionClosedError
+
+log = structlog.get_logger(__name__)
 
 Callback = Callable[[Msg], Awaitable[None]]
 ErrorCallback = Callable[[Exception], Awaitable[None]]
@@ -41,9 +44,10 @@ class _Pending:
     `empty`, `task_done`, `join`: all of `asyncio.Queue` it or `Subscription` use), delivering them
     from a task made when the first one arrives and gone when none is left."""
 
-    __slots__ = ("_cb", "_error_cb", "_idle", "_items", "_maxsize", "_sub")
+    __slots__ = ("_cb", "_error_cb", "_idle", "_items", "_loop", "_maxsize", "_sub")
 
     def __init__(self, sub: HeldSubscription, cb: Callback, maxsize: int) -> None:
+        self._loop = asyncio.get_running_loop()  # once: on 3.11 each lookup is a system call
         self._sub = sub
         self._cb = cb
         self._error_cb: ErrorCallback | None = None
@@ -58,7 +62,7 @@ class _Pending:
             raise asyncio.QueueFull
         self._items.append(msg)
         if self._sub._wait_for_msgs_task is None:
-            task = asyncio.get_running_loop().create_task(self._deliver())
+            task = self._loop.create_task(self._deliver())
             # nats-py declares it None (it assigns its own task without an annotation).
             self._sub._wait_for_msgs_task = task  # type: ignore[assignment]
 
@@ -87,7 +91,12 @@ class _Pending:
                 try:
                     await self._cb(msg)
                 except asyncio.CancelledError:
-                    raise
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # the subscription or the connection ends
+                    # The callback's own (it awaited something cancelled): its message is done
+                    # with, the next ones still come (nats-py would stop the subscription).
+                    log.warning("bus.callback_cancelled", subject=self._sub.subject)
                 except Exception as exc:  # an async error, as nats-py reports its callbacks'
                     if self._error_cb is not None:
                         await self._error_cb(exc)
