@@ -1,13 +1,15 @@
 """What the gateway spends handing a WebSocket from the server to its route, and how deep the
 route then runs: through every layer of a service's app (`create_app`'s middleware, FastAPI's,
-the router), against the gateway's `SocketLane` in front of them, in one process.
+the router), against a `SocketLane` as the outermost middleware (the gateway's until change 73)
+and against the gateway's `LanedApp`, whose lane is in front of FastAPI's own call, in one process.
 
     python -m bench.socket_dispatch [--count 5000] [--rounds 5]
 
 Each dispatch is one ASGI call of a WebSocket `scope` for `/realtime` whose route returns at
 once: the cost an opening pays before the gateway's own work begins. Also printed: the calls
 awaiting above the route while it runs (coroutines a held socket keeps suspended for its life).
-See docs/performance.md, "Opening a session: the socket's lane past the HTTP layers".
+See docs/performance.md, "Opening a session: the socket's lane past the HTTP layers", and the
+sixteenth round.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from bench.client_loop import run_client
 from parley_common.http import create_app
 from parley_common.settings import CommonSettings
-from parley_session_gateway.socket_lane import SocketLane, socket_endpoints
+from parley_session_gateway.socket_lane import LanedApp, SocketLane, socket_endpoints
 
 HEADERS = [
     (b"host", b"127.0.0.1:8080"),
@@ -35,17 +37,22 @@ HEADERS = [
 ]
 
 
-def socket_app(*, lane: bool, depths: list[int]) -> FastAPI:
-    """A service's app with one socket route, `/realtime`, that notes how deep it runs and returns."""
+def socket_app(*, lane: str, depths: list[int]) -> FastAPI:
+    """A service's app with one socket route, `/realtime`, that notes how deep it runs and returns;
+    `lane`: "" (none), "middleware" (a `SocketLane` added last) or "front" (a `LanedApp`)."""
     router = APIRouter()
 
     async def endpoint(_: WebSocket) -> None:
         depths.append(_awaiting_depth())
 
     router.add_websocket_route("/realtime", endpoint)
-    app = create_app(CommonSettings(), title="bench", routers=[router])
-    if lane:
-        app.add_middleware(SocketLane, routes=socket_endpoints([router]), header_limit=32 * 1024)
+    routes, limit = socket_endpoints([router]), 32 * 1024
+    app = create_app(CommonSettings(), title="bench", routers=[router], app_class=LanedApp)
+    assert isinstance(app, LanedApp)
+    if lane == "middleware":
+        app.add_middleware(SocketLane, routes=routes, header_limit=limit)
+    elif lane == "front":
+        app.add_socket_lane(routes, header_limit=limit)
     return app
 
 
@@ -85,7 +92,7 @@ async def measure(count: int, rounds: int) -> dict[str, tuple[float, int]]:
     """Per path: (best CPU µs per dispatch over `rounds`, calls awaiting above the route)."""
     out: dict[str, tuple[float, int]] = {}
     apps: dict[str, tuple[FastAPI, list[int]]] = {}
-    for name, lane in (("through the layers", False), ("SocketLane", True)):
+    for name, lane in (("through the layers", ""), ("SocketLane", "middleware"), ("LanedApp", "front")):
         depths: list[int] = []
         apps[name] = (socket_app(lane=lane, depths=depths), depths)
     best = {name: float("inf") for name in apps}

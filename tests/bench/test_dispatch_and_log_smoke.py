@@ -9,11 +9,14 @@ import re
 from bench._smoke import run
 
 
-def test_socket_dispatch_prints_both_paths_and_the_lane_runs_the_route_shallower() -> None:
+def test_socket_dispatch_prints_the_three_paths_and_each_lane_runs_the_route_shallower() -> None:
     out = run("socket_dispatch", "--count", "50", "--rounds", "1", timeout=120)
-    rows = dict(re.findall(r"^(through the layers|SocketLane)\s+\d+\.\d\s+\d\.\d\d\s+(\d+)$", out, re.M))
-    assert set(rows) == {"through the layers", "SocketLane"}, out
+    rows = dict(
+        re.findall(r"^(through the layers|SocketLane|LanedApp)\s+\d+\.\d\s+\d\.\d\d\s+(\d+)$", out, re.M)
+    )
+    assert set(rows) == {"through the layers", "SocketLane", "LanedApp"}, out
     assert int(rows["through the layers"]) - int(rows["SocketLane"]) >= 10, out
+    assert int(rows["SocketLane"]) - int(rows["LanedApp"]) >= 5, out
 
 
 def test_log_line_prints_both_paths_against_the_one_through_logging() -> None:

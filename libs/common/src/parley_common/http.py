@@ -40,7 +40,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "default": {"model": ErrorEnvelope, "description": "Error"}
 }
 
-
 class VersionInfo(BaseModel):
     """`GET /api/version` (ServiceAi contract) and `GET /version`; camelCase as the contract has it."""
 
@@ -276,8 +275,9 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     readiness: Readiness | None = None,
+    app_class: type[FastAPI] = FastAPI,  # a subclass of the service's own (the gateway's LanedApp)
 ) -> FastAPI:
-    app = FastAPI(
+    app = app_class(
         title=title,
         description=description,
         version=settings.api_version,

@@ -24,7 +24,7 @@ from parley_session_gateway.octavus.router import router as octavus_router
 from parley_session_gateway.realtime.router import router as realtime_router
 from parley_session_gateway.sessions import GatewayContext
 from parley_session_gateway.settings import GatewaySettings, get_settings
-from parley_session_gateway.socket_lane import SocketLane, socket_endpoints
+from parley_session_gateway.socket_lane import LanedApp, socket_endpoints
 from parley_session_gateway.webrtc.media import BusMediaEdge
 from parley_session_gateway.webrtc.router import router as webrtc_router
 
@@ -62,9 +62,11 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
         title="Parley session gateway",
         description="Realtime WebSocket, chat WebSocket and agent-session streaming endpoints.",
         routers=routers,
+        app_class=LanedApp,
     )
-    # Last, so outermost: the sockets skip the layers that only serve HTTP (socket_lane.py).
-    app.add_middleware(SocketLane, routes=socket_endpoints(routers), header_limit=settings.max_header_bytes)
+    # In front of the whole app: the sockets skip the layers that only serve HTTP (socket_lane.py).
+    assert isinstance(app, LanedApp)
+    app.add_socket_lane(socket_endpoints(routers), header_limit=settings.max_header_bytes)
     app.state.realtime = GatewayContext(
         settings=settings, broker=broker, auth=auth, redis=redis, live=live, access=access, line=line
     )

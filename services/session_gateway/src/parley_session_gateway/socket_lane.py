@@ -9,16 +9,19 @@ of them acts on a WebSocket: the OpenTelemetry middleware leaves sockets out (a 
 the services' own spans), the body limit, the access log and the version gate are HTTP's, and
 the socket routes take no dependencies. The one that does, the header limit, is applied here too.
 
-`SocketLane` is installed as the app's outermost middleware (inside Starlette's own error
-middleware, so `scope["app"]` is set); a WebSocket whose path is one of `routes` goes to its
-endpoint, everything else (HTTP, lifespan, other paths) down the app as before.
+`LanedApp` is the gateway's FastAPI app with a `SocketLane` in front of all of it: a WebSocket
+whose path is one of the lane's routes goes to its endpoint before FastAPI's own call and the
+layers it builds around the app (its telemetry and body-limit middleware, Starlette's error
+middleware, OpenTelemetry's ASGI middleware: 9 more coroutines held per socket, ~4 KiB, when the
+lane was the outermost middleware inside them); everything else (HTTP, lifespan, other paths) goes
+down the app as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -55,3 +58,24 @@ class SocketLane:
                 await endpoint(WebSocket(scope, receive=receive, send=send))
                 return
         await self.app(scope, receive, send)
+
+
+class LanedApp(FastAPI):
+    """A FastAPI app whose lane's WebSockets skip everything FastAPI and Starlette wrap it in."""
+
+    lane: SocketLane | None = None
+
+    def add_socket_lane(self, routes: Mapping[str, Endpoint], *, header_limit: int) -> None:
+        # What is not the lane's goes down FastAPI's own call: its layers, then the routes.
+        self.lane = SocketLane(super().__call__, routes=routes, header_limit=header_limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = self.lane
+        if lane is not None and scope["type"] == "websocket":
+            # What FastAPI and Starlette set before anything else (`websocket.app`).
+            if self.root_path:
+                scope["root_path"] = self.root_path
+            scope["app"] = self
+            await lane(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

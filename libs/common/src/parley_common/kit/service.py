@@ -89,7 +89,14 @@ class ServiceKit:
         self._before.append(part)
         return part
 
-    def build_app(self, *, title: str, description: str = "", routers: Sequence[APIRouter] = ()) -> FastAPI:
+    def build_app(
+        self,
+        *,
+        title: str,
+        description: str = "",
+        routers: Sequence[APIRouter] = (),
+        app_class: type[FastAPI] = FastAPI,
+    ) -> FastAPI:
         app = create_app(
             self.settings,
             title=title,
@@ -97,6 +104,7 @@ class ServiceKit:
             routers=routers,
             lifespan=self._lifespan,
             readiness=self.readiness,
+            app_class=app_class,
         )
         app.state.broker = self.broker
         if self._redis is not None:
