@@ -28,6 +28,18 @@ class Errors:
         self.seen.append(exc)
 
 
+class Gated:
+    """A callback that waits for `gate` before it takes each message."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+        self.gate = asyncio.Event()
+
+    async def on(self, msg: Msg) -> None:
+        await self.gate.wait()
+        self.got.append(msg.data)
+
+
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[NatsServer]:
     server = NatsServer(tmp_path / "nats", log_path=tmp_path / "nats.log")
@@ -146,14 +158,9 @@ async def test_a_callbacks_own_cancellation_does_not_end_the_subscription(nc: Cl
 async def test_past_its_pending_limit_a_subscription_drops_and_reports_a_slow_consumer(
     nc: Client, errors: Errors
 ) -> None:
-    got: list[bytes] = []
-    gate = asyncio.Event()
-
-    async def on(msg: Msg) -> None:
-        await gate.wait()
-        got.append(msg.data)
-
-    await subscribe_held(nc, "held.limit", on, pending_msgs_limit=2)
+    gated = Gated()
+    got, gate = gated.got, gated.gate
+    await subscribe_held(nc, "held.limit", gated.on, pending_msgs_limit=2)
     for i in range(5):
         await nc.publish("held.limit", str(i).encode())
     await _until(lambda: any(isinstance(e, SlowConsumerError) for e in errors.seen))
@@ -170,13 +177,8 @@ async def test_past_its_pending_limit_a_subscription_drops_and_reports_a_slow_co
 async def test_unsubscribe_ends_delivery_and_drain_waits_for_what_is_pending(
     nc: Client, server: NatsServer
 ) -> None:
-    got: list[bytes] = []
-    gate = asyncio.Event()
-
-    async def on(msg: Msg) -> None:
-        await gate.wait()
-        got.append(msg.data)
-
+    gated = Gated()
+    got, gate, on = gated.got, gated.gate, gated.on
     sub = await subscribe_held(nc, "held.unsub", on)
     await nc.publish("held.unsub", b"dropped")
     await _until(lambda: sub._wait_for_msgs_task is not None)

@@ -40,6 +40,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "default": {"model": ErrorEnvelope, "description": "Error"}
 }
 
+
 class VersionInfo(BaseModel):
     """`GET /api/version` (ServiceAi contract) and `GET /version`; camelCase as the contract has it."""
 
