@@ -1,12 +1,13 @@
 """A core subscription held for a session's life: no queue or task of its own while it is quiet.
 
 nats-py gives every callback subscription an `asyncio.Queue` (four deques, ~3 KiB) and a task that
-waits on it for as long as the subscription lives (~1.5 KiB). A gateway holds two per session and
-a worker one (the input bell), so ten thousand mostly silent sessions kept ~100 MiB of them.
+waits on it for as long as the subscription lives. A gateway holds two per session and a worker
+one (the input bell): ~13 KiB of the gateway's and ~8 KiB of a worker's memory per held session
+(docs/performance.md, change 72).
 
 `subscribe_held` makes the same subscription (the same SUB, the same sid bookkeeping, resent on a
-reconnect, ended by `unsubscribe` or the connection's close) whose pending messages are a list,
-delivered by a task that exists only while the list is not empty. Delivery is the same: one
+reconnect, ended by `unsubscribe` or the connection's close) whose pending messages are a deque,
+delivered by a task that exists only while the deque is not empty. Delivery is the same: one
 message at a time, in order, the callback's errors to the client's error callback; a callback
 that awaits holds back the subscription's next message, never another subscription's.
 
@@ -31,7 +32,7 @@ from nats.aio.subscription import (
     DEFAULT_SUB_PENDING_MSGS_LIMIT,
     Subscription,
 )
-from nats.errors import ConnectionClosedError
+from nats.errors import ConnectionClosedError, ConnectionDrainingError
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +138,8 @@ async def subscribe_held(
     is not validated again."""
     if nc.is_closed:
         raise ConnectionClosedError
+    if nc.is_draining:
+        raise ConnectionDrainingError
     nc._sid += 1
     sid = nc._sid
     sub = HeldSubscription(

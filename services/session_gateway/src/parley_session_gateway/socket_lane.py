@@ -12,7 +12,7 @@ the socket routes take no dependencies. The one that does, the header limit, is 
 `LanedApp` is the gateway's FastAPI app with a `SocketLane` in front of all of it: a WebSocket
 whose path is one of the lane's routes goes to its endpoint before FastAPI's own call and the
 layers it builds around the app (its telemetry and body-limit middleware, Starlette's error
-middleware, OpenTelemetry's ASGI middleware: 9 more coroutines held per socket, ~4 KiB, when the
+middleware, OpenTelemetry's ASGI middleware: 8 more calls awaiting per socket, ~4 KiB, when the
 lane was the outermost middleware inside them); everything else (HTTP, lifespan, other paths) goes
 down the app as before.
 """
