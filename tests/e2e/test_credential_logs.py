@@ -222,22 +222,32 @@ async def test_no_credential_in_any_log_span_or_metric(workdir: Path, crm: str) 
                     fetched[key] = httpx.get(url, timeout=10).text
                 return fetched[key]
 
+            missing = ["nothing looked at yet"]  # what the last look lacked, for a timeout's message
+
             def traces() -> tuple[list[dict[str, Any]], list[str]] | None:
                 listing = httpx.get(f"{parley.url}/traces.json?limit=10000", timeout=10).json()
                 roots = {t["root"] for t in listing}
                 services = {t["service"] for t in listing}
                 wanted = {"parley-auth", "parley-catalog", "parley-session_gateway"}
-                done = "POST /auth/sessions" in roots and "POST /auth/password/reset" in roots
-                if not (done and wanted <= services):
+                lacking = ({"POST /auth/sessions", "POST /auth/password/reset"} - roots) | (wanted - services)
+                if lacking:
+                    missing[0] = f"{len(listing)} traces, without {sorted(lacking)}"
                     return None
                 spans = [trace(t) for t in listing]
                 names = " ".join(spans)
-                traced = "runtime.webhook" in names and "realtime" in names  # the sessions were traced
-                return (listing, spans) if traced else None
+                # The sessions were traced.
+                lacking = {name for name in ("runtime.webhook", "realtime") if name not in names}
+                missing[0] = f"{len(listing)} traces, no span named {sorted(lacking)}"
+                return None if lacking else (listing, spans)
 
-            listing, spans = await asyncio.to_thread(
-                poll, traces, 120, "the flow's traces", parley.assert_running
-            )
+            # A loaded CI machine once took over 120 s here: the runtime's exporter flushes on its
+            # own schedule, and each look fetches the traces that grew.
+            try:
+                listing, spans = await asyncio.to_thread(
+                    poll, traces, 240, "the flow's traces", parley.assert_running
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; the last look: {missing[0]}") from None
             ports = parley.state()["processes"]
             metrics = {
                 name: httpx.get(f"http://127.0.0.1:{ports[name]['port']}/metrics", timeout=10).text
