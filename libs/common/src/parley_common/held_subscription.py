@@ -12,9 +12,10 @@ message at a time, in order, the callback's errors to the client's error callbac
 that awaits holds back the subscription's next message, never another subscription's.
 
 It rests on three private members of nats-py's `Client` (`_sid`, `_subs`, `_send_subscribe`), the
-steps of its own `subscribe`, and the two members of `Subscription` its read loop and close touch
-(`_pending_queue`, `_wait_for_msgs_task`); `tests/test_held_subscription.py` runs it against a real
-server, so an upgrade of nats-py that changes them fails there.
+steps of its own `subscribe`, the two members of `Subscription` its read loop and close touch
+(`_pending_queue`, `_wait_for_msgs_task`) and two it sets up (`_cb`, `_pending_msgs_limit`);
+`tests/test_held_subscription.py` runs it against a real server, so an upgrade of nats-py that
+changes them fails there.
 """
 
 from __future__ import annotations
@@ -45,21 +46,19 @@ class _Pending:
     `empty`, `task_done`, `join`: all of `asyncio.Queue` it or `Subscription` use), delivering them
     from a task made when the first one arrives and gone when none is left."""
 
-    __slots__ = ("_cb", "_error_cb", "_idle", "_items", "_loop", "_maxsize", "_sub")
+    __slots__ = ("_error_cb", "_idle", "_items", "_loop", "_sub")
 
-    def __init__(self, sub: HeldSubscription, cb: Callback, maxsize: int) -> None:
+    def __init__(self, sub: HeldSubscription) -> None:
         self._loop = asyncio.get_running_loop()  # once: on 3.11 each lookup is a system call
-        self._sub = sub
-        self._cb = cb
+        self._sub = sub  # its callback and pending limit are the subscription's own
         self._error_cb: ErrorCallback | None = None
         self._items: deque[Msg] | None = None  # made with the first message
-        self._maxsize = maxsize
         self._idle: asyncio.Event | None = None  # only while someone waits in `join`
 
     def put_nowait(self, msg: Msg) -> None:
         if self._items is None:
             self._items = deque()
-        elif 0 < self._maxsize <= len(self._items):
+        elif 0 < self._sub._pending_msgs_limit <= len(self._items):
             raise asyncio.QueueFull
         self._items.append(msg)
         if self._sub._wait_for_msgs_task is None:
@@ -83,14 +82,14 @@ class _Pending:
             await self._idle.wait()
 
     async def _deliver(self) -> None:
-        items = self._items
-        assert items is not None
+        items, cb = self._items, self._sub._cb
+        assert items is not None and cb is not None
         try:
             while items:
                 msg = items.popleft()
                 self._sub._pending_size -= len(msg.data)
                 try:
-                    await self._cb(msg)
+                    await cb(msg)
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():
@@ -118,7 +117,7 @@ class HeldSubscription(Subscription):
     def __init__(self, conn: Client, sid: int, subject: str, cb: Callback, **limits: Any) -> None:
         super().__init__(conn, sid, subject, cb=cb, **limits)
         # The queue nats-py made above is dropped at once.
-        self._pending_queue = _Pending(self, cb, self._pending_msgs_limit)  # type: ignore[assignment]
+        self._pending_queue = _Pending(self)  # type: ignore[assignment]
 
     def _start(self, error_cb: ErrorCallback | None) -> None:
         # nats-py starts its waiting task here; a held subscription makes one per burst instead.
