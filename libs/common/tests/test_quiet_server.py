@@ -85,3 +85,48 @@ def test_a_signal_to_stop_stops_it_at_once() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+async def _connected(port: int, count: int) -> int:
+    """How many of `count` connections to a server that accepts none complete their handshake (the
+    kernel's accept queue holds backlog + 1; a SYN beyond it is dropped, so its connect times out)."""
+
+    async def connect() -> asyncio.StreamWriter | None:
+        try:
+            return (await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.5))[1]
+        except (TimeoutError, OSError):
+            return None
+
+    writers = [await connect() for _ in range(count)]  # one by one: the queue fills in order
+    for writer in writers:
+        if writer is not None:
+            writer.close()
+    return sum(writer is not None for writer in writers)
+
+
+async def test_it_listens_with_the_configured_backlog() -> None:
+    # A stopped process accepts nothing: what connects is what the kernel queues for it.
+    port = free_port()
+    env = {**os.environ, "PARLEY_LISTEN_BACKLOG": "16"}
+    proc = subprocess.Popen([sys.executable, "-c", SERVED, str(port)], stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient() as client:
+            while True:
+                try:
+                    await client.get(f"http://127.0.0.1:{port}/docs", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the server did not start"
+                    await asyncio.sleep(0.1)
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert await _connected(port, 20) == 17  # uvicorn's default backlog (2048) would take all 20
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_default_backlog_is_the_kernels_usual_cap() -> None:
+    from parley_common.settings import CommonSettings
+
+    assert CommonSettings().listen_backlog == 4096

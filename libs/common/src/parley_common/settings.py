@@ -40,6 +40,12 @@ class CommonSettings(BaseSettings):
     # feed per-IP rate limits, so behind an edge this must name the edge (compose/k8s: "*",
     # since only the edge can reach the services there).
     forwarded_allow_ips: str = "127.0.0.1"
+    # Connections the kernel holds for a service before its loop accepts them (`listen`'s backlog;
+    # Linux caps it at net.core.somaxconn, 4096 since 5.4). uvicorn's 2048 overflowed in a storm
+    # of 10,000 openings at 500/s: the gateway, busy admitting, fell 1,500 to 2,000 accepts behind,
+    # and each connection past the queue was refused by the edge after its dial timeout
+    # (docs/performance.md, change 74).
+    listen_backlog: int = Field(default=4096, ge=1)
     log_level: str = "INFO"
     log_json: bool = True
     # OpenTelemetry: traces are exported over OTLP/HTTP only when an endpoint is set.

@@ -91,6 +91,7 @@ def serve(app: FastAPI, settings: CommonSettings, ws: type[asyncio.Protocol] | s
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        backlog=settings.listen_backlog,
         timeout_graceful_shutdown=10,
         # Frames are small JSON events: compressing each costs CPU on both ends and saves little.
         ws_per_message_deflate=False,
