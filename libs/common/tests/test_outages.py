@@ -33,8 +33,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from parley_common.acked_together import Publication, publish_durably_together
 from parley_common.bus import BusEvents, make_broker, request
+from parley_common.held_subscription import HeldSubscription
 from parley_common.http import create_app
-from parley_common.jetstream import OrderedReader, publish_durably
+from parley_common.jetstream import publish_durably
+from parley_common.ordered_reader import OrderedReader
 from parley_common.outages import OUTAGE_ERRORS
 from parley_common.redis_client import make_redis
 from parley_common.settings import CommonSettings
@@ -232,12 +234,12 @@ async def test_an_ordered_reader_is_back_right_after_a_broker_restart(
         await reader.close()
 
 
-async def test_an_ordered_reader_answers_flow_control_without_nats_pys_poller(
+async def test_an_ordered_reader_answers_flow_control_as_it_comes(
     broker_and_client: tuple[Nats, Client, BusEvents, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The reader stops nats-py's 250 ms flow-control task; a backlog far larger than the server
-    sends an ordered consumer before it wants a flow-control reply still arrives whole, in order,
-    the replies published as the requests came."""
+    """A backlog far larger than the server sends an ordered consumer before it wants a
+    flow-control reply arrives whole, in order, over a held subscription (no nats-py poller or
+    queue), the replies published as the requests came."""
     _server, nc, events, subject = broker_and_client
     count, payload = 3000, b"x" * 4096  # 12 MB
     for _ in range(count):
@@ -262,8 +264,7 @@ async def test_an_ordered_reader_answers_flow_control_without_nats_pys_poller(
     reader = OrderedReader(nc, events, stream="TEST", subject=subject, on_msg=on_msg)
     await reader.open()
     try:
-        assert reader._sub is not None and reader._sub._sub._jsi is not None
-        assert reader._sub._sub._jsi._fctask is None  # nats-py's poller is gone
+        assert isinstance(reader._sub, HeldSubscription)
         await asyncio.wait_for(_until(lambda: len(got) == count), 60)
         assert got == list(range(1, count + 1))
         assert replies  # the server asked for flow control, and was answered

@@ -12,15 +12,7 @@ soon as it is back.
 **Durable consumers** (`DurableConsumer`): the fetch loop of a durable pull consumer shared by a
 service's replicas (the catalog's conversation and test-result consumers, auth's mail inbox).
 
-**Ordered readers** (`OrderedReader`). An ordered consumer lives in the server's memory: a
-restarted server has lost it, and nats-py notices only after two missed idle heartbeats (10-20 s).
-A reader records the stream sequence of the last message it handed on and, on every reconnect,
-creates its consumer again from the next one at once (retrying while JetStream is still loading),
-dropping anything at or below that sequence if both consumers deliver for a moment.
-
-A reader also stops the task nats-py gives every ordered consumer to answer flow control later
-(`without_flow_control_poller`): with a callback it never has anything to send, and it woke four
-times a second for every open session, in the gateway and in the runtime each.
+**Ordered readers** are in `parley_common.ordered_reader`.
 """
 
 from __future__ import annotations
@@ -49,7 +41,6 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NoStreamResponseError
 
-from parley_common.bus import BusEvents
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.tasks import cancel_and_wait
 
@@ -131,102 +122,6 @@ async def _publish_once(
 
 
 OnMsg = Callable[[Msg], Awaitable[None]]
-
-
-def without_flow_control_poller(sub: JetStreamContext.PushSubscription) -> None:
-    """Stop the flow-control task nats-py starts for an ordered consumer delivered to a callback.
-
-    nats-py answers a flow-control request once every data message received before it has been
-    delivered, and it starts a task per ordered consumer that checks every 250 ms for a reply it
-    deferred. With a callback nothing is ever deferred: it counts a message delivered as soon as it
-    is received (`get_js_delivered()` is `Subscription.delivered`, bumped on receipt), so the reply
-    is published right away in `_process_msg` and the task never sends anything; it only wakes four
-    times a second for as long as the consumer lives. Without a callback (`next_msg`) replies can be
-    deferred, so the task is left alone; so it is if nats-py no longer has it."""
-    inner = getattr(sub, "_sub", None)
-    jsi = getattr(inner, "_jsi", None)
-    task = getattr(jsi, "_fctask", None)
-    if isinstance(task, asyncio.Task) and getattr(inner, "_cb", None) is not None:
-        task.cancel()
-        jsi._fctask = None  # type: ignore[union-attr]
-
-
-class OrderedReader:
-    """One subject of a stream, in order, from `after_seq + 1` on, across broker restarts."""
-
-    def __init__(
-        self,
-        nc: Client,
-        events: BusEvents,
-        *,
-        stream: str,
-        subject: str,
-        on_msg: OnMsg,
-        after_seq: int = 0,
-    ) -> None:
-        self.nc, self.events = nc, events
-        self.stream, self.subject = stream, subject
-        self.on_msg = on_msg
-        self.last_seq = after_seq  # stream sequence of the last message handed on
-        self._sub: JetStreamContext.PushSubscription | None = None
-        self._unhook: Callable[[], None] | None = None
-        self._lock = asyncio.Lock()
-        self._closed = False
-
-    async def open(self) -> None:
-        await self._subscribe()
-        self._unhook = self.events.on_reconnect(self.restart)
-
-    async def _subscribe(self) -> None:
-        self._sub = await self.nc.jetstream().subscribe(
-            self.subject,
-            stream=self.stream,
-            cb=self._deliver,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=ConsumerConfig(opt_start_seq=self.last_seq + 1),
-        )
-        without_flow_control_poller(self._sub)
-
-    async def _deliver(self, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
-        if seq <= self.last_seq:  # the consumer before a restart delivered it already
-            return
-        self.last_seq = seq
-        await self.on_msg(msg)
-
-    async def restart(self) -> None:
-        """Create the consumer again from the next sequence (after a reconnect)."""
-        async with self._lock:
-            old, self._sub = self._sub, None
-            if old is not None:
-                with contextlib.suppress(Exception):
-                    await old.unsubscribe()
-            delay = _POLL_S
-            while not self._closed:
-                try:
-                    async with self.events.consumer_gate:
-                        await self._subscribe()
-                    return
-                except ConnectionClosedError:
-                    return
-                except Exception as exc:  # JetStream still loading, or the link dropped again
-                    log.debug("bus.reader_restart_retry", subject=self.subject, error=describe(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._unhook is not None:
-            self._unhook()
-            self._unhook = None
-        async with self._lock:
-            sub, self._sub = self._sub, None
-        if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # the connection may be closing; the server reaps the consumer
-                log.debug("bus.reader_unsubscribe_failed", subject=self.subject, error=str(exc))
 
 
 class Held(Protocol):

@@ -44,7 +44,8 @@ from nats.js.errors import NotFoundError
 
 from parley_common.bus import BusEvents
 from parley_common.held_subscription import subscribe_held
-from parley_common.jetstream import OrderedReader, wait_connected
+from parley_common.jetstream import wait_connected
+from parley_common.ordered_reader import OrderedReader
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.tasks import cancel_and_wait
 

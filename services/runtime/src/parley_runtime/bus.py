@@ -36,8 +36,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from parley_common import subjects
 from parley_common.bus import BusEvents, bus_handler
 from parley_common.held_subscription import subscribe_held
-from parley_common.jetstream import OrderedReader
 from parley_common.octavus import sessions as wire
+from parley_common.ordered_reader import OrderedReader
 
 OnMsg = Callable[[Msg], Awaitable[None]]
 

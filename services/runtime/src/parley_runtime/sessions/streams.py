@@ -49,7 +49,7 @@ from parley_common import subjects
 from parley_common.acked_together import Publication
 from parley_common.bus import BusEvents
 from parley_common.flag import Flag
-from parley_common.jetstream import OrderedReader
+from parley_common.ordered_reader import OrderedReader
 from parley_common.outages import describe
 from parley_common.session_contract import (
     ServerEvent,
@@ -387,7 +387,9 @@ class InputFeed:
             raise
 
     async def _on_msg(self, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
+        # The reader records a message's stream sequence before handing it on (no need to build
+        # nats-py's `Msg.metadata`, a datetime included, again).
+        seq = self._reader.last_seq if self._reader is not None else msg.metadata.sequence.stream
         try:
             parsed: SessionInput | None = SessionInputEnvelope.model_validate_json(msg.data).input
         except ValidationError as exc:
