@@ -1,4 +1,4 @@
-"""JetStream through a broker outage: publishing that is stored once, ordered readers that return.
+"""JetStream through a broker outage: publishing that is stored once, durable consumers that go on.
 
 **Publishing** (`publish_durably`). A JetStream publish is a request: nats-py buffers it while the
 server is away and sends it once it is back, but the caller's wait for the ack times out first,
@@ -12,7 +12,7 @@ soon as it is back.
 **Durable consumers** (`DurableConsumer`): the fetch loop of a durable pull consumer shared by a
 service's replicas (the catalog's conversation and test-result consumers, auth's mail inbox).
 
-**Ordered readers** are in `parley_common.ordered_reader`.
+Ordered readers, which also return after an outage, are in `parley_common.ordered_reader`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import structlog
@@ -119,9 +119,6 @@ async def _publish_once(
     if resp.keys() <= PUB_ACK_FIELDS:
         return PubAck(**resp)
     return PubAck.from_response(resp)
-
-
-OnMsg = Callable[[Msg], Awaitable[None]]
 
 
 class Held(Protocol):
