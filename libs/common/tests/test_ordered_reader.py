@@ -10,6 +10,7 @@ heartbeats: the reader creates it again. A broker restart is in test_outages.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -86,6 +87,21 @@ def _drop_once(reader: OrderedReader, which: Callable[[Msg], bool]) -> list[int]
     return dropping.dropped
 
 
+@contextlib.asynccontextmanager
+async def reading(nc: Client, subject: str, got: Got, after_seq: int = 0) -> AsyncIterator[OrderedReader]:
+    reader = OrderedReader(nc, BusEvents(), stream=STREAM, subject=subject, on_msg=got, after_seq=after_seq)
+    await reader.open()
+    try:
+        yield reader
+    finally:
+        await reader.close()
+
+
+@pytest.fixture
+def fast_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(OrderedReader, "HEARTBEAT_S", 0.3)
+
+
 async def _publish(nc: Client, subject: str, *payloads: bytes) -> None:
     js = nc.jetstream()
     for payload in payloads:
@@ -117,62 +133,44 @@ async def test_it_reads_in_order_from_after_seq_and_holds_no_task(client: tuple[
     await _publish(nc, subject, b"a", b"b", b"c")
     got = Got()
     tasks_before = len(asyncio.all_tasks())
-    reader = OrderedReader(nc, BusEvents(), stream=STREAM, subject=subject, on_msg=got, after_seq=1)
-    await reader.open()
-    try:
+    async with reading(nc, subject, got, after_seq=1):
         await got.until(2)
         await _publish(nc, subject, b"d")
         await got.until(3)
         assert got.items == [(2, b"b"), (3, b"c"), (4, b"d")]
         await asyncio.sleep(0.05)  # the burst's delivery task ends
         assert len(asyncio.all_tasks()) == tasks_before  # nats-py's queue task and two more: gone
-    finally:
-        await reader.close()
 
 
 async def test_a_message_lost_on_the_way_is_read_again_from_the_stream(client: tuple[Client, str]) -> None:
     nc, subject = client
     got = Got()
-    reader = OrderedReader(nc, BusEvents(), stream=STREAM, subject=subject, on_msg=got)
-    await reader.open()
-    try:
+    async with reading(nc, subject, got) as reader:
         dropped = _drop_once(reader, lambda msg: msg.data == b"2")
         await _publish(nc, subject, *(str(n).encode() for n in range(1, 6)))
         await got.until(5)
         await asyncio.sleep(0.2)
         assert dropped == [2]
         assert got.items == [(n, str(n).encode()) for n in range(1, 6)]  # once each, in order
-    finally:
-        await reader.close()
 
 
-async def test_a_lost_last_message_is_noticed_at_the_next_heartbeat(
-    client: tuple[Client, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(OrderedReader, "HEARTBEAT_S", 0.3)
+@pytest.mark.usefixtures("fast_heartbeats")
+async def test_a_lost_last_message_is_noticed_at_the_next_heartbeat(client: tuple[Client, str]) -> None:
     nc, subject = client
     got = Got()
-    reader = OrderedReader(nc, BusEvents(), stream=STREAM, subject=subject, on_msg=got)
-    await reader.open()
-    try:
+    async with reading(nc, subject, got) as reader:
         dropped = _drop_once(reader, lambda msg: msg.data == b"last")
         await _publish(nc, subject, b"first", b"last")
         await got.until(2, within_s=5)  # nothing more comes: only the heartbeat tells
         assert dropped == [2]
         assert got.items == [(1, b"first"), (2, b"last")]
-    finally:
-        await reader.close()
 
 
-async def test_a_consumer_the_server_lost_is_created_again(
-    client: tuple[Client, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(OrderedReader, "HEARTBEAT_S", 0.3)
+@pytest.mark.usefixtures("fast_heartbeats")
+async def test_a_consumer_the_server_lost_is_created_again(client: tuple[Client, str]) -> None:
     nc, subject = client
     got = Got()
-    reader = OrderedReader(nc, BusEvents(), stream=STREAM, subject=subject, on_msg=got)
-    await reader.open()
-    try:
+    async with reading(nc, subject, got):
         await _publish(nc, subject, b"one")
         await got.until(1)
         js = nc.jetstream()
@@ -181,8 +179,6 @@ async def test_a_consumer_the_server_lost_is_created_again(
         await _publish(nc, subject, b"two")  # no consumer: only a new one reads it
         await got.until(2, within_s=5)  # two heartbeat intervals without one, then read again
         assert got.items == [(1, b"one"), (2, b"two")]
-    finally:
-        await reader.close()
 
 
 async def test_closing_leaves_no_consumer_and_no_timer(client: tuple[Client, str]) -> None:
