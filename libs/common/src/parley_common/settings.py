@@ -42,7 +42,7 @@ class CommonSettings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     # Connections the kernel holds for a service before its loop accepts them (`listen`'s backlog;
     # Linux caps it at net.core.somaxconn, 4096 since 5.4). uvicorn's 2048 overflowed in a storm
-    # of 10,000 openings at 500/s: the gateway, busy admitting, fell 1,500 to 2,000 accepts behind,
+    # of 10,000 openings at 500/s: the gateway, busy admitting, fell up to ~2,900 accepts behind,
     # and each connection past the queue was refused by the edge after its dial timeout
     # (docs/performance.md, change 74).
     listen_backlog: int = Field(default=4096, ge=1)
