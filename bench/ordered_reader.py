@@ -7,9 +7,11 @@ Each round, for each path in turn: `--readers` subjects of one stream each hold 
 reader per subject is opened (all at once, as a burst of sessions' first inputs opens them) and
 waits for that message; then `--messages` more are published to each subject and read; then the
 readers are closed. Printed per reader: the CPU of this process and of nats-server for the opening
-and its first message, this process's per later message, and the tasks a reader keeps while
-quiet. The old reader was nats-py's `js.subscribe(..., ordered_consumer=True)` with its
-flow-control poller cancelled (change 8); that is the first path. See docs/performance.md,
+and its first message (nats-server's in its clock's 10 ms ticks, so coarse), this process's per
+later message, and the tasks a reader keeps while quiet; then, from one more round of each path
+under tracemalloc, the Python memory a quiet reader holds. The old reader was nats-py's
+`js.subscribe(..., ordered_consumer=True)` with its flow-control poller cancelled (change 8); that
+is the first path. See docs/performance.md,
 "Reading a session's input: the ordered consumer made by hand".
 """
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -79,11 +83,21 @@ class Figures:
         self.server_us: list[float] = []
         self.message_us: list[float] = []
         self.tasks: list[float] = []
+        self.kib: list[float] = []
 
 
 async def one_round(
-    nc: Client, server: psutil.Process, opener: Open, readers: int, messages: int, figures: Figures, tag: str
+    nc: Client,
+    server: psutil.Process,
+    opener: Open,
+    readers: int,
+    messages: int,
+    figures: Figures,
+    tag: str,
+    *,
+    traced: bool = False,
 ) -> None:
+    """One round of a path; `traced`: only what a quiet reader holds (tracemalloc slows the rest)."""
     subjects = [f"bench.{tag}.{i}" for i in range(readers)]
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name=STREAM, subjects=[f"bench.{tag}.>"]))
@@ -102,12 +116,26 @@ async def one_round(
         return on_msg
 
     tasks_before = len(asyncio.all_tasks())
+    if traced:
+        gc.collect()
+        tracemalloc.start()
+    held_before = tracemalloc.get_traced_memory()[0]
     cpu, srv = time.process_time(), sum(server.cpu_times()[:2])
     closers = await asyncio.gather(*(opener(nc, s, on_msg_for(s)) for s in subjects))
     await asyncio.wait_for(done.wait(), 60)
-    figures.open_us.append((time.process_time() - cpu) / readers * 1e6)
-    figures.server_us.append((sum(server.cpu_times()[:2]) - srv) / readers * 1e6)
+    open_us = (time.process_time() - cpu) / readers * 1e6
+    server_us = (sum(server.cpu_times()[:2]) - srv) / readers * 1e6
     await asyncio.sleep(0.1)  # what the burst started settles
+    if traced:
+        gc.collect()
+        figures.kib.append((tracemalloc.get_traced_memory()[0] - held_before) / readers / 1024)
+        tracemalloc.stop()
+        for close in closers:
+            await close()
+        await js.delete_stream(STREAM)
+        return
+    figures.open_us.append(open_us)
+    figures.server_us.append(server_us)
     figures.tasks.append((len(asyncio.all_tasks()) - tasks_before) / readers)
     want, cpu = 1 + messages, time.process_time()
     done.clear()
@@ -141,6 +169,8 @@ async def run(readers: int, messages: int, rounds: int) -> None:
             for r in range(rounds):
                 for n, (name, opener) in enumerate(PATHS.items()):
                     await one_round(nc, proc, opener, readers, messages, figures[name], f"r{r}p{n}")
+            for n, (name, opener) in enumerate(PATHS.items()):
+                await one_round(nc, proc, opener, readers, messages, figures[name], f"m{n}", traced=True)
             await nc.close()
         finally:
             server.stop()
@@ -148,18 +178,22 @@ async def run(readers: int, messages: int, rounds: int) -> None:
         f"{readers} readers opened at once, each reading its first message, then {messages} more;"
         f" median of {rounds} rounds"
     )
-    print(f"{'path':<26} {'open µs':>8} {'server µs':>9} {'message µs':>10} {'tasks':>5} {'ratio':>5}")
+    print(
+        f"{'path':<26} {'open µs':>8} {'server µs':>9} {'message µs':>10} {'tasks':>5} {'KiB':>5}"
+        f" {'ratio':>5}"
+    )
     base = _median(figures[next(iter(PATHS))].open_us)
     for name, f in figures.items():
         opened = _median(f.open_us)
         print(
             f"{name:<26} {opened:8.1f} {_median(f.server_us):9.1f} {_median(f.message_us):10.1f}"
-            f" {_median(f.tasks):5.1f} {opened / base:5.2f}"
+            f" {_median(f.tasks):5.1f} {_median(f.kib):5.1f} {opened / base:5.2f}"
         )
     print(
         "open µs: this process's CPU per reader opened with its first message; server µs:"
         " nats-server's; message µs: this process's per later message read (the publishes"
-        " included); tasks: kept per quiet reader; ratio: open µs against nats-py's"
+        " included); tasks: kept per quiet reader; KiB: Python allocations it holds (tracemalloc, a round"
+        " of its own); ratio: open µs against nats-py's"
     )
 
 
