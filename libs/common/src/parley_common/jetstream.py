@@ -39,7 +39,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.tasks import cancel_and_wait
@@ -102,6 +102,28 @@ async def publish_durably(
     raise last
 
 
+async def api_request(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    *,
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
+    no_responders: type[Exception] = ServiceUnavailableError,
+) -> dict[str, Any]:
+    """One JetStream request (a publish, or a call of `$JS.API`) and its JSON answer, as nats-py
+    reads them: nobody to answer (JetStream or the stream away) raised as `no_responders`, an API
+    error as its `APIError`."""
+    try:
+        msg = await nc.request(subject, payload, timeout=timeout_s, headers=headers)
+    except NoRespondersError:
+        raise no_responders from None
+    answer: dict[str, Any] = json.loads(msg.data)
+    if "error" in answer:
+        raise APIError.from_error(answer["error"])
+    return answer
+
+
 async def _publish_once(
     nc: Client, subject: str, payload: bytes, wait_s: float, headers: dict[str, str]
 ) -> PubAck:
@@ -109,13 +131,9 @@ async def _publish_once(
     `nc.jetstream()` builds anew each time (an email header parser, an event, a semaphore), and
     the ack read into `PubAck` directly. The same request and the same errors: no responders (no
     stream, or JetStream away) as `NoStreamResponseError`, an API error as its `APIError`."""
-    try:
-        msg = await nc.request(subject, payload, timeout=wait_s, headers=headers)
-    except NoRespondersError:
-        raise NoStreamResponseError from None
-    resp = json.loads(msg.data)
-    if "error" in resp:
-        raise APIError.from_error(resp["error"])
+    resp = await api_request(
+        nc, subject, payload, timeout_s=wait_s, headers=headers, no_responders=NoStreamResponseError
+    )
     if resp.keys() <= PUB_ACK_FIELDS:
         return PubAck(**resp)
     return PubAck.from_response(resp)

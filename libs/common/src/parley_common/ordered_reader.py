@@ -36,11 +36,11 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import ConnectionClosedError, NoRespondersError
-from nats.js.errors import APIError, ServiceUnavailableError
+from nats.errors import ConnectionClosedError
 
 from parley_common.bus import BusEvents
 from parley_common.held_subscription import subscribe_held
+from parley_common.jetstream import api_request
 from parley_common.outages import describe
 from parley_common.tasks import cancel_and_wait
 
@@ -132,15 +132,9 @@ class OrderedReader:
         self._sub, self._next_cseq, self._heard = sub, 1, True
         body = consumer_request(self.stream, self.subject, inbox, self.last_seq + 1, self.HEARTBEAT_S)
         try:
-            try:
-                reply = await self.nc.request(
-                    f"$JS.API.CONSUMER.CREATE.{self.stream}", body, timeout=API_TIMEOUT_S
-                )
-            except NoRespondersError:
-                raise ServiceUnavailableError from None
-            answer = json.loads(reply.data)
-            if "error" in answer:
-                raise APIError.from_error(answer["error"])
+            await api_request(
+                self.nc, f"$JS.API.CONSUMER.CREATE.{self.stream}", body, timeout_s=API_TIMEOUT_S
+            )
         except BaseException:
             if self._sub is sub:
                 self._sub = None
