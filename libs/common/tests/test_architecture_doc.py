@@ -12,7 +12,8 @@ from parley_common import subjects
 DOC = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
 
 # A subject as the page writes it: dotted lower-case words, `<placeholders>` for the variable parts.
-SUBJECT = re.compile(r"[a-z_]+(?:\.(?:[a-z_]+|<[a-z_]+>))+")
+# Parley's own subjects, and JetStream's (`$JS.…`, its advisories) that a service subscribes to.
+SUBJECT = re.compile(r"[a-z_]+(?:\.(?:[a-z_]+|<[a-z_]+>))+|\$JS(?:\.[A-Z_]+)+")
 STREAM = re.compile(r"[A-Z][A-Z_]+")
 
 

@@ -160,7 +160,10 @@ async def test_past_its_pending_limit_a_subscription_drops_and_reports_a_slow_co
 ) -> None:
     gated = Gated()
     got, gate = gated.got, gated.gate
-    await subscribe_held(nc, "held.limit", gated.on, pending_msgs_limit=2)
+    told: list[int] = []  # `on_dropped`, once per message dropped
+    await subscribe_held(
+        nc, "held.limit", gated.on, pending_msgs_limit=2, on_dropped=lambda: told.append(len(got))
+    )
     for i in range(5):
         await nc.publish("held.limit", str(i).encode())
     await _until(lambda: any(isinstance(e, SlowConsumerError) for e in errors.seen))
@@ -172,6 +175,7 @@ async def test_past_its_pending_limit_a_subscription_drops_and_reports_a_slow_co
     await _until(lambda: len(got) + dropped == 5)
     await asyncio.sleep(0.1)
     assert 2 <= len(got) <= 3 and got == sorted(got) and len(got) + dropped == 5
+    assert len(told) == dropped
 
 
 async def test_unsubscribe_ends_delivery_and_drain_waits_for_what_is_pending(

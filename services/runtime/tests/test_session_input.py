@@ -1,5 +1,6 @@
-"""A new session's input: no JetStream consumer until it has input, and no input missed for it
-(sent before the claim, heard late, sent while the connection was away). See sessions/streams.py."""
+"""A session's input: heard as the stream republishes it, with no JetStream consumer of its own,
+and no input missed for it (sent before the claim, heard late, dropped, sent while the connection was
+away or by a stream leader that died). See sessions/inputs.py."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from structlog.testing import capture_logs
 
 from parley_common import subjects
 from parley_runtime import bus
+from parley_runtime.sessions import inputs as streams
 from parley_runtime.sessions import runner as runner_module
-from parley_runtime.sessions import streams
 from parley_runtime.sessions.runner import SessionRunner
 
 from .sessions_support import Conversation, FakeClaim, Stack, session_start, stack
@@ -42,16 +43,40 @@ def texts(events: list[dict[str, Any]]) -> str:
     return "".join(e.get("chunk", "") for e in events if e["type"] == "text_delta")
 
 
+OnMsg = Callable[[Msg], Awaitable[None]]
+
+
 @pytest.fixture
 def deaf_bell(monkeypatch: pytest.MonkeyPatch) -> None:
     """Core NATS never tells the worker about input (as if it had been sent before the worker
     subscribed, or while its connection was away): only the stream can."""
-    listen = bus.input_bell
+    listen = bus.session_input
 
-    async def deaf(nc: Any, conversation_id: UUID, on_msg: Callable[[Msg], Awaitable[None]]) -> Any:
-        return await listen(nc, f"{conversation_id}-nothing", on_msg)  # type: ignore[arg-type]
+    async def deaf(nc: Any, conversation_id: UUID, on_msg: OnMsg, on_dropped: Callable[[], None]) -> Any:
+        return await listen(nc, f"{conversation_id}-nothing", on_msg, on_dropped)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bus, "input_bell", deaf)
+    monkeypatch.setattr(bus, "session_input", deaf)
+
+
+def dropping(monkeypatch: pytest.MonkeyPatch, first: int, *, told: bool = False) -> None:
+    """The worker's subscription loses its `first` inputs (`told`: as a pending limit drops them,
+    which it is told of)."""
+    listen = bus.session_input
+    lost = 0
+
+    async def lossy(nc: Any, conversation_id: UUID, on_msg: OnMsg, on_dropped: Callable[[], None]) -> Any:
+        async def maybe(msg: Msg) -> None:
+            nonlocal lost
+            if lost < first:
+                lost += 1
+                if told:
+                    on_dropped()
+                return
+            await on_msg(msg)
+
+        return await listen(nc, conversation_id, maybe, on_dropped)
+
+    monkeypatch.setattr(bus, "session_input", lossy)
 
 
 @contextlib.asynccontextmanager
@@ -85,15 +110,69 @@ def looks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
-async def test_a_new_session_reads_its_input_from_the_stream_once_it_has_any(rt: Stack) -> None:
+async def test_a_session_hears_its_input_as_the_stream_republishes_it(rt: Stack) -> None:
+    """No consumer and no read of the stream: each input comes with its sequence and the one
+    before it, so the worker knows it missed nothing."""
     async with greeted(rt) as (conv, client, runner):
         await asyncio.sleep(streams.RECHECKS_S[0] + 0.1)
-        assert await input_consumers(rt, conv) == 0 and not runner.inputs.reading
+        assert not runner.inputs.heard
         await rt.say(conv, "one")
         await rt.say(conv, "two")
         assert texts(await client.until("turn_complete")) == "You said: one"
         assert texts(await client.until("turn_complete")) == "You said: two"
-        assert runner.inputs.reading and await input_consumers(rt, conv) == 1
+        assert runner.inputs.heard and runner.inputs.from_stream == 0
+        assert await input_consumers(rt, conv) == 0
+
+
+async def test_an_input_missed_is_read_from_the_stream_when_the_next_one_shows_the_gap(
+    rt: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next input's previous sequence is past the last one read: what came between is read
+    from the stream, once and in order."""
+    dropping(monkeypatch, 1)
+    monkeypatch.setattr(streams, "RECHECKS_S", (30.0,))  # no look finds it first
+    async with greeted(rt) as (conv, client, runner):
+        await rt.say(conv, "lost")
+        await asyncio.sleep(0.3)
+        assert runner.inputs.received == [] and runner.inputs.read_seq == 0
+        await rt.say(conv, "next")
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: lost"
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: next"
+        await rt.say(conv, "third")  # heard as usual; "next" was not answered twice before it
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: third"
+        assert runner.inputs.from_stream == 2  # the lost one and the one after it, read together
+
+
+async def test_an_input_dropped_by_the_subscription_is_read_at_once(
+    rt: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drop for the subscription's pending limit is told (held_subscription's `on_dropped`): the
+    last input is not left waiting for a next one."""
+    dropping(monkeypatch, 1, told=True)
+    monkeypatch.setattr(streams, "RECHECKS_S", (30.0,))
+    async with greeted(rt) as (conv, client, runner):
+        await rt.say(conv, "dropped")
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: dropped"
+        assert runner.inputs.from_stream == 1
+
+
+async def test_a_new_leader_of_the_input_stream_makes_every_feed_look(
+    rt: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader that stored an input and died before republishing it: the new one's election
+    advisory makes the worker's feeds look at the stream."""
+    dropping(monkeypatch, 1)
+    monkeypatch.setattr(streams, "RECHECKS_S", (30.0,))
+    async with greeted(rt) as (conv, client, runner):
+        watch = await bus.watch_input_leader(rt.nc, runner.deps.events)
+        try:
+            await rt.say(conv, "unpublished")
+            await asyncio.sleep(0.3)
+            assert runner.inputs.received == [] and runner.inputs.read_seq == 0
+            await rt.nc.publish(subjects.SESSION_IN_LEADER_ELECTED, b"{}")
+            assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: unpublished"
+        finally:
+            await watch.unsubscribe()
 
 
 async def test_input_sent_before_the_claim_is_answered(rt: Stack, deaf_bell: None) -> None:
@@ -117,7 +196,7 @@ async def test_the_stream_is_looked_at_once_after_subscribing(
 ) -> None:
     """Input routed just before the worker subscribed, and stored a moment later, is not heard: the
     first look at the stream, `RECHECKS_S[0]` after subscribing, finds it."""
-    monkeypatch.setattr(streams, "RECHECKS_S", (1.0, 30.0))
+    monkeypatch.setattr(streams, "RECHECKS_S", (1.0, 1.5))  # the second finds the session's end
     async with greeted(rt) as (conv, client, _):
         assert looks == []
         await rt.say(conv, "unheard")
@@ -135,7 +214,7 @@ async def test_input_stored_after_the_first_look_is_found_by_a_later_one(
     monkeypatch.setattr(streams, "LATER_LOOK_WINDOW_S", 0.0)  # no other session's look to wait for
     async with greeted(rt) as (conv, client, runner):
         await asyncio.sleep(0.6)  # the two first looks and one periodic look found nothing
-        assert len(looks) >= 3 and not runner.inputs.reading
+        assert len(looks) >= 3 and runner.inputs.received == []
         await rt.say(conv, "stored late")
         assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: stored late"
 
@@ -157,7 +236,7 @@ async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconn
         await asyncio.sleep(streams.RECHECKS_S[0] + streams.FIRST_LOOK_WINDOW_S + 0.3)
         await rt.say(conv, "while away")
         await asyncio.sleep(0.3)
-        assert not runner.inputs.reading  # nothing heard: waits
+        assert runner.inputs.read_seq == 0  # nothing heard: waits
         await deps.events.reconnected()
         assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: while away"
         await rt.end(conv)
@@ -181,17 +260,22 @@ async def test_only_a_session_held_before_logs_its_claim_at_info(rt: Stack) -> N
             task.cancel()
 
 
-async def test_a_session_held_before_reads_its_input_at_once(rt: Stack) -> None:
-    """A redelivered start (another worker may have run it; input may be waiting) creates its
-    consumer at the claim, as before."""
+async def test_a_session_held_before_reads_its_input_at_once(
+    rt: Stack, deaf_bell: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redelivered start (another worker may have run it; input may be waiting) reads what the
+    stream holds at the claim, without waiting for a look."""
+    monkeypatch.setattr(streams, "RECHECKS_S", (2.0, 2.5))  # a look finds the session's end
     start = session_start()
     conv = start.conversation_id
     client = await rt.client(conv)
+    await rt.say(conv, "waiting")
     runner = SessionRunner(rt.deps(), start, FakeClaim(deliveries=2))
     task = asyncio.create_task(runner.run())
     try:
-        await client.until("turn_complete")
-        assert runner.inputs.reading and await input_consumers(rt, conv) == 1
+        await client.until("turn_complete")  # the greeting
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: waiting"
+        assert looks == [] and runner.inputs.from_stream == 1 and await input_consumers(rt, conv) == 0
         await rt.end(conv)
         await asyncio.wait_for(task, 10)
     finally:
@@ -245,27 +329,29 @@ async def test_input_heard_while_a_look_waits_for_others_is_read_at_once(
 async def test_a_sessions_input_readers_start_outside_the_claims_span(
     rt: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The bell's subscription, the look's task and the reader it opens run for the session's life,
-    and each task keeps the context it was made in: made inside `runtime.claim`, they would keep
-    that span (ended, exported) in memory as long as the session is held."""
+    """The subscription and the looks' task run for the session's life, and each task keeps the
+    context it was made in: made inside `runtime.claim`, they would keep that span (ended,
+    exported) in memory as long as the session is held."""
     monkeypatch.setattr(runner_module, "tracer", TracerProvider().get_tracer("test"))
     seen: dict[str, trace.Span] = {}
-    listen, read = bus.input_bell, streams.InputFeed._read
+    listen, look = bus.session_input, streams.InputFeed._look_until_heard
 
-    async def bell(nc: Any, conversation_id: UUID, on_msg: Callable[[Msg], Awaitable[None]]) -> Any:
-        seen["bell"] = trace.get_current_span()
-        return await listen(nc, conversation_id, on_msg)
+    async def subscribed(
+        nc: Any, conversation_id: UUID, on_msg: OnMsg, on_dropped: Callable[[], None]
+    ) -> Any:
+        seen["subscription"] = trace.get_current_span()
+        return await listen(nc, conversation_id, on_msg, on_dropped)
 
-    async def reader(feed: streams.InputFeed, after_seq: int) -> None:
-        seen["reader"] = trace.get_current_span()  # in the look's task, once there is input
-        await read(feed, after_seq)
+    async def looking(feed: streams.InputFeed, at_once: bool) -> None:
+        seen["looks"] = trace.get_current_span()  # the looks' task
+        await look(feed, at_once)
 
-    monkeypatch.setattr(bus, "input_bell", bell)
-    monkeypatch.setattr(streams.InputFeed, "_read", reader)
+    monkeypatch.setattr(bus, "session_input", subscribed)
+    monkeypatch.setattr(streams.InputFeed, "_look_until_heard", looking)
     async with greeted(rt) as (conv, client, _):
         await rt.say(conv, "one")
         assert texts(await client.until("turn_complete")) == "You said: one"
-    assert set(seen) == {"bell", "reader"}
+    assert set(seen) == {"subscription", "looks"}
     assert all(not span.get_span_context().is_valid for span in seen.values()), seen
 
 
@@ -284,7 +370,7 @@ async def test_a_held_session_keeps_neither_its_start_message_nor_a_task_per_wai
         await client.until("turn_complete")  # the greeting: held, waiting for input
         gc.collect()
         assert start_ref() is None
-        # The session's own tasks (the runner's, the bell's, the look's): none waits in a queue.
+        # The session's own tasks (the runner's, the looks'): none waits in a queue.
         waits = [t.get_coro().__qualname__ for t in asyncio.all_tasks() - before]  # type: ignore[union-attr]
         assert task in asyncio.all_tasks() and not any(name.startswith("Queue.") for name in waits), waits
         await rt.end(conv)

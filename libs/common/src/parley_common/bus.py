@@ -49,8 +49,9 @@ class BusEvents:
         self._hooks: set[Hook] = set()
         self._running: set[asyncio.Task[None]] = set()
         self.reconnects = 0
-        # After a reconnect every ordered consumer of the process is created again: a few at a
-        # time, so thousands of sessions do not flood the JetStream API at once.
+        # After a reconnect every ordered consumer of the process is created again, and every
+        # session's input is looked at: a few at a time, so thousands of sessions do not flood
+        # the JetStream API at once.
         self.consumer_gate = asyncio.Semaphore(32)
 
     def on_reconnect(self, hook: Hook) -> Callable[[], None]:
@@ -64,6 +65,11 @@ class BusEvents:
     async def reconnected(self) -> None:
         self.reconnects += 1
         log.info("bus.reconnected", hooks=len(self._hooks))
+        self.ring()
+
+    def ring(self) -> None:
+        """Run every hook, as after a reconnect: also when core messages may have been lost without
+        one (the runtime: a new leader of the stream that republishes its input)."""
         for hook in list(self._hooks):
             task = asyncio.create_task(self._run(hook))
             self._running.add(task)

@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 Callback = Callable[[Msg], Awaitable[None]]
 ErrorCallback = Callable[[Exception], Awaitable[None]]
+Dropped = Callable[[], None]
 
 
 class _Pending:
@@ -59,6 +60,8 @@ class _Pending:
         if self._items is None:
             self._items = deque()
         elif 0 < self._sub._pending_msgs_limit <= len(self._items):
+            if self._sub.on_dropped is not None:
+                self._sub.on_dropped()  # before nats-py reports the slow consumer and drops it
             raise asyncio.QueueFull
         self._items.append(msg)
         if self._sub._wait_for_msgs_task is None:
@@ -114,8 +117,11 @@ class _Pending:
 class HeldSubscription(Subscription):
     """nats-py's `Subscription` with `_Pending` in place of its queue, and no task of its own."""
 
-    def __init__(self, conn: Client, sid: int, subject: str, cb: Callback, **limits: Any) -> None:
+    def __init__(
+        self, conn: Client, sid: int, subject: str, cb: Callback, on_dropped: Dropped | None, **limits: Any
+    ) -> None:
         super().__init__(conn, sid, subject, cb=cb, **limits)
+        self.on_dropped = on_dropped
         # The queue nats-py made above is dropped at once.
         self._pending_queue = _Pending(self)  # type: ignore[assignment]
 
@@ -131,10 +137,13 @@ async def subscribe_held(
     *,
     pending_msgs_limit: int = DEFAULT_SUB_PENDING_MSGS_LIMIT,
     pending_bytes_limit: int = DEFAULT_SUB_PENDING_BYTES_LIMIT,
+    on_dropped: Dropped | None = None,
 ) -> Subscription:
     """`nc.subscribe(subject, cb=cb)` (the same limits, SUB, reconnect and unsubscribe), held
     without a queue or task while no message waits. For subjects Parley builds itself: the subject
-    is not validated again."""
+    is not validated again. `on_dropped` is called when a message is dropped for
+    `pending_msgs_limit` (nats-py checks the bytes limit before the subscription sees a message:
+    give 0, no limit, to be told of every drop)."""
     if nc.is_closed:
         raise ConnectionClosedError
     if nc.is_draining:
@@ -142,7 +151,13 @@ async def subscribe_held(
     nc._sid += 1
     sid = nc._sid
     sub = HeldSubscription(
-        nc, sid, subject, cb, pending_msgs_limit=pending_msgs_limit, pending_bytes_limit=pending_bytes_limit
+        nc,
+        sid,
+        subject,
+        cb,
+        on_dropped,
+        pending_msgs_limit=pending_msgs_limit,
+        pending_bytes_limit=pending_bytes_limit,
     )
     sub._start(nc._error_cb)
     nc._subs[sid] = sub

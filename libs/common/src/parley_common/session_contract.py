@@ -41,7 +41,7 @@ from uuid import UUID
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StreamConfig
+from nats.js.api import DiscardPolicy, RePublish, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -350,8 +350,9 @@ class MailRequest(BaseModel):
 # whose worker died or whose client reconnects, and are bounded per conversation.
 _DAY = 24 * 3600.0
 INPUT_DEDUPE_WINDOW_S = 120.0
-# Every open session reads its input with an ordered consumer of `SESSION_IN` (and a client's
-# resume or a reconnect reads `SESSION_OUT` with a short-lived one). nats-server 2.15 caps a stream
+# Every open session read its input with an ordered consumer of `SESSION_IN` until change 76 (now
+# its looks and catch-ups make short-lived ones), and a client's resume or a reconnect reads
+# `SESSION_OUT` with a short-lived one. nats-server 2.15 caps a stream
 # without a limit of its own at 1,000 consumers (`default_max_consumers`; 0 or -1 now mean "the
 # default"), which capped a deployment at 1,000 concurrent sessions: the 1,001st failed to claim
 # and, retried, was closed with `runtime.session_failed`. So the two set a limit far above what a
@@ -362,6 +363,8 @@ STREAMS: dict[str, StreamConfig] = by_name(
     file_stream(subjects.SESSIONS_STREAM, subjects.SESSION_START, _DAY + 3600, 120.0, work_queue=True),
     # An input published again under the same id within the window is stored once (a retry
     # through a broker outage, a chat message resent with its `id`); see docs/realtime.md.
+    # Each stored input is republished over core NATS with its sequences (`session_in_stored`):
+    # a session reads its input from there, with no consumer of its own.
     file_stream(
         subjects.SESSION_IN_STREAM,
         subjects.session_in("*"),
@@ -370,6 +373,7 @@ STREAMS: dict[str, StreamConfig] = by_name(
         max_msgs_per_subject=20_000,
         discard=DiscardPolicy.OLD,
         max_consumers=SESSION_STREAM_MAX_CONSUMERS,
+        republish=RePublish(src=subjects.session_in("*"), dest=subjects.session_in_stored("{{wildcard(1)}}")),
     ),
     # Ids are `<conversation>:<index>`: a republication after a crash is stored once.
     file_stream(

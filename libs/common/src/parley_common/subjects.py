@@ -32,6 +32,9 @@ SESSION_START: Final = "sessions.start"
 SESSION_IN_STREAM: Final = "SESSION_IN"  # session.<id>.in: client input (gateway → runtime)
 SESSION_OUT_STREAM: Final = "SESSION_OUT"  # session.<id>.out: server events (runtime → gateway)
 SESSION_PREFIX: Final = "session"
+# JetStream's advisory of a new leader of `SESSION_IN` (core NATS, in Parley's account): an input the
+# old leader stored may not have been republished (`session_in_stored`), so every reader looks.
+SESSION_IN_LEADER_ELECTED: Final = f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{SESSION_IN_STREAM}"
 # Durable pull consumer shared by every runtime worker on SESSIONS.
 RUNTIME_SESSIONS_CONSUMER: Final = "runtime"
 # Outgoing mail requests (EMAIL_NOTIFY), delivered by the auth service's outbox.
@@ -98,6 +101,14 @@ def _session(conversation_id: str, leaf: str) -> str:
 
 def session_in(conversation_id: str) -> str:
     return _session(conversation_id, "in")
+
+
+def session_in_stored(conversation_id: str) -> str:
+    """Core NATS: each input `SESSION_IN` has stored, republished by the stream itself with its
+    stream sequence (`Nats-Sequence`) and the one before it on the same subject
+    (`Nats-Last-Sequence`), so its reader can tell that nothing was missed (runtime
+    sessions/inputs.py)."""
+    return _session(conversation_id, "in.stored")
 
 
 def session_out(conversation_id: str) -> str:

@@ -10,10 +10,13 @@ JetStream (nats-py directly, the hot path; consumer settings here):
 - `sessions.start` on `SESSIONS`: work queue, durable `runtime`, pulled by `sessions/worker.py`.
 - `agent_tests.run` on `AGENT_TESTS`: work queue, durable `runtime-agent-tests`, pulled by
   `agent_tests/worker.py`.
-- `session.<id>.in` on `SESSION_IN`: an ordered reader per running session,
-  `sessions/streams.InputFeed` (what the runner turns into turns: sessions/runner.py); a new
-  session creates it at its first input, heard on the subject over core NATS until then
-  (`input_bell`, a `parley_common.held_subscription`: no queue or task while the session is quiet).
+- `session.<id>.in` on `SESSION_IN`: no consumer per session. Each input the stream stores is
+  republished by the stream on `session.<id>.in.stored` with its sequences, heard over core NATS
+  (`session_input`, a `parley_common.held_subscription`: no queue or task while the session is
+  quiet) by `sessions/inputs.InputFeed` (what the runner turns into turns: sessions/runner.py),
+  which reads from the stream only what it can tell it missed.
+- `$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.SESSION_IN`: core, one per worker
+  (`watch_input_leader`): a new leader may not have republished an input, every feed looks.
 - `session.<id>.out` on `SESSION_OUT`: an ordered push consumer per agent-test conversation,
   `agent_tests/conversation.py`.
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
+import structlog
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -37,8 +41,8 @@ from parley_common import subjects
 from parley_common.bus import BusEvents, bus_handler
 from parley_common.held_subscription import subscribe_held
 from parley_common.octavus import sessions as wire
-from parley_common.ordered_reader import OrderedReader
 
+log = structlog.get_logger(__name__)
 OnMsg = Callable[[Msg], Awaitable[None]]
 
 
@@ -122,25 +126,25 @@ AGENT_TEST_JOBS = WorkQueue(
 )
 
 
-def session_inputs(
-    nc: Client, events: BusEvents, conversation_id: UUID, on_msg: OnMsg, *, after_seq: int
-) -> OrderedReader:
-    """One session's input from `after_seq + 1` on, in order, recreated after a broker restart
-    (open it with `open()`)."""
-    return OrderedReader(
-        nc,
-        events,
-        stream=subjects.SESSION_IN_STREAM,
-        subject=subjects.session_in(str(conversation_id)),
-        on_msg=on_msg,
-        after_seq=after_seq,
-    )
+async def session_input(
+    nc: Client, conversation_id: UUID, on_msg: OnMsg, on_dropped: Callable[[], None]
+) -> Subscription:
+    """The session's inputs as `SESSION_IN` stores them, republished by the stream with their
+    sequences (`subjects.session_in_stored`). No limit in bytes: nats-py drops for that before the
+    subscription sees the message, and `on_dropped` must hear of every drop."""
+    subject = subjects.session_in_stored(str(conversation_id))
+    return await subscribe_held(nc, subject, on_msg, pending_bytes_limit=0, on_dropped=on_dropped)
 
 
-async def input_bell(nc: Client, conversation_id: UUID, on_msg: OnMsg) -> Subscription:
-    """A core subscription to the session's input subject: only a sign that input has come (the
-    input itself is read from the stream, `session_inputs`)."""
-    return await subscribe_held(nc, subjects.session_in(str(conversation_id)), on_msg)
+async def watch_input_leader(nc: Client, events: BusEvents) -> Subscription:
+    """Every input feed of the worker looks at the stream (`BusEvents.ring`) when `SESSION_IN` has a
+    new leader: the old one may have stored an input it did not live to republish."""
+
+    async def elected(_: Msg) -> None:
+        log.info("session.input_leader_elected")
+        events.ring()
+
+    return await nc.subscribe(subjects.SESSION_IN_LEADER_ELECTED, cb=elected)
 
 
 async def session_outputs(

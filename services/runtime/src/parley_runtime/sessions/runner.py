@@ -73,9 +73,10 @@ from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.blueprint.interpreter import Interpreter, Outcome
 from parley_runtime.engine import SessionEngine
 from parley_runtime.llm_port import ChatReuse, LLMPort
+from parley_runtime.sessions.inputs import InputFeed, InputLooks, Received
 from parley_runtime.sessions.state import SessionState
 from parley_runtime.sessions.store import OwnershipLost, StateStore, StateTooLarge
-from parley_runtime.sessions.streams import InputFeed, InputLooks, Outlet, Received, last_output_index
+from parley_runtime.sessions.streams import Outlet, last_output_index
 from parley_runtime.sessions.turn_io import SessionTurnIO
 from parley_runtime.sessions.voice import TurnVoice
 from parley_runtime.settings import RuntimeSettings

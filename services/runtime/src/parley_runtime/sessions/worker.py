@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import structlog
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from parley_common import metrics, subjects
@@ -69,6 +70,7 @@ class SessionWorker(QueueWorker[_Claim]):
         self.claims = self.held
         self._tasks: list[asyncio.Task[None]] = []
         self._unhook: Callable[[], None] | None = None
+        self._leader: Subscription | None = None  # `SESSION_IN`'s new leaders (bus.watch_input_leader)
         self._lease_trouble = False  # renewing leases failed (logged once per outage)
 
     @property
@@ -84,12 +86,16 @@ class SessionWorker(QueueWorker[_Claim]):
         ]
         # Back from a broker outage: tell JetStream at once that every claim is still in progress.
         self._unhook = self.deps.events.on_reconnect(self.beat)
+        self._leader = await bus.watch_input_leader(self.deps.nc, self.deps.events)
 
     async def stop(self) -> None:
         """Drain: stop claiming, let running turns finish (up to the drain timeout), then hand every
         session still owned back to JetStream, so another worker resumes it at once."""
         if self._unhook is not None:
             self._unhook()
+        if self._leader is not None:
+            with contextlib.suppress(Exception):  # the connection may be closing
+                await self._leader.unsubscribe()
         fetch, *others = self._tasks
         await cancel_and_wait(fetch)  # its fetch may lose a cancel (tasks.py): cancelled until it ends
         self.deps.draining.set()  # no new turn starts; queued input stays for the next owner
