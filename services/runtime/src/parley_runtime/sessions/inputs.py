@@ -5,8 +5,8 @@ Input is heard, not consumed: `SESSION_IN` republishes each input it stores on
 before it on the same subject, and the worker subscribes to that (`bus.session_input`). An input
 whose previous sequence is the last one read follows it: nothing was missed, and no consumer, no
 JetStream API call and no idle heartbeat is needed for the session's life (an ordered consumer per
-session cost nats-server ~0.65 ms of CPU at a session's first input and ~45 KiB while it lived,
-docs/performance.md, change 76). What core NATS can lose, the stream still holds, and the worker
+session cost nats-server ~4× the CPU at a session's first input and ~65 KiB more while it lived,
+`python -m bench.input_path`; docs/performance.md, change 76). What core NATS can lose, the stream still holds, and the worker
 reads it (`InputFeed._catch_up`, one `STREAM.MSG.GET` per input) when it can tell it missed
 something: an input whose previous sequence is past the last one read; a drop for the
 subscription's pending limit; a reconnect (what was sent while the connection was away); a new
