@@ -47,7 +47,7 @@ class Session:
 
     def __init__(self, nc: Client, tag: str, i: int, on_input: OnInput, consumer: bool) -> None:
         self.nc, self.on_input, self.consumer = nc, on_input, consumer
-        self.subject, self.heard = f"bench.{tag}.{i}.in", f"bench.{tag}.{i}.in.stored"
+        self.subject, self.heard = f"bench.{tag}.{i}.in", f"bench.{tag}.{i}.in_stored"
         self.reader: OrderedReader | None = None
         self.bell: Subscription | None = None
         self.stopping: asyncio.Future[None] | None = None
@@ -99,7 +99,7 @@ async def one_round(
         StreamConfig(
             name=STREAM,
             subjects=[f"bench.{tag}.*.in"],
-            republish=RePublish(src=f"bench.{tag}.*.in", dest=f"bench.{tag}.{{{{wildcard(1)}}}}.in.stored"),
+            republish=RePublish(src=f"bench.{tag}.*.in", dest=f"bench.{tag}.{{{{wildcard(1)}}}}.in_stored"),
         )
     )
     read = 0

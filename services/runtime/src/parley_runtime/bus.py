@@ -11,7 +11,7 @@ JetStream (nats-py directly, the hot path; consumer settings here):
 - `agent_tests.run` on `AGENT_TESTS`: work queue, durable `runtime-agent-tests`, pulled by
   `agent_tests/worker.py`.
 - `session.<id>.in` on `SESSION_IN`: no consumer per session. Each input the stream stores is
-  republished by the stream on `session.<id>.in.stored` with its sequences, heard over core NATS
+  republished by the stream on `session.<id>.in_stored` with its sequences, heard over core NATS
   (`session_input`, a `parley_common.held_subscription`: no queue or task while the session is
   quiet) by `sessions/inputs.InputFeed` (what the runner turns into turns: sessions/runner.py),
   which reads from the stream only what it can tell it missed.

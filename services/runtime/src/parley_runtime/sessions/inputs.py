@@ -1,22 +1,22 @@
 """A session's input, as its owner reads it.
 
 Input is heard, not consumed: `SESSION_IN` republishes each input it stores on
-`session.<id>.in.stored` (core NATS) with its stream sequence and the sequence of the input stored
+`session.<id>.in_stored` (core NATS) with its stream sequence and the sequence of the input stored
 before it on the same subject, and the worker subscribes to that (`bus.session_input`). An input
 whose previous sequence is the last one read follows it: nothing was missed, and no consumer, no
 JetStream API call and no idle heartbeat is needed for the session's life (an ordered consumer per
-session cost nats-server ~4× the CPU at a session's first input and ~65 KiB more while it lived,
-`python -m bench.input_path`; docs/performance.md, change 76). What core NATS can lose, the stream still holds, and the worker
-reads it (`InputFeed._catch_up`, one `STREAM.MSG.GET` per input) when it can tell it missed
-something: an input whose previous sequence is past the last one read; a drop for the
-subscription's pending limit; a reconnect (what was sent while the connection was away); a new
-leader of the stream (the old one may have stored an input it did not live to republish). What it
-cannot tell, an input stored before its subscription reached the broker that republishes, is
-covered by looking at the stream `RECHECKS_S` after subscribing (input sent before the worker
-claimed the session waits 0.25 s; one stored by a loaded broker later than that is found at a
-later look, then once a minute, so no input waits forever) until an input is heard, which shows
-the subscription works. A worker's looks are made together (`InputLooks`): the new sessions due
-for a look within a moment of each other are asked about in one JetStream request.
+session cost nats-server four times the CPU at a session's first input and ~65 KiB more while it
+lived: `python -m bench.input_path`; docs/performance.md, change 76). What core NATS can lose, the
+stream still holds, and the worker reads it (`InputFeed._catch_up`, one `STREAM.MSG.GET` per input)
+when it can tell it missed something: an input whose previous sequence is past the last one read; a
+drop for the subscription's pending limit; a reconnect (what was sent while the connection was
+away); a new leader of the stream (the old one may have stored an input it did not live to
+republish). What it cannot tell, an input stored before its subscription reached the broker that
+republishes, is covered by looking at the stream `RECHECKS_S` after subscribing (input sent before
+the worker claimed the session waits 0.25 s; one stored by a loaded broker later than that is found
+at a later look, then once a minute, so no input waits forever) until an input is heard, which
+shows the subscription works. A worker's looks are made together (`InputLooks`): the new sessions
+due for a look within a moment of each other are asked about in one JetStream request.
 """
 
 from __future__ import annotations
