@@ -334,7 +334,7 @@ async def test_a_sessions_input_readers_start_outside_the_claims_span(
     exported) in memory as long as the session is held."""
     monkeypatch.setattr(runner_module, "tracer", TracerProvider().get_tracer("test"))
     seen: dict[str, trace.Span] = {}
-    listen, look = bus.session_input, streams.InputFeed._look_until_heard
+    listen, schedule = bus.session_input, streams.InputFeed._schedule_look
 
     async def subscribed(
         nc: Any, conversation_id: UUID, on_msg: OnMsg, on_dropped: Callable[[], None]
@@ -342,12 +342,12 @@ async def test_a_sessions_input_readers_start_outside_the_claims_span(
         seen["subscription"] = trace.get_current_span()
         return await listen(nc, conversation_id, on_msg, on_dropped)
 
-    async def looking(feed: streams.InputFeed, at_once: bool) -> None:
-        seen["looks"] = trace.get_current_span()  # the looks' task
-        await look(feed, at_once)
+    def looking(feed: streams.InputFeed) -> None:
+        seen.setdefault("looks", trace.get_current_span())  # the looks' timer and tasks inherit it
+        schedule(feed)
 
     monkeypatch.setattr(bus, "session_input", subscribed)
-    monkeypatch.setattr(streams.InputFeed, "_look_until_heard", looking)
+    monkeypatch.setattr(streams.InputFeed, "_schedule_look", looking)
     async with greeted(rt) as (conv, client, _):
         await rt.say(conv, "one")
         assert texts(await client.until("turn_complete")) == "You said: one"
@@ -355,9 +355,13 @@ async def test_a_sessions_input_readers_start_outside_the_claims_span(
     assert all(not span.get_span_context().is_valid for span in seen.values()), seen
 
 
-async def test_a_held_session_keeps_neither_its_start_message_nor_a_task_per_wait(rt: Stack) -> None:
+async def test_a_held_session_keeps_neither_its_start_message_nor_a_task_per_wait(
+    rt: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What a held session keeps for its life: its state, not the start message it was made from;
-    its input loop waits on one flag, not on a task reading a queue."""
+    its input loop waits on one flag, not on a task reading a queue; its next look at the stream
+    waits on a loop timer, not in a task (change 77)."""
+    monkeypatch.setattr(streams, "RECHECKS_S", (30.0,))  # no look under way while it is checked
     start = session_start()
     conv = start.conversation_id
     client = await rt.client(conv)
@@ -370,9 +374,13 @@ async def test_a_held_session_keeps_neither_its_start_message_nor_a_task_per_wai
         await client.until("turn_complete")  # the greeting: held, waiting for input
         gc.collect()
         assert start_ref() is None
-        # The session's own tasks (the runner's, the looks'): none waits in a queue.
-        waits = [t.get_coro().__qualname__ for t in asyncio.all_tasks() - before]  # type: ignore[union-attr]
-        assert task in asyncio.all_tasks() and not any(name.startswith("Queue.") for name in waits), waits
+        # The session's own tasks (the runner's, and what its last turn left finishing): none waits
+        # in a queue, and none is the input's (its next look waits on a timer).
+        made = asyncio.all_tasks() - before
+        waits = [t.get_coro().__qualname__ for t in made]  # type: ignore[union-attr]
+        assert task in made and not any(name.startswith("Queue.") for name in waits), waits
+        assert not [t.get_name() for t in made if t.get_name().startswith("input-")], waits
+        assert runner.inputs._timer is not None  # the next look
         await rt.end(conv)
         await asyncio.wait_for(task, 10)
     finally:
