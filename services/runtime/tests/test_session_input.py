@@ -47,7 +47,7 @@ OnMsg = Callable[[Msg], Awaitable[None]]
 
 
 @pytest.fixture
-def deaf_bell(monkeypatch: pytest.MonkeyPatch) -> None:
+def deaf_subscription(monkeypatch: pytest.MonkeyPatch) -> None:
     """Core NATS never tells the worker about input (as if it had been sent before the worker
     subscribed, or while its connection was away): only the stream can."""
     listen = bus.session_input
@@ -156,6 +156,23 @@ async def test_an_input_dropped_by_the_subscription_is_read_at_once(
         assert runner.inputs.from_stream == 1
 
 
+async def test_a_message_without_sequences_is_logged_and_skipped(rt: Stack) -> None:
+    """Only the stream's republication carries the sequences: anything else on the subject is no
+    input (logged), and the session goes on."""
+    async with greeted(rt) as (conv, client, runner):
+        with capture_logs() as logs:
+            await rt.nc.publish(subjects.session_in_stored(str(conv)), b"{}", headers={"Nats-Sequence": "x"})
+            await rt.nc.publish(subjects.session_in_stored(str(conv)), b"{}")
+            await rt.nc.flush()
+            await asyncio.sleep(0.2)
+        assert [e["event"] for e in logs if e["event"] == "session.input_unsequenced"] == [
+            "session.input_unsequenced"
+        ] * 2
+        assert runner.inputs.received == [] and runner.inputs.read_seq == 0
+        await rt.say(conv, "after")
+        assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: after"
+
+
 async def test_a_new_leader_of_the_input_stream_makes_every_feed_look(
     rt: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,7 +192,7 @@ async def test_a_new_leader_of_the_input_stream_makes_every_feed_look(
             await watch.unsubscribe()
 
 
-async def test_input_sent_before_the_claim_is_answered(rt: Stack, deaf_bell: None) -> None:
+async def test_input_sent_before_the_claim_is_answered(rt: Stack, deaf_subscription: None) -> None:
     start = session_start()
     conv = start.conversation_id
     client = await rt.client(conv)
@@ -192,7 +209,7 @@ async def test_input_sent_before_the_claim_is_answered(rt: Stack, deaf_bell: Non
 
 
 async def test_the_stream_is_looked_at_once_after_subscribing(
-    rt: Stack, deaf_bell: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
+    rt: Stack, deaf_subscription: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Input routed just before the worker subscribed, and stored a moment later, is not heard: the
     first look at the stream, `RECHECKS_S[0]` after subscribing, finds it."""
@@ -205,9 +222,9 @@ async def test_the_stream_is_looked_at_once_after_subscribing(
 
 
 async def test_input_stored_after_the_first_look_is_found_by_a_later_one(
-    rt: Stack, deaf_bell: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
+    rt: Stack, deaf_subscription: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An input the bell missed and the first look did not see yet (a loaded broker stored it
+    """An input the subscription missed and the first look did not see yet (a loaded broker stored it
     late) waits for a later look, then one every `RECHECK_EVERY_S`: never for ever."""
     monkeypatch.setattr(streams, "RECHECKS_S", (0.1, 0.2))
     monkeypatch.setattr(streams, "RECHECK_EVERY_S", 0.3)
@@ -220,7 +237,7 @@ async def test_input_stored_after_the_first_look_is_found_by_a_later_one(
 
 
 async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconnect(
-    rt: Stack, deaf_bell: None, monkeypatch: pytest.MonkeyPatch
+    rt: Stack, deaf_subscription: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(streams, "RECHECKS_S", (0.25, 30.0))
     start = session_start()
@@ -261,7 +278,7 @@ async def test_only_a_session_held_before_logs_its_claim_at_info(rt: Stack) -> N
 
 
 async def test_a_session_held_before_reads_its_input_at_once(
-    rt: Stack, deaf_bell: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
+    rt: Stack, deaf_subscription: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A redelivered start (another worker may have run it; input may be waiting) reads what the
     stream holds at the claim, without waiting for a look."""
@@ -315,8 +332,8 @@ async def test_the_looks_of_many_new_sessions_are_one_request(
 async def test_input_heard_while_a_look_waits_for_others_is_read_at_once(
     rt: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A look waits for other sessions' looks (up to a second for the later ones); input the bell
-    hears meanwhile does not wait for it."""
+    """A look waits for other sessions' looks (up to a second for the later ones); input heard
+    meanwhile does not wait for it."""
     monkeypatch.setattr(streams, "RECHECKS_S", (0.05, 30.0))
     monkeypatch.setattr(streams, "FIRST_LOOK_WINDOW_S", 30.0)
     async with greeted(rt) as (conv, client, runner):

@@ -47,8 +47,9 @@ from parley_runtime import bus
 
 log = structlog.get_logger(__name__)
 # When a new session looks at the stream for input, in seconds after it subscribed (then every
-# `RECHECK_EVERY_S`): the first look finds input sent before the claim; the later ones bound how
-# long an input the bell missed (routed before the subscription, stored later) can wait.
+# `RECHECK_EVERY_S`), until one is heard: the first look finds input sent before the claim; the
+# later ones bound how long an input not heard (stored before the subscription reached the broker
+# that republishes it) can wait.
 RECHECKS_S = (0.25, 1.0, 5.0, 30.0)
 RECHECK_EVERY_S = 60.0
 # How long a look waits for other sessions' looks to go with it (`InputLooks`): the first (input
@@ -80,7 +81,7 @@ class InputLooks:
     `LOOK_CONSUMER_INACTIVE_S`). Nothing pending: none has input (the common case; one request
     instead of one per session). Something pending: each is looked at on its own, as before, to
     say which. Fewer than `LOOKS_TOGETHER_MIN` due together are looked at one by one. Only looks
-    from sequence 0 (a new session's, all `InputFeed` makes) go together; another is always a look
+    from sequence 0 (a session that has read no input yet) go together; another is always a look
     of its own. A request that fails answers "cannot tell" (True) for every session in it, as a
     look of its own did.
     """
@@ -108,7 +109,7 @@ class InputLooks:
     def ask(self, conversation_id: UUID, patience_s: float) -> asyncio.Future[bool]:
         """Whether `SESSION_IN` holds any input of this conversation, answered within `patience_s`
         (plus the request) together with the other sessions' looks. Cancelled or answered by its
-        caller first (the bell rang), the answer is left alone."""
+        caller first (an input was heard), the answer is left alone."""
         loop = asyncio.get_running_loop()
         due = loop.time() + patience_s
         if self._due is None or due < self._due.when():
@@ -169,10 +170,13 @@ class Received:
 
 
 def _sequences(msg: Msg) -> tuple[int, int]:
-    """A republished input's stream sequence, and the sequence of the input stored before it on
-    the same subject (0: none)."""
+    """A republished input's stream sequence (0: the message is not one), and the sequence of the
+    input stored before it on the same subject (0: none)."""
     headers = msg.headers or {}
-    return int(headers.get("Nats-Sequence", 0)), int(headers.get("Nats-Last-Sequence", 0))
+    try:
+        return int(headers.get("Nats-Sequence", 0)), int(headers.get("Nats-Last-Sequence", 0))
+    except ValueError:
+        return 0, 0
 
 
 class InputFeed:
@@ -248,6 +252,9 @@ class InputFeed:
         if looking is not None and not looking.done():
             looking.set_result(False)  # heard: no need to wait for the look
         seq, before = _sequences(msg)
+        if not seq:  # not the stream's republication: nothing to read (and nothing lost)
+            log.warning("session.input_unsequenced", conversation_id=str(self.conversation_id))
+            return
         if seq <= self.read_seq:
             return  # read already (from the stream)
         if before > self.read_seq or (self._reading is not None and self._reading.locked()):
