@@ -20,23 +20,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
-import nats
 import psutil
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import RePublish, StreamConfig
 
+from bench._embedded_nats import embedded_nats, median
 from bench.client_loop import run_client
 from parley_common.bus import BusEvents
 from parley_common.held_subscription import subscribe_held
 from parley_common.ordered_reader import OrderedReader
-from parley_devstack.servers import NatsServer
 
 STREAM = "BENCH_IN"  # made again for each path and round
 OnInput = Callable[[], None]
@@ -138,11 +135,6 @@ async def one_round(
     await js.delete_stream(STREAM)
 
 
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else float("nan")
-
-
 PATHS = {"consumer per session": True, "republished": False}
 
 
@@ -151,30 +143,20 @@ async def run(sessions: int, inputs: int, rounds: int) -> None:
     for r in range(rounds):
         for n, (name, consumer) in enumerate(PATHS.items()):
             # A server of its own for each: its resident memory is comparable from the same start.
-            with tempfile.TemporaryDirectory(prefix="parley-bench-input-") as tmp:
-                server = NatsServer(Path(tmp) / "nats")
-                server.start()
-                await asyncio.to_thread(server.wait_ready, 30)
-                try:
-                    assert server.pid is not None
-                    nc = await nats.connect(server.url)
-                    proc = psutil.Process(server.pid)
-                    await one_round(nc, proc, sessions, inputs, consumer, figures[name], f"r{r}p{n}")
-                    await nc.close()
-                finally:
-                    server.stop()
+            async with embedded_nats("parley-bench-input-") as (nc, proc):
+                await one_round(nc, proc, sessions, inputs, consumer, figures[name], f"r{r}p{n}")
     print(f"{sessions} sessions, {inputs} inputs each (published with an ack); median of {rounds} rounds")
     print(
         f"{'path':<22} {'first: server µs':>16} {'client µs':>9} {'later: server µs':>16} {'client µs':>9}"
         f" {'server KiB':>10} {'ratio':>5}"
     )
-    base = _median(figures[next(iter(PATHS))].first_server_us)
+    base = median(figures[next(iter(PATHS))].first_server_us)
     for name, f in figures.items():
-        first = _median(f.first_server_us)
+        first = median(f.first_server_us)
         print(
-            f"{name:<22} {first:16.1f} {_median(f.first_client_us):9.1f}"
-            f" {_median(f.later_server_us):16.1f} {_median(f.later_client_us):9.1f}"
-            f" {_median(f.rss_kib):10.1f} {first / base if base else float('nan'):5.2f}"
+            f"{name:<22} {first:16.1f} {median(f.first_client_us):9.1f}"
+            f" {median(f.later_server_us):16.1f} {median(f.later_client_us):9.1f}"
+            f" {median(f.rss_kib):10.1f} {first / base if base else float('nan'):5.2f}"
         )
     print(
         "first / later: per session, for its first input (the old path's consumer made then) and per"

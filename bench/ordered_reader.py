@@ -21,22 +21,19 @@ import argparse
 import asyncio
 import gc
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
-import nats
 import psutil
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
+from bench._embedded_nats import embedded_nats, median
 from bench.client_loop import run_client
 from parley_common.bus import BusEvents
 from parley_common.ordered_reader import OrderedReader
-from parley_devstack.servers import NatsServer
 
 STREAM = "BENCH"  # made again for each path and round: closed readers' consumers go with it
 OnMsg = Callable[[Msg], Awaitable[None]]
@@ -151,29 +148,14 @@ async def one_round(
     await js.delete_stream(STREAM)
 
 
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
-
-
 async def run(readers: int, messages: int, rounds: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="parley-bench-reader-") as tmp:
-        server = NatsServer(Path(tmp) / "nats")
-        server.start()
-        await asyncio.to_thread(server.wait_ready, 30)
-        try:
-            assert server.pid is not None
-            proc = psutil.Process(server.pid)
-            nc = await nats.connect(server.url)
-            figures = {name: Figures() for name in PATHS}
-            for r in range(rounds):
-                for n, (name, opener) in enumerate(PATHS.items()):
-                    await one_round(nc, proc, opener, readers, messages, figures[name], f"r{r}p{n}")
+    async with embedded_nats("parley-bench-reader-") as (nc, proc):
+        figures = {name: Figures() for name in PATHS}
+        for r in range(rounds):
             for n, (name, opener) in enumerate(PATHS.items()):
-                await one_round(nc, proc, opener, readers, messages, figures[name], f"m{n}", traced=True)
-            await nc.close()
-        finally:
-            server.stop()
+                await one_round(nc, proc, opener, readers, messages, figures[name], f"r{r}p{n}")
+        for n, (name, opener) in enumerate(PATHS.items()):
+            await one_round(nc, proc, opener, readers, messages, figures[name], f"m{n}", traced=True)
     print(
         f"{readers} readers opened at once, each reading its first message, then {messages} more;"
         f" median of {rounds} rounds"
@@ -182,12 +164,12 @@ async def run(readers: int, messages: int, rounds: int) -> None:
         f"{'path':<26} {'open µs':>8} {'server µs':>9} {'message µs':>10} {'tasks':>5} {'KiB':>5}"
         f" {'ratio':>5}"
     )
-    base = _median(figures[next(iter(PATHS))].open_us)
+    base = median(figures[next(iter(PATHS))].open_us)
     for name, f in figures.items():
-        opened = _median(f.open_us)
+        opened = median(f.open_us)
         print(
-            f"{name:<26} {opened:8.1f} {_median(f.server_us):9.1f} {_median(f.message_us):10.1f}"
-            f" {_median(f.tasks):5.1f} {_median(f.kib):5.1f} {opened / base:5.2f}"
+            f"{name:<26} {opened:8.1f} {median(f.server_us):9.1f} {median(f.message_us):10.1f}"
+            f" {median(f.tasks):5.1f} {median(f.kib):5.1f} {opened / base:5.2f}"
         )
     print(
         "open µs: this process's CPU per reader opened with its first message; server µs:"
