@@ -262,6 +262,40 @@ async def test_input_sent_while_the_connection_was_away_is_read_after_the_reconn
         task.cancel()
 
 
+async def test_after_a_reconnect_sessions_never_spoken_to_ask_together(
+    rt: Stack, looks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconnect (or a new leader) makes every held session look: those that have read nothing
+    ask in one request together (`InputLooks`), not one read of the stream each."""
+    monkeypatch.setattr(streams, "RECHECKS_S", (30.0,))
+    deps = rt.deps()
+    starts = [session_start() for _ in range(streams.LOOKS_TOGETHER_MIN + 2)]
+    clients = [await rt.client(start.conversation_id) for start in starts]
+    tasks = [asyncio.create_task(SessionRunner(deps, start, FakeClaim()).run()) for start in starts]
+    reads: list[int] = []
+    get_msg = deps.looks.js.get_msg
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return await get_msg(*args, **kwargs)
+
+    monkeypatch.setattr(deps.looks.js, "get_msg", counted)
+    try:
+        for client in clients:
+            await client.until("turn_complete")  # the greetings
+        await deps.events.reconnected()
+        await asyncio.sleep(streams.FIRST_LOOK_WINDOW_S + 0.5)
+        assert looks == [] and reads == []  # one request answered for all of them
+        await rt.say(starts[0].conversation_id, "still heard")
+        assert texts(await clients[0].until("turn_complete", timeout_s=5)) == "You said: still heard"
+        for start in starts:
+            await rt.end(start.conversation_id)
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 async def test_only_a_session_held_before_logs_its_claim_at_info(rt: Stack) -> None:
     for deliveries, level in ((1, "debug"), (2, "info")):
         start = session_start()
@@ -281,7 +315,8 @@ async def test_a_session_held_before_reads_its_input_at_once(
     rt: Stack, deaf_subscription: None, looks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A redelivered start (another worker may have run it; input may be waiting) reads what the
-    stream holds at the claim, without waiting for a look."""
+    stream holds at the claim (a look, as it has read nothing yet, then the read), without waiting
+    for the first look due."""
     monkeypatch.setattr(streams, "RECHECKS_S", (2.0, 2.5))  # a look finds the session's end
     start = session_start()
     conv = start.conversation_id
@@ -292,7 +327,7 @@ async def test_a_session_held_before_reads_its_input_at_once(
     try:
         await client.until("turn_complete")  # the greeting
         assert texts(await client.until("turn_complete", timeout_s=5)) == "You said: waiting"
-        assert looks == [] and runner.inputs.from_stream == 1 and await input_consumers(rt, conv) == 0
+        assert looks == [0] and runner.inputs.from_stream == 1 and await input_consumers(rt, conv) == 0
         await rt.end(conv)
         await asyncio.wait_for(task, 10)
     finally:

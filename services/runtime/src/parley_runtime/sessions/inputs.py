@@ -353,7 +353,11 @@ class InputFeed:
             self._watch = asyncio.get_running_loop().create_task(self._look(), name="input-look")
 
     async def _read_then_look(self) -> None:
-        await self._catch_up()
+        # A session that has read nothing yet asks with the others first (`InputLooks`): after a
+        # reconnect or a new leader every held session of the worker is here at once, and most
+        # have never been spoken to.
+        if (self.read_seq or await self._stored(FIRST_LOOK_WINDOW_S)) and not self._heard:
+            await self._catch_up()  # (heard meanwhile: the input heard reads what it shows missed)
         self._looked()
 
     async def _look(self) -> None:
