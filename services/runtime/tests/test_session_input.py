@@ -344,16 +344,16 @@ async def test_the_looks_of_many_new_sessions_are_one_request(
     quiet = [uuid4() for _ in range(5)]
     patience = [0.5, 0.05, 0.5, 0.5, 0.5]  # sent when the most impatient is due
     answers = await asyncio.wait_for(
-        asyncio.gather(*(together.stored(conv, 0, p) for conv, p in zip(quiet, patience, strict=True))), 0.4
+        asyncio.gather(*(together.ask(conv, p) for conv, p in zip(quiet, patience, strict=True))), 0.4
     )
     assert answers == [False] * 5 and looks == []  # one request answered for all five
-    assert await asyncio.gather(*(together.stored(conv, 0) for conv in quiet[:2])) == [False] * 2
+    assert await asyncio.gather(*(together.ask(conv, 0.0) for conv in quiet[:2])) == [False] * 2
     assert looks == [0, 0]  # too few together: one look each
     spoken = uuid4()
     await rt.say(spoken, "hello")
-    lone = asyncio.ensure_future(together.stored(uuid4(), 0))
+    lone = asyncio.ensure_future(together.ask(uuid4(), 0.0))
     lone.cancel()  # a session that closed while waiting: the others are answered all the same
-    answers = await asyncio.gather(*(together.stored(conv, 0) for conv in [*quiet, spoken]))
+    answers = await asyncio.gather(*(together.ask(conv, 0.0) for conv in [*quiet, spoken]))
     assert answers == [False] * 5 + [True]
     assert len(looks) == 2 + 6  # input counted: each one looked at on its own
 
@@ -361,7 +361,7 @@ async def test_the_looks_of_many_new_sessions_are_one_request(
         raise TimeoutError
 
     monkeypatch.setattr(together.js, "add_consumer", away)
-    assert await asyncio.gather(*(together.stored(conv, 0) for conv in quiet)) == [True] * 5
+    assert await asyncio.gather(*(together.ask(conv, 0.0) for conv in quiet)) == [True] * 5
 
 
 async def test_input_heard_while_a_look_waits_for_others_is_read_at_once(

@@ -74,15 +74,15 @@ async def stored_input_after(js: JetStreamContext, conversation_id: UUID, seq: i
 class InputLooks:
     """One worker's looks at its new sessions' input, made together.
 
-    A look asked for one session (`stored`) waits up to its `patience_s` for the looks of other
+    A look asked for one session (`ask`) waits up to its `patience_s` for the looks of other
     sessions; when the most impatient one is due, one request answers for all of them: an
     ephemeral consumer of `SESSION_IN` filtered on their input subjects, created and never read,
     whose `num_pending` is how many inputs the stream holds for them (the broker deletes it after
     `LOOK_CONSUMER_INACTIVE_S`). Nothing pending: none has input (the common case; one request
     instead of one per session). Something pending: each is looked at on its own, as before, to
-    say which. Fewer than `LOOKS_TOGETHER_MIN` due together are looked at one by one. Only looks
-    from sequence 0 (a session that has read no input yet) go together; another is always a look
-    of its own. A request that fails answers "cannot tell" (True) for every session in it, as a
+    say which. Fewer than `LOOKS_TOGETHER_MIN` due together are looked at one by one. Only sessions
+    that have read no input yet ask (one that has reads what follows its last input instead). A
+    request that fails answers "cannot tell" (True) for every session in it, as a
     look of its own did.
     """
 
@@ -98,13 +98,6 @@ class InputLooks:
         if self._js is None:
             self._js = self.nc.jetstream()
         return self._js
-
-    async def stored(self, conversation_id: UUID, after_seq: int, patience_s: float = 0.0) -> bool:
-        """Whether `SESSION_IN` holds an input of this conversation beyond `after_seq`, asked
-        within `patience_s` together with the other sessions' looks."""
-        if after_seq:
-            return await stored_input_after(self.js, conversation_id, after_seq)
-        return await self.ask(conversation_id, patience_s)
 
     def ask(self, conversation_id: UUID, patience_s: float) -> asyncio.Future[bool]:
         """Whether `SESSION_IN` holds any input of this conversation, answered within `patience_s`
@@ -245,9 +238,7 @@ class InputFeed:
     async def _on_stored(self, msg: Msg) -> None:
         """An input the stream stored, as it republished it."""
         self._heard = True
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()  # heard: no more looks
+        self._stop_timer()  # heard: no more looks
         looking = self._looking
         if looking is not None and not looking.done():
             looking.set_result(False)  # heard: no need to wait for the look
@@ -328,17 +319,22 @@ class InputFeed:
         loop = asyncio.get_running_loop()
         self._since, self._looks_made = loop.time(), 0
         if at_once:
-            self._watch = loop.create_task(self._read_then_look(), name="input-read")
+            self._watch = loop.create_task(self._look(scheduled=False), name="input-read")
         else:
             self._schedule_look()
 
-    def _stop_looking(self) -> None:
+    def _stop_timer(self) -> None:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
+
+    def _stop_looking(self) -> asyncio.Task[None] | None:
+        """No more looks: the timer cancelled, a look under way cancelled (and returned)."""
+        self._stop_timer()
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
+        return watch
 
     def _schedule_look(self) -> None:
         if self._heard:
@@ -352,18 +348,17 @@ class InputFeed:
         if not self._heard:
             self._watch = asyncio.get_running_loop().create_task(self._look(), name="input-look")
 
-    async def _read_then_look(self) -> None:
-        # A session that has read nothing yet asks with the others first (`InputLooks`): after a
-        # reconnect or a new leader every held session of the worker is here at once, and most
-        # have never been spoken to.
-        if (self.read_seq or await self._stored(FIRST_LOOK_WINDOW_S)) and not self._heard:
-            await self._catch_up()  # (heard meanwhile: the input heard reads what it shows missed)
-        self._looked()
-
-    async def _look(self) -> None:
+    async def _look(self, *, scheduled: bool = True) -> None:
+        """One look (`scheduled`: one of `RECHECKS_S`, else the read at once after opening, a
+        reconnect, a drop or a new leader). A session that has read an input reads what follows
+        it (one request, answered "none" as a rule); one that has read nothing asks with the others
+        first (`InputLooks`): after a reconnect or a new leader every held session of the worker
+        looks at once, and most have never been spoken to. Heard meanwhile: the input heard reads
+        what it shows missed."""
         patience = FIRST_LOOK_WINDOW_S if self._looks_made == 0 else LATER_LOOK_WINDOW_S
-        self._looks_made += 1
-        if await self._stored(patience) and not self._heard:
+        if scheduled:
+            self._looks_made += 1
+        if (self.read_seq or await self._stored(patience)) and not self._heard:
             await self._catch_up()
         self._looked()
 
@@ -374,9 +369,8 @@ class InputFeed:
         self._schedule_look()
 
     async def _stored(self, patience_s: float) -> bool:
+        """Whether the stream holds any input of a session that has read none, asked together."""
         try:
-            if self.read_seq:
-                return await self.looks.stored(self.conversation_id, self.read_seq)
             self._looking = self.looks.ask(self.conversation_id, patience_s)
             return await self._looking
         except asyncio.CancelledError:
@@ -387,10 +381,7 @@ class InputFeed:
             self._looking = None
 
     async def close(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-        watch, self._watch = self._watch, None
+        watch = self._stop_looking()
         if watch is not None:
             await cancel_and_wait(watch)
         if self._unhook is not None:
