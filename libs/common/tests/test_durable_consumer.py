@@ -109,3 +109,48 @@ async def test_messages_gather_into_batches_under_load_and_come_at_once_after_a_
         await consumer.stop()
         await js.delete_stream(stream)
         await nc.close()
+
+
+class Recording(DurableConsumer):
+    """Records and acks what it is handed; a quiet fetch waits 30 s unless something ends it."""
+
+    fetch_timeout_s = 30.0
+
+    def __init__(self, stream: str, subject: str) -> None:
+        super().__init__(subject=subject, stream=stream, durable="recording")
+        self.seen: list[bytes] = []
+        self.arrived = asyncio.Event()
+
+    async def handle(self, msg: Msg) -> None:
+        self.seen.append(msg.data)
+        self.arrived.set()
+        await self.ack(msg, applied=True)
+
+
+async def test_stop_ends_a_quiet_fetch_at_once_and_its_pull_request_takes_nothing_after(infra: Any) -> None:
+    """A stopped loop's waiting fetch ends without waiting out its expiry, and the server drops its
+    pull request (its subscription went first): a message published next goes to the next loop at
+    once, not to the stopped one, where it would wait out its ack wait (30 s)."""
+    stream = f"TEST_{uuid.uuid4().hex[:8].upper()}"
+    subject = f"test.{stream}"
+    nc = await nats.connect(infra.nats_url)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
+    try:
+        first = Recording(stream, subject)
+        await first.start(nc)
+        await asyncio.sleep(0.3)  # its fetch waits
+        started = time.monotonic()
+        await first.stop()
+        assert time.monotonic() - started < 2.0
+        await js.publish(subject, b"after")
+        second = Recording(stream, subject)
+        await second.start(nc)
+        try:
+            await asyncio.wait_for(second.arrived.wait(), 3)
+        finally:
+            await second.stop()
+        assert (first.seen, second.seen) == ([], [b"after"])
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
