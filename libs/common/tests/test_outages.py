@@ -35,7 +35,7 @@ from parley_common.acked_together import Publication, publish_durably_together
 from parley_common.bus import BusEvents, make_broker, request
 from parley_common.held_subscription import HeldSubscription
 from parley_common.http import create_app
-from parley_common.jetstream import DurableConsumer, publish_durably
+from parley_common.jetstream import publish_durably
 from parley_common.ordered_reader import OrderedReader
 from parley_common.outages import OUTAGE_ERRORS
 from parley_common.redis_client import make_redis
@@ -232,43 +232,6 @@ async def test_an_ordered_reader_is_back_right_after_a_broker_restart(
         assert got == [(1, b"m1"), (2, b"m2"), (3, b"m3")]
     finally:
         await reader.close()
-
-
-class _Recording(DurableConsumer):
-    fetch_timeout_s = 30.0  # a forgotten pull request would be waited out this long
-
-    def __init__(self, subject: str) -> None:
-        super().__init__(subject=subject, stream="TEST", durable="recording")
-        self.seen: list[bytes] = []
-        self.arrived = asyncio.Event()
-
-    async def handle(self, msg: Msg) -> None:
-        self.seen.append(msg.data)
-        self.arrived.set()
-        await self.ack(msg, applied=True)
-
-
-async def test_a_durable_consumer_asks_again_right_after_a_broker_restart(
-    broker_and_client: tuple[Nats, Client, BusEvents, str],
-) -> None:
-    """The restarted server has forgotten the pull request the fetch under way waits on: the
-    reconnect ends that wait, and the next message is handled at once, not after the expiry."""
-    server, nc, events, subject = broker_and_client
-    consumer = _Recording(subject)
-    await consumer.start(nc, events)
-    try:
-        await publish_durably(nc, subject, b"m1", msg_id="m1", timeout_s=10)
-        await asyncio.wait_for(consumer.arrived.wait(), 5)
-        server.kill()
-        await server.restart()
-        consumer.arrived.clear()
-        back = time.monotonic()
-        await publish_durably(nc, subject, b"m2", msg_id="m2", timeout_s=10)
-        await asyncio.wait_for(consumer.arrived.wait(), RESTART_BOUND_S)
-        print(f"\ndurable consumer back {time.monotonic() - back:.2f} s after the broker")
-        assert consumer.seen == [b"m1", b"m2"]
-    finally:
-        await consumer.stop()
 
 
 async def test_an_ordered_reader_answers_flow_control_as_it_comes(

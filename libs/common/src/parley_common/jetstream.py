@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import structlog
@@ -41,7 +41,6 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
-from parley_common.bus import BusEvents
 from parley_common.outages import OUTAGE_ERRORS, describe
 from parley_common.tasks import cancel_and_wait
 
@@ -140,42 +139,6 @@ async def _publish_once(
     return PubAck.from_response(resp)
 
 
-class Fetches:
-    """A pull loop's fetches, each of which can be ended early (`interrupt`) while it waits: after a
-    reconnect (a restarted server has forgotten the pull request, which would otherwise wait out
-    its expiry), and when the loop stops (after unsubscribing: nats-server drops a pull request
-    whose reply subject nobody listens to, so no message goes to a loop that has stopped)."""
-
-    def __init__(self) -> None:
-        self._waiting: asyncio.Future[list[Msg]] | None = None
-
-    @property
-    def waiting(self) -> bool:
-        """A fetch is under way (no batch of this loop is being handled)."""
-        return self._waiting is not None
-
-    async def fetch(self, sub: JetStreamContext.PullSubscription, batch: int, **options: Any) -> list[Msg]:
-        """`fetch_batch`; none when interrupted (the caller fetches again, or stops)."""
-        fetch = self._waiting = asyncio.ensure_future(fetch_batch(sub, batch, **options))
-        try:
-            return await fetch
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the loop itself is cancelled
-            return []
-        finally:
-            self._waiting = None
-
-    def interrupt(self) -> None:
-        if self._waiting is not None:
-            self._waiting.cancel()
-
-    async def on_reconnect(self) -> None:
-        """A `BusEvents` hook: the fetch under way asks again at once."""
-        self.interrupt()
-
-
 class Held(Protocol):
     """A message a worker holds in progress while a task works on it."""
 
@@ -184,12 +147,8 @@ class Held(Protocol):
     acked: bool
 
 
-# How long a quiet fetch waits for messages (its pull request's expiry). Each expiry is a request
-# and a status message that nats-server and the client handle: five pull loops at 1 s were ~12
-# requests a second, half of an empty stack's CPU at rest in nats-server. A message is delivered as
-# soon as it comes whatever the expiry; a reconnect and `stop` end the wait early (`Fetches`).
-FETCH_TIMEOUT_S = 5.0
-STOP_GRACE_S = 2.0  # how long `DurableConsumer.stop` lets a batch end
+FETCH_TIMEOUT_S = 1.0  # how long a fetch waits for messages (its pull request's expiry)
+STOP_GRACE_S = 2.0  # how long `DurableConsumer.stop` lets a batch end, beyond the fetch's own timeout
 
 
 async def fetch_batch(
@@ -283,7 +242,9 @@ class DurableConsumer:
     # a quiet spell at least that long, the first messages are handled as soon as they come.
     batch_wait_s = 0.0
     fetch_retry_s = 1.0
-    fetch_timeout_s = FETCH_TIMEOUT_S  # how long a quiet fetch waits
+    # How long a quiet fetch waits; `stop` waits for the one under way, so a test that restarts
+    # an app many times may shorten it.
+    fetch_timeout_s = FETCH_TIMEOUT_S
 
     def __init__(
         self, *, subject: str, stream: str, durable: str, config: ConsumerConfig | None = None
@@ -293,8 +254,6 @@ class DurableConsumer:
         self._sub: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._fetches = Fetches()
-        self._unhook: Callable[[], None] | None = None
         # Messages this process applied, and those it found already applied (replays).
         self.applied = 0
         self.duplicates = 0
@@ -316,9 +275,7 @@ class DurableConsumer:
     async def tick(self) -> None:
         return None
 
-    async def start(self, nc: Client, events: BusEvents | None = None) -> None:
-        """Subscribe and run the loop; with `events` (the connection's), a reconnect makes the fetch
-        under way ask again at once instead of waiting out a pull request the server forgot."""
+    async def start(self, nc: Client) -> None:
         js = nc.jetstream()
         await self.prepare(js)
         self._sub = await js.pull_subscribe(
@@ -326,42 +283,30 @@ class DurableConsumer:
         )
         self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=self.name)
-        if events is not None:
-            self._unhook = events.on_reconnect(self._fetches.on_reconnect)
 
     async def stop(self) -> None:
-        """Let a batch under way be handled and acked, rather than cancel it: a batch cut short
-        leaves its messages unacked until their ack wait (30 s) runs out. A fetch still waiting
-        ends at once, its subscription gone first: the server then drops its pull request rather
-        than hand it the next messages, which would wait out their ack wait the same way."""
-        if self._unhook is not None:
-            self._unhook()
-            self._unhook = None
         if self._task is not None:
+            # Let the fetch under way end (its pull request expires on the server just before the
+            # client's timeout) and its batch be handled and acked, rather than cancel them: a
+            # batch cut short, or a pull request left open on the server and handed the next
+            # messages, leaves messages unacked until their ack wait (30 s) runs out.
             self._stopping.set()
-            if self._fetches.waiting:
-                await self._unsubscribe()
-                self._fetches.interrupt()
             await asyncio.wait({self._task}, timeout=self.fetch_timeout_s + STOP_GRACE_S)
             await cancel_and_wait(self._task)
             self._task = None
-        await self._unsubscribe()
-
-    async def _unsubscribe(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
+        if self._sub is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(sub.unsubscribe(), timeout=5)
+                await asyncio.wait_for(self._sub.unsubscribe(), timeout=5)
+            self._sub = None
 
     async def _run(self) -> None:
         assert self._sub is not None
         loop = asyncio.get_running_loop()
         waiting_since = loop.time()  # the first fetch after the last batch started then
-        fetches, sub = self._fetches, self._sub
         while not self._stopping.is_set():
             await self.tick()
-            messages = await fetches.fetch(
-                sub,
+            messages = await fetch_batch(
+                self._sub,
                 self.batch,
                 event="jetstream.fetch_failed",
                 pause_s=self.fetch_retry_s,

@@ -30,7 +30,7 @@ from parley_common.auth_contract import (
     VerifyReply,
     VerifyRequest,
 )
-from parley_common.bus import bus_events, bus_handler
+from parley_common.bus import bus_handler
 from parley_common.errors import Codes, ParleyError
 from parley_common.kit.service import ServiceKit
 
@@ -80,7 +80,7 @@ def register(kit: ServiceKit, ctx: AuthContext) -> None:
     @kit.part
     @asynccontextmanager
     async def mail_inbox(app: FastAPI) -> AsyncIterator[None]:
-        await inbox.start(broker.connection, bus_events(broker))
+        await inbox.start(broker.connection)
         try:
             yield
         finally:

@@ -38,7 +38,7 @@ from parley_catalog.tools import service as tools
 from parley_common import subjects
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.blueprint import Blueprint
-from parley_common.bus import bus_events, bus_handler
+from parley_common.bus import bus_handler
 from parley_common.catalog_contract import (
     AgentAccessReply,
     AgentAccessRequest,
@@ -93,9 +93,9 @@ def answer(
 
 
 def consume(kit: ServiceKit, *consumers: DurableConsumer) -> None:
-    """Run durable pull loops while the broker is up: started after it (a reconnect makes each
-    fetch under way ask again), stopped before it, and stopped together: each lets a batch under
-    way be handled first, so one after the other would add those waits up at every shutdown."""
+    """Run durable pull loops while the broker is up: started after it, stopped before it, and
+    stopped together: each lets the fetch under way end first (up to `FETCH_TIMEOUT_S`), so one
+    after the other would add those waits up at every shutdown."""
 
     @kit.part
     @asynccontextmanager
@@ -103,7 +103,7 @@ def consume(kit: ServiceKit, *consumers: DurableConsumer) -> None:
         started: list[DurableConsumer] = []
         try:
             for consumer in consumers:
-                await consumer.start(kit.broker.connection, bus_events(kit.broker))
+                await consumer.start(kit.broker.connection)
                 started.append(consumer)
             yield
         finally:

@@ -124,5 +124,4 @@ def _agent_test_worker(deps: Deps, redis: Redis) -> AgentTestWorker:
         max_concurrent=settings.runtime_agent_tests_max_concurrent,
         ack_wait_s=settings.runtime_agent_tests_ack_wait_s,
         heartbeat_s=settings.runtime_agent_tests_heartbeat_s,
-        events=deps.events,
     )

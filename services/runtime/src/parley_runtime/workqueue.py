@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -22,9 +21,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from parley_common.bus import BusEvents
-from parley_common.jetstream import Fetches, hand_back
-from parley_common.tasks import cancel_and_wait
+from parley_common.jetstream import fetch_batch, hand_back
 from parley_runtime.bus import WorkQueue
 
 log = structlog.get_logger(__name__)
@@ -60,49 +57,30 @@ class QueueWorker(Generic[H]):
         self.held: dict[uuid.UUID, H] = {}
         self._slots = asyncio.Event()
         self._sub: JetStreamContext.PullSubscription | None = None
-        self._fetches = Fetches()
-        self._unhook_fetches: Callable[[], None] | None = None
 
     async def claim(self, msg: Msg) -> None:
         """Start working on a message (or terminate it, or leave it for another worker)."""
         raise NotImplementedError
 
-    async def subscribe(self, events: BusEvents | None = None) -> asyncio.Task[None]:
-        """Bind the queue's consumer; returns the task pulling from it. With `events` (the
-        connection's), a reconnect makes the fetch under way ask again at once."""
+    async def subscribe(self) -> asyncio.Task[None]:
+        """Bind the queue's consumer; returns the task pulling from it."""
         self._sub = await self.queue.bind(self.js, ack_wait_s=self.ack_wait_s)
-        if events is not None:
-            self._unhook_fetches = events.on_reconnect(self._fetches.on_reconnect)
         return asyncio.create_task(self._fetch_loop(), name=f"{self.name}-fetch")
-
-    async def stop_pulling(self, fetch: asyncio.Task[None]) -> None:
-        """End the fetch loop and its subscription: nats-server drops a pull request whose reply
-        subject nobody listens to, so no new message comes to a worker that is stopping (it would
-        wait out its ack wait before another worker got it)."""
-        if self._unhook_fetches is not None:
-            self._unhook_fetches()
-            self._unhook_fetches = None
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        await cancel_and_wait(fetch)  # its fetch may lose a cancel (tasks.py): cancelled until it ends
 
     def freed(self) -> None:
         """A task ended: there is room to pull again."""
         self._slots.set()
 
     async def _fetch_loop(self) -> None:
-        sub = self._sub
-        assert sub is not None
+        assert self._sub is not None
         while True:
             free = self.limit - len(self.held)
             if free <= 0:
                 self._slots.clear()
                 await self._slots.wait()
                 continue
-            for msg in await self._fetches.fetch(
-                sub, min(free, 32), event=f"{self.name}.fetch_failed", pause_s=0.5
+            for msg in await fetch_batch(
+                self._sub, min(free, 32), event=f"{self.name}.fetch_failed", pause_s=0.5
             ):
                 await self.claim(msg)
 
@@ -120,6 +98,10 @@ class QueueWorker(Generic[H]):
             log.warning(f"{self.name}.heartbeat_failed", count=len(failures), error=str(failures[0]))
 
     async def hand_back(self) -> None:
-        """Give everything still held back to JetStream (after `stop_pulling`)."""
+        """Give everything still held back to JetStream and stop pulling (the fetch task is
+        cancelled by the caller first)."""
         await hand_back(self.held.values())
         self.held.clear()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()

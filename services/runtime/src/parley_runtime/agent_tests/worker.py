@@ -23,7 +23,6 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from parley_common.agent_test_contract import AgentTestJob, ensure_streams
-from parley_common.bus import BusEvents
 from parley_common.session_contract import trace_context
 from parley_common.tasks import cancel_and_wait
 from parley_runtime import bus
@@ -46,11 +45,9 @@ class AgentTestWorker(QueueWorker[Held]):
         max_concurrent: int,
         ack_wait_s: float,
         heartbeat_s: float,
-        events: BusEvents | None = None,
     ) -> None:
         super().__init__(js, bus.AGENT_TEST_JOBS, limit=max_concurrent, ack_wait_s=ack_wait_s)
         self.deps = deps
-        self.events = events  # the connection's: a reconnect makes the fetch under way ask again
         self.heartbeat_s = heartbeat_s
         self.jobs = self.held
         self._tasks: list[asyncio.Task[None]] = []
@@ -58,16 +55,13 @@ class AgentTestWorker(QueueWorker[Held]):
     async def start(self) -> None:
         await ensure_streams(self.js)
         self._tasks = [
-            await self.subscribe(self.events),
+            await self.subscribe(),
             asyncio.create_task(self._heartbeat_loop(), name="agent-tests-heartbeat"),
         ]
 
     async def stop(self) -> None:
         """Stop claiming and hand every run still held back to JetStream (resumed elsewhere)."""
-        if self._tasks:
-            fetch, *others = self._tasks
-            await self.stop_pulling(fetch)
-            await cancel_and_wait(*others)
+        await cancel_and_wait(*self._tasks)
         await self.hand_back()
 
     async def claim(self, msg: Msg) -> None:

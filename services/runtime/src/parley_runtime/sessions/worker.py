@@ -80,7 +80,7 @@ class SessionWorker(QueueWorker[_Claim]):
     async def start(self) -> None:
         await ensure_streams(self.deps.js, OWN_STREAMS)
         self._tasks = [
-            await self.subscribe(self.deps.events),
+            await self.subscribe(),
             asyncio.create_task(self._heartbeat_loop(), name="sessions-heartbeat"),
             asyncio.create_task(self._pending_loop(), name="sessions-pending"),
         ]
@@ -97,7 +97,7 @@ class SessionWorker(QueueWorker[_Claim]):
             with contextlib.suppress(Exception):  # the connection may be closing
                 await self._leader.unsubscribe()
         fetch, *others = self._tasks
-        await self.stop_pulling(fetch)
+        await cancel_and_wait(fetch)  # its fetch may lose a cancel (tasks.py): cancelled until it ends
         self.deps.draining.set()  # no new turn starts; queued input stays for the next owner
         deadline = time.monotonic() + self.settings.runtime_drain_timeout_s
         while (left := deadline - time.monotonic()) > 0:
