@@ -11,9 +11,24 @@ import pytest
 from redis.asyncio import Redis
 
 from parley_common.auth_contract import CredentialKind, Principal
-from parley_common.conversation_contract import MessageRole
+from parley_common.conversation_contract import (
+    ConversationEnded,
+    ConversationEndReason,
+    ConversationEventBatch,
+    ConversationStarted,
+    MessageRole,
+    conversation_body,
+)
 from parley_common.errors import ParleyError
-from parley_common.session_contract import SessionStart
+from parley_common.session_contract import (
+    ServerError,
+    ServerSessionClosed,
+    ServerTextDelta,
+    ServerTurnComplete,
+    SessionOutput,
+    SessionStart,
+    SessionTiming,
+)
 from parley_runtime.octavus.state import Session
 from parley_runtime.octavus.store import SessionStore
 from parley_runtime.sessions.state import HistoryItem, SessionState
@@ -317,3 +332,42 @@ async def test_a_save_that_lost_the_session_writes_no_history(redis: Redis) -> N
     with pytest.raises(OwnershipLost):
         await store.save(state, "a")
     assert not await redis.exists(_key(state, "history"), _key(state, "history_seq"), _key(state, "state"))
+
+
+def test_a_commit_writes_the_state_as_pydantic_does_and_each_event_once() -> None:
+    """The state's JSON is pydantic's own (`model_dump_json` without the history), its outbox and
+    tail spliced in from `events_json`; the commit's publications reuse those bytes (the same
+    objects while the events are the same), and are made again once the events change."""
+    state = new_state()
+    conv, now = state.conversation_id, datetime.now(UTC)
+    state.outbox.append(
+        ConversationStarted(
+            event_id=uuid.uuid4(), conversation_id=conv, at=now, agent_id=uuid.uuid4(), channel="web"
+        )
+    )
+    state.message(MessageRole.USER, 'héllo "quoted" \\ \n ✓', now)
+    state.message(MessageRole.ASSISTANT, "hi", now)
+    state.outbox.append(
+        ConversationEnded(
+            event_id=uuid.uuid4(), conversation_id=conv, at=now, end_reason=ConversationEndReason.TIMEOUT
+        )
+    )
+    timing = SessionTiming(started_at=now, deadline_at=now)
+    state.tail = [
+        SessionOutput(index=4, event=ServerTextDelta(chunk="x\u2028y")),
+        SessionOutput(index=5, event=ServerError(code="c", message="m")),
+        SessionOutput(index=6, event=ServerTurnComplete(), timing=timing),
+        SessionOutput(index=7, event=ServerSessionClosed(reason=ConversationEndReason.TIMEOUT)),
+    ]
+    assert state.encoded() == state.model_dump_json(exclude={"history"}).encode()
+    outbox, tail = state.events_json()
+    assert tail == [out.model_dump_json().encode() for out in state.tail]
+    batch = ConversationEventBatch(events=list(state.outbox)).model_dump_json().encode()
+    assert conversation_body(state.outbox, outbox) == conversation_body(state.outbox) == batch
+    again_outbox, again_tail = state.events_json()
+    assert all(a is b for a, b in zip([*again_outbox, *again_tail], [*outbox, *tail], strict=True))
+    state.message(MessageRole.USER, "more", now)
+    assert len(state.events_json()[0]) == 5
+    assert state.encoded() == state.model_dump_json(exclude={"history"}).encode()
+    state.outbox, state.tail = [], []
+    assert state.encoded() == state.model_dump_json(exclude={"history"}).encode()

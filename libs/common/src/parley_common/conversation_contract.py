@@ -91,11 +91,18 @@ ConversationEventBody = Annotated[
 
 def conversation_body(
     events: Sequence[ConversationStarted | ConversationMessage | ConversationEnded],
+    encoded: Sequence[bytes] | None = None,
 ) -> bytes:
-    """The message body of `events` (one of them alone, several as a batch)."""
-    if len(events) == 1:
-        return events[0].model_dump_json().encode()
-    return ConversationEventBatch(events=list(events)).model_dump_json().encode()
+    """The message body of `events` (one of them alone, several as a batch), from their JSON when
+    it is made already (`encoded`). A batch is written as `ConversationEventBatch` writes itself
+    (a test holds the two equal), without building and validating one (~5 µs a turn)."""
+    parts = encoded if encoded is not None else [event.model_dump_json().encode() for event in events]
+    if len(parts) == 1:
+        return parts[0]
+    return b"".join((_BATCH_HEAD, b",".join(parts), b"]}"))
+
+
+_BATCH_HEAD = b'{"type":"conversation.batch","events":['
 
 
 def conversation_msg_id(events: Sequence[_ConversationEvent]) -> str:

@@ -503,20 +503,21 @@ class SessionRunner:
         assert self.outlet is not None
         headers = trace_headers()  # one turn's context for all of them
         publications: list[Publication] = []
-        for out in state.tail:
+        outbox_json, tail_json = state.events_json()  # as the commit saved them
+        for out, data in zip(state.tail, tail_json, strict=True):
             if out.index <= published_up_to:
                 continue
             if out.event.type == "text_delta":  # an answer's last text, held: plain, as `emit` sends it
-                await self.outlet.publish(out)
+                await self.outlet.publish(out, data)
             else:
-                publications.append(self.outlet.acked(out, headers))
+                publications.append(self.outlet.acked(out, headers, data))
         if state.outbox:
             subject = subjects.conversation_event(self.conv)
-            body = conversation_body(state.outbox)
+            body = conversation_body(state.outbox, outbox_json)
             if len(state.outbox) == 1 or len(body) <= self.deps.nc.max_payload // 2:
                 batches = [(body, state.outbox)]
             else:  # long messages that would not fit one NATS message together go one by one
-                batches = [(conversation_body([e]), [e]) for e in state.outbox]
+                batches = [(data, [e]) for e, data in zip(state.outbox, outbox_json, strict=True)]
             publications += [
                 Publication(subject, data, conversation_msg_id(events), headers) for data, events in batches
             ]

@@ -103,8 +103,6 @@ return 0
 
 log = structlog.get_logger(__name__)
 
-_HISTORY = {"history"}
-
 
 def _json(item: HistoryItem) -> bytes:
     return item.model_dump_json().encode()
@@ -211,7 +209,7 @@ class StateStore(RedisStateStore[SessionState]):
         plus what the turn appended bounds its size (what the turn dropped only makes it smaller);
         over the limit, it is measured item by item, and the oldest history goes first (`shrink`);
         a state still too large is refused."""
-        body = state.model_dump_json(exclude=_HISTORY).encode()
+        body = state.encoded()
         saved_seq, saved_bytes, appended = state.history_to_save()
         if appended is not None:
             json = [_json(item) for item in appended]

@@ -76,9 +76,9 @@ class Outlet:
         await self.publish(out)
         return out
 
-    async def publish(self, out: SessionOutput) -> None:
-        """A numbered event, published as `emit` publishes it."""
-        await self.nc.publish(self.subject, out.model_dump_json().encode())
+    async def publish(self, out: SessionOutput, data: bytes | None = None) -> None:
+        """A numbered event, published as `emit` publishes it (`data`: its JSON, made already)."""
+        await self.nc.publish(self.subject, data if data is not None else out.model_dump_json().encode())
 
     async def hold(self, event: ServerEvent, within_s: float, timing: SessionTiming | None = None) -> None:
         """Number `event` now and publish it with the next publication, or after `within_s`."""
@@ -105,10 +105,13 @@ class Outlet:
         task = asyncio.ensure_future(self.release_held())
         task.add_done_callback(_ignore_failure)  # a lost plain publish: a gap, as for `emit`
 
-    def acked(self, out: SessionOutput, headers: Mapping[str, str] | None = None) -> Publication:
+    def acked(
+        self, out: SessionOutput, headers: Mapping[str, str] | None = None, data: bytes | None = None
+    ) -> Publication:
         """A reserved event as a publication to be acked (`publish_durably_together`), under its
-        `Nats-Msg-Id`, with the trace context given."""
-        return Publication(self.subject, out.model_dump_json().encode(), self._msg_id(out), headers)
+        `Nats-Msg-Id`, with the trace context given (`data`: its JSON, made already)."""
+        body = data if data is not None else out.model_dump_json().encode()
+        return Publication(self.subject, body, self._msg_id(out), headers)
 
     def _msg_id(self, out: SessionOutput) -> str:
         return f"{self._id_prefix}{out.index}"
