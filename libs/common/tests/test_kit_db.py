@@ -38,7 +38,7 @@ async def _one(engine: AsyncEngine) -> Any:
 def pings(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """Every ping a connection makes."""
     made: list[object] = []
-    ping = AsyncAdapt_asyncpg_connection.ping
+    ping: Any = AsyncAdapt_asyncpg_connection.ping  # untyped in SQLAlchemy
 
     def counted(self: AsyncAdapt_asyncpg_connection) -> None:
         made.append(self)
