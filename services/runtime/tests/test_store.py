@@ -369,5 +369,7 @@ def test_a_commit_writes_the_state_as_pydantic_does_and_each_event_once() -> Non
     state.message(MessageRole.USER, "more", now)
     assert len(state.events_json()[0]) == 5
     assert state.encoded() == state.model_dump_json(exclude={"history"}).encode()
-    state.outbox, state.tail = [], []
+    state.published()
+    assert state.__pydantic_private__ is not None
+    assert state.__pydantic_private__["_events_json"] is None  # a held session keeps none of it
     assert state.encoded() == state.model_dump_json(exclude={"history"}).encode()

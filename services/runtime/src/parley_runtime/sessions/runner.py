@@ -524,7 +524,7 @@ class SessionRunner:
         await publish_durably_together(
             self.deps.nc, publications, timeout_s=self.deps.settings.bus_publish_timeout_s
         )
-        state.outbox, state.tail = [], []
+        state.published()
 
     async def _abandon_turn(self) -> None:
         self._take_timing()

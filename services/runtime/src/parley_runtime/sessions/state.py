@@ -173,6 +173,12 @@ class SessionState(BaseModel):
         private["_events_json"] = (items, outbox, tail)
         return outbox, tail
 
+    def published(self) -> None:
+        """The outbox and the tail are out: both emptied, and their JSON let go (a held session
+        keeps its state between turns: the last turn's events would stay in memory with it)."""
+        self.outbox, self.tail = [], []
+        self._private()["_events_json"] = None
+
     def encoded(self) -> bytes:
         """The state's JSON without its history, as `model_dump_json(exclude={"history"})` writes it
         (a test holds the two equal), its outbox and tail from `events_json`."""
