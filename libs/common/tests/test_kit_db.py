@@ -4,9 +4,6 @@ use, without a round trip to ask; one idle for long is pinged first; a recent on
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from parley_common.kit import db
 from parley_devstack.postgres import PostgresServer, create_database
 from parley_devstack.servers import free_port
-
-
-@pytest.fixture
-def pg_dir() -> Iterator[Path]:
-    # Directly under the system temp dir: as root, PostgreSQL runs as a user that must reach it.
-    path = Path(tempfile.mkdtemp(prefix="parley-pg-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def _one(engine: AsyncEngine) -> Any:
@@ -63,10 +52,10 @@ async def test_a_recent_connection_is_used_without_a_ping_and_an_idle_one_is_pin
         await engine.dispose()
 
 
-async def test_connections_the_server_closed_are_replaced_before_use(pg_dir: Path) -> None:
+async def test_connections_the_server_closed_are_replaced_before_use(pg_tmp: Path) -> None:
     """A PostgreSQL restart closes every pooled connection: the next use gets a new one, no error."""
     port = free_port()
-    server = PostgresServer(pg_dir / "data", port=port, durable=True, log_path=pg_dir / "pg.log")
+    server = PostgresServer(pg_tmp / "data", port=port, durable=True, log_path=pg_tmp / "pg.log")
     server.init()
     server.start()
     try:
@@ -79,7 +68,7 @@ async def test_connections_the_server_closed_are_replaced_before_use(pg_dir: Pat
             assert await _one(engine) == 1
             assert await _one(bare) == 1
             await asyncio.to_thread(server.stop)  # the loop runs on, as a service's does
-            server = PostgresServer(pg_dir / "data", port=port, durable=True, log_path=pg_dir / "pg2.log")
+            server = PostgresServer(pg_tmp / "data", port=port, durable=True, log_path=pg_tmp / "pg2.log")
             server.start()
             await asyncio.to_thread(server.wait_ready, 30)
             assert await _one(engine) == 1

@@ -78,7 +78,7 @@ class Outlet:
 
     async def publish(self, out: SessionOutput, data: bytes | None = None) -> None:
         """A numbered event, published as `emit` publishes it (`data`: its JSON, made already)."""
-        await self.nc.publish(self.subject, data if data is not None else out.model_dump_json().encode())
+        await self.nc.publish(self.subject, _body(out, data))
 
     async def hold(self, event: ServerEvent, within_s: float, timing: SessionTiming | None = None) -> None:
         """Number `event` now and publish it with the next publication, or after `within_s`."""
@@ -110,11 +110,15 @@ class Outlet:
     ) -> Publication:
         """A reserved event as a publication to be acked (`publish_durably_together`), under its
         `Nats-Msg-Id`, with the trace context given (`data`: its JSON, made already)."""
-        body = data if data is not None else out.model_dump_json().encode()
-        return Publication(self.subject, body, self._msg_id(out), headers)
+        return Publication(self.subject, _body(out, data), self._msg_id(out), headers)
 
     def _msg_id(self, out: SessionOutput) -> str:
         return f"{self._id_prefix}{out.index}"
+
+
+def _body(out: SessionOutput, data: bytes | None) -> bytes:
+    """An output's JSON: as the caller made it already (a commit's tail, `events_json`), or now."""
+    return data if data is not None else out.model_dump_json().encode()
 
 
 def _ignore_failure(task: asyncio.Future[None]) -> None:
