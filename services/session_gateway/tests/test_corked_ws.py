@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
 
+import pytest
 import structlog
 import uvicorn
 from starlette.applications import Starlette
@@ -20,11 +21,18 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
 
 from parley_common.flag import Flag
 from parley_common.logging import setup_logging
 from parley_session_gateway.connection import SendTurns
-from parley_session_gateway.corked_ws import SEND_TEXT_NOW, CorkedTransport, CorkedWebSocketsProtocol, Inbox
+from parley_session_gateway.corked_ws import (
+    SEND_TEXT_NOW,
+    CorkedTransport,
+    CorkedWebSocketsProtocol,
+    Inbox,
+    text_frame,
+)
 
 
 class Recorded(asyncio.Transport):
@@ -82,6 +90,27 @@ async def test_close_writes_what_is_collected_first_and_abort_drops_it() -> None
     assert raw.writes == [] and raw.aborted
 
 
+async def test_a_frame_alone_is_written_at_once_unless_the_turns_writes_are_collected() -> None:
+    raw = Recorded()
+    corked = CorkedTransport(raw, asyncio.get_running_loop())
+    corked.write_alone(b"tick")  # nothing collected: no wait for the turn's end
+    assert raw.writes == [b"tick"]
+    corked.write(b"a")
+    corked.write_alone(b"b")  # after what this turn collected, in the same write
+    assert raw.writes == [b"tick"]
+    await asyncio.sleep(0)
+    assert raw.writes == [b"tick", b"ab"]
+    raw.closed = True
+    corked.write_alone(b"late")  # a closing transport is not written to
+    assert raw.writes == [b"tick", b"ab"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_a_text_frame_is_the_bytes_websockets_frames(size: int) -> None:
+    payload = ("é" * size).encode()[:size]
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
 LATE: list[bool] = []
 KEPT: list[tuple[Any, Any]] = []  # what the protocol holds of the upgrade once the socket is accepted
 PRIMITIVES: list[tuple[type, type]] = []  # the protocol's receive queue and `writable`, by type
@@ -103,6 +132,7 @@ async def _echo_burst(websocket: WebSocket) -> None:
         if text == "now":  # written at once, in order with what ASGI sent before it
             await websocket.send_text("before")
             assert send_now("now-0") and send_now("now-1")
+            assert send_now("alone-é", True) and send_now("x" * 70_000, True)  # framed here
             continue
         for i in range(3):  # three frames in one loop turn: one write
             await websocket.send_text(f"{text}-{i}")
@@ -140,7 +170,7 @@ async def test_a_real_socket_behind_uvicorn_gets_every_frame_in_order_and_the_cl
             await ws.send(word)
             assert [await ws.recv() for _ in range(3)] == [f"{word}-{i}" for i in range(3)]
         await ws.send("now")
-        assert [await ws.recv() for _ in range(3)] == ["before", "now-0", "now-1"]
+        assert [await ws.recv() for _ in range(5)] == ["before", "now-0", "now-1", "alone-é", "x" * 70_000]
         await ws.send("bye")
         assert await ws.recv() == "closing"
         await ws.wait_closed()

@@ -5,6 +5,7 @@ taking frames holds up nobody else's ticks."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from parley_common.auth_contract import CredentialKind
 from parley_common.session_contract import ServerTextDelta, ServerTurnComplete
@@ -20,9 +21,11 @@ class Counted:
     def __init__(self, loop: asyncio.AbstractEventLoop, fail: bool = False) -> None:
         self.loop, self.fail = loop, fail
         self.at: list[float] = []
+        self.told: list[float] = []  # the time each tick was told
 
-    def tick(self) -> None:
+    def tick(self, now: float) -> None:
         self.at.append(self.loop.time())
+        self.told.append(now)
         if self.fail:
             raise RuntimeError("broken")
 
@@ -47,6 +50,23 @@ async def test_each_connection_once_per_interval_spread_over_it() -> None:
         ticker.discard(conn)
     await asyncio.sleep(INTERVAL_S * 1.5)
     assert ticker._task is None  # no connection left: the timer stopped
+
+
+async def test_a_group_is_told_one_time_the_wall_clocks() -> None:
+    """The clock is read once per group visited: connections ticked together are told the same
+    `now`, in Unix seconds, and a later visit tells a later one."""
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(INTERVAL_S)
+    first, second = Counted(loop), Counted(loop)
+    ticker.add(first)
+    ticker.add(second)  # the same group
+    async with asyncio.timeout(5):
+        while len(second.told) < 2:
+            await asyncio.sleep(0.01)
+    assert first.told[:2] == second.told[:2]
+    assert first.told[0] < first.told[1] and abs(first.told[1] - time.time()) < 1
+    ticker.discard(first)
+    ticker.discard(second)
 
 
 async def test_the_first_tick_one_interval_after_joining_and_none_after_leaving() -> None:

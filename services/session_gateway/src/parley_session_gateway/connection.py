@@ -90,7 +90,7 @@ class SessionConnection(ABC):
         self._send_lock = SendTurns()
         # corked_ws's text frame written at once (a served gateway; None in tests' fake sockets)
         extensions = getattr(ws, "scope", {}).get("extensions") or {}
-        self._write_now: Callable[[str], bool] | None = extensions.get(SEND_TEXT_NOW)
+        self._write_now: Callable[[str, bool], bool] | None = extensions.get(SEND_TEXT_NOW)
         # Flags, not asyncio.Events: each Event kept a 760-byte deque for the socket's life (flag.py).
         self._done = Flag()
         self._greeted = Flag()  # the protocol's greeting is out: events may follow
@@ -352,11 +352,12 @@ class SessionConnection(ABC):
                 if not self._sealed:  # after a revocation's last frame, nothing more goes out
                     await self.ws.send_text(text)
 
-    def _send_text_now(self, text: str) -> bool:
+    def _send_text_now(self, text: str, alone: bool = False) -> bool:
         """The frame written at once, without waiting (corked_ws's `SEND_TEXT_NOW`), when nothing
-        else is being sent or waiting to be, so the order holds; False: send it the usual way."""
+        else is being sent or waiting to be, so the order holds; False: send it the usual way.
+        `alone`: no other frame of this loop turn joins it in one write (a tick)."""
         write_now = self._write_now
-        return write_now is not None and self._send_lock.idle and not self._sealed and write_now(text)
+        return write_now is not None and self._send_lock.idle and not self._sealed and write_now(text, alone)
 
 
 class SendTurns:

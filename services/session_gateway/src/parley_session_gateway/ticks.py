@@ -9,12 +9,14 @@ group visited last: its first tick comes one interval after it joined, as with i
 timer runs while any connection is registered.
 
 What a tick sends is the connection's business (`Ticked.tick`, which must not block: a client that
-stopped reading must hold up only its own frames).
+stopped reading must hold up only its own frames). The clock is read once per group visited, and
+each of the group's connections is told the time (`now`, Unix seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol
 
 import structlog
@@ -25,8 +27,8 @@ SLOTS = 10
 
 
 class Ticked(Protocol):
-    def tick(self) -> None:
-        """Send this connection's periodic frame, without blocking."""
+    def tick(self, now: float) -> None:
+        """Send this connection's periodic frame as of `now` (Unix seconds), without blocking."""
 
 
 class Ticker:
@@ -79,9 +81,10 @@ class Ticker:
                     due, delay = loop.time(), 0.0
                 await asyncio.sleep(max(delay, 0.0))
                 self._visited = (self._visited + 1) % SLOTS
+                now = time.time()
                 for conn in list(self._slots[self._visited]):
                     try:
-                        conn.tick()
+                        conn.tick(now)
                     except Exception:  # one connection's trouble must not stop the others' ticks
                         log.exception("gateway.tick_failed")
         finally:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -81,6 +81,9 @@ class RealtimeConnection(SessionConnection):
         self.audio_mode: Literal["utterance", "stream"] | None = None
         self.timing: SessionTiming | None = None
         self._timing_rank: tuple[int, int] | None = None  # how recent `timing` is (`timing_rank`)
+        # `timing` in Unix seconds (started, deadline or None): what a tick counts from, without
+        # building datetimes for each tick of each socket.
+        self._clock: tuple[float, float | None] | None = None
         self._ticking: asyncio.Task[None] | None = None  # the tick being sent (`tick`)
 
     # ----------------------------------------------------------------------------- handshake
@@ -292,7 +295,9 @@ class RealtimeConnection(SessionConnection):
             # A tick due soon comes with the turn's end, with the new deadline, in the same write
             # (corked_ws.py); the timer's next one for this socket comes an interval later. A
             # session answered about every interval then costs no write of its own for its ticks.
-            frame = self._tick_frame() if self.timing is not None and ticks.tick_early(self) else None
+            frame = (
+                self._tick_frame(time.time()) if self._clock is not None and ticks.tick_early(self) else None
+            )
             if frame is not None:
                 with contextlib.suppress(Exception):  # the socket is gone: the receive loop ends it
                     await self._send_text(frame)
@@ -309,6 +314,8 @@ class RealtimeConnection(SessionConnection):
         a catch-up, and their timing must not replace a newer one)."""
         if self._timing_rank is None or rank >= self._timing_rank:
             self.timing, self._timing_rank = timing, rank
+            deadline = timing.deadline_at.timestamp() if timing.deadline_at is not None else None
+            self._clock = (timing.started_at.timestamp(), deadline)
 
     async def _pump(self) -> None:
         # Ticked by the gateway's one timer (ticks.py) while the session runs.
@@ -323,24 +330,23 @@ class RealtimeConnection(SessionConnection):
             if self._ticking is not None:
                 self._ticking.cancel()
 
-    def tick(self) -> None:
-        """The ticker's call, every tick interval: a `tick` from the runtime's timing, written at
-        once when nothing else is being sent (`_send_text_now`), else by a short task of its own. A
-        previous tick still waiting on the socket (a client that stopped reading) is not joined by
-        another."""
-        frame = self._tick_frame() if self._ticking is None else None
-        if frame is not None and not self._send_text_now(frame):  # no task when it can go at once
+    def tick(self, now: float) -> None:
+        """The ticker's call, every tick interval (`now`: Unix seconds): a `tick` from the
+        runtime's timing, written at once when nothing else is being sent (`_send_text_now`, alone
+        in its write), else by a short task of its own. A previous tick still waiting on the socket
+        (a client that stopped reading) is not joined by another."""
+        frame = self._tick_frame(now) if self._ticking is None else None
+        if frame is not None and not self._send_text_now(frame, alone=True):  # no task when it can go at once
             self._ticking = asyncio.create_task(self._send_tick(frame), name="realtime-tick")
 
-    def _tick_frame(self) -> str | None:
-        """A `tick` as of now, from the runtime's timing (None before there is one)."""
-        timing = self.timing
-        if timing is None:
+    def _tick_frame(self, now: float) -> str | None:
+        """A `tick` as of `now` (Unix seconds), from the runtime's timing (None before there is one)."""
+        clock = self._clock
+        if clock is None:
             return None
-        now = datetime.now(UTC)
-        remaining = (timing.deadline_at - now).total_seconds() if timing.deadline_at else 0.0
-        elapsed = (now - timing.started_at).total_seconds()
-        return tick_json(max(0, int(remaining * 1000)), max(0, int(elapsed * 1000)))
+        started, deadline = clock
+        remaining = deadline - now if deadline is not None else 0.0
+        return tick_json(max(0, int(remaining * 1000)), max(0, int((now - started) * 1000)))
 
     async def _send_tick(self, frame: str) -> None:
         try:
