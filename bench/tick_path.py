@@ -1,0 +1,182 @@
+"""What the gateway's process spends on one `tick` to one held socket, the frame written as before
+change 81 (a datetime per tick, websockets' `send_text`, collected for the loop turn's end) and as
+now (the group's one clock reading, `corked_ws.text_frame`, written alone at once), in one process.
+
+    python -m bench.tick_path [--sockets 2000] [--rounds 5] [--ticks 20]
+
+A uvicorn server with the gateway's `CorkedWebSocketsProtocol` holds `--sockets` WebSockets opened
+by a client in another process (which reads and drops what it is sent, so its CPU is not counted).
+Each round ticks every socket `--ticks` times the old way and the same number the new way (the
+order alternating), and prints this process's CPU per tick of each, the write system calls
+included. See docs/performance.md, "Ticks: one clock reading a group, the frame made here".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import socket
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from bench.client_loop import run_client
+from parley_session_gateway.corked_ws import SEND_TEXT_NOW, CorkedWebSocketsProtocol
+from parley_session_gateway.realtime.connection import tick_json
+
+
+class Held:
+    """The sockets held: each one's `SEND_TEXT_NOW`, and `all_in` once `wanted` are."""
+
+    def __init__(self, wanted: int) -> None:
+        self.wanted, self.sends, self.all_in = wanted, list[Any](), asyncio.Event()
+
+
+HELD = Held(0)
+
+
+async def _hold(websocket: WebSocket) -> None:
+    await websocket.accept()
+    HELD.sends.append(websocket.scope["extensions"][SEND_TEXT_NOW])
+    if len(HELD.sends) == HELD.wanted:
+        HELD.all_in.set()
+    await websocket.receive()  # until the client goes
+
+
+def _clients(port: int, count: int, ready: Any, done: Any, received: Any) -> None:
+    async def main() -> None:
+        from websockets.asyncio.client import connect
+
+        sockets = [await connect(f"ws://127.0.0.1:{port}/ws", compression=None) for _ in range(count)]
+        readers = [asyncio.create_task(_drain(ws)) for ws in sockets]
+        ready.set()
+        await asyncio.get_running_loop().run_in_executor(None, done.wait)
+        for task in readers:
+            task.cancel()
+        for ws in sockets:
+            await ws.close()
+
+    async def _drain(ws: Any) -> None:
+        frames = 0
+        try:
+            async for _ in ws:
+                frames += 1
+        finally:
+            with received.get_lock():
+                received.value += frames
+
+    run_client(main())
+
+
+def old_tick(started: datetime, deadline: datetime) -> Callable[[Any], None]:
+    """A tick as the gateway sent one before change 81: its datetimes, websockets' framing, collected."""
+
+    def tick(send_now: Any) -> None:
+        now = datetime.now(UTC)
+        remaining = (deadline - now).total_seconds()
+        elapsed = (now - started).total_seconds()
+        text = tick_json(max(0, int(remaining * 1000)), max(0, int(elapsed * 1000)))
+        protocol = send_now.__self__
+        protocol.conn.send_text(text.encode())
+        protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+
+    return tick
+
+
+def new_tick(started: float, deadline: float, alone: bool = True) -> Callable[[Any, float], None]:
+    """A tick as change 81 sends one (`alone=False`: framed here but collected for the turn's end)."""
+
+    def tick(send_now: Any, now: float) -> None:
+        text = tick_json(max(0, int((deadline - now) * 1000)), max(0, int((now - started) * 1000)))
+        if not send_now(text, alone):
+            raise RuntimeError("a tick was declined: the figures would leave out its write")
+
+    return tick
+
+
+async def measure(sockets: int, rounds: int, ticks: int) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = uvicorn.Config(
+        Starlette(routes=[WebSocketRoute("/ws", _hold)]),
+        host="127.0.0.1",
+        port=port,
+        ws=CorkedWebSocketsProtocol,
+        ws_per_message_deflate=False,
+        log_config=None,
+        lifespan="off",
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+    global HELD
+    HELD = Held(sockets)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+        await asyncio.sleep(0.01)
+    ctx = multiprocessing.get_context("spawn")
+    ready, done, received = ctx.Event(), ctx.Event(), ctx.Value("q", 0)
+    clients = ctx.Process(target=_clients, args=(port, sockets, ready, done, received))
+    clients.start()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, ready.wait)
+    await HELD.all_in.wait()
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    deadline = started + timedelta(minutes=10)
+    old = old_tick(started, deadline)
+    variants = {
+        "collected": new_tick(started.timestamp(), deadline.timestamp(), alone=False),
+        "new": new_tick(started.timestamp(), deadline.timestamp()),
+    }
+
+    async def run(variant: str) -> float:
+        cpu = 0.0
+        for _ in range(ticks):
+            await asyncio.sleep(0.05)  # the client reads; the sockets' buffers stay empty
+            began = time.process_time()
+            if variant == "old":
+                for send_now in HELD.sends:
+                    old(send_now)
+            else:
+                new, now = variants[variant], time.time()
+                for send_now in HELD.sends:
+                    new(send_now, now)
+            await asyncio.sleep(0)  # the collected writes go out at the loop turn's end
+            cpu += time.process_time() - began
+        return cpu / (ticks * sockets) * 1e6
+
+    print(f"{sockets} sockets, {ticks} ticks each per variant and round; µs of this process's CPU per tick")
+    print("round  before  framed here, collected  change 81  ratio")
+    for index in range(rounds):
+        order = ("old", "collected", "new") if index % 2 == 0 else ("new", "collected", "old")
+        figures = {variant: await run(variant) for variant in order}
+        before, collected, after = figures["old"], figures["collected"], figures["new"]
+        print(f"{index + 1:5}  {before:6.2f}  {collected:22.2f}  {after:9.2f}  {after / before:.2f}")
+    await asyncio.sleep(1)  # the last ticks reach the client
+    done.set()
+    await loop.run_in_executor(None, clients.join, 30)
+    print(f"frames the client read: {received.value} of {3 * rounds * ticks * sockets} sent")
+    server.should_exit = True
+    await asyncio.wait_for(serving, 30)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sockets", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--ticks", type=int, default=20)
+    args = parser.parse_args(argv)
+    run_client(measure(args.sockets, args.rounds, args.ticks))
+
+
+if __name__ == "__main__":
+    main()
