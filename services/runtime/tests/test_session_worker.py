@@ -131,7 +131,8 @@ async def test_a_redelivered_start_is_left_to_the_living_owner(rt: Stack) -> Non
 
 async def _renew(rt: Stack, worker: SessionWorker, start: SessionStart) -> None:
     while True:
-        await rt.deps().store.renew_leases([start.conversation_id], worker.deps.token)
+        store = rt.deps().store
+        await store.renew_leases([store.lease_key(start.conversation_id)], worker.deps.token)
         await asyncio.sleep(0.2)
 
 

@@ -104,10 +104,10 @@ async def test_the_lease_belongs_to_the_owner_and_claims_are_counted(redis: Redi
     assert (await store.claim(conv, "worker-a")).claims == 1
     assert await store.lease_holder(conv) == "worker-a"
     # Another worker's heartbeat or release never touches a lease it does not hold.
-    await store.renew_leases([conv], "worker-b")
+    await store.renew_leases([store.lease_key(conv)], "worker-b")
     await store.release(conv, "worker-b")
     assert await store.lease_holder(conv) == "worker-a"
-    await store.renew_leases([conv], "worker-a")
+    await store.renew_leases([store.lease_key(conv)], "worker-a")
     assert 1000 < await redis.pttl(f"parley:rt:session:{conv}:lease") <= 2000
     # Handed over: the lease goes, the next claimant takes it and is counted.
     await store.release(conv, "worker-a")
@@ -157,7 +157,7 @@ async def test_a_lease_that_lapsed_while_redis_was_away_is_renewed_by_its_holder
     conv = new_state().conversation_id
     await store.claim(conv, "worker-a")
     await redis.delete(f"parley:rt:session:{conv}:lease")  # as if it expired during an outage
-    await store.renew_leases([conv], "worker-a")
+    await store.renew_leases([store.lease_key(conv)], "worker-a")
     assert await store.lease_holder(conv) == "worker-a"
 
 

@@ -21,7 +21,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from parley_common.jetstream import fetch_batch, hand_back
+from parley_common.jetstream import fetch_batch, hand_back, in_progress
 from parley_runtime.bus import WorkQueue
 
 log = structlog.get_logger(__name__)
@@ -85,17 +85,13 @@ class QueueWorker(Generic[H]):
                 await self.claim(msg)
 
     async def beat(self) -> None:
-        """`in progress` for every held message (nats-py buffers them while the broker is away)."""
-        # One after the other: each only appends to the connection's write buffer, and a task per
-        # message (`gather`) cost more than the publish itself.
-        failures: list[Exception] = []
-        for held in [h for h in self.held.values() if not h.acked]:
-            try:
-                await held.msg.in_progress()
-            except Exception as exc:
-                failures.append(exc)
-        if failures:
-            log.warning(f"{self.name}.heartbeat_failed", count=len(failures), error=str(failures[0]))
+        """`in progress` for every held message, in one write (nats-py buffers it while the broker
+        is away)."""
+        held = [h.msg for h in self.held.values() if not h.acked]
+        try:
+            await in_progress(held)
+        except Exception as exc:
+            log.warning(f"{self.name}.heartbeat_failed", count=len(held), error=str(exc))
 
     async def hand_back(self) -> None:
         """Give everything still held back to JetStream and stop pulling (the fetch task is

@@ -246,16 +246,21 @@ class StateStore(RedisStateStore[SessionState]):
 
     async def lease_holder(self, conversation_id: UUID) -> str | None:
         """Who holds the session's lease (None: nobody, its owner is gone). Not retried."""
-        raw = await self.redis.get(self.key(conversation_id, "lease"))
+        raw = await self.redis.get(self.lease_key(conversation_id))
         return None if raw is None else cast(bytes, raw).decode()
 
-    async def renew_leases(self, conversation_ids: Sequence[UUID], token: str) -> None:
-        """One round trip for every session this worker runs (called every claim heartbeat)."""
-        if conversation_ids:
-            keys = [self.key(c, "lease") for c in conversation_ids]
-            await self._renew(keys=keys, args=[token, self.lease_ms])
+    def lease_key(self, conversation_id: UUID) -> str:
+        """The key of the session's lease: a worker makes it once per session it runs, not at
+        every heartbeat (a UUID's text and the key's format, ~1.3 µs each time)."""
+        return self.key(conversation_id, "lease")
+
+    async def renew_leases(self, lease_keys: Sequence[str], token: str) -> None:
+        """One round trip for every session this worker runs (called every claim heartbeat), by
+        their `lease_key`s."""
+        if lease_keys:
+            await self._renew(keys=list(lease_keys), args=[token, self.lease_ms])
 
     async def release(self, conversation_id: UUID, token: str) -> None:
         """Give the lease up (the session is closed or handed over): the next worker offered the
         session takes it at once."""
-        await self._release(keys=[self.key(conversation_id, "lease")], args=[token])
+        await self._release(keys=[self.lease_key(conversation_id)], args=[token])

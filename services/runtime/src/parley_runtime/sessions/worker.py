@@ -53,6 +53,7 @@ assert set(OWN_STREAMS) <= set(STREAMS)
 @dataclass
 class _Claim(Held):
     runner: SessionRunner | None = None
+    lease_key: str = ""  # the session's lease in Redis (`StateStore.lease_key`), renewed each heartbeat
 
 
 class SessionWorker(QueueWorker[_Claim]):
@@ -124,7 +125,7 @@ class SessionWorker(QueueWorker[_Claim]):
             return
         if (msg.metadata.num_delivered or 1) > 1 and await self._owned_elsewhere(start.conversation_id):
             return
-        claim = _Claim(msg=msg)
+        claim = _Claim(msg=msg, lease_key=self.deps.store.lease_key(start.conversation_id))
         self.claims[start.conversation_id] = claim
         self._gauge()
         runner = claim.runner = SessionRunner(self.deps, start, claim)
@@ -190,7 +191,7 @@ class SessionWorker(QueueWorker[_Claim]):
             await asyncio.sleep(self.settings.runtime_claim_heartbeat_s * 4)
 
     async def _renew_leases(self) -> None:
-        running = [conv for conv, c in self.claims.items() if not c.acked]
+        running = [c.lease_key for c in self.claims.values() if not c.acked]
         try:
             await self.deps.store.renew_leases(running, self.deps.token)
         except Exception as exc:
