@@ -13,7 +13,6 @@ docs/performance.md, "A worker's heartbeat: one write for every claim".
 
 from __future__ import annotations
 
-import argparse
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bench._embedded_nats import embedded_nats, median
+from bench._options import int_options
 from bench.client_loop import run_client
 from parley_common.jetstream import in_progress
 from parley_runtime.sessions.store import StateStore
@@ -80,13 +80,7 @@ async def measure(sessions: int, beats: int, rounds: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--sessions", type=int, default=5000)
-    parser.add_argument("--beats", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv)
+    args = int_options(__doc__, argv, sessions=5000, beats=20, rounds=5)
     run_client(measure(args.sessions, args.beats, args.rounds))
 
 

@@ -13,10 +13,8 @@ included. See docs/performance.md, "Ticks: one clock reading a group, the frame 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import multiprocessing
-import socket
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -27,7 +25,9 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from bench._options import int_options
 from bench.client_loop import run_client
+from parley_devstack.servers import free_port
 from parley_session_gateway.corked_ws import SEND_TEXT_NOW, CorkedWebSocketsProtocol
 from parley_session_gateway.realtime.connection import tick_json
 
@@ -102,9 +102,7 @@ def new_tick(started: float, deadline: float, alone: bool = True) -> Callable[[A
 
 
 async def measure(sockets: int, rounds: int, ticks: int) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     config = uvicorn.Config(
         Starlette(routes=[WebSocketRoute("/ws", _hold)]),
         host="127.0.0.1",
@@ -168,13 +166,7 @@ async def measure(sockets: int, rounds: int, ticks: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--sockets", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--ticks", type=int, default=20)
-    args = parser.parse_args(argv)
+    args = int_options(__doc__, argv, sockets=2000, rounds=5, ticks=20)
     run_client(measure(args.sockets, args.rounds, args.ticks))
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import nats
 import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
 
 from parley_devstack.servers import ValkeyServer
 
@@ -18,3 +25,26 @@ def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
     server.wait_ready(30)
     yield server
     server.stop()
+
+
+@dataclass
+class ScratchStream:
+    nc: Client
+    js: JetStreamContext
+    name: str
+    subject: str
+
+
+@pytest.fixture
+async def scratch_stream(infra: Any) -> AsyncIterator[ScratchStream]:
+    """A stream of the test's own (one subject) on the test NATS, and a connection to it; the
+    stream is deleted and the connection closed after the test."""
+    name = f"TEST_{uuid.uuid4().hex[:8].upper()}"
+    nc = await nats.connect(infra.nats_url)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=name, subjects=[f"test.{name}"]))
+    try:
+        yield ScratchStream(nc, js, name, f"test.{name}")
+    finally:
+        await js.delete_stream(name)
+        await nc.close()

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from typing import Any
 
-import nats
 from nats.aio.msg import Msg
-from nats.js.api import StreamConfig
 
 from parley_common.jetstream import DurableConsumer
+
+from .conftest import ScratchStream
 
 
 class Gated(DurableConsumer):
@@ -32,28 +30,20 @@ class Gated(DurableConsumer):
         await self.ack(msg, applied=True)
 
 
-async def test_a_batch_under_way_is_finished_and_acked_by_stop(infra: Any) -> None:
-    stream = f"TEST_{uuid.uuid4().hex[:8].upper()}"
-    subject = f"test.{stream}"
-    nc = await nats.connect(infra.nats_url)
-    js = nc.jetstream()
-    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
-    try:
-        consumer = Gated(stream, subject)
-        await consumer.start(nc)
-        await js.publish(subject, b"one")
-        await asyncio.wait_for(consumer.entered.wait(), timeout=10)
-        stopping = asyncio.create_task(consumer.stop())
-        await asyncio.sleep(0.2)
-        consumer.gate.set()  # the handler finishes while stop() waits for it
-        await stopping
-        assert consumer.seen == [b"one"]
-        await asyncio.sleep(0.2)  # the ack is a publish: let it reach the server
-        info = await js.consumer_info(stream, "gated")
-        assert (info.num_ack_pending, info.num_pending) == (0, 0)
-    finally:
-        await js.delete_stream(stream)
-        await nc.close()
+async def test_a_batch_under_way_is_finished_and_acked_by_stop(scratch_stream: ScratchStream) -> None:
+    js, stream, subject = scratch_stream.js, scratch_stream.name, scratch_stream.subject
+    consumer = Gated(stream, subject)
+    await consumer.start(scratch_stream.nc)
+    await js.publish(subject, b"one")
+    await asyncio.wait_for(consumer.entered.wait(), timeout=10)
+    stopping = asyncio.create_task(consumer.stop())
+    await asyncio.sleep(0.2)
+    consumer.gate.set()  # the handler finishes while stop() waits for it
+    await stopping
+    assert consumer.seen == [b"one"]
+    await asyncio.sleep(0.2)  # the ack is a publish: let it reach the server
+    info = await js.consumer_info(stream, "gated")
+    assert (info.num_ack_pending, info.num_pending) == (0, 0)
 
 
 class Timed(DurableConsumer):
@@ -75,18 +65,14 @@ class Timed(DurableConsumer):
 
 
 async def test_messages_gather_into_batches_under_load_and_come_at_once_after_a_quiet_spell(
-    infra: Any,
+    scratch_stream: ScratchStream,
 ) -> None:
     """`batch_wait_s` paces the batches under load; it does not delay a message that comes after a
     quiet spell, nor the next one (it used to follow every batch, whatever came before)."""
-    stream = f"TEST_{uuid.uuid4().hex[:8].upper()}"
-    subject = f"test.{stream}"
-    nc = await nats.connect(infra.nats_url)
-    js = nc.jetstream()
-    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
-    consumer = Timed(stream, subject, batch_wait_s=1.5)
+    js, subject = scratch_stream.js, scratch_stream.subject
+    consumer = Timed(scratch_stream.name, subject, batch_wait_s=1.5)
     try:
-        await consumer.start(nc)
+        await consumer.start(scratch_stream.nc)
         await asyncio.sleep(1.7)  # quiet for longer than batch_wait_s
         for data in (b"alone", b"next"):
             sent = time.monotonic()
@@ -107,5 +93,3 @@ async def test_messages_gather_into_batches_under_load_and_come_at_once_after_a_
         assert consumer.batches[2][0] - consumer.batches[0][0] >= 1.5
     finally:
         await consumer.stop()
-        await js.delete_stream(stream)
-        await nc.close()
