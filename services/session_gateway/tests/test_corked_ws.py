@@ -90,19 +90,25 @@ async def test_close_writes_what_is_collected_first_and_abort_drops_it() -> None
     assert raw.writes == [] and raw.aborted
 
 
-async def test_a_frame_alone_is_written_at_once_unless_the_turns_writes_are_collected() -> None:
-    raw = Recorded()
-    corked = CorkedTransport(raw, asyncio.get_running_loop())
-    corked.write_alone(b"tick")  # nothing collected: no wait for the turn's end
-    assert raw.writes == [b"tick"]
-    corked.write(b"a")
-    corked.write_alone(b"b")  # after what this turn collected, in the same write
-    assert raw.writes == [b"tick"]
+async def test_frames_alone_go_out_together_at_the_turns_end_after_what_a_socket_collected() -> None:
+    loop = asyncio.get_running_loop()
+    one, two = Recorded(), Recorded()
+    first, second = CorkedTransport(one, loop), CorkedTransport(two, loop)
+    first.write_alone(b"tick-1")
+    second.write_alone(b"tick-2")
+    assert one.writes == two.writes == []  # at the turn's end, together
     await asyncio.sleep(0)
-    assert raw.writes == [b"tick", b"ab"]
-    raw.closed = True
-    corked.write_alone(b"late")  # a closing transport is not written to
-    assert raw.writes == [b"tick", b"ab"]
+    assert (one.writes, two.writes) == ([b"tick-1"], [b"tick-2"])
+    first.write(b"a")
+    first.write_alone(b"b")  # after what this socket collected in this turn, in the same write
+    second.write_alone(b"c")
+    second.write(b"d")  # collected after a frame alone: written after it
+    await asyncio.sleep(0)
+    assert (one.writes, two.writes) == ([b"tick-1", b"ab"], [b"tick-2", b"c", b"d"])
+    one.closed = True
+    first.write_alone(b"late")  # a transport closing by the turn's end is not written to
+    await asyncio.sleep(0)
+    assert one.writes == [b"tick-1", b"ab"]
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])

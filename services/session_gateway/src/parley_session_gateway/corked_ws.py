@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import weakref
 from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -55,12 +56,13 @@ class CorkedTransport(asyncio.Transport):
         self._corked.append(bytes(data))
 
     def write_alone(self, data: bytes) -> None:
-        """`data` that nothing else of this loop turn will join: written at once, unless writes of
-        this turn are collected already (then after them, in order)."""
+        """`data` that nothing else of this socket's loop turn will join: written at the turn's end
+        with every other socket's such data (`Burst`), or after this turn's collected writes, in
+        order, when there are any."""
         if self._corked:
             self._corked.append(data)
-        elif not self._transport.is_closing():
-            self._transport.write(data)
+        else:
+            Burst.of(self._loop).add(self._transport, data)
 
     def _uncork(self) -> None:
         corked, self._corked = self._corked, []
@@ -112,6 +114,37 @@ class CorkedTransport(asyncio.Transport):
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._transport.get_protocol()
+
+
+class Burst:
+    """The frames written alone in one turn of a loop (a group's ticks), written together at its
+    end, one socket after the other: one `call_soon` for all of them, where collecting each
+    socket's writes cost one each, and the edge finds the sockets ready together rather than
+    woken for each in turn. The second pass touches only each socket's transport and bytes."""
+
+    _of: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Burst] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: list[tuple[asyncio.Transport, bytes]] = []
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> Burst:
+        burst = cls._of.get(loop)
+        if burst is None:
+            burst = cls._of[loop] = cls(loop)
+        return burst
+
+    def add(self, transport: asyncio.Transport, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._write)
+        self._pending.append((transport, data))
+
+    def _write(self) -> None:
+        pending, self._pending = self._pending, []
+        for transport, data in pending:
+            if not transport.is_closing():
+                transport.write(data)
 
 
 class Inbox:
