@@ -1,14 +1,17 @@
 """What the gateway's process spends on one `tick` to one held socket, the frame written as before
-change 81 (a datetime per tick, websockets' `send_text`, collected for the loop turn's end) and as
-now (the group's one clock reading, `corked_ws.text_frame`, written alone at once), in one process.
+change 81 (a datetime per tick, websockets' `send_text`, collected for the loop turn's end one
+socket at a time) and as now (the group's one clock reading, `corked_ws.text_frame`, written with
+the other sockets' ticks at the turn's end, `Burst`), in one process; and what reading them costs
+the client.
 
     python -m bench.tick_path [--sockets 2000] [--rounds 5] [--ticks 20]
 
 A uvicorn server with the gateway's `CorkedWebSocketsProtocol` holds `--sockets` WebSockets opened
-by a client in another process (which reads and drops what it is sent, so its CPU is not counted).
-Each round ticks every socket `--ticks` times the old way and the same number the new way (the
-order alternating), and prints this process's CPU per tick of each, the write system calls
-included. See docs/performance.md, "Ticks: one clock reading a group, the frame made here".
+by a client in another process, which reads and drops what it is sent. Each round ticks every
+socket `--ticks` times the old way, framed here but collected the old way, and as now (the order
+alternating), and prints this process's CPU per tick of each (its write system calls included)
+and the client's (psutil, whose clock counts in 10 ms steps). See docs/performance.md, "Ticks:
+one clock reading a group, the frame made here, the group's writes together".
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psutil
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -134,8 +138,15 @@ async def measure(sockets: int, rounds: int, ticks: int) -> None:
         "new": new_tick(started.timestamp(), deadline.timestamp()),
     }
 
-    async def run(variant: str) -> float:
-        cpu = 0.0
+    reader = psutil.Process(clients.pid)
+
+    def reader_cpu() -> float:
+        times = reader.cpu_times()
+        return float(times.user + times.system)
+
+    async def run(variant: str) -> tuple[float, float]:
+        """This process's and the reading client's CPU per tick, in µs."""
+        cpu, read_before = 0.0, reader_cpu()
         for _ in range(ticks):
             await asyncio.sleep(0.05)  # the client reads; the sockets' buffers stay empty
             began = time.process_time()
@@ -148,15 +159,25 @@ async def measure(sockets: int, rounds: int, ticks: int) -> None:
                     new(send_now, now)
             await asyncio.sleep(0)  # the collected writes go out at the loop turn's end
             cpu += time.process_time() - began
-        return cpu / (ticks * sockets) * 1e6
+        await asyncio.sleep(0.05)  # the client reads the last ones
+        read = reader_cpu() - read_before
+        return cpu / (ticks * sockets) * 1e6, read / (ticks * sockets) * 1e6
 
-    print(f"{sockets} sockets, {ticks} ticks each per variant and round; µs of this process's CPU per tick")
-    print("round  before  framed here, collected  change 81  ratio")
+    print(f"{sockets} sockets, {ticks} ticks each per variant and round; µs of CPU per tick")
+    print("        this process (the gateway's part)                 the client reading")
+    print("round  before  framed here, collected  change 81  ratio   before  collected  change 81")
     for index in range(rounds):
         order = ("old", "collected", "new") if index % 2 == 0 else ("new", "collected", "old")
         figures = {variant: await run(variant) for variant in order}
-        before, collected, after = figures["old"], figures["collected"], figures["new"]
-        print(f"{index + 1:5}  {before:6.2f}  {collected:22.2f}  {after:9.2f}  {after / before:.2f}")
+        (before, read_before), (collected, read_collected), (after, read_after) = (
+            figures["old"],
+            figures["collected"],
+            figures["new"],
+        )
+        print(
+            f"{index + 1:5}  {before:6.2f}  {collected:22.2f}  {after:9.2f}  {after / before:.2f}"
+            f"   {read_before:6.2f}  {read_collected:9.2f}  {read_after:9.2f}"
+        )
     await asyncio.sleep(1)  # the last ticks reach the client
     done.set()
     await loop.run_in_executor(None, clients.join, 30)
