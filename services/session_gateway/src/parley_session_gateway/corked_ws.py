@@ -16,8 +16,8 @@ task, an await or Starlette's and uvicorn's layers in between (~10 µs a frame),
 websockets would only frame it. It declines (False) whenever `send` would do more than write (not
 open, closing, the socket paused for writing); the app then sends as usual. The gateway uses it
 only when nothing else is being sent on the socket, so frames keep their order. `alone`: a frame
-nothing else of this loop turn will join (a tick), written at once rather than at the turn's end
-when nothing is collected, without the `call_soon` that collecting costs.
+nothing else of its socket's loop turn will join (a tick): written at the turn's end together with
+every other socket's such frame (`Burst`, one `call_soon` for all), not collected per socket.
 """
 
 from __future__ import annotations

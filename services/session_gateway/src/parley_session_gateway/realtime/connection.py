@@ -332,9 +332,10 @@ class RealtimeConnection(SessionConnection):
 
     def tick(self, now: float) -> None:
         """The ticker's call, every tick interval (`now`: Unix seconds): a `tick` from the
-        runtime's timing, written at once when nothing else is being sent (`_send_text_now`, alone
-        in its write), else by a short task of its own. A previous tick still waiting on the socket
-        (a client that stopped reading) is not joined by another."""
+        runtime's timing, written without a task when nothing else is being sent (`_send_text_now`,
+        with the group's other ticks at the loop turn's end), else by a short task of its own. A
+        previous tick still waiting on the socket (a client that stopped reading) is not joined by
+        another."""
         frame = self._tick_frame(now) if self._ticking is None else None
         if frame is not None and not self._send_text_now(frame, alone=True):  # no task when it can go at once
             self._ticking = asyncio.create_task(self._send_tick(frame), name="realtime-tick")
