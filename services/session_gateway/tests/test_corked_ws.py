@@ -9,6 +9,7 @@ import gc
 import logging
 import socket
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
@@ -109,6 +110,23 @@ async def test_frames_alone_go_out_together_at_the_turns_end_after_what_a_socket
     first.write_alone(b"late")  # a transport closing by the turn's end is not written to
     await asyncio.sleep(0)
     assert one.writes == [b"tick-1", b"ab"]
+
+
+def test_a_loops_frames_alone_do_not_keep_the_loop_once_written() -> None:
+    loop = asyncio.new_event_loop()
+    raw = Recorded()
+
+    async def tick() -> None:
+        CorkedTransport(raw, asyncio.get_running_loop()).write_alone(b"tick")
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(tick())
+    loop.close()
+    assert raw.writes == [b"tick"]
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])

@@ -62,7 +62,7 @@ class CorkedTransport(asyncio.Transport):
         if self._corked:
             self._corked.append(data)
         else:
-            Burst.of(self._loop).add(self._transport, data)
+            Burst.add(self._loop, self._transport, data)
 
     def _uncork(self) -> None:
         corked, self._corked = self._corked, []
@@ -120,29 +120,24 @@ class Burst:
     """The frames written alone in one turn of a loop (a group's ticks), written together at its
     end, one socket after the other: one `call_soon` for all of them, where collecting each
     socket's writes cost one each, and the edge finds the sockets ready together rather than
-    woken for each in turn. The second pass touches only each socket's transport and bytes."""
+    woken for each in turn. The second pass touches only each socket's transport and bytes.
+    Kept by loop, weakly: nothing here holds a loop once its turn's frames are written."""
 
-    _of: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Burst] = weakref.WeakKeyDictionary()
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._pending: list[tuple[asyncio.Transport, bytes]] = []
+    _pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple[asyncio.Transport, bytes]]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> Burst:
-        burst = cls._of.get(loop)
-        if burst is None:
-            burst = cls._of[loop] = cls(loop)
-        return burst
+    def add(cls, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, data: bytes) -> None:
+        pending = cls._pending.get(loop)
+        if pending is None:
+            pending = cls._pending[loop] = []
+            loop.call_soon(cls._write, loop)
+        pending.append((transport, data))
 
-    def add(self, transport: asyncio.Transport, data: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._write)
-        self._pending.append((transport, data))
-
-    def _write(self) -> None:
-        pending, self._pending = self._pending, []
-        for transport, data in pending:
+    @classmethod
+    def _write(cls, loop: asyncio.AbstractEventLoop) -> None:
+        for transport, data in cls._pending.pop(loop, ()):
             if not transport.is_closing():
                 transport.write(data)
 
