@@ -42,16 +42,13 @@ class Held:
     def __init__(self, wanted: int) -> None:
         self.wanted, self.sends, self.all_in = wanted, list[Any](), asyncio.Event()
 
-
-HELD = Held(0)
-
-
-async def _hold(websocket: WebSocket) -> None:
-    await websocket.accept()
-    HELD.sends.append(websocket.scope["extensions"][SEND_TEXT_NOW])
-    if len(HELD.sends) == HELD.wanted:
-        HELD.all_in.set()
-    await websocket.receive()  # until the client goes
+    async def hold(self, websocket: WebSocket) -> None:
+        """The server's route: accept, keep the socket's `SEND_TEXT_NOW`, wait for the client to go."""
+        await websocket.accept()
+        self.sends.append(websocket.scope["extensions"][SEND_TEXT_NOW])
+        if len(self.sends) == self.wanted:
+            self.all_in.set()
+        await websocket.receive()
 
 
 def _clients(port: int, count: int, ready: Any, done: Any, received: Any) -> None:
@@ -106,9 +103,9 @@ def new_tick(started: float, deadline: float, alone: bool = True) -> Callable[[A
 
 
 async def measure(sockets: int, rounds: int, ticks: int) -> None:
-    port = free_port()
+    port, held = free_port(), Held(sockets)
     config = uvicorn.Config(
-        Starlette(routes=[WebSocketRoute("/ws", _hold)]),
+        Starlette(routes=[WebSocketRoute("/ws", held.hold)]),
         host="127.0.0.1",
         port=port,
         ws=CorkedWebSocketsProtocol,
@@ -118,8 +115,6 @@ async def measure(sockets: int, rounds: int, ticks: int) -> None:
         backlog=4096,
     )
     server = uvicorn.Server(config)
-    global HELD
-    HELD = Held(sockets)
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
         await asyncio.sleep(0.01)
@@ -129,7 +124,7 @@ async def measure(sockets: int, rounds: int, ticks: int) -> None:
     clients.start()
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, ready.wait)
-    await HELD.all_in.wait()
+    await held.all_in.wait()
     started = datetime.now(UTC) - timedelta(seconds=30)
     deadline = started + timedelta(minutes=10)
     old = old_tick(started, deadline)
@@ -151,11 +146,11 @@ async def measure(sockets: int, rounds: int, ticks: int) -> None:
             await asyncio.sleep(0.05)  # the client reads; the sockets' buffers stay empty
             began = time.process_time()
             if variant == "old":
-                for send_now in HELD.sends:
+                for send_now in held.sends:
                     old(send_now)
             else:
                 new, now = variants[variant], time.time()
-                for send_now in HELD.sends:
+                for send_now in held.sends:
                     new(send_now, now)
             await asyncio.sleep(0)  # the collected writes go out at the loop turn's end
             cpu += time.process_time() - began
