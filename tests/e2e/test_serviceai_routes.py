@@ -396,6 +396,15 @@ async def test_nats_down_means_fallback_then_recovery(stack: Stack) -> None:
 
         await eventually(minted, "a mint after NATS is back")
 
+    async def whole() -> bool:  # every service back on the bus, not only the mint's: the next test's too
+        for app in (stack.auth, stack.catalog, stack.gateway):
+            async with alice.http(app) as probe:
+                if (await probe.get("/readyz")).status_code != 200:
+                    return False
+        return True
+
+    await eventually(whole, "every service ready after NATS is back")
+
 
 async def test_redis_down_means_fallback_then_recovery(stack: Stack) -> None:
     alice = await person(stack)
