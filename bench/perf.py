@@ -62,6 +62,7 @@ from bench.realtime import (
     Session,
     measure_capacity,
     measure_latency,
+    next_text,
 )
 from parley_common import subjects
 from parley_common.auth_client import AuthClient
@@ -120,7 +121,7 @@ async def cpu_phase(
         deadline = loop.time() + 1.0
         with suppress(TimeoutError):
             while (left := deadline - loop.time()) > 0:
-                event = json.loads(await asyncio.wait_for(session.ws.recv(), left))
+                event = json.loads(await next_text(session.ws, left))
                 if event["type"] in ("turn_complete", "text_delta", "text_full"):
                     doubled += 1
 

@@ -43,11 +43,9 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from bench.client_loop import run_client
+from bench.lean_ws import ConnectionClosed, LeanSocket
 from parley_common.logging import setup_logging
 from parley_devstack.servers import ManagedProcess, free_port, stop_all
 from parley_devstack.testing import infra
@@ -191,48 +189,54 @@ async def publish_agent(platform: Platform) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------ the client
 
 
+async def next_text(ws: LeanSocket, timeout_s: float) -> str:
+    """The socket's next text message: at once if it is here, else within `timeout_s`."""
+    text = ws.queued()
+    if text is None:
+        async with asyncio.timeout(timeout_s):
+            text = await ws.recv()
+    return text
+
+
 class Session:
-    def __init__(self, ws: ClientConnection) -> None:
+    """One realtime session as the bench's clients hold it, over a `LeanSocket` (bench/lean_ws.py:
+    the load generator shares the stack's cores, so its clients cost what a lean client costs)."""
+
+    def __init__(self, ws: LeanSocket) -> None:
         self.ws = ws
-        self._reader: asyncio.Task[None] | None = None
         self.deltas = 0  # text_delta events read by `until` (a turn's messages through the stack)
 
     def hold(self) -> None:
-        """Keep the session open and silent as a client does: read (and drop) what the server
-        sends. A socket nobody reads stops being read after websockets' 16 queued frames (16
-        ticks), so it no longer answers the server's keepalive pings and is closed ~40 s later."""
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._discard())
-
-    async def _discard(self) -> None:
-        with suppress(ConnectionClosed):
-            while True:
-                await self.ws.recv()
+        """Keep the session open and silent as a client does: what the server sends is read and
+        dropped (its keepalive pings answered) as it arrives, with no task of its own."""
+        self.ws.hold()
 
     @property
     def is_open(self) -> bool:
-        return self.ws.state is State.OPEN
+        return self.ws.is_open
 
     @classmethod
     async def open(cls, url: str, key: str, agent_id: str) -> Session:
-        # As a browser's WebSocket: no proxy lookup in the environment per connect, no pings of
-        # its own (the server's keepalive pings are answered).
-        ws = await connect(
-            f"{url}?token={key}", max_size=None, open_timeout=60, proxy=None, ping_interval=None
-        )
-        await ws.send(json.dumps({"type": "handshake", "agent_id": agent_id}))
-        reply = json.loads(await ws.recv())
-        if reply["type"] != "handshake_ok":
-            raise RuntimeError(f"handshake refused: {reply}")
-        session = cls(ws)
-        await session.until("turn_complete")  # the greeting
+        # As a browser's WebSocket: no proxy, no pings of its own (the server's are answered).
+        async with asyncio.timeout(60):
+            ws = await LeanSocket.connect(f"{url}?token={key}")
+        try:
+            ws.send(json.dumps({"type": "handshake", "agent_id": agent_id}))
+            reply = json.loads(await next_text(ws, 60))
+            if reply["type"] != "handshake_ok":
+                raise RuntimeError(f"handshake refused: {reply}")
+            session = cls(ws)
+            await session.until("turn_complete")  # the greeting
+        except BaseException:
+            ws.abort()
+            raise
         return session
 
     async def until(self, kind: str, first: str | None = None) -> float | None:
         """Read events up to `kind`; returns when `first` arrived (perf_counter), if asked."""
         seen: float | None = None
         while True:
-            event = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
+            event = json.loads(await next_text(self.ws, 60))
             if event["type"] == "text_delta":
                 self.deltas += 1
             if first is not None and seen is None and event["type"] == first:
@@ -245,18 +249,16 @@ class Session:
     async def turn(self) -> tuple[float, float]:
         """(ms to the first text_delta, ms to turn_complete) of one user message."""
         started = time.perf_counter()
-        await self.ws.send(json.dumps({"type": "input_text", "text": MESSAGE}))
+        self.ws.send(json.dumps({"type": "input_text", "text": MESSAGE}))
         first = await self.until("turn_complete", first="text_delta")
         done = time.perf_counter()
         assert first is not None
         return (first - started) * 1000, (done - started) * 1000
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._reader
-        await self.ws.send(json.dumps({"type": "end"}))
+        self.ws.hold()  # what comes after `end` is not read
+        with suppress(ConnectionClosed):
+            self.ws.send(json.dumps({"type": "end"}))
         await self.ws.close()
 
 
