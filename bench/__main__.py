@@ -10,7 +10,9 @@ import bench
 
 
 def modules() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
+    """The benchmarks: the package's modules with a `main` (the rest are what they share)."""
+    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
+    return [n for n in names if callable(getattr(importlib.import_module(f"bench.{n}"), "main", None))]
 
 
 def main(argv: list[str]) -> int:
