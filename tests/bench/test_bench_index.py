@@ -4,6 +4,10 @@ the modules the benchmarks share (a client, the report, the stack) are not run."
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.__main__ import main, modules
 
