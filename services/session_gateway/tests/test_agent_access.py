@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+from unittest.mock import AsyncMock
 from uuid import UUID
 
 import pytest
@@ -276,3 +277,103 @@ def test_keys_are_what_the_catalogs_shared_answer_depends_on() -> None:
         c = Principal(credential_id=uuid.uuid4(), **{**fields, **changed})
         assert AgentAccess.key_of(str(uuid.UUID(int=1)), c) != AgentAccess.key_of(str(uuid.UUID(int=1)), a)
     assert AgentAccess.key_of("not-a-uuid", a) is None
+
+
+async def test_a_kept_answer_nats_does_not_confirm_is_not_used() -> None:
+    """NATS does not answer the PING (away, or too slow): the catalog is asked, as if nothing were
+    kept; once it answers again, the kept answer serves."""
+    async with cached() as (access, catalog, _):
+        agent = str(uuid.uuid4())
+        catalog.agents[agent] = Agent(owner_org_id=ORG_A)
+        assert (await ask(access, agent, key(ORG_A))).ok
+        assert (await ask(access, agent, key(ORG_A))).ok and len(catalog.asked) == 1
+        flush = cast(AsyncMock, access.broker.connection.flush)  # the in-memory broker's stand-in
+        flush.side_effect = ConnectionError("away")
+        assert (await ask(access, agent, key(ORG_A))).ok and len(catalog.asked) == 2
+        flush.side_effect = None
+        assert (await ask(access, agent, key(ORG_A))).ok and len(catalog.asked) == 2
+
+
+async def test_asks_at_once_share_a_round_trip_begun_after_they_asked() -> None:
+    """Ten sockets asking together wait for one PING, not ten; one that asks while a PING is under
+    way waits for the next (the one under way may have left before an event it must see)."""
+    async with cached() as (access, catalog, _):
+        agent = str(uuid.uuid4())
+        catalog.agents[agent] = Agent(owner_org_id=ORG_A)
+        assert (await ask(access, agent, key(ORG_A))).ok
+        flush = cast(AsyncMock, access.broker.connection.flush)
+        flush.reset_mock()
+        gate = asyncio.Event()
+
+        async def held() -> None:
+            await gate.wait()
+
+        flush.side_effect = held
+        first = [asyncio.create_task(ask(access, agent, key(ORG_A))) for _ in range(10)]
+        await asyncio.sleep(0.01)
+        late = asyncio.create_task(ask(access, agent, key(ORG_A)))  # while the first PING waits
+        await asyncio.sleep(0.01)
+        assert flush.await_count == 1 and not late.done()
+        gate.set()
+        assert all(r.ok for r in await asyncio.gather(*first, late))
+        assert flush.await_count == 2 and len(catalog.asked) == 1
+
+
+async def test_a_kept_answer_waits_for_the_events_nats_server_sent_before(infra: Any) -> None:
+    """Over a real nats-server: the catalog publishes an agent's deletion from a connection of its
+    own and flushes it before answering the change; a socket that asks at that moment is refused,
+    even though this process may not have read the event yet (a kept answer is used only once a
+    PING came back and every event read was handled). Without that, the kept answer was returned
+    with no wait at all, ahead of the event."""
+    catalog = Catalog()
+    catalog_side = NatsBroker(infra.nats_url)
+
+    @catalog_side.subscriber(subjects.CATALOG_AGENT_ACCESS)
+    @bus_handler(AgentAccessRequest)
+    async def answer(req: AgentAccessRequest) -> AgentAccessReply:
+        catalog.asked.append(req)
+        return catalog.answer(req)
+
+    broker = NatsBroker(infra.nats_url)
+    access = AgentAccess(broker, ttl_s=30.0)
+    await catalog_side.start()
+    await broker.start()
+    try:
+        for _ in range(20):  # each round a new agent, kept, then deleted and asked for at once
+            agent = str(uuid.uuid4())
+            catalog.agents[agent] = Agent(owner_org_id=ORG_A)
+            assert (await ask(access, agent, key(ORG_A))).ok
+            assert (await ask(access, agent, key(ORG_A))).ok  # kept
+            asked = len(catalog.asked)
+            del catalog.agents[agent]
+            await announce(catalog_side, agent, AgentEventKind.DELETED, AgentStatus.LIVE)
+            await catalog_side.connection.flush()  # as the catalog does before it answers
+            refused = await ask(access, agent, key(ORG_A))
+            assert not refused.ok, "a deleted agent's kept answer was used"
+            assert len(catalog.asked) == asked + 1
+    finally:
+        await broker.stop()
+        await catalog_side.stop()
+
+
+async def test_a_catch_up_cancelled_leaves_nobody_waiting() -> None:
+    """The gateway stopping mid-round: the sockets waiting are told "not confirmed" (the catalog
+    is asked), not left waiting for a round trip that will never end."""
+    async with cached() as (access, catalog, _):
+        agent = str(uuid.uuid4())
+        catalog.agents[agent] = Agent(owner_org_id=ORG_A)
+        assert (await ask(access, agent, key(ORG_A))).ok
+        flush = cast(AsyncMock, access.broker.connection.flush)
+        never = asyncio.Event()
+
+        async def held() -> None:
+            await never.wait()
+
+        flush.side_effect = held
+        waiting = asyncio.create_task(ask(access, agent, key(ORG_A)))
+        await asyncio.sleep(0.01)
+        assert access._catching_up is not None
+        access._catching_up.cancel()
+        assert (await asyncio.wait_for(waiting, 1)).ok and len(catalog.asked) == 2
+        flush.side_effect = None
+        assert (await ask(access, agent, key(ORG_A))).ok and len(catalog.asked) == 2  # kept again

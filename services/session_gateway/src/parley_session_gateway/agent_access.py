@@ -10,7 +10,12 @@ agent changes. Those answers are kept here, per agent and (kind, org, named agen
 - every `catalog.events.agent.*` event (an update, a status change, a deletion, a tool change:
   the catalog publishes one after each commit and flushes it to NATS before answering the change,
   agents/events.py) drops that agent's answers, so the next socket asks the catalog again; an
-  event that does not parse drops them all;
+  event that does not parse drops them all. A kept answer is used only once this process has
+  caught up with nats-server (`_caught_up`): a PING answered (the server sends a connection's
+  messages in order, so every event it sent before is in), and every event received handled. A
+  client told "deleted" that opens a socket at once is refused even when the event is still on
+  its way (a loaded nats-server, a gateway busy elsewhere). One round trip serves every socket
+  that asked while the one before it was under way;
 - an answer in flight when an event arrives is returned but not kept (it may predate the change);
 - events published while this process was cut from NATS never reach it, so everything is dropped
   when the connection comes back;
@@ -25,6 +30,7 @@ token never reaches this cache.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 from uuid import UUID
@@ -37,6 +43,7 @@ from parley_common import subjects
 from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.bus import bus_events
 from parley_common.catalog_contract import AgentAccessReply, AgentEvent
+from parley_common.telemetry import untraced
 from parley_session_gateway import bus
 
 log = structlog.get_logger(__name__)
@@ -55,16 +62,20 @@ def _canonical(agent_id: str) -> str | None:
 
 
 class AgentAccess:
-    def __init__(self, broker: NatsBroker, *, ttl_s: float) -> None:
+    def __init__(self, broker: NatsBroker, *, ttl_s: float, catch_up_timeout_s: float = 1.0) -> None:
         self.broker = broker
         self.ttl_s = ttl_s
         self._cache: dict[Key, tuple[float, AgentAccessReply]] = {}  # → (valid until, monotonic)
         # Bumped by every event and reconnect: an answer asked for before it is not kept.
         self._generation = 0
         self.requests = 0  # questions that crossed the bus (for tests and benchmarks)
+        self.catch_up_timeout_s = catch_up_timeout_s
         # No queue group: every gateway hears every agent change.
-        broker.subscriber(f"{subjects.CATALOG_AGENT_EVENTS}.*")(self._on_event)
+        self._events = broker.subscriber(f"{subjects.CATALOG_AGENT_EVENTS}.*")
+        self._events(self._on_event)
         bus_events(broker).on_reconnect(self._on_reconnect)
+        self._wanted: asyncio.Future[bool] | None = None  # a catch-up asked for, not begun
+        self._catching_up: asyncio.Task[None] | None = None
 
     def forget(self, agent_id: str | None = None) -> None:
         """Drop the answers about `agent_id` (all of them without one); answers now in flight are
@@ -75,6 +86,47 @@ class AgentAccess:
             return
         for key in [key for key in self._cache if key[0] == agent_id]:
             del self._cache[key]
+
+    async def _caught_up(self) -> bool:
+        """Whether every agent event nats-server sent this process before this call has been
+        handled. Callers share a round trip begun after they asked: one under way when a caller
+        asks may have left before an event it must see, so that caller waits for the next."""
+        wanted = self._wanted
+        if wanted is None:
+            wanted = self._wanted = asyncio.get_running_loop().create_future()
+            if self._catching_up is None:
+                with untraced():  # a task made here would keep this socket's span
+                    self._catching_up = asyncio.create_task(self._catch_up())
+        return await asyncio.shield(wanted)
+
+    async def _catch_up(self) -> None:
+        wanted: asyncio.Future[bool] | None = None
+        try:
+            while (wanted := self._wanted) is not None:
+                self._wanted = None
+                wanted.set_result(await self._round_trip())
+        finally:
+            self._catching_up = None
+            # Cancelled mid-round (the gateway stopping): nobody waits for an answer forever.
+            for left in (wanted, self._wanted):
+                if left is not None and not left.done():
+                    left.set_result(False)
+            self._wanted = None
+
+    async def _round_trip(self) -> bool:
+        """A PING to nats-server answered (every message it sent before is read, it writes a
+        connection's messages in order), then the event subscription's messages read so far
+        handled (nats-py counts each done after its callback). False when NATS does not answer."""
+        try:
+            async with asyncio.timeout(self.catch_up_timeout_s):
+                await self.broker.connection.flush()
+                subscription = self._events.subscription  # nats-py's, made when the broker started
+                if subscription is not None:
+                    await subscription._pending_queue.join()
+        except Exception as exc:  # away, slow, closing: the catalog is asked, as with no answer kept
+            log.info("gateway.agent_events_unconfirmed", error=type(exc).__name__)
+            return False
+        return True
 
     async def _on_reconnect(self) -> None:
         # Agent events published while the connection was away never reached this process.
@@ -108,10 +160,13 @@ class AgentAccess:
         key = self.key_of(agent_id, principal)
         if key is not None:
             hit = self._cache.get(key)
-            if hit is not None:
-                if hit[0] > time.monotonic():
-                    return hit[1]
+            if hit is not None and hit[0] <= time.monotonic():
                 del self._cache[key]
+                hit = None
+            if hit is not None and await self._caught_up():
+                hit = self._cache.get(key)  # an event handled meanwhile dropped it
+                if hit is not None:
+                    return hit[1]
         generation = self._generation
         self.requests += 1
         reply = await bus.agent_access(self.broker, agent_id, principal, timeout_s=timeout_s)
