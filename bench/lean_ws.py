@@ -81,6 +81,7 @@ class LeanSocket(asyncio.Protocol):
         self._messages: deque[str] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._fragments: list[bytes] = []
+        self._binary = False  # the message being read is binary
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_code: int | None = None  # set once closed
         self._close_sent = False
@@ -191,12 +192,17 @@ class LeanSocket(asyncio.Protocol):
                 raise ProtocolViolation("a new message began inside a fragmented one")
             if opcode == OP_CONT and not self._fragments:
                 raise ProtocolViolation("a continuation frame with no message to continue")
+            if opcode != OP_CONT:
+                self._binary = opcode == OP_BINARY
             self._fragments.append(payload)
             if fin:
                 whole = b"".join(self._fragments)
                 self._fragments.clear()
-                if not self.held:
-                    self._messages.append(whole.decode())
+                if not self.held and not self._binary:  # the benches read text; audio is dropped
+                    try:
+                        self._messages.append(whole.decode())
+                    except UnicodeDecodeError:
+                        raise ProtocolViolation("a text message that is not UTF-8") from None
                     self._wake()
         else:
             raise ProtocolViolation(f"unknown opcode {opcode:#x}")

@@ -158,3 +158,18 @@ def test_it_runs_on_the_benches_loop() -> None:
             return text
 
     assert run_client(echo_once()) == "on uvloop"
+
+
+async def test_binary_messages_are_dropped_and_text_still_comes() -> None:
+    # A voice session's audio frames: the benches read only text; decoding them would fail.
+    async def mixed(ws: ServerConnection) -> None:
+        await ws.send(b"\xff\xfe audio")
+        await ws.send(iter([b"\x80", b"\x81"]))  # fragmented binary
+        await ws.send("after the audio")
+        await ws.wait_closed()
+
+    async with server(mixed) as url:
+        ws = await LeanSocket.connect(url)
+        assert await ws.recv() == "after the audio"
+        assert ws.is_open
+        await ws.close()
