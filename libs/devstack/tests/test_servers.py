@@ -129,11 +129,16 @@ def environ_of(pid: int) -> list[bytes]:
 def test_nats_runs_on_one_go_processor_unless_the_environment_says(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    monkeypatch.delenv("GOGC", raising=False)
     with running(srv.NatsServer(tmp_path / "nats", log_path=tmp_path / "nats.log"), 20) as server:
         assert server.pid is not None
-        assert b"GOMAXPROCS=1" in environ_of(server.pid)
+        environ = environ_of(server.pid)
+        assert b"GOMAXPROCS=1" in environ
+        assert b"GOGC=50" in environ  # a heap goal of 1.5 times its live data, not twice
     monkeypatch.setenv("GOMAXPROCS", "3")
-    assert srv.NatsServer(tmp_path / "nats2").env == {**os.environ, "GOMAXPROCS": "3"}
+    monkeypatch.setenv("GOGC", "200")
+    assert srv.NatsServer(tmp_path / "nats2").env == {**os.environ, "GOMAXPROCS": "3", "GOGC": "200"}
 
 
 def test_valkey_keeps_data_across_restarts(tmp_path: Path) -> None:

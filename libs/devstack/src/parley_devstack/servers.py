@@ -314,12 +314,20 @@ def stop_all(processes: Iterable[ManagedProcess], timeout: float = 10.0, hurry: 
         p.close_log()
 
 
-def go_env() -> dict[str, str]:
+def go_env(**defaults: str) -> dict[str, str]:
     """The environment of a Go server (NATS, the edge): one Go processor unless the environment
     names another count. On cores it shares with the Python services, a second processor's threads
     spin and wake each other per message: nats-server spent 16 % less CPU per turn with one, Caddy
-    14-31 % less per session opened (docs/performance.md, changes 57-58)."""
-    return {"GOMAXPROCS": "1", **os.environ}
+    14-31 % less per session opened (docs/performance.md, changes 57-58). `defaults`: more of the
+    Go runtime's settings, each also overridden by the environment."""
+    return {"GOMAXPROCS": "1", **defaults, **os.environ}
+
+
+# nats-server's heap goal: 1.5 times what it holds live (Go's default, GOGC=100, lets it grow to
+# twice). Each held session keeps a few KiB live in it (three subscriptions, a subject in two
+# streams, a pending ack), so the default's headroom was ~3 KiB of resident memory a session, for
+# a collector that took no measurable CPU (docs/performance.md, change 85).
+NATS_GOGC = "50"
 
 
 # --------------------------------------------------------------------------------------- NATS
@@ -355,7 +363,7 @@ class NatsServer(ManagedProcess):
         if cluster_port is not None:
             argv += ["--cluster_name", "parley", "--cluster", f"nats://{LOOPBACK}:{cluster_port}"]
             argv += ["--routes", ",".join(f"nats://{LOOPBACK}:{p}" for p in routes)]
-        super().__init__(name, argv, log_path=log_path, env=go_env())
+        super().__init__(name, argv, log_path=log_path, env=go_env(GOGC=NATS_GOGC))
 
     @property
     def url(self) -> str:
