@@ -79,6 +79,10 @@ async def test_a_claimed_session_is_held_while_it_runs_and_acked_when_it_closes(
     async with running(rt) as worker:
         start, client = await open_session(rt)
         assert worker.active == 1 and await unacked(rt) == 1
+        # What it holds is the message's reply subject, not its body or headers (nor a dict).
+        held = worker.claims[start.conversation_id]
+        assert held.msg.reply and held.msg.data == b"" and held.msg.headers is None
+        assert not hasattr(held, "__dict__")
         # Held past ack_wait: the heartbeats keep it from being redelivered.
         await asyncio.sleep(1.5)
         assert worker.active == 1 and await unacked(rt) == 1

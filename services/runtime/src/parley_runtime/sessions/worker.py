@@ -36,7 +36,7 @@ from parley_common.session_contract import STREAMS, SessionStart, ensure_streams
 from parley_common.tasks import cancel_and_wait
 from parley_runtime import bus
 from parley_runtime.sessions.runner import Deps, SessionRunner
-from parley_runtime.workqueue import Held, QueueWorker
+from parley_runtime.workqueue import Held, QueueWorker, body_let_go
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +50,7 @@ OWN_STREAMS = (
 assert set(OWN_STREAMS) <= set(STREAMS)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Claim(Held):
     runner: SessionRunner | None = None
     lease_key: str = ""  # the session's lease in Redis (`StateStore.lease_key`), renewed each heartbeat
@@ -118,6 +118,8 @@ class SessionWorker(QueueWorker[_Claim]):
             log.error("sessions.bad_start", error=str(exc))
             await msg.term()  # never valid: do not redeliver
             return
+        headers = dict(msg.headers or {})
+        body_let_go(msg)  # held for as long as the session runs
         existing = self.claims.get(start.conversation_id)
         if existing is not None:
             # Redelivered to us while we run it (a late heartbeat): keep running, hold the new one.
@@ -130,8 +132,7 @@ class SessionWorker(QueueWorker[_Claim]):
         self._gauge()
         runner = claim.runner = SessionRunner(self.deps, start, claim)
         claim.task = asyncio.create_task(
-            self._run(start.conversation_id, runner, dict(msg.headers or {})),
-            name=f"session-{start.conversation_id}",
+            self._run(start.conversation_id, runner, headers), name=f"session-{start.conversation_id}"
         )
 
     async def _owned_elsewhere(self, conversation_id: uuid.UUID) -> bool:
