@@ -52,7 +52,9 @@ WAIT_S = 2.0
 class FakeSocket:
     def __init__(self, query: dict[str, str] | None = None) -> None:
         self.query_params = QueryParams(query or {})
-        self.headers = Headers({})
+        # As a served socket's: `headers` reads the scope's list.
+        self.scope: dict[str, Any] = {"type": "websocket", "headers": [(b"user-agent", b"fake")]}
+        self.headers = Headers(scope=self.scope)
         self.cookies: dict[str, str] = {}
         self.client: Address | None = Address("203.0.113.7", 50123)
         self.application_state = WebSocketState.CONNECTING

@@ -86,6 +86,17 @@ async def test_a_session_opens_relays_input_and_output_and_ends_with_the_runtime
         assert bridge.detached and len(ctx.live) == 0
 
 
+async def test_the_upgrades_headers_are_let_go_once_the_session_is_open() -> None:
+    async with gateway() as (ctx, _, auth):
+        auth.principals[KEY] = principal()
+        async with connect(ctx, RealtimeConnection, {"token": KEY}) as (_, ws):
+            assert ws.headers["user-agent"] == "fake"  # read while the socket opens
+            ws.send(handshake())
+            assert (await ws.frame())["type"] == "handshake_ok"
+            assert ws.scope["headers"] == [] and len(ws.headers) == 0  # not kept while it runs
+            ws.drop()
+
+
 async def test_an_opening_is_one_info_line_saying_who_from_where() -> None:
     # uvicorn's own lines for the socket are DEBUG (parley_common.logging); this one stays at INFO.
     async with gateway() as (ctx, _, auth):
