@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from parley_devstack.servers import GO_GC, LOOPBACK, ManagedProcess, go_env, tcp_open, venv_binary
+from parley_devstack.servers import LOOPBACK, ManagedProcess, go_env, tcp_open, venv_binary
 
 # The edge's routing table, in match order: the more specific prefixes first, because
 # `/users/me/agents` belongs to the catalog while the rest of `/users/*` belongs to auth.
@@ -205,7 +205,7 @@ class CaddyServer(ManagedProcess):
             "--adapter",
             "caddyfile",
         ]
-        env = go_env(GOGC=GO_GC)  # as nats-server's (servers.py)
+        env = go_env()
         # Keep Caddy's state (autosave, certificates it never needs) out of the user's home.
         env.update(XDG_CONFIG_HOME=str(config_dir / "config"), XDG_DATA_HOME=str(config_dir / "data"))
         super().__init__(name, argv, env=env, log_path=log_path)

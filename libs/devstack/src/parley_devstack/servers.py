@@ -323,14 +323,11 @@ def go_env(**defaults: str) -> dict[str, str]:
     return {"GOMAXPROCS": "1", **defaults, **os.environ}
 
 
-# The Go servers' heap goal: 1.5 times what they hold live (Go's default, GOGC=100, lets the heap
-# grow to twice). nats-server keeps a few KiB live per held session (three subscriptions, a
-# subject in two streams, a pending ack) and the default's headroom was ~2 KiB of resident memory a
-# session (change 85); Caddy leaves garbage with each socket it opens (the upgrade's request and
-# headers), collected later the more it holds live (two copy buffers per socket), which left its
-# resident memory per socket 3-5 KiB higher and varying by where its last collection fell
-# (change 88). Neither collector took measurable CPU (docs/performance.md).
-GO_GC = "50"
+# nats-server's heap goal: 1.5 times what it holds live (Go's default, GOGC=100, lets it grow to
+# twice). Each held session keeps a few KiB live in it (three subscriptions, a subject in two
+# streams, a pending ack), so the default's headroom was ~3 KiB of resident memory a session, for
+# a collector that took no measurable CPU (docs/performance.md, change 85).
+NATS_GOGC = "50"
 
 
 # --------------------------------------------------------------------------------------- NATS
@@ -366,7 +363,7 @@ class NatsServer(ManagedProcess):
         if cluster_port is not None:
             argv += ["--cluster_name", "parley", "--cluster", f"nats://{LOOPBACK}:{cluster_port}"]
             argv += ["--routes", ",".join(f"nats://{LOOPBACK}:{p}" for p in routes)]
-        super().__init__(name, argv, log_path=log_path, env=go_env(GOGC=GO_GC))
+        super().__init__(name, argv, log_path=log_path, env=go_env(GOGC=NATS_GOGC))
 
     @property
     def url(self) -> str:
