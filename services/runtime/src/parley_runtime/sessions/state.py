@@ -76,6 +76,22 @@ class SessionState(BaseModel):
     # objects it was made of: a commit saves them in the state and then publishes them.
     _events_json: tuple[list[Any], list[bytes], list[bytes]] | None = PrivateAttr(default=None)
 
+    # Which fields were given or assigned (pydantic's `model_fields_set`) is never asked of a state:
+    # it is saved whole. pydantic keeps that record in a set per object that grew with each field
+    # a turn assigned, to ~2.2 KiB (a table of 128 slots once it held 19 names), kept for as long
+    # as the session was held; a state loaded from Redis started with all 24. So the record is
+    # emptied once a state is made, and an assignment does what pydantic's does for a field that
+    # is not validated on assignment, without adding to it.
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.__pydantic_fields_set__.clear()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FIELDS:
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     @classmethod
     def new(cls, start: SessionStart) -> SessionState:
         conv = str(start.conversation_id)
@@ -219,6 +235,9 @@ class SessionState(BaseModel):
         if idle and self.phase == "waiting":
             end = min(end, self.last_activity_at + max_silence)
         return end
+
+
+_FIELDS = frozenset(SessionState.model_fields)  # assigned past pydantic's record (`__setattr__`)
 
 
 def _same(these: list[Any], those: list[Any]) -> bool:
