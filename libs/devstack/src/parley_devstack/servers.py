@@ -325,7 +325,7 @@ def go_env(**defaults: str) -> dict[str, str]:
 
 # nats-server's heap goal: 1.5 times what it holds live (Go's default, GOGC=100, lets it grow to
 # twice). Each held session keeps a few KiB live in it (three subscriptions, a subject in two
-# streams, a pending ack), so the default's headroom was ~3 KiB of resident memory a session, for
+# streams, a pending ack), so the default's headroom was ~2 KiB of resident memory a session, for
 # a collector that took no measurable CPU (docs/performance.md, change 85).
 NATS_GOGC = "50"
 
