@@ -27,14 +27,13 @@ from parley_runtime.bus import WorkQueue
 log = structlog.get_logger(__name__)
 
 
-def body_let_go(msg: Msg) -> Msg:
-    """`msg` without its body and headers, once they are read: a held message is acked, nacked and
+def body_let_go(msg: Msg) -> None:
+    """`msg` loses its body and headers, once they are read: a held message is acked, nacked and
     kept in progress by its reply subject on its connection, and nothing else of it is read
     again. A session's start message kept its JSON and trace headers (~0.9 KiB) for as long as
     the session was held."""
     msg.data = b""
     msg.headers = None
-    return msg
 
 
 @dataclass(slots=True)
