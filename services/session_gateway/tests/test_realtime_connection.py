@@ -6,13 +6,15 @@ tests/e2e/test_realtime.py, test_revocation.py and test_realtime_fence.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -35,7 +37,7 @@ from parley_session_gateway.access import Admission
 from parley_session_gateway.realtime.connection import RealtimeConnection
 from parley_session_gateway.resume import Resume, remember
 
-from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, connect, gateway, principal
+from .session_fakes import AGENT, FakeAuth, FakeGateway, FakeSocket, connect, gateway, principal, running
 
 KEY = "pk_test_key"
 
@@ -95,6 +97,54 @@ async def test_the_upgrades_headers_are_let_go_once_the_session_is_open() -> Non
             assert (await ws.frame())["type"] == "handshake_ok"
             assert ws.scope["headers"] == [] and len(ws.headers) == 0  # not kept while it runs
             ws.drop()
+
+
+async def test_a_held_socket_receives_in_its_own_task_and_keeps_no_handshake_or_timing() -> None:
+    """No task beside the socket's own while it is held (none receiving, none waiting for the end),
+    and neither the `handshake` frame nor the timing's model is kept (change 90)."""
+    async with gateway(gateway_tick_interval_s=0.02) as (ctx, _, auth):
+        auth.principals[KEY] = principal()
+        ws = FakeSocket({"token": KEY})
+        conn = RealtimeConnection(ctx, ws, None)  # type: ignore[arg-type]
+        async with running(conn.run) as task:
+            ws.send(handshake())
+            assert (await ws.frame())["type"] == "handshake_ok"
+            await ctx.last.control(conn.connection_id, deadline_s=60)
+            assert (await ws.frame_of("tick"))["remaining_ms"] <= 60_000
+            assert conn._receiving is task
+            assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("realtime-")] in (
+                [],
+                ["realtime-tick"],  # a tick on its way (the fake socket has no write at once)
+            )
+            assert conn.hello is None and not hasattr(conn, "timing")
+            assert conn.deadline is not None and 50 < conn.deadline - time.time() <= 60
+            ws.send({"type": "input_text", "text": "still heard"})
+            assert (await ctx.last.wait_input("input_text")).text == "still heard"  # type: ignore[union-attr]
+            ws.drop()
+        assert not task.cancelled() and ctx.last.input_types() == ["input_text", "disconnected"]
+
+
+async def test_an_end_from_elsewhere_stops_the_receive_and_a_servers_cancel_still_cancels() -> None:
+    """`_end` from another task cancels the socket's wait and the connection finishes as usual
+    (the runtime told, the socket closed); a cancel of the socket's task by the server is never
+    taken for it, alone or together with it."""
+    async with gateway() as (ctx, _, auth):
+        async with session(ctx, auth) as (conn, ws):
+            conn._end()
+            assert await ws.wait_closed() == (1000, "")
+        assert ctx.last.input_types() == ["disconnected"] and len(ctx.live) == 0
+        for also_ended in (False, True):
+            ws = FakeSocket({"token": KEY})
+            conn = RealtimeConnection(ctx, ws, None)  # type: ignore[arg-type]
+            task = asyncio.create_task(conn.run())
+            ws.send(handshake())
+            assert (await ws.frame())["type"] == "handshake_ok"
+            if also_ended:
+                conn._end()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+            assert task.cancelled()
 
 
 async def test_an_opening_is_one_info_line_saying_who_from_where() -> None:
@@ -269,8 +319,8 @@ async def test_a_newer_connection_supersedes_this_one_and_timing_makes_ticks() -
 
 
 def remaining_s(conn: RealtimeConnection) -> float:
-    assert conn.timing is not None and conn.timing.deadline_at is not None
-    return (conn.timing.deadline_at - datetime.now(UTC)).total_seconds()
+    assert conn.deadline is not None
+    return conn.deadline - time.time()
 
 
 async def test_ticks_follow_the_most_recent_timing_by_output_index() -> None:

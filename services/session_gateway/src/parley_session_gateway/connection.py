@@ -91,8 +91,11 @@ class SessionConnection(ABC):
         # corked_ws's text frame written at once (a served gateway; None in tests' fake sockets)
         extensions = getattr(ws, "scope", {}).get("extensions") or {}
         self._write_now: Callable[[str, bool], bool] | None = extensions.get(SEND_TEXT_NOW)
-        # Flags, not asyncio.Events: each Event kept a 760-byte deque for the socket's life (flag.py).
-        self._done = Flag()
+        # Whatever ends the connection (`_end`); nothing waits on it: `_end` stops the receive.
+        self.ended = False
+        self._receiving: asyncio.Task[Any] | None = None  # the socket's task, while it receives
+        self._interrupted = False  # `_end` cancelled that receive (once)
+        # A Flag, not an asyncio.Event: an Event kept a 760-byte deque for the socket's life (flag.py).
         self._greeted = Flag()  # the protocol's greeting is out: events may follow
         self.log = log.bind(connection_id=self.connection_id, protocol=self.protocol)
 
@@ -224,25 +227,59 @@ class SessionConnection(ABC):
         )
 
     async def _pump(self) -> None:
-        """Run the receive loop and the timers until the client, a timer or the session ends it."""
-        loops: list[Loop] = [("receive", self._receive_loop(), True), *self._loops()]
-        tasks: list[asyncio.Task[Any]] = [
-            asyncio.create_task(coro, name=f"{self.protocol}-{name}") for name, coro, _ in loops
+        """Receive until the client, a timer or the session ends the connection, with the
+        protocol's timers (chat's) beside it as tasks. The receive runs in the socket's own task:
+        a task of its own, another waiting for the end and `asyncio.wait` over both kept ~2 KiB
+        for as long as the socket was open (docs/performance.md, change 90)."""
+        timers = [
+            asyncio.create_task(self._ending(coro) if ends else coro, name=f"{self.protocol}-{name}")
+            for name, coro, ends in self._loops()
         ]
-        ending = {task for task, (_, _, ends) in zip(tasks, loops, strict=True) if ends}
-        tasks.append(asyncio.create_task(self._done.wait(), name=f"{self.protocol}-done"))
-        await asyncio.wait({*ending, tasks[-1]}, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
+        try:
+            await self._receive_until_ended()
+        finally:
+            for task in timers:
+                task.cancel()
+            for task in timers:
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                    await task
+
+    async def _receive_until_ended(self) -> None:
+        if self.ended:
+            return
+        task = self._receiving = asyncio.current_task()
+        try:
+            await self._receive_loop()
+        except asyncio.CancelledError:
+            # `_end`'s cancel ends the receive; any other (the server stopping) goes on.
+            if not self._interrupted or task is None or task.uncancel() > 0:
+                raise
+        finally:
+            self._receiving = None
+
+    async def _ending(self, timer: Coroutine[Any, Any, None]) -> None:
+        """A timer whose end ends the connection."""
+        try:
+            await timer
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        """The connection ends: the receive stops where it waits. From the socket's own task (a
+        frame it handles), the receive loop sees `ended` before it waits again; from any other, its
+        wait is cancelled, which reaches it only there: the socket's task waits nowhere else
+        while `_receiving` is set."""
+        self.ended = True
+        task = self._receiving
+        if task is not None and not self._interrupted and task is not asyncio.current_task():
+            self._interrupted = True
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-                await task
 
     def _revoke(self, code: ErrorCode) -> None:
         """The credential was revoked (`LiveConnections`): end the session, close the socket."""
         if not (self.session_closed or self.superseded):
             self.revoked = code
-            self._done.set()
+            self._end()
 
     async def _finish(self) -> None:
         if self.live is not None:
@@ -283,7 +320,7 @@ class SessionConnection(ABC):
     # ----------------------------------------------------------------------------- client → bus
 
     async def _receive_loop(self) -> None:
-        while True:
+        while not self.ended:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
@@ -334,11 +371,11 @@ class SessionConnection(ABC):
             await self._relay(event)
         except Exception as exc:  # the socket is gone; the runtime's events stay in the stream
             self.log.info(f"{self.protocol}.send_failed", error=str(exc))
-            self._done.set()
+            self._end()
             return
         if isinstance(event, ServerSessionClosed):
             self.session_closed = True
-            self._done.set()
+            self._end()
 
     async def _on_control(self, control: SessionControl) -> None:
         """Which connection the runtime serves (a newer one supersedes this one)."""
@@ -348,7 +385,7 @@ class SessionConnection(ABC):
             # A reconnect resumed this session elsewhere: this socket is stale.
             self.log.info(f"{self.protocol}.superseded")
             self.superseded = True
-            self._done.set()
+            self._end()
             await self._close(CloseCodes.SUPERSEDED, "superseded by a newer connection")
 
     async def _send(self, frame: BaseModel) -> None:

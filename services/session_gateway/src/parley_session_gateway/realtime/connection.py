@@ -76,13 +76,13 @@ class RealtimeConnection(SessionConnection):
         self.audio_bucket = TokenBucket(
             self.settings.gateway_audio_frames_per_s, self.settings.gateway_audio_frames_burst
         )
-        self.hello: ClientHandshake | None = None
+        self.hello: ClientHandshake | None = None  # the `handshake` frame, until the session is open
         self.voice: VoiceLink | None = None  # a voice session's audio in and out (realtime/voice.py)
         self.audio_mode: Literal["utterance", "stream"] | None = None
-        self.timing: SessionTiming | None = None
-        self._timing_rank: tuple[int, int] | None = None  # how recent `timing` is (`timing_rank`)
-        # `timing` in Unix seconds (started, deadline or None): what a tick counts from, without
-        # building datetimes for each tick of each socket.
+        self._timing_rank: tuple[int, int] | None = None  # how recent `_clock` is (`timing_rank`)
+        # The session's timing in Unix seconds (started, deadline or None): what a tick counts
+        # from, without building datetimes for each tick of each socket, and without keeping the
+        # timing's model (~0.5 KiB a socket).
         self._clock: tuple[float, float | None] | None = None
         self._ticking: asyncio.Task[None] | None = None  # the tick being sent (`tick`)
 
@@ -112,7 +112,8 @@ class RealtimeConnection(SessionConnection):
         return True
 
     async def _open(self) -> None:
-        hello = self.hello
+        # Read once: the frame (~0.4 KiB) is not kept for the socket's life.
+        hello, self.hello = self.hello, None
         assert hello is not None
         credential = socket_credential(self.ws, self.settings)
         with tracer.start_as_current_span("realtime.handshake", attributes={"agent.id": hello.agent_id}):
@@ -313,9 +314,14 @@ class RealtimeConnection(SessionConnection):
         """What the ticks count from: the most recent timing (outputs are replayed on a resume or
         a catch-up, and their timing must not replace a newer one)."""
         if self._timing_rank is None or rank >= self._timing_rank:
-            self.timing, self._timing_rank = timing, rank
+            self._timing_rank = rank
             deadline = timing.deadline_at.timestamp() if timing.deadline_at is not None else None
             self._clock = (timing.started_at.timestamp(), deadline)
+
+    @property
+    def deadline(self) -> float | None:
+        """When the session times out if nothing changes (Unix seconds), as the ticks count it."""
+        return self._clock[1] if self._clock is not None else None
 
     async def _pump(self) -> None:
         # Ticked by the gateway's one timer (ticks.py) while the session runs.
