@@ -210,6 +210,7 @@ class InputFeed:
         self._timer: asyncio.TimerHandle | None = None
         self._watch: asyncio.Task[None] | None = None
         self._unhook: Callable[[], None] | None = None
+        self._closed = False  # no look after `close`
 
     @property
     def heard(self) -> bool:
@@ -314,6 +315,8 @@ class InputFeed:
         """Read what the stream holds (`at_once`), then look at it `RECHECKS_S` from now, then
         every `RECHECK_EVERY_S`, until an input is heard: an input stored before the subscription
         reached the broker that republishes it (or while the connection was away) is not heard."""
+        if self._closed:
+            return
         self._heard = False
         self._stop_looking()
         loop = asyncio.get_running_loop()
@@ -337,7 +340,7 @@ class InputFeed:
         return watch
 
     def _schedule_look(self) -> None:
-        if self._heard:
+        if self._heard or self._closed:
             return
         n, first = self._looks_made, len(RECHECKS_S)
         at = RECHECKS_S[n] if n < first else RECHECKS_S[-1] + RECHECK_EVERY_S * (n - first + 1)
@@ -381,6 +384,11 @@ class InputFeed:
             self._looking = None
 
     async def close(self) -> None:
+        # Before the look under way is cancelled: a read inside it may lose the cancel
+        # (parley_common/tasks.py) and end as usual, and its end would schedule the next look of
+        # a feed already closed, which then read the stream every `RECHECK_EVERY_S` for as long
+        # as the worker ran.
+        self._closed = True
         watch = self._stop_looking()
         if watch is not None:
             await cancel_and_wait(watch)
