@@ -25,9 +25,11 @@ not on the text path) as a child process, reads the pids of everything it starte
 5. **auth.verify**: p50/p99 of a raw NATS request to `auth.verify` (what every cache miss costs)
    and of `AuthClient.verify` as callers use it (cached, revocation pushed over the bus).
 
-The load generator runs in this process (its CPU is not counted; its latency is part of every
-latency figure). On a shared machine compare the figures of one run with each other, and use
-small levels for a short run, e.g. `--sessions 50 --turns 5 --levels 100 --idle 500`.
+The report begins with this machine's speed (`bench.machine`: a reference loop timed before the
+stack starts and after it stops). The load generator runs in this process (its CPU is not counted;
+its latency is part of every latency figure). On a shared machine compare the figures of one run
+with each other, and use small levels for a short run, e.g. `--sessions 50 --turns 5 --levels 100
+--idle 500`.
 """
 
 from __future__ import annotations
@@ -49,15 +51,16 @@ import psutil
 
 from bench import realtime, sse_provider
 from bench.client_loop import run_client
+from bench.machine import MachineSpeed, reference_s
 from bench.perf_report import (
     Admission,
     CpuPhase,
     KillReport,
-    VerifyFigures,
     figures,
     report,
 )
 from bench.perf_stack import Stack, bus_requests, delta, edges_for, publish_agent
+from bench.perf_verify import verify_phase
 from bench.realtime import (
     Session,
     measure_capacity,
@@ -65,11 +68,7 @@ from bench.realtime import (
     next_text,
 )
 from parley_common import subjects
-from parley_common.auth_client import AuthClient
-from parley_common.auth_contract import VerifyReply, VerifyRequest
-from parley_common.bus import make_broker, request
 from parley_common.logging import setup_logging
-from parley_common.settings import CommonSettings
 from parley_devstack.servers import raise_descriptor_limit
 
 # ------------------------------------------------------------------------------------ phases
@@ -244,32 +243,6 @@ async def admission_phase(
     return result
 
 
-async def verify_phase(stack: Stack, key: str, *, iterations: int) -> VerifyFigures:
-    settings = CommonSettings(nats_url=f"nats://127.0.0.1:{stack.ports['nats']}", service_name="bench")
-    broker = make_broker(settings, name="bench-verify")
-    client = AuthClient(broker)
-    await broker.start()
-    try:
-        bus_ms: list[float] = []
-        client_ms: list[float] = []
-        req = VerifyRequest(credential=key)
-        await client.verify(key)
-        for i in range(iterations + 50):
-            t0 = time.perf_counter()
-            reply = await request(broker, subjects.AUTH_VERIFY, req, VerifyReply)
-            t1 = time.perf_counter()
-            await client.verify(key)
-            t2 = time.perf_counter()
-            if not reply.ok:
-                raise RuntimeError(f"auth.verify refused the bench key: {reply.error}")
-            if i >= 50:
-                bus_ms.append((t1 - t0) * 1000)
-                client_ms.append((t2 - t1) * 1000)
-    finally:
-        await broker.stop()
-    return VerifyFigures(bus_ms, client_ms)
-
-
 # ------------------------------------------------------------------------------------ main
 
 
@@ -293,6 +266,7 @@ async def run(args: Any, out: TextIO) -> None:
             edges=args.edges,
             python=args.stack_python or sys.executable,
         )
+        before_s = await asyncio.to_thread(reference_s)  # before any process of the stack runs
         try:
             await asyncio.to_thread(stack.start)
             key, agent_id = await publish_agent(stack.url)
@@ -338,6 +312,7 @@ async def run(args: Any, out: TextIO) -> None:
                 dest = Path(args.keep_logs)
                 shutil.copytree(stack.home / "logs", dest, dirs_exist_ok=True)
     cpu.provider_requests = provider_requests
+    machine = MachineSpeed(before_s, await asyncio.to_thread(reference_s))
     if args.json:
         await asyncio.to_thread(Path(args.json).write_text, json.dumps(figures(cpu, admission), indent=2))
     report(
@@ -347,6 +322,7 @@ async def run(args: Any, out: TextIO) -> None:
         admission=admission,
         verify=verify,
         think_ms=args.think_ms,
+        machine=machine,
         out=out,
     )
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from bench import realtime
+from bench.machine import MachineSpeed
 from bench.perf_stack import delta
 from bench.realtime import (
     Level,
@@ -178,9 +179,15 @@ def report(
     verify: VerifyFigures,
     think_ms: float,
     out: TextIO,
+    machine: MachineSpeed | None = None,
 ) -> None:
     def w(*parts: object) -> None:
         print(*parts, file=out)
+
+    if machine is not None:
+        w("== This machine")
+        w(machine.line())
+        w()
 
     pace = "zero pace" if not cpu.pace_ms else f"{cpu.pace_ms:g} ms before each word, as a model"
     w(f"== CPU per turn (text turn, {cpu.engine}, {pace})")

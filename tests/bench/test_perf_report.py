@@ -11,7 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench import perf_pair
+from bench import machine, perf_pair
+from bench.machine import MachineSpeed, reference_s
 from bench.perf import options
 from bench.perf_report import Admission, CpuPhase, KillReport, VerifyFigures, compare, figures, report
 from bench.perf_stack import edges_for, group_of
@@ -226,3 +227,31 @@ def test_the_bench_starts_as_many_edges_as_its_sessions_need_under_the_open_file
     # Unless asked for, the bench's `parley run` gets as many as its --idle needs (0: decided then).
     assert options().parse_args([]).edges == 0 and options().parse_args([]).idle == 10_000
     assert options().parse_args(["--edges", "3"]).edges == 3
+
+
+def test_the_report_begins_with_this_machines_speed_before_and_after_the_run() -> None:
+    cpu, admission = phases(2.0, None)
+    out = io.StringIO()
+    report(
+        latency=[Latency("input_text → first text_delta", [0.1] * 10, [1.0] * 10)],
+        cpu=cpu,
+        levels=[],
+        admission=admission,
+        verify=VerifyFigures(bus=[3.0] * 100, client=[0.002] * 100),
+        think_ms=1000.0,
+        out=out,
+        machine=MachineSpeed(before_s=0.45, after_s=0.5),
+    )
+    head = out.getvalue().splitlines()[:2]
+    assert head[0] == "== This machine"
+    assert "took 0.45 s of CPU before the run and 0.50 s after it" in head[1]
+    assert "so up to 2.0x slower here" in head[1]  # 0.50 against the fastest recorded, 0.25
+    assert "== This machine" not in report_text(cpu, admission, [])  # not measured: not printed
+
+
+def test_the_machines_reference_is_the_best_of_its_tries(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert 0.01 < reference_s(tries=1) < 10  # the real loop: a tenth of a second or more here
+    clock = iter([0.0, 0.5, 1.0, 1.3, 2.0, 2.4])  # three tries: 0.5, 0.3 and 0.4 s
+    monkeypatch.setattr(machine.time, "process_time", lambda: next(clock))
+    monkeypatch.setattr(machine, "ADDITIONS", 10)
+    assert reference_s(tries=3) == pytest.approx(0.3)
