@@ -231,7 +231,7 @@ async def test_no_credential_in_any_log_span_or_metric(workdir: Path, crm: str) 
                 wanted = {"parley-auth", "parley-catalog", "parley-session_gateway"}
                 lacking = ({"POST /auth/sessions", "POST /auth/password/reset"} - roots) | (wanted - services)
                 if lacking:
-                    missing[0] = f"{len(listing)} traces, without {sorted(lacking)}"
+                    missing[0] = f"{len(listing)} traces, without {sorted(lacking)} (roots: {sorted(roots)})"
                     return None
                 spans = [trace(t) for t in listing]
                 names = " ".join(spans)
@@ -247,7 +247,15 @@ async def test_no_credential_in_any_log_span_or_metric(workdir: Path, crm: str) 
                     poll, traces, 240, "the flow's traces", parley.assert_running
                 )
             except AssertionError as exc:
-                raise AssertionError(f"{exc}; the last look: {missing[0]}") from None
+                # Why spans went missing, if a process said so (an export refused or timed out).
+                said = [
+                    f"{p.name}: {line[:300]}"
+                    for p in sorted((workdir / ".parley" / "logs").glob("*.log"))
+                    for line in p.read_text(errors="replace").splitlines()
+                    if "export" in line.lower() and "span" in line.lower()
+                ]
+                told = f"the last look: {missing[0]}; export lines: {said[-10:]}"
+                raise AssertionError(f"{exc}; {told}") from None
             ports = parley.state()["processes"]
             metrics = {
                 name: httpx.get(f"http://127.0.0.1:{ports[name]['port']}/metrics", timeout=10).text
