@@ -245,7 +245,7 @@ def test_the_report_begins_with_this_machines_speed_before_and_after_the_run() -
     head = out.getvalue().splitlines()[:2]
     assert head[0] == "== This machine"
     assert "took 0.45 s of CPU before the run and 0.50 s after it" in head[1]
-    assert "so up to 2.0x slower here" in head[1]  # 0.50 against the fastest recorded, 0.25
+    assert "0.25 s on the fastest machine recorded, 2.0 times that here at the most" in head[1]
     assert "== This machine" not in report_text(cpu, admission, [])  # not measured: not printed
 
 
