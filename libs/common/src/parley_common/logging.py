@@ -109,8 +109,15 @@ class _LineWriter:
 
 
 def setup_logging(service: str, level: str = "INFO", json_output: bool = True) -> None:
+    def add_service(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        # A processor, not a context variable: a served request starts from an empty context
+        # (`kit.runner.server_config`), and its lines name the service all the same.
+        event_dict.setdefault("service", service)
+        return event_dict
+
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_service,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -144,4 +151,3 @@ def setup_logging(service: str, level: str = "INFO", json_output: bool = True) -
         logging.getLogger(name).handlers[:] = []  # propagate to the root handler instead
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.error").addFilter(_per_connection_at_debug)  # once: the same object
-    structlog.contextvars.bind_contextvars(service=service)

@@ -78,13 +78,12 @@ class QuietServer(uvicorn.Server):
             self._loop.call_soon_threadsafe(self._woken.set)  # from a signal handler: through the loop
 
 
-def serve(app: FastAPI, settings: CommonSettings, ws: type[asyncio.Protocol] | str = "auto") -> None:
-    """Run `app` until SIGINT/SIGTERM; uvicorn drains in-flight requests before exiting. `ws`:
-    uvicorn's WebSocket protocol (the gateway's writes a loop turn's frames together)."""
-    setup_logging(settings.service_name, settings.log_level, settings.log_json)
-    setup_telemetry(settings)
-    config = uvicorn.Config(
-        freeze_after_startup(app, settings.gc_thresholds),
+def server_config(
+    app: FastAPI, settings: CommonSettings, ws: type[asyncio.Protocol] | str = "auto"
+) -> uvicorn.Config:
+    """uvicorn's settings for a served process (`serve`)."""
+    return uvicorn.Config(
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
@@ -96,8 +95,22 @@ def serve(app: FastAPI, settings: CommonSettings, ws: type[asyncio.Protocol] | s
         # Frames are small JSON events: compressing each costs CPU on both ends and saves little.
         ws_per_message_deflate=False,
         ws=ws,
+        # Each request starts from an empty context. A request that arrives on a connection
+        # before uvicorn has finished the one before it is started from inside that one's task,
+        # with its context: OpenTelemetry then made the second request's span a child of the
+        # first (uvicorn#3158), and its trace went missing from every trace list. Nothing of
+        # the process's start is lost: `setup_logging` adds the service name to every line
+        # itself, and no other context variable is set before a request.
+        reset_contextvars=True,
     )
-    server = QuietServer(config)
+
+
+def serve(app: FastAPI, settings: CommonSettings, ws: type[asyncio.Protocol] | str = "auto") -> None:
+    """Run `app` until SIGINT/SIGTERM; uvicorn drains in-flight requests before exiting. `ws`:
+    uvicorn's WebSocket protocol (the gateway's writes a loop turn's frames together)."""
+    setup_logging(settings.service_name, settings.log_level, settings.log_json)
+    setup_telemetry(settings)
+    server = QuietServer(server_config(freeze_after_startup(app, settings.gc_thresholds), settings, ws))
     with suppress(KeyboardInterrupt):
         server.run()
     if not server.started:  # as `uvicorn.run`: a failed startup is the process's failure
