@@ -135,6 +135,13 @@ async def chat_conversation(url: str) -> None:
         await until(ws, "response-end")
 
 
+def spans_in(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every span of a trace tree (`GET /traces/{id}.json`'s roots), depth first."""
+    for node in nodes:
+        yield node
+        yield from spans_in(node["children"])
+
+
 def reset_token(mail: Path) -> str:
     for path in sorted(mail.glob("*.eml")):
         message = email.message_from_bytes(path.read_bytes())
@@ -254,7 +261,14 @@ async def test_no_credential_in_any_log_span_or_metric(workdir: Path, crm: str) 
                     for line in p.read_text(errors="replace").splitlines()
                     if "export" in line.lower() and "span" in line.lower()
                 ]
-                told = f"the last look: {missing[0]}; export lines: {said[-10:]}"
+                # Where the awaited requests' spans went, if they came under another trace's root.
+                found = [
+                    f"{span['name']} (parent {span['parent_span_id']}) under {summary['root']}"
+                    for summary in httpx.get(f"{parley.url}/traces.json?limit=10000", timeout=10).json()
+                    for span in spans_in(json.loads(trace(summary))["roots"])
+                    if span["name"] in ("POST /auth/sessions", "POST /auth/password/reset")
+                ]
+                told = f"the last look: {missing[0]}; export lines: {said[-10:]}; the awaited spans: {found}"
                 raise AssertionError(f"{exc}; {told}") from None
             ports = parley.state()["processes"]
             metrics = {
