@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -128,4 +129,17 @@ def test_our_lines_are_written_without_a_log_record(capsys: pytest.CaptureFixtur
     structlog.get_logger("parley.test").warning("readable", n=1)
     console = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().err)  # without its colours
     assert "readable" in console and "n=1" in console and "[parley.test]" in console
+    structlog.reset_defaults()
+
+
+def test_a_line_from_an_empty_context_names_the_service(capsys: pytest.CaptureFixture[str]) -> None:
+    # A served request starts from an empty context (`kit.runner.server_config`), as here.
+    setup_logging("unit", "INFO", json_output=True)
+    contextvars.Context().run(structlog.get_logger("parley.test").info, "from a request")
+    contextvars.Context().run(logging.getLogger("uvicorn.error").warning, "theirs from a request")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert [(line["event"], line["service"]) for line in lines] == [
+        ("from a request", "unit"),
+        ("theirs from a request", "unit"),
+    ]
     structlog.reset_defaults()
