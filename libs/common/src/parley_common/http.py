@@ -169,56 +169,95 @@ def _nul_response() -> JSONResponse:
     )
 
 
-def _client_version_gate(min_version: str, api_version: str) -> Callable[..., Any]:
-    minimum = Version(min_version)
+class ClientVersionGate:
+    """HTTP requests with an `X-Client-Version` whose major is below `min_version` get 426 (the
+    `Error` envelope with the two fields of `GET /api/version`); one that is no version gets 422.
 
-    async def gate(request: Request, call_next: Callable[..., Any]) -> Any:
-        raw = request.headers.get("x-client-version")
-        if raw is not None:
-            try:
-                client = Version(raw)
-            except InvalidVersion:
-                return error_response(
-                    ParleyError(
-                        Codes.VALIDATION_FAILED,
-                        "X-Client-Version is not a valid version string.",
-                        params={"header": "X-Client-Version"},
-                    )
+    Plain ASGI, as every middleware here. Starlette's `BaseHTTPMiddleware` (`app.middleware("http")`)
+    relays the app's response through a task group and ends it with an empty message of its own,
+    sent after the client already has every byte: the edge then sent its next request on the
+    connection, and uvicorn started that one from inside this one's task (`kit.runner.server_config`).
+    """
+
+    def __init__(self, app: ASGIApp, min_version: str, api_version: str) -> None:
+        self.app, self.min_version, self.api_version = app, min_version, api_version
+        self.minimum = Version(min_version)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = self.refusal(scope) if scope["type"] == "http" else None
+        if refusal is None:
+            await self.app(scope, receive, send)
+        else:
+            await refusal(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> Response | None:
+        raw = next((value for name, value in scope["headers"] if name == b"x-client-version"), None)
+        if raw is None:
+            return None
+        given = raw.decode("latin-1")
+        try:
+            client = Version(given)
+        except InvalidVersion:
+            return error_response(
+                ParleyError(
+                    Codes.VALIDATION_FAILED,
+                    "X-Client-Version is not a valid version string.",
+                    params={"header": "X-Client-Version"},
                 )
-            if client.major < minimum.major:
-                base = envelope(
-                    Codes.CLIENT_UPGRADE_REQUIRED,
-                    params={"client_version": raw, "min_version": min_version},
-                )
-                body = UpgradeRequiredEnvelope(
-                    **base.model_dump(), apiVersion=api_version, minClientVersion=min_version
-                )
-                return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=426)
-        return await call_next(request)
-
-    return gate
+            )
+        if client.major >= self.minimum.major:
+            return None
+        base = envelope(
+            Codes.CLIENT_UPGRADE_REQUIRED, params={"client_version": given, "min_version": self.min_version}
+        )
+        body = UpgradeRequiredEnvelope(
+            **base.model_dump(), apiVersion=self.api_version, minClientVersion=self.min_version
+        )
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=426)
 
 
-def _access_log(service: str) -> Callable[..., Any]:
-    async def access_log(request: Request, call_next: Callable[..., Any]) -> Any:
+class AccessLog:
+    """Each HTTP request's `http.request` log line, count and duration (by route template), taken
+    when its response starts, as a request that raised is when the outermost handler answers 500."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
+        answered = False
+
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = True
+                self.record(scope, message["status"], time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except BaseException:
+            if not answered:
+                self.record(scope, 500, time.perf_counter() - started)
+            raise
+
+    def record(self, scope: Scope, status: int, elapsed: float) -> None:
         # The route template (`/orgs/{orgSlug}`), never the raw path: label values stay bounded.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
+        route = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"]
         if route not in ("/metrics", "/healthz", "/readyz"):
-            metrics.HTTP_REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
-            metrics.HTTP_DURATION.labels(service, request.method, route).observe(elapsed)
+            metrics.HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+            metrics.HTTP_DURATION.labels(self.service, method, route).observe(elapsed)
         log.info(
             "http.request",
-            method=request.method,
-            path=request.url.path,
-            status=response.status_code,
+            method=method,
+            path=scope["path"],
+            status=status,
             duration_ms=round(elapsed * 1000, 2),
         )
-        return response
-
-    return access_log
 
 
 def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
@@ -295,8 +334,10 @@ def create_app(
     for outage in OUTAGE_ERRORS:
         app.add_exception_handler(outage, _outage_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
-    app.middleware("http")(_client_version_gate(settings.min_client_version, settings.api_version))
-    app.middleware("http")(_access_log(settings.service_name))
+    app.add_middleware(
+        ClientVersionGate, min_version=settings.min_client_version, api_version=settings.api_version
+    )
+    app.add_middleware(AccessLog, service=settings.service_name)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(HeaderLimitMiddleware, limit=settings.max_header_bytes)
 
