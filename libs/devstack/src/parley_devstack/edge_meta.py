@@ -36,7 +36,9 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley_common.apidocs import add_api_docs
 from parley_common.errors import Codes
@@ -55,6 +57,27 @@ PLAYGROUND_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+
+class PlaygroundHeaders:
+    """`PLAYGROUND_HEADERS` on every response under `/play`. Plain ASGI, as the app factory's
+    middlewares (`parley_common.http.ClientVersionGate` says why)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/play" or path.startswith("/play/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(PLAYGROUND_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 class EdgeMetaSettings(CommonSettings):
@@ -235,13 +258,7 @@ def build_app(
 
     add_api_docs(app, openapi_url="/openapi.json", title="Parley API")
 
-    @app.middleware("http")
-    async def playground_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        if request.url.path == "/play" or request.url.path.startswith("/play/"):
-            response.headers.update(PLAYGROUND_HEADERS)
-        return response
-
+    app.add_middleware(PlaygroundHeaders)
     app.mount("/play", StaticFiles(directory=PLAYGROUND, html=True), name="playground")
 
     errors_page = render_errors_page(settings.edge_errors_doc)
