@@ -27,22 +27,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from parley_common.logging import setup_logging
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import setup_telemetry
-from parley_devstack.testing import probe_app
-
-SCOPE: dict[str, Any] = {
-    "type": "http",
-    "asgi": {"version": "3.0"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/probe",
-    "raw_path": b"/probe",
-    "root_path": "",
-    "query_string": b"",
-    "headers": [(b"host", b"probe"), (b"user-agent", b"bench")],
-    "client": ("127.0.0.1", 5000),
-    "server": ("127.0.0.1", 8000),
-}
+from parley_devstack.testing import asgi_get, probe_app
 
 
 async def passed_on(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -59,21 +44,7 @@ def apps() -> dict[str, Any]:
 
 
 async def request(app: Any) -> None:
-    sent: list[dict[str, Any]] = []
-    asked = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # the client stays until the response is done
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(dict(SCOPE), receive, send)
+    sent = await asgi_get(app, "/probe", [(b"user-agent", b"bench")])
     assert sent[0]["status"] == 200, sent
 
 

@@ -10,7 +10,6 @@ every request, a request that raised as the 500 its client gets.
 from __future__ import annotations
 
 import ast
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,48 +18,12 @@ from fastapi import APIRouter
 from parley_common import metrics
 from parley_common.http import create_app
 from parley_common.settings import CommonSettings
+from parley_devstack.testing import asgi_get
 
 
 def app_with(router: APIRouter) -> Any:
     settings = CommonSettings(service_name="probe", min_client_version="2.0.0")
     return create_app(settings, title="probe", routers=[router])
-
-
-async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> list[dict[str, Any]]:
-    """The ASGI messages `app` sends for `GET path`."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"probe"), *(headers or [])],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-    sent: list[dict[str, Any]] = []
-    requested = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # no disconnect while the response is under way
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    try:
-        await app(scope, receive, send)
-    except RuntimeError:  # re-raised by Starlette's outermost handler once it has answered 500
-        assert sent, "raised before any answer"
-    return sent
 
 
 def counted(route: str, status: str) -> float:
@@ -76,7 +39,7 @@ async def test_a_response_ends_with_its_own_body() -> None:
         return {"ok": True}
 
     before = counted("/answer", "200")
-    sent = await call(app_with(router), "/answer")
+    sent = await asgi_get(app_with(router), "/answer")
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert sent[1]["body"] == b'{"ok":true}' and not sent[1].get("more_body", False)
     assert counted("/answer", "200") == before + 1
@@ -89,9 +52,9 @@ async def test_the_version_gate_answers_before_the_route() -> None:
     async def gated() -> dict[str, bool]:
         raise AssertionError("an old client reached the route")
 
-    sent = await call(app_with(router), "/gated", [(b"x-client-version", b"1.4.0")])
+    sent = await asgi_get(app_with(router), "/gated", [(b"x-client-version", b"1.4.0")])
     assert sent[0]["status"] == 426 and [m["type"] for m in sent][1:] == ["http.response.body"]
-    sent = await call(app_with(router), "/gated", [(b"x-client-version", b"not a version")])
+    sent = await asgi_get(app_with(router), "/gated", [(b"x-client-version", b"not a version")])
     assert sent[0]["status"] == 422 and b"X-Client-Version" in sent[1]["body"]
 
 
@@ -103,7 +66,7 @@ async def test_a_request_that_raised_is_counted_as_the_500_its_client_gets() -> 
         raise RuntimeError("a bug")
 
     before = counted("/broken", "500")
-    sent = await call(app_with(router), "/broken")
+    sent = await asgi_get(app_with(router), "/broken")
     assert sent[0]["status"] == 500
     assert counted("/broken", "500") == before + 1
 

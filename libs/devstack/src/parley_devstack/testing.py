@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +207,46 @@ def probe_app(settings: CommonSettings, *, http_path: str, ws_path: str, greetin
         await ws.close()
 
     return create_app(settings, title="probe", routers=[router])
+
+
+async def asgi_get(app: Any, path: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> list[dict[str, Any]]:
+    """The ASGI messages `app` sends for `GET path`, called directly (no server, no socket). What
+    the app raises after it answered (Starlette's outermost handler re-raises once it has sent
+    its 500) is left to the server, as uvicorn does: the messages are returned all the same."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"probe"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[dict[str, Any]] = []
+    asked = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays until the response is done
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    try:
+        await app(scope, receive, send)
+    except Exception:
+        if not sent:
+            raise
+    return sent
 
 
 _PAGE_URL = re.compile(r"""(?:\b(?:src|href)\s*=\s*|\burl\s*:\s*)["']([^"']+)["']""")
