@@ -218,7 +218,8 @@ class ClientVersionGate:
 
 class AccessLog:
     """Each HTTP request's `http.request` log line, count and duration (by route template), taken
-    when its response starts, as a request that raised is when the outermost handler answers 500."""
+    when its response starts. A request that raised before it answered is recorded as the 500 the
+    outermost handler answers; one cancelled (a server shutting down) is not recorded."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app, self.service = app, service
@@ -239,7 +240,7 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, sending)
-        except BaseException:
+        except Exception:
             if not answered:
                 self.record(scope, 500, time.perf_counter() - started)
             raise
