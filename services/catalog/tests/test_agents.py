@@ -247,12 +247,16 @@ async def test_agent_events_published_on_every_change(world: World, ctx: Any) ->
 
 async def test_agent_events_reach_nats_before_the_change_is_answered() -> None:
     """The gateways reuse access answers until an event names the agent: the events of a change
-    are flushed (a round trip to the server) before the route answers; while NATS is away they
-    wait in the client's buffer and nothing blocks the answer."""
+    are flushed (a round trip to the server) before the route answers, the client's waiting
+    commands written before its PING (`parley_common.bus.flushed`); while NATS is away they wait
+    in the client's buffer and nothing blocks the answer."""
     order: list[str] = []
 
     class Connection:
         is_connected = True
+
+        async def _flush_pending(self, force_flush: bool = False) -> None:
+            order.append(f"written (forced: {force_flush})")
 
         async def flush(self, timeout: float) -> None:
             order.append("flush")
@@ -265,7 +269,8 @@ async def test_agent_events_reach_nats_before_the_change_is_answered() -> None:
 
     changed = [SimpleNamespace(id=uuid.uuid4(), version=2, status="live") for _ in range(3)]
     await events.publish_all(Broker(), changed, AgentEventKind.UPDATED)  # type: ignore[arg-type]
-    assert order == [*(f"catalog.events.agent.updated {a.id}" for a in changed), "flush"]
+    published = [f"catalog.events.agent.updated {a.id}" for a in changed]
+    assert order == [*published, "written (forced: True)", "flush"]
 
     order.clear()
     Connection.is_connected = False

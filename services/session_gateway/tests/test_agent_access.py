@@ -24,7 +24,7 @@ from faststream.nats import NatsBroker, TestNatsBroker
 
 from parley_common import subjects
 from parley_common.auth_contract import CredentialKind, Principal
-from parley_common.bus import bus_events, bus_handler
+from parley_common.bus import bus_events, bus_handler, flushed
 from parley_common.catalog_contract import (
     AgentAccessReply,
     AgentAccessRequest,
@@ -347,7 +347,7 @@ async def test_a_kept_answer_waits_for_the_events_nats_server_sent_before(infra:
             asked = len(catalog.asked)
             del catalog.agents[agent]
             await announce(catalog_side, agent, AgentEventKind.DELETED, AgentStatus.LIVE)
-            await catalog_side.connection.flush()  # as the catalog does before it answers
+            await flushed(catalog_side.connection)  # as the catalog does before it answers
             refused = await ask(access, agent, key(ORG_A))
             assert not refused.ok, "a deleted agent's kept answer was used"
             assert len(catalog.asked) == asked + 1

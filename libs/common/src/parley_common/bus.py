@@ -21,6 +21,7 @@ import structlog
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import trace
@@ -194,3 +195,15 @@ async def request(
         return reply_model.model_validate_json(msg.body)
     except ValidationError as exc:
         raise ParleyError(Codes.INTERNAL, f"Malformed reply on {subject}") from exc
+
+
+async def flushed(nc: Client, timeout: int = 1) -> None:  # noqa: ASYNC109 - nats-py owns the wait
+    """Return once nats-server has read everything `nc` (a nats-py client) sent before this call:
+    what it published, the subscriptions it made.
+
+    `nc.flush()` alone does not promise it: nats-py (2.16) writes the flush's PING straight to the
+    socket, while a command sent just before may still wait for the client's flusher task, so the
+    PONG can come back before the server has read it. Here the flusher writes what waits first
+    (nats-py's forced flush of its pending commands), then the PING follows it on the wire."""
+    await nc._flush_pending(force_flush=True)
+    await nc.flush(timeout=timeout)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import APIRouter, WebSocket
 
+from parley_common.bus import flushed
 from parley_common.http import create_app
 from parley_common.settings import CommonSettings
 from parley_devstack.postgres import PostgresServer, create_database, drop_database, with_database
@@ -288,14 +289,8 @@ async def health_ping(nats_url: str, service: str) -> dict[str, Any]:
 
 async def subscribed(nc: Any) -> None:
     """Return once the server has every subscription `nc` (a nats-py client) made so far, so a
-    message another connection publishes next reaches it.
-
-    `nc.flush()` alone does not promise that: nats-py (2.16) writes the flush's PING straight to
-    the socket while a new SUB still waits for its flusher task, so the PONG can come back before
-    the server has the SUB. By the time the first PONG is read the flusher has written the SUB
-    (it was woken first), so the second PING follows it on the wire, and its PONG proves it."""
-    await nc.flush()
-    await nc.flush()
+    message another connection publishes next reaches it (`parley_common.bus.flushed`)."""
+    await flushed(nc, timeout=5)
 
 
 def assert_error(resp: Any, status: int, code: str | None = None) -> dict[str, Any]:

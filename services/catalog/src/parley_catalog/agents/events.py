@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley_catalog.agents.models import Agent
 from parley_catalog.timeutil import utcnow
 from parley_common import subjects
+from parley_common.bus import flushed
 from parley_common.catalog_contract import AgentEvent, AgentEventKind, AgentStatus
 
 log = structlog.get_logger(__name__)
@@ -47,7 +48,7 @@ async def publish_all(broker: NatsBroker, agents: Sequence[Agent], kind: AgentEv
     try:
         nc = broker.connection
         if nc.is_connected:  # away: the events wait in its buffer, and the gateways forget on reconnect
-            await nc.flush(timeout=FLUSH_TIMEOUT_S)
+            await flushed(nc, timeout=FLUSH_TIMEOUT_S)  # the events first, then the PING
     except Exception as exc:
         log.warning("catalog.agent_event_flush_failed", kind=kind, error=str(exc))
 
