@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import nats
+import pytest
 from nats.aio.client import Client
 
 from parley_common.bus import flushed
@@ -70,3 +71,26 @@ async def test_nats_pys_own_flush_sends_its_ping_first() -> None:
         await asyncio.sleep(0.05)  # the flusher writes the PUB afterwards
 
     assert await wire_order(flush) == ["PING", "PUB"]
+
+
+async def test_a_server_that_does_not_read_times_it_out() -> None:
+    """The catalog answers a change within the timeout even when NATS stops reading its socket:
+    `flushed` raises and the caller carries on (the events wait in the client's buffer)."""
+    async with recording_server() as (port, _):
+        nc = await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False)
+        try:
+            await nc.flush()
+
+            async def stuck() -> None:  # the flusher, blocked as on a socket NATS does not read
+                await asyncio.Event().wait()
+
+            nc._flusher_task.cancel()  # type: ignore[union-attr]
+            nc._flusher_task = asyncio.create_task(stuck())
+            await nc.publish("catalog.events.agent.deleted", b"gone")
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(TimeoutError):
+                await flushed(nc, timeout=1)
+            assert asyncio.get_running_loop().time() - started < 3
+        finally:
+            nc._flusher_task.cancel()  # type: ignore[union-attr]
+            await nc.close()

@@ -204,6 +204,12 @@ async def flushed(nc: Client, timeout: int = 1) -> None:  # noqa: ASYNC109 - nat
     `nc.flush()` alone does not promise it: nats-py (2.16) writes the flush's PING straight to the
     socket, while a command sent just before may still wait for the client's flusher task, so the
     PONG can come back before the server has read it. Here the flusher writes what waits first
-    (nats-py's forced flush of its pending commands), then the PING follows it on the wire."""
-    await nc._flush_pending(force_flush=True)
+    (nats-py's forced flush of its pending commands), then the PING follows it on the wire.
+
+    Raises `TimeoutError` when either step takes longer than `timeout` (NATS not reading)."""
+    # nats-py's forced flush swallows a cancel, so the timeout is read back rather than raised.
+    async with asyncio.timeout(timeout) as written:
+        await nc._flush_pending(force_flush=True)
+    if written.expired():
+        raise TimeoutError("NATS did not take the pending commands in time")
     await nc.flush(timeout=timeout)
