@@ -8,6 +8,8 @@ import re
 import signal
 import socket
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -107,6 +109,17 @@ def test_a_service_that_cannot_run_stops_the_start(
     assert not (tmp_path / ".parley" / "pg").exists()  # nothing was started
 
 
+def started_by_this_run(process: psutil.Process, before: set[int]) -> bool:
+    """Whether `process` is new and none of its ancestors was there before: a long-lived server of
+    another test (the `infra` fixture's PostgreSQL) forks processes of its own at any time (a
+    backend per connection, an autovacuum worker every minute), and once in CI one came during
+    the run. Gone meanwhile: not left over."""
+    try:
+        return process.pid not in before and not any(a.pid in before for a in process.parents())
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.parametrize(
     ("migrate_code", "main_code", "expected"),
     [
@@ -152,4 +165,26 @@ def test_startup_failure_is_reported_and_stops_everything(
     started = [p for p in [*stack.processes, *stack.migrations] if p.pid is not None]
     assert {p.name for p in started} >= {"nats", "valkey", "postgres"}
     assert all(p.returncode is not None for p in started)
-    assert not [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert not [p for p in psutil.Process().children(recursive=True) if started_by_this_run(p, before)]
+
+
+def test_a_process_forked_by_a_server_that_was_there_before_is_not_the_runs() -> None:
+    # A server of another test (here a shell), there before the run, forks during it; a process
+    # the run starts is the run's.
+    server = subprocess.Popen(["sh", "-c", "sleep 0.3; sleep 30 & wait"])
+    try:
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        time.sleep(1)
+        (forked,) = psutil.Process(server.pid).children()
+        assert forked.pid not in before and not started_by_this_run(forked, before)
+        own = subprocess.Popen(["sleep", "30"])
+        try:
+            assert started_by_this_run(psutil.Process(own.pid), before)
+        finally:
+            own.kill()
+            own.wait()
+    finally:
+        for child in psutil.Process(server.pid).children():
+            child.kill()
+        server.kill()
+        server.wait()
