@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from parley_auth.context import AuthContext
 from parley_auth.mail import outbox
 from parley_auth.mail.models import OutboxMail
+from parley_auth.settings import AuthSettings
 
 
 class Collect(MessageHandler):
@@ -115,3 +116,24 @@ async def test_mail_goes_out_when_its_transaction_commits_not_when_the_outbox_po
         while not delivered():
             await asyncio.sleep(0.05)
     assert len(delivered()) == 1
+
+
+async def test_a_stop_as_mail_wakes_the_worker_still_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lifespan cancels the worker to stop the service. On Python 3.11 `asyncio.wait_for`
+    swallowed a cancel that landed as its wait ended (mail committed at that moment): the worker
+    ran on and the stop waited for it forever (an auth schemathesis run hung so in CI)."""
+
+    async def nothing_due(*_: object) -> int:
+        return 0
+
+    monkeypatch.setattr(outbox, "drain_once", nothing_due)
+    settings = AuthSettings(auth_outbox_poll_s=60)
+    wake = asyncio.Event()
+    worker = asyncio.create_task(outbox.run_outbox(settings, None, wake))  # type: ignore[arg-type]
+    for _ in range(5):  # into its wait
+        await asyncio.sleep(0)
+    wake.set()  # mail committed ...
+    worker.cancel()  # ... as the service stops
+    done, _ = await asyncio.wait({worker}, timeout=2)
+    assert done, "the worker ran on after it was cancelled"
+    assert worker.cancelled()

@@ -130,5 +130,9 @@ async def run_outbox(
             log.warning("mail.outbox_error", error=str(exc))
         if sent >= BATCH:  # a full batch: more may be waiting
             continue
+        # `asyncio.timeout`, not `wait_for`: on Python 3.11 a cancel that lands as `wake` is set
+        # is swallowed by `wait_for` (it returns the result), and the loop would run on with the
+        # service stopping and its lifespan waiting for this task.
         with suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), settings.auth_outbox_poll_s)
+            async with asyncio.timeout(settings.auth_outbox_poll_s):
+                await wake.wait()
