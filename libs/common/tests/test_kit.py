@@ -1,10 +1,13 @@
-"""The service kit: one lifespan (parts around the broker, Redis and the database closed last),
-readiness of what it was given, and the health ping with a service's own additions; a served
-process freezes what its startup built out of the garbage collector."""
+"""The service kit: one lifespan (parts around the broker, Redis and the database closed last, each
+shutdown step bounded in time), readiness of what it was given, and the health ping with a
+service's own additions; a served process freezes what its startup built out of the garbage
+collector."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from parley_common import metrics
 from parley_common.kit.db import Database
@@ -60,6 +64,96 @@ async def test_parts_run_around_the_broker_in_order(infra: Infra) -> None:
         "stop workers (broker connected: True)",
         "stop engines (broker connected: False)",
     ]
+
+
+def recording(events: list[str], name: str) -> Part:
+    """A part whose exit says that it ran."""
+
+    @asynccontextmanager
+    async def part(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        events.append(f"stop {name}")
+
+    return part
+
+
+async def test_a_part_whose_stop_hangs_is_left_behind_and_the_later_steps_still_run(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part stuck in its exit (it awaits what never comes) held the whole lifespan: the process
+    never stopped, nothing said where, and the broker's drain never ran (commit 2dd1a0b)."""
+    monkeypatch.setenv("PARLEY_SHUTDOWN_STEP_TIMEOUT_S", "0.3")
+    events: list[str] = []
+
+    class Recorded(Database):
+        async def dispose(self) -> None:
+            await super().dispose()
+            events.append("db disposed")
+
+    kit = ServiceKit(settings(infra), redis=True, database=Recorded(infra.database_url))
+
+    @asynccontextmanager
+    async def stuck(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.Event().wait()  # never set
+
+    kit.part(recording(events, "workers"))
+    kit.part(stuck)
+    app = kit.build_app(title="kit test")
+    started = time.monotonic()
+    with capture_logs() as logs:
+        async with asyncio.timeout(10):  # the old lifespan waits forever: fail, do not hang
+            async with app.router.lifespan_context(app):
+                nc = kit.broker.connection
+    assert time.monotonic() - started < 5
+    overran = [e for e in logs if e["event"] == "shutdown.step_overran"]
+    assert [(e["log_level"], e["step"], e["timeout_s"]) for e in overran] == [
+        ("warning", stuck.__qualname__, 0.3)
+    ]
+    assert overran[0]["step"].endswith("<locals>.stuck")  # the part factory's qualified name
+    # The part registered before the stuck one stopped after it, then the broker drained and the
+    # database was closed last.
+    assert events == ["stop workers", "db disposed"]
+    assert nc.is_closed
+
+
+async def test_a_part_whose_stop_raises_is_logged_and_the_later_steps_still_run(infra: Infra) -> None:
+    kit = ServiceKit(settings(infra), redis=True)
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def failing(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        raise RuntimeError("cannot reach redis://:hunter2@cache:6379/0")
+
+    kit.part(recording(events, "workers"))
+    kit.part(failing)
+    app = kit.build_app(title="kit test")
+    with capture_logs() as logs:
+        async with app.router.lifespan_context(app):  # the failure does not escape the shutdown
+            nc = kit.broker.connection
+    failed = [e for e in logs if e["event"] == "shutdown.step_failed"]
+    assert failed == [
+        {
+            "event": "shutdown.step_failed",
+            "log_level": "warning",
+            "step": failing.__qualname__,
+            "error": "RuntimeError",
+        }
+    ]
+    assert "hunter2" not in repr(logs)  # an exception's message may carry a credential: never logged
+    assert events == ["stop workers"]
+    assert nc.is_closed
+
+
+def test_the_shutdown_step_timeout_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARLEY_SHUTDOWN_STEP_TIMEOUT_S", raising=False)
+    assert CommonSettings().shutdown_step_timeout_s == 60.0
+    monkeypatch.setenv("PARLEY_SHUTDOWN_STEP_TIMEOUT_S", "90")
+    assert CommonSettings().shutdown_step_timeout_s == 90.0
+    monkeypatch.setenv("PARLEY_SHUTDOWN_STEP_TIMEOUT_S", "0")  # every step cut at once: refused
+    with pytest.raises(ValidationError, match="greater than 0"):
+        CommonSettings()
 
 
 async def test_not_ready_names_what_is_down(infra: Infra) -> None:

@@ -13,11 +13,13 @@
     app = kit.build_app(title=..., description=..., routers=[...])
 
 The lifespan starts, in order: the `before_broker` parts, the broker, the `part`s; it stops them in
-the reverse order and then closes Redis and the database. Readiness (`/readyz`) checks NATS and
-whatever the kit was given (Redis, PostgreSQL) plus any check a service adds; `/metrics`,
-`/healthz` and the version routes come from `parley_common.http.create_app`. Every service answers
-the health ping on `health.<service>` (queue group: any one replica answering proves the service is
-reachable over the bus).
+the reverse order and then closes Redis and the database. Each of those shutdown steps gets
+`shutdown_step_timeout_s`: one that overruns or raises is logged and left behind, and the steps
+after it still run (`kit.shutdown`). Readiness (`/readyz`) checks NATS and whatever the kit was
+given (Redis, PostgreSQL) plus any check a service adds; `/metrics`, `/healthz` and the version
+routes come from `parley_common.http.create_app`. Every service answers the health ping on
+`health.<service>` (queue group: any one replica answering proves the service is reachable over
+the bus).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from redis.asyncio import Redis
 from parley_common.bus import make_broker
 from parley_common.http import create_app
 from parley_common.kit.health import Check, Readiness, nats_check, redis_check, sqlalchemy_check
+from parley_common.kit.shutdown import BoundedExit, run_step, step_name
 from parley_common.redis_client import make_redis
 from parley_common.settings import CommonSettings
 from parley_common.subjects import health_ping
@@ -113,17 +116,18 @@ class ServiceKit:
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        limit = self.settings.shutdown_step_timeout_s
         async with AsyncExitStack() as stack:
             if self.db is not None:
-                stack.push_async_callback(self.db.dispose)
+                stack.push_async_callback(run_step, "db.dispose", limit, self.db.dispose)
             if self._redis is not None:
-                stack.push_async_callback(self._redis.aclose)
+                stack.push_async_callback(run_step, "redis.aclose", limit, self._redis.aclose)
             for part in self._before:
-                await stack.enter_async_context(part(app))
+                await stack.enter_async_context(BoundedExit(part(app), step_name(part), limit))
             await self.broker.start()
-            stack.push_async_callback(self.broker.stop)
+            stack.push_async_callback(run_step, "broker.stop", limit, self.broker.stop)
             for part in self._parts:
-                await stack.enter_async_context(part(app))
+                await stack.enter_async_context(BoundedExit(part(app), step_name(part), limit))
             yield
 
     def _register_health_ping(self) -> None:
