@@ -14,15 +14,19 @@ import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
+from parley_common import numbered
 from parley_common.bus import BusEvents
 from parley_common.jetstream import publish_durably
 from parley_common.numbered import NumberedReader
+from parley_common.ordered_reader import OnMsg, OrderedReader
 from parley_devstack.servers import NatsServer
 from parley_devstack.testing import subscribed
 
@@ -205,3 +209,44 @@ async def test_what_was_published_while_away_comes_after_a_reconnect(
         await _until(lambda: harness.got == [1, 2, 3, 4], harness=harness)
     finally:
         await publisher.close()
+
+
+async def test_a_close_as_the_stream_delivers_still_stops_the_catch_up(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`close` cancels the catch-up. On Python 3.11 `asyncio.wait_for` swallowed a cancel that
+    landed as the stream's message was queued for it: the catch-up read on, closed or not."""
+    await harness.store(1)
+    reading = asyncio.Event()
+    later: list[asyncio.Task[None]] = []
+
+    class Delayed(OrderedReader):
+        """The real reader, its first message handed over once the catch-up waits for it, and the
+        catch-up cancelled in the same step."""
+
+        def __init__(self, *args: Any, on_msg: OnMsg, **kwargs: Any) -> None:
+            async def hand_over(msg: Msg) -> None:
+                await reading.wait()
+                await on_msg(msg)  # queued for the catch-up ...
+                task = harness.readers[0]._task
+                assert task is not None
+                task.cancel()  # ... as the reader is closed
+
+            async def delayed(msg: Msg) -> None:
+                if not later:
+                    later.append(asyncio.create_task(hand_over(msg)))
+
+            super().__init__(*args, on_msg=delayed, **kwargs)
+
+        async def open(self) -> None:
+            await super().open()
+            reading.set()  # the catch-up goes on to wait for the message without a pause
+
+    monkeypatch.setattr(numbered, "OrderedReader", Delayed)
+    reader = await harness.reader(catch_up=True)
+    catch_up = reader._task
+    assert catch_up is not None
+    done, _ = await asyncio.wait({catch_up}, timeout=2)
+    assert done, "the catch-up ran on after it was cancelled"
+    assert catch_up.cancelled(), f"the catch-up ran on after it was cancelled: {harness.describe()}"
+    assert later and later[0].done()

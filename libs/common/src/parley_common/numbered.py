@@ -227,7 +227,8 @@ class NumberedReader(Generic[T]):
         try:
             while self.last_index < last:
                 try:
-                    msg = await asyncio.wait_for(received.get(), STALL_S)
+                    async with asyncio.timeout(STALL_S):  # not wait_for: it can lose close's cancel
+                        msg = await received.get()
                 except TimeoutError:  # the stream no longer has it (purged, expired)
                     log.warning("bus.catch_up_stalled", subject=self.subject, last=last, at=self.last_index)
                     break
