@@ -93,3 +93,38 @@ async def test_messages_gather_into_batches_under_load_and_come_at_once_after_a_
         assert consumer.batches[2][0] - consumer.batches[0][0] >= 1.5
     finally:
         await consumer.stop()
+
+
+class Pausing(Timed):
+    """Says when it pauses after a short batch (`batch_wait_s`)."""
+
+    def __init__(self, stream: str, subject: str) -> None:
+        super().__init__(stream, subject, batch_wait_s=60)
+        self.pausing = asyncio.Event()
+
+    async def _gather(self, pause_s: float) -> None:
+        self.pausing.set()
+        await super()._gather(pause_s)
+
+
+async def test_a_cancel_as_stop_ends_the_pause_is_not_lost(scratch_stream: ScratchStream) -> None:
+    """On Python 3.11 `asyncio.wait_for` swallowed a cancel that landed as its wait ended: a cancel
+    of the consumer's task as `stop` ended its pause left the task running (here it then saw the
+    stop and returned; the cancel was lost all the same)."""
+    consumer = Pausing(scratch_stream.name, scratch_stream.subject)
+    await consumer.start(scratch_stream.nc)
+    try:
+        await scratch_stream.js.publish(scratch_stream.subject, b"one")
+        async with asyncio.timeout(10):
+            await consumer.pausing.wait()
+        for _ in range(5):  # into its wait
+            await asyncio.sleep(0)
+        task = consumer._task
+        assert task is not None
+        consumer._stopping.set()  # stop ends the pause ...
+        task.cancel()  # ... as the task is cancelled
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done, "the consumer ran on after it was cancelled"
+        assert task.cancelled(), "the consumer's cancel was lost"
+    finally:
+        await consumer.stop()

@@ -345,7 +345,8 @@ class DurableConsumer:
             self._task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._sub.unsubscribe(), timeout=5)
+                async with asyncio.timeout(5):
+                    await self._sub.unsubscribe()
             self._sub = None
 
     async def _run(self) -> None:
@@ -375,8 +376,10 @@ class DurableConsumer:
         a quiet spell at least that long are followed by the next fetch at once, so that an event
         arriving alone is handled as soon as it comes. `stop` ends the pause."""
         if pause_s > 0:
+            # Not `wait_for`: on Python 3.11 it swallows a cancel that lands as the pause ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), pause_s)
+                async with asyncio.timeout(pause_s):
+                    await self._stopping.wait()
 
     async def handle_batch(self, messages: list[Msg]) -> None:
         """What a fetch does: each message on its own, unless a subclass handles them together."""
