@@ -54,6 +54,26 @@ async def test_it_wakes_once_a_second_and_answers_with_a_date() -> None:
         await asyncio.wait_for(task, 10)
 
 
+async def test_a_cancel_as_a_stop_wakes_it_is_not_lost() -> None:
+    """On Python 3.11 `asyncio.wait_for` swallowed a cancel that landed as its wait ended: a cancel
+    arriving as `handle_exit`'s wake-up did left the loop running (here it then saw the exit flag
+    and returned as if stopped, the cancel lost)."""
+    config = uvicorn.Config(FastAPI(), log_config=None, lifespan="off")
+    config.load()
+    server = QuietServer(config)
+    server.TICK_S = 60.0
+    task = asyncio.create_task(server.main_loop())
+    for _ in range(5):  # into its wait
+        await asyncio.sleep(0)
+    assert server._woken is not None and not task.done()
+    server.should_exit = True  # handle_exit, and its wake-up (through the loop) ...
+    server._woken.set()
+    task.cancel()  # ... as the task is cancelled
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done, "the loop ran on after it was cancelled"
+    assert task.cancelled(), "the loop's cancel was lost"
+
+
 SERVED = """
 import sys
 from fastapi import FastAPI

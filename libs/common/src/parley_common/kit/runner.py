@@ -69,8 +69,10 @@ class QuietServer(uvicorn.Server):
         # uvicorn's 0.1 s ticks): every tick here is a second.
         while not await self.on_tick(counter):
             counter = (counter + 10) % 864000
+            # Not `wait_for`: on Python 3.11 it swallows a cancel that lands as the wake-up does.
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.TICK_S)
+                async with asyncio.timeout(self.TICK_S):
+                    await self._woken.wait()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
