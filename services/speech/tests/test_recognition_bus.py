@@ -27,6 +27,7 @@ from parley_common.speech_contract import (
     VoiceEngineConfig,
 )
 from parley_devstack.testing import Infra
+from parley_speech import recognition
 from parley_speech.app import build_app
 from parley_speech.audio.formats import encode_webm_opus, float_to_pcm16
 from parley_speech.engines.espeak import EspeakTTS
@@ -324,3 +325,27 @@ async def test_audio_that_stops_mid_turn_ends_the_turn(nc: NatsClient, espeak: E
     await events.wait_for(lambda: events.of("transcript"))
     assert words(events.of("transcript")[0].text) >= QUESTION_WORDS  # type: ignore[union-attr]
     await client.close()
+
+
+async def test_a_cancel_as_audio_wakes_the_session_stops_it(
+    nc: NatsClient, worker: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.11 `asyncio.wait_for` swallowed a cancel that landed as its wait ended: the
+    session's loop, cancelled as a chunk woke it, ran on. (`close` cancels it after marking the
+    session closed, which the loop checks, so there it stopped one step later; the cancel was lost
+    all the same.)"""
+    monkeypatch.setattr(recognition, "IDLE_TICK_S", 60.0)  # no tick ends the wait meanwhile
+    subject, conversation_id, _ = await open_raw(nc)
+    session = worker.state.service.sessions[conversation_id]
+    runner = session._runner
+    assert runner is not None
+    await asyncio.sleep(0.2)  # into its wait
+    chunk = float_to_pcm16(np.zeros(320, np.float32)).tobytes()
+    await session.on_message(Msg(nc, subject=subject, data=chunk, headers={HDR_SEQ: "0"}))  # a chunk ...
+    runner.cancel()  # ... as the loop is cancelled
+    try:
+        done, _ = await asyncio.wait({runner}, timeout=2)
+        assert done, "the session's loop ran on after it was cancelled"
+        assert runner.cancelled()
+    finally:
+        await session.close("client")

@@ -1,4 +1,4 @@
-# One piece (595 lines): one voice session's pipeline (decode, resample, VAD, policy, STT) shares
+# One piece (596 lines): one voice session's pipeline (decode, resample, VAD, policy, STT) shares
 # the session's sequence bookkeeping and reads top to bottom as the audio flows.
 """One voice session's recognition on a worker: audio in (core NATS), events out.
 
@@ -271,8 +271,9 @@ class RecognitionSession:
             while not self.closed:
                 if not self.inbox:
                     self._ready.clear()
-                    try:
-                        await asyncio.wait_for(self._ready.wait(), IDLE_TICK_S)
+                    try:  # not wait_for: on 3.11 it swallows a cancel that lands as audio wakes it
+                        async with asyncio.timeout(IDLE_TICK_S):
+                            await self._ready.wait()
                     except TimeoutError:
                         await self._on_idle()
                     continue
