@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,7 +27,7 @@ from parley_common.speech_contract import ENGINES, EngineKind, InputFormat, Voic
 from parley_devstack.servers import free_port
 from parley_devstack.testing import Infra
 from parley_speech.app import build_app
-from parley_speech.engines.deepgram import DeepgramSTT
+from parley_speech.engines.deepgram import DeepgramStream, DeepgramSTT
 from parley_speech.engines.elevenlabs import ElevenLabsTTS
 from parley_speech.engines.espeak import EspeakTTS
 from parley_speech.engines.openai_audio import OpenAISTT, OpenAITTS
@@ -185,6 +185,34 @@ async def test_deepgram_keepalive_while_no_audio_flows(deepgram: FakeDeepgram) -
     await asyncio.sleep(0.3)
     assert await stream_.end() == "heard 200 ms"
     assert deepgram.received.count({"type": "KeepAlive"}) >= 2
+
+
+async def test_deepgram_a_cancel_as_audio_is_queued_stops_the_sender(deepgram: FakeDeepgram) -> None:
+    """The stream cancels its sender when the socket's reading ends (an error while the socket is
+    still open included) and then waits for it. On Python 3.11 `asyncio.wait_for` swallowed a
+    cancel that landed as audio was queued: the sender ran on, keeping the socket alive with
+    KeepAlives, and the stream waited for it."""
+    stream_ = dg(deepgram, keepalive_s=60).stream()
+    assert isinstance(stream_, DeepgramStream)
+    try:
+        sender = None
+        async with asyncio.timeout(5):
+            while sender is None:  # the stream's own sender task, once its socket is open
+                await asyncio.sleep(0.01)
+                sender = next((t for t in asyncio.all_tasks() if _runs(t, DeepgramStream._send)), None)
+        for _ in range(5):  # into its wait
+            await asyncio.sleep(0)
+        await stream_.push(SECOND[:320])  # audio queued ...
+        sender.cancel()  # ... as the sender is cancelled
+        done, _ = await asyncio.wait({sender}, timeout=2)
+        assert done, "the sender ran on after it was cancelled"
+        assert sender.cancelled()
+    finally:
+        await stream_.aclose()
+
+
+def _runs(task: asyncio.Task[Any], function: Callable[..., object]) -> bool:
+    return bool(getattr(task.get_coro(), "__qualname__", None) == function.__qualname__)
 
 
 @pytest.mark.parametrize(("key", "code"), [*REFUSED, DROPPED, SLOW])

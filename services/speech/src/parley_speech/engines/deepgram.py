@@ -105,7 +105,8 @@ class DeepgramStream(STTStream):
         self._closing = True
         await self._outbox.put(None)
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), self.engine.read_timeout_s)
+            async with asyncio.timeout(self.engine.read_timeout_s):
+                await asyncio.shield(self._task)
         except TimeoutError as exc:
             self._task.cancel()
             raise errors.timeout(self.engine.name) from exc
@@ -143,8 +144,11 @@ class DeepgramStream(STTStream):
     async def _send(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
+                # Not `wait_for`: on Python 3.11 it swallows a cancel that lands as audio is
+                # queued, and this loop would keep the socket alive while `_run` waits for it.
                 try:
-                    item = await asyncio.wait_for(self._outbox.get(), self.engine.keepalive_s)
+                    async with asyncio.timeout(self.engine.keepalive_s):
+                        item = await self._outbox.get()
                 except TimeoutError:
                     await ws.send(json.dumps({"type": "KeepAlive"}))
                     continue
