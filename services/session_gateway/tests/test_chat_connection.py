@@ -5,6 +5,7 @@ and services: tests/e2e/test_chat_ws.py and test_revocation.py.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -206,3 +207,33 @@ async def test_a_token_refresh_moves_the_expiry_and_expiry_closes_the_socket() -
             await ws.frame_of("token-refresh-required")
             await ws.frame_of("token-expired")
             assert await ws.wait_closed() == (CloseCodes.UNAUTHORIZED, Codes.CHAT_TOKEN_EXPIRED.code)
+
+
+async def test_a_refresh_as_the_client_leaves_does_not_hold_the_connection() -> None:
+    """When the receive ends the connection cancels its timers and waits for them. A refresh and
+    the client's leaving handled in one step: on Python 3.11 `asyncio.wait_for` swallowed the
+    expiry timer's cancel as the refresh woke it, the timer waited on for the token's next expiry
+    (minutes away), and the connection's end with it."""
+    async with gateway() as (ctx, _, auth):
+        token = chat_token()
+        auth.principals[TOKEN] = token
+        auth.principals["later"] = chat_token(agent_id=token.agent_id, org_id=token.org_id)
+        ws = FakeSocket({"token": TOKEN})
+        conn = ChatConnection(ctx, ws, None)  # type: ignore[arg-type]
+        run = asyncio.create_task(conn.run())
+        timers: list[asyncio.Task[Any]] = []
+        try:
+            await ws.frame_of("connected")
+            for _ in range(5):  # the timers into their waits
+                await asyncio.sleep(0)
+            timers = [t for t in asyncio.all_tasks() if t.get_name() in ("chat-expiry", "chat-heartbeat")]
+            expiry = next(t for t in timers if t.get_name() == "chat-expiry")
+            ws.send({"type": "token-refresh", "token": "later"})  # a refresh ...
+            ws.drop()  # ... and the client gone, read in the same step
+            done, _ = await asyncio.wait({run}, timeout=2)
+            assert done, "the connection waited for its expiry timer"
+            assert expiry.cancelled()
+            assert ctx.last.input_types() == ["disconnected"]  # the client left; the session stays
+        finally:
+            for task in [*timers, run]:  # without the fix, so that the test ends
+                task.cancel()

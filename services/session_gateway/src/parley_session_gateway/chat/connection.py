@@ -223,8 +223,11 @@ class ChatConnection(SessionConnection):
     async def _until_refreshed(self, at: datetime) -> bool:
         """Wait until `at`; True as soon as a refresh moves the expiry instead."""
         delay = (at - datetime.now(UTC)).total_seconds()
+        # Not `wait_for`: on Python 3.11 it swallows a cancel that lands as a refresh wakes it,
+        # and `_pump` waits for this timer when the receive ends.
         try:
-            await asyncio.wait_for(self._refreshed.wait(), max(0.0, delay))
+            async with asyncio.timeout(max(0.0, delay)):
+                await self._refreshed.wait()
         except TimeoutError:
             return False
         return True
