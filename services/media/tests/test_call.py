@@ -71,6 +71,26 @@ async def in_call(fake: FakeRealtime, **overrides: object) -> AsyncIterator[tupl
         await client.close()
 
 
+async def test_a_client_waiting_for_an_event_stops_when_cancelled_as_one_comes() -> None:
+    """On Python 3.11 `asyncio.wait_for` swallowed a cancel that landed as its wait ended: a
+    `wait_event` cancelled as another event arrived waited on until its own timeout."""
+    client = ClientPeer()
+    await client.offer()
+    assert client.channel is not None
+    waiting = asyncio.create_task(client.wait_event("turn_complete"))
+    try:
+        for _ in range(5):  # into its wait
+            await asyncio.sleep(0)
+        client.channel.emit("message", json.dumps({"type": "text_delta"}))  # an event arrives ...
+        waiting.cancel()  # ... as the wait is cancelled
+        done, _ = await asyncio.wait({waiting}, timeout=2)
+        assert done, "wait_event ran on after it was cancelled"
+        assert waiting.cancelled()
+    finally:
+        waiting.cancel()
+        await client.close()
+
+
 async def test_a_call_bridges_audio_both_ways_and_events_on_the_data_channel(fake: FakeRealtime) -> None:
     service = service_for(fake)
     with capture_logs() as logs:

@@ -158,8 +158,10 @@ class ClientPeer:
             if remaining <= 0:
                 raise AssertionError(f"no {kind} {match} among {self.events}")
             self.new_event.clear()
+            # Not `wait_for`: on Python 3.11 it swallows a cancel that lands as an event arrives.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.new_event.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self.new_event.wait()
 
     async def close(self) -> None:
         for task in self.tasks:
