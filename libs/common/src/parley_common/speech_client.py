@@ -501,7 +501,8 @@ class TtsStream:
                 self._fail(segment, envelope(Codes.SPEECH_WORKER_LOST))
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), 0.2)
+                async with asyncio.timeout(0.2):
+                    await asyncio.shield(future)
         return future.result() if future.done() else None
 
     def _fail(self, segment: _Segment, error: ErrorEnvelope | None) -> None:

@@ -185,7 +185,8 @@ class Call:
 
     async def _watch_connect(self) -> None:
         try:
-            await asyncio.wait_for(self.connected.wait(), self.settings.media_connect_timeout_s)
+            async with asyncio.timeout(self.settings.media_connect_timeout_s):
+                await self.connected.wait()
         except TimeoutError:
             log.info("media.connect_timeout", **self.log_fields())
             await self.finish("connect_timeout")

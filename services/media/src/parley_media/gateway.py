@@ -31,17 +31,15 @@ async def open_realtime(
     # The call's socket continues the offer's trace (HTTP → bus → here → /realtime).
     propagate.inject(headers)
     try:
-        ws = await asyncio.wait_for(
-            connect(
+        async with asyncio.timeout(s.media_handshake_timeout_s):
+            ws = await connect(
                 s.media_gateway_url,
                 additional_headers=headers,
                 max_size=16 * 1024 * 1024,
                 open_timeout=s.media_handshake_timeout_s,
                 ping_interval=20,
                 ping_timeout=20,
-            ),
-            s.media_handshake_timeout_s,
-        )
+            )
     except (OSError, TimeoutError, InvalidStatus, WebSocketException) as exc:
         log.warning("media.gateway_unreachable", error=type(exc).__name__, **log_fields)
         raise ParleyError(Codes.WEBRTC_MEDIA_UNAVAILABLE) from exc
@@ -65,7 +63,8 @@ async def _handshake(
         handshake["render_directive"] = request.render_directive
     try:
         await ws.send(json.dumps(handshake))
-        first = await asyncio.wait_for(ws.recv(), s.media_handshake_timeout_s)
+        async with asyncio.timeout(s.media_handshake_timeout_s):
+            first = await ws.recv()
     except (ConnectionClosed, TimeoutError) as exc:
         raise ParleyError(Codes.WEBRTC_MEDIA_UNAVAILABLE) from exc
     try:

@@ -36,7 +36,8 @@ class Readiness:
     async def report(self) -> ReadinessReport:
         async def run(name: str, check: Check) -> tuple[str, str]:
             try:
-                await asyncio.wait_for(check(), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await check()
             except Exception as exc:
                 return name, f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
             return name, "ok"

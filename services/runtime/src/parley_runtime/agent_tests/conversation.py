@@ -118,7 +118,8 @@ class BusConversation:
             if left <= 0:
                 raise TurnTimeout(f"the agent did not finish its turn within {timeout_s:g} s")
             try:
-                out = await asyncio.wait_for(self._events.get(), left)
+                async with asyncio.timeout(left):
+                    out = await self._events.get()
             except TimeoutError as exc:
                 raise TurnTimeout(f"the agent did not finish its turn within {timeout_s:g} s") from exc
             event = out.event

@@ -106,7 +106,8 @@ class SessionWorker(QueueWorker[_Claim]):
             if not any(c.runner is not None and c.runner.busy for c in self.claims.values()):
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.deps.turn_over.wait(), left)
+                async with asyncio.timeout(left):
+                    await self.deps.turn_over.wait()
         await cancel_and_wait(*others)  # heartbeats ran during the drain; now the claims go back
         await self.hand_back()
         self._gauge()

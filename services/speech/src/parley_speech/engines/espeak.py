@@ -48,7 +48,8 @@ class _Child:
     async def read_frame(self) -> tuple[bytes, int, bytes]:
         assert self.proc.stdout is not None
         try:
-            header = await asyncio.wait_for(self.proc.stdout.readexactly(HEADER.size), FRAME_TIMEOUT_S)
+            async with asyncio.timeout(FRAME_TIMEOUT_S):
+                header = await self.proc.stdout.readexactly(HEADER.size)
             kind, request_id, size = HEADER.unpack(header)
             payload = await self.proc.stdout.readexactly(size) if size else b""
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError) as exc:
@@ -100,7 +101,8 @@ class EspeakTTS(TTSEngine):
         )
         child = _Child(proc, 0)
         try:
-            kind, _, payload = await asyncio.wait_for(child.read_frame(), START_TIMEOUT_S)
+            async with asyncio.timeout(START_TIMEOUT_S):
+                kind, _, payload = await child.read_frame()
         except TimeoutError as exc:
             child.kill()
             raise _failed("the espeak-ng process did not start") from exc
@@ -219,7 +221,8 @@ class EspeakTTS(TTSEngine):
                 child.proc.stdin.close()
         for child in self._children:
             try:
-                await asyncio.wait_for(child.proc.wait(), 2)
+                async with asyncio.timeout(2):
+                    await child.proc.wait()
             except TimeoutError:
                 child.kill()
                 await child.proc.wait()

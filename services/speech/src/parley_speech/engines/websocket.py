@@ -67,7 +67,8 @@ class WebSocketEngine:
         none); a close whose code `ends_normally` ends the iteration, any other is an error."""
         while True:
             try:
-                message = await asyncio.wait_for(ws.recv(), timeout_s())
+                async with asyncio.timeout(timeout_s()):
+                    message = await ws.recv()
             except TimeoutError as exc:
                 raise errors.timeout(self.name) from exc
             except ConnectionClosed as exc:
