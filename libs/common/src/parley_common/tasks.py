@@ -11,6 +11,11 @@ cancel arrives (nats-py awaits every request reply, JetStream publish acks inclu
 A session runner cancelled just as its commit's ack came back then ran on, waiting for input, and
 the drain that cancelled it waited forever. So a task still running `RECANCEL_S` after its cancel is
 cancelled again (and logged).
+
+Our own code waits with `async with asyncio.timeout(...)`, never `asyncio.wait_for`: an outside
+cancel passes through it, and only its own expiry becomes a TimeoutError.
+`libs/common/tests/test_no_wait_for.py` fails on any `asyncio.wait_for` in `libs/*/src` or
+`services/*/src`.
 """
 
 from __future__ import annotations
