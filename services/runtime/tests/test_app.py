@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from parley_devstack.servers import NatsServer
-from parley_devstack.testing import Infra, assert_not_ready_without, assert_serves, unreachable
+from parley_devstack.testing import Infra, assert_not_ready_without, assert_serves, started, unreachable
 from parley_runtime.app import build_app
 from parley_runtime.settings import RuntimeSettings
 
@@ -35,3 +35,30 @@ async def test_ready_and_answers_health_ping(infra: Infra, own_nats: str) -> Non
 async def test_not_ready_without_redis(own_nats: str) -> None:
     app = build_app(RuntimeSettings(nats_url=own_nats, redis_url=unreachable("redis")))
     await assert_not_ready_without(app, "redis")
+
+
+async def test_a_stop_drains_octavus_executions_and_sessions_at_once(infra: Infra, own_nats: str) -> None:
+    """At a stop the session worker stops claiming at once, while an Octavus execution still runs:
+    the drains overlap (one drain's time, which the grace period is sized for), not one after the
+    other, when the worker went on claiming sessions through the executions' drain."""
+    settings = RuntimeSettings(nats_url=own_nats, redis_url=infra.redis_url, runtime_drain_timeout_s=5.0)
+    app = build_app(settings)
+    lifespan = started(app)
+    await lifespan.__aenter__()
+    finish = asyncio.Event()
+    execution = asyncio.create_task(finish.wait())  # an execution still streaming at the stop
+    app.state.octavus._tasks.add(execution)
+    execution.add_done_callback(app.state.octavus._tasks.discard)
+    fetch = app.state.worker._tasks[0]
+    stopping = asyncio.create_task(lifespan.__aexit__(None, None, None))
+    draining = asyncio.create_task(app.state.worker.deps.draining.wait())
+    try:
+        done, _ = await asyncio.wait({draining}, timeout=2)
+        assert done, "the worker went on claiming sessions while the Octavus execution drained"
+        assert fetch.done()
+        assert not execution.done() and not stopping.done()  # the execution is let finish
+    finally:
+        draining.cancel()
+        finish.set()
+        done, _ = await asyncio.wait({stopping}, timeout=10)
+    assert done and stopping.exception() is None

@@ -68,9 +68,9 @@ class CommonSettings(BaseSettings):
     # At shutdown each step of a service's lifespan (one of its parts stopping, the broker's drain,
     # closing Redis and the database) gets this long; one that overruns is cancelled and logged
     # (`shutdown.step_overran`), and the steps after it still run (parley_common.kit.shutdown).
-    # Above every wait a step has by design: the runtime's part lets Octavus executions and then
-    # turns run for PARLEY_RUNTIME_DRAIN_TIMEOUT_S (25 s) each, nats-py's drain waits up to 30 s,
-    # and a durable publication up to `bus_publish_timeout_s`.
+    # Above every wait a step has by design: the runtime's part lets its turns and Octavus
+    # executions run for PARLEY_RUNTIME_DRAIN_TIMEOUT_S (25 s) and then hands sessions back,
+    # nats-py's drain waits up to 30 s, and a durable publication up to `bus_publish_timeout_s`.
     shutdown_step_timeout_s: float = Field(default=60.0, gt=0)
     # Redis (parley_common.redis_client): one pool per process. A command waits up to
     # `redis_pool_timeout_s` for a free connection when all `redis_max_connections` are busy (then

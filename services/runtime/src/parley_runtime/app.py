@@ -7,6 +7,7 @@ other service.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -74,6 +75,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         )
         worker = SessionWorker(deps)
         app.state.worker = worker
+        app.state.octavus = octavus
         tests = _agent_test_worker(deps, redis)
         app.state.agent_tests = tests
         try:
@@ -81,12 +83,18 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
             await tests.start()
             yield
         finally:
-            await octavus.stop()
-            await tests.stop()
-            await worker.stop()
+            # All three drain at once: the session worker stops claiming at once, not only after the
+            # Octavus executions have drained, and the waits overlap, so a stop takes one drain
+            # (`runtime_drain_timeout_s`, which the grace period is sized for), not their sum.
+            stopped = await asyncio.gather(
+                octavus.stop(), tests.stop(), worker.stop(), return_exceptions=True
+            )
             await deps.store.aclose()
             await deps.http.aclose()
             await llm.aclose()
+            for outcome in stopped:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     return kit.build_app(
         title="Parley runtime worker",
