@@ -6,8 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats
 import pytest
+from nats.errors import NoRespondersError
 
+from parley_common import subjects
 from parley_devstack.servers import NatsServer
 from parley_devstack.testing import Infra, assert_not_ready_without, assert_serves, started, unreachable
 from parley_runtime.app import build_app
@@ -37,10 +40,26 @@ async def test_not_ready_without_redis(own_nats: str) -> None:
     await assert_not_ready_without(app, "redis")
 
 
+async def _octavus_left(nats_url: str) -> bool:
+    """Within 2 s, a trigger request finds no responder (the only worker has left the subject)."""
+    nc = await nats.connect(nats_url)
+    try:
+        for _ in range(40):
+            try:
+                await nc.request(subjects.OCTAVUS_SESSION_TRIGGER, b"{}", timeout=2)
+            except NoRespondersError:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+    finally:
+        await nc.close()
+
+
 async def test_a_stop_drains_octavus_executions_and_sessions_at_once(infra: Infra, own_nats: str) -> None:
-    """At a stop the session worker stops claiming at once, while an Octavus execution still runs:
-    the drains overlap (one drain's time, which the grace period is sized for), not one after the
-    other, when the worker went on claiming sessions through the executions' drain."""
+    """At a stop the session worker stops claiming and the Octavus subjects are left at once, while
+    an Octavus execution still runs: the drains overlap (one drain's time, which the grace period
+    is sized for), where the worker went on claiming sessions through the executions' drain, and
+    took Octavus requests, whose executions no drain waited for, until the broker stopped."""
     settings = RuntimeSettings(nats_url=own_nats, redis_url=infra.redis_url, runtime_drain_timeout_s=5.0)
     app = build_app(settings)
     lifespan = started(app)
@@ -56,6 +75,7 @@ async def test_a_stop_drains_octavus_executions_and_sessions_at_once(infra: Infr
         done, _ = await asyncio.wait({draining}, timeout=2)
         assert done, "the worker went on claiming sessions while the Octavus execution drained"
         assert fetch.done()
+        assert await _octavus_left(own_nats), "the stopping worker still took Octavus requests"
         assert not execution.done() and not stopping.done()  # the execution is let finish
     finally:
         draining.cancel()

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from faststream.nats.subscriber.usecases import CoreSubscriber
 from redis.asyncio import Redis
 
 from parley_common import subjects
@@ -55,7 +56,7 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         ping_s=settings.runtime_octavus_keepalive_s,
         drain_s=settings.runtime_drain_timeout_s,
     )
-    bus.register(broker, on_agent_event=agents.on_event, octavus=octavus)
+    octavus_subscribers = bus.register(broker, on_agent_event=agents.on_event, octavus=octavus)
 
     @kit.part
     @asynccontextmanager
@@ -87,7 +88,10 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
             # Octavus executions have drained, and the waits overlap, so a stop takes one drain
             # (`runtime_drain_timeout_s`, which the grace period is sized for), not their sum.
             stopped = await asyncio.gather(
-                octavus.stop(), tests.stop(), worker.stop(), return_exceptions=True
+                _stop_octavus(octavus, octavus_subscribers),
+                tests.stop(),
+                worker.stop(),
+                return_exceptions=True,
             )
             await deps.store.aclose()
             await deps.http.aclose()
@@ -100,6 +104,13 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
         title="Parley runtime worker",
         description="Health of a runtime worker; sessions are executed from the bus.",
     )
+
+
+async def _stop_octavus(octavus: OctavusService, subscribers: list[CoreSubscriber]) -> None:
+    # Its subjects left first, as the session worker stops claiming: the other workers get the next
+    # requests, and no execution starts here that the drain would not wait for.
+    await bus.leave(subscribers)
+    await octavus.stop()
 
 
 def _agent_test_worker(deps: Deps, redis: Redis) -> AgentTestWorker:

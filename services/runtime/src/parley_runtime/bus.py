@@ -31,6 +31,7 @@ from uuid import UUID
 
 import structlog
 from faststream.nats import NatsBroker
+from faststream.nats.subscriber.usecases import CoreSubscriber
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -63,8 +64,9 @@ def subscribe_agent_events(broker: NatsBroker, on_event: Callable[[Any], Awaitab
     broker.subscriber(f"{subjects.CATALOG_AGENT_EVENTS}.*")(on_event)
 
 
-def subscribe_octavus(broker: NatsBroker, octavus: OctavusHandlers) -> None:
-    """The agent-sessions API, request/reply; the `runtime` queue group spreads it over workers."""
+def subscribe_octavus(broker: NatsBroker, octavus: OctavusHandlers) -> list[CoreSubscriber]:
+    """The agent-sessions API, request/reply; the `runtime` queue group spreads it over workers.
+    Returns its subscribers, which a stopping worker leaves first (`leave`)."""
     queue = subjects.QUEUE_RUNTIME
     routes: list[tuple[str, Any]] = [
         (subjects.OCTAVUS_SESSION_CREATE, bus_handler(wire.OctavusCreateRequest)(octavus.create)),
@@ -72,16 +74,27 @@ def subscribe_octavus(broker: NatsBroker, octavus: OctavusHandlers) -> None:
         (subjects.OCTAVUS_SESSION_RESTORE, bus_handler(wire.OctavusRestoreRequest)(octavus.restore)),
         (subjects.OCTAVUS_SESSION_TRIGGER, bus_handler(wire.OctavusTriggerRequest)(octavus.trigger)),
     ]
+    subscribers: list[CoreSubscriber] = []
     for subject, handler in routes:
-        broker.subscriber(subject, queue=queue)(handler)
+        subscriber = broker.subscriber(subject, queue=queue)
+        subscriber(handler)
+        subscribers.append(subscriber)
+    return subscribers
+
+
+async def leave(subscribers: list[CoreSubscriber]) -> None:
+    """Unsubscribe (a request being handled is let finish): the queue group's other members get
+    what comes next. The broker's own stop later finds them stopped already."""
+    for subscriber in subscribers:
+        await subscriber.stop()
 
 
 def register(
     broker: NatsBroker, *, on_agent_event: Callable[[Any], Awaitable[None]], octavus: OctavusHandlers
-) -> None:
-    """Every core subscription of a worker (before the broker starts)."""
+) -> list[CoreSubscriber]:
+    """Every core subscription of a worker (before the broker starts); returns the Octavus ones."""
     subscribe_agent_events(broker, on_agent_event)
-    subscribe_octavus(broker, octavus)
+    return subscribe_octavus(broker, octavus)
 
 
 # ----------------------------------------------------------------------------- JetStream
