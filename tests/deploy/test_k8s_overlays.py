@@ -312,6 +312,31 @@ def test_runtime_grace_period_covers_the_drain(overlay: tuple[str, Any], compose
     assert compose_seconds(gateway["stop_grace_period"]) == grace(objects, "session-gateway")
 
 
+# The services built on the service kit: their lifespan's shutdown steps are bounded.
+KIT_SERVICES = ["auth", "catalog", "session-gateway", "runtime", "speech", "media"]
+
+
+def test_each_shutdown_step_is_cut_before_the_grace_period_ends(
+    overlay: tuple[str, Any], compose: dict[str, Any]
+) -> None:
+    """PARLEY_SHUTDOWN_STEP_TIMEOUT_S ends a stuck step, and logs its name, before the SIGKILL:
+    below the grace period less the preStop sleep, with room for the steps after it; above the
+    runtime's drain, which is one of its steps; compose sets the same."""
+    _, objects = overlay
+    for name in KIT_SERVICES:
+        c = container(objects, name)
+        step = float(env_of(c)["PARLEY_SHUTDOWN_STEP_TIMEOUT_S"])
+        sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        assert 0 < step <= grace(objects, name) - sleep - 5, name
+        environment = compose["services"][name]["environment"]
+        assert float(environment["PARLEY_SHUTDOWN_STEP_TIMEOUT_S"]) == step, name
+    runtime = env_of(container(objects, "runtime"))
+    assert (
+        float(runtime["PARLEY_SHUTDOWN_STEP_TIMEOUT_S"])
+        >= float(runtime["PARLEY_RUNTIME_DRAIN_TIMEOUT_S"]) + 5
+    )
+
+
 def test_http_services_stop_taking_traffic_before_sigterm(overlay: tuple[str, Any]) -> None:
     _, objects = overlay
     for name in EDGE_FACING:
