@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
 import pytest
-from nats.errors import NoRespondersError
+from fastapi import FastAPI
+from nats.errors import ConnectionClosedError, NoRespondersError
+from structlog.testing import capture_logs
 
 from parley_common import subjects
 from parley_devstack.servers import NatsServer
 from parley_devstack.testing import Infra, assert_not_ready_without, assert_serves, started, unreachable
+from parley_runtime import bus
 from parley_runtime.app import build_app
 from parley_runtime.settings import RuntimeSettings
 
@@ -55,12 +60,20 @@ async def _octavus_left(nats_url: str) -> bool:
         await nc.close()
 
 
-async def test_a_stop_drains_octavus_executions_and_sessions_at_once(infra: Infra, own_nats: str) -> None:
-    """At a stop the session worker stops claiming and the Octavus subjects are left at once, while
-    an Octavus execution still runs: the drains overlap (one drain's time, which the grace period
-    is sized for), where the worker went on claiming sessions through the executions' drain, and
-    took Octavus requests, whose executions no drain waited for, until the broker stopped."""
-    settings = RuntimeSettings(nats_url=own_nats, redis_url=infra.redis_url, runtime_drain_timeout_s=5.0)
+@dataclass
+class Stopping:
+    """A started worker's app, stopping (`stop`) with an Octavus execution still running (ended
+    by setting `finish`)."""
+
+    app: FastAPI
+    finish: asyncio.Event
+    execution: asyncio.Task[bool]
+    stop: asyncio.Task[bool | None]
+
+
+@asynccontextmanager
+async def stopping_with_an_execution(infra: Infra, nats_url: str) -> AsyncIterator[Stopping]:
+    settings = RuntimeSettings(nats_url=nats_url, redis_url=infra.redis_url, runtime_drain_timeout_s=5.0)
     app = build_app(settings)
     lifespan = started(app)
     await lifespan.__aenter__()
@@ -68,17 +81,47 @@ async def test_a_stop_drains_octavus_executions_and_sessions_at_once(infra: Infr
     execution = asyncio.create_task(finish.wait())  # an execution still streaming at the stop
     app.state.octavus._tasks.add(execution)
     execution.add_done_callback(app.state.octavus._tasks.discard)
-    fetch = app.state.worker._tasks[0]
-    stopping = asyncio.create_task(lifespan.__aexit__(None, None, None))
-    draining = asyncio.create_task(app.state.worker.deps.draining.wait())
+    stop = asyncio.create_task(lifespan.__aexit__(None, None, None))
     try:
-        done, _ = await asyncio.wait({draining}, timeout=2)
-        assert done, "the worker went on claiming sessions while the Octavus execution drained"
-        assert fetch.done()
-        assert await _octavus_left(own_nats), "the stopping worker still took Octavus requests"
-        assert not execution.done() and not stopping.done()  # the execution is let finish
+        yield Stopping(app, finish, execution, stop)
     finally:
-        draining.cancel()
         finish.set()
-        done, _ = await asyncio.wait({stopping}, timeout=10)
-    assert done and stopping.exception() is None
+        await asyncio.wait({stop}, timeout=10)
+
+
+async def test_a_stop_drains_octavus_executions_and_sessions_at_once(infra: Infra, own_nats: str) -> None:
+    """At a stop the session worker stops claiming and the Octavus subjects are left at once, while
+    an Octavus execution still runs: the drains overlap (one drain's time, which the grace period
+    is sized for), where the worker went on claiming sessions through the executions' drain, and
+    took Octavus requests, whose executions no drain waited for, until the broker stopped."""
+    async with stopping_with_an_execution(infra, own_nats) as s:
+        worker = s.app.state.worker
+        draining = asyncio.create_task(worker.deps.draining.wait())
+        try:
+            done, _ = await asyncio.wait({draining}, timeout=2)
+            assert done, "the worker went on claiming sessions while the Octavus execution drained"
+            assert worker._tasks[0].done()  # its fetch of session starts
+            assert await _octavus_left(own_nats), "the stopping worker still took Octavus requests"
+            assert not s.execution.done() and not s.stop.done()  # the execution is let finish
+        finally:
+            draining.cancel()
+    assert s.stop.done() and s.stop.exception() is None
+
+
+async def test_a_failed_leave_still_drains_the_executions(
+    infra: Infra, own_nats: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leaving the Octavus subjects can fail (the connection already closing): the running
+    executions are drained all the same, and the stop step is logged as failed."""
+
+    async def closing(subscribers: object) -> None:
+        raise ConnectionClosedError
+
+    monkeypatch.setattr(bus, "leave", closing)
+    with capture_logs() as logs:
+        async with stopping_with_an_execution(infra, own_nats) as s:
+            await asyncio.sleep(0.5)
+            assert not s.stop.done(), "the stop did not wait for the running execution"
+        assert s.stop.done() and s.stop.exception() is None
+    failed = [e for e in logs if e["event"] == "shutdown.step_failed"]
+    assert [e["error"] for e in failed] == ["ConnectionClosedError"]

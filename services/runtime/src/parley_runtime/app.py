@@ -108,9 +108,12 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
 
 async def _stop_octavus(octavus: OctavusService, subscribers: list[CoreSubscriber]) -> None:
     # Its subjects left first, as the session worker stops claiming: the other workers get the next
-    # requests, and no execution starts here that the drain would not wait for.
-    await bus.leave(subscribers)
-    await octavus.stop()
+    # requests, and no execution starts here that the drain would not wait for. The running ones
+    # drain even if leaving failed (a connection already closing); the failure is raised after.
+    try:
+        await bus.leave(subscribers)
+    finally:
+        await octavus.stop()
 
 
 def _agent_test_worker(deps: Deps, redis: Redis) -> AgentTestWorker:
