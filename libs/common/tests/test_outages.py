@@ -30,6 +30,7 @@ from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
+from structlog.testing import capture_logs
 
 from parley_common.acked_together import Publication, publish_durably_together
 from parley_common.bus import BusEvents, make_broker, request
@@ -308,6 +309,29 @@ async def test_a_request_nobody_received_is_sent_again_until_someone_answers(tmp
     finally:
         await broker.stop()
         await responder.close()
+        server.server.stop()
+
+
+async def test_a_lost_server_is_a_warning_and_the_brokers_own_stop_is_not(tmp_path: Path) -> None:
+    """A disconnect warns (an incident); nats-py calls the same callback when the broker itself
+    stops, which is logged as a close, not as a disconnect, so a clean stop has no warning."""
+    server = Nats(tmp_path / "nats")
+    broker = make_broker(
+        CommonSettings(nats_url=server.server.url, service_name="test", nats_reconnect_wait_s=0.1)
+    )
+    try:
+        await broker.start()
+        with capture_logs() as lost:
+            server.kill()
+            await asyncio.wait_for(_until(lambda: any(e["event"] == "bus.disconnected" for e in lost)), 10)
+        await server.restart()
+        await asyncio.wait_for(_until(lambda: broker.connection.is_connected), 10)
+        with capture_logs() as stopped:
+            await broker.stop()
+        assert [(e["event"], e["log_level"]) for e in stopped if e["event"].startswith("bus.")] == [
+            ("bus.closed", "info")
+        ]
+    finally:
         server.server.stop()
 
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
+from faststream.exceptions import IncorrectState
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
@@ -54,6 +55,7 @@ class BusEvents:
         # session's input is looked at: a few at a time, so thousands of sessions do not flood
         # the JetStream API at once.
         self.consumer_gate = asyncio.Semaphore(32)
+        self._broker: weakref.ref[NatsBroker] | None = None  # set by make_broker
 
     def on_reconnect(self, hook: Hook) -> Callable[[], None]:
         """Run `hook()` (as a task of its own) after every reconnect; returns the unregistering."""
@@ -61,7 +63,17 @@ class BusEvents:
         return lambda: self._hooks.discard(hook)
 
     async def disconnected(self) -> None:
-        log.warning("bus.disconnected")
+        # nats-py calls this on its own close too: a stop is no incident (its reconnects are
+        # unlimited, so a closed connection is one this process closed).
+        broker = self._broker() if self._broker is not None else None
+        try:
+            closed = broker is not None and broker.connection.is_closed
+        except IncorrectState:  # no connection any more: the broker has stopped
+            closed = True
+        if closed:
+            log.info("bus.closed")
+        else:
+            log.warning("bus.disconnected")
 
     async def reconnected(self) -> None:
         self.reconnects += 1
@@ -111,6 +123,7 @@ def make_broker(settings: CommonSettings, name: str | None = None) -> NatsBroker
         middlewares=[NatsTelemetryMiddleware(tracer_provider=trace.get_tracer_provider())],
         logger=None,
     )
+    events._broker = weakref.ref(broker)
     _EVENTS[broker] = events
     return broker
 
