@@ -10,21 +10,11 @@ test_openapi_contract.py for the Kivox contract).
 from __future__ import annotations
 
 import copy
-import secrets
 from typing import Any
 
-import httpx
 import pytest
 
-from parley_auth.app import build_app as build_auth
-from parley_auth.settings import AuthSettings
-from parley_catalog.app import build_app as build_catalog
-from parley_catalog.settings import CatalogSettings
-from parley_devstack.edge_meta import EdgeMetaSettings
-from parley_devstack.edge_meta import build_app as build_edge_meta
-from parley_runtime.app import build_app as build_runtime
-from parley_session_gateway.app import build_app as build_gateway
-
+from .merged_openapi import merged_openapi
 from .serviceai_contract import Contract, contract_differences, parse_excerpt, spec_path, tokenize
 
 # Parley's additions to the contract's operations, each documented in docs/webrtc.md: optional, so
@@ -58,26 +48,7 @@ def contract() -> Contract:
 
 @pytest.fixture(scope="module")
 async def served() -> dict[str, Any]:
-    apps = {
-        "auth": build_auth(AuthSettings(auth_token_secret=secrets.token_urlsafe(32))),
-        "catalog": build_catalog(CatalogSettings(catalog_secret_key=secrets.token_urlsafe(32))),
-        "session_gateway": build_gateway(),
-        "runtime": build_runtime(),
-    }
-    transports = {name: httpx.ASGITransport(app=app) for name, app in apps.items()}
-
-    class Peers(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            return await transports[request.url.host.removesuffix(".test")].handle_async_request(request)
-
-    settings = EdgeMetaSettings(edge_peers=",".join(f"{n}=http://{n}.test" for n in apps))
-    edge = build_edge_meta(settings, transport=Peers())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=edge), base_url="http://edge") as client:
-        response = await client.get("/openapi.json")
-    assert response.status_code == 200
-    document: dict[str, Any] = response.json()
-    assert "x-parley-unavailable" not in document["info"]
-    return document
+    return await merged_openapi()
 
 
 def test_the_reader_reads_the_excerpt(contract: Contract) -> None:
