@@ -7,21 +7,13 @@ pytest gives it when it collects the runtime's own tests.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-_NAME = "services.runtime.tests.llm.fakes"
-_PATH = Path(__file__).parents[2] / "services/runtime/tests/llm/fakes.py"
+from parley_devstack.testing import module_from_file
 
-if _NAME not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(_NAME, _PATH)
-    assert _spec is not None and _spec.loader is not None
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules[_NAME] = _module
-    _spec.loader.exec_module(_module)
-
-_fakes = sys.modules[_NAME]
+_fakes = module_from_file(
+    "services.runtime.tests.llm.fakes", Path(__file__).parents[2] / "services/runtime/tests/llm/fakes.py"
+)
 FakeAnthropic = _fakes.FakeAnthropic
 FakeOpenAI = _fakes.FakeOpenAI
 Pause = _fakes.Pause

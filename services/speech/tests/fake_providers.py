@@ -18,11 +18,9 @@ import base64
 import contextlib
 import email.parser
 import email.policy
-import importlib.util
 import io
 import json
 import struct
-import sys
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -36,15 +34,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-_NAME = "services.runtime.tests.llm.fakes"
-_PATH = Path(__file__).parents[2] / "runtime/tests/llm/fakes.py"
-if _NAME not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(_NAME, _PATH)
-    assert _spec is not None and _spec.loader is not None
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules[_NAME] = _module
-    _spec.loader.exec_module(_module)
-_fakes = sys.modules[_NAME]
+from parley_devstack.testing import module_from_file
+
+_fakes = module_from_file(
+    "services.runtime.tests.llm.fakes", Path(__file__).parents[2] / "runtime/tests/llm/fakes.py"
+)
 FakeServer = _fakes.FakeServer
 Reply = _fakes.Reply
 Pause = _fakes.Pause

@@ -14,14 +14,17 @@ the end, so concurrent or repeated runs never see each other's rows.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import secrets
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import uvicorn
@@ -342,3 +345,16 @@ def unreachable(scheme: str) -> str:
 
     user = "postgres@" if scheme == "postgresql" else ""
     return f"{scheme}://{user}127.0.0.1:{free_port()}/" + ("none" if scheme == "postgresql" else "0")
+
+
+def module_from_file(name: str, path: Path) -> ModuleType:
+    """A module of another test directory (test directories are not packages), loaded from `path`
+    once, under `name`: the name pytest gives it when it collects that directory, so its classes
+    are the same objects wherever it is used in one run."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
