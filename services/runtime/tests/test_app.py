@@ -114,7 +114,7 @@ async def test_a_failed_leave_still_drains_the_executions(
     """Leaving the Octavus subjects can fail (the connection already closing): the running
     executions are drained all the same, and the stop step is logged as failed."""
 
-    async def closing(subscribers: object) -> None:
+    async def closing(subscribers: object, *, timeout_s: float) -> None:
         raise ConnectionClosedError
 
     monkeypatch.setattr(bus, "leave", closing)

@@ -108,10 +108,12 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
 
 async def _stop_octavus(octavus: OctavusService, subscribers: list[CoreSubscriber]) -> None:
     # Its subjects left first, as the session worker stops claiming: the other workers get the next
-    # requests, and no execution starts here that the drain would not wait for. The running ones
-    # drain even if leaving failed (a connection already closing); the failure is raised after.
+    # requests, and no execution starts here that the drain would not wait for. The requests
+    # already delivered are answered first (a trigger's execution joins the drain), for up to one
+    # drain timeout. The running ones drain even if leaving failed (a connection already closing);
+    # the failure is raised after.
     try:
-        await bus.leave(subscribers)
+        await bus.leave(subscribers, timeout_s=octavus.drain_s)
     finally:
         await octavus.stop()
 

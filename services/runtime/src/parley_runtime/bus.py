@@ -24,6 +24,7 @@ JetStream (nats-py directly, the hot path; consumer settings here):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -82,11 +83,45 @@ def subscribe_octavus(broker: NatsBroker, octavus: OctavusHandlers) -> list[Core
     return subscribers
 
 
-async def leave(subscribers: list[CoreSubscriber]) -> None:
-    """Unsubscribe (a request being handled is let finish): the queue group's other members get
-    what comes next. The broker's own stop later finds them stopped already."""
-    for subscriber in subscribers:
-        await subscriber.stop()
+async def leave(subscribers: list[CoreSubscriber], *, timeout_s: float) -> None:
+    """Leave the subjects, all at once: the server delivers nothing more here, so the queue group's
+    other members get what comes next, and every request already delivered (being handled, or
+    queued behind one that is) is still answered, for up to `timeout_s`; then what is left is cut.
+    A failure to leave one (a connection already closing) is raised after all were left."""
+    left = await asyncio.gather(*(_drain(s, timeout_s) for s in subscribers), return_exceptions=True)
+    for outcome in left:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _drain(subscriber: CoreSubscriber, timeout_s: float) -> None:
+    """nats-py's `Subscription.drain` of a FastStream core subscriber: UNSUB and a flush (after the
+    server's PONG, all it delivered has arrived), then wait until the subscription's callback has
+    handled its queue. FastStream's `stop` would first set the subscriber not `running` (its
+    callback then drops each queued message) and then unsubscribe (the queue discarded).
+
+    Only for a subscriber without `max_workers`: its nats-py callback is the handler itself, so an
+    empty queue means every message answered (with `max_workers` it only queues them further)."""
+    sub = subscriber.subscription
+    if sub is None:  # never started
+        return
+    # Its `stop`, below and again at the broker's stop, finds nothing to unsubscribe: nats-py
+    # refuses to unsubscribe a drained subscription (BadSubscriptionError).
+    subscriber.subscription = None
+    limit = asyncio.timeout(timeout_s)
+    try:
+        async with limit:
+            await sub.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+    except TimeoutError:
+        if not limit.expired():  # a flush without PONG
+            raise
+        log.warning("octavus.leave_cut", subject=sub.subject, pending=sub.pending_msgs, timeout_s=timeout_s)
+    finally:
+        # Cut short (timeout, failure, cancel): what `unsubscribe` does besides the UNSUB; the
+        # handler still running is cancelled, the queue dropped. Both are no-ops after a drain.
+        sub._stop_processing()
+        sub._conn._remove_sub(sub._id)
+    await subscriber.stop()  # not `running` any more; waits for a cancelled handler to unwind
 
 
 def register(
