@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -18,7 +20,8 @@ from parley_common import subjects
 from parley_devstack.servers import NatsServer
 from parley_devstack.testing import Infra, assert_not_ready_without, assert_serves, started, unreachable
 from parley_runtime import bus
-from parley_runtime.app import build_app
+from parley_runtime.app import _stop_octavus, build_app
+from parley_runtime.octavus.service import OctavusService
 from parley_runtime.settings import RuntimeSettings
 
 
@@ -125,3 +128,27 @@ async def test_a_failed_leave_still_drains_the_executions(
         assert s.stop.done() and s.stop.exception() is None
     failed = [e for e in logs if e["event"] == "shutdown.step_failed"]
     assert [e["error"] for e in failed] == ["ConnectionClosedError"]
+
+
+async def test_leaving_and_the_executions_share_one_drain_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Octavus requests answered while leaving and the executions share one drain timeout (the
+    one the grace period is sized for): an execution still running when it is up is cancelled."""
+    none: Any = None
+    octavus = OctavusService(broker=none, store=none, agents=none, llm=none, ping_s=1.0, drain_s=1.0)
+
+    async def outlasting() -> None:  # an execution still running after the drain
+        await asyncio.Event().wait()
+
+    execution = asyncio.create_task(outlasting())
+    octavus._tasks.add(execution)
+    answering = 0.6
+
+    async def leave(subscribers: object, *, timeout_s: float) -> None:
+        assert timeout_s == 1.0
+        await asyncio.sleep(answering)
+
+    monkeypatch.setattr(bus, "leave", leave)
+    started = time.monotonic()
+    await _stop_octavus(octavus, [])
+    assert execution.cancelled()
+    assert 0.9 < time.monotonic() - started < 1.0 + answering

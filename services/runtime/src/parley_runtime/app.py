@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -109,13 +110,15 @@ def build_app(settings: RuntimeSettings | None = None, *, llm_settings: LLMSetti
 async def _stop_octavus(octavus: OctavusService, subscribers: list[CoreSubscriber]) -> None:
     # Its subjects left first, as the session worker stops claiming: the other workers get the next
     # requests, and no execution starts here that the drain would not wait for. The requests
-    # already delivered are answered first (a trigger's execution joins the drain), for up to one
-    # drain timeout. The running ones drain even if leaving failed (a connection already closing);
-    # the failure is raised after.
+    # already delivered are answered (a trigger's execution joins the drain) and the executions
+    # drain within one drain timeout in all, the one the grace period is sized for: a handler still
+    # busy at it is cut, and the executions get what is left. They drain even if leaving failed (a
+    # connection already closing); the failure is raised after.
+    deadline = time.monotonic() + octavus.drain_s
     try:
         await bus.leave(subscribers, timeout_s=octavus.drain_s)
     finally:
-        await octavus.stop()
+        await octavus.stop(timeout_s=max(0.0, deadline - time.monotonic()))
 
 
 def _agent_test_worker(deps: Deps, redis: Redis) -> AgentTestWorker:

@@ -70,10 +70,12 @@ class OctavusService:
         self._bundles: dict[tuple[str, int], AgentBundle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def stop(self) -> None:
-        """Let running executions finish (they hold session locks and unsaved state)."""
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Let running executions finish (they hold session locks and unsaved state), for up to
+        `timeout_s` (default `drain_s`); cancel the rest."""
         if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=self.drain_s)
+            limit = self.drain_s if timeout_s is None else timeout_s
+            _, late = await asyncio.wait(set(self._tasks), timeout=limit)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
