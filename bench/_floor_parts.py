@@ -8,13 +8,16 @@ of headers), over the same servers and libraries (uvloop, nats-py, websockets), 
 else: no models, validation, spans, logs, metrics, checks or recovery. What they spend is what
 the architecture's hops cost on this machine before any of Parley's own work.
 
-- gateway: a WebSocket per session (`/realtime?s=<n>`). A client frame becomes the session's
-  input, published to `SESSION_IN` with an ack; the session's outputs, heard on `session.*.out`,
-  go to its socket as they are; a `tick` to every socket each second (the realtime contract).
-- worker (`--workers N` of them, queue group `runtime`): an input, as the stream republishes it,
-  is a turn: the first `text_delta` at once, the state saved to Redis (a `SET` and an `RPUSH` in
-  one write), then the answer's last text, `turn_complete` and the transcript, the last two
-  with an ack each, sent together.
+- gateway: a WebSocket per session (`/realtime?s=<n>`). Its opening publishes the session's start
+  (544 bytes) to `SESSIONS` with an ack and writes its resume record to Redis. A client frame
+  becomes the session's input, published to `SESSION_IN` with an ack; the session's outputs, heard
+  on `session.*.out`, go to its socket as they are; a `tick` to every socket each second (the
+  realtime contract).
+- worker (`--workers N` of them, queue group and durable `runtime`): a session's start, pulled from
+  the work queue and held unacked, is claimed (its owner set and its state read in one write) and
+  greeted with a turn; an input, as the stream republishes it, is a turn: the first `text_delta`
+  at once, the state saved to Redis (a `SET` and an `RPUSH` in one write), then the answer's last
+  text, `turn_complete` and the transcript, the last two with an ack each, sent together.
 - catalog: the transcript's durable pull consumer, a fetch's messages inserted in one
   transaction, then acked.
 """
@@ -25,7 +28,7 @@ import argparse
 import asyncio
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
 import asyncpg
@@ -33,7 +36,7 @@ import nats
 import uvloop
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 from websockets.asyncio.server import ServerConnection, serve
 
 from parley_common import subjects
@@ -48,6 +51,9 @@ TRANSCRIPT = b"t" * 722
 TURN_COMPLETE = (
     b'{"index":%d,"event":{"type":"turn_complete"},"timing":{"started_at":"2026-12-07T19:40:00.587391Z"}}'
 )
+START = b"a" * 544  # a session's start message (sessions.start)
+RESUME_RECORD = b"r" * 106  # the gateway's record of a socket (parley:gw:session:<id>)
+OWNER = b"o" * 26
 TICK_S = 1.0
 READY = "ready"  # what a stand-in prints once it serves
 
@@ -129,9 +135,10 @@ class RedisLine(asyncio.Protocol):
 # ----------------------------------------------------------------------------- the gateway
 
 
-async def gateway(nc: Client, port: int) -> None:
+async def gateway(nc: Client, port: int, redis_port: int) -> None:
     acks = Acks(nc)
     await acks.start()
+    redis = await RedisLine.connect(redis_port)
     sockets: dict[str, ServerConnection] = {}
     sent = 0
 
@@ -145,6 +152,11 @@ async def gateway(nc: Client, port: int) -> None:
         assert ws.request is not None
         sid = ws.request.path.rpartition("s=")[2]
         sockets[sid] = ws
+        # The opening: the session's start to the workers' queue, its resume record.
+        start = await acks.publish(subjects.SESSION_START, START, trace_headers(f"{sid}:start"))
+        (recorded,) = redis.commands((b"SET", b"floor:gw:%s" % sid.encode(), RESUME_RECORD))
+        await start
+        await recorded
         try:
             async for frame in ws:
                 sent += 1
@@ -164,7 +176,7 @@ async def gateway(nc: Client, port: int) -> None:
                 await ws.send('{"type":"tick","timing":{"deadline_at":"2026-12-07T19:50:14.456870Z"}}')
 
     await nc.subscribe(subjects.session_out("*"), cb=on_output)
-    async with serve(session, "127.0.0.1", port, compression=None, ping_interval=None):
+    async with serve(session, "127.0.0.1", port, compression=None, ping_interval=None, backlog=4096):
         print(READY, flush=True)
         await ticks()  # for as long as the process lives
 
@@ -178,8 +190,7 @@ async def worker(nc: Client, redis_port: int) -> None:
     redis = await RedisLine.connect(redis_port)
     index: dict[str, int] = {}
 
-    async def turn(msg: Msg) -> None:
-        sid = msg.subject.split(".")[1]
+    async def turn(sid: str) -> None:
         out = subjects.session_out(sid)
         n = index.get(sid, 0)
         await nc.publish(out, b'{"index":%d,"event":{"type":"text_delta","text":"You said: How long"}}' % n)
@@ -200,19 +211,42 @@ async def worker(nc: Client, redis_port: int) -> None:
             await ack
         index[sid] = n + 3
 
-    turns: set[asyncio.Task[None]] = set()
+    async def claim(msg: Msg) -> None:
+        """A session started: claimed (its owner set and its state read in one write), greeted.
+        Its start stays unacked, as a worker holds it while it owns the session."""
+        sid = msg.headers["Nats-Msg-Id"].partition(":")[0] if msg.headers else ""
+        key = b"floor:%s" % sid.encode()
+        for claimed in redis.commands((b"SET", key + b":owner", OWNER, b"NX"), (b"GET", key + b":state")):
+            await claimed
+        await turn(sid)
 
     async def on_input(msg: Msg) -> None:
-        # A task per turn, as a worker's session runner makes one: turns of different sessions
-        # overlap, and the subscription's next input is not held back by this one's round trips.
-        task = asyncio.create_task(turn(msg))
-        turns.add(task)
-        task.add_done_callback(turns.discard)
+        run(turn(msg.subject.split(".")[1]))
 
     await nc.subscribe(subjects.session_in_stored("*"), queue=subjects.QUEUE_RUNTIME, cb=on_input)
-    await nc.flush()  # subscribed on the server before saying so
+    # As the runtime's `SESSION_STARTS`: every held session keeps its start unacked, no cap on them.
+    held = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=600, max_deliver=-1, max_ack_pending=-1)
+    starts = await nc.jetstream().pull_subscribe(
+        subjects.SESSION_START, durable=subjects.QUEUE_RUNTIME, config=held
+    )
     print(READY, flush=True)
-    await asyncio.Future()
+    while True:
+        try:
+            for msg in await starts.fetch(32, timeout=5):
+                run(claim(msg))
+        except nats.errors.TimeoutError:
+            continue
+
+
+_running: set[asyncio.Task[None]] = set()
+
+
+def run(work: Coroutine[Any, Any, None]) -> None:
+    """A task per turn and per claim, as a worker makes one: sessions overlap, and a subscription's
+    next message is not held back by this one's round trips."""
+    task = asyncio.create_task(work)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
 
 
 # ----------------------------------------------------------------------------- the catalog
@@ -248,9 +282,14 @@ async def catalog(nc: Client, database_url: str) -> None:
 async def main_async(args: Any) -> None:
     nc = await nats.connect(args.nats, name=f"floor-{args.part}")
     if args.part == "gateway":
-        streams = [subjects.SESSION_IN_STREAM, subjects.SESSION_OUT_STREAM, subjects.CONVERSATIONS_STREAM]
+        streams = [
+            subjects.SESSIONS_STREAM,
+            subjects.SESSION_IN_STREAM,
+            subjects.SESSION_OUT_STREAM,
+            subjects.CONVERSATIONS_STREAM,
+        ]
         await ensure_streams(nc.jetstream(), streams, replicas=1)
-        await gateway(nc, args.port)
+        await gateway(nc, args.port, args.redis_port)
     elif args.part == "worker":
         await worker(nc, args.redis_port)
     else:
@@ -262,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("part", choices=["gateway", "worker", "catalog"])
     parser.add_argument("--nats", required=True)
     parser.add_argument("--port", type=int, default=0, help="gateway: its WebSocket port")
-    parser.add_argument("--redis-port", type=int, default=0, help="worker: Redis (Valkey)")
+    parser.add_argument("--redis-port", type=int, default=0, help="gateway and worker: Redis (Valkey)")
     parser.add_argument("--database", default="", help="catalog: PostgreSQL URL")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -1,5 +1,5 @@
 """Smoke test of `bench.turn_floor`: the floor's stand-ins behind a real edge, nats-server, Valkey
-and PostgreSQL answer every turn of a tiny run, and the report says so; and the report's arithmetic
+and PostgreSQL answer every turn of a tiny run, and greet every session opened, and the report says so; and the report's arithmetic
 on two known phases (the run's own figures move with the machine, so they are not checked)."""
 
 from __future__ import annotations
@@ -16,12 +16,19 @@ PROCESSES = {"gateway", "runtime (all workers)", "catalog", "nats", "valkey", "p
 
 
 def test_the_floor_answers_every_turn_and_prints_each_process() -> None:
-    out = run("turn_floor", "--sessions", "6", "--turns", "3", "--think-ms", "200", "--no-stack", timeout=300)
+    out = run(
+        "turn_floor",
+        *("--sessions", "6", "--turns", "3", "--think-ms", "200", "--open", "20", "--open-rate", "50"),
+        "--no-stack",
+        timeout=300,
+    )
     assert re.search(r"^6 sessions x one message .*; the floor 18 turns \(", out, re.M), out
     rows = dict(re.findall(r"^(\S.*?)\s{2,}([\d.]+)\s+-?[\d.]+$", out, re.M))
     assert PROCESSES | {"whole stack"} <= set(rows), out
     assert float(rows["whole stack"]) > 0, out
     assert re.search(r"^the floor, whole stack: [\d.]+ ms a turn", out, re.M), out
+    assert re.search(r"^the floor: 20 of 20 opened in ", out, re.M), out
+    assert re.search(r"^the floor, whole stack: [\d.]+ ms an opening", out, re.M), out
 
 
 def test_the_report_sets_parley_beside_the_floor() -> None:
