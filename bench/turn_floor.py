@@ -39,7 +39,9 @@ from bench._floor_parts import READY
 from bench.client_loop import run_client
 from bench.lean_ws import LeanSocket
 from bench.machine import MachineSpeed, reference_s
+from bench.perf import admission_phase, cpu_phase
 from bench.perf_report import CpuPhase
+from bench.perf_stack import Stack, group_of, publish_agent
 from parley_devstack.edge import CaddyServer
 from parley_devstack.postgres import PostgresServer
 from parley_devstack.servers import (
@@ -115,7 +117,7 @@ class Floor:
         """CPU seconds so far of each process, its children included (PostgreSQL's backends)."""
         out: dict[str, float] = {}
         for name, process in self.processes.items():
-            group = "runtime (all workers)" if name.startswith("runtime-") else name
+            group = group_of(name)  # as bench.perf names them, so that the two sides' rows meet
             with suppress(psutil.Error):
                 root = psutil.Process(process.pid)
                 for p in [root, *root.children(recursive=True)]:
@@ -210,9 +212,6 @@ async def floor_openings(floor: Floor, *, count: int, rate: float) -> Openings:
 async def stack_phase(home: Path, args: argparse.Namespace) -> tuple[CpuPhase, Openings | None]:
     """`bench.perf`'s CPU phase on `parley run` (built-in engine, zero pace), then its admission
     phase with the same openings as the floor's."""
-    from bench.perf import admission_phase, cpu_phase
-    from bench.perf_stack import Stack, publish_agent
-
     await asyncio.to_thread(home.mkdir, parents=True)
     stack = Stack(home, workers=args.workers, extra_env={}, python=sys.executable)
     try:

@@ -1,6 +1,7 @@
 """Smoke test of `bench.turn_floor`: the floor's stand-ins behind a real edge, nats-server, Valkey
-and PostgreSQL answer every turn of a tiny run, and greet every session opened, and the report says so; and the report's arithmetic
-on two known phases (the run's own figures move with the machine, so they are not checked)."""
+and PostgreSQL answer every turn of a tiny run and greet every session opened, and the report says
+so; and the report's arithmetic on two known phases (the run's own figures move with the machine,
+so they are not checked)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from bench.machine import MachineSpeed
 from bench.perf_report import CpuPhase
 from bench.turn_floor import report
 
-PROCESSES = {"gateway", "runtime (all workers)", "catalog", "nats", "valkey", "postgres", "caddy"}
+PROCESSES = {
+    "gateway",
+    "runtime (all workers)",
+    "catalog",
+    "nats-server",
+    "redis (valkey)",
+    "postgres",
+    "caddy",
+}
 
 
 def test_the_floor_answers_every_turn_and_prints_each_process() -> None:
