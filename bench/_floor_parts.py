@@ -90,8 +90,8 @@ class Acks:
 
 
 class RedisLine(asyncio.Protocol):
-    """One connection to Redis: commands written as RESP, each reply a future, in order (a reply
-    is a simple line: `+OK`, `:n`)."""
+    """One connection to Redis: commands written as RESP, each reply a future, in order. Each reply
+    the stand-ins get is one line (`+OK`, `:n`, and `$-1`: a new session's claim finds no state)."""
 
     def __init__(self) -> None:
         self.replies: list[asyncio.Future[bytes]] = []
