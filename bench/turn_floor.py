@@ -279,7 +279,8 @@ def report(
         parley_ms = sum(stack.per_turn_ms().values())
         print(
             f"parley run, whole stack: {parley_ms:.3f} ms a turn, {parley_ms / floor_ms:.2f} times "
-            f"the floor (Parley's own work: {parley_ms - floor_ms:.3f} ms)",
+            f"the floor (Parley's own work: {parley_ms - floor_ms:.3f} ms; the target leaves it "
+            f"{max(0.0, TARGET_MS - floor_ms):.3f})",
             file=out,
         )
     print(

@@ -48,5 +48,8 @@ def test_the_report_sets_parley_beside_the_floor() -> None:
     text = out.getvalue()
     assert re.search(r"^gateway\s+1\.000\s+0\.900\s+2\.000\s+2\.000$", text, re.M), text
     assert "the floor, whole stack: 2.000 ms a turn, 0.80 times the target of 2.5 ms" in text
-    own = "parley run, whole stack: 5.000 ms a turn, 2.50 times the floor (Parley's own work: 3.000 ms)"
+    own = (
+        "parley run, whole stack: 5.000 ms a turn, 2.50 times the floor "
+        "(Parley's own work: 3.000 ms; the target leaves it 0.500)"
+    )
     assert own in text
