@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import secrets
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
@@ -59,9 +60,10 @@ READY = "ready"  # what a stand-in prints once it serves
 
 
 def trace_headers(msg_id: str) -> dict[str, str]:
-    """W3C trace context and an id for the stream's dedupe, as every Parley message carries."""
+    """W3C trace context and an id for the stream's dedupe, as every Parley message carries. Its
+    ids from `random`, as OpenTelemetry's id generator makes them (no system call)."""
     return {
-        "traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
+        "traceparent": f"00-{random.getrandbits(128):032x}-{random.getrandbits(64):016x}-01",
         "Nats-Msg-Id": msg_id,
     }
 
@@ -157,14 +159,15 @@ async def gateway(nc: Client, port: int, redis_port: int) -> None:
         (recorded,) = redis.commands((b"SET", b"floor:gw:%s" % sid.encode(), RESUME_RECORD))
         await start
         await recorded
+        head = (
+            b'{"input":{"at":"2026-12-07T19:40:14.819565Z","connection_id":"%s",'
+            % secrets.token_hex(16).encode()
+        )
         try:
             async for frame in ws:
                 sent += 1
                 text = frame if isinstance(frame, str) else frame.decode()
-                body = b'{"input":{"at":"2026-12-07T19:40:14.819565Z","connection_id":"%s",%s}' % (
-                    secrets.token_hex(16).encode(),
-                    text.strip()[1:].encode(),
-                )
+                body = head + text.strip()[1:].encode() + b"}"
                 await (await acks.publish(subjects.session_in(sid), body, trace_headers(f"{sid}:{sent}")))
         finally:
             sockets.pop(sid, None)

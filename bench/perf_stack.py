@@ -163,11 +163,7 @@ class Stack:
         """CPU seconds used so far by each group, or each process (children included, reaped or
         live)."""
 
-        def seconds(p: psutil.Process) -> float:
-            t = p.cpu_times()
-            return float(t.user + t.system + t.children_user + t.children_system)
-
-        return self._summed(seconds, by_process)
+        return self._summed(cpu_seconds, by_process)
 
     def gauge(self, name: str, metric: str) -> float:
         """The sum of a metric's samples on a process's /metrics."""
@@ -205,6 +201,12 @@ class Stack:
         each, and PostgreSQL's backends all map the shared buffers the catalog's writes touch
         (docs/performance.md, "Memory: proportional, not resident"). RSS where PSS is unreadable."""
         return self._summed(proportional_bytes, by_process=False)
+
+
+def cpu_seconds(p: psutil.Process) -> float:
+    """A process's CPU seconds so far: user and system, its reaped children's included."""
+    t = p.cpu_times()
+    return float(t.user + t.system + t.children_user + t.children_system)
 
 
 def proportional_bytes(p: psutil.Process) -> float:

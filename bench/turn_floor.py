@@ -41,7 +41,7 @@ from bench.lean_ws import LeanSocket
 from bench.machine import MachineSpeed, reference_s
 from bench.perf import admission_phase, cpu_phase
 from bench.perf_report import CpuPhase
-from bench.perf_stack import Stack, group_of, publish_agent
+from bench.perf_stack import Stack, cpu_seconds, delta, group_of, publish_agent
 from parley_devstack.edge import CaddyServer
 from parley_devstack.postgres import PostgresServer
 from parley_devstack.servers import (
@@ -113,6 +113,12 @@ class Floor:
     def stop(self) -> None:
         stop_all(reversed(list(self.processes.values())))
 
+    @property
+    def ws_url(self) -> str:
+        """A session's socket through the edge, less its id."""
+        assert self.edge is not None
+        return f"ws://127.0.0.1:{self.edge.port}/realtime?s="
+
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of each process, its children included (PostgreSQL's backends)."""
         out: dict[str, float] = {}
@@ -122,20 +128,12 @@ class Floor:
                 root = psutil.Process(process.pid)
                 for p in [root, *root.children(recursive=True)]:
                     with suppress(psutil.Error):
-                        t = p.cpu_times()
-                        used = t.user + t.system + t.children_user + t.children_system
-                        out[group] = out.get(group, 0.0) + used
+                        out[group] = out.get(group, 0.0) + cpu_seconds(p)
         return out
 
 
-def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {k: v - before.get(k, 0.0) for k, v in after.items()}
-
-
 async def floor_phase(floor: Floor, *, sessions: int, turns: int, think_ms: float) -> CpuPhase:
-    assert floor.edge is not None
-    url = f"ws://127.0.0.1:{floor.edge.port}/realtime?s="
-    sockets = [await LeanSocket.connect(f"{url}{i:08x}") for i in range(sessions)]
+    sockets = [await LeanSocket.connect(f"{floor.ws_url}{i:08x}") for i in range(sessions)]
     samples: list[float] = []
 
     async def turn(ws: LeanSocket) -> float:
@@ -186,15 +184,13 @@ class Openings:
 
 
 async def floor_openings(floor: Floor, *, count: int, rate: float) -> Openings:
-    assert floor.edge is not None
-    url = f"ws://127.0.0.1:{floor.edge.port}/realtime?s="
     held: list[LeanSocket] = []
 
     async def open_at(i: int) -> None:
         await asyncio.sleep(i / rate)
         with suppress(Exception):  # not opened: counted
             async with asyncio.timeout(30):
-                ws = await LeanSocket.connect(f"{url}o{i:07x}")
+                ws = await LeanSocket.connect(f"{floor.ws_url}o{i:07x}")
                 while '"turn_complete"' not in await ws.recv():
                     pass
             ws.hold()
