@@ -10,7 +10,7 @@ import pytest
 
 from parley_runtime.llm import BuiltinProvider, LLMSettings
 from parley_runtime.llm import types as t
-from parley_runtime.llm.builtin import GREETING
+from parley_runtime.llm.builtin import BURST, GREETING
 
 from .support import WEATHER, cancel_when, drain, text_of
 
@@ -157,6 +157,41 @@ async def test_pace_zero_is_fast() -> None:
     started = time.monotonic()
     events = await drain(FAST.stream(request))
     assert len(events) > 95 and time.monotonic() - started < 0.5
+
+
+async def test_pace_zero_streams_a_burst_with_a_loop_turn_every_few_tokens() -> None:
+    """At pace 0 the tokens come as a burst (no loop turn each), yet a long answer can still be
+    cancelled part way."""
+    request = conversation(("user", " ".join(["w"] * 95)))  # ~100 text tokens
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    before = turns
+    events = await drain(FAST.stream(request))
+    during = turns - before
+    counter.cancel()
+    assert len(events) > 95 and during <= len(events) // BURST + 1, during
+
+    seen = 0
+
+    async def consume() -> None:
+        nonlocal seen
+        async for _ in FAST.stream(request):
+            seen += 1
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0)  # it starts, and stops at its first loop turn
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert 0 < seen <= BURST
 
 
 async def test_cancelling_mid_stream_stops_it() -> None:
