@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -17,7 +18,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Span, Status
+from opentelemetry.trace import Link, Span, Status, StatusCode
+from opentelemetry.util.types import Attributes
 
 from parley_common.redact import redact_text, redact_url, redact_value
 from parley_common.settings import CommonSettings
@@ -116,3 +118,44 @@ def untraced() -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
+
+
+class current_span:
+    """`tracer.start_as_current_span(name, ...)`, as one small object instead of three nested
+    generator context managers (a module's `ProxyTracer`'s, the SDK tracer's and `use_span`'s):
+    the same span, made current inside the block, ended after it, an `Exception` leaving it
+    recorded and its status `ERROR` (a `BaseException` such as a cancellation is not, as
+    `use_span` has it). ~7 µs less per span; a turn made three and an opening five
+    (docs/performance.md, change 94)."""
+
+    __slots__ = ("_attributes", "_context", "_links", "_name", "_span", "_token", "_tracer")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        name: str,
+        *,
+        context: otel_context.Context | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] = (),
+    ) -> None:
+        self._tracer, self._name, self._context = tracer, name, context
+        self._attributes, self._links = attributes, links
+
+    def __enter__(self) -> Span:
+        span = self._tracer.start_span(
+            self._name, context=self._context, attributes=self._attributes, links=self._links
+        )
+        self._span = span
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        otel_context.detach(self._token)
+        span = self._span
+        if isinstance(exc, Exception) and span.is_recording():
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()

@@ -13,6 +13,7 @@ from opentelemetry import trace
 from parley_common import metrics
 from parley_common.errors import Codes, ParleyError
 from parley_common.media_contract import MediaOfferReply, MediaOfferRequest
+from parley_common.telemetry import current_span
 from parley_media.call import Call
 from parley_media.settings import MediaSettings
 
@@ -39,7 +40,7 @@ class MediaService:
         self.starting += 1
         started = time.perf_counter()
         try:
-            with tracer.start_as_current_span("media.answer", attributes={"agent.id": request.agent_id}):
+            with current_span(tracer, "media.answer", attributes={"agent.id": request.agent_id}):
                 sdp = await call.start()
         except ParleyError:
             raise

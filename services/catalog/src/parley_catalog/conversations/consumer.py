@@ -40,6 +40,7 @@ from parley_common.conversation_contract import ConversationEventBatch, Conversa
 from parley_common.jetstream import DurableConsumer
 from parley_common.session_contract import STREAMS
 from parley_common.settings import common_settings
+from parley_common.telemetry import current_span
 
 log = structlog.get_logger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -180,9 +181,8 @@ class ConversationConsumer(DurableConsumer):
             return
         links = [Link(ctx) for msg, _ in parsed if (ctx := _span_context(msg)) is not None]
         events = [event for _, of_msg in parsed for event in of_msg]
-        with tracer.start_as_current_span(
-            "catalog.persist_conversation_events", links=links, attributes={"parley.events": len(events)}
-        ):
+        attributes = {"parley.events": len(events)}
+        with current_span(tracer, "catalog.persist_conversation_events", links=links, attributes=attributes):
             try:
                 async with self.db.sessions() as session:
                     applied = iter(await apply_events(session, events))
@@ -216,9 +216,7 @@ class ConversationConsumer(DurableConsumer):
         await msg.ack()
 
     async def handle(self, msg: Msg) -> None:
-        with tracer.start_as_current_span(
-            "catalog.persist_conversation_event", context=extract(msg.headers or {})
-        ):
+        with current_span(tracer, "catalog.persist_conversation_event", context=extract(msg.headers or {})):
             await self._handle(msg)
 
     async def _handle(self, msg: Msg) -> None:

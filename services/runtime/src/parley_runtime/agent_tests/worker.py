@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from parley_common.agent_test_contract import AgentTestJob, ensure_streams
 from parley_common.session_contract import trace_context
 from parley_common.tasks import cancel_and_wait
+from parley_common.telemetry import current_span
 from parley_runtime import bus
 from parley_runtime.agent_tests.checkpoint import OwnershipLost
 from parley_runtime.agent_tests.runner import RunnerDeps, TestRunner
@@ -87,7 +88,7 @@ class AgentTestWorker(QueueWorker[Held]):
                 "agent_test.run_id": str(job.run_id),
                 "agent_test.deliveries": deliveries,
             }
-            with tracer.start_as_current_span("runtime.agent_test", attributes=attributes):
+            with current_span(tracer, "runtime.agent_test", attributes=attributes):
                 await TestRunner(self.deps, job, deliveries).run()
             if entry is not None:
                 await entry.ack()

@@ -14,7 +14,6 @@ what the node causes (the LLM stream, a webhook call) nests under it in the turn
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -32,6 +31,7 @@ from parley_common.session_contract import (
     ServerTransfer,
     stable_id,
 )
+from parley_common.telemetry import current_span
 from parley_common.templating import TemplateError, evaluate, render
 from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.sessions.state import HistoryItem, SessionState
@@ -325,6 +325,6 @@ class Interpreter:
         return value
 
 
-def _node_span(node_id: str, node_type: str) -> AbstractContextManager[trace.Span]:
+def _node_span(node_id: str, node_type: str) -> current_span:
     attributes = {"node.id": node_id, "node.type": node_type}
-    return tracer.start_as_current_span("runtime.node", attributes=attributes)
+    return current_span(tracer, "runtime.node", attributes=attributes)

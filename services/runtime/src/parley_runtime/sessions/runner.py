@@ -68,6 +68,7 @@ from parley_common.session_contract import (
 )
 from parley_common.speech_contract import OutputFormat
 from parley_common.tasks import cancel_and_wait
+from parley_common.telemetry import current_span
 from parley_runtime.agents import AgentCache
 from parley_runtime.blueprint.graph import FlowError, Graph
 from parley_runtime.blueprint.interpreter import Interpreter, Outcome
@@ -177,7 +178,7 @@ class SessionRunner:
         # The session continues the trace of its handshake (turns continue their inputs' traces).
         token = otel_context.attach(trace_context(headers))
         try:
-            with tracer.start_as_current_span("runtime.claim", attributes={"conversation.id": self.conv}):
+            with current_span(tracer, "runtime.claim", attributes={"conversation.id": self.conv}):
                 resumed = await self._resume()
             if resumed:
                 await self._loop()
@@ -414,7 +415,8 @@ class SessionRunner:
         # the opening turn, caused by no input, stays in the session's (the handshake's) trace.
         token = otel_context.attach(trace_context(headers)) if headers is not None else None
         try:
-            with tracer.start_as_current_span(
+            with current_span(
+                tracer,
                 "runtime.turn",
                 attributes={"conversation.id": self.conv, "input.seq": seq or 0},
             ):

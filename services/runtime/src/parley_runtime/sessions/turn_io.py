@@ -22,6 +22,7 @@ from parley_common.session_contract import (
     ServerTextFull,
     trace_headers,
 )
+from parley_common.telemetry import current_span
 from parley_runtime.blueprint.interpreter import WebhookCall, WebhookResult
 from parley_runtime.blueprint.webhook import call_webhook
 from parley_runtime.sessions.deltas import DeltaCoalescer
@@ -117,7 +118,7 @@ class SessionTurnIO:
 
     async def webhook(self, call: WebhookCall) -> WebhookResult:
         settings = self.runner.deps.settings
-        with tracer.start_as_current_span("runtime.webhook", attributes={"node.id": call.node_id}):
+        with current_span(tracer, "runtime.webhook", attributes={"node.id": call.node_id}):
             return await call_webhook(
                 self.runner.deps.http,
                 call,

@@ -35,6 +35,7 @@ from parley_common.auth_contract import CredentialKind, Principal
 from parley_common.conversation_contract import ConversationEndReason
 from parley_common.errors import CloseCodes, Codes, ErrorCode, ParleyError, envelope
 from parley_common.session_contract import InputText, ServerEvent
+from parley_common.telemetry import current_span
 from parley_session_gateway.access import Refused, same_agent
 from parley_session_gateway.chat.codec import ChatOutput
 from parley_session_gateway.chat.frames import (
@@ -93,7 +94,7 @@ class ChatConnection(SessionConnection):
             "agent.id": principal.agent_id,
             "chat.resume": self.resume is not None,
         }
-        with tracer.start_as_current_span("chat.connect", attributes=attributes):
+        with current_span(tracer, "chat.connect", attributes=attributes):
             record = None
             if self.resume is not None:
                 record = await find_chat(self.ctx.redis, self.resume.conversation_id, principal)

@@ -48,6 +48,7 @@ from parley_common.session_contract import (
     SessionTiming,
     timing_rank,
 )
+from parley_common.telemetry import current_span
 from parley_common.token_bucket import TokenBucket
 from parley_common.voice_formats import DirectiveError, VoiceFormats, parse_handshake_voice
 from parley_session_gateway.access import Admission, Refused
@@ -116,7 +117,7 @@ class RealtimeConnection(SessionConnection):
         hello, self.hello = self.hello, None
         assert hello is not None
         credential = socket_credential(self.ws, self.settings)
-        with tracer.start_as_current_span("realtime.handshake", attributes={"agent.id": hello.agent_id}):
+        with current_span(tracer, "realtime.handshake", attributes={"agent.id": hello.agent_id}):
             admission = await self._admission(credential, hello.agent_id)
             try:
                 voice = parse_handshake_voice(hello.channel, hello.render_directive)
