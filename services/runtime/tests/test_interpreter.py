@@ -13,7 +13,7 @@ from parley_common.blueprint import Blueprint
 from parley_common.conversation_contract import ConversationEndReason, ConversationMessage
 from parley_common.errors import ErrorCode
 from parley_common.session_contract import MailRequest, ServerEvent, ServerTextFull, SessionStart
-from parley_runtime.blueprint.graph import FlowError, Graph
+from parley_runtime.blueprint.graph import FlowError, Graph, Graphs
 from parley_runtime.blueprint.interpreter import Interpreter, WebhookCall, WebhookResult
 from parley_runtime.sessions.state import HistoryItem, SessionState
 
@@ -298,3 +298,41 @@ def test_graph_needs_one_start() -> None:
         Graph.of(blueprint([("e", "CONTROL.END", {})], []))
     with pytest.raises(FlowError, match="no blueprint entry"):
         Graph.of(None)
+
+
+async def test_a_nodes_data_is_validated_once_per_graph() -> None:
+    """A session's turns, and the sessions of one agent version, share the validated node data."""
+    flow = blueprint(
+        [("s", "CONTROL.START", {"greeting": "Hi"}), ("d", "CONTROL.DIALOG", {"max_turns": 10})],
+        [{"source": "s", "target": "d"}],
+    )
+    graph = Graph.of(flow)
+    dialog = graph.node("d")
+    assert graph.data(dialog) is graph.data(dialog)
+    s, world = state(), World()
+    interpreter = Interpreter(graph, world, system_prompt=None, secrets={}, max_steps=10, history_limit=10)
+    await interpreter.start(s)
+    before = graph.data(dialog)
+    await interpreter.user_input(s, "one")
+    await interpreter.user_input(s, "two")
+    assert graph.data(dialog) is before
+    assert transcript(s)[-2:] == [("user", "two"), ("assistant", "You said: two")]
+
+
+def test_a_broken_nodes_data_is_not_kept() -> None:
+    graph = Graph.of(blueprint([("s", "CONTROL.START", {"greeting": 3})], []))
+    for _ in range(2):  # asked again, it is validated again (and fails again)
+        with pytest.raises(FlowError, match=r"node 's': data\.greeting"):
+            graph.data(graph.node("s"))
+
+
+def test_graphs_are_made_once_per_blueprint() -> None:
+    graphs = Graphs(limit=2)
+    one, two = blueprint([("s", "CONTROL.START", {})], []), blueprint([("s", "CONTROL.START", {})], [])
+    first = graphs.of(one)
+    assert graphs.of(one) is first
+    assert graphs.of(two) is not first  # an equal blueprint of another version is another graph
+    graphs.of(blueprint([("s", "CONTROL.START", {})], []))  # past the limit: all dropped
+    assert graphs.of(one) is not first
+    with pytest.raises(FlowError, match="no blueprint entry"):
+        graphs.of(None)

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley_common.blueprint import Blueprint, BlueprintEdge, BlueprintNode, NodeType
+from pydantic import BaseModel, ValidationError
+
+from parley_common.blueprint import NODE_DATA, Blueprint, BlueprintEdge, BlueprintNode, NodeType
 
 
 class FlowError(Exception):
@@ -31,6 +33,9 @@ class Graph:
     nodes: dict[str, BlueprintNode]
     edges: dict[str, list[BlueprintEdge]] = field(default_factory=dict)
     start_id: str = ""
+    # Each node's data as validated the first time it ran: a blueprint never changes, and the
+    # interpreter only reads it (a dialog node's data was validated again at every turn).
+    _data: dict[str, BaseModel] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, blueprint: Blueprint | None) -> Graph:
@@ -52,6 +57,13 @@ class Graph:
             raise FlowError(f"no node {node_id!r} in the workflow")
         return node
 
+    def data(self, node: BlueprintNode) -> BaseModel:
+        """`node`'s data as its type's model (`FlowError` if it is not valid)."""
+        data = self._data.get(node.id)
+        if data is None:
+            data = self._data[node.id] = _validated(node.id, node.type, node.data)
+        return data
+
     def has_branch(self, node_id: str, branch: str) -> bool:
         return any(e.branch == branch for e in self.edges.get(node_id, []))
 
@@ -71,3 +83,39 @@ class Graph:
                 return edge.target
         where = f" for branch {branch!r}" if branch is not None else ""
         raise FlowError(f"node {node_id!r} has no edge to follow{where}")
+
+
+class Graphs:
+    """Each blueprint's graph, made once: the sessions of an agent share its snapshot (agents.py),
+    and so its blueprint, until the agent changes; each of them made the graph again (~15 µs of
+    an opening). By the blueprint object, kept with it (an `id` is only unique while its object
+    lives); all are dropped past `limit` (each agent version a worker ran since)."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._graphs: dict[int, tuple[Blueprint, Graph]] = {}
+
+    def of(self, blueprint: Blueprint | None) -> Graph:
+        if blueprint is None:
+            return Graph.of(blueprint)
+        known = self._graphs.get(id(blueprint))
+        if known is not None and known[0] is blueprint:
+            return known[1]
+        graph = Graph.of(blueprint)
+        if len(self._graphs) >= self.limit:
+            self._graphs.clear()
+        self._graphs[id(blueprint)] = (blueprint, graph)
+        return graph
+
+
+def _validated(node_id: str, node_type: str, raw: dict[str, Any]) -> BaseModel:
+    try:
+        model = NODE_DATA[NodeType(node_type)]
+    except ValueError as exc:
+        raise FlowError(f"node {node_id!r} has the unknown type {node_type!r}") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        detail = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in detail["loc"])
+        raise FlowError(f"node {node_id!r}: data.{where}: {detail['msg']}") from exc

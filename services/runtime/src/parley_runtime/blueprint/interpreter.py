@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from opentelemetry import trace
-from pydantic import BaseModel, ValidationError
 
 from parley_common import blueprint as bp
 from parley_common.conversation_contract import ConversationEndReason, MessageRole
@@ -129,7 +128,7 @@ class Interpreter:
             raise FlowError("user input arrived while the flow is not waiting for it")
         node = self.graph.node(state.node_id)
         with _node_span(node.id, node.type):
-            data = self._data(node.id, node.type, node.data)
+            data = self.graph.data(node)
             assert isinstance(data, bp.DialogData)
             state.node_turns += 1
             if data.save_reply_as:
@@ -157,7 +156,7 @@ class Interpreter:
         self, state: SessionState, node: bp.BlueprintNode
     ) -> tuple[Outcome | None, str | None]:
         """One node's work: the outcome when the turn ends at this node, else the branch to leave by."""
-        data = self._data(node.id, node.type, node.data)
+        data = self.graph.data(node)
         self._step += 1
         if isinstance(data, bp.StartData):
             # Defaults: values given by whoever opened the session (a client token's data) win.
@@ -218,19 +217,6 @@ class Interpreter:
             except TemplateError:
                 return False
         return False
-
-    @staticmethod
-    def _data(node_id: str, node_type: str, raw: dict[str, Any]) -> BaseModel:
-        try:
-            model = bp.NODE_DATA[bp.NodeType(node_type)]
-        except ValueError as exc:
-            raise FlowError(f"node {node_id!r} has the unknown type {node_type!r}") from exc
-        try:
-            return model.model_validate(raw)
-        except ValidationError as exc:
-            detail = exc.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(p) for p in detail["loc"])
-            raise FlowError(f"node {node_id!r}: data.{where}: {detail['msg']}") from exc
 
     # ----------------------------------------------------------------------------- actions
 

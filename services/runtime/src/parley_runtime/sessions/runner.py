@@ -70,7 +70,7 @@ from parley_common.speech_contract import OutputFormat
 from parley_common.tasks import cancel_and_wait
 from parley_common.telemetry import current_span
 from parley_runtime.agents import AgentCache
-from parley_runtime.blueprint.graph import FlowError, Graph
+from parley_runtime.blueprint.graph import FlowError, Graph, Graphs
 from parley_runtime.blueprint.interpreter import Interpreter, Outcome
 from parley_runtime.engine import SessionEngine
 from parley_runtime.llm_port import ChatReuse, LLMPort
@@ -111,6 +111,7 @@ class Deps:
     turn_over: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a turn ends
     # The worker's looks at its new sessions' input, made together (streams.py).
     looks: InputLooks = field(init=False)
+    graphs: Graphs = field(default_factory=Graphs)  # each agent version's graph, made once
 
     def __post_init__(self) -> None:
         self.looks = InputLooks(self.nc)
@@ -238,7 +239,7 @@ class SessionRunner:
     async def _load_agent(self) -> bool:
         try:
             self.snapshot = await self.deps.agents.get(self.state.agent_id)
-            self.graph = Graph.of(self.snapshot.blueprint)
+            self.graph = self.deps.graphs.of(self.snapshot.blueprint)
         except ParleyError as exc:
             await self._close(
                 ConversationEndReason.ERROR, error=(Codes.RUNTIME_AGENT_UNAVAILABLE, {"detail": exc.message})
