@@ -28,9 +28,7 @@ from typing import Any, ClassVar, Unpack
 from uuid import UUID
 
 import structlog
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -51,6 +49,7 @@ from parley_common.session_contract import (
     SessionInput,
     SessionOutput,
 )
+from parley_common.telemetry import current_span
 from parley_common.token_bucket import TokenBucket
 from parley_session_gateway.access import Admission, Refused, admit
 from parley_session_gateway.bridge import SessionBridge
@@ -339,23 +338,12 @@ class SessionConnection(ABC):
         and `service.unavailable` to the client when it could not be stored."""
         assert self.bridge is not None
         # A trace starts at each input; the runtime's turn continues it (W3C headers on the bus).
-        # What `start_as_current_span` does (current while the input is sent, the exception that
-        # ends it recorded), without its two context-manager layers: one span per input.
-        span = tracer.start_span(f"{self.protocol}.input", attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
+        with current_span(tracer, f"{self.protocol}.input", attributes=attributes):
             try:
                 await self.bridge.send(item, client_id)
             except Exception as exc:
                 self.log.warning(f"{self.protocol}.input_publish_failed", error=str(exc))
                 raise self._refusal(Codes.SERVICE_UNAVAILABLE, frame_id=client_id) from exc
-        except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            raise
-        finally:
-            otel_context.detach(token)
-            span.end()
 
     def _input(self, model: type[BaseModel], **fields: Any) -> Any:
         return model(at=datetime.now(UTC), connection_id=self.connection_id, **fields)
