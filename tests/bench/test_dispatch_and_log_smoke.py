@@ -1,6 +1,6 @@
-"""Smoke tests of `bench.socket_dispatch` and `bench.log_line`: tiny runs end to end, checking the
-tables and what does not depend on the machine (how deep a socket's route runs), never the
-timings."""
+"""Smoke tests of `bench.socket_dispatch`, `bench.log_line` and `bench.span_cost`: tiny runs end
+to end, checking the tables and what does not depend on the machine (how deep a socket's route
+runs), never the timings."""
 
 from __future__ import annotations
 
@@ -26,3 +26,12 @@ def test_log_line_prints_both_paths_against_the_one_through_logging() -> None:
     assert rows["through logging"] == "1.00", out
     sockets = dict(re.findall(r"^(the filter|PerConnectionLogger)\s+\d+\.\d\d\s+(\d\.\d\d)$", out, re.M))
     assert set(sockets) == {"the filter", "PerConnectionLogger"} and sockets["the filter"] == "1.00", out
+
+
+def test_span_cost_prints_the_three_ways_against_the_sdks() -> None:
+    out = run("span_cost", "--count", "200", "--rounds", "1", timeout=120)
+    rows = dict(
+        re.findall(r"^(start_as_current_span|current_span|the span alone)\s+\d+\.\d\s+(\d\.\d\d)$", out, re.M)
+    )
+    assert set(rows) == {"start_as_current_span", "current_span", "the span alone"}, out
+    assert rows["start_as_current_span"] == "1.00", out
