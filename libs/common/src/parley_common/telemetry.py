@@ -125,8 +125,8 @@ class current_span:
     generator context managers (a module's `ProxyTracer`'s, the SDK tracer's and `use_span`'s):
     the same span, made current inside the block, ended after it, an `Exception` leaving it
     recorded and its status `ERROR` (a `BaseException` such as a cancellation is not, as
-    `use_span` has it). ~7 µs less per span; a turn made three and an opening five
-    (docs/performance.md, change 94)."""
+    `use_span` has it). About a sixth less CPU per span (`python -m bench.span_cost`; the SDK's
+    span itself is most of the rest; docs/performance.md, change 94)."""
 
     __slots__ = ("_attributes", "_context", "_links", "_name", "_span", "_token", "_tracer")
 

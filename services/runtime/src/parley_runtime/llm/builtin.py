@@ -23,8 +23,8 @@ GREETING = "Hello! How can I help you today?"
 QUOTE_LIMIT = 200
 ARGUMENT_CHUNK = 16  # characters of tool-call arguments per streamed delta
 # At pace 0 the tokens come as a burst, as many tokens of a provider's stream do from one socket
-# read: no turn of the event loop between them (each was ~10 µs of a worker's turn), but one every
-# this many, so a long answer can still be cancelled part way.
+# read: no turn of the event loop between them (a ~14-token answer made 14 of a worker's ~25 loop
+# turns a turn), but one every this many, so a long answer can still be cancelled part way.
 BURST = 32
 _TRIGGER = re.compile(r"\s*call\s+([A-Za-z0-9_-]{1,64})(?:\s+(.*?))?\s*", re.IGNORECASE | re.DOTALL)
 _PERSONA = re.compile(r"\byou are\s+([^.!?\n]{1,80})", re.IGNORECASE)
