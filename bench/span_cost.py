@@ -11,12 +11,12 @@ See docs/performance.md, "The twenty-eighth round".
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
 
 from opentelemetry import trace
 
+from bench._options import int_options
 from parley_common.settings import CommonSettings
 from parley_common.telemetry import current_span, setup_telemetry
 
@@ -50,19 +50,15 @@ def span_us(way: Callable[[], None], count: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.span_cost", description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=20000, help="spans per round and way")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv)
+    args = int_options(__doc__, argv, count=20000, rounds=5)  # spans per round and way
     paths = ways()
-    best = {name: float("inf") for name in paths}
+    best = dict.fromkeys(paths, float("inf"))
     for _ in range(args.rounds):  # alternated, so each sees the same machine
         for name, way in paths.items():
             best[name] = min(best[name], span_us(way, args.count))
-    base = best["start_as_current_span"]
     print("a span opened by          CPU µs/span  ratio")
     for name, us in best.items():
-        print(f"{name:<26}{us:>12.1f}{us / base:>7.2f}")
+        print(f"{name:<26}{us:>12.1f}{us / best['start_as_current_span']:>7.2f}")
 
 
 if __name__ == "__main__":
