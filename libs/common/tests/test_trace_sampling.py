@@ -5,6 +5,7 @@ and sampling"): `setup_telemetry` names no sampler of its own, so the SDK reads
 from __future__ import annotations
 
 import pytest
+from opentelemetry import trace
 
 from parley_common import telemetry
 from parley_common.settings import CommonSettings
@@ -13,7 +14,7 @@ from parley_common.settings import CommonSettings
 def _sampler(monkeypatch: pytest.MonkeyPatch) -> str:
     # A provider of its own for this test, not installed as the process's (other tests set theirs).
     monkeypatch.setattr(telemetry, "_configured", False)
-    monkeypatch.setattr(telemetry.trace, "set_tracer_provider", lambda provider: None)
+    monkeypatch.setattr(trace, "set_tracer_provider", lambda provider: None)
     return telemetry.setup_telemetry(CommonSettings()).sampler.get_description()
 
 
