@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -255,3 +256,35 @@ def test_the_machines_reference_is_the_best_of_its_tries(monkeypatch: pytest.Mon
     monkeypatch.setattr(machine.time, "process_time", lambda: next(clock))
     monkeypatch.setattr(machine, "ADDITIONS", 10)
     assert reference_s(tries=3) == pytest.approx(0.3)
+
+
+def test_pair_runs_both_trees_at_once_or_one_after_the_other_alternating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--one-after-the-other`: a tree's run ends before the other's starts, and which goes first
+    alternates from round to round; by default both start together."""
+    events: list[str] = []
+
+    class FakeRun:
+        def __init__(self, cmd: list[str], **_: object) -> None:
+            self.tree = "base" if "--stack-python" in cmd else "this"
+            self.figures = Path(cmd[cmd.index("--json") + 1])
+            self.returncode = 0
+            events.append(f"start {self.tree}")
+
+        def wait(self) -> int:
+            self.figures.write_text(json.dumps({"CPU ms per turn": {"whole stack": 1.0}}))
+            events.append(f"end {self.tree}")
+            return 0
+
+    monkeypatch.setattr(perf_pair.subprocess, "Popen", FakeRun)
+    python = sys.executable
+    perf_pair._run_both(python, [], tmp_path, 1)
+    assert events == ["start base", "start this", "end base", "end this"]
+    events.clear()
+    perf_pair._run_both(python, [], tmp_path, 1, one_after_the_other=True)
+    assert events == ["start base", "end base", "start this", "end this"]
+    events.clear()
+    base, this = perf_pair._run_both(python, [], tmp_path, 2, one_after_the_other=True)
+    assert events == ["start this", "end this", "start base", "end base"]
+    assert base == this == {"CPU ms per turn": {"whole stack": 1.0}}
