@@ -326,13 +326,18 @@ def test_a_broken_nodes_data_is_not_kept() -> None:
             graph.data(graph.node("s"))
 
 
-def test_graphs_are_made_once_per_blueprint() -> None:
+def test_graphs_are_made_once_per_agent_version_and_only_the_last_is_kept() -> None:
     graphs = Graphs(limit=2)
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     one, two = blueprint([("s", "CONTROL.START", {})], []), blueprint([("s", "CONTROL.START", {})], [])
-    first = graphs.of(one)
-    assert graphs.of(one) is first
-    assert graphs.of(two) is not first  # an equal blueprint of another version is another graph
-    graphs.of(blueprint([("s", "CONTROL.START", {})], []))  # past the limit: all dropped
-    assert graphs.of(one) is not first
+    first = graphs.of(a, one)
+    assert graphs.of(a, one) is first
+    second = graphs.of(a, two)  # the agent's next version (an equal blueprint is another object)
+    assert second is not first and graphs.of(a, two) is second
+    assert graphs.of(a, one) is not first  # the old version was not kept: made again
+    other = graphs.of(b, one)  # another agent's graph is its own
+    assert graphs.of(b, one) is other and len(graphs._graphs) == 2
+    graphs.of(c, one)  # past the limit of agents: all dropped
+    assert graphs.of(b, one) is not other
     with pytest.raises(FlowError, match="no blueprint entry"):
-        graphs.of(None)
+        graphs.of(a, None)

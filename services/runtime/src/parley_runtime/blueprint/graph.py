@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
@@ -86,25 +87,26 @@ class Graph:
 
 
 class Graphs:
-    """Each blueprint's graph, made once: the sessions of an agent share its snapshot (agents.py),
-    and so its blueprint, until the agent changes; each of them made the graph again (~15 µs of
-    an opening). By the blueprint object, kept with it (an `id` is only unique while its object
-    lives); all are dropped past `limit` (each agent version a worker ran since)."""
+    """Each agent's graph, made once per version: the sessions of an agent share its snapshot
+    (agents.py), and so its blueprint, until the agent changes; each of them made the graph again
+    (~15 µs of an opening). One graph per agent, for its blueprint object (an `id` is only unique
+    while its object lives, so the object is kept with it): the next version's replaces it, so no
+    version but the last stays in memory; all are dropped past `limit` agents."""
 
     def __init__(self, limit: int = 1024) -> None:
         self.limit = limit
-        self._graphs: dict[int, tuple[Blueprint, Graph]] = {}
+        self._graphs: dict[UUID, tuple[Blueprint, Graph]] = {}
 
-    def of(self, blueprint: Blueprint | None) -> Graph:
+    def of(self, agent_id: UUID, blueprint: Blueprint | None) -> Graph:
         if blueprint is None:
             return Graph.of(blueprint)
-        known = self._graphs.get(id(blueprint))
+        known = self._graphs.get(agent_id)
         if known is not None and known[0] is blueprint:
             return known[1]
         graph = Graph.of(blueprint)
-        if len(self._graphs) >= self.limit:
+        if agent_id not in self._graphs and len(self._graphs) >= self.limit:
             self._graphs.clear()
-        self._graphs[id(blueprint)] = (blueprint, graph)
+        self._graphs[agent_id] = (blueprint, graph)
         return graph
 
 

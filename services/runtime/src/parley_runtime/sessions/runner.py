@@ -111,7 +111,7 @@ class Deps:
     turn_over: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a turn ends
     # The worker's looks at its new sessions' input, made together (streams.py).
     looks: InputLooks = field(init=False)
-    graphs: Graphs = field(default_factory=Graphs)  # each agent version's graph, made once
+    graphs: Graphs = field(default_factory=Graphs)  # each agent's graph, made once per version
 
     def __post_init__(self) -> None:
         self.looks = InputLooks(self.nc)
@@ -239,7 +239,7 @@ class SessionRunner:
     async def _load_agent(self) -> bool:
         try:
             self.snapshot = await self.deps.agents.get(self.state.agent_id)
-            self.graph = self.deps.graphs.of(self.snapshot.blueprint)
+            self.graph = self.deps.graphs.of(self.snapshot.agent_id, self.snapshot.blueprint)
         except ParleyError as exc:
             await self._close(
                 ConversationEndReason.ERROR, error=(Codes.RUNTIME_AGENT_UNAVAILABLE, {"detail": exc.message})
