@@ -14,6 +14,7 @@ import nats
 import pytest
 from faststream.nats import NatsBroker
 from faststream.nats.subscriber.usecases import CoreSubscriber
+from faststream.nats.subscriber.usecases.core_subscriber import ConcurrentCoreSubscriber
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
@@ -179,3 +180,13 @@ async def test_leaving_cuts_a_handler_that_outlasts_its_timeout(nats_url: str) -
             assert [r.getMessage() for r in w.logged] == ["CancelledError: "]
     cut = [e for e in logs if e["event"] == "octavus.leave_cut"]
     assert [(e["subject"], e["pending"]) for e in cut] == [(subjects.OCTAVUS_SESSION_GET, 1)]
+
+
+def test_the_subscribers_a_worker_leaves_have_no_workers_of_their_own() -> None:
+    """`leave` waits until a subscriber's nats-py queue is handled (`bus._drain`); FastStream's
+    `max_workers` would hand each message on to a task of its own, which that wait does not see, so
+    none of the subscribers left that way may have it."""
+    subscribers = bus.subscribe_octavus(NatsBroker(), Handlers())
+    assert len(subscribers) == 4
+    for subscriber in subscribers:
+        assert not isinstance(subscriber, ConcurrentCoreSubscriber), subscriber

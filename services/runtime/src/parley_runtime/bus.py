@@ -101,7 +101,8 @@ async def _drain(subscriber: CoreSubscriber, timeout_s: float) -> None:
     callback then drops each queued message) and then unsubscribe (the queue discarded).
 
     Only for a subscriber without `max_workers`: its nats-py callback is the handler itself, so an
-    empty queue means every message answered (with `max_workers` it only queues them further)."""
+    empty queue means every message answered (with `max_workers` it only queues them further);
+    tests/test_bus.py holds the Octavus subscribers to that."""
     sub = subscriber.subscription
     if sub is None:  # never started
         return
