@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,16 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from parley_devstack.servers import ValkeyServer
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def app_sources() -> list[tuple[str, ast.Module]]:
+    """Every app source file (libs' and services' `src`), by its path from the repository's root,
+    parsed: what the guards against a construct in our code walk."""
+    paths = sorted([*ROOT.glob("libs/*/src/**/*.py"), *ROOT.glob("services/*/src/**/*.py")])
+    return [(str(p.relative_to(ROOT)), ast.parse(p.read_text(encoding="utf-8"))) for p in paths]
 
 
 @pytest.fixture
