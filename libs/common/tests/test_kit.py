@@ -117,6 +117,58 @@ async def test_a_part_whose_stop_hangs_is_left_behind_and_the_later_steps_still_
     assert nc.is_closed
 
 
+async def test_a_part_that_swallows_its_cancel_is_left_running_and_the_later_steps_still_run(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound cancels a step that overruns; one that catches that cancel and waits on (as
+    `task.cancel(); with suppress(CancelledError): await task` does when its own caller is
+    cancelled) held the whole lifespan while the step was awaited in the lifespan's own task."""
+    monkeypatch.setenv("PARLEY_SHUTDOWN_STEP_TIMEOUT_S", "0.3")
+    events: list[str] = []
+    released = asyncio.Event()
+    cancels = 0
+
+    class Recorded(Database):
+        async def dispose(self) -> None:
+            await super().dispose()
+            events.append("db disposed")
+
+    kit = ServiceKit(settings(infra), redis=True, database=Recorded(infra.database_url))
+
+    @asynccontextmanager
+    async def deaf(_: FastAPI) -> AsyncIterator[None]:
+        nonlocal cancels
+        yield
+        while not released.is_set():
+            try:
+                await released.wait()
+            except asyncio.CancelledError:
+                cancels += 1  # swallowed: it waits on
+
+    kit.part(recording(events, "workers"))
+    kit.part(deaf)
+    app = kit.build_app(title="kit test")
+    started = time.monotonic()
+    try:
+        with capture_logs() as logs:
+            async with asyncio.timeout(10):  # the old lifespan waits until released: fail, do not hang
+                async with app.router.lifespan_context(app):
+                    nc = kit.broker.connection
+        elapsed = time.monotonic() - started
+    finally:
+        released.set()
+    assert elapsed < 5
+    assert cancels == 1  # cancelled once, at its overrun, then left behind
+    stops = [(e["event"], e["step"]) for e in logs if e["event"].startswith("shutdown.")]
+    assert stops == [
+        ("shutdown.step_overran", deaf.__qualname__),
+        ("shutdown.step_left_running", deaf.__qualname__),
+    ]
+    assert events == ["stop workers", "db disposed"]
+    assert nc.is_closed
+    await asyncio.sleep(0)  # released: the step left behind ends
+
+
 async def test_a_part_whose_stop_raises_is_logged_and_the_later_steps_still_run(infra: Infra) -> None:
     kit = ServiceKit(settings(infra), redis=True)
     events: list[str] = []

@@ -6,9 +6,11 @@ drain, closing Redis and the database) never ran. Here each step gets `timeout_s
 is cancelled and logged (`shutdown.step_overran`), one that raises is logged (`shutdown.step_failed`),
 and either way the caller goes on with the next step. A cancellation of the caller still propagates.
 
-The bound is `asyncio.timeout`, not `asyncio.wait_for`, which on Python 3.11 can swallow a cancel
-(tasks.py). It cancels the step where it waits: a step that itself swallows that cancel and waits on
-is not bounded (`tasks.cancel_and_wait` is how a step waits for its tasks without that).
+Each step runs as a task of its own, which the caller waits for with `asyncio.wait`: a step awaited
+in the caller's task is bounded only if it lets the bound's cancel through, and one that swallows
+it (`task.cancel(); with suppress(CancelledError): await task` in its own cancelled exit) and waits
+on held the caller with it. Cancelled at its overrun, a step has a moment (`_grace_s`) to end, so its
+clean-up still comes before the next step's; one still running after that is left behind, running.
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
+from typing import Any
 
 import structlog
 
+from parley_common.tasks import RECANCEL_S
+
 log = structlog.get_logger(__name__)
+
+
+def _grace_s(timeout_s: float) -> float:
+    """How long a step cancelled at its overrun may take to end before it is left behind."""
+    return min(timeout_s, RECANCEL_S)
 
 
 async def run_step(step: str, timeout_s: float, exit_: Callable[[], Awaitable[bool | None]]) -> bool:
@@ -29,16 +39,41 @@ async def run_step(step: str, timeout_s: float, exit_: Callable[[], Awaitable[bo
     Returns what the step returned (a context manager's "exception handled"), False if it did not
     finish. Only the exception's type is logged: a message may carry a URL with its password.
     """
-    limit = asyncio.timeout(timeout_s)
+    task = asyncio.ensure_future(exit_())
+    overran = False
     try:
-        async with limit:
-            return bool(await exit_())
-    except Exception as exc:
-        if limit.expired():
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            overran = True
             log.warning("shutdown.step_overran", step=step, timeout_s=timeout_s)
-        else:
-            log.warning("shutdown.step_failed", step=step, error=type(exc).__name__)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=_grace_s(timeout_s))
+    except asyncio.CancelledError:
+        task.cancel()  # the caller is cancelled, and so is its step; the caller does not wait
+        task.add_done_callback(_retrieve)
+        raise
+    if not done:  # it swallowed its cancel: it runs on, but no longer holds the stop
+        log.warning("shutdown.step_left_running", step=step)
+        task.add_done_callback(_retrieve)
+        return False
+    error = None if task.cancelled() else task.exception()
+    if error is None and not task.cancelled():
+        return bool(task.result())
+    if not overran:  # what an overrun step raised as it was cancelled is its overrun's
+        log.warning(
+            "shutdown.step_failed",
+            step=step,
+            error="CancelledError" if error is None else type(error).__name__,
+        )
+    if error is not None and not isinstance(error, Exception):
+        raise error  # SystemExit, KeyboardInterrupt: not a step's failure
     return False
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a step left behind as looked at: no "exception was never retrieved" at its end."""
+    if not task.cancelled():
+        task.exception()
 
 
 class BoundedExit(AbstractAsyncContextManager[None]):
