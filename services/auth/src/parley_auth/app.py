@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -22,6 +22,7 @@ from parley_auth.tokens.router import router as tokens_router
 from parley_common.authenticator import install_authenticator
 from parley_common.kit.service import ServiceKit
 from parley_common.ratelimit import RateLimiter
+from parley_common.tasks import cancel_and_wait
 
 
 def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerifier | None = None) -> FastAPI:
@@ -51,9 +52,7 @@ def build_app(settings: AuthSettings | None = None, *, turnstile: TurnstileVerif
         try:
             yield
         finally:
-            app.state.outbox.cancel()
-            with suppress(asyncio.CancelledError):
-                await app.state.outbox
+            await cancel_and_wait(app.state.outbox)
 
     app = kit.build_app(
         title="Parley auth",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +15,7 @@ from parley_common.kit.service import ServiceKit
 from parley_common.ratelimit import RateLimiter
 from parley_common.redis_client import RedisLine
 from parley_common.session_contract import ensure_streams
+from parley_common.tasks import cancel_and_wait
 from parley_session_gateway import bus
 from parley_session_gateway.agent_access import AgentAccess
 from parley_session_gateway.chat.router import router as chat_router
@@ -52,10 +52,10 @@ def build_app(settings: GatewaySettings | None = None) -> FastAPI:
             await ensure_streams(broker.connection.jetstream(), STREAMS)
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await line.aclose()
+            try:
+                await cancel_and_wait(task)
+            finally:
+                await line.aclose()
 
     routers = [realtime_router, chat_router, octavus_router, webrtc_router]
     app = kit.build_app(

@@ -49,6 +49,7 @@ from parley_common.session_contract import (
     SessionInput,
     SessionOutput,
 )
+from parley_common.tasks import cancel_and_wait
 from parley_common.telemetry import current_span
 from parley_common.token_bucket import TokenBucket
 from parley_session_gateway.access import Admission, Refused, admit
@@ -237,11 +238,7 @@ class SessionConnection(ABC):
         try:
             await self._receive_until_ended()
         finally:
-            for task in timers:
-                task.cancel()
-            for task in timers:
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-                    await task
+            await cancel_and_wait(*timers)
 
     async def _receive_until_ended(self) -> None:
         if self.ended:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from parley_common.speech_contract import (
     TtsAccepted,
     TtsSynthesizeRequest,
 )
+from parley_common.tasks import cancel_and_wait
 from parley_speech.engines.registry import EngineRegistry
 from parley_speech.policy import PolicyConfig
 from parley_speech.recognition import RecognitionSession, SessionContext
@@ -59,11 +59,7 @@ class SpeechService:
             self._heartbeat.cancel()
         for session in list(self.sessions.values()):
             await session.close("shutdown")
-        for job in list(self.jobs):
-            job.cancel()
-        for job in list(self.jobs):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await job
+        await cancel_and_wait(*self.jobs)
 
     async def _beat(self) -> None:
         while True:

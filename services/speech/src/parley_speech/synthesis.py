@@ -41,6 +41,7 @@ from parley_common.speech_contract import (
     TtsReport,
     TtsSynthesizeRequest,
 )
+from parley_common.tasks import cancel_and_wait
 from parley_speech import bus
 from parley_speech.audio.formats import encode_output
 from parley_speech.audio.resample import StreamResampler
@@ -140,9 +141,7 @@ class TtsJob:
             raise
         finally:
             beat.cancel()
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await producer
+            await cancel_and_wait(producer)
             if self._sub is not None:
                 with contextlib.suppress(Exception):
                     await self._sub.unsubscribe()

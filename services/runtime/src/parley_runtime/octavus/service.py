@@ -25,6 +25,7 @@ from parley_common.octavus import AgentBundle, AgentDefinition, DefinitionError,
 from parley_common.octavus import events as ev
 from parley_common.octavus import sessions as wire
 from parley_common.outages import OUTAGE_ERRORS, describe
+from parley_common.tasks import cancel_and_wait
 from parley_runtime.agents import AgentCache
 from parley_runtime.engine import SessionEngine
 from parley_runtime.llm_port import LLMPort
@@ -230,15 +231,15 @@ class OctavusService:
             if finish is not None:
                 await emit(finish)
         finally:
-            pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinger
-            # Unlock first: a client that posts again as soon as its stream ends finds it free.
             try:
-                await stack.aclose()
+                await cancel_and_wait(pinger)
             finally:
-                with contextlib.suppress(Exception):
-                    await publish(wire.StreamFrame(seq=seq, done=True))
+                # Unlock first: a client that posts again as soon as its stream ends finds it free.
+                try:
+                    await stack.aclose()
+                finally:
+                    with contextlib.suppress(Exception):
+                        await publish(wire.StreamFrame(seq=seq, done=True))
 
 
 def _fresh(

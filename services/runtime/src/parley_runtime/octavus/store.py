@@ -18,6 +18,7 @@ from redis.exceptions import LockError
 
 from parley_common.errors import Codes, ParleyError
 from parley_common.outages import OUTAGE_ERRORS
+from parley_common.tasks import cancel_and_wait
 from parley_runtime.octavus.state import Session, Tombstone
 from parley_runtime.settings import RuntimeSettings
 from parley_runtime.state_store import RedisStateStore
@@ -100,8 +101,6 @@ class SessionStore(RedisStateStore[Session]):
         try:
             yield
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LockError):
-                await keeper
+            await cancel_and_wait(keeper)
             with contextlib.suppress(LockError, *OUTAGE_ERRORS):  # it expires by itself anyway
                 await lock.release()

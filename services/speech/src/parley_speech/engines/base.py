@@ -13,7 +13,6 @@ engine's own `sample_rate`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import TypedDict, Unpack
 import numpy as np
 
 from parley_common.sentences import Sentence, SentenceSplitter
+from parley_common.tasks import cancel_and_wait
 from parley_speech.audio.formats import Samples
 
 STT_RATE = 16000
@@ -105,9 +105,7 @@ class BufferedSTTStream(STTStream):
 
     async def _cancel_interim(self) -> None:
         if self._interim is not None and not self._interim.done():
-            self._interim.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # an abandoned interim
-                await self._interim
+            await cancel_and_wait(self._interim)  # an abandoned interim: what it raised is dropped
 
 
 @dataclass(frozen=True)

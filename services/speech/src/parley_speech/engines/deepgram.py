@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from parley_common.errors import ParleyError
+from parley_common.tasks import cancel_and_wait
 from parley_speech.audio.formats import Samples, float_to_pcm16
 from parley_speech.engines import errors
 from parley_speech.engines.base import STT_RATE, InterimCallback, STTEngine, STTStream
@@ -116,9 +117,7 @@ class DeepgramStream(STTStream):
 
     async def aclose(self) -> None:
         self._closing = True
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        await cancel_and_wait(self._task)
 
     # ---------------------------------------------------------------------------------------
 
@@ -137,9 +136,7 @@ class DeepgramStream(STTStream):
             except ParleyError as exc:
                 self._failure = exc
             finally:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await sender
+                await cancel_and_wait(sender)
 
     async def _send(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
