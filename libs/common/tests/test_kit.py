@@ -77,6 +77,17 @@ def recording(events: list[str], name: str) -> Part:
     return part
 
 
+def recorded_kit(infra: Infra, events: list[str]) -> ServiceKit:
+    """A kit whose database says when it was closed (the last shutdown step)."""
+
+    class Recorded(Database):
+        async def dispose(self) -> None:
+            await super().dispose()
+            events.append("db disposed")
+
+    return ServiceKit(settings(infra), redis=True, database=Recorded(infra.database_url))
+
+
 async def test_a_part_whose_stop_hangs_is_left_behind_and_the_later_steps_still_run(
     infra: Infra, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,12 +96,7 @@ async def test_a_part_whose_stop_hangs_is_left_behind_and_the_later_steps_still_
     monkeypatch.setenv("PARLEY_SHUTDOWN_STEP_TIMEOUT_S", "0.3")
     events: list[str] = []
 
-    class Recorded(Database):
-        async def dispose(self) -> None:
-            await super().dispose()
-            events.append("db disposed")
-
-    kit = ServiceKit(settings(infra), redis=True, database=Recorded(infra.database_url))
+    kit = recorded_kit(infra, events)
 
     @asynccontextmanager
     async def stuck(_: FastAPI) -> AsyncIterator[None]:
@@ -128,12 +134,7 @@ async def test_a_part_that_swallows_its_cancel_is_left_running_and_the_later_ste
     released = asyncio.Event()
     cancels = 0
 
-    class Recorded(Database):
-        async def dispose(self) -> None:
-            await super().dispose()
-            events.append("db disposed")
-
-    kit = ServiceKit(settings(infra), redis=True, database=Recorded(infra.database_url))
+    kit = recorded_kit(infra, events)
 
     @asynccontextmanager
     async def deaf(_: FastAPI) -> AsyncIterator[None]:
