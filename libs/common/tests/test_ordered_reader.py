@@ -27,6 +27,7 @@ from nats.js.api import StreamConfig
 from parley_common.bus import BusEvents
 from parley_common.held_subscription import HeldSubscription
 from parley_common.ordered_reader import OrderedReader, consumer_request, sequences
+from parley_common.reply_inbox import reply_inbox
 from parley_devstack.servers import NatsServer
 
 STREAM = "READ"
@@ -132,6 +133,7 @@ async def test_it_reads_in_order_from_after_seq_and_holds_no_task(client: tuple[
     nc, subject = client
     await _publish(nc, subject, b"a", b"b", b"c")
     got = Got()
+    await reply_inbox(nc)  # the connection's, made at its first JetStream request: not the reader's
     tasks_before = len(asyncio.all_tasks())
     async with reading(nc, subject, got, after_seq=1):
         await got.until(2)

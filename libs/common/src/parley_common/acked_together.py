@@ -12,27 +12,24 @@ outage, drops a copy already stored as a duplicate, and raises what it raises. T
 in the order given, as they did one after the other on the same connection; the only difference is
 that a later one no longer waits for the ack of an earlier one before it is sent.
 
-The acks come to one inbox subscription per connection (`_INBOX.<nuid>.*`, made at the first use,
-kept by nats-py across reconnects), not through `nc.request`, whose per-request future and
-`wait_for` are what is saved.
+The acks come to the connection's reply inbox (reply_inbox.py), which a single publication's ack
+(`publish_durably`) comes to as well; here they are awaited together, with one `asyncio.wait`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js.api import PubAck
 
 from parley_common.jetstream import ATTEMPT_S, PUB_ACK_FIELDS, publish_durably
 from parley_common.outages import OUTAGE_ERRORS
+from parley_common.reply_inbox import reply_inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,44 +38,6 @@ class Publication:
     payload: bytes
     msg_id: str  # its `Nats-Msg-Id`: a copy within the stream's duplicate window is dropped
     headers: Mapping[str, str] | None = None
-
-
-class _AckInbox:
-    """Where the acks of one connection's publications together arrive, by token."""
-
-    def __init__(self, nc: Client) -> None:
-        self.prefix = f"{nc.new_inbox()}."
-        self.waiting: dict[str, asyncio.Future[Msg]] = {}
-        self.sub: Subscription | None = None
-        self.lock = asyncio.Lock()
-        self._tokens = itertools.count()
-
-    def token(self) -> str:
-        return str(next(self._tokens))
-
-    async def deliver(self, msg: Msg) -> None:
-        future = self.waiting.pop(msg.subject[len(self.prefix) :], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
-
-
-_INBOXES: weakref.WeakKeyDictionary[Client, _AckInbox] = weakref.WeakKeyDictionary()
-
-
-async def _inbox(nc: Client) -> _AckInbox | None:
-    """The connection's ack inbox; None when it cannot subscribe (draining, closing): then each
-    publication goes alone, as `publish_durably` would have sent it."""
-    inbox = _INBOXES.get(nc)
-    if inbox is None:
-        inbox = _INBOXES[nc] = _AckInbox(nc)
-    if inbox.sub is None:
-        async with inbox.lock:
-            if inbox.sub is None:
-                try:
-                    inbox.sub = await nc.subscribe(f"{inbox.prefix}*", cb=inbox.deliver)
-                except Exception:
-                    return None
-    return inbox
 
 
 def _plain_ack(future: asyncio.Future[Msg]) -> PubAck | None:
@@ -104,17 +63,14 @@ async def publish_durably_together(
     """Each publication stored as `publish_durably` stores it, the acks in the same order; sent
     together, awaited together. Raises what `publish_durably` raises for the first one that fails
     (the others may be stored: their ids make a later publication of them a no-op)."""
-    inbox = await _inbox(nc) if len(publications) > 1 and nc.is_connected else None
+    inbox = await reply_inbox(nc) if len(publications) > 1 and nc.is_connected else None
     if inbox is None:
         return [await _alone(nc, p, timeout_s) for p in publications]
-    loop = asyncio.get_running_loop()
     sent: list[tuple[str, asyncio.Future[Msg]]] = []
     try:
         try:
             for p in publications:
-                token = inbox.token()
-                future: asyncio.Future[Msg] = loop.create_future()
-                inbox.waiting[token] = future
+                token, future = inbox.expect()
                 headers = {**p.headers, "Nats-Msg-Id": p.msg_id} if p.headers else {"Nats-Msg-Id": p.msg_id}
                 try:
                     await nc.publish(p.subject, p.payload, reply=f"{inbox.prefix}{token}", headers=headers)

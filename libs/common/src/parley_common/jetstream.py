@@ -50,6 +50,7 @@ from nats.js.api import (
 from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from parley_common.outages import OUTAGE_ERRORS, describe
+from parley_common.reply_inbox import request
 from parley_common.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -121,9 +122,10 @@ async def api_request(
 ) -> dict[str, Any]:
     """One JetStream request (a publish, or a call of `$JS.API`) and its JSON answer, as nats-py
     reads them: nobody to answer (JetStream or the stream away) raised as `no_responders`, an API
-    error as its `APIError`."""
+    error as its `APIError`. Through the connection's reply inbox (reply_inbox.py): a cancel of the
+    caller as the answer arrives is not lost, as it is in `nc.request` on Python 3.11."""
     try:
-        msg = await nc.request(subject, payload, timeout=timeout_s, headers=headers)
+        msg = await request(nc, subject, payload, timeout_s=timeout_s, headers=headers)
     except NoRespondersError:
         raise no_responders from None
     answer: dict[str, Any] = json.loads(msg.data)

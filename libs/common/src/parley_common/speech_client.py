@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 
 from parley_common import subjects
 from parley_common.errors import Codes, ErrorEnvelope, ParleyError, envelope, reply_error
+from parley_common.reply_inbox import request
 from parley_common.speech_contract import (
     HDR_CONTROL,
     HDR_SEQ,
@@ -80,7 +81,9 @@ def _raise_reply_error(error: ErrorEnvelope | None, subject: str) -> None:
 
 async def _request(nc: NatsClient, subject: str, payload: BaseModel, timeout: float) -> bytes:  # noqa: ASYNC109
     try:
-        msg = await nc.request(subject, payload.model_dump_json(exclude_none=True).encode(), timeout=timeout)
+        msg = await request(
+            nc, subject, payload.model_dump_json(exclude_none=True).encode(), timeout_s=timeout
+        )
     except (NatsTimeoutError, NoRespondersError, TimeoutError) as exc:
         raise ParleyError(Codes.BUS_TIMEOUT, params={"subject": subject}) from exc
     return msg.data
