@@ -7,10 +7,11 @@ the task raised, while a cancellation of the caller still propagates.
 
 A cancellation can also be lost inside the task: Python 3.11's `asyncio.wait_for` returns the
 result, and drops the cancel, when the awaited future completes in the same loop iteration as the
-cancel arrives (nats-py awaits every request reply, JetStream publish acks included, through it).
-A session runner cancelled just as its commit's ack came back then ran on, waiting for input, and
-the drain that cancelled it waited forever. So a task still running `RECANCEL_S` after its cancel is
-cancelled again (and logged).
+cancel arrives (nats-py awaits its request replies and pull consumers' fetches through it; our own
+JetStream requests no longer go through `nc.request`, reply_inbox.py). A session runner cancelled
+just as its commit's ack came back then ran on, waiting for input, and the drain that cancelled it
+waited forever. So a task still running `RECANCEL_S` after its cancel is cancelled again (and
+logged).
 
 Our own code waits with `async with asyncio.timeout(...)`, never `asyncio.wait_for`: an outside
 cancel passes through it, and only its own expiry becomes a TimeoutError.
