@@ -82,32 +82,27 @@ async def cancelled_as_the_reply_arrives(
         return exc
 
 
-async def test_a_cancel_landing_as_the_reply_arrives_is_not_lost(
-    nc: Client, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("asker", ["reply_inbox.request", "nc.request"])
+async def test_a_cancel_landing_as_the_reply_arrives(
+    nc: Client, monkeypatch: pytest.MonkeyPatch, asker: str
 ) -> None:
-    await echo(nc, "test.reply_inbox.cancel")
+    """`request` keeps it; `nc.request` (its `asyncio.wait_for`) loses it on Python 3.11 and
+    returns the reply: why `request` exists."""
+    subject = f"test.reply_inbox.{asker}"
+    await echo(nc, subject)
+    if asker == "nc.request" and sys.version_info >= (3, 12):
+        pytest.skip("asyncio.wait_for keeps such a cancel from Python 3.12")
+    ours = asker == "reply_inbox.request"
     ended = await cancelled_as_the_reply_arrives(
         monkeypatch,
-        ReplyInbox,
-        "deliver",
-        lambda: request(nc, "test.reply_inbox.cancel", b"q", timeout_s=5),
+        ReplyInbox if ours else Client,
+        "deliver" if ours else "_request_sub_callback",
+        lambda: request(nc, subject, b"q", timeout_s=5) if ours else nc.request(subject, b"q", timeout=5),
     )
-    assert isinstance(ended, asyncio.CancelledError)
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="asyncio.wait_for keeps such a cancel from 3.12")
-async def test_nats_pys_request_loses_that_cancel_on_python_3_11(
-    nc: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Why `request` exists: the same cancel, lost by `nc.request` (its `asyncio.wait_for`)."""
-    await echo(nc, "test.reply_inbox.lost")
-    ended = await cancelled_as_the_reply_arrives(
-        monkeypatch,
-        Client,
-        "_request_sub_callback",
-        lambda: nc.request("test.reply_inbox.lost", b"q", timeout=5),
-    )
-    assert isinstance(ended, Msg) and ended.data == b"re: q"
+    if ours:
+        assert isinstance(ended, asyncio.CancelledError)
+    else:
+        assert isinstance(ended, Msg) and ended.data == b"re: q"
 
 
 async def test_one_publication_and_several_together_share_the_connections_inbox(
