@@ -34,6 +34,7 @@ from bench._embedded_nats import embedded_nats, median
 from bench.client_loop import run_client
 from parley_common.bus import BusEvents
 from parley_common.ordered_reader import OrderedReader
+from parley_common.reply_inbox import reply_inbox
 
 STREAM = "BENCH"  # made again for each path and round: closed readers' consumers go with it
 OnMsg = Callable[[Msg], Awaitable[None]]
@@ -112,6 +113,7 @@ async def one_round(
 
         return on_msg
 
+    await reply_inbox(nc)  # the connection's (its first JetStream request of ours makes it), not a reader's
     tasks_before = len(asyncio.all_tasks())
     if traced:
         gc.collect()
