@@ -56,16 +56,12 @@ async def run_step(step: str, timeout_s: float, exit_: Callable[[], Awaitable[bo
         log.warning("shutdown.step_left_running", step=step)
         task.add_done_callback(_retrieve)
         return False
-    error = None if task.cancelled() else task.exception()
-    if error is None and not task.cancelled():
+    error = asyncio.CancelledError() if task.cancelled() else task.exception()
+    if error is None:
         return bool(task.result())
     if not overran:  # what an overrun step raised as it was cancelled is its overrun's
-        log.warning(
-            "shutdown.step_failed",
-            step=step,
-            error="CancelledError" if error is None else type(error).__name__,
-        )
-    if error is not None and not isinstance(error, Exception):
+        log.warning("shutdown.step_failed", step=step, error=type(error).__name__)
+    if not isinstance(error, Exception | asyncio.CancelledError):
         raise error  # SystemExit, KeyboardInterrupt: not a step's failure
     return False
 
