@@ -1,7 +1,16 @@
-"""`chat_messages`: a session's history as an LLM request's messages, reused from turn to turn."""
+"""`chat_messages`: a session's history as an LLM request's messages, reused from turn to turn;
+a `ChatRequest` takes them as made."""
 
 from __future__ import annotations
 
+import sys
+from types import FrameType
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from parley_runtime.llm import ChatMessage, ChatRequest
 from parley_runtime.llm_port import ChatReuse, chat_messages
 from parley_runtime.sessions.state import HistoryItem
 
@@ -27,3 +36,30 @@ def test_a_sessions_history_messages_are_made_once_per_item() -> None:
     assert third[0] is not first[1] and third[1] is second[2]
     assert [m.model_dump() for m in third] == _dumps(history, None)
     assert sorted(reuse) == sorted(id(item) for item in history)
+
+
+def test_a_request_takes_the_messages_it_is_given_as_made() -> None:
+    """Each message's model validator ran when it was made: a request (which carries the whole
+    history) does not run it again for every message, and keeps the very objects."""
+    messages = [ChatMessage(role="user" if i % 2 else "assistant", content=f"m{i}") for i in range(50)]
+    validator = ChatMessage.__pydantic_decorators__.model_validators["_role_fields"].func
+    calls = 0
+
+    def count(frame: FrameType, event: str, _: Any) -> None:
+        nonlocal calls
+        if event == "call" and frame.f_code is validator.__code__:
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        request = ChatRequest(model="m", messages=messages)
+    finally:
+        sys.setprofile(None)
+    assert calls == 0
+    assert request.messages is not messages  # a list of its own
+    assert all(a is b for a, b in zip(request.messages, messages, strict=True))
+    # Anything else is validated as before, the role rules included.
+    assert ChatRequest(messages=[{"role": "user", "content": "x"}]).messages[0].content == "x"
+    for bad in ([{"role": "tool", "content": "x"}], [messages[0], {"role": "tool", "content": "x"}]):
+        with pytest.raises(ValidationError, match="tool_call_id"):
+            ChatRequest(messages=bad)

@@ -18,7 +18,14 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
@@ -74,6 +81,9 @@ class ChatMessage(BaseModel):
         return self
 
 
+_CHAT_MESSAGE = frozenset({ChatMessage})  # what `ChatRequest` takes as made
+
+
 class ToolSpec(BaseModel):
     """A function the model may call (OpenAI function format)."""
 
@@ -91,6 +101,17 @@ class ChatRequest(BaseModel):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     # False/None: off; True: medium; a level; or an explicit token budget.
     thinking: bool | ThinkingLevel | Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("messages", mode="wrap")
+    @classmethod
+    def _messages_made_already(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """A list of `ChatMessage`s as it is (a copy): each was validated when it was made, and
+        pydantic would run its model validator again for every one, ~0.25 µs a message, in every
+        request, which carries the whole history (a session's, up to 100 messages; an Octavus
+        thread's). Anything else (dicts, JSON, a subclass) is validated as usual."""
+        if type(value) is list and set(map(type, value)) <= _CHAT_MESSAGE:
+            return list(value)
+        return handler(value)
 
     def thinking_budget(self) -> int | None:
         """The reasoning budget in tokens, or None when thinking is off."""
