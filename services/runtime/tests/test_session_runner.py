@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from opentelemetry import trace
 
 from parley_common import subjects
+from parley_common.blueprint import Blueprint
 from parley_common.conversation_contract import (
     ConversationEnded,
     ConversationEventBatch,
@@ -179,11 +180,12 @@ async def test_an_outbox_too_long_for_one_message_goes_event_by_event(rt: Stack)
     }
 
 
-async def test_text_deltas_carry_no_headers(rt: Stack) -> None:
+async def test_outputs_carry_no_trace_context(rt: Stack) -> None:
     """Nothing reads a trace context from `SESSION_OUT` (the turn itself continues the input's
     trace, `tests/e2e/test_realtime_tracing.py`), and a delta is never published again, so it needs
-    no `Nats-Msg-Id`: it carries no header. The event that ends the turn keeps its id (a new owner
-    republishes a committed tail)."""
+    no `Nats-Msg-Id`: it carries no header. The event that ends the turn carries its id alone (a new
+    owner republishes a committed tail); the transcript keeps the turn's context (the catalog's
+    span continues it)."""
     setup_telemetry(CommonSettings())  # real spans, so a context would be injected
     start = session_start()
     seen: list[tuple[str, dict[str, str]]] = []
@@ -196,7 +198,7 @@ async def test_text_deltas_carry_no_headers(rt: Stack) -> None:
     task = asyncio.create_task(SessionRunner(rt.deps(), start, FakeClaim()).run())
     try:
         await client.until("turn_complete")
-        with trace.get_tracer("test").start_as_current_span("test.input"):
+        with trace.get_tracer("test").start_as_current_span("test.input") as sent:
             await rt.say(start.conversation_id, "hello")  # the input carries its trace context
         await client.until("turn_complete")
         await rt.end(start.conversation_id)
@@ -207,7 +209,42 @@ async def test_text_deltas_carry_no_headers(rt: Stack) -> None:
     deltas = [headers for kind, headers in seen if kind == "text_delta"]
     assert len(deltas) == 2 and all(headers == {} for headers in deltas), seen
     tails = [headers for kind, headers in seen if kind in ("turn_complete", "session_closed")]
-    assert len(tails) == 3 and all("Nats-Msg-Id" in headers for headers in tails), seen
+    assert len(tails) == 3 and all(list(headers) == ["Nats-Msg-Id"] for headers in tails), seen
+    # The turn's transcript continues the turn's trace (the input's), not the session's.
+    (answered,) = [h for h, body in client.transcript_msgs if "hello" in body.model_dump_json()]
+    assert answered.get("traceparent", "").split("-")[1] == f"{sent.get_span_context().trace_id:032x}"
+
+
+async def test_a_turn_that_ends_the_flow_writes_its_transcript_in_its_trace(rt: Stack) -> None:
+    """A flow that ends on a user's message: its last transcript (the message, the end) continues
+    the input's trace as any turn's does, not the session's."""
+    setup_telemetry(CommonSettings())
+    rt.agents.snapshot = rt.agents.snapshot.model_copy(
+        update={
+            "blueprint": Blueprint.model_validate(
+                {"entries": [{"name": "main", "workflow": {
+                    "nodes": [
+                        {"id": "s", "type": "CONTROL.START", "data": {"greeting": "Hi"}},
+                        {"id": "d", "type": "CONTROL.DIALOG", "data": {"message": "Ok.", "max_turns": 1}},
+                        {"id": "e", "type": "CONTROL.END", "data": {"message": "Bye."}},
+                    ],
+                    "edges": [{"source": "s", "target": "d"}, {"source": "d", "target": "e"}],
+                }}]}
+            )
+        }
+    )  # fmt: skip
+    start = session_start()
+    client = await rt.client(start.conversation_id)
+    task = asyncio.create_task(SessionRunner(rt.deps(), start, FakeClaim()).run())
+    await client.until("turn_complete")
+    with trace.get_tracer("test").start_as_current_span("test.input") as sent:
+        await rt.say(start.conversation_id, "hello")
+    await client.until("session_closed")
+    await asyncio.wait_for(task, 10)
+    (last,) = [h for h, body in client.transcript_msgs if "hello" in body.model_dump_json()]
+    assert "conversation.ended" in client.transcript_msgs[-1][1].model_dump_json()
+    assert last is client.transcript_msgs[-1][0]
+    assert last.get("traceparent", "").split("-")[1] == f"{sent.get_span_context().trace_id:032x}"
 
 
 async def test_only_a_session_held_before_asks_for_its_last_output(

@@ -126,6 +126,9 @@ class Turn:
     cancel_requested: bool = False
     llm_task: asyncio.Task[None] | None = None
     voice: TurnVoice | None = None  # a voice session: the turn's text is spoken too
+    # The turn's trace context (its `runtime.turn` span), for its transcript's message: the loop
+    # commits the turn in the session's context, and the catalog's span continues the turn's.
+    trace: dict[str, str] | None = None
 
 
 @dataclass
@@ -380,7 +383,7 @@ class SessionRunner:
                 )
             )
         turn.task = asyncio.create_task(
-            self._traced_turn(engine.turn(work, text), headers, input_seq), name="turn"
+            self._traced_turn(engine.turn(work, text), headers, turn), name="turn"
         )
         turn.task.add_done_callback(self._turn_done)
         self.turn = turn
@@ -410,7 +413,7 @@ class SessionRunner:
         )
 
     async def _traced_turn(
-        self, body: Awaitable[Outcome], headers: Mapping[str, str] | None, seq: int | None
+        self, body: Awaitable[Outcome], headers: Mapping[str, str] | None, turn: Turn
     ) -> Outcome:
         # The turn continues the trace of the input that caused it (gateway → bus → here → LLM);
         # the opening turn, caused by no input, stays in the session's (the handshake's) trace.
@@ -419,8 +422,9 @@ class SessionRunner:
             with current_span(
                 tracer,
                 "runtime.turn",
-                attributes={"conversation.id": self.conv, "input.seq": seq or 0},
+                attributes={"conversation.id": self.conv, "input.seq": turn.input_seq or 0},
             ):
+                turn.trace = trace_headers()
                 return await body
         finally:
             if token is not None:
@@ -444,7 +448,11 @@ class SessionRunner:
                 else (Codes.INTERNAL, {})
             )
             await self._close(
-                ConversationEndReason.ERROR, base=turn.work, input_seq=turn.input_seq, error=error
+                ConversationEndReason.ERROR,
+                base=turn.work,
+                input_seq=turn.input_seq,
+                error=error,
+                trace=turn.trace,
             )
             return
         self.turn = None
@@ -453,7 +461,11 @@ class SessionRunner:
         ).inc()
         if outcome.closed is not None:
             await self._close(
-                outcome.closed, base=turn.work, input_seq=turn.input_seq, summary=outcome.summary
+                outcome.closed,
+                base=turn.work,
+                input_seq=turn.input_seq,
+                summary=outcome.summary,
+                trace=turn.trace,
             )
             return
         work = self._merge(turn.work, turn.input_seq)
@@ -461,7 +473,7 @@ class SessionRunner:
         # Waiting again (unless more input is pending): `turn_complete` carries the new deadline.
         work.tail = self._tail(ServerTurnComplete(), self._current_timing(work))
         work.out_index = self.outlet.next_index - 1
-        if not await self._commit(work):
+        if not await self._commit(work, turn.trace):
             return
         if turn.input_seq is not None:
             metrics.TURN_LATENCY.observe(time.perf_counter() - turn.started)
@@ -485,7 +497,7 @@ class SessionRunner:
             work.last_input_seq = max(input_seq, self.state.last_input_seq)
         return work
 
-    async def _commit(self, work: SessionState) -> bool:
+    async def _commit(self, work: SessionState, trace: dict[str, str] | None = None) -> bool:
         try:
             await self.deps.store.save(work, self.deps.token)
         except StateTooLarge as exc:
@@ -494,17 +506,20 @@ class SessionRunner:
             )
             return False
         self.state = work
-        await self._flush(work)
+        await self._flush(work, trace=trace)
         return True
 
-    async def _flush(self, state: SessionState, published_up_to: int = 0) -> None:
+    async def _flush(
+        self, state: SessionState, published_up_to: int = 0, trace: dict[str, str] | None = None
+    ) -> None:
         """Publish what a commit produced: the events that end the turn first (the client waits
         for them), then the transcript events, as one message (the catalog orders them by `seq`;
         its id comes from theirs, so the same outbox published again is the same message). All of
         them are sent together and their acks awaited together (one round trip, not one each);
-        each is stored once under its id, whatever is retried."""
+        each is stored once under its id, whatever is retried. Only the transcript carries a trace
+        context (`trace`, the turn's; else the current one), which the catalog's span continues;
+        nothing reads one from the outputs."""
         assert self.outlet is not None
-        headers = trace_headers()  # one turn's context for all of them
         publications: list[Publication] = []
         outbox_json, tail_json = state.events_json()  # as the commit saved them
         for out, data in zip(state.tail, tail_json, strict=True):
@@ -513,8 +528,9 @@ class SessionRunner:
             if out.event.type == "text_delta":  # an answer's last text, held: plain, as `emit` sends it
                 await self.outlet.publish(out, data)
             else:
-                publications.append(self.outlet.acked(out, headers, data))
+                publications.append(self.outlet.acked(out, data))
         if state.outbox:
+            headers = trace if trace is not None else trace_headers()
             subject = subjects.conversation_event(self.conv)
             body = conversation_body(state.outbox, outbox_json)
             if len(state.outbox) == 1 or len(body) <= self.deps.nc.max_payload // 2:
@@ -546,8 +562,10 @@ class SessionRunner:
         input_seq: int | None = None,
         summary: str | None = None,
         error: tuple[ErrorCode, dict[str, Any]] | None = None,
+        trace: dict[str, str] | None = None,
     ) -> None:
-        """End the session: the last events, `session_closed`, the transcript's end, the ack."""
+        """End the session: the last events, `session_closed`, the transcript's end, the ack
+        (`trace`: the context of the turn that ended it, for its transcript)."""
         assert self.outlet is not None
         running = self.turn
         await self._abandon_turn()
@@ -578,7 +596,7 @@ class SessionRunner:
             work.variables = {}
             await self.deps.store.save(work, self.deps.token)
         self.state = work
-        await self._flush(work)
+        await self._flush(work, trace=trace)
         await self.claim.ack()
         self.log.info("session.closed", reason=reason.value)
 

@@ -5,9 +5,11 @@ and the worker does not wait for an ack per text delta; while the broker is away
 them and sends them, in order, once it is back); the events that end a turn are published with an
 ack, which also confirms everything published before them on the connection, and are retried
 through a broker outage (`publish_durably`). Those carry `Nats-Msg-Id` `<conversation>:<index>`,
-so a republication after a crash (a committed tail) or a retry is dropped by JetStream itself. A
-text delta carries no header at all: it is published once (a worker taking the session over numbers
-after the last stored index and republishes only what of the committed tail is not stored). An
+so a republication after a crash (a committed tail) or a retry is dropped by JetStream itself, and
+no other header: nothing reads a trace context from `SESSION_OUT` (a turn's trace is the input's,
+continued by the runtime and the catalog). A text delta carries no header at all: it is published
+once (a worker taking the session over numbers after the last stored index and republishes only
+what of the committed tail is not stored). An
 answer's last delta is held back for the turn's end (`Outlet.hold`): it is committed in the tail and
 published, still plain, in the same write as the end.
 
@@ -17,7 +19,6 @@ Input is read by `inputs.InputFeed`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from uuid import UUID
 
 from nats.aio.client import Client
@@ -69,7 +70,7 @@ class Outlet:
         """Publish an event of a turn under way (text deltas, mostly), once, without headers: no
         trace context (nothing reads one from `SESSION_OUT`), and no `Nats-Msg-Id` (nothing
         publishes it again; JetStream's duplicate tracking of every delta and the gateway's header
-        parsing cost ~8-10 µs a delta between them). The event that ends the turn has both
+        parsing cost ~8-10 µs a delta between them). The event that ends the turn has its id
         (`acked`). A held event goes out first."""
         await self.release_held()
         out = self.reserve(event, timing)
@@ -105,12 +106,10 @@ class Outlet:
         task = asyncio.ensure_future(self.release_held())
         task.add_done_callback(_ignore_failure)  # a lost plain publish: a gap, as for `emit`
 
-    def acked(
-        self, out: SessionOutput, headers: Mapping[str, str] | None = None, data: bytes | None = None
-    ) -> Publication:
+    def acked(self, out: SessionOutput, data: bytes | None = None) -> Publication:
         """A reserved event as a publication to be acked (`publish_durably_together`), under its
-        `Nats-Msg-Id`, with the trace context given (`data`: its JSON, made already)."""
-        return Publication(self.subject, _body(out, data), self._msg_id(out), headers)
+        `Nats-Msg-Id` and with no other header (`data`: its JSON, made already)."""
+        return Publication(self.subject, _body(out, data), self._msg_id(out))
 
     def _msg_id(self, out: SessionOutput) -> str:
         return f"{self._id_prefix}{out.index}"
