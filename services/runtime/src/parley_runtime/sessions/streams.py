@@ -9,9 +9,9 @@ so a republication after a crash (a committed tail) or a retry is dropped by Jet
 no other header: nothing reads a trace context from `SESSION_OUT` (a turn's trace is the input's,
 continued by the runtime and the catalog). A text delta carries no header at all: it is published
 once (a worker taking the session over numbers after the last stored index and republishes only
-what of the committed tail is not stored). An
-answer's last delta is held back for the turn's end (`Outlet.hold`): it is committed in the tail and
-published, still plain, in the same write as the end.
+what of the committed tail is not stored). An answer's last delta is held back for the turn's end
+(`Outlet.hold`): it is committed in the tail and published, still plain, in the same write as the
+end.
 
 Input is read by `inputs.InputFeed`.
 """
