@@ -2,13 +2,15 @@
 
 One scenario, because a cold start is the expensive part: start cold → ready through the edge →
 stop with SIGINT (exit 0) → start warm on the same state (data and secrets kept), this time with
-`--traces`, and find a signup's span in the trace viewer through the edge → SIGKILL a runtime worker
+`--traces`, and find a signup's span and a conversation turn's trace (gateway, runtime, catalog) in
+the trace viewer through the edge → SIGKILL a runtime worker
 → it is restarted, counted on edge-meta's /metrics and the edge's /readyz is 200 again → SIGINT stops
 everything (exit 0) and no process it started is left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -26,6 +28,7 @@ import httpx
 import psutil
 import pytest
 import redis
+from websockets.asyncio.client import connect
 
 from parley_devstack.cli import module_runnable
 from parley_devstack.servers import free_port, port_is_free
@@ -170,6 +173,77 @@ def find_signup_trace(parley: Parley) -> None:
         assert page.status_code == 200 and f"/traces/{summary['trace_id']}" in page.text
 
 
+def spans_below(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """`node`'s descendants in a trace tree of the viewer, depth first."""
+    return [d for child in node["children"] for d in (child, *spans_below(child))]
+
+
+def find_turn_trace(parley: Parley) -> None:
+    """A conversation's turn as one trace across the services, as docs/operations.md draws it: the
+    gateway's input, the runtime's turn under it (its node, the LLM's stream) and, under the turn,
+    the catalog writing the turn's messages."""
+    with httpx.Client(base_url=parley.url, timeout=10) as client:
+        email = f"turn-{time.monotonic_ns()}@example.com"
+        body = {"email": email, "password": "correct horse battery", "name": "Turn"}
+        assert client.post("/auth/signup", json=body).status_code == 201
+        nodes = [
+            {"id": "s", "type": "CONTROL.START", "data": {"greeting": "Hi!"}},
+            {"id": "chat", "type": "CONTROL.DIALOG", "data": {"exit_when": "last_user_message == 'bye'"}},
+            {"id": "end", "type": "CONTROL.END", "data": {"message": "Bye!"}},
+        ]
+        edges = [{"source": "s", "target": "chat"}, {"source": "chat", "target": "end"}]
+        workflow = {"nodes": nodes, "edges": edges}
+        agent = client.post(
+            "/users/me/agents",
+            json={
+                "config": {"name": "Traced"},
+                "blueprint": {"entries": [{"name": "main", "workflow": workflow}]},
+            },
+        )
+        assert agent.status_code == 201, agent.text
+        agent_id = agent.json()["id"]
+        live = client.patch(f"/agents/{agent_id}/status", json={"status": "live"})
+        assert live.status_code == 200, live.text
+        key = client.post("/auth/api-keys", json={"name": "e2e"}).json()["key"]
+
+    async def talk() -> str:
+        async with connect(f"ws://127.0.0.1:{parley.port}/realtime?token={key}") as ws:
+            await ws.send(json.dumps({"type": "handshake", "agent_id": agent_id}))
+            conversation = json.loads(await ws.recv())["conversation_id"]
+            while json.loads(await ws.recv())["type"] != "turn_complete":
+                pass
+            await ws.send(json.dumps({"type": "input_text", "text": "trace me"}))
+            while json.loads(await ws.recv())["type"] != "turn_complete":
+                pass
+            return str(conversation)
+
+    conversation = asyncio.run(talk())
+
+    def turn_tree() -> dict[str, Any] | None:
+        with httpx.Client(base_url=parley.url, timeout=10) as client:
+            for summary in client.get("/traces.json").json():
+                if summary["root"] != "realtime.input":
+                    continue
+                # A span whose parent has not come yet is a root of its own for now.
+                tree = client.get(f"/traces/{summary['trace_id']}.json").json()
+                roots: list[dict[str, Any]] = tree["roots"]
+                for root in roots:
+                    turns = [c for c in root["children"] if c["name"] == "runtime.turn"]
+                    if turns and turns[0]["attributes"]["conversation.id"] == conversation:
+                        below = {c["name"] for c in turns[0]["children"]}
+                        if "catalog.persist_conversation_event" in below:  # exported last, maybe
+                            return root
+        return None
+
+    root = poll(turn_tree, 30, "the turn's trace with the catalog's span", parley.assert_running)
+    assert root["service"] == "parley-session_gateway"
+    (turn,) = [c for c in root["children"] if c["name"] == "runtime.turn"]
+    assert turn["service"] == "parley-runtime"
+    (persist,) = [c for c in turn["children"] if c["name"] == "catalog.persist_conversation_event"]
+    assert persist["service"] == "parley-catalog"
+    assert {"runtime.node", "llm.stream"} <= {s["name"] for s in spans_below(turn)}
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -257,6 +331,7 @@ def test_parley_run(workdir: Path) -> None:
         assert f"traces       {second.url}/traces" in second.output()
         if "auth" in EXPECTED:
             find_signup_trace(second)
+            find_turn_trace(second)
         assert (workdir / ".parley" / "secrets.json").read_text() == secrets
         assert redis.Redis(port=state["processes"]["valkey"]["port"]).get("parley:e2e") == b"kept"
 
