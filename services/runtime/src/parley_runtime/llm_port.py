@@ -9,9 +9,11 @@ stream at once.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
+from dataclasses import dataclass, field
 
 from parley_common import metrics
 from parley_common.catalog_contract import AgentSnapshot
@@ -20,34 +22,50 @@ from parley_runtime.llm import ChatMessage, ChatRequest, LLMEvent, LLMRegistry, 
 from parley_runtime.sessions.state import HistoryItem
 
 OnText = Callable[[str], Awaitable[None]]
-# A session's `ChatMessage`s of its history from its previous request, by history item (the item
-# kept too: an `id` is only unique while its object lives). See `chat_messages`.
-ChatReuse = dict[int, tuple[HistoryItem, ChatMessage]]
+
+
+@dataclass
+class ChatReuse:
+    """A session's last request's messages of its history, by position: `items[i]` made
+    `messages[i]` (the items are kept: an item is known by its identity). See `chat_messages`."""
+
+    items: list[HistoryItem] = field(default_factory=list)
+    messages: list[ChatMessage] = field(default_factory=list)
 
 
 def chat_messages(history: list[HistoryItem], reuse: ChatReuse | None = None) -> list[ChatMessage]:
     """The request's messages of `history`. With `reuse` (one session's, kept from turn to turn),
-    the message made for a history item at an earlier turn is used again: a turn's working copy
+    the messages made for the items of the last request are used again: a turn's working copy
     shares the committed items, which are never edited (sessions/state.py), and nothing edits a
-    request's messages, so only the turn's new items are built (and validated); a full history
-    (`runtime_history_max_messages`, 100) was 100 messages built per turn. Entries of items no
-    longer in the history are dropped."""
+    request's messages, so only the turn's new items are built (and validated). A history only
+    loses its oldest items and gains new ones at its end, so the last request's items are found as
+    one run, by identity, with list operations of C's speed: a full history
+    (`runtime_history_max_messages`, 100) was 100 messages built per turn, then a Python loop over
+    100 items. A history that is not such a continuation (read back from Redis by a new owner, or
+    after a turn that was abandoned) is built anew."""
     if reuse is None:
         return [ChatMessage(role=item.role, content=item.content) for item in history]
-    kept: ChatReuse = {}
-    messages: list[ChatMessage] = []
-    for item in history:
-        hit = reuse.get(id(item))
-        message = (
-            hit[1]
-            if hit is not None and hit[0] is item
-            else ChatMessage(role=item.role, content=item.content)
-        )
-        kept[id(item)] = (item, message)
-        messages.append(message)
-    reuse.clear()
-    reuse.update(kept)
-    return messages
+    start = _continued_from(reuse.items, history)
+    kept = len(reuse.items) - start
+    messages = reuse.messages[start:]
+    messages += [ChatMessage(role=item.role, content=item.content) for item in history[kept:]]
+    reuse.items, reuse.messages = list(history), messages  # copies: the caller's lists may change
+    return list(messages)
+
+
+def _continued_from(old: list[HistoryItem], new: list[HistoryItem]) -> int:
+    """Where in `old` the history `new` begins, when `new` is `old` from there on and then more
+    (`len(old)`: nothing of `old` is reused)."""
+    if not old or not new:
+        return len(old)
+    try:
+        start = list(map(id, old)).index(id(new[0]))  # `old` holds its items: an id is theirs
+    except ValueError:
+        return len(old)
+    shared = len(old) - start
+    if shared > len(new) or not all(map(operator.is_, old[start:], new[:shared])):
+        return len(old)
+    return start
 
 
 class LLMPort:

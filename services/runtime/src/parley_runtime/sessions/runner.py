@@ -162,7 +162,7 @@ class SessionRunner:
         self.turn: Turn | None = None
         # Input waiting for the turn under way: a list, not a deque (760 bytes even when empty).
         self.pending: list[Received] = []
-        self.chat_reuse: ChatReuse = {}  # the history's LLM messages, from turn to turn (llm_port.py)
+        self.chat_reuse = ChatReuse()  # the history's LLM messages, from turn to turn (llm_port.py)
         self.closed = False
         # The timing the next output carries (a turn began), and the timer that publishes it on
         # the control subject should the turn say nothing for `busy_timing_delay_s`.
