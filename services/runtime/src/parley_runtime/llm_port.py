@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from parley_common import metrics
 from parley_common.catalog_contract import AgentSnapshot
@@ -24,13 +24,14 @@ from parley_runtime.sessions.state import HistoryItem
 OnText = Callable[[str], Awaitable[None]]
 
 
-@dataclass
+@dataclass(slots=True)
 class ChatReuse:
     """A session's last request's messages of its history, by position: `items[i]` made
-    `messages[i]` (the items are kept: an item is known by its identity). See `chat_messages`."""
+    `messages[i]` (the items are kept: an item is known by its identity). See `chat_messages`.
+    Empty tuples until the first request: a held session that never spoke keeps 48 bytes here."""
 
-    items: list[HistoryItem] = field(default_factory=list)
-    messages: list[ChatMessage] = field(default_factory=list)
+    items: Sequence[HistoryItem] = ()
+    messages: Sequence[ChatMessage] = ()
 
 
 def chat_messages(history: list[HistoryItem], reuse: ChatReuse | None = None) -> list[ChatMessage]:
@@ -47,13 +48,15 @@ def chat_messages(history: list[HistoryItem], reuse: ChatReuse | None = None) ->
         return [ChatMessage(role=item.role, content=item.content) for item in history]
     start = _continued_from(reuse.items, history)
     kept = len(reuse.items) - start
-    messages = reuse.messages[start:]
-    messages += [ChatMessage(role=item.role, content=item.content) for item in history[kept:]]
+    messages = [
+        *reuse.messages[start:],
+        *(ChatMessage(role=item.role, content=item.content) for item in history[kept:]),
+    ]
     reuse.items, reuse.messages = list(history), messages  # copies: the caller's lists may change
     return list(messages)
 
 
-def _continued_from(old: list[HistoryItem], new: list[HistoryItem]) -> int:
+def _continued_from(old: Sequence[HistoryItem], new: Sequence[HistoryItem]) -> int:
     """Where in `old` the history `new` begins, when `new` is `old` from there on and then more
     (`len(old)`: nothing of `old` is reused)."""
     if not old or not new:
