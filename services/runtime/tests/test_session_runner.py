@@ -44,6 +44,11 @@ async def rt(nats_url: str, infra: Any) -> AsyncIterator[Stack]:
         yield value
 
 
+def trace_id_in(headers: dict[str, str]) -> str:
+    """The trace id of a message's `traceparent` header."""
+    return headers.get("traceparent", "").split("-")[1]
+
+
 def texts(events: list[dict[str, Any]]) -> str:
     return "".join(
         e.get("chunk", e.get("content", "")) for e in events if e["type"] in ("text_delta", "text_full")
@@ -212,7 +217,7 @@ async def test_outputs_carry_no_trace_context(rt: Stack) -> None:
     assert len(tails) == 3 and all(list(headers) == ["Nats-Msg-Id"] for headers in tails), seen
     # The turn's transcript continues the turn's trace (the input's), not the session's.
     (answered,) = [h for h, body in client.transcript_msgs if "hello" in body.model_dump_json()]
-    assert answered.get("traceparent", "").split("-")[1] == f"{sent.get_span_context().trace_id:032x}"
+    assert trace_id_in(answered) == f"{sent.get_span_context().trace_id:032x}"
 
 
 async def test_a_turn_that_ends_the_flow_writes_its_transcript_in_its_trace(rt: Stack) -> None:
@@ -244,7 +249,7 @@ async def test_a_turn_that_ends_the_flow_writes_its_transcript_in_its_trace(rt: 
     (last,) = [h for h, body in client.transcript_msgs if "hello" in body.model_dump_json()]
     assert "conversation.ended" in client.transcript_msgs[-1][1].model_dump_json()
     assert last is client.transcript_msgs[-1][0]
-    assert last.get("traceparent", "").split("-")[1] == f"{sent.get_span_context().trace_id:032x}"
+    assert trace_id_in(last) == f"{sent.get_span_context().trace_id:032x}"
 
 
 async def test_only_a_session_held_before_asks_for_its_last_output(
